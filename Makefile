@@ -1,0 +1,72 @@
+# Every target sets itself up from a fresh machine (creates .venv, installs the package).
+# The package is installed in *strict* editable mode so mypy sees calliope_graph.nodes and
+# calliope_graph.graphs (mapped from nodes/ and graphs/); that mode needs a reinstall after a
+# file is added, so every target reinstalls first (a few seconds when nothing changed).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+OUT    ?= out
+# mypy and pytest run the *installed* package: mypy runs from outside the repo root so the
+# source directory calliope_graph/ (which lacks nodes/ and graphs/) does not shadow it.
+MYPY   := cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache
+
+.PHONY: help install lint fmt typecheck test test-fast browser demo bench pictures schema clean
+
+help:
+	@echo "make demo   run the webcam story offline against the simulator"
+	@echo "make test   install, lint, type-check and run the test suite"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict"
+	@echo "make bench  benchmarks -> benchmarks/results.json"
+	@echo "make pictures  regenerate the README's drawing and report screenshot"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(MYPY) --strict -p calliope_graph
+	$(MYPY) --strict --allow-untyped-defs --allow-incomplete-defs \
+		$(CURDIR)/tests $(CURDIR)/examples $(CURDIR)/benchmarks
+
+typecheck: lint
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Headless Chromium for the report tests: Debian's package, installed where we are root.
+# Where it cannot be installed, only the browser tests skip (they say how to enable them).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; browser tests will skip"; \
+	else echo "note: chromium not found and not root; browser tests will skip (apt-get install chromium)"; fi
+
+test: lint browser
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -x -q
+
+demo: install
+	$(BIN)/python examples/demo.py --out $(OUT)
+
+bench: install
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+pictures: install browser
+	$(BIN)/python docs/make_pictures.py
+
+schema: install
+	$(BIN)/calliope-graph schema > calliope_graph/flow/flow.schema.json
+
+clean:
+	rm -rf $(OUT) build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,314 @@
+"""Model configuration, keys and the catalog of named model configs.
+
+The shapes follow Calliope's: a :class:`ModelConfig` names an :class:`InferenceModel`
+(provider, provider model name, API variant) and both carry ``model_parameters``; the
+parameters sent to a provider are the model's, overridden by the config's.
+
+:class:`KeysModel` holds secrets as :class:`pydantic.SecretStr`, so they never show in a
+repr, a log line or a serialised checkpoint. :meth:`KeysModel.from_env` reads the
+conventional environment variables, including a base-URL override per provider, so
+OpenAI-compatible servers (Ollama, vLLM, llama.cpp) and Anthropic-compatible ones just work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from calliope_graph.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "InferenceModel",
+    "InferenceModelProvider",
+    "InferenceModelProviderVariant",
+    "KeysModel",
+    "ModelCatalog",
+    "ModelConfig",
+    "catalog",
+]
+
+
+class InferenceModelProvider(StrEnum):
+    OPENAI = "openai"
+    AZURE = "azure"
+    STABILITY = "stability"
+    REPLICATE = "replicate"
+    HUGGINGFACE = "huggingface"
+    RUNWAY = "runway"
+    ANTHROPIC = "anthropic"
+    LANGCHAIN = "langchain"
+
+
+class InferenceModelProviderVariant(StrEnum):
+    DEFAULT = "default"
+    OPENAI_COMPLETION = "openai_completion"
+    OPENAI_CHAT_COMPLETION = "openai_chat_completion"
+
+
+class InferenceModel(BaseModel):
+    """A provider's model: ``provider_model_name`` is what the provider's API calls it."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    slug: str
+    provider: InferenceModelProvider
+    provider_model_name: str
+    provider_api_variant: InferenceModelProviderVariant = InferenceModelProviderVariant.DEFAULT
+    model_parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(BaseModel):
+    """A named use of a model, with its own parameters layered over the model's."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    slug: str
+    description: str = ""
+    model_parameters: dict[str, Any] = Field(default_factory=dict)
+    model: InferenceModel
+
+    @property
+    def provider(self) -> InferenceModelProvider:
+        return self.model.provider
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The merged parameters: the model's, then the config's on top."""
+        return {**self.model.model_parameters, **self.model_parameters}
+
+    def with_parameters(self, **overrides: Any) -> ModelConfig:
+        """A copy whose config-level parameters are updated with ``overrides``."""
+        return self.model_copy(update={"model_parameters": {**self.model_parameters, **overrides}})
+
+
+#: Where each provider lives unless the environment or the keys say otherwise.
+DEFAULT_BASE_URLS: dict[InferenceModelProvider, str] = {
+    InferenceModelProvider.OPENAI: "https://api.openai.com/v1",
+    InferenceModelProvider.AZURE: "https://calliope.cognitiveservices.azure.com",
+    InferenceModelProvider.STABILITY: "https://api.stability.ai",
+    InferenceModelProvider.REPLICATE: "https://api.replicate.com",
+    InferenceModelProvider.HUGGINGFACE: "https://router.huggingface.co/hf-inference",
+    InferenceModelProvider.RUNWAY: "https://api.dev.runwayml.com",
+    InferenceModelProvider.ANTHROPIC: "https://api.anthropic.com",
+}
+
+# provider -> (key field, key env var, base-url field, base-url env var)
+_ENV: dict[InferenceModelProvider, tuple[str, str, str, str]] = {
+    InferenceModelProvider.OPENAI: (
+        "openai_api_key",
+        "OPENAI_API_KEY",
+        "openai_base_url",
+        "OPENAI_BASE_URL",
+    ),
+    InferenceModelProvider.AZURE: (
+        "azure_vision_key",
+        "AZURE_VISION_KEY",
+        "azure_vision_endpoint",
+        "AZURE_VISION_ENDPOINT",
+    ),
+    InferenceModelProvider.STABILITY: (
+        "stability_api_key",
+        "STABILITY_API_KEY",
+        "stability_base_url",
+        "STABILITY_BASE_URL",
+    ),
+    InferenceModelProvider.REPLICATE: (
+        "replicate_api_token",
+        "REPLICATE_API_TOKEN",
+        "replicate_base_url",
+        "REPLICATE_BASE_URL",
+    ),
+    InferenceModelProvider.HUGGINGFACE: (
+        "huggingface_api_key",
+        "HF_TOKEN",
+        "huggingface_base_url",
+        "HF_BASE_URL",
+    ),
+    InferenceModelProvider.RUNWAY: (
+        "runway_api_key",
+        "RUNWAYML_API_SECRET",
+        "runway_base_url",
+        "RUNWAYML_BASE_URL",
+    ),
+    InferenceModelProvider.ANTHROPIC: (
+        "anthropic_api_key",
+        "ANTHROPIC_API_KEY",
+        "anthropic_base_url",
+        "ANTHROPIC_BASE_URL",
+    ),
+}
+
+
+class KeysModel(BaseModel):
+    """API keys (as secrets) and per-provider base URLs.
+
+    Build it from the environment with :meth:`from_env`, or pass values directly. A key may
+    be absent until an engine needs it; :meth:`require` then raises a
+    :class:`ConfigurationError` naming the variable to set.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    openai_api_key: SecretStr | None = None
+    azure_vision_key: SecretStr | None = None
+    stability_api_key: SecretStr | None = None
+    replicate_api_token: SecretStr | None = None
+    huggingface_api_key: SecretStr | None = None
+    runway_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+
+    openai_base_url: str | None = None
+    azure_vision_endpoint: str | None = None
+    stability_base_url: str | None = None
+    replicate_base_url: str | None = None
+    huggingface_base_url: str | None = None
+    runway_base_url: str | None = None
+    anthropic_base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KeysModel:
+        """Keys and base URLs from the conventional environment variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key_field, key_var, url_field, url_var in _ENV.values():
+            if env.get(key_var):
+                values[key_field] = SecretStr(env[key_var])
+            if env.get(url_var):
+                values[url_field] = env[url_var]
+        # Hugging Face's older name for the same token.
+        if "huggingface_api_key" not in values and env.get("HUGGINGFACE_API_KEY"):
+            values["huggingface_api_key"] = SecretStr(env["HUGGINGFACE_API_KEY"])
+        return cls(**values)
+
+    def require(self, provider: InferenceModelProvider | str) -> str:
+        """The key for ``provider``, or a ConfigurationError saying which variable to set."""
+        provider = InferenceModelProvider(provider)
+        if provider not in _ENV:
+            raise ConfigurationError(f"Provider {provider.value!r} takes no API key.")
+        key_field, key_var, _, _ = _ENV[provider]
+        secret: SecretStr | None = getattr(self, key_field)
+        if secret is None or not secret.get_secret_value():
+            raise ConfigurationError(
+                f"No API key for {provider.value}: set the environment variable {key_var} "
+                f"(or pass {key_field}= to KeysModel), or run offline with the simulator "
+                "(`--simulate` on the command line, calliope_graph.simulate in Python)."
+            )
+        return secret.get_secret_value()
+
+    def base_url(self, provider: InferenceModelProvider | str) -> str:
+        """The base URL for ``provider`` (override or default), without a trailing slash."""
+        provider = InferenceModelProvider(provider)
+        if provider not in _ENV:
+            raise ConfigurationError(f"Provider {provider.value!r} has no HTTP base URL.")
+        _, _, url_field, _ = _ENV[provider]
+        url: str | None = getattr(self, url_field)
+        return (url or DEFAULT_BASE_URLS[provider]).rstrip("/")
+
+    def secrets(self) -> list[str]:
+        """Every secret value held (for redaction)."""
+        out: list[str] = []
+        for key_field, _, _, _ in _ENV.values():
+            secret: SecretStr | None = getattr(self, key_field)
+            if secret is not None and secret.get_secret_value():
+                out.append(secret.get_secret_value())
+        return out
+
+    @staticmethod
+    def env_var(provider: InferenceModelProvider | str) -> str:
+        """The environment variable holding ``provider``'s key."""
+        return _ENV[InferenceModelProvider(provider)][1]
+
+
+class ModelCatalog:
+    """Named model configs: the built-ins, extended from YAML files.
+
+    YAML shape (a mapping from name to a ModelConfig, ``slug`` defaulting to the name)::
+
+        my-story-model:
+          description: Llama 3 on a local Ollama
+          model_parameters: {temperature: 0.8}
+          model: {slug: llama3, provider: openai, provider_model_name: llama3}
+    """
+
+    def __init__(self, configs: Mapping[str, ModelConfig] | None = None) -> None:
+        self._configs: dict[str, ModelConfig] = dict(configs or {})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._configs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._configs))
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def get(self, name: str) -> ModelConfig:
+        try:
+            return self._configs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._configs))
+            raise ConfigurationError(
+                f"Unknown model config {name!r}. Known configs: {known}. "
+                "Add it to a catalog YAML file (ModelCatalog.load_yaml) or give it inline."
+            ) from None
+
+    def add(self, config: ModelConfig, name: str | None = None) -> None:
+        self._configs[name or config.slug] = config
+
+    def items(self) -> list[tuple[str, ModelConfig]]:
+        return sorted(self._configs.items())
+
+    def copy(self) -> ModelCatalog:
+        return ModelCatalog(self._configs)
+
+    def load_yaml(self, source: str | Path) -> ModelCatalog:
+        """Add every config of a YAML file (or YAML text); returns self for chaining."""
+        text = Path(source).read_text() if _looks_like_path(source) else str(source)
+        where = str(source) if _looks_like_path(source) else "catalog YAML"
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{where}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                f"{where}: a catalog is a mapping from config name to config, "
+                f"got {type(data).__name__}."
+            )
+        for name, body in data.items():
+            if not isinstance(body, dict):
+                raise ConfigurationError(f"{where}: config {name!r} must be a mapping.")
+            body = {"slug": name, **body}
+            try:
+                self.add(ModelConfig.model_validate(body), str(name))
+            except ValidationError as exc:
+                raise ConfigurationError(
+                    f"{where}: config {name!r} is invalid: {_first_error(exc)}"
+                ) from None
+        return self
+
+
+def _looks_like_path(source: str | Path) -> bool:
+    return isinstance(source, Path) or ("\n" not in source and source.endswith((".yaml", ".yml")))
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}"
+
+
+def _builtin_catalog() -> ModelCatalog:
+    text = resources.files("calliope_graph").joinpath("catalog.yaml").read_text()
+    return ModelCatalog().load_yaml(text)
+
+
+#: The catalog every flow and node resolves config names against by default.
+catalog: ModelCatalog = _builtin_catalog()

@@ -1,0 +1,99 @@
+"""The run context: everything a node or engine needs that must never enter graph state.
+
+The shared ``httpx.AsyncClient``, the keys, the media store, retry/poll limits and the model
+catalog travel here (in LangGraph's runtime context when a flow runs), so nothing secret is
+ever checkpointed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from calliope_graph.config import KeysModel, ModelCatalog, catalog
+from calliope_graph.media import MediaStore
+
+__all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How the engine layer retries transient failures (429, 5xx, 529, timeouts, resets)."""
+
+    max_attempts: int = 4
+    """Attempts per request, including the first."""
+    initial_wait: float = 0.5
+    """First backoff in seconds; doubles each attempt, with jitter."""
+    max_wait: float = 20.0
+    """Longest single backoff."""
+    jitter: float = 0.5
+    """Up to this many seconds of random jitter added to each backoff."""
+    max_total: float = 90.0
+    """Give up once this many seconds have passed since the first attempt."""
+    max_retry_after: float = 120.0
+    """A provider's Retry-After above this is not honoured (the call fails instead)."""
+    request_timeout: float = 60.0
+    """Per-request timeout in seconds (connect, read, write)."""
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How long jobs (Replicate predictions, Runway tasks, HF model loading) are waited for."""
+
+    interval: float = 1.0
+    timeout: float = 300.0
+
+
+@dataclass
+class RunContext:
+    """The non-state half of a run: client, keys, store, limits, catalog.
+
+    Build one with :meth:`create` (which makes the client) or pass your own client.
+    """
+
+    client: httpx.AsyncClient
+    keys: KeysModel
+    store: MediaStore
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+    catalog: ModelCatalog = field(default_factory=lambda: catalog)
+    sleep: Sleep = asyncio.sleep
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        out_dir: str | Path = "out",
+        *,
+        keys: KeysModel | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
+        **kwargs: Any,
+    ) -> RunContext:
+        """A context writing into ``out_dir``; ``transport`` plugs in the simulator."""
+        retry: RetrySettings = kwargs.get("retry", RetrySettings())
+        if client is None:
+            client = httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(retry.request_timeout),
+                follow_redirects=True,
+            )
+        return cls(
+            client=client,
+            keys=keys if keys is not None else KeysModel.from_env(),
+            store=MediaStore(out_dir),
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:  # never show keys
+        return f"RunContext(store={self.store!r}, retry={self.retry!r})"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

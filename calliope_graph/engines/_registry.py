@@ -1,0 +1,192 @@
+"""The engine registry: (conversion, provider) -> engine.
+
+Engine modules register their functions with :func:`register`; nodes and the functional
+API look them up with :func:`get_engine`. A miss is a :class:`ConfigurationError` that lists
+the providers that *do* serve the conversion.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
+from typing import Any, Literal, Protocol, TypeVar, overload
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from calliope_graph.config import InferenceModelProvider, ModelConfig
+from calliope_graph.context import RunContext
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+
+__all__ = [
+    "AudioToTextEngine",
+    "Conversion",
+    "ImageAnalysisEngine",
+    "ImageAndTextToVideoEngine",
+    "MessagesToObjectEngine",
+    "TextToImageEngine",
+    "TextToTextEngine",
+    "get_engine",
+    "register",
+    "supported",
+]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class Conversion(StrEnum):
+    TEXT_TO_TEXT = "text_to_text"
+    TEXT_TO_IMAGE = "text_to_image"
+    IMAGE_AND_TEXT_TO_VIDEO = "image_and_text_to_video"
+    IMAGE_ANALYSIS = "image_analysis"
+    AUDIO_TO_TEXT = "audio_to_text"
+    MESSAGES_TO_OBJECT = "messages_to_object"
+
+
+class TextToTextEngine(Protocol):
+    async def __call__(self, ctx: RunContext, text: str, config: ModelConfig) -> str: ...
+
+
+class TextToImageEngine(Protocol):
+    async def __call__(
+        self,
+        ctx: RunContext,
+        prompt: str,
+        config: ModelConfig,
+        *,
+        output_name: str,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> Image: ...
+
+
+class ImageAndTextToVideoEngine(Protocol):
+    async def __call__(
+        self, ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
+    ) -> Video: ...
+
+
+class ImageAnalysisEngine(Protocol):
+    async def __call__(
+        self, ctx: RunContext, image: Image, config: ModelConfig
+    ) -> ImageAnalysis: ...
+
+
+class AudioToTextEngine(Protocol):
+    async def __call__(
+        self, ctx: RunContext, audio: Audio, config: ModelConfig, *, language: str | None = None
+    ) -> str: ...
+
+
+class MessagesToObjectEngine(Protocol):
+    async def __call__(
+        self,
+        ctx: RunContext,
+        messages: Sequence[BaseMessage],
+        config: ModelConfig,
+        response_model: type[ModelT],
+    ) -> ModelT: ...
+
+
+#: Modules under calliope_graph.engines that register engines when imported.
+ENGINE_MODULES = (
+    "openai",
+    "azure_vision",
+    "stability",
+    "replicate",
+    "hugging_face",
+    "runway",
+    "anthropic",
+    "langchain",
+)
+
+_ENGINES: dict[tuple[Conversion, InferenceModelProvider], Callable[..., Awaitable[Any]]] = {}
+_loaded = False
+
+
+def register(conversion: Conversion, provider: InferenceModelProvider) -> Callable[[F], F]:
+    """Decorator: make the function the engine for (conversion, provider)."""
+
+    def deco(fn: F) -> F:
+        _ENGINES[(conversion, provider)] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in ENGINE_MODULES:
+        importlib.import_module(f"calliope_graph.engines.{name}")
+
+
+@overload
+def get_engine(
+    conversion: Literal[Conversion.TEXT_TO_TEXT], provider: InferenceModelProvider | str
+) -> TextToTextEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.TEXT_TO_IMAGE], provider: InferenceModelProvider | str
+) -> TextToImageEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.IMAGE_AND_TEXT_TO_VIDEO],
+    provider: InferenceModelProvider | str,
+) -> ImageAndTextToVideoEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.IMAGE_ANALYSIS], provider: InferenceModelProvider | str
+) -> ImageAnalysisEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.AUDIO_TO_TEXT], provider: InferenceModelProvider | str
+) -> AudioToTextEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.MESSAGES_TO_OBJECT], provider: InferenceModelProvider | str
+) -> MessagesToObjectEngine: ...
+@overload
+def get_engine(
+    conversion: Conversion, provider: InferenceModelProvider | str
+) -> Callable[..., Awaitable[Any]]: ...
+def get_engine(
+    conversion: Conversion, provider: InferenceModelProvider | str
+) -> Callable[..., Awaitable[Any]]:
+    """The engine for (conversion, provider), or a ConfigurationError naming the options."""
+    _load()
+    try:
+        provider = InferenceModelProvider(provider)
+    except ValueError:
+        known = ", ".join(p.value for p in InferenceModelProvider)
+        raise ConfigurationError(f"Unknown provider {provider!r}: use one of {known}.") from None
+    engine = _ENGINES.get((conversion, provider))
+    if engine is None:
+        options = supported().get(conversion, [])
+        listed = ", ".join(p.value for p in options) or "none yet"
+        raise ConfigurationError(
+            f"No {conversion.value} engine for provider {provider.value!r}. Providers that "
+            f"serve {conversion.value}: {listed}. Choose a model config for one of them."
+        )
+    return engine
+
+
+def supports(conversion: Conversion, provider: InferenceModelProvider | str) -> bool:
+    _load()
+    try:
+        return (conversion, InferenceModelProvider(provider)) in _ENGINES
+    except ValueError:
+        return False
+
+
+def supported() -> dict[Conversion, list[InferenceModelProvider]]:
+    """Every conversion with the providers that serve it (in enum order)."""
+    _load()
+    return {
+        conv: [p for p in InferenceModelProvider if (conv, p) in _ENGINES] for conv in Conversion
+    }

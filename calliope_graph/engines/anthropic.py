@@ -1,0 +1,1 @@
+"""anthropic engine (being written)."""

@@ -1,0 +1,1 @@
+"""azure_vision engine (being written)."""

@@ -1,0 +1,1 @@
+"""hugging_face engine (being written)."""

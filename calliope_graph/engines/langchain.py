@@ -1,0 +1,1 @@
+"""langchain engine (being written)."""

@@ -1,0 +1,1 @@
+"""openai engine (being written)."""

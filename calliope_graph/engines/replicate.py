@@ -1,0 +1,1 @@
+"""replicate engine (being written)."""

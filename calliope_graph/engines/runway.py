@@ -1,0 +1,1 @@
+"""runway engine (being written)."""

@@ -1,0 +1,1 @@
+"""stability engine (being written)."""

@@ -1,0 +1,1 @@
+"""anthropic simulator fake (being written)."""

@@ -1,0 +1,1 @@
+"""azure simulator fake (being written)."""

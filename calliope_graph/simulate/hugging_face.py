@@ -1,0 +1,1 @@
+"""hugging_face simulator fake (being written)."""

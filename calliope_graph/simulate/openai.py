@@ -1,0 +1,1 @@
+"""openai simulator fake (being written)."""

@@ -1,0 +1,1 @@
+"""replicate simulator fake (being written)."""

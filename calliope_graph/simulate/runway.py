@@ -1,0 +1,1 @@
+"""runway simulator fake (being written)."""

@@ -1,0 +1,1 @@
+"""stability simulator fake (being written)."""

@@ -1,0 +1,1 @@
+"""The story flows shipped with calliope-graph, as YAML files loadable by name."""

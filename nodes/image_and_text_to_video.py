@@ -1,0 +1,44 @@
+"""ImageAndTextToVideo: animate a still image following a text prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from calliope_graph.context import RunContext
+from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.nodes._base import Node, Port, PortType, register_node
+
+
+class VideoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output_name: str | None = None
+
+
+@register_node
+class ImageAndTextToVideo(Node):
+    kind = "image_and_text_to_video"
+    description = "Generate a video clip from an image and a text prompt"
+    conversion = Conversion.IMAGE_AND_TEXT_TO_VIDEO
+    needs_model = True
+    default_model = "runway-gen4-turbo"
+    Params = VideoParams
+    inputs = (
+        Port("image", PortType.IMAGE, description="the first frame"),
+        Port("text", PortType.TEXT, description="what happens"),
+    )
+    outputs = (Port("video", PortType.VIDEO),)
+
+    async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
+        config = self.model_config_for(ctx)
+        engine = get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, config.provider)
+        video = await engine(
+            ctx,
+            inputs["image"],
+            str(inputs["text"]),
+            config,
+            output_name=self.params.output_name or f"{self.output_stem()}.mp4",
+        )
+        return {"video": video}

@@ -1,0 +1,65 @@
+"""MessagesToObject[T]: a chat model fills a pydantic model (structured output)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from calliope_graph._messages import as_messages
+from calliope_graph.config import ModelConfig
+from calliope_graph.context import RunContext
+from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.nodes._base import Node, Port, PortType, register_node
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def import_model(path: str) -> type[BaseModel]:
+    """``package.module:ClassName`` → the pydantic model class."""
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigurationError(
+            f"Cannot import response model {path!r}: write it as 'package.module:ClassName' "
+            "and make sure the module is importable."
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise ConfigurationError(f"Response model {path!r} is not a pydantic BaseModel class.")
+    return obj
+
+
+@register_node
+class MessagesToObject(Node, Generic[T]):
+    kind = "messages_to_object"
+    description = "Turn chat messages into a validated pydantic object (structured output)"
+    conversion = Conversion.MESSAGES_TO_OBJECT
+    needs_model = True
+    default_model = "openai-gpt-4o"
+    inputs = (Port("messages", PortType.MESSAGES, description="chat messages or a string"),)
+    outputs = (Port("object", PortType.OBJECT),)
+
+    def __init__(
+        self,
+        model: ModelConfig | str | None = None,
+        *,
+        response_model: type[T] | str,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(model, name=name)
+        self.response_model: type[T] = (
+            import_model(response_model)  # type: ignore[assignment]
+            if isinstance(response_model, str)
+            else response_model
+        )
+
+    async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
+        config = self.model_config_for(ctx)
+        engine = get_engine(Conversion.MESSAGES_TO_OBJECT, config.provider)
+        obj = await engine(ctx, as_messages(inputs["messages"]), config, self.response_model)
+        return {"object": obj}

@@ -1,0 +1,108 @@
+"""PromptTemplate: fill a langchain-core prompt template from upstream values.
+
+Input ports are the template's variables. A string template outputs ``text``; a chat
+template (``messages: [[role, text], ...]``) outputs ``messages``. An
+:class:`~calliope_graph.media.ImageAnalysis` fed to an f-string variable is rendered as a
+readable summary; with ``template_format: mustache`` its fields are addressable
+(``{{analysis.description}}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import PromptTemplate as LCPromptTemplate
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from calliope_graph.context import RunContext
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.media import ImageAnalysis
+from calliope_graph.nodes._base import Node, Port, PortType, register_node
+
+
+class PromptParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: str | None = None
+    messages: list[tuple[str, str]] | None = None
+    template_format: Literal["f-string", "mustache"] = "f-string"
+    defaults: dict[str, str] = {}
+    """Values for variables that are not wired (they become optional ports)."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PromptParams:
+        if (self.template is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'template' (a string) or 'messages'")
+        return self
+
+
+def render_analysis(analysis: ImageAnalysis) -> str:
+    parts = [analysis.description or ", ".join(analysis.captions)]
+    if analysis.all_tags_and_objects:
+        parts.append(f"Things seen: {analysis.all_tags_and_objects}.")
+    if analysis.text:
+        parts.append(f"Text in the image: {analysis.text}.")
+    return " ".join(p for p in parts if p)
+
+
+@register_node
+class PromptTemplate(Node):
+    kind = "prompt_template"
+    description = "Fill a langchain-core prompt template from upstream values"
+    Params = PromptParams
+
+    def __init__(self, model: Any = None, *, name: str | None = None, **params: Any) -> None:
+        super().__init__(model, name=name, **params)
+        try:
+            if self.params.template is not None:
+                self._prompt: LCPromptTemplate | ChatPromptTemplate = (
+                    LCPromptTemplate.from_template(
+                        self.params.template, template_format=self.params.template_format
+                    )
+                )
+            else:
+                self._prompt = ChatPromptTemplate.from_messages(
+                    self.params.messages, template_format=self.params.template_format
+                )
+        except (ValueError, KeyError) as exc:
+            raise ConfigurationError(
+                f"Node {self.name!r}: invalid prompt template: {exc}"
+            ) from None
+
+    @property
+    def variables(self) -> list[str]:
+        return sorted(self._prompt.input_variables)
+
+    @property
+    def input_ports(self) -> tuple[Port, ...]:
+        return tuple(
+            Port(v, PortType.ANY, required=v not in self.params.defaults) for v in self.variables
+        )
+
+    @property
+    def output_ports(self) -> tuple[Port, ...]:
+        if self.params.template is not None:
+            return (Port("text", PortType.TEXT),)
+        return (Port("messages", PortType.MESSAGES),)
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, ImageAnalysis):
+            if self.params.template_format == "mustache":
+                return {**value.model_dump(), "summary": render_analysis(value)}
+            return render_analysis(value)
+        if isinstance(value, BaseModel):
+            return value.model_dump() if self.params.template_format == "mustache" else str(value)
+        return value
+
+    async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
+        values = {**self.params.defaults, **{k: self._value(v) for k, v in inputs.items()}}
+        missing = [v for v in self.variables if v not in values]
+        if missing:
+            raise ConfigurationError(
+                f"Node {self.name!r}: template variables {missing} have no value: wire them "
+                "or give defaults."
+            )
+        if isinstance(self._prompt, ChatPromptTemplate):
+            return {"messages": await self._prompt.aformat_messages(**values)}
+        return {"text": await self._prompt.aformat(**values)}
