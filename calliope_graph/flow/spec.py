@@ -1,0 +1,410 @@
+"""The flow description: one pydantic model behind both front doors (builder and YAML/JSON).
+
+A flow has typed ``inputs``, named ``nodes`` and ``outputs``. Each node names a ``kind``
+(a registered node kind), an optional ``model`` (a catalog name or an inline
+:class:`~calliope_graph.config.ModelConfig`), ``params``, and where each input port comes
+from: ``"inputs.<name>"`` (a flow input) or ``"<node>.<port>"`` (another node's output), or
+a list of those for a ``many`` port. What happens when a node fails is part of the graph:
+
+``on_error`` routes, tried in order, each for a set of error classes (``when``: (``content_policy``,
+``rate_limit``, ``transient``, ``timeout``, ``auth``, ``empty``, ``any``, ...)):
+
+- ``goto: <node>`` — a **fallback edge**: the named node runs instead and *stands in* for the
+  failed one (its outputs are published under the failed node's output names, so
+  consumers need not change). A fallback node runs only when routed to.
+- ``goto: continue`` — **continue without me**: the node is skipped; its outputs are absent.
+  A ``many`` input (a merge) ignores absent values.
+- ``rewrite: {via: <node>, port: <input port>, max_attempts: N}`` — a **rewrite loop**
+  (censor-and-retry): the ``via`` node gets the failing input and its output replaces that
+  input port, then the node runs again; at most N rewrites, then the next route applies
+  (or the run fails with a FlowRunError).
+
+:meth:`FlowSpec.edges` gives every edge of the graph with its kind; the compiler, the
+validator and the drawings all read that one list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from calliope_graph.config import ModelConfig
+from calliope_graph.errors import FlowSpecError
+
+__all__ = [
+    "CONTINUE",
+    "INPUTS",
+    "CacheSpec",
+    "Edge",
+    "EdgeKind",
+    "ErrorRoute",
+    "FlowSpec",
+    "InputSpec",
+    "NodeSpec",
+    "Ref",
+    "RetrySpec",
+    "RewriteSpec",
+    "load_spec",
+    "parse_ref",
+]
+
+#: The pseudo-node that names flow inputs in references (``inputs.image``).
+INPUTS = "inputs"
+#: The ``goto`` target meaning "skip this node and go on without its outputs".
+CONTINUE = "continue"
+
+ErrorClassName = Literal[
+    "content_policy",
+    "rate_limit",
+    "transient",
+    "timeout",
+    "auth",
+    "invalid_request",
+    "media",
+    "configuration",
+    "empty",
+    "any",
+]
+PortTypeName = Literal["text", "image", "audio", "video", "analysis", "messages", "object", "any"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Model):
+    """A flow input: its type, and a default when it may be omitted."""
+
+    type: PortTypeName = "text"
+    description: str = ""
+    required: bool = True
+    default: Any = None
+
+
+class RetrySpec(_Model):
+    """Node-level retries (compiled to LangGraph's ``RetryPolicy``), on top of the engine's."""
+
+    max_attempts: int = Field(default=2, ge=1, le=20)
+    initial_interval: float = Field(default=0.5, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    max_interval: float = Field(default=30.0, ge=0)
+    jitter: bool = True
+    when: list[ErrorClassName] = Field(default_factory=lambda: ["transient", "rate_limit"])
+
+
+class CacheSpec(_Model):
+    """Cache this node's results by its inputs (LangGraph ``CachePolicy``); ``ttl`` seconds."""
+
+    ttl: float | None = None
+
+
+class RewriteSpec(_Model):
+    """Censor-and-retry: ``via`` rewrites input ``port``, then the node runs again."""
+
+    via: str
+    """The node that rewrites the failing input (e.g. a ``censor_text`` node)."""
+    port: str
+    """The input port of the failing node whose value is rewritten."""
+    output: str | None = None
+    """The ``via`` node's output port to use (default: its only/first output)."""
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    """How many rewrites at most. Required: a loop without a bound is an error."""
+
+
+class ErrorRoute(_Model):
+    """Where a failure of the given classes goes: a fallback node, ``continue``, or a rewrite."""
+
+    when: list[ErrorClassName] = Field(default_factory=lambda: ["any"], min_length=1)
+    """The error classes this route catches (YAML's bare ``on`` would read as a boolean)."""
+    goto: str | None = None
+    rewrite: RewriteSpec | None = None
+    label: str | None = None
+    """Shown on the edge in drawings (default: the error classes)."""
+
+
+class NodeSpec(_Model):
+    """One node of a flow."""
+
+    kind: str
+    model: str | ModelConfig | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict)
+    description: str = ""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds for one attempt of this node (LangGraph ``timeout=``); then error class ``timeout``."""
+    retry: RetrySpec | None = None
+    cache: bool | CacheSpec = False
+    on_error: list[ErrorRoute] = Field(default_factory=list)
+
+
+EdgeKind = Literal["data", "fallback", "continue", "rewrite", "rewrite_back"]
+
+
+class Edge(_Model):
+    """One edge of the flow graph, as the compiler and the drawings see it.
+
+    ``data``: ``source.source_port`` feeds ``target.target_port`` (``source`` may be
+    ``inputs``). ``fallback``: ``source`` fails with ``when`` → ``target`` runs instead.
+    ``continue``: ``source`` fails with ``when`` → skipped (``target`` is None).
+    ``rewrite``: ``source`` fails with ``when`` → ``target`` rewrites its input
+    (``bound`` times at most); ``rewrite_back``: the rewriter's output goes back into the
+    failed node's input port and it runs again.
+    """
+
+    kind: EdgeKind
+    source: str
+    target: str | None
+    source_port: str | None = None
+    target_port: str | None = None
+    when: list[str] = Field(default_factory=list)
+    bound: int | None = None
+    label: str = ""
+
+
+class Ref(_Model):
+    """A parsed reference: ``inputs.<name>`` or ``<node>.<port>``."""
+
+    node: str
+    port: str
+
+    @property
+    def is_input(self) -> bool:
+        return self.node == INPUTS
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.port}"
+
+
+def parse_ref(text: str) -> Ref:
+    """``"story.text"`` → Ref(node="story", port="text"); a FlowSpecError if malformed."""
+    node, dot, port = text.strip().partition(".")
+    if not dot or not node or not port or "." in port:
+        raise FlowSpecError(
+            f"Malformed reference {text!r}: write 'inputs.<name>' for a flow input or "
+            "'<node>.<port>' for a node's output (e.g. 'story.text')."
+        )
+    return Ref(node=node, port=port)
+
+
+class FlowSpec(_Model):
+    """A whole flow. Build it with :class:`~calliope_graph.flow.Flow` or load YAML/JSON."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    description: str = ""
+    version: Literal[1] = 1
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    nodes: dict[str, NodeSpec]
+    outputs: dict[str, str] = Field(default_factory=dict)
+    """Flow output name → ``<node>.<port>``."""
+    catalog: str | None = None
+    """An optional YAML model catalog (path relative to this file) extending the built-in one."""
+
+    # Where the spec came from, for error messages (not part of the schema).
+    _source: str | None = None
+    _lines: dict[str, int] = {}
+
+    def line_of(self, *path: str) -> int | None:
+        """The YAML line of ``nodes.<name>...`` (the deepest known prefix), if loaded from YAML."""
+        for depth in range(len(path), 0, -1):
+            line = self._lines.get(".".join(path[:depth]))
+            if line is not None:
+                return line
+        return None
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def error(self, message: str, *path: str) -> FlowSpecError:
+        """A FlowSpecError at ``path`` (``"nodes", "story", "inputs", "text"``) with its line."""
+        where = ".".join(path) or None
+        return FlowSpecError(message, where=where, line=self.line_of(*path), source=self._source)
+
+    # -- structure ----------------------------------------------------------------------------
+    def fallback_nodes(self) -> set[str]:
+        """Nodes that run only when a route sends them work (fallback and rewrite targets)."""
+        out: set[str] = set()
+        for node in self.nodes.values():
+            for route in node.on_error:
+                if route.goto and route.goto != CONTINUE:
+                    out.add(route.goto)
+                if route.rewrite:
+                    out.add(route.rewrite.via)
+        return out
+
+    def refs(self, name: str) -> Iterator[tuple[str, Ref]]:
+        """(input port, reference) for every source wired into node ``name``."""
+        for port, value in self.nodes[name].inputs.items():
+            for text in value if isinstance(value, list) else [value]:
+                yield port, parse_ref(text)
+
+    def edges(self) -> list[Edge]:
+        """Every edge: data edges from input wiring, then the error routes of each node."""
+        edges: list[Edge] = []
+        for name in self.nodes:
+            for port, ref in self.refs(name):
+                edges.append(
+                    Edge(
+                        kind="data",
+                        source=ref.node,
+                        source_port=ref.port,
+                        target=name,
+                        target_port=port,
+                    )
+                )
+        for name, node in self.nodes.items():
+            for route in node.on_error:
+                label = route.label or " | ".join(route.when)
+                if route.rewrite is not None:
+                    rw = route.rewrite
+                    bound = rw.max_attempts
+                    text = f"{label} (≤{bound})" if bound else label
+                    edges.append(
+                        Edge(
+                            kind="rewrite",
+                            source=name,
+                            target=rw.via,
+                            target_port=rw.port,
+                            when=list(route.when),
+                            bound=bound,
+                            label=text,
+                        )
+                    )
+                    edges.append(
+                        Edge(
+                            kind="rewrite_back",
+                            source=rw.via,
+                            source_port=rw.output,
+                            target=name,
+                            target_port=rw.port,
+                            bound=bound,
+                            label=f"retry {rw.port}",
+                        )
+                    )
+                elif route.goto == CONTINUE:
+                    edges.append(
+                        Edge(kind="continue", source=name, target=None, when=list(route.when), label=label)
+                    )
+                elif route.goto:
+                    edges.append(
+                        Edge(
+                            kind="fallback",
+                            source=name,
+                            target=route.goto,
+                            when=list(route.when),
+                            label=label,
+                        )
+                    )
+        return edges
+
+    # -- serialisation --------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data.setdefault("nodes", {})
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        schema = cls.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = "calliope-graph flow"
+        return schema
+
+
+# -- loading ---------------------------------------------------------------------------------
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key (by dotted path)."""
+
+
+def _lines(node: yaml.Node, path: tuple[str, ...], out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = str(key.value)
+            here = (*path, name)
+            out[".".join(here)] = key.start_mark.line + 1
+            _lines(value, here, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            here = (*path, str(index))
+            out[".".join(here)] = item.start_mark.line + 1
+            _lines(item, here, out)
+
+
+def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
+    """Parse a YAML/JSON flow file (or ``text``) into a FlowSpec, keeping YAML line numbers.
+
+    Only the *shape* is checked here (pydantic); :func:`calliope_graph.flow.validate` checks
+    the meaning (kinds, references, types, reachability, bounds).
+    """
+    label = str(source)
+    if text is None:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FlowSpecError(
+                f"Flow file {label!r} does not exist: pass a path to a .yaml/.json flow or "
+                "the name of a shipped flow (`calliope-graph validate --help`)."
+            ) from None
+        except UnicodeDecodeError:
+            raise FlowSpecError(f"Flow file {label!r} is not UTF-8 text.") from None
+    lines: dict[str, int] = {}
+    try:
+        if label.endswith(".json"):
+            data = json.loads(text)
+        else:
+            root = yaml.compose(text, Loader=_LineLoader)
+            if root is not None:
+                _lines(root, (), lines)
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
+        raise FlowSpecError(
+            f"Cannot parse the flow: {exc}".replace("\n", " "), line=line, source=label
+        ) from None
+    if not isinstance(data, dict):
+        raise FlowSpecError(
+            "A flow file must be a mapping with 'name', 'inputs', 'nodes' and 'outputs'.",
+            source=label,
+            line=1,
+        )
+    from pydantic import ValidationError
+
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        # Drop pydantic's union-branch markers (``str``, ``list[str]``...) from the path.
+        keep = [p for p in loc if p in lines or ".".join(loc[: loc.index(p) + 1]) in lines]
+        dotted = ".".join(loc)
+        line = None
+        for depth in range(len(loc), 0, -1):
+            line = lines.get(".".join(loc[:depth]))
+            if line is not None:
+                break
+        hint = _hint(err)
+        raise FlowSpecError(
+            f"{'.'.join(keep) or dotted}: {err['msg']}{hint}",
+            where=dotted,
+            line=line,
+            source=label,
+        ) from None
+    spec._source = label
+    spec._lines = lines
+    return spec
+
+
+def _hint(err: Any) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return " (unknown field: check its spelling against the flow schema, `calliope-graph schema`)"
+    if kind == "missing":
+        return " (this field is required)"
+    return ""

@@ -1,0 +1,204 @@
+"""The run trace: what each node execution did, serialised to ``trace.json``.
+
+A trace carries the flow description too, so a report can be drawn from the trace alone
+(``calliope-graph report trace.json``). Values are summarised for JSON: text (truncated),
+media as references ``{"type": "image", "path": ..., "mime": ..., "width": ...}`` with paths
+relative to the output directory where possible, pydantic objects as dicts. Messages are
+already redacted when they get here; :func:`jsonable` never sees a key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from calliope_graph.flow.spec import FlowSpec
+from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+
+__all__ = ["NodeExecution", "NodeStatus", "Trace", "jsonable"]
+
+NodeStatus = Literal["running", "ok", "failed", "skipped", "fallback", "cache_hit"]
+"""``ok``: produced its outputs. ``failed``: raised and no route caught it (the run failed).
+``skipped``: failed and a ``continue`` route went on without it. ``fallback``: failed and a
+fallback or rewrite route took over. ``cache_hit``: outputs came from the cache."""
+
+
+class NodeExecution(BaseModel):
+    """One execution of one node (a node re-run by a rewrite loop has several)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    node: str
+    kind: str
+    provider: str | None = None
+    model: str | None = None
+    started_at: float
+    """Seconds since the epoch."""
+    ended_at: float | None = None
+    status: NodeStatus = "running"
+    iteration: int = 1
+    """1 for the first execution of this node in the run, 2 after one rewrite, ..."""
+    attempts: int = 0
+    """Provider requests made (including the engine's own retries)."""
+    retries: int = 0
+    """Engine-level retries (429/5xx/timeouts) within this execution."""
+    retry_times: list[tuple[float, float]] = Field(default_factory=list)
+    """(start, end) of each attempt, for timelines where each retry is its own bar."""
+    calls: dict[str, int] = Field(default_factory=dict)
+    """Provider → requests made."""
+    error_class: str | None = None
+    error: str | None = None
+    """Redacted message."""
+    branch: str | None = None
+    """The route taken on failure: ``fallback:<node>``, ``continue``, ``rewrite:<node>``."""
+    cache_hit: bool = False
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return 0.0 if self.ended_at is None else max(self.ended_at - self.started_at, 0.0)
+
+
+class Trace(BaseModel):
+    """Everything a run did, in order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    flow: str
+    thread_id: str
+    started_at: float
+    ended_at: float | None = None
+    status: Literal["running", "ok", "failed"] = "running"
+    error: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    executions: list[NodeExecution] = Field(default_factory=list)
+    spec: FlowSpec | None = None
+    out_dir: str | None = None
+    resumed_from: str | None = None
+    """The checkpoint id a resumed run continued from."""
+
+    @property
+    def wall_time(self) -> float:
+        end = self.ended_at if self.ended_at is not None else self.started_at
+        return max(end - self.started_at, 0.0)
+
+    def path(self) -> list[str]:
+        """Node names that finished (ok, fallback or cache hit), in order of completion."""
+        done = [e for e in self.executions if e.status in ("ok", "cache_hit")]
+        return [e.node for e in sorted(done, key=lambda e: e.ended_at or e.started_at)]
+
+    def by_node(self) -> dict[str, list[NodeExecution]]:
+        out: dict[str, list[NodeExecution]] = {}
+        for execution in self.executions:
+            out.setdefault(execution.node, []).append(execution)
+        return out
+
+    def calls_per_provider(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for execution in self.executions:
+            for provider, n in execution.calls.items():
+                total[provider] = total.get(provider, 0) + n
+        return total
+
+    def retries_per_provider(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for execution in self.executions:
+            if execution.provider and execution.retries:
+                total[execution.provider] = total.get(execution.provider, 0) + execution.retries
+        return total
+
+    def fallbacks(self) -> list[NodeExecution]:
+        return [e for e in self.executions if e.branch]
+
+    def critical_path(self) -> tuple[float, list[str]]:
+        """The longest chain of dependent executions (seconds, node names) by the spec's edges."""
+        if self.spec is None or not self.executions:
+            return (self.wall_time, [])
+        deps: dict[str, set[str]] = {name: set() for name in self.spec.nodes}
+        for edge in self.spec.edges():
+            if edge.target is not None and edge.kind in ("data", "rewrite_back", "fallback"):
+                deps.setdefault(edge.target, set()).add(edge.source)
+            if edge.kind == "rewrite" and edge.target is not None:
+                deps.setdefault(edge.target, set()).add(edge.source)
+        total: dict[str, float] = {}
+        best_prev: dict[str, str | None] = {}
+        spent: dict[str, float] = {}
+        for execution in self.executions:
+            spent[execution.node] = spent.get(execution.node, 0.0) + execution.duration
+        for execution in sorted(self.executions, key=lambda e: e.ended_at or e.started_at):
+            name = execution.node
+            prev = max(
+                (d for d in deps.get(name, ()) if d in total),
+                key=lambda d: total[d],
+                default=None,
+            )
+            total[name] = spent[name] + (total[prev] if prev else 0.0)
+            best_prev[name] = prev
+        end = max(total, key=lambda n: total[n])
+        chain: list[str] = []
+        cursor: str | None = end
+        while cursor is not None and cursor not in chain:
+            chain.append(cursor)
+            cursor = best_prev.get(cursor)
+        return (total[end], list(reversed(chain)))
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``trace.json`` atomically (a watcher never sees half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump_json(indent=2)
+        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+_TEXT_LIMIT = 4000
+
+
+def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
+    """A JSON-friendly summary of a port value (media as references, long text truncated)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _TEXT_LIMIT else value[:_TEXT_LIMIT] + "…"
+    if isinstance(value, Image | Audio | Video):
+        kind = {Image: "image", Audio: "audio", Video: "video"}[type(value)]
+        data = value.model_dump(mode="json")
+        data["type"] = kind
+        if root is not None:
+            try:
+                data["path"] = os.path.relpath(value.path, root)
+            except ValueError:
+                pass
+        return data
+    if isinstance(value, ImageAnalysis):
+        return {"type": "analysis", **value.to_dict()}
+    if isinstance(value, BaseModel):
+        return jsonable(value.model_dump(mode="python"), root=root)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, root=root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, root=root) for v in value]
+    content = getattr(value, "content", None)  # langchain-core messages
+    if content is not None:
+        return {"type": getattr(value, "type", "message"), "content": jsonable(content, root=root)}
+    return repr(value)[:_TEXT_LIMIT]

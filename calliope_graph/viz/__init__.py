@@ -1,0 +1,1 @@
+"""Drawings of flows and HTML reports of runs (being written)."""
