@@ -1,1 +1,222 @@
-"""Benchmarks (filled in by the flows issue)."""
+"""Benchmarks: framework overhead and the webcam story's parallel efficiency.
+
+``make bench`` runs this and writes ``benchmarks/results.json``. Every figure is a ratio
+against a baseline measured in the same run on the same machine, never an absolute time:
+
+- ``overhead``: a 10-node pass-through flow run N times through calliope-graph, through
+  the same hand-built LangGraph ``StateGraph``, and through plain ``await`` calls.
+- ``webcam_story``: the shipped flow against the simulator with fixed latencies (Azure
+  200 ms, LLM vision 300 ms, story 400 ms, illustration 500 ms: a 1.2 s critical path), and
+  a hand-written asyncio version in the seed's style (``create_task`` + ``wait_for``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import operator
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
+
+from calliope_graph.context import RunContext
+from calliope_graph.errors import CalliopeError
+from calliope_graph.flow import Flow
+from calliope_graph.media import Image
+from calliope_graph.nodes import (
+    AnalyzeImage,
+    MergeAnalyses,
+    Passthrough,
+    PromptTemplate,
+    TextToImage,
+    TextToText,
+)
+from calliope_graph.simulate import Simulator
+from calliope_graph.simulate._content import image_bytes
+
+NODES = 10
+
+# -- overhead ---------------------------------------------------------------------------------
+
+
+def passthrough_flow() -> Flow:
+    flow = Flow("overhead")
+    ref = flow.input("value", "text")
+    for i in range(NODES):
+        ref = flow.add(f"p{i}", Passthrough(), value=ref)["value"]
+    flow.output("value", ref)
+    return flow
+
+
+def langgraph_passthrough() -> Any:
+    """The same 10 pass-through nodes, hand-built on LangGraph."""
+
+    class State(TypedDict, total=False):
+        value: str
+        trail: Annotated[list[str], operator.add]
+
+    graph = StateGraph(State)
+    previous = START
+    for i in range(NODES):
+        name = f"p{i}"
+
+        async def node(state: State, _name: str = name) -> dict[str, Any]:
+            return {"value": state["value"]}
+
+        graph.add_node(name, node)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_edge(previous, END)
+    return graph.compile()
+
+
+async def plain_passthrough(value: str) -> str:
+    node = Passthrough()
+    ctx: Any = None
+    for _ in range(NODES):
+        value = (await node.run(ctx, value=value))["value"]
+    return value
+
+
+async def _time(runs: int, fn: Any) -> float:
+    """Median of 5 batches, microseconds per node."""
+    batch = max(runs // 5, 1)
+    samples = []
+    for _ in range(5):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(batch):
+            await fn()
+        samples.append((time.perf_counter() - start) / batch / NODES * 1e6)
+    return statistics.median(samples)
+
+
+async def bench_overhead(runs: int) -> dict[str, float]:
+    flow = passthrough_flow()
+    graph = langgraph_passthrough()
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = flow.runner(out_dir=Path(tmp), checkpoint=False, trace_file=False)
+
+        async def via_calliope() -> None:
+            await runner.ainvoke({"value": "x"})
+
+        async def via_langgraph() -> None:
+            await graph.ainvoke({"value": "x"})
+
+        async def via_asyncio() -> None:
+            await plain_passthrough("x")
+
+        for fn in (via_calliope, via_langgraph, via_asyncio):  # warm up
+            for _ in range(20):
+                await fn()
+        calliope = await _time(runs, via_calliope)
+        langgraph = await _time(runs, via_langgraph)
+        plain = await _time(runs, via_asyncio)
+    return {
+        "runs": runs,
+        "nodes": NODES,
+        "calliope_us_per_node": round(calliope, 2),
+        "langgraph_us_per_node": round(langgraph, 2),
+        "asyncio_us_per_node": round(plain, 2),
+        "ratio_vs_langgraph": round(calliope / langgraph, 3),
+    }
+
+
+# -- webcam story -----------------------------------------------------------------------------
+
+LATENCY = {"azure": 0.2, "vision": 0.3, "story": 0.4, "illustration": 0.5}
+CRITICAL_PATH = (
+    max(LATENCY["azure"], LATENCY["vision"]) + LATENCY["story"] + LATENCY["illustration"]
+)
+
+
+def latency(provider: str, endpoint: str, request: httpx.Request) -> float:
+    """The fixed latencies: Azure 200 ms, LLM vision 300, story 400, illustration 500."""
+    if provider == "azure":
+        return LATENCY["azure"]
+    if "chat" in endpoint:
+        return LATENCY["vision"] if b"image_url" in request.content else LATENCY["story"]
+    if "image" in endpoint or provider == "stability":
+        return LATENCY["illustration"]
+    return 0.0
+
+
+async def handwritten_webcam_story(ctx: RunContext, image: Image) -> str:
+    """The seed's style: tasks for both analyses, wait_for on the LLM, then story, image."""
+    llm_task = asyncio.create_task(AnalyzeImage("openai-gpt-4o").run(ctx, image=image))
+    azure_task = asyncio.create_task(AnalyzeImage("azure-vision-4.0").run(ctx, image=image))
+    analyses = []
+    try:
+        analyses.append((await asyncio.wait_for(llm_task, 10.0))["analysis"])
+    except (CalliopeError, TimeoutError) as exc:  # continue with Azure alone
+        print(f"LLM vision skipped: {exc}", file=sys.stderr)
+    analyses.append((await azure_task)["analysis"])
+    merged = (await MergeAnalyses().run(ctx, analyses=analyses))["analysis"]
+    prompt_node = PromptTemplate(
+        template="Continue the story inspired by: {analysis}", name="prompt"
+    )
+    prompt = (await prompt_node.run(ctx, analysis=merged))["text"]
+    story = (await TextToText("openai-gpt-4o").run(ctx, text=prompt))["text"]
+    image_out = await TextToImage("stability-core").run(ctx, prompt=story)
+    return str(image_out["image"].path)
+
+
+async def bench_webcam(repeats: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "webcam.png"
+        photo.write_bytes(image_bytes("a cat on a red sofa by a window", 640, 480))
+        flow = Flow.load("webcam_story")
+        walls, hand = [], []
+        for i in range(repeats):
+            sim = Simulator(latency=latency)
+            result = await flow.ainvoke(
+                {"image": str(photo)}, out_dir=Path(tmp) / f"flow{i}", simulator=sim
+            )
+            walls.append(result.trace.wall_time)
+            sim = Simulator(latency=latency)
+            ctx = RunContext.create(
+                Path(tmp) / f"hand{i}", keys=sim.keys(), transport=sim.transport()
+            )
+            start = time.perf_counter()
+            await handwritten_webcam_story(ctx, Image.open(photo))
+            hand.append(time.perf_counter() - start)
+            await ctx.aclose()
+    wall = statistics.median(walls)
+    handwritten = statistics.median(hand)
+    return {
+        "repeats": repeats,
+        "wall_s": round(wall, 4),
+        "critical_path_s": round(CRITICAL_PATH, 4),
+        "efficiency": round(CRITICAL_PATH / wall, 4),
+        "handwritten_wall_s": round(handwritten, 4),
+        "ratio_vs_handwritten": round(wall / handwritten, 4),
+    }
+
+
+async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
+    results = {
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+        "overhead": await bench_overhead(runs),
+        "webcam_story": await bench_webcam(repeats),
+    }
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.out, args.runs, args.repeats)), indent=2))

@@ -1,1 +1,579 @@
-"""openai engine (being written)."""
+"""OpenAI engines: chat and legacy completions, images, vision, Whisper, structured output.
+
+Everything goes through :func:`calliope_graph.engines._http.request` (retries, error
+mapping, redaction). The base URL comes from ``ctx.keys.base_url("openai")``, so setting
+``OPENAI_BASE_URL`` points every engine here at an OpenAI-compatible server (Ollama, vLLM,
+llama.cpp). Model parameters come from ``config.parameters``; only the ones the endpoint
+knows are sent, and ``extra_body`` (a dict) is merged into the request as is, for server
+specific options.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from pydantic import BaseModel, ValidationError
+
+from calliope_graph.config import InferenceModelProvider, InferenceModelProviderVariant, ModelConfig
+from calliope_graph.context import RunContext
+from calliope_graph.engines._http import bearer, parse_json, request
+from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.errors import (
+    ConfigurationError,
+    ContentPolicyError,
+    EmptyOutputError,
+    InvalidRequestError,
+    ProviderError,
+    TransientProviderError,
+)
+from calliope_graph.media import Audio, Image, ImageAnalysis
+
+__all__ = [
+    "ANALYSIS_PROMPT",
+    "audio_to_text",
+    "image_analysis",
+    "image_size",
+    "messages_to_object",
+    "strict_json_schema",
+    "text_to_image",
+    "text_to_text",
+]
+
+log = logging.getLogger("calliope_graph.engines.openai")
+
+PROVIDER = InferenceModelProvider.OPENAI
+_NAME = PROVIDER.value
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Parameters passed through to each endpoint when present in ``config.parameters``.
+CHAT_PARAMS = _words(
+    "temperature top_p max_tokens max_completion_tokens stop seed presence_penalty "
+    "frequency_penalty logit_bias user service_tier reasoning_effort verbosity "
+    "parallel_tool_calls"
+)
+COMPLETION_PARAMS = _words(
+    "temperature top_p max_tokens stop seed presence_penalty frequency_penalty "
+    "logit_bias user suffix best_of"
+)
+IMAGE_PARAMS = _words(
+    "quality style user response_format background moderation output_format output_compression"
+)
+TRANSCRIPTION_PARAMS = frozenset(("temperature", "prompt"))
+
+#: Sizes each image model accepts (PROVIDERS.md §1.3); ``image_size`` picks the nearest.
+IMAGE_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
+    "dall-e-2": ((256, 256), (512, 512), (1024, 1024)),
+    "dall-e-3": ((1024, 1024), (1792, 1024), (1024, 1792)),
+    "gpt-image": ((1024, 1024), (1536, 1024), (1024, 1536)),
+}
+#: Largest generated image downloaded from a returned URL.
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+_CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
+_CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
+
+ANALYSIS_PROMPT = (
+    "Look at this image and describe it for a storyteller. Answer with one JSON object with "
+    'exactly these keys: "description" (two or three sentences saying what the image shows), '
+    '"captions" (a list of short one-line captions), "tags" (a list of single words or short '
+    'phrases: subjects, setting, colours, mood), "objects" (a list of the things visible in '
+    'it) and "text" (any writing legible in the image, or an empty string).'
+)
+
+
+# -- plumbing ------------------------------------------------------------------------------
+def _base(ctx: RunContext) -> str:
+    return ctx.keys.base_url(PROVIDER)
+
+
+def _auth(ctx: RunContext) -> dict[str, str]:
+    return bearer(ctx.keys.require(PROVIDER))
+
+
+def _pick(config: ModelConfig, allowed: frozenset[str]) -> dict[str, Any]:
+    params = config.parameters
+    picked = {k: v for k, v in params.items() if k in allowed and v is not None}
+    extra = params.get("extra_body")
+    if isinstance(extra, dict):
+        picked.update(extra)
+    return picked
+
+
+def _is_reasoning_model(model: str) -> bool:
+    return re.match(r"^(o\d|gpt-5)", model) is not None
+
+
+def _chat_params(config: ModelConfig) -> dict[str, Any]:
+    params = _pick(config, CHAT_PARAMS)
+    model = config.model.provider_model_name
+    if _is_reasoning_model(model) and "max_tokens" in params:
+        # o-series and GPT-5 models reject max_tokens; the limit moved to max_completion_tokens.
+        params.setdefault("max_completion_tokens", params.pop("max_tokens"))
+    return params
+
+
+def describe(response: httpx.Response) -> tuple[str, str | None]:
+    """(message, code) from OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+
+    Also reads the bare ``{"error": "..."}`` of some OpenAI-compatible servers (Ollama).
+    """
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return (response.text[:300].strip() or response.reason_phrase, None)
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, str):
+        return (error, None)
+    if not isinstance(error, dict):
+        return (str(error)[:300], None)
+    message = str(error.get("message") or error.get("detail") or response.reason_phrase)
+    code = error.get("code") or error.get("type")
+    param = error.get("param")
+    if param and param not in message:
+        message += f" (param: {param})"
+    code_text = None if code is None else str(code)
+    if code_text in _CONTENT_POLICY_CODES or error.get("type") in _CONTENT_POLICY_TYPES:
+        message += (
+            " — soften the prompt (a censor_text node can rewrite it) or add a fallback "
+            "edge on content_policy"
+        )
+    return (message, code_text)
+
+
+def content_policy_hook(
+    response: httpx.Response, message: str, code: str | None
+) -> type[ProviderError] | None:
+    """OpenAI's safety refusals (HTTP 400) are ContentPolicyError, not a bad request."""
+    if response.status_code != 400:
+        return None
+    if code in _CONTENT_POLICY_CODES:
+        return ContentPolicyError
+    try:
+        error = response.json().get("error", {})
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(error, dict) and error.get("type") in _CONTENT_POLICY_TYPES:
+        return ContentPolicyError
+    return None
+
+
+async def _post(
+    ctx: RunContext,
+    path: str,
+    *,
+    json_body: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    files: Any = None,
+) -> Any:
+    """POST to ``{base}{path}`` and return the parsed JSON body."""
+    log.debug("openai: POST %s (model %s)", path, (json_body or data or {}).get("model"))
+    return await request(
+        ctx,
+        _NAME,
+        "POST",
+        f"{_base(ctx)}{path}",
+        parse=lambda r: parse_json(r, _NAME),
+        headers=_auth(ctx),
+        json_body=json_body,
+        data=data,
+        files=files,
+        describe=describe,
+        hook=content_policy_hook,
+    )
+
+
+def _first_choice(body: Any, model: str) -> dict[str, Any]:
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise EmptyOutputError(
+            f"openai ({model}) answered with no choices: nothing was generated. Try again, "
+            "or add a fallback edge on 'empty'."
+        )
+    choice: dict[str, Any] = choices[0]
+    return choice
+
+
+def _message_text(body: Any, model: str) -> str:
+    """The assistant's text from a chat completion, or the taxonomy error saying why not."""
+    choice = _first_choice(body, model)
+    message = choice.get("message") or {}
+    refusal = message.get("refusal")
+    content = message.get("content")
+    if refusal:
+        raise ContentPolicyError(
+            f"openai ({model}) refused: {str(refusal)[:300]} — rephrase the request or add a "
+            "fallback edge on content_policy.",
+            provider=_NAME,
+            status=200,
+            code="refusal",
+        )
+    if choice.get("finish_reason") == "content_filter" and not content:
+        raise ContentPolicyError(
+            f"openai ({model}) withheld its answer (finish_reason=content_filter): soften the "
+            "prompt or add a fallback edge on content_policy.",
+            provider=_NAME,
+            status=200,
+            code="content_filter",
+        )
+    if content is None:
+        raise EmptyOutputError(
+            f"openai ({model}) answered without any text (finish_reason="
+            f"{choice.get('finish_reason')!r}): try again or add a fallback edge on 'empty'."
+        )
+    if isinstance(content, list):  # some compatible servers answer with content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+async def _chat(ctx: RunContext, config: ModelConfig, body: dict[str, Any]) -> str:
+    model = config.model.provider_model_name
+    answer = await _post(ctx, "/chat/completions", json_body={"model": model, **body})
+    return _message_text(answer, model)
+
+
+# -- text -> text --------------------------------------------------------------------------
+@register(Conversion.TEXT_TO_TEXT, PROVIDER)
+async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
+    """Continue or transform ``text``: chat completions, or legacy ``/completions`` for the
+    ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message."""
+    model = config.model.provider_model_name
+    if config.model.provider_api_variant is InferenceModelProviderVariant.OPENAI_COMPLETION:
+        body = {"model": model, "prompt": text, **_pick(config, COMPLETION_PARAMS)}
+        answer = await _post(ctx, "/completions", json_body=body)
+        choice = _first_choice(answer, model)
+        if choice.get("finish_reason") == "content_filter" and not choice.get("text"):
+            raise ContentPolicyError(
+                f"openai ({model}) withheld its completion (finish_reason=content_filter): "
+                "soften the prompt or add a fallback edge on content_policy.",
+                provider=_NAME,
+                status=200,
+                code="content_filter",
+            )
+        completion = choice.get("text")
+        if completion is None:
+            raise EmptyOutputError(
+                f"openai ({model}) returned a completion without text: try again or add a "
+                "fallback edge on 'empty'."
+            )
+        return str(completion)
+    messages: list[dict[str, Any]] = []
+    system = config.parameters.get("system_prompt")
+    if system:
+        messages.append({"role": "system", "content": str(system)})
+    messages.append({"role": "user", "content": text})
+    return await _chat(ctx, config, {"messages": messages, **_chat_params(config)})
+
+
+# -- text -> image -------------------------------------------------------------------------
+def _size_family(model: str) -> str | None:
+    if model in ("dall-e-2", "dall-e-3"):
+        return model
+    if model.startswith("gpt-image"):
+        return "gpt-image"
+    return None
+
+
+def image_size(model: str, width: int | None, height: int | None) -> str | None:
+    """The ``size`` to request from ``model`` for a wanted width x height.
+
+    Known models get the accepted size nearest in shape first, then in area (dall-e-2:
+    256/512/1024 squares; dall-e-3: 1024x1024, 1792x1024, 1024x1792; GPT image models:
+    1024x1024, 1536x1024, 1024x1536). Other models get ``WxH`` as asked. None when neither
+    dimension is given (the provider's default).
+    """
+    if not width and not height:
+        return None
+    w = width or height or 1024
+    h = height or width or 1024
+    family = _size_family(model)
+    if family is None:
+        return f"{w}x{h}"
+
+    def distance(size: tuple[int, int]) -> float:
+        shape = abs(math.log((size[0] / size[1]) / (w / h)))
+        area = abs(math.log((size[0] * size[1]) / (w * h)))
+        return shape * 4 + area
+
+    best = min(IMAGE_SIZES[family], key=distance)
+    return f"{best[0]}x{best[1]}"
+
+
+@register(Conversion.TEXT_TO_IMAGE, PROVIDER)
+async def text_to_image(
+    ctx: RunContext,
+    prompt: str,
+    config: ModelConfig,
+    *,
+    output_name: str,
+    width: int | None = None,
+    height: int | None = None,
+) -> Image:
+    """Draw ``prompt`` with dall-e-2, dall-e-3 or a GPT image model; save it as
+    ``output_name`` (the extension follows the real format).
+
+    DALL-E answers are requested as ``b64_json`` unless ``response_format: url`` is set, in
+    which case the image is downloaded (capped at MAX_IMAGE_BYTES). A safety refusal is a
+    ContentPolicyError.
+    """
+    model = config.model.provider_model_name
+    params = _pick(config, IMAGE_PARAMS)
+    gpt_image = model.startswith("gpt-image")
+    if gpt_image:
+        params.pop("response_format", None)  # GPT image models always answer in base64
+        params.pop("style", None)
+    else:
+        params.setdefault("response_format", "b64_json")
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "n": 1, **params}
+    size = image_size(model, width, height) or config.parameters.get("size")
+    if size:
+        body["size"] = size
+    answer = await _post(ctx, "/images/generations", json_body=body)
+    items = answer.get("data") if isinstance(answer, dict) else None
+    item = items[0] if isinstance(items, list) and items else None
+    if not isinstance(item, dict):
+        raise EmptyOutputError(
+            f"openai ({model}) returned no image for the prompt: try again or add a fallback "
+            "edge on 'empty'."
+        )
+    if item.get("revised_prompt"):
+        log.info("openai (%s) revised the prompt to: %s", model, item["revised_prompt"])
+    if item.get("b64_json"):
+        try:
+            raw = base64.b64decode(item["b64_json"], validate=True)
+        except (binascii.Error, ValueError):
+            raise TransientProviderError(
+                f"openai ({model}) returned image data that is not valid base64; try again.",
+                provider=_NAME,
+                code="malformed_body",
+            ) from None
+        return ctx.store.save_image(output_name, raw)
+    if item.get("url"):
+        path = await ctx.store.download(
+            ctx.client, str(item["url"]), output_name, max_bytes=MAX_IMAGE_BYTES, provider=_NAME
+        )
+        image = ctx.store.save_image(output_name, path.read_bytes())
+        if Path(image.path) != path:
+            path.unlink(missing_ok=True)  # saved again under the real format's extension
+        return image
+    raise EmptyOutputError(
+        f"openai ({model}) returned an image entry with neither b64_json nor url: try again "
+        "or add a fallback edge on 'empty'."
+    )
+
+
+# -- image analysis ------------------------------------------------------------------------
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def _json_text(text: str) -> str:
+    """The JSON inside a model's answer: a fenced block, or the outermost braces."""
+    fenced = _FENCE.search(text)
+    if fenced:
+        return fenced.group(1).strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        return text[start : end + 1]
+    return text.strip()
+
+
+@register(Conversion.IMAGE_ANALYSIS, PROVIDER)
+async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> ImageAnalysis:
+    """Describe ``image`` with a vision chat model answering in JSON (description,
+    captions, tags, objects, text). An ``analysis_prompt`` parameter replaces the prompt;
+    ``detail`` (low/high/auto) sets the image detail."""
+    model = config.model.provider_model_name
+    prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
+    detail = str(config.parameters.get("detail") or "auto")
+    content = [
+        {"type": "text", "text": prompt},
+        {"type": "image_url", "image_url": {"url": image.data_url(), "detail": detail}},
+    ]
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "response_format": {"type": "json_object"},
+        **_chat_params(config),
+    }
+
+    def parse(response: httpx.Response) -> ImageAnalysis:
+        # Inside the retry loop: an answer that is not a JSON object is asked for again.
+        text = _message_text(parse_json(response, _NAME), model)
+        try:
+            data = json.loads(_json_text(text))
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise TransientProviderError(
+                f"openai ({model}) described the image in something other than a JSON "
+                f"object ({text[:80]!r}); it was asked again.",
+                provider=_NAME,
+                status=response.status_code,
+                code="malformed_output",
+            )
+        return ImageAnalysis.from_dict(data).model_copy(update={"sources": [_NAME]})
+
+    return await request(
+        ctx,
+        _NAME,
+        "POST",
+        f"{_base(ctx)}/chat/completions",
+        parse=parse,
+        headers=_auth(ctx),
+        json_body=body,
+        describe=describe,
+        hook=content_policy_hook,
+    )
+
+
+# -- audio -> text -------------------------------------------------------------------------
+@register(Conversion.AUDIO_TO_TEXT, PROVIDER)
+async def audio_to_text(
+    ctx: RunContext, audio: Audio, config: ModelConfig, *, language: str | None = None
+) -> str:
+    """Transcribe ``audio`` with Whisper (``/audio/transcriptions``, multipart)."""
+    model = config.model.provider_model_name
+    fields: dict[str, Any] = {"model": model, "response_format": "json"}
+    if language:
+        fields["language"] = language
+    fields.update({k: str(v) for k, v in _pick(config, TRANSCRIPTION_PARAMS).items()})
+    raw = audio.read_bytes()
+    answer = await _post(
+        ctx,
+        "/audio/transcriptions",
+        data=fields,
+        files={"file": (audio.name, raw, audio.mime)},
+    )
+    text = answer.get("text") if isinstance(answer, dict) else None
+    if text is None:
+        raise EmptyOutputError(
+            f"openai ({model}) returned a transcription without text: check the audio or add "
+            "a fallback edge on 'empty'."
+        )
+    return str(text)
+
+
+# -- messages -> object --------------------------------------------------------------------
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema made acceptable to OpenAI's strict mode.
+
+    Every object gets ``additionalProperties: false`` and lists all its properties as
+    required; defaults are dropped (a strict answer always carries every field) and a
+    ``$ref`` with sibling keywords is inlined.
+    """
+    schema = copy.deepcopy(model.model_json_schema())
+    defs = schema.get("$defs", {})
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fix(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node and len(node) > 1:
+            target = defs.get(str(node["$ref"]).rsplit("/", 1)[-1], {})
+            node = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
+        out = {k: fix(v) for k, v in node.items() if k != "default"}
+        props = out.get("properties")
+        if out.get("type") == "object" or isinstance(props, dict):
+            out["additionalProperties"] = False
+            out["required"] = list(props) if isinstance(props, dict) else []
+            out.setdefault("properties", {})
+        return out
+
+    fixed: dict[str, Any] = fix(schema)
+    return fixed
+
+
+def _schema_name(model: type[BaseModel]) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", model.__name__)[:64] or "response"
+
+
+def _openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    try:
+        converted = convert_to_openai_messages(list(messages))
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigurationError(
+            f"Cannot send these messages to OpenAI ({exc}): use system, human and AI "
+            "messages with text or image content."
+        ) from None
+    return [dict(m) for m in converted]
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        if err["type"] == "json_invalid":
+            parts.append(f"not valid JSON ({err['msg']})")
+            continue
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+@register(Conversion.MESSAGES_TO_OBJECT, PROVIDER)
+async def messages_to_object(
+    ctx: RunContext,
+    messages: Sequence[BaseMessage],
+    config: ModelConfig,
+    response_model: type[ModelT],
+) -> ModelT:
+    """Fill ``response_model`` from chat ``messages`` with strict JSON Schema output.
+
+    An answer that does not validate is shown back to the model once with the validation
+    error; a second failure is an InvalidRequestError naming the model class and the error.
+    """
+    name = _schema_name(response_model)
+    spec: dict[str, Any] = {
+        "name": name,
+        "schema": strict_json_schema(response_model),
+        "strict": True,
+    }
+    doc = (response_model.__doc__ or "").strip()
+    if doc:
+        spec["description"] = doc[:500]
+    response_format = {"type": "json_schema", "json_schema": spec}
+    chat = _openai_messages(messages)
+    params = _chat_params(config)
+    problem = ""
+    for attempt in (1, 2):
+        answer = await _chat(
+            ctx, config, {"messages": chat, "response_format": response_format, **params}
+        )
+        try:
+            return response_model.model_validate_json(_json_text(answer))
+        except ValidationError as exc:
+            problem = _validation_summary(exc)
+        if attempt == 1:
+            log.info("openai: %s answer did not validate (%s); asking again", name, problem)
+            chat = [
+                *chat,
+                {"role": "assistant", "content": answer},
+                {
+                    "role": "user",
+                    "content": f"That answer does not validate against the {name} schema: "
+                    f"{problem}. Answer again with only a JSON object that matches the "
+                    "schema exactly.",
+                },
+            ]
+    raise InvalidRequestError(
+        f"openai ({config.model.provider_model_name}) could not produce a valid "
+        f"{response_model.__name__} in two tries: {problem}. Simplify the model, improve the "
+        "prompt, or use a more capable model.",
+        provider=_NAME,
+        code="invalid_structured_output",
+    )

@@ -17,7 +17,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -151,12 +151,18 @@ class ProviderFake(ABC):
         return self.sim.key_for(self.name)
 
 
+#: Latency per request: (provider, endpoint, request) -> seconds.
+LatencyFn = Callable[[str, str, httpx.Request], float]
+
+
 class Simulator:
     """Offline, deterministic fakes of every provider, as an httpx transport.
 
     ``Simulator().keys()`` gives the keys the fakes accept (and their base URLs);
     ``Simulator().client()`` an ``httpx.AsyncClient`` wired to the fakes. ``calls`` counts
-    requests per (provider, endpoint). ``sleep`` is what latency and hangs wait with: pass a
+    requests per (provider, endpoint). ``latency`` maps ``provider`` or
+    ``provider:endpoint`` to seconds, or is a function of (provider, endpoint, request).
+    ``sleep`` is what latency and hangs wait with: pass a
     fake for instant tests.
     """
 
@@ -164,13 +170,14 @@ class Simulator:
         self,
         *,
         faults: Iterable[Fault] = (),
-        latency: dict[str, float] | None = None,
+        latency: dict[str, float] | LatencyFn | None = None,
         seed: int = 0,
         sleep: Sleep | None = None,
         poll_steps: int = 2,
     ) -> None:
         self.faults: list[Fault] = list(faults)
-        self.latency: dict[str, float] = dict(latency or {})
+        self.latency: dict[str, float] = dict(latency or {}) if not callable(latency) else {}
+        self.latency_fn: LatencyFn | None = latency if callable(latency) else None
         self.rng = random.Random(seed)
         self.seed = seed
         self.sleep: Sleep = sleep or asyncio.sleep
@@ -256,6 +263,8 @@ class Simulator:
         self.calls[(fake.name, endpoint)] += 1
         self.log.append((time.monotonic(), fake.name, endpoint))
         delay = self.latency.get(fake.name, 0.0) + self.latency.get(f"{fake.name}:{endpoint}", 0.0)
+        if self.latency_fn is not None:
+            delay += self.latency_fn(fake.name, endpoint, request)
         if delay:
             await self.sleep(delay)
         denied = fake.authenticate(request)

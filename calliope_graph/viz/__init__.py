@@ -1,1 +1,13 @@
-"""Drawings of flows and HTML reports of runs (being written)."""
+"""Drawings of flows and HTML reports of runs, all made offline.
+
+- :func:`draw` — a flow's structure as Mermaid, Graphviz DOT, ASCII, SVG or PNG (SVG and PNG
+  are laid out in Python: no Graphviz binary, no browser, no web service).
+- :func:`to_networkx` — the one graph the drawings are derived from, with its attributes.
+- :func:`render_report` — one self-contained HTML page of a run's trace.
+"""
+
+from calliope_graph.viz._draw import FORMATS, draw
+from calliope_graph.viz._graph import to_networkx
+from calliope_graph.viz._report import render_report
+
+__all__ = ["FORMATS", "draw", "render_report", "to_networkx"]

@@ -1,0 +1,415 @@
+"""The ``calliope-graph`` command line: run, validate, draw, report, nodes, schema.
+
+Exit codes (also in ``calliope-graph --help``):
+
+====  =====================================================================
+0     success
+1     the flow ran and failed (a node failed past its retries and routes)
+2     bad command-line usage
+3     the flow description is invalid (FlowSpecError)
+4     configuration problem: a missing key, an unknown model config
+5     bad input media (missing, empty, corrupt or unsupported file)
+130   interrupted
+====  =====================================================================
+
+Errors print as one message; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from calliope_graph.errors import (
+    CalliopeError,
+    ConfigurationError,
+    FlowRunError,
+    FlowSpecError,
+    MediaError,
+)
+
+__all__ = ["EXIT_CODES", "main"]
+
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "run_failed": 1,
+    "usage": 2,
+    "invalid_flow": 3,
+    "configuration": 4,
+    "media": 5,
+    "interrupted": 130,
+}
+
+EPILOG = (
+    "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
+    "(missing key, unknown model), 5 bad input media, 130 interrupted."
+)
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, FlowSpecError):
+        return EXIT_CODES["invalid_flow"]
+    if isinstance(exc, ConfigurationError):
+        return EXIT_CODES["configuration"]
+    if isinstance(exc, MediaError):
+        return EXIT_CODES["media"]
+    return EXIT_CODES["run_failed"]
+
+
+def _fail(exc: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        err_console.print(traceback.format_exc(), markup=False)
+    label = type(exc).__name__
+    err_console.print(f"[bold red]error[/] ({label}): ", end="")
+    err_console.print(str(exc), markup=False)
+    sys.exit(_exit_code(exc))
+
+
+def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(EXIT_CODES["interrupted"])
+    except CalliopeError as exc:
+        _fail(exc, debug)
+
+
+def _load(flow: str) -> Any:
+    from calliope_graph.flow import Flow
+
+    return Flow.load(flow)
+
+
+def _parse_inputs(values: Sequence[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"{item!r}: write --input NAME=VALUE (a path for media, @file.txt to read text)",
+                param_hint="--input",
+            )
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                value = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise MediaError(
+                    f"--input {name}: cannot read {str(path)!r} ({exc.strerror}); "
+                    "give an existing UTF-8 text file after '@'.",
+                    path=str(path),
+                ) from None
+        inputs[name.strip()] = value
+    return inputs
+
+
+@click.group(epilog=EPILOG)
+@click.version_option(package_name="calliope-graph")
+def main() -> None:
+    """Multimodal generative story flows as typed LangGraph graphs."""
+
+
+# -- run ---------------------------------------------------------------------------------------
+@main.command(epilog=EPILOG)
+@click.argument("flow")
+@click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
+@click.option("--out", "out_dir", default="out", show_default=True, help="Output directory.")
+@click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
+@click.option("--faults", default=None, help="Simulator faults, e.g. 'hang@openai;rate_limit'.")
+@click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
+@click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
+@click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def run(
+    flow: str,
+    inputs: tuple[str, ...],
+    out_dir: str,
+    simulate: bool,
+    faults: str | None,
+    resume: str | None,
+    thread_id: str | None,
+    no_cache: bool,
+    debug: bool,
+) -> None:
+    """Run FLOW (a shipped flow's name or a YAML/JSON file)."""
+    if faults and not simulate:
+        raise click.UsageError("--faults only applies with --simulate.")
+
+    def go() -> None:
+        result = asyncio.run(
+            _run(
+                flow,
+                _parse_inputs(inputs),
+                Path(out_dir),
+                simulate,
+                faults,
+                resume,
+                thread_id,
+                not no_cache,
+            )
+        )
+        _print_result(result)
+
+    _guard(debug, go)
+
+
+async def _run(
+    flow_name: str,
+    inputs: dict[str, Any],
+    out_dir: Path,
+    simulate: bool,
+    faults: str | None,
+    resume: str | None,
+    thread_id: str | None,
+    cache: bool,
+) -> Any:
+    from calliope_graph.config import KeysModel
+    from calliope_graph.simulate import Simulator, parse_faults
+    from calliope_graph.viz import render_report
+
+    flow = _load(flow_name)
+    simulator = Simulator(faults=parse_faults(faults or "")) if simulate else None
+    keys = None if simulate else KeysModel.from_env()
+    if keys is not None:
+        _check_keys(flow, keys)
+    report = out_dir / "report.html"
+    progress = _Progress()
+
+    def on_event(event: Any) -> None:
+        progress(event)
+        try:
+            render_report(event.trace, report)
+        except Exception as exc:  # a report problem never fails the run
+            err_console.print(f"[yellow]report not updated:[/] {exc}", markup=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = await flow.ainvoke(
+            inputs,
+            out_dir=out_dir,
+            keys=keys,
+            simulator=simulator,
+            thread_id=resume or thread_id,
+            resume=resume is not None,
+            cache=cache,
+            on_event=on_event,
+        )
+    except FlowRunError as exc:
+        trace_path = out_dir / "trace.json"
+        if trace_path.exists():
+            from calliope_graph.flow import Trace
+
+            render_report(Trace.load(trace_path), report)
+        err_console.print(f"trace: {trace_path}  report: {report}")
+        raise exc
+    render_report(result.trace, report)
+    return result
+
+
+def _check_keys(flow: Any, keys: Any) -> None:
+    """Fail before running when a provider the flow uses has no key."""
+    from calliope_graph.config import InferenceModelProvider, ModelConfig, catalog
+
+    missing: dict[str, list[str]] = {}
+    for name, node in flow.spec.nodes.items():
+        model = node.model
+        config = model if isinstance(model, ModelConfig) else None
+        if config is None and isinstance(model, str) and model in catalog:
+            config = catalog.get(model)
+        if config is None or config.provider is InferenceModelProvider.LANGCHAIN:
+            continue
+        try:
+            keys.require(config.provider)
+        except ConfigurationError:
+            missing.setdefault(keys.env_var(config.provider), []).append(name)
+    if missing:
+        listed = "; ".join(f"{var} (for {', '.join(nodes)})" for var, nodes in missing.items())
+        raise ConfigurationError(
+            f"Missing API keys: set {listed} — or run offline with --simulate."
+        )
+
+
+class _Progress:
+    """Live per-node lines: started, finished with time, retried, fell back, cache hit."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, event: Any) -> None:
+        e = event.execution
+        stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
+        who = f"[bold]{event.node}[/] [dim]({e.kind}{', ' + e.model if e.model else ''})[/]"
+        kind = event.kind
+        if kind == "started":
+            line = f"▶ {who} started"
+        elif kind == "finished":
+            extra = f", {e.retries} retries" if e.retries else ""
+            line = f"[green]✓[/] {who} finished in {e.duration:.2f}s{extra}"
+        elif kind == "retried":
+            line = f"[yellow]↻[/] {who} retried ({e.error_class}: {e.error or ''})"
+        elif kind == "fallback":
+            line = f"[yellow]↪[/] {who} {e.error_class} → {e.branch}"
+        elif kind == "cache_hit":
+            line = f"[cyan]⚡[/] {who} cache hit"
+        elif kind == "failed":
+            line = f"[red]✗[/] {who} failed ({e.error_class})"
+        else:
+            line = f"· {who} {kind}"
+        err_console.print(f"{stamp} {line}")
+
+
+def _print_result(result: Any) -> None:
+    out_console.print(
+        f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
+    )
+    from calliope_graph.flow.trace import jsonable
+
+    for name, value in result.outputs.items():
+        summary = jsonable(value, root=result.out_dir)
+        if isinstance(summary, dict) and "path" in summary:
+            text = f"{summary.get('type', 'file')}: {Path(result.out_dir) / summary['path']}"
+        elif isinstance(summary, str):
+            text = summary if len(summary) < 400 else summary[:400] + "…"
+        else:
+            text = json.dumps(summary, ensure_ascii=False)[:400]
+        out_console.print(f"[bold]{name}[/]: ", end="")
+        out_console.print(text, markup=False)
+    out = Path(result.out_dir)
+    out_console.print(f"trace: {out / 'trace.json'}  report: {out / 'report.html'}")
+
+
+# -- validate / nodes / schema ---------------------------------------------------------------------
+@main.command(epilog=EPILOG)
+@click.argument("flow")
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def validate(flow: str, debug: bool) -> None:
+    """Check FLOW without running it."""
+
+    def go() -> None:
+        loaded = _load(flow)
+        loaded.validate()
+        spec = loaded.spec
+        out_console.print(
+            f"[green]ok[/] {spec.name}: {len(spec.nodes)} nodes, inputs "
+            f"{', '.join(spec.inputs) or '-'}, outputs {', '.join(spec.outputs) or '-'}"
+        )
+
+    _guard(debug, go)
+
+
+@main.command()
+def nodes() -> None:
+    """List node kinds with their ports and the providers that serve them."""
+    from calliope_graph.engines import supported
+    from calliope_graph.nodes import node_kinds
+
+    serving = supported()
+    table = Table(title="node kinds")
+    for column in ("kind", "inputs", "outputs", "providers", "description"):
+        table.add_column(column)
+    for kind, cls in node_kinds().items():
+        ins = ", ".join(
+            f"{p.name}: {p.type.value}{'[]' if p.many else ''}{'' if p.required else '?'}"
+            for p in cls.inputs
+        )
+        outs = ", ".join(f"{p.name}: {p.type.value}" for p in cls.outputs)
+        providers = (
+            ", ".join(p.value for p in serving.get(cls.conversion, []))
+            if cls.conversion is not None
+            else "-"
+        )
+        table.add_row(kind, ins or "(from params)", outs, providers, cls.description)
+    out_console.print(table)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of flow files (for editor completion)."""
+    from calliope_graph.flow import FlowSpec
+
+    click.echo(json.dumps(FlowSpec.json_schema(), indent=2))
+
+
+# -- draw / report ---------------------------------------------------------------------------
+@main.command(epilog=EPILOG)
+@click.argument("flow")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "ascii", "svg", "png"]),
+    default="ascii",
+    show_default=True,
+)
+@click.option("-o", "--output", default=None, help="File to write (default: stdout; png needs -o).")
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def draw(flow: str, fmt: str, output: str | None, debug: bool) -> None:
+    """Draw FLOW's structure, offline."""
+
+    def go() -> None:
+        from calliope_graph.viz import draw as draw_spec
+
+        drawing = draw_spec(_load(flow).spec, fmt)
+        if output is None:
+            if isinstance(drawing, bytes):
+                raise click.UsageError("PNG output is binary: pass -o FILE.")
+            click.echo(drawing)
+            return
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(drawing, bytes):
+            path.write_bytes(drawing)
+        else:
+            path.write_text(drawing, encoding="utf-8")
+        err_console.print(f"wrote {path}")
+
+    _guard(debug, go)
+
+
+@main.command(epilog=EPILOG)
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default=None, help="HTML file (default: report.html beside it).")
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def report(trace: str, output: str | None, debug: bool) -> None:
+    """Render a self-contained HTML report from a saved trace.json."""
+
+    def go() -> None:
+        from pydantic import ValidationError
+
+        from calliope_graph.flow import Trace
+        from calliope_graph.viz import render_report
+
+        path = Path(trace)
+        try:
+            loaded = Trace.load(path)
+        except FileNotFoundError:
+            raise MediaError(
+                f"Trace {trace!r} does not exist: pass the trace.json a run wrote.", path=trace
+            ) from None
+        except (ValueError, ValidationError) as exc:
+            raise MediaError(
+                f"Trace {trace!r} is not a calliope-graph trace ({str(exc).splitlines()[0]}).",
+                path=trace,
+            ) from None
+        target = Path(output) if output else path.with_name("report.html")
+        render_report(loaded, target)
+        err_console.print(f"wrote {target}")
+
+    _guard(debug, go)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

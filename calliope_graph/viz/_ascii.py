@@ -1,0 +1,126 @@
+"""A terminal drawing: the layered layout top to bottom, one box per node, ≤ 100 columns.
+
+Boxes of one layer sit side by side (wrapping when the terminal is too narrow); each box
+lists where its inputs come from (``◂ prompt ← story.text``), its outputs (``▸``) and its
+error routes (``⇢`` fallback/continue, ``⟲`` censor-and-retry), so every edge of the graph
+is written on the box it leaves or enters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calliope_graph.viz._graph import edge_list, node_flags, node_subtitle
+from calliope_graph.viz._layout import Layout
+
+__all__ = ["to_ascii"]
+
+MAX_WIDTH = 100
+BOX_MAX = 48
+GAP = 2
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _ref(node: str, port: str | None, graph: Any) -> str:
+    if graph.nodes[node]["role"] == "input":
+        return node
+    return f"{node}.{port}" if port else node
+
+
+def _box_lines(node: str, layout: Layout) -> list[str]:
+    graph = layout.graph
+    attrs = graph.nodes[node]
+    role = attrs["role"]
+    body: list[str] = []
+    if role == "continue":
+        return ["( continue )"]
+    sub = node_subtitle(attrs)
+    if sub:
+        body.append(sub)
+    incoming = [(u, v, a) for u, v, a in edge_list(graph) if v == node]
+    outgoing = [(u, v, a) for u, v, a in edge_list(graph) if u == node]
+    for u, _, a in incoming:
+        if a["kind"] == "data":
+            for sp, tp in a["ports"]:
+                body.append(f"◂ {tp or '?'} ← {_ref(u, sp, graph)}")
+        elif a["kind"] == "fallback":
+            body.append(f"⇠ stands in for {u} (on {a['label']})")
+        elif a["kind"] == "rewrite":
+            body.append(f"⟲ rewrites {u}.{a['ports'][0][1] or '?'} (≤{a['bound']})")
+    if role == "node":
+        for p in attrs["outputs"]:
+            body.append(f"▸ {p['name']}: {p['type']}")
+    for _, v, a in outgoing:
+        if a["kind"] == "fallback":
+            body.append(f"⇢ on {a['label']} → fallback {v}")
+        elif a["kind"] == "continue":
+            body.append(f"⇢ on {a['label']} → continue without it")
+        elif a["kind"] == "rewrite":
+            port = a["ports"][0][1] or "?"
+            body.append(f"⟲ on {a['label']}: rewrite {port} via {v}")
+        elif a["kind"] == "rewrite_back":
+            port = a["ports"][0][1] or "?"
+            body.append(f"⟲ back into {v}.{port}, then {v} runs again")
+    flags = node_flags(attrs)
+    if flags:
+        body.append(" · ".join(flags))
+    title = str(attrs.get("label", node))
+    if role == "input":
+        title = f"input {title}"
+    elif role == "output":
+        title = f"output {title}"
+    inner = min(max([len(title) + 4, *(len(b) + 2 for b in body)]), BOX_MAX - 2)
+    edge = "┄" if attrs.get("fallback_only") else "─"
+    side = "┆" if attrs.get("fallback_only") else "│"
+    top_title = _clip(title, inner - 4)
+    lines = [f"┌{edge} {top_title} {edge * (inner - len(top_title) - 3)}┐"]
+    for text in body:
+        lines.append(f"{side} {_clip(text, inner - 2).ljust(inner - 2)} {side}")
+    lines.append(f"└{edge * inner}┘")
+    return lines
+
+
+def to_ascii(layout: Layout) -> str:
+    """The drawing as text (box-drawing characters, at most 100 columns wide)."""
+    graph = layout.graph
+    out: list[str] = [f"flow {graph.graph.get('name', '')}".rstrip()]
+    desc = graph.graph.get("description")
+    if desc:
+        out.append(_clip(str(desc), MAX_WIDTH))
+    out.append("")
+    for index, layer in enumerate(layout.layers):
+        boxes = [(n, _box_lines(n, layout)) for n in layer]
+        rows: list[list[tuple[str, list[str]]]] = [[]]
+        used = 0
+        for name, lines in boxes:
+            w = len(lines[0])
+            if rows[-1] and used + GAP + w > MAX_WIDTH:
+                rows.append([])
+                used = 0
+            rows[-1].append((name, lines))
+            used += w + (GAP if used else 0)
+        for row in rows:
+            # Arrowheads over every box that is fed from above.
+            if index > 0:
+                marks = []
+                for name, lines in row:
+                    w = len(lines[0])
+                    fed = graph.in_degree(name) > 0
+                    marks.append((" " * (w // 2) + ("▼" if fed else " ")).ljust(w))
+                out.append((" " * GAP).join(marks).rstrip())
+            height = max(len(lines) for _, lines in row)
+            for i in range(height):
+                cells = []
+                for _, lines in row:
+                    w = len(lines[0])
+                    cells.append(lines[i] if i < len(lines) else " " * w)
+                out.append((" " * GAP).join(cells).rstrip())
+    legend = (
+        "◂ input from   ▸ output   ⇢ error route (fallback/continue)   "
+        "⟲ censor-and-retry   ┆ runs only on error"
+    )
+    out += ["", legend]
+    return "\n".join(out) + "\n"

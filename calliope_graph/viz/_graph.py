@@ -1,0 +1,394 @@
+"""The one graph every drawing is derived from: a FlowSpec as a ``networkx.DiGraph``.
+
+Graph nodes are the flow's nodes (by name) plus three kinds of pseudo-node whose ids contain
+a dot, so they can never collide with a node name: ``inputs.<name>`` (a flow input),
+``outputs.<name>`` (a flow output) and ``continue.<node>`` (the terminal a ``continue`` route
+goes to). Node attributes: ``role`` (node/input/output/continue), ``kind``, ``provider``,
+``model``, ``model_name``, ``inputs``/``outputs`` (ports as dicts), ``category``,
+``fallback_only``, ``timeout``, ``retry``, ``cache``, ``description``.
+
+Edge attributes: ``kind`` (data/fallback/continue/rewrite/rewrite_back), ``label``, ``when``,
+``bound``, ``ports`` (a list of (source port, target port)), ``parallel`` (a data edge of a
+fan-out whose branches can run in the same superstep), ``merge`` (a data edge into a
+``many`` port). A DiGraph keeps one edge per ordered pair; when a flow has two edges of
+different kinds between the same nodes, the extra ones are kept in the ``extra`` attribute
+(:func:`edge_list` flattens them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+
+from calliope_graph.config import ModelConfig, catalog
+from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, NodeSpec, parse_ref
+
+__all__ = ["CATEGORIES", "edge_list", "to_networkx"]
+
+#: Node category → (fill, stroke) used by every drawing.
+CATEGORIES: dict[str, tuple[str, str]] = {
+    "input": ("#eef2f7", "#5b6b7f"),
+    "output": ("#eef2f7", "#5b6b7f"),
+    "continue": ("#f4f4f4", "#9a9a9a"),
+    "llm": ("#e8f0fe", "#3b6fd8"),
+    "vision": ("#e6f6f4", "#1f8a7a"),
+    "image": ("#fdf0e6", "#c8651b"),
+    "video": ("#f6e9f7", "#9146a3"),
+    "audio": ("#fbf6e0", "#a3861a"),
+    "guard": ("#fdeaea", "#c0392b"),
+    "helper": ("#f3f3f3", "#6d6d6d"),
+    "model": ("#eef0ff", "#5a5fc4"),
+}
+
+_KIND_CATEGORY = {
+    "text_to_text": "llm",
+    "messages_to_object": "llm",
+    "analyze_image": "vision",
+    "text_to_image": "image",
+    "image_and_text_to_video": "video",
+    "audio_to_text": "audio",
+    "censor_text": "guard",
+    "prompt_template": "helper",
+    "merge_analyses": "helper",
+    "passthrough": "helper",
+    "constant": "helper",
+    "frame": "helper",
+}
+
+_EDGE_PRIORITY = {"rewrite": 0, "rewrite_back": 1, "fallback": 2, "continue": 3, "data": 4}
+
+
+def _port(name: str, type_: str, required: bool = True, many: bool = False) -> dict[str, Any]:
+    return {"name": name, "type": type_, "required": required, "many": many}
+
+
+def _node_info(name: str, node: NodeSpec) -> dict[str, Any]:
+    """Kind metadata (ports, provider, model, category), tolerant of unknown kinds/configs."""
+    info: dict[str, Any] = {
+        "role": "node",
+        "kind": node.kind,
+        "provider": None,
+        "model": None,
+        "model_name": None,
+        "inputs": [],
+        "outputs": [],
+        "category": _KIND_CATEGORY.get(node.kind, "helper"),
+        "description": node.description,
+        "timeout": node.timeout,
+        "retry": node.retry.max_attempts if node.retry else None,
+        "cache": bool(node.cache),
+    }
+    cls: Any = None
+    try:
+        from calliope_graph.nodes import get_node_kind
+
+        cls = get_node_kind(node.kind)
+    except Exception:  # an unknown kind still draws, with the ports its wiring implies
+        cls = None
+    model: str | ModelConfig | None = node.model
+    if cls is not None:
+        if node.kind not in _KIND_CATEGORY:
+            info["category"] = "model" if getattr(cls, "conversion", None) else "helper"
+        if not info["description"]:
+            info["description"] = getattr(cls, "description", "")
+        if model is None and getattr(cls, "needs_model", False):
+            model = getattr(cls, "default_model", None)
+        ports_in = getattr(cls, "inputs", ())
+        ports_out = getattr(cls, "outputs", ())
+        try:  # instance ports (prompt_template's come from its template)
+            instance = cls(None, name=name, **node.params)
+            ports_in, ports_out = instance.input_ports, instance.output_ports
+        except Exception:
+            pass
+        info["inputs"] = [_port(p.name, str(p.type), p.required, p.many) for p in ports_in]
+        info["outputs"] = [_port(p.name, str(p.type)) for p in ports_out]
+    if isinstance(model, ModelConfig):
+        info["provider"] = str(model.provider)
+        info["model"] = model.model.provider_model_name
+        info["model_name"] = model.slug
+    elif isinstance(model, str):
+        info["model_name"] = model
+        try:
+            config = catalog.get(model)
+        except Exception:
+            info["model"] = model
+        else:
+            info["provider"] = str(config.provider)
+            info["model"] = config.model.provider_model_name
+    # Ports wired in the spec but unknown to the kind still appear (typed "any").
+    known_in = {p["name"] for p in info["inputs"]}
+    for port, value in node.inputs.items():
+        if port not in known_in:
+            info["inputs"].append(_port(port, "any", many=isinstance(value, list)))
+            known_in.add(port)
+    return info
+
+
+def _add_edge(graph: nx.DiGraph, u: str, v: str, attrs: dict[str, Any]) -> None:
+    if not graph.has_edge(u, v):
+        graph.add_edge(u, v, **attrs, extra=[])
+        return
+    current = graph.edges[u, v]
+    if current["kind"] == attrs["kind"]:
+        current["ports"] = current["ports"] + attrs["ports"]
+        current["when"] = current["when"] + [w for w in attrs["when"] if w not in current["when"]]
+        if attrs["label"] and attrs["label"] not in current["label"].split(", "):
+            current["label"] = ", ".join(x for x in (current["label"], attrs["label"]) if x)
+        current["merge"] = current.get("merge", False) or attrs.get("merge", False)
+        return
+    if _EDGE_PRIORITY[attrs["kind"]] < _EDGE_PRIORITY[current["kind"]]:
+        kept = {k: val for k, val in current.items() if k != "extra"}
+        extra = current["extra"]
+        graph.remove_edge(u, v)
+        graph.add_edge(u, v, **attrs, extra=[*extra, kept])
+    else:
+        current["extra"] = [*current["extra"], attrs]
+
+
+def _data_label(ports: list[tuple[str | None, str | None]]) -> str:
+    parts = []
+    for src, dst in ports:
+        if src and dst and src != dst:
+            parts.append(f"{src} → {dst}")
+        else:
+            parts.append(src or dst or "")
+    return ", ".join(p for p in parts if p)
+
+
+def to_networkx(spec: Any) -> nx.DiGraph:
+    """The flow as a DiGraph with the attributes every drawing reads (see the module doc).
+
+    ``spec`` is a :class:`~calliope_graph.flow.FlowSpec` or anything with a ``.spec`` that
+    is one (a built flow).
+    """
+    spec = _as_spec(spec)
+    graph = nx.DiGraph(name=spec.name, description=spec.description)
+    for name, input_spec in spec.inputs.items():
+        graph.add_node(
+            f"{INPUTS}.{name}",
+            role="input",
+            kind="input",
+            label=name,
+            provider=None,
+            model=None,
+            model_name=None,
+            inputs=[],
+            outputs=[_port(name, input_spec.type, input_spec.required)],
+            category="input",
+            description=input_spec.description,
+            fallback_only=False,
+        )
+    fallback_only = spec.fallback_nodes()
+    for name, node in spec.nodes.items():
+        info = _node_info(name, node)
+        graph.add_node(name, label=name, fallback_only=name in fallback_only, **info)
+
+    for edge in spec.edges():
+        source = f"{INPUTS}.{edge.source_port}" if edge.source == INPUTS else edge.source
+        if source not in graph:
+            graph.add_node(source, **_missing(source))
+        if edge.kind == "continue":
+            target = f"{CONTINUE}.{edge.source}"
+            graph.add_node(
+                target,
+                role="continue",
+                kind="continue",
+                label="continue",
+                provider=None,
+                model=None,
+                model_name=None,
+                inputs=[],
+                outputs=[],
+                category="continue",
+                description="go on without this node's outputs",
+                fallback_only=False,
+            )
+        else:
+            target = edge.target or ""
+            if target not in graph:
+                graph.add_node(target, **_missing(target))
+        ports = [(edge.source_port, edge.target_port)]
+        if edge.kind == "data":
+            label = _data_label(ports)
+        else:
+            label = edge.label
+        merge = False
+        if edge.kind == "data":
+            for port in graph.nodes[target].get("inputs", []):
+                if port["name"] == edge.target_port and port["many"]:
+                    merge = True
+        _add_edge(
+            graph,
+            source,
+            target,
+            {
+                "kind": edge.kind,
+                "label": label,
+                "when": list(edge.when),
+                "bound": edge.bound,
+                "ports": ports,
+                "parallel": False,
+                "merge": merge,
+            },
+        )
+
+    for out_name, ref_text in spec.outputs.items():
+        target = f"outputs.{out_name}"
+        try:
+            ref = parse_ref(ref_text)
+        except Exception:
+            continue
+        source = f"{INPUTS}.{ref.port}" if ref.is_input else ref.node
+        if source not in graph:
+            graph.add_node(source, **_missing(source))
+        port_type = "any"
+        for port in graph.nodes[source].get("outputs", []):
+            if port["name"] == ref.port:
+                port_type = port["type"]
+        graph.add_node(
+            target,
+            role="output",
+            kind="output",
+            label=out_name,
+            provider=None,
+            model=None,
+            model_name=None,
+            inputs=[_port(out_name, port_type)],
+            outputs=[],
+            category="output",
+            description=f"flow output ← {ref_text}",
+            fallback_only=False,
+        )
+        _add_edge(
+            graph,
+            source,
+            target,
+            {
+                "kind": "data",
+                "label": ref.port,
+                "when": [],
+                "bound": None,
+                "ports": [(ref.port, out_name)],
+                "parallel": False,
+                "merge": False,
+            },
+        )
+    for (u, v), _ in list(_mark_parallel(graph).items()):
+        graph.edges[u, v]["parallel"] = True
+    return graph
+
+
+def _missing(name: str) -> dict[str, Any]:
+    """Attributes for a node a reference names but the spec lacks (validation reports it)."""
+    return {
+        "role": "node",
+        "kind": "?",
+        "label": name,
+        "provider": None,
+        "model": None,
+        "model_name": None,
+        "inputs": [],
+        "outputs": [],
+        "category": "helper",
+        "description": "not defined in this flow",
+        "fallback_only": False,
+    }
+
+
+def _mark_parallel(graph: nx.DiGraph) -> dict[tuple[str, str], bool]:
+    """Data edges of a fan-out whose targets do not depend on each other (same superstep)."""
+    data = nx.DiGraph()
+    data.add_nodes_from(graph.nodes)
+    data.add_edges_from((u, v) for u, v, d in graph.edges(data=True) if d["kind"] == "data")
+    acyclic = nx.is_directed_acyclic_graph(data)
+    marked: dict[tuple[str, str], bool] = {}
+    for u in graph.nodes:
+        targets = [
+            v
+            for v in data.successors(u)
+            if graph.nodes[v]["role"] == "node" and not graph.nodes[v]["fallback_only"]
+        ]
+        if len(targets) < 2:
+            continue
+        for v in targets:
+            for w in targets:
+                if v == w:
+                    continue
+                if acyclic and (nx.has_path(data, v, w) or nx.has_path(data, w, v)):
+                    continue
+                marked[(u, v)] = True
+                break
+    return marked
+
+
+def edge_list(graph: nx.DiGraph) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every edge (u, v, attrs), including the extra ones a DiGraph pair had to fold in."""
+    for u, v, attrs in graph.edges(data=True):
+        yield u, v, attrs
+        for extra in attrs.get("extra", []):
+            yield u, v, extra
+
+
+def _as_spec(spec: Any) -> FlowSpec:
+    if isinstance(spec, FlowSpec):
+        return spec
+    inner = getattr(spec, "spec", None)
+    if isinstance(inner, FlowSpec):
+        return inner
+    if callable(inner):
+        inner = inner()
+        if isinstance(inner, FlowSpec):
+            return inner
+    raise TypeError(
+        f"Expected a FlowSpec or a flow with a .spec, got {type(spec).__name__}: load one with "
+        "calliope_graph.flow.load_spec(path)."
+    )
+
+
+def node_subtitle(attrs: dict[str, Any]) -> str:
+    """``kind · provider/model`` (or the input/output type) for a node's second line."""
+    role = attrs["role"]
+    if role == "input":
+        ports = attrs["outputs"]
+        return f"input · {ports[0]['type']}" if ports else "input"
+    if role == "output":
+        ports = attrs["inputs"]
+        return f"output · {ports[0]['type']}" if ports else "output"
+    if role == "continue":
+        return ""
+    parts = [attrs["kind"]]
+    if attrs.get("provider") and attrs.get("model"):
+        parts.append(f"{attrs['provider']}/{attrs['model']}")
+    elif attrs.get("model"):
+        parts.append(str(attrs["model"]))
+    return " · ".join(parts)
+
+
+def port_lines(attrs: dict[str, Any]) -> list[str]:
+    """``in  a:text, b:image`` / ``out c:text`` lines for a flow node (empty for pseudo-nodes)."""
+    if attrs["role"] != "node":
+        return []
+    lines = []
+    ins = [f"{p['name']}:{p['type']}{'[]' if p['many'] else ''}" for p in attrs["inputs"]]
+    outs = [f"{p['name']}:{p['type']}" for p in attrs["outputs"]]
+    if ins:
+        lines.append("in  " + ", ".join(ins))
+    if outs:
+        lines.append("out " + ", ".join(outs))
+    return lines
+
+
+def node_flags(attrs: dict[str, Any]) -> list[str]:
+    """Short notes: fallback-only, timeout, retries, cache."""
+    flags = []
+    if attrs.get("fallback_only"):
+        flags.append("on error only")
+    if attrs.get("timeout"):
+        flags.append(f"timeout {attrs['timeout']:g}s")
+    if attrs.get("retry"):
+        flags.append(f"retry ×{attrs['retry']}")
+    if attrs.get("cache"):
+        flags.append("cached")
+    return flags

@@ -1,0 +1,255 @@
+"""Mermaid and Graphviz DOT source for a flow graph (both read :func:`to_networkx`'s graph).
+
+Mermaid (``flowchart LR``, renders on GitHub): data edges ``-->`` with port labels, fan-out
+and merge edges coloured blue, fallbacks ``-.->`` dashed orange labelled with the error
+classes, censor-and-retry loops ``==>`` with their bound and the way back, ``continue``
+routes to a small terminal node. User text goes through Mermaid's entity codes (``#35;``)
+so quotes, pipes and angle brackets cannot break the diagram or inject markup.
+
+DOT: HTML-like table labels with one ``PORT`` per typed input/output, so data edges join the
+exact ports; the same colours and dash styles as the SVG.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import networkx as nx
+
+from calliope_graph.viz._graph import CATEGORIES, edge_list, node_flags, node_subtitle
+from calliope_graph.viz._style import EDGE_STYLES
+
+__all__ = ["to_dot", "to_mermaid"]
+
+
+def _style_of(attrs: dict[str, Any]) -> str:
+    if attrs["kind"] == "data":
+        if attrs.get("merge"):
+            return "merge"
+        if attrs.get("parallel"):
+            return "parallel"
+    return str(attrs["kind"])
+
+
+def _route_label(attrs: dict[str, Any]) -> str:
+    kind = attrs["kind"]
+    label = str(attrs.get("label") or "")
+    if kind in ("fallback", "continue"):
+        return f"on {label}" if label else "on error"
+    return label
+
+
+# -- Mermaid -------------------------------------------------------------------------------
+_MERMAID_ESCAPES = {
+    "#": "#35;",
+    '"': "#34;",
+    "&": "#38;",
+    "<": "#60;",
+    ">": "#62;",
+    "|": "#124;",
+    "`": "#96;",
+    "\\": "#92;",
+    "{": "#123;",
+    "}": "#125;",
+    "[": "#91;",
+    "]": "#93;",
+}
+
+
+def mermaid_escape(text: str) -> str:
+    """``text`` safe inside a quoted Mermaid label (entity codes; newlines become spaces)."""
+    text = " ".join(str(text).split())
+    return "".join(_MERMAID_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _mermaid_label(attrs: dict[str, Any]) -> str:
+    lines = [f"<b>{mermaid_escape(attrs.get('label', ''))}</b>"]
+    sub = node_subtitle(attrs)
+    if sub:
+        lines.append(mermaid_escape(sub))
+    if attrs["role"] == "node":
+        ins = [f"{p['name']}: {p['type']}{'[]' if p['many'] else ''}" for p in attrs["inputs"]]
+        outs = [f"{p['name']}: {p['type']}" for p in attrs["outputs"]]
+        if ins:
+            lines.append("<i>in</i> " + mermaid_escape(", ".join(ins)))
+        if outs:
+            lines.append("<i>out</i> " + mermaid_escape(", ".join(outs)))
+        flags = node_flags(attrs)
+        if flags:
+            lines.append("<i>" + mermaid_escape(" · ".join(flags)) + "</i>")
+    return "<br/>".join(lines)
+
+
+def to_mermaid(graph: nx.DiGraph) -> str:
+    """Mermaid ``flowchart LR`` source."""
+    ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
+    out = [
+        "---",
+        f"title: {mermaid_escape(graph.graph.get('name', 'flow'))}",
+        "---",
+        "flowchart LR",
+    ]
+    for category, (fill, stroke) in CATEGORIES.items():
+        out.append(f"  classDef {category} fill:{fill},stroke:{stroke},color:#1f2328")
+    members: dict[str, list[str]] = {}
+    dashed: list[str] = []
+    for node, attrs in graph.nodes(data=True):
+        nid = ids[node]
+        label = _mermaid_label(attrs)
+        if attrs["role"] in ("input", "output"):
+            out.append(f'  {nid}(["{label}"])')
+        elif attrs["role"] == "continue":
+            out.append(f'  {nid}(["<i>continue</i>"])')
+        else:
+            out.append(f'  {nid}["{label}"]')
+        members.setdefault(attrs.get("category", "helper"), []).append(nid)
+        if attrs.get("fallback_only"):
+            dashed.append(nid)
+    link_styles: dict[str, list[int]] = {}
+    index = 0
+    for u, v, attrs in edge_list(graph):
+        style = _style_of(attrs)
+        label = mermaid_escape(_route_label(attrs))
+        arrow = {
+            "fallback": "-.->",
+            "continue": "-.->",
+            "rewrite": "==>",
+            "rewrite_back": "==>",
+        }.get(attrs["kind"], "-->")
+        text = f'|"{label}"|' if label else ""
+        out.append(f"  {ids[u]} {arrow}{text} {ids[v]}")
+        link_styles.setdefault(style, []).append(index)
+        index += 1
+    for category, nids in members.items():
+        out.append(f"  class {','.join(nids)} {category}")
+    for nid in dashed:
+        out.append(f"  style {nid} stroke-dasharray:5 3")
+    for style, indices in link_styles.items():
+        es = EDGE_STYLES[style]
+        css = f"stroke:{es.color},stroke-width:{es.width:g}px"
+        if es.dash:
+            css += f",stroke-dasharray:{' '.join(f'{d:g}' for d in es.dash)}"
+        out.append(f"  linkStyle {','.join(map(str, indices))} {css}")
+    return "\n".join(out) + "\n"
+
+
+# -- DOT ------------------------------------------------------------------------------------
+def _dq(text: object) -> str:
+    """A DOT double-quoted string."""
+    value = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{value}"'
+
+
+def _h(text: object) -> str:
+    """Text inside a DOT HTML-like label."""
+    return (
+        str(text)
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\n", " ")
+    )
+
+
+def _port_id(prefix: str, name: str) -> str:
+    return prefix + "_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def _dot_label(attrs: dict[str, Any]) -> str:
+    fill, stroke = CATEGORIES.get(attrs.get("category", "helper"), CATEGORIES["helper"])
+    style = "rounded,dashed" if attrs.get("fallback_only") else "rounded"
+    rows = [f'<TR><TD COLSPAN="1" ALIGN="LEFT"><B>{_h(attrs.get("label", ""))}</B></TD></TR>']
+    sub = node_subtitle(attrs)
+    if sub:
+        rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{_h(sub)}</FONT></TD></TR>')
+    for prefix, ports in (("in", attrs["inputs"]), ("out", attrs["outputs"])):
+        if not ports or attrs["role"] != "node":
+            continue
+        cells = "".join(
+            f'<TD PORT="{_port_id(prefix, p["name"])}" BORDER="1" COLOR="{stroke}">'
+            f'<FONT POINT-SIZE="9">{_h(p["name"])}: {_h(p["type"])}'
+            f"{'[]' if p.get('many') else ''}</FONT></TD>"
+            for p in ports
+        )
+        rows.append(
+            f'<TR><TD ALIGN="LEFT"><TABLE BORDER="0" CELLSPACING="2" CELLPADDING="2"><TR>'
+            f'<TD><FONT POINT-SIZE="8" COLOR="#57606a">{prefix}</FONT></TD>{cells}'
+            f"</TR></TABLE></TD></TR>"
+        )
+    flags = node_flags(attrs)
+    if flags:
+        rows.append(
+            f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="#57606a"><I>'
+            f"{_h(' · '.join(flags))}</I></FONT></TD></TR>"
+        )
+    return (
+        f'<<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" STYLE="{style}" '
+        f'BGCOLOR="{fill}" COLOR="{stroke}">{"".join(rows)}</TABLE>>'
+    )
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    """Graphviz DOT source (``dot -Tsvg`` renders it where Graphviz is installed)."""
+    name = graph.graph.get("name", "flow")
+    out = [
+        f"digraph {_dq(name)} {{",
+        f"  graph [rankdir=TB, label={_dq(name)}, labelloc=t, fontname=Helvetica, "
+        'nodesep=0.45, ranksep=0.7, bgcolor="white"];',
+        "  node [shape=plain, fontname=Helvetica, fontsize=11];",
+        '  edge [fontname=Helvetica, fontsize=9, color="#5f6b7a", arrowsize=0.7];',
+    ]
+    for node, attrs in graph.nodes(data=True):
+        role = attrs["role"]
+        fill, stroke = CATEGORIES.get(attrs.get("category", "helper"), CATEGORIES["helper"])
+        if role == "continue":
+            out.append(
+                f"  {_dq(node)} [shape=box, style={_dq('rounded,dotted,filled')}, "
+                f'label="continue", fontsize=9, fillcolor="{fill}", color="{stroke}", '
+                "height=0.25];"
+            )
+        elif role in ("input", "output"):
+            label = f"{attrs.get('label', node)}\n{node_subtitle(attrs)}"
+            out.append(
+                f"  {_dq(node)} [shape=box, style={_dq('rounded,filled')}, label={_dq(label)}, "
+                f'fillcolor="{fill}", color="{stroke}"];'
+            )
+        else:
+            out.append(f"  {_dq(node)} [label={_dot_label(attrs)}];")
+    ports_of = {
+        n: (
+            {p["name"] for p in a["inputs"]} if a["role"] == "node" else set(),
+            {p["name"] for p in a["outputs"]} if a["role"] == "node" else set(),
+        )
+        for n, a in graph.nodes(data=True)
+    }
+    for u, v, attrs in edge_list(graph):
+        style = _style_of(attrs)
+        es = EDGE_STYLES[style]
+        label = _route_label(attrs)
+        a = [f'color="{es.color}"', f"penwidth={es.width:g}"]
+        if label:
+            a.append(f"label={_dq(label)}")
+            a.append(f'fontcolor="{es.color}"')
+        kind = attrs["kind"]
+        if kind == "fallback":
+            a.append("style=dashed")
+        elif kind == "continue":
+            a.append("style=dotted")
+        elif kind == "rewrite":
+            a.append("style=bold")
+        elif kind == "rewrite_back":
+            a += ['style="bold,dashed"', "constraint=false"]
+        elif style == "merge":
+            a.append('arrowhead="normal"')
+        src, dst = _dq(u), _dq(v)
+        if kind == "data":
+            for sp, tp in attrs.get("ports", [])[:1]:
+                if sp and sp in ports_of[u][1]:
+                    src = f"{_dq(u)}:{_port_id('out', sp)}:s"
+                if tp and tp in ports_of[v][0]:
+                    dst = f"{_dq(v)}:{_port_id('in', tp)}:n"
+        out.append(f"  {src} -> {dst} [{', '.join(a)}];")
+    out.append("}")
+    return "\n".join(out) + "\n"

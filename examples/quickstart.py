@@ -1,1 +1,0 @@
-"""Placeholder replaced below once the engines land."""

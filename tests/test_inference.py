@@ -1,0 +1,157 @@
+"""The seed's functional API, against the simulator: same names, same arguments."""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel
+
+from calliope_graph import AuthenticationError, catalog
+from calliope_graph.inference import (
+    audio_to_text_inference,
+    image_analysis_inference,
+    messages_to_object_inference,
+    text_to_image_file_inference,
+    text_to_text_inference,
+)
+from calliope_graph.simulate import Simulator
+from calliope_graph.simulate._content import image_bytes
+
+
+@pytest.fixture
+async def client(sim: Simulator):
+    async with sim.client() as c:
+        yield c
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "webcam.png"
+    path.write_bytes(image_bytes("a cat on a red sofa", 320, 240))
+    return path
+
+
+async def test_text_to_text(sim: Simulator, client: httpx.AsyncClient) -> None:
+    text = await text_to_text_inference(
+        client, "Once upon a time", catalog.get("openai-gpt-4o"), sim.keys()
+    )
+    assert text.strip()
+    assert sim.count("openai", "chat.completions") == 1
+
+
+async def test_text_to_image_censors_and_retries(
+    sim: Simulator, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    sim.add_fault(kind="content_policy", provider="openai", endpoint="images", first_n=1)
+    path = await text_to_image_file_inference(
+        client,
+        "a battle scene",
+        str(tmp_path / "frame.png"),
+        catalog.get("openai-dall-e-2"),
+        sim.keys(),
+        width=512,
+        height=512,
+    )
+    assert path is not None and Path(path).is_file()
+    assert sim.count("openai", "images") == 2  # refused once, then the censored prompt
+    assert sim.count("openai", "chat.completions") == 1  # the copy editor
+
+
+async def test_text_to_image_refused_every_time_returns_none(
+    sim: Simulator, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    sim.add_fault(kind="content_policy", provider="openai", endpoint="images")
+    path = await text_to_image_file_inference(
+        client, "x", str(tmp_path / "f.png"), catalog.get("openai-dall-e-2"), sim.keys()
+    )
+    assert path is None
+    assert sim.count("openai", "images") == 3
+
+
+async def test_image_analysis_merges_azure_and_llm(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path
+) -> None:
+    result = await image_analysis_inference(
+        client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys()
+    )
+    assert result["description"]
+    assert "tags" in result and "all_tags_and_objects" in result
+    assert sim.count("azure") == 1 and sim.count("openai") == 1
+
+
+async def test_image_analysis_survives_llm_failure(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path
+) -> None:
+    sim.add_fault(kind="auth", provider="openai")
+    result = await image_analysis_inference(
+        client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys()
+    )
+    assert result["description"]  # Azure alone
+
+
+async def test_image_analysis_llm_timeout_continues_with_azure(photo: Path) -> None:
+    sim = Simulator(latency={"openai": 5.0})  # real sleeps: the LLM is cut off at 0.05 s
+    async with sim.client() as client:
+        result = await image_analysis_inference(
+            client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys(), llm_timeout=0.05
+        )
+    assert result["description"]
+
+
+async def test_image_analysis_both_failing_raises(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path
+) -> None:
+    sim.add_fault(kind="auth")
+    with pytest.raises(AuthenticationError):
+        await image_analysis_inference(
+            client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys()
+        )
+
+
+async def test_image_analysis_from_base64(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path, tmp_path: Path
+) -> None:
+    b64 = base64.b64encode(photo.read_bytes()).decode()
+    result = await image_analysis_inference(
+        client, str(tmp_path / "upload.png"), b64, catalog.get("openai-gpt-4o"), sim.keys()
+    )
+    assert result["description"]
+
+
+async def test_audio_to_text(sim: Simulator, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 8000)
+    path = tmp_path / "voice.wav"
+    path.write_bytes(buf.getvalue())
+    text = await audio_to_text_inference(client, str(path), "en", sim.keys())
+    assert text.strip()
+
+
+class Scene(BaseModel):
+    setting: str
+    mood: str
+    characters: list[str]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "Extract."}, {"role": "user", "content": "A fox."}],
+        [SystemMessage("Extract."), HumanMessage("A fox.")],
+    ],
+)
+async def test_messages_to_object(sim: Simulator, client: httpx.AsyncClient, messages) -> None:
+    scene = await messages_to_object_inference(
+        client, messages, catalog.get("openai-gpt-4o"), sim.keys(), Scene
+    )
+    assert isinstance(scene, Scene)
