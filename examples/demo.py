@@ -15,6 +15,7 @@ from pathlib import Path
 
 from calliope_graph.flow import Flow
 from calliope_graph.simulate import Simulator, parse_faults
+from calliope_graph.viz import render_report
 
 HERE = Path(__file__).parent
 
@@ -25,6 +26,7 @@ async def main(out: Path, faults: str) -> None:
     result = await flow.ainvoke(
         {"image": HERE / "media" / "webcam.jpg"}, out_dir=out, simulator=sim
     )
+    render_report(result.trace, out / "report.html")
     frame = result.outputs["frame"]
     print("Story frame:")
     print(f"  {frame.text}\n")

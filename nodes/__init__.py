@@ -21,6 +21,7 @@ from calliope_graph.nodes.image_and_text_to_video import ImageAndTextToVideo
 from calliope_graph.nodes.merge_analyses import MergeAnalyses
 from calliope_graph.nodes.messages_to_object import MessagesToObject, import_model
 from calliope_graph.nodes.prompt_template import PromptTemplate
+from calliope_graph.nodes.scene import Character, Scene
 from calliope_graph.nodes.text_to_image import TextToImage
 from calliope_graph.nodes.text_to_text import TextToText
 
@@ -29,6 +30,7 @@ __all__ = [
     "AnalyzeImage",
     "AudioToText",
     "CensorText",
+    "Character",
     "Constant",
     "Frame",
     "ImageAndTextToVideo",
@@ -40,6 +42,7 @@ __all__ = [
     "Port",
     "PortType",
     "PromptTemplate",
+    "Scene",
     "StoryFrame",
     "TextToImage",
     "TextToText",

@@ -197,7 +197,7 @@ def parse_json(response: httpx.Response, provider: str) -> Any:
 
 def _wait(ctx: RunContext) -> Callable[[RetryCallState], float]:
     backoff = wait_exponential_jitter(
-        initial=ctx.retry.initial_wait, max=ctx.retry.max_wait, jitter=ctx.retry.jitter
+        multiplier=ctx.retry.initial_wait, max=ctx.retry.max_wait, jitter=ctx.retry.jitter
     )
 
     def wait(state: RetryCallState) -> float:
