@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from calliope_graph import ConfigurationError, EmptyOutputError, Image, ImageAnalysis, RunContext
+from calliope_graph import (
+    ConfigurationError,
+    EmptyOutputError,
+    Image,
+    ImageAnalysis,
+    InferenceModelProvider,
+    RunContext,
+)
 from calliope_graph.nodes import (
     AnalyzeImage,
     CensorText,
@@ -78,7 +85,7 @@ async def test_empty_continuation_is_an_error_when_asked(ctx: RunContext, monkey
 
     monkeypatch.setitem(
         _registry._ENGINES,
-        (_registry.Conversion.TEXT_TO_TEXT, _registry.InferenceModelProvider.OPENAI),
+        (_registry.Conversion.TEXT_TO_TEXT, InferenceModelProvider.OPENAI),
         empty,
     )
     with pytest.raises(EmptyOutputError, match="empty"):

@@ -70,6 +70,12 @@ ErrorClassName = Literal[
     "empty",
     "any",
 ]
+
+
+def _classes(*names: ErrorClassName) -> list[ErrorClassName]:
+    return list(names)
+
+
 PortTypeName = Literal["text", "image", "audio", "video", "analysis", "messages", "object", "any"]
 
 
@@ -94,7 +100,7 @@ class RetrySpec(_Model):
     backoff_factor: float = Field(default=2.0, ge=1)
     max_interval: float = Field(default=30.0, ge=0)
     jitter: bool = True
-    when: list[ErrorClassName] = Field(default_factory=lambda: ["transient", "rate_limit"])
+    when: list[ErrorClassName] = Field(default_factory=lambda: _classes("transient", "rate_limit"))
 
 
 class CacheSpec(_Model):
@@ -119,7 +125,7 @@ class RewriteSpec(_Model):
 class ErrorRoute(_Model):
     """Where a failure of the given classes goes: a fallback node, ``continue``, or a rewrite."""
 
-    when: list[ErrorClassName] = Field(default_factory=lambda: ["any"], min_length=1)
+    when: list[ErrorClassName] = Field(default_factory=lambda: _classes("any"), min_length=1)
     """The error classes this route catches (YAML's bare ``on`` would read as a boolean)."""
     goto: str | None = None
     rewrite: RewriteSpec | None = None
@@ -136,7 +142,7 @@ class NodeSpec(_Model):
     inputs: dict[str, str | list[str]] = Field(default_factory=dict)
     description: str = ""
     timeout: float | None = Field(default=None, gt=0)
-    """Seconds for one attempt of this node (LangGraph ``timeout=``); then error class ``timeout``."""
+    """Seconds for one attempt of this node; past it, the error class is ``timeout``."""
     retry: RetrySpec | None = None
     cache: bool | CacheSpec = False
     on_error: list[ErrorRoute] = Field(default_factory=list)
@@ -288,7 +294,13 @@ class FlowSpec(_Model):
                     )
                 elif route.goto == CONTINUE:
                     edges.append(
-                        Edge(kind="continue", source=name, target=None, when=list(route.when), label=label)
+                        Edge(
+                            kind="continue",
+                            source=name,
+                            target=None,
+                            when=list(route.when),
+                            label=label,
+                        )
                     )
                 elif route.goto:
                     edges.append(
@@ -404,7 +416,9 @@ def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
 def _hint(err: Any) -> str:
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        return " (unknown field: check its spelling against the flow schema, `calliope-graph schema`)"
+        return (
+            " (unknown field: check its spelling against the flow schema, `calliope-graph schema`)"
+        )
     if kind == "missing":
         return " (this field is required)"
     return ""

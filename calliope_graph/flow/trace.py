@@ -9,6 +9,7 @@ already redacted when they get here; :func:`jsonable` never sees a key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -185,10 +186,8 @@ def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
         data = value.model_dump(mode="json")
         data["type"] = kind
         if root is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 data["path"] = os.path.relpath(value.path, root)
-            except ValueError:
-                pass
         return data
     if isinstance(value, ImageAnalysis):
         return {"type": "analysis", **value.to_dict()}
