@@ -45,6 +45,7 @@ FaultKind = Literal[
     "latency",
     "content_policy",
     "auth",
+    "empty",
 ]
 
 #: Simulator modules that each define one provider fake (``FAKE = <class>``).
@@ -59,13 +60,17 @@ FAKE_MODULES = (
 )
 
 
+#: Faults a fake applies itself, to the request's prompt (the core only answers the others).
+_PROMPT_FAULTS = ("content_policy", "empty")
+
+
 class Fault(BaseModel):
     """One injected fault.
 
     ``provider`` limits it to one provider (None: all), ``endpoint`` to endpoints whose name
     contains the string. It fires on the first ``first_n`` matching calls, or with
     ``probability`` (seeded), or on every matching call when neither is set. ``pattern``
-    (content_policy) fires only for prompts matching the regex.
+    (``content_policy``, ``empty``) fires only for prompts matching the regex.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -277,9 +282,18 @@ class Simulator:
 
     def blocked(self, fake: ProviderFake, request: httpx.Request, text: str | None) -> bool:
         """Whether a content_policy fault fires for this request's prompt ``text``."""
+        return self._prompt_fault("content_policy", fake, request, text)
+
+    def emptied(self, fake: ProviderFake, request: httpx.Request, text: str | None) -> bool:
+        """Whether an ``empty`` fault fires: the provider answers 200 with no text at all."""
+        return self._prompt_fault("empty", fake, request, text)
+
+    def _prompt_fault(
+        self, kind: FaultKind, fake: ProviderFake, request: httpx.Request, text: str | None
+    ) -> bool:
         endpoint = fake.endpoint(request)
         for index, fault in enumerate(self.faults):
-            if fault.kind != "content_policy" or not self._applies(fault, fake, endpoint):
+            if fault.kind != kind or not self._applies(fault, fake, endpoint):
                 continue
             if fault.pattern and not (text and re.search(fault.pattern, text, re.IGNORECASE)):
                 continue
@@ -304,7 +318,7 @@ class Simulator:
         self, fake: ProviderFake, endpoint: str, request: httpx.Request
     ) -> httpx.Response | None:
         for index, fault in enumerate(self.faults):
-            if fault.kind == "content_policy" or not self._applies(fault, fake, endpoint):
+            if fault.kind in _PROMPT_FAULTS or not self._applies(fault, fake, endpoint):
                 continue
             if not self._fires(index, fault):
                 continue

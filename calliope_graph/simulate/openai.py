@@ -179,6 +179,7 @@ class OpenAIFake(OpenAIWire):
 
         prompt = _last_user_text(messages) or ""
         blocked = self.sim.blocked(self, request, prompt)
+        emptied = self.sim.emptied(self, request, prompt)
         seq = self._seq()
         prompt_text = json.dumps(messages)
         choices: list[dict[str, Any]] = []
@@ -205,6 +206,8 @@ class OpenAIFake(OpenAIWire):
                 completion_tokens += count_tokens(arguments)
             else:
                 content = self._chat_content(response_format, schema, prompt, images, model, index)
+                if emptied and schema is None:
+                    content = ""
                 if isinstance(limit, int) and count_tokens(content) > limit:
                     content, finish = truncate_tokens(content, limit), "length"
                 message["content"] = content
@@ -452,12 +455,15 @@ class OpenAIFake(OpenAIWire):
                 param="stream",
             )
         blocked = self.sim.blocked(self, request, "\n".join(prompts))
+        emptied = self.sim.emptied(self, request, "\n".join(prompts))
         seq = self._seq()
         choices: list[dict[str, Any]] = []
         completion_tokens = 0
         for p in prompts:
             for i in range(n):
-                text = "" if blocked else story_text(p, model=f"{model}{i}" if i else model)
+                text = (
+                    "" if blocked or emptied else story_text(p, model=f"{model}{i}" if i else model)
+                )
                 finish = "content_filter" if blocked else "stop"
                 if count_tokens(text) > max_tokens:
                     text, finish = truncate_tokens(text, max_tokens), "length"
