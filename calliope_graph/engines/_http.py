@@ -44,6 +44,7 @@ from calliope_graph.errors import (
 __all__ = [
     "CallStats",
     "ErrorHook",
+    "RetryAfterHint",
     "call_stats",
     "parse_json",
     "redact",
@@ -60,6 +61,8 @@ T = TypeVar("T")
 ErrorHook = Callable[[httpx.Response, str, str | None], type[ProviderError] | None]
 #: Extracts (message, code) from a provider's error body.
 Describe = Callable[[httpx.Response], tuple[str, str | None]]
+#: Seconds to wait before retrying a 429 that has no Retry-After header (read from the body).
+RetryAfterHint = Callable[[httpx.Response], float | None]
 
 
 @dataclass
@@ -158,8 +161,12 @@ def error_from_response(
     secrets: list[str],
     describe: Describe | None = None,
     hook: ErrorHook | None = None,
+    retry_after: RetryAfterHint | None = None,
 ) -> ProviderError:
-    """The taxonomy error for a failed ``response``, redacted."""
+    """The taxonomy error for a failed ``response``, redacted.
+
+    ``retry_after`` reads a 429's wait from its body when the headers carry none.
+    """
     message, code = (describe or _default_describe)(response)
     cls = (hook(response, message, code) if hook else None) or _classify(response.status_code)
     advice = _ADVICE.get(cls, "")
@@ -171,12 +178,15 @@ def error_from_response(
         text += f" — {advice}."
     text = redact(text, secrets)
     if cls is RateLimitError:
+        wait = retry_after_seconds(response.headers)
+        if wait is None and retry_after is not None:
+            wait = retry_after(response)
         return RateLimitError(
             text,
             provider=provider,
             status=response.status_code,
             code=code,
-            retry_after=retry_after_seconds(response.headers),
+            retry_after=wait,
         )
     return cls(text, provider=provider, status=response.status_code, code=code)
 
@@ -235,11 +245,13 @@ async def request(
     describe: Describe | None = None,
     hook: ErrorHook | None = None,
     retry: bool = True,
+    retry_after: RetryAfterHint | None = None,
 ) -> T:
     """Send a request with retries and error mapping; return ``parse(response)``.
 
     ``parse`` runs inside the retry loop (raise TransientProviderError there to retry). A
     non-2xx status becomes the taxonomy error; transient ones are retried per ``ctx.retry``.
+    ``retry_after`` reads a 429's wait from its body when it has no Retry-After header.
     """
     secrets = ctx.keys.secrets()
     stats = call_stats.get()
@@ -276,7 +288,12 @@ async def request(
             ) from None
         if response.status_code >= 400:
             raise error_from_response(
-                provider, response, secrets=secrets, describe=describe, hook=hook
+                provider,
+                response,
+                secrets=secrets,
+                describe=describe,
+                hook=hook,
+                retry_after=retry_after,
             )
         return parse(response)
 
