@@ -190,7 +190,7 @@ class FlowSpecError(CalliopeError):
     ) -> None:
         prefix = ""
         if source and line:
-            prefix = f"{source}:{line}: "
+            prefix = f"{source}, line {line}: "
         elif line:
             prefix = f"line {line}: "
         super().__init__(prefix + message)

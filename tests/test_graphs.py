@@ -73,7 +73,7 @@ async def test_webcam_story_makes_a_frame_from_both_analyses(tmp_path: Path) -> 
     result, sim = await run("webcam_story", {"image": WEBCAM}, tmp_path)
     frame = result.outputs["frame"]
     assert frame.text.strip()
-    assert isinstance(frame.image, Image) and frame.image.path.is_file()
+    assert isinstance(frame.image, Image) and Path(frame.image.path).is_file()
     analysis = result.outputs["analysis"]
     assert isinstance(analysis, ImageAnalysis)
     assert sim.count("azure") >= 1 and sim.count("stability") == 1
@@ -137,7 +137,7 @@ async def test_webcam_story_falls_back_when_stability_is_down(tmp_path: Path) ->
     (first,) = executions(result, "illustration")
     assert first.status == "fallback" and first.branch == "fallback:openai_illustration"
     assert first.retries >= 1  # the engine retried the 503s before the edge was taken
-    assert result.outputs["image"].path.is_file()
+    assert Path(result.outputs["image"].path).is_file()
 
 
 async def test_webcam_story_fails_clearly_when_every_analysis_fails(tmp_path: Path) -> None:
@@ -163,13 +163,13 @@ async def test_voice_story(tmp_path: Path) -> None:
     result, sim = await run("voice_story", {"audio": audio}, tmp_path / "out")
     assert result.outputs["transcript"].strip()
     assert result.outputs["story"].strip()
-    assert result.outputs["image"].path.is_file()
+    assert Path(result.outputs["image"].path).is_file()
     assert sim.count("openai", "transcriptions") == 1
 
 
 async def test_illustrate_happy_path_and_fallback(tmp_path: Path) -> None:
     ok, _ = await run("illustrate", {"text": "a lighthouse at dawn"}, tmp_path / "a")
-    assert ok.outputs["image"].path.read_bytes()[:4] == b"\x89PNG"
+    assert Path(ok.outputs["image"].path).read_bytes()[:4] == b"\x89PNG"
     assert ok.trace.path() == ["image"]
     refused, sim = await run(
         "illustrate", {"text": "a lighthouse at dawn"}, tmp_path / "b", "content_policy@stability"
@@ -183,8 +183,8 @@ async def test_image_to_video_story(tmp_path: Path) -> None:
         "image_to_video_story", {"image": WEBCAM, "text": "the cat leaps"}, tmp_path
     )
     video = result.outputs["video"]
-    assert isinstance(video, Video) and video.path.suffix == ".mp4"
-    assert mp4_info(video.path.read_bytes())
+    assert isinstance(video, Video) and Path(video.path).suffix == ".mp4"
+    assert mp4_info(Path(video.path).read_bytes())
     assert sim.count("runway") >= 2  # the task was created, then polled
 
 
@@ -197,7 +197,7 @@ async def test_structured_scene(tmp_path: Path) -> None:
     scene = result.outputs["scene"]
     assert isinstance(scene, Scene)
     assert scene.setting in result.outputs["prompt"]
-    assert result.outputs["image"].path.is_file()
+    assert Path(result.outputs["image"].path).is_file()
 
 
 async def test_continuous_story_continues(tmp_path: Path) -> None:
@@ -232,4 +232,4 @@ async def test_continuous_story_falls_back_to_the_situation(tmp_path: Path) -> N
     )
     assert result.outputs["text"] == "It starts to snow."
     assert "situation_text" in result.trace.path()
-    assert result.outputs["image"].path.is_file()
+    assert Path(result.outputs["image"].path).is_file()

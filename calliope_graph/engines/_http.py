@@ -73,6 +73,10 @@ class CallStats:
     retries: int = 0
     calls: dict[str, int] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
+    attempt_times: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) wall-clock seconds of each request, for timelines."""
+    on_retry: Callable[[str, BaseException | None], None] | None = None
+    """Called before each engine-level retry (provider, the failure); the runner's events."""
 
     def record(self, provider: str) -> None:
         self.attempts += 1
@@ -259,6 +263,14 @@ async def request(
     async def attempt() -> T:
         if stats is not None:
             stats.record(provider)
+        started = time.time()
+        try:
+            return await _send()
+        finally:
+            if stats is not None:
+                stats.attempt_times.append((started, time.time()))
+
+    async def _send() -> T:
         try:
             response = await ctx.client.request(
                 method,
@@ -316,9 +328,11 @@ def _log_retry(
     provider: str, secrets: list[str], stats: CallStats | None
 ) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
         if stats is not None:
             stats.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
+            if stats.on_retry is not None:
+                stats.on_retry(provider, exc)
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning(
             "%s: attempt %d failed (%s); retrying in %.2fs",

@@ -333,18 +333,27 @@ class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line of every mapping key (by dotted path)."""
 
 
-def _lines(node: yaml.Node, path: tuple[str, ...], out: dict[str, int]) -> None:
+def _lines(node: yaml.Node, path: tuple[str, ...], out: dict[str, int], source: str) -> None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             name = str(key.value)
             here = (*path, name)
-            out[".".join(here)] = key.start_mark.line + 1
-            _lines(value, here, out)
+            dotted = ".".join(here)
+            if dotted in out:
+                raise FlowSpecError(
+                    f"{dotted} is defined twice (lines {out[dotted]} and "
+                    f"{key.start_mark.line + 1}): names must be unique; rename or merge one.",
+                    where=dotted,
+                    line=key.start_mark.line + 1,
+                    source=source,
+                )
+            out[dotted] = key.start_mark.line + 1
+            _lines(value, here, out, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             here = (*path, str(index))
             out[".".join(here)] = item.start_mark.line + 1
-            _lines(item, here, out)
+            _lines(item, here, out, source)
 
 
 def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
@@ -372,7 +381,7 @@ def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
         else:
             root = yaml.compose(text, Loader=_LineLoader)
             if root is not None:
-                _lines(root, (), lines)
+                _lines(root, (), lines, label)
             data = yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)

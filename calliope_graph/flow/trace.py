@@ -58,6 +58,8 @@ class NodeExecution(BaseModel):
     branch: str | None = None
     """The route taken on failure: ``fallback:<node>``, ``continue``, ``rewrite:<node>``."""
     cache_hit: bool = False
+    resumed: bool = False
+    """Ran in an earlier attempt of this thread (a resumed run carries it over)."""
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)

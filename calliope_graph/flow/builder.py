@@ -1,0 +1,380 @@
+"""The Python front door: :class:`Flow` builds the same :class:`FlowSpec` a YAML file declares.
+
+::
+
+    flow = Flow("illustrate")
+    text = flow.input("text", "text")
+    image = flow.add("image", TextToImage("stability-core"), prompt=text)
+    censor = flow.add("censor", CensorText())
+    flow.rewrite(image, via=censor, port="prompt", when=["content_policy"], max_attempts=3)
+    flow.output("image", image["image"])
+    result = flow.invoke({"text": "a lighthouse"}, out_dir="out")
+
+A flow loaded from YAML (:meth:`Flow.load`) is the same object, so both front doors share
+validation, compilation, running and drawing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from calliope_graph.config import KeysModel, ModelConfig
+from calliope_graph.context import RunContext
+from calliope_graph.errors import FlowSpecError
+from calliope_graph.flow.run import FlowEvent, FlowResult, FlowRunner, OnEvent
+from calliope_graph.flow.spec import (
+    CONTINUE,
+    INPUTS,
+    CacheSpec,
+    ErrorRoute,
+    FlowSpec,
+    InputSpec,
+    NodeSpec,
+    RetrySpec,
+    RewriteSpec,
+    load_spec,
+)
+from calliope_graph.flow.validate import Plan, check
+
+if TYPE_CHECKING:
+    from calliope_graph.nodes import Node
+    from calliope_graph.simulate import Simulator
+
+__all__ = ["Flow", "NodeHandle", "shipped_flows"]
+
+
+class NodeHandle:
+    """A node added to a flow: ``handle["text"]`` (or ``handle.text``) is ``"<node>.text"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getitem__(self, port: str) -> str:
+        return f"{self.name}.{port}"
+
+    def __getattr__(self, port: str) -> str:
+        if port.startswith("_"):
+            raise AttributeError(port)
+        return f"{self.name}.{port}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"NodeHandle({self.name!r})"
+
+
+Source = str | NodeHandle | Sequence[str]
+
+
+def shipped_flows() -> list[str]:
+    """Names of the flows shipped in ``calliope_graph.graphs``."""
+    folder = resources.files("calliope_graph.graphs")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _ref(value: Any) -> str | list[str]:
+    if isinstance(value, NodeHandle):
+        raise FlowSpecError(
+            f"Wire a port, not a node: write {value.name}['<port>'] (e.g. {value.name}['text'])."
+        )
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence):
+        return [str(_ref(v)) for v in value]
+    raise FlowSpecError(f"Cannot wire {value!r}: pass 'inputs.<name>' or '<node>.<port>'.")
+
+
+def _name(node: str | NodeHandle) -> str:
+    return node.name if isinstance(node, NodeHandle) else node
+
+
+class Flow:
+    """A story flow: build it here or load it from YAML; validate, run, draw."""
+
+    def __init__(self, name: str, description: str = "", *, spec: FlowSpec | None = None) -> None:
+        self._spec = (
+            spec if spec is not None else FlowSpec(name=name, description=description, nodes={})
+        )
+        self._plan: Plan | None = None
+
+    # -- building ---------------------------------------------------------------------------
+    def input(
+        self,
+        name: str,
+        type: str = "text",
+        *,
+        required: bool = True,
+        default: Any = None,
+        description: str = "",
+    ) -> str:
+        """Declare a flow input; returns its reference (``"inputs.<name>"``)."""
+        if name in self._spec.inputs:
+            raise FlowSpecError(f"Flow input {name!r} is declared twice.")
+        self._spec.inputs[name] = InputSpec.model_validate(
+            {"type": type, "required": required, "default": default, "description": description}
+        )
+        self._changed()
+        return f"{INPUTS}.{name}"
+
+    def add(
+        self,
+        name: str,
+        node: Node | str,
+        *,
+        model: str | ModelConfig | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: RetrySpec | Mapping[str, Any] | None = None,
+        cache: bool | CacheSpec = False,
+        description: str = "",
+        **inputs: Source,
+    ) -> NodeHandle:
+        """Add a node (an instance, or a kind name with ``model``/``params``), wiring its inputs
+        by port name from flow inputs or other nodes' ports."""
+        if name in self._spec.nodes:
+            raise FlowSpecError(f"Node {name!r} is added twice: node names must be unique.")
+        if isinstance(node, str):
+            kind, node_model, node_params = node, model, dict(params or {})
+        else:
+            kind = node.kind
+            node_model = model if model is not None else node.model
+            node_params = node.params.model_dump(exclude_defaults=True)
+            response_model = getattr(node, "response_model", None)
+            if isinstance(response_model, type):
+                node_params["response_model"] = (
+                    f"{response_model.__module__}:{response_model.__qualname__}"
+                )
+            node_params.update(params or {})
+        self._spec.nodes[name] = NodeSpec(
+            kind=kind,
+            model=node_model,
+            params=node_params,
+            inputs={port: _ref(value) for port, value in inputs.items()},
+            description=description,
+            timeout=timeout,
+            retry=RetrySpec.model_validate(retry) if isinstance(retry, Mapping) else retry,
+            cache=cache,
+        )
+        self._changed()
+        return NodeHandle(name)
+
+    def fallback(
+        self,
+        node: str | NodeHandle,
+        to: str | NodeHandle,
+        *,
+        when: Sequence[str] = ("any",),
+        label: str | None = None,
+    ) -> Flow:
+        """A fallback edge: when ``node`` fails with ``when``, ``to`` runs in its place."""
+        return self._route(node, {"when": list(when), "goto": _name(to), "label": label})
+
+    def continue_on(
+        self, node: str | NodeHandle, *, when: Sequence[str] = ("any",), label: str | None = None
+    ) -> Flow:
+        """When ``node`` fails with ``when``, go on without its outputs (a merge skips it)."""
+        return self._route(node, {"when": list(when), "goto": CONTINUE, "label": label})
+
+    def rewrite(
+        self,
+        node: str | NodeHandle,
+        *,
+        via: str | NodeHandle,
+        port: str,
+        when: Sequence[str] = ("content_policy",),
+        max_attempts: int = 3,
+        output: str | None = None,
+        label: str | None = None,
+    ) -> Flow:
+        """Censor-and-retry: ``via`` rewrites input ``port`` of ``node``, which runs again."""
+        rewrite = RewriteSpec(via=_name(via), port=port, output=output, max_attempts=max_attempts)
+        return self._route(node, {"when": list(when), "rewrite": rewrite, "label": label})
+
+    def output(self, name: str, source: str) -> Flow:
+        """Declare a flow output read from ``"<node>.<port>"``."""
+        if name in self._spec.outputs:
+            raise FlowSpecError(f"Flow output {name!r} is declared twice.")
+        self._spec.outputs[name] = str(_ref(source))
+        self._changed()
+        return self
+
+    def _route(self, node: str | NodeHandle, route: dict[str, Any]) -> Flow:
+        name = _name(node)
+        if name not in self._spec.nodes:
+            raise FlowSpecError(f"No node {name!r} to route from: add it first.")
+        self._spec.nodes[name].on_error.append(ErrorRoute.model_validate(route))
+        self._changed()
+        return self
+
+    def _changed(self) -> None:
+        self._plan = None
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: FlowSpec) -> Flow:
+        return cls(spec.name, spec.description, spec=spec)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Flow:
+        """A shipped flow by name (``webcam_story``) or a YAML/JSON file."""
+        text = str(name_or_path)
+        path = Path(text)
+        if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+            return cls.from_spec(load_spec(path))
+        shipped = shipped_flows()
+        if text in shipped:
+            source = resources.files("calliope_graph.graphs").joinpath(f"{text}.yaml")
+            spec = load_spec(f"{text}.yaml", text=source.read_text(encoding="utf-8"))
+            return cls.from_spec(spec)
+        raise FlowSpecError(
+            f"No flow {text!r}: give a path to a .yaml/.json flow file or a shipped flow's name "
+            f"({', '.join(shipped)})."
+        )
+
+    # -- what it is -------------------------------------------------------------------------
+    @property
+    def spec(self) -> FlowSpec:
+        return self._spec
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    def validate(self) -> Flow:
+        """Check the flow (a FlowSpecError names what is wrong); returns the flow."""
+        self.plan()
+        return self
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = check(self._spec)
+        return self._plan
+
+    def to_yaml(self) -> str:
+        return self._spec.to_yaml()
+
+    def compile(self, *, checkpointer: Any = None, cache: Any = None) -> Any:
+        """The LangGraph ``CompiledStateGraph``; its context is a ``FlowRuntime``."""
+        from calliope_graph.flow.compile import compile_plan
+
+        return compile_plan(self.plan(), checkpointer=checkpointer, cache=cache)
+
+    def draw(self, format: str = "mermaid", **options: Any) -> str | bytes:
+        """Draw the structure offline: mermaid, dot, ascii, svg or png."""
+        from calliope_graph.viz import draw
+
+        return draw(self._spec, format, **options)
+
+    # -- running ----------------------------------------------------------------------------
+    def runner(
+        self,
+        *,
+        out_dir: str | Path = "out",
+        keys: KeysModel | None = None,
+        simulator: Simulator | None = None,
+        ctx: RunContext | None = None,
+        checkpoint: Any = True,
+        cache: Any = False,
+        trace_file: bool = True,
+        record: bool = True,
+    ) -> FlowRunner:
+        """A reusable runner (compiled once when it has no checkpointer)."""
+        return FlowRunner(
+            self.plan(),
+            out_dir=out_dir,
+            keys=keys,
+            simulator=simulator,
+            ctx=ctx,
+            checkpoint=checkpoint,
+            cache=cache,
+            trace_file=trace_file,
+            record=record,
+        )
+
+    async def ainvoke(
+        self,
+        inputs: Mapping[str, Any] | None,
+        *,
+        out_dir: str | Path = "out",
+        keys: KeysModel | None = None,
+        simulator: Simulator | None = None,
+        ctx: RunContext | None = None,
+        thread_id: str | None = None,
+        resume: bool = False,
+        checkpointer: Any = None,
+        cache: Any = False,
+        on_event: OnEvent | None = None,
+    ) -> FlowResult:
+        """Run the flow on ``inputs`` (paths or media values for media inputs).
+
+        Checkpoints go to ``out_dir/checkpoints.sqlite`` unless ``checkpointer`` is given;
+        ``resume=True`` with the ``thread_id`` of a failed run continues it. ``simulator``
+        runs every provider call offline; ``ctx`` passes a ready run context.
+        """
+        runner = self.runner(
+            out_dir=out_dir,
+            keys=keys,
+            simulator=simulator,
+            ctx=ctx,
+            checkpoint=checkpointer if checkpointer is not None else True,
+            cache=cache,
+        )
+        try:
+            return await runner.ainvoke(
+                inputs, thread_id=thread_id, resume=resume, on_event=on_event
+            )
+        finally:
+            await runner.aclose()
+
+    def invoke(self, inputs: Mapping[str, Any] | None, **kwargs: Any) -> FlowResult:
+        """:meth:`ainvoke`, from synchronous code."""
+        return asyncio.run(self.ainvoke(inputs, **kwargs))
+
+    async def astream(
+        self,
+        inputs: Mapping[str, Any] | None,
+        *,
+        out_dir: str | Path = "out",
+        keys: KeysModel | None = None,
+        simulator: Simulator | None = None,
+        ctx: RunContext | None = None,
+        thread_id: str | None = None,
+        resume: bool = False,
+        checkpointer: Any = None,
+        cache: Any = False,
+    ) -> AsyncIterator[FlowEvent | FlowResult]:
+        """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
+        runner = self.runner(
+            out_dir=out_dir,
+            keys=keys,
+            simulator=simulator,
+            ctx=ctx,
+            checkpoint=checkpointer if checkpointer is not None else True,
+            cache=cache,
+        )
+        try:
+            async for item in runner.astream(inputs, thread_id=thread_id, resume=resume):
+                yield item
+        finally:
+            await runner.aclose()
+
+    def stream(
+        self, inputs: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Iterator[FlowEvent | FlowResult]:
+        """:meth:`astream`, from synchronous code (events are yielded as they happen)."""
+        loop = asyncio.new_event_loop()
+        agen = self.astream(inputs, **kwargs)
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(agen.aclose())
+            loop.close()

@@ -1,0 +1,331 @@
+"""Compilation: a validated flow becomes a real LangGraph ``StateGraph``.
+
+- **State**: one key per produced port (``"story.text"``) and flow input (``"inputs.image"``),
+  plus loop bookkeeping (``"~rw.<node>"`` rewrite counts, ``"~ovr.<node>.<port>"`` rewritten
+  inputs, ``"~req.<via>"`` the value a rewriter is asked to fix). Values are media references
+  and text, so checkpoints stay small; nothing secret is ever in state.
+- **Context**: the :class:`~calliope_graph.flow.run.FlowRuntime` (client, keys, store, trace)
+  travels in LangGraph's runtime context.
+- **Joins**: a node with several sources gets a waiting edge (``add_edge([a, b], c)``), so it
+  runs once, after all of them, in the superstep after the last.
+- **Error routes** are LangGraph ``error_handler``\\ s returning ``Command(goto=...)``, after
+  the node's ``RetryPolicy`` and ``timeout`` have had their say. A node with routes gets a
+  ``<node>__done`` join node: it is reached on success, from a fallback that stood in, or
+  straight from a ``continue`` — so consumers waiting on it never wait forever.
+- Routes are declared as ``destinations`` so ``compiled.get_graph()`` draws them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langgraph.cache.base import BaseCache
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import NodeError, NodeTimeoutError
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import CachePolicy, Command, RetryPolicy
+from typing_extensions import TypedDict
+
+from calliope_graph.errors import CalliopeError, FlowRunError
+from calliope_graph.flow.run import FlowRuntime
+from calliope_graph.flow.spec import CONTINUE, CacheSpec, ErrorRoute
+from calliope_graph.flow.trace import jsonable
+from calliope_graph.flow.validate import Plan
+from calliope_graph.media import Audio, Image, Video
+
+__all__ = ["compile_plan", "done_name", "error_classes", "input_key", "port_key"]
+
+_MISSING = object()
+
+
+def port_key(node: str, port: str) -> str:
+    return f"{node}.{port}"
+
+
+def input_key(name: str) -> str:
+    return f"inputs.{name}"
+
+
+def done_name(node: str) -> str:
+    return f"{node}__done"
+
+
+def error_classes(exc: BaseException) -> set[str]:
+    """The error classes ``exc`` belongs to (what ``when:`` lists match against)."""
+    classes = {"any"}
+    if isinstance(exc, NodeTimeoutError | TimeoutError):
+        classes |= {"timeout", "transient"}
+    if isinstance(exc, CalliopeError):
+        for cls in type(exc).__mro__:
+            name = cls.__dict__.get("error_class")
+            if isinstance(name, str):
+                classes.add(name)
+    return classes
+
+
+def _state_schema(plan: Plan) -> type[Any]:
+    keys: dict[str, Any] = {input_key(name): Any for name in plan.spec.inputs}
+    for name, node in plan.nodes.items():
+        if name in plan.stands_in:
+            continue
+        for port in node.output_ports:
+            keys[port_key(name, port.name)] = Any
+    for name, node_spec in plan.spec.nodes.items():
+        for route in node_spec.on_error:
+            if route.rewrite is not None:
+                keys[f"~rw.{name}"] = Any
+                keys[f"~ovr.{name}.{route.rewrite.port}"] = Any
+                keys[f"~req.{route.rewrite.via}"] = Any
+    schema: type[Any] = TypedDict(  # type: ignore[operator]
+        f"{plan.spec.name.replace('-', '_')}_state", keys, total=False
+    )
+    return schema
+
+
+def _link(plan: Plan, name: str) -> str:
+    """What consumers of ``name`` wait on: its join node when it has error routes."""
+    return done_name(name) if plan.has_routes(name) else name
+
+
+class _Gather:
+    """Reads a node's inputs from state (many-ports gather present values)."""
+
+    def __init__(self, plan: Plan, name: str) -> None:
+        node = plan.nodes[name]
+        self.many = {p.name for p in node.input_ports if p.many}
+        self.required = {p.name for p in node.input_ports if p.required}
+        self.sources: list[tuple[str, str]] = [
+            (port, input_key(ref.port) if ref.is_input else port_key(ref.node, ref.port))
+            for port, ref in plan.wiring[name]
+        ]
+        self.overrides = [
+            (route.rewrite.port, f"~ovr.{name}.{route.rewrite.port}")
+            for route in plan.spec.nodes[name].on_error
+            if route.rewrite is not None
+        ]
+        self.name = name
+
+    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for port, key in self.sources:
+            value = state.get(key, _MISSING)
+            if port in self.many:
+                bucket = inputs.setdefault(port, [])
+                if value is not _MISSING and value is not None:
+                    bucket.append(value)
+            elif value is not _MISSING and value is not None:
+                inputs[port] = value
+            elif port in self.required:
+                raise FlowRunError(
+                    f"Node {self.name!r}: input {port!r} has no value ({key} was not produced, "
+                    "its node was skipped).",
+                    node=self.name,
+                )
+        for port, key in self.overrides:
+            value = state.get(key)
+            if value is not None:
+                inputs[port] = value
+        return inputs
+
+
+def _cache_key(gather: _Gather) -> Callable[[Any], str]:
+    def key(state: Any) -> str:
+        try:
+            inputs = gather(dict(state))
+        except FlowRunError:
+            return "missing"
+        summary = jsonable(inputs)
+        for value in inputs.values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Image | Audio | Video) and Path(item.path).exists():
+                    stat = Path(item.path).stat()
+                    summary[f"~{item.path}"] = [stat.st_size, stat.st_mtime_ns]
+        text = json.dumps(summary, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return key
+
+
+def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
+    node = plan.nodes[name]
+    root = plan.root(name)
+    gather = _Gather(plan, name)
+    via_port = plan.rewrite_port(name) if name in plan.rewrites_for else None
+    request_key = f"~req.{name}"
+    is_via = name in plan.rewrites_for
+
+    async def run(state: dict[str, Any], runtime: Runtime[FlowRuntime]) -> Any:
+        flow_rt = runtime.context
+        inputs = gather(state)
+        request: dict[str, Any] | None = state.get(request_key) if is_via else None
+        if request is not None and via_port is not None:
+            inputs[via_port] = request["value"]
+        iteration = int(state.get(f"~rw.{name}") or 0) + 1
+        outputs = await flow_rt.execute(name, node, inputs, iteration=iteration)
+        if request is not None:
+            value = outputs[request["output"]]
+            return Command(
+                goto=request["node"],
+                update={f"~ovr.{request['node']}.{request['port']}": value, request_key: None},
+            )
+        return {port_key(root, port): value for port, value in outputs.items()}
+
+    run.__name__ = f"node_{name}"
+    return run
+
+
+def _handler(plan: Plan, name: str) -> Callable[..., Any]:
+    routes: list[ErrorRoute] = list(plan.spec.nodes[name].on_error)
+    gather = _Gather(plan, name)
+    join = done_name(plan.root(name))
+
+    def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
+        flow_rt = runtime.context
+        exc = error.error
+        classes = error_classes(exc)
+        count = int(state.get(f"~rw.{name}") or 0)
+        for route in routes:
+            if not classes & set(route.when):
+                continue
+            if route.rewrite is not None:
+                rw = route.rewrite
+                bound = rw.max_attempts or 0
+                if count >= bound:
+                    continue
+                value = gather(state).get(rw.port)
+                output = rw.output or plan.nodes[rw.via].output_ports[0].name
+                flow_rt.routed(name, exc, classes, f"rewrite:{rw.via}", status="fallback")
+                return Command(
+                    goto=rw.via,
+                    update={
+                        f"~rw.{name}": count + 1,
+                        f"~req.{rw.via}": {
+                            "node": name,
+                            "port": rw.port,
+                            "output": output,
+                            "value": value,
+                        },
+                    },
+                )
+            if route.goto == CONTINUE:
+                flow_rt.routed(name, exc, classes, "continue", status="skipped")
+                return Command(goto=join)
+            assert route.goto is not None
+            flow_rt.routed(name, exc, classes, f"fallback:{route.goto}", status="fallback")
+            return Command(goto=route.goto)
+        raise exc
+
+    handle.__name__ = f"on_error_{name}"
+    return handle
+
+
+def _destinations(plan: Plan, name: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    join = done_name(plan.root(name))
+    for route in plan.spec.nodes[name].on_error:
+        label = route.label or " | ".join(route.when)
+        if route.rewrite is not None:
+            out[route.rewrite.via] = f"{label} (≤{route.rewrite.max_attempts})"
+        elif route.goto == CONTINUE:
+            out[join] = label
+        elif route.goto is not None:
+            out[route.goto] = label
+    if plan.has_routes(name) and join not in out and name == plan.root(name):
+        out[join] = "ok"
+    return out
+
+
+def _retry_policy(plan: Plan, name: str) -> RetryPolicy | None:
+    spec = plan.spec.nodes[name].retry
+    if spec is None:
+        return None
+    when = set(spec.when)
+    return RetryPolicy(
+        initial_interval=spec.initial_interval,
+        backoff_factor=spec.backoff_factor,
+        max_interval=spec.max_interval,
+        max_attempts=spec.max_attempts,
+        jitter=spec.jitter,
+        retry_on=lambda exc: bool(error_classes(exc) & when),
+    )
+
+
+def _cache_policy(plan: Plan, name: str, cache_all: bool) -> CachePolicy[Any] | None:
+    if name in plan.routed:
+        return None  # routed nodes depend on the failure that sent them work
+    cache = plan.spec.nodes[name].cache
+    if not cache and not cache_all:
+        return None
+    ttl = cache.ttl if isinstance(cache, CacheSpec) else None
+    return CachePolicy(key_func=_cache_key(_Gather(plan, name)), ttl=int(ttl) if ttl else None)
+
+
+def compile_plan(
+    plan: Plan,
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    cache: BaseCache[Any] | None = None,
+) -> CompiledStateGraph[Any, FlowRuntime, Any, Any]:
+    """The LangGraph graph of ``plan`` (with ``cache``, every non-routed node is cached)."""
+    graph: StateGraph[Any, FlowRuntime, Any, Any] = StateGraph(
+        _state_schema(plan), context_schema=FlowRuntime
+    )
+    consumers: dict[str, int] = {name: 0 for name in plan.spec.nodes}
+    for name in plan.order:
+        kwargs: dict[str, Any] = {}
+        if plan.has_routes(name):
+            kwargs["error_handler"] = _handler(plan, name)
+        destinations = _destinations(plan, name)
+        if name in plan.rewrites_for:
+            for target in plan.rewrites_for[name]:
+                destinations[target] = "retry"
+        if destinations:
+            kwargs["destinations"] = destinations
+        timeout = plan.spec.nodes[name].timeout
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        graph.add_node(
+            name,
+            _node_function(plan, name),
+            retry_policy=_retry_policy(plan, name),
+            cache_policy=_cache_policy(plan, name, cache is not None),
+            metadata={"kind": plan.nodes[name].kind},
+            **kwargs,
+        )
+        if plan.has_routes(name) and name == plan.root(name):
+            graph.add_node(done_name(name), _join)
+            graph.add_edge(name, done_name(name))
+    for fallback in plan.stands_in:
+        if fallback not in plan.rewrites_for:
+            graph.add_edge(fallback, done_name(plan.root(fallback)))
+
+    for name in plan.order:
+        if name in plan.routed:
+            continue
+        sources = sorted(
+            {_link(plan, ref.node) for _, ref in plan.wiring[name] if not ref.is_input}
+        )
+        for _, ref in plan.wiring[name]:
+            if not ref.is_input:
+                consumers[ref.node] += 1
+        if not sources:
+            graph.add_edge(START, name)
+        elif len(sources) == 1:
+            graph.add_edge(sources[0], name)
+        else:
+            graph.add_edge(sources, name)
+    for name in plan.order:
+        if name not in plan.routed and consumers[name] == 0:
+            graph.add_edge(_link(plan, name), END)
+    return graph.compile(checkpointer=checkpointer, cache=cache, name=plan.spec.name)
+
+
+async def _join(state: dict[str, Any]) -> None:
+    """A node's join point: reached on success, after its fallback, or on ``continue``."""
+    return None

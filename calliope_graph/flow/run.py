@@ -1,0 +1,483 @@
+"""Running a compiled flow: inputs in, typed outputs and a trace out, with live events.
+
+:class:`FlowRunner` owns what one or many runs share (the validated plan, the run context,
+the compiled graph when it can be reused). :class:`FlowRuntime` is what LangGraph carries in
+its runtime context for one run: the :class:`~calliope_graph.context.RunContext` and the
+trace being written — never state, so never checkpointed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from calliope_graph.config import KeysModel
+from calliope_graph.context import RunContext
+from calliope_graph.engines._http import CallStats, call_stats, redact
+from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, MediaError
+from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
+from calliope_graph.media import Audio, Image, Video
+
+if TYPE_CHECKING:
+    from calliope_graph.flow.validate import Plan
+    from calliope_graph.nodes import Node
+    from calliope_graph.simulate import Simulator
+
+__all__ = ["EventKind", "FlowEvent", "FlowResult", "FlowRunner", "FlowRuntime"]
+
+EventKind = Literal["started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed"]
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """Something a node did, as it happened (``trace`` is the live trace)."""
+
+    kind: EventKind
+    node: str
+    execution: NodeExecution
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """A finished run: the flow's outputs (media values, text, objects) and its trace."""
+
+    outputs: dict[str, Any]
+    trace: Trace
+    thread_id: str
+    out_dir: Path
+
+
+OnEvent = Callable[[FlowEvent], None]
+
+
+@dataclass
+class FlowRuntime:
+    """LangGraph's runtime context for one run (see module docstring)."""
+
+    ctx: RunContext
+    trace: Trace
+    on_event: OnEvent | None = None
+    trace_path: Path | None = None
+    record: bool = True
+    _last: dict[str, NodeExecution] = field(default_factory=dict)
+
+    # -- node executions --------------------------------------------------------------------
+    async def execute(
+        self, name: str, node: Node, inputs: dict[str, Any], *, iteration: int
+    ) -> dict[str, Any]:
+        """Run ``node`` once, recording it in the trace (the compiled node calls this)."""
+        if not self.record:
+            return await node.run(self.ctx, **inputs)
+        previous = self._last.get(name)
+        if previous is not None and previous.status == "failed" and previous.branch is None:
+            self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
+        config = None
+        with contextlib.suppress(CalliopeError):
+            config = node.model_config_for(self.ctx) if node.model is not None else None
+        root = self.trace.out_dir
+        execution = NodeExecution(
+            node=name,
+            kind=node.kind,
+            provider=config.provider.value if config is not None else None,
+            model=config.slug if config is not None else None,
+            started_at=time.time(),
+            iteration=iteration,
+            inputs=self._summary(inputs, root),
+            params=self._summary(node.params.model_dump(mode="json"), root),
+        )
+        self.trace.executions.append(execution)
+        self._last[name] = execution
+        self._emit("started", execution)
+
+        def retried(provider: str, exc: BaseException | None) -> None:
+            execution.retries += 1
+            execution.error_class = _class_name(exc) if exc is not None else None
+            execution.error = self._redact(str(exc)) if exc is not None else None
+            self._emit("retried", execution)
+
+        stats = CallStats(on_retry=retried)
+        token = call_stats.set(stats)
+        try:
+            outputs = await node.run(self.ctx, **inputs)
+        except BaseException as exc:
+            self._close(execution, stats)
+            execution.status = "failed"
+            if isinstance(exc, asyncio.CancelledError):
+                execution.error_class = "timeout"
+                execution.error = f"stopped: node {name!r} ran past its timeout"
+            else:
+                execution.error_class = _class_name(exc)
+                execution.error = self._redact(str(exc))
+            self._emit("failed", execution)
+            raise
+        finally:
+            call_stats.reset(token)
+        self._close(execution, stats)
+        execution.status = "ok"
+        execution.error_class = execution.error = None
+        execution.outputs = self._summary(outputs, root)
+        self._emit("finished", execution)
+        return outputs
+
+    def routed(
+        self, name: str, exc: BaseException, classes: set[str], branch: str, *, status: Any
+    ) -> None:
+        """An error route caught the failure of ``name`` (called by its error handler)."""
+        execution = self._last.get(name)
+        if execution is None:  # failed before it could start (e.g. a missing input)
+            execution = NodeExecution(node=name, kind="?", started_at=time.time())
+            execution.ended_at = execution.started_at
+            self.trace.executions.append(execution)
+        execution.status = status
+        execution.branch = branch
+        execution.error_class = _class_name(exc)
+        execution.error = self._redact(str(exc)) or type(exc).__name__
+        self._emit("skipped" if status == "skipped" else "fallback", execution)
+
+    def cache_hit(self, name: str, node: Node, outputs: Mapping[str, Any]) -> None:
+        now = time.time()
+        execution = NodeExecution(
+            node=name,
+            kind=node.kind,
+            started_at=now,
+            ended_at=now,
+            status="cache_hit",
+            cache_hit=True,
+            outputs=self._summary(dict(outputs), self.trace.out_dir),
+        )
+        self.trace.executions.append(execution)
+        self._emit("cache_hit", execution)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _close(self, execution: NodeExecution, stats: CallStats) -> None:
+        execution.ended_at = time.time()
+        execution.attempts = stats.attempts
+        execution.calls = dict(stats.calls)
+        execution.retry_times = list(stats.attempt_times)
+        if stats.providers and execution.provider is None:
+            execution.provider = stats.providers[0]
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.ctx.keys.secrets())
+
+    def _summary(self, value: Any, root: str | None) -> Any:
+        summary = jsonable(value, root=root)
+        secrets = self.ctx.keys.secrets()
+        if not secrets:
+            return summary
+        return _redact_tree(summary, secrets)
+
+    def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
+        if self.trace_path is not None:
+            self.trace.save(self.trace_path)
+        if self.on_event is not None:
+            self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
+
+
+def _redact_tree(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(v, secrets) for v in value]
+    return value
+
+
+def _class_name(exc: BaseException) -> str:
+    from langgraph.errors import NodeTimeoutError
+
+    if isinstance(exc, NodeTimeoutError | asyncio.CancelledError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, CalliopeError):
+        return exc.error_class
+    return type(exc).__name__
+
+
+# -- inputs ------------------------------------------------------------------------------------
+_MEDIA: dict[str, type[Image] | type[Audio] | type[Video]] = {
+    "image": Image,
+    "audio": Audio,
+    "video": Video,
+}
+
+
+def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Flow inputs → initial state; paths become media values (a bad file is a MediaError)."""
+    from calliope_graph.flow.compile import input_key
+
+    spec = plan.spec
+    given = dict(inputs or {})
+    unknown = sorted(set(given) - set(spec.inputs))
+    if unknown:
+        raise ConfigurationError(
+            f"Flow {spec.name!r} has no input {unknown[0]!r}; its inputs: "
+            f"{', '.join(spec.inputs) or 'none'}."
+        )
+    state: dict[str, Any] = {}
+    for name, declared in spec.inputs.items():
+        if name not in given or given[name] is None:
+            if declared.required:
+                raise ConfigurationError(
+                    f"Flow {spec.name!r} needs input {name!r} ({declared.type}"
+                    f"{': ' + declared.description if declared.description else ''}): pass it "
+                    f"(CLI: --input {name}=...)."
+                )
+            state[input_key(name)] = declared.default
+            continue
+        value = given[name]
+        media = _MEDIA.get(declared.type)
+        if media is not None and not isinstance(value, media):
+            if not isinstance(value, str | Path):
+                raise MediaError(
+                    f"Input {name!r} must be a {declared.type} file path or a "
+                    f"{media.__name__} value, not {type(value).__name__}."
+                )
+            value = media.open(value)
+        elif declared.type == "text" and not isinstance(value, str):
+            value = str(value)
+        state[input_key(name)] = value
+    return state
+
+
+# -- the runner ---------------------------------------------------------------------------------
+class FlowRunner:
+    """Runs one validated flow, once or many times.
+
+    ``checkpoint``: True (SQLite at ``out_dir/checkpoints.sqlite``), False, or a LangGraph
+    checkpointer. ``cache``: False, True (LangGraph's SQLite cache at ``out_dir/cache.sqlite``)
+    or a LangGraph cache. ``trace_file``: write ``out_dir/trace.json`` as nodes finish.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        out_dir: str | Path = "out",
+        keys: KeysModel | None = None,
+        simulator: Simulator | None = None,
+        ctx: RunContext | None = None,
+        checkpoint: Any = True,
+        cache: Any = False,
+        trace_file: bool = True,
+        record: bool = True,
+    ) -> None:
+        self.plan = plan
+        self.out_dir = Path(out_dir)
+        self._keys = keys
+        self._simulator = simulator
+        self._ctx = ctx
+        self._own_ctx: RunContext | None = None
+        self.checkpoint = checkpoint
+        self.cache = cache
+        self.trace_file = trace_file
+        self.record = record
+        self._graph: Any = None
+
+    # -- context ----------------------------------------------------------------------------
+    def _context(self) -> RunContext:
+        if self._ctx is not None:
+            return self._ctx
+        if self._own_ctx is None:
+            sim = self._simulator
+            keys = self._keys if self._keys is not None else (sim.keys() if sim else None)
+            self._own_ctx = RunContext.create(
+                self.out_dir,
+                keys=keys,
+                transport=sim.transport() if sim is not None else None,
+                catalog=self.plan.catalog,
+            )
+        return self._own_ctx
+
+    async def aclose(self) -> None:
+        if self._own_ctx is not None:
+            await self._own_ctx.aclose()
+            self._own_ctx = None
+
+    @contextlib.asynccontextmanager
+    async def _graph_for_run(self) -> AsyncIterator[Any]:
+        from calliope_graph.flow.compile import compile_plan
+
+        cache = self._cache()
+        if self.checkpoint is True:
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = self.out_dir / "checkpoints.sqlite"
+            async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+                yield compile_plan(self.plan, checkpointer=saver, cache=cache)
+            return
+        if self.checkpoint:
+            yield compile_plan(self.plan, checkpointer=self.checkpoint, cache=cache)
+            return
+        if self._graph is None:
+            self._graph = compile_plan(self.plan, cache=cache)
+        yield self._graph
+
+    def _cache(self) -> Any:
+        if self.cache is True:
+            from langgraph.cache.sqlite import SqliteCache
+
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.cache = SqliteCache(path=str(self.out_dir / "cache.sqlite"))
+        return self.cache or None
+
+    # -- running ----------------------------------------------------------------------------
+    async def ainvoke(
+        self,
+        inputs: Mapping[str, Any] | None,
+        *,
+        thread_id: str | None = None,
+        resume: bool = False,
+        on_event: OnEvent | None = None,
+    ) -> FlowResult:
+        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept)."""
+        from calliope_graph.flow.compile import port_key
+
+        spec = self.plan.spec
+        if resume and not thread_id:
+            raise ConfigurationError("Resuming needs the thread id of the run to continue.")
+        if resume and not self.checkpoint:
+            raise ConfigurationError("Resuming needs checkpointing: do not pass checkpoint=False.")
+        state = None if resume else prepare_inputs(self.plan, inputs)
+        thread = thread_id or uuid.uuid4().hex[:12]
+        ctx = self._context()
+        trace_path = self.out_dir / "trace.json" if self.trace_file else None
+        trace = Trace(
+            flow=spec.name,
+            thread_id=thread,
+            started_at=time.time(),
+            spec=spec,
+            out_dir=str(self.out_dir.resolve()),
+            inputs=jsonable(inputs or {}, root=self.out_dir.resolve()),
+        )
+        if resume:
+            trace.resumed_from = thread
+            previous = self.out_dir / "trace.json"
+            if previous.is_file():
+                with contextlib.suppress(Exception):
+                    old = Trace.load(previous)
+                    if old.thread_id == thread:
+                        trace.inputs = old.inputs
+                        for execution in old.executions:
+                            if execution.status != "failed":
+                                trace.executions.append(
+                                    execution.model_copy(update={"resumed": True})
+                                )
+        runtime = FlowRuntime(
+            ctx=ctx, trace=trace, on_event=on_event, trace_path=trace_path, record=self.record
+        )
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": thread},
+            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
+        }
+        values: dict[str, Any] = {}
+        try:
+            async with self._graph_for_run() as graph:
+                async for mode, chunk in graph.astream(
+                    state, config, context=runtime, stream_mode=["updates", "values"]
+                ):
+                    if mode == "values":
+                        values = chunk
+                    elif self.record and isinstance(chunk, dict) and "__metadata__" in chunk:
+                        self._cache_hits(runtime, chunk)
+                if resume and not values and self.checkpoint:
+                    snapshot = await graph.aget_state(config)
+                    values = dict(snapshot.values)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            trace.status, trace.ended_at = "failed", time.time()
+            trace.error = "interrupted"
+            if trace_path is not None:
+                trace.save(trace_path)
+            raise
+        except Exception as exc:
+            raise self._failed(runtime, exc, thread) from exc
+        outputs: dict[str, Any] = {}
+        for out_name, target in spec.outputs.items():
+            node, _, port = target.partition(".")
+            key = target if node == "inputs" else port_key(node, port)
+            if key in values and values[key] is not None:
+                outputs[out_name] = values[key]
+        trace.outputs = runtime._summary(outputs, trace.out_dir)
+        trace.status, trace.ended_at = "ok", time.time()
+        if trace_path is not None:
+            trace.save(trace_path)
+        return FlowResult(outputs=outputs, trace=trace, thread_id=thread, out_dir=self.out_dir)
+
+    async def astream(
+        self,
+        inputs: Mapping[str, Any] | None,
+        *,
+        thread_id: str | None = None,
+        resume: bool = False,
+    ) -> AsyncIterator[FlowEvent | FlowResult]:
+        """Yield each :class:`FlowEvent` as it happens, then the :class:`FlowResult`."""
+        queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(
+            self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=queue.put_nowait)
+        )
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    # -- internals --------------------------------------------------------------------------
+    def _loop_budget(self) -> int:
+        total = 0
+        for node in self.plan.spec.nodes.values():
+            for route in node.on_error:
+                if route.rewrite is not None and route.rewrite.max_attempts:
+                    total += 3 * route.rewrite.max_attempts
+        return total
+
+    def _cache_hits(self, runtime: FlowRuntime, chunk: dict[str, Any]) -> None:
+        from calliope_graph.flow.compile import port_key
+
+        if not chunk.get("__metadata__", {}).get("cached"):
+            return
+        for name, update in chunk.items():
+            node = self.plan.nodes.get(name)
+            if node is None or not isinstance(update, dict):
+                continue
+            prefix = port_key(self.plan.root(name), "")
+            outputs = {k[len(prefix) :]: v for k, v in update.items() if k.startswith(prefix)}
+            runtime.cache_hit(name, node, outputs)
+
+    def _failed(self, runtime: FlowRuntime, exc: Exception, thread: str) -> FlowRunError:
+        trace = runtime.trace
+        failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
+        node = failed.node if failed is not None else getattr(exc, "node", None)
+        cause = _class_name(exc)
+        message = runtime._redact(str(exc)) or type(exc).__name__
+        path = trace.path()
+        attempts = failed.attempts if failed is not None else 0
+        resume = (
+            f" Fix the cause, then resume without re-running what completed: "
+            f"calliope-graph run {trace.flow} --resume {thread}"
+            if self.checkpoint
+            else ""
+        )
+        text = (
+            f"Flow {trace.flow!r} failed at node {node!r} ({cause}"
+            f"{f', {attempts} provider attempts' if attempts else ''}): {message} "
+            f"Path taken: {' → '.join(path) or '(nothing completed)'}.{resume}"
+        )
+        trace.status, trace.ended_at, trace.error = "failed", time.time(), text
+        if runtime.trace_path is not None:
+            trace.save(runtime.trace_path)
+        return FlowRunError(
+            text, node=node, attempts=attempts, path=path, cause_class=cause, thread_id=thread
+        )
