@@ -28,7 +28,6 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from calliope_graph.errors import (
     CalliopeError,
@@ -74,7 +73,7 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
         err_console.print(traceback.format_exc(), markup=False)
     label = type(exc).__name__
     err_console.print(f"[bold red]error[/] ({label}): ", end="")
-    err_console.print(str(exc), markup=False)
+    err_console.print(str(exc), markup=False, soft_wrap=True)
     sys.exit(_exit_code(exc))
 
 
@@ -318,9 +317,6 @@ def nodes() -> None:
     from calliope_graph.nodes import node_kinds
 
     serving = supported()
-    table = Table(title="node kinds")
-    for column in ("kind", "inputs", "outputs", "providers", "description"):
-        table.add_column(column)
     for kind, cls in node_kinds().items():
         ins = ", ".join(
             f"{p.name}: {p.type.value}{'[]' if p.many else ''}{'' if p.required else '?'}"
@@ -330,10 +326,15 @@ def nodes() -> None:
         providers = (
             ", ".join(p.value for p in serving.get(cls.conversion, []))
             if cls.conversion is not None
-            else "-"
+            else ""
         )
-        table.add_row(kind, ins or "(from params)", outs, providers, cls.description)
-    out_console.print(table)
+        out_console.print(
+            f"[bold]{kind}[/]  ({ins or 'ports from params'}) → ({outs or 'from params'})",
+            soft_wrap=True,
+        )
+        out_console.print(f"    {cls.description}", markup=False, soft_wrap=True)
+        if providers:
+            out_console.print(f"    providers: {providers}", markup=False, soft_wrap=True)
 
 
 @main.command()
