@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from calliope_graph.config import KeysModel, ModelConfig
 from calliope_graph.context import RunContext
@@ -282,8 +282,13 @@ class Flow:
         cache: Any = False,
         trace_file: bool = True,
         record: bool = True,
+        durability: Literal["sync", "async", "exit"] = "async",
     ) -> FlowRunner:
-        """A reusable runner (compiled once when it has no checkpointer)."""
+        """A reusable runner (compiled once when it has no checkpointer).
+
+        ``durability`` is LangGraph's: ``async`` (default) saves each step's checkpoint while
+        the next runs, ``sync`` before it, ``exit`` only when the run ends or fails.
+        """
         return FlowRunner(
             self.plan(),
             out_dir=out_dir,
@@ -294,6 +299,7 @@ class Flow:
             cache=cache,
             trace_file=trace_file,
             record=record,
+            durability=durability,
         )
 
     async def ainvoke(

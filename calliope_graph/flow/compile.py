@@ -295,7 +295,6 @@ def compile_plan(
             _node_function(plan, name),
             retry_policy=_retry_policy(plan, name),
             cache_policy=_cache_policy(plan, name, cache is not None),
-            metadata={"kind": plan.nodes[name].kind},
             **kwargs,
         )
         if plan.has_routes(name) and name == plan.root(name):

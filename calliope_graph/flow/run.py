@@ -66,7 +66,23 @@ class FlowRuntime:
     on_event: OnEvent | None = None
     trace_path: Path | None = None
     record: bool = True
+    static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
+    """Per node: provider, model, summarised params (they do not change between runs)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
+
+    def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
+        known = self.static.get(name)
+        if known is None:
+            config = None
+            with contextlib.suppress(CalliopeError):
+                config = node.model_config_for(self.ctx) if node.model is not None else None
+            known = (
+                config.provider.value if config is not None else None,
+                config.slug if config is not None else None,
+                self._summary(node.params.model_dump(mode="json"), None),
+            )
+            self.static[name] = known
+        return known
 
     # -- node executions --------------------------------------------------------------------
     async def execute(
@@ -78,19 +94,30 @@ class FlowRuntime:
         previous = self._last.get(name)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
-        config = None
-        with contextlib.suppress(CalliopeError):
-            config = node.model_config_for(self.ctx) if node.model is not None else None
+        provider, model, params = self._static(name, node)
         root = self.trace.out_dir
-        execution = NodeExecution(
+        execution = NodeExecution.model_construct(
             node=name,
             kind=node.kind,
-            provider=config.provider.value if config is not None else None,
-            model=config.slug if config is not None else None,
+            provider=provider,
+            model=model,
             started_at=time.time(),
             iteration=iteration,
             inputs=self._summary(inputs, root),
-            params=self._summary(node.params.model_dump(mode="json"), root),
+            params=params,
+            # every field given: pydantic's default lookup is slow (inspect.signature)
+            ended_at=None,
+            status="running",
+            attempts=0,
+            retries=0,
+            retry_times=[],
+            calls={},
+            error_class=None,
+            error=None,
+            branch=None,
+            cache_hit=False,
+            resumed=False,
+            outputs={},
         )
         self.trace.executions.append(execution)
         self._last[name] = execution
@@ -175,8 +202,8 @@ class FlowRuntime:
         return _redact_tree(summary, secrets)
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
-        if self.trace_path is not None:
-            self.trace.save(self.trace_path)
+        if self.trace_path is not None and kind not in ("started", "retried"):
+            self.trace.save(self.trace_path)  # as nodes finish (a watcher reloads it)
         if self.on_event is not None:
             self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
 
@@ -268,6 +295,7 @@ class FlowRunner:
         cache: Any = False,
         trace_file: bool = True,
         record: bool = True,
+        durability: Literal["sync", "async", "exit"] = "async",
     ) -> None:
         self.plan = plan
         self.out_dir = Path(out_dir)
@@ -279,7 +307,9 @@ class FlowRunner:
         self.cache = cache
         self.trace_file = trace_file
         self.record = record
+        self.durability: Any = durability
         self._graph: Any = None
+        self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -372,25 +402,35 @@ class FlowRunner:
                                     execution.model_copy(update={"resumed": True})
                                 )
         runtime = FlowRuntime(
-            ctx=ctx, trace=trace, on_event=on_event, trace_path=trace_path, record=self.record
+            ctx=ctx,
+            trace=trace,
+            on_event=on_event,
+            trace_path=trace_path,
+            record=self.record,
+            static=self._static,
         )
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread},
             "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
         }
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(state or {})
         try:
             async with self._graph_for_run() as graph:
-                async for mode, chunk in graph.astream(
-                    state, config, context=runtime, stream_mode=["updates", "values"]
+                async for chunk in graph.astream(
+                    state,
+                    config,
+                    context=runtime,
+                    stream_mode="updates",
+                    durability=self.durability,
                 ):
-                    if mode == "values":
-                        values = chunk
-                    elif self.record and isinstance(chunk, dict) and "__metadata__" in chunk:
+                    for name, update in chunk.items():
+                        if isinstance(update, dict) and name != "__metadata__":
+                            values.update(update)
+                    if self.record and "__metadata__" in chunk:
                         self._cache_hits(runtime, chunk)
-                if resume and not values and self.checkpoint:
+                if resume and self.checkpoint:
                     snapshot = await graph.aget_state(config)
-                    values = dict(snapshot.values)
+                    values = {**snapshot.values, **values}
         except (KeyboardInterrupt, asyncio.CancelledError):
             trace.status, trace.ended_at = "failed", time.time()
             trace.error = "interrupted"
