@@ -352,7 +352,9 @@ async def test_no_secret_in_trace_or_checkpoint(tmp_path: Path) -> None:
 # -- resume and cache ------------------------------------------------------------
 
 
-async def test_resume_reruns_only_what_did_not_complete(tmp_path: Path) -> None:
+async def test_resume_reruns_only_what_did_not_complete(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     flow = Flow.load("webcam_story")
     down = Simulator(faults=parse_faults("auth@stability;auth@openai:endpoint=images"))
     with pytest.raises(FlowRunError) as info:
@@ -370,6 +372,7 @@ async def test_resume_reruns_only_what_did_not_complete(tmp_path: Path) -> None:
     assert result.outputs["story"]  # read back from the checkpoint
     assert result.trace.resumed_from == thread
     assert {e.node for e in result.trace.executions if e.resumed} >= {"azure_analysis", "story"}
+    assert "unregistered type" not in caplog.text  # our value types are allow-listed
     with sqlite3.connect(tmp_path / "checkpoints.sqlite") as db:
         assert db.execute("select count(*) from checkpoints").fetchone()[0] > 0
 

@@ -228,6 +228,38 @@ def _class_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def checkpoint_serializer(plan: Plan) -> Any:
+    """LangGraph's serializer, allowed to restore exactly the value types this flow produces.
+
+    Media references, analyses, story frames and the pydantic objects of structured-output
+    nodes are registered, so checkpoints load without LangGraph's "unregistered type" warning
+    and nothing else can be smuggled into one.
+    """
+    from pydantic import BaseModel
+
+    from calliope_graph.media import ImageAnalysis
+    from calliope_graph.nodes import Character, Scene, StoryFrame
+
+    found: set[type] = {Image, Audio, Video, ImageAnalysis, StoryFrame, Scene, Character}
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in found:
+            return
+        found.add(model)
+        for info in model.model_fields.values():
+            for arg in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg)
+
+    for node in plan.nodes.values():
+        response_model = getattr(node, "response_model", None)
+        if isinstance(response_model, type) and issubclass(response_model, BaseModel):
+            walk(response_model)
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=tuple(found))
+
+
 # -- inputs ------------------------------------------------------------------------------------
 _MEDIA: dict[str, type[Image] | type[Audio] | type[Video]] = {
     "image": Image,
@@ -337,11 +369,13 @@ class FlowRunner:
 
         cache = self._cache()
         if self.checkpoint is True:
+            import aiosqlite
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = self.out_dir / "checkpoints.sqlite"
-            async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            async with aiosqlite.connect(str(path)) as conn:
+                saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(self.plan))
                 yield compile_plan(self.plan, checkpointer=saver, cache=cache)
             return
         if self.checkpoint:
