@@ -152,6 +152,28 @@ def _cache_key(gather: _Gather) -> Callable[[Any], str]:
     return key
 
 
+_SERVED: dict[str, FlowRuntime] = {}
+
+
+def _runtime(plan: Plan, runtime: Runtime[FlowRuntime]) -> FlowRuntime:
+    """The run's FlowRuntime; under LangGraph Server (no context given) one built from the
+    environment: keys from the conventional variables, media written under ``./out``."""
+    context = runtime.context
+    if isinstance(context, FlowRuntime):
+        return context
+    served = _SERVED.get(plan.spec.name)
+    if served is None:
+        import time
+
+        from calliope_graph.context import RunContext
+        from calliope_graph.flow.trace import Trace
+
+        ctx = RunContext.create(Path("out") / plan.spec.name, catalog=plan.catalog)
+        trace = Trace(flow=plan.spec.name, thread_id="server", started_at=time.time())
+        served = _SERVED[plan.spec.name] = FlowRuntime(ctx=ctx, trace=trace, record=False)
+    return served
+
+
 def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
     node = plan.nodes[name]
     root = plan.root(name)
@@ -161,7 +183,7 @@ def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
     is_via = name in plan.rewrites_for
 
     async def run(state: dict[str, Any], runtime: Runtime[FlowRuntime]) -> Any:
-        flow_rt = runtime.context
+        flow_rt = _runtime(plan, runtime)
         inputs = gather(state)
         request: dict[str, Any] | None = state.get(request_key) if is_via else None
         if request is not None and via_port is not None:
@@ -186,7 +208,7 @@ def _handler(plan: Plan, name: str) -> Callable[..., Any]:
     join = done_name(plan.root(name))
 
     def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
-        flow_rt = runtime.context
+        flow_rt = _runtime(plan, runtime)
         exc = error.error
         classes = error_classes(exc)
         count = int(state.get(f"~rw.{name}") or 0)
