@@ -17,7 +17,7 @@ validation, compilation, running and drawing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -353,7 +353,7 @@ class Flow:
         resume: bool = False,
         checkpointer: Any = None,
         cache: Any = False,
-    ) -> AsyncIterator[FlowEvent | FlowResult]:
+    ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
         """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
         runner = self.runner(
             out_dir=out_dir,

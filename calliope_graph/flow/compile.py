@@ -82,7 +82,7 @@ def _state_schema(plan: Plan) -> type[Any]:
                 keys[f"~rw.{name}"] = Any
                 keys[f"~ovr.{name}.{route.rewrite.port}"] = Any
                 keys[f"~req.{route.rewrite.via}"] = Any
-    schema: type[Any] = TypedDict(  # type: ignore[operator]
+    schema: type[Any] = TypedDict(  # type: ignore[misc]
         f"{plan.spec.name.replace('-', '_')}_state", keys, total=False
     )
     return schema

@@ -14,7 +14,7 @@ from pathlib import Path
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
 from calliope_graph.engines import supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError
-from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref
+from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref, parse_ref
 from calliope_graph.nodes import Node, Port, PortType, get_node_kind
 
 __all__ = ["RESERVED", "Plan", "check", "instantiate"]
@@ -301,39 +301,37 @@ def check(spec: FlowSpec) -> Plan:
     if not spec.outputs:
         raise spec.error("The flow declares no outputs: add at least one under 'outputs'.")
     for out_name, target in spec.outputs.items():
-        where = ("outputs", out_name)
+        place = ("outputs", out_name)
         try:
-            from calliope_graph.flow.spec import parse_ref
-
             ref = parse_ref(target)
         except FlowSpecError as exc:
-            raise spec.error(f"Output {out_name!r}: {exc}", *where) from None
+            raise spec.error(f"Output {out_name!r}: {exc}", *place) from None
         if ref.is_input:
             if ref.port not in spec.inputs:
-                raise spec.error(f"Output {out_name!r}: no flow input {ref.port!r}.", *where)
+                raise spec.error(f"Output {out_name!r}: no flow input {ref.port!r}.", *place)
             continue
         if ref.node not in nodes:
             raise spec.error(
-                f"Output {out_name!r} reads {ref.node!r}, which is not a node.", *where
+                f"Output {out_name!r} reads {ref.node!r}, which is not a node.", *place
             )
         if ref.node in plan.stands_in:
             raise spec.error(
                 f"Output {out_name!r} reads fallback {ref.node!r}: read "
                 f"'{plan.root(ref.node)}.{ref.port}' (the fallback publishes there).",
-                *where,
+                *place,
             )
         if nodes[ref.node].output_port(ref.port) is None:
             raise spec.error(
                 f"Output {out_name!r}: {ref.node!r} has no output {ref.port!r} (it has "
                 f"{', '.join(p.name for p in nodes[ref.node].output_ports)}).",
-                *where,
+                *place,
             )
         if ref.node in plan.skippable:
             raise spec.error(
                 f"Output {out_name!r} is not produced on every path: {ref.node!r} may be "
                 "skipped (goto: continue). Output something downstream of the merge instead, "
                 "or give it a fallback.",
-                *where,
+                *place,
             )
 
     # -- reachability -----------------------------------------------------------------------
