@@ -82,7 +82,7 @@ def test_handles_wire_ports() -> None:
     story = flow.add("story", TextToText("openai-gpt-4o"), text=text)
     assert story["text"] == story.text == "story.text"
     with pytest.raises(FlowSpecError, match="Wire a port"):
-        flow.add("other", TextToText("openai-gpt-4o"), text=story)  # type: ignore[arg-type]
+        flow.add("other", TextToText("openai-gpt-4o"), text=story)
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -229,6 +229,7 @@ async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None
     result = await flow.ainvoke({"photo": WEBCAM}, out_dir=tmp_path, simulator=simulator)
     runs = result.trace.by_node()
     (a,), (b,), (m,) = runs["azure"], runs["llm"], runs["merge"]
+    assert a.ended_at is not None and b.ended_at is not None
     assert a.started_at < b.ended_at and b.started_at < a.ended_at  # they overlapped
     assert m.started_at >= max(a.ended_at, b.ended_at)
     assert result.trace.wall_time < 0.2 * 2 + 0.3  # parallel, not serial
