@@ -352,13 +352,28 @@ def schema() -> None:
     "--format",
     "fmt",
     type=click.Choice(["mermaid", "dot", "ascii", "svg", "png"]),
-    default="ascii",
-    show_default=True,
+    default=None,
+    help="Default: from the -o file's extension (.svg .png .mmd .dot .txt), else ascii.",
 )
 @click.option("-o", "--output", default=None, help="File to write (default: stdout; png needs -o).")
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
-def draw(flow: str, fmt: str, output: str | None, debug: bool) -> None:
-    """Draw FLOW's structure, offline."""
+def draw(flow: str, fmt: str | None, output: str | None, debug: bool) -> None:
+    """Draw FLOW's structure, offline (no Graphviz, no browser, no web service).
+
+    FLOW is a shipped flow's name or a YAML/JSON file; it is drawn even when it does not
+    validate, so a broken flow can be looked at.
+    """
+    suffixes = {
+        ".svg": "svg",
+        ".png": "png",
+        ".mmd": "mermaid",
+        ".mermaid": "mermaid",
+        ".dot": "dot",
+        ".gv": "dot",
+        ".txt": "ascii",
+    }
+    if fmt is None:
+        fmt = suffixes.get(Path(output).suffix.lower(), "ascii") if output else "ascii"
 
     def go() -> None:
         from calliope_graph.viz import draw as draw_spec

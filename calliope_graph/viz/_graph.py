@@ -210,10 +210,9 @@ def to_networkx(spec: Any) -> nx.DiGraph:
             if target not in graph:
                 graph.add_node(target, **_missing(target))
         ports = [(edge.source_port, edge.target_port)]
-        if edge.kind == "data":
-            label = _data_label(ports)
-        else:
-            label = edge.label
+        label = _data_label(ports) if edge.kind == "data" else edge.label
+        if edge.kind == "rewrite_back" and edge.bound:
+            label = f"{label} ≤{edge.bound}"
         merge = False
         if edge.kind == "data":
             for port in graph.nodes[target].get("inputs", []):

@@ -10,6 +10,7 @@ The SVG and PNG renderers both draw this one :class:`Layout`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,7 @@ class Route:
 
     def end_direction(self) -> Point:
         """Unit vector of the path's arrival (for the arrowhead)."""
-        p0, c1, c2, p3 = self.segments[-1]
+        p0, _c1, c2, p3 = self.segments[-1]
         dx, dy = p3[0] - c2[0], p3[1] - c2[1]
         if abs(dx) + abs(dy) < 1e-6:
             dx, dy = p3[0] - p0[0], p3[1] - p0[1]
@@ -191,7 +192,7 @@ def _layers(graph: nx.DiGraph, dag: nx.DiGraph) -> dict[str, int]:
 # -- ordering ------------------------------------------------------------------------------
 def _crossings(order: list[list[str]], down: dict[str, list[str]]) -> int:
     total = 0
-    for upper, lower in zip(order, order[1:], strict=False):
+    for upper, lower in itertools.pairwise(order):
         pos = {n: i for i, n in enumerate(lower)}
         pairs = [(i, pos[w]) for i, n in enumerate(upper) for w in down.get(n, []) if w in pos]
         for a in range(len(pairs)):
@@ -219,8 +220,13 @@ def _order(
             ref = {n: k for k, n in enumerate(order[i + ref_of])}
             current = {n: k for k, n in enumerate(order[i])}
 
-            def key(node: str, ref: dict[str, int] = ref, cur: dict[str, int] = current) -> float:
-                ks = [ref[m] for m in neighbours.get(node, []) if m in ref]
+            def key(
+                node: str,
+                ref: dict[str, int] = ref,
+                cur: dict[str, int] = current,
+                near: dict[str, list[str]] = neighbours,
+            ) -> float:
+                ks = [ref[m] for m in near.get(node, []) if m in ref]
                 return sum(ks) / len(ks) if ks else float(cur[node])
 
             order[i].sort(key=key)
@@ -243,7 +249,9 @@ def _box(node: str, attrs: dict[str, Any], layer: int) -> Box:
         lines.append(_clip(" · ".join(flags)))
     if role == "continue":
         w = text_width("continue", TEXT_SIZE) + 2 * PAD_X
-        return Box(node, 0, 0, w, 26.0, layer, role, "continue", "continue", "", [], [], False, attrs)
+        return Box(
+            node, 0, 0, w, 26.0, layer, role, "continue", "continue", "", [], [], False, attrs
+        )
     widths = [text_width(title, TITLE_SIZE, bold=True)]
     widths += [text_width(t, TEXT_SIZE) for t in [subtitle, *lines[len(port_lines(attrs)) :]]]
     widths += [mono_width(t, TEXT_SIZE - 0.8) for t in lines[: len(port_lines(attrs))]]
@@ -317,7 +325,9 @@ def _hermite(p0: Point, t0: Point, p1: Point, t1: Point, scale: float) -> tuple[
     return (p0, c1, c2, p1)
 
 
-def _curve(points: list[Point], start: Point, end: Point) -> list[tuple[Point, Point, Point, Point]]:
+def _curve(
+    points: list[Point], start: Point, end: Point
+) -> list[tuple[Point, Point, Point, Point]]:
     """Smooth cubic segments through ``points`` with the given end tangents."""
     tangents: list[Point] = [start]
     for i in range(1, len(points) - 1):
@@ -370,7 +380,7 @@ def layout(graph: nx.DiGraph) -> Layout:
             chain.append(dummy)
         chain.append(v)
         chains[(u, v)] = chain
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             down.setdefault(a, []).append(b)
             up.setdefault(b, []).append(a)
 
@@ -385,7 +395,9 @@ def layout(graph: nx.DiGraph) -> Layout:
                 seen.append(n)
     rank = {n: i for i, n in enumerate(seen)}
     layers: list[list[str]] = [[] for _ in range(n_layers)]
-    for n in sorted(node_layer, key=lambda n: rank.get(n.split("\x00")[1] if "\x00" in n else n, 0)):
+    for n in sorted(
+        node_layer, key=lambda n: rank.get(n.split("\x00")[1] if "\x00" in n else n, 0)
+    ):
         layers[node_layer[n]].append(n)
     order = _order(layers, down, up)
 
@@ -407,9 +419,7 @@ def layout(graph: nx.DiGraph) -> Layout:
         top = layer_top[box.layer]
         box.y = top + (layer_h[box.layer] - box.h) / 2
     dummy_xy = {
-        n: (cx[n], layer_top[k] + layer_h[k] / 2)
-        for n, k in node_layer.items()
-        if n not in boxes
+        n: (cx[n], layer_top[k] + layer_h[k] / 2) for n, k in node_layer.items() if n not in boxes
     }
 
     # Anchors: edges leave a box's bottom and enter its top, spread in neighbour order.
@@ -434,10 +444,10 @@ def layout(graph: nx.DiGraph) -> Layout:
     for u, v, attrs in edge_list(graph):
         is_rev = (u, v) in reversed_edges
         key = (v, u) if is_rev else (u, v)
-        chain = chains.get(key)
-        if chain is None:  # a self-loop (u == v) or an edge lost with its reversal
+        through = chains.get(key)
+        if through is None:  # a self-loop (u == v) or an edge lost with its reversal
             continue
-        mids = [dummy_xy[d] for d in chain[1:-1]]
+        mids = [dummy_xy[d] for d in through[1:-1]]
         if is_rev:
             # Drawn from the lower box's right side back up to the upper box's right side.
             src, dst = boxes[u], boxes[v]
@@ -484,7 +494,7 @@ def _place_labels(routes: list[Route], boxes: dict[str, Box]) -> None:
         h = LABEL_SIZE + 6
         line = route.polyline(24)
         lengths = [0.0]
-        for a, b in zip(line, line[1:], strict=False):
+        for a, b in itertools.pairwise(line):
             lengths.append(lengths[-1] + math.dist(a, b))
         total = lengths[-1] or 1.0
         best: tuple[float, float, float] | None = None

@@ -8,6 +8,7 @@ bundled scalable font.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from functools import lru_cache
 
@@ -41,7 +42,9 @@ def _font(size: int, bold: bool = False, mono: bool = False) -> Font:
     names = (
         ["DejaVuSansMono.ttf"]
         if mono
-        else (["DejaVuSans-Bold.ttf", "Arial Bold.ttf"] if bold else ["DejaVuSans.ttf", "Arial.ttf"])
+        else (
+            ["DejaVuSans-Bold.ttf", "Arial Bold.ttf"] if bold else ["DejaVuSans.ttf", "Arial.ttf"]
+        )
     )
     for name in names:
         for candidate in (name, f"/usr/share/fonts/truetype/dejavu/{name}"):
@@ -82,7 +85,7 @@ def _dashed(
         return
     pattern = list(dash)
     index, left, on = 0, pattern[0], True
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         seg = math.dist(a, b)
         pos = 0.0
         while pos < seg - 1e-9:
@@ -145,7 +148,10 @@ def render_png(
             width=max(int(0.6 * k), 1),
         )
         draw.text(
-            (lab.x * k, lab.y * k), lab.text, fill=colour, font=_font(round(LABEL_SIZE * k)),
+            (lab.x * k, lab.y * k),
+            lab.text,
+            fill=colour,
+            font=_font(round(LABEL_SIZE * k)),
             anchor="mm",
         )
     if legend:
@@ -161,8 +167,11 @@ def render_png(
             )
             _arrow(draw, ((x + 34) * k, y * k), (1.0, 0.0), _rgb(es.color), 4.5 * k)
             draw.text(
-                ((x + 42) * k, y * k), es.name, fill=(51, 51, 51),
-                font=_font(round(LABEL_SIZE * k)), anchor="lm",
+                ((x + 42) * k, y * k),
+                es.name,
+                fill=(51, 51, 51),
+                font=_font(round(LABEL_SIZE * k)),
+                anchor="lm",
             )
             x += 44 + text_width(es.name, LABEL_SIZE) + 18
     out = image.resize(
@@ -248,20 +257,24 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Box, k: float, status: dict[str, s
         _dashed(draw, outline, _blend(stroke, opacity), line_w, tuple(d * k for d in dash))
     if box.role == "continue":
         draw.text(
-            ((x0 + x1) / 2, (y0 + y1) / 2), "continue", fill=_blend("#555555", opacity),
-            font=_font(round(TEXT_SIZE * k)), anchor="mm",
+            ((x0 + x1) / 2, (y0 + y1) / 2),
+            "continue",
+            fill=_blend("#555555", opacity),
+            font=_font(round(TEXT_SIZE * k)),
+            anchor="mm",
         )
         return
     if box.role == "node":
         band = CATEGORIES.get(box.category, CATEGORIES["helper"])[1]
-        draw.rounded_rectangle(
-            [x0, y0, x0 + 5 * k, y1], radius=2 * k, fill=_blend(band, opacity)
-        )
+        draw.rounded_rectangle([x0, y0, x0 + 5 * k, y1], radius=2 * k, fill=_blend(band, opacity))
     pad = (PAD_X + (5 if box.role in ("input", "output") else 0)) * k
     y = y0 + (PAD_Y + TITLE_SIZE * 0.85) * k
     draw.text(
-        (x0 + pad, y), box.title, fill=_blend("#1f2328", opacity),
-        font=_font(round(TITLE_SIZE * k), bold=True), anchor="ls",
+        (x0 + pad, y),
+        box.title,
+        fill=_blend("#1f2328", opacity),
+        font=_font(round(TITLE_SIZE * k), bold=True),
+        anchor="ls",
     )
     y += 3 * k
     rows: list[tuple[str, bool]] = []
@@ -272,6 +285,9 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Box, k: float, status: dict[str, s
         y += (TEXT_SIZE + LINE_GAP) * k
         size = TEXT_SIZE - (0.8 if mono else 0)
         draw.text(
-            (x0 + pad, y), text, fill=_blend("#57606a", opacity),
-            font=_font(round(size * k), mono=mono), anchor="ls",
+            (x0 + pad, y),
+            text,
+            fill=_blend("#57606a", opacity),
+            font=_font(round(size * k), mono=mono),
+            anchor="ls",
         )

@@ -67,12 +67,14 @@ def render_svg(
     legend: bool = True,
     id_prefix: str = "cg",
     title: str | None = None,
+    notes: dict[str, str] | None = None,
 ) -> str:
     """The drawing as an SVG document string.
 
     ``status`` maps node ids to an outcome (``ok``, ``failed``, ``skipped``, ``fallback``,
     ``cache_hit``, ``running``, ``not_run``) to colour nodes by what a run did; ``taken`` holds
-    ``(source, target, kind)`` of the edges the run followed (drawn bold, the rest faded).
+    ``(source, target, kind)`` of the edges the run followed (drawn bold, the rest faded);
+    ``notes`` puts a short tag on a node's top-right corner (``ran ×2``).
     """
     styles_used = sorted({r.style for r in layout.routes}, key=list(EDGE_STYLES).index)
     legend_items: list[tuple[str, str]] = []
@@ -117,7 +119,7 @@ def render_svg(
             f'<path d="M0,0 L10,5 L0,10 z" fill="{style.color}"/></marker>'
         )
     out.append("</defs>")
-    out.append(f'<rect class="background" width="100%" height="100%" fill="#ffffff"/>')
+    out.append('<rect class="background" width="100%" height="100%" fill="#ffffff"/>')
 
     # Edges under nodes; labels above everything.
     out.append('<g class="edges">')
@@ -127,6 +129,8 @@ def render_svg(
     out.append('<g class="nodes">')
     for box in layout.boxes.values():
         out.append(_node(box, status))
+        if notes and notes.get(box.id):
+            out.append(_note(box, notes[box.id]))
     out.append("</g>")
     out.append('<g class="edge-labels">')
     for route in layout.routes:
@@ -171,7 +175,7 @@ def _edge(route: Route, taken: set[tuple[str, str, str]] | None, id_prefix: str)
     return (
         f'<g class="{" ".join(classes)}" data-source="{_a(route.source)}" '
         f'data-target="{_a(route.target)}" data-kind="{_a(route.kind)}"'
-        f'{"" if opacity == 1.0 else f" opacity={chr(34)}{opacity}{chr(34)}"}>'
+        f"{'' if opacity == 1.0 else f' opacity={chr(34)}{opacity}{chr(34)}'}>"
         f"<title>{escape(f'{route.source} → {route.target}: {tip}')}</title>"
         f'<path d="{_path_d(route)}" fill="none" stroke="{style.color}" '
         f'stroke-width="{_num(width)}"{_dash(style.dash)} stroke-linecap="round" '
@@ -193,14 +197,11 @@ def _node(box: Box, status: dict[str, str] | None) -> str:
         fill, stroke, opacity = st.fill, st.stroke, st.opacity
         dash = st.dash or dash
         classes.append(f"status-{outcome}")
-    if box.role in ("input", "output", "continue"):
-        radius = box.h / 2
-    else:
-        radius = 8.0
+    radius = box.h / 2 if box.role in ("input", "output", "continue") else 8.0
     parts = [
         f'<g class="{" ".join(classes)}" data-node="{_a(box.id)}" '
         f'transform="translate({_num(box.x)},{_num(box.y)})"'
-        f'{"" if opacity == 1.0 else f" opacity={chr(34)}{opacity}{chr(34)}"}>'
+        f"{'' if opacity == 1.0 else f' opacity={chr(34)}{opacity}{chr(34)}'}>"
     ]
     tip = box.attrs.get("description") or box.subtitle or box.title
     if outcome:
@@ -248,6 +249,19 @@ def _node(box: Box, status: dict[str, str] | None) -> str:
         )
     parts.append("</g>")
     return "".join(parts)
+
+
+def _note(box: Box, text: str) -> str:
+    w = text_width(text, LABEL_SIZE) + 10
+    x = box.x + box.w - w - 6
+    y = box.y - 8
+    return (
+        f'<g class="node-note" data-node="{_a(box.id)}">'
+        f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(w)}" height="15" rx="7.5" '
+        'fill="#fff8c5" stroke="#d4a72c" stroke-width="0.8"/>'
+        f'<text x="{_num(x + w / 2)}" y="{_num(y + 11)}" font-size="{_num(LABEL_SIZE - 0.5)}" '
+        f'text-anchor="middle" fill="#7d4e00">{escape(text)}</text></g>'
+    )
 
 
 def _legend(rows: list[list[tuple[str, str, float]]], top: float, id_prefix: str) -> str:

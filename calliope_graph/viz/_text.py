@@ -1,10 +1,10 @@
 """Mermaid and Graphviz DOT source for a flow graph (both read :func:`to_networkx`'s graph).
 
-Mermaid (``flowchart LR``, renders on GitHub): data edges ``-->`` with port labels, fan-out
-and merge edges coloured blue, fallbacks ``-.->`` dashed orange labelled with the error
-classes, censor-and-retry loops ``==>`` with their bound and the way back, ``continue``
-routes to a small terminal node. User text goes through Mermaid's entity codes (``#35;``)
-so quotes, pipes and angle brackets cannot break the diagram or inject markup.
+Mermaid (``flowchart TB``, renders on GitHub): data edges ``-->`` with port labels, fan-out
+and merge edges coloured blue, fallbacks ``-. "on …" .->`` dotted orange labelled with the
+error classes, censor-and-retry loops ``== "… ≤N" ==>`` thick red with their bound and the way
+back, ``continue`` routes to a small terminal node. Quotes, backticks and angle brackets in
+user text become look-alikes, so they can neither break the diagram nor inject markup.
 
 DOT: HTML-like table labels with one ``PORT`` per typed input/output, so data edges join the
 exact ports; the same colours and dash styles as the SVG.
@@ -41,26 +41,16 @@ def _route_label(attrs: dict[str, Any]) -> str:
 
 
 # -- Mermaid -------------------------------------------------------------------------------
-_MERMAID_ESCAPES = {
-    "#": "#35;",
-    '"': "#34;",
-    "&": "#38;",
-    "<": "#60;",
-    ">": "#62;",
-    "|": "#124;",
-    "`": "#96;",
-    "\\": "#92;",
-    "{": "#123;",
-    "}": "#125;",
-    "[": "#91;",
-    "]": "#93;",
-}
+# Inside a quoted Mermaid label every character is literal except these: a double quote ends
+# the string, a backtick starts a Markdown string, and angle brackets would be read as HTML.
+# Entity codes (``#34;``) are not decoded by every renderer (``mermaid.render`` leaves them
+# as placeholders), so look-alike characters stand in instead.
+_MERMAID_SUBSTITUTES = str.maketrans({'"': "'", "`": "'", "<": "‹", ">": "›"})
 
 
 def mermaid_escape(text: str) -> str:
-    """``text`` safe inside a quoted Mermaid label (entity codes; newlines become spaces)."""
-    text = " ".join(str(text).split())
-    return "".join(_MERMAID_ESCAPES.get(ch, ch) for ch in text)
+    """``text`` safe inside a quoted Mermaid label (one line; no quote, backtick or markup)."""
+    return " ".join(str(text).split()).translate(_MERMAID_SUBSTITUTES)
 
 
 def _mermaid_label(attrs: dict[str, Any]) -> str:
@@ -81,14 +71,23 @@ def _mermaid_label(attrs: dict[str, Any]) -> str:
     return "<br/>".join(lines)
 
 
+def _mermaid_arrow(kind: str, label: str) -> str:
+    """The link between two ids: dotted for error routes, thick for censor-and-retry."""
+    if kind in ("fallback", "continue"):
+        return f'-. "{label}" .->' if label else "-.->"
+    if kind in ("rewrite", "rewrite_back"):
+        return f'== "{label}" ==>' if label else "==>"
+    return f'-->|"{label}"|' if label else "-->"
+
+
 def to_mermaid(graph: nx.DiGraph) -> str:
-    """Mermaid ``flowchart LR`` source."""
+    """Mermaid ``flowchart TB`` source (GitHub renders it in a ```` ```mermaid ```` block)."""
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     out = [
         "---",
         f"title: {mermaid_escape(graph.graph.get('name', 'flow'))}",
         "---",
-        "flowchart LR",
+        "flowchart TB",
     ]
     for category, (fill, stroke) in CATEGORIES.items():
         out.append(f"  classDef {category} fill:{fill},stroke:{stroke},color:#1f2328")
@@ -107,20 +106,10 @@ def to_mermaid(graph: nx.DiGraph) -> str:
         if attrs.get("fallback_only"):
             dashed.append(nid)
     link_styles: dict[str, list[int]] = {}
-    index = 0
-    for u, v, attrs in edge_list(graph):
-        style = _style_of(attrs)
+    for index, (u, v, attrs) in enumerate(edge_list(graph)):
         label = mermaid_escape(_route_label(attrs))
-        arrow = {
-            "fallback": "-.->",
-            "continue": "-.->",
-            "rewrite": "==>",
-            "rewrite_back": "==>",
-        }.get(attrs["kind"], "-->")
-        text = f'|"{label}"|' if label else ""
-        out.append(f"  {ids[u]} {arrow}{text} {ids[v]}")
-        link_styles.setdefault(style, []).append(index)
-        index += 1
+        out.append(f"  {ids[u]} {_mermaid_arrow(attrs['kind'], label)} {ids[v]}")
+        link_styles.setdefault(_style_of(attrs), []).append(index)
     for category, nids in members.items():
         out.append(f"  class {','.join(nids)} {category}")
     for nid in dashed:
