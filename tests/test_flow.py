@@ -443,3 +443,15 @@ async def test_langgraph_server_graphs_run_without_a_context(
     state = await server.illustrate.ainvoke({"inputs.text": "a lighthouse at dawn"})
     assert Path(state["image.image"].path).is_file()
     compiled_module._SERVED.clear()
+
+
+async def test_critical_path_is_a_chain_within_the_wall_time(tmp_path: Path) -> None:
+    simulator = Simulator(faults=parse_faults("content_policy@stability:first_n=1"))
+    result = await Flow.load("webcam_story").ainvoke(
+        {"image": WEBCAM}, out_dir=tmp_path, simulator=simulator
+    )
+    seconds, chain = result.trace.critical_path()
+    assert 0 < seconds <= result.trace.wall_time
+    assert chain[-1] == "frame" and "story" in chain
+    # the rewrite loop is on the path: refused, censored, drawn again
+    assert chain[chain.index("illustration") :][:3] == ["illustration", "censor", "illustration"]

@@ -122,36 +122,38 @@ class Trace(BaseModel):
         return [e for e in self.executions if e.branch]
 
     def critical_path(self) -> tuple[float, list[str]]:
-        """The longest chain of dependent executions (seconds, node names) by the spec's edges."""
-        if self.spec is None or not self.executions:
-            return (self.wall_time, [])
-        deps: dict[str, set[str]] = {name: set() for name in self.spec.nodes}
-        for edge in self.spec.edges():
-            if edge.target is not None and edge.kind in ("data", "rewrite_back", "fallback"):
-                deps.setdefault(edge.target, set()).add(edge.source)
-            if edge.kind == "rewrite" and edge.target is not None:
-                deps.setdefault(edge.target, set()).add(edge.source)
-        total: dict[str, float] = {}
-        best_prev: dict[str, str | None] = {}
-        spent: dict[str, float] = {}
-        for execution in self.executions:
-            spent[execution.node] = spent.get(execution.node, 0.0) + execution.duration
-        for execution in sorted(self.executions, key=lambda e: e.ended_at or e.started_at):
-            name = execution.node
-            prev = max(
-                (d for d in deps.get(name, ()) if d in total),
-                key=lambda d: total[d],
-                default=None,
-            )
-            total[name] = spent[name] + (total[prev] if prev else 0.0)
-            best_prev[name] = prev
-        end = max(total, key=lambda n: total[n])
-        chain: list[str] = []
-        cursor: str | None = end
-        while cursor is not None and cursor not in chain:
-            chain.append(cursor)
-            cursor = best_prev.get(cursor)
-        return (total[end], list(reversed(chain)))
+        """The chain of dependent executions that ended last: (seconds, node names).
+
+        Walking back from the execution that ended last, each step takes the latest-ending
+        execution it waited for (a data source, the node a fallback stood in for, the
+        rewriter of a loop, or an earlier attempt of the same node). The chain's executions
+        never overlap, so its length is at most the wall time; the rest is scheduling.
+        """
+        done = [e for e in self.executions if e.ended_at is not None and not e.resumed]
+        if not done:
+            return (0.0, [])
+        deps: dict[str, set[str]] = {}
+        if self.spec is not None:
+            for edge in self.spec.edges():
+                if edge.target is not None:
+                    deps.setdefault(edge.target, set()).add(edge.source)
+        current = max(done, key=lambda e: e.ended_at or 0.0)
+        chain = [current]
+        while True:
+            waited = deps.get(current.node, set()) | {current.node}
+            earlier = [
+                e
+                for e in done
+                if e is not current
+                and e.node in waited
+                and (e.ended_at or 0.0) <= current.started_at + 1e-3
+            ]
+            if not earlier:
+                break
+            current = max(earlier, key=lambda e: e.ended_at or 0.0)
+            chain.append(current)
+        chain.reverse()
+        return (sum(e.duration for e in chain), [e.node for e in chain])
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
