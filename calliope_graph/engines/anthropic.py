@@ -26,8 +26,13 @@ from pydantic import BaseModel, ValidationError
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import parse_json, request
+from calliope_graph.engines._llm import (
+    ANALYSIS_PROMPT,
+    analysis_from_answer,
+    json_text,
+    validation_summary,
+)
 from calliope_graph.engines._registry import Conversion, register
-from calliope_graph.engines.openai import ANALYSIS_PROMPT, _json_text, _validation_summary
 from calliope_graph.errors import (
     ConfigurationError,
     ContentPolicyError,
@@ -188,19 +193,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     def parse(response: httpx.Response) -> ImageAnalysis:
         # Inside the retry loop: an answer that is not a JSON object is asked for again.
         text = _text(_content(parse_json(response, _NAME), model))
-        try:
-            data = json.loads(_json_text(text))
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise TransientProviderError(
-                f"anthropic ({model}) described the image in something other than a JSON "
-                f"object ({text[:80]!r}); it was asked again.",
-                provider=_NAME,
-                status=response.status_code,
-                code="malformed_output",
-            )
-        return ImageAnalysis.from_dict(data).model_copy(update={"sources": [_NAME]})
+        return analysis_from_answer(_NAME, model, text, status=response.status_code)
 
     result: ImageAnalysis = await _post(ctx, body, parse)
     return result
@@ -330,10 +323,10 @@ async def messages_to_object(
         value = _tool_input(answer, model, name)
         try:
             if isinstance(value, str):
-                return response_model.model_validate_json(_json_text(value))
+                return response_model.model_validate_json(json_text(value))
             return response_model.model_validate(value)
         except ValidationError as exc:
-            problem = _validation_summary(exc)
+            problem = validation_summary(exc)
         if attempt == 1:
             log.info("anthropic: %s input did not validate (%s); asking again", name, problem)
             chat = [*chat, *_reask(answer, name, problem)]

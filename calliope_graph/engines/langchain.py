@@ -35,8 +35,8 @@ from pydantic import BaseModel, ValidationError
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
+from calliope_graph.engines._llm import ANALYSIS_PROMPT, json_text, validation_summary
 from calliope_graph.engines._registry import Conversion, register
-from calliope_graph.engines.openai import ANALYSIS_PROMPT, _json_text, _validation_summary
 from calliope_graph.errors import (
     AuthenticationError,
     CalliopeError,
@@ -234,7 +234,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
         answer = await _call(ctx, label, model.ainvoke(messages))
         text = _content_text(answer)
         try:
-            data = json.loads(_json_text(text))
+            data = json.loads(json_text(text))
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict):
@@ -295,12 +295,12 @@ async def messages_to_object(
             raw = _content_text(await _call(ctx, label, model.ainvoke(chat)))
         try:
             if isinstance(raw, str):
-                return response_model.model_validate_json(_json_text(raw))
+                return response_model.model_validate_json(json_text(raw))
             if isinstance(raw, BaseModel):
                 raw = raw.model_dump()
             return response_model.model_validate(raw)
         except ValidationError as exc:
-            problem = _validation_summary(exc)
+            problem = validation_summary(exc)
         if attempt == 1:
             log.info("langchain: %s answer did not validate (%s); asking again", label, problem)
             shown = raw if isinstance(raw, str) else json.dumps(raw, default=str)

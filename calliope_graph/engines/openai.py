@@ -28,6 +28,12 @@ from pydantic import BaseModel, ValidationError
 from calliope_graph.config import InferenceModelProvider, InferenceModelProviderVariant, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, request
+from calliope_graph.engines._llm import (
+    ANALYSIS_PROMPT,
+    analysis_from_answer,
+    json_text,
+    validation_summary,
+)
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ConfigurationError,
@@ -86,14 +92,6 @@ IMAGE_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 _CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
 _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
-
-ANALYSIS_PROMPT = (
-    "Look at this image and describe it for a storyteller. Answer with one JSON object with "
-    'exactly these keys: "description" (two or three sentences saying what the image shows), '
-    '"captions" (a list of short one-line captions), "tags" (a list of single words or short '
-    'phrases: subjects, setting, colours, mood), "objects" (a list of the things visible in '
-    'it) and "text" (any writing legible in the image, or an empty string).'
-)
 
 
 # -- plumbing ------------------------------------------------------------------------------
@@ -377,20 +375,6 @@ async def text_to_image(
 
 
 # -- image analysis ------------------------------------------------------------------------
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-
-
-def _json_text(text: str) -> str:
-    """The JSON inside a model's answer: a fenced block, or the outermost braces."""
-    fenced = _FENCE.search(text)
-    if fenced:
-        return fenced.group(1).strip()
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        return text[start : end + 1]
-    return text.strip()
-
-
 @register(Conversion.IMAGE_ANALYSIS, PROVIDER)
 async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> ImageAnalysis:
     """Describe ``image`` with a vision chat model answering in JSON (description,
@@ -413,19 +397,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     def parse(response: httpx.Response) -> ImageAnalysis:
         # Inside the retry loop: an answer that is not a JSON object is asked for again.
         text = _message_text(parse_json(response, _NAME), model)
-        try:
-            data = json.loads(_json_text(text))
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise TransientProviderError(
-                f"openai ({model}) described the image in something other than a JSON "
-                f"object ({text[:80]!r}); it was asked again.",
-                provider=_NAME,
-                status=response.status_code,
-                code="malformed_output",
-            )
-        return ImageAnalysis.from_dict(data).model_copy(update={"sources": [_NAME]})
+        return analysis_from_answer(_NAME, model, text, status=response.status_code)
 
     return await request(
         ctx,
@@ -513,18 +485,6 @@ def _openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [dict(m) for m in converted]
 
 
-def _validation_summary(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        if err["type"] == "json_invalid":
-            parts.append(f"not valid JSON ({err['msg']})")
-            continue
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{where}: {err['msg']}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
 @register(Conversion.MESSAGES_TO_OBJECT, PROVIDER)
 async def messages_to_object(
     ctx: RunContext,
@@ -555,9 +515,9 @@ async def messages_to_object(
             ctx, config, {"messages": chat, "response_format": response_format, **params}
         )
         try:
-            return response_model.model_validate_json(_json_text(answer))
+            return response_model.model_validate_json(json_text(answer))
         except ValidationError as exc:
-            problem = _validation_summary(exc)
+            problem = validation_summary(exc)
         if attempt == 1:
             log.info("openai: %s answer did not validate (%s); asking again", name, problem)
             chat = [
