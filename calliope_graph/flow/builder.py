@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from calliope_graph.config import KeysModel, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.errors import FlowSpecError
-from calliope_graph.flow.run import FlowEvent, FlowResult, FlowRunner, OnEvent
+from calliope_graph.flow.run import FlowEvent, FlowResult, FlowRunner, OnEvent, stream_events
 from calliope_graph.flow.spec import (
     CONTINUE,
     INPUTS,
@@ -355,19 +355,21 @@ class Flow:
         cache: Any = False,
     ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
         """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
-        runner = self.runner(
-            out_dir=out_dir,
-            keys=keys,
-            simulator=simulator,
-            ctx=ctx,
-            checkpoint=checkpointer if checkpointer is not None else True,
-            cache=cache,
-        )
-        try:
-            async for item in runner.astream(inputs, thread_id=thread_id, resume=resume):
-                yield item
-        finally:
-            await runner.aclose()
+        async for item in stream_events(
+            lambda emit: self.ainvoke(
+                inputs,
+                out_dir=out_dir,
+                keys=keys,
+                simulator=simulator,
+                ctx=ctx,
+                thread_id=thread_id,
+                resume=resume,
+                checkpointer=checkpointer,
+                cache=cache,
+                on_event=emit,
+            )
+        ):
+            yield item
 
     def stream(
         self, inputs: Mapping[str, Any] | None, **kwargs: Any

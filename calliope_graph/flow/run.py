@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -306,6 +306,24 @@ def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, An
     return state
 
 
+async def stream_events(
+    run: Callable[[OnEvent], Coroutine[Any, Any, FlowResult]],
+) -> AsyncIterator[FlowEvent | FlowResult]:
+    """Run ``run(emit)`` and yield each event it emits as it happens, then its result."""
+    queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
+    task = asyncio.create_task(run(queue.put_nowait))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        yield task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
 # -- the runner ---------------------------------------------------------------------------------
 class FlowRunner:
     """Runs one validated flow, once or many times.
@@ -493,20 +511,10 @@ class FlowRunner:
         resume: bool = False,
     ) -> AsyncIterator[FlowEvent | FlowResult]:
         """Yield each :class:`FlowEvent` as it happens, then the :class:`FlowResult`."""
-        queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(
-            self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=queue.put_nowait)
-        )
-        task.add_done_callback(lambda _: queue.put_nowait(None))
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-            yield task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        async for item in stream_events(
+            lambda emit: self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=emit)
+        ):
+            yield item
 
     # -- internals --------------------------------------------------------------------------
     def _loop_budget(self) -> int:
