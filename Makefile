@@ -49,6 +49,10 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; browser tests will skip"; \
 	else echo "note: chromium not found and not root; browser tests will skip (apt-get install chromium)"; fi
+	@# Mermaid itself (JavaScript, not vendored) for the test that renders every drawing with it.
+	@if [ ! -f node_modules/mermaid/dist/mermaid.min.js ] && command -v npm >/dev/null 2>&1; then \
+		npm install --no-save --no-audit --no-fund --loglevel=error mermaid@11 >/dev/null \
+		|| echo "warning: npm install mermaid failed; the Mermaid rendering test will skip"; fi
 
 test: lint browser
 	$(BIN)/pytest

@@ -2,8 +2,9 @@
 
 - ``docs/images/webcam_story.svg`` and ``.png``: the shipped ``webcam_story`` flow, drawn
   offline by :func:`calliope_graph.viz.draw`.
-- ``docs/images/report.png``: a headless-Chromium screenshot of the HTML report of a
-  ``webcam_story`` run against the simulator (no network, no key). If the flow runner cannot
+- ``docs/images/report.png``: a headless-Chromium screenshot (summary, drawing, timeline) of
+  the HTML report of a ``webcam_story`` run against the simulator, with a few injected faults
+  so a retry and the censor-and-retry loop show (no network, no key). If the flow runner cannot
   run here, the report of the viz tests' sample trace is used instead, and this says so.
 
 Needs Debian's ``chromium`` and playwright-python for the screenshot; without them the
@@ -22,6 +23,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
+#: The report sections in the screenshot, top to bottom.
+PICTURED = ("summary", "drawing", "timeline")
 
 
 def draw_flow(out: Path) -> list[Path]:
@@ -39,14 +42,24 @@ def draw_flow(out: Path) -> list[Path]:
     return [svg, png]
 
 
+#: Faults for the pictured run, so the report shows what it is for: the two analyses
+#: overlapping, a rate-limited call retried, and Stability refusing a prompt once (the censor
+#: rewrites it and the illustration runs again).
+FAULTS = (
+    "latency@azure:seconds=0.35;latency@openai:seconds=0.12;"
+    "rate_limit@openai:first_n=1,retry_after=0.1;content_policy@stability:first_n=1"
+)
+
+
 def _simulated_run(work: Path) -> Any:
-    """The trace of a real ``webcam_story`` run against the simulator."""
+    """The trace of a real ``webcam_story`` run against the simulator (with :data:`FAULTS`)."""
     from calliope_graph.flow import Flow
-    from calliope_graph.simulate import Simulator
+    from calliope_graph.simulate import Simulator, parse_faults
 
     flow = Flow.load("webcam_story")
     image = ROOT / "examples" / "media" / "webcam.jpg"
-    result = asyncio.run(flow.ainvoke({"image": str(image)}, out_dir=work, simulator=Simulator()))
+    simulator = Simulator(faults=parse_faults(FAULTS))
+    result = asyncio.run(flow.ainvoke({"image": str(image)}, out_dir=work, simulator=simulator))
     return result.trace
 
 
@@ -90,7 +103,15 @@ def screenshot(report: Path, target: Path) -> bool:
             remote = [u for u in requests if not u.startswith("file://")]
             if remote:
                 raise RuntimeError(f"the report requested {remote}: it must be self-contained")
-            page.screenshot(path=str(target), full_page=False)
+            # The part a reader of the README cares about: summary, drawing and timeline.
+            boxes = [page.locator(f"#{part}").bounding_box() for part in PICTURED]
+            top = min(b["y"] for b in boxes if b) - 12
+            bottom = max(b["y"] + b["height"] for b in boxes if b) + 12
+            page.screenshot(
+                path=str(target),
+                full_page=True,
+                clip={"x": 0, "y": max(top, 0), "width": 1280, "height": bottom - max(top, 0)},
+            )
         finally:
             browser.close()
     return True

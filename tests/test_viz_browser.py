@@ -144,3 +144,43 @@ def test_report_of_a_simulated_webcam_story_run(browser: Any, tmp_path: Path) ->
         visit.page.screenshot(path=str(tmp_path / "webcam_story_report.png"), full_page=True)
     finally:
         visit.page.close()
+
+
+def test_report_of_a_run_with_a_retry_and_a_rewrite_loop(browser: Any, tmp_path: Path) -> None:
+    """A real simulated run where OpenAI rate-limits once and Stability refuses once."""
+    import asyncio
+
+    from calliope_graph.flow import Flow
+    from calliope_graph.simulate import Simulator, parse_faults
+
+    root = Path(__file__).resolve().parent.parent
+    image = root / "examples" / "media" / "webcam.jpg"
+    out = tmp_path / "out"
+    faults = "rate_limit@openai:first_n=1,retry_after=0.01;content_policy@stability:first_n=1"
+    simulator = Simulator(faults=parse_faults(faults))
+    flow = Flow.load("webcam_story")
+
+    def run() -> Any:  # in its own thread: sync playwright owns this thread's event loop
+        return asyncio.run(flow.ainvoke({"image": str(image)}, out_dir=out, simulator=simulator))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(run).result(timeout=60)
+    report = render_report(result.trace, out / "report.html")
+    visit = Visit(browser, report)
+    try:
+        assert visit.console == []
+        assert all(url.startswith("file://") for url in visit.requests), visit.requests
+        # The censor ran, the loop edges were taken, the illustration ran twice.
+        assert visit.count('svg .node.status-ok[data-node="censor"]') == 1
+        assert visit.count('svg .edge.taken[data-kind="rewrite"]') == 1
+        assert visit.count('svg .edge.taken[data-kind="rewrite_back"]') == 1
+        assert visit.count('svg .edge.taken[data-kind="fallback"]') == 0
+        assert visit.count('.bar[data-node="illustration"]') == 2
+        assert visit.count(".bar.status-retry") == 1  # the rate-limited attempt
+        assert visit.count('.bar.status-fallback[data-node="illustration"]') == 1
+        text = visit.page.locator("#summary").inner_text()
+        assert "rewrite:censor" in text
+        visit.page.screenshot(path=str(tmp_path / "retry_and_rewrite.png"), full_page=True)
+        assert visit.console == []
+    finally:
+        visit.page.close()

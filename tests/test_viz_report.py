@@ -243,3 +243,72 @@ def test_report_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
         render_report(trace, target)
     assert target.read_text(encoding="utf-8") == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report-")] == []
+
+
+def test_failed_run_shows_the_error_and_the_failed_node(tmp_path: Path) -> None:
+    trace = sample_trace(tmp_path / "run")
+    last = trace.executions[-1]
+    trace.executions[-1] = last.model_copy(
+        update={
+            "status": "failed",
+            "outputs": {},
+            "error_class": "content_policy",
+            "error": "refused: <script>alert('x')</script>",
+        }
+    )
+    trace.status, trace.error, trace.outputs = "failed", "Flow failed at 'frame' <img src=x>", {}
+    text = render_report(trace, tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    page = Page(text)
+    nodes = {a["data-node"]: a["class"].split() for a in page.find("g", cls="node")}
+    assert "status-failed" in nodes["frame"]
+    assert [a for a in page.find("div", cls="run-error")]
+    assert len(page.find("script")) == 1  # ours; the error's script is text
+    assert "&lt;script&gt;alert(" in text
+    assert not [a for a in page.find("img") if a.get("src") == "x"]
+    assert "The run produced no outputs." in "".join(page.text)
+
+
+def test_parameter_redaction_keeps_ordinary_parameters() -> None:
+    from calliope_graph.viz._report import REDACTED, redact_params
+
+    params = {
+        "max_tokens": 300,
+        "max_new_tokens": 20,
+        "temperature": 0.2,
+        "api_key": "abc123",
+        "hf_token": "hf_abcdefghijkl",
+        "headers": {"Authorization": "Bearer qwertyuiopasdfgh", "Accept": "image/png"},
+        "prompt": "use the key sk-live-abcdefghijklmnop please",
+        "notes": ["Bearer zxcvbnmasdfghjkl1"],
+    }
+    out = redact_params(params)
+    assert out["max_tokens"] == 300 and out["max_new_tokens"] == 20
+    assert out["temperature"] == 0.2
+    assert out["api_key"] == REDACTED and out["hf_token"] == REDACTED
+    assert out["headers"] == {"Authorization": REDACTED, "Accept": "image/png"}
+    assert "abcdefghijklmnop" not in out["prompt"] and out["prompt"].startswith("use the key")
+    assert "zxcvbnm" not in out["notes"][0]
+
+
+def test_drawing_notes_reruns_and_retries(tmp_path: Path) -> None:
+    _, _, page = _render(tmp_path)
+    notes = {a["data-node"] for a in page.find("g", cls="node-note")}
+    assert notes == {"illustration", "story"}
+    body = "".join(page.text)
+    assert "ran ×2" in body and "2 retries" in body
+
+
+def test_media_input_given_as_a_path_gets_a_thumbnail(tmp_path: Path) -> None:
+    trace = sample_trace(tmp_path / "run")
+    trace.inputs["image"] = str(tmp_path / "run" / "webcam.png")  # as the CLI records it
+    page = Page(render_report(trace, tmp_path / "run" / "report.html").read_text("utf-8"))
+    assert "webcam.png" in {a["src"] for a in page.find("img", cls="thumb")}
+
+
+def test_missing_media_is_named_not_linked(tmp_path: Path) -> None:
+    trace = sample_trace(tmp_path / "run")
+    (tmp_path / "run" / "illustration.png").unlink()
+    path = render_report(trace, tmp_path / "run" / "report.html")
+    page = Page(path.read_text(encoding="utf-8"))
+    assert "illustration.png" not in {a["src"] for a in page.find("img")}
+    assert "not found beside this report" in "".join(page.text)

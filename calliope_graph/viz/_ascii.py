@@ -119,8 +119,8 @@ def to_ascii(layout: Layout) -> str:
                     cells.append(lines[i] if i < len(lines) else " " * w)
                 out.append((" " * GAP).join(cells).rstrip())
     legend = (
-        "◂ input from   ▸ output   ⇢ error route (fallback/continue)   "
-        "⟲ censor-and-retry   ┆ runs only on error"
+        "◂ input from  ▸ output  ⇢ error route (fallback/continue)  "
+        "⟲ censor-and-retry  ┆ runs only on error"
     )
     out += ["", legend]
     return "\n".join(out) + "\n"

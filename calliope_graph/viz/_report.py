@@ -21,7 +21,6 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -36,7 +35,6 @@ from calliope_graph.viz._style import STATUS_STYLES
 from calliope_graph.viz._svg import FONT, render_svg
 
 __all__ = [
-    "critical_path",
     "drawing_state",
     "node_outcomes",
     "redact_params",
@@ -260,11 +258,14 @@ class _Page:
         self.media_root = root if root.is_absolute() else (Path.cwd() / root)
         self.now = time.time()
         self.running = trace.status == "running"
+        self._latest: float | None = None
         self.ids: dict[str, str] = {}
         used: set[str] = set()
         for name in self.node_names():
             self.ids[name] = _slug(name, used)
-        self.critical = critical_path(trace, self.end_of)
+        self.critical: tuple[float, list[str]] = (0.0, [])
+        with contextlib.suppress(Exception):  # a trace from another version still renders
+            self.critical = trace.critical_path()
 
     # -- data --------------------------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -281,6 +282,11 @@ class _Page:
 
     def latest(self) -> float:
         """The last moment the trace knows of (now, for a live run that is not stale)."""
+        if self._latest is None:
+            self._latest = self._compute_latest()
+        return self._latest
+
+    def _compute_latest(self) -> float:
         times = [self.trace.started_at]
         if self.trace.ended_at is not None:
             times.append(self.trace.ended_at)
@@ -328,7 +334,7 @@ class _Page:
         url = self.link(path)
         if url is None:
             return (
-                f'<div class="media missing">{_e(kind)} <code>{_t(path)}</code> '
+                f'<div class="media missing">{_e(kind)} <code>{_t(_short(path, 200))}</code> '
                 "(not found beside this report)</div>"
             )
         href = _e(url)
@@ -415,10 +421,9 @@ class _Page:
         )
         cp_seconds, cp_chain = self.critical
         chain = " → ".join(
-            f'<a class="node-link" href="#{_e(self.ids.get(e.node, ""))}" '
-            f'data-node="{_e(e.node)}">{_e(e.node)}</a>'
-            f"{f' #{e.iteration}' if e.iteration > 1 else ''}"
-            for e in cp_chain
+            f'<a class="node-link" href="#{_e(self.ids.get(name, ""))}" '
+            f'data-node="{_e(name)}">{_e(name)}</a>'
+            for name in cp_chain
         )
         calls = t.calls_per_provider()
         retries = t.retries_per_provider()
@@ -579,7 +584,7 @@ class _Page:
         def x(ts: float) -> float:
             return label_w + (ts - t0) / span * chart_w
 
-        critical = {e.node for e in self.critical[1]}
+        critical = set(self.critical[1])
         out = [
             f'<svg class="timeline" viewBox="0 0 {_num(width)} {_num(height)}" '
             f'role="img" aria-label="timeline of node executions" font-family="{_e(FONT)}">',
@@ -826,52 +831,6 @@ nothing from the network; media are files beside it.</footer>
 </body>
 </html>
 """
-
-
-def critical_path(
-    trace: Trace, end_of: Callable[[NodeExecution], float] | None = None
-) -> tuple[float, list[NodeExecution]]:
-    """The chain of dependent executions that took longest: (seconds, executions in order).
-
-    An execution waits on the executions of the nodes it depends on in the flow (data,
-    fallback and rewrite edges) and on its own earlier iterations that ended before it
-    started; its chain time is its duration plus the longest chain among those. Working per
-    execution keeps a rewrite loop (node → censor → node again) from being counted twice.
-    """
-
-    def end(e: NodeExecution) -> float:
-        if end_of is not None:
-            return end_of(e)
-        return e.ended_at if e.ended_at is not None else e.started_at
-
-    deps: dict[str, set[str]] = {}
-    if trace.spec is not None:
-        with contextlib.suppress(Exception):
-            for edge in trace.spec.edges():
-                if edge.target is not None and edge.kind != "continue":
-                    deps.setdefault(edge.target, set()).add(edge.source)
-    executions = sorted(trace.executions, key=lambda e: (e.started_at, e.iteration))
-    total: list[float] = []
-    best: list[int | None] = []
-    for i, e in enumerate(executions):
-        wait_on = deps.get(e.node, set()) | {e.node}
-        prev: int | None = None
-        for j in range(i):
-            other = executions[j]
-            ready = other.node in wait_on and end(other) <= e.started_at + 1e-6
-            if ready and (prev is None or total[j] > total[prev]):
-                prev = j
-        total.append(max(end(e) - e.started_at, 0.0) + (total[prev] if prev is not None else 0.0))
-        best.append(prev)
-    if not executions:
-        return (0.0, [])
-    last = max(range(len(executions)), key=lambda k: total[k])
-    chain: list[NodeExecution] = []
-    cursor: int | None = last
-    while cursor is not None:
-        chain.append(executions[cursor])
-        cursor = best[cursor]
-    return (total[last], list(reversed(chain)))
 
 
 def spec_fallbacks(spec: Any) -> set[str]:

@@ -1,0 +1,150 @@
+"""`calliope-graph draw` and `calliope-graph report` as a user runs them (click's CliRunner)."""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from _viz_sample import FLOW_NODES, sample_trace
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from calliope_graph.cli import EXIT_CODES, main
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+FLOW = """
+name: tiny_story
+description: a prompt becomes a story and its picture, with a fallback painter
+inputs:
+  idea: {type: text}
+nodes:
+  story:
+    kind: text_to_text
+    model: openai-gpt-4o
+    inputs: {text: inputs.idea}
+  picture:
+    kind: text_to_image
+    model: stability-core
+    inputs: {prompt: story.text}
+    on_error:
+      - when: [content_policy]
+        rewrite: {via: censor, port: prompt, max_attempts: 2}
+      - {when: [any], goto: painter, label: "Stability down → DALL·E"}
+  censor:
+    kind: censor_text
+    model: openai-gpt-4o-mini
+  painter:
+    kind: text_to_image
+    model: openai-dall-e-3
+    inputs: {prompt: story.text}
+outputs:
+  story: story.text
+  picture: picture.image
+"""
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def flow_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_story.yaml"
+    path.write_text(FLOW, encoding="utf-8")
+    return path
+
+
+def test_draw_svg_to_a_file(flow_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "drawings" / "flow.svg"
+    result = cli("draw", str(flow_file), "--format", "svg", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    root = ET.fromstring(target.read_text(encoding="utf-8"))
+    nodes = {g.get("data-node") for g in root.iter(f"{SVG}g") if g.get("data-node")}
+    assert {"story", "picture", "censor", "painter"} <= nodes
+    kinds = {g.get("data-kind") for g in root.iter(f"{SVG}g") if g.get("data-kind")}
+    assert {"data", "fallback", "rewrite", "rewrite_back"} <= kinds
+    labels = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "Stability down → DALL·E" in labels
+    assert "≤2" in labels
+
+
+def test_draw_png_to_a_file_and_format_from_the_extension(flow_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "flow.png"
+    result = cli("draw", str(flow_file), "-o", str(target))  # no --format: from ".png"
+    assert result.exit_code == 0, result.output
+    image = Image.open(io.BytesIO(target.read_bytes()))
+    assert image.format == "PNG"
+    assert 300 < image.width < 6000 and 300 < image.height < 6000
+
+
+def test_draw_png_needs_a_file(flow_file: Path) -> None:
+    result = CliRunner().invoke(main, ["draw", str(flow_file), "--format", "png"])
+    assert result.exit_code == EXIT_CODES["usage"]
+    assert "-o FILE" in result.output
+
+
+def test_draw_text_formats_to_stdout(flow_file: Path) -> None:
+    mermaid = cli("draw", str(flow_file), "--format", "mermaid")
+    assert mermaid.exit_code == 0
+    assert "flowchart TB" in mermaid.output
+    assert '-. "on Stability down → DALL·E" .->' in mermaid.output
+    assert '== "retry prompt ≤2" ==>' in mermaid.output
+    dot = cli("draw", str(flow_file), "--format", "dot")
+    assert dot.output.startswith('digraph "tiny_story" {')
+    ascii_ = cli("draw", str(flow_file))  # ascii by default
+    assert "┌─ story " in ascii_.output
+    assert max(len(line) for line in ascii_.output.splitlines()) <= 100
+
+
+def test_draw_a_shipped_flow_by_name(tmp_path: Path) -> None:
+    target = tmp_path / "webcam_story.svg"
+    result = cli("draw", "webcam_story", "--format", "svg", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert 'data-node="illustration"' in target.read_text(encoding="utf-8")
+
+
+def test_draw_a_broken_flow_still_draws_it(tmp_path: Path) -> None:
+    """A flow that does not validate can still be looked at: that is how one debugs it."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        "name: broken\nnodes:\n  a:\n    kind: no_such_kind\n    inputs: {x: ghost.out}\n",
+        encoding="utf-8",
+    )
+    result = cli("draw", str(path), "--format", "mermaid")
+    assert result.exit_code == 0, result.output
+    assert "no_such_kind" in result.output and "ghost" in result.output
+
+
+def test_draw_an_unknown_flow_is_an_invalid_flow(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["draw", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == EXIT_CODES["invalid_flow"]
+    assert "does not exist" in result.output
+
+
+def test_report_from_a_saved_trace(tmp_path: Path) -> None:
+    trace = sample_trace(tmp_path / "run")
+    saved = trace.save(tmp_path / "run" / "trace.json")
+    result = cli("report", str(saved))
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for name in FLOW_NODES:
+        assert f'data-node="{name}"' in html
+    assert 'src="illustration.png"' in html
+
+    elsewhere = tmp_path / "share" / "index.html"
+    assert cli("report", str(saved), "-o", str(elsewhere)).exit_code == 0
+    assert 'src="../run/illustration.png"' in elsewhere.read_text(encoding="utf-8")
+
+
+def test_report_of_a_missing_or_foreign_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "trace.json")])
+    assert missing.exit_code == EXIT_CODES["media"]
+    assert "does not exist" in missing.output
+    foreign = tmp_path / "other.json"
+    foreign.write_text('{"hello": "world"}', encoding="utf-8")
+    result = CliRunner().invoke(main, ["report", str(foreign)])
+    assert result.exit_code == EXIT_CODES["media"]
+    assert "not a calliope-graph trace" in result.output
