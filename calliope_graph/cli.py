@@ -262,33 +262,48 @@ class _Progress:
             line = f"[yellow]↻[/] {who} retried ({e.error_class}: {e.error or ''})"
         elif kind == "fallback":
             line = f"[yellow]↪[/] {who} {e.error_class} → {e.branch}"
+        elif kind == "skipped":
+            line = f"[yellow]↷[/] {who} {e.error_class} → continue without it"
         elif kind == "cache_hit":
             line = f"[cyan]⚡[/] {who} cache hit"
         elif kind == "failed":
             line = f"[red]✗[/] {who} failed ({e.error_class})"
         else:
             line = f"· {who} {kind}"
-        err_console.print(f"{stamp} {line}")
+        err_console.print(f"{stamp} {line}", soft_wrap=True)
 
 
 def _print_result(result: Any) -> None:
     out_console.print(
         f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
     )
-    from calliope_graph.flow.trace import jsonable
+    from pydantic import BaseModel
+
+    from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
     for name, value in result.outputs.items():
-        summary = jsonable(value, root=result.out_dir)
-        if isinstance(summary, dict) and "path" in summary:
-            text = f"{summary.get('type', 'file')}: {Path(result.out_dir) / summary['path']}"
-        elif isinstance(summary, str):
-            text = summary if len(summary) < 400 else summary[:400] + "…"
+        if isinstance(value, Image | Audio | Video):
+            text = f"{value.path} ({value.mime})"
+        elif isinstance(value, ImageAnalysis):
+            text = value.description or ", ".join(value.captions)
+        elif isinstance(value, BaseModel):
+            fields = value.model_dump(mode="json")
+            text = json.dumps(fields, ensure_ascii=False)
+            if "text" in fields:  # a story frame: its text, then where its media are
+                media = [str(v["path"]) for v in fields.values() if isinstance(v, dict)]
+                text = fields["text"] + "".join(f"\n  → {m}" for m in media)
         else:
-            text = json.dumps(summary, ensure_ascii=False)[:400]
+            text = str(value)
+        if len(text) > 600:
+            text = text[:600] + "…"
         out_console.print(f"[bold]{name}[/]: ", end="")
-        out_console.print(text, markup=False)
+        out_console.print(text, markup=False, soft_wrap=True)
     out = Path(result.out_dir)
-    out_console.print(f"trace: {out / 'trace.json'}  report: {out / 'report.html'}")
+    out_console.print(
+        f"trace: {out / 'trace.json'}  report: {out / 'report.html'}  "
+        f"checkpoint: {out / 'checkpoints.sqlite'}",
+        soft_wrap=True,
+    )
 
 
 # -- validate / nodes / schema ---------------------------------------------------------------------

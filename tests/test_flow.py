@@ -455,3 +455,22 @@ async def test_critical_path_is_a_chain_within_the_wall_time(tmp_path: Path) -> 
     assert chain[-1] == "frame" and "story" in chain
     # the rewrite loop is on the path: refused, censored, drawn again
     assert chain[chain.index("illustration") :][:3] == ["illustration", "censor", "illustration"]
+
+
+async def test_resume_after_a_failure_no_route_took(tmp_path: Path) -> None:
+    """llm_analysis has routes (timeout → continue), but an auth failure matches none: the
+    run stops with the node pending, and resuming runs it — and only it — again."""
+    flow = Flow.load("webcam_story")
+    down = Simulator(faults=parse_faults("auth@openai:endpoint=chat"))
+    with pytest.raises(FlowRunError) as info:
+        await flow.ainvoke({"image": WEBCAM}, out_dir=tmp_path, simulator=down)
+    assert info.value.node == "llm_analysis" and info.value.cause_class == "auth"
+    up = Simulator()
+    result = await flow.ainvoke(
+        None, out_dir=tmp_path, simulator=up, thread_id=info.value.thread_id, resume=True
+    )
+    assert up.count("azure") == 0  # finished before the failure: not run again
+    assert up.count("openai", "chat") == 2  # the vision analysis again, then the story
+    assert result.outputs["frame"].text
+    fresh = [e.node for e in result.trace.executions if not e.resumed]
+    assert fresh[0] == "llm_analysis"

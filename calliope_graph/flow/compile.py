@@ -29,7 +29,7 @@ from langgraph.errors import NodeError, NodeTimeoutError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import CachePolicy, Command, RetryPolicy
+from langgraph.types import CachePolicy, Command, RetryPolicy, interrupt
 from typing_extensions import TypedDict
 
 from calliope_graph.errors import CalliopeError, FlowRunError
@@ -77,6 +77,8 @@ def _state_schema(plan: Plan) -> type[Any]:
         for port in node.output_ports:
             keys[port_key(name, port.name)] = Any
     for name, node_spec in plan.spec.nodes.items():
+        if node_spec.on_error:
+            keys[f"~halt.{name}"] = Any
         for route in node_spec.on_error:
             if route.rewrite is not None:
                 keys[f"~rw.{name}"] = Any
@@ -182,8 +184,13 @@ def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
     request_key = f"~req.{name}"
     is_via = name in plan.rewrites_for
 
+    halt_key = f"~halt.{name}"
+
     async def run(state: dict[str, Any], runtime: Runtime[FlowRuntime]) -> Any:
         flow_rt = _runtime(plan, runtime)
+        halted = bool(state.get(halt_key))
+        if halted:  # stopped on a failure no route took; continues when resumed
+            interrupt({"node": name, "resume": "run it again"})
         inputs = gather(state)
         request: dict[str, Any] | None = state.get(request_key) if is_via else None
         if request is not None and via_port is not None:
@@ -194,9 +201,16 @@ def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
             value = outputs[request["output"]]
             return Command(
                 goto=request["node"],
-                update={f"~ovr.{request['node']}.{request['port']}": value, request_key: None},
+                update={
+                    f"~ovr.{request['node']}.{request['port']}": value,
+                    request_key: None,
+                    **({halt_key: None} if halted else {}),
+                },
             )
-        return {port_key(root, port): value for port, value in outputs.items()}
+        update = {port_key(root, port): value for port, value in outputs.items()}
+        if halted:
+            update[halt_key] = None
+        return update
 
     run.__name__ = f"node_{name}"
     return run
@@ -241,7 +255,14 @@ def _handler(plan: Plan, name: str) -> Callable[..., Any]:
             assert route.goto is not None
             flow_rt.routed(name, exc, classes, f"fallback:{route.goto}", status="fallback")
             return Command(goto=route.goto)
-        raise exc
+        # No route takes this failure: the run stops here. With a checkpointer the node is
+        # sent work again, and pauses on a LangGraph interrupt before running: the run ends
+        # with the node pending, and a resumed run (Command(resume=...)) runs it then goes
+        # on. (Raising here would leave nothing pending to resume.)
+        flow_rt.halted = (name, exc)
+        if not flow_rt.resumable:
+            raise exc
+        return Command(goto=name, update={f"~halt.{name}": True})
 
     handle.__name__ = f"on_error_{name}"
     return handle

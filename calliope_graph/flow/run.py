@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from langgraph.types import Command
+
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats, redact
@@ -66,6 +68,10 @@ class FlowRuntime:
     on_event: OnEvent | None = None
     trace_path: Path | None = None
     record: bool = True
+    resumable: bool = False
+    """A checkpointer is present: an unrouted failure pauses (resumable) instead of raising."""
+    halted: tuple[str, BaseException] | None = None
+    """The node whose failure no route took, and the failure."""
     static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
     """Per node: provider, model, summarised params (they do not change between runs)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
@@ -459,6 +465,7 @@ class FlowRunner:
             on_event=on_event,
             trace_path=trace_path,
             record=self.record,
+            resumable=bool(self.checkpoint),
             static=self._static,
         )
         config: dict[str, Any] = {
@@ -466,10 +473,16 @@ class FlowRunner:
             "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
         }
         values: dict[str, Any] = dict(state or {})
+        paused = False
         try:
             async with self._graph_for_run() as graph:
+                start: Any = state
+                if resume:
+                    snapshot = await graph.aget_state(config)
+                    if snapshot.interrupts:  # stopped on a failure no route took
+                        start = Command(resume=True)
                 async for chunk in graph.astream(
-                    state,
+                    start,
                     config,
                     context=runtime,
                     stream_mode="updates",
@@ -478,6 +491,8 @@ class FlowRunner:
                     for name, update in chunk.items():
                         if isinstance(update, dict) and name != "__metadata__":
                             values.update(update)
+                    if "__interrupt__" in chunk:
+                        paused = True
                     if self.record and "__metadata__" in chunk:
                         self._cache_hits(runtime, chunk)
                 if resume and self.checkpoint:
@@ -491,6 +506,9 @@ class FlowRunner:
             raise
         except Exception as exc:
             raise self._failed(runtime, exc, thread) from exc
+        if paused and runtime.halted is not None:
+            cause = runtime.halted[1]
+            raise self._failed(runtime, cause, thread) from cause
         outputs: dict[str, Any] = {}
         for out_name, target in spec.outputs.items():
             node, _, port = target.partition(".")
@@ -548,13 +566,13 @@ class FlowRunner:
         attempts = failed.attempts if failed is not None else 0
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
-            f"calliope-graph run {trace.flow} --resume {thread}"
+            f"calliope-graph run {trace.flow} --out {self.out_dir} --resume {thread}"
             if self.checkpoint
             else ""
         )
+        tries = f", {attempts} provider attempt{'s' if attempts > 1 else ''}" if attempts else ""
         text = (
-            f"Flow {trace.flow!r} failed at node {node!r} ({cause}"
-            f"{f', {attempts} provider attempts' if attempts else ''}): {message} "
+            f"Flow {trace.flow!r} failed at node {node!r} ({cause}{tries}): {message} "
             f"Path taken: {' → '.join(path) or '(nothing completed)'}.{resume}"
         )
         trace.status, trace.ended_at, trace.error = "failed", time.time(), text
