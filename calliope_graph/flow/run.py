@@ -556,7 +556,7 @@ class FlowRunner:
             outputs = {k[len(prefix) :]: v for k, v in update.items() if k.startswith(prefix)}
             runtime.cache_hit(name, node, outputs)
 
-    def _failed(self, runtime: FlowRuntime, exc: Exception, thread: str) -> FlowRunError:
+    def _failed(self, runtime: FlowRuntime, exc: BaseException, thread: str) -> FlowRunError:
         trace = runtime.trace
         failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
         node = failed.node if failed is not None else getattr(exc, "node", None)
