@@ -1,4 +1,8 @@
-"""Shared fixtures: a simulator whose waits are instant, and a run context wired to it."""
+"""Shared fixtures: a simulator whose waits are instant, and run contexts wired to it.
+
+``ctx`` talks to the simulator directly; ``rctx`` goes through ``rec``, a ``Recorder`` that
+keeps every request (a test file may override ``rec`` with its own ``Recorder`` subclass).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.simulate import Simulator
+
+# The shared helpers assert too: have pytest explain their failures as it does in tests.
+pytest.register_assert_rewrite("_support")
+from _support import Recorder, make_ctx  # noqa: E402
 
 
 class Clock:
@@ -39,13 +48,20 @@ def sim(clock: Clock) -> Simulator:
 
 @pytest.fixture
 async def ctx(sim: Simulator, clock: Clock, tmp_path: Path) -> AsyncIterator[RunContext]:
-    context = RunContext.create(
-        tmp_path / "out",
-        keys=sim.keys(),
-        transport=sim.transport(),
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
+    context = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / "out")
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+def rec(sim: Simulator) -> Recorder:
+    return Recorder(sim)
+
+
+@pytest.fixture
+async def rctx(
+    rec: Recorder, sim: Simulator, clock: Clock, tmp_path: Path
+) -> AsyncIterator[RunContext]:
+    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
     yield context
     await context.aclose()

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, make_ctx
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 
 from calliope_graph.config import InferenceModel, KeysModel, ModelConfig, catalog
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import anthropic as engine
 from calliope_graph.errors import (
@@ -34,53 +35,6 @@ from calliope_graph.simulate._content import describe_image, image_bytes
 
 API = "https://api.anthropic.com/v1/messages"
 HEADERS = {"anthropic-version": "2023-06-01"}
-
-
-class Recorder:
-    """Records each request; the simulator answers, optionally rewritten by ``rewrite``."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if self.rewrite is not None:
-            await response.aread()
-            return self.rewrite(request, response)
-        return response
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests]
-
-
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
-@pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
 
 
 SONNET = catalog.get("anthropic-claude-sonnet")

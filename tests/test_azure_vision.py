@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -20,7 +21,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import azure_vision as engine
 from calliope_graph.errors import (
@@ -44,48 +45,6 @@ V3_ANALYZE = "/vision/v3.2/analyze"
 V3_OCR = "/vision/v3.2/ocr"
 V4 = catalog.get("azure-vision-4.0")
 V3 = catalog.get("azure-vision-3.2")
-
-
-class Recorder:
-    """A transport handler that records requests; ``answer`` replaces the simulator."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.answer: Callable[[httpx.Request], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self.answer is not None:
-            return self.answer(request)
-        return await self.sim.handle(request)
-
-
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
-@pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
 
 
 def photo(path: Path, fmt: str = "PNG", size: tuple[int, int] = (320, 240)) -> Image:
@@ -531,9 +490,7 @@ async def test_secrets_never_reach_errors_or_logs(
     finally:
         await ctx.aclose()
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for failure in failures:
-        assert key not in str(failure) and key not in repr(failure)
-    assert all(key not in r.getMessage() for r in caplog.records)
+    assert_secrets_absent((key,), failures, caplog.records)
 
 
 async def test_regional_endpoint_override(clock: Any, tmp_path: Path, kite: Image) -> None:

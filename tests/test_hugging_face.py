@@ -6,12 +6,12 @@ import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -21,7 +21,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import hugging_face as engine
 from calliope_graph.errors import (
@@ -45,54 +45,6 @@ TEXT = catalog.get("huggingface-mistral-7b")
 SDXL = catalog.get("huggingface-sdxl")
 BLIP = catalog.get("huggingface-blip")
 WHISPER = catalog.get("huggingface-whisper")
-
-
-class Recorder:
-    """A transport handler recording requests; ``rewrite`` may replace the fake's answer."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if self.rewrite is not None:
-            await response.aread()
-            return self.rewrite(request, response)
-        return response
-
-    def json_bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests]
-
-
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path, **kwargs: Any
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=kwargs.pop("poll", PollSettings(interval=0.5, timeout=30.0)),
-        **kwargs,
-    )
-
-
-@pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
 
 
 def hf_config(model: str, **params: Any) -> ModelConfig:
@@ -496,8 +448,4 @@ async def test_secrets_never_reach_errors_or_logs(
         await good.aclose()
     assert isinstance(failures[0], AuthenticationError)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for secret in (wrong, right):
-        for failure in failures:
-            assert secret not in str(failure) and secret not in repr(failure)
-        for record in caplog.records:
-            assert secret not in record.getMessage()
+    assert_secrets_absent((wrong, right), failures, caplog.records)

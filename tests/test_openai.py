@@ -8,12 +8,13 @@ import logging
 import math
 import struct
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 from langchain_core.messages import HumanMessage, SystemMessage
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
@@ -25,7 +26,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import openai as engine
 from calliope_graph.errors import (
@@ -48,55 +49,10 @@ Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 API = "https://api.openai.com/v1"
 
 
-class Recorder:
-    """A transport handler that records each request and lets the simulator answer.
-
-    ``rewrite`` maps (request, response) to a replacement response, to stage answers the
-    fake would never give (invalid JSON from a model, an empty choice list...).
-    """
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if self.rewrite is not None and request.url.host == "api.openai.com":
-            await response.aread()
-            return self.rewrite(request, response)
-        return response
-
-    def bodies(self, path: str) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests if r.url.path.endswith(path)]
-
-
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
 @pytest.fixture
 def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
+    """Rewrites touch only OpenAI's answers (not downloads from other hosts)."""
+    return Recorder(sim, host="api.openai.com")
 
 
 def with_content(content: str | None, **message: Any) -> Callable[..., httpx.Response]:
@@ -727,11 +683,7 @@ async def test_secrets_never_reach_errors_or_logs(
         await good_ctx.aclose()
     assert isinstance(failures[0], AuthenticationError)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for secret in (wrong, right):
-        for failure in failures:
-            assert secret not in str(failure) and secret not in repr(failure)
-        for record in caplog.records:
-            assert secret not in record.getMessage()
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 # -- the fake's request validation ----------------------------------------------------------

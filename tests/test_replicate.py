@@ -6,12 +6,13 @@ import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -21,7 +22,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import replicate as engine
 from calliope_graph.errors import (
@@ -50,22 +51,17 @@ LLAVA_VERSION = "80537f9eead1a5bfa72d5ac6ea6414379be41d4d4f6679fd776e9535d1eb58b
 SDXL_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
 
-class Recorder:
-    """A transport handler recording requests; ``rewrite`` may replace the fake's answer."""
+class ReplicateRecorder(Recorder):
+    """Rewrites touch only Replicate's API; also keeps every prediction it answered."""
 
     def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
+        super().__init__(sim, host="api.replicate.com")
         self.answers: list[dict[str, Any]] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if request.url.host == "api.replicate.com":
+        response = await super().__call__(request)
+        if request.url.host == self.host:
             await response.aread()
-            if self.rewrite is not None:
-                response = self.rewrite(request, response)
             try:
                 body = json.loads(response.content)
             except ValueError:
@@ -88,31 +84,9 @@ class Recorder:
         return [str(a["status"]) for a in self.answers]
 
 
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
 @pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
+def rec(sim: Simulator) -> ReplicateRecorder:
+    return ReplicateRecorder(sim)
 
 
 def replicate(model: str, **params: Any) -> ModelConfig:
@@ -154,7 +128,7 @@ def test_replicate_serves_three_conversions() -> None:
 
 
 async def test_text_from_an_official_model_in_one_request(
-    rctx: RunContext, rec: Recorder, sim: Simulator, clock: Any
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator, clock: Any
 ) -> None:
     text = await engine.text_to_text(rctx, "Once upon a time in the harbour", LLAMA)
     (create,) = rec.requests
@@ -180,7 +154,7 @@ async def test_text_from_an_official_model_in_one_request(
     assert sim.calls[("replicate", "models.predictions.create")] == 1
 
 
-async def test_only_model_inputs_are_sent(rctx: RunContext, rec: Recorder) -> None:
+async def test_only_model_inputs_are_sent(rctx: RunContext, rec: ReplicateRecorder) -> None:
     config = LLAMA.with_parameters(
         system_prompt="You tell sea stories.",
         poll_timeout=120,
@@ -204,7 +178,7 @@ async def test_only_model_inputs_are_sent(rctx: RunContext, rec: Recorder) -> No
 
 
 async def test_without_wait_the_prediction_is_polled(
-    rctx: RunContext, rec: Recorder, sim: Simulator, clock: Any
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator, clock: Any
 ) -> None:
     text = await engine.text_to_text(rctx, "A gull", LLAMA.with_parameters(wait=0))
     assert "prefer" not in rec.requests[0].headers
@@ -223,7 +197,7 @@ async def test_without_wait_the_prediction_is_polled(
 
 
 async def test_a_slow_model_answers_starting_then_is_polled(
-    rctx: RunContext, rec: Recorder, sim: Simulator, clock: Any
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator, clock: Any
 ) -> None:
     sim.poll_steps = 3
     sim.state("replicate")["step_seconds"] = 30.0  # 90 s of work: more than the 60 s wait
@@ -242,7 +216,7 @@ async def test_a_slow_model_answers_starting_then_is_polled(
 
 
 async def test_a_short_wait_still_finishes_a_fast_model(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     await engine.text_to_text(rctx, "A gull", LLAMA.with_parameters(wait=5))
     assert rec.statuses() == ["succeeded"]
@@ -273,7 +247,7 @@ async def test_a_bad_model_reference_fails_before_any_call(
 
 
 async def test_a_version_goes_to_the_predictions_endpoint(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     await engine.text_to_text(rctx, "x", replicate("meta/meta-llama-3-8b-instruct", wait=False))
     image = await engine.text_to_image(rctx, "a kite", SDXL, output_name="kite.png")
@@ -286,7 +260,7 @@ async def test_a_version_goes_to_the_predictions_endpoint(
 
 # -- text -> image ---------------------------------------------------------------------------
 async def test_flux_image_is_downloaded_without_the_key(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     image = await engine.text_to_image(
         rctx, "a red kite", FLUX, output_name="art/kite.png", width=1280, height=720
@@ -302,7 +276,9 @@ async def test_flux_image_is_downloaded_without_the_key(
         assert im.format == "WEBP" and im.size == (1360, 768)
 
 
-async def test_a_single_url_output_and_explicit_inputs(rctx: RunContext, rec: Recorder) -> None:
+async def test_a_single_url_output_and_explicit_inputs(
+    rctx: RunContext, rec: ReplicateRecorder
+) -> None:
     config = replicate("black-forest-labs/flux-1.1-pro", output_format="png", aspect_ratio="3:2")
     image = await engine.text_to_image(rctx, "x", config, output_name="x", width=500, height=500)
     assert rec.created()[0]["input"] == {"aspect_ratio": "3:2", "output_format": "png",
@@ -328,7 +304,9 @@ def test_size_inputs_follow_the_model(
     assert engine._size_inputs(model, *size) == inputs
 
 
-async def test_an_empty_output_list_is_empty_output(rctx: RunContext, rec: Recorder) -> None:
+async def test_an_empty_output_list_is_empty_output(
+    rctx: RunContext, rec: ReplicateRecorder
+) -> None:
     rec.rewrite = swap_output([])
     with pytest.raises(EmptyOutputError, match="safety checker drops every image"):
         await engine.text_to_image(rctx, "x", FLUX, output_name="x.png")
@@ -360,14 +338,14 @@ async def test_an_image_over_the_download_cap_is_refused(ctx: RunContext) -> Non
     "url", ["file:///etc/passwd", "ftp://replicate.delivery/x.png", "//replicate.delivery/x"]
 )
 async def test_an_output_url_that_is_not_http_is_refused(
-    rctx: RunContext, rec: Recorder, url: str
+    rctx: RunContext, rec: ReplicateRecorder, url: str
 ) -> None:
     rec.rewrite = swap_output([url])
     with pytest.raises(MediaError, match="only http\\(s\\) URLs are fetched"):
         await engine.text_to_image(rctx, "x", FLUX, output_name="x.png")
 
 
-async def test_a_data_uri_output_is_decoded(rctx: RunContext, rec: Recorder) -> None:
+async def test_a_data_uri_output_is_decoded(rctx: RunContext, rec: ReplicateRecorder) -> None:
     raw = image_bytes("inline", 64, 48, "JPEG")
     rec.rewrite = swap_output(["data:image/jpeg;base64," + base64.b64encode(raw).decode()])
     image = await engine.text_to_image(rctx, "x", FLUX, output_name="x.png")
@@ -380,7 +358,7 @@ async def test_a_data_uri_output_is_decoded(rctx: RunContext, rec: Recorder) -> 
 
 
 async def test_a_download_that_is_not_an_image_is_cleaned_up(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     url = "https://replicate.delivery/xezq/page/out-0.png"
     sim.serve_download(url, httpx.Response(200, text="<html>expired</html>"))
@@ -392,7 +370,7 @@ async def test_a_download_that_is_not_an_image_is_cleaned_up(
 
 # -- image analysis --------------------------------------------------------------------------
 async def test_llava_describes_the_image_as_json(
-    rctx: RunContext, rec: Recorder, photo: Image
+    rctx: RunContext, rec: ReplicateRecorder, photo: Image
 ) -> None:
     analysis = await engine.image_analysis(rctx, photo, LLAVA)
     (body,) = rec.created()
@@ -406,7 +384,7 @@ async def test_llava_describes_the_image_as_json(
 
 
 async def test_a_prose_answer_becomes_the_description(
-    rctx: RunContext, rec: Recorder, photo: Image
+    rctx: RunContext, rec: ReplicateRecorder, photo: Image
 ) -> None:
     config = LLAVA.with_parameters(analysis_prompt="What is in this picture?", max_tokens=200)
     analysis = await engine.image_analysis(rctx, photo, config)
@@ -419,7 +397,7 @@ async def test_a_prose_answer_becomes_the_description(
 
 
 async def test_other_image_formats_are_sent_as_png(
-    rctx: RunContext, rec: Recorder, tmp_path: Path
+    rctx: RunContext, rec: ReplicateRecorder, tmp_path: Path
 ) -> None:
     path = tmp_path / "scan.bmp"
     path.write_bytes(image_bytes("scan", 80, 60, "BMP"))
@@ -494,7 +472,7 @@ def test_failures_map_to_the_taxonomy(error: str, cls: type[Exception]) -> None:
 
 
 async def test_a_failed_prediction_reports_the_model_error_and_logs(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     sim.state("replicate")["fail"] = "CUDA out of memory. Tried to allocate 20.00 MiB"
     with pytest.raises(TransientProviderError, match="CUDA out of memory") as info:
@@ -528,7 +506,7 @@ async def test_a_canceled_prediction_is_a_provider_error_not_retried(
     assert sim.calls[("replicate", "models.predictions.create")] == 1
 
 
-async def test_an_aborted_prediction_is_a_timeout(rctx: RunContext, rec: Recorder) -> None:
+async def test_an_aborted_prediction_is_a_timeout(rctx: RunContext, rec: ReplicateRecorder) -> None:
     def abort(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         return httpx.Response(200, json={**response.json(), "status": "aborted"})
 
@@ -567,7 +545,7 @@ async def test_poll_parameters_override_the_context(
 
 
 async def test_polls_never_follow_a_foreign_url(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: ReplicateRecorder, sim: Simulator
 ) -> None:
     def elsewhere(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         body = response.json()
@@ -722,10 +700,7 @@ async def test_secrets_never_reach_errors_or_logs(
     assert isinstance(failures[5], ContentPolicyError)
     assert "crashed while using token ***" in str(failures[6])
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for failure in failures:
-        assert right not in str(failure) and right not in repr(failure)
-    for record in caplog.records:
-        assert right not in record.getMessage()
+    assert_secrets_absent((right,), failures, caplog.records)
 
 
 # -- the fake's own checks ------------------------------------------------------------------

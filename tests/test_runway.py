@@ -6,12 +6,12 @@ import base64
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 
 from calliope_graph.config import (
     InferenceModel,
@@ -20,7 +20,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import runway as engine
 from calliope_graph.errors import (
@@ -44,21 +44,11 @@ API = "https://api.dev.runwayml.com"
 GEN4 = catalog.get("runway-gen4-turbo")
 
 
-class Recorder:
-    """A transport handler recording requests; ``rewrite`` may replace the fake's answer."""
+class RunwayRecorder(Recorder):
+    """Rewrites touch only Runway's API answers; reads the task requests back."""
 
     def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if self.rewrite is not None and request.url.host == "api.dev.runwayml.com":
-            await response.aread()
-            return self.rewrite(request, response)
-        return response
+        super().__init__(sim, host="api.dev.runwayml.com")
 
     def created(self) -> list[dict[str, Any]]:
         return [json.loads(r.content) for r in self.requests if r.url.path == "/v1/image_to_video"]
@@ -67,31 +57,9 @@ class Recorder:
         return [r for r in self.requests if r.url.path.startswith("/v1/tasks/")]
 
 
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
 @pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
+def rec(sim: Simulator) -> RunwayRecorder:
+    return RunwayRecorder(sim)
 
 
 def runway_config(model: str = "gen4_turbo", **params: Any) -> ModelConfig:
@@ -126,7 +94,7 @@ def test_runway_serves_image_and_text_to_video() -> None:
 
 
 async def test_video_from_image_and_text(
-    rctx: RunContext, rec: Recorder, sim: Simulator, kite: Image, clock: Any
+    rctx: RunContext, rec: RunwayRecorder, sim: Simulator, kite: Image, clock: Any
 ) -> None:
     video = await engine.image_and_text_to_video(
         rctx, kite, "the kite climbs into the wind", GEN4, output_name="clips/kite"
@@ -235,7 +203,7 @@ async def test_impossible_settings_fail_before_any_call(
 
 
 async def test_explicit_parameters_are_sent(
-    rctx: RunContext, rec: Recorder, kite: Image, sim: Simulator
+    rctx: RunContext, rec: RunwayRecorder, kite: Image, sim: Simulator
 ) -> None:
     config = runway_config(
         "gen3a_turbo", ratio="768:1280", duration=10, seed=7, public_figure_threshold="low"
@@ -250,7 +218,7 @@ async def test_explicit_parameters_are_sent(
 
 
 async def test_jpeg_is_sent_as_is_and_other_formats_become_png(
-    rctx: RunContext, rec: Recorder, tmp_path: Path
+    rctx: RunContext, rec: RunwayRecorder, tmp_path: Path
 ) -> None:
     jpeg = photo(tmp_path / "a.jpg", fmt="JPEG")
     bmp = photo(tmp_path / "b.bmp", fmt="BMP")
@@ -272,7 +240,7 @@ async def test_an_image_too_big_for_a_data_uri_is_a_media_error(
 
 
 async def test_long_prompt_text_is_cut_to_1000_utf16_units(
-    rctx: RunContext, rec: Recorder, kite: Image, caplog: pytest.LogCaptureFixture
+    rctx: RunContext, rec: RunwayRecorder, kite: Image, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = "🌊 waves " * 200  # the emoji counts as two UTF-16 units
     await engine.image_and_text_to_video(rctx, kite, text, GEN4, output_name="x.mp4")
@@ -284,7 +252,7 @@ async def test_long_prompt_text_is_cut_to_1000_utf16_units(
 
 # -- polling --------------------------------------------------------------------------------
 async def test_task_goes_through_throttled_pending_running(
-    rctx: RunContext, rec: Recorder, sim: Simulator, kite: Image
+    rctx: RunContext, rec: RunwayRecorder, sim: Simulator, kite: Image
 ) -> None:
     sim.poll_steps = 4
     sim.state("runway")["throttled"] = 2
@@ -422,7 +390,7 @@ async def test_a_video_over_the_download_cap_is_refused(ctx: RunContext, kite: I
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://cdn.example.com/v.mp4"])
 async def test_an_output_url_that_is_not_http_is_refused(
-    rctx: RunContext, rec: Recorder, kite: Image, url: str
+    rctx: RunContext, rec: RunwayRecorder, kite: Image, url: str
 ) -> None:
     def swap(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         body = response.json() if response.content else None
@@ -436,7 +404,7 @@ async def test_an_output_url_that_is_not_http_is_refused(
 
 
 async def test_succeeded_without_output_is_empty(
-    rctx: RunContext, rec: Recorder, kite: Image
+    rctx: RunContext, rec: RunwayRecorder, kite: Image
 ) -> None:
     def strip(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         body = response.json() if response.content else None
@@ -450,7 +418,7 @@ async def test_succeeded_without_output_is_empty(
 
 
 async def test_an_expired_output_url_is_a_transient_error(
-    rctx: RunContext, rec: Recorder, kite: Image
+    rctx: RunContext, rec: RunwayRecorder, kite: Image
 ) -> None:
     def expire(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         body = response.json() if response.content else None
@@ -569,11 +537,7 @@ async def test_secrets_never_reach_errors_or_logs(
     assert isinstance(failures[0], AuthenticationError)
     assert isinstance(failures[-2], ContentPolicyError)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for secret in (wrong, right):
-        for failure in failures:
-            assert secret not in str(failure) and secret not in repr(failure)
-        for record in caplog.records:
-            assert secret not in record.getMessage()
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 # -- the fake's own checks ------------------------------------------------------------------

@@ -6,12 +6,12 @@ import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _support import Recorder, assert_secrets_absent, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -21,7 +21,7 @@ from calliope_graph.config import (
     ModelConfig,
     catalog,
 )
-from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import stability as engine
 from calliope_graph.errors import (
@@ -45,21 +45,8 @@ SD3 = catalog.get("stability-sd3")
 SDXL = catalog.get("stability-sdxl")
 
 
-class Recorder:
-    """A transport handler recording requests; ``rewrite`` may replace the fake's answer."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.requests: list[httpx.Request] = []
-        self.rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = await self.sim.handle(request)
-        if self.rewrite is not None:
-            await response.aread()
-            return self.rewrite(request, response)
-        return response
+class StabilityRecorder(Recorder):
+    """Also reads a request back as a multipart form or as JSON."""
 
     def form(self, index: int = -1) -> dict[str, str]:
         fields, files = multipart_form(self.requests[index])
@@ -70,31 +57,9 @@ class Recorder:
         return json.loads(self.requests[index].content)
 
 
-def make_ctx(
-    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
-) -> RunContext:
-    return RunContext.create(
-        out,
-        keys=keys,
-        transport=transport,
-        sleep=clock,
-        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
-        poll=PollSettings(interval=0.5, timeout=30.0),
-    )
-
-
 @pytest.fixture
-def rec(sim: Simulator) -> Recorder:
-    return Recorder(sim)
-
-
-@pytest.fixture
-async def rctx(
-    rec: Recorder, sim: Simulator, clock: Any, tmp_path: Path
-) -> AsyncIterator[RunContext]:
-    context = make_ctx(httpx.MockTransport(rec), sim.keys(), clock, tmp_path / "out")
-    yield context
-    await context.aclose()
+def rec(sim: Simulator) -> StabilityRecorder:
+    return StabilityRecorder(sim)
 
 
 def stability(model: str, **params: Any) -> ModelConfig:
@@ -118,7 +83,7 @@ def test_stability_serves_text_to_image() -> None:
 
 
 async def test_core_sends_a_multipart_form_and_saves_the_png(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: StabilityRecorder, sim: Simulator
 ) -> None:
     image = await engine.text_to_image(
         rctx, "a lighthouse at dusk", CORE, output_name="frames/a.png", width=1280, height=720
@@ -144,7 +109,11 @@ async def test_core_sends_a_multipart_form_and_saves_the_png(
     ],
 )
 async def test_each_v2beta_endpoint(
-    rctx: RunContext, rec: Recorder, config: ModelConfig, endpoint: str, extra: dict[str, str]
+    rctx: RunContext,
+    rec: StabilityRecorder,
+    config: ModelConfig,
+    endpoint: str,
+    extra: dict[str, str],
 ) -> None:
     image = await engine.text_to_image(rctx, "a fox", config, output_name="fox.png")
     assert rec.requests[0].url.path == f"/v2beta/stable-image/generate/{endpoint}"
@@ -161,7 +130,7 @@ async def test_each_v2beta_endpoint(
     ],
 )
 async def test_output_format_decides_the_file_type(
-    rctx: RunContext, rec: Recorder, config: ModelConfig, fmt: str, suffix: str
+    rctx: RunContext, rec: StabilityRecorder, config: ModelConfig, fmt: str, suffix: str
 ) -> None:
     image = await engine.text_to_image(rctx, "a fox", config, output_name="fox.png")
     assert rec.form()["output_format"] == config.parameters["output_format"]
@@ -169,7 +138,7 @@ async def test_output_format_decides_the_file_type(
     assert not (rctx.store.root / "fox.png").exists()
 
 
-async def test_json_answers_are_decoded(rctx: RunContext, rec: Recorder) -> None:
+async def test_json_answers_are_decoded(rctx: RunContext, rec: StabilityRecorder) -> None:
     config = stability("core", accept="application/json", seed=42, negative_prompt="fog")
     image = await engine.text_to_image(rctx, "a fox", config, output_name="fox.png", width=800)
     request = rec.requests[0]
@@ -231,7 +200,7 @@ async def test_impossible_settings_fail_before_any_call(
 
 # -- v1 ------------------------------------------------------------------------------------
 async def test_sdxl_v1_sends_json_with_an_allowed_size(
-    rctx: RunContext, rec: Recorder, sim: Simulator
+    rctx: RunContext, rec: StabilityRecorder, sim: Simulator
 ) -> None:
     config = SDXL.with_parameters(negative_prompt="blurry", seed=5, style_preset="cinematic")
     image = await engine.text_to_image(
@@ -255,7 +224,7 @@ async def test_sdxl_v1_sends_json_with_an_allowed_size(
 
 
 async def test_sdxl_without_a_size_asks_for_1024_not_the_refused_512(
-    rctx: RunContext, rec: Recorder
+    rctx: RunContext, rec: StabilityRecorder
 ) -> None:
     image = await engine.text_to_image(rctx, "x", SDXL, output_name="x.png")
     assert (rec.json()["width"], rec.json()["height"]) == (1024, 1024)
@@ -282,7 +251,7 @@ def test_v1_sizes(
     assert engine.v1_size(engine_id, *size) == expected
 
 
-async def test_v1_6_and_raw_png_answers(rctx: RunContext, rec: Recorder) -> None:
+async def test_v1_6_and_raw_png_answers(rctx: RunContext, rec: StabilityRecorder) -> None:
     config = stability("stable-diffusion-v1-6", accept="image/png", steps=20)
     image = await engine.text_to_image(rctx, "x", config, output_name="x", width=500, height=700)
     assert rec.requests[0].headers["accept"] == "image/png"
@@ -291,7 +260,7 @@ async def test_v1_6_and_raw_png_answers(rctx: RunContext, rec: Recorder) -> None
 
 
 async def test_a_long_prompt_is_cut_for_v1(
-    rctx: RunContext, rec: Recorder, caplog: pytest.LogCaptureFixture
+    rctx: RunContext, rec: StabilityRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     prompt = "waves crash " * 300
     await engine.text_to_image(rctx, prompt, SDXL, output_name="x.png")
@@ -352,7 +321,7 @@ async def test_v1_prompt_filter_is_a_content_policy_error(ctx: RunContext, sim: 
     assert "filtered words" in str(info.value)
 
 
-async def test_a_v1_generation_error_is_transient(rctx: RunContext, rec: Recorder) -> None:
+async def test_a_v1_generation_error_is_transient(rctx: RunContext, rec: StabilityRecorder) -> None:
     def failed(request: httpx.Request, response: httpx.Response) -> httpx.Response:
         return httpx.Response(
             200, json={"artifacts": [{"base64": "", "seed": 1, "finishReason": "ERROR"}]}
@@ -430,7 +399,9 @@ async def test_malformed_answers_are_retried(
     assert sim.count("stability") == 2
 
 
-async def test_an_answer_that_is_not_an_image_is_retried(rctx: RunContext, rec: Recorder) -> None:
+async def test_an_answer_that_is_not_an_image_is_retried(
+    rctx: RunContext, rec: StabilityRecorder
+) -> None:
     answers = iter([httpx.Response(200, text="<html>oops</html>")])
 
     def html_once(request: httpx.Request, response: httpx.Response) -> httpx.Response:
@@ -497,10 +468,7 @@ async def test_secrets_never_reach_errors_or_logs(
         await ctx.aclose()
     assert any(isinstance(f, ContentPolicyError) for f in failures)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    for failure in failures:
-        assert right not in str(failure) and right not in repr(failure)
-    for record in caplog.records:
-        assert right not in record.getMessage()
+    assert_secrets_absent((right,), failures, caplog.records)
 
 
 # -- the fake's own checks ------------------------------------------------------------------

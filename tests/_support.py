@@ -1,0 +1,78 @@
+"""Test helpers shared by the provider tests: a recording transport handler and run contexts.
+
+The ``rec`` and ``rctx`` fixtures in ``conftest.py`` are built from these; a test file whose
+provider needs more (helpers reading its own requests, rewrites for one host only) subclasses
+``Recorder`` and overrides the ``rec`` fixture, and ``rctx`` picks the override up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from calliope_graph.config import KeysModel
+from calliope_graph.context import PollSettings, RetrySettings, RunContext
+from calliope_graph.simulate import Simulator
+
+Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]
+
+
+class Recorder:
+    """A transport handler that records each request and lets the simulator answer.
+
+    ``answer`` replaces the simulator outright. ``rewrite`` maps (request, response) to a
+    replacement response, to stage answers the fake would never give (invalid JSON from a
+    model, an empty choice list...); with ``host`` set, only that host's answers are rewritten.
+    """
+
+    def __init__(self, sim: Simulator, host: str | None = None) -> None:
+        self.sim = sim
+        self.host = host
+        self.requests: list[httpx.Request] = []
+        self.answer: Callable[[httpx.Request], httpx.Response] | None = None
+        self.rewrite: Rewrite | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.answer is not None:
+            return self.answer(request)
+        response = await self.sim.handle(request)
+        if self.rewrite is not None and self.host in (None, request.url.host):
+            await response.aread()
+            return self.rewrite(request, response)
+        return response
+
+    def bodies(self, path: str = "") -> list[dict[str, Any]]:
+        """The JSON bodies of the requests whose URL path ends with ``path`` (all by default)."""
+        return [json.loads(r.content) for r in self.requests if r.url.path.endswith(path)]
+
+
+def make_ctx(
+    transport: httpx.AsyncBaseTransport, keys: KeysModel, clock: Any, out: Path
+) -> RunContext:
+    """A run context with instant, short retries and polls (``clock`` is the fake sleep)."""
+    return RunContext.create(
+        out,
+        keys=keys,
+        transport=transport,
+        sleep=clock,
+        retry=RetrySettings(max_attempts=4, initial_wait=0.01, max_wait=0.05, jitter=0.0),
+        poll=PollSettings(interval=0.5, timeout=30.0),
+    )
+
+
+def assert_secrets_absent(
+    secrets: Iterable[str], failures: Iterable[BaseException], records: Iterable[logging.LogRecord]
+) -> None:
+    """No secret appears in any failure (str or repr) or in any log message."""
+    failures, records = list(failures), list(records)
+    for secret in secrets:
+        for failure in failures:
+            assert secret not in str(failure) and secret not in repr(failure)
+        for record in records:
+            assert secret not in record.getMessage()
