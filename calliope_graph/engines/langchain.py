@@ -1,21 +1,33 @@
 """LangChain engines: any langchain-core ``BaseChatModel`` as a Calliope provider.
 
-A model config with ``provider: langchain`` names its chat model in
-``provider_model_name``, either
+A model config with ``provider: langchain`` finds its chat model in one of three ways:
 
-* a name given to :func:`register_chat_model` (``register_chat_model("local", model)``), or
-* an import path ``"package.module:ClassName"``, built once with ``model_parameters`` as
-  constructor arguments (e.g. ``"langchain_core.language_models.fake_chat_models:
-  FakeListChatModel"`` with ``{responses: [...]}``). A path to a module-level model
-  instance is used as is.
+* ``model_parameters["chat_model"]`` holding a model instance (from Python only: such a
+  config cannot be written in YAML);
+* ``provider_model_name`` naming a model given to :func:`register_chat_model`
+  (``register_chat_model("local", model)``), the way to reach one from a YAML flow;
+* ``provider_model_name`` as an import path ``"package.module:ClassName"``, built once with
+  ``model_parameters`` as constructor arguments (e.g. ``"langchain_core.language_models.
+  fake_chat_models:FakeListChatModel"`` with ``{responses: [...]}``). A path to a
+  module-level model instance is used as is.
 
 Text goes in as a human message (after a system message from ``system_prompt``); image
-analysis sends an image content block and parses the JSON answer; structured output uses
+analysis sends an image content block (refused up front when the model's profile says it
+takes no images) and parses the JSON answer; structured output uses
 ``with_structured_output`` and, for models that do not implement it, asks for JSON matching
-the schema. An invalid answer is shown back to the model once. Failures are mapped to the
-taxonomy: timeouts are ProviderTimeoutError, an exception carrying an HTTP status is mapped
-by that status, anything else is a ProviderError naming the exception class (its message
-redacted of every known secret).
+the schema. An invalid or unparsable answer is shown back to the model once.
+
+Calls are bounded by ``call_timeout`` (a parameter, in seconds; ``ctx.retry.request_timeout``
+by default) and retried like HTTP engines' requests: rate limits (waiting the Retry-After
+the exception carries), 5xx/529 statuses, connection failures and timeouts, per
+``ctx.retry`` and on ``ctx.sleep``. Models with retries of their own (``max_retries``)
+retry inside each of those attempts; set theirs to 0 to leave retrying to Calliope.
+
+Failures are mapped to the taxonomy: timeouts are ProviderTimeoutError, refusals (a
+``refusal`` stop reason, a ``content_filter`` finish reason, a refusal exception) are
+ContentPolicyError, an exception carrying an HTTP status is mapped by that status, anything
+else is a ProviderError naming the exception class (its message redacted of every known
+secret).
 """
 
 from __future__ import annotations
@@ -24,23 +36,37 @@ import asyncio
 import importlib
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
-from calliope_graph.engines._http import redact
+
+# The retry policy is the one every HTTP request gets; these helpers build it (same package).
+from calliope_graph.engines._http import (
+    _log_retry,
+    _should_retry_rate_limit,
+    _wait,
+    call_stats,
+    redact,
+    retry_after_seconds,
+)
 from calliope_graph.engines._llm import ANALYSIS_PROMPT, json_text, validation_summary
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     AuthenticationError,
     CalliopeError,
     ConfigurationError,
+    ContentPolicyError,
     InvalidRequestError,
     ProviderError,
     ProviderTimeoutError,
@@ -67,7 +93,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 #: Parameters Calliope reads itself; never passed to a model's constructor.
-OWN_PARAMS = frozenset(("system_prompt", "analysis_prompt"))
+OWN_PARAMS = frozenset(("system_prompt", "analysis_prompt", "chat_model", "call_timeout"))
+#: Error codes (an exception's ``code``) that mean the provider's content policy said no.
+POLICY_CODES = frozenset(("content_policy_violation", "content_filter", "refusal"))
 
 _MODELS: dict[str, BaseChatModel] = {}
 _BUILT: dict[str, BaseChatModel] = {}
@@ -93,7 +121,16 @@ def registered_chat_models() -> list[str]:
 
 
 def chat_model(config: ModelConfig) -> BaseChatModel:
-    """The chat model a config names: a registered name, or an import path (built once)."""
+    """The chat model a config names: its ``chat_model`` parameter, a registered name, or an
+    import path (built once per set of constructor arguments)."""
+    given = config.parameters.get("chat_model")
+    if given is not None:
+        if not isinstance(given, BaseChatModel):
+            raise ConfigurationError(
+                f"The chat_model parameter of {config.slug!r} is a {type(given).__name__}, "
+                "not a langchain-core BaseChatModel: pass a chat model instance."
+            )
+        return given
     name = config.model.provider_model_name
     if name in _MODELS:
         return _MODELS[name]
@@ -147,41 +184,139 @@ def _status_of(exc: BaseException) -> int | None:
     return None
 
 
+def _retry_after(exc: BaseException) -> float | None:
+    """The wait a rate-limit exception asks for: its response's Retry-After headers, or a
+    ``retry_after`` attribute (seconds)."""
+    for source in (exc, getattr(exc, "response", None)):
+        headers = getattr(source, "headers", None)
+        if headers is None or not hasattr(headers, "get"):
+            continue
+        found = {k: str(v) for k in ("retry-after-ms", "retry-after") if (v := headers.get(k))}
+        if found:
+            return retry_after_seconds(httpx.Headers(found))
+    value = getattr(exc, "retry_after", None)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return max(float(value), 0.0)
+    return None
+
+
+def _is_refusal(exc: BaseException, kind: str) -> bool:
+    code = getattr(exc, "code", None)
+    return any(word in kind for word in ("Refusal", "ContentPolicy", "ContentFilter")) or (
+        isinstance(code, str) and code in POLICY_CODES
+    )
+
+
 def _map_error(exc: Exception, ctx: RunContext, label: str) -> CalliopeError:
     secrets = ctx.keys.secrets()
     kind = type(exc).__name__
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException) or "Timeout" in kind:
         return ProviderTimeoutError(
-            f"langchain model {label} did not answer in time ({kind}): raise its timeout or "
+            f"langchain model {label} timed out ({kind}): raise the model's own timeout or "
             "add a fallback edge on timeout.",
             provider=_NAME,
         )
     detail = redact(str(exc), secrets)[:300]
     status = _status_of(exc)
+    text = f"langchain model {label} failed with {kind}: {detail}"
+    if _is_refusal(exc, kind):
+        text += " — rephrase the request or add a fallback edge on content_policy."
+        return ContentPolicyError(redact(text, secrets), provider=_NAME, status=status, code=kind)
     cls: type[ProviderError] = ProviderError
     if status in (401, 403) or "Authentication" in kind or "PermissionDenied" in kind:
         cls = AuthenticationError
     elif status == 429 or "RateLimit" in kind:
         cls = RateLimitError
-    elif (status is not None and (status >= 500 or status in (408, 409))) or isinstance(
-        exc, httpx.TransportError | ConnectionError
+    elif (
+        (status is not None and (status >= 500 or status in (408, 409)))
+        or isinstance(exc, httpx.TransportError | ConnectionError)
+        or any(word in kind for word in ("Connection", "Overloaded", "InternalServer"))
     ):
         cls = TransientProviderError
     elif status is not None and 400 <= status < 500:
         cls = InvalidRequestError
-    text = f"langchain model {label} failed with {kind}: {detail}"
     text += " — check the model's configuration and credentials, or add a fallback edge."
-    return cls(redact(text, secrets), provider=_NAME, status=status, code=kind)
+    text = redact(text, secrets)
+    if cls is RateLimitError:
+        return RateLimitError(
+            text, provider=_NAME, status=status, code=kind, retry_after=_retry_after(exc)
+        )
+    return cls(text, provider=_NAME, status=status, code=kind)
 
 
-async def _call(ctx: RunContext, label: str, call: Awaitable[T]) -> T:
-    """Await a model call, mapping its exceptions into the taxonomy."""
+def _timeout(ctx: RunContext, config: ModelConfig) -> float:
+    value = config.parameters.get("call_timeout")
+    if value is None:
+        return ctx.retry.request_timeout
     try:
-        return await call
-    except CalliopeError:
-        raise
-    except Exception as exc:
-        raise _map_error(exc, ctx, label) from None
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds <= 0:
+        raise ConfigurationError(
+            f"call_timeout of {config.slug!r} must be a positive number of seconds, not {value!r}."
+        )
+    return seconds
+
+
+async def _call(ctx: RunContext, config: ModelConfig, make: Callable[[], Awaitable[T]]) -> T:
+    """Run ``make()`` (one model call) bounded in time, mapping its exceptions into the
+    taxonomy and retrying the transient ones as HTTP requests are retried."""
+    label = _label(config)
+    timeout = _timeout(ctx, config)
+    stats = call_stats.get()
+
+    async def attempt() -> T:
+        if stats is not None:
+            stats.record(_NAME)
+        started = time.time()
+        bound = asyncio.timeout(timeout)
+        try:
+            async with bound:
+                return await make()
+        except CalliopeError:
+            raise
+        except Exception as exc:
+            if bound.expired():
+                raise ProviderTimeoutError(
+                    f"langchain model {label} did not answer within {timeout:g}s: raise "
+                    "call_timeout or add a fallback edge on timeout.",
+                    provider=_NAME,
+                ) from None
+            raise _map_error(exc, ctx, label) from None
+        finally:
+            if stats is not None:
+                stats.attempt_times.append((started, time.time()))
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_should_retry_rate_limit(ctx)),
+        stop=stop_after_attempt(ctx.retry.max_attempts) | stop_after_delay(ctx.retry.max_total),
+        wait=_wait(ctx),
+        sleep=ctx.sleep,
+        reraise=True,
+        before_sleep=_log_retry(_NAME, ctx.keys.secrets(), stats),
+    )
+    result: T = await retrying(attempt)
+    return result
+
+
+def _answer_text(answer: Any, label: str) -> str:
+    """The text of a model's answer, or a ContentPolicyError when the answer is a refusal."""
+    if isinstance(answer, AIMessage):
+        meta = answer.response_metadata or {}
+        refusal = answer.additional_kwargs.get("refusal")
+        stop = meta.get("stop_reason") or meta.get("finish_reason")
+        text = _content_text(answer)
+        if refusal or stop == "refusal" or (stop == "content_filter" and not text.strip()):
+            why = f": {str(refusal)[:200]}" if isinstance(refusal, str) else f" ({stop})"
+            raise ContentPolicyError(
+                f"langchain model {label} refused to answer{why} — rephrase the request or "
+                "add a fallback edge on content_policy.",
+                provider=_NAME,
+                code="refusal" if stop != "content_filter" else "content_filter",
+            )
+        return text
+    return _content_text(answer)
 
 
 def _content_text(message: Any) -> str:
@@ -210,17 +345,28 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     """The chat model's answer to ``text`` (after a ``system_prompt``, when set)."""
     model = chat_model(config)
     messages = _with_system(config, [HumanMessage(text)])
-    answer = await _call(ctx, _label(config), model.ainvoke(messages))
-    return _content_text(answer)
+    answer = await _call(ctx, config, partial(model.ainvoke, messages))
+    return _answer_text(answer, _label(config))
 
 
 # -- image analysis ------------------------------------------------------------------------
+def _check_takes_images(model: BaseChatModel, label: str) -> None:
+    """Refuse before calling when the model's profile says it accepts no images."""
+    profile = getattr(model, "profile", None)
+    if isinstance(profile, dict) and profile.get("image_inputs") is False:
+        raise ConfigurationError(
+            f"The LangChain chat model {label} does not accept images (its profile says "
+            "image_inputs=False): choose a vision model for image analysis."
+        )
+
+
 @register(Conversion.IMAGE_ANALYSIS, PROVIDER)
 async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> ImageAnalysis:
     """Describe ``image`` with a vision chat model answering in JSON; a non-JSON answer is
     asked for again once."""
     model = chat_model(config)
     label = _label(config)
+    _check_takes_images(model, label)
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
     question = HumanMessage(
         content=[
@@ -231,8 +377,8 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     messages = _with_system(config, [question])
     text = ""
     for attempt in (1, 2):
-        answer = await _call(ctx, label, model.ainvoke(messages))
-        text = _content_text(answer)
+        answer = await _call(ctx, config, partial(model.ainvoke, messages))
+        text = _answer_text(answer, label)
         try:
             data = json.loads(json_text(text))
         except json.JSONDecodeError:
@@ -256,6 +402,21 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
 
 
 # -- messages -> object --------------------------------------------------------------------
+class _Unparsed:
+    """A structured-output call whose answer its parser could not read (re-asked once)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+        output = getattr(exc, "llm_output", None)
+        self.shown = output if isinstance(output, str) and output else "(an unreadable answer)"
+
+    def problem(self, secrets: list[str]) -> str:
+        if isinstance(self.exc, ValidationError):
+            return validation_summary(self.exc)
+        first = str(self.exc).strip().splitlines()[0] if str(self.exc).strip() else ""
+        return redact(f"the answer could not be parsed ({first[:200]})", secrets)
+
+
 def _structured(model: BaseChatModel, response_model: type[BaseModel]) -> Any | None:
     """``model.with_structured_output(response_model)``, or None when not implemented."""
     try:
@@ -279,31 +440,41 @@ async def messages_to_object(
     response_model: type[ModelT],
 ) -> ModelT:
     """Fill ``response_model`` from ``messages`` with ``with_structured_output`` (or, for
-    models without it, a JSON answer); one re-ask carries the validation error back."""
+    models without it, a JSON answer); one re-ask carries the validation or parsing error
+    back."""
     model = chat_model(config)
     label = _label(config)
     runnable = _structured(model, response_model)
     chat: list[BaseMessage] = _with_system(config, list(messages))
     if runnable is None:
         chat = [*chat, _json_request(response_model)]
+
+    async def ask(sent: list[BaseMessage]) -> Any:
+        if runnable is None:
+            return _answer_text(await model.ainvoke(sent), label)
+        try:
+            return await runnable.ainvoke(sent)
+        except (OutputParserException, ValidationError) as exc:
+            return _Unparsed(exc)
+
     problem = ""
     for attempt in (1, 2):
-        raw: Any
-        if runnable is not None:
-            raw = await _call(ctx, label, runnable.ainvoke(chat))
+        raw: Any = await _call(ctx, config, partial(ask, chat))
+        shown: str
+        if isinstance(raw, _Unparsed):
+            problem, shown = raw.problem(ctx.keys.secrets()), raw.shown
         else:
-            raw = _content_text(await _call(ctx, label, model.ainvoke(chat)))
-        try:
-            if isinstance(raw, str):
-                return response_model.model_validate_json(json_text(raw))
-            if isinstance(raw, BaseModel):
-                raw = raw.model_dump()
-            return response_model.model_validate(raw)
-        except ValidationError as exc:
-            problem = validation_summary(exc)
+            try:
+                if isinstance(raw, str):
+                    return response_model.model_validate_json(json_text(raw))
+                if isinstance(raw, BaseModel):
+                    raw = raw.model_dump()
+                return response_model.model_validate(raw)
+            except ValidationError as exc:
+                problem = validation_summary(exc)
+            shown = raw if isinstance(raw, str) else json.dumps(raw, default=str)
         if attempt == 1:
             log.info("langchain: %s answer did not validate (%s); asking again", label, problem)
-            shown = raw if isinstance(raw, str) else json.dumps(raw, default=str)
             chat = [
                 *chat,
                 AIMessage(shown),

@@ -28,7 +28,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import NodeError, NodeTimeoutError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import CachePolicy, Command, RetryPolicy, interrupt
 from typing_extensions import TypedDict
 
@@ -186,8 +186,10 @@ def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
 
     halt_key = f"~halt.{name}"
 
-    async def run(state: dict[str, Any], runtime: Runtime[FlowRuntime]) -> Any:
-        flow_rt = _runtime(plan, runtime)
+    async def run(state: dict[str, Any]) -> Any:
+        # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
+        # injection costs more than the rest of this wrapper (see benchmarks/).
+        flow_rt = _runtime(plan, get_runtime(FlowRuntime))
         halted = bool(state.get(halt_key))
         if halted:  # stopped on a failure no route took; continues when resumed
             interrupt({"node": name, "resume": "run it again"})

@@ -75,6 +75,7 @@ class FlowRuntime:
     static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
     """Per node: provider, model, summarised params (they do not change between runs)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
+    _secret_list: list[str] | None = None
 
     def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
         known = self.static.get(name)
@@ -102,7 +103,7 @@ class FlowRuntime:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
         provider, model, params = self._static(name, node)
         root = self.trace.out_dir
-        execution = NodeExecution.model_construct(
+        execution = NodeExecution(
             node=name,
             kind=node.kind,
             provider=provider,
@@ -111,7 +112,7 @@ class FlowRuntime:
             iteration=iteration,
             inputs=self._summary(inputs, root),
             params=params,
-            # every field given: pydantic's default lookup is slow (inspect.signature)
+            # every field given: pydantic's default-factory lookup is slow
             ended_at=None,
             status="running",
             attempts=0,
@@ -136,7 +137,8 @@ class FlowRuntime:
             self._emit("retried", execution)
 
         stats = CallStats(on_retry=retried)
-        token = call_stats.set(stats)
+        # Only nodes that call providers need their requests counted.
+        token = call_stats.set(stats) if node.model is not None else None
         try:
             outputs = await node.run(self.ctx, **inputs)
         except BaseException as exc:
@@ -151,11 +153,13 @@ class FlowRuntime:
             self._emit("failed", execution)
             raise
         finally:
-            call_stats.reset(token)
+            if token is not None:
+                call_stats.reset(token)
         self._close(execution, stats)
-        execution.status = "ok"
-        execution.error_class = execution.error = None
-        execution.outputs = self._summary(outputs, root)
+        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
+        execution.__dict__.update(
+            status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
+        )
         self._emit("finished", execution)
         return outputs
 
@@ -190,19 +194,26 @@ class FlowRuntime:
 
     # -- helpers ----------------------------------------------------------------------------
     def _close(self, execution: NodeExecution, stats: CallStats) -> None:
-        execution.ended_at = time.time()
-        execution.attempts = stats.attempts
-        execution.calls = dict(stats.calls)
-        execution.retry_times = list(stats.attempt_times)
+        execution.__dict__.update(
+            ended_at=time.time(),
+            attempts=stats.attempts,
+            calls=dict(stats.calls),
+            retry_times=list(stats.attempt_times),
+        )
         if stats.providers and execution.provider is None:
             execution.provider = stats.providers[0]
 
+    def _secrets(self) -> list[str]:
+        if self._secret_list is None:
+            self._secret_list = self.ctx.keys.secrets()
+        return self._secret_list
+
     def _redact(self, text: str) -> str:
-        return redact(text, self.ctx.keys.secrets())
+        return redact(text, self._secrets())
 
     def _summary(self, value: Any, root: str | None) -> Any:
         summary = jsonable(value, root=root)
-        secrets = self.ctx.keys.secrets()
+        secrets = self._secrets()
         if not secrets:
             return summary
         return _redact_tree(summary, secrets)
