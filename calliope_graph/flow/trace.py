@@ -181,10 +181,10 @@ _TEXT_LIMIT = 4000
 
 def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
     """A JSON-friendly summary of a port value (media as references, long text truncated)."""
-    kind = type(value)
-    if kind is str:  # the common cases first: this runs twice per node execution
+    vtype = type(value)
+    if vtype is str:  # the common cases first: this runs twice per node execution
         return value if len(value) <= _TEXT_LIMIT else value[:_TEXT_LIMIT] + "…"
-    if kind is dict:
+    if vtype is dict:
         return {str(k): jsonable(v, root=root) for k, v in value.items()}
     if value is None or isinstance(value, bool | int | float):
         return value
