@@ -28,3 +28,10 @@ def test_seed_functional_api(tmp_path: Path) -> None:
     out = run("examples/seed_functional_api.py", str(tmp_path))
     assert "image:" in out
     assert any(tmp_path.glob("frame*"))
+
+
+def test_builder_flow(tmp_path: Path) -> None:
+    out = run("examples/builder_flow.py", str(tmp_path))
+    assert "flowchart" in out
+    assert "path taken: censor → image" in out
+    assert (tmp_path / "image.png").is_file()
