@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,34 @@ async def test_image_analysis_converts_unsupported_formats_to_png(
     analysis = await engine.image_analysis(rctx, Image.open(path), SONNET)
     assert "blue" in analysis.tags
     assert rec.bodies()[0]["messages"][0]["content"][0]["source"]["media_type"] == "image/png"
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("JPEG", "image/jpeg"), ("PNG", "image/png")])
+async def test_image_analysis_scales_large_images_to_the_api_working_size(
+    rctx: RunContext, rec: Recorder, tmp_path: Path, fmt: str, mime: str
+) -> None:
+    wide = photo(tmp_path / f"wide.{fmt.lower()}", fmt)
+    PILImage.open(wide.path).resize((3136, 1000)).save(wide.path, fmt)
+    await engine.image_analysis(rctx, Image.open(wide.path), SONNET)
+    sent = rec.bodies()[0]["messages"][0]["content"][0]["source"]
+    with PILImage.open(io.BytesIO(base64.b64decode(sent["data"]))) as im:
+        assert im.size == (1568, 500) and im.format == fmt
+    assert sent["media_type"] == mime
+    assert PILImage.open(wide.path).size == (3136, 1000)  # the input file is left alone
+
+
+async def test_image_analysis_keeps_heavy_images_under_five_megabytes(
+    rctx: RunContext, rec: Recorder, tmp_path: Path
+) -> None:
+    # 1500 x 1500 pixels of noise: a PNG over 6 MB, within the size limit in pixels.
+    noise = random.Random(7).randbytes(1500 * 1500 * 3)
+    path = tmp_path / "noise.png"
+    PILImage.frombytes("RGB", (1500, 1500), noise).save(path, "PNG")
+    assert path.stat().st_size > engine.MAX_IMAGE_B64
+    analysis = await engine.image_analysis(rctx, Image.open(path), SONNET)
+    assert analysis.description
+    sent = rec.bodies()[0]["messages"][0]["content"][0]["source"]
+    assert len(sent["data"]) <= engine.MAX_IMAGE_B64 and sent["media_type"] == "image/jpeg"
 
 
 async def test_image_analysis_non_json_answer_is_asked_again(

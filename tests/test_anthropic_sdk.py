@@ -139,7 +139,7 @@ async def test_refusal_and_empty(client: anthropic.AsyncAnthropic, sim: Simulato
     ("kind", "cls", "status"),
     [
         ("rate_limit", anthropic.RateLimitError, 429),
-        ("overloaded", anthropic.APIStatusError, 529),
+        ("overloaded", anthropic.OverloadedError, 529),
         ("server_error", anthropic.InternalServerError, 500),
         ("auth", anthropic.AuthenticationError, 401),
     ],

@@ -1,7 +1,8 @@
 """Anthropic engines: Claude through the Messages API (``POST /v1/messages``).
 
 Text, image analysis (a base64 image block; JPEG, PNG, GIF and WebP are sent as they are,
-anything else is converted to PNG first) and structured output (a tool whose
+anything else is converted to PNG first, and images beyond the API's size limits are scaled
+down to its 1568-pixel working size) and structured output (a tool whose
 ``input_schema`` is the pydantic model's JSON Schema, forced with ``tool_choice``).
 
 Everything goes through :func:`calliope_graph.engines._http.request`. The base URL comes
@@ -13,14 +14,18 @@ parameter becomes the top-level ``system`` field.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from PIL import Image as PILImage
 from pydantic import BaseModel, ValidationError
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
@@ -38,6 +43,7 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
+    MediaError,
     TransientProviderError,
 )
 from calliope_graph.media import Image, ImageAnalysis
@@ -47,6 +53,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "anthropic_messages",
     "describe",
+    "fit_image",
     "image_analysis",
     "messages_to_object",
     "text_to_text",
@@ -66,6 +73,10 @@ MESSAGE_PARAMS = frozenset(
 )
 #: Image types the Messages API accepts in a base64 source.
 IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
+#: Longest edge the API works at: larger images are scaled down to it on arrival.
+MAX_EDGE = 1568
+#: Largest base64 image the API takes (5 MB).
+MAX_IMAGE_B64 = 5 * 1024 * 1024
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -170,10 +181,61 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
 
 
 # -- image analysis ------------------------------------------------------------------------
+def fit_image(ctx: RunContext, image: Image) -> Image:
+    """``image`` as the Messages API takes it: JPEG, PNG, GIF or WebP (others become PNG),
+    at most ``MAX_EDGE`` pixels on its long edge (the API scales larger images down to that
+    anyway, and rejects very large ones) and at most ``MAX_IMAGE_B64`` bytes of base64.
+
+    A resized image is written under ``converted/`` in the run's store; one that already
+    fits is returned unchanged.
+    """
+    size = Path(image.path).stat().st_size if Path(image.path).exists() else 0
+    heavy = 4 * math.ceil(size / 3) > MAX_IMAGE_B64
+    large = max(image.width, image.height) > MAX_EDGE
+    if image.mime in IMAGE_TYPES and not heavy and not large:
+        return image
+    if image.mime not in IMAGE_TYPES and not heavy and not large:
+        return ctx.store.as_png(image)
+    try:
+        with PILImage.open(image.path) as im:
+            im.thumbnail((MAX_EDGE, MAX_EDGE))
+            # JPEGs stay JPEG. Others scaled down try lossless PNG first, then JPEG if still
+            # too heavy; re-encoding at the same size would not shrink them, so JPEG at once.
+            lossless = image.mime != "image/jpeg" and large
+            data = _encode(im, "PNG" if lossless else "JPEG")
+            if lossless and 4 * math.ceil(len(data) / 3) > MAX_IMAGE_B64:
+                data = _encode(im, "JPEG")
+    except OSError as exc:
+        raise MediaError(
+            f"Cannot resize {image.path!r} for Anthropic ({exc}): send a smaller JPEG or PNG.",
+            path=image.path,
+        ) from None
+    ext = ".png" if data.startswith(b"\x89PNG") else ".jpg"
+    name = ctx.store.unique_name(f"{Path(image.path).stem}-{MAX_EDGE}", ext, seed=image.path)
+    fitted = Image.open(ctx.store.write_bytes(f"converted/{name}", data))
+    log.debug(
+        "anthropic: sending %s as %dx%d %s", image.name, fitted.width, fitted.height, fitted.mime
+    )
+    return fitted
+
+
+def _encode(im: PILImage.Image, fmt: str) -> bytes:
+    """``im`` as PNG, or as JPEG (transparency flattened onto white)."""
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        rgba = im.convert("RGBA")
+        flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        flat.save(buf, "JPEG", quality=88)
+    else:
+        png = im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else im.convert("RGBA")
+        png.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def image_block(ctx: RunContext, image: Image) -> dict[str, Any]:
-    """A base64 image block; types the API does not take are converted to PNG."""
-    if image.mime not in IMAGE_TYPES:
-        image = ctx.store.as_png(image)
+    """A base64 image block of ``image`` made to fit the API's limits (:func:`fit_image`)."""
+    image = fit_image(ctx, image)
     return {
         "type": "image",
         "source": {"type": "base64", "media_type": image.mime, "data": image.b64()},
