@@ -223,7 +223,7 @@ def _handler(plan: Plan, name: str) -> Callable[..., Any]:
     gather = _Gather(plan, name)
     join = done_name(plan.root(name))
 
-    def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
+    async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
         flow_rt = _runtime(plan, runtime)
         exc = error.error
         classes = error_classes(exc)

@@ -57,6 +57,8 @@ class FlowResult:
 
 
 OnEvent = Callable[[FlowEvent], None]
+#: Shortest time between two rewrites of trace.json during a run (seconds).
+SAVE_INTERVAL = 0.1
 
 
 @dataclass
@@ -76,6 +78,8 @@ class FlowRuntime:
     """Per node: provider, model, summarised params (they do not change between runs)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
     _secret_list: list[str] | None = None
+    _save_pending: bool = False
+    _last_save: float = 0.0
 
     def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
         known = self.static.get(name)
@@ -203,6 +207,25 @@ class FlowRuntime:
         if stats.providers and execution.provider is None:
             execution.provider = stats.providers[0]
 
+    def _save_soon(self) -> None:
+        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
+        finishing together share one write; the runner always writes the final trace)."""
+        if self._save_pending:
+            return
+        now = time.monotonic()
+        wait = self._last_save + SAVE_INTERVAL - now
+        if wait <= 0:
+            self.save()
+            return
+        self._save_pending = True
+        asyncio.get_running_loop().call_later(wait, self.save)
+
+    def save(self) -> None:
+        self._save_pending = False
+        self._last_save = time.monotonic()
+        if self.trace_path is not None:
+            self.trace.save(self.trace_path)
+
     def _secrets(self) -> list[str]:
         if self._secret_list is None:
             self._secret_list = self.ctx.keys.secrets()
@@ -220,7 +243,7 @@ class FlowRuntime:
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
         if self.trace_path is not None and kind not in ("started", "retried"):
-            self.trace.save(self.trace_path)  # as nodes finish (a watcher reloads it)
+            self._save_soon()
         if self.on_event is not None:
             self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
 
