@@ -474,3 +474,19 @@ async def test_resume_after_a_failure_no_route_took(tmp_path: Path) -> None:
     assert result.outputs["frame"].text
     fresh = [e.node for e in result.trace.executions if not e.resumed]
     assert fresh[0] == "llm_analysis"
+
+
+async def test_events_arrive_on_the_event_loop_thread(tmp_path: Path) -> None:
+    """Fallback events come from error handlers; they must not arrive from a worker thread
+    (a CLI or UI callback is not thread-safe)."""
+    import threading
+
+    threads: set[int] = set()
+    await run(
+        illustrate(),
+        {"text": "a fox"},
+        tmp_path,
+        sim("content_policy@stability:first_n=1"),
+        on_event=lambda event: threads.add(threading.get_ident()),
+    )
+    assert threads == {threading.get_ident()}
