@@ -25,10 +25,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=HOW)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - a dev dependency
-        pytest.skip("playwright-python is missing: pip install playwright (then `make browser`)")
+    from playwright.sync_api import sync_playwright  # a test dependency: always installed
+
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from typing import Any
 
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
 from pydantic import ValidationError
 
-from calliope_graph.errors import TransientProviderError
+from calliope_graph.errors import ConfigurationError, TransientProviderError
 from calliope_graph.media import ImageAnalysis
 
-__all__ = ["ANALYSIS_PROMPT", "analysis_from_answer", "json_text", "validation_summary"]
+__all__ = [
+    "ANALYSIS_PROMPT",
+    "analysis_from_answer",
+    "json_text",
+    "openai_format",
+    "validation_summary",
+]
 
 ANALYSIS_PROMPT = (
     "Look at this image and describe it for a storyteller. Answer with one JSON object with "
@@ -72,3 +81,15 @@ def validation_summary(exc: ValidationError) -> str:
         parts.append(f"{where}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def openai_format(messages: Sequence[BaseMessage], provider: str) -> list[dict[str, Any]]:
+    """LangChain messages as OpenAI-format dicts (the shape Anthropic's converter starts from)."""
+    try:
+        converted = convert_to_openai_messages(list(messages))
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigurationError(
+            f"Cannot send these messages to {provider} ({exc}): use system, human and AI "
+            "messages with text or image content."
+        ) from None
+    return [dict(m) for m in converted]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.messages import BaseMessage
 from PIL import Image as PILImage
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,7 @@ from calliope_graph.engines._llm import (
     ANALYSIS_PROMPT,
     analysis_from_answer,
     json_text,
+    openai_format,
     validation_summary,
 )
 from calliope_graph.engines._registry import Conversion, register
@@ -299,13 +300,7 @@ def anthropic_messages(
     System messages are joined into the top-level system text; human and AI turns become
     user and assistant turns (consecutive turns of one role are merged).
     """
-    try:
-        converted = convert_to_openai_messages(list(messages))
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        raise ConfigurationError(
-            f"Cannot send these messages to Anthropic ({exc}): use system, human and AI "
-            "messages with text or image content."
-        ) from None
+    converted = openai_format(messages, "Anthropic")
     system: list[str] = []
     out: list[dict[str, Any]] = []
     for message in converted:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ValidationError
 
 from calliope_graph.config import InferenceModelProvider, InferenceModelProviderVariant, ModelConfig
@@ -32,11 +32,11 @@ from calliope_graph.engines._llm import (
     ANALYSIS_PROMPT,
     analysis_from_answer,
     json_text,
+    openai_format,
     validation_summary,
 )
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
-    ConfigurationError,
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
@@ -474,17 +474,6 @@ def _schema_name(model: type[BaseModel]) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", model.__name__)[:64] or "response"
 
 
-def _openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    try:
-        converted = convert_to_openai_messages(list(messages))
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        raise ConfigurationError(
-            f"Cannot send these messages to OpenAI ({exc}): use system, human and AI "
-            "messages with text or image content."
-        ) from None
-    return [dict(m) for m in converted]
-
-
 @register(Conversion.MESSAGES_TO_OBJECT, PROVIDER)
 async def messages_to_object(
     ctx: RunContext,
@@ -507,7 +496,7 @@ async def messages_to_object(
     if doc:
         spec["description"] = doc[:500]
     response_format = {"type": "json_schema", "json_schema": spec}
-    chat = _openai_messages(messages)
+    chat = openai_format(messages, "OpenAI")
     params = _chat_params(config)
     problem = ""
     for attempt in (1, 2):

@@ -14,10 +14,12 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageStat
 
 __all__ = [
+    "analysis_answer",
     "describe_image",
     "digest",
     "image_bytes",
     "json_for_schema",
+    "last_user_text",
     "story_text",
 ]
 
@@ -204,3 +206,37 @@ def json_for_schema(schema: dict[str, Any], seed: str) -> Any:
         return value[:max_len] if max_len else value
 
     return gen(schema, "root")
+
+
+def analysis_answer(data: bytes) -> dict[str, Any]:
+    """What a vision-model fake 'sees' in an image: an ImageAnalysis-shaped dict from its
+    pixels (an empty ``data``, e.g. an image given by URL, gets a neutral answer)."""
+    if not data:
+        return {"description": "An image at a URL.", "captions": [], "tags": [], "objects": []}
+    info = describe_image(data)
+    return {
+        "description": f"The picture shows {info['caption']}.",
+        "captions": [info["caption"]],
+        "tags": list(info.get("tags", [])),
+        "objects": list(info.get("objects", [])),
+        "text": str(info.get("text", "")),
+    }
+
+
+def last_user_text(messages: Any) -> str | None:
+    """The text of the last user turn of chat ``messages`` (OpenAI or Anthropic shape)."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "\n".join(
+                str(p.get("text", ""))
+                for p in content
+                if isinstance(p, dict) and p.get("type", "text") == "text" and "text" in p
+            )
+    return None

@@ -31,6 +31,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "ProviderFake",
+    "Reject",
     "Simulator",
     "parse_faults",
 ]
@@ -109,6 +110,14 @@ def parse_faults(spec: str) -> list[Fault]:
             values[key.strip()] = value.strip()
         faults.append(Fault.model_validate(values))
     return faults
+
+
+class Reject(Exception):
+    """Raised inside a fake to refuse a request; carries the provider's ready error response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 class ProviderFake(ABC):

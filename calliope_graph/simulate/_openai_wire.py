@@ -18,12 +18,11 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import digest
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 
 __all__ = [
     "PREFIX",
     "OpenAIWire",
-    "Reject",
     "count_tokens",
     "mask_key",
     "multipart_form",
@@ -39,14 +38,6 @@ _ENDPOINTS = {
     "/images/generations": "images.generations",
     "/audio/transcriptions": "audio.transcriptions",
 }
-
-
-class Reject(Exception):
-    """A request the fake refuses; carries the ready error response."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
 
 
 def mask_key(key: str) -> str:

@@ -28,12 +28,14 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import (
+    analysis_answer,
     describe_image,
     digest,
     json_for_schema,
+    last_user_text,
     story_text,
 )
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 
 __all__ = ["FAKE", "AnthropicFake"]
 
@@ -59,12 +61,6 @@ _TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-
-
-class _Reject(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__("rejected")
-        self.response = response
 
 
 class AnthropicFake(ProviderFake):
@@ -133,7 +129,7 @@ class AnthropicFake(ProviderFake):
             body = json.loads(request.content or b"{}")
         except ValueError:
             return None
-        return _last_user_text(body.get("messages")) if isinstance(body, dict) else None
+        return last_user_text(body.get("messages")) if isinstance(body, dict) else None
 
     # -- the endpoint ---------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:
@@ -143,11 +139,11 @@ class AnthropicFake(ProviderFake):
             return self._envelope(405, "invalid_request_error", "Method not allowed")
         try:
             return self._messages(request)
-        except _Reject as rejected:
+        except Reject as rejected:
             return rejected.response
 
-    def _bad(self, message: str) -> _Reject:
-        return _Reject(self._envelope(400, "invalid_request_error", message))
+    def _bad(self, message: str) -> Reject:
+        return Reject(self._envelope(400, "invalid_request_error", message))
 
     def _messages(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("anthropic-version") is None:
@@ -185,7 +181,7 @@ class AnthropicFake(ProviderFake):
         images = self._check_messages(body["messages"])
         forced = self._check_tools(body.get("tools"), body.get("tool_choice"))
 
-        prompt = _last_user_text(body["messages"]) or ""
+        prompt = last_user_text(body["messages"]) or ""
         seed = digest(json.dumps(body["messages"], sort_keys=True), model)
         stop_reason = "end_turn"
         content: list[dict[str, Any]]
@@ -198,7 +194,11 @@ class AnthropicFake(ProviderFake):
             block = {"type": "tool_use", "id": f"toolu_{seed[:24]}", "name": forced["name"]}
             content, stop_reason = [{**block, "input": tool_input}], "tool_use"
         else:
-            text = json.dumps(_analysis(images[-1])) if images else story_text(prompt, model=model)
+            text = (
+                json.dumps(analysis_answer(images[-1]))
+                if images
+                else story_text(prompt, model=model)
+            )
             words = text.split(" ")
             if len(words) > max_tokens:
                 text, stop_reason = " ".join(words[:max_tokens]), "max_tokens"
@@ -341,36 +341,6 @@ class AnthropicFake(ProviderFake):
         if kind == "any" and tools:
             return by_name[next(iter(by_name))]
         return None
-
-
-def _analysis(data: bytes) -> dict[str, Any]:
-    """What the fake 'sees' in an image: an ImageAnalysis-shaped dict from its pixels."""
-    if not data:
-        return {"description": "An image at a URL.", "captions": [], "tags": [], "objects": []}
-    info = describe_image(data)
-    return {
-        "description": f"The picture shows {info['caption']}.",
-        "captions": [info["caption"]],
-        "tags": list(info.get("tags", [])),
-        "objects": list(info.get("objects", [])),
-        "text": str(info.get("text", "")),
-    }
-
-
-def _last_user_text(messages: Any) -> str | None:
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts = [str(b.get("text", "")) for b in content if isinstance(b, dict) and "text" in b]
-            if texts:
-                return "\n".join(texts)
-    return None
 
 
 FAKE = AnthropicFake

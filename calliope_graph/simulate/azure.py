@@ -35,7 +35,7 @@ import httpx
 from PIL import Image as PILImage
 
 from calliope_graph.simulate._content import describe_image, digest
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 
 __all__ = ["FAKE", "AzureVisionFake"]
 
@@ -83,14 +83,6 @@ _DENIED_MISSING = (
     "Access denied due to missing subscription key. Make sure to include subscription key "
     "when making requests to an API."
 )
-
-
-class Reject(Exception):
-    """A request the fake refuses; carries the ready error response."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
 
 
 class AzureVisionFake(ProviderFake):

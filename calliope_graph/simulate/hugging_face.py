@@ -36,7 +36,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 from calliope_graph.simulate._video import is_mp3, is_wav
 
 __all__ = ["FAKE", "MODEL_TASKS", "HuggingFaceFake"]
@@ -85,12 +85,6 @@ _RATE_LIMIT = (
     "Rate limit reached. You reached free usage limit (reset hourly). Please subscribe to a "
     "plan at https://huggingface.co/pricing to use the API at this rate"
 )
-
-
-class _Reject(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
 
 
 class HuggingFaceFake(ProviderFake):
@@ -209,7 +203,7 @@ class HuggingFaceFake(ProviderFake):
         }
         try:
             return handlers[task](request, model)
-        except _Reject as rejected:
+        except Reject as rejected:
             return rejected.response
 
     async def _loading(self, request: httpx.Request, model: str) -> httpx.Response | None:
@@ -237,14 +231,14 @@ class HuggingFaceFake(ProviderFake):
         try:
             body = json.loads(request.content or b"")
         except (ValueError, UnicodeDecodeError):
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     400,
                     "Failed to parse the request body as JSON: expected value at line 1 column 1",
                 )
             ) from None
         if not isinstance(body, dict):
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     422,
                     "Failed to deserialize the JSON body into the target type: invalid type: "
@@ -256,7 +250,7 @@ class HuggingFaceFake(ProviderFake):
 
     def _blocked(self, request: httpx.Request, text: str | None) -> None:
         if self.sim.blocked(self, request, text):
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     400,
                     "Potential NSFW content was detected by the safety checker in the input "
@@ -264,8 +258,8 @@ class HuggingFaceFake(ProviderFake):
                 )
             )
 
-    def _validation(self, message: str) -> _Reject:
-        return _Reject(
+    def _validation(self, message: str) -> Reject:
+        return Reject(
             self._fail(
                 422, f"Input validation error: {message}", extra={"error_type": "validation"}
             )
@@ -276,7 +270,7 @@ class HuggingFaceFake(ProviderFake):
         body = self._json(request)
         inputs = body.get("inputs")
         if not isinstance(inputs, str):
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     422,
                     "Failed to deserialize the JSON body into the target type: missing field "
@@ -315,23 +309,23 @@ class HuggingFaceFake(ProviderFake):
         body = self._json(request)
         inputs = body.get("inputs")
         if not isinstance(inputs, str) or not inputs.strip():
-            raise _Reject(self._fail(400, "`inputs` must be a non-empty prompt string"))
+            raise Reject(self._fail(400, "`inputs` must be a non-empty prompt string"))
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
-            raise _Reject(self._fail(400, "`parameters` must be an object"))
+            raise Reject(self._fail(400, "`parameters` must be an object"))
         default = 1024 if re.search(r"xl|flux", model, re.I) else 512
         width, height = params.get("width", default), params.get("height", default)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
-            raise _Reject(self._fail(400, "`width` and `height` must be integers"))
+            raise Reject(self._fail(400, "`width` and `height` must be integers"))
         if width % 8 or height % 8:
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     400,
                     f"`height` and `width` have to be divisible by 8 but are {height} and {width}.",
                 )
             )
         if not (64 <= width <= 2048 and 64 <= height <= 2048):
-            raise _Reject(
+            raise Reject(
                 self._fail(
                     400, f"`width` and `height` must be between 64 and 2048, got {width}x{height}"
                 )
@@ -353,11 +347,11 @@ class HuggingFaceFake(ProviderFake):
             body = self._json(request)
             inputs = body.get("inputs")
             if not isinstance(inputs, str):
-                raise _Reject(self._fail(400, "`inputs` must be a base64-encoded string"))
+                raise Reject(self._fail(400, "`inputs` must be a base64-encoded string"))
             try:
                 data = base64.b64decode(inputs, validate=True)
             except (binascii.Error, ValueError):
-                raise _Reject(self._fail(400, "`inputs` is not valid base64")) from None
+                raise Reject(self._fail(400, "`inputs` is not valid base64")) from None
             params = body.get("parameters") or {}
             return data, params if isinstance(params, dict) else {}
         return request.content, {}
@@ -368,7 +362,7 @@ class HuggingFaceFake(ProviderFake):
             with PILImage.open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
-            raise _Reject(
+            raise Reject(
                 self._fail(400, "cannot identify image file <_io.BytesIO object at 0x7f3a2c1d0b80>")
             ) from None
         self._blocked(request, None)
@@ -378,7 +372,7 @@ class HuggingFaceFake(ProviderFake):
     def _speech(self, request: httpx.Request, model: str) -> httpx.Response:
         data, params = self._payload(request)
         if not (is_wav(data) or is_mp3(data)):
-            raise _Reject(self._fail(400, _ASR_MALFORMED))
+            raise Reject(self._fail(400, _ASR_MALFORMED))
         self._blocked(request, None)
         text = story_text("", sentences=1, model=f"{model}|{digest(data)}")
         out: dict[str, Any] = {"text": text}

@@ -27,16 +27,18 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import (
+    analysis_answer,
     describe_image,
     digest,
     image_bytes,
     json_for_schema,
+    last_user_text,
     story_text,
 )
+from calliope_graph.simulate._core import Reject
 from calliope_graph.simulate._openai_wire import (
     PREFIX,
     OpenAIWire,
-    Reject,
     count_tokens,
     mask_key,
     multipart_form,
@@ -118,7 +120,7 @@ class OpenAIFake(OpenAIWire):
         if not isinstance(body, dict):
             return None
         if route == "/chat/completions":
-            return _last_user_text(body.get("messages"))
+            return last_user_text(body.get("messages"))
         prompt = body.get("prompt")
         if isinstance(prompt, list):
             return "\n".join(str(p) for p in prompt)
@@ -177,7 +179,7 @@ class OpenAIFake(OpenAIWire):
         schema = self._check_response_format(response_format, messages)
         tool_call = self._forced_tool(body)
 
-        prompt = _last_user_text(messages) or ""
+        prompt = last_user_text(messages) or ""
         blocked = self.sim.blocked(self, request, prompt)
         emptied = self.sim.emptied(self, request, prompt)
         seq = self._seq()
@@ -404,7 +406,7 @@ class OpenAIFake(OpenAIWire):
         index: int,
     ) -> str:
         seed = f"{model}|{prompt}|{index}"
-        analysis = _analysis(images[-1]) if images else None
+        analysis = analysis_answer(images[-1]) if images else None
         if schema is not None:
             value = json_for_schema(schema, seed)
             if analysis is not None and isinstance(value, dict):
@@ -778,36 +780,6 @@ def _duration(data: bytes, ext: str) -> float:
         except (wave.Error, EOFError):
             return 0.0
     return len(data) / 16000.0
-
-
-def _analysis(data: bytes) -> dict[str, Any]:
-    """What the fake 'sees' in an image: an ImageAnalysis-shaped dict from its pixels."""
-    info = describe_image(data)
-    return {
-        "description": f"The picture shows {info['caption']}.",
-        "captions": [info["caption"]],
-        "tags": list(info.get("tags", [])),
-        "objects": list(info.get("objects", [])),
-        "text": str(info.get("text", "")),
-    }
-
-
-def _last_user_text(messages: Any) -> str | None:
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "\n".join(
-                str(p.get("text", ""))
-                for p in content
-                if isinstance(p, dict) and p.get("type") == "text"
-            )
-    return None
 
 
 FAKE = OpenAIFake

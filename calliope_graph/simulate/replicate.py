@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 
 __all__ = ["FAKE", "MODELS", "ReplicateFake"]
 
@@ -242,12 +242,6 @@ class _Prediction:
         return self.cold + self.steps
 
 
-class _Reject(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -393,7 +387,7 @@ class ReplicateFake(ProviderFake):
                 self._method(request, "GET")
                 owner, name = path.split("/")[3:5]
                 return self._model(f"{owner}/{name}")
-        except _Reject as rejected:
+        except Reject as rejected:
             return rejected.response
         return self._not_found()
 
@@ -402,12 +396,12 @@ class ReplicateFake(ProviderFake):
 
     def _method(self, request: httpx.Request, method: str) -> None:
         if request.method != method:
-            raise _Reject(self._problem(405, "Method not allowed."))
+            raise Reject(self._problem(405, "Method not allowed."))
 
     # create ---------------------------------------------------------------------------------
     def _create(self, request: httpx.Request, official: str | None) -> httpx.Response:
         if request.method != "POST":
-            raise _Reject(self._problem(405, "Method not allowed."))
+            raise Reject(self._problem(405, "Method not allowed."))
         if official is not None:
             model = MODELS.get(official)
             if model is None or not model.official:
@@ -556,7 +550,7 @@ class ReplicateFake(ProviderFake):
     def _find(self, prediction_id: str) -> _Prediction:
         prediction = self._predictions().get(prediction_id)
         if prediction is None:
-            raise _Reject(self._not_found())
+            raise Reject(self._not_found())
         return prediction
 
     @staticmethod

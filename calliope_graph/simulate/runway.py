@@ -38,7 +38,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from calliope_graph.simulate._content import digest
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 from calliope_graph.simulate._video import mp4_bytes
 
 __all__ = ["FAKE", "MODELS", "VERSION", "RunwayFake"]
@@ -101,12 +101,6 @@ class _Task:
     output: list[str] = field(default_factory=list)
 
 
-class _Reject(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
 def _quote(values: tuple[Any, ...]) -> str:
     return "|".join(f"'{v}'" if isinstance(v, str) else str(v) for v in values)
 
@@ -131,8 +125,8 @@ class RunwayFake(ProviderFake):
     ) -> httpx.Response:
         return httpx.Response(status, json={"error": message, **extra}, headers=headers)
 
-    def _issues(self, issues: list[dict[str, Any]]) -> _Reject:
-        return _Reject(self._fail(400, "Validation of body failed", issues=issues, docUrl=_DOCS))
+    def _issues(self, issues: list[dict[str, Any]]) -> Reject:
+        return Reject(self._fail(400, "Validation of body failed", issues=issues, docUrl=_DOCS))
 
     def authenticate(self, request: httpx.Request) -> httpx.Response | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -208,7 +202,7 @@ class RunwayFake(ProviderFake):
                 if request.method == "DELETE":
                     return self._delete(match.group(1))
                 return self._fail(405, "Method not allowed.")
-        except _Reject as rejected:
+        except Reject as rejected:
             return rejected.response
         return self._fail(404, "Not found.")
 
@@ -442,7 +436,7 @@ class RunwayFake(ProviderFake):
     def _task(self, task_id: str) -> _Task:
         task = self._tasks().get(task_id)
         if task is None:
-            raise _Reject(self._fail(404, "Task not found."))
+            raise Reject(self._fail(404, "Task not found."))
         return task
 
     def _retrieve(self, task_id: str) -> httpx.Response:

@@ -46,7 +46,7 @@ from PIL import Image as PILImage
 from PIL import ImageFilter
 
 from calliope_graph.simulate._content import digest, image_bytes
-from calliope_graph.simulate._core import ProviderFake
+from calliope_graph.simulate._core import ProviderFake, Reject
 from calliope_graph.simulate._openai_wire import multipart_form
 
 __all__ = ["ENGINES", "FAKE", "V2_SIZES", "StabilityFake"]
@@ -136,12 +136,6 @@ _RATE_LIMIT = (
 _api: ContextVar[str] = ContextVar("stability_api", default="v2")
 
 
-class _Reject(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -203,8 +197,8 @@ class StabilityFake(ProviderFake):
             status, json=body, headers={"x-request-id": request_id, **(headers or {})}
         )
 
-    def _reject(self, status: int, name: str, message: str) -> _Reject:
-        return _Reject(self._fail(status, name, message))
+    def _reject(self, status: int, name: str, message: str) -> Reject:
+        return Reject(self._fail(status, name, message))
 
     def authenticate(self, request: httpx.Request) -> httpx.Response | None:
         self.endpoint(request)  # which envelope to answer in
@@ -298,7 +292,7 @@ class StabilityFake(ProviderFake):
                         for engine, label in ENGINES.items()
                     ],
                 )  # fmt: skip
-        except _Reject as rejected:
+        except Reject as rejected:
             return rejected.response
         return self._fail(404, "not_found", f"The requested path {path} was not found.")
 
