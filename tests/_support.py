@@ -76,3 +76,31 @@ def assert_secrets_absent(
             assert secret not in str(failure) and secret not in repr(failure)
         for record in records:
             assert secret not in record.getMessage()
+
+
+FAULT_CLASSES = ("auth", "rate_limit", "server_error", "hang", "malformed", "content_policy")
+
+
+async def failures_under_faults(
+    sim: Simulator,
+    provider: str,
+    bad: RunContext,
+    good: RunContext,
+    call: Callable[[RunContext], Any],
+    faults: Iterable[str] = FAULT_CLASSES,
+) -> list[BaseException]:
+    """What ``call`` raises with a wrong key (``bad``), then under each fault class in turn
+    (``good``); each case must fail. The simulator's faults are cleared afterwards."""
+    failures: list[BaseException] = []
+    for ctx, fault in [(bad, None), *((good, f) for f in faults)]:
+        sim.clear_faults()
+        if fault:
+            sim.add_fault(kind=fault, provider=provider, retry_after=0.5)
+        try:
+            await call(ctx)
+        except Exception as exc:
+            failures.append(exc)
+        else:
+            raise AssertionError(f"{provider}: no failure with fault {fault or 'wrong key'}")
+    sim.clear_faults()
+    return failures

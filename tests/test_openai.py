@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, assert_secrets_absent, make_ctx
+from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx
 from langchain_core.messages import HumanMessage, SystemMessage
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
@@ -657,21 +657,14 @@ async def test_secrets_never_reach_errors_or_logs(
     good_ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     config = catalog.get("openai-gpt-4o")
     try:
-        for ctx, fault in [
-            (bad_ctx, None),
-            (good_ctx, "auth"),
-            (good_ctx, "rate_limit"),
-            (good_ctx, "server_error"),
-            (good_ctx, "hang"),
-            (good_ctx, "malformed"),
-        ]:
-            sim.clear_faults()
-            if fault:
-                sim.add_fault(kind=fault, provider="openai", retry_after=0.5)
-            with pytest.raises(Exception) as info:
-                await engine.text_to_text(ctx, "hi", config)
-            failures.append(info.value)
-        sim.clear_faults()
+        failures += await failures_under_faults(
+            sim,
+            "openai",
+            bad_ctx,
+            good_ctx,
+            lambda ctx: engine.text_to_text(ctx, "hi", config),
+            faults=("auth", "rate_limit", "server_error", "hang", "malformed"),
+        )
         sim.add_fault(kind="content_policy", provider="openai")
         with pytest.raises(ContentPolicyError) as policy:
             await engine.text_to_image(

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, assert_secrets_absent, make_ctx
+from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx
 
 from calliope_graph.config import (
     InferenceModel,
@@ -511,22 +511,13 @@ async def test_secrets_never_reach_errors_or_logs(
     good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     failures: list[Exception] = []
     try:
-        for ctx, fault in [
-            (bad, None),
-            (good, "auth"),
-            (good, "rate_limit"),
-            (good, "server_error"),
-            (good, "hang"),
-            (good, "malformed"),
-            (good, "content_policy"),
-        ]:
-            sim.clear_faults()
-            if fault:
-                sim.add_fault(kind=fault, provider="runway", retry_after=0.5)
-            with pytest.raises(Exception) as info:
-                await engine.image_and_text_to_video(ctx, kite, "x", GEN4, output_name="x")
-            failures.append(info.value)
-        sim.clear_faults()
+        failures += await failures_under_faults(
+            sim,
+            "runway",
+            bad,
+            good,
+            lambda ctx: engine.image_and_text_to_video(ctx, kite, "x", GEN4, output_name="x"),
+        )
         sim.poll_steps = 10**6
         with pytest.raises(ProviderTimeoutError) as stuck:
             await engine.image_and_text_to_video(good, kite, "x", GEN4, output_name="x")
