@@ -88,10 +88,10 @@ async def failures_under_faults(
     good: RunContext,
     call: Callable[[RunContext], Any],
     faults: Iterable[str] = FAULT_CLASSES,
-) -> list[BaseException]:
+) -> list[Exception]:
     """What ``call`` raises with a wrong key (``bad``), then under each fault class in turn
     (``good``); each case must fail. The simulator's faults are cleared afterwards."""
-    failures: list[BaseException] = []
+    failures: list[Exception] = []
     for ctx, fault in [(bad, None), *((good, f) for f in faults)]:
         sim.clear_faults()
         if fault:
