@@ -53,7 +53,7 @@ def passthrough_flow() -> Flow:
     flow = Flow("overhead")
     ref = flow.input("value", "text")
     for i in range(NODES):
-        ref = flow.add(f"p{i}", Passthrough(), value=ref)["value"]
+        ref = flow.add(f"p{i}", Passthrough(), {"value": ref})["value"]
     flow.output("value", ref)
     return flow
 
@@ -105,7 +105,7 @@ async def bench_overhead(runs: int) -> dict[str, float]:
     flow = passthrough_flow()
     graph = langgraph_passthrough()
     with tempfile.TemporaryDirectory() as tmp:
-        runner = flow.runner(out_dir=Path(tmp), checkpoint=False, trace_file=False)
+        runner = flow.runner(out_dir=Path(tmp), checkpointer=False, trace_file=False)
 
         async def via_calliope() -> None:
             await runner.ainvoke({"value": "x"})

@@ -25,6 +25,7 @@ from calliope_graph.errors import (
     RateLimitError,
     TransientProviderError,
 )
+from calliope_graph.flow import Flow, FlowResult, RunOptions
 from calliope_graph.media import Audio, Image, ImageAnalysis, MediaStore, Video
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "ConfigurationError",
     "ContentPolicyError",
     "EmptyOutputError",
+    "Flow",
+    "FlowResult",
     "FlowRunError",
     "FlowSpecError",
     "Image",
@@ -55,6 +58,7 @@ __all__ = [
     "RateLimitError",
     "RetrySettings",
     "RunContext",
+    "RunOptions",
     "TransientProviderError",
     "Video",
     "__version__",

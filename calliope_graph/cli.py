@@ -195,6 +195,15 @@ async def _run(
         except Exception as exc:  # a report problem never fails the run
             err_console.print(f"[yellow]report not updated:[/] {exc}", markup=True)
 
+    from calliope_graph.flow.run import new_thread_id
+
+    thread = resume or thread_id or new_thread_id()
+    # Printed first: after a kill, this is how the user finds the run to resume.
+    err_console.print(
+        f"{'resuming' if resume else 'running'} {flow.name}  thread {thread}  out {out_dir}",
+        markup=False,
+        soft_wrap=True,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         result = await flow.ainvoke(
@@ -202,7 +211,7 @@ async def _run(
             out_dir=out_dir,
             keys=keys,
             simulator=simulator,
-            thread_id=resume or thread_id,
+            thread_id=thread,
             resume=resume is not None,
             cache=cache,
             on_event=on_event,

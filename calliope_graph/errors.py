@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
-    "ERROR_CLASSES",
     "AuthenticationError",
     "CalliopeError",
     "ConfigurationError",
@@ -41,14 +40,16 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "TransientProviderError",
-    "error_class_of",
+    "error_class",
+    "error_class_names",
+    "error_classes",
 ]
 
 
 class CalliopeError(Exception):
     """Root of every error raised by calliope-graph."""
 
-    #: The name a fallback edge uses to catch this class of error (``on: [transient]``).
+    #: The name an error route uses to catch this class of error (``when: [transient]``).
     error_class: ClassVar[str] = "any"
 
     def __init__(self, message: str) -> None:
@@ -222,25 +223,50 @@ class FlowRunError(CalliopeError):
         self.thread_id = thread_id
 
 
-#: Error classes a fallback edge may name, each with what it catches.
-ERROR_CLASSES: dict[str, str] = {
-    "content_policy": "the provider's safety system refused (ContentPolicyError)",
-    "rate_limit": "429 after the engine's own retries (RateLimitError)",
-    "transient": "5xx, overload, malformed answer, timeout (TransientProviderError)",
-    "timeout": "no answer in time (ProviderTimeoutError, or the node's own timeout)",
-    "auth": "the key was refused (AuthenticationError)",
-    "invalid_request": "the provider rejected the request (InvalidRequestError)",
-    "media": "unreadable input media (MediaError)",
-    "configuration": "no engine, missing key (ConfigurationError)",
-    "empty": "the node produced an empty result",
-    "any": "any error",
-}
+def _subclasses(cls: type[CalliopeError]) -> list[type[CalliopeError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
 
 
-def error_class_of(exc: BaseException) -> str:
-    """The fallback class name of ``exc`` (``timeout`` for asyncio/LangGraph timeouts)."""
+def error_class_names() -> dict[str, str]:
+    """Every name a ``when:`` list may use, with what it catches (``any`` catches all).
+
+    Derived from the tree above — each class's ``error_class`` — so adding a class adds its
+    name; ``flow.spec.ErrorClassName`` is checked against this by a test.
+    """
+    names: dict[str, str] = {}
+    for cls in _subclasses(CalliopeError):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        names.setdefault(cls.error_class, f"{doc} ({cls.__name__})")
+    names["any"] = "any error at all"
+    return names
+
+
+def error_classes(exc: BaseException) -> tuple[str, ...]:
+    """The error classes ``exc`` belongs to, most specific first, ``"any"`` last.
+
+    This is the one classifier: ``when:`` routes, node retry policies, the trace's
+    ``error_class`` and :class:`FlowRunError`'s ``cause_class`` all read it. A
+    :class:`CalliopeError` belongs to its class's name and every ancestor's
+    (a ``ProviderTimeoutError`` is ``timeout``, ``transient``, ``provider``); an asyncio or
+    LangGraph node timeout is ``timeout`` and ``transient``; anything else only ``any``.
+    """
     if isinstance(exc, CalliopeError):
-        return exc.error_class
+        names = [
+            c.__dict__["error_class"]
+            for c in type(exc).__mro__
+            if isinstance(c.__dict__.get("error_class"), str)
+        ]
+        return (*dict.fromkeys(names),) if names[-1] == "any" else (*dict.fromkeys(names), "any")
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "NodeTimeoutError":
-        return "timeout"
-    return "any"
+        # LangGraph's NodeTimeoutError (a node's ``timeout=``) is matched by name so this
+        # base module does not import LangGraph; it subclasses neither TimeoutError nor ours.
+        return ("timeout", "transient", "any")
+    return ("any",)
+
+
+def error_class(exc: BaseException) -> str:
+    """The most specific error class of ``exc`` (what the trace shows)."""
+    return error_classes(exc)[0]

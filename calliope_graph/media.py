@@ -313,8 +313,29 @@ class MediaStore:
     def __repr__(self) -> str:
         return f"MediaStore({str(self.root)!r})"
 
-    def path_for(self, name: str) -> Path:
-        """A safe path inside the store for ``name`` (sub-directories allowed, no escape)."""
+    #: Files the library itself keeps in an output directory; no node may write over them.
+    RESERVED_NAMES: frozenset[str] = frozenset(
+        {
+            "checkpoints.sqlite",
+            "checkpoints.sqlite-wal",
+            "checkpoints.sqlite-shm",
+            "cache.sqlite",
+            "journal.sqlite",
+            "trace.json",
+            "report.html",
+            "batch.jsonl",
+        }
+    )
+
+    @classmethod
+    def check_name(cls, name: str) -> list[str]:
+        """The safe parts of output name ``name``; a MediaError says why it is not allowed
+        (absolute, ``..``, empty, or one of the library's own files)."""
+        if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            raise MediaError(
+                f"Output name {name!r} is not allowed: use a relative file name inside the "
+                "output directory (e.g. 'images/cover.png'), not an absolute path."
+            )
         parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".")]
         if not parts or any(p == ".." for p in parts):
             raise MediaError(
@@ -322,7 +343,16 @@ class MediaStore:
                 "directory (no '..', no absolute path)."
             )
         clean = [_SAFE.sub("_", p).lstrip(".") or "_" for p in parts]
-        path = self.root.joinpath(*clean).resolve()
+        if len(clean) == 1 and clean[0].lower() in cls.RESERVED_NAMES:
+            raise MediaError(
+                f"Output name {name!r} is one of the files calliope-graph keeps in the output "
+                f"directory ({', '.join(sorted(cls.RESERVED_NAMES))}): choose another name."
+            )
+        return clean
+
+    def path_for(self, name: str) -> Path:
+        """A safe path inside the store for ``name`` (sub-directories allowed, no escape)."""
+        path = self.root.joinpath(*self.check_name(name)).resolve()
         if not path.is_relative_to(self.root):
             raise MediaError(f"Output name {name!r} escapes the output directory {self.root}.")
         return path

@@ -16,9 +16,9 @@ from calliope_graph.simulate import Simulator, parse_faults
 def build() -> Flow:
     flow = Flow("illustrate")
     text = flow.input("text", "text")
-    image = flow.add("image", TextToImage("stability-core"), prompt=text)
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
     censor = flow.add("censor", CensorText("openai-gpt-4o-mini"))
-    fallback = flow.add("fallback_image", TextToImage("openai-dall-e-3"), prompt=text)
+    fallback = flow.add("fallback_image", TextToImage("openai-dall-e-3"), {"prompt": text})
     flow.rewrite(image, via=censor, port="prompt", when=["content_policy"], max_attempts=3)
     flow.fallback(image, to=fallback, when=["any"])
     flow.output("image", image["image"])

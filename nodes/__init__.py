@@ -21,7 +21,6 @@ from calliope_graph.nodes.image_and_text_to_video import ImageAndTextToVideo
 from calliope_graph.nodes.merge_analyses import MergeAnalyses
 from calliope_graph.nodes.messages_to_object import MessagesToObject, import_model
 from calliope_graph.nodes.prompt_template import PromptTemplate
-from calliope_graph.nodes.scene import Character, Scene
 from calliope_graph.nodes.text_to_image import TextToImage
 from calliope_graph.nodes.text_to_text import TextToText
 
@@ -30,7 +29,6 @@ __all__ = [
     "AnalyzeImage",
     "AudioToText",
     "CensorText",
-    "Character",
     "Constant",
     "Frame",
     "ImageAndTextToVideo",
@@ -42,7 +40,6 @@ __all__ = [
     "Port",
     "PortType",
     "PromptTemplate",
-    "Scene",
     "StoryFrame",
     "TextToImage",
     "TextToText",

@@ -29,9 +29,9 @@ WEBCAM = ROOT / "examples" / "media" / "webcam.jpg"
 def illustrate() -> Flow:
     flow = Flow("illustrate")
     text = flow.input("text", "text")
-    image = flow.add("image", TextToImage("stability-core"), prompt=text)
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
     censor = flow.add("censor", CensorText("openai-gpt-4o-mini"))
-    fallback = flow.add("fallback_image", TextToImage("openai-dall-e-3"), prompt=text)
+    fallback = flow.add("fallback_image", TextToImage("openai-dall-e-3"), {"prompt": text})
     flow.rewrite(image, via=censor, port="prompt", when=["content_policy"], max_attempts=2)
     flow.fallback(image, to=fallback, when=["any"])
     flow.output("image", image["image"])
@@ -79,10 +79,10 @@ def test_builder_and_yaml_produce_the_same_spec(tmp_path: Path) -> None:
 def test_handles_wire_ports() -> None:
     flow = Flow("f")
     text = flow.input("text")
-    story = flow.add("story", TextToText("openai-gpt-4o"), text=text)
+    story = flow.add("story", TextToText("openai-gpt-4o"), {"text": text})
     assert story["text"] == story.text == "story.text"
     with pytest.raises(FlowSpecError, match="Wire a port"):
-        flow.add("other", TextToText("openai-gpt-4o"), text=story)
+        flow.add("other", TextToText("openai-gpt-4o"), {"text": story})
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -168,15 +168,15 @@ def test_duplicate_names(tmp_path: Path) -> None:
     error = invalid(twice, tmp_path)
     assert "defined twice (lines 6 and 10)" in str(error) and error.line == 10
     flow = Flow("f")
-    flow.add("a", Passthrough(), value="inputs.x")
+    flow.add("a", Passthrough(), {"value": "inputs.x"})
     with pytest.raises(FlowSpecError, match="added twice"):
-        flow.add("a", Passthrough(), value="inputs.x")
+        flow.add("a", Passthrough(), {"value": "inputs.x"})
 
 
 def test_data_cycle(tmp_path: Path) -> None:
     flow = Flow("cycle")
-    flow.add("a", Passthrough(), value="b.value")
-    flow.add("b", Passthrough(), value="a.value")
+    flow.add("a", Passthrough(), {"value": "b.value"})
+    flow.add("b", Passthrough(), {"value": "a.value"})
     flow.output("v", "b.value")
     with pytest.raises(FlowSpecError, match="loop"):
         flow.validate()
@@ -185,8 +185,8 @@ def test_data_cycle(tmp_path: Path) -> None:
 def test_fallback_must_cover_the_ports_read(tmp_path: Path) -> None:
     flow = Flow("f")
     text = flow.input("text")
-    image = flow.add("image", TextToImage("stability-core"), prompt=text)
-    story = flow.add("story", TextToText("openai-gpt-4o"), text=text)
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
+    story = flow.add("story", TextToText("openai-gpt-4o"), {"text": text})
     flow.fallback(image, to=story)
     flow.output("image", image["image"])
     with pytest.raises(FlowSpecError, match="must produce 'image'"):
@@ -221,9 +221,9 @@ def test_langgraph_graph_shows_the_branches() -> None:
 async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None:
     flow = Flow("parallel")
     photo = flow.input("photo", "image")
-    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), image=photo)
-    llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), image=photo)
-    merged = flow.add("merge", MergeAnalyses(), analyses=[azure["analysis"], llm["analysis"]])
+    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), {"image": photo})
+    llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), {"image": photo})
+    merged = flow.add("merge", MergeAnalyses(), {"analyses": [azure["analysis"], llm["analysis"]]})
     flow.output("analysis", merged["analysis"])
     simulator = Simulator(latency=lambda *_: 0.2)
     result = await flow.ainvoke({"photo": WEBCAM}, out_dir=tmp_path, simulator=simulator)
@@ -238,10 +238,10 @@ async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None
 async def test_continue_lets_the_merge_proceed(tmp_path: Path) -> None:
     flow = Flow("parallel")
     photo = flow.input("photo", "image")
-    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), image=photo)
-    llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), image=photo)
+    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), {"image": photo})
+    llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), {"image": photo})
     flow.continue_on(llm, when=["auth"])
-    merged = flow.add("merge", MergeAnalyses(), analyses=[azure["analysis"], llm["analysis"]])
+    merged = flow.add("merge", MergeAnalyses(), {"analyses": [azure["analysis"], llm["analysis"]]})
     flow.output("analysis", merged["analysis"])
     result = await run(flow, {"photo": WEBCAM}, tmp_path, sim("auth@openai"))
     assert result.outputs["analysis"].tags
@@ -263,7 +263,7 @@ async def test_rewrite_bound_exhausted_then_fallback(tmp_path: Path) -> None:
 async def test_rewrite_exhausted_without_fallback_is_a_flow_run_error(tmp_path: Path) -> None:
     flow = Flow("strict")
     text = flow.input("text")
-    image = flow.add("image", TextToImage("stability-core"), prompt=text)
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
     censor = flow.add("censor", CensorText("openai-gpt-4o-mini"))
     flow.rewrite(image, via=censor, port="prompt", max_attempts=2)
     flow.output("image", image["image"])
@@ -289,7 +289,7 @@ async def test_node_retry_policy(tmp_path: Path) -> None:
     story = flow.add(
         "story",
         TextToText("openai-gpt-4o", empty_is_error=True),
-        text=text,
+        {"text": text},
         retry={"max_attempts": 2, "initial_interval": 0.0, "when": ["empty"], "jitter": False},
     )
     flow.output("story", story["text"])
@@ -382,13 +382,12 @@ async def test_cache_reruns_only_what_depends_on_a_changed_input(tmp_path: Path)
     flow = Flow("two")
     a = flow.input("a")
     b = flow.input("b")
-    story_a = flow.add("story_a", TextToText("openai-gpt-4o"), text=a)
-    story_b = flow.add("story_b", TextToText("openai-gpt-4o"), text=b)
+    story_a = flow.add("story_a", TextToText("openai-gpt-4o"), {"text": a})
+    story_b = flow.add("story_b", TextToText("openai-gpt-4o"), {"text": b})
     joined = flow.add(
         "joined",
         PromptTemplate(template="{x} / {y}"),
-        x=story_a["text"],
-        y=story_b["text"],
+        {"x": story_a["text"], "y": story_b["text"]},
     )
     flow.output("text", joined["text"])
     first = Simulator()
@@ -427,9 +426,6 @@ async def test_langgraph_server_graphs_run_without_a_context(
     simulator = Simulator()
     import httpx
 
-    from calliope_graph.flow import compile as compiled_module
-
-    compiled_module._SERVED.clear()
     real = httpx.AsyncClient.__init__
 
     def via_simulator(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
@@ -442,7 +438,6 @@ async def test_langgraph_server_graphs_run_without_a_context(
     )
     state = await server.illustrate.ainvoke({"inputs.text": "a lighthouse at dawn"})
     assert Path(state["image.image"].path).is_file()
-    compiled_module._SERVED.clear()
 
 
 async def test_critical_path_is_a_chain_within_the_wall_time(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 from calliope_graph.context import PollSettings, RetrySettings, RunContext
 from calliope_graph.errors import FlowRunError
 from calliope_graph.flow import Flow
+from calliope_graph.graphs.scene import Scene
 from calliope_graph.media import Image, ImageAnalysis, Video
-from calliope_graph.nodes import Scene
 from calliope_graph.simulate import Simulator, parse_faults
 from calliope_graph.simulate._content import image_bytes
 from calliope_graph.simulate._video import mp4_info, wav_bytes

@@ -4,7 +4,7 @@
 
     flow = Flow("illustrate")
     text = flow.input("text", "text")
-    image = flow.add("image", TextToImage("stability-core"), prompt=text)
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
     censor = flow.add("censor", CensorText())
     flow.rewrite(image, via=censor, port="prompt", when=["content_policy"], max_attempts=3)
     flow.output("image", image["image"])
@@ -17,15 +17,27 @@ validation, compilation, running and drawing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from calliope_graph.config import KeysModel, ModelConfig
-from calliope_graph.context import RunContext
-from calliope_graph.errors import FlowSpecError
-from calliope_graph.flow.run import FlowEvent, FlowResult, FlowRunner, OnEvent, stream_events
+from langgraph.cache.base import BaseCache
+from langgraph.types import Checkpointer
+from typing_extensions import Unpack
+
+from calliope_graph.config import ModelConfig
+from calliope_graph.errors import ConfigurationError, FlowSpecError
+from calliope_graph.flow._runtime import FlowEvent, OnEvent
+from calliope_graph.flow.compile import CompiledFlowGraph
+from calliope_graph.flow.run import (
+    FlowResult,
+    FlowRunner,
+    RunnerOptions,
+    RunOptions,
+    split_options,
+    stream_events,
+)
 from calliope_graph.flow.spec import (
     CONTINUE,
     INPUTS,
@@ -42,7 +54,6 @@ from calliope_graph.flow.validate import Plan, check
 
 if TYPE_CHECKING:
     from calliope_graph.nodes import Node
-    from calliope_graph.simulate import Simulator
 
 __all__ = ["Flow", "NodeHandle", "shipped_flows"]
 
@@ -125,6 +136,8 @@ class Flow:
         self,
         name: str,
         node: Node | str,
+        inputs: Mapping[str, Source] | None = None,
+        /,
         *,
         model: str | ModelConfig | None = None,
         params: Mapping[str, Any] | None = None,
@@ -132,12 +145,21 @@ class Flow:
         retry: RetrySpec | Mapping[str, Any] | None = None,
         cache: bool | CacheSpec = False,
         description: str = "",
-        **inputs: Source,
     ) -> NodeHandle:
-        """Add a node (an instance, or a kind name with ``model``/``params``), wiring its inputs
-        by port name from flow inputs or other nodes' ports."""
+        """Add a node (an instance, or a kind name with ``model``/``params``).
+
+        ``inputs`` wires its input ports by name — ``{"prompt": text, "image": cam["image"]}``
+        — from flow inputs or other nodes' ports; a list wires several sources into a
+        ``many`` port. The keywords after it configure the node itself, so a port may be
+        called anything (``model``, ``description``) without clashing with them.
+        """
         if name in self._spec.nodes:
             raise FlowSpecError(f"Node {name!r} is added twice: node names must be unique.")
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise FlowSpecError(
+                f"Node {name!r}: wire inputs as a mapping from port name to source, e.g. "
+                f"flow.add({name!r}, node, {{'prompt': 'inputs.text'}}), not {inputs!r}."
+            )
         if isinstance(node, str):
             kind, node_model, node_params = node, model, dict(params or {})
         else:
@@ -154,7 +176,7 @@ class Flow:
             kind=kind,
             model=node_model,
             params=node_params,
-            inputs={port: _ref(value) for port, value in inputs.items()},
+            inputs={port: _ref(value) for port, value in (inputs or {}).items()},
             description=description,
             timeout=timeout,
             retry=RetrySpec.model_validate(retry) if isinstance(retry, Mapping) else retry,
@@ -258,7 +280,9 @@ class Flow:
     def to_yaml(self) -> str:
         return self._spec.to_yaml()
 
-    def compile(self, *, checkpointer: Any = None, cache: Any = None) -> Any:
+    def compile(
+        self, *, checkpointer: Checkpointer = None, cache: BaseCache[Any] | None = None
+    ) -> CompiledFlowGraph:
         """The LangGraph ``CompiledStateGraph``; its context is a ``FlowRuntime``."""
         from calliope_graph.flow.compile import compile_plan
 
@@ -271,112 +295,57 @@ class Flow:
         return draw(self._spec, format, **options)
 
     # -- running ----------------------------------------------------------------------------
-    def runner(
-        self,
-        *,
-        out_dir: str | Path = "out",
-        keys: KeysModel | None = None,
-        simulator: Simulator | None = None,
-        ctx: RunContext | None = None,
-        checkpoint: Any = True,
-        cache: Any = False,
-        trace_file: bool = True,
-        record: bool = True,
-        durability: Literal["sync", "async", "exit"] = "async",
-    ) -> FlowRunner:
-        """A reusable runner (compiled once when it has no checkpointer).
-
-        ``durability`` is LangGraph's: ``async`` (default) saves each step's checkpoint while
-        the next runs, ``sync`` before it, ``exit`` only when the run ends or fails.
-        """
-        return FlowRunner(
-            self.plan(),
-            out_dir=out_dir,
-            keys=keys,
-            simulator=simulator,
-            ctx=ctx,
-            checkpoint=checkpoint,
-            cache=cache,
-            trace_file=trace_file,
-            record=record,
-            durability=durability,
-        )
+    def runner(self, **options: Unpack[RunnerOptions]) -> FlowRunner:
+        """A reusable runner for many runs (compiled once when it has no checkpointer)."""
+        return FlowRunner(self.plan(), **options)
 
     async def ainvoke(
-        self,
-        inputs: Mapping[str, Any] | None,
-        *,
-        out_dir: str | Path = "out",
-        keys: KeysModel | None = None,
-        simulator: Simulator | None = None,
-        ctx: RunContext | None = None,
-        thread_id: str | None = None,
-        resume: bool = False,
-        checkpointer: Any = None,
-        cache: Any = False,
-        on_event: OnEvent | None = None,
+        self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
     ) -> FlowResult:
         """Run the flow on ``inputs`` (paths or media values for media inputs).
 
         Checkpoints go to ``out_dir/checkpoints.sqlite`` unless ``checkpointer`` is given;
         ``resume=True`` with the ``thread_id`` of a failed run continues it. ``simulator``
-        runs every provider call offline; ``ctx`` passes a ready run context.
+        runs every provider call offline; ``ctx`` passes a ready run context. Every option
+        is described in :class:`~calliope_graph.flow.RunOptions`.
         """
-        runner = self.runner(
-            out_dir=out_dir,
-            keys=keys,
-            simulator=simulator,
-            ctx=ctx,
-            checkpoint=checkpointer if checkpointer is not None else True,
-            cache=cache,
-        )
+        runner_options, call = split_options(options)
+        runner = self.runner(**runner_options)
         try:
-            return await runner.ainvoke(
-                inputs, thread_id=thread_id, resume=resume, on_event=on_event
-            )
+            return await runner.ainvoke(inputs, **call)
         finally:
             await runner.aclose()
 
-    def invoke(self, inputs: Mapping[str, Any] | None, **kwargs: Any) -> FlowResult:
-        """:meth:`ainvoke`, from synchronous code."""
-        return asyncio.run(self.ainvoke(inputs, **kwargs))
+    def invoke(self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]) -> FlowResult:
+        """:meth:`ainvoke`, from synchronous code (not inside a running event loop)."""
+        _no_running_loop("invoke", "ainvoke")
+        return asyncio.run(self.ainvoke(inputs, **options))
 
     async def astream(
-        self,
-        inputs: Mapping[str, Any] | None,
-        *,
-        out_dir: str | Path = "out",
-        keys: KeysModel | None = None,
-        simulator: Simulator | None = None,
-        ctx: RunContext | None = None,
-        thread_id: str | None = None,
-        resume: bool = False,
-        checkpointer: Any = None,
-        cache: Any = False,
+        self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
     ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
         """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
-        async for item in stream_events(
-            lambda emit: self.ainvoke(
-                inputs,
-                out_dir=out_dir,
-                keys=keys,
-                simulator=simulator,
-                ctx=ctx,
-                thread_id=thread_id,
-                resume=resume,
-                checkpointer=checkpointer,
-                cache=cache,
-                on_event=emit,
-            )
-        ):
+        extra = options.pop("on_event", None)
+
+        def run(emit: OnEvent) -> Coroutine[Any, Any, FlowResult]:
+            def both(event: FlowEvent) -> None:
+                emit(event)
+                if extra is not None:
+                    extra(event)
+
+            with_events: RunOptions = {**options, "on_event": both}
+            return self.ainvoke(inputs, **with_events)
+
+        async for item in stream_events(run):
             yield item
 
     def stream(
-        self, inputs: Mapping[str, Any] | None, **kwargs: Any
+        self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
     ) -> Iterator[FlowEvent | FlowResult]:
         """:meth:`astream`, from synchronous code (events are yielded as they happen)."""
+        _no_running_loop("stream", "astream")
         loop = asyncio.new_event_loop()
-        agen = self.astream(inputs, **kwargs)
+        agen = self.astream(inputs, **options)
         try:
             while True:
                 try:
@@ -386,3 +355,15 @@ class Flow:
         finally:
             loop.run_until_complete(agen.aclose())
             loop.close()
+
+
+def _no_running_loop(method: str, instead: str) -> None:
+    """Refuse a blocking call where it would deadlock (Jupyter, an async application)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise ConfigurationError(
+        f"Flow.{method}() was called inside a running event loop (Jupyter, an async app), "
+        f"where it cannot block: use `await flow.{instead}(...)` instead."
+    )

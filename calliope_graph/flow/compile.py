@@ -1,10 +1,9 @@
 """Compilation: a validated flow becomes a real LangGraph ``StateGraph``.
 
-- **State**: one key per produced port (``"story.text"``) and flow input (``"inputs.image"``),
-  plus loop bookkeeping (``"~rw.<node>"`` rewrite counts, ``"~ovr.<node>.<port>"`` rewritten
-  inputs, ``"~req.<via>"`` the value a rewriter is asked to fix). Values are media references
+- **State**: one key per produced port and flow input, plus loop bookkeeping; every key is
+  built by a helper of :mod:`calliope_graph.flow._runtime`. Values are media references
   and text, so checkpoints stay small; nothing secret is ever in state.
-- **Context**: the :class:`~calliope_graph.flow.run.FlowRuntime` (client, keys, store, trace)
+- **Context**: the :class:`~calliope_graph.flow._runtime.FlowRuntime` (client, keys, store, trace)
   travels in LangGraph's runtime context.
 - **Joins**: a node with several sources gets a waiting edge (``add_edge([a, b], c)``), so it
   runs once, after all of them, in the superstep after the last.
@@ -12,61 +11,53 @@
   the node's ``RetryPolicy`` and ``timeout`` have had their say. A node with routes gets a
   ``<node>__done`` join node: it is reached on success, from a fallback that stood in, or
   straight from a ``continue`` — so consumers waiting on it never wait forever.
-- Routes are declared as ``destinations`` so ``compiled.get_graph()`` draws them.
+- Edges come from :meth:`FlowSpec.edges` (the list the validator and drawings read); routes
+  are declared as ``destinations`` so ``compiled.get_graph()`` draws them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from langgraph.cache.base import BaseCache
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.errors import NodeError, NodeTimeoutError
+from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import CachePolicy, Command, RetryPolicy, interrupt
+from langgraph.types import CachePolicy, Checkpointer, Command, RetryPolicy, interrupt
 from typing_extensions import TypedDict
 
-from calliope_graph.errors import CalliopeError, FlowRunError
-from calliope_graph.flow.run import FlowRuntime
-from calliope_graph.flow.spec import CONTINUE, CacheSpec, ErrorRoute
+from calliope_graph.errors import FlowRunError, error_classes
+from calliope_graph.flow._cache import MediaCheckedCache
+from calliope_graph.flow._runtime import (
+    FlowRuntime,
+    done_name,
+    halt_key,
+    input_key,
+    override_key,
+    port_key,
+    request_key,
+    rewrites_key,
+)
+from calliope_graph.flow.spec import CONTINUE, INPUTS, CacheSpec, Edge, ErrorRoute
 from calliope_graph.flow.trace import jsonable
 from calliope_graph.flow.validate import Plan
 from calliope_graph.media import Audio, Image, Video
 
-__all__ = ["compile_plan", "done_name", "error_classes", "input_key", "port_key"]
+__all__ = ["CompiledFlowGraph", "RuntimeFactory", "compile_plan", "environment_runtime"]
 
 _MISSING = object()
 
-
-def port_key(node: str, port: str) -> str:
-    return f"{node}.{port}"
-
-
-def input_key(name: str) -> str:
-    return f"inputs.{name}"
-
-
-def done_name(node: str) -> str:
-    return f"{node}__done"
-
-
-def error_classes(exc: BaseException) -> set[str]:
-    """The error classes ``exc`` belongs to (what ``when:`` lists match against)."""
-    classes = {"any"}
-    if isinstance(exc, NodeTimeoutError | TimeoutError):
-        classes |= {"timeout", "transient"}
-    if isinstance(exc, CalliopeError):
-        for cls in type(exc).__mro__:
-            name = cls.__dict__.get("error_class")
-            if isinstance(name, str):
-                classes.add(name)
-    return classes
+#: Builds the FlowRuntime of a run that was started without one (LangGraph Server passes
+#: its own context, or none): called with whatever the caller gave as context.
+RuntimeFactory = Callable[[Any], FlowRuntime]
+#: What :func:`compile_plan` returns: LangGraph's compiled graph, with a FlowRuntime context.
+CompiledFlowGraph = CompiledStateGraph[Any, FlowRuntime, Any, Any]
 
 
 def _state_schema(plan: Plan) -> type[Any]:
@@ -78,12 +69,12 @@ def _state_schema(plan: Plan) -> type[Any]:
             keys[port_key(name, port.name)] = Any
     for name, node_spec in plan.spec.nodes.items():
         if node_spec.on_error:
-            keys[f"~halt.{name}"] = Any
+            keys[halt_key(name)] = Any
         for route in node_spec.on_error:
             if route.rewrite is not None:
-                keys[f"~rw.{name}"] = Any
-                keys[f"~ovr.{name}.{route.rewrite.port}"] = Any
-                keys[f"~req.{route.rewrite.via}"] = Any
+                keys[rewrites_key(name)] = Any
+                keys[override_key(name, route.rewrite.port)] = Any
+                keys[request_key(route.rewrite.via)] = Any
     schema: type[Any] = TypedDict(  # type: ignore[misc]
         f"{plan.spec.name.replace('-', '_')}_state", keys, total=False
     )
@@ -107,7 +98,7 @@ class _Gather:
             for port, ref in plan.wiring[name]
         ]
         self.overrides = [
-            (route.rewrite.port, f"~ovr.{name}.{route.rewrite.port}")
+            (route.rewrite.port, override_key(name, route.rewrite.port))
             for route in plan.spec.nodes[name].on_error
             if route.rewrite is not None
         ]
@@ -154,96 +145,96 @@ def _cache_key(gather: _Gather) -> Callable[[Any], str]:
     return key
 
 
-_SERVED: dict[str, FlowRuntime] = {}
+def environment_runtime(plan: Plan) -> RuntimeFactory:
+    """A factory for runs started without a FlowRuntime (LangGraph Server): one runtime per
+    compiled graph, built on first use from the environment — keys from the conventional
+    variables, media under ``./out/<flow>`` — and kept by this graph alone (no module global).
+    """
+    built: list[FlowRuntime] = []
+
+    def factory(context: Any) -> FlowRuntime:
+        if not built:
+            from calliope_graph.context import RunContext
+            from calliope_graph.flow.trace import Trace
+
+            ctx = RunContext.create(Path("out") / plan.spec.name, catalog=plan.catalog)
+            trace = Trace(flow=plan.spec.name, thread_id="server", started_at=time.time())
+            built.append(FlowRuntime(ctx=ctx, trace=trace, record=False))
+        return built[0]
+
+    return factory
 
 
-def _runtime(plan: Plan, runtime: Runtime[FlowRuntime]) -> FlowRuntime:
-    """The run's FlowRuntime; under LangGraph Server (no context given) one built from the
-    environment: keys from the conventional variables, media written under ``./out``."""
-    context = runtime.context
-    if isinstance(context, FlowRuntime):
-        return context
-    served = _SERVED.get(plan.spec.name)
-    if served is None:
-        import time
-
-        from calliope_graph.context import RunContext
-        from calliope_graph.flow.trace import Trace
-
-        ctx = RunContext.create(Path("out") / plan.spec.name, catalog=plan.catalog)
-        trace = Trace(flow=plan.spec.name, thread_id="server", started_at=time.time())
-        served = _SERVED[plan.spec.name] = FlowRuntime(ctx=ctx, trace=trace, record=False)
-    return served
+def _runtime(context: Any, factory: RuntimeFactory) -> FlowRuntime:
+    return context if isinstance(context, FlowRuntime) else factory(context)
 
 
-def _node_function(plan: Plan, name: str) -> Callable[..., Any]:
+def _node_function(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., Any]:
     node = plan.nodes[name]
     root = plan.root(name)
     gather = _Gather(plan, name)
-    via_port = plan.rewrite_port(name) if name in plan.rewrites_for else None
-    request_key = f"~req.{name}"
-    is_via = name in plan.rewrites_for
-
-    halt_key = f"~halt.{name}"
+    is_via = name in plan.rewrites_for  # ``name`` rewrites other nodes' inputs
+    via_port = plan.rewrite_port(name)  # where the refused value arrives (may be none)
+    my_request, my_halt, my_rewrites = request_key(name), halt_key(name), rewrites_key(name)
 
     async def run(state: dict[str, Any]) -> Any:
         # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
         # injection costs more than the rest of this wrapper (see benchmarks/).
-        flow_rt = _runtime(plan, get_runtime(FlowRuntime))
-        halted = bool(state.get(halt_key))
+        flow_rt = _runtime(get_runtime(FlowRuntime).context, factory)
+        halted = bool(state.get(my_halt))
         if halted:  # stopped on a failure no route took; continues when resumed
             interrupt({"node": name, "resume": "run it again"})
         inputs = gather(state)
-        request: dict[str, Any] | None = state.get(request_key) if is_via else None
+        request: dict[str, Any] | None = state.get(my_request) if is_via else None
         if request is not None and via_port is not None:
             inputs[via_port] = request["value"]
-        iteration = int(state.get(f"~rw.{name}") or 0) + 1
+        iteration = int(state.get(my_rewrites) or 0) + 1
         outputs = await flow_rt.execute(name, node, inputs, iteration=iteration)
         if request is not None:
             value = outputs[request["output"]]
             return Command(
                 goto=request["node"],
                 update={
-                    f"~ovr.{request['node']}.{request['port']}": value,
-                    request_key: None,
-                    **({halt_key: None} if halted else {}),
+                    override_key(request["node"], request["port"]): value,
+                    my_request: None,
+                    **({my_halt: None} if halted else {}),
                 },
             )
         update = {port_key(root, port): value for port, value in outputs.items()}
         if halted:
-            update[halt_key] = None
+            update[my_halt] = None
         return update
 
     run.__name__ = f"node_{name}"
     return run
 
 
-def _handler(plan: Plan, name: str) -> Callable[..., Any]:
+def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., Any]:
     routes: list[ErrorRoute] = list(plan.spec.nodes[name].on_error)
     gather = _Gather(plan, name)
     join = done_name(plan.root(name))
+    my_rewrites = rewrites_key(name)
 
     async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
-        flow_rt = _runtime(plan, runtime)
+        flow_rt = _runtime(runtime.context, factory)
         exc = error.error
-        classes = error_classes(exc)
-        count = int(state.get(f"~rw.{name}") or 0)
+        classes = set(error_classes(exc))
+        count = int(state.get(my_rewrites) or 0)
         for route in routes:
             if not classes & set(route.when):
                 continue
             if route.rewrite is not None:
                 rw = route.rewrite
-                bound = rw.max_attempts or 0
-                if count >= bound:
+                if count >= (rw.max_attempts or 0):
                     continue
                 value = gather(state).get(rw.port)
                 output = rw.output or plan.nodes[rw.via].output_ports[0].name
-                flow_rt.routed(name, exc, classes, f"rewrite:{rw.via}", status="fallback")
+                flow_rt.routed(name, exc, f"rewrite:{rw.via}", status="fallback")
                 return Command(
                     goto=rw.via,
                     update={
-                        f"~rw.{name}": count + 1,
-                        f"~req.{rw.via}": {
+                        my_rewrites: count + 1,
+                        request_key(rw.via): {
                             "node": name,
                             "port": rw.port,
                             "output": output,
@@ -252,10 +243,10 @@ def _handler(plan: Plan, name: str) -> Callable[..., Any]:
                     },
                 )
             if route.goto == CONTINUE:
-                flow_rt.routed(name, exc, classes, "continue", status="skipped")
+                flow_rt.routed(name, exc, "continue", status="skipped")
                 return Command(goto=join)
             assert route.goto is not None
-            flow_rt.routed(name, exc, classes, f"fallback:{route.goto}", status="fallback")
+            flow_rt.routed(name, exc, f"fallback:{route.goto}", status="fallback")
             return Command(goto=route.goto)
         # No route takes this failure: the run stops here. With a checkpointer the node is
         # sent work again, and pauses on a LangGraph interrupt before running: the run ends
@@ -264,23 +255,26 @@ def _handler(plan: Plan, name: str) -> Callable[..., Any]:
         flow_rt.halted = (name, exc)
         if not flow_rt.resumable:
             raise exc
-        return Command(goto=name, update={f"~halt.{name}": True})
+        return Command(goto=name, update={halt_key(name): True})
 
     handle.__name__ = f"on_error_{name}"
     return handle
 
 
-def _destinations(plan: Plan, name: str) -> dict[str, str]:
+def _destinations(plan: Plan, name: str, edges: list[Edge]) -> dict[str, str]:
+    """Where ``name`` may route with ``Command(goto=...)``, labelled as the spec's edges are
+    (so ``compiled.get_graph()`` draws them like our own drawings)."""
     out: dict[str, str] = {}
     join = done_name(plan.root(name))
-    for route in plan.spec.nodes[name].on_error:
-        label = route.label or " | ".join(route.when)
-        if route.rewrite is not None:
-            out[route.rewrite.via] = f"{label} (≤{route.rewrite.max_attempts})"
-        elif route.goto == CONTINUE:
-            out[join] = label
-        elif route.goto is not None:
-            out[route.goto] = label
+    for edge in edges:
+        if edge.source != name:
+            continue
+        if edge.kind in ("fallback", "rewrite") and edge.target is not None:
+            out[edge.target] = edge.label
+        elif edge.kind == "continue":
+            out[join] = edge.label
+        elif edge.kind == "rewrite_back" and edge.target is not None:
+            out[edge.target] = "retry"
     if plan.has_routes(name) and join not in out and name == plan.root(name):
         out[join] = "ok"
     return out
@@ -297,7 +291,7 @@ def _retry_policy(plan: Plan, name: str) -> RetryPolicy | None:
         max_interval=spec.max_interval,
         max_attempts=spec.max_attempts,
         jitter=spec.jitter,
-        retry_on=lambda exc: bool(error_classes(exc) & when),
+        retry_on=lambda exc: not when.isdisjoint(error_classes(exc)),
     )
 
 
@@ -314,22 +308,25 @@ def _cache_policy(plan: Plan, name: str, cache_all: bool) -> CachePolicy[Any] | 
 def compile_plan(
     plan: Plan,
     *,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    checkpointer: Checkpointer = None,
     cache: BaseCache[Any] | None = None,
-) -> CompiledStateGraph[Any, FlowRuntime, Any, Any]:
-    """The LangGraph graph of ``plan`` (with ``cache``, every non-routed node is cached)."""
+    runtime_factory: RuntimeFactory | None = None,
+) -> CompiledFlowGraph:
+    """The LangGraph graph of ``plan`` (with ``cache``, every non-routed node is cached).
+
+    Runs get their :class:`FlowRuntime` as LangGraph context; ``runtime_factory`` builds one
+    for runs started without it (default: :func:`environment_runtime`, for LangGraph Server).
+    """
+    factory = runtime_factory or environment_runtime(plan)
+    edges = plan.spec.edges()
     graph: StateGraph[Any, FlowRuntime, Any, Any] = StateGraph(
         _state_schema(plan), context_schema=FlowRuntime
     )
-    consumers: dict[str, int] = {name: 0 for name in plan.spec.nodes}
     for name in plan.order:
         kwargs: dict[str, Any] = {}
         if plan.has_routes(name):
-            kwargs["error_handler"] = _handler(plan, name)
-        destinations = _destinations(plan, name)
-        if name in plan.rewrites_for:
-            for target in plan.rewrites_for[name]:
-                destinations[target] = "retry"
+            kwargs["error_handler"] = _handler(plan, name, factory)
+        destinations = _destinations(plan, name, edges)
         if destinations:
             kwargs["destinations"] = destinations
         timeout = plan.spec.nodes[name].timeout
@@ -337,7 +334,7 @@ def compile_plan(
             kwargs["timeout"] = timeout
         graph.add_node(
             name,
-            _node_function(plan, name),
+            _node_function(plan, name, factory),
             retry_policy=_retry_policy(plan, name),
             cache_policy=_cache_policy(plan, name, cache is not None),
             **kwargs,
@@ -349,15 +346,13 @@ def compile_plan(
         if fallback not in plan.rewrites_for:
             graph.add_edge(fallback, done_name(plan.root(fallback)))
 
+    # Data edges: a node waits on its sources (their join nodes when they have routes).
+    consumed: set[str] = set()
     for name in plan.order:
         if name in plan.routed:
             continue
-        sources = sorted(
-            {_link(plan, ref.node) for _, ref in plan.wiring[name] if not ref.is_input}
-        )
-        for _, ref in plan.wiring[name]:
-            if not ref.is_input:
-                consumers[ref.node] += 1
+        sources = sorted({_link(plan, e.source) for e in edges if _feeds(e, name)})
+        consumed |= {e.source for e in edges if _feeds(e, name)}
         if not sources:
             graph.add_edge(START, name)
         elif len(sources) == 1:
@@ -365,9 +360,15 @@ def compile_plan(
         else:
             graph.add_edge(sources, name)
     for name in plan.order:
-        if name not in plan.routed and consumers[name] == 0:
+        if name not in plan.routed and name not in consumed:
             graph.add_edge(_link(plan, name), END)
+    if cache is not None and not isinstance(cache, MediaCheckedCache):
+        cache = MediaCheckedCache(cache)
     return graph.compile(checkpointer=checkpointer, cache=cache, name=plan.spec.name)
+
+
+def _feeds(edge: Edge, target: str) -> bool:
+    return edge.kind == "data" and edge.target == target and edge.source != INPUTS
 
 
 async def _join(state: dict[str, Any]) -> None:

@@ -1,9 +1,8 @@
 """Running a compiled flow: inputs in, typed outputs and a trace out, with live events.
 
 :class:`FlowRunner` owns what one or many runs share (the validated plan, the run context,
-the compiled graph when it can be reused). :class:`FlowRuntime` is what LangGraph carries in
-its runtime context for one run: the :class:`~calliope_graph.context.RunContext` and the
-trace being written — never state, so never checkpointed.
+the compiled graph when it can be reused); each run gets a
+:class:`~calliope_graph.flow._runtime.FlowRuntime` as LangGraph's runtime context.
 """
 
 from __future__ import annotations
@@ -13,37 +12,53 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from langgraph.types import Command
+from langchain_core.runnables import RunnableConfig
+from langgraph.cache.base import BaseCache
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Checkpointer, Command, StateSnapshot
+from typing_extensions import TypedDict, Unpack
 
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
-from calliope_graph.engines._http import CallStats, call_stats, redact
-from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, MediaError
-from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
+from calliope_graph.errors import (
+    CalliopeError,
+    ConfigurationError,
+    FlowRunError,
+    FlowSpecError,
+    MediaError,
+    error_class,
+)
+from calliope_graph.flow._runtime import (
+    FlowEvent,
+    FlowRuntime,
+    OnEvent,
+    input_key,
+    port_key,
+)
+from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan
+from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
 
 if TYPE_CHECKING:
     from calliope_graph.flow.validate import Plan
-    from calliope_graph.nodes import Node
     from calliope_graph.simulate import Simulator
 
-__all__ = ["EventKind", "FlowEvent", "FlowResult", "FlowRunner", "FlowRuntime"]
-
-EventKind = Literal["started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed"]
-
-
-@dataclass(frozen=True)
-class FlowEvent:
-    """Something a node did, as it happened (``trace`` is the live trace)."""
-
-    kind: EventKind
-    node: str
-    execution: NodeExecution
-    trace: Trace
+__all__ = [
+    "Durability",
+    "FlowResult",
+    "FlowRunner",
+    "RunOptions",
+    "RunnerOptions",
+    "checkpoint_serializer",
+    "new_thread_id",
+    "prepare_inputs",
+    "split_options",
+    "stream_events",
+]
 
 
 @dataclass(frozen=True)
@@ -56,231 +71,19 @@ class FlowResult:
     out_dir: Path
 
 
-OnEvent = Callable[[FlowEvent], None]
-#: Shortest time between two rewrites of trace.json during a run (seconds).
-SAVE_INTERVAL = 0.1
-
-
-@dataclass
-class FlowRuntime:
-    """LangGraph's runtime context for one run (see module docstring)."""
-
-    ctx: RunContext
-    trace: Trace
-    on_event: OnEvent | None = None
-    trace_path: Path | None = None
-    record: bool = True
-    resumable: bool = False
-    """A checkpointer is present: an unrouted failure pauses (resumable) instead of raising."""
-    halted: tuple[str, BaseException] | None = None
-    """The node whose failure no route took, and the failure."""
-    static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
-    """Per node: provider, model, summarised params (they do not change between runs)."""
-    _last: dict[str, NodeExecution] = field(default_factory=dict)
-    _secret_list: list[str] | None = None
-    _save_pending: bool = False
-    _last_save: float = 0.0
-
-    def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
-        known = self.static.get(name)
-        if known is None:
-            config = None
-            with contextlib.suppress(CalliopeError):
-                config = node.model_config_for(self.ctx) if node.model is not None else None
-            known = (
-                config.provider.value if config is not None else None,
-                config.slug if config is not None else None,
-                self._summary(node.params.model_dump(mode="json"), None),
-            )
-            self.static[name] = known
-        return known
-
-    # -- node executions --------------------------------------------------------------------
-    async def execute(
-        self, name: str, node: Node, inputs: dict[str, Any], *, iteration: int
-    ) -> dict[str, Any]:
-        """Run ``node`` once, recording it in the trace (the compiled node calls this)."""
-        if not self.record:
-            return await node.run(self.ctx, **inputs)
-        previous = self._last.get(name)
-        if previous is not None and previous.status == "failed" and previous.branch is None:
-            self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
-        provider, model, params = self._static(name, node)
-        root = self.trace.out_dir
-        execution = NodeExecution(
-            node=name,
-            kind=node.kind,
-            provider=provider,
-            model=model,
-            started_at=time.time(),
-            iteration=iteration,
-            inputs=self._summary(inputs, root),
-            params=params,
-            # every field given: pydantic's default-factory lookup is slow
-            ended_at=None,
-            status="running",
-            attempts=0,
-            retries=0,
-            retry_times=[],
-            calls={},
-            error_class=None,
-            error=None,
-            branch=None,
-            cache_hit=False,
-            resumed=False,
-            outputs={},
-        )
-        self.trace.executions.append(execution)
-        self._last[name] = execution
-        self._emit("started", execution)
-
-        def retried(provider: str, exc: BaseException | None) -> None:
-            execution.retries += 1
-            execution.error_class = _class_name(exc) if exc is not None else None
-            execution.error = self._redact(str(exc)) if exc is not None else None
-            self._emit("retried", execution)
-
-        stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted.
-        token = call_stats.set(stats) if node.model is not None else None
-        try:
-            outputs = await node.run(self.ctx, **inputs)
-        except BaseException as exc:
-            self._close(execution, stats)
-            execution.status = "failed"
-            if isinstance(exc, asyncio.CancelledError):
-                execution.error_class = "timeout"
-                execution.error = f"stopped: node {name!r} ran past its timeout"
-            else:
-                execution.error_class = _class_name(exc)
-                execution.error = self._redact(str(exc))
-            self._emit("failed", execution)
-            raise
-        finally:
-            if token is not None:
-                call_stats.reset(token)
-        self._close(execution, stats)
-        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
-        execution.__dict__.update(
-            status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
-        )
-        self._emit("finished", execution)
-        return outputs
-
-    def routed(
-        self, name: str, exc: BaseException, classes: set[str], branch: str, *, status: Any
-    ) -> None:
-        """An error route caught the failure of ``name`` (called by its error handler)."""
-        execution = self._last.get(name)
-        if execution is None:  # failed before it could start (e.g. a missing input)
-            execution = NodeExecution(node=name, kind="?", started_at=time.time())
-            execution.ended_at = execution.started_at
-            self.trace.executions.append(execution)
-        execution.status = status
-        execution.branch = branch
-        execution.error_class = _class_name(exc)
-        execution.error = self._redact(str(exc)) or type(exc).__name__
-        self._emit("skipped" if status == "skipped" else "fallback", execution)
-
-    def cache_hit(self, name: str, node: Node, outputs: Mapping[str, Any]) -> None:
-        now = time.time()
-        execution = NodeExecution(
-            node=name,
-            kind=node.kind,
-            started_at=now,
-            ended_at=now,
-            status="cache_hit",
-            cache_hit=True,
-            outputs=self._summary(dict(outputs), self.trace.out_dir),
-        )
-        self.trace.executions.append(execution)
-        self._emit("cache_hit", execution)
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _close(self, execution: NodeExecution, stats: CallStats) -> None:
-        execution.__dict__.update(
-            ended_at=time.time(),
-            attempts=stats.attempts,
-            calls=dict(stats.calls),
-            retry_times=list(stats.attempt_times),
-        )
-        if stats.providers and execution.provider is None:
-            execution.provider = stats.providers[0]
-
-    def _save_soon(self) -> None:
-        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
-        finishing together share one write; the runner always writes the final trace)."""
-        if self._save_pending:
-            return
-        now = time.monotonic()
-        wait = self._last_save + SAVE_INTERVAL - now
-        if wait <= 0:
-            self.save()
-            return
-        self._save_pending = True
-        asyncio.get_running_loop().call_later(wait, self.save)
-
-    def save(self) -> None:
-        self._save_pending = False
-        self._last_save = time.monotonic()
-        if self.trace_path is not None:
-            self.trace.save(self.trace_path)
-
-    def _secrets(self) -> list[str]:
-        if self._secret_list is None:
-            self._secret_list = self.ctx.keys.secrets()
-        return self._secret_list
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets())
-
-    def _summary(self, value: Any, root: str | None) -> Any:
-        summary = jsonable(value, root=root)
-        secrets = self._secrets()
-        if not secrets:
-            return summary
-        return _redact_tree(summary, secrets)
-
-    def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
-        if self.trace_path is not None and kind not in ("started", "retried"):
-            self._save_soon()
-        if self.on_event is not None:
-            self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
-
-
-def _redact_tree(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _redact_tree(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_tree(v, secrets) for v in value]
-    return value
-
-
-def _class_name(exc: BaseException) -> str:
-    from langgraph.errors import NodeTimeoutError
-
-    if isinstance(exc, NodeTimeoutError | asyncio.CancelledError | TimeoutError):
-        return "timeout"
-    if isinstance(exc, CalliopeError):
-        return exc.error_class
-    return type(exc).__name__
-
-
 def checkpoint_serializer(plan: Plan) -> Any:
     """LangGraph's serializer, allowed to restore exactly the value types this flow produces.
 
     Media references, analyses, story frames and the pydantic objects of structured-output
-    nodes are registered, so checkpoints load without LangGraph's "unregistered type" warning
-    and nothing else can be smuggled into one.
+    nodes (and the models their fields use) are registered, so checkpoints load without
+    LangGraph's "unregistered type" warning and nothing else can be smuggled into one.
     """
     from pydantic import BaseModel
 
     from calliope_graph.media import ImageAnalysis
-    from calliope_graph.nodes import Character, Scene, StoryFrame
+    from calliope_graph.nodes import StoryFrame
 
-    found: set[type] = {Image, Audio, Video, ImageAnalysis, StoryFrame, Scene, Character}
+    found: set[type] = {Image, Audio, Video, ImageAnalysis, StoryFrame}
 
     def walk(model: type[BaseModel]) -> None:
         if model in found:
@@ -310,8 +113,6 @@ _MEDIA: dict[str, type[Image] | type[Audio] | type[Video]] = {
 
 def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
     """Flow inputs → initial state; paths become media values (a bad file is a MediaError)."""
-    from calliope_graph.flow.compile import input_key
-
     spec = plan.spec
     given = dict(inputs or {})
     unknown = sorted(set(given) - set(spec.inputs))
@@ -339,7 +140,8 @@ def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, An
                     f"Input {name!r} must be a {declared.type} file path or a "
                     f"{media.__name__} value, not {type(value).__name__}."
                 )
-            value = media.open(value)
+            # Absolute, so a resume from another working directory finds the same file.
+            value = media.open(Path(value).expanduser().absolute())
         elif declared.type == "text" and not isinstance(value, str):
             value = str(value)
         state[input_key(name)] = value
@@ -364,41 +166,74 @@ async def stream_events(
                 await task
 
 
+# -- options ---------------------------------------------------------------------------------
+Durability = Literal["sync", "async", "exit"]
+"""LangGraph's: ``async`` saves each step's checkpoint while the next runs, ``sync`` before
+it, ``exit`` only when the run ends. Completed node work is journaled either way."""
+
+
+class RunnerOptions(TypedDict, total=False):
+    """How runs are set up: shared by :class:`FlowRunner` and every ``Flow`` run method."""
+
+    out_dir: str | Path
+    """Where media, ``trace.json`` and the checkpoints go (default ``out``)."""
+    keys: KeysModel | None
+    """Provider keys (default: from the environment, or the simulator's)."""
+    simulator: Simulator | None
+    """Run every provider call against this simulator (offline)."""
+    ctx: RunContext | None
+    """A ready run context (client, keys, store); overrides ``keys`` and ``simulator``."""
+    checkpointer: Checkpointer
+    """LangGraph's type: ``None``/``True`` = SQLite at ``out_dir/checkpoints.sqlite``,
+    ``False`` = no checkpoints (no resume), or a checkpointer (e.g. Postgres)."""
+    cache: bool | BaseCache[Any]
+    """``True`` = LangGraph's SQLite cache at ``out_dir/cache.sqlite``, or a cache."""
+    trace_file: bool
+    """Write ``out_dir/trace.json`` as nodes finish (default ``True``)."""
+    record: bool
+    """Record the trace at all (default ``True``; off only for benchmarks)."""
+    durability: Durability
+
+
+class RunOptions(RunnerOptions, total=False):
+    """:class:`RunnerOptions` plus what one run takes."""
+
+    thread_id: str | None
+    """The checkpoint thread (default: a new one); with ``resume``, the run to continue."""
+    resume: bool
+    """Continue the failed or stopped run ``thread_id`` without re-running what completed."""
+    on_event: OnEvent | None
+    """Called with each :class:`FlowEvent` as it happens."""
+
+
+_CALL_OPTIONS = ("thread_id", "resume", "on_event")
+
+
+def split_options(options: RunOptions) -> tuple[RunnerOptions, dict[str, Any]]:
+    """(runner options, per-run options) of ``options``."""
+    runner = {k: v for k, v in options.items() if k not in _CALL_OPTIONS}
+    call = {k: v for k, v in options.items() if k in _CALL_OPTIONS}
+    return cast(RunnerOptions, runner), call
+
+
 # -- the runner ---------------------------------------------------------------------------------
 class FlowRunner:
-    """Runs one validated flow, once or many times.
+    """Runs one validated flow, once or many times (see :class:`RunnerOptions`)."""
 
-    ``checkpoint``: True (SQLite at ``out_dir/checkpoints.sqlite``), False, or a LangGraph
-    checkpointer. ``cache``: False, True (LangGraph's SQLite cache at ``out_dir/cache.sqlite``)
-    or a LangGraph cache. ``trace_file``: write ``out_dir/trace.json`` as nodes finish.
-    """
-
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        out_dir: str | Path = "out",
-        keys: KeysModel | None = None,
-        simulator: Simulator | None = None,
-        ctx: RunContext | None = None,
-        checkpoint: Any = True,
-        cache: Any = False,
-        trace_file: bool = True,
-        record: bool = True,
-        durability: Literal["sync", "async", "exit"] = "async",
-    ) -> None:
+    def __init__(self, plan: Plan, **options: Unpack[RunnerOptions]) -> None:
         self.plan = plan
-        self.out_dir = Path(out_dir)
-        self._keys = keys
-        self._simulator = simulator
-        self._ctx = ctx
+        self.out_dir = Path(options.get("out_dir", "out"))
+        self._keys = options.get("keys")
+        self._simulator = options.get("simulator")
+        self._ctx = options.get("ctx")
         self._own_ctx: RunContext | None = None
-        self.checkpoint = checkpoint
-        self.cache = cache
-        self.trace_file = trace_file
-        self.record = record
-        self.durability: Any = durability
-        self._graph: Any = None
+        checkpointer = options.get("checkpointer")
+        self.checkpointer: Checkpointer = True if checkpointer is None else checkpointer
+        self.cache: bool | BaseCache[Any] = options.get("cache", False)
+        self.trace_file = options.get("trace_file", True)
+        self.record = options.get("record", True)
+        self.durability: Durability = options.get("durability", "async")
+        self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
 
     # -- context ----------------------------------------------------------------------------
@@ -422,11 +257,9 @@ class FlowRunner:
             self._own_ctx = None
 
     @contextlib.asynccontextmanager
-    async def _graph_for_run(self) -> AsyncIterator[Any]:
-        from calliope_graph.flow.compile import compile_plan
-
+    async def _graph_for_run(self) -> AsyncIterator[CompiledFlowGraph]:
         cache = self._cache()
-        if self.checkpoint is True:
+        if self.checkpointer is True:
             import aiosqlite
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -436,19 +269,23 @@ class FlowRunner:
                 saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(self.plan))
                 yield compile_plan(self.plan, checkpointer=saver, cache=cache)
             return
-        if self.checkpoint:
-            yield compile_plan(self.plan, checkpointer=self.checkpoint, cache=cache)
+        if self.checkpointer:
+            yield compile_plan(self.plan, checkpointer=self.checkpointer, cache=cache)
             return
         if self._graph is None:
             self._graph = compile_plan(self.plan, cache=cache)
         yield self._graph
 
-    def _cache(self) -> Any:
+    def _cache(self) -> BaseCache[Any] | None:
         if self.cache is True:
             from langgraph.cache.sqlite import SqliteCache
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.cache = SqliteCache(path=str(self.out_dir / "cache.sqlite"))
+            # The flow's allow-listed serializer, as for checkpoints: a cache hit restores
+            # our value types without LangGraph's "unregistered type" warning.
+            self.cache = SqliteCache(
+                path=str(self.out_dir / "cache.sqlite"), serde=checkpoint_serializer(self.plan)
+            )
         return self.cache or None
 
     # -- running ----------------------------------------------------------------------------
@@ -461,15 +298,13 @@ class FlowRunner:
         on_event: OnEvent | None = None,
     ) -> FlowResult:
         """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept)."""
-        from calliope_graph.flow.compile import port_key
-
         spec = self.plan.spec
         if resume and not thread_id:
             raise ConfigurationError("Resuming needs the thread id of the run to continue.")
-        if resume and not self.checkpoint:
-            raise ConfigurationError("Resuming needs checkpointing: do not pass checkpoint=False.")
+        if resume and not self.checkpointer:
+            raise ConfigurationError("Resuming needs checkpoints: do not pass checkpointer=False.")
         state = None if resume else prepare_inputs(self.plan, inputs)
-        thread = thread_id or uuid.uuid4().hex[:12]
+        thread = thread_id or new_thread_id()
         ctx = self._context()
         trace_path = self.out_dir / "trace.json" if self.trace_file else None
         trace = Trace(
@@ -480,30 +315,18 @@ class FlowRunner:
             out_dir=str(self.out_dir.resolve()),
             inputs=jsonable(inputs or {}, root=self.out_dir.resolve()),
         )
-        if resume:
-            trace.resumed_from = thread
-            previous = self.out_dir / "trace.json"
-            if previous.is_file():
-                with contextlib.suppress(Exception):
-                    old = Trace.load(previous)
-                    if old.thread_id == thread:
-                        trace.inputs = old.inputs
-                        for execution in old.executions:
-                            if execution.status != "failed":
-                                trace.executions.append(
-                                    execution.model_copy(update={"resumed": True})
-                                )
         runtime = FlowRuntime(
             ctx=ctx,
             trace=trace,
             on_event=on_event,
             trace_path=trace_path,
             record=self.record,
-            resumable=bool(self.checkpoint),
+            resumable=bool(self.checkpointer),
             static=self._static,
         )
-        config: dict[str, Any] = {
+        config: RunnableConfig = {
             "configurable": {"thread_id": thread},
+            "metadata": {FLOW_METADATA: spec.name},
             "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
         }
         values: dict[str, Any] = dict(state or {})
@@ -512,15 +335,13 @@ class FlowRunner:
             async with self._graph_for_run() as graph:
                 start: Any = state
                 if resume:
-                    snapshot = await graph.aget_state(config)
+                    snapshot = await self._resumable(graph, config, thread)
+                    self._carry_over(trace)
                     if snapshot.interrupts:  # stopped on a failure no route took
                         start = Command(resume=True)
+                durability = {"durability": self.durability} if self.checkpointer else {}
                 async for chunk in graph.astream(
-                    start,
-                    config,
-                    context=runtime,
-                    stream_mode="updates",
-                    durability=self.durability,
+                    start, config, context=runtime, stream_mode="updates", **durability
                 ):
                     for name, update in chunk.items():
                         if isinstance(update, dict) and name != "__metadata__":
@@ -529,24 +350,32 @@ class FlowRunner:
                         paused = True
                     if self.record and "__metadata__" in chunk:
                         self._cache_hits(runtime, chunk)
-                if resume and self.checkpoint:
+                if resume:
                     snapshot = await graph.aget_state(config)
                     values = {**snapshot.values, **values}
         except (KeyboardInterrupt, asyncio.CancelledError):
+            runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
             trace.error = "interrupted"
             if trace_path is not None:
                 trace.save(trace_path)
             raise
+        except CalliopeError as exc:
+            if isinstance(exc, ConfigurationError | FlowSpecError | MediaError) and not (
+                trace.executions
+            ):
+                raise  # refused before anything ran: nothing to report, nothing touched
+            raise self._failed(runtime, exc, thread) from exc
         except Exception as exc:
             raise self._failed(runtime, exc, thread) from exc
         if paused and runtime.halted is not None:
             cause = runtime.halted[1]
+            runtime.timed_out(runtime.halted[0], cause)
             raise self._failed(runtime, cause, thread) from cause
         outputs: dict[str, Any] = {}
         for out_name, target in spec.outputs.items():
             node, _, port = target.partition(".")
-            key = target if node == "inputs" else port_key(node, port)
+            key = input_key(port) if node == "inputs" else port_key(node, port)
             if key in values and values[key] is not None:
                 outputs[out_name] = values[key]
         trace.outputs = runtime._summary(outputs, trace.out_dir)
@@ -568,6 +397,52 @@ class FlowRunner:
         ):
             yield item
 
+    # -- resuming ---------------------------------------------------------------------------
+    async def _resumable(
+        self, graph: CompiledFlowGraph, config: RunnableConfig, thread: str
+    ) -> StateSnapshot:
+        """The thread's last checkpoint; a ConfigurationError when there is none in this
+        store, or when it belongs to another flow — before anything runs or is written."""
+        snapshot = await graph.aget_state(config)
+        store = self._store_name()
+        if not snapshot.values and snapshot.created_at is None:
+            threads = await _threads(graph)
+            listed = ", ".join(f"{t} ({f})" if f else t for t, f in threads[:20]) or "none"
+            more = f" (and {len(threads) - 20} more)" if len(threads) > 20 else ""
+            raise ConfigurationError(
+                f"Cannot resume thread {thread!r}: it is not in the checkpoint store {store}. "
+                f"Threads there: {listed}{more}. Pass one of them to --resume, or the --out "
+                "directory of the run that printed the thread id."
+            )
+        owner = (snapshot.metadata or {}).get(FLOW_METADATA)
+        if owner is not None and owner != self.plan.spec.name:
+            raise ConfigurationError(
+                f"Thread {thread!r} in {store} is a run of flow {owner!r}, not "
+                f"{self.plan.spec.name!r}: resume it with that flow "
+                f"(calliope-graph run {owner} --out {self.out_dir} --resume {thread})."
+            )
+        return snapshot
+
+    def _store_name(self) -> str:
+        if self.checkpointer is True:
+            return str(self.out_dir / "checkpoints.sqlite")
+        return type(self.checkpointer).__name__
+
+    def _carry_over(self, trace: Trace) -> None:
+        """A resumed trace starts with what the earlier attempt of this thread completed."""
+        previous = self.out_dir / "trace.json"
+        if not previous.is_file():
+            return
+        with contextlib.suppress(Exception):
+            old = Trace.load(previous)
+            if old.thread_id != trace.thread_id:
+                return
+            trace.inputs = old.inputs
+            trace.resumed_from = trace.thread_id
+            for execution in old.executions:
+                if execution.status in ("ok", "fallback", "skipped", "cache_hit"):
+                    trace.executions.append(execution.model_copy(update={"resumed": True}))
+
     # -- internals --------------------------------------------------------------------------
     def _loop_budget(self) -> int:
         total = 0
@@ -578,13 +453,12 @@ class FlowRunner:
         return total
 
     def _cache_hits(self, runtime: FlowRuntime, chunk: dict[str, Any]) -> None:
-        from calliope_graph.flow.compile import port_key
-
-        if not chunk.get("__metadata__", {}).get("cached"):
-            return
+        if not self.cache or not chunk.get("__metadata__", {}).get("cached"):
+            return  # without a cache, "cached" writes are a resume replaying saved work
+        done = {e.node for e in runtime.trace.executions if e.resumed}
         for name, update in chunk.items():
             node = self.plan.nodes.get(name)
-            if node is None or not isinstance(update, dict):
+            if node is None or not isinstance(update, dict) or name in done:
                 continue
             prefix = port_key(self.plan.root(name), "")
             outputs = {k[len(prefix) :]: v for k, v in update.items() if k.startswith(prefix)}
@@ -594,14 +468,16 @@ class FlowRunner:
         trace = runtime.trace
         failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
         node = failed.node if failed is not None else getattr(exc, "node", None)
-        cause = _class_name(exc)
-        message = runtime._redact(str(exc)) or type(exc).__name__
+        cause = error_class(exc)
+        message = runtime.describe(exc)
         path = trace.path()
         attempts = failed.attempts if failed is not None else 0
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
             f"calliope-graph run {trace.flow} --out {self.out_dir} --resume {thread}"
-            if self.checkpoint
+            if self.checkpointer is True
+            else f" Fix the cause, then resume thread {thread!r} with the same checkpointer."
+            if self.checkpointer
             else ""
         )
         tries = f", {attempts} provider attempt{'s' if attempts > 1 else ''}" if attempts else ""
@@ -615,3 +491,25 @@ class FlowRunner:
         return FlowRunError(
             text, node=node, attempts=attempts, path=path, cause_class=cause, thread_id=thread
         )
+
+
+#: Checkpoint metadata key naming the flow a thread runs (a resume checks it).
+FLOW_METADATA = "calliope_flow"
+
+
+def new_thread_id() -> str:
+    """A fresh thread id (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+async def _threads(graph: CompiledFlowGraph) -> list[tuple[str, str | None]]:
+    """(thread id, flow) of every thread in ``graph``'s checkpointer, newest first."""
+    saver = graph.checkpointer
+    if not isinstance(saver, BaseCheckpointSaver):
+        return []
+    seen: dict[str, str | None] = {}
+    async for item in saver.alist(None):
+        thread = str(item.config["configurable"].get("thread_id", ""))
+        if thread and thread not in seen:
+            seen[thread] = (item.metadata or {}).get(FLOW_METADATA)  # type: ignore[assignment]
+    return list(seen.items())

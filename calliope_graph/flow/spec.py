@@ -59,17 +59,22 @@ INPUTS = "inputs"
 CONTINUE = "continue"
 
 ErrorClassName = Literal[
+    "any",
+    "configuration",
+    "media",
+    "provider",
+    "auth",
+    "invalid_request",
     "content_policy",
     "rate_limit",
     "transient",
     "timeout",
-    "auth",
-    "invalid_request",
-    "media",
-    "configuration",
     "empty",
-    "any",
+    "flow_spec",
+    "flow_run",
 ]
+"""The names a ``when:`` list may use: each error class's ``error_class`` (see
+:func:`calliope_graph.errors.error_class_names`; a test keeps the two equal)."""
 
 
 def _classes(*names: ErrorClassName) -> list[ErrorClassName]:

@@ -23,10 +23,11 @@ from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
 __all__ = ["NodeExecution", "NodeStatus", "Trace", "jsonable"]
 
-NodeStatus = Literal["running", "ok", "failed", "skipped", "fallback", "cache_hit"]
+NodeStatus = Literal["running", "ok", "failed", "skipped", "fallback", "cache_hit", "interrupted"]
 """``ok``: produced its outputs. ``failed``: raised and no route caught it (the run failed).
 ``skipped``: failed and a ``continue`` route went on without it. ``fallback``: failed and a
-fallback or rewrite route took over. ``cache_hit``: outputs came from the cache."""
+fallback or rewrite route took over. ``cache_hit``: outputs came from the cache.
+``interrupted``: stopped from outside before it finished (the run was stopped)."""
 
 
 class NodeExecution(BaseModel):
@@ -94,9 +95,10 @@ class Trace(BaseModel):
         return max(end - self.started_at, 0.0)
 
     def path(self) -> list[str]:
-        """Node names that finished (ok, fallback or cache hit), in order of completion."""
+        """Node names that finished (ok or cache hit), once each, in order of completion."""
         done = [e for e in self.executions if e.status in ("ok", "cache_hit")]
-        return [e.node for e in sorted(done, key=lambda e: e.ended_at or e.started_at)]
+        ordered = sorted(done, key=lambda e: e.ended_at or e.started_at)
+        return list(dict.fromkeys(e.node for e in ordered))  # once each (a resume re-lists)
 
     def by_node(self) -> dict[str, list[NodeExecution]]:
         out: dict[str, list[NodeExecution]] = {}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
 from calliope_graph.engines import supported
-from calliope_graph.errors import ConfigurationError, FlowSpecError
-from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref, parse_ref
+from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
+from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref, RewriteSpec, parse_ref
+from calliope_graph.media import MediaStore
 from calliope_graph.nodes import Node, Port, PortType, get_node_kind
 
 __all__ = ["RESERVED", "Plan", "check", "instantiate"]
@@ -34,7 +35,7 @@ class Plan:
     stands_in: dict[str, str] = field(default_factory=dict)
     #: Rewrite (``via``) node → the nodes it rewrites for.
     rewrites_for: dict[str, list[str]] = field(default_factory=dict)
-    #: Nodes that run only when a route sends them work.
+    #: Nodes that run only when a route sends them work (``FlowSpec.fallback_nodes``).
     routed: set[str] = field(default_factory=set)
     #: Nodes that may end without outputs (a ``continue`` route, or standing in with one).
     skippable: set[str] = field(default_factory=set)
@@ -45,15 +46,20 @@ class Plan:
 
     def root(self, name: str) -> str:
         """The node whose outputs ``name`` publishes (itself unless it is a fallback)."""
-        while name in self.stands_in:
+        for _ in range(len(self.stands_in) + 1):  # bounded: validation refuses cycles
+            if name not in self.stands_in:
+                return name
             name = self.stands_in[name]
-        return name
+        raise FlowSpecError(f"Fallbacks of {name!r} form a cycle.", where=name)
 
     def has_routes(self, name: str) -> bool:
         return bool(self.spec.nodes[name].on_error)
 
     def rewrite_port(self, via: str) -> str | None:
-        """The input port of a ``via`` node that receives the refused value (its unwired one)."""
+        """The input port of a ``via`` node that receives the refused value (its unwired
+        one); None when ``via`` rewrites for no node."""
+        if via not in self.rewrites_for:
+            return None
         node = self.nodes[via]
         wired = set(self.spec.nodes[via].inputs)
         return next((p.name for p in node.input_ports if p.name not in wired), None)
@@ -132,7 +138,30 @@ def _source_port(spec: FlowSpec, nodes: dict[str, Node], ref: Ref) -> PortType |
 
 
 def check(spec: FlowSpec) -> Plan:
-    """Validate ``spec``; return the plan the compiler needs."""
+    """Validate ``spec``; return the plan the compiler needs.
+
+    The phases run in order, each on what the previous ones established: names, node kinds
+    and models, error routes (who stands in for whom, who may be skipped), wiring and port
+    types, what fallbacks must produce, data-edge order (no cycles), output names of files,
+    the flow's outputs, and reachability.
+    """
+    _check_names(spec)
+    models = _catalog(spec)
+    nodes = {name: instantiate(spec, name) for name in spec.nodes}
+    plan = Plan(spec=spec, nodes=nodes, catalog=models, routed=spec.fallback_nodes())
+    for name, node in nodes.items():
+        _check_model(spec, name, node, models)
+    _check_routes(plan)
+    _check_wiring(plan)
+    _check_stand_ins(plan)
+    plan.order = _order(spec, plan)
+    _check_file_names(plan)
+    _check_outputs(plan)
+    _check_reachable(plan)
+    return plan
+
+
+def _check_names(spec: FlowSpec) -> None:
     if not spec.nodes:
         raise spec.error("The flow has no nodes: add at least one under 'nodes'.", "nodes")
     for name in spec.nodes:
@@ -143,13 +172,11 @@ def check(spec: FlowSpec) -> Plan:
                 "nodes",
                 name,
             )
-    models = _catalog(spec)
-    nodes = {name: instantiate(spec, name) for name in spec.nodes}
-    plan = Plan(spec=spec, nodes=nodes, catalog=models)
-    for name, node in nodes.items():
-        _check_model(spec, name, node, models)
 
-    # -- error routes ---------------------------------------------------------------------
+
+def _check_routes(plan: Plan) -> None:
+    """Each route is well formed; fallbacks stand in for one node; loops are bounded."""
+    spec = plan.spec
     for name, node_spec in spec.nodes.items():
         for index, route in enumerate(node_spec.on_error):
             where = ("nodes", name, "on_error", str(index))
@@ -160,82 +187,102 @@ def check(spec: FlowSpec) -> Plan:
                     *where,
                 )
             if route.goto is not None and route.goto != CONTINUE:
-                if route.goto not in spec.nodes:
-                    raise spec.error(
-                        f"Node {name!r}: on_error goes to {route.goto!r}, which is not a node. "
-                        f"Nodes: {', '.join(spec.nodes)}; or write 'goto: continue'.",
-                        *where,
-                        "goto",
-                    )
-                if route.goto == name:
-                    raise spec.error(
-                        f"Node {name!r} falls back to itself: use 'retry' for that.", *where
-                    )
-                other = plan.stands_in.get(route.goto)
-                if other is not None and other != name:
-                    raise spec.error(
-                        f"Node {route.goto!r} is the fallback of both {other!r} and {name!r}: "
-                        "a fallback stands in for one node; declare a second node of the same "
-                        "kind.",
-                        *where,
-                        "goto",
-                    )
-                plan.stands_in[route.goto] = name
-                plan.routed.add(route.goto)
+                _check_fallback(plan, name, route.goto, where)
             elif route.goto == CONTINUE:
                 plan.skippable.add(name)
             if route.rewrite is not None:
-                rw = route.rewrite
-                if rw.via not in spec.nodes:
-                    raise spec.error(
-                        f"Node {name!r}: rewrite via {rw.via!r}, which is not a node.",
-                        *where,
-                        "rewrite",
-                        "via",
-                    )
-                if rw.max_attempts is None:
-                    raise spec.error(
-                        f"Node {name!r}: the rewrite loop through {rw.via!r} has no bound: set "
-                        "'max_attempts' (the seed retries a censored prompt 3 times).",
-                        *where,
-                        "rewrite",
-                    )
-                if nodes[name].input_port(rw.port) is None:
-                    ports = ", ".join(p.name for p in nodes[name].input_ports)
-                    raise spec.error(
-                        f"Node {name!r}: rewrite port {rw.port!r} is not one of its inputs "
-                        f"({ports}).",
-                        *where,
-                        "rewrite",
-                        "port",
-                    )
-                via = nodes[rw.via]
-                outputs = [p.name for p in via.output_ports]
-                out = rw.output or (outputs[0] if outputs else None)
-                if out is None or via.output_port(out) is None:
-                    raise spec.error(
-                        f"Node {name!r}: rewrite output {out!r} is not an output of "
-                        f"{rw.via!r} ({', '.join(outputs) or 'none'}).",
-                        *where,
-                        "rewrite",
-                        "output",
-                    )
-                plan.rewrites_for.setdefault(rw.via, []).append(name)
-                plan.routed.add(rw.via)
-    for fallback, failed in plan.stands_in.items():
-        if plan.root(fallback) == fallback:
-            raise spec.error(
-                f"Nodes {fallback!r} and {failed!r} fall back to each other: break the cycle.",
-                "nodes",
-                fallback,
-            )
+                _check_rewrite(plan, name, route.rewrite, where)
+    _check_fallback_cycles(plan)
     # A stand-in that may itself continue makes its root skippable.
     for fallback in plan.stands_in:
         if fallback in plan.skippable:
             plan.skippable.add(plan.root(fallback))
 
-    # -- wiring ---------------------------------------------------------------------------
-    for name, node in nodes.items():
+
+def _check_fallback(plan: Plan, name: str, goto: str, where: tuple[str, ...]) -> None:
+    spec = plan.spec
+    if goto not in spec.nodes:
+        raise spec.error(
+            f"Node {name!r}: on_error goes to {goto!r}, which is not a node. "
+            f"Nodes: {', '.join(spec.nodes)}; or write 'goto: continue'.",
+            *where,
+            "goto",
+        )
+    if goto == name:
+        raise spec.error(f"Node {name!r} falls back to itself: use 'retry' for that.", *where)
+    other = plan.stands_in.get(goto)
+    if other is not None and other != name:
+        raise spec.error(
+            f"Node {goto!r} is the fallback of both {other!r} and {name!r}: a fallback stands "
+            "in for one node; declare a second node of the same kind.",
+            *where,
+            "goto",
+        )
+    plan.stands_in[goto] = name
+
+
+def _check_rewrite(plan: Plan, name: str, rw: RewriteSpec, where: tuple[str, ...]) -> None:
+    spec, nodes = plan.spec, plan.nodes
+    if rw.via not in spec.nodes:
+        raise spec.error(
+            f"Node {name!r}: rewrite via {rw.via!r}, which is not a node.",
+            *where,
+            "rewrite",
+            "via",
+        )
+    if rw.max_attempts is None:
+        raise spec.error(
+            f"Node {name!r}: the rewrite loop through {rw.via!r} has no bound: set "
+            "'max_attempts' (the seed retries a censored prompt 3 times).",
+            *where,
+            "rewrite",
+        )
+    if nodes[name].input_port(rw.port) is None:
+        ports = ", ".join(p.name for p in nodes[name].input_ports)
+        raise spec.error(
+            f"Node {name!r}: rewrite port {rw.port!r} is not one of its inputs ({ports}).",
+            *where,
+            "rewrite",
+            "port",
+        )
+    via = nodes[rw.via]
+    outputs = [p.name for p in via.output_ports]
+    out = rw.output or (outputs[0] if outputs else None)
+    if out is None or via.output_port(out) is None:
+        raise spec.error(
+            f"Node {name!r}: rewrite output {out!r} is not an output of {rw.via!r} "
+            f"({', '.join(outputs) or 'none'}).",
+            *where,
+            "rewrite",
+            "output",
+        )
+    plan.rewrites_for.setdefault(rw.via, []).append(name)
+
+
+def _check_fallback_cycles(plan: Plan) -> None:
+    """Fallbacks form chains (a → b → c), never a cycle (a → b → a)."""
+    for start in plan.stands_in:
+        chain = [start]
+        while chain[-1] in plan.stands_in:
+            nxt = plan.stands_in[chain[-1]]
+            if nxt in chain:
+                cycle = [*chain[chain.index(nxt) :], nxt]
+                raise plan.spec.error(
+                    f"Nodes {' and '.join(repr(n) for n in sorted(set(cycle)))} fall back to "
+                    f"each other ({' → '.join(reversed(cycle))}): a fallback chain must end at "
+                    "a node that is not itself a fallback. Break the cycle: remove one of the "
+                    "on_error routes.",
+                    "nodes",
+                    nxt,
+                    "on_error",
+                )
+            chain.append(nxt)
+
+
+def _check_wiring(plan: Plan) -> None:
+    """Every wired port exists, reads something that exists, of a type it accepts."""
+    spec = plan.spec
+    for name, node in plan.nodes.items():
         node_spec = spec.nodes[name]
         wiring: list[tuple[str, Ref]] = []
         for port_name, value in node_spec.inputs.items():
@@ -259,7 +306,7 @@ def check(spec: FlowSpec) -> Plan:
             for ref in (r for p, r in refs if p == port_name):
                 _check_ref(spec, plan, name, port, ref, where)
                 wiring.append((port_name, ref))
-        fed = _fed_by_rewrite(plan, name)
+        fed = plan.rewrite_port(name)
         missing = [
             p.name
             for p in node.input_ports
@@ -276,7 +323,10 @@ def check(spec: FlowSpec) -> Plan:
             )
         plan.wiring[name] = wiring
 
-    # -- fallbacks cover what their failed node's consumers read --------------------------
+
+def _check_stand_ins(plan: Plan) -> None:
+    """A fallback produces every port its failed node's consumers read."""
+    spec, nodes = plan.spec, plan.nodes
     for fallback, failed in plan.stands_in.items():
         root = plan.root(failed)
         read = {ref.port for w in plan.wiring.values() for _, ref in w if ref.node == root}
@@ -294,10 +344,24 @@ def check(spec: FlowSpec) -> Plan:
                     "on_error",
                 )
 
-    # -- cycles and order -------------------------------------------------------------------
-    plan.order = _order(spec, plan)
 
-    # -- outputs --------------------------------------------------------------------------
+def _check_file_names(plan: Plan) -> None:
+    """Files a node names (``output_name``) are safe and not the library's own, before any
+    provider is paid for the work they would hold."""
+    for name, node in plan.nodes.items():
+        output_name = getattr(node.params, "output_name", None)
+        if not isinstance(output_name, str):
+            continue
+        try:
+            MediaStore.check_name(output_name)
+        except MediaError as exc:
+            raise plan.spec.error(
+                f"Node {name!r}: params.output_name: {exc}", "nodes", name, "params"
+            ) from None
+
+
+def _check_outputs(plan: Plan) -> None:
+    spec, nodes = plan.spec, plan.nodes
     if not spec.outputs:
         raise spec.error("The flow declares no outputs: add at least one under 'outputs'.")
     for out_name, target in spec.outputs.items():
@@ -334,7 +398,9 @@ def check(spec: FlowSpec) -> Plan:
                 *place,
             )
 
-    # -- reachability -----------------------------------------------------------------------
+
+def _check_reachable(plan: Plan) -> None:
+    spec = plan.spec
     used = {ref.node for w in plan.wiring.values() for _, ref in w}
     used |= {t.partition(".")[0] for t in spec.outputs.values()}
     for name in spec.nodes:
@@ -346,15 +412,6 @@ def check(spec: FlowSpec) -> Plan:
                 "nodes",
                 name,
             )
-    return plan
-
-
-def _fed_by_rewrite(plan: Plan, name: str) -> str | None:
-    """The port a ``via`` node's refused value arrives on (it needs no wiring)."""
-    if name not in plan.rewrites_for:
-        return None
-    wired = set(plan.spec.nodes[name].inputs)
-    return next((p.name for p in plan.nodes[name].input_ports if p.name not in wired), None)
 
 
 def _check_ref(

@@ -1,4 +1,8 @@
-"""Scene: the typed object the ``structured_scene`` flow asks a chat model to fill."""
+"""Scene: the typed object the ``structured_scene`` flow asks a chat model to fill.
+
+It lives beside its flow (``structured_scene.yaml`` names it as ``response_model``); the
+checkpoint serializer allows it because that node names it, like any user's model.
+"""
 
 from __future__ import annotations
 
