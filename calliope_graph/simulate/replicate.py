@@ -626,7 +626,10 @@ class ReplicateFake(ProviderFake):
         seed = self._seed(prediction)
         lines = [f"Using seed: {seed}"]
         steps = max(prediction.steps, 1)
-        done = steps if state in _TERMINAL else max(prediction.polls - prediction.cold, 0)
+        # The steps that ran: all of them when it finished, those before the cancel when it
+        # was cancelled (never the whole schedule: a stuck one can have millions).
+        ran = max(prediction.polls - prediction.cold, 0)
+        done = steps if state in ("succeeded", "failed") else ran
         for step in range(1, min(done, steps) + 1):
             percent = step * 100 // steps
             bar = ("█" * (percent // 10)).ljust(10)
