@@ -122,10 +122,15 @@ class Fault(BaseModel):
 
 #: The fault kinds, in the order the docs list them.
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
-#: The ``key=value`` options a fault spec accepts.
-FAULT_OPTIONS: tuple[str, ...] = tuple(
-    n for n in Fault.model_fields if n not in ("kind", "provider")
-)
+#: The ``key=value`` options a fault spec accepts, and what each takes.
+FAULT_OPTIONS: dict[str, str] = {
+    "endpoint": "part of an endpoint name, e.g. chat",
+    "first_n": "a whole number of calls, 0 or more",
+    "probability": "a number from 0 to 1",
+    "retry_after": "seconds, 0 or more",
+    "seconds": "seconds, 0 or more",
+    "pattern": "a regular expression",
+}
 
 
 def fake_names() -> list[str]:
@@ -139,11 +144,11 @@ def fake_names() -> list[str]:
     return names
 
 
-def _one_of(word: str, choices: Iterable[str]) -> str:
+def _choices(word: str, what: str, choices: Iterable[str]) -> str:
     choices = list(choices)
     close = difflib.get_close_matches(word, choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; valid ones: {', '.join(choices)}"
+    return f"{hint}; the {what} are: {', '.join(choices)}"
 
 
 def parse_faults(spec: str) -> list[Fault]:
@@ -157,31 +162,35 @@ def parse_faults(spec: str) -> list[Fault]:
     providers = fake_names()
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         head, _, opts = part.partition(":")
-        kind, _, provider = (s.strip() for s in head.partition("@"))
+        kind, at, provider = (s.strip() for s in head.partition("@"))
         where = f"fault {part!r}"
         if kind not in FAULT_KINDS:
             what = f"unknown kind {kind!r}" if kind else "no kind"
-            raise FaultSpecError(f"{where}: {what}{_one_of(kind, FAULT_KINDS)}.")
-        if "@" in head and provider not in providers:
+            raise FaultSpecError(f"{where}: {what}{_choices(kind, 'kinds', FAULT_KINDS)}.")
+        if at and provider not in providers:
             what = f"unknown provider {provider!r}" if provider else "no provider after '@'"
-            raise FaultSpecError(f"{where}: {what}{_one_of(provider, providers)}.")
+            raise FaultSpecError(f"{where}: {what}{_choices(provider, 'providers', providers)}.")
         values: dict[str, Any] = {"kind": kind, "provider": provider or None}
         for opt in filter(None, (o.strip() for o in opts.split(","))):
             key, eq, value = (s.strip() for s in opt.partition("="))
             if key not in FAULT_OPTIONS:
                 raise FaultSpecError(
-                    f"{where}: unknown option {key!r}{_one_of(key, FAULT_OPTIONS)}."
+                    f"{where}: unknown option {key!r}{_choices(key, 'options', FAULT_OPTIONS)}."
                 )
             if not eq:
-                raise FaultSpecError(f"{where}: option {key!r} has no value; write {key}=VALUE.")
+                raise FaultSpecError(
+                    f"{where}: option {key!r} has no value; write {key}=<{FAULT_OPTIONS[key]}>."
+                )
             values[key] = value
         try:
             faults.append(Fault.model_validate(values))
         except ValidationError as exc:
             error = exc.errors()[0]
-            key = str(error["loc"][0]) if error["loc"] else "?"
+            key = str(error["loc"][0])
+            reason = str(error["msg"]).removeprefix("Value error, ")
             raise FaultSpecError(
-                f"{where}: {key}={values.get(key)!r} is invalid: {error['msg']}."
+                f"{where}: {key}={values.get(key)!r} is invalid ({reason}); "
+                f"write {key}=<{FAULT_OPTIONS.get(key, 'a valid value')}>."
             ) from None
     return faults
 
@@ -251,9 +260,10 @@ class Credential:
 
     def read(self, request: httpx.Request) -> str | None:
         """The key found here ("" when it is there but unusable as a key), or None if absent."""
-        value = request.headers.get(self.header)
+        value: str | None = request.headers.get(self.header)
         if value is None:
-            return request.url.params.get(self.query) if self.query else None
+            params = request.url.params
+            return str(params[self.query]) if self.query and self.query in params else None
         if not self.schemes:
             return value.strip()
         scheme, _, token = value.partition(" ")
