@@ -42,7 +42,7 @@ from calliope_graph.nodes import (
     TextToText,
 )
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 NODES = 10
 

@@ -116,6 +116,18 @@ def _parse_inputs(values: Sequence[str]) -> dict[str, Any]:
     return inputs
 
 
+def _parse_faults(value: str | None) -> list[Any] | None:
+    """``--faults`` read into simulator faults; a part that cannot be read is a usage error."""
+    if not value:
+        return None
+    from calliope_graph.simulate import FaultSpecError, parse_faults
+
+    try:
+        return parse_faults(value)
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+
+
 @click.group(epilog=EPILOG)
 @click.version_option(package_name="calliope-graph")
 def main() -> None:
@@ -128,7 +140,12 @@ def main() -> None:
 @click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
 @click.option("--out", "out_dir", default="out", show_default=True, help="Output directory.")
 @click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
-@click.option("--faults", default=None, help="Simulator faults, e.g. 'hang@openai;rate_limit'.")
+@click.option(
+    "--faults",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_faults(value),
+    help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
+)
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
@@ -138,7 +155,7 @@ def run(
     inputs: tuple[str, ...],
     out_dir: str,
     simulate: bool,
-    faults: str | None,
+    faults: list[Any] | None,
     resume: str | None,
     thread_id: str | None,
     no_cache: bool,
@@ -171,17 +188,17 @@ async def _run(
     inputs: dict[str, Any],
     out_dir: Path,
     simulate: bool,
-    faults: str | None,
+    faults: list[Any] | None,
     resume: str | None,
     thread_id: str | None,
     cache: bool,
 ) -> Any:
     from calliope_graph.config import KeysModel
-    from calliope_graph.simulate import Simulator, parse_faults
+    from calliope_graph.simulate import Simulator
     from calliope_graph.viz import render_report
 
     flow = _load(flow_name)
-    simulator = Simulator(faults=parse_faults(faults or "")) if simulate else None
+    simulator = Simulator(faults=faults or ()) if simulate else None
     keys = None if simulate else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)

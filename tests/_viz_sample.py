@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from calliope_graph.flow import FlowSpec, NodeExecution, Trace, load_spec
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 FLOW_YAML = """
 name: webcam_story

@@ -34,7 +34,7 @@ from calliope_graph.errors import (
 from calliope_graph.inference import text_to_text_inference
 from calliope_graph.media import Image, MediaStore
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import describe_image, image_bytes
+from calliope_graph.testing import describe_image, image_bytes
 
 API = "https://api.anthropic.com/v1/messages"
 HEADERS = {"anthropic-version": "2023-06-01"}

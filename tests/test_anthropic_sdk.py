@@ -17,7 +17,7 @@ import httpx2
 import pytest
 
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import describe_image, image_bytes
+from calliope_graph.testing import describe_image, image_bytes
 
 BASE = "https://api.anthropic.com"
 

@@ -37,7 +37,7 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, MediaStore
 from calliope_graph.nodes import AnalyzeImage
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import describe_image, image_bytes
+from calliope_graph.testing import describe_image, image_bytes
 
 ENDPOINT = "https://calliope-sim.cognitiveservices.azure.com"
 V4_PATH = "/computervision/imageanalysis:analyze"

@@ -14,8 +14,7 @@ from calliope_graph.flow import Flow
 from calliope_graph.graphs.scene import Scene
 from calliope_graph.media import Image, ImageAnalysis, Video
 from calliope_graph.simulate import Simulator, parse_faults
-from calliope_graph.simulate._content import image_bytes
-from calliope_graph.simulate._video import mp4_info, wav_bytes
+from calliope_graph.testing import image_bytes, mp4_info, wav_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBCAM = ROOT / "examples" / "media" / "webcam.jpg"

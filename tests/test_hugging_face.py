@@ -35,8 +35,7 @@ from calliope_graph.errors import (
 )
 from calliope_graph.media import Audio, Image, MediaStore
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import describe_image, image_bytes
-from calliope_graph.simulate._video import mp3_bytes, wav_bytes
+from calliope_graph.testing import describe_image, image_bytes, mp3_bytes, wav_bytes
 
 ROUTER = "https://router.huggingface.co/hf-inference/models"
 LEGACY = "https://api-inference.huggingface.co/models"

@@ -21,7 +21,7 @@ from calliope_graph.inference import (
     text_to_text_inference,
 )
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 
 @pytest.fixture

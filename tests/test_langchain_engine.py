@@ -38,7 +38,7 @@ from calliope_graph.errors import (
 from calliope_graph.inference import text_to_text_inference
 from calliope_graph.media import Image
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 FAKE_LIST = "langchain_core.language_models.fake_chat_models:FakeListChatModel"
 

@@ -33,7 +33,7 @@ from calliope_graph.nodes import (
     node_kinds,
 )
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 
 @pytest.fixture

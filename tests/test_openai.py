@@ -42,8 +42,8 @@ from calliope_graph.errors import (
 )
 from calliope_graph.media import Audio, Image, MediaStore
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import describe_image, image_bytes
 from calliope_graph.simulate.openai import mask_key
+from calliope_graph.testing import describe_image, image_bytes
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 API = "https://api.openai.com/v1"

@@ -40,7 +40,7 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, ImageAnalysis, MediaStore
 from calliope_graph.nodes import AnalyzeImage, TextToText
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes, story_text
+from calliope_graph.testing import image_bytes, story_text
 
 API = "https://api.replicate.com"
 LLAMA = catalog.get("replicate-llama-3")

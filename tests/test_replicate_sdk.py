@@ -18,7 +18,7 @@ from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
+from calliope_graph.testing import image_bytes
 
 LLAVA = "yorickvp/llava-13b:80537f9eead1a5bfa72d5ac6ea6414379be41d4d4f6679fd776e9535d1eb58bb"
 PHOTO = "data:image/png;base64," + base64.b64encode(image_bytes("a kite", 96, 64)).decode()

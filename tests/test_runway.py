@@ -37,8 +37,7 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, MediaStore, Video
 from calliope_graph.nodes import ImageAndTextToVideo
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
-from calliope_graph.simulate._video import mp4_info, read_boxes
+from calliope_graph.testing import image_bytes, mp4_info, read_boxes
 
 API = "https://api.dev.runwayml.com"
 GEN4 = catalog.get("runway-gen4-turbo")

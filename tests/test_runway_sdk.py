@@ -16,8 +16,7 @@ import runwayml
 from runwayml.lib import polling
 
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
-from calliope_graph.simulate._video import mp4_info
+from calliope_graph.testing import image_bytes, mp4_info
 
 IMAGE = "data:image/png;base64," + base64.b64encode(image_bytes("a kite", 96, 64)).decode()
 

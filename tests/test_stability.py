@@ -36,7 +36,7 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, MediaStore
 from calliope_graph.nodes import TextToImage
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._openai_wire import multipart_form
+from calliope_graph.testing import multipart_form
 
 API = "https://api.stability.ai"
 CORE = catalog.get("stability-core")

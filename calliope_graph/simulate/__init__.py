@@ -7,6 +7,24 @@ Each provider's fake lives in its own module here (``openai``, ``azure``, …) a
 provider's paths, auth headers, bodies, status codes, polling and error envelopes.
 """
 
-from calliope_graph.simulate._core import FAKE_MODULES, Fault, ProviderFake, Simulator, parse_faults
+from calliope_graph.simulate._core import (
+    FAKE_MODULES,
+    FAULT_KINDS,
+    FAULT_OPTIONS,
+    Fault,
+    FaultSpecError,
+    ProviderFake,
+    Simulator,
+    parse_faults,
+)
 
-__all__ = ["FAKE_MODULES", "Fault", "ProviderFake", "Simulator", "parse_faults"]
+__all__ = [
+    "FAKE_MODULES",
+    "FAULT_KINDS",
+    "FAULT_OPTIONS",
+    "Fault",
+    "FaultSpecError",
+    "ProviderFake",
+    "Simulator",
+    "parse_faults",
+]

@@ -1,35 +1,44 @@
 """The simulator's core: an httpx transport routing by host to provider fakes, with faults.
 
 A provider fake is a :class:`ProviderFake` subclass in its own module under
-``calliope_graph.simulate`` (listed in ``FAKE_MODULES``); it knows its hosts, checks auth,
-builds its own error envelope and answers its endpoints. Everything generic lives here:
-routing, call counting, latency, and the injectable faults (rate limit with Retry-After,
-500/503/529, hang → timeout, malformed body, content policy), each by seeded probability
-or by schedule ("the first N calls").
+``calliope_graph.simulate`` (listed in ``FAKE_MODULES``); it knows its hosts, declares its
+auth check and the errors its faults answer with as data (:class:`AuthCheck`,
+:class:`FaultErrors`), shapes its own error envelope and answers its endpoints. Everything
+generic lives here: routing, auth, call counting, latency, and the injectable faults (rate
+limit with Retry-After, 500/503/529, hang → timeout, malformed body, content policy), each by
+seeded probability or by schedule ("the first N calls").
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import random
 import re
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from calliope_graph.config import InferenceModelProvider, KeysModel
 from calliope_graph.context import Sleep
+from calliope_graph.errors import ConfigurationError
 
 __all__ = [
     "FAKE_MODULES",
+    "AuthCheck",
+    "Credential",
+    "Failure",
     "Fault",
+    "FaultErrors",
     "FaultKind",
+    "FaultSpecError",
     "ProviderFake",
     "Reject",
     "Simulator",
@@ -63,6 +72,12 @@ FAKE_MODULES = (
 
 #: Faults a fake applies itself, to the request's prompt (the core only answers the others).
 _PROMPT_FAULTS = ("content_policy", "empty")
+#: Faults answered from the fake's ``errors`` (a :class:`FaultErrors`).
+_ERROR_FAULTS = ("rate_limit", "server_error", "unavailable", "overloaded")
+
+
+class FaultSpecError(ConfigurationError, ValueError):
+    """A fault spec (``--faults``, :func:`parse_faults`) that cannot be read; says which part."""
 
 
 class Fault(BaseModel):
@@ -74,16 +89,26 @@ class Fault(BaseModel):
     (``content_policy``, ``empty``) fires only for prompts matching the regex.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: FaultKind
     provider: str | None = None
     endpoint: str | None = None
-    first_n: int | None = None
-    probability: float | None = None
-    retry_after: float | None = 1.0
-    seconds: float = 0.0
+    first_n: int | None = Field(default=None, ge=0)
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    retry_after: float | None = Field(default=1.0, ge=0.0)
+    seconds: float = Field(default=0.0, ge=0.0)
     pattern: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression ({exc})") from None
+        return value
 
     def describe(self) -> str:
         where = self.provider or "all providers"
@@ -95,20 +120,78 @@ class Fault(BaseModel):
         return f"{self.kind} on {where} ({when})"
 
 
+#: The fault kinds, in the order the docs list them.
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+#: The ``key=value`` options a fault spec accepts, and what each takes.
+FAULT_OPTIONS: dict[str, str] = {
+    "endpoint": "part of an endpoint name, e.g. chat",
+    "first_n": "a whole number of calls, 0 or more",
+    "probability": "a number from 0 to 1",
+    "retry_after": "seconds, 0 or more",
+    "seconds": "seconds, 0 or more",
+    "pattern": "a regular expression",
+}
+
+
+def fake_names() -> list[str]:
+    """The provider names a fault's ``@provider`` can name (one per fake)."""
+    names = []
+    for module_name in FAKE_MODULES:
+        module = importlib.import_module(f"calliope_graph.simulate.{module_name}")
+        fake_cls: type[ProviderFake] | None = getattr(module, "FAKE", None)
+        if fake_cls is not None:
+            names.append(fake_cls.name)
+    return names
+
+
+def _choices(word: str, what: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; the {what} are: {', '.join(choices)}"
+
+
 def parse_faults(spec: str) -> list[Fault]:
     """Faults from the CLI syntax: ``kind[@provider][:key=value,...];...``.
 
     Example: ``rate_limit@openai:first_n=2,retry_after=0.1;hang@azure;latency@openai:seconds=0.3``.
+    A part that cannot be read raises one :class:`FaultSpecError` naming it and listing the
+    valid kinds, providers or options.
     """
     faults: list[Fault] = []
+    providers = fake_names()
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         head, _, opts = part.partition(":")
-        kind, _, provider = head.partition("@")
-        values: dict[str, Any] = {"kind": kind.strip(), "provider": provider.strip() or None}
+        kind, at, provider = (s.strip() for s in head.partition("@"))
+        where = f"fault {part!r}"
+        if kind not in FAULT_KINDS:
+            what = f"unknown kind {kind!r}" if kind else "no kind"
+            raise FaultSpecError(f"{where}: {what}{_choices(kind, 'kinds', FAULT_KINDS)}.")
+        if at and provider not in providers:
+            what = f"unknown provider {provider!r}" if provider else "no provider after '@'"
+            raise FaultSpecError(f"{where}: {what}{_choices(provider, 'providers', providers)}.")
+        values: dict[str, Any] = {"kind": kind, "provider": provider or None}
         for opt in filter(None, (o.strip() for o in opts.split(","))):
-            key, _, value = opt.partition("=")
-            values[key.strip()] = value.strip()
-        faults.append(Fault.model_validate(values))
+            key, eq, value = (s.strip() for s in opt.partition("="))
+            if key not in FAULT_OPTIONS:
+                raise FaultSpecError(
+                    f"{where}: unknown option {key!r}{_choices(key, 'options', FAULT_OPTIONS)}."
+                )
+            if not eq:
+                raise FaultSpecError(
+                    f"{where}: option {key!r} has no value; write {key}=<{FAULT_OPTIONS[key]}>."
+                )
+            values[key] = value
+        try:
+            faults.append(Fault.model_validate(values))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = str(error["loc"][0])
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            raise FaultSpecError(
+                f"{where}: {key}={values.get(key)!r} is invalid ({reason}); "
+                f"write {key}=<{FAULT_OPTIONS.get(key, 'a valid value')}>."
+            ) from None
     return faults
 
 
@@ -120,13 +203,118 @@ class Reject(Exception):
         self.response = response
 
 
+@dataclass(frozen=True)
+class Failure:
+    """An error answer as data, for a fake's :meth:`ProviderFake.envelope` to shape.
+
+    ``status`` and the provider's own error ``code`` (its type/name; None if it has none) and
+    ``message``; ``headers`` added to the response; ``extra``: fields only that provider's
+    envelope knows (OpenAI's ``type``, Azure's inner error...). ``{retry_after}`` in the message
+    or a header value becomes the fault's Retry-After (or the fake's ``retry_after`` default);
+    ``{key}`` in an auth message becomes the presented key as the fake's ``AuthCheck.show``
+    shows it.
+    """
+
+    status: int
+    code: str | None
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def filled(self, **values: str) -> Failure:
+        def fill(text: str) -> str:
+            for name, value in values.items():
+                text = text.replace("{" + name + "}", value)
+            return text
+
+        return replace(
+            self,
+            message=fill(self.message),
+            headers={k: fill(v) for k, v in self.headers.items()},
+        )
+
+
+@dataclass(frozen=True)
+class FaultErrors:
+    """What a fake answers to each injected error fault (``auth`` answers ``AuthCheck.invalid``)."""
+
+    rate_limit: Failure
+    server_error: Failure
+    unavailable: Failure
+    overloaded: Failure
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One place a provider reads its key from.
+
+    ``header`` (lower case) with one of ``schemes`` (``("bearer",)``; empty: the header's whole
+    value is the key), else the ``query`` parameter. ``other_scheme`` says what a header with
+    another scheme counts as: ``"missing"`` (most providers) or ``"invalid"`` (a wrong key).
+    """
+
+    header: str
+    schemes: tuple[str, ...] = ()
+    query: str | None = None
+    other_scheme: Literal["missing", "invalid"] = "missing"
+
+    def read(self, request: httpx.Request) -> str | None:
+        """The key found here ("" when it is there but unusable as a key), or None if absent."""
+        value: str | None = request.headers.get(self.header)
+        if value is None:
+            params = request.url.params
+            return str(params[self.query]) if self.query and self.query in params else None
+        if not self.schemes:
+            return value.strip()
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if scheme.lower() in self.schemes:
+            return token
+        # Another scheme: no key at all, or (``other_scheme="invalid"``) a wrong one.
+        return value.strip() if token and self.other_scheme == "invalid" else ""
+
+
+@dataclass(frozen=True)
+class AuthCheck:
+    """A provider's auth as data: where the key goes and its 401s without it or with a wrong one.
+
+    ``credentials`` are tried in order; the first present one is the key. ``invalid`` is also
+    the answer of the ``auth`` fault (a revoked key). ``show`` is how the provider echoes the
+    presented key in ``invalid``'s ``{key}`` (OpenAI masks it).
+    """
+
+    credentials: tuple[Credential, ...]
+    missing: Failure
+    invalid: Failure
+    show: Callable[[str], str] = field(default=lambda key: "")
+
+    def key_of(self, request: httpx.Request) -> str:
+        for credential in self.credentials:
+            key = credential.read(request)
+            if key is not None:
+                return key
+        return ""
+
+
 class ProviderFake(ABC):
-    """A faithful fake of one provider's HTTP API."""
+    """A faithful fake of one provider's HTTP API.
+
+    A fake declares, as data, its ``auth`` (:class:`AuthCheck`) and its ``errors``
+    (:class:`FaultErrors`: the :class:`Failure` each error fault answers with), and implements
+    :meth:`envelope`, the provider's error JSON. The :class:`Simulator` applies them, in one
+    place, before :meth:`handle` sees a request.
+    """
 
     #: The provider's name (an InferenceModelProvider value).
     name: ClassVar[str]
     #: Hosts served: exact names or suffixes starting with a dot (``.cognitiveservices.azure.com``).
     hosts: ClassVar[tuple[str, ...]]
+    #: Where the key goes and the 401 bodies.
+    auth: ClassVar[AuthCheck]
+    #: What each injected error fault answers.
+    errors: ClassVar[FaultErrors]
+    #: The wait a rate-limit message names when the fault sets no Retry-After.
+    retry_after: ClassVar[str] = "1"
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -139,27 +327,12 @@ class ProviderFake(ABC):
         """A short name for the endpoint (``chat.completions``), used for counting."""
 
     @abstractmethod
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        """None when the request carries the expected key, else the provider's 401/403."""
-
-    @abstractmethod
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """An error response in the provider's own envelope."""
+    def envelope(self, failure: Failure) -> httpx.Response:
+        """``failure`` in the provider's own error envelope (and its usual response headers)."""
 
     @abstractmethod
     async def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer a request that passed auth and fault injection."""
-
-    def prompt_of(self, request: httpx.Request) -> str | None:
-        """The user prompt of a request (for content-policy patterns); None if none."""
-        return None
 
     def key(self) -> str:
         return self.sim.key_for(self.name)
@@ -281,13 +454,26 @@ class Simulator:
             delay += self.latency_fn(fake.name, endpoint, request)
         if delay:
             await self.sleep(delay)
-        denied = fake.authenticate(request)
+        denied = self._authenticate(fake, request)
         if denied is not None:
             return denied
         response = await self._inject(fake, endpoint, request)
         if response is not None:
             return response
         return await fake.handle(request)
+
+    def _authenticate(self, fake: ProviderFake, request: httpx.Request) -> httpx.Response | None:
+        """None when the request carries the fake's key, else the provider's 401."""
+        key = fake.auth.key_of(request)
+        if not key:
+            return self._denied(fake, fake.auth.missing, key)
+        if key != fake.key():
+            return self._denied(fake, fake.auth.invalid, key)
+        return None
+
+    @staticmethod
+    def _denied(fake: ProviderFake, failure: Failure, key: str) -> httpx.Response:
+        return fake.envelope(failure.filled(key=fake.auth.show(key)))
 
     def blocked(self, fake: ProviderFake, request: httpx.Request, text: str | None) -> bool:
         """Whether a content_policy fault fires for this request's prompt ``text``."""
@@ -339,21 +525,15 @@ class Simulator:
                 read = timeout.get("read") if isinstance(timeout, dict) else None
                 await self.sleep(float(read) if read else (fault.seconds or 60.0))
                 raise httpx.ReadTimeout("simulated hang", request=request)
-            if fault.kind == "rate_limit":
-                headers = {}
-                if fault.retry_after is not None:
-                    headers["retry-after"] = f"{fault.retry_after:g}"
-                return fake.error(
-                    429, "rate_limit", "Rate limit reached (simulated).", headers=headers
-                )
-            if fault.kind == "server_error":
-                return fake.error(500, "server_error", "The server had an error (simulated).")
-            if fault.kind == "unavailable":
-                return fake.error(503, "unavailable", "Service unavailable (simulated).")
-            if fault.kind == "overloaded":
-                return fake.error(529, "overloaded", "Overloaded (simulated).")
+            if fault.kind in _ERROR_FAULTS:
+                wait = fake.retry_after if fault.retry_after is None else f"{fault.retry_after:g}"
+                failure: Failure = getattr(fake.errors, fault.kind).filled(retry_after=wait)
+                if fault.kind == "rate_limit" and fault.retry_after is not None:
+                    failure = replace(failure, headers={**failure.headers, "retry-after": wait})
+                return fake.envelope(failure)
             if fault.kind == "auth":
-                return fake.error(401, "auth", "Invalid credentials (simulated).")
+                key = fake.key()
+                return self._denied(fake, fake.auth.invalid, key[:4] + "-revoked-" + key[-4:])
             if fault.kind == "malformed":
                 return httpx.Response(
                     200,

@@ -18,7 +18,14 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import digest
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 
 __all__ = [
     "PREFIX",
@@ -61,6 +68,14 @@ def count_tokens(text: str) -> int:
 
 def truncate_tokens(text: str, max_tokens: int) -> str:
     return text[: max(max_tokens, 0) * 4]
+
+
+_OVERLOADED = Failure(
+    503,
+    None,
+    "The engine is currently overloaded, please try again later.",
+    extra={"type": "server_error"},
+)
 
 
 class OpenAIWire(ProviderFake):
@@ -121,72 +136,58 @@ class OpenAIWire(ProviderFake):
         return httpx.Response(200, json=body, headers=self._headers(seq))
 
     # -- ProviderFake ---------------------------------------------------------------------
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return self._fail(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
-                "or as the password field (with blank username) if you're accessing the API "
-                "from your browser and are prompted for a username and password. You can "
-                "obtain an API key from https://platform.openai.com/account/api-keys.",
-            )
-        if token != self.key():
-            return self._invalid_key(token)
-        return None
-
-    def _invalid_key(self, token: str) -> httpx.Response:
-        return self._fail(
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("bearer",)),),
+        missing=Failure(
             401,
-            f"Incorrect API key provided: {mask_key(token)}. You can find your API key at "
+            None,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+            "or as the password field (with blank username) if you're accessing the API "
+            "from your browser and are prompted for a username and password. You can "
+            "obtain an API key from https://platform.openai.com/account/api-keys.",
+        ),
+        invalid=Failure(
+            401,
+            "invalid_api_key",
+            "Incorrect API key provided: {key}. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
-            code="invalid_api_key",
-        )
+        ),
+        show=mask_key,
+    )
+    # OpenAI has no 529: an overloaded engine is a 503.
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            "rate_limit_exceeded",
+            "Rate limit reached for requests in organization org-calliope-sim on requests "
+            "per min (RPM): Limit 500, Used 500, Requested 1. Please try again in "
+            "{retry_after}s. Visit https://platform.openai.com/account/rate-limits to learn "
+            "more.",
+            headers={
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "{retry_after}s",
+            },
+            extra={"type": "requests"},
+        ),
+        server_error=Failure(
+            500,
+            None,
+            "The server had an error while processing your request. Sorry about that!",
+            extra={"type": "server_error"},
+        ),
+        unavailable=_OVERLOADED,
+        overloaded=_OVERLOADED,
+    )
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        headers = dict(headers or {})
-        if kind == "rate_limit":
-            wait = headers.get("retry-after", "1")
-            headers.update(
-                {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{wait}s"}
-            )
-            return self._fail(
-                429,
-                "Rate limit reached for requests in organization org-calliope-sim on requests "
-                f"per min (RPM): Limit 500, Used 500, Requested 1. Please try again in {wait}s. "
-                "Visit https://platform.openai.com/account/rate-limits to learn more.",
-                type_="requests",
-                code="rate_limit_exceeded",
-                headers=headers,
-            )
-        if kind == "server_error":
-            return self._fail(
-                500,
-                "The server had an error while processing your request. Sorry about that!",
-                type_="server_error",
-                headers=headers,
-            )
-        if kind in ("unavailable", "overloaded"):
-            # OpenAI has no 529: an overloaded engine is a 503.
-            return self._fail(
-                503,
-                "The engine is currently overloaded, please try again later.",
-                type_="server_error",
-                headers=headers,
-            )
-        if kind == "auth":
-            return self._invalid_key(self.key()[:4] + "-revoked-" + self.key()[-4:])
-        return self._fail(status, message, headers=headers)
+    def envelope(self, failure: Failure) -> httpx.Response:
+        return self._fail(
+            failure.status,
+            failure.message,
+            type_=str(failure.extra.get("type", "invalid_request_error")),
+            code=failure.code,
+            headers=dict(failure.headers),
+        )
 
     # -- request reading ------------------------------------------------------------------
     def _json_body(self, request: httpx.Request, allowed: frozenset[str]) -> dict[str, Any]:

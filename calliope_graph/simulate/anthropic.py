@@ -35,7 +35,14 @@ from calliope_graph.simulate._content import (
     last_user_text,
     story_text,
 )
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 
 __all__ = ["FAKE", "AnthropicFake"]
 
@@ -90,46 +97,27 @@ class AnthropicFake(ProviderFake):
             status, json=body, headers={"request-id": request_id, **(headers or {})}
         )
 
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        key = request.headers.get("x-api-key")
-        if key is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            key = token.strip() if scheme.lower() == "bearer" else None
-        if not key:
-            return self._envelope(401, "authentication_error", "x-api-key header is required")
-        if key != self.key():
-            return self._envelope(401, "authentication_error", "invalid x-api-key")
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("x-api-key"), Credential("authorization", schemes=("bearer",))),
+        missing=Failure(401, "authentication_error", "x-api-key header is required"),
+        invalid=Failure(401, "authentication_error", "invalid x-api-key"),
+    )
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 "
+            "requests per minute (simulated). For details, refer to: "
+            "https://docs.anthropic.com/en/api/rate-limits.",
+        ),
+        server_error=Failure(500, "api_error", "Internal server error"),
+        unavailable=Failure(529, "overloaded_error", "Overloaded"),
+        overloaded=Failure(529, "overloaded_error", "Overloaded"),
+    )
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        if kind in ("overloaded", "unavailable"):
-            return self._envelope(529, "overloaded_error", "Overloaded", headers)
-        if kind == "rate_limit":
-            text = (
-                "This request would exceed the rate limit for your organization of 50 "
-                "requests per minute (simulated). For details, refer to: "
-                "https://docs.anthropic.com/en/api/rate-limits."
-            )
-            return self._envelope(429, "rate_limit_error", text, headers)
-        if kind == "server_error":
-            return self._envelope(500, "api_error", "Internal server error", headers)
-        if kind == "auth":
-            return self._envelope(401, "authentication_error", "invalid x-api-key", headers)
-        return self._envelope(status, _TYPES.get(status, "invalid_request_error"), message, headers)
-
-    def prompt_of(self, request: httpx.Request) -> str | None:
-        try:
-            body = json.loads(request.content or b"{}")
-        except ValueError:
-            return None
-        return last_user_text(body.get("messages")) if isinstance(body, dict) else None
+    def envelope(self, failure: Failure) -> httpx.Response:
+        kind = failure.code or _TYPES.get(failure.status, "invalid_request_error")
+        return self._envelope(failure.status, kind, failure.message, dict(failure.headers))
 
     # -- the endpoint ---------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:

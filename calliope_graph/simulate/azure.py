@@ -35,7 +35,14 @@ import httpx
 from PIL import Image as PILImage
 
 from calliope_graph.simulate._content import describe_image, digest
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 
 __all__ = ["FAKE", "AzureVisionFake"]
 
@@ -82,6 +89,12 @@ _DENIED_INVALID = (
 _DENIED_MISSING = (
     "Access denied due to missing subscription key. Make sure to include subscription key "
     "when making requests to an API."
+)
+
+_UNAVAILABLE = Failure(
+    503,
+    "ServiceUnavailable",
+    "The service is temporarily unable to process your request. Please try again later.",
 )
 
 
@@ -149,56 +162,40 @@ class AzureVisionFake(ProviderFake):
         return httpx.Response(200, json=body, headers=headers)
 
     # -- ProviderFake ---------------------------------------------------------------------
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        key = request.headers.get("ocp-apim-subscription-key")
-        if key is None:
-            key = request.url.params.get("subscription-key")
-        if not key:
-            return self._fail(401, "401", _DENIED_MISSING)
-        if key != self.key():
-            return self._fail(401, "401", _DENIED_INVALID)
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("ocp-apim-subscription-key", query="subscription-key"),),
+        missing=Failure(401, "401", _DENIED_MISSING),
+        invalid=Failure(401, "401", _DENIED_INVALID),
+    )
+    # Azure has no 529: an overloaded service answers 503.
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            "429",
+            "Requests to the Analyze Image Operation under Computer Vision API have "
+            "exceeded rate limit of your current ComputerVision F0 pricing tier. Please "
+            "retry after {retry_after} seconds. To increase your default rate limit, go to the "
+            "Azure portal and upgrade the pricing tier of the resource.",
+        ),
+        server_error=Failure(
+            500,
+            "InternalServerError",
+            "An internal server error occurred.",
+            extra={"inner": ("InternalServerError", "An internal server error occurred.")},
+        ),
+        unavailable=_UNAVAILABLE,
+        overloaded=_UNAVAILABLE,
+    )
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        headers = dict(headers or {})
-        if kind == "rate_limit":
-            wait = headers.get("retry-after", "1")
-            return self._fail(
-                429,
-                "429",
-                "Requests to the Analyze Image Operation under Computer Vision API have "
-                "exceeded rate limit of your current ComputerVision F0 pricing tier. Please "
-                f"retry after {wait} seconds. To increase your default rate limit, go to the "
-                "Azure portal and upgrade the pricing tier of the resource.",
-                headers=headers,
-            )
-        if kind == "server_error":
-            return self._fail(
-                500,
-                "InternalServerError",
-                "An internal server error occurred.",
-                inner=("InternalServerError", "An internal server error occurred."),
-                headers=headers,
-            )
-        if kind in ("unavailable", "overloaded"):
-            # Azure has no 529: an overloaded service answers 503.
-            return self._fail(
-                503,
-                "ServiceUnavailable",
-                "The service is temporarily unable to process your request. Please try "
-                "again later.",
-                headers=headers,
-            )
-        if kind == "auth":
-            return self._fail(401, "401", _DENIED_INVALID, headers=headers)
-        return self._fail(status, str(status), message, headers=headers)
+    def envelope(self, failure: Failure) -> httpx.Response:
+        inner = failure.extra.get("inner")
+        return self._fail(
+            failure.status,
+            failure.code or str(failure.status),
+            failure.message,
+            inner=inner,
+            headers=dict(failure.headers),
+        )
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         route = self._route(request)

@@ -36,7 +36,14 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 from calliope_graph.simulate._video import is_mp3, is_wav
 
 __all__ = ["FAKE", "MODEL_TASKS", "HuggingFaceFake"]
@@ -142,45 +149,29 @@ class HuggingFaceFake(ProviderFake):
         all_headers.update(headers or {})
         return httpx.Response(status, json=body, headers=all_headers)
 
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != self.key():
-            return self._fail(401, "Invalid credentials in Authorization header")
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("bearer",)),),
+        missing=Failure(401, None, "Invalid credentials in Authorization header"),
+        invalid=Failure(401, None, "Invalid credentials in Authorization header"),
+    )
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            None,
+            _RATE_LIMIT,
+            headers={
+                "ratelimit": '"api";r=0;t={retry_after}',
+                "ratelimit-policy": '"fixed window";"api";q=500;w=300',
+            },
+        ),
+        server_error=Failure(500, None, "Internal Server Error"),
+        unavailable=Failure(503, None, "Service Unavailable"),
+        overloaded=Failure(503, None, "Model is overloaded, please try again later"),
+    )
+    retry_after = "60"
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        headers = dict(headers or {})
-        if kind == "rate_limit":
-            reset = headers.get("retry-after", "60")
-            headers["ratelimit"] = f'"api";r=0;t={reset}'
-            headers["ratelimit-policy"] = '"fixed window";"api";q=500;w=300'
-            return self._fail(429, _RATE_LIMIT, headers=headers)
-        if kind == "server_error":
-            return self._fail(500, "Internal Server Error", headers=headers)
-        if kind == "unavailable":
-            return self._fail(503, "Service Unavailable", headers=headers)
-        if kind == "overloaded":
-            return self._fail(503, "Model is overloaded, please try again later", headers=headers)
-        if kind == "auth":
-            return self._fail(401, "Invalid credentials in Authorization header", headers=headers)
-        return self._fail(status, message, headers=headers)
-
-    def prompt_of(self, request: httpx.Request) -> str | None:
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return None
-        try:
-            body = json.loads(request.content or b"{}")
-        except ValueError:
-            return None
-        inputs = body.get("inputs") if isinstance(body, dict) else None
-        return inputs if isinstance(inputs, str) else None
+    def envelope(self, failure: Failure) -> httpx.Response:
+        return self._fail(failure.status, failure.message, headers=dict(failure.headers))
 
     # -- requests --------------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:

@@ -108,24 +108,6 @@ _IMAGE_MODELS["gpt-image-1.5"] = _IMAGE_MODELS["gpt-image-1"]
 class OpenAIFake(OpenAIWire):
     """OpenAI's REST API on ``api.openai.com/v1``: the endpoints."""
 
-    def prompt_of(self, request: httpx.Request) -> str | None:
-        route = self._route(request)
-        try:
-            if route == "/audio/transcriptions":
-                fields, _ = multipart_form(request)
-                return fields.get("prompt")
-            body = json.loads(request.content or b"{}")
-        except ValueError:
-            return None
-        if not isinstance(body, dict):
-            return None
-        if route == "/chat/completions":
-            return last_user_text(body.get("messages"))
-        prompt = body.get("prompt")
-        if isinstance(prompt, list):
-            return "\n".join(str(p) for p in prompt)
-        return prompt if isinstance(prompt, str) else None
-
     async def handle(self, request: httpx.Request) -> httpx.Response:
         route = self._route(request)
         handlers = {

@@ -46,7 +46,14 @@ from typing import Any
 import httpx
 
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 
 __all__ = ["FAKE", "MODELS", "ReplicateFake"]
 
@@ -250,6 +257,14 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text)
 
 
+_UNAVAILABLE = Failure(
+    503,
+    None,
+    "Replicate is temporarily unavailable. Please try again shortly.",
+    extra={"title": "Service Unavailable"},
+)
+
+
 class ReplicateFake(ProviderFake):
     """Replicate's HTTP API on ``api.replicate.com``."""
 
@@ -292,51 +307,51 @@ class ReplicateFake(ProviderFake):
             headers={"content-type": "application/problem+json", **(headers or {})},
         )
 
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token.strip():
-            return self._problem(
-                401, "You did not pass an authentication token", title="Unauthenticated"
-            )
-        if token.strip() != self.key():
-            return self._problem(
-                401, "You did not pass a valid authentication token", title="Unauthenticated"
-            )
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("bearer", "token")),),
+        missing=Failure(
+            401,
+            None,
+            "You did not pass an authentication token",
+            extra={"title": "Unauthenticated"},
+        ),
+        invalid=Failure(
+            401,
+            None,
+            "You did not pass a valid authentication token",
+            extra={"title": "Unauthenticated"},
+        ),
+    )
+    # Replicate has no 529; its 429 is a bare ``{"detail"}``, not problem details.
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            None,
+            "Request was throttled. Your rate limit resets in ~{retry_after}s.",
+            extra={"bare": True},
+        ),
+        server_error=Failure(
+            500, None, "Internal server error", extra={"title": "Internal Server Error"}
+        ),
+        unavailable=_UNAVAILABLE,
+        overloaded=_UNAVAILABLE,
+    )
+    retry_after = "30"
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        if kind == "rate_limit":
-            wait = (headers or {}).get("retry-after", "30")
-            body = {"detail": f"Request was throttled. Your rate limit resets in ~{wait}s."}
-            return httpx.Response(429, json=body, headers=headers)
-        if kind == "server_error":
-            return self._problem(
-                500, "Internal server error", title="Internal Server Error", headers=headers
+    def envelope(self, failure: Failure) -> httpx.Response:
+        if failure.extra.get("bare"):
+            return httpx.Response(
+                failure.status, json={"detail": failure.message}, headers=dict(failure.headers)
             )
-        if kind in ("unavailable", "overloaded"):  # no 529 on Replicate
-            return self._problem(
-                503,
-                "Replicate is temporarily unavailable. Please try again shortly.",
-                title="Service Unavailable",
-                headers=headers,
-            )
-        if kind == "auth":
-            return self._problem(
-                401,
-                "You did not pass a valid authentication token",
-                title="Unauthenticated",
-                headers=headers,
-            )
-        return self._problem(status, message, headers=headers)
+        title = failure.extra.get("title")
+        return self._problem(
+            failure.status,
+            failure.message,
+            title=None if title is None else str(title),
+            headers=dict(failure.headers),
+        )
 
-    def prompt_of(self, request: httpx.Request) -> str | None:
+    def _prompt(self, request: httpx.Request) -> str | None:
         if not self.endpoint(request).endswith("predictions.create"):
             return None
         try:
@@ -521,11 +536,11 @@ class ReplicateFake(ProviderFake):
         prediction_id = "".join(_ALPHABET[int(raw[i : i + 2], 16) % 32] for i in range(0, 52, 2))
         state = self._state()
         fail = state.pop("fail", None)
-        if fail is None and self.sim.blocked(self, request, self.prompt_of(request)):
+        if fail is None and self.sim.blocked(self, request, self._prompt(request)):
             fail = model.nsfw
         if fail is None and model.kind == "vision" and self._image(inputs) is None:
             fail = "cannot identify image file <_io.BytesIO object at 0x7f3a1c2b9e50>"
-        empty = fail is None and self.sim.emptied(self, request, self.prompt_of(request))
+        empty = fail is None and self.sim.emptied(self, request, self._prompt(request))
         prediction = _Prediction(
             id=prediction_id,
             model=name,
@@ -611,7 +626,10 @@ class ReplicateFake(ProviderFake):
         seed = self._seed(prediction)
         lines = [f"Using seed: {seed}"]
         steps = max(prediction.steps, 1)
-        done = steps if state in _TERMINAL else max(prediction.polls - prediction.cold, 0)
+        # The steps that ran: all of them when it finished, those before the cancel when it
+        # was cancelled (never the whole schedule: a stuck one can have millions).
+        ran = max(prediction.polls - prediction.cold, 0)
+        done = steps if state in ("succeeded", "failed") else ran
         for step in range(1, min(done, steps) + 1):
             percent = step * 100 // steps
             bar = ("█" * (percent // 10)).ljust(10)

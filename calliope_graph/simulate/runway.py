@@ -38,7 +38,14 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from calliope_graph.simulate._content import digest
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 from calliope_graph.simulate._video import mp4_bytes
 
 __all__ = ["FAKE", "MODELS", "VERSION", "RunwayFake"]
@@ -128,49 +135,27 @@ class RunwayFake(ProviderFake):
     def _issues(self, issues: list[dict[str, Any]]) -> Reject:
         return Reject(self._fail(400, "Validation of body failed", issues=issues, docUrl=_DOCS))
 
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return self._fail(
-                401, "No API key was provided. Send it as 'Authorization: Bearer <key>'."
-            )
-        if token.strip() != self.key():
-            return self._fail(401, "The provided API key is not valid.")
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("bearer",)),),
+        missing=Failure(
+            401, None, "No API key was provided. Send it as 'Authorization: Bearer <key>'."
+        ),
+        invalid=Failure(401, None, "The provided API key is not valid."),
+    )
+    # Runway answers 504 when overloaded (no 529).
+    errors = FaultErrors(
+        rate_limit=Failure(
+            429,
+            None,
+            "You have exceeded the rate limit for your integration. Slow down your requests.",
+        ),
+        server_error=Failure(500, None, "An unexpected error occurred."),
+        unavailable=Failure(503, None, "Service temporarily unavailable."),
+        overloaded=Failure(504, None, "The service is overloaded. Try again later."),
+    )
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        if kind == "rate_limit":
-            return self._fail(
-                429,
-                "You have exceeded the rate limit for your integration. Slow down your requests.",
-                headers=headers,
-            )
-        if kind == "server_error":
-            return self._fail(500, "An unexpected error occurred.", headers=headers)
-        if kind == "unavailable":
-            return self._fail(503, "Service temporarily unavailable.", headers=headers)
-        if kind == "overloaded":  # Runway answers 504 when overloaded (no 529)
-            return self._fail(504, "The service is overloaded. Try again later.", headers=headers)
-        if kind == "auth":
-            return self._fail(401, "The provided API key is not valid.", headers=headers)
-        return self._fail(status, message, headers=headers)
-
-    def prompt_of(self, request: httpx.Request) -> str | None:
-        if self.endpoint(request) != "image_to_video":
-            return None
-        try:
-            body = json.loads(request.content or b"{}")
-        except ValueError:
-            return None
-        text = body.get("promptText") if isinstance(body, dict) else None
-        return text if isinstance(text, str) else None
+    def envelope(self, failure: Failure) -> httpx.Response:
+        return self._fail(failure.status, failure.message, headers=dict(failure.headers))
 
     def _tasks(self) -> dict[str, _Task]:
         tasks: dict[str, _Task] = self.sim.state(self.name).setdefault("tasks", {})

@@ -46,7 +46,14 @@ from PIL import Image as PILImage
 from PIL import ImageFilter
 
 from calliope_graph.simulate._content import digest, image_bytes
-from calliope_graph.simulate._core import ProviderFake, Reject
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
 from calliope_graph.simulate._openai_wire import multipart_form
 
 __all__ = ["ENGINES", "FAKE", "V2_SIZES", "StabilityFake"]
@@ -132,7 +139,7 @@ _RATE_LIMIT = (
     "been timed out for 60 seconds."
 )
 
-#: Which API the request being answered speaks ("v1" or "v2"), for ``error()``.
+#: Which API the request being answered speaks ("v1" or "v2"), for ``envelope()``.
 _api: ContextVar[str] = ContextVar("stability_api", default="v2")
 
 
@@ -147,6 +154,13 @@ def _number(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+_UNAVAILABLE = Failure(
+    503,
+    "service_unavailable",
+    "The service is temporarily unavailable, please try again later.",
+)
 
 
 class StabilityFake(ProviderFake):
@@ -200,49 +214,36 @@ class StabilityFake(ProviderFake):
     def _reject(self, status: int, name: str, message: str) -> Reject:
         return Reject(self._fail(status, name, message))
 
-    def authenticate(self, request: httpx.Request) -> httpx.Response | None:
-        self.endpoint(request)  # which envelope to answer in
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if not token.strip():
-            return self._fail(401, "unauthorized", "missing authorization header")
-        if scheme.lower() != "bearer" or token.strip() != self.key():
-            return self._fail(
-                401,
-                "unauthorized",
-                "invalid API key: check it at https://platform.stability.ai/account/keys",
-            )
-        return None
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("bearer",), other_scheme="invalid"),),
+        missing=Failure(401, "unauthorized", "missing authorization header"),
+        invalid=Failure(
+            401,
+            "unauthorized",
+            "invalid API key: check it at https://platform.stability.ai/account/keys",
+        ),
+    )
+    # Stability has no 529; v1 names a server error ``server_error``, v2 ``internal_error``.
+    errors = FaultErrors(
+        rate_limit=Failure(429, "rate_limit_exceeded", _RATE_LIMIT),
+        server_error=Failure(
+            500,
+            "internal_error",
+            "An unexpected server error has occurred, please try again later.",
+            extra={"v1_code": "server_error"},
+        ),
+        unavailable=_UNAVAILABLE,
+        overloaded=_UNAVAILABLE,
+    )
 
-    def error(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        if kind == "rate_limit":
-            return self._fail(429, "rate_limit_exceeded", _RATE_LIMIT, headers=headers)
-        if kind == "server_error":
-            name = "server_error" if _api.get() == "v1" else "internal_error"
-            return self._fail(
-                500,
-                name,
-                "An unexpected server error has occurred, please try again later.",
-                headers=headers,
-            )
-        if kind in ("unavailable", "overloaded"):  # Stability has no 529
-            return self._fail(
-                503,
-                "service_unavailable",
-                "The service is temporarily unavailable, please try again later.",
-                headers=headers,
-            )
-        if kind == "auth":
-            return self._fail(401, "unauthorized", "invalid API key", headers=headers)
-        return self._fail(status, kind, message, headers=headers)
+    def envelope(self, failure: Failure) -> httpx.Response:
+        """In the envelope of the API version the request's path is on (set by ``endpoint``)."""
+        name = failure.code or "error"
+        if _api.get() == "v1":
+            name = str(failure.extra.get("v1_code", name))
+        return self._fail(failure.status, name, failure.message, headers=dict(failure.headers))
 
-    def prompt_of(self, request: httpx.Request) -> str | None:
+    def _prompt(self, request: httpx.Request) -> str | None:
         endpoint = self.endpoint(request)
         if endpoint == "v1.text_to_image":
             try:
@@ -363,7 +364,7 @@ class StabilityFake(ProviderFake):
                 "invalid_samples",
                 "samples: must be 1 when requesting image/png; use application/json for more",
             )
-        prompt = self.prompt_of(request) or ""
+        prompt = self._prompt(request) or ""
         filtered = self.sim.blocked(self, request, prompt)
         if filtered and self._filter_mode("v1") == "prompt":
             raise self._reject(

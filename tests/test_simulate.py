@@ -1,0 +1,197 @@
+"""The simulator itself: the fault spec a user types, auth and error faults on every fake,
+and the public test-media module."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from calliope_graph import testing
+from calliope_graph.cli import EXIT_CODES, main
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.simulate import (
+    FAULT_KINDS,
+    FAULT_OPTIONS,
+    Fault,
+    FaultSpecError,
+    ProviderFake,
+    Simulator,
+    parse_faults,
+)
+from calliope_graph.simulate._core import fake_names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (spec, the bad part it must name, what it must list)
+BAD_SPECS = [
+    ("bogus@openai", "'bogus'", FAULT_KINDS),
+    ("rate_limit@openai:probability=lots", "probability='lots'", ("a number from 0 to 1",)),
+    ("rate_limit@openai:firstn=1", "'firstn'", (*FAULT_OPTIONS, "did you mean 'first_n'")),
+    ("rate_limit@opneai", "'opneai'", ("openai", "stability", "did you mean 'openai'")),
+    ("hang;rate_limit:first_n", "'first_n' has no value", ("first_n=<",)),
+    ("latency:seconds=-1", "seconds='-1'", ("0 or more",)),
+    ("content_policy:pattern=(", "pattern='('", ("regular expression",)),
+]
+
+
+# -- the fault spec ------------------------------------------------------------------------
+@pytest.mark.parametrize(("spec", "bad", "listed"), BAD_SPECS)
+def test_a_bad_fault_spec_is_one_clear_error(spec: str, bad: str, listed: tuple[str, ...]) -> None:
+    with pytest.raises(FaultSpecError) as info:
+        parse_faults(spec)
+    message = str(info.value)
+    assert bad in message
+    for name in listed:
+        assert name in message
+    assert isinstance(info.value, ConfigurationError)
+
+
+@pytest.mark.parametrize(("spec", "bad", "listed"), BAD_SPECS[:3])
+def test_a_bad_faults_option_is_a_usage_error(spec: str, bad: str, listed: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(
+        main, ["run", "illustrate", "--simulate", "--input", "text=x", "--faults", spec]
+    )
+    assert result.exit_code == EXIT_CODES["usage"] == 2
+    assert "--faults" in result.stderr and bad in result.stderr
+    assert all(name in result.stderr for name in listed)
+    assert "Traceback" not in result.output
+
+
+def test_good_fault_specs_still_parse() -> None:
+    faults = parse_faults(
+        "rate_limit@openai:first_n=2,retry_after=0.1; hang@azure ;latency:seconds=0.3;"
+        "content_policy@stability:pattern=fox|kite,endpoint=v2;empty@anthropic:probability=0.5"
+    )
+    assert [f.kind for f in faults] == ["rate_limit", "hang", "latency", "content_policy", "empty"]
+    assert faults[0].first_n == 2 and faults[0].retry_after == 0.1
+    assert faults[1].provider == "azure" and faults[2].provider is None
+    assert faults[3].pattern == "fox|kite" and faults[3].endpoint == "v2"
+    assert faults[4].probability == 0.5
+    assert parse_faults("") == [] and parse_faults(" ; ") == []
+
+
+def test_a_misspelt_fault_argument_in_python_is_refused() -> None:
+    with pytest.raises(ValidationError, match="firstn"):
+        Fault(kind="rate_limit", firstn=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="firstn"):
+        Simulator().add_fault(kind="rate_limit", firstn=1)
+
+
+def test_the_documented_options_are_the_faults_fields() -> None:
+    assert set(FAULT_OPTIONS) == set(Fault.model_fields) - {"kind", "provider"}
+
+
+def test_the_readme_lists_every_fault_kind_and_option() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("`--faults` injects failures") :].split("\n\n")[0]
+    listed = set(re.findall(r"`(\w+)`", sentence))
+    assert set(FAULT_KINDS) <= listed
+    assert set(FAULT_OPTIONS) <= listed
+
+
+# -- auth and error faults, as each fake declares them ---------------------------------------
+def fakes() -> list[ProviderFake]:
+    sim = Simulator()
+    return [sim.fake(name) for name in fake_names()]
+
+
+def key_header(fake: ProviderFake, key: str) -> dict[str, str]:
+    """The key the way the fake reads it first (``Authorization: Bearer <key>``, ...)."""
+    credential = fake.auth.credentials[0]
+    scheme = credential.schemes[:1]
+    return {credential.header: " ".join((*(s.title() for s in scheme), key))}
+
+
+def url_of(fake: ProviderFake) -> str:
+    host = fake.hosts[0]
+    return f"https://{'calliope-sim' + host if host.startswith('.') else host}/v1/anything"
+
+
+def text_of(message: str) -> str:
+    """The fixed part of a declared message (before any ``{key}``/``{retry_after}``)."""
+    return message.split("{")[0]
+
+
+@pytest.mark.parametrize("fake", fakes(), ids=lambda f: f.name)
+async def test_every_fake_answers_its_declared_401s(fake: ProviderFake) -> None:
+    sim = Simulator()
+    right = sim.key_for(fake.name)
+    async with sim.client() as client:
+        missing = await client.post(url_of(fake), json={})
+        bad = await client.post(url_of(fake), json={}, headers=key_header(fake, right + "-not"))
+        sim.add_fault(kind="auth", provider=fake.name)
+        revoked = await client.post(url_of(fake), json={}, headers=key_header(fake, right))
+    assert missing.status_code == fake.auth.missing.status == 401
+    assert text_of(fake.auth.missing.message) in missing.text
+    assert bad.status_code == revoked.status_code == fake.auth.invalid.status == 401
+    assert text_of(fake.auth.invalid.message) in bad.text
+    assert text_of(fake.auth.invalid.message) in revoked.text
+    assert right not in bad.text + revoked.text
+
+
+@pytest.mark.parametrize("kind", ["rate_limit", "server_error", "unavailable", "overloaded"])
+@pytest.mark.parametrize("fake", fakes(), ids=lambda f: f.name)
+async def test_every_fake_answers_error_faults_as_declared(fake: ProviderFake, kind: str) -> None:
+    sim = Simulator(faults=[Fault(kind=kind, provider=fake.name, retry_after=7)])
+    declared = getattr(fake.errors, kind)
+    headers = key_header(fake, sim.key_for(fake.name))
+    async with sim.client() as client:
+        response = await client.post(url_of(fake), json={}, headers=headers)
+    assert response.status_code == declared.status
+    assert text_of(declared.message) in response.text
+    if kind == "rate_limit":
+        assert response.headers["retry-after"] == "7"
+        assert "{retry_after}" not in response.text + str(response.headers)
+
+
+# -- Replicate: a cancelled prediction -------------------------------------------------------
+async def test_a_cancelled_predictions_logs_stop_at_the_cancel() -> None:
+    sim = Simulator(poll_steps=10**6)
+    api = "https://api.replicate.com/v1"
+    auth = {"Authorization": f"Bearer {sim.key_for('replicate')}"}
+    async with sim.client(headers=auth) as client:
+        created = await client.post(
+            f"{api}/models/black-forest-labs/flux-schnell/predictions",
+            json={"input": {"prompt": "a fox"}},
+        )
+        prediction = created.json()["id"]
+        for _ in range(3):
+            await client.get(f"{api}/predictions/{prediction}")
+        cancelled = await client.post(f"{api}/predictions/{prediction}/cancel")
+        shown = await client.get(f"{api}/predictions/{prediction}")
+    assert cancelled.json()["status"] == shown.json()["status"] == "canceled"
+    logs = shown.json()["logs"].splitlines()
+    assert logs[0].startswith("Using seed:")
+    assert [line.split("| ")[-1].split(" ")[0] for line in logs[1:]] == [
+        "1/1000000",
+        "2/1000000",
+        "3/1000000",
+    ]
+
+
+# -- the public test-media module ------------------------------------------------------------
+def test_the_testing_module_builds_real_media() -> None:
+    assert set(testing.__all__) == {n for n in dir(testing) if not n.startswith("_")} - {
+        "annotations"
+    }
+    png = testing.image_bytes("a red kite", 64, 48)
+    jpeg = testing.image_bytes("a red kite", 64, 48, fmt="JPEG")
+    assert png.startswith(b"\x89PNG") and jpeg.startswith(b"\xff\xd8")
+    assert png == testing.image_bytes("a red kite", 64, 48)  # deterministic
+    info = testing.mp4_info(testing.mp4_bytes("a fox", width=32, height=16, seconds=1, fps=2))
+    assert info["codec"] == "avc1" and (info["width"], info["height"]) == (32, 16)
+    assert info["samples"] == 2
+    assert testing.is_wav(testing.wav_bytes("tone")) and not testing.is_wav(png)
+    assert testing.is_mp3(testing.mp3_bytes(0.5)) and not testing.is_mp3(png)
+    assert testing.describe_image(png)["width"] == 64
+    assert re.search("clever|jumps", testing.story_text("a clever fox jumps"))
+    request = httpx.Request("POST", "https://x.test", files={"prompt": (None, "hi")})
+    request.read()
+    assert testing.multipart_form(request)[0] == {"prompt": "hi"}
+    for name in testing.__all__:
+        assert getattr(testing, name).__doc__, name
