@@ -374,12 +374,16 @@ def _state(prediction: dict[str, Any]) -> dict[str, Any] | Waiting | Cancelled:
 
 
 async def _wait(
-    ctx: RunContext, prediction: dict[str, Any], config: ModelConfig, ref: ModelRef
+    ctx: RunContext,
+    prediction: dict[str, Any],
+    config: ModelConfig,
+    ref: ModelRef,
+    bounds: tuple[float, float],
 ) -> dict[str, Any]:
     """Poll until the prediction ends; the final prediction, or the taxonomy error (a
     cancelled one, or ProviderTimeoutError past the bound)."""
     params = config.parameters
-    interval, bound = poll_bounds(ctx, params)
+    interval, bound = bounds
     prediction_id = str(prediction["id"])
     url = _poll_url(ctx, prediction)
 
@@ -415,10 +419,11 @@ async def _run(ctx: RunContext, config: ModelConfig, inputs: dict[str, Any]) -> 
     if isinstance(extra, dict):
         inputs = {**extra, **inputs}
     inputs = with_extra_body(inputs, config.parameters, config.slug)
+    bounds = poll_bounds(ctx, config.parameters)  # checked before a prediction is paid for
     prediction = await _create(ctx, ref, inputs, config)
     prediction_id = str(prediction["id"])
     log.info("replicate: prediction %s started (%s)", prediction_id, ref.label)
-    prediction = await _wait(ctx, prediction, config, ref)
+    prediction = await _wait(ctx, prediction, config, ref, bounds)
     status = str(prediction["status"])
     if status == "succeeded":
         return prediction_id, prediction.get("output")

@@ -294,10 +294,10 @@ async def _task(ctx: RunContext, task_id: str) -> dict[str, Any]:
     )
 
 
-async def _wait(ctx: RunContext, task_id: str, config: ModelConfig) -> dict[str, Any]:
+async def _wait(ctx: RunContext, task_id: str, bounds: tuple[float, float]) -> dict[str, Any]:
     """Poll the task until it ends; the final task object, or the taxonomy error (a
     cancelled task, or ProviderTimeoutError past the bound)."""
-    interval, bound = poll_bounds(ctx, config.parameters)
+    interval, bound = bounds
 
     async def check() -> dict[str, Any] | Waiting | Cancelled:
         task = await _task(ctx, task_id)
@@ -331,9 +331,10 @@ async def image_and_text_to_video(
     """Animate ``image`` as ``text`` describes; the MP4 is saved as ``output_name``
     (with an ``.mp4`` extension)."""
     body = _body(ctx, image, text, config)
+    bounds = poll_bounds(ctx, config.parameters)  # checked before a task is paid for
     task_id = await _create(ctx, body)
     log.info("runway: task %s started (%s, %s)", task_id, body["model"], body["ratio"])
-    task = await _wait(ctx, task_id, config)
+    task = await _wait(ctx, task_id, bounds)
     status = task["status"]
     if status == "FAILED":
         code = task.get("failureCode")
