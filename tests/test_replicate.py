@@ -497,11 +497,11 @@ async def test_a_canceled_prediction_is_a_provider_error_not_retried(
 
     ctx = make_ctx(httpx.MockTransport(cancel_on_first_poll), sim.keys(), clock, tmp_path)
     try:
-        with pytest.raises(ProviderError, match="was canceled") as info:
+        with pytest.raises(ProviderError, match="was cancelled") as info:
             await engine.text_to_text(ctx, "x", LLAMA.with_parameters(wait=0))
     finally:
         await ctx.aclose()
-    assert type(info.value) is ProviderError and info.value.code == "canceled"
+    assert type(info.value) is ProviderError and info.value.code == "cancelled"
     assert sim.calls[("replicate", "predictions.cancel")] == 1
     assert sim.calls[("replicate", "models.predictions.create")] == 1
 

@@ -1,10 +1,17 @@
 """Sending requests to providers: failure mapping, retries and redaction, in one place.
 
-Every engine calls :func:`request`. It sends through the run's shared client, maps a
-failure to the taxonomy in :mod:`calliope_graph.errors` (with the provider's own hook for
-codes such as ``content_policy_violation``), retries transient failures with tenacity
-(exponential backoff with jitter, honouring ``Retry-After``, bounded in attempts and total
-time) and redacts every known secret from messages and logs.
+Every HTTP engine calls :func:`request`. It sends through the run's shared client, maps a
+failure to the taxonomy in :mod:`calliope_graph.errors` (an HTTP status through
+:func:`error_from_response`, with the provider's own hook for codes such as
+``content_policy_violation``; a transport failure through
+:func:`calliope_graph._transport.map_transport_errors`), retries transient failures and
+redacts every known secret from messages and logs.
+
+:func:`with_retries` is the one retry loop: tenacity, exponential backoff with jitter,
+honouring ``Retry-After`` (up to ``RetrySettings.max_retry_after``), bounded in attempts
+and total time by ``ctx.retry``, waiting on ``ctx.sleep``, recording each attempt in the
+node's :class:`CallStats` and calling its ``on_retry``. :func:`request` and the LangChain
+engine both run their attempts through it.
 
 A ``parse`` step runs *inside* the retry loop, so a malformed body is retried like a 5xx.
 """
@@ -16,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,12 +38,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from calliope_graph._transport import map_transport_errors, transport_error
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     AuthenticationError,
     InvalidRequestError,
     ProviderError,
-    ProviderTimeoutError,
     RateLimitError,
     TransientProviderError,
 )
@@ -46,10 +53,13 @@ __all__ = [
     "ErrorHook",
     "RetryAfterHint",
     "call_stats",
+    "classify_status",
+    "error_from_response",
     "parse_json",
     "redact",
     "request",
     "retry_after_seconds",
+    "with_retries",
 ]
 
 log = logging.getLogger("calliope_graph.engines")
@@ -139,7 +149,8 @@ def _default_describe(response: httpx.Response) -> tuple[str, str | None]:
     return (str(body)[:300], None)
 
 
-def _classify(status: int) -> type[ProviderError]:
+def classify_status(status: int) -> type[ProviderError]:
+    """The taxonomy class of a failed HTTP ``status`` (no provider-specific hook)."""
     if status in (401, 403):
         return AuthenticationError
     if status == 429:
@@ -172,7 +183,7 @@ def error_from_response(
     ``retry_after`` reads a 429's wait from its body when the headers carry none.
     """
     message, code = (describe or _default_describe)(response)
-    cls = (hook(response, message, code) if hook else None) or _classify(response.status_code)
+    cls = (hook(response, message, code) if hook else None) or classify_status(response.status_code)
     advice = _ADVICE.get(cls, "")
     text = f"{provider} answered HTTP {response.status_code}"
     if code:
@@ -199,14 +210,12 @@ def parse_json(response: httpx.Response, provider: str) -> Any:
     """The JSON body, or a (retryable) TransientProviderError for a malformed one."""
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TransientProviderError(
-            f"{provider} returned a malformed body (HTTP {response.status_code}, "
-            f"{len(response.content)} bytes that are not JSON); it was retried.",
-            provider=provider,
-            status=response.status_code,
-            code="malformed_body",
-        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        what = f"HTTP {response.status_code}, {len(response.content)} bytes that are not JSON"
+        error: BaseException = transport_error(exc, provider, what=what) or exc
+        if isinstance(error, ProviderError):
+            error.status = response.status_code
+        raise error from None
 
 
 def _wait(ctx: RunContext) -> Callable[[RetryCallState], float]:
@@ -230,6 +239,49 @@ def _should_retry_rate_limit(ctx: RunContext) -> Callable[[BaseException], bool]
         return isinstance(exc, TransientProviderError)
 
     return check
+
+
+async def with_retries(
+    ctx: RunContext,
+    provider: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retry: bool = True,
+) -> T:
+    """Run ``attempt`` (one call to ``provider``) under the engine layer's retry policy.
+
+    Each attempt is recorded in the node's :class:`CallStats` (count and wall-clock times).
+    A :class:`TransientProviderError` (5xx, timeouts, resets, malformed bodies) or a
+    :class:`RateLimitError` whose Retry-After is within ``ctx.retry.max_retry_after`` is
+    retried with exponential backoff and jitter (a rate limit waits its Retry-After), per
+    ``ctx.retry`` and on ``ctx.sleep``; before each retry ``CallStats.on_retry`` is called
+    and a redacted warning logged. Anything else — and the last failure — is raised as is.
+    ``retry=False`` makes one recorded attempt.
+    """
+    stats = call_stats.get()
+
+    async def recorded() -> T:
+        if stats is not None:
+            stats.record(provider)
+        started = time.time()
+        try:
+            return await attempt()
+        finally:
+            if stats is not None:
+                stats.attempt_times.append((started, time.time()))
+
+    if not retry:
+        return await recorded()
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_should_retry_rate_limit(ctx)),
+        stop=stop_after_attempt(ctx.retry.max_attempts) | stop_after_delay(ctx.retry.max_total),
+        wait=_wait(ctx),
+        sleep=ctx.sleep,
+        reraise=True,
+        before_sleep=_log_retry(provider, ctx.keys.secrets(), stats),
+    )
+    result: T = await retrying(recorded)
+    return result
 
 
 async def request(
@@ -258,20 +310,9 @@ async def request(
     ``retry_after`` reads a 429's wait from its body when it has no Retry-After header.
     """
     secrets = ctx.keys.secrets()
-    stats = call_stats.get()
 
-    async def attempt() -> T:
-        if stats is not None:
-            stats.record(provider)
-        started = time.time()
-        try:
-            return await _send()
-        finally:
-            if stats is not None:
-                stats.attempt_times.append((started, time.time()))
-
-    async def _send() -> T:
-        try:
+    async def send() -> T:
+        async with map_transport_errors(provider, what="request", secrets=secrets):
             response = await ctx.client.request(
                 method,
                 url,
@@ -283,21 +324,6 @@ async def request(
                 params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(
-                f"{provider} did not answer in time ({type(exc).__name__} on {method} "
-                f"{_path(url)}); it was retried — raise the timeout or add a fallback edge.",
-                provider=provider,
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientProviderError(
-                redact(
-                    f"{provider} connection failed ({type(exc).__name__}: {exc}) on {method} "
-                    f"{_path(url)}; check the base URL and network.",
-                    secrets,
-                ),
-                provider=provider,
-            ) from None
         if response.status_code >= 400:
             raise error_from_response(
                 provider,
@@ -309,19 +335,7 @@ async def request(
             )
         return parse(response)
 
-    if not retry:
-        return await attempt()
-
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(_should_retry_rate_limit(ctx)),
-        stop=stop_after_attempt(ctx.retry.max_attempts) | stop_after_delay(ctx.retry.max_total),
-        wait=_wait(ctx),
-        sleep=ctx.sleep,
-        reraise=True,
-        before_sleep=_log_retry(provider, secrets, stats),
-    )
-    result: T = await retrying(attempt)
-    return result
+    return await with_retries(ctx, provider, send, retry=retry)
 
 
 def _log_retry(
@@ -343,10 +357,6 @@ def _log_retry(
         )
 
     return before_sleep
-
-
-def _path(url: str) -> str:
-    return httpx.URL(url).path
 
 
 def bearer(token: str) -> dict[str, str]:

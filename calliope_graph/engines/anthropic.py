@@ -8,8 +8,9 @@ down to its 1568-pixel working size) and structured output (a tool whose
 Everything goes through :func:`calliope_graph.engines._http.request`. The base URL comes
 from ``ctx.keys.base_url("anthropic")`` (``ANTHROPIC_BASE_URL``), so Anthropic-compatible
 servers work too. ``max_tokens`` is required by the API; it defaults to
-``DEFAULT_MAX_TOKENS`` when the model config does not set it. A ``system_prompt``
-parameter becomes the top-level ``system`` field.
+``DEFAULT_MAX_TOKENS`` when the model config does not set it (``max_output_tokens`` is read
+as ``max_tokens``). A ``system_prompt`` parameter becomes the top-level ``system`` field;
+``extra_body`` (a dict) is merged into the request body last.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from calliope_graph.engines._llm import (
     openai_format,
     validation_summary,
 )
+from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ConfigurationError,
@@ -91,13 +93,13 @@ def _headers(ctx: RunContext) -> dict[str, str]:
 
 
 def _params(config: ModelConfig) -> dict[str, Any]:
-    params = config.parameters
-    picked = {k: v for k, v in params.items() if k in MESSAGE_PARAMS and v is not None}
-    max_tokens = params.get("max_tokens") or params.get("max_output_tokens")
+    picked = pick(
+        config.parameters,
+        MESSAGE_PARAMS | {"max_tokens"},
+        renames={"max_output_tokens": "max_tokens"},
+    )
+    max_tokens = picked.get("max_tokens")
     picked["max_tokens"] = int(max_tokens) if max_tokens else DEFAULT_MAX_TOKENS
-    extra = params.get("extra_body")
-    if isinstance(extra, dict):
-        picked.update(extra)
     return picked
 
 
@@ -117,12 +119,20 @@ def describe(response: httpx.Response) -> tuple[str, str | None]:
     return (message, None if code is None else str(code))
 
 
-def _body(config: ModelConfig, messages: list[dict[str, Any]], system: str | None) -> Any:
+def _body(
+    config: ModelConfig,
+    messages: list[dict[str, Any]],
+    system: str | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The Messages API body: model, parameters, system, messages and ``fields`` (tools...),
+    with ``extra_body`` merged in last."""
     body: dict[str, Any] = {"model": config.model.provider_model_name, **_params(config)}
     if system:
         body["system"] = system
     body["messages"] = messages
-    return body
+    body.update(fields)
+    return with_extra_body(body, config.parameters, config.slug)
 
 
 async def _post(ctx: RunContext, body: dict[str, Any], parse: Any) -> Any:
@@ -373,9 +383,7 @@ async def messages_to_object(
         system = f"{extra}\n\n{system}" if system else str(extra)
     problem = ""
     for attempt in (1, 2):
-        body = _body(config, chat, system)
-        body["tools"] = [tool]
-        body["tool_choice"] = {"type": "tool", "name": name}
+        body = _body(config, chat, system, tools=[tool], tool_choice={"type": "tool", "name": name})
         answer = await _post(ctx, body, lambda r: parse_json(r, _NAME))
         value = _tool_input(answer, model, name)
         try:

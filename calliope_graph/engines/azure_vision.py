@@ -17,6 +17,8 @@ formats Azure does not take (WebP...) are converted to PNG first. Azure's own re
 image (``InvalidImageFormat``, ``InvalidImageSize``) is a MediaError too; its error envelope
 ``{"error": {"code", "message", "innererror": {"code", "message"}}}`` is read for the most
 specific code. Retries, Retry-After and redaction come from the shared request layer.
+The request body is the image, so the ``extra_body`` parameter (a dict) is merged into the
+query string of every call.
 
 Results are read the way Calliope reads them: captions (capitalised), tags, objects and
 text, with the seed's webcam-unfriendly tags (``selfie``, ``human face``, ``skin``...)
@@ -37,6 +39,7 @@ from PIL import Image as PILImage
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import parse_json, request
+from calliope_graph.engines._params import extra_body, form_fields, pick
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ConfigurationError,
@@ -322,6 +325,7 @@ def _hook(response: httpx.Response, message: str, code: str | None) -> type[Prov
 
 async def _post(
     ctx: RunContext,
+    config: ModelConfig,
     image: Image,
     version: str,
     path: str,
@@ -331,10 +335,13 @@ async def _post(
 ) -> dict[str, Any]:
     """POST the image to ``{endpoint}{path}`` and return the JSON object it answers.
 
-    An answer that is not JSON, not an object, or lacks every ``required`` result is
-    malformed: a TransientProviderError raised inside the retry loop, so it is asked again.
+    The body is the image itself, so ``extra_body`` is merged into the query parameters
+    (each value as text). An answer that is not JSON, not an object, or lacks every
+    ``required`` result is malformed: a TransientProviderError raised inside the retry loop,
+    so it is asked again.
     """
     wanted = list(required)
+    params = {**params, **form_fields(extra_body(config.parameters, config.slug))}
     log.debug("azure: POST %s %s", path, params)
 
     def parse(response: httpx.Response) -> dict[str, Any]:
@@ -569,9 +576,13 @@ def _v4_params(config: ModelConfig, features: list[str]) -> dict[str, str]:
     }
     if params.get("gender_neutral_caption") is not None:
         out["gender-neutral-caption"] = _flag(params["gender_neutral_caption"])
-    if params.get("model_version"):
-        out["model-version"] = str(params["model_version"])
-    return out
+    return {**out, **_model_version(config)}
+
+
+def _model_version(config: ModelConfig) -> dict[str, str]:
+    """``model-version`` when the ``model_version`` parameter is set."""
+    picked = pick(config.parameters, (), renames={"model_version": "model-version"})
+    return form_fields({k: v for k, v in picked.items() if v})
 
 
 async def _analyze_v4(
@@ -579,7 +590,7 @@ async def _analyze_v4(
 ) -> dict[str, Any]:
     path = "/computervision/imageanalysis:analyze"
     required = [_RESULT_KEY_V4[f] for f in features]
-    return await _post(ctx, image, V4, path, _v4_params(config, features), data, required)
+    return await _post(ctx, config, image, V4, path, _v4_params(config, features), data, required)
 
 
 async def _ocr_v3(ctx: RunContext, image: Image, config: ModelConfig, data: bytes) -> str:
@@ -588,10 +599,9 @@ async def _ocr_v3(ctx: RunContext, image: Image, config: ModelConfig, data: byte
     query = {
         "language": str(params.get("ocr_language") or "unk"),
         "detectOrientation": _flag(params.get("detect_orientation", True)),
+        **_model_version(config),
     }
-    if params.get("model_version"):
-        query["model-version"] = str(params["model_version"])
-    return ocr_text_v3(await _post(ctx, image, V3, path, query, data, ["regions"]))
+    return ocr_text_v3(await _post(ctx, config, image, V3, path, query, data, ["regions"]))
 
 
 @register(Conversion.IMAGE_ANALYSIS, PROVIDER)
@@ -614,12 +624,14 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     visual = _features(config, "visual_features", FEATURES_V3, DEFAULT_FEATURES_V3)
     data = _prepare(ctx, image, version)
     params = config.parameters
-    query = {"visualFeatures": ",".join(visual), "language": str(params.get("language") or "en")}
-    if params.get("model_version"):
-        query["model-version"] = str(params["model_version"])
+    query = {
+        "visualFeatures": ",".join(visual),
+        "language": str(params.get("language") or "en"),
+        **_model_version(config),
+    }
     path = "/vision/v3.2/analyze"
     required = [_RESULT_KEY_V3[f] for f in visual]
-    body = await _post(ctx, image, V3, path, query, data, required)
+    body = await _post(ctx, config, image, V3, path, query, data, required)
     text = await _ocr_v3(ctx, image, config, data) if params.get("ocr", True) else ""
     return interpret_v3(body, text=text, reading=reading)
 

@@ -9,15 +9,18 @@ is called as is.
 A model that is still loading answers 503 ``{"error": "… is currently loading",
 "estimated_time": s}``. The engine waits that long (at least ``ctx.poll.interval``) and asks
 again, for at most ``ctx.poll.timeout`` seconds (or the ``wait_for_model_timeout``
-parameter), then raises ProviderTimeoutError naming the model. The ``wait_for_model: true``
+parameter, or ``poll_timeout``), then raises ProviderTimeoutError naming the model (the
+engines' one polling loop, ``_poll``). The ``wait_for_model: true``
 parameter asks the server to hold the request until the model is ready instead
 (``X-Wait-For-Model`` header). Other failures go through the shared request layer: 401 is
 AuthenticationError, 429 and 5xx are retried, ``{"error": "…"}`` (or a list) is read for
-the message.
+the message. ``extra_body`` (a dict) is merged into the JSON body last; raw-bytes requests
+(captioning, speech) given one are sent as JSON with the bytes base64-encoded in ``inputs``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -29,13 +32,14 @@ import httpx
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, request
+from calliope_graph.engines._params import extra_body, pick, with_extra_body
+from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
     ProviderError,
-    ProviderTimeoutError,
     TransientProviderError,
 )
 from calliope_graph.media import Audio, Image, ImageAnalysis
@@ -142,12 +146,23 @@ async def _call(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> T:
-    """POST to the model, waiting out 503 "model is loading" answers within the poll bound."""
+    """POST to the model, waiting out 503 "model is loading" answers within the poll bound.
+
+    ``extra_body`` is merged into a JSON body; a raw-bytes request (``content``) with an
+    ``extra_body`` is sent as JSON instead, the bytes base64-encoded in ``inputs`` (the
+    Inference API takes both forms).
+    """
     model = config.model.provider_model_name
     url = model_url(ctx, config)
-    bound = float(config.parameters.get("wait_for_model_timeout") or ctx.poll.timeout)
-    waited = 0.0  # seconds slept between attempts (the bound ignores the requests' own time)
-    while True:
+    sent_headers = {**_headers(ctx, config), **(headers or {})}
+    if content is not None and extra_body(config.parameters, config.slug):
+        json_body, content = {"inputs": base64.b64encode(content).decode("ascii")}, None
+        sent_headers = {k: v for k, v in sent_headers.items() if k.lower() != "content-type"}
+    if json_body is not None:
+        json_body = with_extra_body(json_body, config.parameters, config.slug)
+    interval, bound = poll_bounds(ctx, config.parameters, timeout_keys=("wait_for_model_timeout",))
+
+    async def check() -> T | Waiting:
         loading: dict[str, float] = {}
         try:
             return await request(
@@ -156,7 +171,7 @@ async def _call(
                 "POST",
                 url,
                 parse=parse,
-                headers={**_headers(ctx, config), **(headers or {})},
+                headers=sent_headers,
                 json_body=json_body,
                 content=content,
                 describe=describe,
@@ -164,25 +179,25 @@ async def _call(
             )
         except _ModelLoading:
             estimate = loading.get("estimated_time") or 0.0
-        if waited >= bound:
-            raise ProviderTimeoutError(
-                f"huggingface model {model} was still loading after {waited:.0f}s (it "
-                f"estimated {estimate:.0f}s more). Raise the bound (PollSettings.timeout, or "
-                "the wait_for_model_timeout model parameter), set wait_for_model: true, or "
-                "add a fallback edge on timeout.",
-                provider=_NAME,
-                status=503,
-                code="model_loading",
-                job_id=model,
-            )
-        wait = min(max(estimate, ctx.poll.interval), bound - waited)
-        log.info("huggingface: %s is loading; waiting %.1fs before asking again", model, wait)
-        await ctx.sleep(wait)
-        waited += wait
+        log.info("huggingface: %s is loading (it estimates %.0fs)", model, estimate)
+        return Waiting(
+            "model_loading",
+            shown=f"loading (it estimated {estimate:.0f}s more)",
+            retry_in=estimate,
+            http_status=503,
+        )
 
-
-def _pick(config: ModelConfig, allowed: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in config.parameters.items() if k in allowed and v is not None}
+    return await poll_job(
+        ctx,
+        check,
+        provider=_NAME,
+        what="model",
+        job_id=model,
+        interval=interval,
+        timeout=bound,
+        advice="raise the bound (PollSettings.timeout, or the wait_for_model_timeout model "
+        "parameter), set wait_for_model: true, or add a fallback edge on timeout",
+    )
 
 
 def _content_type(response: httpx.Response) -> str:
@@ -219,7 +234,7 @@ def _generated_text(body: Any, model: str) -> str:
 async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     """Continue ``text`` with a text-generation model; only the new text is returned."""
     model = config.model.provider_model_name
-    params = {**_pick(config, GENERATION_PARAMS), "return_full_text": False}
+    params = {**pick(config.parameters, GENERATION_PARAMS), "return_full_text": False}
     body = {"inputs": text, "parameters": params}
 
     def parse(response: httpx.Response) -> str:
@@ -261,7 +276,7 @@ async def text_to_image(
     ``output_format`` parameter (``png`` by default, or ``jpeg``) sets the Accept header.
     """
     model = config.model.provider_model_name
-    params = _pick(config, IMAGE_PARAMS)
+    params = pick(config.parameters, IMAGE_PARAMS)
     if width:
         params["width"] = _multiple_of_8(width)
     if height:

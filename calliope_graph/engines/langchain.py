@@ -36,7 +36,6 @@ import asyncio
 import importlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -46,19 +45,15 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
+from calliope_graph._transport import transport_error
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
-
-# The retry policy is the one every HTTP request gets; these helpers build it (same package).
 from calliope_graph.engines._http import (
-    _log_retry,
-    _should_retry_rate_limit,
-    _wait,
-    call_stats,
+    classify_status,
     redact,
     retry_after_seconds,
+    with_retries,
 )
 from calliope_graph.engines._llm import ANALYSIS_PROMPT, json_text, validation_summary
 from calliope_graph.engines._registry import Conversion, register
@@ -210,7 +205,10 @@ def _is_refusal(exc: BaseException, kind: str) -> bool:
 def _map_error(exc: Exception, ctx: RunContext, label: str) -> CalliopeError:
     secrets = ctx.keys.secrets()
     kind = type(exc).__name__
-    if isinstance(exc, TimeoutError | httpx.TimeoutException) or "Timeout" in kind:
+    lower = transport_error(exc, _NAME, what=f"call to langchain model {label}", secrets=secrets)
+    if lower is not None:  # httpx under the model: mapped like every engine's requests
+        return lower
+    if isinstance(exc, TimeoutError) or "Timeout" in kind:
         return ProviderTimeoutError(
             f"langchain model {label} timed out ({kind}): raise the model's own timeout or "
             "add a fallback edge on timeout.",
@@ -223,18 +221,16 @@ def _map_error(exc: Exception, ctx: RunContext, label: str) -> CalliopeError:
         text += " — rephrase the request or add a fallback edge on content_policy."
         return ContentPolicyError(redact(text, secrets), provider=_NAME, status=status, code=kind)
     cls: type[ProviderError] = ProviderError
-    if status in (401, 403) or "Authentication" in kind or "PermissionDenied" in kind:
+    if status is not None and status >= 400:
+        cls = classify_status(status)  # the HTTP engines' reading of a status
+    elif "Authentication" in kind or "PermissionDenied" in kind:
         cls = AuthenticationError
-    elif status == 429 or "RateLimit" in kind:
+    elif "RateLimit" in kind:
         cls = RateLimitError
-    elif (
-        (status is not None and (status >= 500 or status in (408, 409)))
-        or isinstance(exc, httpx.TransportError | ConnectionError)
-        or any(word in kind for word in ("Connection", "Overloaded", "InternalServer"))
+    elif isinstance(exc, ConnectionError) or any(
+        word in kind for word in ("Connection", "Overloaded", "InternalServer")
     ):
         cls = TransientProviderError
-    elif status is not None and 400 <= status < 500:
-        cls = InvalidRequestError
     text += " — check the model's configuration and credentials, or add a fallback edge."
     text = redact(text, secrets)
     if cls is RateLimitError:
@@ -261,15 +257,12 @@ def _timeout(ctx: RunContext, config: ModelConfig) -> float:
 
 async def _call(ctx: RunContext, config: ModelConfig, make: Callable[[], Awaitable[T]]) -> T:
     """Run ``make()`` (one model call) bounded in time, mapping its exceptions into the
-    taxonomy and retrying the transient ones as HTTP requests are retried."""
+    taxonomy; the engine layer's one retry loop (:func:`with_retries`) retries the
+    transient ones as it retries HTTP requests."""
     label = _label(config)
     timeout = _timeout(ctx, config)
-    stats = call_stats.get()
 
     async def attempt() -> T:
-        if stats is not None:
-            stats.record(_NAME)
-        started = time.time()
         bound = asyncio.timeout(timeout)
         try:
             async with bound:
@@ -284,20 +277,8 @@ async def _call(ctx: RunContext, config: ModelConfig, make: Callable[[], Awaitab
                     provider=_NAME,
                 ) from None
             raise _map_error(exc, ctx, label) from None
-        finally:
-            if stats is not None:
-                stats.attempt_times.append((started, time.time()))
 
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(_should_retry_rate_limit(ctx)),
-        stop=stop_after_attempt(ctx.retry.max_attempts) | stop_after_delay(ctx.retry.max_total),
-        wait=_wait(ctx),
-        sleep=ctx.sleep,
-        reraise=True,
-        before_sleep=_log_retry(_NAME, ctx.keys.secrets(), stats),
-    )
-    result: T = await retrying(attempt)
-    return result
+    return await with_retries(ctx, _NAME, attempt)
 
 
 def _answer_text(answer: Any, label: str) -> str:

@@ -4,8 +4,9 @@ Everything goes through :func:`calliope_graph.engines._http.request` (retries, e
 mapping, redaction). The base URL comes from ``ctx.keys.base_url("openai")``, so setting
 ``OPENAI_BASE_URL`` points every engine here at an OpenAI-compatible server (Ollama, vLLM,
 llama.cpp). Model parameters come from ``config.parameters``; only the ones the endpoint
-knows are sent, and ``extra_body`` (a dict) is merged into the request as is, for server
-specific options.
+knows are sent (``_params.pick``), and ``extra_body`` (a dict) is merged into the request
+body last (the JSON body, or the form fields of a transcription), for server-specific
+options.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from calliope_graph.engines._llm import (
     openai_format,
     validation_summary,
 )
+from calliope_graph.engines._params import extra_body, form_fields, pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ContentPolicyError,
@@ -103,21 +105,12 @@ def _auth(ctx: RunContext) -> dict[str, str]:
     return bearer(ctx.keys.require(PROVIDER))
 
 
-def _pick(config: ModelConfig, allowed: frozenset[str]) -> dict[str, Any]:
-    params = config.parameters
-    picked = {k: v for k, v in params.items() if k in allowed and v is not None}
-    extra = params.get("extra_body")
-    if isinstance(extra, dict):
-        picked.update(extra)
-    return picked
-
-
 def _is_reasoning_model(model: str) -> bool:
     return re.match(r"^(o\d|gpt-5)", model) is not None
 
 
 def _chat_params(config: ModelConfig) -> dict[str, Any]:
-    params = _pick(config, CHAT_PARAMS)
+    params = pick(config.parameters, CHAT_PARAMS)
     model = config.model.provider_model_name
     if _is_reasoning_model(model) and "max_tokens" in params:
         # o-series and GPT-5 models reject max_tokens; the limit moved to max_completion_tokens.
@@ -172,20 +165,29 @@ def content_policy_hook(
 
 async def _post(
     ctx: RunContext,
+    config: ModelConfig,
     path: str,
     *,
     json_body: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     files: Any = None,
+    parse: Callable[[httpx.Response], Any] | None = None,
 ) -> Any:
-    """POST to ``{base}{path}`` and return the parsed JSON body."""
+    """POST to ``{base}{path}`` and return ``parse(response)`` (the JSON body by default).
+
+    The ``extra_body`` parameter is merged into the JSON body, or into the form ``data``.
+    """
+    if json_body is not None:
+        json_body = with_extra_body(json_body, config.parameters, config.slug)
+    if data is not None:
+        data = {**data, **form_fields(extra_body(config.parameters, config.slug))}
     log.debug("openai: POST %s (model %s)", path, (json_body or data or {}).get("model"))
     return await request(
         ctx,
         _NAME,
         "POST",
         f"{_base(ctx)}{path}",
-        parse=lambda r: parse_json(r, _NAME),
+        parse=parse or (lambda r: parse_json(r, _NAME)),
         headers=_auth(ctx),
         json_body=json_body,
         data=data,
@@ -240,7 +242,7 @@ def _message_text(body: Any, model: str) -> str:
 
 async def _chat(ctx: RunContext, config: ModelConfig, body: dict[str, Any]) -> str:
     model = config.model.provider_model_name
-    answer = await _post(ctx, "/chat/completions", json_body={"model": model, **body})
+    answer = await _post(ctx, config, "/chat/completions", json_body={"model": model, **body})
     return _message_text(answer, model)
 
 
@@ -251,8 +253,8 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message."""
     model = config.model.provider_model_name
     if config.model.provider_api_variant is InferenceModelProviderVariant.OPENAI_COMPLETION:
-        body = {"model": model, "prompt": text, **_pick(config, COMPLETION_PARAMS)}
-        answer = await _post(ctx, "/completions", json_body=body)
+        body = {"model": model, "prompt": text, **pick(config.parameters, COMPLETION_PARAMS)}
+        answer = await _post(ctx, config, "/completions", json_body=body)
         choice = _first_choice(answer, model)
         if choice.get("finish_reason") == "content_filter" and not choice.get("text"):
             raise ContentPolicyError(
@@ -329,7 +331,7 @@ async def text_to_image(
     ContentPolicyError.
     """
     model = config.model.provider_model_name
-    params = _pick(config, IMAGE_PARAMS)
+    params = pick(config.parameters, IMAGE_PARAMS)
     gpt_image = model.startswith("gpt-image")
     if gpt_image:
         params.pop("response_format", None)  # GPT image models always answer in base64
@@ -340,7 +342,7 @@ async def text_to_image(
     size = image_size(model, width, height) or config.parameters.get("size")
     if size:
         body["size"] = size
-    answer = await _post(ctx, "/images/generations", json_body=body)
+    answer = await _post(ctx, config, "/images/generations", json_body=body)
     items = answer.get("data") if isinstance(answer, dict) else None
     item = items[0] if isinstance(items, list) and items else None
     if not isinstance(item, dict):
@@ -399,17 +401,10 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
         text = _message_text(parse_json(response, _NAME), model)
         return analysis_from_answer(_NAME, model, text, status=response.status_code)
 
-    return await request(
-        ctx,
-        _NAME,
-        "POST",
-        f"{_base(ctx)}/chat/completions",
-        parse=parse,
-        headers=_auth(ctx),
-        json_body=body,
-        describe=describe,
-        hook=content_policy_hook,
+    result: ImageAnalysis = await _post(
+        ctx, config, "/chat/completions", json_body=body, parse=parse
     )
+    return result
 
 
 # -- audio -> text -------------------------------------------------------------------------
@@ -422,10 +417,11 @@ async def audio_to_text(
     fields: dict[str, Any] = {"model": model, "response_format": "json"}
     if language:
         fields["language"] = language
-    fields.update({k: str(v) for k, v in _pick(config, TRANSCRIPTION_PARAMS).items()})
+    fields.update(form_fields(pick(config.parameters, TRANSCRIPTION_PARAMS)))
     raw = audio.read_bytes()
     answer = await _post(
         ctx,
+        config,
         "/audio/transcriptions",
         data=fields,
         files={"file": (audio.name, raw, audio.mime)},

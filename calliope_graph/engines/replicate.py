@@ -14,7 +14,9 @@ and ProviderTimeoutError names its id.
 
 Every other model parameter is passed through as a model input (``max_new_tokens``,
 ``temperature``, ``num_inference_steps``...); ``prompt_field`` and ``image_field`` rename the
-inputs that carry the prompt and the image for models that call them something else.
+inputs that carry the prompt and the image for models that call them something else. The
+``input`` parameter (a dict) gives inputs under the ones the engine sets; ``extra_body`` (a
+dict) is merged into the ``input`` last, over everything.
 
 Outputs: text models stream a list of tokens (joined); image models return a URL or a list
 of URLs (the first is downloaded through the media store, capped at ``max_download_bytes``;
@@ -24,8 +26,9 @@ its description).
 
 A ``failed`` prediction is mapped by its error text: NSFW/safety/sensitive → ContentPolicy
 Error, bad input → InvalidRequestError, out of memory/timeouts/internal → Transient
-ProviderError, anything else ProviderError. ``canceled`` is a ProviderError (someone
-cancelled it: not retried), ``aborted`` (a ``Cancel-After`` deadline) a ProviderTimeoutError.
+ProviderError, anything else ProviderError. ``canceled`` is the engines' one "cancelled"
+error (a ProviderError with code ``cancelled``, not retried: see ``_poll``), ``aborted`` (a
+``Cancel-After`` deadline) a ProviderTimeoutError.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ import httpx
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, redact, request
+from calliope_graph.engines._params import EXTRA_BODY, pick, with_extra_body
+from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     CalliopeError,
@@ -94,6 +99,7 @@ _RESERVED = frozenset(
         "prompt_field",
         "image_field",
         "input",
+        EXTRA_BODY,
     )
 )
 
@@ -358,38 +364,52 @@ async def _cancel(ctx: RunContext, prediction_id: str) -> None:
         log.warning("replicate: could not cancel prediction %s (%s)", prediction_id, exc)
 
 
+def _state(prediction: dict[str, Any]) -> dict[str, Any] | Waiting | Cancelled:
+    status = str(prediction["status"])
+    if status in _WAITING:
+        return Waiting(status)
+    if status == "canceled":
+        return Cancelled(status)
+    return prediction
+
+
 async def _wait(
-    ctx: RunContext, prediction: dict[str, Any], config: ModelConfig, ref: ModelRef
+    ctx: RunContext,
+    prediction: dict[str, Any],
+    config: ModelConfig,
+    ref: ModelRef,
+    bounds: tuple[float, float],
 ) -> dict[str, Any]:
-    """Poll until the prediction ends; the final prediction, or ProviderTimeoutError."""
+    """Poll until the prediction ends; the final prediction, or the taxonomy error (a
+    cancelled one, or ProviderTimeoutError past the bound)."""
     params = config.parameters
-    bound = float(params.get("poll_timeout") or ctx.poll.timeout)
-    interval = float(params.get("poll_interval") or ctx.poll.interval)
+    interval, bound = bounds
     prediction_id = str(prediction["id"])
     url = _poll_url(ctx, prediction)
-    waited = 0.0  # seconds slept between polls (the bound ignores the polls' own time)
-    while str(prediction["status"]) in _WAITING:
-        if waited >= bound:
-            status = str(prediction["status"])
-            cancel = params.get("cancel_on_timeout", True)
-            if cancel:
-                await _cancel(ctx, prediction_id)
-            raise ProviderTimeoutError(
-                f"replicate prediction {prediction_id} ({ref.label}) was still {status} after "
-                f"{waited:.0f}s of polling"
-                + (" and was cancelled" if cancel else "; it may still finish")
-                + ". Cold starts can take minutes: raise the poll_timeout model parameter (or "
-                "PollSettings.timeout), or add a fallback edge on timeout.",
-                provider=_NAME,
-                code=status,
-                job_id=prediction_id,
-            )
-        step = min(interval, bound - waited)
-        await ctx.sleep(step)
-        waited += step
-        prediction = await _get(ctx, url)
-        log.debug("replicate: prediction %s is %s", prediction_id, prediction["status"])
-    return prediction
+
+    async def check() -> dict[str, Any] | Waiting | Cancelled:
+        return _state(await _get(ctx, url))
+
+    async def on_timeout(state: Waiting) -> str:
+        if not params.get("cancel_on_timeout", True):
+            return "; it may still finish"
+        await _cancel(ctx, prediction_id)
+        return " and was cancelled"
+
+    return await poll_job(
+        ctx,
+        check,
+        provider=_NAME,
+        what="prediction",
+        job_id=prediction_id,
+        label=ref.label,
+        interval=interval,
+        timeout=bound,
+        first=_state(prediction),
+        on_timeout=on_timeout,
+        advice="cold starts can take minutes: raise the poll_timeout model parameter (or "
+        "PollSettings.timeout), or add a fallback edge on timeout",
+    )
 
 
 async def _run(ctx: RunContext, config: ModelConfig, inputs: dict[str, Any]) -> tuple[str, Any]:
@@ -398,10 +418,12 @@ async def _run(ctx: RunContext, config: ModelConfig, inputs: dict[str, Any]) -> 
     extra = config.parameters.get("input")
     if isinstance(extra, dict):
         inputs = {**extra, **inputs}
+    inputs = with_extra_body(inputs, config.parameters, config.slug)
+    bounds = poll_bounds(ctx, config.parameters)  # checked before a prediction is paid for
     prediction = await _create(ctx, ref, inputs, config)
     prediction_id = str(prediction["id"])
     log.info("replicate: prediction %s started (%s)", prediction_id, ref.label)
-    prediction = await _wait(ctx, prediction, config, ref)
+    prediction = await _wait(ctx, prediction, config, ref, bounds)
     status = str(prediction["status"])
     if status == "succeeded":
         return prediction_id, prediction.get("output")
@@ -411,14 +433,6 @@ async def _run(ctx: RunContext, config: ModelConfig, inputs: dict[str, Any]) -> 
             error_for_failure(
                 prediction_id, str(prediction.get("error") or ""), str(prediction.get("logs") or "")
             ),
-        )
-    if status == "canceled":
-        raise ProviderError(
-            f"replicate prediction {prediction_id} ({ref.label}) was canceled (through the API "
-            "or the dashboard) before it finished; it was not retried. Run the node again if "
-            "that was not intended.",
-            provider=_NAME,
-            code="canceled",
         )
     if status == "aborted":
         raise ProviderTimeoutError(
@@ -446,11 +460,7 @@ def _redacted(ctx: RunContext, error: ProviderError) -> ProviderError:
 
 
 def _inputs(config: ModelConfig) -> dict[str, Any]:
-    return {
-        key: value
-        for key, value in config.parameters.items()
-        if key not in _RESERVED and value is not None
-    }
+    return pick(config.parameters, None, exclude=_RESERVED)
 
 
 def _field(config: ModelConfig, name: str, default: str) -> str:

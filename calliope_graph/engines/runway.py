@@ -5,12 +5,14 @@
 ``THROTTLED`` and ``RUNNING`` until ``SUCCEEDED`` (the MP4 is then downloaded into the
 store) or ``FAILED`` / ``CANCELLED``, for at most ``ctx.poll.timeout`` seconds (or the
 ``poll_timeout`` parameter) — after which ProviderTimeoutError names the task id, which
-stays valid for fetching the result later.
+stays valid for fetching the result later. A ``CANCELLED`` task is the engines' one
+"cancelled" error (a ProviderError with code ``cancelled``, not retried: see ``_poll``).
 
 The prompt image travels as a data URI (JPEG, PNG and WebP as they are; other formats are
 converted to PNG) and must stay under Runway's 5 MB data-URI limit. ``ratio`` defaults to
 the model's allowed ratio nearest the image's shape; ``duration``, ``seed`` and
-``public_figure_threshold`` are model parameters.
+``public_figure_threshold`` are model parameters; ``extra_body`` (a dict) is merged into
+the request body last.
 
 Failure codes map to the taxonomy: ``SAFETY.*`` and ``INPUT_PREPROCESSING.SAFETY.*`` are
 ContentPolicyError (do not retry), ``ASSET.INVALID`` is InvalidRequestError, ``INTERNAL*``
@@ -31,6 +33,8 @@ import httpx
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, request
+from calliope_graph.engines._params import pick, with_extra_body
+from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ConfigurationError,
@@ -39,7 +43,6 @@ from calliope_graph.errors import (
     InvalidRequestError,
     MediaError,
     ProviderError,
-    ProviderTimeoutError,
     TransientProviderError,
 )
 from calliope_graph.media import Image, Video
@@ -231,12 +234,14 @@ def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict
     prompt = _prompt_text(text)
     if prompt:
         body["promptText"] = prompt
-    if params.get("seed") is not None:
-        body["seed"] = int(params["seed"])
-    threshold = params.get("public_figure_threshold")
-    if threshold:
-        body["contentModeration"] = {"publicFigureThreshold": str(threshold)}
-    return body
+    picked = pick(params, ("seed", "public_figure_threshold"))
+    if "seed" in picked:
+        body["seed"] = int(picked["seed"])
+    if picked.get("public_figure_threshold"):
+        body["contentModeration"] = {
+            "publicFigureThreshold": str(picked["public_figure_threshold"])
+        }
+    return with_extra_body(body, params, config.slug)
 
 
 async def _create(ctx: RunContext, body: dict[str, Any]) -> str:
@@ -289,31 +294,34 @@ async def _task(ctx: RunContext, task_id: str) -> dict[str, Any]:
     )
 
 
-async def _wait(ctx: RunContext, task_id: str, config: ModelConfig) -> dict[str, Any]:
-    """Poll the task until it ends; the final task object, or the taxonomy error."""
-    bound = float(config.parameters.get("poll_timeout") or ctx.poll.timeout)
-    interval = float(config.parameters.get("poll_interval") or ctx.poll.interval)
-    waited = 0.0  # seconds slept between polls (the bound ignores the polls' own time)
-    status = "PENDING"
-    while True:
-        if waited >= bound:
-            raise ProviderTimeoutError(
-                f"runway task {task_id} was still {status} after {waited:.0f}s. It may still "
-                f"finish: GET /v1/tasks/{task_id} later, raise PollSettings.timeout (or the "
-                "poll_timeout model parameter), or add a fallback edge on timeout.",
-                provider=_NAME,
-                code=status,
-                job_id=task_id,
-            )
-        wait = min(interval, bound - waited)
-        await ctx.sleep(wait)
-        waited += wait
+async def _wait(ctx: RunContext, task_id: str, bounds: tuple[float, float]) -> dict[str, Any]:
+    """Poll the task until it ends; the final task object, or the taxonomy error (a
+    cancelled task, or ProviderTimeoutError past the bound)."""
+    interval, bound = bounds
+
+    async def check() -> dict[str, Any] | Waiting | Cancelled:
         task = await _task(ctx, task_id)
         status = str(task["status"])
-        if status not in _WAITING:
-            return task
-        progress = task.get("progress")
-        log.debug("runway: task %s is %s (progress %s)", task_id, status, progress)
+        if status in _WAITING:
+            log.debug("runway: task %s is %s (progress %s)", task_id, status, task.get("progress"))
+            return Waiting(status)
+        if status == "CANCELLED":
+            return Cancelled(status)
+        return task
+
+    return await poll_job(
+        ctx,
+        check,
+        provider=_NAME,
+        what="task",
+        job_id=task_id,
+        interval=interval,
+        timeout=bound,
+        first=Waiting("PENDING"),  # just created: wait an interval before the first poll
+        advice=f"it may still finish: GET /v1/tasks/{task_id} later, raise "
+        "PollSettings.timeout (or the poll_timeout model parameter), or add a fallback edge "
+        "on timeout",
+    )
 
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
@@ -323,21 +331,15 @@ async def image_and_text_to_video(
     """Animate ``image`` as ``text`` describes; the MP4 is saved as ``output_name``
     (with an ``.mp4`` extension)."""
     body = _body(ctx, image, text, config)
+    bounds = poll_bounds(ctx, config.parameters)  # checked before a task is paid for
     task_id = await _create(ctx, body)
     log.info("runway: task %s started (%s, %s)", task_id, body["model"], body["ratio"])
-    task = await _wait(ctx, task_id, config)
+    task = await _wait(ctx, task_id, bounds)
     status = task["status"]
     if status == "FAILED":
         code = task.get("failureCode")
         failure = str(task.get("failure") or "")
         raise error_for_failure(task_id, None if code is None else str(code), failure)
-    if status == "CANCELLED":
-        raise TransientProviderError(
-            f"runway task {task_id} was cancelled (through the API or the dashboard) before "
-            "it finished: run the node again.",
-            provider=_NAME,
-            code="CANCELLED",
-        )
     if status != "SUCCEEDED":
         raise TransientProviderError(
             f"runway task {task_id} ended with an unknown status {status!r}: run the node "

@@ -15,6 +15,9 @@ The model's ``provider_model_name`` picks the API (PROVIDERS.md §3):
   get multiples of 64. The answer is ``{"artifacts": [{"base64", "seed", "finishReason"}]}``
   (or a raw PNG with ``accept: image/png``).
 
+Model parameters the API takes are passed through (``_params.pick``); ``extra_body`` (a dict)
+is merged in last: into the v2beta form fields (each value as text) or the v1 JSON body.
+
 Safety: a v2beta 403 ``content_moderation``, a v1 400 ``invalid_prompts`` and a
 ``CONTENT_FILTERED`` finish reason (either API) are ContentPolicyError; nothing is saved.
 Errors carry Stability's short ``name`` as the code and its request id in the message.
@@ -36,6 +39,7 @@ import httpx
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, request
+from calliope_graph.engines._params import extra_body, form_fields, pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.errors import (
     ConfigurationError,
@@ -286,14 +290,13 @@ async def _v2(
                 f"{', '.join(ASPECT_RATIOS)} (or leave it out and give width and height)."
             )
         fields["aspect_ratio"] = str(ratio)
-    for key in sorted(_V2_PARAMS[endpoint]):
-        value = params.get(key)
-        if value is not None and value != "":
-            fields[key] = str(value)
+    picked = pick(params, _V2_PARAMS[endpoint])
+    fields.update(form_fields({k: v for k, v in sorted(picked.items()) if v != ""}))
     if endpoint == "sd3":
         fields["mode"] = "text-to-image"
         if sd3_model:
             fields["model"] = sd3_model
+    fields.update(form_fields(extra_body(params, config.slug)))
     accept = str(params.get("accept") or "image/*")
     if accept not in ("image/*", "application/json"):
         raise ConfigurationError(
@@ -353,11 +356,11 @@ async def _v1(
     negative = params.get("negative_prompt")
     if negative:
         prompts.append({"text": _prompt(str(negative), _V1_PROMPT_LIMIT), "weight": -1.0})
-    body: dict[str, Any] = {"text_prompts": prompts, "samples": 1}
-    body.update({k: v for k, v in params.items() if k in _V1_PARAMS and v is not None})
+    body: dict[str, Any] = {"text_prompts": prompts, "samples": 1, **pick(params, _V1_PARAMS)}
     size = v1_size(engine_id, width, height)
     if size is not None:
         body["width"], body["height"] = size
+    body = with_extra_body(body, params, config.slug)
     accept = str(params.get("accept") or "application/json")
     if accept not in ("application/json", "image/png"):
         raise ConfigurationError(
