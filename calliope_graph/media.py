@@ -7,34 +7,55 @@ serialise into checkpoints and ``trace.json`` as plain JSON.
 :class:`MediaStore` is the only writer of output files: names are made safe and confined
 to its directory, writes are atomic (temporary file, then rename), and downloads are
 streamed with a size cap and accepted only over http(s).
+
+Input images are checked before anything trusts them: :meth:`Image.open` reads the header,
+refuses images over :data:`MAX_IMAGE_PIXELS` (decompression bombs) and makes sure the file
+decodes to the end (a truncated JPEG is a :class:`MediaError` at input time, not a failure
+halfway through a run). Engines get the bytes they send through :func:`prepared`, which
+decodes, downscales and re-encodes in a worker thread to each provider's
+:class:`ImageLimits`, so two branches analysing one large image overlap instead of taking
+turns on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
+import math
 import os
 import re
 import struct
 import tempfile
+import threading
+import warnings
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from calliope_graph.errors import MediaError
+from calliope_graph._transport import map_transport_errors
+from calliope_graph.errors import ConfigurationError, MediaError
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "Audio",
     "Image",
     "ImageAnalysis",
+    "ImageLimits",
     "MediaStore",
+    "PreparedImage",
     "Video",
+    "max_image_pixels",
+    "prepared",
 ]
 
 _IMAGE_MIMES = {
@@ -43,6 +64,7 @@ _IMAGE_MIMES = {
     "WEBP": "image/webp",
     "GIF": "image/gif",
     "BMP": "image/bmp",
+    "MPO": "image/jpeg",  # a camera JPEG with extra frames; every JPEG decoder reads it
 }
 _MIME_EXT = {
     "image/png": ".png",
@@ -72,6 +94,28 @@ _AUDIO_EXT = {
 
 #: Largest media file read into memory for a provider request (bytes).
 MAX_INPUT_BYTES = 50 * 1024 * 1024
+
+#: Images with more pixels than this are refused before they are decoded: a small file can
+#: declare a huge size (a 389 KB PNG of 20000x20000 pixels decodes to 1.2 GB). 150 MP lets
+#: a 12000x12000 photo through. Set this attribute, or the ``CALLIOPE_MAX_IMAGE_PIXELS``
+#: environment variable, to change it; Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+#: refused at twice its value) still applies above ~179 MP.
+MAX_IMAGE_PIXELS = 150_000_000
+_PIXELS_ENV = "CALLIOPE_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``CALLIOPE_MAX_IMAGE_PIXELS`` if set, else
+    :data:`MAX_IMAGE_PIXELS`."""
+    raw = os.environ.get(_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigurationError(
+            f"{_PIXELS_ENV}={raw!r} is not a positive whole number of pixels: set it to e.g. "
+            "150000000 (150 megapixels), or unset it."
+        )
+    return int(raw)
 
 
 def _check_file(path: Path, kind: str) -> int:
@@ -129,40 +173,321 @@ class Image(_Media):
     height: int
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Self:
-        """Probe ``path`` and return an Image, or a MediaError saying what is wrong."""
+    def open(cls, path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Self:
+        """Probe ``path`` and return an Image, or a MediaError saying what is wrong.
+
+        Reads the header for the format and size, refuses images over ``max_pixels``
+        (default :func:`max_image_pixels`) before decoding anything, and checks the data
+        decodes to the end (JPEGs at 1/8 scale, PNGs by walking their checksummed chunks), so
+        even a large file is checked in tens of milliseconds. From async code prefer
+        :meth:`aopen`, which does the same in a worker thread.
+        """
         p = Path(path)
         _check_file(p, "Image")
-        try:
-            with PILImage.open(p) as im:
-                fmt = im.format or ""
-                width, height = im.size
-                im.verify()
-        except UnidentifiedImageError:
-            raise MediaError(
-                f"Image file {str(p)!r} is not an image Pillow can read (corrupt, or not an "
-                "image at all): supply a PNG, JPEG, WebP, GIF or BMP file.",
-                path=str(p),
-            ) from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise MediaError(
-                f"Image file {str(p)!r} is corrupt ({exc}): re-export or re-capture it.",
-                path=str(p),
-            ) from None
-        mime = _IMAGE_MIMES.get(fmt)
-        if mime is None:
-            raise MediaError(
-                f"Image file {str(p)!r} is {fmt or 'an unknown format'}, which providers do not "
-                "accept: convert it to PNG or JPEG.",
-                path=str(p),
-            )
+        with _open_pil(p, str(p), max_pixels=max_pixels) as im:
+            fmt = im.format or ""
+            width, height = im.size
+            mime = _IMAGE_MIMES.get(fmt)
+            if mime is None:
+                raise MediaError(
+                    f"Image file {str(p)!r} is {fmt or 'an unknown format'}, which providers do "
+                    "not accept: convert it to PNG or JPEG.",
+                    path=str(p),
+                )
+            _check_decodes(im, str(p))
         return cls(path=str(p), mime=mime, width=width, height=height)
+
+    @classmethod
+    async def aopen(cls, path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Self:
+        """:meth:`open` in a worker thread, so the event loop keeps running meanwhile."""
+        return await asyncio.to_thread(cls.open, path, max_pixels=max_pixels)
 
     @classmethod
     def from_b64(cls, data: str, path: str | os.PathLike[str]) -> Self:
         """Write base64 image data to ``path`` (a plain path, not through a store) and open it."""
         Path(path).write_bytes(base64.b64decode(data))
         return cls.open(path)
+
+
+# -- opening and checking images ------------------------------------------------------------
+#: Serialises the (header-only, fast) Pillow open: ``warnings.catch_warnings`` swaps the
+#: process-wide filter list, which is not safe from two threads at once.
+_OPEN_LOCK = threading.Lock()
+
+
+def _megapixels(n: int) -> str:
+    digits = 0 if n >= 10_000_000 else 1
+    return f"{n / 1_000_000:.{digits}f} megapixels"
+
+
+def _too_large(label: str, size: tuple[int, int] | None, limit: int, note: str = "") -> MediaError:
+    if size is None:
+        what = "larger than the limit"
+    else:
+        w, h = size
+        what = f"{w}x{h} pixels ({_megapixels(w * h)})"
+    return MediaError(
+        f"Image {label!r} is {what}, over the limit of {_megapixels(limit)} ({limit} pixels); "
+        f"it could be a decompression bomb.{note} Resize it (for example to at most 8000x8000 "
+        f"pixels) and use the smaller file; if you trust it, raise the limit with "
+        f"{_PIXELS_ENV} or calliope_graph.media.MAX_IMAGE_PIXELS.",
+        path=label,
+    )
+
+
+def _header_size(source: Path | bytes) -> tuple[int, int] | None:
+    """Width and height read from the header by the format plugins directly (they do not
+    apply Pillow's size check), for naming the size of an image Pillow refused to open."""
+    from PIL import (
+        BmpImagePlugin,
+        GifImagePlugin,
+        JpegImagePlugin,
+        PngImagePlugin,
+        WebPImagePlugin,
+    )
+
+    plugins: tuple[Any, ...] = (
+        PngImagePlugin.PngImageFile,
+        JpegImagePlugin.JpegImageFile,
+        GifImagePlugin.GifImageFile,
+        BmpImagePlugin.BmpImageFile,
+        WebPImagePlugin.WebPImageFile,
+    )
+    if isinstance(source, bytes):
+        head = source
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(4 << 20)  # headers (EXIF included) sit in the first few KB
+    for plugin in plugins:
+        try:
+            with plugin(io.BytesIO(head)) as im:
+                return (int(im.size[0]), int(im.size[1]))
+        except Exception:  # not this format: try the next plugin
+            continue
+    return None
+
+
+class _NotAnImage(MediaError):
+    """Internal: Pillow recognises no image format in the data."""
+
+
+@contextmanager
+def _open_pil(
+    source: Path | bytes, label: str, *, max_pixels: int | None = None
+) -> Iterator[PILImage.Image]:
+    """Pillow's lazy open (header only) with the pixel limit applied; a MediaError otherwise.
+
+    Pillow's DecompressionBombWarning is never shown (our own limit decides), and its
+    DecompressionBombError becomes a MediaError naming the size and the limit.
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    fp: Path | io.BytesIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            im = PILImage.open(fp)
+    except PILImage.DecompressionBombError:
+        pil_limit = 2 * (PILImage.MAX_IMAGE_PIXELS or 0)
+        note = (
+            f" (Pillow refuses anything over {_megapixels(pil_limit)}: raise "
+            "PIL.Image.MAX_IMAGE_PIXELS too)"
+            if pil_limit < limit
+            else ""
+        )
+        raise _too_large(label, _header_size(source), min(limit, pil_limit), note) from None
+    except UnidentifiedImageError:
+        raise _NotAnImage(
+            f"Image file {label!r} is not an image Pillow can read (corrupt, or not an "
+            "image at all): supply a PNG, JPEG, WebP, GIF or BMP file.",
+            path=label,
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _corrupt(label, exc) from None
+    with im:
+        width, height = im.size
+        if width * height > limit:
+            raise _too_large(label, (width, height), limit)
+        yield im
+
+
+def _corrupt(label: str, exc: BaseException) -> MediaError:
+    return MediaError(
+        f"Image file {label!r} is corrupt or truncated ({exc}): re-export or re-capture it "
+        "as a complete JPEG or PNG file.",
+        path=label,
+    )
+
+
+def _check_decodes(im: PILImage.Image, label: str) -> None:
+    """Make sure the image data is complete, cheaply: a JPEG is decoded at 1/8 scale (every
+    byte of the entropy-coded data is still read), a PNG's chunks are walked and their
+    checksums verified without inflating them; other formats are decoded.
+
+    Leaves ``im`` unusable for pixel access: open it again for that.
+    """
+    try:
+        if im.format in ("JPEG", "MPO"):
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+        elif im.format == "PNG":
+            im.verify()
+        else:
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _corrupt(label, exc) from None
+
+
+# -- preparing images for providers ----------------------------------------------------------
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one provider accepts as an input image, declared by its engine as data.
+
+    ``formats`` are the mime types sent as they are (others are converted, PNG first);
+    ``max_side`` / ``max_pixels`` are downscaled to; ``min_side`` is refused below (never
+    upscaled); ``max_bytes`` is what the encoded image may weigh, counted as ``measure``:
+    the raw bytes, their base64 text, or the whole ``data:`` URL.
+    """
+
+    provider: str
+    formats: frozenset[str] = frozenset(("image/jpeg", "image/png", "image/webp", "image/gif"))
+    max_side: int | None = None
+    min_side: int | None = None
+    max_pixels: int | None = None
+    max_bytes: int | None = None
+    measure: Literal["bytes", "base64", "data_url"] = "bytes"
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Image bytes ready to send: encoded as ``mime``, ``width`` x ``height`` pixels."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    source: str
+    #: False when the file is sent exactly as it is on disk.
+    converted: bool
+
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{self.b64()}"
+
+
+def _weight(n: int, mime: str, measure: str) -> int:
+    if measure == "bytes":
+        return n
+    b64 = 4 * math.ceil(n / 3)
+    return b64 if measure == "base64" else b64 + len(f"data:{mime};base64,")
+
+
+def _encode(im: PILImage.Image, fmt: str) -> bytes:
+    """``im`` as PNG, WebP, or JPEG (transparency flattened onto white)."""
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        if im.mode in ("RGB", "L"):
+            im.save(buf, "JPEG", quality=88)
+        else:
+            rgba = im.convert("RGBA")
+            flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            flat.save(buf, "JPEG", quality=88)
+    elif fmt == "WEBP":
+        im.save(buf, "WEBP", quality=88)
+    else:
+        png = im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else im.convert("RGBA")
+        png.save(buf, "PNG")
+    return buf.getvalue()
+
+
+_FORMAT_OF = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+
+
+def prepare_image(image: Image, limits: ImageLimits) -> PreparedImage:
+    """The bytes to send ``image`` to ``limits.provider`` (blocking: see :func:`prepared`).
+
+    An image that already fits is sent as it is (after checking it decodes). Otherwise it
+    is decoded (JPEGs at a reduced scale when shrinking), downscaled to fit ``max_side`` /
+    ``max_pixels``, and encoded: in its own format when the provider takes it, else PNG;
+    JPEG (then smaller) when that is still over ``max_bytes``. The input file is never
+    changed. A MediaError names the file, the provider and what to do.
+    """
+    path = Path(image.path)
+    label = image.path
+    size = _check_file(path, "Image")
+    with _open_pil(path, label) as im:
+        fmt = im.format or ""
+        mime = _IMAGE_MIMES.get(fmt, "")
+        width, height = im.size
+        if limits.min_side and min(width, height) < limits.min_side:
+            raise MediaError(
+                f"Image {label!r} is {width}x{height} pixels; {limits.provider} needs at least "
+                f"{limits.min_side}x{limits.min_side}. Use a larger image or capture at a "
+                "higher resolution.",
+                path=label,
+            )
+        scale = 1.0
+        if limits.max_side and max(width, height) > limits.max_side:
+            scale = limits.max_side / max(width, height)
+        if limits.max_pixels and width * height * scale * scale > limits.max_pixels:
+            scale = math.sqrt(limits.max_pixels / (width * height))
+        fits = limits.max_bytes is None or (_weight(size, mime, limits.measure) <= limits.max_bytes)
+        if scale == 1.0 and mime in limits.formats and fits:
+            _check_decodes(im, label)
+            return PreparedImage(
+                path.read_bytes(), mime, width, height, source=label, converted=False
+            )
+        box = (max(1, int(width * scale + 1e-6)), max(1, int(height * scale + 1e-6)))
+        try:
+            if scale < 1.0 and im.format in ("JPEG", "MPO"):
+                # Decode at the smallest DCT scale still at least ``box`` (1/2, 1/4, 1/8):
+                # a quarter of the memory and time of a full decode, or less.
+                im.draft(None, box)
+                im.thumbnail(box, reducing_gap=None)
+            elif scale < 1.0:
+                im.thumbnail(box)
+            else:
+                im.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise _corrupt(label, exc) from None
+        frame = im.copy() if im.mode != "P" else im.convert("RGBA")
+    # Keep the format the provider takes; else PNG (lossless). Re-encoding a PNG at the same
+    # size would not make it lighter, so a too-heavy one goes to JPEG at once.
+    out = _FORMAT_OF.get(mime, "PNG") if mime in limits.formats else "PNG"
+    if scale == 1.0 and not fits and out != "JPEG":
+        out = "JPEG"
+    for _ in range(8):
+        out_mime = f"image/{out.lower()}"
+        if out_mime not in limits.formats:
+            out, out_mime = "JPEG", "image/jpeg"
+        data = _encode(frame, out)
+        weight = _weight(len(data), out_mime, limits.measure)
+        if limits.max_bytes is None or weight <= limits.max_bytes:
+            return PreparedImage(
+                data, out_mime, frame.width, frame.height, source=label, converted=True
+            )
+        if out != "JPEG":
+            out = "JPEG"
+            continue
+        shrink = max(0.25, min(0.9, math.sqrt(limits.max_bytes / weight) * 0.95))
+        small = (max(1, int(frame.width * shrink)), max(1, int(frame.height * shrink)))
+        if min(small) < max(16, limits.min_side or 0):
+            break
+        frame = frame.resize(small, PILImage.Resampling.LANCZOS)
+    raise MediaError(
+        f"Image {label!r} cannot be made to fit {limits.provider}'s limit of "
+        f"{limits.max_bytes} {'bytes' if limits.measure == 'bytes' else 'characters'}: send "
+        "a smaller or simpler image.",
+        path=label,
+    )
+
+
+async def prepared(image: Image, limits: ImageLimits) -> PreparedImage:
+    """:func:`prepare_image` in a worker thread: decoding and resizing a large image never
+    blocks the event loop, so parallel branches keep running meanwhile."""
+    return await asyncio.to_thread(prepare_image, image, limits)
 
 
 class Audio(_Media):
@@ -387,9 +712,9 @@ class MediaStore:
     def save_image(self, name: str, data: bytes) -> Image:
         """Write image bytes (fixing the extension to the real format) and probe them."""
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with _open_pil(data, name) as im:
                 fmt = im.format or ""
-        except (UnidentifiedImageError, OSError):
+        except _NotAnImage:
             raise MediaError(
                 f"The provider returned {len(data)} bytes for {name!r} that are not an image."
             ) from None
@@ -410,7 +735,7 @@ class MediaStore:
         if image.mime == "image/png":
             return image
         try:
-            with PILImage.open(image.path) as im:
+            with _open_pil(Path(image.path), image.path) as im:
                 buf = io.BytesIO()
                 im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB").save(buf, "PNG")
         except OSError as exc:
@@ -429,7 +754,11 @@ class MediaStore:
         max_bytes: int | None = None,
         provider: str = "provider",
     ) -> Path:
-        """Stream ``url`` into the store, refusing non-http(s) URLs and bodies over the cap."""
+        """Stream ``url`` into the store, refusing non-http(s) URLs and bodies over the cap.
+
+        A failed connection, a timeout or a dropped stream is a TransientProviderError /
+        ProviderTimeoutError of ``provider`` (so ``when: [transient]`` catches it), like an
+        HTTP error status."""
         from calliope_graph.errors import TransientProviderError
 
         cap = self.max_download_bytes if max_bytes is None else max_bytes
@@ -444,7 +773,10 @@ class MediaStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         total = 0
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with (
+                os.fdopen(fd, "wb") as fh,
+                map_transport_errors(provider, what="download of its output"),
+            ):
                 async with client.stream("GET", url) as response:
                     if response.status_code >= 400:
                         raise TransientProviderError(

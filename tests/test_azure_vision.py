@@ -288,22 +288,24 @@ async def test_corrupt_image_is_a_media_error_before_any_call(
     assert sim.count("azure") == 0
 
 
-async def test_oversized_image_names_the_limit(
-    ctx: RunContext, sim: Simulator, tmp_path: Path
+async def test_oversized_image_is_fitted_to_the_limit(
+    rctx: RunContext, rec: Recorder, tmp_path: Path
 ) -> None:
     noise = PILImage.frombytes("RGB", (1300, 1200), os.urandom(1300 * 1200 * 3))
     path = tmp_path / "huge.png"
     noise.save(path, "PNG")
     assert path.stat().st_size > 4 * 1024 * 1024
     image = Image.open(path)
-    with pytest.raises(MediaError) as info:
-        await engine.image_analysis(ctx, image, V3)
-    message = str(info.value)
-    assert "4.0 MB" in message and "4194304 bytes" in message
-    assert "Resize" in message and "azure-vision-4.0" in message
-    assert sim.count("azure") == 0
-    # Image Analysis 4.0 takes up to 20 MB: the same image goes through.
-    assert (await engine.image_analysis(ctx, image, V4)).captions
+    # v3.2 takes under 4 MB: the PNG is re-encoded (as JPEG, same pixels) to fit, not refused.
+    assert (await engine.image_analysis(rctx, image, V3.with_parameters(ocr=False))).captions
+    sent = rec.requests[0].content
+    assert len(sent) <= 4 * 1024 * 1024
+    with PILImage.open(io.BytesIO(sent)) as im:
+        assert im.format == "JPEG" and im.size == (1300, 1200)
+    assert path.stat().st_size > 4 * 1024 * 1024  # the input file is left alone
+    # Image Analysis 4.0 takes up to 20 MB: the same image goes as it is.
+    assert (await engine.image_analysis(rctx, image, V4)).captions
+    assert rec.requests[-1].content == image.read_bytes()
 
 
 async def test_tiny_image_names_the_minimum(

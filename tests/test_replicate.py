@@ -412,10 +412,11 @@ async def test_an_unreadable_image_fails_as_a_bad_input(
     path.write_bytes(image_bytes("x", 32, 32))
     image = Image.open(path)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # corrupt after probing
-    with pytest.raises(InvalidRequestError, match="cannot identify image file") as info:
+    # Caught while preparing the image, before a prediction is paid for.
+    with pytest.raises(MediaError, match=r"broken\.png") as info:
         await engine.image_analysis(ctx, image, LLAVA)
-    assert info.value.code == "invalid_input"
-    assert predictions(sim)[0] in str(info.value)
+    assert info.value.path == str(path)
+    assert sim.count("replicate") == 0
 
 
 # -- failures --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -229,14 +230,20 @@ async def test_jpeg_is_sent_as_is_and_other_formats_become_png(
     assert second["promptImage"].startswith("data:image/png;base64,")
 
 
-async def test_an_image_too_big_for_a_data_uri_is_a_media_error(
-    ctx: RunContext, sim: Simulator, kite: Image, monkeypatch: pytest.MonkeyPatch
+async def test_an_image_too_big_for_a_data_uri_is_fitted_or_a_media_error(
+    rctx: RunContext, rec: RunwayRecorder, kite: Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "MAX_DATA_URI", 1000)
-    with pytest.raises(MediaError, match="over Runway's 1000-character limit") as info:
-        await engine.image_and_text_to_video(ctx, kite, "x", GEN4, output_name="x.mp4")
+    assert len(kite.data_url()) > 3000
+    monkeypatch.setattr(engine, "IMAGE_LIMITS", replace(engine.IMAGE_LIMITS, max_bytes=3000))
+    await engine.image_and_text_to_video(rctx, kite, "x", GEN4, output_name="x.mp4")
+    sent = rec.created()[0]["promptImage"]
+    assert sent.startswith("data:image/jpeg;base64,") and len(sent) <= 3000
+    # An image that cannot shrink to the limit is refused before any call.
+    monkeypatch.setattr(engine, "IMAGE_LIMITS", replace(engine.IMAGE_LIMITS, max_bytes=100))
+    with pytest.raises(MediaError, match="runway's limit of 100 characters") as info:
+        await engine.image_and_text_to_video(rctx, kite, "x", GEN4, output_name="y.mp4")
     assert info.value.path == kite.path
-    assert sim.count() == 0
+    assert len(rec.created()) == 1
 
 
 async def test_long_prompt_text_is_cut_to_1000_utf16_units(

@@ -15,18 +15,14 @@ as ``max_tokens``). A ``system_prompt`` parameter becomes the top-level ``system
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from langchain_core.messages import BaseMessage
-from PIL import Image as PILImage
 from pydantic import BaseModel, ValidationError
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
@@ -46,18 +42,17 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
-    MediaError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, ImageAnalysis
+from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "API_VERSION",
     "DEFAULT_MAX_TOKENS",
     "anthropic_messages",
     "describe",
-    "fit_image",
     "image_analysis",
+    "image_block",
     "messages_to_object",
     "text_to_text",
 ]
@@ -80,6 +75,11 @@ IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
 MAX_EDGE = 1568
 #: Largest base64 image the API takes (5 MB).
 MAX_IMAGE_B64 = 5 * 1024 * 1024
+#: What an image block may be [PROVIDERS.md §7.2]: other types become PNG, larger images
+#: are scaled to the working size, heavier ones re-encoded as JPEG (``media.prepared``).
+IMAGE_LIMITS = ImageLimits(
+    _NAME, formats=IMAGE_TYPES, max_side=MAX_EDGE, max_bytes=MAX_IMAGE_B64, measure="base64"
+)
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -192,64 +192,17 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
 
 
 # -- image analysis ------------------------------------------------------------------------
-def fit_image(ctx: RunContext, image: Image) -> Image:
-    """``image`` as the Messages API takes it: JPEG, PNG, GIF or WebP (others become PNG),
-    at most ``MAX_EDGE`` pixels on its long edge (the API scales larger images down to that
-    anyway, and rejects very large ones) and at most ``MAX_IMAGE_B64`` bytes of base64.
-
-    A resized image is written under ``converted/`` in the run's store; one that already
-    fits is returned unchanged.
-    """
-    size = Path(image.path).stat().st_size if Path(image.path).exists() else 0
-    heavy = 4 * math.ceil(size / 3) > MAX_IMAGE_B64
-    large = max(image.width, image.height) > MAX_EDGE
-    if image.mime in IMAGE_TYPES and not heavy and not large:
-        return image
-    if image.mime not in IMAGE_TYPES and not heavy and not large:
-        return ctx.store.as_png(image)
-    try:
-        with PILImage.open(image.path) as im:
-            im.thumbnail((MAX_EDGE, MAX_EDGE))
-            # JPEGs stay JPEG. Others scaled down try lossless PNG first, then JPEG if still
-            # too heavy; re-encoding at the same size would not shrink them, so JPEG at once.
-            lossless = image.mime != "image/jpeg" and large
-            data = _encode(im, "PNG" if lossless else "JPEG")
-            if lossless and 4 * math.ceil(len(data) / 3) > MAX_IMAGE_B64:
-                data = _encode(im, "JPEG")
-    except OSError as exc:
-        raise MediaError(
-            f"Cannot resize {image.path!r} for Anthropic ({exc}): send a smaller JPEG or PNG.",
-            path=image.path,
-        ) from None
-    ext = ".png" if data.startswith(b"\x89PNG") else ".jpg"
-    name = ctx.store.unique_name(f"{Path(image.path).stem}-{MAX_EDGE}", ext, seed=image.path)
-    fitted = Image.open(ctx.store.write_bytes(f"converted/{name}", data))
-    log.debug(
-        "anthropic: sending %s as %dx%d %s", image.name, fitted.width, fitted.height, fitted.mime
-    )
-    return fitted
-
-
-def _encode(im: PILImage.Image, fmt: str) -> bytes:
-    """``im`` as PNG, or as JPEG (transparency flattened onto white)."""
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        rgba = im.convert("RGBA")
-        flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        flat.save(buf, "JPEG", quality=88)
-    else:
-        png = im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else im.convert("RGBA")
-        png.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def image_block(ctx: RunContext, image: Image) -> dict[str, Any]:
-    """A base64 image block of ``image`` made to fit the API's limits (:func:`fit_image`)."""
-    image = fit_image(ctx, image)
+async def image_block(image: Image) -> dict[str, Any]:
+    """A base64 image block of ``image`` made to fit the API's limits (``IMAGE_LIMITS``):
+    prepared in a worker thread; the input file is left alone."""
+    sent = await prepared(image, IMAGE_LIMITS)
+    if sent.converted:
+        log.debug(
+            "anthropic: sending %s as %dx%d %s", image.name, sent.width, sent.height, sent.mime
+        )
     return {
         "type": "image",
-        "source": {"type": "base64", "media_type": image.mime, "data": image.b64()},
+        "source": {"type": "base64", "media_type": sent.mime, "data": sent.b64()},
     }
 
 
@@ -259,7 +212,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     objects, text). An ``analysis_prompt`` parameter replaces the prompt."""
     model = config.model.provider_model_name
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
-    content = [image_block(ctx, image), {"type": "text", "text": prompt}]
+    content = [await image_block(image), {"type": "text", "text": prompt}]
     system = config.parameters.get("system_prompt")
     body = _body(config, [{"role": "user", "content": content}], str(system) if system else None)
 

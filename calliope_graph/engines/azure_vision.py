@@ -27,14 +27,12 @@ dropped unless ``ignore_tags`` says otherwise; the description strings them toge
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
@@ -49,7 +47,7 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, ImageAnalysis
+from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "CAPTION_REPLACEMENTS",
@@ -58,7 +56,6 @@ __all__ = [
     "IGNORED_TAGS",
     "LIMITS",
     "REST_API_VERSION",
-    "Limits",
     "Reading",
     "api_version",
     "compose_description",
@@ -120,25 +117,27 @@ IGNORED_TAGS = (
 CAPTION_REPLACEMENTS = {"taking a selfie": "looking at me"}
 
 #: Formats Azure Vision takes as they are; anything else is converted to PNG first.
-_ACCEPTED_FORMATS = frozenset(("JPEG", "MPO", "PNG", "GIF", "BMP"))
+_ACCEPTED_MIMES = frozenset(("image/jpeg", "image/png", "image/gif", "image/bmp"))
 #: Azure's refusals of the image itself: a MediaError for the caller.
 _IMAGE_CODES = frozenset(
     ("InvalidImageFormat", "InvalidImageSize", "InvalidImageDimension", "UnsupportedMediaType")
 )
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one API version accepts: bytes, and pixels per side."""
-
-    max_bytes: int
-    min_side: int
-    max_side: int | None
-
-
+#: What each API version accepts [PROVIDERS.md §2.4]: v3.2 under 4 MB and at least 50x50;
+#: 4.0 up to 20 MB and 50..16000 pixels a side. Larger images are scaled down / re-encoded
+#: to fit (``media.prepared``); smaller ones are refused.
 LIMITS = {
-    V3: Limits(max_bytes=4 * 1024 * 1024, min_side=50, max_side=None),
-    V4: Limits(max_bytes=20 * 1024 * 1024, min_side=50, max_side=16000),
+    V3: ImageLimits(
+        "Azure Vision 3.2", formats=_ACCEPTED_MIMES, min_side=50, max_bytes=4 * 1024 * 1024
+    ),
+    V4: ImageLimits(
+        "Azure Vision 4.0",
+        formats=_ACCEPTED_MIMES,
+        min_side=50,
+        max_side=16000,
+        max_bytes=20 * 1024 * 1024,
+    ),
 }
 
 
@@ -210,59 +209,10 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def _probe(data: bytes, path: str) -> tuple[str, int, int]:
-    """(format, width, height) of fully decoded ``data``, or a MediaError."""
-    try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-            im.load()
-            width, height = im.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(
-            f"Image {path!r} cannot be decoded ({exc}): it is corrupt or truncated. "
-            "Re-export or re-capture it as a JPEG or PNG file.",
-            path=path,
-        ) from None
-    return fmt, width, height
-
-
-def _prepare(ctx: RunContext, image: Image, version: str) -> bytes:
-    """The bytes to send: decoded, converted to PNG when Azure would refuse the format,
-    and checked against the API version's size limits."""
-    data = image.read_bytes()
-    fmt, width, height = _probe(data, image.path)
-    if fmt not in _ACCEPTED_FORMATS:
-        log.info("azure: converting %s (%s) to PNG", image.path, fmt or "unknown format")
-        image = ctx.store.as_png(image)
-        data = image.read_bytes()
-        fmt, width, height = _probe(data, image.path)
-    limits = LIMITS[version]
-    if len(data) > limits.max_bytes:
-        hint = (
-            " or use an Image Analysis 4.0 config (azure-vision-4.0 accepts up to 20 MB)"
-            if version == V3
-            else ""
-        )
-        raise MediaError(
-            f"Image {image.path!r} is {_megabytes(len(data))} ({len(data)} bytes); Azure Vision "
-            f"{version} accepts at most {_megabytes(limits.max_bytes)} ({limits.max_bytes} "
-            f"bytes). Resize it or save it as a JPEG{hint}.",
-            path=image.path,
-        )
-    if min(width, height) < limits.min_side:
-        raise MediaError(
-            f"Image {image.path!r} is {width}x{height} pixels; Azure Vision {version} needs at "
-            f"least {limits.min_side}x{limits.min_side}. Use a larger image or capture at a "
-            "higher resolution.",
-            path=image.path,
-        )
-    if limits.max_side is not None and max(width, height) > limits.max_side:
-        raise MediaError(
-            f"Image {image.path!r} is {width}x{height} pixels; Azure Vision {version} accepts "
-            f"at most {limits.max_side} pixels a side. Scale it down.",
-            path=image.path,
-        )
-    return data
+async def _prepare(image: Image, version: str) -> bytes:
+    """The bytes to send: checked to decode, converted to PNG when Azure would refuse the
+    format, and fitted to the API version's limits, in a worker thread."""
+    return (await prepared(image, LIMITS[version])).data
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -371,10 +321,11 @@ async def _post(
             hook=_hook,
         )
     except _ImageRejected as exc:
+        limits = LIMITS[version]
         raise MediaError(
             f"{exc.message} — Azure Vision {version} refused {image.path!r}: send a JPEG, "
-            f"PNG, GIF or BMP image of at least {LIMITS[version].min_side}x"
-            f"{LIMITS[version].min_side} pixels and under {_megabytes(LIMITS[version].max_bytes)}.",
+            f"PNG, GIF or BMP image of at least {limits.min_side}x{limits.min_side} pixels "
+            f"and under {_megabytes(limits.max_bytes or 0)}.",
             path=image.path,
         ) from None
 
@@ -618,11 +569,11 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     reading = Reading.of(config)
     if version == V4:
         features = _features(config, "features", FEATURES_V4, DEFAULT_FEATURES_V4)
-        data = _prepare(ctx, image, version)
+        data = await _prepare(image, version)
         body = await _analyze_v4(ctx, image, config, features, data)
         return interpret_v4(body, reading=reading)
     visual = _features(config, "visual_features", FEATURES_V3, DEFAULT_FEATURES_V3)
-    data = _prepare(ctx, image, version)
+    data = await _prepare(image, version)
     params = config.parameters
     query = {
         "visualFeatures": ",".join(visual),
@@ -640,7 +591,7 @@ async def ocr(ctx: RunContext, image: Image, config: ModelConfig) -> str:
     """The text in ``image``, one line per line read: v3.2 ``/ocr``, or 4.0's ``read``
     feature. An image without text gives an empty string."""
     version = api_version(config)
-    data = _prepare(ctx, image, version)
+    data = await _prepare(image, version)
     if version == V4:
         return read_text_v4(await _analyze_v4(ctx, image, config, ["read"], data))
     return await _ocr_v3(ctx, image, config, data)

@@ -42,7 +42,7 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Audio, Image, ImageAnalysis
+from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "audio_to_text",
@@ -70,6 +70,13 @@ GENERATION_PARAMS = _words(
     "truncate typical_p watermark"
 )
 IMAGE_PARAMS = _words("negative_prompt num_inference_steps guidance_scale seed scheduler")
+#: Image-to-text bodies are the raw image. No documented limit: captioning models work well
+#: below 2048 pixels, so larger images are scaled down before sending (``media.prepared``).
+IMAGE_LIMITS = ImageLimits(
+    _NAME,
+    formats=frozenset(("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")),
+    max_side=2048,
+)
 _LOADING = re.compile(r"currently loading|is loading", re.IGNORECASE)
 _SAFETY = re.compile(r"nsfw|safety checker|content policy|unsafe content", re.IGNORECASE)
 
@@ -314,12 +321,9 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     def parse(response: httpx.Response) -> str:
         return _generated_text(parse_json(response, _NAME), model).strip()
 
+    sent = await prepared(image, IMAGE_LIMITS)
     caption = await _call(
-        ctx,
-        config,
-        parse,
-        content=image.read_bytes(),
-        headers={"Content-Type": image.mime},
+        ctx, config, parse, content=sent.data, headers={"Content-Type": sent.mime}
     )
     if not caption:
         raise EmptyOutputError(

@@ -68,7 +68,7 @@ from calliope_graph.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, ImageAnalysis
+from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "chat_model",
@@ -91,6 +91,9 @@ T = TypeVar("T")
 OWN_PARAMS = frozenset(("system_prompt", "analysis_prompt", "chat_model", "call_timeout"))
 #: Error codes (an exception's ``code``) that mean the provider's content policy said no.
 POLICY_CODES = frozenset(("content_policy_violation", "content_filter", "refusal"))
+#: Any chat model may be behind this engine: images are fitted to the strictest common
+#: limits (Anthropic's 5 MB of base64; OpenAI's 2048-pixel working size).
+IMAGE_LIMITS = ImageLimits(_NAME, max_side=2048, max_bytes=5 * 1024 * 1024, measure="base64")
 
 _MODELS: dict[str, BaseChatModel] = {}
 _BUILT: dict[str, BaseChatModel] = {}
@@ -349,10 +352,11 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     label = _label(config)
     _check_takes_images(model, label)
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
+    sent = await prepared(image, IMAGE_LIMITS)
     question = HumanMessage(
         content=[
             {"type": "text", "text": prompt},
-            {"type": "image_url", "image_url": {"url": image.data_url()}},
+            {"type": "image_url", "image_url": {"url": sent.data_url()}},
         ]
     )
     messages = _with_system(config, [question])

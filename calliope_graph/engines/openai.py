@@ -45,7 +45,7 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Audio, Image, ImageAnalysis
+from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "ANALYSIS_PROMPT",
@@ -92,6 +92,10 @@ IMAGE_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
 }
 #: Largest generated image downloaded from a returned URL.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+#: What a vision chat image may be: PNG, JPEG, WebP or GIF, about 20 MB (commonly cited,
+#: unconfirmed); ``detail: high`` works within 2048x2048, so larger images are scaled to that
+#: before sending instead of shipping pixels the API throws away (``media.prepared``).
+IMAGE_LIMITS = ImageLimits(_NAME, max_side=2048, max_bytes=20 * 1024 * 1024)
 _CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
 _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
 
@@ -385,9 +389,10 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     model = config.model.provider_model_name
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
     detail = str(config.parameters.get("detail") or "auto")
+    sent = await prepared(image, IMAGE_LIMITS)
     content = [
         {"type": "text", "text": prompt},
-        {"type": "image_url", "image_url": {"url": image.data_url(), "detail": detail}},
+        {"type": "image_url", "image_url": {"url": sent.data_url(), "detail": detail}},
     ]
     body = {
         "model": model,

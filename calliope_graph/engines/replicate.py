@@ -62,7 +62,7 @@ from calliope_graph.errors import (
     ProviderTimeoutError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, ImageAnalysis
+from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
     "ANALYSIS_PROMPT",
@@ -86,7 +86,12 @@ MAX_WAIT = 60
 #: Largest generated image downloaded.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 _WAITING = ("starting", "processing")
-_SENT_AS_IS = ("image/jpeg", "image/png", "image/webp", "image/gif")
+_SENT_AS_IS = frozenset(("image/jpeg", "image/png", "image/webp", "image/gif"))
+#: Images go as data URIs, which Replicate recommends only under 1 MB (larger files should
+#: be hosted); vision models work far below 2048 pixels. Other formats become PNG.
+IMAGE_LIMITS = ImageLimits(
+    _NAME, formats=_SENT_AS_IS, max_side=2048, max_bytes=1024 * 1024, measure="data_url"
+)
 #: Parameters the engine reads itself; everything else is a model input.
 _RESERVED = frozenset(
     (
@@ -600,11 +605,10 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     """Describe ``image`` with a vision model (LLaVA by default): the image goes as a data
     URI in ``image``, the request (``analysis_prompt`` parameter, or a JSON-asking default)
     in ``prompt``."""
-    if image.mime not in _SENT_AS_IS:
-        image = ctx.store.as_png(image)
+    sent = await prepared(image, IMAGE_LIMITS)
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
     inputs = _inputs(config)
-    inputs[_field(config, "image_field", "image")] = image.data_url()
+    inputs[_field(config, "image_field", "image")] = sent.data_url()
     inputs[_field(config, "prompt_field", "prompt")] = prompt
     prediction_id, output = await _run(ctx, config, inputs)
     text = _joined(output, prediction_id, "description")

@@ -41,11 +41,10 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
-    MediaError,
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, Video
+from calliope_graph.media import Image, ImageLimits, Video, prepared
 
 __all__ = [
     "API_VERSION",
@@ -69,7 +68,10 @@ MAX_DATA_URI = 5 * 1024 * 1024
 MAX_VIDEO_BYTES = 500 * 1024 * 1024
 #: promptText limit, in UTF-16 code units.
 MAX_PROMPT_UNITS = 1000
-_SENT_AS_IS = ("image/jpeg", "image/png", "image/webp")
+_SENT_AS_IS = frozenset(("image/jpeg", "image/png", "image/webp"))
+#: promptImage as a data URI: JPEG, PNG or WebP, the whole URI at most MAX_DATA_URI
+#: characters; a heavier image is re-encoded / scaled down to fit (``media.prepared``).
+IMAGE_LIMITS = ImageLimits(_NAME, formats=_SENT_AS_IS, max_bytes=MAX_DATA_URI, measure="data_url")
 _WAITING = ("PENDING", "THROTTLED", "RUNNING")
 
 
@@ -159,19 +161,9 @@ def _headers(ctx: RunContext) -> dict[str, str]:
     return {**bearer(ctx.keys.require(PROVIDER)), "X-Runway-Version": API_VERSION}
 
 
-def _prompt_image(ctx: RunContext, image: Image) -> str:
-    """``image`` as a data URI Runway accepts (converted to PNG if needed, size-checked)."""
-    if image.mime not in _SENT_AS_IS:
-        image = ctx.store.as_png(image)
-    uri = image.data_url()
-    if len(uri) > MAX_DATA_URI:
-        raise MediaError(
-            f"Image {image.path!r} is {len(uri)} characters as a data URI, over Runway's "
-            f"{MAX_DATA_URI}-character limit (about 3.7 MB of image): resize it or save it as "
-            "JPEG before making a video from it.",
-            path=image.path,
-        )
-    return uri
+async def _prompt_image(image: Image) -> str:
+    """``image`` as a data URI Runway accepts (``IMAGE_LIMITS``), prepared in a thread."""
+    return (await prepared(image, IMAGE_LIMITS)).data_url()
 
 
 def _prompt_text(text: str) -> str | None:
@@ -200,7 +192,7 @@ def _prompt_text(text: str) -> str | None:
     return cut
 
 
-def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict[str, Any]:
+async def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict[str, Any]:
     model = config.model.provider_model_name
     params = config.parameters
     spec = MODELS.get(model)
@@ -219,7 +211,7 @@ def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict
         )
     body: dict[str, Any] = {
         "model": model,
-        "promptImage": _prompt_image(ctx, image),
+        "promptImage": await _prompt_image(image),
         "ratio": str(ratio),
     }
     duration = params.get("duration", spec.default_duration if spec else None)
@@ -330,8 +322,8 @@ async def image_and_text_to_video(
 ) -> Video:
     """Animate ``image`` as ``text`` describes; the MP4 is saved as ``output_name``
     (with an ``.mp4`` extension)."""
-    body = _body(ctx, image, text, config)
     bounds = poll_bounds(ctx, config.parameters)  # checked before a task is paid for
+    body = await _body(ctx, image, text, config)
     task_id = await _create(ctx, body)
     log.info("runway: task %s started (%s, %s)", task_id, body["model"], body["ratio"])
     task = await _wait(ctx, task_id, bounds)
