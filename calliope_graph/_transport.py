@@ -80,7 +80,7 @@ def transport_error(
     detail = _mask(str(exc), list(secrets))[:200]
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(
-            f"{provider} did not answer in time ({kind} on the {where}); it was retried — "
+            f"{provider} did not answer in time ({kind} on the {where}) — "
             "raise the timeout or add a fallback edge on timeout.",
             provider=provider,
             code="timeout",
@@ -107,14 +107,14 @@ def transport_error(
         else:
             code = "transport_error"
         return TransientProviderError(
-            f"{provider} connection failed ({kind}: {detail}) on the {where}; it was retried "
-            "— check the base URL and network.",
+            f"{provider} connection failed ({kind}: {detail}) on the {where} — "
+            "check the base URL and network.",
             provider=provider,
             code=code,
         )
     if isinstance(exc, httpx.DecodingError | json.JSONDecodeError | UnicodeDecodeError):
         return TransientProviderError(
-            f"{provider} returned a malformed body ({where}: {kind}); it was retried.",
+            f"{provider} returned a malformed body ({where}: {kind}).",
             provider=provider,
             code="malformed_body",
         )
