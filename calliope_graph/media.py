@@ -675,6 +675,10 @@ class MediaStore:
             )
         return clean
 
+    def sub(self, folder: str) -> MediaStore:
+        """The store of a sub-directory (a subflow's or a map item's media go there)."""
+        return MediaStore(self.path_for(folder), max_download_bytes=self.max_download_bytes)
+
     def path_for(self, name: str) -> Path:
         """A safe path inside the store for ``name`` (sub-directories allowed, no escape)."""
         path = self.root.joinpath(*self.check_name(name)).resolve()

@@ -21,6 +21,7 @@ from calliope_graph.nodes.image_and_text_to_video import ImageAndTextToVideo
 from calliope_graph.nodes.merge_analyses import MergeAnalyses
 from calliope_graph.nodes.messages_to_object import MessagesToObject, import_model
 from calliope_graph.nodes.prompt_template import PromptTemplate
+from calliope_graph.nodes.switch import Classify, Switch
 from calliope_graph.nodes.text_to_image import TextToImage
 from calliope_graph.nodes.text_to_text import TextToText
 
@@ -29,6 +30,7 @@ __all__ = [
     "AnalyzeImage",
     "AudioToText",
     "CensorText",
+    "Classify",
     "Constant",
     "Frame",
     "ImageAndTextToVideo",
@@ -41,6 +43,7 @@ __all__ = [
     "PortType",
     "PromptTemplate",
     "StoryFrame",
+    "Switch",
     "TextToImage",
     "TextToText",
     "get_node_kind",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
@@ -59,13 +59,19 @@ class PortType(StrEnum):
 
 @dataclass(frozen=True)
 class Port:
-    """A named, typed input or output. ``many`` inputs gather several sources into a list."""
+    """A named, typed input or output. ``many`` inputs gather several sources into a list.
+
+    ``schema`` is the JSON Schema of an ``object`` value when known (validation checks field
+    references against it); ``is_list`` marks a list of ``type`` values (a map node's outputs).
+    """
 
     name: str
     type: PortType
     required: bool = True
     many: bool = False
     description: str = ""
+    schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    is_list: bool = False
 
 
 class NoParams(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from calliope_graph._messages import as_messages
+from calliope_graph._schema import model_from_schema
 from calliope_graph.config import ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
@@ -36,30 +37,51 @@ def import_model(path: str) -> type[BaseModel]:
 
 @register_node
 class MessagesToObject(Node, Generic[T]):
+    """Chat messages → an object: a pydantic class (``response_model``) or an inline JSON
+    Schema (``schema``, see :mod:`calliope_graph._schema`). With an inline schema the value
+    is a plain dict validated against it (so checkpoints need no class to restore it)."""
+
     kind = "messages_to_object"
-    description = "Turn chat messages into a validated pydantic object (structured output)"
+    description = "Turn chat messages into a validated object (structured output)"
     conversion = Conversion.MESSAGES_TO_OBJECT
     needs_model = True
     default_model = "openai-gpt-4o"
     inputs = (Port("messages", PortType.MESSAGES, description="chat messages or a string"),)
-    outputs = (Port("object", PortType.OBJECT),)
 
     def __init__(
         self,
         model: ModelConfig | str | None = None,
         *,
-        response_model: type[T] | str,
+        response_model: type[T] | str | None = None,
+        schema: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(model, name=name)
-        self.response_model: type[T] = (
-            import_model(response_model)  # type: ignore[assignment]
-            if isinstance(response_model, str)
-            else response_model
-        )
+        if (response_model is None) == (schema is None):
+            raise ConfigurationError(
+                f"Node {self.name!r} (messages_to_object): give exactly one of 'response_model' "
+                "(a pydantic class, 'package.module:Class') or 'schema' (an inline JSON Schema)."
+            )
+        self.inline_schema = schema
+        if schema is not None:
+            model_cls = model_from_schema(schema, name=str(schema.get("title") or self.name))
+            self.response_model: type[T] = model_cls  # type: ignore[assignment]
+        else:
+            self.response_model = (
+                import_model(response_model)  # type: ignore[assignment]
+                if isinstance(response_model, str)
+                else response_model
+            )
+        self._schema = schema if schema is not None else self.response_model.model_json_schema()
+
+    @property
+    def output_ports(self) -> tuple[Port, ...]:
+        return (Port("object", PortType.OBJECT, schema=self._schema),)
 
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         config = self.model_config_for(ctx)
         engine = get_engine(Conversion.MESSAGES_TO_OBJECT, config.provider)
         obj = await engine(ctx, as_messages(inputs["messages"]), config, self.response_model)
+        if self.inline_schema is not None:
+            return {"object": obj.model_dump(mode="json")}
         return {"object": obj}

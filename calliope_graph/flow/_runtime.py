@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -105,6 +105,18 @@ SAVE_INTERVAL = 0.1
 
 
 @dataclass
+class _RunState:
+    """What every scope of one run shares (a subflow's runtime is a view of its parent's)."""
+
+    halted: tuple[str, BaseException] | None = None
+    last: dict[str, NodeExecution] = field(default_factory=dict)
+    secrets: list[str] | None = None
+    save_pending: bool = False
+    last_save: float = 0.0
+    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+
+@dataclass
 class FlowRuntime:
     """LangGraph's runtime context for one run (see module docstring)."""
 
@@ -115,14 +127,57 @@ class FlowRuntime:
     record: bool = True
     resumable: bool = False
     """A checkpointer is present: an unrouted failure pauses (resumable) instead of raising."""
-    halted: tuple[str, BaseException] | None = None
-    """The node whose failure no route took, and the failure."""
     static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
     """Per node: provider, model, summarised params (they do not change between runs)."""
-    _last: dict[str, NodeExecution] = field(default_factory=dict)
-    _secret_list: list[str] | None = None
-    _save_pending: bool = False
-    _last_save: float = 0.0
+    scope: str = ""
+    """Where in the run this runtime records: ``""`` at the top, ``"illustrate/"`` inside a
+    subflow node, ``"illustrate[3]/"`` inside item 3 of a mapped one."""
+    item: int | None = None
+    """The map item whose work this runtime records (set inside a map item)."""
+    _run: _RunState = field(default_factory=lambda: _RunState())
+
+    @property
+    def halted(self) -> tuple[str, BaseException] | None:
+        """The node whose failure no route took, and the failure (shared by every scope)."""
+        return self._run.halted
+
+    @halted.setter
+    def halted(self, value: tuple[str, BaseException] | None) -> None:
+        self._run.halted = value
+
+    @property
+    def _last(self) -> dict[str, NodeExecution]:
+        return self._run.last
+
+    def scoped(
+        self,
+        prefix: str = "",
+        *,
+        item: int | None = None,
+        resumable: bool | None = None,
+        folder: str | None = None,
+    ) -> FlowRuntime:
+        """A view of this runtime for a subflow or a map item: the same client, keys, trace
+        and run state, recording under ``scope + prefix``; with ``folder``, its media go to
+        that sub-directory of the output (so items and subflows never overwrite each other)."""
+        ctx = replace(self.ctx, store=self.ctx.store.sub(folder)) if folder else self.ctx
+        return replace(
+            self,
+            ctx=ctx,
+            scope=self.scope + prefix,
+            item=item,
+            resumable=self.resumable if resumable is None else resumable,
+        )
+
+    def semaphore(self, name: str, bound: int | None) -> asyncio.Semaphore | None:
+        """The run's bound on parallel items of map node ``name`` (one per run and scope)."""
+        if bound is None:
+            return None
+        key = self.scope + name
+        found = self._run.semaphores.get(key)
+        if found is None:
+            found = self._run.semaphores[key] = asyncio.Semaphore(bound)
+        return found
 
     def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
         known = self.static.get(name)
@@ -139,24 +194,37 @@ class FlowRuntime:
         return known
 
     # -- node executions --------------------------------------------------------------------
+    def _key(self, name: str) -> str:
+        return self.scope + name + (f"#{self.item}" if self.item is not None else "")
+
     async def execute(
-        self, name: str, node: Node, inputs: dict[str, Any], *, iteration: int
+        self,
+        name: str,
+        node: Node,
+        inputs: dict[str, Any],
+        *,
+        iteration: int,
+        work: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> dict[str, Any]:
-        """Run ``node`` once, recording it in the trace (the compiled node calls this)."""
+        """Run ``node`` once, recording it in the trace (the compiled node calls this);
+        ``work`` replaces ``node.run`` (a subflow node runs its child graph)."""
+        run = work if work is not None else (lambda: node.run(self.ctx, **inputs))
         if not self.record:
-            return self._scrub(node, await node.run(self.ctx, **inputs))
-        previous = self._last.get(name)
+            return self._scrub(node, await run())
+        key = self._key(name)
+        previous = self._last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
         provider, model, params = self._static(name, node)
         root = self.trace.out_dir
         execution = NodeExecution(
-            node=name,
+            node=self.scope + name,
             kind=node.kind,
             provider=provider,
             model=model,
             started_at=time.time(),
             iteration=iteration,
+            item=self.item,
             inputs=self._summary(inputs, root),
             params=params,
             # every field given: pydantic's default-factory lookup is slow
@@ -174,7 +242,7 @@ class FlowRuntime:
             outputs={},
         )
         self.trace.executions.append(execution)
-        self._last[name] = execution
+        self._last[key] = execution
         self._emit("started", execution)
 
         def retried(provider: str, exc: BaseException | None) -> None:
@@ -187,7 +255,7 @@ class FlowRuntime:
         # Only nodes that call providers need their requests counted.
         token = call_stats.set(stats) if node.model is not None else None
         try:
-            outputs = await node.run(self.ctx, **inputs)
+            outputs = await run()
         except BaseException as exc:
             self._close(execution, stats)
             execution.status = "failed"
@@ -216,9 +284,11 @@ class FlowRuntime:
 
     def routed(self, name: str, exc: BaseException, branch: str, *, status: Any) -> None:
         """An error route caught the failure of ``name`` (called by its error handler)."""
-        execution = self._last.get(name)
+        execution = self._last.get(self._key(name))
         if execution is None:  # failed before it could start (e.g. a missing input)
-            execution = NodeExecution(node=name, kind="?", started_at=time.time())
+            execution = NodeExecution(
+                node=self.scope + name, kind="?", started_at=time.time(), item=self.item
+            )
             execution.ended_at = execution.started_at
             self.trace.executions.append(execution)
         execution.status = status
@@ -229,13 +299,28 @@ class FlowRuntime:
 
     def timed_out(self, name: str, exc: BaseException) -> None:
         """``exc`` ended ``name``: if it was a timeout, its cancelled execution says so."""
-        execution = self._last.get(name)
+        execution = self._last.get(self._key(name))
         if execution is None or execution.status != "interrupted":
             return
         if "timeout" in error_classes(exc):
             execution.status = "failed"
             execution.error_class = "timeout"
             execution.error = self.describe(exc)
+
+    def skip(self, name: str, kind: str, branch: str) -> None:
+        """``name`` will not run: the switch took another branch (``branch`` says which)."""
+        now = time.time()
+        execution = NodeExecution(
+            node=self.scope + name,
+            kind=kind,
+            started_at=now,
+            ended_at=now,
+            status="skipped",
+            branch=branch,
+            item=self.item,
+        )
+        self.trace.executions.append(execution)
+        self._emit("skipped", execution)
 
     def interrupted(self) -> None:
         """The run was stopped (Ctrl-C, cancelled): executions still running say so."""
@@ -274,26 +359,26 @@ class FlowRuntime:
     def _save_soon(self) -> None:
         """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
         finishing together share one write; the runner always writes the final trace)."""
-        if self._save_pending:
+        if self._run.save_pending:
             return
         now = time.monotonic()
-        wait = self._last_save + SAVE_INTERVAL - now
+        wait = self._run.last_save + SAVE_INTERVAL - now
         if wait <= 0:
             self.save()
             return
-        self._save_pending = True
+        self._run.save_pending = True
         asyncio.get_running_loop().call_later(wait, self.save)
 
     def save(self) -> None:
-        self._save_pending = False
-        self._last_save = time.monotonic()
+        self._run.save_pending = False
+        self._run.last_save = time.monotonic()
         if self.trace_path is not None:
             self.trace.save(self.trace_path)
 
     def _secrets(self) -> list[str]:
-        if self._secret_list is None:
-            self._secret_list = self.ctx.keys.secrets()
-        return self._secret_list
+        if self._run.secrets is None:
+            self._run.secrets = self.ctx.keys.secrets()
+        return self._run.secrets
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())

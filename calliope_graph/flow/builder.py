@@ -167,7 +167,10 @@ class Flow:
             node_model = model if model is not None else node.model
             node_params = node.params.model_dump(exclude_defaults=True)
             response_model = getattr(node, "response_model", None)
-            if isinstance(response_model, type):
+            inline = getattr(node, "inline_schema", None)
+            if inline is not None:
+                node_params["schema"] = inline
+            elif isinstance(response_model, type):
                 node_params["response_model"] = (
                     f"{response_model.__module__}:{response_model.__qualname__}"
                 )

@@ -17,21 +17,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from langgraph.cache.base import BaseCache
-from langgraph.errors import NodeError
+from langgraph.errors import GraphInterrupt, NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import CachePolicy, Checkpointer, Command, RetryPolicy, interrupt
+from langgraph.types import CachePolicy, Checkpointer, Command, RetryPolicy, Send, interrupt
 from typing_extensions import TypedDict
 
+from calliope_graph._schema import get_field
 from calliope_graph.errors import FlowRunError, error_classes
 from calliope_graph.flow._cache import MediaCheckedCache
 from calliope_graph.flow._runtime import (
@@ -44,9 +46,21 @@ from calliope_graph.flow._runtime import (
     request_key,
     rewrites_key,
 )
-from calliope_graph.flow.spec import CONTINUE, INPUTS, CacheSpec, Edge, ErrorRoute
+from calliope_graph.flow._subflow import Subflow
+from calliope_graph.flow.spec import (
+    CONTINUE,
+    INPUTS,
+    CacheSpec,
+    Edge,
+    ErrorRoute,
+    FlowSpec,
+    InputSpec,
+    NodeSpec,
+    Ref,
+    parse_ref,
+)
 from calliope_graph.flow.trace import jsonable
-from calliope_graph.flow.validate import Plan
+from calliope_graph.flow.validate import Plan, check
 from calliope_graph.media import Audio, Image, Video
 
 __all__ = ["CompiledFlowGraph", "RuntimeFactory", "compile_plan", "environment_runtime"]
@@ -67,6 +81,10 @@ def _state_schema(plan: Plan) -> type[Any]:
             continue
         for port in node.output_ports:
             keys[port_key(name, port.name)] = Any
+    for name in plan.item_types:
+        keys[map_key(name)] = Annotated[dict[int, Any], _merge_items]
+    if plan.item_types:
+        keys[ITEM_KEY] = Any
     for name, node_spec in plan.spec.nodes.items():
         if node_spec.on_error:
             keys[halt_key(name)] = Any
@@ -83,20 +101,36 @@ def _state_schema(plan: Plan) -> type[Any]:
 
 def _link(plan: Plan, name: str) -> str:
     """What consumers of ``name`` wait on: its join node when it has error routes."""
+    if name in plan.item_types:
+        return gather_name(name)
     return done_name(name) if plan.has_routes(name) else name
 
 
+ITEM_KEY = "~item"
+"""Where a map item's Send payload carries ``{"index": i, "value": item}``."""
+
+
 class _Gather:
-    """Reads a node's inputs from state (many-ports gather present values)."""
+    """Reads a node's inputs from state: field paths into objects, the current map item,
+    ``many`` ports gathering present values (a map's list extends them), and a list of
+    sources into a one-value port taking whichever produced (a switch's branches)."""
 
     def __init__(self, plan: Plan, name: str) -> None:
         node = plan.nodes[name]
         self.many = {p.name for p in node.input_ports if p.many}
         self.required = {p.name for p in node.input_ports if p.required}
-        self.sources: list[tuple[str, str]] = [
-            (port, input_key(ref.port) if ref.is_input else port_key(ref.node, ref.port))
-            for port, ref in plan.wiring[name]
-        ]
+        scope = plan.item_scope(name)
+        spec = plan.spec.nodes[scope].map if scope is not None else None
+        item = spec.as_ if spec is not None else None
+        self.sources: list[tuple[str, str, tuple[str, ...]]] = []
+        for port, ref in plan.wiring[name]:
+            if item is not None and ref.node == item:
+                path = tuple(f for f in (ref.port, *ref.fields) if f)
+                self.sources.append((port, ITEM_KEY, path))
+            elif ref.is_input:
+                self.sources.append((port, input_key(ref.port), ref.fields))
+            else:
+                self.sources.append((port, port_key(ref.node, ref.port), ref.fields))
         self.overrides = [
             (route.rewrite.port, override_key(name, route.rewrite.port))
             for route in plan.spec.nodes[name].on_error
@@ -104,26 +138,46 @@ class _Gather:
         ]
         self.name = name
 
+    def _read(self, state: dict[str, Any], key: str, fields: tuple[str, ...]) -> Any:
+        value = state.get(key, _MISSING)
+        if key == ITEM_KEY and isinstance(value, dict):
+            value = value.get("value", _MISSING)
+        for name in fields:
+            if value is _MISSING or value is None:
+                return value
+            try:
+                value = get_field(value, name)
+            except KeyError as exc:
+                raise FlowRunError(
+                    f"Node {self.name!r}: cannot read {'.'.join(fields)!r} of {key!r}: "
+                    f"{exc.args[0]}.",
+                    node=self.name,
+                ) from None
+        return value
+
     def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
-        for port, key in self.sources:
-            value = state.get(key, _MISSING)
+        for port, key, fields in self.sources:
+            value = self._read(state, key, fields)
+            present = value is not _MISSING and value is not None
             if port in self.many:
                 bucket = inputs.setdefault(port, [])
-                if value is not _MISSING and value is not None:
-                    bucket.append(value)
-            elif value is not _MISSING and value is not None:
+                if present:
+                    bucket.extend(value) if isinstance(value, list) else bucket.append(value)
+            elif present and port not in inputs:  # first present source wins
                 inputs[port] = value
-            elif port in self.required:
-                raise FlowRunError(
-                    f"Node {self.name!r}: input {port!r} has no value ({key} was not produced, "
-                    "its node was skipped).",
-                    node=self.name,
-                )
         for port, key in self.overrides:
             value = state.get(key)
             if value is not None:
                 inputs[port] = value
+        wired = {p for p, _, _ in self.sources}
+        for port in sorted((wired & self.required) - set(inputs) - self.many):
+            keys = [k for p, k, _ in self.sources if p == port]
+            raise FlowRunError(
+                f"Node {self.name!r}: input {port!r} has no value ({' or '.join(keys)} was not "
+                "produced: its node was skipped).",
+                node=self.name,
+            )
         return inputs
 
 
@@ -169,13 +223,17 @@ def _runtime(context: Any, factory: RuntimeFactory) -> FlowRuntime:
     return context if isinstance(context, FlowRuntime) else factory(context)
 
 
-def _node_function(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., Any]:
+def _node_function(
+    plan: Plan, name: str, factory: RuntimeFactory, cache: BaseCache[Any] | None = None
+) -> Callable[..., Any]:
     node = plan.nodes[name]
     root = plan.root(name)
     gather = _Gather(plan, name)
     is_via = name in plan.rewrites_for  # ``name`` rewrites other nodes' inputs
     via_port = plan.rewrite_port(name)  # where the refused value arrives (may be none)
     my_request, my_halt, my_rewrites = request_key(name), halt_key(name), rewrites_key(name)
+    child = _Subflow(node.plan, cache, factory) if isinstance(node, Subflow) else None
+    targets = plan.switches.get(name, [])
 
     async def run(state: dict[str, Any]) -> Any:
         # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
@@ -189,7 +247,10 @@ def _node_function(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[.
         if request is not None and via_port is not None:
             inputs[via_port] = request["value"]
         iteration = int(state.get(my_rewrites) or 0) + 1
-        outputs = await flow_rt.execute(name, node, inputs, iteration=iteration)
+        work = child.work(flow_rt, name, inputs) if child is not None else None
+        outputs = await flow_rt.execute(name, node, inputs, iteration=iteration, work=work)
+        if targets:
+            return _switch_command(flow_rt, name, node.kind, root, outputs, targets)
         if request is not None:
             value = outputs[request["output"]]
             return Command(
@@ -207,6 +268,221 @@ def _node_function(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[.
 
     run.__name__ = f"node_{name}"
     return run
+
+
+def _switch_command(
+    flow_rt: FlowRuntime,
+    name: str,
+    kind: str,
+    root: str,
+    outputs: dict[str, Any],
+    targets: list[str],
+) -> Command[Any]:
+    """Go to the branch the switch chose; every other branch goes straight to its join (it
+    is skipped, as ``continue`` skips a node), so what waits on all of them goes on."""
+    chosen = str(outputs["branch"])
+    for target in targets:
+        if target != chosen:
+            flow_rt.skip(target, kind, f"switch:{name}→{chosen}")
+    return Command(
+        goto=[chosen, *(done_name(t) for t in targets if t != chosen)],
+        update={port_key(root, port): value for port, value in outputs.items()},
+    )
+
+
+class _Subflow:
+    """A child flow run as a LangGraph subgraph inside one node's task: compiled once,
+    invoked with the parent's checkpointer (its own checkpoint namespace, so it resumes
+    inside) and a scoped view of the parent's runtime (its executions nest in the trace)."""
+
+    def __init__(self, plan: Plan, cache: BaseCache[Any] | None, factory: RuntimeFactory):
+        self.plan = plan
+        self.graph = compile_plan(plan, cache=cache, runtime_factory=factory)
+        self.outputs = [
+            (out, parse_ref(target)) for out, target in plan.spec.outputs.items()
+        ]
+
+    def work(
+        self, flow_rt: FlowRuntime, name: str, inputs: dict[str, Any], *, resumable: bool = True
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        item = f"[{flow_rt.item}]" if flow_rt.item is not None else ""
+        folder = None
+        if name:
+            folder = f"{name}/{flow_rt.item}" if flow_rt.item is not None else name
+        scoped = flow_rt.scoped(
+            f"{name}{item}/" if name else "",
+            item=None if name else flow_rt.item,
+            resumable=flow_rt.resumable and resumable,
+            folder=folder,
+        )
+
+        async def run() -> dict[str, Any]:
+            state = {input_key(k): v for k, v in inputs.items()}
+            final = await self.graph.ainvoke(state, context=scoped)
+            if "__interrupt__" in final:  # paused inside: the parent pauses with it
+                raise GraphInterrupt(final["__interrupt__"])
+            return {out: _value(self.plan, final, ref) for out, ref in self.outputs}
+
+        return run
+
+
+def read_ref(state: dict[str, Any], ref: Ref) -> Any:
+    """What ``ref`` reads in a flow's final state (None when it was not produced)."""
+    return _value(None, state, ref)
+
+
+def _value(plan: Plan | None, state: dict[str, Any], ref: Ref) -> Any:
+    key = input_key(ref.port) if ref.is_input else port_key(ref.node, ref.port)
+    value = state.get(key)
+    for field_name in ref.fields:
+        value = get_field(value, field_name) if value is not None else None
+    return value
+
+
+# -- map: Send per item, a gather in item order ---------------------------------------------------
+def map_key(node: str) -> str:
+    """The state channel collecting ``{index: outputs}`` of mapped node ``node``'s items."""
+    return f"~map.{node}"
+
+
+def fan_name(node: str) -> str:
+    return f"{node}__each"
+
+
+def gather_name(node: str) -> str:
+    return f"{node}__gather"
+
+
+def _merge_items(
+    left: dict[int, Any] | None, right: dict[int, Any] | None
+) -> dict[int, Any]:
+    return {**(left or {}), **(right or {})}
+
+
+def _item_members(plan: Plan, name: str) -> list[str]:
+    """``name`` and every node its routes may send work to (the work of one map item)."""
+    members = [name]
+    for member in members:
+        for route in plan.spec.nodes[member].on_error:
+            target = route.rewrite.via if route.rewrite is not None else route.goto
+            if target and target != CONTINUE and target not in members:
+                members.append(target)
+    return members
+
+
+def _item_plan(plan: Plan, name: str) -> tuple[Plan, dict[str, str]]:
+    """The flow one item of mapped node ``name`` runs — the node (without its map) and the
+    nodes its routes send work to — so its fallbacks, rewrites and ``continue`` apply to
+    that item alone. What they read from the parent arrives as inputs: ``item`` and
+    ``p0``, ``p1``, ... (returned: child input → parent state key)."""
+    spec = plan.spec
+    mapping = spec.nodes[name].map
+    assert mapping is not None
+    members = _item_members(plan, name)
+    parent_keys: dict[str, str] = {}
+    child_inputs: dict[str, InputSpec] = {"item": InputSpec(type="any", required=False)}
+
+    def rewrite(text: str) -> str:
+        ref = parse_ref(text)
+        tail = ".".join(f for f in (ref.port, *ref.fields) if f)
+        if ref.node == mapping.as_:
+            return f"{INPUTS}.item" + (f".{tail}" if tail else "")
+        if ref.node in members:
+            return text
+        key = input_key(ref.port) if ref.is_input else port_key(ref.node, ref.port)
+        alias = next((a for a, k in parent_keys.items() if k == key), None)
+        if alias is None:
+            alias = f"p{len(parent_keys)}"
+            parent_keys[alias] = key
+            child_inputs[alias] = InputSpec(type="any", required=False)
+        return ".".join((INPUTS, alias, *ref.fields))
+
+    nodes: dict[str, NodeSpec] = {}
+    for member in members:
+        copy = spec.nodes[member].model_copy(deep=True, update={"map": None})
+        copy.inputs = {
+            port: [rewrite(v) for v in value] if isinstance(value, list) else rewrite(value)
+            for port, value in copy.inputs.items()
+        }
+        nodes[member] = copy
+    outputs = {p.name: f"{name}.{p.name}" for p in plan.nodes[name].output_ports}
+    child_spec = FlowSpec(
+        name=f"{spec.name}__{name}_item",
+        description=f"one item of {name!r}",
+        inputs=child_inputs,
+        nodes=nodes,
+        outputs=outputs,
+        catalog=spec.catalog,
+    )
+    child_spec._source = spec.source
+    child_spec._lines = dict(spec._lines)
+    return check(child_spec), parent_keys
+
+
+class _MapUnit:
+    """How a mapped node runs: ``<node>__each`` sends one task per item (LangGraph ``Send``),
+    each runs ``<node>`` on its item (bounded by ``max_parallel``), and ``<node>__gather``
+    assembles each output port's list in item order. An item whose routes end in
+    ``continue`` is dropped; a plain node runs in the item's task, a node with routes or a
+    subflow as a subgraph per item, so a resume re-runs only the items that did not finish."""
+
+    def __init__(
+        self, plan: Plan, name: str, factory: RuntimeFactory, cache: BaseCache[Any] | None
+    ) -> None:
+        spec = plan.spec.nodes[name].map
+        assert spec is not None
+        self.name, self.bound, self.plan = name, spec.max_parallel, plan
+        self.over = parse_ref(spec.over)
+        self.node = plan.nodes[name]
+        self.ports = [p.name for p in self.node.output_ports]
+        self.gather = _Gather(plan, name)
+        needs_graph = plan.has_routes(name) or isinstance(self.node, Subflow)
+        self.child: _Subflow | None = None
+        self.parent_keys: dict[str, str] = {}
+        if needs_graph:
+            child_plan, self.parent_keys = _item_plan(plan, name)
+            self.child = _Subflow(child_plan, cache, factory)
+        self.factory = factory
+
+    def route(self, state: dict[str, Any]) -> list[Send] | list[str]:
+        items = _value(self.plan, state, self.over)
+        if items is None:
+            items = []
+        if not isinstance(items, list | tuple):
+            raise FlowRunError(
+                f"Node {self.name!r} maps over {str(self.over)!r}, which is a "
+                f"{type(items).__name__} at run time, not a list.",
+                node=self.name,
+            )
+        if not items:
+            return [gather_name(self.name)]
+        return [
+            Send(self.name, {**state, ITEM_KEY: {"index": i, "value": item}})
+            for i, item in enumerate(items)
+        ]
+
+    async def run_item(self, state: dict[str, Any]) -> dict[str, Any]:
+        flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+        index = int(state[ITEM_KEY]["index"])
+        # A subflow puts its media in <node>/<item>/ itself; anything else does it here.
+        folder = None if isinstance(self.node, Subflow) else f"{self.name}/{index}"
+        scoped = flow_rt.scoped(item=index, folder=folder)
+        semaphore = flow_rt.semaphore(self.name, self.bound)
+        async with semaphore if semaphore is not None else contextlib.nullcontext():
+            if self.child is None:
+                inputs = self.gather(state)
+                outputs = await scoped.execute(self.name, self.node, inputs, iteration=1)
+            else:
+                child_in = {"item": state[ITEM_KEY]["value"]}
+                child_in |= {a: state.get(k) for a, k in self.parent_keys.items()}
+                outputs = await self.child.work(scoped, "", child_in)()
+                outputs = {k: v for k, v in outputs.items() if v is not None}
+        return {map_key(self.name): {index: outputs or None}}
+
+    async def collect(self, state: dict[str, Any]) -> dict[str, Any]:
+        done: dict[int, Any] = state.get(map_key(self.name)) or {}
+        kept = [done[i] for i in sorted(done) if done[i] is not None]
+        return {port_key(self.name, p): [o.get(p) for o in kept] for p in self.ports}
 
 
 def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., Any]:
@@ -275,6 +551,9 @@ def _destinations(plan: Plan, name: str, edges: list[Edge]) -> dict[str, str]:
             out[join] = edge.label
         elif edge.kind == "rewrite_back" and edge.target is not None:
             out[edge.target] = "retry"
+        elif edge.kind == "switch" and edge.target is not None:
+            out[edge.target] = edge.label
+            out[done_name(edge.target)] = f"not {edge.target}"
     if plan.has_routes(name) and join not in out and name == plan.root(name):
         out[join] = "ok"
     return out
@@ -322,7 +601,12 @@ def compile_plan(
     graph: StateGraph[Any, FlowRuntime, Any, Any] = StateGraph(
         _state_schema(plan), context_schema=FlowRuntime
     )
+    units: dict[str, _MapUnit] = {}
     for name in plan.order:
+        if name in plan.item_types:
+            unit = units[name] = _MapUnit(plan, name, factory, cache)
+            _add_map(graph, plan, unit)
+            continue
         kwargs: dict[str, Any] = {}
         if plan.has_routes(name):
             kwargs["error_handler"] = _handler(plan, name, factory)
@@ -334,7 +618,7 @@ def compile_plan(
             kwargs["timeout"] = timeout
         graph.add_node(
             name,
-            _node_function(plan, name, factory),
+            _node_function(plan, name, factory, cache),
             retry_policy=_retry_policy(plan, name),
             cache_policy=_cache_policy(plan, name, cache is not None),
             **kwargs,
@@ -351,14 +635,16 @@ def compile_plan(
     for name in plan.order:
         if name in plan.routed:
             continue
-        sources = sorted({_link(plan, e.source) for e in edges if _feeds(e, name)})
-        consumed |= {e.source for e in edges if _feeds(e, name)}
+        feeding = {e.source for e in edges if _feeds(e, name) and e.source in plan.nodes}
+        sources = sorted({_link(plan, source) for source in feeding})
+        consumed |= feeding
+        entry = fan_name(name) if name in units else name
         if not sources:
-            graph.add_edge(START, name)
+            graph.add_edge(START, entry)
         elif len(sources) == 1:
-            graph.add_edge(sources[0], name)
+            graph.add_edge(sources[0], entry)
         else:
-            graph.add_edge(sources, name)
+            graph.add_edge(sources, entry)
     for name in plan.order:
         if name not in plan.routed and name not in consumed:
             graph.add_edge(_link(plan, name), END)
@@ -368,7 +654,20 @@ def compile_plan(
 
 
 def _feeds(edge: Edge, target: str) -> bool:
-    return edge.kind == "data" and edge.target == target and edge.source != INPUTS
+    return edge.kind in ("data", "map") and edge.target == target and edge.source != INPUTS
+
+
+def _add_map(graph: StateGraph[Any, FlowRuntime, Any, Any], plan: Plan, unit: _MapUnit) -> None:
+    name = unit.name
+    spec = plan.spec.nodes[name]
+    kwargs: dict[str, Any] = {}
+    if spec.timeout is not None:
+        kwargs["timeout"] = spec.timeout
+    graph.add_node(fan_name(name), _join)
+    graph.add_conditional_edges(fan_name(name), unit.route, [name, gather_name(name)])
+    graph.add_node(name, unit.run_item, retry_policy=_retry_policy(plan, name), **kwargs)
+    graph.add_node(gather_name(name), unit.collect)
+    graph.add_edge(name, gather_name(name))
 
 
 async def _join(state: dict[str, Any]) -> None:

@@ -39,7 +39,8 @@ from calliope_graph.flow._runtime import (
     input_key,
     port_key,
 )
-from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan
+from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_ref
+from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
 
@@ -374,10 +375,9 @@ class FlowRunner:
             raise self._failed(runtime, cause, thread) from cause
         outputs: dict[str, Any] = {}
         for out_name, target in spec.outputs.items():
-            node, _, port = target.partition(".")
-            key = input_key(port) if node == "inputs" else port_key(node, port)
-            if key in values and values[key] is not None:
-                outputs[out_name] = values[key]
+            value = read_ref(values, parse_ref(target))
+            if value is not None:
+                outputs[out_name] = value
         trace.outputs = runtime._summary(outputs, trace.out_dir)
         trace.status, trace.ended_at = "ok", time.time()
         if trace_path is not None:

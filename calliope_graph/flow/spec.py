@@ -25,7 +25,9 @@ validator and the drawings all read that one list.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +47,7 @@ __all__ = [
     "ErrorRoute",
     "FlowSpec",
     "InputSpec",
+    "MapSpec",
     "NodeSpec",
     "Ref",
     "RetrySpec",
@@ -151,9 +154,11 @@ class NodeSpec(_Model):
     retry: RetrySpec | None = None
     cache: bool | CacheSpec = False
     on_error: list[ErrorRoute] = Field(default_factory=list)
+    map: MapSpec | None = None
+    """Run once per item of a list (see :class:`MapSpec`)."""
 
 
-EdgeKind = Literal["data", "fallback", "continue", "rewrite", "rewrite_back"]
+EdgeKind = Literal["data", "fallback", "continue", "rewrite", "rewrite_back", "map", "switch"]
 
 
 class Edge(_Model):
@@ -164,7 +169,9 @@ class Edge(_Model):
     ``continue``: ``source`` fails with ``when`` → skipped (``target`` is None).
     ``rewrite``: ``source`` fails with ``when`` → ``target`` rewrites its input
     (``bound`` times at most); ``rewrite_back``: the rewriter's output goes back into the
-    failed node's input port and it runs again.
+    failed node's input port and it runs again. ``map``: ``target`` runs once per item of
+    ``source.source_port`` (``bound``: at most that many at once). ``switch``: the switch
+    ``source`` chooses ``target`` when ``label`` (its condition, or ``default``) holds.
     """
 
     kind: EdgeKind
@@ -178,28 +185,55 @@ class Edge(_Model):
 
 
 class Ref(_Model):
-    """A parsed reference: ``inputs.<name>`` or ``<node>.<port>``."""
+    """A parsed reference: ``inputs.<name>``, ``<node>.<port>``, or either followed by a
+    field path into an object (``story.object.scenes``, ``scene.image_prompt`` inside a
+    map, where ``scene`` is the map's item name)."""
 
     node: str
     port: str
+    fields: tuple[str, ...] = ()
 
     @property
     def is_input(self) -> bool:
         return self.node == INPUTS
 
     def __str__(self) -> str:
-        return f"{self.node}.{self.port}"
+        return ".".join(p for p in (self.node, self.port, *self.fields) if p)
+
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
 
 
 def parse_ref(text: str) -> Ref:
-    """``"story.text"`` → Ref(node="story", port="text"); a FlowSpecError if malformed."""
-    node, dot, port = text.strip().partition(".")
-    if not dot or not node or not port or "." in port:
+    """``"story.text"`` → Ref(node="story", port="text"); ``"story.object.scenes"`` adds a
+    field path; a FlowSpecError if malformed."""
+    parts = text.strip().split(".")
+    if len(parts) == 1 and re.fullmatch(_NAME, parts[0]):
+        return Ref(node=parts[0], port="")  # a map's item itself; validation checks that
+    if len(parts) < 2 or not all(re.fullmatch(_NAME, p) for p in parts):
         raise FlowSpecError(
-            f"Malformed reference {text!r}: write 'inputs.<name>' for a flow input or "
-            "'<node>.<port>' for a node's output (e.g. 'story.text')."
+            f"Malformed reference {text!r}: write 'inputs.<name>' for a flow input, "
+            "'<node>.<port>' for a node's output (e.g. 'story.text'), and '.<field>' after "
+            "either to read a field of an object (e.g. 'story.object.title')."
         )
-    return Ref(node=node, port=port)
+    return Ref(node=parts[0], port=parts[1], fields=tuple(parts[2:]))
+
+
+class MapSpec(_Model):
+    """Run the node once per item of a list, items in parallel, results gathered in order.
+
+    Inside the node's ``inputs`` the current item is ``<as>`` (``item`` unless renamed) and
+    its fields ``<as>.<field>``; every output port of the node becomes a list, in item order.
+    """
+
+    over: str
+    """A list-typed value: ``<node>.<port>[.<field>...]`` or ``inputs.<name>``."""
+    as_: str = Field(default="item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The name the current item goes by in the node's wiring."""
+    max_parallel: int | None = Field(default=None, ge=1, le=1000)
+    """Items running at once (default: all)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
 class FlowSpec(_Model):
@@ -238,8 +272,9 @@ class FlowSpec(_Model):
 
     # -- structure ----------------------------------------------------------------------------
     def fallback_nodes(self) -> set[str]:
-        """Nodes that run only when a route sends them work (fallback and rewrite targets)."""
-        out: set[str] = set()
+        """Nodes that run only when a route sends them work (fallback and rewrite targets,
+        and the branches of switches)."""
+        out: set[str] = {e.target for e in self.edges() if e.kind == "switch" and e.target}
         for node in self.nodes.values():
             for route in node.on_error:
                 if route.goto and route.goto != CONTINUE:
@@ -257,8 +292,24 @@ class FlowSpec(_Model):
     def edges(self) -> list[Edge]:
         """Every edge: data edges from input wiring, then the error routes of each node."""
         edges: list[Edge] = []
-        for name in self.nodes:
+        items = {n.map.as_ for n in self.nodes.values() if n.map is not None} - set(self.nodes)
+        for name, node in self.nodes.items():
+            if node.map is not None:
+                with contextlib.suppress(FlowSpecError):
+                    over = parse_ref(node.map.over)
+                    edges.append(
+                        Edge(
+                            kind="map",
+                            source=over.node,
+                            source_port=".".join((over.port, *over.fields)),
+                            target=name,
+                            bound=node.map.max_parallel,
+                            label=f"for each {node.map.as_}",
+                        )
+                    )
             for port, ref in self.refs(name):
+                if ref.node in items:
+                    continue  # the current map item, not a node
                 edges.append(
                     Edge(
                         kind="data",
@@ -269,6 +320,8 @@ class FlowSpec(_Model):
                     )
                 )
         for name, node in self.nodes.items():
+            if node.kind == "switch":
+                edges.extend(_switch_edges(name, node))
             for route in node.on_error:
                 label = route.label or " | ".join(route.when)
                 if route.rewrite is not None:
@@ -334,6 +387,21 @@ class FlowSpec(_Model):
 
 
 # -- loading ---------------------------------------------------------------------------------
+def _switch_edges(name: str, node: NodeSpec) -> list[Edge]:
+    """A switch's branches as edges labelled with their conditions (read loosely: a switch
+    that does not validate is still drawn)."""
+    out: list[Edge] = []
+    cases = node.params.get("cases")
+    for case in cases if isinstance(cases, list) else []:
+        if isinstance(case, dict) and isinstance(case.get("goto"), str):
+            label = str(case.get("when", ""))
+            out.append(Edge(kind="switch", source=name, target=case["goto"], label=label))
+    default = node.params.get("default")
+    if isinstance(default, str):
+        out.append(Edge(kind="switch", source=name, target=default, label="default"))
+    return out
+
+
 class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line of every mapping key (by dotted path)."""
 

@@ -45,6 +45,9 @@ class NodeExecution(BaseModel):
     status: NodeStatus = "running"
     iteration: int = 1
     """1 for the first execution of this node in the run, 2 after one rewrite, ..."""
+    item: int | None = None
+    """The map item (0-based) this execution worked on, for a mapped node or inside one.
+    ``node`` is qualified inside subflows: ``illustrate/image``, ``scenes[2]/image``."""
     attempts: int = 0
     """Provider requests made (including the engine's own retries)."""
     retries: int = 0

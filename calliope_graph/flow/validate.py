@@ -8,17 +8,31 @@ and the YAML line when the spec came from a file.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
 from calliope_graph.engines import supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
-from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref, RewriteSpec, parse_ref
-from calliope_graph.media import MediaStore
-from calliope_graph.nodes import Node, Port, PortType, get_node_kind
+from calliope_graph.flow.spec import (
+    CONTINUE,
+    INPUTS,
+    FlowSpec,
+    Ref,
+    RewriteSpec,
+    load_spec,
+    parse_ref,
+)
+from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
+from calliope_graph.media import ImageAnalysis, MediaStore
+from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
+from calliope_graph.nodes import Node, Port, PortType, Switch, get_node_kind
+from calliope_graph.nodes.switch import expression_fields
 
-__all__ = ["RESERVED", "Plan", "check", "instantiate"]
+__all__ = ["RESERVED", "Plan", "ValueType", "check", "instantiate", "value_type"]
 
 #: Names a node may not take.
 RESERVED = frozenset({INPUTS, CONTINUE, "START", "END", "__start__", "__end__"})
@@ -43,6 +57,26 @@ class Plan:
     wiring: dict[str, list[tuple[str, Ref]]] = field(default_factory=dict)
     #: Data-edge order (sources before consumers), routed nodes last.
     order: list[str] = field(default_factory=list)
+    #: Switch node → the nodes it may choose; and each chosen node → its switch.
+    switches: dict[str, list[str]] = field(default_factory=dict)
+    switched: dict[str, str] = field(default_factory=dict)
+    #: Mapped node → the type of one item of the list it maps over.
+    item_types: dict[str, ValueType] = field(default_factory=dict)
+    #: The flow's outputs as typed ports (what a subflow node offers its parent).
+    output_ports: dict[str, Port] = field(default_factory=dict)
+
+    def item_scope(self, name: str) -> str | None:
+        """The mapped node whose item ``name`` may read: itself, or the node it stands in
+        for or rewrites for."""
+        if name in self.item_types:
+            return name
+        root = self.root(name)
+        if root in self.item_types:
+            return root
+        for target in self.rewrites_for.get(name, []):
+            if target in self.item_types:
+                return target
+        return None
 
     def root(self, name: str) -> str:
         """The node whose outputs ``name`` publishes (itself unless it is a fallback)."""
@@ -53,7 +87,9 @@ class Plan:
         raise FlowSpecError(f"Fallbacks of {name!r} form a cycle.", where=name)
 
     def has_routes(self, name: str) -> bool:
-        return bool(self.spec.nodes[name].on_error)
+        """Whether consumers wait on a join node: ``name`` has error routes, or it runs only
+        when a switch chooses it (so it may be skipped)."""
+        return bool(self.spec.nodes[name].on_error) or name in self.switched
 
     def rewrite_port(self, via: str) -> str | None:
         """The input port of a ``via`` node that receives the refused value (its unwired
@@ -65,9 +101,51 @@ class Plan:
         return next((p.name for p in node.input_ports if p.name not in wired), None)
 
 
+def _identity(spec: FlowSpec) -> str:
+    source = spec.source or spec.name
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else source
+
+
+def _load_subflow(spec: FlowSpec, name: str) -> Plan:
+    """Load and validate the child flow of subflow node ``name`` (cycles refused)."""
+    where = ("nodes", name, "params", "flow")
+    reference = spec.nodes[name].params.get("flow")
+    if not isinstance(reference, str) or not reference:
+        raise spec.error(
+            f"Node {name!r} (flow): set params.flow to a shipped flow's name or a flow file.",
+            *where,
+        )
+    try:
+        target = resolve_flow(reference, spec.source)
+    except ConfigurationError as exc:
+        raise spec.error(f"Node {name!r}: {exc}", *where) from None
+    if isinstance(target, Path):
+        child_spec = load_spec(target)
+    else:
+        text = resources.files("calliope_graph.graphs").joinpath(f"{target}.yaml")
+        child_spec = load_spec(f"{target}.yaml", text=text.read_text(encoding="utf-8"))
+    chain = loading.get()
+    identity = _identity(child_spec)
+    if identity in chain:
+        cycle = [*chain[chain.index(identity) :], identity]
+        raise spec.error(
+            f"Node {name!r}: subflow {reference!r} leads back to itself "
+            f"({' → '.join(Path(c).name for c in cycle)}): flows may not include themselves.",
+            *where,
+        )
+    try:
+        return check(child_spec)
+    except FlowSpecError as exc:
+        raise spec.error(f"Node {name!r}: in subflow {reference!r}: {exc}", *where) from None
+
+
 def instantiate(spec: FlowSpec, name: str) -> Node:
     """Build node ``name`` from its spec; a bad kind or parameter is a FlowSpecError."""
     node_spec = spec.nodes[name]
+    if node_spec.kind == Subflow.kind:
+        child = _load_subflow(spec, name)
+        return Subflow(name=name, plan=child, **node_spec.params)
     try:
         cls = get_node_kind(node_spec.kind)
     except ConfigurationError as exc:
@@ -128,13 +206,76 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
         )
 
 
-def _source_port(spec: FlowSpec, nodes: dict[str, Node], ref: Ref) -> PortType | None:
-    """The type of what ``ref`` reads (None when it does not exist)."""
+class ValueType(NamedTuple):
+    """What a reference reads: a port type, the object schema when known, a list or not."""
+
+    type: PortType
+    schema: dict[str, Any] | None = None
+    is_list: bool = False
+
+    def describe(self) -> str:
+        base = describe_type(self.schema) if self.schema else self.type.value
+        return f"list of {base}" if self.is_list else base
+
+
+_ANALYSIS_SCHEMA = ImageAnalysis.model_json_schema()
+
+
+def _schema_value(schema: dict[str, Any], root: dict[str, Any]) -> ValueType:
+    schema = resolve(schema, root)
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items")
+        element = _schema_value(items, root) if isinstance(items, dict) else ValueType(PortType.ANY)
+        return ValueType(element.type, element.schema, True)
+    if kind == "string":
+        return ValueType(PortType.TEXT, schema)
+    if kind == "object" or "properties" in schema:
+        return ValueType(PortType.OBJECT, {**schema, "$defs": root.get("$defs", {})})
+    return ValueType(PortType.ANY, schema or None)
+
+
+def _port_value(plan: Plan, node: str, port: Port) -> ValueType:
+    schema = port.schema
+    if schema is None and port.type is PortType.ANALYSIS:
+        schema = _ANALYSIS_SCHEMA
+    return ValueType(port.type, schema, port.is_list or node in plan.item_types)
+
+
+def value_type(plan: Plan, ref: Ref, *, reader: str | None = None) -> ValueType | None:
+    """The type of what ``ref`` reads (None when the node or port does not exist). Inside
+    a mapped node (``reader``), its item name reads the current item; a SchemaPathError
+    says which field of an object does not exist."""
+    spec = plan.spec
+    scope = plan.item_scope(reader) if reader is not None else None
+    if scope is not None and ref.node == _item_name(plan, scope):
+        base = plan.item_types[scope]
+        return _fields(base, tuple(f for f in (ref.port, *ref.fields) if f), str(ref))
     if ref.is_input:
         declared = spec.inputs.get(ref.port)
-        return PortType(declared.type) if declared is not None else None
-    port = nodes[ref.node].output_port(ref.port)
-    return port.type if port is not None else None
+        if declared is None:
+            return None
+        return _fields(ValueType(PortType(declared.type)), ref.fields, str(ref))
+    node = plan.nodes.get(ref.node)
+    port = node.output_port(ref.port) if node is not None else None
+    if port is None:
+        return None
+    return _fields(_port_value(plan, ref.node, port), ref.fields, str(ref))
+
+
+def _fields(base: ValueType, fields: tuple[str, ...], text: str) -> ValueType:
+    if not fields:
+        return base
+    if base.is_list:
+        raise SchemaPathError(fields[0], [], f"{text} (a list has no fields: map over it)")
+    if base.schema is None or base.type not in (PortType.OBJECT, PortType.ANALYSIS):
+        return ValueType(PortType.ANY)  # no schema known: checked at run time
+    return _schema_value(field_schema(base.schema, fields), base.schema)
+
+
+def _item_name(plan: Plan, mapped: str) -> str:
+    spec = plan.spec.nodes[mapped].map
+    return spec.as_ if spec is not None else "item"
 
 
 def check(spec: FlowSpec) -> Plan:
@@ -147,14 +288,21 @@ def check(spec: FlowSpec) -> Plan:
     """
     _check_names(spec)
     models = _catalog(spec)
-    nodes = {name: instantiate(spec, name) for name in spec.nodes}
+    token = loading.set((*loading.get(), _identity(spec)))
+    try:
+        nodes = {name: instantiate(spec, name) for name in spec.nodes}
+    finally:
+        loading.reset(token)
     plan = Plan(spec=spec, nodes=nodes, catalog=models, routed=spec.fallback_nodes())
     for name, node in nodes.items():
         _check_model(spec, name, node, models)
     _check_routes(plan)
+    _check_switches(plan)
+    _check_maps(plan)
     _check_wiring(plan)
     _check_stand_ins(plan)
     plan.order = _order(spec, plan)
+    _check_switch_conditions(plan)
     _check_file_names(plan)
     _check_outputs(plan)
     _check_reachable(plan)
@@ -279,6 +427,106 @@ def _check_fallback_cycles(plan: Plan) -> None:
             chain.append(nxt)
 
 
+def _check_switches(plan: Plan) -> None:
+    """A switch names existing nodes that nothing else routes to, and has a default."""
+    spec = plan.spec
+    for name, node in plan.nodes.items():
+        if not isinstance(node, Switch):
+            continue
+        where = ("nodes", name, "params")
+        if node.params.default is None:
+            raise spec.error(
+                f"Switch {name!r}: a value for which no case holds would fall through: add "
+                "'default: <node>' (the node to run then).",
+                *where,
+                "cases",
+            )
+        for index, target in enumerate(node.targets):
+            place = (*where, "cases", str(index)) if index < len(node.params.cases) else where
+            if target not in spec.nodes:
+                raise spec.error(
+                    f"Switch {name!r} goes to {target!r}, which is not a node. Nodes: "
+                    f"{', '.join(spec.nodes)}.",
+                    *place,
+                )
+            if target == name:
+                raise spec.error(f"Switch {name!r} routes to itself.", *place)
+            other = plan.switched.get(target)
+            by_route = target in plan.stands_in or target in plan.rewrites_for
+            if by_route or (other is not None and other != name):
+                raise spec.error(
+                    f"Switch {name!r} goes to {target!r}, which another route already sends "
+                    "work to: a node has one way in; declare a second node.",
+                    *place,
+                )
+            plan.switched[target] = name
+            plan.skippable.add(target)
+        plan.switches[name] = node.targets
+        plan.routed |= set(node.targets)
+
+
+def _check_maps(plan: Plan) -> None:
+    """A map goes over a list; its item name shadows no node."""
+    spec = plan.spec
+    for name, node_spec in spec.nodes.items():
+        mapping = node_spec.map
+        if mapping is None:
+            continue
+        where = ("nodes", name, "map")
+        if name in plan.routed:
+            raise spec.error(
+                f"Node {name!r} only runs when routed to, so it cannot map: map the node "
+                "it backs up instead (its routes then apply per item).",
+                *where,
+            )
+        if mapping.as_ in spec.nodes or mapping.as_ == INPUTS:
+            raise spec.error(
+                f"Node {name!r}: map item name {mapping.as_!r} is also a node name: rename "
+                "it ('as: scene').",
+                *where,
+                "as",
+            )
+        try:
+            ref = parse_ref(mapping.over)
+        except FlowSpecError as exc:
+            raise spec.error(f"Node {name!r}: map over: {exc}", *where, "over") from None
+        if ref.node == name:
+            raise spec.error(f"Node {name!r} maps over its own output.", *where, "over")
+        if not ref.is_input and ref.node not in plan.nodes:
+            raise spec.error(
+                f"Node {name!r} maps over {str(ref)!r}, but there is no node {ref.node!r}.",
+                *where,
+                "over",
+            )
+        source = _typed(plan, ref, None, (*where, "over"), f"Node {name!r}: map over")
+        if source is None:
+            raise spec.error(
+                f"Node {name!r} maps over {str(ref)!r}, which does not exist.", *where, "over"
+            )
+        if not source.is_list and source.type is not PortType.ANY:
+            raise spec.error(
+                f"Node {name!r} maps over {str(ref)!r}, which is {source.describe()}, not a "
+                "list: map over a list-typed value (e.g. a structured object's array field).",
+                *where,
+                "over",
+            )
+        plan.item_types[name] = ValueType(source.type, source.schema)
+        plan.wiring.setdefault(name, [])
+
+
+def _typed(
+    plan: Plan, ref: Ref, reader: str | None, where: tuple[str, ...], what: str
+) -> ValueType | None:
+    try:
+        return value_type(plan, ref, reader=reader)
+    except SchemaPathError as exc:
+        known = f" (its fields: {', '.join(exc.known)})" if exc.known else ""
+        at = f" of {exc.where}" if exc.where else ""
+        raise plan.spec.error(
+            f"{what} {str(ref)!r}: there is no field {exc.name!r}{at}{known}.", *where
+        ) from None
+
+
 def _check_wiring(plan: Plan) -> None:
     """Every wired port exists, reads something that exists, of a type it accepts."""
     spec = plan.spec
@@ -295,16 +543,15 @@ def _check_wiring(plan: Plan) -> None:
                     f"{ports}.",
                     *where,
                 )
-            if isinstance(value, list) and not port.many:
-                raise spec.error(
-                    f"Node {name!r}: input {port_name!r} takes one source, not a list.", *where
-                )
             try:
                 refs = list(spec.refs(name))
             except FlowSpecError as exc:
                 raise spec.error(f"Node {name!r}: {exc}", *where) from None
+            # A list into a one-value port reads whichever of them produced (a switch's
+            # branches); into a ``many`` port, all that produced.
+            whichever = isinstance(value, list) and not port.many
             for ref in (r for p, r in refs if p == port_name):
-                _check_ref(spec, plan, name, port, ref, where)
+                _check_ref(spec, plan, name, port, ref, where, whichever=whichever)
                 wiring.append((port_name, ref))
         fed = plan.rewrite_port(name)
         missing = [
@@ -345,6 +592,66 @@ def _check_stand_ins(plan: Plan) -> None:
                 )
 
 
+def _check_switch_conditions(plan: Plan) -> None:
+    """Conditions read fields the value has; chosen nodes' inputs are ready when chosen."""
+    spec = plan.spec
+    ancestors = _ancestors(plan)
+    for name, targets in plan.switches.items():
+        node = plan.nodes[name]
+        assert isinstance(node, Switch)
+        refs = [ref for port, ref in plan.wiring.get(name, []) if port == "value"]
+        value = _typed(plan, refs[0], name, ("nodes", name), "Switch") if refs else None
+        props = (value.schema or {}).get("properties") if value is not None else None
+        if isinstance(props, dict):
+            for index, case in enumerate(node.params.cases):
+                for field_name in expression_fields(case.when):
+                    if field_name not in props:
+                        raise spec.error(
+                            f"Switch {name!r}: condition {case.when!r} reads field "
+                            f"{field_name!r}, which {str(refs[0])!r} does not have (its "
+                            f"fields: {', '.join(sorted(props))}).",
+                            "nodes",
+                            name,
+                            "params",
+                            "cases",
+                            str(index),
+                        )
+        ready = ancestors[name] | {name}
+        for target in targets:
+            for _, ref in plan.wiring.get(target, []):
+                if ref.is_input or ref.node in ready or ref.node == _item_name_of(plan, target):
+                    continue
+                raise spec.error(
+                    f"Node {target!r} (chosen by switch {name!r}) reads {str(ref)!r}, which "
+                    f"is not computed before the switch: wire {ref.node!r} into the switch's "
+                    "path (upstream of it) or read something that is.",
+                    "nodes",
+                    target,
+                    "inputs",
+                )
+
+
+def _item_name_of(plan: Plan, name: str) -> str | None:
+    scope = plan.item_scope(name)
+    return _item_name(plan, scope) if scope is not None else None
+
+
+def _ancestors(plan: Plan) -> dict[str, set[str]]:
+    """Every node each node (transitively) reads from, by data edges and switch choice."""
+    out: dict[str, set[str]] = {}
+    for name in plan.order:
+        mine: set[str] = set()
+        sources = sorted(_sources(plan, name))
+        if name in plan.switched:
+            sources.append(plan.switched[name])
+        for source in sources:
+            root = plan.root(source) if source in plan.nodes else source
+            if root in out:
+                mine |= out[root] | {root}
+        out[name] = mine
+    return out
+
+
 def _check_file_names(plan: Plan) -> None:
     """Files a node names (``output_name``) are safe and not the library's own, before any
     provider is paid for the work they would hold."""
@@ -373,6 +680,7 @@ def _check_outputs(plan: Plan) -> None:
         if ref.is_input:
             if ref.port not in spec.inputs:
                 raise spec.error(f"Output {out_name!r}: no flow input {ref.port!r}.", *place)
+            _output_port(plan, out_name, ref, place)
             continue
         if ref.node not in nodes:
             raise spec.error(
@@ -393,15 +701,22 @@ def _check_outputs(plan: Plan) -> None:
         if ref.node in plan.skippable:
             raise spec.error(
                 f"Output {out_name!r} is not produced on every path: {ref.node!r} may be "
-                "skipped (goto: continue). Output something downstream of the merge instead, "
-                "or give it a fallback.",
+                "skipped (goto: continue, or a switch not choosing it). Output something "
+                "downstream of the merge instead, or give it a fallback.",
                 *place,
             )
+        _output_port(plan, out_name, ref, place)
+
+
+def _output_port(plan: Plan, name: str, ref: Ref, place: tuple[str, ...]) -> None:
+    typed = _typed(plan, ref, None, place, f"Output {name!r} reads")
+    typed = typed or ValueType(PortType.ANY)
+    plan.output_ports[name] = Port(name, typed.type, schema=typed.schema, is_list=typed.is_list)
 
 
 def _check_reachable(plan: Plan) -> None:
     spec = plan.spec
-    used = {ref.node for w in plan.wiring.values() for _, ref in w}
+    used = {source for name in plan.nodes for source in _sources(plan, name)}
     used |= {t.partition(".")[0] for t in spec.outputs.values()}
     for name in spec.nodes:
         if name not in used and name not in plan.routed:
@@ -415,9 +730,26 @@ def _check_reachable(plan: Plan) -> None:
 
 
 def _check_ref(
-    spec: FlowSpec, plan: Plan, name: str, port: Port, ref: Ref, where: tuple[str, ...]
+    spec: FlowSpec,
+    plan: Plan,
+    name: str,
+    port: Port,
+    ref: Ref,
+    where: tuple[str, ...],
+    *,
+    whichever: bool = False,
 ) -> None:
-    if ref.is_input:
+    item = _item_name_of(plan, name)
+    if ref.node == item:
+        pass  # the current item of a map: typed below
+    elif not ref.port:
+        raise spec.error(
+            f"Node {name!r}: input {port.name!r}: Malformed reference {ref.node!r}: write "
+            "'<node>.<port>' or 'inputs.<name>' (a bare name is only the item of a map, "
+            "inside that node).",
+            *where,
+        )
+    elif ref.is_input:
         if ref.port not in spec.inputs:
             declared = ", ".join(spec.inputs) or "none"
             raise spec.error(
@@ -427,9 +759,15 @@ def _check_ref(
             )
     else:
         if ref.node not in plan.nodes:
+            mapped = [n for n, m in spec.nodes.items() if m.map and m.map.as_ == ref.node]
+            hint = (
+                f" ({ref.node!r} is the item of the map of {mapped[0]!r}, readable only there)"
+                if mapped
+                else ""
+            )
             raise spec.error(
                 f"Node {name!r}: input {port.name!r} reads {str(ref)!r}, but there is no node "
-                f"{ref.node!r}. Nodes: {', '.join(plan.nodes)}.",
+                f"{ref.node!r}{hint}. Nodes: {', '.join(plan.nodes)}.",
                 *where,
             )
         if ref.node == name:
@@ -446,34 +784,60 @@ def _check_ref(
                 f"Node {name!r}: {ref.node!r} has no output {ref.port!r} (its outputs: {outs}).",
                 *where,
             )
-    source = _source_port(spec, plan.nodes, ref)
-    if source is not None and not port.type.accepts(source):
+    source = _typed(plan, ref, name, where, f"Node {name!r}: input {port.name!r} reads")
+    if source is not None and not port.type.accepts(source.type):
         raise spec.error(
-            f"Type mismatch: {str(ref)!r} is {source.value}, but {name}.{port.name} takes "
+            f"Type mismatch: {str(ref)!r} is {source.describe()}, but {name}.{port.name} takes "
             f"{port.type.value}. Insert a node that converts it (e.g. a prompt_template for "
             "text, analyze_image for an image).",
             *where,
         )
     if (
-        not ref.is_input
+        source is not None
+        and source.is_list
+        and not (port.many or port.is_list or port.type is PortType.ANY)
+    ):
+        raise spec.error(
+            f"Type mismatch: {str(ref)!r} is a {source.describe()}, but {name}.{port.name} "
+            f"takes one {port.type.value}: map {name!r} over it (map: {{over: {str(ref)}}}) "
+            "or read it in a 'many' input.",
+            *where,
+        )
+    if (
+        not whichever
+        and not ref.is_input
         and ref.node in plan.skippable
         and not port.many
         and port.required
         and name not in plan.routed
     ):
+        how = (
+            f"it runs only when switch {plan.switched[ref.node]!r} chooses it: read "
+            "whichever branch ran with a list of sources ([a.text, b.text])"
+            if ref.node in plan.switched
+            else "goto: continue: read it through a merge ('many' input) or give it a fallback"
+        )
         raise spec.error(
-            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped (goto: "
-            "continue): read it through a merge ('many' input) or give it a fallback.",
+            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped ({how}).",
             *where,
         )
 
 
+def _sources(plan: Plan, name: str) -> set[str]:
+    """The nodes ``name`` reads from: its wired sources and what it maps over."""
+    out = {ref.node for _, ref in plan.wiring.get(name, []) if ref.node in plan.nodes}
+    mapping = plan.spec.nodes[name].map
+    if mapping is not None:
+        with contextlib.suppress(FlowSpecError):
+            over = parse_ref(mapping.over)
+            if over.node in plan.nodes:
+                out.add(over.node)
+    return out
+
+
 def _order(spec: FlowSpec, plan: Plan) -> list[str]:
     """Topological order of the data edges; a cycle is an error naming its nodes."""
-    deps = {
-        name: {plan.root(ref.node) for _, ref in plan.wiring[name] if not ref.is_input}
-        for name in spec.nodes
-    }
+    deps = {name: {plan.root(source) for source in _sources(plan, name)} for name in spec.nodes}
     order: list[str] = []
     state: dict[str, int] = {}
 

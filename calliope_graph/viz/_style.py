@@ -26,6 +26,8 @@ EDGE_STYLES: dict[str, EdgeStyle] = {
     "continue": EdgeStyle("continue without", "#8a8f98", 1.4, (2.0, 3.5)),
     "rewrite": EdgeStyle("censor-and-retry", "#c0392b", 3.0),
     "rewrite_back": EdgeStyle("retry with rewrite", "#c0392b", 3.0, (10.0, 3.0)),
+    "map": EdgeStyle("for each item (map)", "#7b3fbf", 2.4, (1.0, 2.5)),
+    "switch": EdgeStyle("switch branch (condition)", "#0f8a6c", 1.8, (9.0, 3.0, 2.0, 3.0)),
 }
 
 
@@ -47,4 +49,5 @@ STATUS_STYLES: dict[str, StatusStyle] = {
     "failed": StatusStyle("failed", "#fde2e1", "#cf222e"),
     "running": StatusStyle("running", "#e8f0fe", "#3b6fd8", (6.0, 3.0)),
     "not_run": StatusStyle("not run", "#ffffff", "#c3c8cf", (3.0, 3.0), 0.6),
+    "interrupted": StatusStyle("stopped before it finished", "#f3e8ff", "#7b3fbf", (6.0, 3.0)),
 }
