@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
 
 from calliope_graph.config import ModelCatalog
@@ -312,7 +314,9 @@ async def test_openai_headers_delay_the_next_call_until_the_reset(vclock: Virtua
     limiter = limits.for_call("openai", "gpt-4o")
     async with limiter.slot():
         pass
-    limiter.observe({"X-RateLimit-Remaining-Requests": "0", "X-RateLimit-Reset-Requests": "2s"})
+    limiter.observe(
+        httpx.Headers({"X-RateLimit-Remaining-Requests": "0", "X-RateLimit-Reset-Requests": "2s"})
+    )
     async with limiter.slot() as slot:
         assert slot.waited == pytest.approx(2.0)
         assert slot.waits.keys() == {"headers"}
@@ -522,3 +526,12 @@ def test_bad_catalog_limits(text: str, names: list[str]) -> None:
         ModelCatalog().load_yaml(text)
     for name in names:
         assert name in str(info.value)
+
+
+async def test_the_suites_fake_sleep_drives_a_limiter(clock: Any) -> None:
+    # conftest's Clock (what engines get as ctx.sleep): its `now` is the sum of its waits.
+    limits = Limits("openai:rpm=1", defaults=False, clock=lambda: clock.now, sleep=clock)
+    for _ in range(2):
+        async with limits.for_call("openai").slot():
+            pass
+    assert sum(clock.waits) == pytest.approx(60.0, abs=0.01)
