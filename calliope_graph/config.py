@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from calliope_graph.errors import ConfigurationError
+from calliope_graph.limits import LimitSpec, parse_limit_mapping
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -236,10 +237,25 @@ class ModelCatalog:
           description: Llama 3 on a local Ollama
           model_parameters: {temperature: 0.8}
           model: {slug: llama3, provider: openai, provider_model_name: llama3}
+
+    An optional top-level ``limits:`` section (so no config may be named ``limits``) sets
+    per-provider rate limits (see :mod:`calliope_graph.limits`), read into :attr:`limits`::
+
+        limits:
+          openai: {rpm: 500, tpm: 200000}
+          openai/gpt-4o: {tpm: 30000}
+          stability: "requests=150/10s,block=60s"
     """
 
-    def __init__(self, configs: Mapping[str, ModelConfig] | None = None) -> None:
+    def __init__(
+        self,
+        configs: Mapping[str, ModelConfig] | None = None,
+        limits: Mapping[str, LimitSpec] | None = None,
+    ) -> None:
         self._configs: dict[str, ModelConfig] = dict(configs or {})
+        #: Rate limits from ``limits:`` sections, per provider or ``provider/model``; apply
+        #: them with ``calliope_graph.limits.shared().configure(catalog.limits)``.
+        self.limits: dict[str, LimitSpec] = dict(limits or {})
 
     def __contains__(self, name: object) -> bool:
         return name in self._configs
@@ -267,7 +283,7 @@ class ModelCatalog:
         return sorted(self._configs.items())
 
     def copy(self) -> ModelCatalog:
-        return ModelCatalog(self._configs)
+        return ModelCatalog(self._configs, self.limits)
 
     def load_yaml(self, source: str | Path) -> ModelCatalog:
         """Add every config of a YAML file (or YAML text); returns self for chaining."""
@@ -283,6 +299,11 @@ class ModelCatalog:
                 f"got {type(data).__name__}."
             )
         for name, body in data.items():
+            if name == "limits":
+                for key, spec in parse_limit_mapping(body, where=f"{where}: limits").items():
+                    old = self.limits.get(key)
+                    self.limits[key] = old.merged(spec) if old is not None else spec
+                continue
             if not isinstance(body, dict):
                 raise ConfigurationError(f"{where}: config {name!r} must be a mapping.")
             body = {"slug": name, **body}
