@@ -283,6 +283,8 @@ class _Progress:
             line = f"▶ {who} started"
         elif kind == "finished":
             extra = f", {e.retries} retries" if e.retries else ""
+            if e.limit_wait >= 0.05:
+                extra += f", {e.limit_wait:.1f}s waiting on the rate limit"
             line = f"[green]✓[/] {who} finished in {e.duration:.2f}s{extra}"
         elif kind == "retried":
             line = f"[yellow]↻[/] {who} retried ({e.error_class}: {e.error or ''})"

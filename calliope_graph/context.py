@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
+from calliope_graph.limits import Limits, shared
 from calliope_graph.media import MediaStore
 
 __all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
@@ -66,6 +67,8 @@ class RunContext:
     catalog: ModelCatalog = field(default_factory=lambda: catalog)
     sleep: Sleep = asyncio.sleep
     extras: dict[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=shared)
+    """The per-provider rate limits every engine call waits on (default: the process's)."""
 
     @classmethod
     def create(

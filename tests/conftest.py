@@ -36,6 +36,21 @@ class Clock:
         await asyncio.sleep(0)
 
 
+@pytest.fixture(autouse=True)
+def _limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own process-wide rate limiter with no default limits, on a
+    virtual clock: a 429 one test provokes never makes another wait, and cooldowns and
+    limits a test configures are waited out instantly (tests never sleep)."""
+    from calliope_graph import limits
+
+    virtual = Clock()
+    monkeypatch.setattr(
+        limits,
+        "_shared",
+        limits.Limits(defaults=False, clock=lambda: virtual.now, sleep=virtual),
+    )
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

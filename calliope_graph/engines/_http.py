@@ -40,6 +40,7 @@ from tenacity import (
 
 from calliope_graph._transport import map_transport_errors, transport_error
 from calliope_graph.context import RunContext
+from calliope_graph.limits import Slot, estimate_tokens
 from calliope_graph.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -87,6 +88,8 @@ class CallStats:
     """(start, end) wall-clock seconds of each request, for timelines."""
     on_retry: Callable[[str, BaseException | None], None] | None = None
     """Called before each engine-level retry (provider, the failure); the runner's events."""
+    limit_wait: float = 0.0
+    """Seconds spent waiting on the shared rate limiter before the requests."""
 
     def record(self, provider: str) -> None:
         self.attempts += 1
@@ -97,6 +100,10 @@ class CallStats:
 
 #: Set by the flow runner around each node execution; engines record into it.
 call_stats: ContextVar[CallStats | None] = ContextVar("calliope_call_stats", default=None)
+#: The limiter slot of the attempt in progress (its answer corrects the token estimate).
+current_slot: ContextVar[Slot | None] = ContextVar("calliope_limit_slot", default=None)
+#: 429 codes that are not a rate window (a spend cap, a daily cap): no cooldown for them.
+_NOT_A_WINDOW = frozenset({"enforced_spend_limit_reached", "daily_cap"})
 
 _KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|r8_[A-Za-z0-9]{6,}|hf_[A-Za-z0-9]{6,})")
 
@@ -247,8 +254,15 @@ async def with_retries(
     attempt: Callable[[], Awaitable[T]],
     *,
     retry: bool = True,
+    model: str | None = None,
+    tokens: int = 0,
+    poll: bool = False,
 ) -> T:
     """Run ``attempt`` (one call to ``provider``) under the engine layer's retry policy.
+
+    Each attempt first takes a slot of the provider's (and ``model``'s) shared limiter
+    (``ctx.limits``), with ``tokens`` as its estimate; ``poll`` requests (job status) only
+    wait out a cooldown. A 429 cools the limiter down for everyone sharing it.
 
     Each attempt is recorded in the node's :class:`CallStats` (count and wall-clock times).
     A :class:`TransientProviderError` (5xx, timeouts, resets, malformed bodies) or a
@@ -259,16 +273,27 @@ async def with_retries(
     ``retry=False`` makes one recorded attempt.
     """
     stats = call_stats.get()
+    limits = ctx.limits.for_call(provider, model)
 
     async def recorded() -> T:
-        if stats is not None:
-            stats.record(provider)
-        started = time.time()
-        try:
-            return await attempt()
-        finally:
+        # Every attempt waits on the provider's shared limiter (requests, tokens,
+        # concurrency, a cooldown after anyone's 429) before it is sent.
+        async with limits.slot(tokens, poll=poll, max_wait=ctx.retry.max_retry_after) as slot:
             if stats is not None:
-                stats.attempt_times.append((started, time.time()))
+                stats.limit_wait += slot.waited
+                stats.record(provider)
+            token = current_slot.set(slot)
+            started = time.time()
+            try:
+                return await attempt()
+            except RateLimitError as exc:
+                if exc.code not in _NOT_A_WINDOW:
+                    limits.note_429(exc.retry_after)  # everyone sharing it cools down
+                raise
+            finally:
+                current_slot.reset(token)
+                if stats is not None:
+                    stats.attempt_times.append((started, time.time()))
 
     if not retry:
         return await recorded()
@@ -324,6 +349,7 @@ async def request(
                 params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
+        limits.observe(response.headers)  # slow down before the limit, from its headers
         if response.status_code >= 400:
             raise error_from_response(
                 provider,
@@ -333,9 +359,33 @@ async def request(
                 hook=hook,
                 retry_after=retry_after,
             )
+        if tokens:
+            _settle_usage(response)
         return parse(response)
 
-    return await with_retries(ctx, provider, send, retry=retry)
+    body = json_body if isinstance(json_body, Mapping) else None
+    model = str(body["model"]) if body is not None and "model" in body else None
+    tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
+    limits = ctx.limits.for_call(provider, model)
+    return await with_retries(
+        ctx, provider, send, retry=retry, model=model, tokens=tokens, poll=method == "GET"
+    )
+
+
+def _settle_usage(response: httpx.Response) -> None:
+    """Correct the limiter's token estimate from the usage a chat answer reports."""
+    slot = current_slot.get()
+    if slot is None:
+        return
+    try:
+        usage = response.json().get("usage") or {}
+    except (ValueError, AttributeError):
+        return
+    total = usage.get("total_tokens")
+    if total is None and "input_tokens" in usage:  # Anthropic
+        total = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
+    if isinstance(total, int):
+        slot.used(total)
 
 
 def _log_retry(

@@ -352,6 +352,7 @@ class FlowRuntime:
             attempts=stats.attempts,
             calls=dict(stats.calls),
             retry_times=list(stats.attempt_times),
+            limit_wait=round(stats.limit_wait, 3),
         )
         if stats.providers and execution.provider is None:
             execution.provider = stats.providers[0]

@@ -56,6 +56,8 @@ class NodeExecution(BaseModel):
     """(start, end) of each attempt, for timelines where each retry is its own bar."""
     calls: dict[str, int] = Field(default_factory=dict)
     """Provider → requests made."""
+    limit_wait: float = 0.0
+    """Seconds this execution waited on the shared per-provider rate limiter."""
     error_class: str | None = None
     error: str | None = None
     """Redacted message."""
