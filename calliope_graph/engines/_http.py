@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -31,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from calliope_graph._secrets import redact  # re-exported: engines import it from here
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     AuthenticationError,
@@ -87,16 +87,6 @@ class CallStats:
 
 #: Set by the flow runner around each node execution; engines record into it.
 call_stats: ContextVar[CallStats | None] = ContextVar("calliope_call_stats", default=None)
-
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|r8_[A-Za-z0-9]{6,}|hf_[A-Za-z0-9]{6,})")
-
-
-def redact(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with every secret (and anything shaped like a well-known key) masked."""
-    for secret in sorted(secrets or [], key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEYLIKE.sub("***", text)
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:

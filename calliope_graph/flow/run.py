@@ -21,7 +21,9 @@ from langgraph.types import Command
 
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
-from calliope_graph.engines._http import CallStats, call_stats, redact
+from calliope_graph._files import Throttled
+from calliope_graph._secrets import redact, redact_tree
+from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, MediaError
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
@@ -78,8 +80,7 @@ class FlowRuntime:
     """Per node: provider, model, summarised params (they do not change between runs)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
     _secret_list: list[str] | None = None
-    _save_pending: bool = False
-    _last_save: float = 0.0
+    _saver: Throttled | None = None
 
     def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
         known = self.static.get(name)
@@ -210,19 +211,11 @@ class FlowRuntime:
     def _save_soon(self) -> None:
         """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
         finishing together share one write; the runner always writes the final trace)."""
-        if self._save_pending:
-            return
-        now = time.monotonic()
-        wait = self._last_save + SAVE_INTERVAL - now
-        if wait <= 0:
-            self.save()
-            return
-        self._save_pending = True
-        asyncio.get_running_loop().call_later(wait, self.save)
+        if self._saver is None:
+            self._saver = Throttled(self.save, SAVE_INTERVAL)
+        self._saver.request()
 
     def save(self) -> None:
-        self._save_pending = False
-        self._last_save = time.monotonic()
         if self.trace_path is not None:
             self.trace.save(self.trace_path)
 
@@ -239,23 +232,13 @@ class FlowRuntime:
         secrets = self._secrets()
         if not secrets:
             return summary
-        return _redact_tree(summary, secrets)
+        return redact_tree(summary, secrets)
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
         if self.trace_path is not None and kind not in ("started", "retried"):
             self._save_soon()
         if self.on_event is not None:
             self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
-
-
-def _redact_tree(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _redact_tree(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_tree(v, secrets) for v in value]
-    return value
 
 
 def _class_name(exc: BaseException) -> str:
