@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.types import Command
 
-from calliope_graph.config import KeysModel
-from calliope_graph.context import RunContext
 from calliope_graph._files import Throttled
 from calliope_graph._secrets import redact, redact_tree
+from calliope_graph.config import KeysModel
+from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, MediaError
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
@@ -461,7 +461,9 @@ class FlowRunner:
             started_at=time.time(),
             spec=spec,
             out_dir=str(self.out_dir.resolve()),
-            inputs=jsonable(inputs or {}, root=self.out_dir.resolve()),
+            inputs=redact_tree(
+                jsonable(inputs or {}, root=self.out_dir.resolve()), ctx.keys.secrets()
+            ),
         )
         if resume:
             trace.resumed_from = thread

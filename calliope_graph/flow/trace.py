@@ -141,20 +141,27 @@ class Trace(BaseModel):
             for edge in self.spec.edges():
                 if edge.target is not None:
                     deps.setdefault(edge.target, set()).add(edge.source)
-        current = max(done, key=lambda e: e.ended_at or 0.0)
+        # Executions per node with their position in the trace (ties go to the earlier one).
+        by_node: dict[str, list[tuple[int, NodeExecution]]] = {}
+        for position, e in enumerate(done):
+            by_node.setdefault(e.node, []).append((position, e))
+
+        def latest(candidates: list[tuple[int, NodeExecution]]) -> NodeExecution:
+            return max(candidates, key=lambda pe: (pe[1].ended_at or 0.0, -pe[0]))[1]
+
+        current = latest(list(enumerate(done)))
         chain = [current]
         while True:
             waited = deps.get(current.node, set()) | {current.node}
             earlier = [
-                e
-                for e in done
-                if e is not current
-                and e.node in waited
-                and (e.ended_at or 0.0) <= current.started_at + 1e-3
+                (position, e)
+                for node in waited
+                for position, e in by_node.get(node, [])
+                if e is not current and (e.ended_at or 0.0) <= current.started_at + 1e-3
             ]
             if not earlier:
                 break
-            current = max(earlier, key=lambda e: e.ended_at or 0.0)
+            current = latest(earlier)
             chain.append(current)
         chain.reverse()
         return (sum(e.duration for e in chain), [e.node for e in chain])

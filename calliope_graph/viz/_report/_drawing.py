@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from calliope_graph.flow.spec import FlowSpec
 from calliope_graph.viz._graph import to_networkx
-from calliope_graph.viz._layout import layout
+from calliope_graph.viz._layout import Layout, layout
 from calliope_graph.viz._report._data import drawing_state
 from calliope_graph.viz._report._format import txt
 from calliope_graph.viz._report._values import Page
 from calliope_graph.viz._svg import render_svg
 
 __all__ = ["drawing"]
+
+#: Laid-out drawings by flow description. The layout depends on the flow alone, not on what
+#: the run did, and is the costliest part of a report of a large flow (superlinear in its
+#: nodes), so a live report rewritten during a run lays the flow out once.
+_LAYOUTS: dict[str, tuple[Any, Layout]] = {}
+_LAYOUTS_KEPT = 8
+
+
+def _laid_out(spec: FlowSpec) -> tuple[Any, Layout]:
+    """(graph, layout) of ``spec``, computed once per distinct flow description."""
+    key = spec.model_dump_json()
+    known = _LAYOUTS.get(key)
+    if known is None:
+        graph = to_networkx(spec)
+        known = (graph, layout(graph))
+        while len(_LAYOUTS) >= _LAYOUTS_KEPT:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)), None)
+        _LAYOUTS[key] = known
+    return known
 
 
 def drawing(page: Page) -> str:
@@ -21,10 +43,10 @@ def drawing(page: Page) -> str:
             "carries no flow description, so there is no drawing.</p></section>"
         )
     try:
-        graph = to_networkx(spec)
+        graph, laid_out = _laid_out(spec)
         status, taken = drawing_state(page.trace, graph)
         svg = render_svg(
-            layout(graph),
+            laid_out,
             status=status,
             taken=taken,
             id_prefix="report",
