@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
+from calliope_graph._files import Throttled, write_atomic
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -56,6 +57,10 @@ EPILOG = (
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
+
+#: Shortest time between two rewrites of the live report.html during ``run`` (seconds); the
+#: page itself reloads every 2 s, and the final report is always written.
+REPORT_INTERVAL = 0.5
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -204,13 +209,21 @@ async def _run(
         _check_keys(flow, keys)
     report = out_dir / "report.html"
     progress = _Progress()
+    live: list[Any] = []  # the trace being written (the runner updates it in place)
+
+    def write_report() -> None:
+        try:
+            render_report(live[-1], report)
+        except Exception as exc:  # a report problem never fails the run
+            err_console.print(f"[yellow]report not updated:[/] {exc}", markup=True)
+
+    # Rendering is linear in the trace, so rendering on every event made long runs quadratic.
+    reporter = Throttled(write_report, REPORT_INTERVAL)
 
     def on_event(event: Any) -> None:
         progress(event)
-        try:
-            render_report(event.trace, report)
-        except Exception as exc:  # a report problem never fails the run
-            err_console.print(f"[yellow]report not updated:[/] {exc}", markup=True)
+        live[:] = [event.trace]
+        reporter.request()
 
     from calliope_graph.flow.run import new_thread_id
 
@@ -234,6 +247,7 @@ async def _run(
             on_event=on_event,
         )
     except FlowRunError as exc:
+        reporter.cancel()
         trace_path = out_dir / "trace.json"
         if trace_path.exists():
             from calliope_graph.flow import Trace
@@ -241,6 +255,11 @@ async def _run(
             render_report(Trace.load(trace_path), report)
         err_console.print(f"trace: {trace_path}  report: {report}")
         raise exc
+    except BaseException:  # interrupted (the runner marked the trace so) or unexpected
+        if live:
+            reporter.flush()
+        raise
+    reporter.cancel()
     render_report(result.trace, report)
     return result
 
@@ -427,12 +446,7 @@ def draw(flow: str, fmt: str | None, output: str | None, debug: bool) -> None:
                 raise click.UsageError("PNG output is binary: pass -o FILE.")
             click.echo(drawing)
             return
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(drawing, bytes):
-            path.write_bytes(drawing)
-        else:
-            path.write_text(drawing, encoding="utf-8")
+        path = write_atomic(output, drawing)
         err_console.print(f"wrote {path}")
 
     _guard(debug, go)

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import threading
 import warnings
 import wave
@@ -42,6 +41,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from calliope_graph._files import atomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
 from calliope_graph.errors import ConfigurationError, MediaError
 
@@ -205,8 +205,7 @@ class Image(_Media):
     @classmethod
     def from_b64(cls, data: str, path: str | os.PathLike[str]) -> Self:
         """Write base64 image data to ``path`` (a plain path, not through a store) and open it."""
-        Path(path).write_bytes(base64.b64decode(data))
-        return cls.open(path)
+        return cls.open(write_atomic(path, base64.b64decode(data)))
 
 
 # -- opening and checking images ------------------------------------------------------------
@@ -701,17 +700,7 @@ class MediaStore:
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         """Write ``data`` atomically: a temporary file in the same directory, then rename."""
-        path = self.path_for(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(self.path_for(name), data)
 
     def save_image(self, name: str, data: bytes) -> Image:
         """Write image bytes (fixing the extension to the real format) and probe them."""
@@ -773,41 +762,34 @@ class MediaStore:
                 "only http(s) URLs are fetched."
             )
         path = self.path_for(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         total = 0
-        try:
-            with (
-                os.fdopen(fd, "wb") as fh,
-                map_transport_errors(provider, what="download of its output"),
-            ):
-                async with client.stream("GET", url) as response:
-                    if response.status_code >= 400:
-                        raise TransientProviderError(
-                            f"Downloading {provider} output failed with HTTP "
-                            f"{response.status_code}; the URL may have expired: "
-                            "run the node again.",
-                            provider=provider,
-                            status=response.status_code,
-                        )
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > cap:
+        with (
+            atomic_writer(path) as fh,
+            map_transport_errors(provider, what="download of its output"),
+        ):
+            async with client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise TransientProviderError(
+                        f"Downloading {provider} output failed with HTTP "
+                        f"{response.status_code}; the URL may have expired: "
+                        "run the node again.",
+                        provider=provider,
+                        status=response.status_code,
+                    )
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise MediaError(
+                        f"{provider} output is {declared} bytes, over the {cap}-byte download "
+                        "cap: raise max_download_bytes on the MediaStore if this is expected."
+                    )
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+                    if total > cap:
                         raise MediaError(
-                            f"{provider} output is {declared} bytes, over the {cap}-byte download "
-                            "cap: raise max_download_bytes on the MediaStore if this is expected."
+                            f"{provider} output exceeded the {cap}-byte download cap: raise "
+                            "max_download_bytes on the MediaStore if this is expected."
                         )
-                    async for chunk in response.aiter_bytes():
-                        total += len(chunk)
-                        if total > cap:
-                            raise MediaError(
-                                f"{provider} output exceeded the {cap}-byte download cap: raise "
-                                "max_download_bytes on the MediaStore if this is expected."
-                            )
-                        fh.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                    fh.write(chunk)
         return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _viz_sample import FLOW_NODES, sample_trace
@@ -148,3 +149,97 @@ def test_report_of_a_missing_or_foreign_file_is_a_clear_error(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["report", str(foreign)])
     assert result.exit_code == EXIT_CODES["media"]
     assert "not a calliope-graph trace" in result.output
+
+
+# -- the live report of `calliope-graph run` ------------------------------------------------------
+def _chain(tmp_path: Path, length: int) -> Path:
+    """A flow file: ``length`` passthrough nodes in a row (cheap, local, no provider)."""
+    from calliope_graph.flow import Flow
+
+    flow = Flow(f"chain_{length}")
+    previous = flow.input("text")
+    for i in range(length):
+        previous = flow.add(f"n{i}", "passthrough", {"value": previous}).value
+    flow.output("text", previous)
+    path = tmp_path / "chain.json"
+    path.write_text(flow.spec.model_dump_json(exclude_defaults=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def report_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each report.html the CLI writes, as the run status it showed (counted, not timed)."""
+    import calliope_graph.viz as viz
+
+    real = viz.render_report
+    writes: list[str] = []
+
+    def counting(trace: Any, out_path: Any) -> Path:
+        writes.append(trace.status)
+        return real(trace, out_path)
+
+    monkeypatch.setattr(viz, "render_report", counting)
+    # As if every event came within the interval: only the throttle's first write and the
+    # final one may happen.
+    monkeypatch.setattr("calliope_graph.cli.REPORT_INTERVAL", 3600.0)
+    return writes
+
+
+def run_chain(tmp_path: Path, length: int) -> Result:
+    return CliRunner().invoke(
+        main,
+        ["run", str(_chain(tmp_path, length)), "-i", "text=hello", "--simulate",
+         "--out", str(tmp_path / "out")],
+        catch_exceptions=False,
+    )  # fmt: skip
+
+
+def test_run_throttles_the_live_report_and_writes_the_final_one(
+    tmp_path: Path, report_writes: list[str]
+) -> None:
+    """B9: the CLI re-rendered report.html on each of a 500-node chain's 1,000 events."""
+    result = run_chain(tmp_path, 500)
+    assert result.exit_code == 0, result.output
+    assert report_writes == ["running", "ok"]  # not 1,001
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert all(f'id="node-n{i}"' in page for i in range(500))
+    assert '<body class="run-ok">' in page
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseException) -> None:
+    """The ``call``-th passthrough node to run raises ``exc``."""
+    from calliope_graph.nodes.basic import Passthrough
+
+    real = Passthrough.run
+    calls: list[None] = []
+
+    async def run(self: Passthrough, ctx: Any, **inputs: Any) -> dict[str, Any]:
+        calls.append(None)
+        if len(calls) == call:
+            raise exc
+        return await real(self, ctx, **inputs)
+
+    monkeypatch.setattr(Passthrough, "run", run)
+
+
+def test_a_failed_run_still_gets_its_final_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_writes: list[str]
+) -> None:
+    _fail_on_call(monkeypatch, 4, ValueError("the fourth node broke"))
+    result = run_chain(tmp_path, 10)
+    assert result.exit_code == EXIT_CODES["run_failed"], result.output
+    assert report_writes[-1] == "failed" and len(report_writes) <= 3
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert '<body class="run-failed">' in page and "the fourth node broke" in page
+
+
+def test_an_interrupted_run_still_gets_its_final_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_writes: list[str]
+) -> None:
+    _fail_on_call(monkeypatch, 4, KeyboardInterrupt())  # Ctrl-C while the fourth node runs
+    result = run_chain(tmp_path, 10)
+    assert result.exit_code == EXIT_CODES["interrupted"], result.output
+    assert report_writes[-1] == "failed" and len(report_writes) <= 3
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert '<body class="run-failed">' in page and "interrupted" in page
+    assert 'id="node-n2"' in page

@@ -238,11 +238,11 @@ def test_report_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("calliope_graph.viz._report.os.replace", boom)
+    monkeypatch.setattr("calliope_graph._files.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         render_report(trace, target)
     assert target.read_text(encoding="utf-8") == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report-")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_failed_run_shows_the_error_and_the_failed_node(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -38,9 +37,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from calliope_graph._secrets import redact  # re-exported: engines import it from here
 from calliope_graph._transport import map_transport_errors, transport_error
 from calliope_graph.context import RunContext
-from calliope_graph.limits import Slot, estimate_tokens
 from calliope_graph.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -48,6 +47,7 @@ from calliope_graph.errors import (
     RateLimitError,
     TransientProviderError,
 )
+from calliope_graph.limits import Slot, estimate_tokens
 
 __all__ = [
     "CallStats",
@@ -104,16 +104,6 @@ call_stats: ContextVar[CallStats | None] = ContextVar("calliope_call_stats", def
 current_slot: ContextVar[Slot | None] = ContextVar("calliope_limit_slot", default=None)
 #: 429 codes that are not a rate window (a spend cap, a daily cap): no cooldown for them.
 _NOT_A_WINDOW = frozenset({"enforced_spend_limit_reached", "daily_cap"})
-
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|r8_[A-Za-z0-9]{6,}|hf_[A-Za-z0-9]{6,})")
-
-
-def redact(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with every secret (and anything shaped like a well-known key) masked."""
-    for secret in sorted(secrets or [], key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEYLIKE.sub("***", text)
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:

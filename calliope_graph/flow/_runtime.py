@@ -23,13 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-
+from calliope_graph._files import Throttled
+from calliope_graph._secrets import redact, redact_tree
 from calliope_graph.context import RunContext
-from calliope_graph.engines._http import CallStats, call_stats, redact
+from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
-from calliope_graph.media import Audio, Image, Video
 
 if TYPE_CHECKING:
     from calliope_graph.nodes import Node
@@ -111,8 +110,7 @@ class _RunState:
     halted: tuple[str, BaseException] | None = None
     last: dict[str, NodeExecution] = field(default_factory=dict)
     secrets: list[str] | None = None
-    save_pending: bool = False
-    last_save: float = 0.0
+    saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
 
@@ -360,19 +358,11 @@ class FlowRuntime:
     def _save_soon(self) -> None:
         """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
         finishing together share one write; the runner always writes the final trace)."""
-        if self._run.save_pending:
-            return
-        now = time.monotonic()
-        wait = self._run.last_save + SAVE_INTERVAL - now
-        if wait <= 0:
-            self.save()
-            return
-        self._run.save_pending = True
-        asyncio.get_running_loop().call_later(wait, self.save)
+        if self._run.saver is None:
+            self._run.saver = Throttled(self.save, SAVE_INTERVAL)
+        self._run.saver.request()
 
     def save(self) -> None:
-        self._run.save_pending = False
-        self._run.last_save = time.monotonic()
         if self.trace_path is not None:
             self.trace.save(self.trace_path)
 
@@ -397,7 +387,7 @@ class FlowRuntime:
         secrets = self._secrets()
         if not secrets:
             return summary
-        return _redact_tree(summary, secrets)
+        return redact_tree(summary, secrets)
 
     def _scrub(self, node: Node, outputs: dict[str, Any]) -> dict[str, Any]:
         """A provider's answer that echoes a key (a prompt quoting it, a debug field) is
@@ -406,7 +396,7 @@ class FlowRuntime:
         secrets = self._secrets() if node.model is not None else None
         if not secrets:
             return outputs
-        scrubbed: dict[str, Any] = _redact_tree(outputs, secrets)
+        scrubbed: dict[str, Any] = redact_tree(outputs, secrets)
         return scrubbed
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
@@ -414,20 +404,3 @@ class FlowRuntime:
             self._save_soon()
         if self.on_event is not None:
             self.on_event(FlowEvent(kind, execution.node, execution, self.trace))
-
-
-def _redact_tree(value: Any, secrets: list[str]) -> Any:
-    """A copy of ``value`` with every secret in its strings redacted (pydantic models are
-    copied field by field; media references are paths we wrote, left alone)."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _redact_tree(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_tree(v, secrets) for v in value)
-    if isinstance(value, BaseModel) and not isinstance(value, Image | Audio | Video):
-        fields = {f: getattr(value, f) for f in type(value).model_fields}
-        clean = {f: _redact_tree(v, secrets) for f, v in fields.items()}
-        changed = {f: v for f, v in clean.items() if v is not fields[f] and v != fields[f]}
-        return value.model_copy(update=changed) if changed else value
-    return value

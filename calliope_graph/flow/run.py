@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer, Command, StateSnapshot
 from typing_extensions import TypedDict, Unpack
 
+from calliope_graph._secrets import redact_tree
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
@@ -314,7 +315,9 @@ class FlowRunner:
             started_at=time.time(),
             spec=spec,
             out_dir=str(self.out_dir.resolve()),
-            inputs=jsonable(inputs or {}, root=self.out_dir.resolve()),
+            inputs=redact_tree(
+                jsonable(inputs or {}, root=self.out_dir.resolve()), ctx.keys.secrets()
+            ),
         )
         runtime = FlowRuntime(
             ctx=ctx,

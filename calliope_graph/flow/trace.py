@@ -1,23 +1,27 @@
 """The run trace: what each node execution did, serialised to ``trace.json``.
 
 A trace carries the flow description too, so a report can be drawn from the trace alone
-(``calliope-graph report trace.json``). Values are summarised for JSON: text (truncated),
-media as references ``{"type": "image", "path": ..., "mime": ..., "width": ...}`` with paths
-relative to the output directory where possible, pydantic objects as dicts. Messages are
-already redacted when they get here; :func:`jsonable` never sees a key.
+(``calliope-graph report trace.json``). Values are summarised as JSON-native data by
+:func:`jsonable`: text (truncated), media as references ``{"type": "image", "path": ...,
+"mime": ..., "width": ...}`` with paths relative to the output directory where possible,
+pydantic objects as dicts, and a typed placeholder — never a ``repr`` — for a value it does
+not know. The runner redacts every summary before it lands here (``calliope_graph._secrets``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import enum
 import json
+import numbers
 import os
-import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from calliope_graph._files import write_atomic
 from calliope_graph.flow.spec import FlowSpec
 from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
@@ -144,20 +148,27 @@ class Trace(BaseModel):
             for edge in self.spec.edges():
                 if edge.target is not None:
                     deps.setdefault(edge.target, set()).add(edge.source)
-        current = max(done, key=lambda e: e.ended_at or 0.0)
+        # Executions per node with their position in the trace (ties go to the earlier one).
+        by_node: dict[str, list[tuple[int, NodeExecution]]] = {}
+        for position, e in enumerate(done):
+            by_node.setdefault(e.node, []).append((position, e))
+
+        def latest(candidates: list[tuple[int, NodeExecution]]) -> NodeExecution:
+            return max(candidates, key=lambda pe: (pe[1].ended_at or 0.0, -pe[0]))[1]
+
+        current = latest(list(enumerate(done)))
         chain = [current]
         while True:
             waited = deps.get(current.node, set()) | {current.node}
             earlier = [
-                e
-                for e in done
-                if e is not current
-                and e.node in waited
-                and (e.ended_at or 0.0) <= current.started_at + 1e-3
+                (position, e)
+                for node in waited
+                for position, e in by_node.get(node, [])
+                if e is not current and (e.ended_at or 0.0) <= current.started_at + 1e-3
             ]
             if not earlier:
                 break
-            current = max(earlier, key=lambda e: e.ended_at or 0.0)
+            current = latest(earlier)
             chain.append(current)
         chain.reverse()
         return (sum(e.duration for e in chain), [e.node for e in chain])
@@ -165,18 +176,7 @@ class Trace(BaseModel):
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``trace.json`` atomically (a watcher never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.model_dump_json(indent=2)
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
@@ -186,25 +186,48 @@ class Trace(BaseModel):
 _TEXT_LIMIT = 4000
 
 
+def _relative(path: str | os.PathLike[str], root: str | Path | None) -> str:
+    """``path`` relative to ``root`` where it can be (not across Windows drives)."""
+    text = os.fspath(path)
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return os.path.relpath(text, root)
+    return text
+
+
 def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
-    """A JSON-friendly summary of a port value (media as references, long text truncated)."""
+    """A JSON-native summary of a port value: what ``json.dumps`` takes as it is.
+
+    Text is truncated past a limit; media become references ``{"type": "image", "path":
+    ...}`` and paths strings, both relative to ``root`` where possible; pydantic objects
+    dicts; tuples and sets lists; enums their value; datetimes ISO 8601 strings; bytes
+    ``{"type": "bytes", "size": n}``. Anything else becomes ``{"type": "unserializable",
+    "class": "module.Qualname"}`` — never its ``repr``, which could carry anything.
+    """
     vtype = type(value)
     if vtype is str:  # the common cases first: this runs twice per node execution
         return value if len(value) <= _TEXT_LIMIT else value[:_TEXT_LIMIT] + "…"
     if vtype is dict:
         return {str(k): jsonable(v, root=root) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or vtype is bool or vtype is int or vtype is float:
         return value
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, root=root)
     if isinstance(value, str):
-        return value if len(value) <= _TEXT_LIMIT else value[:_TEXT_LIMIT] + "…"
+        text = str.__str__(value)
+        return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "…"
+    if isinstance(value, numbers.Integral):  # int subclasses, numpy integers and the like
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, Image | Audio | Video):
         kind = {Image: "image", Audio: "audio", Video: "video"}[type(value)]
         data = value.model_dump(mode="json")
         data["type"] = kind
-        if root is not None:
-            with contextlib.suppress(ValueError):
-                data["path"] = os.path.relpath(value.path, root)
+        data["path"] = _relative(value.path, root)
         return data
+    if isinstance(value, PurePath):
+        return _relative(value, root)
     if isinstance(value, ImageAnalysis):
         return {"type": "analysis", **value.to_dict()}
     if isinstance(value, BaseModel):
@@ -213,7 +236,25 @@ def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
         return {str(k): jsonable(v, root=root) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v, root=root) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [jsonable(v, root=root) for v in value]
+        with contextlib.suppress(TypeError):  # a stable order when the items compare
+            items.sort()
+        return items
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {
+            "type": "bytes",
+            "size": value.nbytes if isinstance(value, memoryview) else len(value),
+        }
     content = getattr(value, "content", None)  # langchain-core messages
     if content is not None:
-        return {"type": getattr(value, "type", "message"), "content": jsonable(content, root=root)}
-    return repr(value)[:_TEXT_LIMIT]
+        kind = getattr(value, "type", "message")
+        return {
+            "type": kind if isinstance(kind, str) else "message",
+            "content": jsonable(content, root=root),
+        }
+    return {"type": "unserializable", "class": f"{vtype.__module__}.{vtype.__qualname__}"}

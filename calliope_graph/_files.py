@@ -1,0 +1,140 @@
+"""Writing files: one atomic writer, one permission policy, one throttle.
+
+Every file the library writes — media, ``trace.json``, ``report.html``, frames, drawings —
+goes through :func:`atomic_writer` / :func:`write_atomic`: the bytes go to a hidden
+temporary file in the same directory, are flushed to disk, and the temporary file is
+renamed over the target (``os.replace``), so a reader (a browser reloading the report, a
+watcher of ``trace.json``) sees the old file or the new one, never half of one. A failed
+write removes its temporary file and leaves the old file untouched.
+
+**Permissions**: a written file gets ``0o666`` minus the process umask — exactly what
+``open(path, "w")``, ``touch`` or a shell redirect would give (``0o644`` under the usual
+umask 022). The temporary file is created with that mode by the kernel, so nothing is
+chmod-ed afterwards and a default ACL on the directory applies as it would to any file.
+
+:class:`Throttled` runs a writer at most every ``interval`` seconds from an asyncio event
+loop (writes asked for in between share one later write) and always runs it on
+:meth:`Throttled.flush`; the flow runner throttles ``trace.json`` with it and the CLI the
+live ``report.html``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["FILE_MODE", "Throttled", "atomic_writer", "write_atomic"]
+
+#: The mode asked for when creating a file; the process umask is taken off it by the kernel.
+FILE_MODE = 0o666
+
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _temp_path(path: Path) -> tuple[Path, int]:
+    """A new hidden temporary file beside ``path``, opened for writing (path, fd)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            return tmp, os.open(tmp, _FLAGS, FILE_MODE)
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a binary file whose content replaces ``path`` atomically when the block ends.
+
+    If the block raises (or the rename fails), the temporary file is removed, ``path`` keeps
+    its old content, and the exception propagates. Parent directories are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _temp_path(target)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` (``str`` is encoded as UTF-8) to ``path`` atomically; return the path."""
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_writer(target) as fh:
+        fh.write(payload)
+    return target
+
+
+class Throttled:
+    """Run ``write`` at most every ``interval`` seconds; :meth:`flush` always runs it.
+
+    :meth:`request` writes now if the last write was long enough ago, else schedules one
+    write on the running event loop for when the interval is up (requests in between share
+    it). The gap also grows with the writer's own cost (at least ``cost_factor`` times the
+    last write's duration), so a writer that gets slower as its content grows — a report
+    of a long run — takes a bounded share of the run instead of a quadratic one.
+    Call :meth:`flush` at the end (success, failure, interrupt): it cancels any pending
+    write and writes now.
+    """
+
+    def __init__(
+        self, write: Callable[[], object], interval: float, *, cost_factor: float = 4.0
+    ) -> None:
+        self._write = write
+        self.interval = interval
+        self.cost_factor = cost_factor
+        self._last = -float("inf")
+        self._cost = 0.0
+        self._pending: asyncio.TimerHandle | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A write has been asked for and not done yet."""
+        return self._pending is not None
+
+    def request(self) -> None:
+        """Ask for a write (soon, not necessarily now)."""
+        if self._pending is not None:
+            return
+        wait = self._last + max(self.interval, self.cost_factor * self._cost) - time.monotonic()
+        if wait <= 0:
+            self._run()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to come back on: write now
+            self._run()
+            return
+        self._pending = loop.call_later(wait, self._run)
+
+    def flush(self) -> None:
+        """Write now (cancelling a scheduled write)."""
+        self._run()
+
+    def cancel(self) -> None:
+        """Drop a scheduled write without writing."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def _run(self) -> None:
+        self.cancel()
+        start = time.monotonic()
+        try:
+            self._write()
+        finally:
+            end = time.monotonic()
+            self._last, self._cost = end, end - start

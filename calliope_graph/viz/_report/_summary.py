@@ -1,0 +1,108 @@
+"""The summary card (status, times, critical path, providers, routes) and flow I/O."""
+
+from __future__ import annotations
+
+from calliope_graph.viz._report._data import node_outcomes
+from calliope_graph.viz._report._format import STATUS_LABEL, badge, clock, esc, fmt_seconds, txt
+from calliope_graph.viz._report._values import Page
+
+__all__ = ["io_section", "summary"]
+
+
+def summary(page: Page) -> str:
+    """Status, wall time, node counts, critical path, calls per provider, routes taken."""
+    t = page.trace
+    outcomes = node_outcomes(t)
+    counts: dict[str, int] = {}
+    for status in outcomes.values():
+        counts[status] = counts.get(status, 0) + 1
+    total_nodes = len(page.node_names())
+    not_run = total_nodes - len(outcomes)
+    if not_run > 0:
+        counts["not_run"] = not_run
+    order = [*STATUS_LABEL, *counts]
+    status_line = " ".join(
+        f"{badge(s)}&nbsp;×{n}"
+        for s, n in sorted(counts.items(), key=lambda kv: order.index(kv[0]))
+    )
+    cp_seconds, cp_chain = page.critical
+    chain = " → ".join(
+        f'<a class="node-link" href="#{esc(page.ids.get(name, ""))}" '
+        f'data-node="{esc(name)}">{esc(name)}</a>'
+        for name in cp_chain
+    )
+    calls = t.calls_per_provider()
+    retries = t.retries_per_provider()
+    providers = sorted(set(calls) | set(retries))
+    if providers:
+        prov_rows = "".join(
+            f"<tr><th scope='row'>{esc(p)}</th><td>{calls.get(p, 0)}</td>"
+            f"<td>{retries.get(p, 0)}</td></tr>"
+            for p in providers
+        )
+        prov = (
+            '<table class="providers"><thead><tr><th>provider</th><th>calls</th>'
+            f"<th>retries</th></tr></thead><tbody>{prov_rows}</tbody></table>"
+        )
+    else:
+        prov = '<p class="none">No provider was called.</p>'
+    fallbacks = t.fallbacks()
+    if fallbacks:
+        items = "".join(
+            f'<li><a class="node-link" href="#{esc(page.ids.get(e.node, ""))}" '
+            f'data-node="{esc(e.node)}">{esc(e.node)}</a>'
+            f"{f' #{e.iteration}' if e.iteration > 1 else ''}: "
+            f"<code>{txt(e.error_class or 'error')}</code> → <b>{txt(e.branch)}</b></li>"
+            for e in fallbacks
+        )
+        fb = f'<ul class="fallbacks">{items}</ul>'
+    else:
+        fb = '<p class="none">None: every node that ran succeeded.</p>'
+    wall = fmt_seconds(page.wall_time())
+    if page.running:
+        wall += " so far"
+    resumed = (
+        f"<div><dt>resumed from</dt><dd><code>{txt(t.resumed_from)}</code></dd></div>"
+        if t.resumed_from
+        else ""
+    )
+    error = (
+        f'<div class="run-error"><b>The run failed.</b><pre>{txt(t.error)}</pre></div>'
+        if t.error
+        else ""
+    )
+    cache_hits = sum(1 for e in t.executions if e.status == "cache_hit")
+    return f"""
+<section id="summary" class="card">
+  <h2>Summary</h2>{error}
+  <dl class="facts">
+    <div><dt>status</dt><dd>{badge(t.status)}</dd></div>
+    <div><dt>total wall time</dt><dd class="wall-time">{esc(wall)}</dd></div>
+    <div><dt>started</dt><dd>{esc(clock(t.started_at))}</dd></div>
+    <div><dt>thread</dt><dd><code>{txt(t.thread_id)}</code></dd></div>{resumed}
+    <div><dt>node executions</dt><dd>{len(t.executions)} ({cache_hits} cache hits)</dd></div>
+    <div><dt>nodes</dt><dd>{status_line or "—"}</dd></div>
+  </dl>
+  <div class="summary-grid">
+    <div><h3>Critical path · {esc(fmt_seconds(cp_seconds))}</h3>
+      <p class="critical-path">{chain or '<span class="none">—</span>'}</p></div>
+    <div><h3>Calls and retries per provider</h3>{prov}</div>
+    <div><h3>Fallbacks and routes taken</h3>{fb}</div>
+  </div>
+</section>"""
+
+
+def io_section(page: Page) -> str:
+    """The flow's outputs and inputs."""
+    t = page.trace
+    outputs = page.table(
+        t.outputs, "No outputs yet." if page.running else "The run produced no outputs."
+    )
+    inputs = page.table(page.typed_inputs(), "No inputs.")
+    return f"""
+<section id="io" class="card">
+  <div class="io-grid">
+    <div id="flow-outputs"><h2>Outputs</h2>{outputs}</div>
+    <div id="flow-inputs"><h2>Inputs</h2>{inputs}</div>
+  </div>
+</section>"""
