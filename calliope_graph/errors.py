@@ -1,23 +1,25 @@
 """The exception taxonomy.
 
 Every failure calliope-graph raises is a :class:`CalliopeError`. Flows branch on these
-classes (fallback edges name them by their ``error_class``), so the tree is part of the
-public contract::
+classes: an ``on_error`` route lists the ``error_class`` names it catches (``when:
+[content_policy]``, in brackets below), and a route for a class also catches its subclasses
+(``transient`` catches ``timeout``). The tree is part of the public contract::
 
-    CalliopeError
-    ├── ConfigurationError          missing key, no engine for (conversion, provider), bad config
-    ├── MediaError                  unreadable / corrupt / oversized / unsupported media
-    ├── ProviderError               a provider answered with a failure (provider, status, code)
-    │   ├── AuthenticationError     401/403: the key is wrong or lacks permission      [auth]
-    │   ├── InvalidRequestError     4xx: the request itself is wrong; do not retry
-    │   ├── ContentPolicyError      the provider's safety system refused  [content_policy]
-    │   ├── RateLimitError          429 (retry_after)                                   [rate_limit]
+    CalliopeError                                                                             [any]
+    ├── ConfigurationError    missing key, no engine for (conversion, provider)     [configuration]
+    ├── MediaError            unreadable / corrupt / oversized / unsupported media          [media]
+    ├── ProviderError         a provider answered with a failure (provider, status, code)
+    │   ├── AuthenticationError     401/403: the key is wrong or lacks permission            [auth]
+    │   ├── InvalidRequestError     4xx: the request itself is wrong; not retried [invalid_request]
+    │   ├── ContentPolicyError      the provider's safety system refused           [content_policy]
+    │   ├── RateLimitError          429 (retry_after)                                  [rate_limit]
     │   └── TransientProviderError  5xx, 529, malformed body, connection reset          [transient]
-    │       └── ProviderTimeoutError  no answer in time, or a job that never finished   [timeout]
-    ├── EmptyOutputError            a node produced nothing where something was required [empty]
-    ├── FlowSpecError               a bad flow description (names the node/edge and the line)
-    └── FlowRunError                a run failed (node, attempts, path taken)
+    │       └── ProviderTimeoutError  no answer in time, or a job that never finished     [timeout]
+    ├── EmptyOutputError      a node produced nothing where something was required          [empty]
+    ├── FlowSpecError         a bad flow description (names the node/edge and the line)
+    └── FlowRunError          a run failed (node, attempts, path taken)
 
+A node's own ``timeout`` (LangGraph's) counts as ``timeout`` and ``transient`` too.
 Messages say what went wrong *and what to do*. No message ever contains a secret: the
 engine layer redacts every key it knows before an error is built.
 """

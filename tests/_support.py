@@ -7,6 +7,7 @@ provider needs more (helpers reading its own requests, rewrites for one host onl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -104,3 +105,36 @@ async def failures_under_faults(
             raise AssertionError(f"{provider}: no failure with fault {fault or 'wrong key'}")
     sim.clear_faults()
     return failures
+
+
+class Rendezvous:
+    """A simulator ``sleep`` that holds each delayed request until ``parties`` of them wait at
+    once — structural proof that calls ran concurrently, whatever the machine's speed.
+
+    Calls made one after the other would leave the first waiting alone: after ``guard``
+    seconds (only ever spent on that failure) it raises an AssertionError instead of hanging.
+    Once everyone has arrived, later requests pass straight through.
+    """
+
+    def __init__(self, parties: int, guard: float = 10.0) -> None:
+        self.parties = parties
+        self.guard = guard
+        self.arrived = 0
+        self.together = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.together.set()
+        try:
+            await asyncio.wait_for(self.together.wait(), self.guard)
+        except TimeoutError:
+            raise AssertionError(
+                f"only {self.arrived} of {self.parties} calls were ever in flight together: "
+                "they did not run concurrently"
+            ) from None
+
+
+async def never(seconds: float) -> None:
+    """A simulator ``sleep`` that never returns: the delayed call only ends by cancellation."""
+    await asyncio.Event().wait()

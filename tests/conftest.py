@@ -2,23 +2,62 @@
 
 ``ctx`` talks to the simulator directly; ``rctx`` goes through ``rec``, a ``Recorder`` that
 keeps every request (a test file may override ``rec`` with its own ``Recorder`` subclass).
+
+Tests never sleep: every ``asyncio.sleep`` of more than zero seconds that runs to its end is
+counted, and a test that slept fails (give the simulator and the run context the ``clock``
+fixture as ``sleep=``). A test that must let a real, tiny timeout fire (LangGraph's node
+``timeout=`` around a call that never answers) says so with ``@pytest.mark.real_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from calliope_graph.context import RunContext
-from calliope_graph.simulate import Simulator
+# Installed before calliope_graph is imported, so RunContext's default sleep is this one too.
+_real_sleep = asyncio.sleep
+_slept: list[float] = []
+
+
+async def _counted_sleep(delay: float, result: Any = None) -> Any:
+    value = await _real_sleep(delay, result)
+    if delay > 0:  # a wait that was cancelled (a LangGraph timeout watchdog) is not counted
+        _slept.append(delay)
+    return value
+
+
+asyncio.sleep = _counted_sleep
+
+from calliope_graph.context import RunContext  # noqa: E402
+from calliope_graph.simulate import Simulator  # noqa: E402
 
 # The shared helpers assert too: have pytest explain their failures as it does in tests.
 pytest.register_assert_rewrite("_support")
 from _support import Recorder, make_ctx  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_timeout: the test lets a tiny real timeout fire (a call that never ends)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_real_sleep(request: pytest.FixtureRequest) -> Iterator[None]:
+    _slept.clear()
+    yield
+    slept, _slept[:] = sum(_slept), []
+    if slept and request.node.get_closest_marker("real_timeout") is None:
+        pytest.fail(
+            f"the test slept {slept:g}s for real: pass the `clock` fixture (a virtual clock) as "
+            "`sleep=` to Simulator and RunContext, or wait on an event instead",
+            pytrace=False,
+        )
 
 
 class Clock:

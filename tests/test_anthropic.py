@@ -13,7 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, make_ctx
+from _support import (
+    FAULT_CLASSES,
+    Recorder,
+    assert_secrets_absent,
+    failures_under_faults,
+    make_ctx,
+)
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
@@ -385,6 +391,35 @@ async def test_wrong_key_is_an_authentication_error_without_the_key(
     assert wrong not in str(info.value) and wrong not in repr(info.value)
     assert wrong not in caplog.text
     assert sim.count("anthropic") == 2
+
+
+async def test_secrets_never_reach_errors_or_logs(
+    sim: Simulator, clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-ant-api03-SECRETwrongkey9876543210"
+    right = sim.key_for("anthropic")
+    bad = make_ctx(sim.transport(), sim.keys(anthropic_api_key=wrong), clock, tmp_path)
+    good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    image = photo(tmp_path / "k.png")
+    calls: list[Callable[[RunContext], Any]] = [
+        lambda ctx: engine.text_to_text(ctx, "hi", SONNET),
+        lambda ctx: engine.image_analysis(ctx, image, SONNET),
+        lambda ctx: engine.messages_to_object(ctx, [HumanMessage("a fox")], SONNET, Scene),
+    ]
+    failures: list[Exception] = []
+    try:
+        for call in calls:
+            failures += await failures_under_faults(
+                sim, "anthropic", bad, good, call, faults=(*FAULT_CLASSES, "overloaded")
+            )
+    finally:
+        await bad.aclose()
+        await good.aclose()
+    assert isinstance(failures[0], AuthenticationError)
+    assert sum(isinstance(f, ContentPolicyError) for f in failures) == len(calls)
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 async def test_missing_key_is_a_configuration_error(sim: Simulator, tmp_path: Path) -> None:

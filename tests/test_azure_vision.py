@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, assert_secrets_absent, make_ctx
+from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -478,21 +478,25 @@ async def test_secrets_never_reach_errors_or_logs(
     sim: Simulator, clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    key = sim.key_for("azure")
-    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    wrong = "fedcba9876543210fedcba9876543210"
+    right = sim.key_for("azure")
+    bad = make_ctx(sim.transport(), sim.keys(azure_vision_key=wrong), clock, tmp_path)
+    good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     image = photo(tmp_path / "k.png")
     failures: list[Exception] = []
     try:
-        for fault in ("auth", "rate_limit", "server_error", "hang", "malformed"):
-            sim.clear_faults()
-            sim.add_fault(kind=fault, provider="azure", retry_after=0.5)
-            with pytest.raises(Exception) as info:
-                await engine.image_analysis(ctx, image, V3)
-            failures.append(info.value)
+        for call in (
+            lambda ctx: engine.image_analysis(ctx, image, V3),  # Image Analysis 3.2
+            lambda ctx: engine.image_analysis(ctx, image, V4),  # and 4.0
+        ):
+            failures += await failures_under_faults(sim, "azure", bad, good, call)
     finally:
-        await ctx.aclose()
+        await bad.aclose()
+        await good.aclose()
+    assert isinstance(failures[0], AuthenticationError)
+    assert any(isinstance(f, ContentPolicyError) for f in failures)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    assert_secrets_absent((key,), failures, caplog.records)
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 async def test_regional_endpoint_override(clock: Any, tmp_path: Path, kite: Image) -> None:

@@ -36,9 +36,8 @@ from calliope_graph.errors import (
 )
 from calliope_graph.media import Audio, Image
 from calliope_graph.simulate import Simulator
-from calliope_graph.simulate._content import image_bytes
 from calliope_graph.simulate._openai_wire import multipart_form
-from calliope_graph.simulate._video import wav_bytes
+from calliope_graph.testing import image_bytes, wav_bytes
 
 
 def photo(path: Path) -> Image:

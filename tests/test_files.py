@@ -217,7 +217,9 @@ def test_jsonable_is_json_native_and_never_a_repr(tmp_path: Path) -> None:
 def test_a_path_input_is_a_path_in_trace_json(tmp_path: Path) -> None:
     """Before: ``"image": "PosixPath('.../webcam.jpg')"``."""
     flow = Flow("look")
-    flow.output("image", flow.add("keep", "passthrough", {"value": flow.input("image", "image")}).value)
+    flow.output(
+        "image", flow.add("keep", "passthrough", {"value": flow.input("image", "image")}).value
+    )
     flow.invoke({"image": WEBCAM}, out_dir=tmp_path / "out")
     trace = json.loads((tmp_path / "out" / "trace.json").read_text(encoding="utf-8"))
     assert trace["inputs"]["image"] == os.path.relpath(WEBCAM, (tmp_path / "out").resolve())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import Rendezvous
 
 from calliope_graph.errors import ConfigurationError, FlowRunError, FlowSpecError, MediaError
 from calliope_graph.flow import Flow, FlowEvent, FlowResult, Trace, load_spec
@@ -225,14 +227,22 @@ async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None
     llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), {"image": photo})
     merged = flow.add("merge", MergeAnalyses(), {"analyses": [azure["analysis"], llm["analysis"]]})
     flow.output("analysis", merged["analysis"])
-    simulator = Simulator(latency=lambda *_: 0.2)
-    result = await flow.ainvoke({"photo": WEBCAM}, out_dir=tmp_path, simulator=simulator)
-    runs = result.trace.by_node()
-    (a,), (b,), (m,) = runs["azure"], runs["llm"], runs["merge"]
-    assert a.ended_at is not None and b.ended_at is not None
-    assert a.started_at < b.ended_at and b.started_at < a.ended_at  # they overlapped
-    assert m.started_at >= max(a.ended_at, b.ended_at)
-    assert result.trace.wall_time < 0.2 * 2 + 0.3  # parallel, not serial
+    # Each provider call waits until both are in flight: run one after the other, they
+    # could never both arrive, and the rendezvous fails the test.
+    together = Rendezvous(parties=2)
+    simulator = Simulator(latency=lambda *_: 1.0, sleep=together)
+    events: list[tuple[str, str]] = []
+    result = await flow.ainvoke(
+        {"photo": WEBCAM},
+        out_dir=tmp_path,
+        simulator=simulator,
+        on_event=lambda e: events.append((e.kind, e.node)),
+    )
+    assert together.arrived == 2 and result.outputs["analysis"].tags
+    started = {events.index(("started", n)) for n in ("azure", "llm")}
+    finished = {events.index(("finished", n)) for n in ("azure", "llm")}
+    assert max(started) < min(finished)  # both were running at once
+    assert events.index(("started", "merge")) > max(finished)  # the merge waited for both
 
 
 async def test_continue_lets_the_merge_proceed(tmp_path: Path) -> None:
@@ -440,16 +450,28 @@ async def test_langgraph_server_graphs_run_without_a_context(
     assert Path(state["image.image"].path).is_file()
 
 
-async def test_critical_path_is_a_chain_within_the_wall_time(tmp_path: Path) -> None:
+async def test_critical_path_is_a_chain_of_executions_one_after_another(tmp_path: Path) -> None:
     simulator = Simulator(faults=parse_faults("content_policy@stability:first_n=1"))
+    events: list[FlowEvent] = []
     result = await Flow.load("webcam_story").ainvoke(
-        {"image": WEBCAM}, out_dir=tmp_path, simulator=simulator
+        {"image": WEBCAM}, out_dir=tmp_path, simulator=simulator, on_event=events.append
     )
     seconds, chain = result.trace.critical_path()
-    assert 0 < seconds <= result.trace.wall_time
     assert chain[-1] == "frame" and "story" in chain
     # the rewrite loop is on the path: refused, censored, drawn again
     assert chain[chain.index("illustration") :][:3] == ["illustration", "censor", "illustration"]
+    # Each link ended (by the run's own event order) before the next began, so the chain
+    # never overlaps itself and its length is the sum of its links.
+    links, rest = [], list(result.trace.executions)
+    for name in chain:
+        link = next(e for e in rest if e.node == name)
+        rest = rest[rest.index(link) + 1 :]
+        links.append(link)
+    begun = {id(e.execution): i for i, e in enumerate(events) if e.kind == "started"}
+    ended = {id(e.execution): i for i, e in enumerate(events) if e.kind in ("finished", "failed")}
+    for before, after in itertools.pairwise(links):
+        assert ended[id(before)] < begun[id(after)], (before.node, after.node)
+    assert seconds == pytest.approx(sum(link.duration for link in links))
 
 
 async def test_resume_after_a_failure_no_route_took(tmp_path: Path) -> None:

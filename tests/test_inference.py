@@ -6,22 +6,40 @@ import base64
 import io
 import wave
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from _support import never
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
-from calliope_graph import AuthenticationError, catalog
+from calliope_graph import AuthenticationError, ContentPolicyError, catalog, inference
+from calliope_graph.context import RunContext
 from calliope_graph.inference import (
     audio_to_text_inference,
     image_analysis_inference,
+    image_and_text_to_video_file_inference,
     messages_to_object_inference,
     text_to_image_file_inference,
     text_to_text_inference,
 )
 from calliope_graph.simulate import Simulator
-from calliope_graph.testing import image_bytes
+from calliope_graph.testing import image_bytes, mp4_info
+
+
+@pytest.fixture(autouse=True)
+def waits_on_the_clock(monkeypatch: pytest.MonkeyPatch, clock: Any) -> None:
+    """The functional API builds its own run context, which waits for real (backoffs, task
+    polls) as it must in production; here those waits go on the virtual clock."""
+    real = inference._context
+
+    def on_clock(*args: Any, **kwargs: Any) -> RunContext:
+        ctx = real(*args, **kwargs)
+        ctx.sleep = clock
+        return ctx
+
+    monkeypatch.setattr(inference, "_context", on_clock)
 
 
 @pytest.fixture
@@ -95,13 +113,18 @@ async def test_image_analysis_survives_llm_failure(
     assert result["description"]  # Azure alone
 
 
-async def test_image_analysis_llm_timeout_continues_with_azure(photo: Path) -> None:
-    sim = Simulator(latency={"openai": 5.0})  # real sleeps: the LLM is cut off at 0.05 s
+@pytest.mark.real_timeout
+async def test_image_analysis_llm_timeout_continues_with_azure(
+    photo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The LLM's answer never comes (only llm_timeout can end the wait), Azure's does at once.
+    sim = Simulator(latency={"openai": 1.0}, sleep=never)
     async with sim.client() as client:
         result = await image_analysis_inference(
-            client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys(), llm_timeout=0.05
+            client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys(), llm_timeout=0.01
         )
-    assert result["description"]
+    assert result["description"] and sim.count("azure") == 1
+    assert "took longer than 0.01s" in caplog.text  # the skipped branch is logged
 
 
 async def test_image_analysis_both_failing_raises(
@@ -155,3 +178,40 @@ async def test_messages_to_object(sim: Simulator, client: httpx.AsyncClient, mes
         client, messages, catalog.get("openai-gpt-4o"), sim.keys(), Scene
     )
     assert isinstance(scene, Scene)
+
+
+# -- image and text to video --------------------------------------------------------------
+
+
+async def test_image_and_text_to_video_writes_a_real_mp4(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path, tmp_path: Path, clock: Any
+) -> None:
+    target = tmp_path / "clips" / "cat.mp4"
+    path = await image_and_text_to_video_file_inference(
+        client,
+        str(photo),
+        "the cat stretches and yawns",
+        str(target),
+        catalog.get("runway-gen4-turbo"),
+        sim.keys(),
+    )
+    assert path is not None and Path(path) == target and target.is_file()
+    info = mp4_info(target.read_bytes())  # a playable MP4, not just bytes with the right name
+    assert info["brand"] == "isom" and info["codec"] == "avc1"
+    assert info["duration"] == 5.0  # the catalog config's duration
+    assert sim.count("runway", "image_to_video") == 1
+    assert clock.waits  # the task was polled, on the virtual clock
+
+
+async def test_image_and_text_to_video_refused_raises_and_writes_nothing(
+    sim: Simulator, client: httpx.AsyncClient, photo: Path, tmp_path: Path
+) -> None:
+    sim.add_fault(kind="content_policy", provider="runway")
+    target = tmp_path / "refused.mp4"
+    with pytest.raises(ContentPolicyError) as info:
+        await image_and_text_to_video_file_inference(
+            client, str(photo), "an explosion", str(target), catalog.get("runway-gen4-turbo"),
+            sim.keys(),
+        )  # fmt: skip
+    assert info.value.provider == "runway" and (info.value.code or "").startswith("SAFETY")
+    assert not target.exists() and not list(tmp_path.glob("*.mp4"))

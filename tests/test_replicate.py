@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, assert_secrets_absent, make_ctx
+from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -677,31 +677,35 @@ async def test_secrets_never_reach_errors_or_logs(
     sim: Simulator, clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    wrong = "r8_" + "Wx4" * 12
     right = sim.key_for("replicate")
-    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    bad = make_ctx(sim.transport(), sim.keys(replicate_api_token=wrong), clock, tmp_path)
+    good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     failures: list[Exception] = []
     try:
-        for fault in ("auth", "rate_limit", "server_error", "hang", "malformed", "content_policy"):
-            sim.clear_faults()
-            sim.add_fault(kind=fault, provider="replicate", retry_after=0.5)
-            with pytest.raises(Exception) as info:
-                await engine.text_to_image(ctx, "x", FLUX, output_name="x.png")
-            failures.append(info.value)
-        sim.clear_faults()
+        failures += await failures_under_faults(
+            sim,
+            "replicate",
+            bad,
+            good,
+            lambda ctx: engine.text_to_image(ctx, "x", FLUX, output_name="x.png"),
+        )
         sim.state("replicate")["fail"] = f"crashed while using token {right}"
         with pytest.raises(ProviderError) as leaked:
-            await engine.text_to_text(ctx, "x", LLAMA)
+            await engine.text_to_text(good, "x", LLAMA)
         failures.append(leaked.value)
         sim.poll_steps = 10**6
         with pytest.raises(ProviderTimeoutError) as stuck:
-            await engine.text_to_text(ctx, "x", LLAMA)
+            await engine.text_to_text(good, "x", LLAMA)
         failures.append(stuck.value)
     finally:
-        await ctx.aclose()
-    assert isinstance(failures[5], ContentPolicyError)
-    assert "crashed while using token ***" in str(failures[6])
+        await bad.aclose()
+        await good.aclose()
+    assert isinstance(failures[0], AuthenticationError)
+    assert isinstance(failures[-3], ContentPolicyError)
+    assert "crashed while using token ***" in str(failures[-2])
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    assert_secrets_absent((right,), failures, caplog.records)
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 # -- the fake's own checks ------------------------------------------------------------------

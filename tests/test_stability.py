@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import Recorder, assert_secrets_absent, make_ctx
+from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx
 from PIL import Image as PILImage
 
 from calliope_graph.config import (
@@ -453,22 +453,24 @@ async def test_secrets_never_reach_errors_or_logs(
     sim: Simulator, clock: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    wrong = "sk-" + "Wx4" * 16
     right = sim.key_for("stability")
-    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    bad = make_ctx(sim.transport(), sim.keys(stability_api_key=wrong), clock, tmp_path)
+    good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     failures: list[Exception] = []
     try:
-        for fault in ("auth", "rate_limit", "server_error", "hang", "malformed", "content_policy"):
-            for config in (CORE, SDXL):
-                sim.clear_faults()
-                sim.add_fault(kind=fault, provider="stability", retry_after=0.5)
-                with pytest.raises(Exception) as info:
-                    await engine.text_to_image(ctx, "x", config, output_name="x.png")
-                failures.append(info.value)
+        for call in (
+            lambda ctx: engine.text_to_image(ctx, "x", CORE, output_name="x.png"),  # v2beta
+            lambda ctx: engine.text_to_image(ctx, "x", SDXL, output_name="x.png"),  # v1
+        ):
+            failures += await failures_under_faults(sim, "stability", bad, good, call)
     finally:
-        await ctx.aclose()
+        await bad.aclose()
+        await good.aclose()
+    assert isinstance(failures[0], AuthenticationError)
     assert any(isinstance(f, ContentPolicyError) for f in failures)
     assert any("retrying" in r.getMessage() for r in caplog.records)
-    assert_secrets_absent((right,), failures, caplog.records)
+    assert_secrets_absent((wrong, right), failures, caplog.records)
 
 
 # -- the fake's own checks ------------------------------------------------------------------

@@ -144,9 +144,13 @@ def test_report_of_a_simulated_webcam_story_run(browser: Any, tmp_path: Path) ->
         visit.page.close()
 
 
-def test_report_of_a_run_with_a_retry_and_a_rewrite_loop(browser: Any, tmp_path: Path) -> None:
+def test_report_of_a_run_with_a_retry_and_a_rewrite_loop(
+    browser: Any, tmp_path: Path, clock: Any
+) -> None:
     """A real simulated run where OpenAI rate-limits once and Stability refuses once."""
     import asyncio
+
+    from _support import make_ctx
 
     from calliope_graph.flow import Flow
     from calliope_graph.simulate import Simulator, parse_faults
@@ -158,8 +162,15 @@ def test_report_of_a_run_with_a_retry_and_a_rewrite_loop(browser: Any, tmp_path:
     simulator = Simulator(faults=parse_faults(faults))
     flow = Flow.load("webcam_story")
 
+    async def go() -> Any:  # the retry's backoff waits on the virtual clock
+        ctx = make_ctx(simulator.transport(), simulator.keys(), clock, out)
+        try:
+            return await flow.ainvoke({"image": str(image)}, out_dir=out, ctx=ctx)
+        finally:
+            await ctx.aclose()
+
     def run() -> Any:  # in its own thread: sync playwright owns this thread's event loop
-        return asyncio.run(flow.ainvoke({"image": str(image)}, out_dir=out, simulator=simulator))
+        return asyncio.run(go())
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         result = pool.submit(run).result(timeout=60)

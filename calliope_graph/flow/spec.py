@@ -1,13 +1,17 @@
 """The flow description: one pydantic model behind both front doors (builder and YAML/JSON).
 
-A flow has typed ``inputs``, named ``nodes`` and ``outputs``. Each node names a ``kind``
-(a registered node kind), an optional ``model`` (a catalog name or an inline
+A flow has a ``name``, typed ``inputs``, named ``nodes`` and ``outputs`` (``<node>.<port>``),
+and optionally a ``catalog`` (a YAML model catalog extending the built-in one). Each node
+names a ``kind`` (a registered node kind), an optional ``model`` (a catalog name or an inline
 :class:`~calliope_graph.config.ModelConfig`), ``params``, and where each input port comes
 from: ``"inputs.<name>"`` (a flow input) or ``"<node>.<port>"`` (another node's output), or
-a list of those for a ``many`` port. What happens when a node fails is part of the graph:
+a list of those for a ``many`` port. A node may also set ``timeout`` (seconds per attempt),
+``retry`` (LangGraph's ``RetryPolicy``) and ``cache`` (LangGraph's ``CachePolicy``). What
+happens when a node fails is part of the graph:
 
-``on_error`` routes, tried in order, each for a set of error classes (``when``: (``content_policy``,
-``rate_limit``, ``transient``, ``timeout``, ``auth``, ``empty``, ``any``, ...)):
+``on_error`` routes, tried in order, each for a set of error classes (``when:``, one or more
+of ``content_policy``, ``rate_limit``, ``transient``, ``timeout``, ``auth``,
+``invalid_request``, ``media``, ``configuration``, ``empty``, ``any``):
 
 - ``goto: <node>`` — a **fallback edge**: the named node runs instead and *stands in* for the
   failed one (its outputs are published under the failed node's output names, so
@@ -15,12 +19,14 @@ a list of those for a ``many`` port. What happens when a node fails is part of t
 - ``goto: continue`` — **continue without me**: the node is skipped; its outputs are absent.
   A ``many`` input (a merge) ignores absent values.
 - ``rewrite: {via: <node>, port: <input port>, max_attempts: N}`` — a **rewrite loop**
-  (censor-and-retry): the ``via`` node gets the failing input and its output replaces that
-  input port, then the node runs again; at most N rewrites, then the next route applies
-  (or the run fails with a FlowRunError).
+  (censor-and-retry): the ``via`` node gets the failing input and its output (``output:``,
+  default its first) replaces that input port, then the node runs again; at most N
+  rewrites, then the next route applies (or the run fails with a FlowRunError).
 
-:meth:`FlowSpec.edges` gives every edge of the graph with its kind; the compiler, the
-validator and the drawings all read that one list.
+Only the shape is checked here; :mod:`calliope_graph.flow.validate` checks the meaning.
+:meth:`FlowSpec.edges` lists every edge of the graph with its kind, for the drawings and
+the trace's critical path; the validator and the compiler read the nodes' wiring and
+routes directly.
 """
 
 from __future__ import annotations

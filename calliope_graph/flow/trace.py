@@ -96,7 +96,7 @@ class Trace(BaseModel):
     spec: FlowSpec | None = None
     out_dir: str | None = None
     resumed_from: str | None = None
-    """The checkpoint id a resumed run continued from."""
+    """On a resumed run, the thread id it continued (the same as ``thread_id``); else None."""
 
     @property
     def wall_time(self) -> float:
