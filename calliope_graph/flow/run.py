@@ -27,6 +27,7 @@ from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
 
 if TYPE_CHECKING:
+    from calliope_graph.flow._journal import Journal
     from calliope_graph.flow.validate import Plan
     from calliope_graph.nodes import Node
     from calliope_graph.simulate import Simulator
@@ -76,6 +77,8 @@ class FlowRuntime:
     """The node whose failure no route took, and the failure."""
     static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
     """Per node: provider, model, summarised params (they do not change between runs)."""
+    journal: Journal | None = None
+    """Write-ahead journal of provider nodes' outputs (see flow/_journal.py)."""
     _last: dict[str, NodeExecution] = field(default_factory=dict)
     _secret_list: list[str] | None = None
     _save_pending: bool = False
@@ -100,8 +103,19 @@ class FlowRuntime:
         self, name: str, node: Node, inputs: dict[str, Any], *, iteration: int
     ) -> dict[str, Any]:
         """Run ``node`` once, recording it in the trace (the compiled node calls this)."""
+        journal = self.journal
+        key = None
+        if journal is not None and node.model is not None:  # only provider calls are paid
+            key = journal.key(name, iteration, inputs)
+            saved = journal.get(key) if key is not None else None
+            if saved is not None:
+                self._journaled(name, node, inputs, saved, iteration)
+                return saved
         if not self.record:
-            return await node.run(self.ctx, **inputs)
+            outputs = await node.run(self.ctx, **inputs)
+            if key is not None and journal is not None:
+                journal.put(key, name, outputs)
+            return outputs
         previous = self._last.get(name)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
@@ -159,6 +173,8 @@ class FlowRuntime:
         finally:
             if token is not None:
                 call_stats.reset(token)
+        if key is not None and journal is not None:
+            journal.put(key, name, outputs)  # before LangGraph (and anyone) sees the outputs
         self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
         execution.__dict__.update(
@@ -195,6 +211,47 @@ class FlowRuntime:
         )
         self.trace.executions.append(execution)
         self._emit("cache_hit", execution)
+
+    def _journaled(
+        self,
+        name: str,
+        node: Node,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        iteration: int,
+    ) -> None:
+        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run."""
+        if not self.record:
+            return
+        done = next(
+            (
+                e
+                for e in self.trace.executions
+                if e.node == name and e.iteration == iteration and e.resumed and e.status == "ok"
+            ),
+            None,
+        )
+        if done is None:  # the earlier run was killed before trace.json recorded it
+            provider, model, params = self._static(name, node)
+            now = time.time()
+            root = self.trace.out_dir
+            done = NodeExecution(
+                node=name,
+                kind=node.kind,
+                provider=provider,
+                model=model,
+                started_at=now,
+                ended_at=now,
+                status="ok",
+                iteration=iteration,
+                resumed=True,
+                inputs=self._summary(inputs, root),
+                outputs=self._summary(outputs, root),
+                params=params,
+            )
+            self.trace.executions.append(done)
+        self._last[name] = done
+        self._emit("finished", done)
 
     # -- helpers ----------------------------------------------------------------------------
     def _close(self, execution: NodeExecution, stats: CallStats) -> None:
@@ -364,6 +421,10 @@ async def stream_events(
                 await task
 
 
+class _NothingToResume(ConfigurationError):
+    """A resume found neither a checkpoint nor journaled inputs for its thread."""
+
+
 # -- the runner ---------------------------------------------------------------------------------
 class FlowRunner:
     """Runs one validated flow, once or many times.
@@ -400,6 +461,8 @@ class FlowRunner:
         self.durability: Any = durability
         self._graph: Any = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
+        self._out_ready = False
+        self._serde_cache: Any = None
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -432,8 +495,10 @@ class FlowRunner:
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = self.out_dir / "checkpoints.sqlite"
-            async with aiosqlite.connect(str(path)) as conn:
-                saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(self.plan))
+            # WAL (set by the saver) and a generous busy timeout: a reader of the checkpoints
+            # (a report, sqlite3, Studio) never makes a paid run fail with "database is locked".
+            async with aiosqlite.connect(str(path), timeout=30.0) as conn:
+                saver = AsyncSqliteSaver(conn, serde=self._serde())
                 yield compile_plan(self.plan, checkpointer=saver, cache=cache)
             return
         if self.checkpoint:
@@ -460,16 +525,57 @@ class FlowRunner:
         resume: bool = False,
         on_event: OnEvent | None = None,
     ) -> FlowResult:
-        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept)."""
-        from calliope_graph.flow.compile import port_key
+        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept).
 
-        spec = self.plan.spec
+        The output directory is checked and locked first (a bad or busy ``out_dir`` is a
+        ConfigurationError before any provider call); with checkpointing, provider nodes'
+        outputs go to the output journal as they finish (see docs/architecture.md).
+        """
         if resume and not thread_id:
             raise ConfigurationError("Resuming needs the thread id of the run to continue.")
         if resume and not self.checkpoint:
             raise ConfigurationError("Resuming needs checkpointing: do not pass checkpoint=False.")
-        state = None if resume else prepare_inputs(self.plan, inputs)
         thread = thread_id or uuid.uuid4().hex[:12]
+        self._check_out_dir()
+        lock = None
+        if self.checkpoint is True or self.trace_file or self.cache is True:
+            from calliope_graph._outdir import OutDirLock
+
+            lock = OutDirLock(self.out_dir, thread_id=thread)
+        with lock or contextlib.nullcontext():
+            journal = None
+            if self.checkpoint:
+                from calliope_graph.flow._journal import Journal
+
+                journal = Journal.open(
+                    self.out_dir,
+                    serde=self._serde(),
+                    thread_id=thread,
+                    resume=resume,
+                )
+            try:
+                result = await self._run(inputs, thread, resume, on_event, journal)
+                if journal is not None:
+                    journal.forget()  # completed: the checkpoint holds everything now
+                return result
+            finally:
+                if journal is not None:
+                    journal.close()
+
+    async def _run(
+        self,
+        inputs: Mapping[str, Any] | None,
+        thread: str,
+        resume: bool,
+        on_event: OnEvent | None,
+        journal: Journal | None,
+    ) -> FlowResult:
+        from calliope_graph.flow.compile import port_key
+
+        spec = self.plan.spec
+        state = None if resume else prepare_inputs(self.plan, inputs)
+        if journal is not None and state is not None:
+            journal.put_inputs(state)  # a run killed before its first checkpoint can resume
         ctx = self._context()
         trace_path = self.out_dir / "trace.json" if self.trace_file else None
         trace = Trace(
@@ -489,7 +595,8 @@ class FlowRunner:
                     if old.thread_id == thread:
                         trace.inputs = old.inputs
                         for execution in old.executions:
-                            if execution.status != "failed":
+                            # in flight when the run stopped: runs again, not carried over
+                            if execution.status not in ("failed", "running"):
                                 trace.executions.append(
                                     execution.model_copy(update={"resumed": True})
                                 )
@@ -501,6 +608,7 @@ class FlowRunner:
             record=self.record,
             resumable=bool(self.checkpoint),
             static=self._static,
+            journal=journal,
         )
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread},
@@ -515,6 +623,8 @@ class FlowRunner:
                     snapshot = await graph.aget_state(config)
                     if snapshot.interrupts:  # stopped on a failure no route took
                         start = Command(resume=True)
+                    elif snapshot.created_at is None:  # killed before its first checkpoint
+                        start = self._restart(journal, thread)
                 async for chunk in graph.astream(
                     start,
                     config,
@@ -537,6 +647,8 @@ class FlowRunner:
             trace.error = "interrupted"
             if trace_path is not None:
                 trace.save(trace_path)
+            raise
+        except _NothingToResume:
             raise
         except Exception as exc:
             raise self._failed(runtime, exc, thread) from exc
@@ -569,6 +681,31 @@ class FlowRunner:
             yield item
 
     # -- internals --------------------------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        """Create and probe the output directory (once per runner, again if it vanished)."""
+        if self._out_ready and self.out_dir.is_dir():
+            return
+        from calliope_graph._outdir import prepare_out_dir
+
+        prepare_out_dir(self.out_dir)
+        self._out_ready = True
+
+    def _restart(self, journal: Journal | None, thread: str) -> dict[str, Any]:
+        """The journaled inputs of a run that left no checkpoint (its nodes replay)."""
+        start = journal.inputs() if journal is not None else None
+        if start is None:
+            raise _NothingToResume(
+                f"Nothing to resume: thread {thread!r} has no checkpoint in {str(self.out_dir)!r}"
+                " (a wrong thread id or --out, or a run that stopped before it started). "
+                "Run the flow again without resuming."
+            )
+        return start
+
+    def _serde(self) -> Any:
+        if self._serde_cache is None:
+            self._serde_cache = checkpoint_serializer(self.plan)
+        return self._serde_cache
+
     def _loop_budget(self) -> int:
         total = 0
         for node in self.plan.spec.nodes.values():
