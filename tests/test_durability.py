@@ -280,3 +280,36 @@ def test_the_journal_is_emptied_when_a_run_completes(tmp_path: Path) -> None:
     assert result.outputs["story"]
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         assert db.execute("select count(*) from outputs").fetchone() == (0,)
+
+
+def test_a_failed_run_keeps_its_journal_without_secrets_and_resumes(tmp_path: Path) -> None:
+    from calliope_graph.errors import FlowRunError
+    from calliope_graph.simulate import Fault, Simulator
+
+    async def instant(seconds: float) -> None:
+        return None
+
+    flow = _flow()
+    refusing = Simulator(
+        sleep=instant, faults=[Fault(kind="content_policy", provider="openai", pattern=" / ")]
+    )
+    with pytest.raises(FlowRunError) as info:
+        flow.invoke({"topic": "owls"}, out_dir=tmp_path, simulator=refusing, thread_id="t9")
+    assert info.value.node == "d"
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite*"))
+    assert stored  # a, b and c were journaled as they finished
+    for secret in refusing.keys().secrets():
+        assert secret.encode() not in stored
+    fixed = Simulator(sleep=instant)
+    result = flow.invoke(None, out_dir=tmp_path, simulator=fixed, thread_id="t9", resume=True)
+    assert result.outputs["story"] and fixed.count() == 1  # only d
+
+
+def test_resuming_a_thread_that_never_ran_says_so(tmp_path: Path) -> None:
+    from calliope_graph.errors import ConfigurationError
+    from calliope_graph.simulate import Simulator
+
+    sim = Simulator()
+    with pytest.raises(ConfigurationError, match="Nothing to resume: thread 'nope'"):
+        _flow().invoke(None, out_dir=tmp_path, simulator=sim, thread_id="nope", resume=True)
+    assert sim.count() == 0
