@@ -100,7 +100,7 @@ CASES = pytest.mark.parametrize(
 )
 
 
-# -- B3: a bad output directory -------------------------------------------------------------------
+# -- B3: a bad output directory ------------------------------------------------------------------
 @CASES
 @pytest.mark.usefixtures("restore_mode")
 async def test_python_api_refuses_a_bad_out_dir_before_any_call(
@@ -141,7 +141,7 @@ def test_a_missing_out_dir_is_created(tmp_path: Path) -> None:
     assert out.is_dir() and list(out.iterdir()) == []  # the probe file is gone
 
 
-# -- B8: one run per output directory ---------------------------------------------------------------
+# -- B8: one run per output directory ------------------------------------------------------------
 async def test_a_second_concurrent_run_on_one_out_dir_is_refused_before_any_call(
     tmp_path: Path,
 ) -> None:
