@@ -57,16 +57,22 @@ def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
             f"Output directory {shown!r} cannot be created ({exc.strerror or exc}): "
             f"check its parent's permissions, or {_FIX}."
         ) from None
-    try:  # the only sure test of writability (os.access lies under root, ACLs, read-only mounts)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".calliope-write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+    try:
+        _probe(path)
     except OSError as exc:
         raise ConfigurationError(
             f"Output directory {shown!r} is not writable ({exc.strerror or exc}): "
             f"give yourself write permission on it, or {_FIX}."
         ) from None
     return path
+
+
+def _probe(directory: Path) -> None:
+    """Create and remove a file: the only sure test of writability (``os.access`` is wrong
+    for root, ACLs and read-only mounts)."""
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".calliope-write-probe-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 class OutDirLock:

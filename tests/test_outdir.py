@@ -67,7 +67,7 @@ def _read_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(_outdir.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(_outdir, "_probe", refuse)
     return path
 
 
