@@ -33,8 +33,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="SIGKILL/fork are POSIX")
-
 HERE = Path(__file__).resolve().parent
 #: Seconds each node's provider call takes (a ∥ b, then c after a, then d after the join).
 LATENCY = {"a": 0.03, "b": 0.09, "c": 0.03, "d": 0.03}
