@@ -7,7 +7,8 @@ Exit codes (also in ``calliope-graph --help``):
 1     the flow ran and failed (a node failed past its retries and routes)
 2     bad command-line usage
 3     the flow description is invalid (FlowSpecError)
-4     configuration problem: a missing key, an unknown model config
+4     configuration problem: a missing key, an unknown model config, an unusable or
+      busy --out directory
 5     bad input media (missing, empty, corrupt or unsupported file)
 130   interrupted
 ====  =====================================================================
@@ -52,7 +53,7 @@ EXIT_CODES: dict[str, int] = {
 
 EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
-    "(missing key, unknown model), 5 bad input media, 130 interrupted."
+    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 130 interrupted."
 )
 
 err_console = Console(stderr=True, highlight=False)
@@ -198,10 +199,12 @@ async def _run(
     thread_id: str | None,
     cache: bool,
 ) -> Any:
+    from calliope_graph._outdir import prepare_out_dir
     from calliope_graph.config import KeysModel
     from calliope_graph.simulate import Simulator
     from calliope_graph.viz import render_report
 
+    prepare_out_dir(out_dir)  # a bad --out is one message (exit 4) before anything runs
     flow = _load(flow_name)
     simulator = Simulator(faults=faults or ()) if simulate else None
     keys = None if simulate else KeysModel.from_env()
@@ -234,7 +237,6 @@ async def _run(
         markup=False,
         soft_wrap=True,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         result = await flow.ainvoke(
             inputs,
@@ -300,6 +302,8 @@ class _Progress:
         kind = event.kind
         if kind == "started":
             line = f"▶ {who} started"
+        elif kind == "finished" and e.resumed:
+            line = f"[green]✓[/] {who} finished earlier (outputs kept, not paid again)"
         elif kind == "finished":
             extra = f", {e.retries} retries" if e.retries else ""
             if e.limit_wait >= 0.05:

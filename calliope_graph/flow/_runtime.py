@@ -31,6 +31,7 @@ from calliope_graph.errors import CalliopeError, error_class, error_classes
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
 
 if TYPE_CHECKING:
+    from calliope_graph.flow._journal import Journal
     from calliope_graph.nodes import Node
 
 __all__ = [
@@ -132,6 +133,8 @@ class FlowRuntime:
     subflow node, ``"illustrate[3]/"`` inside item 3 of a mapped one."""
     item: int | None = None
     """The map item whose work this runtime records (set inside a map item)."""
+    journal: Journal | None = None
+    """Write-ahead journal of provider nodes' outputs (see flow/_journal.py)."""
     _run: _RunState = field(default_factory=lambda: _RunState())
 
     @property
@@ -207,9 +210,19 @@ class FlowRuntime:
         """Run ``node`` once, recording it in the trace (the compiled node calls this);
         ``work`` replaces ``node.run`` (a subflow node runs its child graph)."""
         run = work if work is not None else (lambda: node.run(self.ctx, **inputs))
-        if not self.record:
-            return self._scrub(node, await run())
         key = self._key(name)
+        journal, entry = self.journal, None
+        if journal is not None and node.model is not None:  # only provider calls are paid
+            entry = journal.key(key, iteration, inputs)
+            saved = journal.get(entry) if entry is not None else None
+            if saved is not None:
+                self._journaled(name, node, inputs, saved, iteration)
+                return saved
+        if not self.record:
+            outputs = self._scrub(node, await run())
+            if entry is not None and journal is not None:
+                journal.put(entry, key, outputs)
+            return outputs
         previous = self._last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
@@ -271,8 +284,10 @@ class FlowRuntime:
         finally:
             if token is not None:
                 call_stats.reset(token)
-        self._close(execution, stats)
         outputs = self._scrub(node, outputs)
+        if entry is not None and journal is not None:
+            journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees the outputs
+        self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
         execution.__dict__.update(
             status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
@@ -328,6 +343,53 @@ class FlowRuntime:
                 execution.status = "interrupted"
                 execution.ended_at = now
                 execution.error = "the run was stopped before it finished"
+
+    def _journaled(
+        self,
+        name: str,
+        node: Node,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        iteration: int,
+    ) -> None:
+        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run."""
+        if not self.record:
+            return
+        qualified = self.scope + name
+        done = next(
+            (
+                e
+                for e in self.trace.executions
+                if e.node == qualified
+                and e.item == self.item
+                and e.iteration == iteration
+                and e.resumed
+                and e.status == "ok"
+            ),
+            None,
+        )
+        if done is None:  # the earlier run was killed before trace.json recorded it
+            provider, model, params = self._static(name, node)
+            now = time.time()
+            root = self.trace.out_dir
+            done = NodeExecution(
+                node=qualified,
+                kind=node.kind,
+                provider=provider,
+                model=model,
+                started_at=now,
+                ended_at=now,
+                status="ok",
+                iteration=iteration,
+                item=self.item,
+                resumed=True,
+                inputs=self._summary(inputs, root),
+                outputs=self._summary(outputs, root),
+                params=params,
+            )
+            self.trace.executions.append(done)
+        self._last[self._key(name)] = done
+        self._emit("finished", done)
 
     def cache_hit(self, name: str, node: Node, outputs: Mapping[str, Any]) -> None:
         now = time.time()

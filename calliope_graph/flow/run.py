@@ -46,6 +46,7 @@ from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
 
 if TYPE_CHECKING:
+    from calliope_graph.flow._journal import Journal
     from calliope_graph.flow.validate import Plan
     from calliope_graph.simulate import Simulator
 
@@ -237,6 +238,8 @@ class FlowRunner:
         self.durability: Durability = options.get("durability", "async")
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
+        self._out_ready = False
+        self._serde_cache: Any = None
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -267,8 +270,10 @@ class FlowRunner:
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = self.out_dir / "checkpoints.sqlite"
-            async with aiosqlite.connect(str(path)) as conn:
-                saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(self.plan))
+            # WAL (set by the saver) and a generous busy timeout: a reader of the checkpoints
+            # (a report, sqlite3, Studio) never makes a paid run fail with "database is locked".
+            async with aiosqlite.connect(str(path), timeout=30.0) as conn:
+                saver = AsyncSqliteSaver(conn, serde=self._serde())
                 yield compile_plan(self.plan, checkpointer=saver, cache=cache)
             return
         if self.checkpointer:
@@ -299,14 +304,52 @@ class FlowRunner:
         resume: bool = False,
         on_event: OnEvent | None = None,
     ) -> FlowResult:
-        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept)."""
-        spec = self.plan.spec
+        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept).
+
+        The output directory is checked and locked first (a bad or busy ``out_dir`` is a
+        ConfigurationError before any provider call); with checkpointing, provider nodes'
+        outputs go to the output journal as they finish (see docs/architecture.md).
+        """
         if resume and not thread_id:
             raise ConfigurationError("Resuming needs the thread id of the run to continue.")
         if resume and not self.checkpointer:
             raise ConfigurationError("Resuming needs checkpoints: do not pass checkpointer=False.")
-        state = None if resume else prepare_inputs(self.plan, inputs)
         thread = thread_id or new_thread_id()
+        self._check_out_dir()
+        lock = None
+        if self.checkpointer is True or self.trace_file or self.cache is True:
+            from calliope_graph._outdir import OutDirLock
+
+            lock = OutDirLock(self.out_dir, thread_id=thread)
+        with lock or contextlib.nullcontext():
+            journal = None
+            if self.checkpointer:
+                from calliope_graph.flow._journal import Journal
+
+                journal = Journal.open(
+                    self.out_dir, serde=self._serde(), thread_id=thread, resume=resume
+                )
+            try:
+                result = await self._run(inputs, thread, resume, on_event, journal)
+                if journal is not None:
+                    journal.forget()  # completed: the checkpoint holds everything now
+                return result
+            finally:
+                if journal is not None:
+                    journal.close()
+
+    async def _run(
+        self,
+        inputs: Mapping[str, Any] | None,
+        thread: str,
+        resume: bool,
+        on_event: OnEvent | None,
+        journal: Journal | None,
+    ) -> FlowResult:
+        spec = self.plan.spec
+        state = None if resume else prepare_inputs(self.plan, inputs)
+        if journal is not None and state is not None:
+            journal.put_inputs(state)  # a run killed before its first checkpoint can resume
         ctx = self._context()
         trace_path = self.out_dir / "trace.json" if self.trace_file else None
         trace = Trace(
@@ -327,6 +370,7 @@ class FlowRunner:
             record=self.record,
             resumable=bool(self.checkpointer),
             static=self._static,
+            journal=journal,
         )
         config: RunnableConfig = {
             "configurable": {"thread_id": thread},
@@ -339,10 +383,12 @@ class FlowRunner:
             async with self._graph_for_run() as graph:
                 start: Any = state
                 if resume:
-                    snapshot = await self._resumable(graph, config, thread)
+                    snapshot = await self._resumable(graph, config, thread, journal)
                     self._carry_over(trace)
                     if snapshot.interrupts:  # stopped on a failure no route took
                         start = Command(resume=True)
+                    elif snapshot.created_at is None and journal is not None:
+                        start = journal.inputs()  # killed before its first checkpoint
                 durability = {"durability": self.durability} if self.checkpointer else {}
                 async for chunk in graph.astream(
                     start, config, context=runtime, stream_mode="updates", **durability
@@ -402,13 +448,19 @@ class FlowRunner:
 
     # -- resuming ---------------------------------------------------------------------------
     async def _resumable(
-        self, graph: CompiledFlowGraph, config: RunnableConfig, thread: str
+        self,
+        graph: CompiledFlowGraph,
+        config: RunnableConfig,
+        thread: str,
+        journal: Journal | None,
     ) -> StateSnapshot:
         """The thread's last checkpoint; a ConfigurationError when there is none in this
-        store, or when it belongs to another flow — before anything runs or is written."""
+        store (and no journaled start of a run killed before its first checkpoint), or when
+        it belongs to another flow — before anything runs or is written."""
         snapshot = await graph.aget_state(config)
         store = self._store_name()
-        if not snapshot.values and snapshot.created_at is None:
+        started = journal is not None and journal.inputs() is not None
+        if not snapshot.values and snapshot.created_at is None and not started:
             threads = await _threads(graph)
             listed = ", ".join(f"{t} ({f})" if f else t for t, f in threads[:20]) or "none"
             more = f" (and {len(threads) - 20} more)" if len(threads) > 20 else ""
@@ -447,6 +499,20 @@ class FlowRunner:
                     trace.executions.append(execution.model_copy(update={"resumed": True}))
 
     # -- internals --------------------------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        """Create and probe the output directory (once per runner, again if it vanished)."""
+        if self._out_ready and self.out_dir.is_dir():
+            return
+        from calliope_graph._outdir import prepare_out_dir
+
+        prepare_out_dir(self.out_dir)
+        self._out_ready = True
+
+    def _serde(self) -> Any:
+        if self._serde_cache is None:
+            self._serde_cache = checkpoint_serializer(self.plan)
+        return self._serde_cache
+
     def _loop_budget(self) -> int:
         total = 0
         for node in self.plan.spec.nodes.values():
