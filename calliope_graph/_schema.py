@@ -133,7 +133,7 @@ def _model(schema: Schema, root: Schema, title: str, where: str) -> type[BaseMod
             fields[field] = (annotation, Field(description=description))
         else:
             fields[field] = (annotation | None, Field(default=None, description=description))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         _class_name(title),
         __config__=ConfigDict(extra="forbid"),
         __doc__=schema.get("description"),

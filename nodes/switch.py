@@ -67,8 +67,8 @@ def expression_fields(expression: str) -> list[str]:
     against the value's schema: ``contains(tags, 'person') && mood == 'dark'`` → tags, mood."""
     found: list[str] = []
 
-    def walk(node: dict[str, Any], at_root: bool) -> None:
-        kind = node.get("type")
+    def walk(node: Any, at_root: bool) -> None:
+        kind = str(node.get("type") or "")
         children = [c for c in node.get("children", []) if isinstance(c, dict)]
         if kind == "field":
             if at_root:
@@ -100,7 +100,7 @@ class Switch(Node):
 
     def __init__(self, model: Any = None, *, name: str | None = None, **params: Any) -> None:
         super().__init__(model, name=name, **params)
-        self._compiled = [(jmespath.compile(c.when), c.goto) for c in self.params.cases]
+        self._compiled = [(jmespath.compile(c.when), str(c.goto)) for c in self.params.cases]
 
     @property
     def targets(self) -> list[str]:
@@ -125,7 +125,7 @@ class Switch(Node):
                 ) from None
         if self.params.default is None:
             raise ConfigurationError(f"Switch {self.name!r}: no case holds and no default.")
-        return self.params.default
+        return str(self.params.default)
 
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         value = inputs["value"]
@@ -159,8 +159,9 @@ class Classify(Node):
         labels = tuple(self.params.labels)
         if len(set(labels)) != len(labels):
             raise ConfigurationError(f"Node {self.name!r} (classify): labels must be distinct.")
+        label_type: Any = Literal[labels]
         self._choice: type[BaseModel] = create_model(
-            "Choice", label=(Literal[labels], Field(description="the label that fits"))
+            "Choice", label=(label_type, Field(description="the label that fits"))
         )
 
     @property

@@ -232,7 +232,9 @@ def _node_function(
     is_via = name in plan.rewrites_for  # ``name`` rewrites other nodes' inputs
     via_port = plan.rewrite_port(name)  # where the refused value arrives (may be none)
     my_request, my_halt, my_rewrites = request_key(name), halt_key(name), rewrites_key(name)
-    child = _Subflow(node.plan, cache, factory) if isinstance(node, Subflow) else None
+    child = None
+    if isinstance(node, Subflow):
+        child = _Subflow(node._plan(), cache, factory)
     targets = plan.switches.get(name, [])
 
     async def run(state: dict[str, Any]) -> Any:

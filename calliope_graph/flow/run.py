@@ -389,9 +389,12 @@ class FlowRunner:
                         start = Command(resume=True)
                     elif snapshot.created_at is None and journal is not None:
                         start = journal.inputs()  # killed before its first checkpoint
-                durability = {"durability": self.durability} if self.checkpointer else {}
                 async for chunk in graph.astream(
-                    start, config, context=runtime, stream_mode="updates", **durability
+                    start,
+                    config,
+                    context=runtime,
+                    stream_mode="updates",
+                    durability=self.durability if self.checkpointer else None,
                 ):
                     for name, update in chunk.items():
                         if isinstance(update, dict) and name != "__metadata__":
