@@ -86,8 +86,7 @@ def _state_schema(plan: Plan) -> type[Any]:
     if plan.item_types:
         keys[ITEM_KEY] = Any
     for name, node_spec in plan.spec.nodes.items():
-        if node_spec.on_error:
-            keys[halt_key(name)] = Any
+        keys[halt_key(name)] = Any
         for route in node_spec.on_error:
             if route.rewrite is not None:
                 keys[rewrites_key(name)] = Any
@@ -433,13 +432,10 @@ class _MapUnit:
         self.over = parse_ref(spec.over)
         self.node = plan.nodes[name]
         self.ports = [p.name for p in self.node.output_ports]
-        self.gather = _Gather(plan, name)
-        needs_graph = plan.has_routes(name) or isinstance(self.node, Subflow)
-        self.child: _Subflow | None = None
-        self.parent_keys: dict[str, str] = {}
-        if needs_graph:
-            child_plan, self.parent_keys = _item_plan(plan, name)
-            self.child = _Subflow(child_plan, cache, factory)
+        # Each item runs as a subgraph: its routes apply to it alone, and a failure no route
+        # takes pauses that item (the others finish) so a resume re-runs only it.
+        child_plan, self.parent_keys = _item_plan(plan, name)
+        self.child = _Subflow(child_plan, cache, factory)
         self.factory = factory
 
     def route(self, state: dict[str, Any]) -> list[Send] | list[str]:
@@ -467,14 +463,10 @@ class _MapUnit:
         scoped = flow_rt.scoped(item=index, folder=folder)
         semaphore = flow_rt.semaphore(self.name, self.bound)
         async with semaphore if semaphore is not None else contextlib.nullcontext():
-            if self.child is None:
-                inputs = self.gather(state)
-                outputs = await scoped.execute(self.name, self.node, inputs, iteration=1)
-            else:
-                child_in = {"item": state[ITEM_KEY]["value"]}
-                child_in |= {a: state.get(k) for a, k in self.parent_keys.items()}
-                outputs = await self.child.work(scoped, "", child_in)()
-                outputs = {k: v for k, v in outputs.items() if v is not None}
+            child_in = {"item": state[ITEM_KEY]["value"]}
+            child_in |= {a: state.get(k) for a, k in self.parent_keys.items()}
+            outputs = await self.child.work(scoped, "", child_in)()
+            outputs = {k: v for k, v in outputs.items() if v is not None}
         return {map_key(self.name): {index: outputs or None}}
 
     async def collect(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -600,14 +592,18 @@ def compile_plan(
         _state_schema(plan), context_schema=FlowRuntime
     )
     units: dict[str, _MapUnit] = {}
+    # The nodes a mapped node's routes send work to run inside its items' subgraphs.
+    in_items = {m for n in plan.item_types for m in _item_members(plan, n)} - set(plan.item_types)
     for name in plan.order:
+        if name in in_items:
+            continue
         if name in plan.item_types:
             unit = units[name] = _MapUnit(plan, name, factory, cache)
             _add_map(graph, plan, unit)
             continue
-        kwargs: dict[str, Any] = {}
-        if plan.has_routes(name):
-            kwargs["error_handler"] = _handler(plan, name, factory)
+        # Every node has an error handler: its routes, else a failure pauses the run there
+        # (resumable) instead of raising, so siblings in the same step are not cancelled.
+        kwargs: dict[str, Any] = {"error_handler": _handler(plan, name, factory)}
         destinations = _destinations(plan, name, edges)
         if destinations:
             kwargs["destinations"] = destinations
@@ -625,7 +621,7 @@ def compile_plan(
             graph.add_node(done_name(name), _join)
             graph.add_edge(name, done_name(name))
     for fallback in plan.stands_in:
-        if fallback not in plan.rewrites_for:
+        if fallback not in plan.rewrites_for and fallback not in in_items:
             graph.add_edge(fallback, done_name(plan.root(fallback)))
 
     # Data edges: a node waits on its sources (their join nodes when they have routes).

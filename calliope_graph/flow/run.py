@@ -385,8 +385,8 @@ class FlowRunner:
                 if resume:
                     snapshot = await self._resumable(graph, config, thread, journal)
                     self._carry_over(trace)
-                    if snapshot.interrupts:  # stopped on a failure no route took
-                        start = Command(resume=True)
+                    if snapshot.interrupts:  # stopped on failures no route took
+                        start = Command(resume={i.id: True for i in snapshot.interrupts})
                     elif snapshot.created_at is None and journal is not None:
                         start = journal.inputs()  # killed before its first checkpoint
                 async for chunk in graph.astream(
