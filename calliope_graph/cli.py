@@ -343,7 +343,9 @@ def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: An
 )
 @click.option("--out", "out_dir", required=True, help="Batch folder (manifest, items, report).")
 @click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
-@click.option("--faults", default=None, help="Simulator faults, e.g. 'latency@stability:seconds=1'.")
+@click.option(
+    "--faults", default=None, help="Simulator faults, e.g. 'latency@stability:seconds=1'."
+)
 @click.option(
     "--concurrency",
     "-j",

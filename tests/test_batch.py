@@ -178,9 +178,11 @@ async def test_a_directory_of_images_runs_one_item_per_file(tmp_path: Path) -> N
     assert all(line["calls"] == {"azure": 1} for line in lines)
 
 
-# -- running -----------------------------------------------------------------------------------
+# -- running ---------------------------------------------------------------------------------------
 async def test_manifest_lines_are_appended_as_items_finish(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(5)])
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(5)]
+    )
     out = tmp_path / "out"
     seen: list[int] = []
 
@@ -201,7 +203,9 @@ async def test_manifest_lines_are_appended_as_items_finish(tmp_path: Path) -> No
     assert line["status"] == "ok" and line["error"] is None
     assert line["outputs"] == {"image": f"{line['id']}/image.png"}
     assert (out / line["outputs"]["image"]).is_file()
-    assert (out / line["id"] / "trace.json").is_file() and (out / line["id"] / "report.html").is_file()
+    assert (out / line["id"] / "trace.json").is_file() and (
+        out / line["id"] / "report.html"
+    ).is_file()
     assert line["thread_id"] == thread_id_for(line["id"])
     assert line["cost"] == pytest.approx(0.03)  # Stable Image Core's list price
     assert summary.cost == pytest.approx(0.15)
@@ -212,9 +216,9 @@ async def test_the_flow_is_compiled_once_per_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import calliope_graph.flow.run as run_module
+    from calliope_graph.flow.compile import compile_plan as real
 
     calls: list[int] = []
-    real = run_module.compile_plan
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -244,13 +248,15 @@ async def test_a_failed_item_does_not_stop_the_others(tmp_path: Path) -> None:
 
 
 async def test_resume_skips_ok_items_and_repays_no_completed_node(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(4)])
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(4)]
+    )
     out = tmp_path / "out"
     simulator = sim("auth@stability:first_n=2")  # the first two images are refused
     first = await batch(story_flow(), path, out, simulator, concurrency=1)
     assert (first.ok, first.failed) == (2, 2)
     assert simulator.count("openai") == 4 and simulator.count("stability") == 4
-    with pytest.raises(ConfigurationError, match="already holds a batch.*--resume"):
+    with pytest.raises(ConfigurationError, match=r"already holds a batch.*--resume"):
         await batch(story_flow(), path, out, simulator)
 
     simulator.calls.clear()
@@ -287,7 +293,9 @@ async def test_retry_failed_runs_only_the_failed_items(tmp_path: Path) -> None:
 
 
 async def test_budget_stops_starting_items(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(5)])
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(5)]
+    )
     out = tmp_path / "out"
     summary = await batch(draw_flow(), path, out, sim(), concurrency=1, budget=0.07)
     assert summary.ran == 2 and summary.ok == 2 and summary.failed == 0
@@ -322,7 +330,7 @@ async def test_flow_abatch(tmp_path: Path) -> None:
     assert summary.ok == 1 and summary.manifest == tmp_path / "out" / "batch.jsonl"
 
 
-# -- cost ----------------------------------------------------------------------------------------
+# -- cost ------------------------------------------------------------------------------------------
 async def test_cost_is_estimated_from_what_ran(tmp_path: Path) -> None:
     flow = Flow.load("illustrate")
     plan = flow.plan()
@@ -344,9 +352,11 @@ async def test_cost_is_estimated_from_what_ran(tmp_path: Path) -> None:
     ) == pytest.approx(0.08)
 
 
-# -- the command line --------------------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 def test_cli_exit_codes_and_json_events(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "text": "a fox"}, {"id": "b", "text": "an owl"}])
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": "a", "text": "a fox"}, {"id": "b", "text": "an owl"}]
+    )
     runner = CliRunner()
     out = tmp_path / "out"
     args = ["batch", "illustrate", "--inputs", str(path), "--out", str(out), "--simulate"]
@@ -418,8 +428,11 @@ def test_kill_9_then_resume_runs_no_ok_item_again(tmp_path: Path) -> None:
     ok_before = {line["id"] for line in before if line["status"] == "ok"}
     assert 3 <= len(ok_before) < count
 
-    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
+    # The resume runs in this process (the same command, one process start less to wait
+    # for) and without the latency fault, so nothing here sleeps for real.
+    fast = [a for a in args[1:] if a not in ("--faults", "latency@stability:seconds=0.3")]
+    resumed = CliRunner().invoke(main, [*fast, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     summary = events[-1]
     assert summary["event"] == "summary"
@@ -433,7 +446,7 @@ def test_kill_9_then_resume_runs_no_ok_item_again(tmp_path: Path) -> None:
     assert (out / "batch.html").is_file()
 
 
-# -- the batch report in a real browser --------------------------------------------------------------
+# -- the batch report in a real browser ------------------------------------------------------------
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

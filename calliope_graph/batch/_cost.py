@@ -85,9 +85,7 @@ def _tokens(values: dict[str, Any]) -> float:
     return sum(len(t) for t in _texts(values)) / CHARS_PER_TOKEN
 
 
-def execution_cost(
-    execution: NodeExecution, config: ModelConfig | None
-) -> tuple[float, bool]:
+def execution_cost(execution: NodeExecution, config: ModelConfig | None) -> tuple[float, bool]:
     """(USD, priced) of one execution; ``priced`` is False when its model has no price."""
     if execution.status != "ok" or execution.resumed or execution.cache_hit:
         return 0.0, True

@@ -107,7 +107,9 @@ def item_id(inputs: Mapping[str, Any], media: Iterable[str] = ()) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def iter_items(source: str | Path | Iterable[Mapping[str, Any] | Item], spec: FlowSpec) -> Iterator[Item]:
+def iter_items(
+    source: str | Path | Iterable[Mapping[str, Any] | Item], spec: FlowSpec
+) -> Iterator[Item]:
     """Items of ``source`` for the flow ``spec``: a ``.jsonl``/``.ndjson``, ``.csv``/``.tsv``
     file, a directory of media files, or an iterable of input mappings (an ``id`` key is the
     item id). Ids are checked unique as the stream goes."""
@@ -336,9 +338,7 @@ def _mapping_items(values: Iterable[Mapping[str, Any] | Item], spec: FlowSpec) -
                 f"item {index}: a batch item is a mapping of flow inputs, not "
                 f"{type(value).__name__}."
             )
-        yield _make_item(
-            dict(value), spec, where=f"item {index}", base=None, path=None, line=index
-        )
+        yield _make_item(dict(value), spec, where=f"item {index}", base=None, path=None, line=index)
 
 
 def count_items(source: str | Path | Iterable[Any]) -> int | None:

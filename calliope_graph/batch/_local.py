@@ -223,9 +223,7 @@ class BatchSummary:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -246,9 +244,12 @@ def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
 def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:
     """Path (relative to OUT) of the item's first image output, for a thumbnail."""
     for value in outputs.values():
-        if isinstance(value, str) and value.startswith(folder + "/"):
-            if value.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif")):
-                return value
+        if (
+            isinstance(value, str)
+            and value.startswith(folder + "/")
+            and value.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif"))
+        ):
+            return value
     return None
 
 
@@ -324,7 +325,7 @@ class _Batch:
         return {k: record.get(k) for k in keep}
 
     def remember(self, state: ManifestState) -> None:
-        for item_id, record in state.latest.items():
+        for record in state.latest.values():
             if isinstance(record.get("cost"), int | float):
                 self.item_costs.append(float(record["cost"]))
         self.stats.spent = state.spent

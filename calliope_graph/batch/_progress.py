@@ -27,7 +27,7 @@ __all__ = ["JsonProgress", "LiveProgress", "PlainProgress", "fmt_duration"]
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, sec = divmod(seconds, 60)
@@ -157,7 +157,9 @@ class LiveProgress:
             style="dim",
         )
         parts: list[Any] = [head, line2]
-        providers = sorted(set(s.calls) | set(s.in_flight) | set(s.rate_limited) | set(s.limiter_waits))
+        providers = sorted(
+            set(s.calls) | set(s.in_flight) | set(s.rate_limited) | set(s.limiter_waits)
+        )
         if providers:
             table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim")
             table.add_column("provider")

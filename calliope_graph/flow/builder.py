@@ -358,7 +358,6 @@ class Flow:
             loop.run_until_complete(agen.aclose())
             loop.close()
 
-
     # -- many items (calliope_graph.batch) ----------------------------------------------------
     async def abatch(
         self,

@@ -53,6 +53,10 @@ def _ts(value: Any) -> float | None:
     return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _href(path: str, root: Path, page: Path) -> str:
     """``path`` (relative to the batch folder ``root``) as a link from ``page``'s folder."""
     target = root / path
@@ -119,9 +123,10 @@ def _table(
                 f'<span class="cls">{_e(error.get("class"))}{_e(where)}</span> '
                 f"{_e(redact(str(error.get('message') or ''))[:300])}"
             )
-        calls = r.get("calls") if isinstance(r.get("calls"), dict) else {}
+        calls = _mapping(r.get("calls"))
         calls_text = ", ".join(f"{p} {n}" for p, n in sorted(calls.items()))
         seconds = r.get("seconds")
+        took = f"{seconds:.2f}s" if isinstance(seconds, int | float) else "—"
         report = _href(f"{item}/report.html", root, page)
         rows.append(
             f'<tr class="item" data-status="{_e(status)}" data-id="{_e(item)}">'
@@ -129,7 +134,7 @@ def _table(
             f'<td><span class="badge {_e(status)}">{_e(_STATUS.get(status, status))}</span></td>'
             f"<td>{thumb}</td>"
             f'<td class="num">{_money(r.get("cost"))}</td>'
-            f'<td class="num">{_e(f"{seconds:.2f}s") if isinstance(seconds, int | float) else "—"}</td>'
+            f'<td class="num">{_e(took)}</td>'
             f"<td>{_e(calls_text)}</td>"
             f'<td class="why">{why}</td>'
             f'<td class="src">{_e(r.get("source") or "")}</td></tr>'
@@ -144,7 +149,12 @@ def _table(
         )
     buttons = "".join(
         f'<button type="button" data-filter="{k}">{_e(v)}</button>'
-        for k, v in (("all", "all"), ("ok", "ok"), ("failed", "failed"), *[("not_started", "not started")])
+        for k, v in (
+            ("all", "all"),
+            ("ok", "ok"),
+            ("failed", "failed"),
+            *[("not_started", "not started")],
+        )
     )
     return (
         '<section><h2>Items</h2><div class="filters">'
@@ -170,7 +180,8 @@ def _failures(records: Sequence[dict[str, Any]]) -> str:
         message = redact(str((items[0].get("error") or {}).get("message") or ""))[:400]
         rows.append(
             f'<tr class="failure"><td><span class="cls">{_e(cls)}</span></td><td>{_e(node)}</td>'
-            f'<td class="num">{len(items)}</td><td>{_e(ids)}</td><td class="why">{_e(message)}</td></tr>'
+            f'<td class="num">{len(items)}</td><td>{_e(ids)}</td>'
+            f'<td class="why">{_e(message)}</td></tr>'
         )
     return (
         "<section><h2>Failures by cause</h2><table><thead><tr><th>error class</th><th>node</th>"
@@ -182,16 +193,16 @@ def _failures(records: Sequence[dict[str, Any]]) -> str:
 
 def _chart(records: Sequence[dict[str, Any]]) -> str:
     """Calls per provider (lines) and 429s (red bars), by the time items finished."""
-    points: list[tuple[float, dict[str, int], dict[str, int]]] = []
+    points: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
     for r in records:
         t = _ts(r.get("ended_at"))
-        calls = r.get("calls") if isinstance(r.get("calls"), dict) else {}
-        limits = r.get("rate_limits") if isinstance(r.get("rate_limits"), dict) else {}
+        calls = _mapping(r.get("calls"))
+        limits = _mapping(r.get("rate_limits"))
         if t is not None and (calls or limits):
             points.append((t, calls, limits))
     if not points:
         return (
-            '<section><h2>Provider calls over time</h2>'
+            "<section><h2>Provider calls over time</h2>"
             '<p class="muted">No provider calls recorded yet.</p></section>'
         )
     t0 = min(p[0] for p in points)
@@ -344,7 +355,7 @@ def render_batch_report(
         + _chart(items)
     )
     html = (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">{refresh}'
         '<meta name="generator" content="calliope-graph">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}"
@@ -370,7 +381,7 @@ def render_batch_report_from(manifest: str | Path, out_path: str | Path | None =
                 flow = str(record.get("flow") or flow)
     for record in latest.values():
         if "thumb" not in record:
-            outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+            outputs = _mapping(record.get("outputs"))
             record["thumb"] = next(
                 (
                     v
