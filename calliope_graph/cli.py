@@ -12,6 +12,9 @@ Exit codes (also in ``calliope-graph --help``):
 130   interrupted
 ====  =====================================================================
 
+``batch`` uses 1 when some items failed or were not started (budget), and 4 for a bad row
+of its inputs file as well.
+
 Errors print as one message; ``--debug`` adds the traceback.
 """
 

@@ -130,7 +130,7 @@ class LiveProgress:
         if s is None:
             return Group(Text(f"batch {self.flow}: starting…"))
         total = s.total
-        width = 30
+        width = 20
         done = s.done + s.not_started
         filled = int(width * done / total) if total else 0
         bar = "█" * filled + "░" * (width - filled)
