@@ -382,6 +382,7 @@ def test_cli_exit_codes_and_json_events(tmp_path: Path) -> None:
     missing = ["batch", "illustrate", "--inputs", str(tmp_path / "nope.jsonl")]
     bad = runner.invoke(main, [*missing, "--out", str(tmp_path / "o2"), "--simulate"])
     assert bad.exit_code == 4 and "nope.jsonl" in bad.output and "do not exist" in bad.output
+    assert not (tmp_path / "o2").exists()  # refused before anything was written
     usage = runner.invoke(main, [*args[:6], "--faults", "auth"])
     assert usage.exit_code == 2
     limits = runner.invoke(

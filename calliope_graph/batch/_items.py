@@ -112,9 +112,14 @@ def iter_items(
 ) -> Iterator[Item]:
     """Items of ``source`` for the flow ``spec``: a ``.jsonl``/``.ndjson``, ``.csv``/``.tsv``
     file, a directory of media files, or an iterable of input mappings (an ``id`` key is the
-    item id). Ids are checked unique as the stream goes."""
+    item id). Ids are checked unique as the stream goes; a missing or unknown source is an
+    error at once, before anything is read."""
+    return _unique(_raw_items(source, spec))
+
+
+def _unique(items: Iterator[Item]) -> Iterator[Item]:
     seen: dict[str, str] = {}
-    for item in _raw_items(source, spec):
+    for item in items:
         earlier = seen.get(item.id)
         if earlier is not None:
             path, _, line = item.source.rpartition(":")
@@ -314,9 +319,10 @@ def _directory_items(folder: Path, spec: FlowSpec) -> Iterator[Item]:
             "Give a .jsonl or .csv file of inputs instead.",
             path=str(folder),
         )
-    name = media[0]
-    kind = spec.inputs[name].type
-    suffixes = _MEDIA_SUFFIXES[kind]
+    return _directory_files(folder, media[0], _MEDIA_SUFFIXES[spec.inputs[media[0]].type])
+
+
+def _directory_files(folder: Path, name: str, suffixes: tuple[str, ...]) -> Iterator[Item]:
     # Names only (small), sorted so the order is stable; files are opened by the runs.
     entries = sorted(
         e.name
@@ -350,7 +356,12 @@ def count_items(source: str | Path | Iterable[Any]) -> int | None:
     path = Path(source)
     try:
         if path.is_dir():
-            return sum(1 for e in os.scandir(path) if e.is_file() and not e.name.startswith("."))
+            known = tuple(x for suffixes in _MEDIA_SUFFIXES.values() for x in suffixes)
+            return sum(
+                1
+                for e in os.scandir(path)
+                if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(known)
+            )
         suffix = path.suffix.lower()
         with path.open(encoding="utf-8-sig", newline="") as fh:
             if suffix in (".csv", ".tsv"):

@@ -532,10 +532,10 @@ async def run_batch(
             f"{out} holds a batch of flow {other[0]!r}, not {name!r}: resume it with that flow, "
             "or choose another output folder."
         )
+    stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
     out.mkdir(parents=True, exist_ok=True)
     batch.remember(state)
     batch.stats.total = count_items(items)
-    stream = iter_items(items, plan.spec)  # a bad source (missing file) fails here, early
 
     ctx = options.get("ctx")
     own_ctx: RunContext | None = None
