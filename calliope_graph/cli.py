@@ -1,4 +1,4 @@
-"""The ``calliope-graph`` command line: run, validate, draw, report, nodes, schema.
+"""The ``calliope-graph`` command line: run, batch, validate, draw, report, nodes, schema.
 
 Exit codes (also in ``calliope-graph --help``):
 
@@ -12,6 +12,9 @@ Exit codes (also in ``calliope-graph --help``):
 5     bad input media (missing, empty, corrupt or unsupported file)
 130   interrupted
 ====  =====================================================================
+
+``batch`` uses 1 when some items failed or were not started (budget), and 4 for a bad row
+of its inputs file as well.
 
 Errors print as one message; ``--debug`` adds the traceback.
 """
@@ -355,6 +358,222 @@ def _print_result(result: Any) -> None:
         f"checkpoint: {out / 'checkpoints.sqlite'}",
         soft_wrap=True,
     )
+
+
+# -- batch -------------------------------------------------------------------------------------
+BATCH_EPILOG = (
+    "Exit codes: 0 every item ok, 1 some items failed or were not started (budget), "
+    "2 usage, 3 invalid flow, 4 configuration or a bad inputs row, 130 interrupted."
+)
+
+#: What --limits / --simulate-limits asked for (see :func:`_apply_limits`).
+_LIMITS_REQUESTED: dict[str, Any] = {}
+
+
+def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: Any) -> None:
+    """Hook for the shared per-provider rate limiter (``calliope_graph.limits``) and the
+    simulator's provider-like limits: ``--limits "openai:rpm=500;stability:rps=15"`` and
+    ``--simulate-limits "stability:rpm=60"``. It only records them until they are wired
+    (the lead connects them to the limiter and ``Simulator(limits=...)``); never fails."""
+    _LIMITS_REQUESTED.update(limits=limits, simulate_limits=simulate_limits, simulator=simulator)
+
+
+@main.command(epilog=BATCH_EPILOG)
+@click.argument("flow")
+@click.option(
+    "--inputs",
+    "inputs_path",
+    required=True,
+    help=".jsonl or .csv of flow inputs (an 'id' column names items), or a folder of media.",
+)
+@click.option("--out", "out_dir", required=True, help="Batch folder (manifest, items, report).")
+@click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
+@click.option(
+    "--faults", default=None, help="Simulator faults, e.g. 'latency@stability:seconds=1'."
+)
+@click.option(
+    "--concurrency",
+    "-j",
+    type=click.IntRange(1, 10_000),
+    default=4,
+    show_default=True,
+    help="Items running at once.",
+)
+@click.option("--resume", is_flag=True, help="Continue the batch in --out (ok items are skipped).")
+@click.option("--retry-failed", is_flag=True, help="Run only the failed items (implies --resume).")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="USD",
+    help="Stop starting items when the spend would pass this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
+@click.option("--limits", default=None, help="Per-provider limits, e.g. 'openai:rpm=500'.")
+@click.option(
+    "--simulate-limits", default=None, help="The simulator's provider limits (with --simulate)."
+)
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def batch(
+    flow: str,
+    inputs_path: str,
+    out_dir: str,
+    simulate: bool,
+    faults: str | None,
+    concurrency: int,
+    resume: bool,
+    retry_failed: bool,
+    budget: float | None,
+    as_json: bool,
+    limits: str | None,
+    simulate_limits: str | None,
+    debug: bool,
+) -> None:
+    """Run FLOW over every item of --inputs, into --out (one folder per item).
+
+    A manifest line per finished item goes to OUT/batch.jsonl, the batch report to
+    OUT/batch.html. After a kill or failures, run the same command with --resume: ok items
+    are skipped and the others continue from their checkpoints.
+    """
+    if faults and not simulate:
+        raise click.UsageError("--faults only applies with --simulate.")
+    if simulate_limits and not simulate:
+        raise click.UsageError("--simulate-limits only applies with --simulate.")
+
+    def go() -> int:
+        try:
+            return asyncio.run(
+                _batch(
+                    flow,
+                    inputs_path,
+                    Path(out_dir),
+                    simulate=simulate,
+                    faults=faults,
+                    concurrency=concurrency,
+                    resume=resume or retry_failed,
+                    retry_failed=retry_failed,
+                    budget=budget,
+                    as_json=as_json,
+                    limits=limits,
+                    simulate_limits=simulate_limits,
+                )
+            )
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: finished items are in {Path(out_dir) / 'batch.jsonl'}; "
+                f"continue with: calliope-graph batch {flow} --inputs {inputs_path} "
+                f"--out {out_dir} --resume",
+                markup=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_CODES["interrupted"])
+
+    sys.exit(_guard(debug, go))
+
+
+async def _batch(
+    flow_name: str,
+    inputs_path: str,
+    out_dir: Path,
+    *,
+    simulate: bool,
+    faults: str | None,
+    concurrency: int,
+    resume: bool,
+    retry_failed: bool,
+    budget: float | None,
+    as_json: bool,
+    limits: str | None,
+    simulate_limits: str | None,
+) -> int:
+    from calliope_graph.batch import BatchInputError, BatchSummary, run_batch
+    from calliope_graph.batch._progress import JsonProgress, LiveProgress, PlainProgress
+    from calliope_graph.config import KeysModel
+    from calliope_graph.simulate import Simulator, parse_faults
+
+    flow = _load(flow_name)
+    flow.validate()
+    simulator = Simulator(faults=parse_faults(faults or "")) if simulate else None
+    keys = None if simulate else KeysModel.from_env()
+    if keys is not None:
+        _check_keys(flow, keys)
+    _apply_limits(limits, simulate_limits, simulator)
+    progress: JsonProgress | LiveProgress | PlainProgress
+    if as_json:
+        progress = JsonProgress()
+    elif err_console.is_terminal:
+        progress = LiveProgress(err_console, flow.name)
+    else:
+        progress = PlainProgress(err_console)
+    if not as_json:
+        err_console.print(
+            f"{'resuming' if resume else 'running'} batch {flow.name}  inputs {inputs_path}  "
+            f"out {out_dir}  concurrency {concurrency}",
+            markup=False,
+            soft_wrap=True,
+        )
+    summary: BatchSummary | None = None
+    error: BatchInputError | None = None
+    with progress:
+        try:
+            summary = await run_batch(
+                flow,
+                inputs_path,
+                out_dir,
+                concurrency=concurrency,
+                resume=resume,
+                retry_failed=retry_failed,
+                budget=budget,
+                simulator=simulator,
+                keys=keys,
+                on_progress=progress,
+            )
+        except BatchInputError as exc:
+            error, summary = exc, exc.summary
+    if summary is not None:
+        extra: dict[str, Any] = {}
+        if simulator is not None:
+            extra["simulator_calls"] = simulator.count()
+        if as_json:
+            JsonProgress().write({"event": "summary", **summary.to_dict(), **extra})
+        else:
+            _print_batch_summary(summary, flow_name, inputs_path, out_dir)
+    if error is not None:
+        raise error
+    assert summary is not None
+    return EXIT_CODES["ok"] if summary.all_ok else EXIT_CODES["run_failed"]
+
+
+def _print_batch_summary(summary: Any, flow: str, inputs: str, out_dir: Path) -> None:
+    style = "bold green" if summary.all_ok else "bold yellow"
+    skipped = f" ({summary.skipped} already ok)" if summary.skipped else ""
+    out_console.print(
+        f"[{style}]batch {summary.flow}[/]: {summary.ok} ok{skipped}, {summary.failed} failed, "
+        f"{len(summary.not_started)} not started of {summary.total} in "
+        f"{summary.wall_time:.1f}s",
+        soft_wrap=True,
+    )
+    unpriced = f" ({summary.unpriced} items unpriced)" if summary.unpriced else ""
+    calls = ", ".join(f"{p} {n}" for p, n in sorted(summary.calls.items())) or "none"
+    limited = ", ".join(f"{p} {n}" for p, n in sorted(summary.rate_limited.items()))
+    out_console.print(
+        f"cost: ${summary.cost:.4f} total, ${summary.cost_this_run:.4f} this run{unpriced}  "
+        f"calls: {calls}" + (f"  429s: {limited}" if limited else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    for cause, n in summary.failures.items():
+        out_console.print(f"  failed: {n} × {cause}", markup=False, soft_wrap=True)
+    if summary.budget_message:
+        out_console.print(summary.budget_message, markup=False, soft_wrap=True)
+    out_console.print(
+        f"manifest: {summary.manifest}  report: {summary.report or '-'}", soft_wrap=True
+    )
+    again = f"calliope-graph batch {flow} --inputs {inputs} --out {out_dir} --resume"
+    if summary.failed:
+        out_console.print(f"retry the failed items: {again} --retry-failed", soft_wrap=True)
+    elif summary.not_started:
+        out_console.print(f"run the rest: {again}", soft_wrap=True)
 
 
 # -- validate / nodes / schema ---------------------------------------------------------------------

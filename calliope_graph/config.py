@@ -33,6 +33,7 @@ __all__ = [
     "KeysModel",
     "ModelCatalog",
     "ModelConfig",
+    "ModelPrice",
     "catalog",
 ]
 
@@ -54,6 +55,42 @@ class InferenceModelProviderVariant(StrEnum):
     OPENAI_CHAT_COMPLETION = "openai_chat_completion"
 
 
+class ModelPrice(BaseModel):
+    """A model's list prices in USD, for estimating what runs cost (batch summaries,
+    ``--budget``). Each field is optional: give the ones the provider bills by.
+
+    ``per_image`` is one price, or a table keyed ``"<size>/<quality>"``, ``"<size>"``,
+    ``"<quality>"`` or ``"default"`` (looked up in that order), e.g.
+    ``{"1024x1024/standard": 0.04, "1024x1024/hd": 0.08, "default": 0.04}``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_per_1k_tokens: float | None = None
+    """Per 1,000 input (prompt) tokens."""
+    output_per_1k_tokens: float | None = None
+    """Per 1,000 output (completion) tokens."""
+    per_image: float | dict[str, float] | None = None
+    """Per generated image (by size and quality when a table)."""
+    per_video_second: float | None = None
+    """Per second of generated video."""
+    per_audio_minute: float | None = None
+    """Per minute of input audio (transcription)."""
+    per_request: float | None = None
+    """Per successful request (analysis APIs billed per transaction)."""
+    source: str = ""
+    """Where and when the prices were read."""
+
+    def image(self, size: str | None = None, quality: str | None = None) -> float | None:
+        """The price of one image of ``size`` (``"1024x1024"``) and ``quality``."""
+        table = self.per_image
+        if table is None or isinstance(table, float | int):
+            return None if table is None else float(table)
+        keys = [f"{size}/{quality}"] if size and quality else []
+        keys += [k for k in (size, quality) if k] + ["default"]
+        return next((float(table[k]) for k in keys if k in table), None)
+
+
 class InferenceModel(BaseModel):
     """A provider's model: ``provider_model_name`` is what the provider's API calls it."""
 
@@ -64,6 +101,8 @@ class InferenceModel(BaseModel):
     provider_model_name: str
     provider_api_variant: InferenceModelProviderVariant = InferenceModelProviderVariant.DEFAULT
     model_parameters: dict[str, Any] = Field(default_factory=dict)
+    price: ModelPrice | None = None
+    """List prices, for cost estimates (None: unknown; a batch reports its cost as unknown)."""
 
 
 class ModelConfig(BaseModel):
@@ -79,6 +118,11 @@ class ModelConfig(BaseModel):
     @property
     def provider(self) -> InferenceModelProvider:
         return self.model.provider
+
+    @property
+    def price(self) -> ModelPrice | None:
+        """The model's list prices (see :class:`ModelPrice`)."""
+        return self.model.price
 
     @property
     def parameters(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ validation, compilation, running and drawing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from calliope_graph.flow.spec import (
 from calliope_graph.flow.validate import Plan, check
 
 if TYPE_CHECKING:
+    from calliope_graph.batch import BatchOptions, BatchSummary
     from calliope_graph.nodes import Node
 
 __all__ = ["Flow", "NodeHandle", "shipped_flows"]
@@ -299,7 +300,8 @@ class Flow:
 
     # -- running ----------------------------------------------------------------------------
     def runner(self, **options: Unpack[RunnerOptions]) -> FlowRunner:
-        """A reusable runner for many runs (compiled once when it has no checkpointer)."""
+        """A reusable runner for many runs (compiled once, unless ``checkpointer=True``
+        opens a SQLite saver in ``out_dir`` per run)."""
         return FlowRunner(self.plan(), **options)
 
     async def ainvoke(
@@ -358,6 +360,33 @@ class Flow:
         finally:
             loop.run_until_complete(agen.aclose())
             loop.close()
+
+    # -- many items (calliope_graph.batch) ----------------------------------------------------
+    async def abatch(
+        self,
+        items: str | Path | Iterable[Mapping[str, Any]],
+        *,
+        out_dir: str | Path,
+        **options: Unpack[BatchOptions],
+    ) -> BatchSummary:
+        """Run the flow over ``items`` (a .jsonl/.csv file, a folder of media, or a list of
+        input mappings) into ``out_dir``: one thread per item, a manifest line per finished
+        item (``out_dir/batch.jsonl``), outputs in ``out_dir/<item id>/``. ``resume=True``
+        continues a stopped batch; see :class:`~calliope_graph.batch.BatchOptions`."""
+        from calliope_graph.batch import run_batch
+
+        return await run_batch(self, items, out_dir, **options)
+
+    def batch(
+        self,
+        items: str | Path | Iterable[Mapping[str, Any]],
+        *,
+        out_dir: str | Path,
+        **options: Unpack[BatchOptions],
+    ) -> BatchSummary:
+        """:meth:`abatch`, from synchronous code (not inside a running event loop)."""
+        _no_running_loop("batch", "abatch")
+        return asyncio.run(self.abatch(items, out_dir=out_dir, **options))
 
 
 def _no_running_loop(method: str, instead: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -43,7 +45,7 @@ from calliope_graph.flow._runtime import (
 from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_ref
 from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace, jsonable
-from calliope_graph.media import Audio, Image, Video
+from calliope_graph.media import Audio, Image, MediaStore, Video
 
 if TYPE_CHECKING:
     from calliope_graph.flow._journal import Journal
@@ -276,12 +278,38 @@ class FlowRunner:
                 saver = AsyncSqliteSaver(conn, serde=self._serde())
                 yield compile_plan(self.plan, checkpointer=saver, cache=cache)
             return
-        if self.checkpointer:
-            yield compile_plan(self.plan, checkpointer=self.checkpointer, cache=cache)
-            return
+        yield self._compiled()
+
+    def _compiled(self) -> CompiledFlowGraph:
+        """The graph compiled once for this runner: its checkpointer (a saver, or none) and
+        cache do not change between runs (``checkpointer=True`` opens one per run instead)."""
         if self._graph is None:
-            self._graph = compile_plan(self.plan, cache=cache)
-        yield self._graph
+            cache = self._cache()
+            if self.checkpointer:
+                self._graph = compile_plan(self.plan, checkpointer=self.checkpointer, cache=cache)
+            else:
+                self._graph = compile_plan(self.plan, cache=cache)
+        return self._graph
+
+    # -- batches: one compiled graph, one folder per item (calliope_graph.batch) ------------
+    def with_out_dir(self, out_dir: str | Path, ctx: RunContext | None = None) -> FlowRunner:
+        """A runner like this one writing into ``out_dir`` (media, ``trace.json``) that shares
+        its compiled graph, checkpointer and cache, so many items compile the flow once.
+
+        ``ctx`` defaults to this runner's context with a media store rooted at ``out_dir``
+        (same client and keys). Closing the new runner leaves the shared context open.
+        """
+        if self.checkpointer is True:
+            raise ConfigurationError(
+                "with_out_dir() shares one checkpointer between folders: pass a checkpointer "
+                "(e.g. an AsyncSqliteSaver), not checkpointer=True."
+            )
+        self._compiled()
+        twin = copy.copy(self)
+        twin.out_dir = Path(out_dir)
+        twin._ctx = ctx or dataclasses.replace(self._context(), store=MediaStore(out_dir))
+        twin._own_ctx = None
+        return twin
 
     def _cache(self) -> BaseCache[Any] | None:
         if self.cache is True:

@@ -1,0 +1,39 @@
+"""Many items through one flow: items → checkpoint threads, a manifest, cost, resume.
+
+    summary = await run_batch(flow, "prompts.jsonl", "out/", concurrency=8, resume=True)
+
+One compiled graph and one checkpoint store per batch, one thread per item (stable id),
+a manifest line per finished item (``OUT/batch.jsonl``), outputs under ``OUT/<item id>/``
+and a report of the whole batch (``OUT/batch.html``). The local engine (this package's
+``_local``) runs items with asyncio in one process.
+"""
+
+from calliope_graph.batch._cost import estimate_item_cost, trace_cost
+from calliope_graph.batch._items import BatchInputError, Item, item_id, iter_items, thread_id_for
+from calliope_graph.batch._local import (
+    REPORT_NAME,
+    BatchEvent,
+    BatchOptions,
+    BatchStats,
+    BatchSummary,
+    run_batch,
+)
+from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
+
+__all__ = [
+    "MANIFEST_NAME",
+    "REPORT_NAME",
+    "BatchEvent",
+    "BatchInputError",
+    "BatchOptions",
+    "BatchStats",
+    "BatchSummary",
+    "Item",
+    "Manifest",
+    "estimate_item_cost",
+    "item_id",
+    "iter_items",
+    "run_batch",
+    "thread_id_for",
+    "trace_cost",
+]

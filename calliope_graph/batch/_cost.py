@@ -1,0 +1,169 @@
+"""What an item cost, estimated from what it actually called and the catalog's list prices.
+
+Each node execution of the item's trace that ended ``ok`` in this attempt (not carried over
+from an earlier attempt, not a cache hit) is priced by its model's
+:class:`~calliope_graph.config.ModelPrice`:
+
+- tokens: the trace records no provider usage, so tokens are estimated as characters / 4
+  of the execution's text inputs (prompt) and text outputs (completion);
+- images: one price per image output, by the requested size (``width``x``height`` params,
+  else the config's ``size``) and ``quality``, else the image's own size, else ``default``;
+- video: seconds from the config's ``duration`` parameter (else 5 s) per video output;
+- audio: minutes of each audio input (WAV duration, else one minute);
+- ``per_request``: once per execution.
+
+Failed, refused and retried requests are not billed (providers do not charge for them, or
+charge too little to matter here). An ok execution whose model has no price makes the
+item's cost unknown (``None``): the batch says how many items that affects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from calliope_graph.config import ModelConfig, ModelPrice
+from calliope_graph.errors import CalliopeError
+from calliope_graph.flow.trace import NodeExecution, Trace
+
+if TYPE_CHECKING:
+    from calliope_graph.flow.validate import Plan
+
+__all__ = ["estimate_item_cost", "execution_cost", "trace_cost"]
+
+#: Characters per token, for estimates (English text with common tokenizers).
+CHARS_PER_TOKEN = 4.0
+#: Seconds of video a generation is assumed to make without a ``duration`` parameter.
+DEFAULT_VIDEO_SECONDS = 5.0
+
+
+def _config(plan: Plan, node: str) -> ModelConfig | None:
+    instance = plan.nodes.get(node)
+    model = getattr(instance, "model", None)
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, str):
+        try:
+            return plan.catalog.get(model)
+        except CalliopeError:
+            return None
+    return None
+
+
+def _texts(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        if value.get("type") in ("image", "audio", "video"):
+            return
+        for v in value.values():
+            yield from _texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _texts(v)
+
+
+def _media(values: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == kind:
+                found.append(value)
+            else:
+                for v in value.values():
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(values)
+    return found
+
+
+def _tokens(values: dict[str, Any]) -> float:
+    return sum(len(t) for t in _texts(values)) / CHARS_PER_TOKEN
+
+
+def execution_cost(execution: NodeExecution, config: ModelConfig | None) -> tuple[float, bool]:
+    """(USD, priced) of one execution; ``priced`` is False when its model has no price."""
+    if execution.status != "ok" or execution.resumed or execution.cache_hit:
+        return 0.0, True
+    if config is None:
+        return 0.0, execution.provider is None  # a provider call of an unknown model
+    price = config.price
+    if price is None:
+        return 0.0, False
+    return _priced(price, config, execution.inputs, execution.outputs, execution.params), True
+
+
+def _priced(
+    price: ModelPrice,
+    config: ModelConfig,
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    params: dict[str, Any],
+) -> float:
+    cost = price.per_request or 0.0
+    if price.input_per_1k_tokens:
+        cost += _tokens(inputs) / 1000 * price.input_per_1k_tokens
+    if price.output_per_1k_tokens:
+        cost += _tokens(outputs) / 1000 * price.output_per_1k_tokens
+    if price.per_image is not None:
+        merged = {**config.parameters, **params}
+        size = merged.get("size")
+        if params.get("width") and params.get("height"):
+            size = f"{params['width']}x{params['height']}"
+        quality = merged.get("quality")
+        for image in _media(outputs, "image"):
+            own = f"{image.get('width')}x{image.get('height')}" if image.get("width") else None
+            one = price.image(str(size) if size else own, str(quality) if quality else None)
+            cost += one or 0.0
+    if price.per_video_second:
+        seconds = float(config.parameters.get("duration") or DEFAULT_VIDEO_SECONDS)
+        cost += len(_media(outputs, "video")) * seconds * price.per_video_second
+    if price.per_audio_minute:
+        for audio in _media(inputs, "audio"):
+            cost += float(audio.get("duration_s") or 60.0) / 60.0 * price.per_audio_minute
+    return cost
+
+
+def trace_cost(trace: Trace, plan: Plan) -> float | None:
+    """The item's cost in USD from its trace, or None when a model it called has no price."""
+    total, known = 0.0, True
+    for execution in trace.executions:
+        cost, priced = execution_cost(execution, _config(plan, execution.node))
+        total += cost
+        known = known and priced
+    return round(total, 6) if known else None
+
+
+def estimate_item_cost(plan: Plan) -> float | None:
+    """What one item is expected to cost before any has finished: one call of each node on
+    the main path (routed nodes — fallbacks, rewriters — are assumed not to run), with a
+    200-token prompt and ``max_tokens`` (else 300) of completion. None when unpriced."""
+    total = 0.0
+    for name in plan.order:
+        if name in plan.routed:
+            continue
+        node = plan.nodes[name]
+        if getattr(node, "model", None) is None:
+            continue
+        config = _config(plan, name)
+        if config is None or config.price is None:
+            return None
+        price = config.price
+        out_tokens = float(config.parameters.get("max_tokens") or 300)
+        fake_in = {"prompt": "x" * int(200 * CHARS_PER_TOKEN)}
+        fake_out = {"text": "x" * int(out_tokens * CHARS_PER_TOKEN)}
+        outputs: dict[str, Any] = dict(fake_out)
+        kinds = {p.type.value for p in getattr(node, "outputs", ())}
+        if "image" in kinds:
+            outputs = {"image": {"type": "image"}}
+        elif "video" in kinds:
+            outputs = {"video": {"type": "video"}}
+        inputs: dict[str, Any] = dict(fake_in)
+        if any(p.type.value == "audio" for p in getattr(node, "inputs", ())):
+            inputs["audio"] = {"type": "audio"}
+        total += _priced(price, config, inputs, outputs, {})
+    return round(total, 6)

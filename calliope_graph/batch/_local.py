@@ -1,0 +1,657 @@
+"""The local batch engine: items → checkpoint threads, run with asyncio in one process.
+
+One compiled graph and one checkpoint database (``OUT/checkpoints.sqlite``) serve the whole
+batch; each item runs on its own thread (``batch-<item id>``) with its outputs, ``trace.json``
+and ``report.html`` in ``OUT/<item id>/``. At most ``concurrency`` items run at once, pulled
+from the streaming item iterator as slots free up (10,000 items are never 10,000 tasks). A
+manifest line is appended (and fsynced) as each item finishes, and ``OUT/batch.html`` is
+rewritten every few seconds and at the end.
+
+``resume`` skips items whose latest manifest line is ``ok``; an item that failed or was
+interrupted continues its thread from the last checkpoint when the thread exists (completed
+nodes are not run, nor paid, again) and starts afresh otherwise. ``retry_failed`` runs only
+the failed items. ``budget`` (USD) stops starting items once what the batch has spent, plus
+the expected cost of the items running and of one more, would pass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import TypedDict, Unpack
+
+from calliope_graph.batch._cost import estimate_item_cost, trace_cost
+from calliope_graph.batch._items import (
+    BatchInputError,
+    Item,
+    count_items,
+    iter_items,
+    thread_id_for,
+)
+from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest, ManifestState
+from calliope_graph.config import KeysModel
+from calliope_graph.context import RunContext
+from calliope_graph.engines._http import redact
+from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, error_class
+from calliope_graph.flow._runtime import FlowEvent
+from calliope_graph.flow.run import Durability, FlowRunner, checkpoint_serializer
+from calliope_graph.flow.trace import Trace, jsonable
+
+if TYPE_CHECKING:
+    from calliope_graph.flow.builder import Flow
+    from calliope_graph.flow.validate import Plan
+    from calliope_graph.simulate import Simulator
+
+__all__ = [
+    "REPORT_NAME",
+    "BatchEvent",
+    "BatchOptions",
+    "BatchStats",
+    "BatchSummary",
+    "run_batch",
+]
+
+REPORT_NAME = "batch.html"
+CHECKPOINTS_NAME = "checkpoints.sqlite"
+
+
+class BatchOptions(TypedDict, total=False):
+    """Options of :func:`run_batch` (and ``Flow.abatch`` / ``Flow.batch``)."""
+
+    concurrency: int
+    """Items running at once (default 4)."""
+    resume: bool
+    """Continue the batch in ``out_dir``: skip ok items, continue failed/interrupted ones."""
+    retry_failed: bool
+    """Run only the items whose latest manifest line is ``failed`` (implies ``resume``)."""
+    budget: float | None
+    """USD: stop starting items when the spend would pass it (items left are not started)."""
+    simulator: Simulator | None
+    """Run every provider call against this simulator (offline)."""
+    keys: KeysModel | None
+    """Provider keys (default: from the environment, or the simulator's)."""
+    ctx: RunContext | None
+    """A ready run context (client, keys, retry settings, sleep); each item gets a copy
+    whose media store is its own folder. Overrides ``keys`` and ``simulator``."""
+    on_progress: Callable[[BatchEvent], None] | None
+    """Called with each :class:`BatchEvent` (item started/finished, node events, ...)."""
+    report: bool
+    """Write ``batch.html`` (default True)."""
+    item_reports: bool
+    """Write each item's ``report.html`` beside its ``trace.json`` (default True; about
+    15 ms of CPU per item — ``calliope-graph report OUT/<id>/trace.json`` makes one later)."""
+    report_interval: float
+    """Shortest time in seconds between two rewrites of ``batch.html`` during the run."""
+    durability: Durability
+
+
+@dataclass
+class BatchStats:
+    """Live counters of a batch (what progress displays read)."""
+
+    total: int | None = None
+    """Items in the input, when it could be counted up front."""
+    started_at: float = field(default_factory=time.time)
+    ok: int = 0
+    """Items whose latest state is ok (including those ok before this run)."""
+    failed: int = 0
+    running: int = 0
+    skipped: int = 0
+    """Items already ok in the manifest, not run again."""
+    not_started: int = 0
+    ran: int = 0
+    """Items finished in this run."""
+    spent: float = 0.0
+    """USD spent by the batch (every manifest line, earlier runs included)."""
+    spent_this_run: float = 0.0
+    unpriced: int = 0
+    """Items of this run whose cost is unknown (a model without a price)."""
+    calls: Counter[str] = field(default_factory=Counter)
+    """Provider → requests made in this run (finished node executions)."""
+    in_flight: Counter[str] = field(default_factory=Counter)
+    """Provider → node executions calling it right now."""
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    """Provider → 429 answers seen in this run (each one retried or failed)."""
+    limiter_waits: dict[str, float] = field(default_factory=dict)
+    """Provider → seconds spent waiting on the shared rate limiter (filled by the limiter
+    when it is wired under the engines; empty until then)."""
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.time() - self.started_at, 0.0)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def throughput(self) -> float:
+        """Items finished per second in this run."""
+        return self.ran / self.elapsed if self.elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds until every item is done at the current pace (None: unknown)."""
+        rate = self.throughput()
+        if self.total is None or rate <= 0:
+            return None
+        return max(self.total - self.done - self.not_started, 0) / rate
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """Something a batch did: ``item_started``, ``item_finished`` (with its manifest
+    ``record``), ``node`` (a node event of a running item), ``budget_stop``, ``report``."""
+
+    kind: Literal["item_started", "item_finished", "node", "budget_stop", "report"]
+    stats: BatchStats
+    item_id: str | None = None
+    record: dict[str, Any] | None = None
+    node_event: FlowEvent | None = None
+    message: str = ""
+
+
+@dataclass
+class BatchSummary:
+    """A finished (or stopped) batch."""
+
+    flow: str
+    out_dir: Path
+    manifest: Path
+    report: Path | None
+    total: int
+    """Items read from the input."""
+    ok: int
+    failed: int
+    skipped: int
+    """Already ok before this run (not run again)."""
+    ran: int
+    """Items run in this run."""
+    not_started: list[str]
+    """Ids of items that have no manifest line (budget reached, or not selected)."""
+    cost: float
+    """USD spent by the whole batch (all manifest lines)."""
+    cost_this_run: float
+    unpriced: int
+    calls: dict[str, int]
+    """Provider → requests made in this run."""
+    rate_limited: dict[str, int]
+    wall_time: float
+    budget: float | None = None
+    budget_stopped: bool = False
+    budget_message: str = ""
+    failures: dict[str, int] = field(default_factory=dict)
+    """``"<error class> at <node>"`` → items failed that way."""
+    input_error: str | None = None
+    """The input row that stopped the batch early (also raised as a BatchInputError)."""
+
+    @property
+    def all_ok(self) -> bool:
+        return self.failed == 0 and not self.not_started and self.input_error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "out_dir": str(self.out_dir),
+            "manifest": str(self.manifest),
+            "report": str(self.report) if self.report else None,
+            "total": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "ran": self.ran,
+            "not_started": len(self.not_started),
+            "not_started_ids": self.not_started,
+            "cost": round(self.cost, 6),
+            "cost_this_run": round(self.cost_this_run, 6),
+            "unpriced": self.unpriced,
+            "calls": self.calls,
+            "rate_limited": self.rate_limited,
+            "wall_time": round(self.wall_time, 3),
+            "budget": self.budget,
+            "budget_stopped": self.budget_stopped,
+            "budget_message": self.budget_message,
+            "failures": self.failures,
+            "input_error": self.input_error,
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Flow outputs for the manifest: media as paths relative to ``root``."""
+
+    def simple(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("type") in ("image", "audio", "video") and "path" in value:
+                return value["path"]
+            return {k: simple(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [simple(v) for v in value]
+        return value
+
+    return {name: simple(jsonable(value, root=root)) for name, value in values.items()}
+
+
+def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:
+    """Path (relative to OUT) of the item's first image output, for a thumbnail."""
+    for value in outputs.values():
+        if (
+            isinstance(value, str)
+            and value.startswith(folder + "/")
+            and value.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif"))
+        ):
+            return value
+    return None
+
+
+class _Batch:
+    """One run of a batch (state shared by the item tasks)."""
+
+    def __init__(self, plan: Plan, out: Path, options: BatchOptions) -> None:
+        self.plan = plan
+        self.out = out
+        self.options = options
+        self.concurrency = max(int(options.get("concurrency", 4)), 1)
+        self.retry_failed = bool(options.get("retry_failed", False))
+        self.resume = bool(options.get("resume", False)) or self.retry_failed
+        self.budget = options.get("budget")
+        self.on_progress = options.get("on_progress")
+        self.reports = options.get("report", True)
+        self.item_reports = options.get("item_reports", True)
+        self.report_interval = float(options.get("report_interval", 5.0))
+        self.manifest = Manifest(out / MANIFEST_NAME)
+        self.stats = BatchStats()
+        self.records: dict[str, dict[str, Any]] = {}
+        """Id → slim manifest record (what batch.html shows), in input order."""
+        self.not_started: list[tuple[str, str]] = []
+        self.item_costs: list[float] = []
+        self.static_estimate = estimate_item_cost(plan)
+        self.budget_message = ""
+        self._last_report = 0.0
+        self._secrets: list[str] = []
+
+    # -- events -----------------------------------------------------------------------------
+    def emit(self, kind: Any, **fields: Any) -> None:
+        if self.on_progress is not None:
+            self.on_progress(BatchEvent(kind=kind, stats=self.stats, **fields))
+
+    # -- budget -----------------------------------------------------------------------------
+    def estimate(self) -> float:
+        """Expected cost of one item: the mean of the priced items so far, else the plan's."""
+        if self.item_costs:
+            return sum(self.item_costs) / len(self.item_costs)
+        return self.static_estimate or 0.0
+
+    def over_budget(self) -> bool:
+        if self.budget is None:
+            return False
+        one = self.estimate()
+        expected = self.stats.spent + (self.stats.running + 1) * one
+        if expected <= self.budget:
+            return False
+        self.budget_message = (
+            f"Budget ${self.budget:.2f} reached: ${self.stats.spent:.4f} spent, "
+            f"{self.stats.running} item(s) running, about ${one:.4f} per item — no more "
+            "items started. Continue with --resume and a larger --budget."
+        )
+        return True
+
+    # -- records ----------------------------------------------------------------------------
+    def slim(self, record: dict[str, Any]) -> dict[str, Any]:
+        """What the batch report needs of a manifest line (kept in memory per item)."""
+        keep = (
+            "id",
+            "status",
+            "source",
+            "cost",
+            "seconds",
+            "started_at",
+            "ended_at",
+            "error",
+            "calls",
+            "rate_limits",
+            "thumb",
+            "attempts",
+        )
+        return {k: record.get(k) for k in keep}
+
+    def remember(self, state: ManifestState) -> None:
+        for record in state.latest.values():
+            if isinstance(record.get("cost"), int | float):
+                self.item_costs.append(float(record["cost"]))
+        self.stats.spent = state.spent
+
+    # -- one item ---------------------------------------------------------------------------
+    async def run_item(self, root: FlowRunner, saver: Any, item: Item) -> dict[str, Any]:
+        thread = thread_id_for(item.id)
+        folder = self.out / item.id
+        runner = root.with_out_dir(folder)
+        again = self.resume and await _has_thread(saver, thread)
+        started = time.time()
+        rate_limits: Counter[str] = Counter()
+        in_flight: dict[int, str] = {}  # node executions of this item calling a provider
+        self.emit("item_started", item_id=item.id, message=item.source)
+
+        def on_event(event: FlowEvent) -> None:
+            execution = event.execution
+            provider = execution.provider
+            key = id(execution)
+            if event.kind == "started" and provider:
+                in_flight[key] = provider
+                self.stats.in_flight[provider] += 1
+            elif event.kind in ("finished", "failed") and key in in_flight:
+                self.release(in_flight.pop(key))
+            if event.kind == "retried" and execution.error_class == "rate_limit" and provider:
+                rate_limits[provider] += 1
+                self.stats.rate_limited[provider] += 1
+            self.emit("node", item_id=item.id, node_event=event)
+
+        trace: Trace | None = None
+        outputs: dict[str, Any] = {}
+        error: dict[str, Any] | None = None
+        try:
+            result = await runner.ainvoke(
+                None if again else item.inputs, thread_id=thread, resume=again, on_event=on_event
+            )
+            trace, outputs = result.trace, _outputs(result.outputs, self.out)
+        except FlowRunError as exc:
+            trace = _load_trace(folder / "trace.json")
+            failed = None
+            if trace is not None:
+                failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
+            message = failed.error if failed is not None and failed.error else str(exc)
+            error = {"class": exc.cause_class, "node": exc.node, "message": message}
+        except CalliopeError as exc:  # refused before it ran: a bad media file, a missing key
+            error = {"class": error_class(exc), "node": None, "message": self.redact(str(exc))}
+        except Exception as exc:  # a bug must not stop the other items; the line says what
+            text = self.redact(f"{type(exc).__name__}: {exc}")
+            error = {"class": "any", "node": None, "message": text}
+        finally:
+            for provider in in_flight.values():  # stopped mid-node
+                self.release(provider)
+        ended = time.time()
+        fresh = [e for e in (trace.executions if trace else []) if not e.resumed]
+        calls: Counter[str] = Counter()
+        for execution in fresh:
+            calls.update(execution.calls)
+        cost = trace_cost(trace, self.plan) if trace is not None else 0.0
+        record: dict[str, Any] = {
+            "id": item.id,
+            "status": "failed" if error else "ok",
+            "thread_id": thread,
+            "flow": self.plan.spec.name,
+            "source": item.source,
+            "outputs": outputs,
+            "error": error,
+            "attempts": sum(e.attempts for e in fresh),
+            "calls": dict(calls),
+            "rate_limits": dict(rate_limits),
+            "cost": cost,
+            "started_at": _iso(started),
+            "ended_at": _iso(ended),
+            "seconds": round(ended - started, 3),
+            "resumed": again,
+        }
+        self.manifest.append(record)
+        if self.item_reports and trace is not None:
+            self.item_report(trace, folder)
+        record["thumb"] = _first_image(outputs, item.id)
+        return record
+
+    def release(self, provider: str) -> None:
+        self.stats.in_flight[provider] -= 1
+        if self.stats.in_flight[provider] <= 0:
+            del self.stats.in_flight[provider]
+
+    def item_report(self, trace: Trace, folder: Path) -> None:
+        from calliope_graph.viz import render_report
+
+        with contextlib.suppress(Exception):  # a report problem never fails the item
+            render_report(trace, folder / "report.html")
+
+    def finished(self, record: dict[str, Any]) -> None:
+        stats = self.stats
+        stats.running -= 1
+        stats.ran += 1
+        if record["status"] == "ok":
+            stats.ok += 1
+        else:
+            stats.failed += 1
+        cost = record.get("cost")
+        if isinstance(cost, int | float):
+            stats.spent += cost
+            stats.spent_this_run += cost
+            self.item_costs.append(float(cost))
+        else:
+            stats.unpriced += 1
+        stats.calls.update(record.get("calls") or {})
+        self.records[record["id"]] = self.slim(record)
+        self.emit("item_finished", item_id=record["id"], record=record)
+        self.maybe_report()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    # -- the batch report -------------------------------------------------------------------
+    def maybe_report(self, *, final: bool = False) -> Path | None:
+        if not self.reports:
+            return None
+        now = time.monotonic()
+        if not final and now - self._last_report < self.report_interval:
+            return None
+        self._last_report = now
+        from calliope_graph.viz._batch_report import render_batch_report
+
+        path = self.out / REPORT_NAME
+        try:
+            render_batch_report(
+                list(self.records.values()),
+                path,
+                flow=self.plan.spec.name,
+                not_started=self.not_started,
+                summary=self.report_summary(final),
+            )
+        except Exception:  # a report problem never stops the batch
+            return None
+        self.emit("report", message=str(path))
+        return path
+
+    def report_summary(self, final: bool) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "running": not final,
+            "ok": s.ok,
+            "failed": s.failed,
+            "in_progress": s.running,
+            "not_started": len(self.not_started),
+            "cost": round(s.spent, 6),
+            "unpriced": s.unpriced,
+            "wall_time": round(s.elapsed, 2),
+            "budget": self.budget,
+            "budget_message": self.budget_message,
+            "rate_limited": dict(s.rate_limited),
+        }
+
+
+async def _has_thread(saver: Any, thread: str) -> bool:
+    return await saver.aget_tuple({"configurable": {"thread_id": thread}}) is not None
+
+
+def _load_trace(path: Path) -> Trace | None:
+    try:
+        return Trace.load(path)
+    except Exception:
+        return None
+
+
+def _plan_of(flow: Flow | Plan) -> Plan:
+    plan = getattr(flow, "plan", None)
+    return plan() if callable(plan) else flow  # type: ignore[return-value]
+
+
+async def run_batch(
+    flow: Flow | Plan,
+    items: str | Path | Iterable[Mapping[str, Any] | Item],
+    out_dir: str | Path,
+    **options: Unpack[BatchOptions],
+) -> BatchSummary:
+    """Run ``flow`` over ``items`` into ``out_dir`` (see the module docstring and
+    :class:`BatchOptions`); returns a :class:`BatchSummary`.
+
+    ``items`` is a ``.jsonl``/``.csv`` file, a directory of media files, or an iterable of
+    input mappings (an ``id`` key names an item). A malformed input row stops the batch
+    (after the running items finish and are recorded) with a :class:`BatchInputError`
+    carrying the summary as ``.summary``.
+    """
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    plan = _plan_of(flow)
+    out = Path(out_dir)
+    batch = _Batch(plan, out, options)
+    state = batch.manifest.read()
+    name = plan.spec.name
+    if state.lines and not batch.resume:
+        raise ConfigurationError(
+            f"{out} already holds a batch ({state.lines} manifest lines in "
+            f"{batch.manifest.path}): pass --resume (resume=True) to continue it, or choose "
+            "another output folder."
+        )
+    other = sorted(state.flows - {name})
+    if other:
+        raise ConfigurationError(
+            f"{out} holds a batch of flow {other[0]!r}, not {name!r}: resume it with that flow, "
+            "or choose another output folder."
+        )
+    stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
+    out.mkdir(parents=True, exist_ok=True)
+    batch.remember(state)
+    batch.stats.total = count_items(items)
+
+    ctx = options.get("ctx")
+    own_ctx: RunContext | None = None
+    if ctx is None:
+        sim = options.get("simulator")
+        keys = options.get("keys")
+        if keys is None:
+            keys = sim.keys() if sim is not None else KeysModel.from_env()
+        ctx = own_ctx = RunContext.create(
+            out,
+            keys=keys,
+            transport=sim.transport() if sim is not None else None,
+            catalog=plan.catalog,
+        )
+    batch._secrets = ctx.keys.secrets()
+    input_error: BatchInputError | None = None
+    tasks: set[asyncio.Task[dict[str, Any]]] = set()
+    slots = asyncio.Semaphore(batch.concurrency)
+    try:
+        async with aiosqlite.connect(str(out / CHECKPOINTS_NAME)) as conn:
+            saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(plan))
+            await saver.setup()
+            root = FlowRunner(
+                plan,
+                out_dir=out,
+                ctx=ctx,
+                checkpointer=saver,
+                cache=False,
+                trace_file=True,
+                durability=options.get("durability", "async"),
+            )
+
+            def done(task: asyncio.Task[dict[str, Any]]) -> None:
+                tasks.discard(task)
+                slots.release()
+                if not task.cancelled() and task.exception() is None:
+                    batch.finished(task.result())
+
+            stopped = False
+            try:
+                for item in stream:
+                    status = state.status(item.id)
+                    if status == "ok":
+                        batch.stats.skipped += 1
+                        batch.stats.ok += 1
+                        batch.records[item.id] = batch.slim(state.latest[item.id])
+                        continue
+                    if stopped or (batch.retry_failed and status != "failed"):
+                        batch.not_started.append((item.id, item.source))
+                        batch.stats.not_started += 1
+                        continue
+                    await slots.acquire()
+                    if batch.over_budget():
+                        slots.release()
+                        stopped = True
+                        batch.emit("budget_stop", message=batch.budget_message)
+                        batch.not_started.append((item.id, item.source))
+                        batch.stats.not_started += 1
+                        continue
+                    batch.stats.running += 1
+                    task = asyncio.create_task(batch.run_item(root, saver, item))
+                    tasks.add(task)
+                    task.add_done_callback(done)
+            except BatchInputError as exc:
+                input_error = exc
+            except OSError as exc:  # the inputs file went away or cannot be read mid-way
+                input_error = BatchInputError(f"Cannot read the batch inputs: {exc}")
+            if tasks:
+                await asyncio.gather(*tasks)
+    except BaseException:
+        for task in list(tasks):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        batch.maybe_report(final=True)
+        raise
+    finally:
+        batch.manifest.close()
+        if own_ctx is not None:
+            await own_ctx.aclose()
+    report = batch.maybe_report(final=True)
+    summary = _summary(batch, report, input_error)
+    if input_error is not None:
+        input_error.summary = summary
+        raise input_error
+    return summary
+
+
+def _summary(batch: _Batch, report: Path | None, error: BatchInputError | None) -> BatchSummary:
+    s = batch.stats
+    failures: Counter[str] = Counter()
+    for record in batch.records.values():
+        err = record.get("error")
+        if record.get("status") == "failed" and isinstance(err, dict):
+            where = f" at {err['node']}" if err.get("node") else ""
+            failures[f"{err.get('class')}{where}"] += 1
+    return BatchSummary(
+        flow=batch.plan.spec.name,
+        out_dir=batch.out,
+        manifest=batch.manifest.path,
+        report=report,
+        total=s.ok + s.failed + s.not_started,
+        ok=s.ok,
+        failed=s.failed,
+        skipped=s.skipped,
+        ran=s.ran,
+        not_started=[i for i, _ in batch.not_started],
+        cost=s.spent,
+        cost_this_run=s.spent_this_run,
+        unpriced=s.unpriced,
+        calls=dict(s.calls),
+        rate_limited=dict(s.rate_limited),
+        wall_time=s.elapsed,
+        budget=batch.budget,
+        budget_stopped=bool(batch.budget_message),
+        budget_message=batch.budget_message,
+        failures=dict(failures.most_common()),
+        input_error=str(error) if error is not None else None,
+    )
