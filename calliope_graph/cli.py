@@ -366,6 +366,19 @@ BATCH_EPILOG = (
     "2 usage, 3 invalid flow, 4 configuration or a bad inputs row, 130 interrupted."
 )
 
+def _checked_limits(value: str | None) -> str | None:
+    """``--limits``: a malformed value is a usage error naming the bad part (exit 2)."""
+    if not value:
+        return value
+    from calliope_graph.limits import parse_limits
+
+    try:
+        parse_limits(value, where="--limits")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limits") from None
+    return value
+
+
 #: What --limits / --simulate-limits asked for (see :func:`_apply_limits`).
 _LIMITS_REQUESTED: dict[str, Any] = {}
 
@@ -373,9 +386,12 @@ _LIMITS_REQUESTED: dict[str, Any] = {}
 def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: Any) -> None:
     """Hook for the shared per-provider rate limiter (``calliope_graph.limits``) and the
     simulator's provider-like limits: ``--limits "openai:rpm=500;stability:rps=15"`` and
-    ``--simulate-limits "stability:rpm=60"``. It only records them until they are wired
-    (the lead connects them to the limiter and ``Simulator(limits=...)``); never fails."""
+    ``--simulate-limits "stability:rpm=60"``."""
     _LIMITS_REQUESTED.update(limits=limits, simulate_limits=simulate_limits, simulator=simulator)
+    if limits:  # the real limits: the process-wide limiter every engine call waits on
+        from calliope_graph.limits import shared
+
+        shared().configure(limits, where="--limits")
 
 
 @main.command(epilog=BATCH_EPILOG)
@@ -409,7 +425,12 @@ def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: An
     help="Stop starting items when the spend would pass this.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
-@click.option("--limits", default=None, help="Per-provider limits, e.g. 'openai:rpm=500'.")
+@click.option(
+    "--limits",
+    default=None,
+    callback=lambda ctx, param, value: _checked_limits(value),
+    help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
+)
 @click.option(
     "--simulate-limits", default=None, help="The simulator's provider limits (with --simulate)."
 )

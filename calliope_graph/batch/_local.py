@@ -350,6 +350,9 @@ class _Batch:
                 self.stats.in_flight[provider] += 1
             elif event.kind in ("finished", "failed") and key in in_flight:
                 self.release(in_flight.pop(key))
+            if event.kind in ("finished", "failed") and provider and execution.limit_wait:
+                waits = self.stats.limiter_waits
+                waits[provider] = waits.get(provider, 0.0) + execution.limit_wait
             if event.kind == "retried" and execution.error_class == "rate_limit" and provider:
                 rate_limits[provider] += 1
                 self.stats.rate_limited[provider] += 1

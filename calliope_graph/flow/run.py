@@ -250,6 +250,10 @@ class FlowRunner:
         if self._own_ctx is None:
             sim = self._simulator
             keys = self._keys if self._keys is not None else (sim.keys() if sim else None)
+            if self.plan.catalog.limits:  # the catalog's `limits:` section
+                from calliope_graph.limits import shared
+
+                shared().configure(self.plan.catalog.limits, where="the model catalog")
             self._own_ctx = RunContext.create(
                 self.out_dir,
                 keys=keys,
