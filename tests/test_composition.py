@@ -332,3 +332,16 @@ outputs: {text: inner.text}
 def test_every_new_shipped_flow_validates() -> None:
     for name in ("storyboard", "illustrate_scene", "webcam_branch"):
         Flow.load(name).validate()
+
+
+def test_a_template_field_the_schema_lacks_is_refused(tmp_path: Path) -> None:
+    storyboard = (ROOT / "graphs" / "storyboard.yaml").read_text()
+    text = storyboard.replace(
+        "  scenes:\n    kind: flow",
+        "  titled:\n    kind: prompt_template\n    params:\n      template_format: mustache\n"
+        "      template: 'The story {{story.subtitle}}'\n    inputs: {story: story.object}\n\n"
+        "  scenes:\n    kind: flow",
+    ).replace("  title: story.object.title", "  title: titled.text")
+    with pytest.raises(FlowSpecError, match="template variable 'story.subtitle'") as info:
+        from_yaml(text, tmp_path).validate()
+    assert "no field 'subtitle'" in str(info.value) and "scenes" in str(info.value)

@@ -372,17 +372,35 @@ def _item_plan(plan: Plan, name: str) -> tuple[Plan, dict[str, str]]:
     nodes its routes send work to — so its fallbacks, rewrites and ``continue`` apply to
     that item alone. What they read from the parent arrives as inputs: ``item`` and
     ``p0``, ``p1``, ... (returned: child input → parent state key)."""
-    spec = plan.spec
-    mapping = spec.nodes[name].map
+    mapping = plan.spec.nodes[name].map
     assert mapping is not None
-    members = _item_members(plan, name)
+    outputs = {p.name: f"{name}.{p.name}" for p in plan.nodes[name].output_ports}
+    return _derived_plan(
+        plan, f"{name}_item", _item_members(plan, name), outputs, item_as=mapping.as_
+    )
+
+
+def _derived_plan(
+    plan: Plan,
+    title: str,
+    members: list[str],
+    outputs: dict[str, str],
+    *,
+    item_as: str | None = None,
+) -> tuple[Plan, dict[str, str]]:
+    """A flow of ``members`` (node specs copied, maps removed) whose references to anything
+    else become inputs ``p0``, ``p1``... (and the map item ``item``); returned with which
+    parent state key each input reads. Validated like any flow."""
+    spec = plan.spec
     parent_keys: dict[str, str] = {}
-    child_inputs: dict[str, InputSpec] = {"item": InputSpec(type="any", required=False)}
+    child_inputs: dict[str, InputSpec] = {}
+    if item_as is not None:
+        child_inputs["item"] = InputSpec(type="any", required=False)
 
     def rewrite(text: str) -> str:
         ref = parse_ref(text)
         tail = ".".join(f for f in (ref.port, *ref.fields) if f)
-        if ref.node == mapping.as_:
+        if item_as is not None and ref.node == item_as:
             return f"{INPUTS}.item" + (f".{tail}" if tail else "")
         if ref.node in members:
             return text
@@ -402,10 +420,9 @@ def _item_plan(plan: Plan, name: str) -> tuple[Plan, dict[str, str]]:
             for port, value in copy.inputs.items()
         }
         nodes[member] = copy
-    outputs = {p.name: f"{name}.{p.name}" for p in plan.nodes[name].output_ports}
     child_spec = FlowSpec(
-        name=f"{spec.name}__{name}_item",
-        description=f"one item of {name!r}",
+        name=f"{spec.name}__{title}",
+        description=f"{title} of {spec.name!r}",
         inputs=child_inputs,
         nodes=nodes,
         outputs=outputs,
@@ -414,6 +431,83 @@ def _item_plan(plan: Plan, name: str) -> tuple[Plan, dict[str, str]]:
     child_spec._source = spec.source
     child_spec._lines = dict(spec._lines)
     return check(child_spec), parent_keys
+
+
+# -- lanes: dataflow scheduling -------------------------------------------------------------------
+def lane_name(first: str) -> str:
+    return f"{first}__lane"
+
+
+def lanes(plan: Plan, skip: set[str]) -> list[list[str]]:
+    """Chains of nodes (each the only consumer of the one before, which is its only source)
+    that can run while something else does: each becomes one lane (see :class:`_Lane`)."""
+    from calliope_graph.flow.validate import _sources
+
+    nodes = [n for n in plan.order if n not in plan.routed and n not in skip]
+    known = set(nodes)
+    preds = {n: {plan.root(s) for s in _sources(plan, n)} & known for n in nodes}
+    succs: dict[str, set[str]] = {n: set() for n in nodes}
+    for n, sources in preds.items():
+        for source in sources:
+            succs[source].add(n)
+    before: dict[str, set[str]] = {}
+    for n in nodes:  # plan.order is topological
+        before[n] = set().union(*(before[p] | {p} for p in preds[n])) if preds[n] else set()
+
+    def plain(n: str) -> bool:
+        return n not in plan.item_types and n not in plan.switches and n not in plan.switched
+
+    chains: list[list[str]] = []
+    taken: set[str] = set()
+    for n in nodes:
+        if n in taken or not plain(n):
+            continue
+        chain = [n]
+        while len(succs[chain[-1]]) == 1:
+            (nxt,) = succs[chain[-1]]
+            if nxt in taken or not plain(nxt) or preds[nxt] != {chain[-1]}:
+                break
+            chain.append(nxt)
+        if len(chain) < 2:
+            continue
+        members = set(chain)
+        related = set().union(*(before[m] for m in chain)) | members
+        related |= {m for m in nodes if before[m] & members}
+        if known - related:  # something runs beside the chain: a barrier would hold it back
+            chains.append(chain)
+            taken |= members
+    return chains
+
+
+class _Lane:
+    """A chain of nodes run as one subgraph inside one task, so each node starts the moment
+    the one before it ends — not when the slowest node of a sibling branch ends (LangGraph's
+    superstep barrier). Names, media folders and the trace are the chain's own."""
+
+    def __init__(
+        self, plan: Plan, chain: list[str], factory: RuntimeFactory, cache: BaseCache[Any] | None
+    ) -> None:
+        members: list[str] = []
+        for node in chain:
+            members += [m for m in _item_members(plan, node) if m not in members]
+        self.published = [
+            (node, p.name) for node in chain for p in plan.nodes[node].output_ports
+        ]
+        outputs = {f"o{i}": f"{n}.{p}" for i, (n, p) in enumerate(self.published)}
+        child_plan, self.parent_keys = _derived_plan(plan, lane_name(chain[0]), members, outputs)
+        self.child = _Subflow(child_plan, cache, factory)
+        self.factory = factory
+        self.name = lane_name(chain[0])
+
+    async def run(self, state: dict[str, Any]) -> dict[str, Any]:
+        flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+        child_in = {a: state.get(k) for a, k in self.parent_keys.items()}
+        outputs = await self.child.work(flow_rt, "", child_in)()
+        return {
+            port_key(node, port): outputs.get(f"o{i}")
+            for i, (node, port) in enumerate(self.published)
+            if outputs.get(f"o{i}") is not None
+        }
 
 
 class _MapUnit:
@@ -580,8 +674,12 @@ def compile_plan(
     checkpointer: Checkpointer = None,
     cache: BaseCache[Any] | None = None,
     runtime_factory: RuntimeFactory | None = None,
+    dataflow: bool = True,
 ) -> CompiledFlowGraph:
     """The LangGraph graph of ``plan`` (with ``cache``, every non-routed node is cached).
+
+    ``dataflow``: chains that run beside other work become lanes (subgraphs), so a node
+    starts when its own inputs are ready; ``False`` compiles node by node (benchmarks).
 
     Runs get their :class:`FlowRuntime` as LangGraph context; ``runtime_factory`` builds one
     for runs started without it (default: :func:`environment_runtime`, for LangGraph Server).
@@ -594,8 +692,18 @@ def compile_plan(
     units: dict[str, _MapUnit] = {}
     # The nodes a mapped node's routes send work to run inside its items' subgraphs.
     in_items = {m for n in plan.item_types for m in _item_members(plan, n)} - set(plan.item_types)
+    # Chains beside other work run as lanes (dataflow, not superstep by superstep).
+    chains = lanes(plan, in_items) if dataflow else []
+    laned: dict[str, str] = {}
+    for chain in chains:
+        lane = _Lane(plan, chain, factory, cache)
+        graph.add_node(lane.name, lane.run)
+        for node in chain:
+            laned[node] = lane.name
+            laned.update({m: lane.name for m in _item_members(plan, node)})
+    heads = {chain[0]: lane_name(chain[0]) for chain in chains}
     for name in plan.order:
-        if name in in_items:
+        if name in in_items or name in laned:
             continue
         if name in plan.item_types:
             unit = units[name] = _MapUnit(plan, name, factory, cache)
@@ -621,27 +729,28 @@ def compile_plan(
             graph.add_node(done_name(name), _join)
             graph.add_edge(name, done_name(name))
     for fallback in plan.stands_in:
-        if fallback not in plan.rewrites_for and fallback not in in_items:
+        if fallback not in plan.rewrites_for and fallback not in in_items | set(laned):
             graph.add_edge(fallback, done_name(plan.root(fallback)))
 
     # Data edges: a node waits on its sources (their join nodes when they have routes).
     consumed: set[str] = set()
     for name in plan.order:
-        if name in plan.routed:
+        if name in plan.routed or (name in laned and name not in heads):
             continue
         feeding = {e.source for e in edges if _feeds(e, name) and e.source in plan.nodes}
-        sources = sorted({_link(plan, source) for source in feeding})
+        sources = sorted({laned.get(s) or _link(plan, s) for s in feeding} - {laned.get(name)})
         consumed |= feeding
-        entry = fan_name(name) if name in units else name
+        entry = heads.get(name) or (fan_name(name) if name in units else name)
         if not sources:
             graph.add_edge(START, entry)
         elif len(sources) == 1:
             graph.add_edge(sources[0], entry)
         else:
             graph.add_edge(sources, entry)
-    for name in plan.order:
-        if name not in plan.routed and name not in consumed:
-            graph.add_edge(_link(plan, name), END)
+    ends = {laned.get(n) or _link(plan, n) for n in plan.order if n not in plan.routed}
+    ends -= {laned.get(n) or _link(plan, n) for n in consumed}
+    for end in sorted(ends):
+        graph.add_edge(end, END)
     if cache is not None and not isinstance(cache, MediaCheckedCache):
         cache = MediaCheckedCache(cache)
     return graph.compile(checkpointer=checkpointer, cache=cache, name=plan.spec.name)

@@ -9,6 +9,7 @@ and the YAML line when the spec came from a file.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -301,6 +302,7 @@ def check(spec: FlowSpec) -> Plan:
     _check_maps(plan)
     _check_wiring(plan)
     _check_stand_ins(plan)
+    _check_templates(plan)
     plan.order = _order(spec, plan)
     _check_switch_conditions(plan)
     _check_file_names(plan)
@@ -569,6 +571,37 @@ def _check_wiring(plan: Plan) -> None:
                 "inputs" if node_spec.inputs else "kind",
             )
         plan.wiring[name] = wiring
+
+
+_MUSTACHE_PATH = re.compile(r"\{\{\s*[#^/]?\s*([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+)\s*\}\}")
+_FSTRING_PATH = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\}(?!\})")
+
+
+def _check_templates(plan: Plan) -> None:
+    """A template's ``{{scene.image_prompt}}`` (mustache) or ``{scene.image_prompt}``
+    (f-string) reads fields the wired value's schema has, where that schema is known."""
+    for name, node in plan.nodes.items():
+        params = getattr(node, "params", None)
+        if node.kind != "prompt_template" or params is None:
+            continue
+        texts = [params.template] if params.template else [m for _, m in params.messages or []]
+        pattern = _MUSTACHE_PATH if params.template_format == "mustache" else _FSTRING_PATH
+        sources = dict(plan.wiring.get(name, []))
+        for text in texts:
+            for path in pattern.findall(text or ""):
+                variable, *fields = path.split(".")
+                ref = sources.get(variable)
+                if ref is None:
+                    continue  # an unwired variable (a default): nothing to check against
+                where = ("nodes", name, "params", "template")
+                typed = _typed(
+                    plan,
+                    ref.model_copy(update={"fields": (*ref.fields, *fields)}),
+                    name,
+                    where,
+                    f"Node {name!r}: template variable {path!r} reads",
+                )
+                del typed
 
 
 def _check_stand_ins(plan: Plan) -> None:
