@@ -44,6 +44,9 @@ from calliope_graph.nodes import (
 from calliope_graph.simulate import Simulator
 from calliope_graph.testing import image_bytes
 
+sys.path.insert(0, str(Path(__file__).parent))
+import composition
+
 NODES = 10
 
 # -- overhead ---------------------------------------------------------------------------------
@@ -215,6 +218,7 @@ async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
         "overhead": await bench_overhead(runs),
         "webcam_story": await bench_webcam(repeats),
+        **await composition.run(max(repeats // 2, 2)),
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results

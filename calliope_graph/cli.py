@@ -366,6 +366,7 @@ BATCH_EPILOG = (
     "2 usage, 3 invalid flow, 4 configuration or a bad inputs row, 130 interrupted."
 )
 
+
 def _checked_limits(value: str | None) -> str | None:
     """``--limits``: a malformed value is a usage error naming the bad part (exit 2)."""
     if not value:

@@ -676,7 +676,10 @@ class MediaStore:
 
     def sub(self, folder: str) -> MediaStore:
         """The store of a sub-directory (a subflow's or a map item's media go there)."""
-        return MediaStore(self.path_for(folder), max_download_bytes=self.max_download_bytes)
+        sub = MediaStore.__new__(MediaStore)  # root is resolved and the parts are safe:
+        sub.root = self.root.joinpath(*self.check_name(folder))  # no filesystem call here
+        sub.max_download_bytes = self.max_download_bytes
+        return sub
 
     def path_for(self, name: str) -> Path:
         """A safe path inside the store for ``name`` (sub-directories allowed, no escape)."""

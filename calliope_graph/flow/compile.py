@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from langgraph.cache.base import BaseCache
-from langgraph.errors import GraphInterrupt, NodeError
+from langgraph.errors import GraphBubbleUp, GraphInterrupt, NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
@@ -490,9 +490,7 @@ class _Lane:
         members: list[str] = []
         for node in chain:
             members += [m for m in _item_members(plan, node) if m not in members]
-        self.published = [
-            (node, p.name) for node in chain for p in plan.nodes[node].output_ports
-        ]
+        self.published = [(node, p.name) for node in chain for p in plan.nodes[node].output_ports]
         outputs = {f"o{i}": f"{n}.{p}" for i, (n, p) in enumerate(self.published)}
         child_plan, self.parent_keys = _derived_plan(plan, lane_name(chain[0]), members, outputs)
         self.child = _Subflow(child_plan, cache, factory)
@@ -510,12 +508,20 @@ class _Lane:
         }
 
 
+_FAILED = "~failed"
+
+
 class _MapUnit:
     """How a mapped node runs: ``<node>__each`` sends one task per item (LangGraph ``Send``),
     each runs ``<node>`` on its item (bounded by ``max_parallel``), and ``<node>__gather``
-    assembles each output port's list in item order. An item whose routes end in
-    ``continue`` is dropped; a plain node runs in the item's task, a node with routes or a
-    subflow as a subgraph per item, so a resume re-runs only the items that did not finish."""
+    assembles each output port's list in item order.
+
+    A node with routes runs each item as a subgraph, so its fallbacks, rewrites and
+    ``continue`` (which drops the item) apply to that item alone. An item's failure that no
+    route takes does not cancel the others: the item records it, the others finish, and the
+    gather pauses the run (with a checkpointer; else it raises); resuming sends exactly the
+    failed items again (``Send`` from the gather), so nothing completed is paid twice.
+    """
 
     def __init__(
         self, plan: Plan, name: str, factory: RuntimeFactory, cache: BaseCache[Any] | None
@@ -526,28 +532,39 @@ class _MapUnit:
         self.over = parse_ref(spec.over)
         self.node = plan.nodes[name]
         self.ports = [p.name for p in self.node.output_ports]
-        # Each item runs as a subgraph: its routes apply to it alone, and a failure no route
-        # takes pauses that item (the others finish) so a resume re-runs only it.
-        child_plan, self.parent_keys = _item_plan(plan, name)
-        self.child = _Subflow(child_plan, cache, factory)
         self.factory = factory
+        self.child: _Subflow | None = None
+        self.subflow: _Subflow | None = None
+        self.parent_keys: dict[str, str] = {}
+        if plan.has_routes(name):
+            child_plan, self.parent_keys = _item_plan(plan, name)
+            self.child = _Subflow(child_plan, cache, factory)
+        else:
+            self.gather = _Gather(plan, name)
+            if isinstance(self.node, Subflow):
+                self.subflow = _Subflow(self.node._plan(), cache, factory)
 
-    def route(self, state: dict[str, Any]) -> list[Send] | list[str]:
+    def _items(self, state: dict[str, Any]) -> list[Any]:
         items = _value(self.plan, state, self.over)
         if items is None:
-            items = []
+            return []
         if not isinstance(items, list | tuple):
             raise FlowRunError(
                 f"Node {self.name!r} maps over {str(self.over)!r}, which is a "
                 f"{type(items).__name__} at run time, not a list.",
                 node=self.name,
             )
+        return list(items)
+
+    def _send(self, state: dict[str, Any], index: int, item: Any) -> Send:
+        payload = {k: v for k, v in state.items() if k != map_key(self.name)}
+        return Send(self.name, {**payload, ITEM_KEY: {"index": index, "value": item}})
+
+    def route(self, state: dict[str, Any]) -> list[Send] | list[str]:
+        items = self._items(state)
         if not items:
             return [gather_name(self.name)]
-        return [
-            Send(self.name, {**state, ITEM_KEY: {"index": i, "value": item}})
-            for i, item in enumerate(items)
-        ]
+        return [self._send(state, i, item) for i, item in enumerate(items)]
 
     async def run_item(self, state: dict[str, Any]) -> dict[str, Any]:
         flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
@@ -557,14 +574,36 @@ class _MapUnit:
         scoped = flow_rt.scoped(item=index, folder=folder)
         semaphore = flow_rt.semaphore(self.name, self.bound)
         async with semaphore if semaphore is not None else contextlib.nullcontext():
-            child_in = {"item": state[ITEM_KEY]["value"]}
-            child_in |= {a: state.get(k) for a, k in self.parent_keys.items()}
-            outputs = await self.child.work(scoped, "", child_in)()
-            outputs = {k: v for k, v in outputs.items() if v is not None}
-        return {map_key(self.name): {index: outputs or None}}
+            if self.child is not None:
+                child_in = {"item": state[ITEM_KEY]["value"]}
+                child_in |= {a: state.get(k) for a, k in self.parent_keys.items()}
+                outputs = await self.child.work(scoped, "", child_in)()
+                outputs = {k: v for k, v in outputs.items() if v is not None}
+                return {map_key(self.name): {index: outputs or None}}
+            inputs = self.gather(state)
+            work = self.subflow.work(scoped, self.name, inputs) if self.subflow else None
+            try:
+                outputs = await scoped.execute(self.name, self.node, inputs, iteration=1, work=work)
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:  # recorded; the gather decides (siblings go on)
+                flow_rt.halted = (self.name, exc)
+                return {map_key(self.name): {index: {_FAILED: repr(type(exc).__name__)}}}
+        return {map_key(self.name): {index: outputs}}
 
-    async def collect(self, state: dict[str, Any]) -> dict[str, Any]:
+    async def collect(self, state: dict[str, Any]) -> Any:
         done: dict[int, Any] = state.get(map_key(self.name)) or {}
+        failed = [i for i in sorted(done) if isinstance(done[i], dict) and _FAILED in done[i]]
+        if failed:
+            flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+            halted = flow_rt.halted
+            if not flow_rt.resumable:
+                if halted is not None:
+                    raise halted[1]
+                raise FlowRunError(f"Items {failed} of {self.name!r} failed.", node=self.name)
+            interrupt({"node": self.name, "items": failed, "resume": "run them again"})
+            items = self._items(state)  # resumed: send exactly the failed items again
+            return Command(goto=[self._send(state, i, items[i]) for i in failed])
         kept = [done[i] for i in sorted(done) if done[i] is not None]
         return {port_key(self.name, p): [o.get(p) for o in kept] for p in self.ports}
 
@@ -769,7 +808,7 @@ def _add_map(graph: StateGraph[Any, FlowRuntime, Any, Any], plan: Plan, unit: _M
     graph.add_node(fan_name(name), _join)
     graph.add_conditional_edges(fan_name(name), unit.route, [name, gather_name(name)])
     graph.add_node(name, unit.run_item, retry_policy=_retry_policy(plan, name), **kwargs)
-    graph.add_node(gather_name(name), unit.collect)
+    graph.add_node(gather_name(name), unit.collect, destinations=(name,))
     graph.add_edge(name, gather_name(name))
 
 
