@@ -581,7 +581,8 @@ class Simulator:
         model = _json_body(request).get("model")
         values = refusal.values(model if isinstance(model, str) else None)
         failure = fake.rate_limited.filled(**values)
-        failure = replace(failure, headers={"retry-after": values["retry_after"], **failure.headers})
+        headers = {"retry-after": values["retry_after"], **failure.headers}
+        failure = replace(failure, headers=headers)
         return fake.envelope(failure)
 
     def _authenticate(self, fake: ProviderFake, request: httpx.Request) -> httpx.Response | None:

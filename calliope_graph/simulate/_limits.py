@@ -252,9 +252,7 @@ class ProviderLimits:
         refusals: list[Refusal] = []
         if self.concurrency is not None and self.in_flight >= self.concurrency:
             refusals.append(
-                Refusal(
-                    _CONCURRENCY_WAIT, "concurrency", self.concurrency, self.in_flight, 1, 0.0
-                )
+                Refusal(_CONCURRENCY_WAIT, "concurrency", self.concurrency, self.in_flight, 1, 0.0)
             )
         for window in self.windows:
             wait = window.wait(now)

@@ -61,6 +61,7 @@ class SimulatorServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         keys = self.sim.keys()
         #: provider -> (origin the fake serves, base path of its API)
         self._routes: dict[str, tuple[str, str]] = {}
@@ -104,8 +105,14 @@ class SimulatorServer:
         self._server.close()
         for writer in list(self._writers):
             writer.close()
+        # Closed connections see end-of-file and finish; give them a moment, then cancel.
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5.0)
+            for task in pending:
+                task.cancel()
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
+        self._server = None
 
     async def __aenter__(self) -> SimulatorServer:
         return await self.start()
@@ -116,6 +123,10 @@ class SimulatorServer:
     # -- HTTP -------------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
@@ -151,7 +162,8 @@ class SimulatorServer:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 if conn.they_are_waiting_for_100_continue:
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100)) or b"")
+                    go_on = h11.InformationalResponse(status_code=100, headers=[])
+                    writer.write(conn.send(go_on) or b"")
                 conn.receive_data(await reader.read(65536))
             elif isinstance(event, h11.Request):
                 head = event
@@ -229,7 +241,8 @@ class SimulatorServer:
     def _outward(self) -> Callable[[str], str]:
         """Rewrites provider and CDN URLs in an answer to this server's."""
         pairs = [(origin, f"{self.url}/{name}") for name, (origin, _) in self._routes.items()]
-        pairs += [(f"https://{host}", f"{self.url}{_CDN}{host}") for host in self.sim.download_hosts()]
+        cdn = f"{self.url}{_CDN}"
+        pairs += [(f"https://{host}", f"{cdn}{host}") for host in self.sim.download_hosts()]
         return _replacer(pairs)
 
     def _inward(self, body: bytes) -> bytes:
@@ -262,9 +275,7 @@ def _json(status: int, data: Mapping[str, Any]) -> tuple[int, list[tuple[bytes, 
     return status, [(b"content-type", b"application/json")], json.dumps(data).encode()
 
 
-async def serve(
-    sim: Simulator, port: int = 0, *, echo: Callable[[str], None] = print
-) -> None:
+async def serve(sim: Simulator, port: int = 0, *, echo: Callable[[str], None] = print) -> None:
     """Serve ``sim`` until SIGINT/SIGTERM; first ``echo`` the ``export`` lines clients need.
 
     The last line printed before serving is ``# ready``, for scripts waiting on it.
