@@ -376,6 +376,27 @@ def test_cli_rejects_bad_simulate_limits_as_usage_errors() -> None:
     assert served.exit_code == EXIT_CODES["usage"] and "--limits" in served.output
 
 
+def test_run_hands_simulate_limits_to_its_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import calliope_graph.simulate as simulate
+
+    made: list[Simulator] = []
+
+    class Recording(Simulator):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(simulate, "Simulator", Recording)
+    args = ["run", "illustrate", "--input", "text=a fox", "--out", str(tmp_path), "--simulate"]
+    result = CliRunner().invoke(main, [*args, "--simulate-limits", "stability:rpm=100"])
+    assert result.exit_code == 0, result.output
+    (sim,) = made
+    assert sim.limits["stability"].rpm == 100
+    assert sim.count("stability") == 1 and sim.rate_limited() == 0
+
+
 # -- a flow under limits ---------------------------------------------------------------------------
 async def test_a_flow_waits_out_the_429s_and_succeeds(tmp_path: Path) -> None:
     clock = VirtualClock()
@@ -502,6 +523,7 @@ print(r.status_code)
 
 
 def test_server_is_shared_by_processes_and_the_official_sdk(served: dict[str, str]) -> None:
+    import anthropic
     import openai
 
     base, key = served["OPENAI_BASE_URL"], served["OPENAI_API_KEY"]
@@ -531,9 +553,18 @@ def test_server_is_shared_by_processes_and_the_official_sdk(served: dict[str, st
     assert int(caught.value.response.headers["retry-after"]) > 0
     assert caught.value.code == "rate_limit_exceeded"
 
+    claude = anthropic.Anthropic(
+        base_url=served["ANTHROPIC_BASE_URL"], api_key=served["ANTHROPIC_API_KEY"], max_retries=0
+    )
+    message = claude.messages.create(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "a fox"}]
+    )
+    assert message.content and message.stop_reason in ("end_turn", "max_tokens")
+
     with httpx.Client(trust_env=False, timeout=10) as client:
         counts = client.get(f"{root}/_sim/counts").json()
     assert counts["calls"]["openai"]["chat.completions"] == 4
     assert counts["totals"]["openai"] == 4
     assert counts["rate_limited"] == {"openai": 1}
+    assert counts["calls"]["anthropic"] == {"messages": 1}
     assert json.dumps(counts)  # JSON all the way
