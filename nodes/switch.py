@@ -173,6 +173,8 @@ class Classify(Node):
         engine = get_engine(Conversion.MESSAGES_TO_OBJECT, config.provider)
         text = inputs["text"]
         shown = text if isinstance(text, str) else str(to_query_value(text))
-        prompt = f"{self.params.instructions}\nLabels: {', '.join(self.params.labels)}.\n\n{shown}"
+        prompt = (
+            f"{self.params.instructions}\nLabels: {', '.join(self.params.labels)}.\n\n{shown}"
+        )
         choice = await engine(ctx, as_messages(prompt), config, self._choice)
         return {"label": str(choice.label)}  # type: ignore[attr-defined]

@@ -298,7 +298,9 @@ class _Subflow:
     def __init__(self, plan: Plan, cache: BaseCache[Any] | None, factory: RuntimeFactory):
         self.plan = plan
         self.graph = compile_plan(plan, cache=cache, runtime_factory=factory)
-        self.outputs = [(out, parse_ref(target)) for out, target in plan.spec.outputs.items()]
+        self.outputs = [
+            (out, parse_ref(target)) for out, target in plan.spec.outputs.items()
+        ]
 
     def work(
         self, flow_rt: FlowRuntime, name: str, inputs: dict[str, Any], *, resumable: bool = True
@@ -351,7 +353,9 @@ def gather_name(node: str) -> str:
     return f"{node}__gather"
 
 
-def _merge_items(left: dict[int, Any] | None, right: dict[int, Any] | None) -> dict[int, Any]:
+def _merge_items(
+    left: dict[int, Any] | None, right: dict[int, Any] | None
+) -> dict[int, Any]:
     return {**(left or {}), **(right or {})}
 
 

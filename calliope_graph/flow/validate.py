@@ -14,11 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
 from calliope_graph.engines import supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
-from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
 from calliope_graph.flow.spec import (
     CONTINUE,
     INPUTS,
@@ -28,7 +26,9 @@ from calliope_graph.flow.spec import (
     load_spec,
     parse_ref,
 )
+from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.media import ImageAnalysis, MediaStore
+from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
 from calliope_graph.nodes import Node, Port, PortType, Switch, get_node_kind
 from calliope_graph.nodes.switch import expression_fields
 
@@ -799,7 +799,7 @@ def _check_ref(
     ):
         raise spec.error(
             f"Type mismatch: {str(ref)!r} is a {source.describe()}, but {name}.{port.name} "
-            f"takes one {port.type.value}: map {name!r} over it (map: {{over: {ref!s}}}) "
+            f"takes one {port.type.value}: map {name!r} over it (map: {{over: {str(ref)}}}) "
             "or read it in a 'many' input.",
             *where,
         )
