@@ -1,4 +1,5 @@
-"""The ``calliope-graph`` command line: run, batch, validate, draw, report, nodes, schema.
+"""The ``calliope-graph`` command line: run, batch, simulate, validate, draw, report, nodes,
+schema.
 
 Exit codes (also in ``calliope-graph --help``):
 
@@ -137,6 +138,18 @@ def _parse_faults(value: str | None) -> list[Any] | None:
         raise click.BadParameter(str(exc), param_hint="--faults") from None
 
 
+def _parse_simulate_limits(value: str | None, hint: str = "--simulate-limits") -> Any:
+    """``--simulate-limits`` read into the simulator's limits; a bad value is a usage error."""
+    if not value:
+        return None
+    from calliope_graph.simulate import parse_simulate_limits
+
+    try:
+        return parse_simulate_limits(value, where=hint)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
 @click.group(epilog=EPILOG)
 @click.version_option(package_name="calliope-graph")
 def main() -> None:
@@ -155,6 +168,20 @@ def main() -> None:
     callback=lambda _ctx, _param, value: _parse_faults(value),
     help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
 )
+@click.option(
+    "--simulate-limits",
+    "simulate_limits",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_simulate_limits(value),
+    help="Make the simulated providers limit like the real ones, e.g. "
+    "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
+)
+@click.option(
+    "--limits",
+    default=None,
+    callback=lambda ctx, param, value: _checked_limits(value),
+    help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
+)
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
@@ -165,6 +192,8 @@ def run(
     out_dir: str,
     simulate: bool,
     faults: list[Any] | None,
+    simulate_limits: dict[str, Any] | None,
+    limits: str | None,
     resume: str | None,
     thread_id: str | None,
     no_cache: bool,
@@ -173,6 +202,15 @@ def run(
     """Run FLOW (a shipped flow's name or a YAML/JSON file)."""
     if faults and not simulate:
         raise click.UsageError("--faults only applies with --simulate.")
+    if simulate_limits and not simulate:
+        raise click.UsageError("--simulate-limits only applies with --simulate.")
+    _apply_limits(limits, None, None)
+    if simulate:
+        from calliope_graph.simulate import Simulator
+
+        simulator: Any = Simulator(faults=faults or (), limits=simulate_limits)
+    else:
+        simulator = None
 
     def go() -> None:
         result = asyncio.run(
@@ -180,8 +218,7 @@ def run(
                 flow,
                 _parse_inputs(inputs),
                 Path(out_dir),
-                simulate,
-                faults,
+                simulator,
                 resume,
                 thread_id,
                 not no_cache,
@@ -196,21 +233,18 @@ async def _run(
     flow_name: str,
     inputs: dict[str, Any],
     out_dir: Path,
-    simulate: bool,
-    faults: list[Any] | None,
+    simulator: Any,
     resume: str | None,
     thread_id: str | None,
     cache: bool,
 ) -> Any:
     from calliope_graph._outdir import prepare_out_dir
     from calliope_graph.config import KeysModel
-    from calliope_graph.simulate import Simulator
     from calliope_graph.viz import render_report
 
     prepare_out_dir(out_dir)  # a bad --out is one message (exit 4) before anything runs
     flow = _load(flow_name)
-    simulator = Simulator(faults=faults or ()) if simulate else None
-    keys = None if simulate else KeysModel.from_env()
+    keys = None if simulator is not None else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)
     report = out_dir / "report.html"
@@ -433,7 +467,10 @@ def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: An
     help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
 )
 @click.option(
-    "--simulate-limits", default=None, help="The simulator's provider limits (with --simulate)."
+    "--simulate-limits",
+    default=None,
+    callback=lambda _ctx, _param, value: (_parse_simulate_limits(value), value)[1],
+    help="The simulator's provider limits, e.g. 'stability:rpm=120' (with --simulate).",
 )
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def batch(
@@ -515,7 +552,10 @@ async def _batch(
 
     flow = _load(flow_name)
     flow.validate()
-    simulator = Simulator(faults=parse_faults(faults or "")) if simulate else None
+    simulator = None
+    if simulate:
+        limited = _parse_simulate_limits(simulate_limits) if simulate_limits else None
+        simulator = Simulator(faults=parse_faults(faults or ""), limits=limited)
     keys = None if simulate else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)
@@ -596,6 +636,57 @@ def _print_batch_summary(summary: Any, flow: str, inputs: str, out_dir: Path) ->
         out_console.print(f"retry the failed items: {again} --retry-failed", soft_wrap=True)
     elif summary.not_started:
         out_console.print(f"run the rest: {again}", soft_wrap=True)
+
+
+# -- simulate --------------------------------------------------------------------------------------
+@main.command(epilog=EPILOG)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: any free port, printed).",
+)
+@click.option(
+    "--limits",
+    "limits",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_simulate_limits(value, "--limits"),
+    help="Provider limits, e.g. 'stability:rpm=60;openai:rpm=500,tpm=200000'.",
+)
+@click.option(
+    "--faults",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_faults(value),
+    help="Faults, e.g. 'rate_limit@openai:first_n=2;latency@stability:seconds=0.5'.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (and fake keys).")
+def simulate(port: int, limits: dict[str, Any] | None, faults: list[Any] | None, seed: int) -> None:
+    """Serve the provider simulator over HTTP on 127.0.0.1, until Ctrl-C.
+
+    Prints `export` lines (each provider's base URL and fake key): paste them into other
+    shells, and `calliope-graph run`, batches, workers and official SDKs share one simulator,
+    its limits and its counts (GET /_sim/counts).
+    """
+    from calliope_graph.simulate import Simulator
+    from calliope_graph.simulate.server import serve
+
+    sim = Simulator(faults=faults or (), limits=limits, seed=seed)
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve(sim, port, echo=echo))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); pick another --port, "
+            "or --port 0 for any free one."
+        ) from None
+    except KeyboardInterrupt:
+        pass
+    err_console.print("simulator stopped")
 
 
 # -- validate / nodes / schema ---------------------------------------------------------------------

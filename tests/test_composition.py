@@ -342,6 +342,6 @@ def test_a_template_field_the_schema_lacks_is_refused(tmp_path: Path) -> None:
         "      template: 'The story {{story.subtitle}}'\n    inputs: {story: story.object}\n\n"
         "  scenes:\n    kind: flow",
     ).replace("  title: story.object.title", "  title: titled.text")
-    with pytest.raises(FlowSpecError, match="template variable 'story.subtitle'") as info:
+    with pytest.raises(FlowSpecError, match=r"template variable 'story\.subtitle'") as info:
         from_yaml(text, tmp_path).validate()
     assert "no field 'subtitle'" in str(info.value) and "scenes" in str(info.value)

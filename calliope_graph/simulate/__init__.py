@@ -5,6 +5,11 @@
 
 Each provider's fake lives in its own module here (``openai``, ``azure``, …) and speaks that
 provider's paths, auth headers, bodies, status codes, polling and error envelopes.
+
+``Simulator(limits={"openai": {"rpm": 500, "tpm": 200000}, "stability": {"rpm": 60}})`` makes
+the fakes limit like the providers (429s with Retry-After and the providers' rate-limit
+headers, Stability's 60 s block, Runway's THROTTLED tasks); :mod:`.server` serves one
+simulator over loopback HTTP (``calliope-graph simulate``) for several processes and SDKs.
 """
 
 from calliope_graph.simulate._core import (
@@ -17,6 +22,7 @@ from calliope_graph.simulate._core import (
     Simulator,
     parse_faults,
 )
+from calliope_graph.simulate._limits import parse_simulate_limits
 
 __all__ = [
     "FAKE_MODULES",
@@ -27,4 +33,5 @@ __all__ = [
     "ProviderFake",
     "Simulator",
     "parse_faults",
+    "parse_simulate_limits",
 ]

@@ -4,9 +4,12 @@ A provider fake is a :class:`ProviderFake` subclass in its own module under
 ``calliope_graph.simulate`` (listed in ``FAKE_MODULES``); it knows its hosts, declares its
 auth check and the errors its faults answer with as data (:class:`AuthCheck`,
 :class:`FaultErrors`), shapes its own error envelope and answers its endpoints. Everything
-generic lives here: routing, auth, call counting, latency, and the injectable faults (rate
+generic lives here: routing, auth, call counting, latency, the injectable faults (rate
 limit with Retry-After, 500/503/529, hang → timeout, malformed body, content policy), each by
-seeded probability or by schedule ("the first N calls").
+seeded probability or by schedule ("the first N calls"), and the providers' own rate limits
+(``Simulator(limits=...)``): over a configured limit a fake answers its ``rate_limited``
+:class:`Failure` with a ``Retry-After`` computed from the window, and the fakes that report
+their limits on every response (:class:`LimitHeaders`) do so.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib
+import json
 import random
 import re
 import time
@@ -29,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from calliope_graph.config import InferenceModelProvider, KeysModel
 from calliope_graph.context import Sleep
 from calliope_graph.errors import ConfigurationError
+from calliope_graph.limits import LimitSpec, estimate_tokens
+from calliope_graph.simulate._limits import LimitHeaders, ProviderLimits, parse_simulate_limits
 
 __all__ = [
     "FAKE_MODULES",
@@ -39,6 +45,7 @@ __all__ = [
     "FaultErrors",
     "FaultKind",
     "FaultSpecError",
+    "LimitHeaders",
     "ProviderFake",
     "Reject",
     "Simulator",
@@ -212,7 +219,11 @@ class Failure:
     envelope knows (OpenAI's ``type``, Azure's inner error...). ``{retry_after}`` in the message
     or a header value becomes the fault's Retry-After (or the fake's ``retry_after`` default);
     ``{key}`` in an auth message becomes the presented key as the fake's ``AuthCheck.show``
-    shows it.
+    shows it. A ``rate_limited`` failure (over a configured limit) may also use ``{limit}``,
+    ``{used}``, ``{requested}``, ``{resource}``, ``{unit}``, ``{per}``, ``{window}``,
+    ``{wait}``, ``{retry_after_ms}``, ``{window_seconds}`` and ``{model}`` (see
+    :meth:`calliope_graph.simulate._limits.Refusal.values`); string values in ``extra`` are
+    filled too.
     """
 
     status: int
@@ -231,6 +242,7 @@ class Failure:
             self,
             message=fill(self.message),
             headers={k: fill(v) for k, v in self.headers.items()},
+            extra={k: fill(v) if isinstance(v, str) else v for k, v in self.extra.items()},
         )
 
 
@@ -315,6 +327,17 @@ class ProviderFake(ABC):
     errors: ClassVar[FaultErrors]
     #: The wait a rate-limit message names when the fault sets no Retry-After.
     retry_after: ClassVar[str] = "1"
+    #: What the provider answers over a configured limit (``Simulator(limits=...)``).
+    rate_limited: ClassVar[Failure]
+    #: How the provider reports its limits on every response (None: it does not).
+    limit_headers: ClassVar[LimitHeaders | None] = None
+    #: Seconds the provider refuses everything after a limit's 429 unless ``block=`` says.
+    limit_block: ClassVar[float | None] = None
+    #: Endpoints that count against the limits (None: all of them).
+    limit_endpoints: ClassVar[tuple[str, ...] | None] = None
+    #: What ``concurrency=`` counts: requests in flight (over it: 429), or the fake's own
+    #: jobs (Runway's running tasks; the fake queues the rest itself).
+    limit_concurrency: ClassVar[Literal["requests", "jobs"]] = "requests"
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -351,6 +374,12 @@ class Simulator:
     ``provider:endpoint`` to seconds, or is a function of (provider, endpoint, request).
     ``sleep`` is what latency and hangs wait with: pass a
     fake for instant tests.
+
+    ``limits`` makes the fakes limit like the providers (``{"openai": {"rpm": 500, "tpm":
+    200000}}`` or ``"stability:rpm=60;openai:rpm=500"``, see :func:`parse_simulate_limits`):
+    windows run on ``clock`` (default ``time.monotonic``; pass a virtual one with a fake
+    ``sleep``), ``wall_clock`` dates Anthropic's reset timestamps (default: the real time
+    when the simulator was made, moving with ``clock``). :meth:`rate_limited` counts 429s.
     """
 
     def __init__(
@@ -361,6 +390,9 @@ class Simulator:
         seed: int = 0,
         sleep: Sleep | None = None,
         poll_steps: int = 2,
+        limits: str | Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.faults: list[Fault] = list(faults)
         self.latency: dict[str, float] = dict(latency or {}) if not callable(latency) else {}
@@ -371,7 +403,16 @@ class Simulator:
         #: How many polls an async job (Replicate, Runway) needs before it finishes.
         self.poll_steps = poll_steps
         self.calls: Counter[tuple[str, str]] = Counter()
+        #: 429s answered per provider (over a limit, or a rate_limit fault).
+        self.limited: Counter[str] = Counter()
         self.log: list[tuple[float, str, str]] = []
+        self.clock = clock
+        anchor = time.time() - clock()
+        self.wall_clock: Callable[[], float] = wall_clock or (lambda: anchor + clock())
+        self.limits: dict[str, LimitSpec] = (
+            parse_simulate_limits(limits, where="Simulator(limits=...)") if limits else {}
+        )
+        self._limiters: dict[str, ProviderLimits] = {}
         self._fault_hits: Counter[int] = Counter()
         self._fakes: list[ProviderFake] = []
         for name in FAKE_MODULES:
@@ -425,6 +466,27 @@ class Simulator:
             if (provider is None or p == provider) and (endpoint is None or endpoint in e)
         )
 
+    def rate_limited(self, provider: str | None = None) -> int:
+        """429s answered (over a configured limit or by a rate_limit fault), optionally for
+        one provider."""
+        return sum(n for p, n in self.limited.items() if provider is None or p == provider)
+
+    def limit_spec(self, provider: str) -> LimitSpec | None:
+        """The limits configured for ``provider`` (or ``provider/model``), if any."""
+        return self.limits.get(provider)
+
+    def counts(self) -> dict[str, Any]:
+        """Calls per provider and endpoint, totals and 429s, as JSON-ready data."""
+        calls: dict[str, dict[str, int]] = {}
+        for (provider, endpoint), n in sorted(self.calls.items()):
+            calls.setdefault(provider, {})[endpoint] = n
+        return {
+            "calls": calls,
+            "totals": {p: sum(e.values()) for p, e in calls.items()},
+            "rate_limited": dict(sorted(self.limited.items())),
+            "limits": {k: v.describe() for k, v in sorted(self.limits.items())},
+        }
+
     def fake(self, provider: str) -> ProviderFake:
         for fake in self._fakes:
             if fake.name == provider:
@@ -448,7 +510,7 @@ class Simulator:
             )
         endpoint = fake.endpoint(request)
         self.calls[(fake.name, endpoint)] += 1
-        self.log.append((time.monotonic(), fake.name, endpoint))
+        self.log.append((self.clock(), fake.name, endpoint))
         delay = self.latency.get(fake.name, 0.0) + self.latency.get(f"{fake.name}:{endpoint}", 0.0)
         if self.latency_fn is not None:
             delay += self.latency_fn(fake.name, endpoint, request)
@@ -457,10 +519,71 @@ class Simulator:
         denied = self._authenticate(fake, request)
         if denied is not None:
             return denied
-        response = await self._inject(fake, endpoint, request)
-        if response is not None:
-            return response
-        return await fake.handle(request)
+        limiters = self._limiters_for(fake, endpoint, request)
+        response = self._over_limit(fake, limiters, request) if limiters else None
+        if response is None:
+            held = [lim for lim in limiters if lim.concurrency is not None]
+            for lim in held:
+                lim.in_flight += 1
+            try:
+                response = await self._inject(fake, endpoint, request)
+                if response is None:
+                    response = await fake.handle(request)
+            finally:
+                for lim in held:
+                    lim.in_flight -= 1
+        if response.status_code == 429:
+            self.limited[fake.name] += 1
+        if limiters and fake.limit_headers is not None:
+            budgets = limiters[-1].budgets(self.clock())
+            response.headers.update(fake.limit_headers.render(budgets, self.wall_clock()))
+        return response
+
+    # -- rate limits ------------------------------------------------------------------------
+    def _limiter(self, key: str, fake: ProviderFake) -> ProviderLimits:
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = ProviderLimits(
+                self.limits[key],
+                block=fake.limit_block,
+                concurrency=fake.limit_concurrency == "requests",
+            )
+            self._limiters[key] = limiter
+        return limiter
+
+    def _limiters_for(
+        self, fake: ProviderFake, endpoint: str, request: httpx.Request
+    ) -> list[ProviderLimits]:
+        """The limits this request counts against: the provider's, then its model's."""
+        if not self.limits:
+            return []
+        if fake.limit_endpoints is not None and endpoint not in fake.limit_endpoints:
+            return []
+        keys = [fake.name] if fake.name in self.limits else []
+        model = _json_body(request).get("model")
+        if isinstance(model, str) and f"{fake.name}/{model}" in self.limits:
+            keys.append(f"{fake.name}/{model}")
+        return [self._limiter(key, fake) for key in keys]
+
+    def _over_limit(
+        self, fake: ProviderFake, limiters: list[ProviderLimits], request: httpx.Request
+    ) -> httpx.Response | None:
+        """The provider's 429 when the request is over a limit, else None (and it counts)."""
+        now = self.clock()
+        body = _json_body(request) if any(lim.counts_tokens for lim in limiters) else {}
+        tokens = estimate_tokens(body) if body else 0
+        refusals = [r for r in (lim.check(now, tokens) for lim in limiters) if r is not None]
+        if not refusals:
+            for lim in limiters:
+                lim.admit(now, tokens)
+            return None
+        refusal = max(refusals, key=lambda r: r.retry_after)
+        model = _json_body(request).get("model")
+        values = refusal.values(model if isinstance(model, str) else None)
+        failure = fake.rate_limited.filled(**values)
+        headers = {"retry-after": values["retry_after"], **failure.headers}
+        failure = replace(failure, headers=headers)
+        return fake.envelope(failure)
 
     def _authenticate(self, fake: ProviderFake, request: httpx.Request) -> httpx.Response | None:
         """None when the request carries the fake's key, else the provider's 401."""
@@ -545,6 +668,21 @@ class Simulator:
     def serve_download(self, url: str, response: httpx.Response) -> None:
         """Make a GET of ``url`` (on a non-provider host, e.g. a CDN) return ``response``."""
         self._state.setdefault("download", {})[url] = response
+
+    def download_hosts(self) -> set[str]:
+        """The hosts of the downloads served so far (CDN hosts of generated media)."""
+        return {httpx.URL(url).host for url in self._state.get("download", {})}
+
+
+def _json_body(request: httpx.Request) -> dict[str, Any]:
+    """The request's JSON object body, or {} (multipart, bytes, not JSON)."""
+    if "json" not in request.headers.get("content-type", ""):
+        return {}
+    try:
+        body = json.loads(request.content or b"")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def provider_names() -> list[str]:

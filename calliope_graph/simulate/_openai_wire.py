@@ -23,6 +23,7 @@ from calliope_graph.simulate._core import (
     Credential,
     Failure,
     FaultErrors,
+    LimitHeaders,
     ProviderFake,
     Reject,
 )
@@ -179,6 +180,21 @@ class OpenAIWire(ProviderFake):
         unavailable=_OVERLOADED,
         overloaded=_OVERLOADED,
     )
+
+    # Over a configured limit (``Simulator(limits=...)``): OpenAI's 429 names the model, the
+    # window, the numbers and the wait, and carries ``retry-after`` and ``retry-after-ms``.
+    rate_limited = Failure(
+        429,
+        "rate_limit_exceeded",
+        "Rate limit reached for {model} in organization org-calliope-sim on {window}: "
+        "Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}. "
+        "Visit https://platform.openai.com/account/rate-limits to learn more.",
+        headers={"retry-after-ms": "{retry_after_ms}"},
+        extra={"type": "{resource}"},
+    )
+    # Every response reports what is left: x-ratelimit-{limit,remaining,reset}-{requests,
+    # tokens}, resets as Go durations until the window is full again (``6m0s``, ``12ms``).
+    limit_headers = LimitHeaders("x-ratelimit-{field}-{resource}", reset="duration")
 
     def envelope(self, failure: Failure) -> httpx.Response:
         return self._fail(

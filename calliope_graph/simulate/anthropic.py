@@ -40,6 +40,7 @@ from calliope_graph.simulate._core import (
     Credential,
     Failure,
     FaultErrors,
+    LimitHeaders,
     ProviderFake,
     Reject,
 )
@@ -114,6 +115,21 @@ class AnthropicFake(ProviderFake):
         unavailable=Failure(529, "overloaded_error", "Overloaded"),
         overloaded=Failure(529, "overloaded_error", "Overloaded"),
     )
+
+    # Over a configured limit: Anthropic's 429 ``rate_limit_error`` names the limit, with
+    # ``retry-after`` (the core adds it) and the anthropic-ratelimit-* headers.
+    rate_limited = Failure(
+        429,
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (calliope-sim) of "
+        "{limit} {unit} per {per}. For details, refer to: "
+        "https://docs.anthropic.com/en/api/rate-limits. You can see the response headers for "
+        "current usage. Please reduce the prompt length or the maximum tokens requested, or "
+        "try again later.",
+    )
+    # Every response: anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}, the reset
+    # as the RFC 3339 moment the window is full again.
+    limit_headers = LimitHeaders("anthropic-ratelimit-{resource}-{field}", reset="rfc3339")
 
     def envelope(self, failure: Failure) -> httpx.Response:
         kind = failure.code or _TYPES.get(failure.status, "invalid_request_error")

@@ -187,6 +187,10 @@ class AzureVisionFake(ProviderFake):
         overloaded=_UNAVAILABLE,
     )
 
+    # Over a configured limit: the same 429 with ``Retry-After`` (the core adds it) and the
+    # wait in the message.
+    rate_limited = errors.rate_limit
+
     def envelope(self, failure: Failure) -> httpx.Response:
         inner = failure.extra.get("inner")
         return self._fail(

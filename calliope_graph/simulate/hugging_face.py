@@ -169,6 +169,17 @@ class HuggingFaceFake(ProviderFake):
         overloaded=Failure(503, None, "Model is overloaded, please try again later"),
     )
     retry_after = "60"
+    # Over a configured limit: 429 with the IETF draft headers its SDK reads, reflecting the
+    # configured window.
+    rate_limited = Failure(
+        429,
+        None,
+        _RATE_LIMIT,
+        headers={
+            "ratelimit": '"api";r=0;t={retry_after}',
+            "ratelimit-policy": '"fixed window";"api";q={limit};w={window_seconds}',
+        },
+    )
 
     def envelope(self, failure: Failure) -> httpx.Response:
         return self._fail(failure.status, failure.message, headers=dict(failure.headers))

@@ -337,6 +337,15 @@ class ReplicateFake(ProviderFake):
         overloaded=_UNAVAILABLE,
     )
     retry_after = "30"
+    # Over a configured limit: the same bare ``{"detail": ...}`` 429. Replicate limits
+    # prediction creates (600/min); polls count against a separate, larger budget.
+    rate_limited = Failure(
+        429,
+        None,
+        "Request was throttled. Your rate limit resets in ~{retry_after}s.",
+        extra={"bare": True},
+    )
+    limit_endpoints = ("predictions.create", "models.predictions.create")
 
     def envelope(self, failure: Failure) -> httpx.Response:
         if failure.extra.get("bare"):

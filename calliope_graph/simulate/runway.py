@@ -17,6 +17,11 @@ then ``SUCCEEDED`` with ``output: [url]`` on a CloudFront-like host served throu
 undecodable image fails it with ``ASSET.INVALID``. A content_policy fault fails the task
 with ``SAFETY.INPUT.TEXT``.
 
+With ``Simulator(limits={"runway": {"concurrency": N}})`` at most N tasks run at once, as
+Runway's tiers do: further tasks are accepted and report ``THROTTLED`` until a running one
+finishes (or is cancelled), then start in the order they were created. A task finishes when
+it is polled past its steps. ``daily=N`` answers 429 to the create past N a day.
+
 Endpoint names for counting: ``image_to_video``, ``tasks.retrieve``, ``tasks.delete``.
 """
 
@@ -106,6 +111,10 @@ class _Task:
     polls: int = 0
     cancelled: bool = False
     output: list[str] = field(default_factory=list)
+    #: Waiting for a concurrency slot (``limits={"runway": {"concurrency": N}}``).
+    queued: bool = False
+    #: Reached SUCCEEDED or FAILED (it no longer holds a slot).
+    done: bool = False
 
 
 def _quote(values: tuple[Any, ...]) -> str:
@@ -153,6 +162,17 @@ class RunwayFake(ProviderFake):
         unavailable=Failure(503, None, "Service temporarily unavailable."),
         overloaded=Failure(504, None, "The service is overloaded. Try again later."),
     )
+
+    # Runway has no request rate: ``concurrency=`` counts running tasks (the rest wait as
+    # THROTTLED, see ``_retrieve``), and past the daily cap a create answers 429.
+    rate_limited = Failure(
+        429,
+        None,
+        "You have exceeded your daily generation limit of {limit}. Try again in "
+        "{retry_after} seconds or upgrade your usage tier.",
+    )
+    limit_endpoints = ("image_to_video",)
+    limit_concurrency = "jobs"
 
     def envelope(self, failure: Failure) -> httpx.Response:
         return self._fail(failure.status, failure.message, headers=dict(failure.headers))
@@ -312,8 +332,32 @@ class RunwayFake(ProviderFake):
             throttled=max(int(state.get("throttled", 0)), 0),
             steps=max(int(self.sim.poll_steps), 0),
             fail=fail,
+            queued=self._concurrency() is not None,
         )
+        self._schedule()
         return httpx.Response(200, json={"id": task_id})
+
+    def _concurrency(self) -> int | None:
+        spec = self.sim.limit_spec(self.name)
+        return spec.concurrency if spec is not None else None
+
+    def _schedule(self) -> None:
+        """Start queued tasks, oldest first, while fewer than ``concurrency`` are running."""
+        limit = self._concurrency()
+        tasks = list(self._tasks().values())
+        if limit is None:
+            for task in tasks:
+                task.queued = False
+            return
+        running = sum(1 for t in tasks if not (t.queued or t.done or t.cancelled))
+        for task in tasks:
+            if running >= limit:
+                break
+            if task.queued and not task.cancelled:
+                # Its next poll is its first step (PENDING).
+                task.queued = False
+                task.throttled = max(task.throttled, task.polls)
+                running += 1
 
     def _seq(self) -> int:
         state = self.sim.state(self.name)
@@ -426,7 +470,10 @@ class RunwayFake(ProviderFake):
 
     def _retrieve(self, task_id: str) -> httpx.Response:
         task = self._task(task_id)
+        self._schedule()
         task.polls += 1
+        if task.queued:  # still no slot: this poll is a THROTTLED one
+            task.throttled = task.polls
         body: dict[str, Any] = {"id": task.id, "createdAt": task.created_at}
         credits = MODELS[task.model].credits_per_second * task.duration
         if task.cancelled:
@@ -443,7 +490,9 @@ class RunwayFake(ProviderFake):
         elif task.fail is not None:
             code, failure = task.fail
             body.update(status="FAILED", failure=failure, failureCode=code, cost={"credits": 0})
+            task.done = True
         else:
+            task.done = True
             if not task.output:
                 task.output = [self._render(task)]
             body.update(status="SUCCEEDED", output=list(task.output), cost={"credits": credits})
@@ -452,6 +501,7 @@ class RunwayFake(ProviderFake):
     def _delete(self, task_id: str) -> httpx.Response:
         task = self._task(task_id)
         task.cancelled = True
+        self._schedule()
         return httpx.Response(204)
 
     def _render(self, task: _Task) -> str:

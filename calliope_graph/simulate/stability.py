@@ -236,6 +236,15 @@ class StabilityFake(ProviderFake):
         overloaded=_UNAVAILABLE,
     )
 
+    # Over a configured limit: 429, then every request is refused for 60 s (``block=``).
+    rate_limited = Failure(
+        429,
+        "rate_limit_exceeded",
+        "You have exceeded the rate limit of {limit} {unit} within a {window_seconds} second "
+        "period, and have been timed out for {retry_after} seconds.",
+    )
+    limit_block = 60.0
+
     def envelope(self, failure: Failure) -> httpx.Response:
         """In the envelope of the API version the request's path is on (set by ``endpoint``)."""
         name = failure.code or "error"
