@@ -46,6 +46,7 @@ class InferenceModelProvider(StrEnum):
     HUGGINGFACE = "huggingface"
     RUNWAY = "runway"
     ANTHROPIC = "anthropic"
+    ELEVENLABS = "elevenlabs"
     LANGCHAIN = "langchain"
 
 
@@ -143,6 +144,7 @@ DEFAULT_BASE_URLS: dict[InferenceModelProvider, str] = {
     InferenceModelProvider.HUGGINGFACE: "https://router.huggingface.co/hf-inference",
     InferenceModelProvider.RUNWAY: "https://api.dev.runwayml.com",
     InferenceModelProvider.ANTHROPIC: "https://api.anthropic.com",
+    InferenceModelProvider.ELEVENLABS: "https://api.elevenlabs.io",
 }
 
 # provider -> (key field, key env var, base-url field, base-url env var)
@@ -189,6 +191,12 @@ _ENV: dict[InferenceModelProvider, tuple[str, str, str, str]] = {
         "anthropic_base_url",
         "ANTHROPIC_BASE_URL",
     ),
+    InferenceModelProvider.ELEVENLABS: (
+        "elevenlabs_api_key",
+        "ELEVENLABS_API_KEY",
+        "elevenlabs_base_url",
+        "ELEVENLABS_BASE_URL",
+    ),
 }
 
 
@@ -209,6 +217,7 @@ class KeysModel(BaseModel):
     huggingface_api_key: SecretStr | None = None
     runway_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+    elevenlabs_api_key: SecretStr | None = None
 
     openai_base_url: str | None = None
     azure_vision_endpoint: str | None = None
@@ -217,6 +226,7 @@ class KeysModel(BaseModel):
     huggingface_base_url: str | None = None
     runway_base_url: str | None = None
     anthropic_base_url: str | None = None
+    elevenlabs_base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeysModel:

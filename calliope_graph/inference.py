@@ -41,6 +41,7 @@ from calliope_graph.nodes import (
     ImageAndTextToVideo,
     MessagesToObject,
     TextToImage,
+    TextToSpeech,
     TextToText,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "image_and_text_to_video_file_inference",
     "messages_to_object_inference",
     "text_to_image_file_inference",
+    "text_to_speech_file_inference",
     "text_to_text_inference",
 ]
 
@@ -252,6 +254,29 @@ async def messages_to_object_inference(
     result = await node.run(ctx, messages=list(messages))
     obj: T = result["object"]
     return obj
+
+
+async def text_to_speech_file_inference(
+    httpx_client: httpx.AsyncClient,
+    text: str,
+    output_audio_filename: str,
+    model_config: ModelConfig,
+    keys: KeysModel,
+    voice: str | None = None,
+) -> str:
+    """Read ``text`` aloud into ``output_audio_filename``; return the file written.
+
+    The audio format follows the file name's extension (``.mp3``, ``.wav``, ``.flac``...)
+    unless the model config sets one; the extension may change to the format the provider
+    answered in (raw PCM is saved as ``.wav``). ``voice`` overrides the config's voice (an
+    OpenAI voice name or an ElevenLabs voice id). Failures raise taxonomy errors (a refusal
+    is a :class:`ContentPolicyError`).
+    """
+    target = Path(output_audio_filename)
+    ctx = _context(httpx_client, keys, target.parent)
+    node = TextToSpeech(model_config, output_name=target.name, voice=voice)
+    result = await node.run(ctx, text=text)
+    return str(result["audio"].path)
 
 
 def model_config(name: str) -> ModelConfig:

@@ -271,6 +271,9 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
     # side (THROTTLED) and the daily cap answers 429, so no default here; set
     # runway:daily=N to stop before it.
     "runway": LimitSpec(),
+    # ElevenLabs limits concurrent requests by plan (free 2, starter 3, creator 5, pro 10;
+    # a 429 `too_many_concurrent_requests` beyond): the free plan's, override upwards.
+    "elevenlabs": LimitSpec(concurrency=2),
 }
 
 

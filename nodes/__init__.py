@@ -23,6 +23,7 @@ from calliope_graph.nodes.messages_to_object import MessagesToObject, import_mod
 from calliope_graph.nodes.prompt_template import PromptTemplate
 from calliope_graph.nodes.switch import Classify, Switch
 from calliope_graph.nodes.text_to_image import TextToImage
+from calliope_graph.nodes.text_to_speech import TextToSpeech
 from calliope_graph.nodes.text_to_text import TextToText
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "StoryFrame",
     "Switch",
     "TextToImage",
+    "TextToSpeech",
     "TextToText",
     "get_node_kind",
     "import_model",

@@ -215,3 +215,41 @@ async def test_image_and_text_to_video_refused_raises_and_writes_nothing(
         )  # fmt: skip
     assert info.value.provider == "runway" and (info.value.code or "").startswith("SAFETY")
     assert not target.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+# -- text to speech (the seventh conversion) --------------------------------------------------
+async def test_text_to_speech_file_writes_audio_as_long_as_the_text(
+    sim: Simulator, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from calliope_graph.inference import text_to_speech_file_inference
+    from calliope_graph.simulate._speech import speech_seconds
+
+    text = "A fox who collects lost keys finds one that opens the moon."
+    target = tmp_path / "narration" / "scene1.wav"
+    path = await text_to_speech_file_inference(
+        client, text, str(target), catalog.get("openai-tts-1"), sim.keys(), voice="nova"
+    )
+    assert Path(path) == target and target.is_file()
+    with wave.open(str(target), "rb") as w:  # the extension chose the format: a real WAV
+        seconds = w.getnframes() / w.getframerate()
+    assert seconds == pytest.approx(speech_seconds(text), abs=0.01)
+    assert sim.count("openai", "audio.speech") == 1
+
+
+async def test_text_to_speech_file_pcm_becomes_wav_and_refusals_raise(
+    sim: Simulator, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from calliope_graph.inference import text_to_speech_file_inference
+
+    config = catalog.get("elevenlabs-multilingual-v2")
+    path = await text_to_speech_file_inference(
+        client, "Good night.", str(tmp_path / "n.pcm"), config, sim.keys()
+    )
+    assert Path(path) == tmp_path / "n.wav"  # raw PCM is saved playable, with its header
+    sim.add_fault(kind="content_policy", provider="elevenlabs")
+    with pytest.raises(ContentPolicyError) as info:
+        await text_to_speech_file_inference(
+            client, "something awful", str(tmp_path / "x.mp3"), config, sim.keys()
+        )
+    assert info.value.provider == "elevenlabs" and info.value.code == "bad_prompt"
+    assert not (tmp_path / "x.mp3").exists()

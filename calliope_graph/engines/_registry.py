@@ -27,6 +27,7 @@ __all__ = [
     "ImageAndTextToVideoEngine",
     "MessagesToObjectEngine",
     "TextToImageEngine",
+    "TextToSpeechEngine",
     "TextToTextEngine",
     "get_engine",
     "markdown_matrix",
@@ -46,6 +47,7 @@ class Conversion(StrEnum):
     IMAGE_ANALYSIS = "image_analysis"
     AUDIO_TO_TEXT = "audio_to_text"
     MESSAGES_TO_OBJECT = "messages_to_object"
+    TEXT_TO_SPEECH = "text_to_speech"
 
 
 class TextToTextEngine(Protocol):
@@ -93,6 +95,18 @@ class MessagesToObjectEngine(Protocol):
     ) -> ModelT: ...
 
 
+class TextToSpeechEngine(Protocol):
+    async def __call__(
+        self,
+        ctx: RunContext,
+        text: str,
+        config: ModelConfig,
+        *,
+        output_name: str,
+        voice: str | None = None,
+    ) -> Audio: ...
+
+
 #: Modules under calliope_graph.engines that register engines when imported.
 ENGINE_MODULES = (
     "openai",
@@ -102,6 +116,7 @@ ENGINE_MODULES = (
     "hugging_face",
     "runway",
     "anthropic",
+    "elevenlabs",
     "langchain",
 )
 
@@ -153,6 +168,10 @@ def get_engine(
 def get_engine(
     conversion: Literal[Conversion.MESSAGES_TO_OBJECT], provider: InferenceModelProvider | str
 ) -> MessagesToObjectEngine: ...
+@overload
+def get_engine(
+    conversion: Literal[Conversion.TEXT_TO_SPEECH], provider: InferenceModelProvider | str
+) -> TextToSpeechEngine: ...
 @overload
 def get_engine(
     conversion: Conversion, provider: InferenceModelProvider | str

@@ -1,4 +1,5 @@
-"""OpenAI engines: chat and legacy completions, images, vision, Whisper, structured output.
+"""OpenAI engines: chat and legacy completions, images, vision, Whisper, speech, structured
+output.
 
 Everything goes through :func:`calliope_graph.engines._http.request` (retries, error
 mapping, redaction). The base URL comes from ``ctx.keys.base_url("openai")``, so setting
@@ -38,6 +39,7 @@ from calliope_graph.engines._llm import (
 )
 from calliope_graph.engines._params import extra_body, form_fields, pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
 from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
@@ -55,6 +57,7 @@ __all__ = [
     "messages_to_object",
     "strict_json_schema",
     "text_to_image",
+    "text_to_speech",
     "text_to_text",
 ]
 
@@ -527,3 +530,103 @@ async def messages_to_object(
         provider=_NAME,
         code="invalid_structured_output",
     )
+
+
+# -- text -> speech ------------------------------------------------------------------------
+#: ``response_format`` -> the container the answer comes in (None: raw PCM, 24 kHz 16-bit
+#: mono little-endian, saved wrapped in a WAV header).
+SPEECH_FORMATS: dict[str, str | None] = {
+    "mp3": "mp3",
+    "opus": "ogg",
+    "aac": "aac",
+    "flac": "flac",
+    "wav": "wav",
+    "pcm": None,
+}
+#: An output name's extension -> the ``response_format`` asked for when none is configured.
+SPEECH_SUFFIXES = {
+    ".mp3": "mp3",
+    ".opus": "opus",
+    ".ogg": "opus",
+    ".aac": "aac",
+    ".flac": "flac",
+    ".wav": "wav",
+    ".pcm": "pcm",
+}
+SPEECH_PCM_RATE = 24_000
+SPEECH_MAX_CHARS = 4096
+SPEECH_VOICE = "alloy"
+
+
+def speech_format(config: ModelConfig, output_name: str) -> str:
+    """The ``response_format``: the configured one, else the output name's extension's,
+    else mp3 (OpenAI's default)."""
+    configured = config.parameters.get("response_format")
+    if configured is None:
+        return SPEECH_SUFFIXES.get(Path(output_name).suffix.lower(), "mp3")
+    fmt = str(configured)
+    if fmt not in SPEECH_FORMATS:
+        raise InvalidRequestError(
+            f"openai speech: response_format {fmt!r} of model config {config.slug!r} is not "
+            f"one of {', '.join(SPEECH_FORMATS)}.",
+            provider=_NAME,
+            code="invalid_response_format",
+        )
+    return fmt
+
+
+@register(Conversion.TEXT_TO_SPEECH, PROVIDER)
+async def text_to_speech(
+    ctx: RunContext,
+    text: str,
+    config: ModelConfig,
+    *,
+    output_name: str,
+    voice: str | None = None,
+) -> Audio:
+    """Speak ``text`` with tts-1, tts-1-hd or gpt-4o-mini-tts (``/audio/speech``); save it as
+    ``output_name`` (the extension follows the format; raw ``pcm`` is saved as WAV).
+
+    ``voice`` (else the ``voice`` parameter, else alloy), ``response_format`` (else the output
+    name's extension, else mp3), ``speed`` (0.25-4.0) and ``instructions`` (gpt-4o-mini-tts
+    only; dropped with a note for the tts-1 models, which do not take it) come from the
+    model config. Text over OpenAI's 4,096 characters is refused before anything is paid.
+    """
+    model = config.model.provider_model_name
+    if not text.strip():
+        raise InvalidRequestError(
+            f"openai ({model}): there is no text to speak (the input is empty).",
+            provider=_NAME,
+            code="empty_input",
+        )
+    if len(text) > SPEECH_MAX_CHARS:
+        raise InvalidRequestError(
+            f"openai ({model}): the text is {len(text)} characters, over the speech endpoint's "
+            f"{SPEECH_MAX_CHARS}: split it (one narration per scene) or use a provider that "
+            "takes longer texts (ElevenLabs).",
+            provider=_NAME,
+            code="string_above_max_length",
+        )
+    fmt = speech_format(config, output_name)
+    params = pick(config.parameters, ("speed", "instructions"))
+    if "instructions" in params and model.startswith("tts-1"):
+        log.info("openai: %s does not take instructions; they were not sent", model)
+        params.pop("instructions")
+    body: dict[str, Any] = {
+        "model": model,
+        "input": text,
+        "voice": voice or str(config.parameters.get("voice") or SPEECH_VOICE),
+        "response_format": fmt,
+        **params,
+    }
+    container = SPEECH_FORMATS[fmt]
+    data: bytes = await _post(
+        ctx,
+        config,
+        "/audio/speech",
+        json_body=body,
+        parse=lambda r: audio_bytes(r, _NAME, model, container),
+    )
+    if container is None:
+        return await save_speech(ctx, output_name, pcm_to_wav(data, SPEECH_PCM_RATE), "wav")
+    return await save_speech(ctx, output_name, data, container)

@@ -74,6 +74,7 @@ FAKE_MODULES = (
     "hugging_face",
     "runway",
     "anthropic",
+    "elevenlabs",
 )
 
 
@@ -437,6 +438,7 @@ class Simulator:
             "huggingface_api_key": SecretStr(self.key_for("huggingface")),
             "runway_api_key": SecretStr(self.key_for("runway")),
             "anthropic_api_key": SecretStr(self.key_for("anthropic")),
+            "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
         }
         values.update(overrides)
         return KeysModel(**values)

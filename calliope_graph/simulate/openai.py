@@ -3,13 +3,14 @@
 Served on ``api.openai.com`` under ``/v1``: chat completions (text, vision, JSON mode,
 strict JSON Schema structured output, forced tool calls), legacy completions, image
 generation (dall-e-2, dall-e-3, GPT image models; ``b64_json`` or ``url`` answers, the
-latter served from a CDN-like host) and audio transcription (multipart). Requests are
+latter served from a CDN-like host), audio transcription (multipart) and speech (the audio
+bytes, as long as the text takes to say: :mod:`calliope_graph.simulate._speech`). Requests are
 validated the way OpenAI does (missing parameters, unknown arguments, sizes a model does
 not accept, ``n`` out of range, a non-strict schema, JSON mode without the word "json"),
 and every failure uses OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
 
 Endpoint names for counting: ``chat.completions``, ``completions``, ``images.generations``,
-``audio.transcriptions``.
+``audio.transcriptions``, ``audio.speech``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from calliope_graph.simulate._openai_wire import (
     strict_schema_problem,
     truncate_tokens,
 )
+from calliope_graph.simulate._speech import speech_audio
 
 __all__ = ["FAKE", "OpenAIFake", "mask_key"]
 
@@ -77,6 +79,32 @@ _PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 _CHAT_ONLY = ("gpt-4", "gpt-5", "o1", "o3", "o4", "chatgpt", "gpt-3.5-turbo")
 _AUDIO_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 _AUDIO_LIMIT = 26_214_400  # 25 MiB
+_SPEECH_ARGS = _words("model input voice instructions response_format speed stream_format")
+_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
+_SPEECH_VOICES = [
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+]
+#: response_format -> (container of the answer, content-type); pcm is raw 24 kHz s16le.
+_SPEECH_FORMATS: dict[str, tuple[str | None, str]] = {
+    "mp3": ("mp3", "audio/mpeg"),
+    "opus": ("ogg", "audio/opus"),
+    "aac": ("aac", "audio/aac"),
+    "flac": ("flac", "audio/flac"),
+    "wav": ("wav", "audio/wav"),
+    "pcm": (None, "audio/pcm"),
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +143,7 @@ class OpenAIFake(OpenAIWire):
             ("POST", "/completions"): self._completions,
             ("POST", "/images/generations"): self._images,
             ("POST", "/audio/transcriptions"): self._transcriptions,
+            ("POST", "/audio/speech"): self._speech,
         }
         handler = handlers.get((request.method, route))
         if handler is None or not request.url.path.startswith(PREFIX + "/"):
@@ -740,6 +769,86 @@ class OpenAIFake(OpenAIWire):
                 "total_tokens": int(duration * 10) + 1 + count_tokens(text),
             }
         return self._ok(out, seq=seq)
+
+    # -- speech ---------------------------------------------------------------------------
+    def _speech(self, request: httpx.Request) -> httpx.Response:
+        body = self._json_body(request, _SPEECH_ARGS)
+        model = self._require_model(body)
+        if model not in _SPEECH_MODELS:
+            raise self._reject(
+                f"Invalid value: '{model}'. Supported values are: {quote_list(_SPEECH_MODELS)}.",
+                param="model",
+                code="invalid_value",
+            )
+        text = body.get("input")
+        if text is None:
+            raise self._missing("input")
+        if not isinstance(text, str) or not text:
+            raise self._reject(
+                "Invalid 'input': empty string. Expected a string with minimum length 1, but "
+                "got an empty string instead.",
+                param="input",
+                code="empty_string",
+            )
+        if len(text) > 4096:
+            raise self._reject(
+                "Invalid 'input': string too long. Expected a string with maximum length 4096, "
+                f"but got a string with length {len(text)} instead.",
+                param="input",
+                code="string_above_max_length",
+            )
+        voice = body.get("voice")
+        if voice is None:
+            raise self._missing("voice")
+        if isinstance(voice, dict) and isinstance(voice.get("id"), str):
+            pass  # a custom voice by id
+        elif voice not in _SPEECH_VOICES:
+            raise self._reject(
+                f"Invalid value: '{voice}'. Supported values are: {quote_list(_SPEECH_VOICES)}.",
+                param="voice",
+                code="invalid_value",
+            )
+        fmt = body.get("response_format", "mp3")
+        if fmt not in _SPEECH_FORMATS:
+            raise self._reject(
+                f"Invalid value: '{fmt}'. Supported values are: "
+                f"{quote_list(list(_SPEECH_FORMATS))}.",
+                param="response_format",
+                code="invalid_value",
+            )
+        self._number_param(body, "speed", 0.25, 4.0)
+        speed = float(body.get("speed") or 1.0)
+        instructions = body.get("instructions")
+        if instructions is not None and (
+            not isinstance(instructions, str) or len(instructions) > 4096
+        ):
+            raise self._reject(
+                "Invalid 'instructions': expected a string with maximum length 4096.",
+                param="instructions",
+                code="invalid_value",
+            )
+        if body.get("stream_format", "audio") != "audio":
+            raise self._reject(
+                "The calliope simulator does not stream: leave stream_format at 'audio'.",
+                param="stream_format",
+            )
+        # The speech endpoint's refusal is not documented: answered like OpenAI's other
+        # safety refusals (HTTP 400, code content_policy_violation).
+        if self.sim.blocked(self, request, text):
+            return self._fail(
+                400,
+                "Your request was rejected as a result of our safety system. Your input may "
+                "contain text that is not allowed by our safety system.",
+                code="content_policy_violation",
+            )
+        seq = self._seq()
+        headers = self._headers(seq)
+        container, content_type = _SPEECH_FORMATS[fmt]
+        headers["content-type"] = content_type
+        if self.sim.emptied(self, request, text):
+            return httpx.Response(200, content=b"", headers=headers)
+        audio = speech_audio(text, container, rate=24000, speed=speed)
+        return httpx.Response(200, content=audio, headers=headers)
 
 
 _LANGUAGES = {"en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian"}

@@ -1,0 +1,106 @@
+"""Speech answers into audio files, the same way for every text-to-speech engine.
+
+A speech endpoint answers with the audio bytes themselves. :func:`audio_bytes` runs inside
+the retry loop (as a ``parse``): an empty body is an :class:`EmptyOutputError`, and a body
+that is not the audio container asked for (a truncated JSON body, an HTML error page from a
+proxy) is a retryable :class:`TransientProviderError` — never a file that does not play.
+:func:`save_speech` then writes the file atomically through the media store, under the
+extension of the real container (raw PCM is wrapped in a WAV header, so every file plays and
+knows its duration), and opens it with :meth:`Audio.open`, which probes the duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import wave
+from pathlib import PurePosixPath
+
+import httpx
+
+from calliope_graph.context import RunContext
+from calliope_graph.errors import EmptyOutputError, TransientProviderError
+from calliope_graph.media import Audio
+
+__all__ = ["CONTAINER_EXT", "audio_bytes", "container_of", "pcm_to_wav", "save_speech"]
+
+#: The file extension of each audio container an engine saves.
+CONTAINER_EXT: dict[str, str] = {
+    "mp3": ".mp3",
+    "wav": ".wav",
+    "flac": ".flac",
+    "ogg": ".ogg",
+    "aac": ".aac",
+}
+
+
+def container_of(data: bytes) -> str | None:
+    """The audio container ``data`` starts with (mp3, wav, flac, ogg, aac), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:4] == b"fLaC":
+        return "flac"
+    if data[:4] == b"OggS":
+        return "ogg"
+    if data[:3] == b"ID3":
+        return "mp3"
+    if len(data) >= 2 and data[0] == 0xFF:
+        if data[1] & 0xF6 == 0xF0:  # ADTS sync word, layer 0: AAC
+            return "aac"
+        if data[1] & 0xE0 == 0xE0 and (data[1] >> 1) & 3 == 1:  # MPEG audio, Layer III
+            return "mp3"
+    return None
+
+
+def _looks_like_text(data: bytes, content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind.startswith(("application/json", "text/")):
+        return True
+    return data[:1] in (b"{", b"[", b"<")
+
+
+def audio_bytes(
+    response: httpx.Response, provider: str, model: str, container: str | None
+) -> bytes:
+    """The audio body of a speech answer, checked against the ``container`` asked for
+    (None: raw PCM, which has no header to check)."""
+    data = response.content
+    if not data:
+        raise EmptyOutputError(
+            f"{provider} ({model}) answered with no audio at all: try again, or add a fallback "
+            "edge on 'empty'."
+        )
+    content_type = response.headers.get("content-type", "")
+    found = container_of(data)
+    if (container is None and _looks_like_text(data, content_type)) or (
+        container is not None and found != container
+    ):
+        what = f"{len(data)} bytes of {content_type or 'unlabelled data'}"
+        raise TransientProviderError(
+            f"{provider} ({model}) answered HTTP {response.status_code} with {what}, not "
+            f"{container or 'PCM'} audio; it was retried. Try again later.",
+            provider=provider,
+            status=response.status_code,
+            code="malformed_body",
+        )
+    return data
+
+
+def pcm_to_wav(data: bytes, rate: int, *, channels: int = 1, sample_width: int = 2) -> bytes:
+    """Raw little-endian PCM samples wrapped in a WAV header (an odd trailing byte dropped)."""
+    frame = channels * sample_width
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(sample_width)
+        w.setframerate(rate)
+        w.writeframes(data[: len(data) - len(data) % frame])
+    return buf.getvalue()
+
+
+async def save_speech(ctx: RunContext, output_name: str, data: bytes, container: str) -> Audio:
+    """Write ``data`` (a ``container`` file) as ``output_name`` with that container's
+    extension, atomically, and open it (duration probed) off the event loop."""
+    name = str(PurePosixPath(output_name).with_suffix(CONTAINER_EXT[container]))
+    path = ctx.store.write_bytes(name, data)
+    return await asyncio.to_thread(Audio.open, path)
