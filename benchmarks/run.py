@@ -137,16 +137,16 @@ async def bench_overhead(runs: int) -> dict[str, float]:
 
 # -- webcam story -----------------------------------------------------------------------------
 
-LATENCY = {"azure": 0.2, "vision": 0.3, "story": 0.4, "illustration": 0.5}
+LATENCY = {"azure_vision": 0.2, "vision": 0.3, "story": 0.4, "illustration": 0.5}
 CRITICAL_PATH = (
-    max(LATENCY["azure"], LATENCY["vision"]) + LATENCY["story"] + LATENCY["illustration"]
+    max(LATENCY["azure_vision"], LATENCY["vision"]) + LATENCY["story"] + LATENCY["illustration"]
 )
 
 
 def latency(provider: str, endpoint: str, request: httpx.Request) -> float:
     """The fixed latencies: Azure 200 ms, LLM vision 300, story 400, illustration 500."""
-    if provider == "azure":
-        return LATENCY["azure"]
+    if provider == "azure_vision":
+        return LATENCY["azure_vision"]
     if "chat" in endpoint:
         return LATENCY["vision"] if b"image_url" in request.content else LATENCY["story"]
     if "image" in endpoint or provider == "stability":

@@ -40,14 +40,23 @@ __all__ = [
 
 class InferenceModelProvider(StrEnum):
     OPENAI = "openai"
-    AZURE = "azure"
+    AZURE = "azure_vision"
     STABILITY = "stability"
     REPLICATE = "replicate"
-    HUGGINGFACE = "huggingface"
+    HUGGINGFACE = "hugging_face"
     RUNWAY = "runway"
     ANTHROPIC = "anthropic"
     ELEVENLABS = "elevenlabs"
     LANGCHAIN = "langchain"
+
+    @classmethod
+    def _missing_(cls, value: object) -> InferenceModelProvider | None:
+        """Earlier names still read: ``azure`` is ``azure_vision``, ``huggingface`` (and
+        ``hf``) is ``hugging_face`` — one name per provider across config, engines, fakes."""
+        aliases = {"azure": "azure_vision", "huggingface": "hugging_face", "hf": "hugging_face"}
+        if isinstance(value, str) and value.lower() in aliases:
+            return cls(aliases[value.lower()])
+        return None
 
 
 class InferenceModelProviderVariant(StrEnum):

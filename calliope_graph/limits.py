@@ -51,6 +51,7 @@ in the model catalog YAML (a top-level ``limits:`` section) or in Python
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -262,10 +263,10 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
     "replicate": LimitSpec(rpm=600),
     # Azure AI Vision free tier F0: 20 calls per minute (S1: 10 per second, override with
     # azure:rps=10) (learn.microsoft.com, Azure AI Vision pricing and limits).
-    "azure": LimitSpec(rpm=20),
+    "azure_vision": LimitSpec(rpm=20),
     # Hugging Face serverless: the policy its SDK reads, 500 requests per 5 minutes
     # (`RateLimit-Policy: "fixed window";"api";q=500;w=300`).
-    "huggingface": LimitSpec(requests=(500, 300.0)),
+    "hugging_face": LimitSpec(requests=(500, 300.0)),
     # Runway limits concurrent *generations* and generations per day by tier (tier 1: 1-2
     # concurrent, 50 a day; docs.dev.runwayml.com/usage/tiers). Extra tasks wait on Runway's
     # side (THROTTLED) and the daily cap answers 429, so no default here; set
@@ -289,6 +290,10 @@ def _normalise_key(key: str, where: str) -> str:
     provider = provider.strip().lower()
     model = model.strip()
     known = _known_providers()
+    from calliope_graph.config import InferenceModelProvider
+
+    with contextlib.suppress(ValueError):  # earlier names: azure, huggingface
+        provider = InferenceModelProvider(provider).value
     if provider not in known:
         raise ConfigurationError(
             f"{where}: unknown provider {provider!r} in limit key {key!r}; "

@@ -46,7 +46,7 @@ def draw_flow(out: Path) -> list[Path]:
 #: overlapping, a rate-limited call retried, and Stability refusing a prompt once (the censor
 #: rewrites it and the illustration runs again).
 FAULTS = (
-    "latency@azure:seconds=0.35;latency@openai:seconds=0.12;"
+    "latency@azure_vision:seconds=0.35;latency@openai:seconds=0.12;"
     "rate_limit@openai:first_n=1,retry_after=0.1;content_policy@stability:first_n=1"
 )
 

@@ -62,7 +62,7 @@ def azure_config(**params: Any) -> ModelConfig:
         slug="test-azure",
         model_parameters=params,
         model=InferenceModel(
-            slug="azure", provider=InferenceModelProvider.AZURE, provider_model_name="vision"
+            slug="azure_vision", provider=InferenceModelProvider.AZURE, provider_model_name="vision"
         ),
     )
 
@@ -76,7 +76,7 @@ def azure_error(status: int, code: str, message: str, inner: str | None = None) 
 
 # -- registration and configuration ---------------------------------------------------------
 def test_azure_serves_image_analysis() -> None:
-    assert get_engine(Conversion.IMAGE_ANALYSIS, "azure") is engine.image_analysis
+    assert get_engine(Conversion.IMAGE_ANALYSIS, "azure_vision") is engine.image_analysis
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ async def test_bad_api_version_or_feature_is_a_configuration_error(
         await engine.image_analysis(ctx, kite, azure_config(api_version="5"))
     with pytest.raises(ConfigurationError, match="denseCaptions"):
         await engine.image_analysis(ctx, kite, V4.with_parameters(features=["captions"]))
-    assert sim.count("azure") == 0
+    assert sim.count("azure_vision") == 0
 
 
 def test_catalog_has_both_apis() -> None:
@@ -127,7 +127,7 @@ async def test_v4_analysis_sends_the_raw_image_and_reads_every_result(
     assert analysis.text == seen["text"]
     assert analysis.description.startswith(caption + ".")
     assert seen["text"] in analysis.description
-    assert analysis.sources == ["azure"]
+    assert analysis.sources == ["azure_vision"]
     assert set(seen["objects"]) <= set(analysis.all_tags_and_objects.split(", "))
 
     (request,) = rec.requests
@@ -137,11 +137,11 @@ async def test_v4_analysis_sends_the_raw_image_and_reads_every_result(
         "features": "caption,denseCaptions,tags,objects,read",
         "language": "en",
     }
-    assert request.headers["ocp-apim-subscription-key"] == sim.key_for("azure")
+    assert request.headers["ocp-apim-subscription-key"] == sim.key_for("azure_vision")
     assert request.headers["content-type"] == "application/octet-stream"
     assert "authorization" not in request.headers
     assert request.content == kite.read_bytes()
-    assert sim.calls[("azure", "analyze.4.0")] == 1
+    assert sim.calls[("azure_vision", "analyze.4.0")] == 1
 
 
 async def test_v4_parameters_reach_the_query(rctx: RunContext, rec: Recorder, kite: Image) -> None:
@@ -193,16 +193,19 @@ async def test_v3_analysis_then_ocr(
     }
     assert dict(ocr.url.params) == {"language": "unk", "detectOrientation": "true"}
     for request in (analyze, ocr):
-        assert request.headers["ocp-apim-subscription-key"] == sim.key_for("azure")
+        assert request.headers["ocp-apim-subscription-key"] == sim.key_for("azure_vision")
         assert request.headers["content-type"] == "application/octet-stream"
         assert request.content == kite.read_bytes()
-    assert sim.calls[("azure", "analyze.v3.2")] == 1 and sim.calls[("azure", "ocr.v3.2")] == 1
+    assert (
+        sim.calls[("azure_vision", "analyze.v3.2")] == 1
+        and sim.calls[("azure_vision", "ocr.v3.2")] == 1
+    )
 
 
 async def test_v3_without_ocr_is_one_call(ctx: RunContext, sim: Simulator, kite: Image) -> None:
     analysis = await engine.image_analysis(ctx, kite, V3.with_parameters(ocr=False))
     assert analysis.text == "" and analysis.captions
-    assert sim.count("azure") == 1
+    assert sim.count("azure_vision") == 1
 
 
 @pytest.mark.parametrize("config", [V3, V4], ids=["v3.2", "4.0"])
@@ -285,7 +288,7 @@ async def test_corrupt_image_is_a_media_error_before_any_call(
     with pytest.raises(MediaError, match="corrupt or truncated") as info:
         await engine.image_analysis(ctx, kite, V4)
     assert info.value.path == kite.path
-    assert sim.count("azure") == 0
+    assert sim.count("azure_vision") == 0
 
 
 async def test_oversized_image_is_fitted_to_the_limit(
@@ -314,7 +317,7 @@ async def test_tiny_image_names_the_minimum(
     tiny = photo(tmp_path / "tiny.png", size=(64, 40))
     with pytest.raises(MediaError, match=r"64x40 pixels.*at least 50x50"):
         await engine.image_analysis(ctx, tiny, V4)
-    assert sim.count("azure") == 0
+    assert sim.count("azure_vision") == 0
 
 
 async def test_webp_is_converted_to_png(rctx: RunContext, rec: Recorder, tmp_path: Path) -> None:
@@ -374,11 +377,11 @@ async def test_wrong_key_is_an_authentication_error_without_the_key(
     finally:
         await ctx.aclose()
     error = info.value
-    assert error.status == 401 and error.code == "401" and error.provider == "azure"
+    assert error.status == 401 and error.code == "401" and error.provider == "azure_vision"
     assert "Access denied" in str(error) and "AZURE_VISION_KEY" in str(error)
     assert wrong not in str(error) and wrong not in repr(error)
     assert all(wrong not in r.getMessage() for r in caplog.records)
-    assert sim.count("azure") == 1  # not retried
+    assert sim.count("azure_vision") == 1  # not retried
 
 
 async def test_missing_key_is_a_configuration_error(
@@ -394,61 +397,61 @@ async def test_missing_key_is_a_configuration_error(
 async def test_rate_limit_twice_then_success_honours_retry_after(
     ctx: RunContext, sim: Simulator, clock: Any, kite: Image
 ) -> None:
-    sim.add_fault(kind="rate_limit", provider="azure", first_n=2, retry_after=7)
+    sim.add_fault(kind="rate_limit", provider="azure_vision", first_n=2, retry_after=7)
     assert (await engine.image_analysis(ctx, kite, V4)).captions
     assert clock.waits == [7.0, 7.0]
-    assert sim.count("azure") == 3
+    assert sim.count("azure_vision") == 3
 
 
 async def test_rate_limit_beyond_the_cap_fails_with_retry_after(
     ctx: RunContext, sim: Simulator, kite: Image
 ) -> None:
-    sim.add_fault(kind="rate_limit", provider="azure", retry_after=600)
+    sim.add_fault(kind="rate_limit", provider="azure_vision", retry_after=600)
     with pytest.raises(RateLimitError) as info:
         await engine.image_analysis(ctx, kite, V4)
     assert info.value.retry_after == 600 and info.value.code == "429"
     assert "retry after 600 seconds" in str(info.value)
-    assert sim.count("azure") == 1
+    assert sim.count("azure_vision") == 1
 
 
 @pytest.mark.parametrize("kind", ["server_error", "unavailable", "overloaded"])
 async def test_server_errors_are_retried_then_succeed(
     ctx: RunContext, sim: Simulator, kite: Image, kind: str
 ) -> None:
-    sim.add_fault(kind=kind, provider="azure", first_n=2)
+    sim.add_fault(kind=kind, provider="azure_vision", first_n=2)
     assert (await engine.image_analysis(ctx, kite, V4)).captions
-    assert sim.count("azure") == 3
+    assert sim.count("azure_vision") == 3
 
 
 @pytest.mark.parametrize(("kind", "status"), [("server_error", 500), ("unavailable", 503)])
 async def test_server_error_every_time_gives_up_after_max_attempts(
     ctx: RunContext, sim: Simulator, kite: Image, kind: str, status: int
 ) -> None:
-    sim.add_fault(kind=kind, provider="azure")
+    sim.add_fault(kind=kind, provider="azure_vision")
     with pytest.raises(TransientProviderError) as info:
         await engine.image_analysis(ctx, kite, V3)
     assert info.value.status == status
-    assert sim.count("azure") == ctx.retry.max_attempts
+    assert sim.count("azure_vision") == ctx.retry.max_attempts
 
 
 async def test_hang_becomes_a_timeout(ctx: RunContext, sim: Simulator, kite: Image) -> None:
-    sim.add_fault(kind="hang", provider="azure")
+    sim.add_fault(kind="hang", provider="azure_vision")
     with pytest.raises(ProviderTimeoutError, match="did not answer in time"):
         await engine.image_analysis(ctx, kite, V4)
-    assert sim.count("azure") == ctx.retry.max_attempts
+    assert sim.count("azure_vision") == ctx.retry.max_attempts
 
 
 async def test_malformed_body_is_retried_then_a_clear_error(
     ctx: RunContext, sim: Simulator, kite: Image
 ) -> None:
-    sim.add_fault(kind="malformed", provider="azure", first_n=1)
+    sim.add_fault(kind="malformed", provider="azure_vision", first_n=1)
     assert (await engine.image_analysis(ctx, kite, V4)).captions
-    assert sim.count("azure") == 2
+    assert sim.count("azure_vision") == 2
     sim.clear_faults()
-    sim.add_fault(kind="malformed", provider="azure")
+    sim.add_fault(kind="malformed", provider="azure_vision")
     with pytest.raises(TransientProviderError, match="malformed body") as info:
         await engine.image_analysis(ctx, kite, V4)
-    assert info.value.code == "malformed_body" and info.value.provider == "azure"
+    assert info.value.code == "malformed_body" and info.value.provider == "azure_vision"
 
 
 @pytest.mark.parametrize(
@@ -467,11 +470,11 @@ async def test_json_of_the_wrong_shape_is_malformed(
 async def test_content_policy_fault_is_not_supported_image(
     ctx: RunContext, sim: Simulator, kite: Image
 ) -> None:
-    sim.add_fault(kind="content_policy", provider="azure")
+    sim.add_fault(kind="content_policy", provider="azure_vision")
     with pytest.raises(ContentPolicyError) as info:
         await engine.image_analysis(ctx, kite, V4)
     assert info.value.code == "NotSupportedImage" and info.value.status == 400
-    assert sim.count("azure") == 1
+    assert sim.count("azure_vision") == 1
 
 
 async def test_secrets_never_reach_errors_or_logs(
@@ -479,7 +482,7 @@ async def test_secrets_never_reach_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "fedcba9876543210fedcba9876543210"
-    right = sim.key_for("azure")
+    right = sim.key_for("azure_vision")
     bad = make_ctx(sim.transport(), sim.keys(azure_vision_key=wrong), clock, tmp_path)
     good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     image = photo(tmp_path / "k.png")
@@ -489,7 +492,7 @@ async def test_secrets_never_reach_errors_or_logs(
             lambda ctx: engine.image_analysis(ctx, image, V3),  # Image Analysis 3.2
             lambda ctx: engine.image_analysis(ctx, image, V4),  # and 4.0
         ):
-            failures += await failures_under_faults(sim, "azure", bad, good, call)
+            failures += await failures_under_faults(sim, "azure_vision", bad, good, call)
     finally:
         await bad.aclose()
         await good.aclose()
@@ -519,14 +522,14 @@ async def test_regional_endpoint_override(clock: Any, tmp_path: Path, kite: Imag
 async def test_analyze_image_node_on_both_apis(ctx: RunContext, kite: Image) -> None:
     for name in ("azure-vision-4.0", "azure-vision-3.2"):
         analysis = (await AnalyzeImage(name).run(ctx, image=kite))["analysis"]
-        assert analysis.description and analysis.text and analysis.sources == ["azure"]
+        assert analysis.description and analysis.text and analysis.sources == ["azure_vision"]
 
 
 # -- the fake on the wire ---------------------------------------------------------------------
 @pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
     headers = {
-        "Ocp-Apim-Subscription-Key": sim.key_for("azure"),
+        "Ocp-Apim-Subscription-Key": sim.key_for("azure_vision"),
         "Content-Type": "application/octet-stream",
     }
     async with sim.client(base_url=ENDPOINT, headers=headers) as c:
@@ -672,13 +675,13 @@ async def test_fake_401_shapes_and_other_content_types(sim: Simulator, kite: Ima
         )
         query_key = await client.post(
             V4_PATH,
-            params={**V4_QUERY, "subscription-key": sim.key_for("azure")},
+            params={**V4_QUERY, "subscription-key": sim.key_for("azure_vision")},
             content=kite.read_bytes(),
             headers={"Content-Type": "application/octet-stream"},
         )
         url = "https://images.example.com/kite.png"
         sim.serve_download(url, httpx.Response(200, content=kite.read_bytes()))
-        key = {"Ocp-Apim-Subscription-Key": sim.key_for("azure")}
+        key = {"Ocp-Apim-Subscription-Key": sim.key_for("azure_vision")}
         by_url = await client.post(V4_PATH, params=V4_QUERY, json={"url": url}, headers=key)
         unreachable = await client.post(
             V4_PATH, params=V4_QUERY, json={"url": url + "?gone"}, headers=key

@@ -175,7 +175,7 @@ async def test_a_directory_of_images_runs_one_item_per_file(tmp_path: Path) -> N
     assert (summary.ok, summary.failed, summary.total) == (2, 0, 2)
     lines = manifest(out)
     assert [line["source"] for line in lines] == [str(frames / "a.png"), str(frames / "b.png")]
-    assert all(line["calls"] == {"azure": 1} for line in lines)
+    assert all(line["calls"] == {"azure_vision": 1} for line in lines)
 
 
 # -- running ---------------------------------------------------------------------------------------

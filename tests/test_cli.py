@@ -185,7 +185,7 @@ def test_nodes_lists_kinds_ports_and_providers() -> None:
     assert result.exit_code == 0
     for kind in ("text_to_image", "analyze_image", "merge_analyses", "censor_text"):
         assert kind in result.stdout
-    assert "stability" in result.stdout and "azure" in result.stdout
+    assert "stability" in result.stdout and "azure_vision" in result.stdout
 
 
 def test_schema_is_the_committed_one() -> None:

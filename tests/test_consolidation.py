@@ -230,7 +230,7 @@ def test_resume_with_a_thread_of_another_flow_is_refused(tmp_path: Path) -> None
         Flow.load("webcam_story").invoke(
             None, out_dir=tmp_path, simulator=sim, thread_id=thread, resume=True
         )
-    assert sim.count("openai") == 0 and sim.count("azure") == 0
+    assert sim.count("openai") == 0 and sim.count("azure_vision") == 0
 
 
 # -- B7: a cache hit whose media was deleted -------------------------------------------------

@@ -430,7 +430,7 @@ async def test_every_job_past_the_bound_is_a_timeout_naming_it(
 ) -> None:
     sim.poll_steps = 10**6
     mistral = catalog.get("huggingface-mistral-7b")
-    sim.state("huggingface")["cold"] = {mistral.model.provider_model_name: 10**6}
+    sim.state("hugging_face")["cold"] = {mistral.model.provider_model_name: 10**6}
     calls = [
         replicate.text_to_text(ctx, "x", catalog.get("replicate-llama-3").with_parameters(wait=0)),
         runway.image_and_text_to_video(

@@ -223,7 +223,7 @@ def test_langgraph_graph_shows_the_branches() -> None:
 async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None:
     flow = Flow("parallel")
     photo = flow.input("photo", "image")
-    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), {"image": photo})
+    azure = flow.add("azure_vision", AnalyzeImage("azure-vision-4.0"), {"image": photo})
     llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), {"image": photo})
     merged = flow.add("merge", MergeAnalyses(), {"analyses": [azure["analysis"], llm["analysis"]]})
     flow.output("analysis", merged["analysis"])
@@ -239,8 +239,8 @@ async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None
         on_event=lambda e: events.append((e.kind, e.node)),
     )
     assert together.arrived == 2 and result.outputs["analysis"].tags
-    started = {events.index(("started", n)) for n in ("azure", "llm")}
-    finished = {events.index(("finished", n)) for n in ("azure", "llm")}
+    started = {events.index(("started", n)) for n in ("azure_vision", "llm")}
+    finished = {events.index(("finished", n)) for n in ("azure_vision", "llm")}
     assert max(started) < min(finished)  # both were running at once
     assert events.index(("started", "merge")) > max(finished)  # the merge waited for both
 
@@ -248,7 +248,7 @@ async def test_parallel_branches_overlap_and_merge_waits(tmp_path: Path) -> None
 async def test_continue_lets_the_merge_proceed(tmp_path: Path) -> None:
     flow = Flow("parallel")
     photo = flow.input("photo", "image")
-    azure = flow.add("azure", AnalyzeImage("azure-vision-4.0"), {"image": photo})
+    azure = flow.add("azure_vision", AnalyzeImage("azure-vision-4.0"), {"image": photo})
     llm = flow.add("llm", AnalyzeImage("openai-gpt-4o"), {"image": photo})
     flow.continue_on(llm, when=["auth"])
     merged = flow.add("merge", MergeAnalyses(), {"analyses": [azure["analysis"], llm["analysis"]]})
@@ -372,11 +372,11 @@ async def test_resume_reruns_only_what_did_not_complete(
         await flow.ainvoke({"image": WEBCAM}, out_dir=tmp_path, simulator=down)
     thread = info.value.thread_id
     assert thread is not None
-    assert down.count("azure") == 1 and down.count("openai", "chat") == 2  # vision + story
+    assert down.count("azure_vision") == 1 and down.count("openai", "chat") == 2  # vision + story
 
     up = Simulator()
     result = await flow.ainvoke(None, out_dir=tmp_path, simulator=up, thread_id=thread, resume=True)
-    assert up.count("azure") == 0 and up.count("openai", "chat") == 0  # not re-run
+    assert up.count("azure_vision") == 0 and up.count("openai", "chat") == 0  # not re-run
     # it continues where it stopped: the fallback that failed runs again, nothing else
     assert up.count("stability") == 0 and up.count("openai", "images") == 1
     assert Path(result.outputs["image"].path).is_file()
@@ -486,7 +486,7 @@ async def test_resume_after_a_failure_no_route_took(tmp_path: Path) -> None:
     result = await flow.ainvoke(
         None, out_dir=tmp_path, simulator=up, thread_id=info.value.thread_id, resume=True
     )
-    assert up.count("azure") == 0  # finished before the failure: not run again
+    assert up.count("azure_vision") == 0  # finished before the failure: not run again
     assert up.count("openai", "chat") == 2  # the vision analysis again, then the story
     assert result.outputs["frame"].text
     fresh = [e.node for e in result.trace.executions if not e.resumed]

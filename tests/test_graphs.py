@@ -76,7 +76,7 @@ async def test_webcam_story_makes_a_frame_from_both_analyses(tmp_path: Path) -> 
     assert isinstance(frame.image, Image) and Path(frame.image.path).is_file()
     analysis = result.outputs["analysis"]
     assert isinstance(analysis, ImageAnalysis)
-    assert sim.count("azure") >= 1 and sim.count("stability") == 1
+    assert sim.count("azure_vision") >= 1 and sim.count("stability") == 1
     assert json.loads((tmp_path / "frame.json").read_text())["text"] == frame.text
     path = result.trace.path()
     assert path.index("merge") > max(path.index("azure_analysis"), path.index("llm_analysis"))
@@ -149,7 +149,9 @@ async def test_webcam_story_falls_back_when_stability_is_down(tmp_path: Path) ->
 
 async def test_webcam_story_fails_clearly_when_every_analysis_fails(tmp_path: Path) -> None:
     with pytest.raises(FlowRunError) as info:
-        await run("webcam_story", {"image": WEBCAM}, tmp_path, "server_error@azure;auth@openai")
+        await run(
+            "webcam_story", {"image": WEBCAM}, tmp_path, "server_error@azure_vision;auth@openai"
+        )
     assert "llm_analysis" in str(info.value) or "merge" in str(info.value)
     assert (tmp_path / "trace.json").is_file()
 

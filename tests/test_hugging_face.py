@@ -75,9 +75,9 @@ def test_hugging_face_serves_four_conversions() -> None:
         Conversion.AUDIO_TO_TEXT: engine.audio_to_text,
     }
     for conversion, fn in expected.items():
-        assert get_engine(conversion, "huggingface") is fn
-    with pytest.raises(ConfigurationError, match="huggingface"):
-        get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, "huggingface")
+        assert get_engine(conversion, "hugging_face") is fn
+    with pytest.raises(ConfigurationError, match="hugging_face"):
+        get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, "hugging_face")
 
 
 # -- text -> text ---------------------------------------------------------------------------
@@ -87,7 +87,7 @@ async def test_text_generation_request_and_answer(
     text = await engine.text_to_text(rctx, "Once upon a time", TEXT)
     (request,) = rec.requests
     assert str(request.url) == f"{ROUTER}/{MISTRAL}"
-    assert request.headers["authorization"] == f"Bearer {sim.key_for('huggingface')}"
+    assert request.headers["authorization"] == f"Bearer {sim.key_for('hugging_face')}"
     assert "x-wait-for-model" not in request.headers
     assert json.loads(request.content) == {
         "inputs": "Once upon a time",
@@ -95,7 +95,7 @@ async def test_text_generation_request_and_answer(
     }
     assert text and not text.startswith("Once upon a time")
     assert text == await engine.text_to_text(rctx, "Once upon a time", TEXT)
-    assert sim.calls[("huggingface", "text-generation")] == 2
+    assert sim.calls[("hugging_face", "text-generation")] == 2
 
 
 async def test_an_echoed_prompt_is_stripped(rctx: RunContext, rec: Recorder) -> None:
@@ -111,7 +111,7 @@ async def test_tgi_validation_error_is_an_invalid_request(ctx: RunContext, sim: 
         await engine.text_to_text(ctx, "hi", hf_config(MISTRAL, temperature=0))
     assert info.value.status == 422 and info.value.code == "validation"
     assert "`temperature` must be strictly positive" in str(info.value)
-    assert sim.count("huggingface") == 1
+    assert sim.count("hugging_face") == 1
 
 
 async def test_unknown_model_is_a_404(ctx: RunContext) -> None:
@@ -130,7 +130,7 @@ async def test_legacy_host_and_error_list_envelope(clock: Any, tmp_path: Path) -
     ctx = make_ctx(sim.transport(), keys, clock, tmp_path)
     try:
         assert await engine.text_to_text(ctx, "hello there", TEXT)
-        assert sim.count("huggingface", "text-generation") == 1
+        assert sim.count("hugging_face", "text-generation") == 1
     finally:
         await ctx.aclose()
 
@@ -183,7 +183,7 @@ async def test_text_to_image_jpeg_gets_a_jpg_extension(rctx: RunContext, rec: Re
 
 
 async def test_fake_text_to_image_defaults_to_jpeg_and_checks_sizes(sim: Simulator) -> None:
-    headers = {"Authorization": f"Bearer {sim.key_for('huggingface')}"}
+    headers = {"Authorization": f"Bearer {sim.key_for('hugging_face')}"}
     async with sim.client(headers=headers) as client:
         ok = await client.post(
             f"{ROUTER}/runwayml/stable-diffusion-v1-5", json={"inputs": "a boat"}
@@ -214,11 +214,11 @@ async def test_image_captioning_sends_raw_bytes(
     caption = describe_image(image.read_bytes())["caption"]
     assert analysis.captions == [caption]
     assert analysis.description == caption[0].upper() + caption[1:] + "."
-    assert analysis.sources == ["huggingface"]
+    assert analysis.sources == ["hugging_face"]
 
 
 async def test_fake_captioning_rejects_bytes_that_are_not_an_image(sim: Simulator) -> None:
-    headers = {"Authorization": f"Bearer {sim.key_for('huggingface')}"}
+    headers = {"Authorization": f"Bearer {sim.key_for('hugging_face')}"}
     async with sim.client(headers=headers) as client:
         response = await client.post(
             f"{ROUTER}/Salesforce/blip-image-captioning-large", content=b"not an image"
@@ -249,11 +249,11 @@ async def test_audio_the_model_cannot_read_is_an_invalid_request(
     audio = audio_file(tmp_path / "voice.ogg", b"OggS" + bytes(200))
     with pytest.raises(InvalidRequestError, match="Soundfile is either not in the correct"):
         await engine.audio_to_text(ctx, audio, WHISPER)
-    assert sim.count("huggingface") == 1
+    assert sim.count("hugging_face") == 1
 
 
 async def test_fake_speech_accepts_base64_json_with_timestamps(sim: Simulator) -> None:
-    headers = {"Authorization": f"Bearer {sim.key_for('huggingface')}"}
+    headers = {"Authorization": f"Bearer {sim.key_for('hugging_face')}"}
     audio = base64.b64encode(wav_bytes("x")).decode()
     async with sim.client(headers=headers) as client:
         response = await client.post(
@@ -270,32 +270,32 @@ async def test_a_loading_model_is_waited_for(
     ctx: RunContext, sim: Simulator, clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    sim.state("huggingface")["cold"] = {MISTRAL: 2}
+    sim.state("hugging_face")["cold"] = {MISTRAL: 2}
     assert await engine.text_to_text(ctx, "hi", TEXT)
     # 503 with estimated_time 20: wait 20s, then the 10s left of the 30s bound, then served.
     assert clock.waits == [20.0, 10.0]
-    assert sim.count("huggingface") == 3
+    assert sim.count("hugging_face") == 3
     assert any("is loading" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_model_that_never_loads_times_out_naming_it(
     ctx: RunContext, sim: Simulator, clock: Any
 ) -> None:
-    sim.state("huggingface")["cold"] = {MISTRAL: 10**6}
-    sim.state("huggingface")["estimated_time"] = 4.0
+    sim.state("hugging_face")["cold"] = {MISTRAL: 10**6}
+    sim.state("hugging_face")["estimated_time"] = 4.0
     with pytest.raises(ProviderTimeoutError) as info:
         await engine.text_to_text(ctx, "hi", TEXT)
     error = info.value
     assert error.job_id == MISTRAL and error.code == "model_loading" and error.status == 503
     assert MISTRAL in str(error) and "wait_for_model_timeout" in str(error)
     assert clock.now == pytest.approx(30.0)
-    assert sim.count("huggingface") == 9  # at t = 0, 4, ..., 28 and 30
+    assert sim.count("hugging_face") == 9  # at t = 0, 4, ..., 28 and 30
 
 
 async def test_wait_for_model_timeout_parameter_bounds_the_wait(
     ctx: RunContext, sim: Simulator, clock: Any
 ) -> None:
-    sim.state("huggingface")["cold"] = {MISTRAL: 10**6}
+    sim.state("hugging_face")["cold"] = {MISTRAL: 10**6}
     with pytest.raises(ProviderTimeoutError):
         await engine.text_to_text(ctx, "hi", hf_config(MISTRAL, wait_for_model_timeout=5))
     assert clock.waits == [5.0]
@@ -304,16 +304,16 @@ async def test_wait_for_model_timeout_parameter_bounds_the_wait(
 async def test_wait_for_model_lets_the_server_hold_the_request(
     rctx: RunContext, rec: Recorder, sim: Simulator, clock: Any
 ) -> None:
-    sim.state("huggingface")["cold"] = {MISTRAL: 3}
+    sim.state("hugging_face")["cold"] = {MISTRAL: 3}
     assert await engine.text_to_text(rctx, "hi", hf_config(MISTRAL, wait_for_model=True))
     assert rec.requests[0].headers["x-wait-for-model"] == "true"
-    assert sim.count("huggingface") == 1
+    assert sim.count("hugging_face") == 1
     assert clock.waits == [20.0]  # spent inside the (simulated) server
 
 
 async def test_fake_loading_answer_has_hf_shape(sim: Simulator) -> None:
-    sim.state("huggingface")["cold"] = {"gpt2": 1}
-    headers = {"Authorization": f"Bearer {sim.key_for('huggingface')}"}
+    sim.state("hugging_face")["cold"] = {"gpt2": 1}
+    headers = {"Authorization": f"Bearer {sim.key_for('hugging_face')}"}
     async with sim.client(headers=headers) as client:
         cold = await client.post(f"{LEGACY}/gpt2", json={"inputs": "hi"})
         warm = await client.post(f"{LEGACY}/gpt2", json={"inputs": "hi"})
@@ -325,71 +325,71 @@ async def test_fake_loading_answer_has_hf_shape(sim: Simulator) -> None:
 
 # -- faults ---------------------------------------------------------------------------------
 async def test_rate_limit_honours_retry_after(ctx: RunContext, sim: Simulator, clock: Any) -> None:
-    sim.add_fault(kind="rate_limit", provider="huggingface", first_n=2, retry_after=7)
+    sim.add_fault(kind="rate_limit", provider="hugging_face", first_n=2, retry_after=7)
     assert await engine.text_to_text(ctx, "hi", TEXT)
     assert clock.waits == [7.0, 7.0]
-    assert sim.count("huggingface") == 3
+    assert sim.count("hugging_face") == 3
 
 
 async def test_rate_limit_every_time_fails_with_the_providers_message(
     ctx: RunContext, sim: Simulator
 ) -> None:
-    sim.add_fault(kind="rate_limit", provider="huggingface", retry_after=1)
+    sim.add_fault(kind="rate_limit", provider="hugging_face", retry_after=1)
     with pytest.raises(RateLimitError) as info:
         await engine.text_to_text(ctx, "hi", TEXT)
     assert info.value.retry_after == 1 and "free usage limit" in str(info.value)
-    assert sim.count("huggingface") == ctx.retry.max_attempts
+    assert sim.count("hugging_face") == ctx.retry.max_attempts
 
 
 @pytest.mark.parametrize("kind", ["server_error", "unavailable", "overloaded"])
 async def test_server_errors_are_retried(ctx: RunContext, sim: Simulator, kind: str) -> None:
-    sim.add_fault(kind=kind, provider="huggingface", first_n=2)
+    sim.add_fault(kind=kind, provider="hugging_face", first_n=2)
     assert await engine.text_to_text(ctx, "hi", TEXT)
-    assert sim.count("huggingface") == 3
+    assert sim.count("hugging_face") == 3
 
 
 async def test_server_error_every_time_gives_up(ctx: RunContext, sim: Simulator) -> None:
-    sim.add_fault(kind="server_error", provider="huggingface")
+    sim.add_fault(kind="server_error", provider="hugging_face")
     with pytest.raises(TransientProviderError) as info:
         await engine.image_analysis(ctx, photo(ctx.store.root.parent / "k.png"), BLIP)
     assert info.value.status == 500
-    assert sim.count("huggingface") == ctx.retry.max_attempts
+    assert sim.count("hugging_face") == ctx.retry.max_attempts
 
 
 async def test_hang_becomes_a_timeout(ctx: RunContext, sim: Simulator) -> None:
-    sim.add_fault(kind="hang", provider="huggingface")
+    sim.add_fault(kind="hang", provider="hugging_face")
     with pytest.raises(ProviderTimeoutError):
         await engine.text_to_text(ctx, "hi", TEXT)
-    assert sim.count("huggingface") == ctx.retry.max_attempts
+    assert sim.count("hugging_face") == ctx.retry.max_attempts
 
 
 @pytest.mark.parametrize("conversion", ["text", "image"])
 async def test_malformed_answer_is_retried(
     ctx: RunContext, sim: Simulator, conversion: str
 ) -> None:
-    sim.add_fault(kind="malformed", provider="huggingface", first_n=1)
+    sim.add_fault(kind="malformed", provider="hugging_face", first_n=1)
     if conversion == "text":
         assert await engine.text_to_text(ctx, "hi", TEXT)
     else:
         image = await engine.text_to_image(ctx, "a boat", SDXL, output_name="b.png", width=64)
         assert image.mime == "image/png"
-    assert sim.count("huggingface") == 2
+    assert sim.count("hugging_face") == 2
 
 
 async def test_content_policy_is_not_retried(ctx: RunContext, sim: Simulator) -> None:
-    sim.add_fault(kind="content_policy", provider="huggingface", pattern="gore")
+    sim.add_fault(kind="content_policy", provider="hugging_face", pattern="gore")
     assert await engine.text_to_image(ctx, "a meadow", SDXL, output_name="m.png", width=64)
     with pytest.raises(ContentPolicyError, match="safety checker") as info:
         await engine.text_to_image(ctx, "gore everywhere", SDXL, output_name="g.png", width=64)
     assert info.value.status == 400
-    assert sim.count("huggingface") == 2
+    assert sim.count("hugging_face") == 2
 
 
 async def test_auth_failure_is_not_retried(ctx: RunContext, sim: Simulator) -> None:
-    sim.add_fault(kind="auth", provider="huggingface")
+    sim.add_fault(kind="auth", provider="hugging_face")
     with pytest.raises(AuthenticationError, match="Invalid credentials in Authorization header"):
         await engine.text_to_text(ctx, "hi", TEXT)
-    assert sim.count("huggingface") == 1
+    assert sim.count("hugging_face") == 1
 
 
 async def test_wrong_token_gets_hfs_401(sim: Simulator) -> None:
@@ -417,15 +417,15 @@ async def test_secrets_never_reach_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "hf_SECRETwrongtoken0123456789abcdef"
-    right = sim.key_for("huggingface")
+    right = sim.key_for("hugging_face")
     bad = make_ctx(sim.transport(), sim.keys(huggingface_api_key=wrong), clock, tmp_path)
     good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
     failures: list[Exception] = []
     try:
         failures += await failures_under_faults(
-            sim, "huggingface", bad, good, lambda ctx: engine.text_to_text(ctx, "hi", TEXT)
+            sim, "hugging_face", bad, good, lambda ctx: engine.text_to_text(ctx, "hi", TEXT)
         )
-        sim.state("huggingface")["cold"] = {MISTRAL: 10**6}
+        sim.state("hugging_face")["cold"] = {MISTRAL: 10**6}
         with pytest.raises(ProviderTimeoutError) as loading:
             await engine.text_to_text(good, "hi", TEXT)
         failures.append(loading.value)

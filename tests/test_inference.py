@@ -100,7 +100,7 @@ async def test_image_analysis_merges_azure_and_llm(
     )
     assert result["description"]
     assert "tags" in result and "all_tags_and_objects" in result
-    assert sim.count("azure") == 1 and sim.count("openai") == 1
+    assert sim.count("azure_vision") == 1 and sim.count("openai") == 1
 
 
 async def test_image_analysis_survives_llm_failure(
@@ -123,7 +123,7 @@ async def test_image_analysis_llm_timeout_continues_with_azure(
         result = await image_analysis_inference(
             client, str(photo), None, catalog.get("openai-gpt-4o"), sim.keys(), llm_timeout=0.01
         )
-    assert result["description"] and sim.count("azure") == 1
+    assert result["description"] and sim.count("azure_vision") == 1
     assert "took longer than 0.01s" in caplog.text  # the skipped branch is logged
 
 

@@ -71,7 +71,7 @@ def test_parse_limits_reads_providers_models_and_every_field() -> None:
     assert specs["openai/gpt-4o"] == LimitSpec(tpm=30_000)
     # Model names may hold ':' (Ollama tags); the provider is case-insensitive.
     assert specs["openai/llama3:8b"] == LimitSpec(concurrency=2, daily=1000)
-    assert specs["huggingface"].requests == (150, 10.0)
+    assert specs["hugging_face"].requests == (150, 10.0)
 
 
 def test_user_limits_override_the_defaults_field_by_field() -> None:
@@ -380,7 +380,7 @@ async def test_anthropic_headers_with_rfc3339_resets(vclock: VirtualClock) -> No
 
 
 async def test_ietf_ratelimit_headers(vclock: VirtualClock) -> None:
-    limiter = registry(vclock).limiter("huggingface")
+    limiter = registry(vclock).limiter("hugging_face")
     limiter.observe(
         {"RateLimit": '"api";r=0;t=55', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'}
     )

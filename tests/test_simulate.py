@@ -64,12 +64,12 @@ def test_a_bad_faults_option_is_a_usage_error(spec: str, bad: str, listed: tuple
 
 def test_good_fault_specs_still_parse() -> None:
     faults = parse_faults(
-        "rate_limit@openai:first_n=2,retry_after=0.1; hang@azure ;latency:seconds=0.3;"
+        "rate_limit@openai:first_n=2,retry_after=0.1; hang@azure_vision ;latency:seconds=0.3;"
         "content_policy@stability:pattern=fox|kite,endpoint=v2;empty@anthropic:probability=0.5"
     )
     assert [f.kind for f in faults] == ["rate_limit", "hang", "latency", "content_policy", "empty"]
     assert faults[0].first_n == 2 and faults[0].retry_after == 0.1
-    assert faults[1].provider == "azure" and faults[2].provider is None
+    assert faults[1].provider == "azure_vision" and faults[2].provider is None
     assert faults[3].pattern == "fox|kite" and faults[3].endpoint == "v2"
     assert faults[4].probability == 0.5
     assert parse_faults("") == [] and parse_faults(" ; ") == []

@@ -69,7 +69,7 @@ def limited(limits: Any, clock: VirtualClock, **kwargs: Any) -> Simulator:
 def auth(sim: Simulator, provider: str) -> dict[str, str]:
     if provider == "anthropic":
         return {"x-api-key": sim.key_for(provider), "anthropic-version": "2023-06-01"}
-    if provider == "azure":
+    if provider == "azure_vision":
         return {"ocp-apim-subscription-key": sim.key_for(provider)}
     headers = {"authorization": f"Bearer {sim.key_for(provider)}"}
     if provider == "runway":
@@ -264,7 +264,7 @@ async def test_replicate_throttles_creates_with_its_bare_detail_and_polls_do_not
 async def test_azure_answers_429_with_retry_after() -> None:
     clock = VirtualClock()
     sim = limited("azure:rpm=1", clock)
-    headers = {**auth(sim, "azure"), "content-type": "application/octet-stream"}
+    headers = {**auth(sim, "azure_vision"), "content-type": "application/octet-stream"}
     async with sim.client(headers=headers) as client:
         ok = await client.post(AZURE, params={"visualFeatures": "Tags"}, content=png_bytes)
         refused = await client.post(AZURE, params={"visualFeatures": "Tags"}, content=png_bytes)
@@ -277,7 +277,7 @@ async def test_azure_answers_429_with_retry_after() -> None:
 async def test_hugging_face_429_carries_the_ratelimit_headers_of_the_limit() -> None:
     clock = VirtualClock()
     sim = limited("huggingface:requests=5/5m", clock)
-    async with sim.client(headers=auth(sim, "huggingface")) as client:
+    async with sim.client(headers=auth(sim, "hugging_face")) as client:
         for _ in range(5):
             assert (await client.post(HF, json={"inputs": "a boat"})).status_code == 200
         refused = await client.post(HF, json={"inputs": "a boat"})
@@ -530,7 +530,7 @@ def test_server_is_shared_by_processes_and_the_official_sdk(served: dict[str, st
     root = base.removesuffix("/openai/v1")
     assert base.startswith("http://127.0.0.1:") and base.endswith("/openai/v1")
     assert served["ANTHROPIC_BASE_URL"] == f"{root}/anthropic"
-    assert served["HF_BASE_URL"] == f"{root}/huggingface/hf-inference"
+    assert served["HF_BASE_URL"] == f"{root}/hugging_face/hf-inference"
     assert served["STABILITY_API_KEY"] == "sim-stability-key-0000"
 
     sdk = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=20)

@@ -192,7 +192,7 @@ def test_summary_has_time_critical_path_providers_and_fallbacks(tmp_path: Path) 
     body = " ".join("".join(page.text).split())
     assert "31.05 s" in body
     summary = " ".join(page.section_text("summary").split())
-    for provider in ("openai", "azure", "stability"):
+    for provider in ("openai", "azure_vision", "stability"):
         assert provider in summary
     assert "rewrite:censor" in summary and "continue" in summary
     assert "critical path" in summary.lower()

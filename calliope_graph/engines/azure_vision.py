@@ -8,7 +8,7 @@ without it, a ``provider_model_name`` containing ``3.2`` means v3.2, anything el
 - 4.0: one ``POST {endpoint}/computervision/imageanalysis:analyze?api-version=2023-10-01
   &features=caption,denseCaptions,tags,objects,read``, whose ``read`` result is the text.
 
-``{endpoint}`` is ``ctx.keys.base_url("azure")`` (``AZURE_VISION_ENDPOINT``), the key goes
+``{endpoint}`` is ``ctx.keys.base_url("azure_vision")`` (``AZURE_VISION_ENDPOINT``), the key goes
 in ``Ocp-Apim-Subscription-Key`` and the image is sent as raw bytes
 (``application/octet-stream``). Before anything is sent the image is decoded and checked
 against Azure's limits (v3.2: under 4 MB, at least 50x50 px; 4.0: up to 20 MB, 50 to 16000

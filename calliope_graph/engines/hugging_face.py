@@ -1,7 +1,7 @@
 """Hugging Face Inference API engines: text generation, text to image, captioning, speech.
 
 Every call is ``POST {base}/models/{model_id}`` with ``Authorization: Bearer hf_…``, where
-the base is ``ctx.keys.base_url("huggingface")`` (``https://router.huggingface.co/hf-inference``
+the base is ``ctx.keys.base_url("hugging_face")`` (``https://router.huggingface.co/hf-inference``
 by default; ``HF_BASE_URL`` points it at the legacy ``api-inference.huggingface.co`` or a
 self-hosted server). A model name that is a full ``https://`` URL (an Inference Endpoint)
 is called as is.

@@ -3,7 +3,7 @@
     sim = Simulator(faults=[Fault(kind="rate_limit", provider="openai", first_n=2)])
     ctx = RunContext.create("out", keys=sim.keys(), transport=sim.transport())
 
-Each provider's fake lives in its own module here (``openai``, ``azure``, …) and speaks that
+Each provider's fake lives in its own module here (``openai``, ``azure_vision``, …) and speaks that
 provider's paths, auth headers, bodies, status codes, polling and error envelopes.
 
 ``Simulator(limits={"openai": {"rpm": 500, "tpm": 200000}, "stability": {"rpm": 60}})`` makes

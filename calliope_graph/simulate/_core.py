@@ -68,7 +68,7 @@ FaultKind = Literal[
 #: Simulator modules that each define one provider fake (``FAKE = <class>``).
 FAKE_MODULES = (
     "openai",
-    "azure",
+    "azure_vision",
     "stability",
     "replicate",
     "hugging_face",
@@ -159,10 +159,20 @@ def _choices(word: str, what: str, choices: Iterable[str]) -> str:
     return f"{hint}; the {what} are: {', '.join(choices)}"
 
 
+def _canonical(provider: str) -> str:
+    """A provider's one name (``azure`` → ``azure_vision``, ``huggingface`` → ``hugging_face``)."""
+    from calliope_graph.config import InferenceModelProvider
+
+    try:
+        return InferenceModelProvider(provider).value if provider else provider
+    except ValueError:
+        return provider
+
+
 def parse_faults(spec: str) -> list[Fault]:
     """Faults from the CLI syntax: ``kind[@provider][:key=value,...];...``.
 
-    Example: ``rate_limit@openai:first_n=2,retry_after=0.1;hang@azure;latency@openai:seconds=0.3``.
+    Example: ``rate_limit@openai:first_n=2;hang@azure_vision;latency@openai:seconds=0.3``.
     A part that cannot be read raises one :class:`FaultSpecError` naming it and listing the
     valid kinds, providers or options.
     """
@@ -171,6 +181,7 @@ def parse_faults(spec: str) -> list[Fault]:
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         head, _, opts = part.partition(":")
         kind, at, provider = (s.strip() for s in head.partition("@"))
+        provider = _canonical(provider)
         where = f"fault {part!r}"
         if kind not in FAULT_KINDS:
             what = f"unknown kind {kind!r}" if kind else "no kind"
@@ -431,11 +442,11 @@ class Simulator:
         """Keys the fakes accept, with base URLs pointing at the fakes' hosts."""
         values: dict[str, Any] = {
             "openai_api_key": SecretStr(self.key_for("openai")),
-            "azure_vision_key": SecretStr(self.key_for("azure")),
+            "azure_vision_key": SecretStr(self.key_for("azure_vision")),
             "azure_vision_endpoint": "https://calliope-sim.cognitiveservices.azure.com",
             "stability_api_key": SecretStr(self.key_for("stability")),
             "replicate_api_token": SecretStr(self.key_for("replicate")),
-            "huggingface_api_key": SecretStr(self.key_for("huggingface")),
+            "huggingface_api_key": SecretStr(self.key_for("hugging_face")),
             "runway_api_key": SecretStr(self.key_for("runway")),
             "anthropic_api_key": SecretStr(self.key_for("anthropic")),
             "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
@@ -462,6 +473,7 @@ class Simulator:
 
     def count(self, provider: str | None = None, endpoint: str | None = None) -> int:
         """Calls made, optionally for one provider and/or endpoint (substring)."""
+        provider = _canonical(provider) if provider else provider
         return sum(
             n
             for (p, e), n in self.calls.items()

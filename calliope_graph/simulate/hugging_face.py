@@ -12,7 +12,7 @@ as on the Hub, and the body is read the way that task reads it:
 - ``automatic-speech-recognition``: raw WAV/MP3 bytes (or JSON with base64 ``inputs``)
   → ``{"text"}``.
 
-Cold models: ``sim.state("huggingface")["cold"] = {model_id: K}`` makes the next K calls
+Cold models: ``sim.state("hugging_face")["cold"] = {model_id: K}`` makes the next K calls
 to that model answer 503 ``{"error": "Model … is currently loading", "estimated_time"}``
 (``estimated_time`` from ``state["estimated_time"]``, 20 s by default); a request with
 ``X-Wait-For-Model: true`` instead waits (on ``sim.sleep``) until the model is warm.
@@ -97,7 +97,7 @@ _RATE_LIMIT = (
 class HuggingFaceFake(ProviderFake):
     """The Hugging Face Inference API (hf-inference provider and the legacy host)."""
 
-    name = "huggingface"
+    name = "hugging_face"
     hosts = ("router.huggingface.co", "api-inference.huggingface.co")
 
     # -- routing ---------------------------------------------------------------------------

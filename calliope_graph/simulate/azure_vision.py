@@ -101,7 +101,7 @@ _UNAVAILABLE = Failure(
 class AzureVisionFake(ProviderFake):
     """Computer Vision v3.2 (analyze, OCR) and Image Analysis 4.0 on a resource endpoint."""
 
-    name = "azure"
+    name = "azure_vision"
     hosts = (".cognitiveservices.azure.com", ".api.cognitive.microsoft.com")
 
     # -- plumbing -------------------------------------------------------------------------
