@@ -165,7 +165,9 @@ def test_ascii_indents_the_subflow_and_writes_the_branches(tmp_path: Path) -> No
 
 
 def test_png_of_a_flow_with_clusters() -> None:
-    image = Image.open(io.BytesIO(bytes(draw(storyboard(), "png"))))
+    png = draw(storyboard(), "png")
+    assert isinstance(png, bytes)
+    image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.height > image.width > 600
 
 
@@ -196,7 +198,7 @@ def test_a_missing_or_self_reaching_child_flow_still_draws(tmp_path: Path, fmt: 
 class _Tree(HTMLParser):
     """The report's HTML as an ElementTree (the standard library has no HTML DOM)."""
 
-    VOID = {"meta", "br", "img", "input", "link", "hr", "source", "col", "wbr"}
+    VOID = frozenset({"meta", "br", "img", "input", "link", "hr", "source", "col", "wbr"})
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -388,17 +390,19 @@ def test_report_folds_lanes_and_clusters_in_the_browser(
 
         inner = page.locator('#drawing g.node[data-node="scenes/illustration/image"]')
         assert inner.is_visible()
-        page.locator('#drawing g.cluster[data-node="scenes"] > .cluster-frame .cluster-toggle').click()
+        page.locator(
+            '#drawing g.cluster[data-node="scenes"] > .cluster-frame .cluster-toggle'
+        ).click()
         assert not inner.is_visible()
         assert page.locator('#drawing g.cluster.collapsed[data-node="scenes"]').count() == 1
-        page.locator('#drawing g.cluster[data-node="scenes"] > .cluster-frame .cluster-toggle').click()
+        page.locator(
+            '#drawing g.cluster[data-node="scenes"] > .cluster-frame .cluster-toggle'
+        ).click()
         assert inner.is_visible()
 
         # A node inside the map opens its first item's details, not the cluster's article.
         inner.click()
-        opened = page.locator(
-            'details.nested-detail[data-node="scenes[0]/illustration/image"]'
-        )
+        opened = page.locator('details.nested-detail[data-node="scenes[0]/illustration/image"]')
         page.wait_for_function(
             "() => document.querySelector("
             "'details.nested-detail[data-node=\"scenes[0]/illustration/image\"]').open"

@@ -84,7 +84,6 @@ _EDGE_PRIORITY = {
 MAX_DEPTH = 6
 
 
-
 def _port(name: str, type_: str, required: bool = True, many: bool = False) -> dict[str, Any]:
     return {"name": name, "type": type_, "required": required, "many": many}
 
@@ -229,9 +228,7 @@ def _subflow(name: str, node: NodeSpec, spec: FlowSpec, chain: tuple[str, ...]) 
         return out
     inner = _build(child, (*chain, identity))
     out["cluster"] = _qualify(inner, name)
-    out["inputs"] = [
-        _port(n, i.type, i.required) for n, i in child.inputs.items()
-    ]
+    out["inputs"] = [_port(n, i.type, i.required) for n, i in child.inputs.items()]
     out["outputs"] = [
         _port(a["label"], a["inputs"][0]["type"] if a["inputs"] else "any")
         for _, a in inner.nodes(data=True)

@@ -340,7 +340,8 @@ def _cluster_box(node: str, attrs: dict[str, Any], layer: int, inner: Layout) ->
     flags = node_flags(attrs)
     lines = [_clip(" · ".join(flags))] if flags else []
     header_w = max(
-        [text_width(title, TITLE_SIZE, bold=True)] + [text_width(t, TEXT_SIZE) for t in [subtitle, *lines]]
+        [text_width(title, TITLE_SIZE, bold=True)]
+        + [text_width(t, TEXT_SIZE) for t in [subtitle, *lines]]
     )
     header_h = PAD_Y * 2 + TITLE_SIZE + sum(TEXT_SIZE + LINE_GAP for t in [subtitle, *lines] if t)
     w = max(header_w + 2 * PAD_X, inner.width - 2 * MARGIN + 2 * CLUSTER_PAD, 96.0)

@@ -93,7 +93,10 @@ def _mermaid_arrow(kind: str, label: str) -> str:
 
 def _mermaid_title(attrs: dict[str, Any]) -> str:
     """A subflow cluster's title: name, child flow, map note (one line)."""
-    parts = [f"<b>{mermaid_escape(attrs.get('label', ''))}</b>", mermaid_escape(node_subtitle(attrs))]
+    parts = [
+        f"<b>{mermaid_escape(attrs.get('label', ''))}</b>",
+        mermaid_escape(node_subtitle(attrs)),
+    ]
     parts += [mermaid_escape(f) for f in node_flags(attrs)]
     return " · ".join(p for p in parts if p)
 

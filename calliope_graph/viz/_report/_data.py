@@ -185,8 +185,8 @@ def _level(
             if parent is None:
                 status[node] = "ok" if input_given(rest) else "not_run"
             else:
-                ran = any(e.status != "skipped" for e in by_node.get(parent, []))
-                status[node] = "ok" if ran else "not_run"
+                entered = any(e.status != "skipped" for e in by_node.get(parent, []))
+                status[node] = "ok" if entered else "not_run"
         elif role == "continue":
             owner = node[: -len(local)] + rest if parent is not None else rest
             skipped = any(e.branch == "continue" for e in by_node.get(owner, []))

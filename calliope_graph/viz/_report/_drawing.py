@@ -81,7 +81,9 @@ def _notes(page: Page) -> dict[str, str]:
         if items:
             parts.append(f"{len(items)} item{'s' if len(items) != 1 else ''}")
             bad = sum(
-                1 for k in instances if aggregate([e for e in executions if lane_key(e) == k])
+                1
+                for k in instances
+                if aggregate([e for e in executions if lane_key(e) == k])
                 in ("failed", "fallback", "skipped", "interrupted")
             )
             if bad:

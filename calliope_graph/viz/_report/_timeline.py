@@ -38,7 +38,7 @@ def _lanes(executions: list[NodeExecution]) -> tuple[list[str], dict[str, list[s
     """Lane keys in display order (parents before children) and each lane's children."""
     first: dict[str, float] = {}
     for e in executions:
-        key = lane_key(e)
+        key: str | None = lane_key(e)
         while key is not None:
             first[key] = min(first.get(key, e.started_at), e.started_at)
             key = lane_parent(key)
@@ -57,7 +57,9 @@ def _lanes(executions: list[NodeExecution]) -> tuple[list[str], dict[str, list[s
     def visit(key: str) -> None:
         out.append(key)
         kids = children.get(key, [])
-        kids.sort(key=lambda k: (int(k[k.rindex("[") + 1 : -1]), k) if k.endswith("]") else order(k))
+        kids.sort(
+            key=lambda k: (int(k[k.rindex("[") + 1 : -1]), k) if k.endswith("]") else order(k)
+        )
         for kid in kids:
             visit(kid)
 
@@ -224,7 +226,10 @@ def _envelope(
     status = aggregate(inside)
     x0, x1 = x(start), max(x(end), x(start) + 2)
     colour = STATUS_STYLES.get(status, STATUS_STYLES["not_run"]).stroke
-    tip = f"{key}: {STATUS_LABEL.get(status, status)}, +{fmt_seconds(start - t0)} for {fmt_seconds(end - start)}"
+    tip = (
+        f"{key}: {STATUS_LABEL.get(status, status)}, +{fmt_seconds(start - t0)} "
+        f"for {fmt_seconds(end - start)}"
+    )
     return (
         f'<rect class="envelope status-{esc(status)}" data-node="{esc(key)}" x="{num(x0)}" '
         f'y="7" width="{num(x1 - x0)}" height="{num(row_h - 14)}" rx="3" fill="{colour}" '
