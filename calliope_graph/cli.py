@@ -327,15 +327,36 @@ def _check_keys(flow: Any, keys: Any) -> None:
 
 
 class _Progress:
-    """Live per-node lines: started, finished with time, retried, fell back, cache hit."""
+    """Live per-node lines: started, finished with time, retried, fell back, cache hit.
+
+    Names are the trace's: qualified inside subflows (``illustration/image``), with the map
+    item in brackets (``scenes[2]``, ``scenes[2]/illustration/image``); a mapped node's own
+    lines say which item of which map.
+    """
 
     def __init__(self) -> None:
         self.start = time.monotonic()
 
+    @staticmethod
+    def name(event: Any) -> str:
+        """``scenes[2]`` for item 2 of map ``scenes``; the trace's name otherwise."""
+        e = event.execution
+        node = str(event.node)
+        if e.item is not None and not node.endswith("]"):
+            return f"{node}[{e.item}]"
+        return node
+
     def __call__(self, event: Any) -> None:
+        from rich.markup import escape
+
         e = event.execution
         stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
-        who = f"[bold]{event.node}[/] [dim]({e.kind}{', ' + e.model if e.model else ''})[/]"
+        node = str(event.node)
+        where = f", item {e.item} of map {node}" if e.item is not None and "[" not in node else ""
+        who = (
+            f"[bold]{escape(self.name(event))}[/] "
+            f"[dim]({escape(e.kind)}{', ' + escape(e.model) if e.model else ''}{escape(where)})[/]"
+        )
         kind = event.kind
         if kind == "started":
             line = f"▶ {who} started"
@@ -345,11 +366,16 @@ class _Progress:
             extra = f", {e.retries} retries" if e.retries else ""
             if e.limit_wait >= 0.05:
                 extra += f", {e.limit_wait:.1f}s waiting on the rate limit"
+            if e.kind == "switch" and isinstance(e.outputs.get("branch"), str):
+                extra += f" → chose {escape(e.outputs['branch'])}"
             line = f"[green]✓[/] {who} finished in {e.duration:.2f}s{extra}"
         elif kind == "retried":
-            line = f"[yellow]↻[/] {who} retried ({e.error_class}: {e.error or ''})"
+            line = f"[yellow]↻[/] {who} retried ({e.error_class}: {escape(e.error or '')})"
         elif kind == "fallback":
             line = f"[yellow]↪[/] {who} {e.error_class} → {e.branch}"
+        elif kind == "skipped" and (e.branch or "").startswith("switch:"):
+            switch, _, chosen = (e.branch or "")[7:].partition("→")
+            line = f"[dim]↷[/] {who} not taken ({escape(switch)} chose {escape(chosen)})"
         elif kind == "skipped":
             line = f"[yellow]↷[/] {who} {e.error_class} → continue without it"
         elif kind == "cache_hit":

@@ -2,15 +2,16 @@
 
 Boxes of one layer sit side by side (wrapping when the terminal is too narrow); each box
 lists where its inputs come from (``◂ prompt ← story.text``), its outputs (``▸``) and its
-error routes (``⇢`` fallback/continue, ``⟲`` censor-and-retry), so every edge of the graph
-is written on the box it leaves or enters.
+error routes (``⇢`` fallback/continue, ``⟲`` censor-and-retry), its switch branches (``⑂``)
+and, for a mapped node, the list it runs over (``⧉``), so every edge of the graph is written on
+the box it leaves or enters. A subflow's box holds the child flow's drawing, indented.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from calliope_graph.viz._graph import edge_list, node_flags, node_subtitle
+from calliope_graph.viz._graph import edge_list, node_flags, node_subtitle, walk, walk_edges
 from calliope_graph.viz._layout import Layout
 
 __all__ = ["to_ascii"]
@@ -24,13 +25,18 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _local(node: str) -> str:
+    """A node's name inside its own flow (``scenes/illustration/image`` → ``image``)."""
+    return node.rsplit("/", 1)[-1]
+
+
 def _ref(node: str, port: str | None, graph: Any) -> str:
     if graph.nodes[node]["role"] == "input":
-        return node
-    return f"{node}.{port}" if port else node
+        return _local(node)
+    return f"{_local(node)}.{port}" if port else _local(node)
 
 
-def _box_lines(node: str, layout: Layout) -> list[str]:
+def _box_lines(node: str, layout: Layout, limit: int = MAX_WIDTH) -> list[str]:
     graph = layout.graph
     attrs = graph.nodes[node]
     role = attrs["role"]
@@ -47,23 +53,31 @@ def _box_lines(node: str, layout: Layout) -> list[str]:
             for sp, tp in a["ports"]:
                 body.append(f"◂ {tp or '?'} ← {_ref(u, sp, graph)}")
         elif a["kind"] == "fallback":
-            body.append(f"⇠ stands in for {u} (on {a['label']})")
+            body.append(f"⇠ stands in for {_local(u)} (on {a['label']})")
         elif a["kind"] == "rewrite":
-            body.append(f"⟲ rewrites {u}.{a['ports'][0][1] or '?'} (≤{a['bound']})")
+            body.append(f"⟲ rewrites {_local(u)}.{a['ports'][0][1] or '?'} (≤{a['bound']})")
+        elif a["kind"] == "map":
+            over = (attrs.get("map") or {}).get("over") or _ref(u, a["ports"][0][0], graph)
+            bound = f" (≤{a['bound']} at once)" if a.get("bound") else ""
+            body.append(f"⧉ once per item of {over}{bound}")
     if role == "node":
         for p in attrs["outputs"]:
             body.append(f"▸ {p['name']}: {p['type']}")
     for _, v, a in outgoing:
         if a["kind"] == "fallback":
-            body.append(f"⇢ on {a['label']} → fallback {v}")
+            body.append(f"⇢ on {a['label']} → fallback {_local(v)}")
         elif a["kind"] == "continue":
             body.append(f"⇢ on {a['label']} → continue without it")
         elif a["kind"] == "rewrite":
             port = a["ports"][0][1] or "?"
-            body.append(f"⟲ on {a['label']}: rewrite {port} via {v}")
+            body.append(f"⟲ on {a['label']}: rewrite {port} via {_local(v)}")
         elif a["kind"] == "rewrite_back":
             port = a["ports"][0][1] or "?"
-            body.append(f"⟲ back into {v}.{port}, then {v} runs again")
+            body.append(f"⟲ back into {_local(v)}.{port}, then {_local(v)} runs again")
+        elif a["kind"] == "switch":
+            cond = a["label"] or "?"
+            text = "otherwise" if cond == "default" else f"when {cond}"
+            body.append(f"⑂ {text} → {graph.nodes[v].get('label', v)}")
     flags = node_flags(attrs)
     if flags:
         body.append(" · ".join(flags))
@@ -72,32 +86,36 @@ def _box_lines(node: str, layout: Layout) -> list[str]:
         title = f"input {title}"
     elif role == "output":
         title = f"output {title}"
+    child: list[str] = []
+    box = layout.boxes.get(node)
+    if box is not None and box.inner is not None:
+        child = _layers_text(box.inner, limit - 4)
     inner = min(max([len(title) + 4, *(len(b) + 2 for b in body)]), BOX_MAX - 2)
+    if child:
+        inner = min(max(inner, *(len(c) + 2 for c in child)), limit - 2)
     edge = "┄" if attrs.get("fallback_only") else "─"
     side = "┆" if attrs.get("fallback_only") else "│"
     top_title = _clip(title, inner - 4)
     lines = [f"┌{edge} {top_title} {edge * (inner - len(top_title) - 3)}┐"]
     for text in body:
         lines.append(f"{side} {_clip(text, inner - 2).ljust(inner - 2)} {side}")
+    for text in child:
+        lines.append(f"{side} {text.ljust(inner - 2)} {side}")
     lines.append(f"└{edge * inner}┘")
     return lines
 
 
-def to_ascii(layout: Layout) -> str:
-    """The drawing as text (box-drawing characters, at most 100 columns wide)."""
+def _layers_text(layout: Layout, limit: int) -> list[str]:
+    """The layers of ``layout`` as lines at most ``limit`` columns wide."""
     graph = layout.graph
-    out: list[str] = [f"flow {graph.graph.get('name', '')}".rstrip()]
-    desc = graph.graph.get("description")
-    if desc:
-        out.append(_clip(str(desc), MAX_WIDTH))
-    out.append("")
+    out: list[str] = []
     for index, layer in enumerate(layout.layers):
-        boxes = [(n, _box_lines(n, layout)) for n in layer]
+        boxes = [(n, _box_lines(n, layout, limit)) for n in layer]
         rows: list[list[tuple[str, list[str]]]] = [[]]
         used = 0
         for name, lines in boxes:
             w = len(lines[0])
-            if rows[-1] and used + GAP + w > MAX_WIDTH:
+            if rows[-1] and used + GAP + w > limit:
                 rows.append([])
                 used = 0
             rows[-1].append((name, lines))
@@ -118,9 +136,24 @@ def to_ascii(layout: Layout) -> str:
                     w = len(lines[0])
                     cells.append(lines[i] if i < len(lines) else " " * w)
                 out.append((" " * GAP).join(cells).rstrip())
+    return out
+
+
+def to_ascii(layout: Layout) -> str:
+    """The drawing as text (box-drawing characters, at most 100 columns wide)."""
+    graph = layout.graph
+    out: list[str] = [f"flow {graph.graph.get('name', '')}".rstrip()]
+    desc = graph.graph.get("description")
+    if desc:
+        out.append(_clip(str(desc), MAX_WIDTH))
+    out.append("")
+    out += _layers_text(layout, MAX_WIDTH)
     legend = (
         "◂ input from  ▸ output  ⇢ error route (fallback/continue)  "
         "⟲ censor-and-retry  ┆ runs only on error"
     )
     out += ["", legend]
+    kinds = {a["kind"] for _, _, a in walk_edges(graph)}
+    if kinds & {"map", "switch"} or any(a.get("cluster") is not None for _, a in walk(graph)):
+        out.append("⧉ runs once per item (map)  ⑂ switch branch  boxes inside a box: a subflow")
     return "\n".join(out) + "\n"

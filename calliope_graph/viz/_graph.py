@@ -7,7 +7,15 @@ goes to). Node attributes: ``role`` (node/input/output/continue), ``kind``, ``pr
 ``model``, ``model_name``, ``inputs``/``outputs`` (ports as dicts), ``category``,
 ``fallback_only``, ``timeout``, ``retry``, ``cache``, ``description``.
 
-Edge attributes: ``kind`` (data/fallback/continue/rewrite/rewrite_back), ``label``, ``when``,
+Composition: a mapped node has ``map`` (``{"over", "as", "max_parallel"}``) and list-valued
+output ports (``many``); a switch's branches have ``switch_of`` (the switches choosing them); a
+subflow node (``kind: flow``) has ``subflow`` (the child flow's name) and ``cluster``: the child
+flow's own graph, built the same way, with node ids qualified by the parent node
+(``scenes/illustration/image``, matching the trace's names without map item indices); a child
+that cannot be loaded leaves ``cluster`` None and says why in ``note``.
+
+Edge attributes: ``kind`` (data/fallback/continue/rewrite/rewrite_back/map/switch), ``label``,
+``when``,
 ``bound``, ``ports`` (a list of (source port, target port)), ``parallel`` (a data edge of a
 fan-out whose branches can run in the same superstep), ``merge`` (a data edge into a
 ``many`` port). A DiGraph keeps one edge per ordered pair; when a flow has two edges of
@@ -25,7 +33,7 @@ import networkx as nx
 from calliope_graph.config import ModelConfig, catalog
 from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, NodeSpec, parse_ref
 
-__all__ = ["CATEGORIES", "edge_list", "to_networkx"]
+__all__ = ["CATEGORIES", "edge_list", "to_networkx", "walk", "walk_edges"]
 
 #: Node category → (fill, stroke) used by every drawing.
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -40,6 +48,8 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "guard": ("#fdeaea", "#c0392b"),
     "helper": ("#f3f3f3", "#6d6d6d"),
     "model": ("#eef0ff", "#5a5fc4"),
+    "route": ("#e7f6f1", "#0f8a6c"),
+    "subflow": ("#f7f3fc", "#7b3fbf"),
 }
 
 _KIND_CATEGORY = {
@@ -55,9 +65,23 @@ _KIND_CATEGORY = {
     "passthrough": "helper",
     "constant": "helper",
     "frame": "helper",
+    "switch": "route",
+    "classify": "route",
+    "flow": "subflow",
 }
 
-_EDGE_PRIORITY = {"rewrite": 0, "rewrite_back": 1, "fallback": 2, "continue": 3, "data": 4}
+_EDGE_PRIORITY = {
+    "rewrite": 0,
+    "rewrite_back": 1,
+    "fallback": 2,
+    "switch": 3,
+    "map": 4,
+    "continue": 5,
+    "data": 6,
+}
+
+#: How deep subflow clusters nest in a drawing (a flow reaching itself stops here).
+MAX_DEPTH = 6
 
 
 def _port(name: str, type_: str, required: bool = True, many: bool = False) -> dict[str, Any]:
@@ -161,9 +185,69 @@ def to_networkx(spec: Any) -> nx.DiGraph:
     """The flow as a DiGraph with the attributes every drawing reads (see the module doc).
 
     ``spec`` is a :class:`~calliope_graph.flow.FlowSpec` or anything with a ``.spec`` that
-    is one (a built flow).
+    is one (a built flow). Subflows are loaded from the spec alone (a flow that does not
+    validate still draws; a child that cannot be loaded is drawn as a plain node with a note).
     """
-    spec = _as_spec(spec)
+    return _build(_as_spec(spec), ())
+
+
+def _identity(spec: FlowSpec) -> str:
+    return spec.source or spec.name
+
+
+def _load_child(reference: Any, parent: FlowSpec) -> FlowSpec:
+    """The child flow of a ``kind: flow`` node, loaded the way validation loads it."""
+    from importlib import resources
+
+    from calliope_graph.flow._subflow import resolve_flow
+    from calliope_graph.flow.spec import load_spec
+
+    if not isinstance(reference, str) or not reference:
+        raise ValueError("no params.flow")
+    target = resolve_flow(reference, parent.source)
+    if isinstance(target, str):
+        text = resources.files("calliope_graph.graphs").joinpath(f"{target}.yaml")
+        return load_spec(f"{target}.yaml", text=text.read_text(encoding="utf-8"))
+    return load_spec(target)
+
+
+def _subflow(name: str, node: NodeSpec, spec: FlowSpec, chain: tuple[str, ...]) -> dict[str, Any]:
+    """``subflow``, ``cluster`` (the child's graph, qualified) and ports of a subflow node."""
+    reference = node.params.get("flow")
+    out: dict[str, Any] = {"subflow": str(reference or "?"), "cluster": None, "note": ""}
+    try:
+        child = _load_child(reference, spec)
+    except Exception as exc:  # drawn as a plain node: the drawing never fails on a child
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        out["note"] = f"flow {reference!r} not loaded: {first}"
+        return out
+    out["subflow"] = child.name
+    identity = _identity(child)
+    if identity in chain or len(chain) >= MAX_DEPTH:
+        out["note"] = f"flow {child.name!r} reaches itself: not expanded"
+        return out
+    inner = _build(child, (*chain, identity))
+    out["cluster"] = _qualify(inner, name)
+    out["inputs"] = [_port(n, i.type, i.required) for n, i in child.inputs.items()]
+    out["outputs"] = [
+        _port(a["label"], a["inputs"][0]["type"] if a["inputs"] else "any")
+        for _, a in inner.nodes(data=True)
+        if a["role"] == "output"
+    ]
+    return out
+
+
+def _qualify(graph: nx.DiGraph, prefix: str) -> nx.DiGraph:
+    """``graph`` with every node id (at every nesting level) prefixed by ``prefix/``."""
+    qualified: nx.DiGraph = nx.relabel_nodes(graph, {n: f"{prefix}/{n}" for n in graph.nodes})
+    for _, attrs in qualified.nodes(data=True):
+        if attrs.get("cluster") is not None:
+            attrs["cluster"] = _qualify(attrs["cluster"], prefix)
+    return qualified
+
+
+def _build(spec: FlowSpec, chain: tuple[str, ...]) -> nx.DiGraph:
+    chain = chain or (_identity(spec),)
     graph = nx.DiGraph(name=spec.name, description=spec.description)
     for name, input_spec in spec.inputs.items():
         graph.add_node(
@@ -181,12 +265,38 @@ def to_networkx(spec: Any) -> nx.DiGraph:
             fallback_only=False,
         )
     fallback_only = spec.fallback_nodes()
+    edges = spec.edges()
+    chosen_by: dict[str, list[str]] = {}
+    for edge in edges:
+        if edge.kind == "switch" and edge.target:
+            chosen_by.setdefault(edge.target, []).append(edge.source)
+    error_targets = fallback_only - set(chosen_by)
+    for node in spec.nodes.values():
+        for route in node.on_error:
+            if route.goto and route.goto != CONTINUE:
+                error_targets.add(route.goto)
+            if route.rewrite:
+                error_targets.add(route.rewrite.via)
     for name, node in spec.nodes.items():
         info = _node_info(name, node)
+        info["map"] = None
+        info["switch_of"] = list(dict.fromkeys(chosen_by.get(name, [])))
+        info["error_only"] = name in error_targets
+        if node.kind == "flow":
+            info.update(_subflow(name, node, spec, chain))
+        if node.map is not None:
+            info["map"] = {
+                "over": node.map.over,
+                "as": node.map.as_,
+                "max_parallel": node.map.max_parallel,
+            }
+            info["outputs"] = [{**p, "many": True} for p in info["outputs"]]
         graph.add_node(name, label=name, fallback_only=name in fallback_only, **info)
 
-    for edge in spec.edges():
-        source = f"{INPUTS}.{edge.source_port}" if edge.source == INPUTS else edge.source
+    for edge in edges:
+        source = edge.source
+        if edge.source == INPUTS:
+            source = f"{INPUTS}.{(edge.source_port or '').split('.')[0]}"
         if source not in graph:
             graph.add_node(source, **_missing(source))
         if edge.kind == "continue":
@@ -213,6 +323,8 @@ def to_networkx(spec: Any) -> nx.DiGraph:
         label = _data_label(ports) if edge.kind == "data" else edge.label
         if edge.kind == "rewrite_back" and edge.bound:
             label = f"{label} ≤{edge.bound}"
+        if edge.kind == "map" and edge.bound:
+            label = f"{label} (≤{edge.bound} at once)"
         merge = False
         if edge.kind == "data":
             for port in graph.nodes[target].get("inputs", []):
@@ -358,6 +470,8 @@ def node_subtitle(attrs: dict[str, Any]) -> str:
     if role == "continue":
         return ""
     parts = [attrs["kind"]]
+    if attrs.get("subflow"):
+        parts.append(str(attrs["subflow"]))
     if attrs.get("provider") and attrs.get("model"):
         parts.append(f"{attrs['provider']}/{attrs['model']}")
     elif attrs.get("model"):
@@ -371,7 +485,7 @@ def port_lines(attrs: dict[str, Any]) -> list[str]:
         return []
     lines = []
     ins = [f"{p['name']}:{p['type']}{'[]' if p['many'] else ''}" for p in attrs["inputs"]]
-    outs = [f"{p['name']}:{p['type']}" for p in attrs["outputs"]]
+    outs = [f"{p['name']}:{p['type']}{'[]' if p.get('many') else ''}" for p in attrs["outputs"]]
     if ins:
         lines.append("in  " + ", ".join(ins))
     if outs:
@@ -379,10 +493,25 @@ def port_lines(attrs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def map_text(attrs: dict[str, Any]) -> str:
+    """``for each scene ×N · ≤4 at once`` for a mapped node (empty otherwise)."""
+    spec = attrs.get("map")
+    if not spec:
+        return ""
+    text = f"for each {spec['as']} ×N"
+    if spec.get("max_parallel"):
+        text += f" · ≤{spec['max_parallel']} at once"
+    return text
+
+
 def node_flags(attrs: dict[str, Any]) -> list[str]:
-    """Short notes: fallback-only, timeout, retries, cache."""
+    """Short notes: map, switch branch, fallback-only, timeout, retries, cache, load problems."""
     flags = []
-    if attrs.get("fallback_only"):
+    if attrs.get("map"):
+        flags.append(map_text(attrs))
+    if attrs.get("switch_of"):
+        flags.append(f"when chosen by {', '.join(attrs['switch_of'])}")
+    if attrs.get("error_only", attrs.get("fallback_only")):
         flags.append("on error only")
     if attrs.get("timeout"):
         flags.append(f"timeout {attrs['timeout']:g}s")
@@ -390,4 +519,22 @@ def node_flags(attrs: dict[str, Any]) -> list[str]:
         flags.append(f"retry ×{attrs['retry']}")
     if attrs.get("cache"):
         flags.append("cached")
+    if attrs.get("note"):
+        flags.append(str(attrs["note"]))
     return flags
+
+
+def walk(graph: nx.DiGraph) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node of ``graph`` and of its subflow clusters, at every depth (parents first)."""
+    for node, attrs in graph.nodes(data=True):
+        yield node, attrs
+        if attrs.get("cluster") is not None:
+            yield from walk(attrs["cluster"])
+
+
+def walk_edges(graph: nx.DiGraph) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every edge of ``graph`` and of its subflow clusters (see :func:`edge_list`)."""
+    yield from edge_list(graph)
+    for _, attrs in graph.nodes(data=True):
+        if attrs.get("cluster") is not None:
+            yield from walk_edges(attrs["cluster"])

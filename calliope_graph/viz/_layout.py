@@ -6,6 +6,11 @@ where an edge spans several layers, order each layer by barycenter sweeps keepin
 with the fewest crossings, place boxes and pull each toward its neighbours, then route every
 edge as a smooth curve through its dummy points and place its label where it collides least.
 The SVG and PNG renderers both draw this one :class:`Layout`.
+
+A subflow node is laid out as a cluster: its child flow is laid out first (recursively), and
+the node's box is made big enough to hold that drawing under a header; once the parent is
+placed, the child's boxes and routes are moved inside (:attr:`Box.inner`, in the parent's
+coordinates). A mapped node's box is drawn as a stack (:attr:`Box.stack`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ LAYER_GAP = 78.0
 NODE_GAP = 34.0
 MARGIN = 24.0
 MAX_CHARS = 52
+CLUSTER_PAD = 12.0
+STACK = 4.0
+"""Offset of each of the two shadow boxes behind a mapped node (drawn as a stack)."""
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
@@ -71,6 +79,15 @@ class Box:
     flags: list[str]
     fallback_only: bool
     attrs: dict[str, Any]
+    inner: Layout | None = None
+    """A subflow's own drawing, placed inside this box (parent coordinates)."""
+    header_h: float = 0.0
+    """Height of a cluster's header (title, kind, flags) above its inner drawing."""
+
+    @property
+    def stack(self) -> bool:
+        """A mapped node: drawn as a stack of boxes (it runs once per item)."""
+        return bool(self.attrs.get("map"))
 
     @property
     def cx(self) -> float:
@@ -150,6 +167,44 @@ class Layout:
     graph: nx.DiGraph
     layers: list[list[str]] = field(default_factory=list)
     """Real nodes per layer, left to right (the ASCII drawing reads this)."""
+
+    def all_boxes(self) -> list[Box]:
+        """Every box, those inside subflow clusters included (a cluster before its inside)."""
+        out: list[Box] = []
+        for box in self.boxes.values():
+            out.append(box)
+            if box.inner is not None:
+                out += box.inner.all_boxes()
+        return out
+
+    def all_routes(self) -> list[Route]:
+        """Every route, those inside subflow clusters included."""
+        out = list(self.routes)
+        for box in self.boxes.values():
+            if box.inner is not None:
+                out += box.inner.all_routes()
+        return out
+
+    def shift(self, dx: float, dy: float) -> None:
+        """Move everything (clusters' insides too) by (dx, dy)."""
+        for box in self.boxes.values():
+            box.x += dx
+            box.y += dy
+            if box.inner is not None:
+                box.inner.shift(dx, dy)
+        for route in self.routes:
+            route.segments = [
+                (
+                    (a[0] + dx, a[1] + dy),
+                    (b[0] + dx, b[1] + dy),
+                    (c[0] + dx, c[1] + dy),
+                    (d[0] + dx, d[1] + dy),
+                )
+                for a, b, c, d in route.segments
+            ]
+            if route.label is not None:
+                route.label.x += dx
+                route.label.y += dy
 
 
 # -- layering -----------------------------------------------------------------------------
@@ -278,6 +333,39 @@ def _box(node: str, attrs: dict[str, Any], layer: int) -> Box:
     )
 
 
+def _cluster_box(node: str, attrs: dict[str, Any], layer: int, inner: Layout) -> Box:
+    """A subflow node's box: a header over its child flow's drawing."""
+    title = _clip(str(attrs.get("label", node)), 40)
+    subtitle = _clip(node_subtitle(attrs))
+    flags = node_flags(attrs)
+    lines = [_clip(" · ".join(flags))] if flags else []
+    header_w = max(
+        [text_width(title, TITLE_SIZE, bold=True)]
+        + [text_width(t, TEXT_SIZE) for t in [subtitle, *lines]]
+    )
+    header_h = PAD_Y * 2 + TITLE_SIZE + sum(TEXT_SIZE + LINE_GAP for t in [subtitle, *lines] if t)
+    w = max(header_w + 2 * PAD_X, inner.width - 2 * MARGIN + 2 * CLUSTER_PAD, 96.0)
+    h = header_h + inner.height - 2 * MARGIN + CLUSTER_PAD
+    return Box(
+        node,
+        0,
+        0,
+        w,
+        h,
+        layer,
+        "node",
+        attrs.get("category", "subflow"),
+        title,
+        subtitle,
+        lines,
+        flags,
+        bool(attrs.get("fallback_only")),
+        attrs,
+        inner=inner,
+        header_h=header_h,
+    )
+
+
 def _place_x(
     order: list[list[str]],
     widths: dict[str, float],
@@ -401,7 +489,14 @@ def layout(graph: nx.DiGraph) -> Layout:
         layers[node_layer[n]].append(n)
     order = _order(layers, down, up)
 
-    boxes = {n: _box(n, graph.nodes[n], layer[n]) for n in graph.nodes}
+    boxes = {
+        n: (
+            _cluster_box(n, graph.nodes[n], layer[n], layout(graph.nodes[n]["cluster"]))
+            if graph.nodes[n].get("cluster") is not None
+            else _box(n, graph.nodes[n], layer[n])
+        )
+        for n in graph.nodes
+    }
     widths = {n: (boxes[n].w if n in boxes else 16.0) for n in node_layer}
     cx = _place_x(order, widths, down, up)
 
@@ -418,6 +513,11 @@ def layout(graph: nx.DiGraph) -> Layout:
         box.x = cx[n] - box.w / 2
         top = layer_top[box.layer]
         box.y = top + (layer_h[box.layer] - box.h) / 2
+    for box in boxes.values():
+        if box.inner is not None:  # the child drawing (margins trimmed) under the header
+            inner_w = box.inner.width - 2 * MARGIN
+            dx = box.x + (box.w - inner_w) / 2 - MARGIN
+            box.inner.shift(dx, box.y + box.header_h - MARGIN)
     dummy_xy = {
         n: (cx[n], layer_top[k] + layer_h[k] / 2) for n, k in node_layer.items() if n not in boxes
     }

@@ -20,6 +20,7 @@ from calliope_graph.viz._layout import (
     LINE_GAP,
     PAD_X,
     PAD_Y,
+    STACK,
     TEXT_SIZE,
     TITLE_SIZE,
     Box,
@@ -116,7 +117,7 @@ def render_png(
 ) -> bytes:
     """The drawing as PNG bytes, ``scale`` times the SVG's size (1.5 by default)."""
     k = scale * _SUPERSAMPLE
-    legend = sorted({r.style for r in layout.routes}, key=list(EDGE_STYLES).index)
+    legend = sorted({r.style for r in layout.all_routes()}, key=list(EDGE_STYLES).index)
     legend_h = 36.0 if legend else 0.0
     legend_w = sum(44 + text_width(EDGE_STYLES[s].name, LABEL_SIZE) + 18 for s in legend) + 32
     width = max(layout.width, legend_w)
@@ -124,36 +125,7 @@ def render_png(
     image = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(image)
 
-    for route in layout.routes:
-        _draw_route(draw, route, k, taken)
-    for box in layout.boxes.values():
-        _draw_box(draw, box, k, status)
-    for route in layout.routes:
-        if route.label is None:
-            continue
-        lab = route.label
-        style = EDGE_STYLES[route.style]
-        faded = taken is not None and (route.source, route.target, route.kind) not in taken
-        colour = _blend(style.color, 0.5 if faded else 1.0)
-        draw.rounded_rectangle(
-            [
-                (lab.x - lab.w / 2) * k,
-                (lab.y - lab.h / 2) * k,
-                (lab.x + lab.w / 2) * k,
-                (lab.y + lab.h / 2) * k,
-            ],
-            radius=3 * k,
-            fill=(255, 255, 255),
-            outline=colour,
-            width=max(int(0.6 * k), 1),
-        )
-        draw.text(
-            (lab.x * k, lab.y * k),
-            lab.text,
-            fill=colour,
-            font=_font(round(LABEL_SIZE * k)),
-            anchor="mm",
-        )
+    _draw_layout(draw, layout, k, status, taken)
     if legend:
         x, y = 16.0, layout.height + 18
         for key in legend:
@@ -181,6 +153,48 @@ def render_png(
     buf = io.BytesIO()
     out.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _draw_layout(
+    draw: ImageDraw.ImageDraw,
+    layout: Layout,
+    k: float,
+    status: dict[str, str] | None,
+    taken: set[tuple[str, str, str]] | None,
+) -> None:
+    """Edges, then boxes (a cluster's inside right after its frame), then edge labels."""
+    for route in layout.routes:
+        _draw_route(draw, route, k, taken)
+    for box in layout.boxes.values():
+        _draw_box(draw, box, k, status)
+        if box.inner is not None:
+            _draw_layout(draw, box.inner, k, status, taken)
+    for route in layout.routes:
+        if route.label is None:
+            continue
+        lab = route.label
+        style = EDGE_STYLES[route.style]
+        faded = taken is not None and (route.source, route.target, route.kind) not in taken
+        colour = _blend(style.color, 0.5 if faded else 1.0)
+        draw.rounded_rectangle(
+            [
+                (lab.x - lab.w / 2) * k,
+                (lab.y - lab.h / 2) * k,
+                (lab.x + lab.w / 2) * k,
+                (lab.y + lab.h / 2) * k,
+            ],
+            radius=3 * k,
+            fill=(255, 255, 255),
+            outline=colour,
+            width=max(int(0.6 * k), 1),
+        )
+        draw.text(
+            (lab.x * k, lab.y * k),
+            lab.text,
+            fill=colour,
+            font=_font(round(LABEL_SIZE * k)),
+            anchor="mm",
+        )
 
 
 def _arrow(
@@ -241,6 +255,18 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Box, k: float, status: dict[str, s
     x0, y0, x1, y1 = box.x * k, box.y * k, (box.x + box.w) * k, (box.y + box.h) * k
     radius = (box.h / 2 if box.role in ("input", "output", "continue") else 8.0) * k
     line_w = max(int((2.2 if outcome not in (None, "not_run") else 1.4) * k), 1)
+    if box.inner is not None:  # a subflow cluster: a frame with its header
+        fill = CATEGORIES.get(box.category, CATEGORIES["subflow"])[0]
+        opacity = 1.0
+    if box.stack:  # a mapped node: two shadow boxes behind it
+        for d in (2 * STACK, STACK):
+            draw.rounded_rectangle(
+                [x0 + d * k, y0 + d * k, x1 + d * k, y1 + d * k],
+                radius=radius,
+                fill=_blend(fill, opacity),
+                outline=_blend(stroke, opacity),
+                width=max(int(1.2 * k), 1),
+            )
     draw.rounded_rectangle(
         [x0, y0, x1, y1],
         radius=radius,
@@ -264,7 +290,7 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Box, k: float, status: dict[str, s
             anchor="mm",
         )
         return
-    if box.role == "node":
+    if box.role == "node" and box.inner is None:
         band = CATEGORIES.get(box.category, CATEGORIES["helper"])[1]
         draw.rounded_rectangle([x0, y0, x0 + 5 * k, y1], radius=2 * k, fill=_blend(band, opacity))
     pad = (PAD_X + (5 if box.role in ("input", "output") else 0)) * k
@@ -280,7 +306,7 @@ def _draw_box(draw: ImageDraw.ImageDraw, box: Box, k: float, status: dict[str, s
     rows: list[tuple[str, bool]] = []
     if box.subtitle:
         rows.append((box.subtitle, False))
-    rows += [(line, line[:3] in ("in ", "out")) for line in box.lines]
+    rows += [(line, line[:3] in ("in ", "out") and box.inner is None) for line in box.lines]
     for text, mono in rows:
         y += (TEXT_SIZE + LINE_GAP) * k
         size = TEXT_SIZE - (0.8 if mono else 0)

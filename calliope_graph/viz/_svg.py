@@ -16,6 +16,7 @@ from calliope_graph.viz._layout import (
     LINE_GAP,
     PAD_X,
     PAD_Y,
+    STACK,
     TEXT_SIZE,
     TITLE_SIZE,
     Box,
@@ -68,6 +69,7 @@ def render_svg(
     id_prefix: str = "cg",
     title: str | None = None,
     notes: dict[str, str] | None = None,
+    collapsible: bool = False,
 ) -> str:
     """The drawing as an SVG document string.
 
@@ -75,8 +77,12 @@ def render_svg(
     ``cache_hit``, ``running``, ``not_run``) to colour nodes by what a run did; ``taken`` holds
     ``(source, target, kind)`` of the edges the run followed (drawn bold, the rest faded);
     ``notes`` puts a short tag on a node's top-right corner (``ran ×2``).
+
+    A subflow is a ``g.cluster`` (its frame and header in ``.cluster-frame``, the child
+    drawing in ``.cluster-body``); with ``collapsible`` its header carries a toggle
+    (``.cluster-toggle``) that the report's script uses to fold the child drawing away.
     """
-    styles_used = sorted({r.style for r in layout.routes}, key=list(EDGE_STYLES).index)
+    styles_used = sorted({r.style for r in layout.all_routes()}, key=list(EDGE_STYLES).index)
     legend_items: list[tuple[str, str]] = []
     if legend:
         legend_items += [("edge", s) for s in styles_used]
@@ -121,15 +127,37 @@ def render_svg(
     out.append("</defs>")
     out.append('<rect class="background" width="100%" height="100%" fill="#ffffff"/>')
 
-    # Edges under nodes; labels above everything.
+    _body(out, layout, status, taken, id_prefix, notes or {}, collapsible)
+    if rows:
+        out.append(_legend(rows, layout.height, id_prefix))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _body(
+    out: list[str],
+    layout: Layout,
+    status: dict[str, str] | None,
+    taken: set[tuple[str, str, str]] | None,
+    id_prefix: str,
+    notes: dict[str, str],
+    collapsible: bool,
+) -> None:
+    """Edges under nodes, labels above everything; clusters hold their own three layers."""
     out.append('<g class="edges">')
     for route in layout.routes:
         out.append(_edge(route, taken, id_prefix))
     out.append("</g>")
     out.append('<g class="nodes">')
     for box in layout.boxes.values():
-        out.append(_node(box, status))
-        if notes and notes.get(box.id):
+        if box.inner is not None:
+            out.append(_cluster_open(box, status, collapsible))
+            out.append('<g class="cluster-body">')
+            _body(out, box.inner, status, taken, id_prefix, notes, collapsible)
+            out.append("</g></g>")
+        else:
+            out.append(_node(box, status))
+        if notes.get(box.id):
             out.append(_note(box, notes[box.id]))
     out.append("</g>")
     out.append('<g class="edge-labels">')
@@ -151,10 +179,74 @@ def render_svg(
             f"{escape(lab.text)}</text></g>"
         )
     out.append("</g>")
-    if rows:
-        out.append(_legend(rows, layout.height, id_prefix))
-    out.append("</svg>")
-    return "\n".join(out)
+
+
+def _stack(box: Box, fill: str, stroke: str, radius: float, dash: tuple[float, ...]) -> str:
+    """Two shadow boxes behind a mapped node: it runs once per item."""
+    return "".join(
+        f'<rect class="stack" x="{_num(d)}" y="{_num(d)}" width="{_num(box.w)}" '
+        f'height="{_num(box.h)}" rx="{_num(radius)}" fill="{fill}" stroke="{stroke}" '
+        f'stroke-width="1.2"{_dash(dash)}/>'
+        for d in (2 * STACK, STACK)
+    )
+
+
+def _cluster_open(box: Box, status: dict[str, str] | None, collapsible: bool) -> str:
+    """A subflow cluster's group, frame and header (the caller adds the body and closes)."""
+    fill, stroke = CATEGORIES.get(box.category, CATEGORIES["subflow"])
+    classes = ["node", "cluster", f"cat-{box.category}", "role-node"]
+    if box.stack:
+        classes.append("map")
+    outcome = None
+    if status is not None:
+        outcome = status.get(box.id, "not_run")
+        stroke = STATUS_STYLES.get(outcome, STATUS_STYLES["not_run"]).stroke
+        classes.append(f"status-{outcome}")
+    count = len(box.inner.all_boxes()) if box.inner is not None else 0
+    tip = box.attrs.get("description") or box.subtitle or box.title
+    if outcome:
+        tip = f"{tip} — {outcome}"
+    sw = 2.4 if box.stack else 1.6
+    parts = [
+        f'<g class="{" ".join(classes)}" data-node="{_a(box.id)}">',
+        f'<g class="cluster-frame" transform="translate({_num(box.x)},{_num(box.y)})">',
+        f"<title>{escape(f'{box.id}: {tip}')}</title>",
+    ]
+    if box.stack:
+        parts.append(_stack(box, fill, stroke, 10.0, ()))
+    parts.append(
+        f'<rect class="cluster-box" width="{_num(box.w)}" height="{_num(box.h)}" rx="10" '
+        f'fill="{fill}" fill-opacity="0.55" stroke="{stroke}" stroke-width="{_num(sw)}"/>'
+    )
+    y = PAD_Y + TITLE_SIZE * 0.85
+    parts.append(
+        f'<text class="node-title" x="{_num(PAD_X)}" y="{_num(y)}" '
+        f'font-size="{_num(TITLE_SIZE)}" font-weight="600" fill="#1f2328">'
+        f"{escape(box.title)}</text>"
+    )
+    y += 3
+    for cls, text in [("node-kind", box.subtitle), *(("node-flags", t) for t in box.lines)]:
+        if not text:
+            continue
+        y += TEXT_SIZE + LINE_GAP
+        parts.append(
+            f'<text class="{cls}" x="{_num(PAD_X)}" y="{_num(y)}" font-size="{_num(TEXT_SIZE)}" '
+            f'fill="#57606a">{escape(text)}</text>'
+        )
+    if collapsible:
+        parts.append(
+            f'<g class="cluster-toggle" role="button" tabindex="0" '
+            f'aria-label="fold or unfold {_a(box.id)}" '
+            f'transform="translate({_num(box.w - 26)},6)"><rect width="20" height="18" rx="4" '
+            f'fill="#ffffff" stroke="{stroke}" stroke-width="0.8"/>'
+            '<text class="cluster-toggle-glyph" x="10" y="13.5" font-size="12" '
+            'text-anchor="middle" fill="#1f2328">−</text></g>'
+            f'<text class="cluster-note" x="{_num(PAD_X)}" y="{_num(box.header_h + 14)}" '
+            f'font-size="{_num(TEXT_SIZE)}" fill="#57606a" font-style="italic" '
+            f'visibility="hidden">{count} nodes folded away — click − / + to unfold</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
 
 
 def _edge(route: Route, taken: set[tuple[str, str, str]] | None, id_prefix: str) -> str:
@@ -198,6 +290,8 @@ def _node(box: Box, status: dict[str, str] | None) -> str:
         dash = st.dash or dash
         classes.append(f"status-{outcome}")
     radius = box.h / 2 if box.role in ("input", "output", "continue") else 8.0
+    if box.stack:
+        classes.append("map")
     parts = [
         f'<g class="{" ".join(classes)}" data-node="{_a(box.id)}" '
         f'transform="translate({_num(box.x)},{_num(box.y)})"'
@@ -207,6 +301,8 @@ def _node(box: Box, status: dict[str, str] | None) -> str:
     if outcome:
         tip = f"{tip} — {outcome}"
     parts.append(f"<title>{escape(f'{box.id}: {tip}')}</title>")
+    if box.stack:
+        parts.append(_stack(box, fill, stroke, radius, dash))
     sw = 2.2 if status is not None and outcome not in (None, "not_run") else 1.4
     parts.append(
         f'<rect width="{_num(box.w)}" height="{_num(box.h)}" rx="{_num(radius)}" '

@@ -17,7 +17,14 @@ from typing import Any
 
 import networkx as nx
 
-from calliope_graph.viz._graph import CATEGORIES, edge_list, node_flags, node_subtitle
+from calliope_graph.viz._graph import (
+    CATEGORIES,
+    edge_list,
+    node_flags,
+    node_subtitle,
+    walk,
+    walk_edges,
+)
 from calliope_graph.viz._style import EDGE_STYLES
 
 __all__ = ["to_dot", "to_mermaid"]
@@ -60,7 +67,9 @@ def _mermaid_label(attrs: dict[str, Any]) -> str:
         lines.append(mermaid_escape(sub))
     if attrs["role"] == "node":
         ins = [f"{p['name']}: {p['type']}{'[]' if p['many'] else ''}" for p in attrs["inputs"]]
-        outs = [f"{p['name']}: {p['type']}" for p in attrs["outputs"]]
+        outs = [
+            f"{p['name']}: {p['type']}{'[]' if p.get('many') else ''}" for p in attrs["outputs"]
+        ]
         if ins:
             lines.append("<i>in</i> " + mermaid_escape(", ".join(ins)))
         if outs:
@@ -77,12 +86,61 @@ def _mermaid_arrow(kind: str, label: str) -> str:
         return f'-. "{label}" .->' if label else "-.->"
     if kind in ("rewrite", "rewrite_back"):
         return f'== "{label}" ==>' if label else "==>"
+    if kind == "switch":
+        return f'-. "{label}" .->' if label else "-.->"
     return f'-->|"{label}"|' if label else "-->"
 
 
+def _mermaid_title(attrs: dict[str, Any]) -> str:
+    """A subflow cluster's title: name, child flow, map note (one line)."""
+    parts = [
+        f"<b>{mermaid_escape(attrs.get('label', ''))}</b>",
+        mermaid_escape(node_subtitle(attrs)),
+    ]
+    parts += [mermaid_escape(f) for f in node_flags(attrs)]
+    return " · ".join(p for p in parts if p)
+
+
+def _mermaid_nodes(
+    graph: nx.DiGraph,
+    ids: dict[str, str],
+    out: list[str],
+    members: dict[str, list[str]],
+    dashed: list[str],
+    clusters: list[tuple[str, str]],
+    indent: str,
+) -> None:
+    for node, attrs in graph.nodes(data=True):
+        nid = ids[node]
+        if attrs.get("cluster") is not None:
+            out.append(f'{indent}subgraph {nid} ["{_mermaid_title(attrs)}"]')
+            out.append(f"{indent}  direction TB")
+            _mermaid_nodes(attrs["cluster"], ids, out, members, dashed, clusters, indent + "  ")
+            out.append(f"{indent}end")
+            clusters.append((nid, "map" if attrs.get("map") else "flow"))
+            continue
+        label = _mermaid_label(attrs)
+        if attrs["role"] in ("input", "output"):
+            out.append(f'{indent}{nid}(["{label}"])')
+        elif attrs["role"] == "continue":
+            out.append(f'{indent}{nid}(["<i>continue</i>"])')
+        elif attrs.get("kind") == "switch":
+            out.append(f'{indent}{nid}{{{{"{label}"}}}}')
+        else:
+            out.append(f'{indent}{nid}["{label}"]')
+        members.setdefault(attrs.get("category", "helper"), []).append(nid)
+        if attrs.get("fallback_only"):
+            dashed.append(nid)
+
+
 def to_mermaid(graph: nx.DiGraph) -> str:
-    """Mermaid ``flowchart TB`` source (GitHub renders it in a ```` ```mermaid ```` block)."""
-    ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
+    """Mermaid ``flowchart TB`` source (GitHub renders it in a ```` ```mermaid ```` block).
+
+    A subflow node is a ``subgraph`` holding the child flow's nodes (recursively); edges to
+    and from it join the subgraph. A switch is a hexagon; its branches are labelled with
+    their conditions; a mapped node's edge says ``for each <item>``.
+    """
+    ids = {node: f"n{i}" for i, (node, _) in enumerate(walk(graph))}
     out = [
         "---",
         f"title: {mermaid_escape(graph.graph.get('name', 'flow'))}",
@@ -93,20 +151,10 @@ def to_mermaid(graph: nx.DiGraph) -> str:
         out.append(f"  classDef {category} fill:{fill},stroke:{stroke},color:#1f2328")
     members: dict[str, list[str]] = {}
     dashed: list[str] = []
-    for node, attrs in graph.nodes(data=True):
-        nid = ids[node]
-        label = _mermaid_label(attrs)
-        if attrs["role"] in ("input", "output"):
-            out.append(f'  {nid}(["{label}"])')
-        elif attrs["role"] == "continue":
-            out.append(f'  {nid}(["<i>continue</i>"])')
-        else:
-            out.append(f'  {nid}["{label}"]')
-        members.setdefault(attrs.get("category", "helper"), []).append(nid)
-        if attrs.get("fallback_only"):
-            dashed.append(nid)
+    clusters: list[tuple[str, str]] = []
+    _mermaid_nodes(graph, ids, out, members, dashed, clusters, "  ")
     link_styles: dict[str, list[int]] = {}
-    for index, (u, v, attrs) in enumerate(edge_list(graph)):
+    for index, (u, v, attrs) in enumerate(walk_edges(graph)):
         label = mermaid_escape(_route_label(attrs))
         out.append(f"  {ids[u]} {_mermaid_arrow(attrs['kind'], label)} {ids[v]}")
         link_styles.setdefault(_style_of(attrs), []).append(index)
@@ -114,6 +162,10 @@ def to_mermaid(graph: nx.DiGraph) -> str:
         out.append(f"  class {','.join(nids)} {category}")
     for nid in dashed:
         out.append(f"  style {nid} stroke-dasharray:5 3")
+    fill, stroke = CATEGORIES["subflow"]
+    for nid, what in clusters:
+        width = "2.4px" if what == "map" else "1.4px"
+        out.append(f"  style {nid} fill:{fill},stroke:{stroke},stroke-width:{width}")
     for style, indices in link_styles.items():
         es = EDGE_STYLES[style]
         css = f"stroke:{es.color},stroke-width:{es.width:g}px"
@@ -179,33 +231,78 @@ def _dot_label(attrs: dict[str, Any]) -> str:
     )
 
 
-def to_dot(graph: nx.DiGraph) -> str:
-    """Graphviz DOT source (``dot -Tsvg`` renders it where Graphviz is installed)."""
-    name = graph.graph.get("name", "flow")
-    out = [
-        f"digraph {_dq(name)} {{",
-        f"  graph [rankdir=TB, label={_dq(name)}, labelloc=t, fontname=Helvetica, "
-        'nodesep=0.45, ranksep=0.7, bgcolor="white"];',
-        "  node [shape=plain, fontname=Helvetica, fontsize=11];",
-        '  edge [fontname=Helvetica, fontsize=9, color="#5f6b7a", arrowsize=0.7];',
-    ]
+def _dot_nodes(graph: nx.DiGraph, out: list[str], indent: str) -> None:
     for node, attrs in graph.nodes(data=True):
         role = attrs["role"]
         fill, stroke = CATEGORIES.get(attrs.get("category", "helper"), CATEGORIES["helper"])
-        if role == "continue":
+        if attrs.get("cluster") is not None:
+            title = " · ".join(
+                [str(attrs.get("label", node)), node_subtitle(attrs), *node_flags(attrs)]
+            )
+            style = "rounded,filled,bold" if attrs.get("map") else "rounded,filled"
+            out.append(f"{indent}subgraph {_dq('cluster_' + node)} {{")
             out.append(
-                f"  {_dq(node)} [shape=box, style={_dq('rounded,dotted,filled')}, "
+                f"{indent}  label={_dq(title)}; labeljust=l; style={_dq(style)}; "
+                f'fillcolor="{fill}"; color="{stroke}"; fontname=Helvetica; fontsize=11;'
+            )
+            _dot_nodes(attrs["cluster"], out, indent + "  ")
+            out.append(f"{indent}}}")
+        elif role == "continue":
+            out.append(
+                f"{indent}{_dq(node)} [shape=box, style={_dq('rounded,dotted,filled')}, "
                 f'label="continue", fontsize=9, fillcolor="{fill}", color="{stroke}", '
                 "height=0.25];"
             )
         elif role in ("input", "output"):
             label = f"{attrs.get('label', node)}\n{node_subtitle(attrs)}"
             out.append(
-                f"  {_dq(node)} [shape=box, style={_dq('rounded,filled')}, label={_dq(label)}, "
-                f'fillcolor="{fill}", color="{stroke}"];'
+                f"{indent}{_dq(node)} [shape=box, style={_dq('rounded,filled')}, "
+                f'label={_dq(label)}, fillcolor="{fill}", color="{stroke}"];'
             )
         else:
-            out.append(f"  {_dq(node)} [label={_dot_label(attrs)}];")
+            out.append(f"{indent}{_dq(node)} [label={_dot_label(attrs)}];")
+
+
+def _anchor(graph: nx.DiGraph, node: str, port: str | None, incoming: bool) -> str:
+    """A real node standing for ``node`` at an edge's end: itself, or for a subflow cluster
+    the child's input/output of that port (else its first/last node), recursively."""
+    attrs = graph.nodes[node]
+    inner = attrs.get("cluster")
+    if inner is None:
+        return node
+    wanted = f"{node}/{'inputs' if incoming else 'outputs'}.{port}" if port else None
+    if wanted is not None and wanted in inner:
+        return wanted
+    nodes = list(inner.nodes)
+    if not nodes:
+        return node
+    pick = nodes[0] if incoming else nodes[-1]
+    return _anchor(inner, pick, None, incoming)
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    """Graphviz DOT source (``dot -Tsvg`` renders it where Graphviz is installed).
+
+    A subflow node is a ``cluster_<node>`` subgraph holding the child flow's nodes; edges to
+    and from it end on its border (``compound=true`` with ``lhead``/``ltail``).
+    """
+    name = graph.graph.get("name", "flow")
+    out = [
+        f"digraph {_dq(name)} {{",
+        f"  graph [rankdir=TB, label={_dq(name)}, labelloc=t, fontname=Helvetica, "
+        'nodesep=0.45, ranksep=0.7, bgcolor="white", compound=true];',
+        "  node [shape=plain, fontname=Helvetica, fontsize=11];",
+        '  edge [fontname=Helvetica, fontsize=9, color="#5f6b7a", arrowsize=0.7];',
+    ]
+    _dot_nodes(graph, out, "  ")
+    levels = [graph] + [a["cluster"] for _, a in walk(graph) if a.get("cluster") is not None]
+    for level in levels:
+        _dot_edges(level, out)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _dot_edges(graph: nx.DiGraph, out: list[str]) -> None:
     ports_of = {
         n: (
             {p["name"] for p in a["inputs"]} if a["role"] == "node" else set(),
@@ -230,15 +327,24 @@ def to_dot(graph: nx.DiGraph) -> str:
             a.append("style=bold")
         elif kind == "rewrite_back":
             a += ['style="bold,dashed"', "constraint=false"]
+        elif kind == "switch":
+            a += ['style="dashed"', 'arrowhead="vee"']
+        elif kind == "map":
+            a += ['style="bold,dotted"', 'arrowhead="normal"']
         elif style == "merge":
             a.append('arrowhead="normal"')
-        src, dst = _dq(u), _dq(v)
+        ports = attrs.get("ports") or [(None, None)]
+        sp, tp = ports[0]
+        src_node = _anchor(graph, u, sp, incoming=False)
+        dst_node = _anchor(graph, v, tp, incoming=True)
+        src, dst = _dq(src_node), _dq(dst_node)
+        if src_node != u:
+            a.append(f"ltail={_dq('cluster_' + u)}")
+        if dst_node != v:
+            a.append(f"lhead={_dq('cluster_' + v)}")
         if kind == "data":
-            for sp, tp in attrs.get("ports", [])[:1]:
-                if sp and sp in ports_of[u][1]:
-                    src = f"{_dq(u)}:{_port_id('out', sp)}:s"
-                if tp and tp in ports_of[v][0]:
-                    dst = f"{_dq(v)}:{_port_id('in', tp)}:n"
+            if src_node == u and sp and sp in ports_of[u][1]:
+                src = f"{_dq(u)}:{_port_id('out', sp)}:s"
+            if dst_node == v and tp and tp in ports_of[v][0]:
+                dst = f"{_dq(v)}:{_port_id('in', tp)}:n"
         out.append(f"  {src} -> {dst} [{', '.join(a)}];")
-    out.append("}")
-    return "\n".join(out) + "\n"

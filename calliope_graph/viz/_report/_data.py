@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,108 @@ from calliope_graph.flow.trace import NodeExecution, Trace
 from calliope_graph.viz._graph import edge_list
 from calliope_graph.viz._report._format import node_slug
 
-__all__ = ["RunData", "drawing_state", "node_outcomes", "spec_fallbacks"]
+__all__ = [
+    "RunData",
+    "aggregate",
+    "base_name",
+    "by_base",
+    "drawing_state",
+    "lane_key",
+    "lane_parent",
+    "node_outcomes",
+    "outcome",
+    "spec_fallbacks",
+    "switch_choices",
+]
+
+_ITEM = re.compile(r"\[\d+\]")
+
+
+def base_name(node: str) -> str:
+    """A trace name without map item indices: ``scenes[2]/illustration/image`` →
+    ``scenes/illustration/image`` (the id the drawing gives that node)."""
+    return _ITEM.sub("", node)
+
+
+def lane_key(e: NodeExecution) -> str:
+    """Where an execution belongs: its qualified name, with ``[item]`` for a mapped node's
+    own executions (``scenes[2]``)."""
+    return f"{e.node}[{e.item}]" if e.item is not None and not e.node.endswith("]") else e.node
+
+
+def lane_parent(key: str) -> str | None:
+    """The lane a lane is nested under: ``scenes[2]`` → ``scenes`` (the map),
+    ``scenes[2]/frame`` → ``scenes[2]`` (its item), ``illustration/image`` → ``illustration``."""
+    last = key.rsplit("/", 1)[-1]
+    if last.endswith("]") and "[" in last:
+        return key[: key.rindex("[")]
+    if "/" in key:
+        return key.rsplit("/", 1)[0]
+    return None
+
+
+def outcome(e: NodeExecution) -> str:
+    """An execution's outcome as the report shows it: a switch's branch that was not taken
+    is ``not_taken`` (greyed), not ``skipped``."""
+    if e.status == "skipped" and (e.branch or "").startswith("switch:"):
+        return "not_taken"
+    return str(e.status)
+
+
+_SEVERITY = ["running", "failed", "interrupted", "fallback", "skipped", "ok", "cache_hit"]
+
+
+def aggregate(executions: list[NodeExecution]) -> str:
+    """One outcome for many executions (a mapped node's items, a node inside a map): each
+    instance's last execution, then the most telling of those (running, failed, … ok)."""
+    if not executions:
+        return "not_run"
+    last: dict[str, NodeExecution] = {}
+    for e in executions:
+        key = lane_key(e)
+        if key not in last or (e.iteration, e.started_at) >= (
+            last[key].iteration,
+            last[key].started_at,
+        ):
+            last[key] = e
+    if any(e.status == "running" for e in executions):
+        return "running"
+    found = {outcome(e) for e in last.values()}
+    if found == {"not_taken"}:
+        return "not_taken"
+    for status in _SEVERITY:
+        if status in found:
+            return status
+    return sorted(found)[0]
+
+
+def switch_choices(trace: Trace) -> list[tuple[NodeExecution, str, str, list[str]]]:
+    """(switch execution, chosen node, the condition that held or ``default``, nodes not
+    taken) for every switch that ran, in order."""
+    out: list[tuple[NodeExecution, str, str, list[str]]] = []
+    skipped: dict[str, list[str]] = {}
+    for e in trace.executions:
+        branch = e.branch or ""
+        if e.status == "skipped" and branch.startswith("switch:"):
+            skipped.setdefault(branch, []).append(e.node.rsplit("/", 1)[-1])
+    for e in trace.executions:
+        if e.kind != "switch" or e.status not in ("ok", "cache_hit"):
+            continue
+        chosen = e.outputs.get("branch")
+        if not isinstance(chosen, str):
+            continue
+        condition = "default"
+        params = e.params or {}
+        spec = trace.spec
+        if not params and spec is not None and e.node in spec.nodes:
+            params = spec.nodes[e.node].params
+        for case in params.get("cases") or []:
+            if isinstance(case, dict) and case.get("goto") == chosen:
+                condition = str(case.get("when", ""))
+                break
+        local = e.node.rsplit("/", 1)[-1]
+        out.append((e, chosen, condition, skipped.get(f"switch:{local}→{chosen}", [])))
+    return out
 
 
 def _last(executions: list[NodeExecution]) -> NodeExecution:
@@ -20,20 +122,34 @@ def _last(executions: list[NodeExecution]) -> NodeExecution:
 
 
 def node_outcomes(trace: Trace) -> dict[str, str]:
-    """Each executed node's outcome: its last execution's status (``running`` wins)."""
+    """Each executed node's outcome: its last execution's status (``running`` wins; a
+    mapped node's items are summed up by :func:`aggregate`; a branch a switch did not take
+    is ``not_taken``)."""
     out: dict[str, str] = {}
     for name, executions in trace.by_node().items():
         if any(e.status == "running" for e in executions):
             out[name] = "running"
+        elif any(e.item is not None for e in executions):
+            out[name] = aggregate(executions)
         else:
-            out[name] = _last(executions).status
+            out[name] = outcome(_last(executions))
+    return out
+
+
+def by_base(trace: Trace) -> dict[str, list[NodeExecution]]:
+    """Executions by drawing id (trace names without map item indices)."""
+    out: dict[str, list[NodeExecution]] = {}
+    for e in trace.executions:
+        out.setdefault(base_name(e.node), []).append(e)
     return out
 
 
 def drawing_state(trace: Trace, graph: Any) -> tuple[dict[str, str], set[tuple[str, str, str]]]:
-    """(outcome per drawing node, taken edges as (source, target, kind)) for a run's trace."""
-    by_node = trace.by_node()
-    outcomes = node_outcomes(trace)
+    """(outcome per drawing node, taken edges as (source, target, kind)) for a run's trace.
+
+    Subflow clusters are coloured too: their nodes' ids are the trace's names without map
+    item indices, so a node inside a map sums up its items (:func:`aggregate`)."""
+    executions = by_base(trace)
     spec = trace.spec
     started = bool(trace.executions)
 
@@ -44,17 +160,36 @@ def drawing_state(trace: Trace, graph: Any) -> tuple[dict[str, str], set[tuple[s
         return started and given is not None and (given.default is not None or not given.required)
 
     status: dict[str, str] = {}
+    taken: set[tuple[str, str, str]] = set()
+    _level(trace, graph, None, executions, input_given, status, taken)
+    return status, taken
+
+
+def _level(
+    trace: Trace,
+    graph: Any,
+    parent: str | None,
+    by_node: dict[str, list[NodeExecution]],
+    input_given: Any,
+    status: dict[str, str],
+    taken: set[tuple[str, str, str]],
+) -> None:
+    """Status and taken edges of one flow level (the top, or one subflow's cluster)."""
     for node, attrs in graph.nodes(data=True):
         role = attrs["role"]
-        _, _, rest = node.partition(".")
+        local = node.rsplit("/", 1)[-1] if parent is not None else node
+        _, _, rest = local.partition(".")
         if role == "node":
-            status[node] = outcomes.get(node, "not_run")
+            status[node] = aggregate(by_node.get(node, []))
         elif role == "input":
-            status[node] = "ok" if input_given(rest) else "not_run"
-        elif role == "output":
-            status[node] = "ok" if trace.outputs.get(rest) is not None else "not_run"
+            if parent is None:
+                status[node] = "ok" if input_given(rest) else "not_run"
+            else:
+                entered = any(e.status != "skipped" for e in by_node.get(parent, []))
+                status[node] = "ok" if entered else "not_run"
         elif role == "continue":
-            skipped = any(e.branch == "continue" for e in by_node.get(rest, []))
+            owner = node[: -len(local)] + rest if parent is not None else rest
+            skipped = any(e.branch == "continue" for e in by_node.get(owner, []))
             status[node] = "ok" if skipped else "not_run"
 
     def branches(node: str) -> set[str]:
@@ -69,33 +204,47 @@ def drawing_state(trace: Trace, graph: Any) -> tuple[dict[str, str], set[tuple[s
             if execution.status in ("ok", "cache_hit"):
                 return True
             branch = execution.branch or ""
-            if branch.startswith("fallback:") and produced(branch[9:], seen | {node}):
-                return True  # the fallback's outputs stand in for this node's
+            if branch.startswith("fallback:"):
+                prefix = node[: -len(node.rsplit("/", 1)[-1])] if parent is not None else ""
+                if prefix + branch[9:] in graph and produced(prefix + branch[9:], seen | {node}):
+                    return True  # the fallback's outputs stand in for this node's
         return False
 
     def ran(node: str) -> bool:
         role = graph.nodes[node]["role"]
         if role == "node":
-            return node in by_node
+            return any(outcome(e) != "not_taken" for e in by_node.get(node, []))
         return status.get(node) == "ok"
 
-    taken: set[tuple[str, str, str]] = set()
+    for node, attrs in graph.nodes(data=True):
+        if attrs["role"] == "output":
+            fed = any(produced(u) for u in graph.predecessors(node))
+            if parent is None:
+                _, _, rest = node.partition(".")
+                fed = trace.outputs.get(rest) is not None
+            status[node] = "ok" if fed else "not_run"
+
     for u, v, attrs in edge_list(graph):
         kind = attrs["kind"]
         hit = False
-        if kind == "data":
+        target = v.rsplit("/", 1)[-1] if parent is not None else v
+        if kind in ("data", "map"):
             hit = produced(u) and ran(v)
         elif kind == "fallback":
-            hit = f"fallback:{v}" in branches(u)
+            hit = f"fallback:{target}" in branches(u)
         elif kind == "continue":
             hit = "continue" in branches(u)
         elif kind == "rewrite":
-            hit = f"rewrite:{v}" in branches(u)
+            hit = f"rewrite:{target}" in branches(u)
         elif kind == "rewrite_back":
             hit = produced(u) and any(e.iteration > 1 for e in by_node.get(v, []))
+        elif kind == "switch":
+            hit = any(e.outputs.get("branch") == target for e in by_node.get(u, []))
         if hit:
             taken.add((u, v, kind))
-    return status, taken
+    for node, attrs in graph.nodes(data=True):
+        if attrs.get("cluster") is not None:
+            _level(trace, attrs["cluster"], node, by_node, input_given, status, taken)
 
 
 def spec_fallbacks(spec: Any) -> set[str]:

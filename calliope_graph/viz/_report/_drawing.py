@@ -7,7 +7,7 @@ from typing import Any
 from calliope_graph.flow.spec import FlowSpec
 from calliope_graph.viz._graph import to_networkx
 from calliope_graph.viz._layout import Layout, layout
-from calliope_graph.viz._report._data import drawing_state
+from calliope_graph.viz._report._data import aggregate, by_base, drawing_state, lane_key
 from calliope_graph.viz._report._format import txt
 from calliope_graph.viz._report._values import Page
 from calliope_graph.viz._svg import render_svg
@@ -52,6 +52,7 @@ def drawing(page: Page) -> str:
             id_prefix="report",
             title=f"flow {spec.name}: the path this run took",
             notes=_notes(page),
+            collapsible=True,
         )
     except Exception as exc:  # never lose the rest of the report to a drawing problem
         return (
@@ -62,18 +63,36 @@ def drawing(page: Page) -> str:
     return f"""
 <section id="drawing" class="card">
   <h2>Flow and the path taken</h2>
-  <p class="hint">Nodes are coloured by outcome; edges the run followed are bold, the rest faded.
-  Click a node for its inputs, outputs and errors.</p>
+  <p class="hint">Nodes are coloured by outcome; edges the run followed are bold, the rest faded
+  (a switch's branch not taken is greyed). Click a node for its inputs, outputs and errors;
+  fold a subflow with its − button.</p>
   <div class="drawing">{svg}</div>
 </section>"""
 
 
 def _notes(page: Page) -> dict[str, str]:
-    """``ran ×2 · 3 retries`` tags for nodes that ran more than once or retried."""
+    """``ran ×2 · 3 retries`` tags for nodes that ran more than once or retried; ``3 items ·
+    1 failed`` on a mapped node; ``×3`` on a node inside a map (once per item)."""
     notes: dict[str, str] = {}
-    for name, executions in page.trace.by_node().items():
+    for name, executions in by_base(page.trace).items():
         parts = []
-        if len(executions) > 1:
+        items = {e.item for e in executions if e.item is not None and e.node == name}
+        instances = {lane_key(e) for e in executions}
+        if items:
+            parts.append(f"{len(items)} item{'s' if len(items) != 1 else ''}")
+            bad = sum(
+                1
+                for k in instances
+                if aggregate([e for e in executions if lane_key(e) == k])
+                in ("failed", "fallback", "skipped", "interrupted")
+            )
+            if bad:
+                parts.append(f"{bad} not ok")
+        elif len(instances) > 1:
+            parts.append(f"×{len(instances)}")
+            if len(executions) > len(instances):
+                parts.append(f"ran ×{len(executions)}")
+        elif len(executions) > 1:
             parts.append(f"ran ×{len(executions)}")
         retries = sum(e.retries for e in executions)
         if retries:

@@ -84,6 +84,8 @@ STATUS_LABEL = {
     "running": "running",
     "not_run": "not run",
     "retry": "retried attempt",
+    "interrupted": "interrupted",
+    "not_taken": "branch not taken",
 }
 
 
@@ -117,6 +119,8 @@ def bar_fill(status: str) -> str:
         "skipped": "#a0a7b0",
         "failed": "#cf222e",
         "running": "#3b6fd8",
+        "interrupted": "#7b3fbf",
+        "not_taken": "#d0d4da",
     }.get(status, "#8c959f")
 
 

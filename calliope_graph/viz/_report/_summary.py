@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calliope_graph.viz._report._data import node_outcomes
+from calliope_graph.viz._report._data import lane_parent, node_outcomes, outcome, switch_choices
 from calliope_graph.viz._report._format import STATUS_LABEL, badge, clock, esc, fmt_seconds, txt
 from calliope_graph.viz._report._values import Page
 
@@ -12,11 +12,12 @@ __all__ = ["io_section", "summary"]
 def summary(page: Page) -> str:
     """Status, wall time, node counts, critical path, calls per provider, routes taken."""
     t = page.trace
-    outcomes = node_outcomes(t)
+    # The flow's own nodes (a subflow's insides are counted under the node that ran them).
+    outcomes = {n: s for n, s in node_outcomes(t).items() if lane_parent(n) is None}
     counts: dict[str, int] = {}
     for status in outcomes.values():
         counts[status] = counts.get(status, 0) + 1
-    total_nodes = len(page.node_names())
+    total_nodes = len([n for n in page.node_names() if lane_parent(n) is None])
     not_run = total_nodes - len(outcomes)
     if not_run > 0:
         counts["not_run"] = not_run
@@ -46,7 +47,7 @@ def summary(page: Page) -> str:
         )
     else:
         prov = '<p class="none">No provider was called.</p>'
-    fallbacks = t.fallbacks()
+    fallbacks = [e for e in t.fallbacks() if outcome(e) != "not_taken"]
     if fallbacks:
         items = "".join(
             f'<li><a class="node-link" href="#{esc(page.ids.get(e.node, ""))}" '
@@ -58,6 +59,22 @@ def summary(page: Page) -> str:
         fb = f'<ul class="fallbacks">{items}</ul>'
     else:
         fb = '<p class="none">None: every node that ran succeeded.</p>'
+    choices = switch_choices(t)
+    branches = ""
+    if choices:
+        items = "".join(
+            f'<li><a class="node-link" href="#{esc(page.ids.get(e.node, ""))}" '
+            f'data-node="{esc(e.node)}">{esc(e.node)}</a> → <b class="branch">{txt(chosen)}</b>'
+            f" ({'no case held: default' if cond == 'default' else f'<code>{txt(cond)}</code>'})"
+            + (
+                f'<span class="not-taken"> · not taken: {txt(", ".join(others))}</span>'
+                if others
+                else ""
+            )
+            + "</li>"
+            for e, chosen, cond, others in choices
+        )
+        branches = f'<div><h3>Branches taken</h3><ul class="branches">{items}</ul></div>'
     wall = fmt_seconds(page.wall_time())
     if page.running:
         wall += " so far"
@@ -87,7 +104,7 @@ def summary(page: Page) -> str:
     <div><h3>Critical path · {esc(fmt_seconds(cp_seconds))}</h3>
       <p class="critical-path">{chain or '<span class="none">—</span>'}</p></div>
     <div><h3>Calls and retries per provider</h3>{prov}</div>
-    <div><h3>Fallbacks and routes taken</h3>{fb}</div>
+    <div><h3>Fallbacks and routes taken</h3>{fb}</div>{branches}
   </div>
 </section>"""
 

@@ -1,10 +1,17 @@
-"""The SVG timeline: one lane per node, one bar per provider attempt."""
+"""The SVG timeline: one lane per node, one bar per provider attempt.
+
+Lanes nest: a mapped node's lane holds one lane per item (``scenes[2]``), a subflow's lane
+holds its nodes' lanes (``scenes[2]/illustration/image``). Each lane is a ``g.lane-row``
+(``data-lane``, ``data-parent``, ``data-depth``) translated to its place, so the report's
+script can fold a lane's children away and restack the rest.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from calliope_graph.flow.trace import NodeExecution
+from calliope_graph.viz._report._data import aggregate, lane_key, lane_parent, outcome
 from calliope_graph.viz._report._format import (
     STATUS_LABEL,
     bar_fill,
@@ -23,8 +30,54 @@ from calliope_graph.viz._svg import FONT
 __all__ = ["timeline"]
 
 
+#: Lanes beyond this many start with map items folded (the script unfolds them on a click).
+FOLD_OVER = 40
+
+
+def _lanes(executions: list[NodeExecution]) -> tuple[list[str], dict[str, list[str]]]:
+    """Lane keys in display order (parents before children) and each lane's children."""
+    first: dict[str, float] = {}
+    for e in executions:
+        key: str | None = lane_key(e)
+        while key is not None:
+            first[key] = min(first.get(key, e.started_at), e.started_at)
+            key = lane_parent(key)
+    children: dict[str, list[str]] = {}
+    roots: list[str] = []
+    for key in first:
+        parent = lane_parent(key)
+        (children.setdefault(parent, []) if parent is not None else roots).append(key)
+
+    def order(key: str) -> tuple[float, int, str]:
+        item = key[key.rindex("[") + 1 : -1] if key.endswith("]") else ""
+        return (first[key], int(item) if item.isdigit() else -1, key)
+
+    out: list[str] = []
+
+    def visit(key: str) -> None:
+        out.append(key)
+        kids = children.get(key, [])
+        kids.sort(
+            key=lambda k: (int(k[k.rindex("[") + 1 : -1]), k) if k.endswith("]") else order(k)
+        )
+        for kid in kids:
+            visit(kid)
+
+    for root in sorted(roots, key=order):
+        visit(root)
+    return out, children
+
+
+def _lane_label(key: str) -> str:
+    last = key.rsplit("/", 1)[-1]
+    if last.endswith("]") and "[" in last:
+        return f"item {last[last.rindex('[') + 1 : -1]}"
+    return last
+
+
 def timeline(page: Page) -> str:
-    """An SVG timeline: one lane per node, one bar per attempt, the critical path marked."""
+    """An SVG timeline: one lane per node (nested for map items and subflows), one bar per
+    attempt, the critical path marked."""
     t = page.trace
     executions = sorted(t.executions, key=lambda e: (e.started_at, e.iteration))
     if not executions:
@@ -32,14 +85,15 @@ def timeline(page: Page) -> str:
             '<section id="timeline" class="card"><h2>Timeline</h2>'
             '<p class="none">No node has started yet.</p></section>'
         )
-    lanes: list[str] = []
+    lanes, children = _lanes(executions)
+    own: dict[str, list[NodeExecution]] = {}
     for e in executions:
-        if e.node not in lanes:
-            lanes.append(e.node)
+        own.setdefault(lane_key(e), []).append(e)
     t0 = min([t.started_at, *(e.started_at for e in executions)])
     t1 = max(page.latest(), *(page.end_of(e) for e in executions))
     span = max(t1 - t0, 1e-3)
-    width, label_w, right = 1000.0, 170.0, 34.0
+    nested = len(lanes) > len([k for k in lanes if lane_parent(k) is None])
+    width, label_w, right = 1000.0, 210.0 if nested else 170.0, 34.0
     chart_w = width - label_w - right
     row_h, top = 26.0, 30.0
     height = top + row_h * len(lanes) + 12
@@ -47,9 +101,17 @@ def timeline(page: Page) -> str:
     def x(ts: float) -> float:
         return label_w + (ts - t0) / span * chart_w
 
+    def subtree(key: str) -> list[NodeExecution]:
+        found = list(own.get(key, []))
+        for kid in children.get(key, []):
+            found += subtree(kid)
+        return found
+
     critical = set(page.critical[1])
+    fold = len(lanes) > FOLD_OVER
     out = [
         f'<svg class="timeline" viewBox="0 0 {num(width)} {num(height)}" '
+        f'data-top="{num(top)}" data-row="{num(row_h)}" '
         f'role="img" aria-label="timeline of node executions" font-family="{esc(FONT)}">',
         "<defs>"
         '<pattern id="tl-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
@@ -67,27 +129,58 @@ def timeline(page: Page) -> str:
             f'text-anchor="middle" fill="#57606a">{esc(tick_label(tick, step))}</text>'
         )
         tick += step
-    for i, name in enumerate(lanes):
+    for i, key in enumerate(lanes):
         y = top + i * row_h
+        depth = len(_ancestors(key))
+        parent = lane_parent(key)
+        kids = children.get(key, [])
+        node = key
         shade = "#f6f8fa" if i % 2 == 0 else "#ffffff"
-        bold = ' font-weight="600"' if name in critical else ""
-        mark = " ◆" if name in critical else ""
+        bold = ' font-weight="600"' if key in critical else ""
+        mark = " ◆" if key in critical else ""
+        label = _lane_label(key)
+        if kids and not key.endswith("]") and any(k.endswith("]") for k in kids):
+            label += f" ×{len(kids)}"
+        indent = 8 + 12 * depth
+        attrs = f'data-lane="{esc(key)}" data-depth="{depth}" data-node="{esc(node)}"'
+        if parent is not None:
+            attrs += f' data-parent="{esc(parent)}"'
+        folded = fold and key.endswith("]")
+        if kids:
+            attrs += f' data-folded="{"1" if folded else "0"}"'
         out.append(
-            f'<g class="lane" data-node="{esc(name)}">'
-            f'<rect x="0" y="{num(y)}" width="{num(width)}" height="{num(row_h)}" '
-            f'fill="{shade}"/>'
-            f'<text class="lane-label" x="8" y="{num(y + row_h / 2 + 4)}" font-size="11.5" '
-            f'fill="#1f2328"{bold}>{txt(short(name, 24))}{mark}</text></g>'
+            f'<g class="lane-row" {attrs} transform="translate(0,{num(y)})">'
+            f'<g class="lane" data-node="{esc(node)}">'
+            f'<rect x="0" y="0" width="{num(width)}" height="{num(row_h)}" fill="{shade}"/>'
+            f"<title>{txt(key)}</title>"
         )
-    for e in executions:
-        out.append(_bars(page, e, lanes.index(e.node), x, top, row_h, t0))
+        if kids:
+            out.append(
+                f'<g class="tl-toggle" role="button" tabindex="0" aria-label="fold {esc(key)}" '
+                f'transform="translate({num(indent - 6)},{num(row_h / 2 - 6)})">'
+                '<rect width="12" height="12" rx="2" fill="#ffffff" stroke="#8c959f" '
+                'stroke-width="0.8"/><text class="tl-toggle-glyph" x="6" y="10" font-size="11" '
+                f'text-anchor="middle" fill="#1f2328">{"+" if folded else "−"}</text></g>'
+            )
+        out.append(
+            f'<text class="lane-label" x="{num(indent + (10 if kids else 0))}" '
+            f'y="{num(row_h / 2 + 4)}" font-size="11.5" fill="#1f2328"{bold}>'
+            f"{txt(short(label, 26 - 2 * depth if depth < 6 else 14))}{mark}</text></g>"
+        )
+        mine = own.get(key, [])
+        if not mine and kids:  # a group lane (a map): one envelope over its items
+            inside = subtree(key)
+            out.append(_envelope(page, key, inside, x, row_h, t0))
+        for e in mine:
+            out.append(_bars(page, e, 0, x, 0.0, row_h, t0, key))
+        out.append("</g>")
     if page.running:
         nx_ = x(page.latest())
         out.append(
             f'<line class="now" x1="{num(nx_)}" y1="{num(top - 4)}" x2="{num(nx_)}" '
             f'y2="{num(height - 8)}" stroke="#3b6fd8" stroke-width="1.2" '
             'stroke-dasharray="4 3"/>'
-            f'<text x="{num(nx_)}" y="{num(height - 1)}" font-size="9.5" '
+            f'<text class="now-label" x="{num(nx_)}" y="{num(height - 1)}" font-size="9.5" '
             'text-anchor="middle" fill="#3b6fd8">now</text>'
         )
     out.append("</svg>")
@@ -95,27 +188,72 @@ def timeline(page: Page) -> str:
         f'<span class="key"><i class="swatch status-{s}"></i>{esc(STATUS_LABEL[s])}</span>'
         for s in ("ok", "retry", "fallback", "skipped", "failed", "cache_hit", "running")
     )
+    nesting = (
+        " A map's lane holds one lane per item, a subflow's lane its nodes' lanes; fold "
+        "them with − / +."
+        if nested
+        else ""
+    )
     return f"""
 <section id="timeline" class="card">
   <h2>Timeline</h2>
   <p class="hint">One lane per node; overlapping bars ran in parallel. Each provider attempt is
   its own bar (hatched: an attempt that failed and was retried), each re-run of a node in a
   rewrite loop is a new bar marked #2, #3… The outline spans a whole node execution.
-  ◆ marks the critical path.</p>
+  ◆ marks the critical path.{nesting}</p>
   <div class="timeline-wrap">{"".join(out)}</div>
   <p class="legend">{legend}</p>
 </section>"""
 
 
+def _ancestors(key: str) -> list[str]:
+    out = []
+    parent = lane_parent(key)
+    while parent is not None:
+        out.append(parent)
+        parent = lane_parent(parent)
+    return out
+
+
+def _envelope(
+    page: Page, key: str, inside: list[NodeExecution], x: Any, row_h: float, t0: float
+) -> str:
+    """A map's group lane: one light bar from its first item's start to its last's end."""
+    if not inside:
+        return ""
+    start = min(e.started_at for e in inside)
+    end = max(page.end_of(e) for e in inside)
+    status = aggregate(inside)
+    x0, x1 = x(start), max(x(end), x(start) + 2)
+    colour = STATUS_STYLES.get(status, STATUS_STYLES["not_run"]).stroke
+    tip = (
+        f"{key}: {STATUS_LABEL.get(status, status)}, +{fmt_seconds(start - t0)} "
+        f"for {fmt_seconds(end - start)}"
+    )
+    return (
+        f'<rect class="envelope status-{esc(status)}" data-node="{esc(key)}" x="{num(x0)}" '
+        f'y="7" width="{num(x1 - x0)}" height="{num(row_h - 14)}" rx="3" fill="{colour}" '
+        f'fill-opacity="0.22" stroke="{colour}" stroke-width="1"><title>{txt(tip)}</title></rect>'
+    )
+
+
 def _bars(
-    page: Page, e: NodeExecution, lane: int, x: Any, top: float, row_h: float, t0: float
+    page: Page,
+    e: NodeExecution,
+    lane: int,
+    x: Any,
+    top: float,
+    row_h: float,
+    t0: float,
+    key: str | None = None,
 ) -> str:
     y = top + lane * row_h
+    key = key or e.node
     start, end = e.started_at, page.end_of(e)
-    status = e.status
+    status = outcome(e)
     parts = [
-        f'<g class="execution status-{esc(status)}" data-node="{esc(e.node)}" '
-        f'data-iteration="{e.iteration}">'
+        f'<g class="execution status-{esc(status)}" data-node="{esc(key)}" '
+        f'data-iteration="{e.iteration}"{_item_attr(e)}>'
     ]
     x0, x1 = x(start), max(x(end), x(start) + 2)
     colour = STATUS_STYLES.get(status, STATUS_STYLES["not_run"]).stroke
@@ -141,12 +279,12 @@ def _bars(
         fill = "url(#tl-hatch)" if bar_status == "retry" else bar_fill(bar_status)
         what = f"attempt {i + 1}/{n}" if n > 1 else "execution"
         tip = (
-            f"{e.node}{f' #{e.iteration}' if e.iteration > 1 else ''} — {what}: "
+            f"{key}{f' #{e.iteration}' if e.iteration > 1 else ''} — {what}: "
             f"{STATUS_LABEL.get(bar_status, bar_status)}, starts +"
             f"{fmt_seconds(a - t0)}, lasts {fmt_seconds(max(b - a, 0))}"
         )
         parts.append(
-            f'<rect class="bar status-{esc(bar_status)}" data-node="{esc(e.node)}" '
+            f'<rect class="bar status-{esc(bar_status)}" data-node="{esc(key)}" '
             f'data-iteration="{e.iteration}" data-attempt="{i + 1}" x="{num(ax0)}" '
             f'y="{num(y + 6)}" width="{num(ax1 - ax0)}" height="{num(row_h - 12)}" rx="2" '
             f'fill="{fill}"><title>{txt(tip)}</title></rect>'
@@ -158,3 +296,7 @@ def _bars(
         )
     parts.append("</g>")
     return "".join(parts)
+
+
+def _item_attr(e: NodeExecution) -> str:
+    return f' data-item="{e.item}"' if e.item is not None else ""
