@@ -336,7 +336,7 @@ def _plan(node: AssembleVideo, scenes: list[_Scene]) -> _Plan:
                 Audio.open(path)  # names a missing, empty or corrupt file clearly
                 pcm = _decode_audio(path, rate, layout)
             except MediaError as exc:
-                raise MediaError(f"{where}: narration {exc}", path=path) from None
+                raise MediaError(f"{where}, narration: {exc}", path=path) from None
             except (av.FFmpegError, OSError, ValueError) as exc:
                 raise MediaError(
                     f"{where}: narration {path!r} cannot be decoded ({exc}): produce it again "
@@ -369,7 +369,7 @@ def _clip(node: AssembleVideo, scene: _Scene, total: int) -> Video:
         return Video.open(scene.clip.path)
     except MediaError as exc:
         raise MediaError(
-            f"{_label(node, scene, total)}: clip {exc}", path=scene.clip.path
+            f"{_label(node, scene, total)}, clip: {exc}", path=scene.clip.path
         ) from None
 
 
@@ -437,9 +437,12 @@ class _Clip(_Picture):
             self._step = 1 / float(stream.average_rate or stream.guessed_rate or 24)
             self._frames: Iterator[av.VideoFrame] = self._container.decode(stream)
             self._count = 0
+            self._origin = 0.0
             self._next = self._fetch()
         if self._next is None:
             raise MediaError(f"{self.where}: clip {self.path!r} has no frames.", path=self.path)
+        self._origin = self._next[0]  # the first frame is the clip's time 0
+        self._next = (0.0, self._next[1])
         self._cur = self._next
         self._next = self._fetch()
         self._image: PILImage.Image | None = None
@@ -462,7 +465,7 @@ class _Clip(_Picture):
             return None
         when = float(frame.time) if frame.time is not None else self._count * self._step
         self._count += 1
-        return when, frame
+        return when - self._origin, frame
 
     def at(self, t: float) -> PILImage.Image:
         t = max(0.0, t)
@@ -556,7 +559,7 @@ def _check_visual(node: AssembleVideo, scene: _Scene, total: int) -> _Scene:
     try:
         return replace(scene, image=Image.open(scene.image.path))
     except MediaError as exc:
-        raise MediaError(f"{where}: {exc}", path=scene.image.path) from None
+        raise MediaError(f"{where}, image: {exc}", path=scene.image.path) from None
 
 
 def _picture(node: AssembleVideo, scene: _Scene, total: int) -> _Picture:
@@ -575,7 +578,7 @@ def _picture(node: AssembleVideo, scene: _Scene, total: int) -> _Picture:
             im.load()
             rgb = im.convert("RGB")
     except MediaError as exc:
-        raise MediaError(f"{where}: {exc}", path=str(path)) from None
+        raise MediaError(f"{where}, image: {exc}", path=str(path)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(
             f"{where}: image {str(path)!r} is corrupt or truncated ({exc}): produce it again.",

@@ -313,7 +313,7 @@ async def test_a_corrupt_clip_is_a_media_error_naming_the_scene_and_the_old_file
     broken.write_bytes(mp4_bytes("x", seconds=1, fps=2)[:400])
     scenes = three_scenes(media)
     scenes["clips"][1] = Video(path=str(broken), mime="video/mp4")
-    with pytest.raises(MediaError, match=r"scene 2 of 3: clip .*broken\.mp4"):
+    with pytest.raises(MediaError, match=r"scene 2 of 3, clip: Video file .*broken\.mp4"):
         await AssembleVideo(**SMALL).run(ctx, **scenes)
     assert old.read_bytes() == b"the previous video"
     assert [p.name for p in ctx.store.root.iterdir()] == ["story.mp4"]  # no temporary file
@@ -326,13 +326,13 @@ async def test_a_corrupt_image_or_narration_is_a_media_error_naming_the_scene(
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     scenes = three_scenes(media)
     scenes["images"][2] = Image(path=str(garbage), mime="image/png", width=8, height=8)
-    with pytest.raises(MediaError, match=r"scene 3 of 3: .*garbage\.png"):
+    with pytest.raises(MediaError, match=r"scene 3 of 3, image: Image file .*garbage\.png"):
         await AssembleVideo(**SMALL).run(ctx, **scenes)
     noise = media / "noise.wav"
     noise.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 40)
     scenes = three_scenes(media)
     scenes["narrations"][0] = Audio(path=str(noise), mime="audio/wav")
-    with pytest.raises(MediaError, match=r"scene 1 of 3: narration .*noise\.wav.*cannot be read"):
+    with pytest.raises(MediaError, match=r"scene 1 of 3, narration: Audio file .*noise\.wav.*cannot be read"):
         await AssembleVideo(**SMALL).run(ctx, **scenes)
 
 
