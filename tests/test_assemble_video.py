@@ -332,7 +332,8 @@ async def test_a_corrupt_image_or_narration_is_a_media_error_naming_the_scene(
     noise.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 40)
     scenes = three_scenes(media)
     scenes["narrations"][0] = Audio(path=str(noise), mime="audio/wav")
-    with pytest.raises(MediaError, match=r"scene 1 of 3, narration: Audio file .*noise\.wav.*cannot be read"):
+    says = r"scene 1 of 3, narration: Audio file .*noise\.wav.*cannot be read"
+    with pytest.raises(MediaError, match=says):
         await AssembleVideo(**SMALL).run(ctx, **scenes)
 
 
