@@ -29,7 +29,6 @@ import re
 import struct
 import threading
 import warnings
-import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from typing import Any, Literal, Self
 import httpx
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 from calliope_graph._files import atomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
@@ -118,7 +117,7 @@ def max_image_pixels() -> int:
     return int(raw)
 
 
-def _check_file(path: Path, kind: str) -> int:
+def _check_file(path: Path, kind: str, *, max_bytes: int | None = MAX_INPUT_BYTES) -> int:
     if not path.exists():
         raise MediaError(
             f"{kind} file {str(path)!r} does not exist: check the path.", path=str(path)
@@ -132,9 +131,9 @@ def _check_file(path: Path, kind: str) -> int:
             "completely; produce it again.",
             path=str(path),
         )
-    if size > MAX_INPUT_BYTES:
+    if max_bytes is not None and size > max_bytes:
         raise MediaError(
-            f"{kind} file {str(path)!r} is {size} bytes, over the {MAX_INPUT_BYTES}-byte "
+            f"{kind} file {str(path)!r} is {size} bytes, over the {max_bytes}-byte "
             "limit: resize or compress it.",
             path=str(path),
         )
@@ -489,13 +488,125 @@ async def prepared(image: Image, limits: ImageLimits) -> PreparedImage:
     return await asyncio.to_thread(prepare_image, image, limits)
 
 
-class Audio(_Media):
-    """An audio file; ``duration_s`` is known for WAV files."""
+# -- audio and video: probed with PyAV ---------------------------------------------------------
 
-    duration_s: float | None = None
+
+@dataclass(frozen=True)
+class _Probe:
+    duration: float | None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+def _head(path: Path, n: int = 12) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return str(reason).strip().rstrip(".") or type(exc).__name__
+
+
+def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
+    """Duration (and for video size and frame rate) of ``path`` from its container metadata.
+
+    The first frame of the stream is decoded (cheap) to prove the codec is supported and the
+    data is not garbage behind a valid header; the whole stream is decoded only when the
+    container declares no duration (a WebM from a browser's MediaRecorder, raw ADTS AAC).
+    """
+    import av
+
+    label = "Audio" if kind == "audio" else "Video"
+    fix = (
+        "re-export it as WAV, MP3 or M4A (AAC)"
+        if kind == "audio"
+        else "re-export it as an H.264 MP4 or a VP8/VP9 WebM"
+    )
+    try:
+        with av.open(str(path), mode="r") as container:
+            streams = container.streams.audio if kind == "audio" else container.streams.video
+            if not streams:
+                raise MediaError(
+                    f"{label} file {str(path)!r} has no {kind} stream (it is truncated, corrupt "
+                    f"or holds no {kind}): {fix}.",
+                    path=str(path),
+                )
+            stream = streams[0]
+            duration: float | None = None
+            if stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / av.time_base
+            first = next(iter(container.decode(stream)), None)
+            if first is None:
+                raise MediaError(
+                    f"{label} file {str(path)!r} holds no decodable {kind} "
+                    f"(its {stream.codec_context.name} stream is empty or corrupt): {fix}.",
+                    path=str(path),
+                )
+            if duration is None or duration <= 0:
+                duration = _decoded_duration(container, stream, first)
+            if isinstance(stream, av.VideoStream) and isinstance(first, av.VideoFrame):
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                return _Probe(
+                    duration,
+                    width=stream.codec_context.width or first.width,
+                    height=stream.codec_context.height or first.height,
+                    fps=float(rate) if rate else None,
+                )
+            return _Probe(duration)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, StopIteration) as exc:
+        raise MediaError(
+            f"{label} file {str(path)!r} cannot be read ({_ffmpeg_reason(exc)}): it is "
+            f"corrupt or in a format FFmpeg does not support; {fix}.",
+            path=str(path),
+        ) from None
+
+
+def _decoded_duration(container: Any, stream: Any, first: Any) -> float | None:
+    """Decode the rest of ``stream`` to learn its length (no duration in the metadata)."""
+    import av
+
+    if isinstance(first, av.AudioFrame):
+        samples, rate = first.samples, first.sample_rate
+        for frame in container.decode(stream):
+            samples += frame.samples
+        return samples / rate if rate else None
+    last, count = first, 1
+    for frame in container.decode(stream):
+        last, count = frame, count + 1
+    rate = stream.average_rate or stream.guessed_rate
+    step = 1 / float(rate) if rate else 0.0
+    if last.time is not None:
+        return float(last.time) + step
+    return count * step or None
+
+
+class Audio(_Media):
+    """An audio file; ``duration`` (seconds) is probed with PyAV when it is opened.
+
+    ``duration_s`` (the earlier name) is still accepted on input, so checkpoints written by
+    earlier versions load, and still readable as a property.
+    """
+
+    duration: float | None = Field(
+        default=None, validation_alias=AliasChoices("duration", "duration_s")
+    )
+
+    @property
+    def duration_s(self) -> float | None:
+        """The duration in seconds (the earlier name of :attr:`duration`)."""
+        return self.duration
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Self:
+        """Probe ``path`` and return an Audio, or a MediaError naming the file and the problem
+        (missing, empty, too large, an unsupported extension, corrupt, no audio stream).
+        From async code prefer :meth:`aopen`."""
         p = Path(path)
         _check_file(p, "Audio")
         mime = _AUDIO_EXT.get(p.suffix.lower())
@@ -505,38 +616,45 @@ class Audio(_Media):
                 + ", ".join(sorted(_AUDIO_EXT)),
                 path=str(p),
             )
-        head = p.read_bytes()[:12]
-        duration: float | None = None
-        if mime == "audio/wav":
-            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                raise MediaError(
-                    f"Audio file {str(p)!r} is named .wav but is not a RIFF/WAVE file: "
-                    "re-export it as WAV.",
-                    path=str(p),
-                )
-            try:
-                with wave.open(str(p), "rb") as w:
-                    duration = w.getnframes() / float(w.getframerate() or 1)
-            except (wave.Error, EOFError) as exc:
-                raise MediaError(
-                    f"Audio file {str(p)!r} is a corrupt WAV ({exc}).", path=str(p)
-                ) from None
-        elif mime == "audio/mpeg" and not (head[:3] == b"ID3" or head[:1] == b"\xff"):
+        head = _head(p)
+        if mime == "audio/wav" and (head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
+            raise MediaError(
+                f"Audio file {str(p)!r} is named .wav but is not a RIFF/WAVE file: "
+                "re-export it as WAV.",
+                path=str(p),
+            )
+        if mime == "audio/mpeg" and not (head[:3] == b"ID3" or head[:1] == b"\xff"):
             raise MediaError(
                 f"Audio file {str(p)!r} is named .mp3 but has no MP3 frame or ID3 header.",
                 path=str(p),
             )
-        return cls(path=str(p), mime=mime, duration_s=duration)
+        return cls(path=str(p), mime=mime, duration=_probe(p, "audio").duration)
+
+    @classmethod
+    async def aopen(cls, path: str | os.PathLike[str]) -> Self:
+        """:meth:`open` in a worker thread."""
+        return await asyncio.to_thread(cls.open, path)
 
 
 class Video(_Media):
-    """A video file (MP4 or WebM)."""
+    """A video file (MP4 or WebM) with its ``duration`` (seconds), frame ``width`` and
+    ``height`` and frame rate ``fps``, probed with PyAV when it is opened (None in values
+    written by earlier versions)."""
+
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Self:
+        """Probe ``path`` and return a Video, or a MediaError naming the file and the problem.
+
+        Videos are never read into memory whole (PyAV streams them), so there is no size cap
+        here: a download is capped when it is made."""
         p = Path(path)
-        _check_file(p, "Video")
-        head = p.read_bytes()[:12]
+        _check_file(p, "Video", max_bytes=None)
+        head = _head(p)
         if head[4:8] == b"ftyp":
             mime = "video/mp4"
         elif head[:4] == b"\x1a\x45\xdf\xa3":
@@ -546,7 +664,20 @@ class Video(_Media):
                 f"Video file {str(p)!r} is neither MP4 nor WebM (no ftyp box or EBML header).",
                 path=str(p),
             )
-        return cls(path=str(p), mime=mime)
+        info = _probe(p, "video")
+        return cls(
+            path=str(p),
+            mime=mime,
+            duration=info.duration,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+        )
+
+    @classmethod
+    async def aopen(cls, path: str | os.PathLike[str]) -> Self:
+        """:meth:`open` in a worker thread."""
+        return await asyncio.to_thread(cls.open, path)
 
 
 class ImageAnalysis(BaseModel):

@@ -14,6 +14,7 @@ from calliope_graph.nodes._base import (
     register_node,
 )
 from calliope_graph.nodes.analyze_image import AnalyzeImage
+from calliope_graph.nodes.assemble_video import AssembleVideo
 from calliope_graph.nodes.audio_to_text import AudioToText
 from calliope_graph.nodes.basic import Constant, Frame, Passthrough, StoryFrame
 from calliope_graph.nodes.censor_text import CENSOR_PROMPT, CensorText
@@ -29,6 +30,7 @@ from calliope_graph.nodes.text_to_text import TextToText
 __all__ = [
     "CENSOR_PROMPT",
     "AnalyzeImage",
+    "AssembleVideo",
     "AudioToText",
     "CensorText",
     "Classify",
