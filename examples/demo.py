@@ -1,8 +1,10 @@
-"""`make demo`: the webcam story, offline, against the provider simulator.
+"""`make demo`: the webcam story and a narrated story video, offline, against the simulator.
 
 webcam image → (Azure analysis ∥ LLM vision, which may time out and be skipped) → merge →
 story continuation → illustration (censor-and-retry, Stability falling back to OpenAI) →
-frame. No keys and no network: every provider call goes to ``calliope_graph.simulate``.
+frame. Then a narrated storyboard: premise → Story → every scene illustrated and narrated
+in parallel → one MP4 (``out/narrated/story.mp4``). No keys and no network: every provider
+call goes to ``calliope_graph.simulate``.
 
     python examples/demo.py --out out [--faults "content_policy@stability:first_n=1"]
 """
@@ -36,6 +38,16 @@ async def main(out: Path, faults: str) -> None:
     print(f"checkpoint: {out / 'checkpoints.sqlite'} (thread {result.thread_id})")
     path = " → ".join(result.trace.path())
     print(f"path taken: {path}")
+
+    narrated = await Flow.load("narrated_storyboard").ainvoke(
+        {"premise": "a fox who collects lost keys"},
+        out_dir=out / "narrated",
+        simulator=Simulator(faults=parse_faults(faults)),
+    )
+    render_report(narrated.trace, out / "narrated" / "report.html")
+    video = narrated.outputs["video"]
+    print(f"\nNarrated story {narrated.outputs['title']!r}: {video.path} ({video.duration:.1f} s)")
+    print(f"report:     {out / 'narrated' / 'report.html'}")
 
 
 if __name__ == "__main__":

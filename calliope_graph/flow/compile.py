@@ -777,6 +777,9 @@ def compile_plan(
         if name in plan.routed or (name in laned and name not in heads):
             continue
         feeding = {e.source for e in edges if _feeds(e, name) and e.source in plan.nodes}
+        for target in plan.switches.get(name, []):  # a switch waits for its branches' inputs
+            feeding |= {e.source for e in edges if _feeds(e, target) and e.source in plan.nodes}
+        feeding.discard(name)
         sources = sorted({laned.get(s) or _link(plan, s) for s in feeding} - {laned.get(name)})
         consumed |= feeding
         entry = heads.get(name) or (fan_name(name) if name in units else name)

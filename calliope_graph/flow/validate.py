@@ -626,10 +626,9 @@ def _check_stand_ins(plan: Plan) -> None:
 
 
 def _check_switch_conditions(plan: Plan) -> None:
-    """Conditions read fields the value has; chosen nodes' inputs are ready when chosen."""
+    """Conditions read fields the value has (where the value's schema is known)."""
     spec = plan.spec
-    ancestors = _ancestors(plan)
-    for name, targets in plan.switches.items():
+    for name in plan.switches:
         node = plan.nodes[name]
         assert isinstance(node, Switch)
         refs = [ref for port, ref in plan.wiring.get(name, []) if port == "value"]
@@ -649,40 +648,11 @@ def _check_switch_conditions(plan: Plan) -> None:
                             "cases",
                             str(index),
                         )
-        ready = ancestors[name] | {name}
-        for target in targets:
-            for _, ref in plan.wiring.get(target, []):
-                if ref.is_input or ref.node in ready or ref.node == _item_name_of(plan, target):
-                    continue
-                raise spec.error(
-                    f"Node {target!r} (chosen by switch {name!r}) reads {str(ref)!r}, which "
-                    f"is not computed before the switch: wire {ref.node!r} into the switch's "
-                    "path (upstream of it) or read something that is.",
-                    "nodes",
-                    target,
-                    "inputs",
-                )
 
 
 def _item_name_of(plan: Plan, name: str) -> str | None:
     scope = plan.item_scope(name)
     return _item_name(plan, scope) if scope is not None else None
-
-
-def _ancestors(plan: Plan) -> dict[str, set[str]]:
-    """Every node each node (transitively) reads from, by data edges and switch choice."""
-    out: dict[str, set[str]] = {}
-    for name in plan.order:
-        mine: set[str] = set()
-        sources = sorted(_sources(plan, name))
-        if name in plan.switched:
-            sources.append(plan.switched[name])
-        for source in sources:
-            root = plan.root(source) if source in plan.nodes else source
-            if root in out:
-                mine |= out[root] | {root}
-        out[name] = mine
-    return out
 
 
 def _check_file_names(plan: Plan) -> None:
@@ -731,7 +701,7 @@ def _check_outputs(plan: Plan) -> None:
                 f"{', '.join(p.name for p in nodes[ref.node].output_ports)}).",
                 *place,
             )
-        if ref.node in plan.skippable:
+        if ref.node in plan.skippable and ref.node not in plan.switched:
             raise spec.error(
                 f"Output {out_name!r} is not produced on every path: {ref.node!r} may be "
                 "skipped (goto: continue, or a switch not choosing it). Output something "
@@ -752,7 +722,7 @@ def _check_reachable(plan: Plan) -> None:
     used = {source for name in plan.nodes for source in _sources(plan, name)}
     used |= {t.partition(".")[0] for t in spec.outputs.values()}
     for name in spec.nodes:
-        if name not in used and name not in plan.routed:
+        if name not in used and name not in plan.routed and name not in plan.switches:
             raise spec.error(
                 f"Node {name!r} cannot be reached from the flow's outputs: nothing reads its "
                 "outputs and no route sends it work. Wire it, list it in 'outputs', or remove "
@@ -857,8 +827,15 @@ def _check_ref(
 
 
 def _sources(plan: Plan, name: str) -> set[str]:
-    """The nodes ``name`` reads from: its wired sources and what it maps over."""
+    """The nodes ``name`` reads from: its wired sources and what it maps over; a switch
+    also waits for what its branches read (so the branch it chooses can start at once)."""
     out = {ref.node for _, ref in plan.wiring.get(name, []) if ref.node in plan.nodes}
+    for target in plan.switches.get(name, []):
+        out |= {
+            ref.node
+            for _, ref in plan.wiring.get(target, [])
+            if ref.node in plan.nodes and ref.node != name
+        }
     mapping = plan.spec.nodes[name].map
     if mapping is not None:
         with contextlib.suppress(FlowSpecError):
