@@ -39,8 +39,6 @@ from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow.trace import NodeExecution, Trace
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
     from calliope_graph.flow._runtime import FlowEvent, OnEvent
     from calliope_graph.flow.validate import Plan
 
@@ -67,8 +65,8 @@ TRACE_TABLE = "calliope_trace"
 #: Execution statuses a resumed trace carries over (what completed, one way or another).
 CARRIED = ("ok", "fallback", "skipped", "cache_hit")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
-#: Attempts at LangGraph's ``setup()`` when other processes run it at the same moment.
-_SETUP_ATTEMPTS = 10
+#: Attempts at creating the trace table when other processes create it at the same moment.
+_SETUP_ATTEMPTS = 3
 
 
 # -- serializer ------------------------------------------------------------------------------
@@ -99,8 +97,9 @@ def checkpoint_types(plan: Plan) -> set[type]:
     return found
 
 
-def checkpoint_serializer(plan: Plan) -> JsonPlusSerializer:
-    """LangGraph's serializer, allowed to restore exactly the value types this flow produces.
+def checkpoint_serializer(plan: Plan) -> Any:
+    """LangGraph's ``JsonPlusSerializer``, allowed to restore exactly the value types this
+    flow produces.
 
     So checkpoints load without LangGraph's "unregistered type" warning, and nothing else can
     be smuggled into one.
@@ -227,22 +226,25 @@ async def setup_postgres(saver: Any) -> None:
     """LangGraph's ``setup()`` (tables and migrations), safe when processes race on it.
 
     Several processes setting up an empty database at once collide (a ``UniqueViolation`` on
-    ``checkpoint_migrations_pkey`` or on the catalog when two create one table): the loser
-    runs ``setup()`` again, which then finds the work done. Not a blocking advisory lock:
-    the migrations include ``CREATE INDEX CONCURRENTLY``, which waits for every transaction
-    holding a snapshot — a session blocked in ``pg_advisory_lock`` holds one, so holder and
-    waiter would deadlock.
+    ``checkpoint_migrations_pkey``, or on the catalog when two create one table): the loser
+    runs ``setup()`` again, which goes on from the migrations the others have applied. Each
+    lost race means another process applied a migration, so a process retries at most once
+    per migration. Not a blocking advisory lock around ``setup()``: the migrations include
+    ``CREATE INDEX CONCURRENTLY``, which waits for every transaction holding an older
+    snapshot, and a session blocked in ``pg_advisory_lock`` holds one — holder and waiters
+    then wait for each other (tried: four tasks hung).
     """
     from psycopg import errors
 
     races = (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject,
              errors.DeadlockDetected)  # fmt: skip
-    for attempt in range(_SETUP_ATTEMPTS):
+    attempts = len(getattr(saver, "MIGRATIONS", ())) + 2
+    for attempt in range(attempts):
         try:
             await saver.setup()
             return
         except races:
-            if attempt == _SETUP_ATTEMPTS - 1:
+            if attempt == attempts - 1:
                 raise
 
 
