@@ -392,3 +392,29 @@ async def test_two_resumes_of_one_thread_exactly_one_runs(pg_url: str, tmp_path:
     with contextlib.suppress(FlowRunError):
         await flow.ainvoke(None, out_dir=tmp_path / "e", simulator=Simulator(),
                            thread_id=thread, resume=True, checkpointer=pg_url)  # fmt: skip
+
+
+def test_a_shared_sqlite_file_resumes_with_another_out_and_the_whole_trace(tmp_path: Path) -> None:
+    """--checkpoint also names a SQLite file (no server needed): the same guarantees of a
+    complete trace hold when the resume uses another output directory."""
+    store = tmp_path / "shared" / "checkpoints.sqlite"
+    failed = _cli(
+        "run", "webcam_story", "--input", f"image={WEBCAM}", "--simulate", "--faults", DOWN,
+        "--out", str(tmp_path / "a"), "--checkpoint", str(store),
+    )  # fmt: skip
+    assert failed.exit_code == EXIT_CODES["run_failed"], failed.output
+    assert f"--checkpoint {store}" in " ".join(failed.stderr.split())
+    thread = Trace.load(tmp_path / "a" / "trace.json").thread_id
+    resumed = _cli(
+        "run", "webcam_story", "--simulate", "--out", str(tmp_path / "b"),
+        "--checkpoint", str(store), "--resume", thread,
+    )  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    trace = Trace.load(tmp_path / "b" / "trace.json")
+    assert {"azure_analysis", "llm_analysis", "story"} <= {
+        e.node for e in trace.executions if e.resumed
+    }
+    assert {e.node for e in trace.executions if not e.resumed} & {
+        "story",
+        "azure_analysis",
+    } == set()
