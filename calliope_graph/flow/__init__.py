@@ -1,6 +1,5 @@
 """Flows: the builder, the declarative spec, validation, compilation to LangGraph, running."""
 
-from calliope_graph.flow._checkpoints import checkpointer_from_url
 from calliope_graph.flow._runtime import EventKind, FlowEvent, FlowRuntime, OnEvent
 from calliope_graph.flow.builder import Flow, NodeHandle, shipped_flows
 from calliope_graph.flow.compile import CompiledFlowGraph
@@ -24,7 +23,6 @@ __all__ = [
     "RunOptions",
     "RunnerOptions",
     "Trace",
-    "checkpointer_from_url",
     "load_spec",
     "shipped_flows",
 ]
