@@ -185,6 +185,16 @@ def main() -> None:
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    default=None,
+    metavar="URL",
+    envvar="CALLIOPE_CHECKPOINT_URL",
+    show_envvar=True,
+    help="Checkpoint store: postgresql://USER@HOST/DB (shared: resume from any machine) or a "
+    "SQLite file path (default: OUT/checkpoints.sqlite).",
+)
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def run(
     flow: str,
@@ -197,6 +207,7 @@ def run(
     resume: str | None,
     thread_id: str | None,
     no_cache: bool,
+    checkpoint: str | None,
     debug: bool,
 ) -> None:
     """Run FLOW (a shipped flow's name or a YAML/JSON file)."""
@@ -222,9 +233,10 @@ def run(
                 resume,
                 thread_id,
                 not no_cache,
+                checkpoint or None,
             )
         )
-        _print_result(result)
+        _print_result(result, checkpoint)
 
     _guard(debug, go)
 
@@ -237,6 +249,7 @@ async def _run(
     resume: str | None,
     thread_id: str | None,
     cache: bool,
+    checkpoint: str | None = None,
 ) -> Any:
     from calliope_graph._outdir import prepare_out_dir
     from calliope_graph.config import KeysModel
@@ -269,8 +282,13 @@ async def _run(
 
     thread = resume or thread_id or new_thread_id()
     # Printed first: after a kill, this is how the user finds the run to resume.
+    store = ""
+    if checkpoint:
+        from calliope_graph.flow._checkpoints import shown_url
+
+        store = f"  checkpoints {shown_url(checkpoint)}"
     err_console.print(
-        f"{'resuming' if resume else 'running'} {flow.name}  thread {thread}  out {out_dir}",
+        f"{'resuming' if resume else 'running'} {flow.name}  thread {thread}  out {out_dir}{store}",
         markup=False,
         soft_wrap=True,
     )
@@ -284,6 +302,7 @@ async def _run(
             resume=resume is not None,
             cache=cache,
             on_event=on_event,
+            checkpointer=checkpoint or True,
         )
     except FlowRunError as exc:
         reporter.cancel()
@@ -387,7 +406,7 @@ class _Progress:
         err_console.print(f"{stamp} {line}", soft_wrap=True)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: Any, checkpoint: str | None = None) -> None:
     out_console.print(
         f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
     )
@@ -413,9 +432,11 @@ def _print_result(result: Any) -> None:
         out_console.print(f"[bold]{name}[/]: ", end="")
         out_console.print(text, markup=False, soft_wrap=True)
     out = Path(result.out_dir)
+    from calliope_graph.flow._checkpoints import shown_url
+
+    store = shown_url(checkpoint) if checkpoint else out / "checkpoints.sqlite"
     out_console.print(
-        f"trace: {out / 'trace.json'}  report: {out / 'report.html'}  "
-        f"checkpoint: {out / 'checkpoints.sqlite'}",
+        f"trace: {out / 'trace.json'}  report: {out / 'report.html'}  checkpoint: {store}",
         soft_wrap=True,
     )
 

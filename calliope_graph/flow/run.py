@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -35,6 +37,15 @@ from calliope_graph.errors import (
     MediaError,
     error_class,
 )
+from calliope_graph.flow._checkpoints import (
+    CHECKPOINT_URL_ENV,
+    checkpoint_serializer,
+    checkpointer_from_url,
+    open_sqlite,
+    run_guard,
+    shown_url,
+    with_flow_serializer,
+)
 from calliope_graph.flow._runtime import (
     FlowEvent,
     FlowRuntime,
@@ -48,6 +59,7 @@ from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, MediaStore, Video
 
 if TYPE_CHECKING:
+    from calliope_graph.flow._checkpoints import TraceLog
     from calliope_graph.flow._journal import Journal
     from calliope_graph.flow.validate import Plan
     from calliope_graph.simulate import Simulator
@@ -74,38 +86,6 @@ class FlowResult:
     trace: Trace
     thread_id: str
     out_dir: Path
-
-
-def checkpoint_serializer(plan: Plan) -> Any:
-    """LangGraph's serializer, allowed to restore exactly the value types this flow produces.
-
-    Media references, analyses, story frames and the pydantic objects of structured-output
-    nodes (and the models their fields use) are registered, so checkpoints load without
-    LangGraph's "unregistered type" warning and nothing else can be smuggled into one.
-    """
-    from pydantic import BaseModel
-
-    from calliope_graph.media import ImageAnalysis
-    from calliope_graph.nodes import StoryFrame
-
-    found: set[type] = {Image, Audio, Video, ImageAnalysis, StoryFrame}
-
-    def walk(model: type[BaseModel]) -> None:
-        if model in found:
-            return
-        found.add(model)
-        for info in model.model_fields.values():
-            for arg in (info.annotation, *getattr(info.annotation, "__args__", ())):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    walk(arg)
-
-    for node in plan.nodes.values():
-        response_model = getattr(node, "response_model", None)
-        if isinstance(response_model, type) and issubclass(response_model, BaseModel):
-            walk(response_model)
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-    return JsonPlusSerializer(allowed_msgpack_modules=tuple(found))
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -188,9 +168,11 @@ class RunnerOptions(TypedDict, total=False):
     """Run every provider call against this simulator (offline)."""
     ctx: RunContext | None
     """A ready run context (client, keys, store); overrides ``keys`` and ``simulator``."""
-    checkpointer: Checkpointer
-    """LangGraph's type: ``None``/``True`` = SQLite at ``out_dir/checkpoints.sqlite``,
-    ``False`` = no checkpoints (no resume), or a checkpointer (e.g. Postgres)."""
+    checkpointer: Checkpointer | str | Path
+    """Where checkpoints go: ``True`` = SQLite at ``out_dir/checkpoints.sqlite``; ``False`` =
+    none (no resume); a URL (``postgresql://...``) or the path of a SQLite file; or a
+    LangGraph checkpointer (given the flow's serializer allow-list). ``None`` (the default):
+    ``$CALLIOPE_CHECKPOINT_URL`` if set, else ``True``."""
     cache: bool | BaseCache[Any]
     """``True`` = LangGraph's SQLite cache at ``out_dir/cache.sqlite``, or a cache."""
     trace_file: bool
@@ -233,7 +215,9 @@ class FlowRunner:
         self._ctx = options.get("ctx")
         self._own_ctx: RunContext | None = None
         checkpointer = options.get("checkpointer")
-        self.checkpointer: Checkpointer = True if checkpointer is None else checkpointer
+        if checkpointer is None:
+            checkpointer = os.environ.get(CHECKPOINT_URL_ENV) or True
+        self.checkpointer: Checkpointer | str | Path = checkpointer
         self.cache: bool | BaseCache[Any] = options.get("cache", False)
         self.trace_file = options.get("trace_file", True)
         self.record = options.get("record", True)
@@ -268,29 +252,46 @@ class FlowRunner:
             self._own_ctx = None
 
     @contextlib.asynccontextmanager
-    async def _graph_for_run(self) -> AsyncIterator[CompiledFlowGraph]:
+    async def _graph_for_run(
+        self, thread: str, *, fresh: bool
+    ) -> AsyncIterator[tuple[CompiledFlowGraph, TraceLog | None]]:
+        """The graph for one run of ``thread``, with its checkpointer open, the thread held
+        (PostgreSQL: no other process runs it meanwhile) and the run's trace log (kept next
+        to the checkpoints; None when the store has no room for it)."""
         cache = self._cache()
-        if self.checkpointer is True:
-            import aiosqlite
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            path = self.out_dir / "checkpoints.sqlite"
-            # WAL (set by the saver) and a generous busy timeout: a reader of the checkpoints
-            # (a report, sqlite3, Studio) never makes a paid run fail with "database is locked".
-            async with aiosqlite.connect(str(path), timeout=30.0) as conn:
-                saver = AsyncSqliteSaver(conn, serde=self._serde())
-                yield compile_plan(self.plan, checkpointer=saver, cache=cache)
+        if not self.checkpointer:
+            if self._graph is None:
+                self._graph = compile_plan(self.plan, cache=cache)
+            yield self._graph, None
             return
-        yield self._compiled()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.checkpointer is True:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                saver = await stack.enter_async_context(
+                    open_sqlite(self.out_dir / "checkpoints.sqlite", self._serde())
+                )
+                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
+            elif isinstance(self.checkpointer, str | Path):
+                saver = await stack.enter_async_context(
+                    checkpointer_from_url(self.checkpointer, self.plan, serde=self._serde())
+                )
+                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
+            else:  # a saver the caller opened: compiled once for every run of this runner
+                graph = self._compiled()
+                saver = graph.checkpointer
+            trace_log = await stack.enter_async_context(
+                run_guard(saver, thread, fresh=fresh, store=self._store_name())
+            )
+            yield graph, trace_log
 
     def _compiled(self) -> CompiledFlowGraph:
-        """The graph compiled once for this runner: its checkpointer (a saver, or none) and
-        cache do not change between runs (``checkpointer=True`` opens one per run instead)."""
+        """The graph compiled once for this runner when its checkpointer is a saver object
+        (the flow's allow-list applied on top of its serializer) or none, and its cache."""
         if self._graph is None:
             cache = self._cache()
-            if self.checkpointer:
-                self._graph = compile_plan(self.plan, checkpointer=self.checkpointer, cache=cache)
+            if self.checkpointer and not isinstance(self.checkpointer, str | Path | bool):
+                saver = with_flow_serializer(self.checkpointer, self.plan)
+                self._graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
             else:
                 self._graph = compile_plan(self.plan, cache=cache)
         return self._graph
@@ -303,10 +304,10 @@ class FlowRunner:
         ``ctx`` defaults to this runner's context with a media store rooted at ``out_dir``
         (same client and keys). Closing the new runner leaves the shared context open.
         """
-        if self.checkpointer is True:
+        if self.checkpointer is True or isinstance(self.checkpointer, str | Path):
             raise ConfigurationError(
                 "with_out_dir() shares one checkpointer between folders: pass a checkpointer "
-                "(e.g. an AsyncSqliteSaver), not checkpointer=True."
+                "(e.g. an AsyncSqliteSaver), not checkpointer=True or a URL."
             )
         self._compiled()
         twin = copy.copy(self)
@@ -412,11 +413,17 @@ class FlowRunner:
         values: dict[str, Any] = dict(state or {})
         paused = False
         try:
-            async with self._graph_for_run() as graph:
+            async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
+                if not self.record:
+                    trace_log = None
+                if trace_log is not None:  # the trace also goes next to the checkpoints
+                    runtime.on_event = trace_log.listener(on_event)
                 start: Any = state
+                if not resume and trace_log is not None:
+                    trace_log.header(trace)
                 if resume:
                     snapshot = await self._resumable(graph, config, thread, journal)
-                    self._carry_over(trace)
+                    await self._carry_over(trace, trace_log)
                     if snapshot.interrupts:  # stopped on failures no route took
                         start = Command(resume={i.id: True for i in snapshot.interrupts})
                     elif snapshot.created_at is None and journal is not None:
@@ -516,10 +523,25 @@ class FlowRunner:
     def _store_name(self) -> str:
         if self.checkpointer is True:
             return str(self.out_dir / "checkpoints.sqlite")
-        return type(self.checkpointer).__name__
+        if isinstance(self.checkpointer, str | Path):
+            return shown_url(str(self.checkpointer))
+        return str(type(self.checkpointer).__name__)
 
-    def _carry_over(self, trace: Trace) -> None:
-        """A resumed trace starts with what the earlier attempt of this thread completed."""
+    async def _carry_over(self, trace: Trace, trace_log: TraceLog | None) -> None:
+        """A resumed trace starts with what the earlier attempts of this thread completed:
+        from the checkpoint store (so on any machine, with any output directory), else from
+        the output directory's ``trace.json``."""
+        if trace_log is not None:
+            try:
+                inputs, earlier = await trace_log.load()
+            except Exception:  # an unreadable trace never stops a resume
+                inputs, earlier = None, []
+            if inputs is not None or earlier:
+                trace.inputs = inputs if inputs is not None else trace.inputs
+                trace.resumed_from = trace.thread_id
+                trace.executions.extend(earlier)
+                trace_log.carried(earlier)
+                return
         previous = self.out_dir / "trace.json"
         if not previous.is_file():
             return
@@ -532,6 +554,8 @@ class FlowRunner:
             for execution in old.executions:
                 if execution.status in ("ok", "fallback", "skipped", "cache_hit"):
                     trace.executions.append(execution.model_copy(update={"resumed": True}))
+            if trace_log is not None:
+                trace_log.carried(trace.executions)
 
     # -- internals --------------------------------------------------------------------------
     def _check_out_dir(self) -> None:
@@ -542,6 +566,22 @@ class FlowRunner:
 
         prepare_out_dir(self.out_dir)
         self._out_ready = True
+
+    def _checkpoint_option(self) -> str:
+        """`` --checkpoint URL`` for a resume command (the password shown as ``***``: keep it
+        in PGPASSWORD or ~/.pgpass and the printed command works as it is)."""
+        if not isinstance(self.checkpointer, str | Path):
+            return ""
+        url = str(self.checkpointer)
+        shown = shown_url(url)
+        quoted = shown if re.fullmatch(r"[\w@%+=:,./~-]+", shown) else f"'{shown}'"
+        return f" --checkpoint {quoted}"
+
+    def _password_note(self) -> str:
+        url = str(self.checkpointer)
+        if not isinstance(self.checkpointer, str | Path) or shown_url(url) == url:
+            return ""
+        return " (the password is not shown: put it back, or keep it in PGPASSWORD or ~/.pgpass)"
 
     def _serde(self) -> Any:
         if self._serde_cache is None:
@@ -578,8 +618,9 @@ class FlowRunner:
         attempts = failed.attempts if failed is not None else 0
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
-            f"calliope-graph run {trace.flow} --out {self.out_dir} --resume {thread}"
-            if self.checkpointer is True
+            f"calliope-graph run {trace.flow} --out {self.out_dir}{self._checkpoint_option()} "
+            f"--resume {thread}{self._password_note()}"
+            if self.checkpointer is True or isinstance(self.checkpointer, str | Path)
             else f" Fix the cause, then resume thread {thread!r} with the same checkpointer."
             if self.checkpointer
             else ""

@@ -1,0 +1,581 @@
+"""Checkpoint stores: opened from a URL, read with the flow's serializer, one run per thread.
+
+- :func:`checkpointer_from_url` opens ``postgresql://...`` (LangGraph's
+  ``AsyncPostgresSaver``, its tables set up safely when several processes start at once) or a
+  SQLite file, with the flow's allow-listed serializer (:func:`checkpoint_serializer`).
+- :func:`with_flow_serializer` gives a checkpointer the user passed in the same allow-list,
+  through LangGraph's own ``with_allowlist`` (a shallow clone: the user's serializer, e.g. an
+  ``EncryptedSerializer``, is kept; with ``LANGGRAPH_STRICT_MSGPACK=true`` a resume works).
+- :func:`run_guard` is held for one run of one thread. On PostgreSQL it takes an advisory lock
+  keyed by the thread id on a connection of its own, so two processes — on any machines —
+  running the same thread cannot both pay for its pending nodes: the second gets a
+  ConfigurationError naming the holder. On PostgreSQL and SQLite it also yields the run's
+  :class:`TraceLog`: each finished node execution is written to a ``calliope_trace`` table next
+  to the checkpoints, so a run resumed on another machine or with another output directory
+  starts its trace with everything the earlier attempts did (docs/architecture.md says why a
+  table and not the checkpoint metadata or history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.flow.trace import NodeExecution, Trace
+
+if TYPE_CHECKING:
+    from calliope_graph.flow._runtime import FlowEvent, OnEvent
+    from calliope_graph.flow.validate import Plan
+
+__all__ = [
+    "CHECKPOINT_URL_ENV",
+    "TRACE_TABLE",
+    "TraceLog",
+    "checkpoint_serializer",
+    "checkpoint_types",
+    "checkpointer_from_url",
+    "is_postgres_url",
+    "run_guard",
+    "setup_postgres",
+    "shown_url",
+    "with_flow_serializer",
+]
+
+log = logging.getLogger(__name__)
+
+#: The environment variable naming the checkpoint store (``--checkpoint``'s default).
+CHECKPOINT_URL_ENV = "CALLIOPE_CHECKPOINT_URL"
+#: The table of finished node executions, next to the checkpoints (PostgreSQL and SQLite).
+TRACE_TABLE = "calliope_trace"
+#: Execution statuses a resumed trace carries over (what completed, one way or another).
+CARRIED = ("ok", "fallback", "skipped", "cache_hit")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: Attempts at creating the trace table when other processes create it at the same moment.
+_SETUP_ATTEMPTS = 3
+
+
+# -- serializer ------------------------------------------------------------------------------
+def checkpoint_types(plan: Plan) -> set[type]:
+    """The value types this flow's checkpoints may hold: media references, analyses, story
+    frames, and the pydantic objects of structured-output nodes (with the models their fields
+    use)."""
+    from pydantic import BaseModel
+
+    from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+    from calliope_graph.nodes import StoryFrame
+
+    found: set[type] = {Image, Audio, Video, ImageAnalysis, StoryFrame}
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in found:
+            return
+        found.add(model)
+        for info in model.model_fields.values():
+            for arg in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg)
+
+    for node in plan.nodes.values():
+        response_model = getattr(node, "response_model", None)
+        if isinstance(response_model, type) and issubclass(response_model, BaseModel):
+            walk(response_model)
+    return found
+
+
+def checkpoint_serializer(plan: Plan) -> Any:
+    """LangGraph's ``JsonPlusSerializer``, allowed to restore exactly the value types this
+    flow produces.
+
+    So checkpoints load without LangGraph's "unregistered type" warning, and nothing else can
+    be smuggled into one.
+    """
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=tuple(checkpoint_types(plan)))
+
+
+def with_flow_serializer(saver: BaseCheckpointSaver[Any], plan: Plan) -> BaseCheckpointSaver[Any]:
+    """``saver`` allowed to restore this flow's value types (LangGraph's ``with_allowlist``:
+    a shallow clone sharing the connection; the saver's own serializer is kept, so a strict
+    one stays strict and an encrypted one stays encrypted)."""
+    return saver.with_allowlist({(t.__module__, t.__name__) for t in checkpoint_types(plan)})
+
+
+# -- URLs ------------------------------------------------------------------------------------
+def is_postgres_url(url: str) -> bool:
+    """``postgresql://...`` or ``postgres://...`` (anything else names a SQLite file)."""
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme.lower() in _POSTGRES_SCHEMES
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: a password replaced by ``***``."""
+    if is_postgres_url(url):
+        parts = urlsplit(url)
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:***@{host}")
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit(parts._replace(query=query))
+    return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
+
+
+def _password(url: str) -> str | None:
+    if not is_postgres_url(url):
+        return None
+    found = re.search(r"(?i)password=([^&]*)", urlsplit(url).query)
+    return urlsplit(url).password or (found.group(1) if found else None)
+
+
+def sqlite_path(url: str) -> Path:
+    """The SQLite file a non-PostgreSQL checkpoint URL names (``sqlite:///abs``, a path)."""
+    for prefix in ("sqlite:///", "sqlite://", "sqlite:"):
+        if url.startswith(prefix):
+            url = ("/" if prefix == "sqlite:///" else "") + url[len(prefix) :]
+            break
+    return Path(url).expanduser()
+
+
+def _connection_error(shown: str, exc: BaseException, secrets: list[str]) -> ConfigurationError:
+    from calliope_graph._secrets import redact
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigurationError(
+        f"Cannot use the checkpoint store {shown} ({redact(first, secrets)}). Check the URL "
+        "(postgresql://USER@HOST:PORT/DATABASE), that the server is running and reachable, and "
+        "the password (PGPASSWORD or ~/.pgpass keep it out of the URL)."
+    )
+
+
+# -- opening ---------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def checkpointer_from_url(
+    url: str | os.PathLike[str], plan: Plan, *, serde: Any = None
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The checkpoint store ``url`` names, open for as long as the context lasts.
+
+    ``postgresql://...``: LangGraph's ``AsyncPostgresSaver`` (``pip install
+    'calliope-graph[postgres]'``), its tables created or migrated first (:func:`setup_postgres`).
+    Anything else: a SQLite file (``sqlite:///path`` or a plain path; its folder is created).
+    Either way with the flow's allow-listed serializer (``serde`` overrides it). One store can
+    serve many runs, concurrently too (a batch passes it as ``checkpointer=`` to each run).
+    """
+    text = os.fspath(url)
+    serde = serde if serde is not None else checkpoint_serializer(plan)
+    if not is_postgres_url(text):
+        async with open_sqlite(sqlite_path(text), serde) as sqlite_saver:
+            yield sqlite_saver
+        return
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    except ImportError:
+        raise ConfigurationError(
+            f"The checkpoint store {shown_url(text)} is PostgreSQL, which needs the postgres "
+            "extra: pip install 'calliope-graph[postgres]'."
+        ) from None
+    import psycopg
+
+    secret = _password(text)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            saver = await stack.enter_async_context(
+                AsyncPostgresSaver.from_conn_string(text, serde=serde)
+            )
+            await setup_postgres(saver)
+        except psycopg.Error as exc:
+            raise _connection_error(shown_url(text), exc, [secret] if secret else []) from None
+        yield saver
+
+
+@contextlib.asynccontextmanager
+async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """LangGraph's ``AsyncSqliteSaver`` on ``path`` with ``serde``."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot create the folder of the checkpoint file {str(path)!r} "
+            f"({exc.strerror or exc}): pass another --checkpoint path."
+        ) from None
+    # WAL (set by the saver) and a generous busy timeout: a reader of the checkpoints (a
+    # report, sqlite3, Studio) never makes a paid run fail with "database is locked".
+    async with aiosqlite.connect(str(path), timeout=30.0) as conn:
+        yield AsyncSqliteSaver(conn, serde=serde)
+
+
+async def setup_postgres(saver: Any) -> None:
+    """LangGraph's ``setup()`` (tables and migrations), safe when processes race on it.
+
+    Several processes setting up an empty database at once collide (a ``UniqueViolation`` on
+    ``checkpoint_migrations_pkey``, or on the catalog when two create one table): the loser
+    runs ``setup()`` again, which goes on from the migrations the others have applied. Each
+    lost race means another process applied a migration, so a process retries at most once
+    per migration. Not a blocking advisory lock around ``setup()``: the migrations include
+    ``CREATE INDEX CONCURRENTLY``, which waits for every transaction holding an older
+    snapshot, and a session blocked in ``pg_advisory_lock`` holds one — holder and waiters
+    then wait for each other (tried: four tasks hung).
+    """
+    from psycopg import errors
+
+    races = (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject,
+             errors.DeadlockDetected)  # fmt: skip
+    attempts = len(getattr(saver, "MIGRATIONS", ())) + 2
+    for attempt in range(attempts):
+        try:
+            await saver.setup()
+            return
+        except races:
+            if attempt == attempts - 1:
+                raise
+
+
+# -- one run of one thread -------------------------------------------------------------------
+class _Backend(Protocol):
+    """Where a :class:`TraceLog` keeps its rows (``n`` 0: the run's header)."""
+
+    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None: ...
+    async def load(self, thread: str) -> list[tuple[float, int, str]]: ...
+    async def delete(self, thread: str) -> None: ...
+
+
+class TraceLog:
+    """The trace of one thread, kept next to its checkpoints as the run goes.
+
+    The runner passes every event through :meth:`listener`; each execution that completes
+    (``ok``, ``fallback``, ``skipped``, ``cache_hit``) is written in the background, and
+    :meth:`aclose` waits for the last writes. A resumed run :meth:`load`\\ s what earlier
+    attempts recorded. A write that fails is logged, never fails the run (the checkpoints
+    still hold the work).
+    """
+
+    def __init__(self, backend: _Backend, thread: str) -> None:
+        self._backend = backend
+        self.thread = thread
+        self._run = time.time()  # this attempt's rows sort after the earlier attempts'
+        self._rows: dict[int, Any] = {}  # id(execution) → (n, execution), or -1: carried
+        self._next = 1
+        self._pending: dict[int, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._warned = False
+
+    def header(self, trace: Trace) -> None:
+        """Record a fresh run's flow and (redacted) inputs."""
+        self._pending[0] = {"flow": trace.flow, "inputs": trace.inputs}
+        self._kick()
+
+    def carried(self, executions: Iterable[NodeExecution]) -> None:
+        """These came from earlier attempts: never written again."""
+        for execution in executions:
+            self._rows[id(execution)] = (-1, execution)
+
+    def listener(self, forward: OnEvent | None) -> OnEvent:
+        """An event callback that records, then calls ``forward``."""
+
+        def on_event(event: FlowEvent) -> None:
+            self.record(event.execution)
+            if forward is not None:
+                forward(event)
+
+        return on_event
+
+    def record(self, execution: NodeExecution) -> None:
+        if execution.status not in CARRIED:
+            return
+        n, _ = self._rows.get(id(execution), (None, None))
+        if n == -1:
+            return
+        if n is None:
+            n, self._next = self._next, self._next + 1
+            self._rows[id(execution)] = (n, execution)
+        self._pending[n] = execution
+        self._kick()
+
+    async def load(self) -> tuple[dict[str, Any] | None, list[NodeExecution]]:
+        """(the first attempt's inputs, every execution earlier attempts completed)."""
+        inputs: dict[str, Any] | None = None
+        executions: list[NodeExecution] = []
+        for _, n, data in await self._backend.load(self.thread):
+            value = json.loads(data)
+            if n == 0:
+                if inputs is None:
+                    inputs = value.get("inputs") or {}
+                continue
+            execution = NodeExecution.model_validate(value)
+            if execution.status in CARRIED:
+                executions.append(execution.model_copy(update={"resumed": True}))
+        return inputs, executions
+
+    async def forget(self) -> None:
+        """A fresh run on this thread: the earlier runs' rows go."""
+        await self._backend.delete(self.thread)
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            rows = [
+                (self._run, n, value.model_dump_json() if isinstance(value, NodeExecution)
+                 else json.dumps(value))
+                for n, value in sorted(batch.items())
+            ]  # fmt: skip
+            try:
+                await self._backend.put(self.thread, rows)
+            except Exception as exc:
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "The trace of thread %s was not saved next to its checkpoints (%s): a "
+                        "resume elsewhere will not list what this run did.",
+                        self.thread,
+                        exc,
+                    )
+
+    async def aclose(self) -> None:
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        await self._drain()
+
+
+@contextlib.asynccontextmanager
+async def run_guard(
+    saver: Any, thread: str, *, fresh: bool, store: str
+) -> AsyncIterator[TraceLog | None]:
+    """Held for one run of ``thread`` on ``saver`` (see the module docstring).
+
+    ``fresh``: a new run (not a resume), so the thread's earlier trace rows are dropped.
+    ``store``: how messages name the store. Yields the run's :class:`TraceLog`, or None for a
+    checkpointer that is neither PostgreSQL nor SQLite (a resumed trace then comes from the
+    output directory's ``trace.json``).
+    """
+    backend: _Backend | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        postgres = sys.modules.get("langgraph.checkpoint.postgres.aio")
+        sqlite = sys.modules.get("langgraph.checkpoint.sqlite.aio")
+        if postgres is not None and isinstance(saver, postgres.AsyncPostgresSaver):
+            conninfo = _conninfo(saver)
+            if conninfo is None:
+                log.warning(
+                    "The PostgreSQL checkpointer's connection string is not known: thread %s is "
+                    "not locked against a second run elsewhere.",
+                    thread,
+                )
+            else:
+                conn = await stack.enter_async_context(_thread_lock(conninfo, thread, store))
+                backend = _PostgresTrace(conn)
+        elif sqlite is not None and isinstance(saver, sqlite.AsyncSqliteSaver):
+            backend = _SqliteTrace(saver)
+        if backend is None:
+            yield None
+            return
+        trace_log = TraceLog(backend, thread)
+        if fresh:
+            try:
+                await trace_log.forget()
+            except Exception as exc:
+                log.warning("Could not clear the earlier trace of thread %s: %s", thread, exc)
+        try:
+            yield trace_log
+        finally:
+            await trace_log.aclose()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+def _lock_key(thread: str) -> int:
+    """The advisory lock key of ``thread``: 64 bits of a hash, namespaced to this library."""
+    digest = hashlib.sha256(b"calliope-graph thread\0" + thread.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _conninfo(saver: Any) -> str | None:
+    """A connection string reaching ``saver``'s database (its password included)."""
+    from psycopg import AsyncConnection
+    from psycopg.conninfo import make_conninfo
+
+    conn = getattr(saver, "conn", None)
+    if isinstance(conn, AsyncConnection):
+        password = conn.info.password
+        dsn = conn.info.dsn  # psycopg leaves the password out
+        return make_conninfo(dsn, password=password) if password else dsn
+    conninfo = getattr(conn, "conninfo", None)  # a psycopg_pool.AsyncConnectionPool
+    return conninfo if isinstance(conninfo, str) else None
+
+
+_PG_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TRACE_TABLE} (
+    thread_id TEXT NOT NULL,
+    run_started DOUBLE PRECISION NOT NULL,
+    n INTEGER NOT NULL,
+    data JSONB NOT NULL,
+    PRIMARY KEY (thread_id, run_started, n)
+)
+"""
+_pg_ready: set[str] = set()
+
+
+@contextlib.asynccontextmanager
+async def _thread_lock(conninfo: str, thread: str, store: str) -> AsyncIterator[Any]:
+    """A connection of its own holding the advisory lock of ``thread`` (the server drops it
+    when the connection ends, so a killed process never blocks the resume)."""
+    import psycopg
+
+    me = f"calliope-graph pid {os.getpid()} on {socket.gethostname()}"[:63]
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, application_name=me)
+    except psycopg.Error as exc:
+        from psycopg.conninfo import conninfo_to_dict
+
+        secret = conninfo_to_dict(conninfo).get("password")
+        raise _connection_error(store, exc, [str(secret)] if secret else []) from None
+    async with conn:
+        key = _lock_key(thread)
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+        if not row or not row[0]:
+            holder = await _holder(conn, key)
+            raise ConfigurationError(
+                f"Thread {thread!r} is being run by another process ({holder}) on the "
+                f"checkpoint store {store}. Wait for it to finish, or stop it, then resume: "
+                "two runs of one thread would both pay for its pending nodes."
+            )
+        try:
+            if conninfo not in _pg_ready:
+                await _create_trace_table(conn)
+                _pg_ready.add(conninfo)
+            yield conn
+        finally:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+async def _create_trace_table(conn: Any) -> None:
+    from psycopg import errors
+
+    for attempt in range(_SETUP_ATTEMPTS):
+        try:
+            await conn.execute(_PG_SCHEMA)
+            return
+        except (errors.UniqueViolation, errors.DuplicateTable):  # created meanwhile
+            if attempt == _SETUP_ATTEMPTS - 1:
+                raise
+
+
+async def _holder(conn: Any, key: int) -> str:
+    """Who holds advisory lock ``key``, as pg_stat_activity tells it."""
+    high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    with contextlib.suppress(Exception):
+        cursor = await conn.execute(
+            "SELECT a.application_name, a.client_addr, a.pid, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
+            "AND l.objid::bigint = %s AND l.objsubid = 1",
+            (high, low),
+        )
+        row = await cursor.fetchone()
+        if row is not None:
+            name, addr, pid, since = row
+            who = name or f"server process {pid}"
+            where = f" from {addr}" if addr else ""
+            when = f", since {since:%Y-%m-%d %H:%M:%S %Z}" if since is not None else ""
+            return f"{who}{where}{when}"
+    return "holder not known"
+
+
+class _PostgresTrace:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {TRACE_TABLE} (thread_id, run_started, n, data) "
+                "VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (thread_id, run_started, n) "
+                "DO UPDATE SET data = EXCLUDED.data",
+                [(thread, *row) for row in rows],
+            )
+
+    async def load(self, thread: str) -> list[tuple[float, int, str]]:
+        cursor = await self.conn.execute(
+            f"SELECT run_started, n, data::text FROM {TRACE_TABLE} WHERE thread_id = %s "
+            "ORDER BY run_started, n",
+            (thread,),
+        )
+        return [(float(a), int(b), str(c)) for a, b, c in await cursor.fetchall()]
+
+    async def delete(self, thread: str) -> None:
+        await self.conn.execute(f"DELETE FROM {TRACE_TABLE} WHERE thread_id = %s", (thread,))
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+class _SqliteTrace:
+    """The table in the checkpoint file itself, written through the saver's connection."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+        self._ready = False
+
+    async def _run(self, work: Callable[[Any], Any]) -> Any:
+        async with self.saver.lock:
+            conn = self.saver.conn
+            if not self._ready:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TRACE_TABLE} (thread_id TEXT NOT NULL, "
+                    "run_started REAL NOT NULL, n INTEGER NOT NULL, data TEXT NOT NULL, "
+                    "PRIMARY KEY (thread_id, run_started, n))"
+                )
+                self._ready = True
+            result = await work(conn)
+            await conn.commit()
+            return result
+
+    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None:
+        async def work(conn: Any) -> None:
+            await conn.executemany(
+                f"INSERT INTO {TRACE_TABLE} (thread_id, run_started, n, data) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT (thread_id, run_started, n) DO UPDATE SET "
+                "data = excluded.data",
+                [(thread, *row) for row in rows],
+            )
+
+        await self._run(work)
+
+    async def load(self, thread: str) -> list[tuple[float, int, str]]:
+        async def work(conn: Any) -> list[tuple[float, int, str]]:
+            async with conn.execute(
+                f"SELECT run_started, n, data FROM {TRACE_TABLE} WHERE thread_id = ? "
+                "ORDER BY run_started, n",
+                (thread,),
+            ) as cursor:
+                return [(float(a), int(b), str(c)) for a, b, c in await cursor.fetchall()]
+
+        result: list[tuple[float, int, str]] = await self._run(work)
+        return result
+
+    async def delete(self, thread: str) -> None:
+        async def work(conn: Any) -> None:
+            await conn.execute(f"DELETE FROM {TRACE_TABLE} WHERE thread_id = ?", (thread,))
+
+        await self._run(work)
