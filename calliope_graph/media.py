@@ -41,7 +41,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from calliope_graph._files import atomic_writer, write_atomic
+from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
 from calliope_graph.errors import ConfigurationError, MediaError
 
@@ -723,6 +723,20 @@ class MediaStore:
     def save_video(self, name: str, data: bytes) -> Video:
         return Video.open(self.write_bytes(name, data))
 
+    # Async forms for engines and nodes: the writes run in a worker thread, so the event
+    # loop never waits on the disk (LangGraph Server refuses blocking calls on its loop).
+    async def awrite_bytes(self, name: str, data: bytes) -> Path:
+        """:meth:`write_bytes` in a worker thread."""
+        return await asyncio.to_thread(self.write_bytes, name, data)
+
+    async def asave_image(self, name: str, data: bytes) -> Image:
+        """:meth:`save_image` in a worker thread."""
+        return await asyncio.to_thread(self.save_image, name, data)
+
+    async def asave_video(self, name: str, data: bytes) -> Video:
+        """:meth:`save_video` in a worker thread."""
+        return await asyncio.to_thread(self.save_video, name, data)
+
     def as_png(self, image: Image) -> Image:
         """The image as PNG (some providers refuse JPEG); PNGs are returned unchanged."""
         if image.mime == "image/png":
@@ -763,33 +777,32 @@ class MediaStore:
             )
         path = self.path_for(name)
         total = 0
-        with (
-            atomic_writer(path) as fh,
-            map_transport_errors(provider, what="download of its output"),
-        ):
-            async with client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise TransientProviderError(
-                        f"Downloading {provider} output failed with HTTP "
-                        f"{response.status_code}; the URL may have expired: "
-                        "run the node again.",
-                        provider=provider,
-                        status=response.status_code,
-                    )
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > cap:
-                    raise MediaError(
-                        f"{provider} output is {declared} bytes, over the {cap}-byte download "
-                        "cap: raise max_download_bytes on the MediaStore if this is expected."
-                    )
-                async for chunk in response.aiter_bytes():
-                    total += len(chunk)
-                    if total > cap:
-                        raise MediaError(
-                            f"{provider} output exceeded the {cap}-byte download cap: raise "
-                            "max_download_bytes on the MediaStore if this is expected."
+        async with aatomic_writer(path) as fh:
+            with map_transport_errors(provider, what="download of its output"):
+                async with client.stream("GET", url) as response:
+                    if response.status_code >= 400:
+                        raise TransientProviderError(
+                            f"Downloading {provider} output failed with HTTP "
+                            f"{response.status_code}; the URL may have expired: "
+                            "run the node again.",
+                            provider=provider,
+                            status=response.status_code,
                         )
-                    fh.write(chunk)
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > cap:
+                        raise MediaError(
+                            f"{provider} output is {declared} bytes, over the {cap}-byte "
+                            "download cap: raise max_download_bytes on the MediaStore if this "
+                            "is expected."
+                        )
+                    async for chunk in response.aiter_bytes():
+                        total += len(chunk)
+                        if total > cap:
+                            raise MediaError(
+                                f"{provider} output exceeded the {cap}-byte download cap: "
+                                "raise max_download_bytes on the MediaStore if this is expected."
+                            )
+                        fh.write(chunk)
         return path
 
 

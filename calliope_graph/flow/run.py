@@ -81,6 +81,13 @@ def checkpoint_serializer(plan: Plan) -> Any:
     nodes (and the models their fields use) are registered, so checkpoints load without
     LangGraph's "unregistered type" warning and nothing else can be smuggled into one.
     """
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=tuple(checkpoint_types(plan)))
+
+
+def checkpoint_types(plan: Plan) -> set[type]:
+    """The value types a run of this flow may checkpoint (see :func:`checkpoint_serializer`)."""
     from pydantic import BaseModel
 
     from calliope_graph.media import ImageAnalysis
@@ -101,9 +108,7 @@ def checkpoint_serializer(plan: Plan) -> Any:
         response_model = getattr(node, "response_model", None)
         if isinstance(response_model, type) and issubclass(response_model, BaseModel):
             walk(response_model)
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-    return JsonPlusSerializer(allowed_msgpack_modules=tuple(found))
+    return found
 
 
 # -- inputs ------------------------------------------------------------------------------------
