@@ -30,7 +30,7 @@ from starlette.testclient import TestClient
 from calliope_graph.errors import MediaError
 from calliope_graph.flow import Flow, shipped_flows
 from calliope_graph.media import Image, MediaStore
-from calliope_graph.serve import ServeSettings, media_input, public, serve_graph
+from calliope_graph.serve import ServeContext, ServeSettings, media_input, public, serve_graph
 from calliope_graph.serve.app import make_app
 from calliope_graph.simulate import Simulator
 from calliope_graph.testing import image_bytes, mp4_info, wav_bytes
@@ -74,9 +74,7 @@ def _client(handler: Any = None) -> httpx.AsyncClient:
 async def test_a_data_url_becomes_an_image_in_the_threads_media(store: MediaStore) -> None:
     root = store.root.parent
     async with _client() as client:
-        image = await media_input(
-            "image", "image", WEBCAM, store=store, root=root, client=client
-        )
+        image = await media_input("image", "image", WEBCAM, store=store, root=root, client=client)
     assert isinstance(image, Image)
     assert (image.width, image.height, image.mime) == (96, 72, "image/png")
     assert Path(image.path).parent == store.root / "inputs"
@@ -122,14 +120,20 @@ async def test_a_path_must_lie_under_the_media_root(store: MediaStore, tmp_path:
     outside = tmp_path / "secret.png"
     outside.write_bytes(image_bytes("secret", 16, 16))
     async with _client() as client:
-        for given in ("uploads/cam.png", str(root / "uploads" / "cam.png"), "/media/uploads/cam.png"):
-            image = await media_input("image", "image", given, store=store, root=root, client=client)
+        for given in (
+            "uploads/cam.png",
+            str(root / "uploads" / "cam.png"),
+            "/media/uploads/cam.png",
+        ):
+            image = await media_input(
+                "image", "image", given, store=store, root=root, client=client
+            )
             assert Path(image.path) == root / "uploads" / "cam.png"
         for given in (str(outside), "../secret.png", "uploads/../../secret.png"):
             with pytest.raises(MediaError, match="outside the media root") as refused:
                 await media_input("image", "image", given, store=store, root=root, client=client)
             assert "CALLIOPE_MEDIA_ROOT" in str(refused.value)
-        with pytest.raises(MediaError, match="no file 'uploads/none.png' under the media root"):
+        with pytest.raises(MediaError, match=r"no file 'uploads/none\.png' under the media root"):
             await media_input(
                 "image", "image", "uploads/none.png", store=store, root=root, client=client
             )
@@ -138,7 +142,9 @@ async def test_a_path_must_lie_under_the_media_root(store: MediaStore, tmp_path:
                 "image", "image", f"file://{outside}", store=store, root=root, client=client
             )
         with pytest.raises(MediaError, match="not a valid data: URL"):
-            await media_input("image", "image", "data:nonsense", store=store, root=root, client=client)
+            await media_input(
+                "image", "image", "data:nonsense", store=store, root=root, client=client
+            )
         with pytest.raises(MediaError, match="not valid base64"):
             await media_input(
                 "image", "image", "data:image/png;base64,@@@", store=store, root=root, client=client
@@ -174,7 +180,12 @@ def test_the_media_route_serves_files_under_the_root_only(tmp_path: Path) -> Non
     answer = client.get("/media/t1/a.png")
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     assert answer.content.startswith(PNG)
-    for bad in ("/media/../secret.txt", "/media/t1/../../secret.txt", "/media/t1", "/media/t1/b.png"):
+    for bad in (
+        "/media/../secret.txt",
+        "/media/t1/../../secret.txt",
+        "/media/t1",
+        "/media/t1/b.png",
+    ):
         assert client.get(bad).status_code == 404, bad
     assert client.get("/media/%2e%2e/secret.txt").status_code == 404
 
@@ -212,7 +223,7 @@ async def test_a_served_graph_runs_in_process_with_the_simulator(
     settings = ServeSettings(media_root=tmp_path, simulate=True)
     graph = serve_graph("webcam_story", settings)
     config: Any = {"configurable": {"thread_id": "t-1"}}
-    out = await graph.ainvoke({"image": WEBCAM}, config, context={})
+    out = await graph.ainvoke({"image": WEBCAM}, config, context=ServeContext())
     assert set(out) == {"frame", "story", "image", "analysis"}
     assert out["image"]["url"].startswith("http://127.0.0.1:9/media/t-1/")
     assert (tmp_path / out["image"]["path"]).read_bytes().startswith(PNG)
@@ -250,7 +261,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PYTHONUNBUFFERED": "1",
     }
     for name in list(env):
-        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET")) or name.endswith("_BASE_URL"):
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL")):
             env.pop(name)  # the simulator's keys only
     command = [
         str(Path(sys.executable).parent / "langgraph"),
@@ -416,7 +427,9 @@ async def test_streaming_shows_node_progress_retries_and_routes(server: Server) 
         elif part.event == "custom":
             events.append(part.data)
     assert updates[0] == "~inputs" and updates[-1] == "~outputs"
-    assert {"azure_analysis", "llm_analysis", "merge", "story", "illustration", "frame"} <= set(updates)
+    assert {"azure_analysis", "llm_analysis", "merge", "story", "illustration", "frame"} <= set(
+        updates
+    )
     kinds = {(e["event"], e["node"]) for e in events}
     assert {("started", "story"), ("finished", "story"), ("finished", "frame")} <= kinds
     assert any(e["event"] == "retried" and e["retries"] >= 1 for e in events)  # the 500
@@ -430,6 +443,7 @@ async def test_the_server_publishes_the_typed_schemas(server: Server) -> None:
     (assistant,) = await client.assistants.search(graph_id="image_to_video_story")
     schemas = await client.assistants.get_schemas(assistant["assistant_id"])
     given = schemas["input_schema"]
+    assert given is not None and schemas["output_schema"] and schemas["context_schema"]
     assert set(given["properties"]) == {"image", "text"}
     assert "data: URL" in given["properties"]["image"]["description"]
     assert set(schemas["output_schema"]["properties"]) == {"video", "frame"}

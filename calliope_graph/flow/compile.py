@@ -101,8 +101,8 @@ class GraphIO:
     input_schema: type[Any]
     output_schema: type[Any]
     context_schema: type[Any]
-    prepare: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-    finish: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    prepare: Callable[..., Awaitable[dict[str, Any]]]
+    finish: Callable[..., Awaitable[dict[str, Any]]]
     halt_all: bool = True
     value_types: tuple[type, ...] = ()
     """The types the flow's state holds (media, analyses, objects). They are declared in
@@ -508,7 +508,9 @@ class _MapUnit:
 
     async def run_item(self, state: dict[str, Any]) -> dict[str, Any]:
         context = get_runtime(FlowRuntime).context
-        flow_rt = context if isinstance(context, FlowRuntime) else await _built(context, self.factory)
+        flow_rt = (
+            context if isinstance(context, FlowRuntime) else await _built(context, self.factory)
+        )
         index = int(state[ITEM_KEY]["index"])
         # A subflow puts its media in <node>/<item>/ itself; anything else does it here.
         folder = None if isinstance(self.node, Subflow) else f"{self.name}/{index}"
@@ -713,7 +715,9 @@ def compile_plan(
             graph.add_edge(sources[0], entry)
         else:
             graph.add_edge(sources, entry)
-    ends = sorted({_link(plan, n) for n in plan.order if n not in plan.routed and n not in consumed})
+    ends = sorted(
+        {_link(plan, n) for n in plan.order if n not in plan.routed and n not in consumed}
+    )
     if end == END:
         for link in ends:
             graph.add_edge(link, END)

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 from langgraph.config import get_config, get_stream_writer
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -35,7 +36,7 @@ from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError, ConfigurationError
 from calliope_graph.flow import Flow
 from calliope_graph.flow._runtime import FlowEvent, FlowRuntime
-from calliope_graph.flow.compile import CompiledFlowGraph, GraphIO, compile_plan, read_ref
+from calliope_graph.flow.compile import GraphIO, compile_plan, read_ref
 from calliope_graph.flow.run import checkpoint_types, prepare_inputs
 from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace
@@ -44,7 +45,7 @@ from calliope_graph.serve._inputs import media_input
 from calliope_graph.serve._outputs import public
 from calliope_graph.serve._schema import input_schema, output_schema
 
-__all__ = ["ServeContext", "ServeSettings", "serve_graph", "stream_event", "visible"]
+__all__ = ["ServeContext", "ServeSettings", "ServedGraph", "serve_graph", "stream_event", "visible"]
 
 #: LangGraph's config key holding the run's checkpointer (``CONFIG_KEY_CHECKPOINTER``).
 _CHECKPOINTER = "__pregel_checkpointer"
@@ -90,6 +91,10 @@ class ServeContext(BaseModel):
         "(e.g. 'auth@openai'); only when the server runs with CALLIOPE_SIMULATE=1.",
     )
     _runtime: asyncio.Future[FlowRuntime] | None = PrivateAttr(default=None)
+
+
+#: A flow compiled for the server: public input/output schemas, a ServeContext context.
+ServedGraph = CompiledStateGraph[Any, ServeContext, Any, Any]
 
 
 _VISIBLE: dict[type[BaseException], type[BaseException]] = {}
@@ -211,7 +216,7 @@ class _Runtimes:
         )
 
 
-def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> CompiledFlowGraph:
+def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> ServedGraph:
     """``flow`` (a shipped flow's name, a YAML path or a :class:`Flow`) compiled for LangGraph
     Server: the flow's inputs and outputs as its schemas, the run context built per run."""
     loaded = flow if isinstance(flow, Flow) else Flow.load(flow)
@@ -261,4 +266,5 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Comp
         finish=finish,
         value_types=tuple(sorted(checkpoint_types(plan), key=lambda t: t.__qualname__)),
     )
-    return compile_plan(plan, runtime_factory=runtimes, io=io)
+    served: ServedGraph = compile_plan(plan, runtime_factory=runtimes, io=io)  # type: ignore[assignment]
+    return served

@@ -57,7 +57,9 @@ _EXT = {
     "video/mp4": ".mp4",
     "video/webm": ".webm",
 }
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S
+)
 _FORMS = "a data: URL, an http(s) URL, or a path under the media root"
 
 
@@ -100,9 +102,7 @@ async def media_input(
         data, mime = await _download(name, text, client, max_bytes)
         return await _save(name, kind, data, mime, store, suffix=Path(httpx.URL(text).path).suffix)
     if scheme:
-        raise MediaError(
-            f"Input {name!r}: {scheme}: URLs are not accepted; pass {_FORMS}."
-        )
+        raise MediaError(f"Input {name!r}: {scheme}: URLs are not accepted; pass {_FORMS}.")
     return await _within(name, kind, text, root)
 
 

@@ -49,9 +49,7 @@ def public(value: Any, root: Path, base: str = "") -> Any:
     if isinstance(value, ImageAnalysis):
         return value.to_dict()
     if isinstance(value, BaseModel):
-        return {
-            name: public(getattr(value, name), root, base) for name in type(value).model_fields
-        }
+        return {name: public(getattr(value, name), root, base) for name in type(value).model_fields}
     if isinstance(value, dict):
         return {str(k): public(v, root, base) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -6,10 +6,10 @@ the graph takes and returns exactly these keys; its internal state keys stay hid
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, Required
 
 from pydantic import Field
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import TypedDict
 
 from calliope_graph.flow.validate import Plan
 from calliope_graph.nodes import PortType
@@ -80,6 +80,14 @@ _OUTPUT_TYPES: dict[PortType, Any] = {
 }
 
 
+# Schemas built at run time from a flow's spec: the typing constructs are used as values.
+_typed_dict: Any = TypedDict
+_annotated: Any = Annotated
+_required: Any = Required
+_not_required: Any = NotRequired
+_list: Any = list
+
+
 def _type_name(plan: Plan, suffix: str) -> str:
     return "".join(p.capitalize() for p in plan.spec.name.replace("-", "_").split("_")) + suffix
 
@@ -93,9 +101,9 @@ def input_schema(plan: Plan) -> type[Any]:
             description = f"{description} — {spec.type}: {MEDIA_INPUT}".lstrip(" —")
         if spec.default not in (None, ""):
             description += f" (default {spec.default!r})"
-        typed = Annotated[_INPUT_TYPES[spec.type], Field(description=description)]
-        keys[name] = Required[typed] if spec.required else NotRequired[typed]
-    schema: type[Any] = TypedDict(_type_name(plan, "Input"), keys)  # type: ignore[operator]
+        typed = _annotated[_INPUT_TYPES[spec.type], Field(description=description)]
+        keys[name] = _required[typed] if spec.required else _not_required[typed]
+    schema: type[Any] = _typed_dict(_type_name(plan, "Input"), keys)
     schema.__doc__ = f"The inputs of flow {plan.spec.name!r}: {plan.spec.description}"
     return schema
 
@@ -105,8 +113,8 @@ def output_schema(plan: Plan) -> type[Any]:
     keys: dict[str, Any] = {}
     for name, port in plan.output_ports.items():
         typed = _OUTPUT_TYPES.get(port.type, Any)
-        keys[name] = NotRequired[list[typed] if port.is_list else typed]
-    schema: type[Any] = TypedDict(_type_name(plan, "Output"), keys)  # type: ignore[operator]
+        keys[name] = _not_required[_list[typed] if port.is_list else typed]
+    schema: type[Any] = _typed_dict(_type_name(plan, "Output"), keys)
     schema.__doc__ = (
         f"The outputs of flow {plan.spec.name!r}; media carry a url served by the same server."
     )
