@@ -390,8 +390,17 @@ async def test_a_failure_pauses_with_the_librarys_message_and_resumes_on_the_thr
     secrets = Simulator().keys().secrets()
     assert secrets and not any(s in json.dumps(out) for s in secrets)
     assert (await client.threads.get(thread["thread_id"]))["status"] == "interrupted"
-    resumed = await client.runs.wait(thread["thread_id"], "illustrate", command={"resume": True})
-    assert isinstance(resumed, dict) and "__interrupt__" not in resumed
+    started: list[str] = []
+    async for part in client.runs.stream(
+        thread["thread_id"], "illustrate", command={"resume": True}, stream_mode="custom"
+    ):
+        if part.event == "custom" and part.data["event"] == "started":
+            started.append(part.data["node"])
+    assert started == ["fallback_image"]  # only the failed node runs again
+    state = await client.threads.get_state(thread["thread_id"])
+    assert not state["interrupts"] and not state["next"]
+    resumed = state["values"]
+    assert isinstance(resumed, dict)
     assert server.get(resumed["image"]["url"]).content.startswith(PNG)
 
 
