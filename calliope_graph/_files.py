@@ -25,11 +25,11 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["FILE_MODE", "Throttled", "atomic_writer", "write_atomic"]
+__all__ = ["FILE_MODE", "Throttled", "aatomic_writer", "atomic_writer", "write_atomic"]
 
 #: The mode asked for when creating a file; the process umask is taken off it by the kernel.
 FILE_MODE = 0o666
@@ -67,6 +67,21 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.asynccontextmanager
+async def aatomic_writer(path: str | os.PathLike[str]) -> AsyncIterator[BinaryIO]:
+    """:func:`atomic_writer` for async code: creating the directory and the temporary file,
+    the fsync and the rename run in a worker thread, so the event loop never waits on the
+    disk for them (LangGraph Server refuses those calls on its loop)."""
+    writer = atomic_writer(path)
+    fh = await asyncio.to_thread(writer.__enter__)
+    try:
+        yield fh
+    except BaseException as exc:
+        await asyncio.to_thread(writer.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await asyncio.to_thread(writer.__exit__, None, None, None)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:

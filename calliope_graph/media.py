@@ -40,7 +40,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
-from calliope_graph._files import atomic_writer, write_atomic
+from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
 from calliope_graph.errors import ConfigurationError, MediaError
 
@@ -54,6 +54,7 @@ __all__ = [
     "PreparedImage",
     "Video",
     "max_image_pixels",
+    "mime_of",
     "prepared",
 ]
 
@@ -76,6 +77,7 @@ _MIME_EXT = {
     "audio/flac": ".flac",
     "audio/ogg": ".ogg",
     "audio/mp4": ".m4a",
+    "audio/aac": ".aac",
     "audio/webm": ".webm",
     "video/mp4": ".mp4",
     "video/webm": ".webm",
@@ -88,8 +90,19 @@ _AUDIO_EXT = {
     ".flac": "audio/flac",
     ".ogg": "audio/ogg",
     ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
     ".webm": "audio/webm",
 }
+
+
+def mime_of(path: str | os.PathLike[str]) -> str | None:
+    """The MIME type calliope-graph gives a media file by its extension (the one its values
+    carry, e.g. ``audio/wav`` rather than the platform's ``audio/x-wav``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in _AUDIO_EXT:
+        return _AUDIO_EXT[suffix]
+    return next((m for m, ext in _MIME_EXT.items() if ext == suffix), None)
+
 
 #: Largest media file read into memory for a provider request (bytes).
 MAX_INPUT_BYTES = 50 * 1024 * 1024
@@ -857,6 +870,20 @@ class MediaStore:
     def save_video(self, name: str, data: bytes) -> Video:
         return Video.open(self.write_bytes(name, data))
 
+    # Async forms for engines and nodes: the writes run in a worker thread, so the event
+    # loop never waits on the disk (LangGraph Server refuses blocking calls on its loop).
+    async def awrite_bytes(self, name: str, data: bytes) -> Path:
+        """:meth:`write_bytes` in a worker thread."""
+        return await asyncio.to_thread(self.write_bytes, name, data)
+
+    async def asave_image(self, name: str, data: bytes) -> Image:
+        """:meth:`save_image` in a worker thread."""
+        return await asyncio.to_thread(self.save_image, name, data)
+
+    async def asave_video(self, name: str, data: bytes) -> Video:
+        """:meth:`save_video` in a worker thread."""
+        return await asyncio.to_thread(self.save_video, name, data)
+
     def as_png(self, image: Image) -> Image:
         """The image as PNG (some providers refuse JPEG); PNGs are returned unchanged."""
         if image.mime == "image/png":
@@ -897,33 +924,32 @@ class MediaStore:
             )
         path = self.path_for(name)
         total = 0
-        with (
-            atomic_writer(path) as fh,
-            map_transport_errors(provider, what="download of its output"),
-        ):
-            async with client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise TransientProviderError(
-                        f"Downloading {provider} output failed with HTTP "
-                        f"{response.status_code}; the URL may have expired: "
-                        "run the node again.",
-                        provider=provider,
-                        status=response.status_code,
-                    )
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > cap:
-                    raise MediaError(
-                        f"{provider} output is {declared} bytes, over the {cap}-byte download "
-                        "cap: raise max_download_bytes on the MediaStore if this is expected."
-                    )
-                async for chunk in response.aiter_bytes():
-                    total += len(chunk)
-                    if total > cap:
-                        raise MediaError(
-                            f"{provider} output exceeded the {cap}-byte download cap: raise "
-                            "max_download_bytes on the MediaStore if this is expected."
+        async with aatomic_writer(path) as fh:
+            with map_transport_errors(provider, what="download of its output"):
+                async with client.stream("GET", url) as response:
+                    if response.status_code >= 400:
+                        raise TransientProviderError(
+                            f"Downloading {provider} output failed with HTTP "
+                            f"{response.status_code}; the URL may have expired: "
+                            "run the node again.",
+                            provider=provider,
+                            status=response.status_code,
                         )
-                    fh.write(chunk)
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > cap:
+                        raise MediaError(
+                            f"{provider} output is {declared} bytes, over the {cap}-byte "
+                            "download cap: raise max_download_bytes on the MediaStore if this "
+                            "is expected."
+                        )
+                    async for chunk in response.aiter_bytes():
+                        total += len(chunk)
+                        if total > cap:
+                            raise MediaError(
+                                f"{provider} output exceeded the {cap}-byte download cap: "
+                                "raise max_download_bytes on the MediaStore if this is expected."
+                            )
+                        fh.write(chunk)
         return path
 
 

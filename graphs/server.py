@@ -1,28 +1,23 @@
-"""The shipped flows as compiled LangGraph graphs, for LangGraph Server (``langgraph.json``).
+"""The shipped flows compiled for LangGraph Server (``langgraph.json`` lists each of them).
 
-``langgraph dev`` / LangGraph Server import these module attributes; the server supplies
-persistence, so they compile without a checkpointer. Without a run context, nodes read keys
-from the environment (``OPENAI_API_KEY``, ...) and write media under ``./out/<flow>``.
+Each module attribute is one flow, named as the flow (``webcam_story``, ...), built by
+:func:`calliope_graph.serve.serve_graph`: the flow's own inputs and outputs as its schemas
+(media in by data URL, http(s) URL or a path under the media root; out as URLs of this
+server's ``/media`` routes), a run context built per run from the server's environment
+(keys, ``CALLIOPE_MEDIA_ROOT``, ``CALLIOPE_SIMULATE=1``). The server supplies persistence,
+so they compile without a checkpointer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from calliope_graph.flow import Flow
+from calliope_graph.flow import shipped_flows
+from calliope_graph.serve import ServeSettings, serve_graph
 
-__all__ = [
-    "continuous_story",
-    "illustrate",
-    "image_to_video_story",
-    "structured_scene",
-    "voice_story",
-    "webcam_story",
-]
+SETTINGS = ServeSettings.from_env()
+#: Flow name → its served graph.
+GRAPHS: dict[str, Any] = {name: serve_graph(name, SETTINGS) for name in shipped_flows()}
+globals().update(GRAPHS)
 
-webcam_story: Any = Flow.load("webcam_story").compile()
-voice_story: Any = Flow.load("voice_story").compile()
-illustrate: Any = Flow.load("illustrate").compile()
-image_to_video_story: Any = Flow.load("image_to_video_story").compile()
-structured_scene: Any = Flow.load("structured_scene").compile()
-continuous_story: Any = Flow.load("continuous_story").compile()
+__all__ = ["GRAPHS", "SETTINGS", *GRAPHS]

@@ -144,7 +144,9 @@ class AssembleVideo(Node):
 
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         scenes = self._scenes(inputs)
-        target = ctx.store.path_for(self.params.output_name)
+        # Everything that touches files runs in a worker thread (LangGraph Server refuses
+        # blocking calls on its event loop): the path, the encode, the probe.
+        target = await asyncio.to_thread(ctx.store.path_for, self.params.output_name)
         video = await asyncio.to_thread(_render, self, scenes, target)
         return {"video": video}
 

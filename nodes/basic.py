@@ -72,7 +72,7 @@ class Frame(Node):
         frame = StoryFrame(
             text=str(inputs["text"]), image=inputs.get("image"), video=inputs.get("video")
         )
-        ctx.store.write_bytes(
+        await ctx.store.awrite_bytes(
             self.params.output_name, json.dumps(frame.model_dump(mode="json"), indent=2).encode()
         )
         return {"frame": frame}

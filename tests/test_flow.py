@@ -420,36 +420,6 @@ async def test_yaml_flow_loaded_from_text(tmp_path: Path) -> None:
     assert result.outputs["story"]
 
 
-async def test_langgraph_server_graphs_run_without_a_context(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """langgraph.json's graphs are plain compiled graphs: invoked with state alone, as
-    LangGraph Server does, they read keys and base URLs from the environment."""
-    import json
-
-    from calliope_graph.graphs import server
-
-    listed = json.loads((ROOT / "langgraph.json").read_text())["graphs"]
-    assert set(listed) == {"webcam_story", "voice_story", "illustrate", "image_to_video_story",
-                           "structured_scene", "continuous_story"}  # fmt: skip
-    monkeypatch.chdir(tmp_path)
-    simulator = Simulator()
-    import httpx
-
-    real = httpx.AsyncClient.__init__
-
-    def via_simulator(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
-        kwargs["transport"] = simulator.transport()
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.AsyncClient, "__init__", via_simulator)
-    monkeypatch.setattr(
-        "calliope_graph.config.KeysModel.from_env", classmethod(lambda cls: simulator.keys())
-    )
-    state = await server.illustrate.ainvoke({"inputs.text": "a lighthouse at dawn"})
-    assert Path(state["image.image"].path).is_file()
-
-
 async def test_critical_path_is_a_chain_of_executions_one_after_another(tmp_path: Path) -> None:
     simulator = Simulator(faults=parse_faults("content_policy@stability:first_n=1"))
     events: list[FlowEvent] = []

@@ -102,5 +102,5 @@ async def save_speech(ctx: RunContext, output_name: str, data: bytes, container:
     """Write ``data`` (a ``container`` file) as ``output_name`` with that container's
     extension, atomically, and open it (duration probed) off the event loop."""
     name = str(PurePosixPath(output_name).with_suffix(CONTAINER_EXT[container]))
-    path = ctx.store.write_bytes(name, data)
+    path = await ctx.store.awrite_bytes(name, data)  # off the event loop (LangGraph Server)
     return await asyncio.to_thread(Audio.open, path)

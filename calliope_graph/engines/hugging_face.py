@@ -309,7 +309,7 @@ async def text_to_image(
         raise _wrong_task(model, kind, "an image")
 
     raw = await _call(ctx, config, parse, json_body=body, headers={"Accept": accept})
-    return ctx.store.save_image(output_name, raw)
+    return await ctx.store.asave_image(output_name, raw)
 
 
 # -- image analysis ------------------------------------------------------------------------

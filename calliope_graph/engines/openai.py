@@ -368,12 +368,12 @@ async def text_to_image(
                 provider=_NAME,
                 code="malformed_body",
             ) from None
-        return ctx.store.save_image(output_name, raw)
+        return await ctx.store.asave_image(output_name, raw)
     if item.get("url"):
         path = await ctx.store.download(
             ctx.client, str(item["url"]), output_name, max_bytes=MAX_IMAGE_BYTES, provider=_NAME
         )
-        image = ctx.store.save_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, path.read_bytes())
         if Path(image.path) != path:
             path.unlink(missing_ok=True)  # saved again under the real format's extension
         return image

@@ -567,10 +567,10 @@ async def text_to_image(
     url = _first_url(output, prediction_id)
     cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
     if url.startswith("data:"):
-        return ctx.store.save_image(output_name, _data_uri(url, cap))
+        return await ctx.store.asave_image(output_name, _data_uri(url, cap))
     path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
     try:
-        image = ctx.store.save_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, path.read_bytes())
     except MediaError:
         path.unlink(missing_ok=True)
         raise

@@ -436,4 +436,4 @@ async def text_to_image(
             code=generated.finish_reason,
         )
     log.info("stability (%s): image generated (seed %s)", model, generated.seed)
-    return ctx.store.save_image(output_name, generated.data)
+    return await ctx.store.asave_image(output_name, generated.data)

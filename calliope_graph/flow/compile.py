@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from langgraph.cache.base import BaseCache
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, NodeError
@@ -63,19 +65,60 @@ from calliope_graph.flow.trace import jsonable
 from calliope_graph.flow.validate import Plan, check
 from calliope_graph.media import Audio, Image, Video
 
-__all__ = ["CompiledFlowGraph", "RuntimeFactory", "compile_plan", "environment_runtime"]
+__all__ = ["CompiledFlowGraph", "GraphIO", "RuntimeFactory", "compile_plan", "environment_runtime"]
 
 _MISSING = object()
 
 #: Builds the FlowRuntime of a run that was started without one (LangGraph Server passes
-#: its own context, or none): called with whatever the caller gave as context.
-RuntimeFactory = Callable[[Any], FlowRuntime]
+#: its own context, or none): called with whatever the caller gave as context, inside the
+#: node that needs it (so ``langgraph.config.get_config()`` gives the run's config, thread
+#: id included). It may be async (a server's factory builds the run's media directory in a
+#: worker thread); a factory is called until a run's runtime exists, so it caches per run.
+RuntimeFactory = Callable[[Any], FlowRuntime | Awaitable[FlowRuntime]]
 #: What :func:`compile_plan` returns: LangGraph's compiled graph, with a FlowRuntime context.
 CompiledFlowGraph = CompiledStateGraph[Any, FlowRuntime, Any, Any]
 
+#: A state key that is never written: its type lists the value types of the state.
+TYPES_KEY = "~types"
+#: The nodes a :class:`GraphIO` adds: the first and the last to run.
+IO_INPUTS, IO_OUTPUTS = "~inputs", "~outputs"
 
-def _state_schema(plan: Plan) -> type[Any]:
+
+@dataclass(frozen=True)
+class GraphIO:
+    """The public face of a compiled flow (what :mod:`calliope_graph.serve` gives LangGraph
+    Server): the graph takes ``input_schema`` and returns ``output_schema`` instead of its
+    internal state, and its runs get ``context_schema`` as context (the factory turns it
+    into the run's FlowRuntime).
+
+    ``prepare`` runs first (node ``~inputs``): the public inputs → the flow's state (its
+    ``inputs.<name>`` keys). ``finish`` runs last (node ``~outputs``): the final state → the
+    public outputs. With ``halt_all``, every node (not only those with error routes) pauses
+    on a failure no route takes, so any failed run is resumed the same way
+    (``Command(resume=...)`` on its thread).
+    """
+
+    input_schema: type[Any]
+    output_schema: type[Any]
+    context_schema: type[Any]
+    prepare: Callable[..., Awaitable[dict[str, Any]]]
+    finish: Callable[..., Awaitable[dict[str, Any]]]
+    halt_all: bool = True
+    value_types: tuple[type, ...] = ()
+    """The types the flow's state holds (media, analyses, objects). They are declared in
+    the state schema, so a checkpointer the graph is given (the server's) restores them
+    under LangGraph's strict msgpack allow-list (``LANGGRAPH_STRICT_MSGPACK=true``)."""
+
+
+def _state_schema(plan: Plan, io: GraphIO | None = None) -> type[Any]:
     keys: dict[str, Any] = {input_key(name): Any for name in plan.spec.inputs}
+    if io is not None:
+        keys |= {name: Any for name in plan.spec.inputs}
+        keys |= {name: Any for name in plan.spec.outputs}
+        if io.halt_all:
+            keys |= {halt_key(name): Any for name in plan.spec.nodes}
+        if io.value_types:  # never written: it declares what the other keys may hold
+            keys[TYPES_KEY] = Union[io.value_types]  # noqa: UP007
     for name, node in plan.nodes.items():
         if name in plan.stands_in:
             continue
@@ -218,8 +261,16 @@ def environment_runtime(plan: Plan) -> RuntimeFactory:
     return factory
 
 
-def _runtime(context: Any, factory: RuntimeFactory) -> FlowRuntime:
-    return context if isinstance(context, FlowRuntime) else factory(context)
+async def _built(context: Any, factory: RuntimeFactory) -> FlowRuntime:
+    """The run's FlowRuntime from a context that is not one (see :data:`RuntimeFactory`)."""
+    made = factory(context)
+    return await made if inspect.isawaitable(made) else made
+
+
+async def _current(factory: RuntimeFactory) -> FlowRuntime:
+    """The FlowRuntime of the run in progress (built by ``factory`` when not given)."""
+    context = get_runtime(FlowRuntime).context
+    return context if isinstance(context, FlowRuntime) else await _built(context, factory)
 
 
 def _node_function(
@@ -239,10 +290,12 @@ def _node_function(
     async def run(state: dict[str, Any]) -> Any:
         # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
         # injection costs more than the rest of this wrapper (see benchmarks/).
-        flow_rt = _runtime(get_runtime(FlowRuntime).context, factory)
-        halted = bool(state.get(my_halt))
+        context = get_runtime(FlowRuntime).context
+        flow_rt = context if isinstance(context, FlowRuntime) else await _built(context, factory)
+        halt = state.get(my_halt)
+        halted = bool(halt)
         if halted:  # stopped on a failure no route took; continues when resumed
-            interrupt({"node": name, "resume": "run it again"})
+            interrupt({**(halt if isinstance(halt, dict) else {"node": name}), **_RESUME})
         inputs = gather(state)
         request: dict[str, Any] | None = state.get(my_request) if is_via else None
         if request is not None and via_port is not None:
@@ -498,7 +551,7 @@ class _Lane:
         self.name = lane_name(chain[0])
 
     async def run(self, state: dict[str, Any]) -> dict[str, Any]:
-        flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+        flow_rt = await _current(self.factory)
         child_in = {a: state.get(k) for a, k in self.parent_keys.items()}
         outputs = await self.child.work(flow_rt, "", child_in)()
         return {
@@ -567,7 +620,10 @@ class _MapUnit:
         return [self._send(state, i, item) for i, item in enumerate(items)]
 
     async def run_item(self, state: dict[str, Any]) -> dict[str, Any]:
-        flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+        context = get_runtime(FlowRuntime).context
+        flow_rt = (
+            context if isinstance(context, FlowRuntime) else await _built(context, self.factory)
+        )
         index = int(state[ITEM_KEY]["index"])
         # A subflow puts its media in <node>/<item>/ itself; anything else does it here.
         folder = None if isinstance(self.node, Subflow) else f"{self.name}/{index}"
@@ -595,7 +651,7 @@ class _MapUnit:
         done: dict[int, Any] = state.get(map_key(self.name)) or {}
         failed = [i for i in sorted(done) if isinstance(done[i], dict) and _FAILED in done[i]]
         if failed:
-            flow_rt = _runtime(get_runtime(FlowRuntime).context, self.factory)
+            flow_rt = await _current(self.factory)
             halted = flow_rt.halted
             if not flow_rt.resumable:
                 if halted is not None:
@@ -615,7 +671,8 @@ def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., An
     my_rewrites = rewrites_key(name)
 
     async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
-        flow_rt = _runtime(runtime.context, factory)
+        context = runtime.context
+        flow_rt = context if isinstance(context, FlowRuntime) else await _built(context, factory)
         exc = error.error
         classes = set(error_classes(exc))
         count = int(state.get(my_rewrites) or 0)
@@ -654,10 +711,18 @@ def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., An
         flow_rt.halted = (name, exc)
         if not flow_rt.resumable:
             raise exc
-        return Command(goto=name, update={halt_key(name): True})
+        # What stopped it travels with the pause (redacted, like the trace): a client that
+        # sees only the interrupt (LangGraph Server) learns the node and the cause.
+        stop = {"node": flow_rt.scope + name, "error_class": error_classes(exc)[0]}
+        stop["error"] = flow_rt.describe(exc)
+        return Command(goto=name, update={halt_key(name): stop})
 
     handle.__name__ = f"on_error_{name}"
     return handle
+
+
+#: What the pause of a halted node asks for (LangGraph's ``Command(resume=...)``).
+_RESUME = {"resume": "resume the thread (Command(resume=True)) to run the node again"}
 
 
 def _destinations(plan: Plan, name: str, edges: list[Edge]) -> dict[str, str]:
@@ -714,6 +779,7 @@ def compile_plan(
     cache: BaseCache[Any] | None = None,
     runtime_factory: RuntimeFactory | None = None,
     dataflow: bool = True,
+    io: GraphIO | None = None,
 ) -> CompiledFlowGraph:
     """The LangGraph graph of ``plan`` (with ``cache``, every non-routed node is cached).
 
@@ -721,13 +787,24 @@ def compile_plan(
     starts when its own inputs are ready; ``False`` compiles node by node (benchmarks).
 
     Runs get their :class:`FlowRuntime` as LangGraph context; ``runtime_factory`` builds one
-    for runs started without it (default: :func:`environment_runtime`, for LangGraph Server).
+    for runs started without it (default: :func:`environment_runtime`). With ``io`` the
+    graph has public input and output schemas instead of its state (see :class:`GraphIO`).
     """
     factory = runtime_factory or environment_runtime(plan)
     edges = plan.spec.edges()
-    graph: StateGraph[Any, FlowRuntime, Any, Any] = StateGraph(
-        _state_schema(plan), context_schema=FlowRuntime
+    graph: StateGraph[Any, Any, Any, Any] = StateGraph(
+        _state_schema(plan, io),
+        context_schema=io.context_schema if io is not None else FlowRuntime,
+        input_schema=io.input_schema if io is not None else None,
+        output_schema=io.output_schema if io is not None else None,
     )
+    start, end = START, END
+    if io is not None:
+        start, end = IO_INPUTS, IO_OUTPUTS
+        graph.add_node(IO_INPUTS, io.prepare)
+        graph.add_edge(START, IO_INPUTS)
+        graph.add_node(IO_OUTPUTS, io.finish)
+        graph.add_edge(IO_OUTPUTS, END)
     units: dict[str, _MapUnit] = {}
     # The nodes a mapped node's routes send work to run inside its items' subgraphs.
     in_items = {m for n in plan.item_types for m in _item_members(plan, n)} - set(plan.item_types)
@@ -784,15 +861,18 @@ def compile_plan(
         consumed |= feeding
         entry = heads.get(name) or (fan_name(name) if name in units else name)
         if not sources:
-            graph.add_edge(START, entry)
+            graph.add_edge(start, entry)
         elif len(sources) == 1:
             graph.add_edge(sources[0], entry)
         else:
             graph.add_edge(sources, entry)
-    ends = {laned.get(n) or _link(plan, n) for n in plan.order if n not in plan.routed}
-    ends -= {laned.get(n) or _link(plan, n) for n in consumed}
-    for end in sorted(ends):
-        graph.add_edge(end, END)
+    final = {laned.get(n) or _link(plan, n) for n in plan.order if n not in plan.routed}
+    ends = sorted(final - {laned.get(n) or _link(plan, n) for n in consumed})
+    if end == END:
+        for link in ends:
+            graph.add_edge(link, END)
+    else:  # the outputs node waits for every branch to end
+        graph.add_edge(ends[0] if len(ends) == 1 else ends, end)
     if cache is not None and not isinstance(cache, MediaCheckedCache):
         cache = MediaCheckedCache(cache)
     return graph.compile(checkpointer=checkpointer, cache=cache, name=plan.spec.name)
@@ -802,7 +882,7 @@ def _feeds(edge: Edge, target: str) -> bool:
     return edge.kind in ("data", "map") and edge.target == target and edge.source != INPUTS
 
 
-def _add_map(graph: StateGraph[Any, FlowRuntime, Any, Any], plan: Plan, unit: _MapUnit) -> None:
+def _add_map(graph: StateGraph[Any, Any, Any, Any], plan: Plan, unit: _MapUnit) -> None:
     name = unit.name
     spec = plan.spec.nodes[name]
     kwargs: dict[str, Any] = {}

@@ -40,6 +40,7 @@ from calliope_graph.errors import (
 from calliope_graph.flow._checkpoints import (
     CHECKPOINT_URL_ENV,
     checkpoint_serializer,
+    checkpoint_types,
     checkpointer_from_url,
     open_sqlite,
     run_guard,
@@ -71,6 +72,7 @@ __all__ = [
     "RunOptions",
     "RunnerOptions",
     "checkpoint_serializer",
+    "checkpoint_types",
     "new_thread_id",
     "prepare_inputs",
     "split_options",
@@ -278,6 +280,7 @@ class FlowRunner:
                 graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
             else:  # a saver the caller opened: compiled once for every run of this runner
                 graph = self._compiled()
+                assert isinstance(graph.checkpointer, BaseCheckpointSaver)
                 saver = graph.checkpointer
             trace_log = await stack.enter_async_context(
                 run_guard(saver, thread, fresh=fresh, store=self._store_name())
