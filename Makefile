@@ -11,7 +11,7 @@ OUT    ?= out
 # source directory calliope_graph/ (which lacks nodes/ and graphs/) does not shadow it.
 MYPY   := cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache
 
-.PHONY: help install lint fmt typecheck test test-fast browser demo bench pictures schema clean
+.PHONY: help install lint fmt typecheck test test-fast browser postgres demo bench pictures schema clean
 
 help:
 	@echo "make demo   run the webcam story offline against the simulator"
@@ -25,7 +25,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres]' --config-settings editable_mode=strict
 
 lint: install
 	$(BIN)/ruff check .
@@ -54,7 +54,17 @@ browser:
 		npm install --no-save --no-audit --no-fund --loglevel=error mermaid@11 >/dev/null \
 		|| echo "warning: npm install mermaid failed; the Mermaid rendering test will skip"; fi
 
-test: lint browser
+# PostgreSQL for the checkpoint and DBOS tests (the suite starts a throwaway cluster itself):
+# Debian's package, installed where we are root. Elsewhere only those tests skip.
+postgres:
+	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian postgresql for the checkpoint tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+		|| echo "warning: could not install postgresql; the PostgreSQL tests will skip"; \
+	else echo "note: PostgreSQL not found and not root; the PostgreSQL tests will skip (apt-get install postgresql)"; fi
+
+test: lint browser postgres
 	$(BIN)/pytest
 
 test-fast: install
