@@ -276,6 +276,7 @@ async def run_worker(
                 "executor_id": executor_id,
                 "application_version": APP_VERSION,
                 "log_level": "WARNING",
+                "sys_db_pool_size": 10,
             }
         )
         try:
