@@ -168,7 +168,8 @@ class _Worker:
         record["worker"] = self.executor_id
         if self.on_record is not None:
             self.on_record(record)
-        return json.loads(json.dumps(record, default=str))
+        clean: dict[str, Any] = json.loads(json.dumps(record, default=str))
+        return clean
 
 
 _WORKER: _Worker | None = None
@@ -207,9 +208,9 @@ async def _saver(url: str, out: Path, plan: Plan) -> Any:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         async with aiosqlite.connect(str(out / "checkpoints.sqlite"), timeout=30.0) as conn:
-            saver = AsyncSqliteSaver(conn, serde=serde)
-            await saver.setup()
-            yield saver
+            lite = AsyncSqliteSaver(conn, serde=serde)
+            await lite.setup()
+            yield lite
 
 
 async def run_worker(
