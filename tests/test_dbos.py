@@ -46,9 +46,12 @@ HOW_TO_ENABLE = (
     "CALLIOPE_PG_BINDIR to the folder holding them"
 )
 
-#: The provider's limit (the simulator server) and the one the workers share, a little under.
+#: The provider's limit (the simulator server) and the one the workers share. The workers'
+#: window admits requests; the server counts them when they arrive, later by a delay that
+#: varies with load. At 2 per 2 s, any 2 s of arrivals were admitted within 2 s + that delay,
+#: so the server sees at most 4 (under its 5) whenever the delay varies by less than 2 s.
 SERVER_LIMIT = (5, 2.0)
-WORKER_LIMITS = "stability:requests=4/2s"
+WORKER_LIMITS = "stability:requests=2/2s"
 ITEMS = 12
 
 FLOW = """\
@@ -204,6 +207,24 @@ def max_in_window(times: list[float], seconds: float) -> int:
     return best
 
 
+def _running(url: str, workers: dict[int, Any]) -> tuple[str, set[str]] | None:
+    """A live worker's executor id and the items it runs now (DBOS PENDING workflows)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT executor_id, workflow_uuid FROM dbos.workflow_status WHERE status = 'PENDING'"
+        ).fetchall()
+    running: dict[str, set[str]] = defaultdict(set)
+    for executor, workflow in rows:
+        running[executor].add(workflow.rpartition("-")[2])
+    for executor, items in running.items():
+        pid = int(executor.split("-")[-2])
+        if pid in workers and workers[pid].poll() is None:
+            return executor, items
+    return None
+
+
 # -- three workers on PostgreSQL -------------------------------------------------------------------
 def test_three_workers_on_postgres_one_killed_every_item_ok_once(
     pg_url: str, tmp_path: Path
@@ -247,18 +268,18 @@ def test_three_workers_on_postgres_one_killed_every_item_ok_once(
         follower = procs.start("follower", follow, env)
 
         manifest = shared / "batch.jsonl"
-        wait_for(lambda: len(lines(manifest)) >= 3, "three finished items", timeout=90)
-        # Kill a worker that is running items now, and the follower with it.
-        running = Counter(e["item"] for e in lines(log) if e["provider"] == "api.stability.ai")
-        assert running  # stability calls are being made
-        victim = workers[1]
+        wait_for(lambda: len(lines(manifest)) >= 2, "two finished items", timeout=90)
+        # Kill a worker while it runs items (DBOS says which), and the follower with it.
+        by_pid = {proc.pid: proc for proc in workers}
+        busy = wait_for(lambda: _running(pg_url, by_pid), "a worker running items")
+        victim_id, victim_items = busy
+        victim = by_pid[int(victim_id.split("-")[-2])]
         victim.send_signal(signal.SIGKILL)
         killed_at = time.time()
         follower.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         follower.wait(timeout=10)
-        before = len(lines(manifest))
-        assert before < ITEMS, "the batch finished before the kill"
+        assert len(lines(manifest)) < ITEMS, "the batch finished before the kill"
 
         again = procs.start("follower2", follow, env)  # stopping and restarting loses nothing
         out, _ = again.communicate(timeout=120)
@@ -287,8 +308,8 @@ def test_three_workers_on_postgres_one_killed_every_item_ok_once(
     assert (shared / "batch.html").is_file()
     workers_seen = {r.get("worker") for r in records}
     assert len(workers_seen) >= 2
-    recovered = [r for r in records if r.get("resumed")]
-    assert recovered, "no item of the killed worker was recovered by another"
+    recovered = [r for r in records if r["id"] in victim_items]
+    assert recovered and all(r["worker"] != victim_id for r in recovered)
 
     # The combined rate the provider saw stayed within its limit: no 429, no window over it.
     requests = lines(log)
