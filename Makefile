@@ -25,7 +25,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve]' --config-settings editable_mode=strict
 
 lint: install
 	$(BIN)/ruff check .
@@ -54,9 +54,8 @@ browser:
 		npm install --no-save --no-audit --no-fund --loglevel=error mermaid@11 >/dev/null \
 		|| echo "warning: npm install mermaid failed; the Mermaid rendering test will skip"; fi
 
-# PostgreSQL server binaries for the checkpoint tests (they start a throwaway cluster on a free
-# loopback port themselves): Debian's package, installed where we are root. Where it cannot
-# be installed, only the PostgreSQL tests skip (they say how to enable them).
+# PostgreSQL for the checkpoint and DBOS tests (the suite starts a throwaway cluster itself):
+# Debian's package, installed where we are root. Elsewhere only those tests skip.
 postgres:
 	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,5 +1,5 @@
-"""The ``calliope-graph`` command line: run, batch, simulate, validate, draw, report, nodes,
-schema.
+"""The ``calliope-graph`` command line: run, batch, worker, simulate, validate, draw, report,
+nodes, schema.
 
 Exit codes (also in ``calliope-graph --help``):
 
@@ -519,6 +519,20 @@ def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: An
     callback=lambda _ctx, _param, value: (_parse_simulate_limits(value), value)[1],
     help="The simulator's provider limits, e.g. 'stability:rpm=120' (with --simulate).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dbos"]),
+    default="local",
+    show_default=True,
+    help="local: asyncio in this process; dbos: enqueue for `calliope-graph worker`s and "
+    "follow them (pip install 'calliope-graph[dbos]').",
+)
+@click.option(
+    "--db",
+    default=None,
+    metavar="URL",
+    help="--engine dbos: the shared database, postgresql://... (default: SQLite OUT/dbos.sqlite).",
+)
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def batch(
     flow: str,
@@ -533,6 +547,8 @@ def batch(
     as_json: bool,
     limits: str | None,
     simulate_limits: str | None,
+    engine: str,
+    db: str | None,
     debug: bool,
 ) -> None:
     """Run FLOW over every item of --inputs, into --out (one folder per item).
@@ -540,7 +556,38 @@ def batch(
     A manifest line per finished item goes to OUT/batch.jsonl, the batch report to
     OUT/batch.html. After a kill or failures, run the same command with --resume: ok items
     are skipped and the others continue from their checkpoints.
+
+    With --engine dbos the items are enqueued in --db and run by `calliope-graph worker`
+    processes (any number, any machine); this command follows them into the manifest, and
+    stopping and running it again loses nothing.
     """
+    if engine == "dbos":
+        for given, name in (
+            (simulate, "--simulate"),
+            (faults, "--faults"),
+            (limits, "--limits"),
+            (simulate_limits, "--simulate-limits"),
+            (budget is not None, "--budget"),
+            (retry_failed, "--retry-failed"),
+        ):
+            if given:
+                raise click.UsageError(
+                    f"{name} does not apply with --engine dbos: the workers make the calls "
+                    f"(give --simulate, --faults, --limits, --simulate-limits to "
+                    f"`calliope-graph worker`)."
+                    if name not in ("--budget", "--retry-failed")
+                    else f"{name} is not supported with --engine dbos yet (use --engine local)."
+                )
+        sys.exit(
+            _guard(
+                debug,
+                lambda: asyncio.run(
+                    _follow(flow, inputs_path, Path(out_dir), db, concurrency, as_json)
+                ),
+            )
+        )
+    if db:
+        raise click.UsageError("--db applies only with --engine dbos.")
     if faults and not simulate:
         raise click.UsageError("--faults only applies with --simulate.")
     if simulate_limits and not simulate:
@@ -651,6 +698,147 @@ async def _batch(
         raise error
     assert summary is not None
     return EXIT_CODES["ok"] if summary.all_ok else EXIT_CODES["run_failed"]
+
+
+async def _follow(
+    flow_name: str, inputs_path: str, out_dir: Path, db: str | None, concurrency: int, as_json: bool
+) -> int:
+    """``batch --engine dbos``: enqueue the items, follow the workers into the manifest."""
+    from calliope_graph.batch._progress import JsonProgress, LiveProgress, PlainProgress
+
+    try:
+        from calliope_graph.batch._dbos import _flow_ref, db_url, follow_batch
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--engine dbos needs the dbos extra ({exc.name} is missing): "
+            "pip install 'calliope-graph[dbos]'."
+        ) from None
+    flow = _load(flow_name)
+    flow.validate()
+    progress: JsonProgress | LiveProgress | PlainProgress
+    if as_json:
+        progress = JsonProgress()
+    elif err_console.is_terminal:
+        progress = LiveProgress(err_console, flow.name)
+    else:
+        progress = PlainProgress(err_console)
+    if not as_json:
+        from calliope_graph.batch._dbos import _shown
+
+        err_console.print(
+            f"following batch {flow.name}  inputs {inputs_path}  out {out_dir}  "
+            f"db {_shown(db_url(db, out_dir))}  concurrency {concurrency} (all workers)",
+            markup=False,
+            soft_wrap=True,
+        )
+    with progress:
+        summary = await follow_batch(
+            flow,
+            inputs_path,
+            out_dir,
+            db=db,
+            concurrency=concurrency,
+            on_progress=progress,
+            flow_ref=_flow_ref(flow_name),
+        )
+    if as_json:
+        JsonProgress().write({"event": "summary", **summary.to_dict()})
+    else:
+        _print_batch_summary(summary, flow_name, inputs_path, out_dir)
+    return EXIT_CODES["ok"] if summary.all_ok else EXIT_CODES["run_failed"]
+
+
+# -- worker ----------------------------------------------------------------------------------------
+@main.command(epilog=EPILOG)
+@click.option("--db", default=None, metavar="URL", help="The batch database (as given to batch).")
+@click.option("--out", "out_dir", required=True, help="The shared batch folder.")
+@click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
+@click.option(
+    "--faults",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_faults(value),
+    help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
+)
+@click.option(
+    "--simulate-limits",
+    "simulate_limits",
+    default=None,
+    callback=lambda _ctx, _param, value: _parse_simulate_limits(value),
+    help="Make the simulated providers limit like the real ones, e.g. 'stability:rpm=60'.",
+)
+@click.option(
+    "--limits",
+    default=None,
+    callback=lambda ctx, param, value: _checked_limits(value),
+    help="Per-provider rate limits, held across all workers, e.g. 'stability:rpm=60'.",
+)
+@click.option(
+    "--concurrency",
+    "-j",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Items this worker runs at once (default: the queue's).",
+)
+@click.option(
+    "--dead-after",
+    type=click.FloatRange(min=0.5),
+    default=15.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a worker's items are recovered by the others.",
+)
+@click.option("--debug", is_flag=True, help="Print tracebacks.")
+def worker(
+    db: str | None,
+    out_dir: str,
+    simulate: bool,
+    faults: list[Any] | None,
+    simulate_limits: dict[str, Any] | None,
+    limits: str | None,
+    concurrency: int | None,
+    dead_after: float,
+    debug: bool,
+) -> None:
+    """Run batch items enqueued by `batch --engine dbos`, until Ctrl-C or SIGTERM.
+
+    Start any number, on any machines that share --db and the --out folder; a worker that
+    dies (even kill -9) has its items finished by the others.
+    """
+    if faults and not simulate:
+        raise click.UsageError("--faults only applies with --simulate.")
+    if simulate_limits and not simulate:
+        raise click.UsageError("--simulate-limits only applies with --simulate.")
+    _apply_limits(limits, None, None)
+    simulator: Any = None
+    if simulate:
+        from calliope_graph.simulate import Simulator
+
+        simulator = Simulator(faults=faults or (), limits=simulate_limits)
+
+    def echo(line: str) -> None:
+        err_console.print(line, markup=False, soft_wrap=True)
+
+    def go() -> None:
+        try:
+            from calliope_graph.batch._dbos import run_worker
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"`worker` needs the dbos extra ({exc.name} is missing): "
+                "pip install 'calliope-graph[dbos]'."
+            ) from None
+        asyncio.run(
+            run_worker(
+                out_dir,
+                db=db,
+                concurrency=concurrency,
+                simulator=simulator,
+                dead_after=dead_after,
+                heartbeat=min(2.0, dead_after / 4),
+                echo=echo,
+            )
+        )
+
+    _guard(debug, go)
+    err_console.print("worker stopped")
 
 
 def _print_batch_summary(summary: Any, flow: str, inputs: str, out_dir: Path) -> None:

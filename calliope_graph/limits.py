@@ -63,7 +63,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     BaseModel,
@@ -728,6 +728,8 @@ class Limiter:
         self._calls = 0
         self._total_waited = 0.0
         self._rate_limited = 0
+        #: Windows shared with other processes (DBOS workers), taken after the local ones.
+        self.shared: SharedWindowStore | None = None
         self._build(self.spec)
 
     def __repr__(self) -> str:
@@ -996,6 +998,10 @@ class Limiter:
                         self._spend(slot.tokens)
                         break
                 await self._pause(slot, reason, wait / 1000)
+            if self.shared is not None:
+                windows, tpm = self.spec.request_windows(), self.spec.tpm or 0
+                while wait_s := await self.shared.take(self.key, windows, tpm, slot.tokens):
+                    await self._pause(slot, "shared", wait_s)
         except BaseException:
             if id(self) in slot._gated:
                 slot._gated.discard(id(self))
@@ -1067,6 +1073,17 @@ def _ietf_params(value: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- registry
 
 
+class SharedWindowStore(Protocol):
+    """Request windows and token budgets kept outside the process (see
+    ``calliope_graph.batch._shared.SharedWindows``)."""
+
+    async def take(
+        self, key: str, windows: Sequence[tuple[int, float]], tpm: int, tokens: int
+    ) -> float:
+        """0.0 when the request was admitted (and recorded), else seconds to wait."""
+        ...
+
+
 class CallLimits:
     """The limiters that apply to one call: the provider's, then ``provider/model``'s.
 
@@ -1117,6 +1134,7 @@ class Limits:
         self._lock = threading.Lock()
         self._specs: dict[str, LimitSpec] = dict(DEFAULT_LIMITS) if defaults else {}
         self._limiters: dict[str, Limiter] = {}
+        self._shared: SharedWindowStore | None = None
         if specs is not None:
             self.configure(specs)
 
@@ -1158,8 +1176,18 @@ class Limits:
                     sleep=self._sleep,
                     wall_clock=self._wall,
                 )
+                limiter.shared = self._shared
                 self._limiters[key] = limiter
             return limiter
+
+    def share(self, store: SharedWindowStore | None) -> Limits:
+        """Also take every request window and token budget from ``store`` (windows shared
+        by processes: the DBOS workers of a batch), so the limits hold for them together."""
+        with self._lock:
+            self._shared = store
+            for limiter in self._limiters.values():
+                limiter.shared = store
+        return self
 
     def for_call(self, provider: str, model: str | None = None) -> CallLimits:
         """What applies to a call: always the provider's limiter (so cooldowns and headers

@@ -331,11 +331,23 @@ class _Batch:
         self.stats.spent = state.spent
 
     # -- one item ---------------------------------------------------------------------------
-    async def run_item(self, root: FlowRunner, saver: Any, item: Item) -> dict[str, Any]:
+    async def run_item(
+        self,
+        root: FlowRunner,
+        saver: Any,
+        item: Item,
+        *,
+        again: bool | None = None,
+        append: bool = True,
+    ) -> dict[str, Any]:
+        """Run one item; its manifest record. ``again`` (default: resuming and the thread
+        exists) continues the item's thread; ``append=False`` leaves the manifest alone (a DBOS
+        worker returns the record to the database instead)."""
         thread = thread_id_for(item.id)
         folder = self.out / item.id
         runner = root.with_out_dir(folder)
-        again = self.resume and await _has_thread(saver, thread)
+        if again is None:
+            again = self.resume and await _has_thread(saver, thread)
         started = time.time()
         rate_limits: Counter[str] = Counter()
         in_flight: dict[int, str] = {}  # node executions of this item calling a provider
@@ -404,7 +416,8 @@ class _Batch:
             "seconds": round(ended - started, 3),
             "resumed": again,
         }
-        self.manifest.append(record)
+        if append:
+            self.manifest.append(record)
         if self.item_reports and trace is not None:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from calliope_graph._files import write_atomic
 from calliope_graph.engines._http import redact
 
 __all__ = ["render_batch_report", "render_batch_report_from"]
@@ -394,14 +394,5 @@ def render_batch_report_from(manifest: str | Path, out_path: str | Path | None =
     return render_batch_report(latest.values(), target, flow=flow, root=path.parent)
 
 
-# TODO(lead): use _files.write_atomic
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".batch-", suffix=".html", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)  # the one atomic writer and permission policy

@@ -1,0 +1,472 @@
+"""The DBOS batch engine: items as DBOS workflows on one queue, run by any number of workers.
+
+    calliope-graph batch FLOW --inputs FILE --engine dbos --db postgresql://... --out SHARED
+    calliope-graph worker --db postgresql://... --out SHARED          # on every machine
+
+**The follower** (:func:`follow_batch`, ``batch --engine dbos``) enqueues one workflow per item
+(workflow id ``<batch id>-<item id>``, so enqueueing again is a no-op) on the queue
+:data:`QUEUE` (its ``global_concurrency`` is the batch's ``--concurrency``, across every
+worker), then polls the workflows' statuses and appends each finished item's record (the
+workflow's result, stored by DBOS) to ``SHARED/batch.jsonl`` and rewrites ``batch.html``.
+Stopping and restarting it loses nothing: the items are in the database, finished ones are
+appended once (the manifest says which).
+
+**A worker** (:func:`run_worker`, ``calliope-graph worker``) launches DBOS, which dequeues
+workflows; each runs one item through the flow's :class:`~calliope_graph.flow.run.FlowRunner`
+on thread ``batch-<item id>`` with the LangGraph checkpoints in the same database (Postgres:
+``AsyncPostgresSaver``; SQLite: ``SHARED/checkpoints.sqlite``) and the output journal in the
+item's folder. The LangGraph run is not split into DBOS steps: DBOS gives item-level
+durability and recovery, the checkpoints and the journal give node-level resume. A worker
+killed with ``kill -9`` stops heartbeating (:mod:`._shared`); another worker recovers its
+pending workflows, which run again from the top and continue the item's thread, so completed
+nodes are not paid again. Provider limits hold across workers through the shared windows of
+:mod:`._shared`.
+
+DBOS with SQLite (``--db sqlite:///file``, the default ``SHARED/dbos.sqlite``) is the
+single-machine form: the same commands, without a Postgres server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbos import DBOS, DBOSClient, EnqueueOptions
+from dbos._serialization import WorkflowSerializationFormat
+
+from calliope_graph.batch._items import Item, count_items, iter_items, thread_id_for
+from calliope_graph.batch._local import (
+    BatchEvent,
+    BatchOptions,
+    BatchSummary,
+    _Batch,
+    _has_thread,
+    _plan_of,
+)
+from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
+from calliope_graph.batch._shared import SharedWindows, is_postgres, sqlite_file
+from calliope_graph.config import KeysModel
+from calliope_graph.context import RunContext
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.flow._checkpoints import checkpointer_from_url
+from calliope_graph.flow._journal import JOURNAL_NAME
+from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
+
+if TYPE_CHECKING:
+    from calliope_graph.flow.builder import Flow
+    from calliope_graph.flow.validate import Plan
+    from calliope_graph.simulate import Simulator
+
+__all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "follow_batch", "run_worker"]
+
+APP = "calliope-graph"
+QUEUE = "calliope-batch"
+WORKFLOW = "calliope_batch_item"
+#: Workers only dequeue workflows enqueued for their application version: one fixed value.
+APP_VERSION = "calliope-graph-batch-1"
+TERMINAL = ["SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+POLL_INTERVAL = 0.5
+
+
+def db_url(db: str | None, out: Path) -> str:
+    """The DBOS system database URL: Postgres as given, a SQLite path as ``sqlite:///``;
+    default ``OUT/dbos.sqlite`` (one machine)."""
+    if not db:
+        return f"sqlite:///{(out / 'dbos.sqlite').absolute()}"
+    if is_postgres(db):
+        return db
+    return f"sqlite:///{sqlite_file(db).expanduser().absolute()}"
+
+
+def _batch_id(out: Path, flow: str) -> str:
+    digest = hashlib.sha256(f"{out.absolute()}\0{flow}".encode()).hexdigest()
+    return f"cb{digest[:10]}"
+
+
+def _flow_ref(flow: Flow | Plan | str) -> str:
+    """What a worker loads the flow from: a shipped flow's name or an absolute file path."""
+    if isinstance(flow, str):
+        path = Path(flow)
+        return str(path.absolute()) if path.is_file() else flow
+    return _plan_of(flow).spec.name  # a shipped flow (a file: pass flow_ref=its path)
+
+
+# -- the worker ------------------------------------------------------------------------------------
+@dataclass
+class _Engine:
+    """One flow in a worker: its plan, compiled runner, checkpointer and record builder."""
+
+    plan: Plan
+    batch: _Batch
+    root: FlowRunner
+    saver: Any
+
+
+class _Worker:
+    def __init__(
+        self,
+        url: str,
+        out: Path,
+        *,
+        ctx_for: Callable[[Plan], RunContext],
+        stack: contextlib.AsyncExitStack,
+        options: BatchOptions,
+    ) -> None:
+        self.url = url
+        self.out = out
+        self.ctx_for = ctx_for
+        self.stack = stack
+        self.options = options
+        self.engines: dict[str, _Engine] = {}
+        self._lock = asyncio.Lock()
+        self.executor_id = ""
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
+
+    async def engine(self, ref: str) -> _Engine:
+        async with self._lock:
+            if ref not in self.engines:
+                from calliope_graph.flow import Flow
+
+                plan = Flow.load(ref).plan()
+                saver = await self.stack.enter_async_context(_saver(self.url, self.out, plan))
+                root = FlowRunner(
+                    plan,
+                    out_dir=self.out,
+                    ctx=self.ctx_for(plan),
+                    checkpointer=saver,
+                    cache=False,
+                    trace_file=True,
+                    durability=self.options.get("durability", "async"),
+                )
+                batch = _Batch(plan, self.out, self.options)
+                batch._secrets = root._context().keys.secrets()
+                self.engines[ref] = _Engine(plan, batch, root, saver)
+            return self.engines[ref]
+
+    async def run(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        engine = await self.engine(str(job["flow"]))
+        item = Item(str(job["id"]), dict(job["inputs"]), str(job.get("source", "")))
+        journal = self.out / item.id / JOURNAL_NAME
+        again = await _has_thread(engine.saver, thread_id_for(item.id)) or journal.is_file()
+        record = await engine.batch.run_item(
+            engine.root, engine.saver, item, again=again, append=False
+        )
+        error = record.get("error") or {}
+        if again and "Nothing to resume" in str(error.get("message", "")):
+            record = await engine.batch.run_item(
+                engine.root, engine.saver, item, again=False, append=False
+            )
+        record["worker"] = self.executor_id
+        if self.on_record is not None:
+            self.on_record(record)
+        clean: dict[str, Any] = json.loads(json.dumps(record, default=str))
+        return clean
+
+
+_WORKER: _Worker | None = None
+
+
+@DBOS.workflow(name=WORKFLOW, serialization_type=WorkflowSerializationFormat.PORTABLE)
+async def batch_item(job: dict[str, Any]) -> dict[str, Any]:
+    """One batch item as a DBOS workflow (the whole LangGraph run; see the module docstring)."""
+    if _WORKER is None:
+        raise RuntimeError("batch items run only in `calliope-graph worker` processes")
+    return await _WORKER.run(job)
+
+
+@contextlib.asynccontextmanager
+async def _saver(url: str, out: Path, plan: Plan) -> Any:
+    """The LangGraph checkpointer of a worker: Postgres in the batch database, else SQLite."""
+    serde = checkpoint_serializer(plan)
+    if is_postgres(url):  # the shared store helper: allow-list, concurrent-safe setup
+        async with checkpointer_from_url(url, plan, serde=serde) as saver:
+            yield saver
+    else:
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        async with aiosqlite.connect(str(out / "checkpoints.sqlite"), timeout=30.0) as conn:
+            lite = AsyncSqliteSaver(conn, serde=serde)
+            await lite.setup()
+            yield lite
+
+
+async def run_worker(
+    out_dir: str | Path,
+    *,
+    db: str | None = None,
+    concurrency: int | None = None,
+    simulator: Simulator | None = None,
+    keys: KeysModel | None = None,
+    heartbeat: float = 2.0,
+    dead_after: float = 15.0,
+    stop: asyncio.Event | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Process batch items from the DBOS queue until ``stop`` is set (or SIGTERM/SIGINT).
+
+    ``concurrency`` is the items this worker runs at once (DBOS ``worker_concurrency`` of the
+    queue). Every ``heartbeat`` seconds the worker says it is alive and recovers the pending
+    items of workers silent for ``dead_after`` seconds.
+    """
+    global _WORKER
+    from calliope_graph._outdir import prepare_out_dir
+    from calliope_graph.limits import shared
+
+    out = Path(out_dir)
+    prepare_out_dir(out)
+    url = db_url(db, out)
+    windows = SharedWindows(url)
+    await asyncio.to_thread(windows.setup)
+    shared().share(windows)
+    if keys is None:
+        keys = simulator.keys() if simulator is not None else KeysModel.from_env()
+    contexts: list[RunContext] = []
+
+    def ctx_for(plan: Plan) -> RunContext:
+        ctx = RunContext.create(
+            out,
+            keys=keys,
+            transport=simulator.transport() if simulator is not None else None,
+            catalog=plan.catalog,
+        )
+        contexts.append(ctx)
+        return ctx
+
+    executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        worker = _Worker(url, out, ctx_for=ctx_for, stack=stack, options={"report": False})
+        worker.executor_id = executor_id
+        worker.on_record = on_record
+        _WORKER = worker
+        await asyncio.to_thread(
+            windows.beat, executor_id, socket.gethostname(), os.getpid()
+        )  # alive before it takes any item
+        DBOS(
+            config={
+                "name": APP,
+                "system_database_url": url,
+                "executor_id": executor_id,
+                "application_version": APP_VERSION,
+                "log_level": "WARNING",
+                "sys_db_pool_size": 10,
+            }
+        )
+        try:
+            DBOS.launch()  # from this loop: DBOS runs the async workflows on it
+            if concurrency:
+                await asyncio.to_thread(_set_worker_concurrency, concurrency)
+            if echo is not None:
+                echo(f"worker {executor_id} on {_shown(url)}  out {out}")
+
+            def recover(dead: str) -> None:
+                handles = DBOS._recover_pending_workflows([dead])
+                if echo is not None:
+                    echo(f"recovered {len(handles)} item(s) of stopped worker {dead}")
+
+            while not stop.is_set():
+                await asyncio.to_thread(
+                    windows.beat, executor_id, socket.gethostname(), os.getpid()
+                )
+                await asyncio.to_thread(windows.claim_dead, dead_after, recover)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), heartbeat)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(windows.leave, executor_id)
+            # Items still running go back to the queue when this executor restarts, or to the
+            # other workers: it left the heartbeat table, so they recover it at once.
+            DBOS.destroy(workflow_completion_timeout_sec=0)
+            _WORKER = None
+            for ctx in contexts:
+                with contextlib.suppress(Exception):
+                    await ctx.aclose()
+            shared().share(None)
+            windows.close()
+
+
+def _set_worker_concurrency(concurrency: int) -> None:
+    queue = DBOS.retrieve_queue(QUEUE)
+    DBOS.register_queue(
+        QUEUE,
+        worker_concurrency=concurrency,
+        global_concurrency=queue.concurrency if queue is not None else None,
+        polling_interval_sec=POLL_INTERVAL,
+        on_conflict="always_update",
+    )
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.partition(":")[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+# -- the follower ----------------------------------------------------------------------------------
+def _client(url: str, concurrency: int) -> DBOSClient:
+    DBOS.migrate(url)  # the system tables, created by whoever comes first
+    client = DBOSClient(system_database_url=url, application_name=APP)
+    existing = client.retrieve_queue(QUEUE)
+    client.register_queue(
+        QUEUE,
+        global_concurrency=concurrency,
+        worker_concurrency=existing.worker_concurrency if existing is not None else None,
+        polling_interval_sec=POLL_INTERVAL,
+        on_conflict="always_update",
+        application_name=APP,
+    )
+    return client
+
+
+def _failed_record(status: Any, item: Item, flow: str) -> dict[str, Any]:
+    message = str(status.error or status.status)
+    return {
+        "id": item.id,
+        "status": "failed",
+        "thread_id": thread_id_for(item.id),
+        "flow": flow,
+        "source": item.source,
+        "outputs": {},
+        "error": {"class": "any", "node": None, "message": f"workflow {status.status}: {message}"},
+        "attempts": 0,
+        "calls": {},
+        "rate_limits": {},
+        "cost": 0.0,
+        "started_at": None,
+        "ended_at": None,
+        "seconds": None,
+        "resumed": False,
+    }
+
+
+async def follow_batch(
+    flow: Flow | Plan,
+    items: str | Path | Iterable[Mapping[str, Any] | Item],
+    out_dir: str | Path,
+    *,
+    db: str | None = None,
+    concurrency: int = 4,
+    on_progress: Callable[[BatchEvent], None] | None = None,
+    report: bool = True,
+    report_interval: float = 5.0,
+    flow_ref: str | None = None,
+    poll_interval: float = POLL_INTERVAL,
+) -> BatchSummary:
+    """Enqueue every item of ``items`` for the workers, then follow them into
+    ``out_dir/batch.jsonl`` until each has finished (see the module docstring)."""
+    plan = _plan_of(flow)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = plan.spec.name
+    manifest = Manifest(out / MANIFEST_NAME)
+    state = manifest.read()
+    other = sorted(state.flows - {name})
+    if other:
+        raise ConfigurationError(
+            f"{out} holds a batch of flow {other[0]!r}, not {name!r}: follow it with that flow, "
+            "or choose another output folder."
+        )
+    url = db_url(db, out)
+    ref = flow_ref or _flow_ref(flow)
+    batch = _Batch(
+        plan,
+        out,
+        {"on_progress": on_progress, "report": report, "report_interval": report_interval},
+    )
+    batch.remember(state)
+    stats = batch.stats
+    stats.total = count_items(items)
+    prefix = _batch_id(out, name) + "-"
+    pending: dict[str, Item] = {}
+    client = await asyncio.to_thread(_client, url, concurrency)
+    try:
+        for item in iter_items(items, plan.spec):
+            if item.id in state.latest:
+                record = state.latest[item.id]
+                stats.skipped += 1
+                if record.get("status") == "ok":
+                    stats.ok += 1
+                else:
+                    stats.failed += 1
+                batch.records[item.id] = batch.slim(record)
+                continue
+            pending[prefix + item.id] = item
+            job = {
+                "flow": ref,
+                "id": item.id,
+                "inputs": json.loads(json.dumps(item.inputs, default=str)),
+                "source": item.source,
+            }
+            options: EnqueueOptions = {
+                "queue_name": QUEUE,
+                "workflow_name": WORKFLOW,
+                "workflow_id": prefix + item.id,
+                "app_version": APP_VERSION,
+                "serialization_type": WorkflowSerializationFormat.PORTABLE,
+            }
+            await asyncio.to_thread(client.enqueue, options, job)
+        stats.running = len(pending)
+        for item in pending.values():
+            batch.emit("item_started", item_id=item.id, message=item.source)
+        while pending:
+            done = await asyncio.to_thread(
+                client.list_workflows,
+                workflow_id_prefix=prefix,
+                status=TERMINAL,
+                load_input=False,
+                load_output=False,
+            )
+            new = [s.workflow_id for s in done if s.workflow_id in pending]
+            if new:
+                full = await asyncio.to_thread(
+                    client.list_workflows, workflow_ids=new, load_input=False
+                )
+                for status in full:
+                    item = pending.pop(status.workflow_id)
+                    output = status.output
+                    if status.status == "SUCCESS" and isinstance(output, dict):
+                        record = dict(output)
+                    else:
+                        record = _failed_record(status, item, name)
+                    manifest.append(record)  # "worker": the executor that finished it
+                    record["thumb"] = _thumb(record, item.id)
+                    batch.finished(record)
+            else:
+                await asyncio.sleep(poll_interval)
+    finally:
+        manifest.close()
+        client.destroy()
+    path = batch.maybe_report(final=True)
+    return _summary(batch, path)
+
+
+def _thumb(record: Mapping[str, Any], folder: str) -> str | None:
+    from calliope_graph.batch._local import _first_image
+
+    return _first_image(record.get("outputs") or {}, folder)
+
+
+def _summary(batch: _Batch, report: Path | None) -> BatchSummary:
+    from calliope_graph.batch._local import _summary as local_summary
+
+    return local_summary(batch, report, None)

@@ -1,0 +1,394 @@
+"""Distributed batches on DBOS: ``batch --engine dbos`` follows items run by ``worker``s.
+
+The main test is the one the issue asks for: three worker processes on one real PostgreSQL
+(a throwaway cluster the test starts; Debian's ``postgresql`` binaries, ``make postgres``),
+all calling one loopback simulator server that limits Stability like the real provider; one
+worker and the follower are killed with SIGKILL mid-batch, the follower is started again.
+Every item must be ok exactly once in the manifest, the server must never have seen the
+combined rate pass its limit, and no call the server had answered before the kill may be
+made again (calls in flight at the kill may be). The simulator server logs every request
+with the item it belongs to (the flow puts the item's tag into each provider prompt).
+
+Then DBOS on SQLite, the single-machine default: the same commands without Postgres.
+Everything runs in subprocesses (the real engines over HTTP, real time there); the test
+itself only polls files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("dbos", reason="dbos is missing: pip install 'calliope-graph[dbos]'")
+
+OUTSIDE = tempfile.gettempdir()  # children import the installed package, not the source tree
+EXE = shutil.which("calliope-graph", path=str(Path(sys.executable).parent)) or "calliope-graph"
+HOW_TO_ENABLE = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found: run `make postgres` as root "
+    "(installs Debian's postgresql package), or `apt-get install postgresql`, or set "
+    "CALLIOPE_PG_BINDIR to the folder holding them"
+)
+
+#: The provider's limit (the simulator server) and the one the workers share. The workers'
+#: window admits requests; the server counts them when they arrive, later by a delay that
+#: varies with load. At 2 per 2 s, any 2 s of arrivals were admitted within 2 s + that delay,
+#: so the server sees at most 4 (under its 5) whenever the delay varies by less than 2 s.
+SERVER_LIMIT = (5, 2.0)
+WORKER_LIMITS = "stability:requests=2/2s"
+ITEMS = 12
+
+FLOW = """\
+name: tagged_story
+description: text → story (OpenAI) → image (Stability); each prompt carries the item's tag.
+inputs:
+  text: {type: text}
+nodes:
+  story:
+    kind: text_to_text
+    model: openai-gpt-4o-mini
+    inputs: {text: inputs.text}
+  prompt:
+    kind: prompt_template
+    params: {template: "{tag} {story}"}
+    inputs: {tag: inputs.text, story: story.text}
+  image:
+    kind: text_to_image
+    model: stability-core
+    params: {output_name: image.png}
+    inputs: {prompt: prompt.text}
+outputs:
+  image: image.image
+"""
+
+#: The loopback simulator server, logging each request (start, end, provider, item tag).
+SERVER = """\
+import asyncio, json, re, sys, time
+from calliope_graph.simulate import Simulator, parse_faults
+from calliope_graph.simulate.server import serve
+
+log = open(sys.argv[1], "a", buffering=1)
+sim = Simulator(limits=sys.argv[2], faults=parse_faults(sys.argv[3]))
+handle = sim.handle
+tag = re.compile(rb"tag-(item\\d+)")
+
+async def logged(request):
+    found = tag.search(request.content)
+    entry = {"start": time.time(), "item": found.group(1).decode() if found else None}
+    response = await handle(request)
+    entry.update(end=time.time(), provider=request.url.host, status=response.status_code)
+    log.write(json.dumps(entry) + "\\n")
+    return response
+
+sim.handle = logged
+asyncio.run(serve(sim, 0, echo=lambda line: print(line, flush=True)))
+"""
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+def _bindir() -> Path | None:
+    given = os.environ.get("CALLIOPE_PG_BINDIR")
+    candidates = [Path(given)] if given else []
+    found = shutil.which("pg_ctl")
+    if found:
+        candidates.append(Path(found).resolve().parent)
+    debian = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted((Path(p) for p in debian), key=lambda p: p.parent.name, reverse=True)
+    return next((c for c in candidates if (c / "pg_ctl").is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a throwaway cluster."""
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip(HOW_TO_ENABLE)
+    base = Path(tempfile.mkdtemp(prefix="calliope-dbos-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip(f"running as root and there is no 'postgres' user; {HOW_TO_ENABLE}")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", _free_port()
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+         "--no-sync"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    options = (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c max_connections=200"
+    )
+    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "60", "-o", options, "start"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+class Procs:
+    """Child processes, each killed at the end whatever happens."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.all: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        err = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            args, cwd=OUTSIDE, env=env, stdout=subprocess.PIPE, stderr=err, start_new_session=True
+        )
+        self.all.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.all:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(t) for t in path.read_text().splitlines() if t.strip().endswith("}")]
+
+
+def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def max_in_window(times: list[float], seconds: float) -> int:
+    times = sorted(times)
+    best, left = 0, 0
+    for right, t in enumerate(times):
+        while t - times[left] >= seconds:
+            left += 1
+        best = max(best, right - left + 1)
+    return best
+
+
+def _running(url: str, workers: dict[int, Any]) -> tuple[str, set[str]] | None:
+    """A live worker's executor id and the items it runs now (DBOS PENDING workflows)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT executor_id, workflow_uuid FROM dbos.workflow_status WHERE status = 'PENDING'"
+        ).fetchall()
+    running: dict[str, set[str]] = defaultdict(set)
+    for executor, workflow in rows:
+        running[executor].add(workflow.rpartition("-")[2])
+    for executor, items in running.items():
+        pid = int(executor.split("-")[-2])
+        if pid in workers and workers[pid].poll() is None:
+            return executor, items
+    return None
+
+
+# -- three workers on PostgreSQL -------------------------------------------------------------------
+def test_three_workers_on_postgres_one_killed_every_item_ok_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    flow = tmp_path / "tagged_story.yaml"
+    flow.write_text(FLOW)
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text(
+        "".join(
+            json.dumps({"id": f"item{n:02d}", "text": f"tag-item{n:02d} a small scene"}) + "\n"
+            for n in range(ITEMS)
+        )
+    )
+    shared = tmp_path / "shared"
+    log = tmp_path / "requests.jsonl"
+    procs = Procs(tmp_path)
+    base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    limit, window = SERVER_LIMIT
+    try:
+        server = procs.start(
+            "simulator",
+            [sys.executable, "-c", SERVER, str(log), f"stability:requests={limit}/{window:g}s",
+             "latency@stability:seconds=0.6"],
+            base_env,
+        )  # fmt: skip
+        env = dict(base_env)
+        assert server.stdout is not None
+        for raw in server.stdout:
+            text = raw.decode().strip()
+            if text.startswith("export "):
+                key, _, value = text[len("export ") :].partition("=")
+                env[key] = value
+            if text == "# ready":
+                break
+        db = ["--db", pg_url, "--out", str(shared)]
+        worker_args = [EXE, "worker", *db, "--limits", WORKER_LIMITS, "--concurrency", "2"]
+        worker_args += ["--dead-after", "2"]
+        workers = [procs.start(f"worker{i}", worker_args, env) for i in range(3)]
+        follow = [EXE, "batch", str(flow), "--inputs", str(inputs), "--engine", "dbos", *db]
+        follow += ["--concurrency", "6", "--json"]
+        follower = procs.start("follower", follow, env)
+
+        manifest = shared / "batch.jsonl"
+        wait_for(lambda: len(lines(manifest)) >= 2, "two finished items", timeout=90)
+        # Kill a worker while it runs items (DBOS says which), and the follower with it.
+        by_pid = {proc.pid: proc for proc in workers}
+        busy = wait_for(lambda: _running(pg_url, by_pid), "a worker running items")
+        victim_id, victim_items = busy
+        victim = by_pid[int(victim_id.split("-")[-2])]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        follower.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        follower.wait(timeout=10)
+        assert len(lines(manifest)) < ITEMS, "the batch finished before the kill"
+
+        again = procs.start("follower2", follow, env)  # stopping and restarting loses nothing
+        out, _ = again.communicate(timeout=120)
+        assert again.returncode == 0, (tmp_path / "follower2.log").read_text()[-3000:]
+        summary = json.loads(out.decode().splitlines()[-1])
+        for proc in (workers[0], workers[2]):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (workers[0], workers[2]):
+            proc.wait(timeout=30)
+        counts = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", "import httpx,sys; print(httpx.get(sys.argv[1]).text)",
+                 env["STABILITY_BASE_URL"].split("/stability")[0] + "/_sim/counts"],
+                capture_output=True, check=True, cwd=OUTSIDE,
+            ).stdout
+        )  # fmt: skip
+    finally:
+        procs.close()
+
+    # Every item ok, exactly once.
+    records = lines(manifest)
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == [f"item{n:02d}" for n in range(ITEMS)], Counter(ids)
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert summary["ok"] == ITEMS and summary["failed"] == 0
+    assert (shared / "batch.html").is_file()
+    workers_seen = {r.get("worker") for r in records}
+    assert len(workers_seen) >= 2
+    recovered = [r for r in records if r["id"] in victim_items]
+    assert recovered and all(r["worker"] != victim_id for r in recovered)
+
+    # The combined rate the provider saw stayed within its limit: no 429, no window over it.
+    requests = lines(log)
+    stability = [e for e in requests if e["provider"] == "api.stability.ai"]
+    assert counts["rate_limited"].get("stability", 0) == 0
+    peak = max_in_window([e["start"] for e in stability], window)
+    assert peak <= limit
+
+    # Per item: each provider paid once, except calls in flight at the kill. A call the server
+    # had answered (well) before the kill was a completed node: never paid again.
+    per: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in requests:
+        per[(entry["item"], entry["provider"])].append(entry)
+    repeated = completed_repeated = 0
+    for (item, provider), calls in per.items():
+        assert item is not None, f"a {provider} call without an item tag"
+        calls.sort(key=lambda e: e["start"])
+        for earlier in calls[:-1]:
+            repeated += 1
+            if earlier["end"] < killed_at - 0.5:
+                completed_repeated += 1
+    assert completed_repeated == 0
+    assert repeated <= 2 * 2  # at most the killed worker's in-flight items, both providers
+    assert len(stability) == ITEMS + sum(
+        len(c) - 1 for (_, p), c in per.items() if p == "api.stability.ai"
+    )
+    print(
+        f"\nDBOS three-worker batch: {len(records)} items ok exactly once "
+        f"(workers {len(workers_seen)}, {len(recovered)} recovered from the killed one); "
+        f"stability peak {peak} requests in {window:g}s against the server's limit {limit} "
+        f"({counts['rate_limited'].get('stability', 0)} 429s); calls repeated after the kill: "
+        f"{repeated} (completed ones: {completed_repeated})"
+    )
+
+
+# -- one machine: DBOS on SQLite -------------------------------------------------------------------
+def test_sqlite_single_machine_same_commands(tmp_path: Path) -> None:
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text(
+        "".join(json.dumps({"id": f"s{n}", "text": f"picture {n}"}) + "\n" for n in range(4))
+    )
+    out = tmp_path / "out"
+    procs = Procs(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        worker = procs.start(
+            "worker", [EXE, "worker", "--out", str(out), "--simulate", "--concurrency", "2"], env
+        )
+        follow = [EXE, "batch", "illustrate", "--inputs", str(inputs), "--engine", "dbos"]
+        follower = procs.start("follower", [*follow, "--out", str(out), "--json"], env)
+        stdout, _ = follower.communicate(timeout=120)
+        assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+        events = [json.loads(t) for t in stdout.decode().splitlines()]
+        # Following again (a restart) finds everything finished and appends nothing.
+        second = procs.start("follower2", [*follow, "--out", str(out), "--json"], env)
+        stdout2, _ = second.communicate(timeout=120)
+        assert second.returncode == 0
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        assert worker.returncode == 0
+    finally:
+        procs.close()
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["ok"] == 4 and summary["ran"] == 4
+    records = lines(out / "batch.jsonl")
+    assert sorted(r["id"] for r in records) == ["s0", "s1", "s2", "s3"]
+    assert all(r["status"] == "ok" and (out / r["outputs"]["image"]).is_file() for r in records)
+    assert json.loads(stdout2.decode().splitlines()[-1])["skipped"] == 4
+    assert (out / "dbos.sqlite").is_file() and (out / "batch.html").is_file()
+    assert re.search(r"s0", (out / "batch.html").read_text())
+
+
+def test_dbos_engine_refuses_options_that_belong_to_workers(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from calliope_graph.cli import main
+
+    args = ["batch", "illustrate", "--inputs", str(tmp_path / "x.jsonl"), "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--engine", "dbos", "--simulate"])
+    assert result.exit_code == 2 and "calliope-graph worker" in result.output
+    result = CliRunner().invoke(main, [*args, "--db", "postgresql://x"])
+    assert result.exit_code == 2 and "--engine dbos" in result.output
