@@ -26,7 +26,9 @@ def sim(faults: str = "") -> Simulator:
     return simulator
 
 
-def run(flow: Flow, inputs: dict[str, Any], out: Path, simulator: Simulator, **kw: Any) -> Any:
+def run(
+    flow: Flow, inputs: dict[str, Any] | None, out: Path, simulator: Simulator, **kw: Any
+) -> Any:
     from calliope_graph.context import RetrySettings, RunContext
 
     ctx = RunContext.create(

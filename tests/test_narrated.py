@@ -56,7 +56,7 @@ def run(out: Path, simulator: Simulator, **kw: Any) -> Any:
 
 def streams(path: Path) -> tuple[list[str], float]:
     with av.open(str(path)) as container:
-        kinds = [s.type for s in container.streams]
+        kinds = [str(s.type) for s in container.streams]
         assert container.duration is not None
         return kinds, container.duration / 1_000_000
 
