@@ -233,6 +233,26 @@ async def test_stability_refuses_everything_for_60_s_after_its_first_429() -> No
     assert sim.rate_limited("stability") == 2
 
 
+async def test_a_request_counts_when_it_arrives_not_when_it_is_answered() -> None:
+    """A slow request (2 s to answer) sent first, then two fast ones 1.5 s later, under a
+    limit of 2 a second: every one arrived within the limit, so none is refused. (The fake
+    used to count a request after its latency, refusing the slow one.)"""
+    clock = VirtualClock()
+    delays = iter([2.0, 0.0, 0.0])
+    sim = limited(
+        "stability:rps=2;stability:block=0.001", clock, latency=lambda p, e, r: next(delays)
+    )
+
+    async def later(seconds: float) -> httpx.Response:
+        await clock.sleep(seconds)
+        return await stability_post(client)
+
+    async with sim.client(headers=auth(sim, "stability")) as client:
+        answers = await asyncio.gather(stability_post(client), later(1.5), later(1.5))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert sim.rate_limited("stability") == 0
+
+
 async def test_the_block_is_configurable() -> None:
     clock = VirtualClock()
     sim = limited("stability:rps=1,block=5s", clock)

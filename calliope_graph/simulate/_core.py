@@ -528,13 +528,15 @@ class Simulator:
         delay = self.latency.get(fake.name, 0.0) + self.latency.get(f"{fake.name}:{endpoint}", 0.0)
         if self.latency_fn is not None:
             delay += self.latency_fn(fake.name, endpoint, request)
-        if delay:
-            await self.sleep(delay)
         denied = self._authenticate(fake, request)
         if denied is not None:
             return denied
+        # A provider counts a request against its limits when it arrives: the limit check
+        # comes before the latency (the time spent producing the answer).
         limiters = self._limiters_for(fake, endpoint, request)
         response = self._over_limit(fake, limiters, request) if limiters else None
+        if response is None and delay:
+            await self.sleep(delay)
         if response is None:
             held = [lim for lim in limiters if lim.concurrency is not None]
             for lim in held:
