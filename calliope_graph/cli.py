@@ -157,31 +157,44 @@ def main() -> None:
 
 
 # -- run ---------------------------------------------------------------------------------------
+def _simulation_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits``, as ``run`` and
+    ``worker`` take them (parsed; a malformed value is a usage error naming the bad part)."""
+    options = [
+        click.option(
+            "--simulate", is_flag=True, help="Use the offline provider simulator (no keys)."
+        ),
+        click.option(
+            "--faults",
+            default=None,
+            callback=lambda _ctx, _param, value: _parse_faults(value),
+            help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
+        ),
+        click.option(
+            "--simulate-limits",
+            "simulate_limits",
+            default=None,
+            callback=lambda _ctx, _param, value: _parse_simulate_limits(value),
+            help="Make the simulated providers limit like the real ones, e.g. "
+            "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
+        ),
+        click.option(
+            "--limits",
+            default=None,
+            callback=lambda _ctx, _param, value: _checked_limits(value),
+            help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command(epilog=EPILOG)
 @click.argument("flow")
 @click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
 @click.option("--out", "out_dir", default="out", show_default=True, help="Output directory.")
-@click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
-@click.option(
-    "--faults",
-    default=None,
-    callback=lambda _ctx, _param, value: _parse_faults(value),
-    help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
-)
-@click.option(
-    "--simulate-limits",
-    "simulate_limits",
-    default=None,
-    callback=lambda _ctx, _param, value: _parse_simulate_limits(value),
-    help="Make the simulated providers limit like the real ones, e.g. "
-    "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
-)
-@click.option(
-    "--limits",
-    default=None,
-    callback=lambda ctx, param, value: _checked_limits(value),
-    help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
-)
+@_simulation_options
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
@@ -752,26 +765,7 @@ async def _follow(
 @main.command(epilog=EPILOG)
 @click.option("--db", default=None, metavar="URL", help="The batch database (as given to batch).")
 @click.option("--out", "out_dir", required=True, help="The shared batch folder.")
-@click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
-@click.option(
-    "--faults",
-    default=None,
-    callback=lambda _ctx, _param, value: _parse_faults(value),
-    help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
-)
-@click.option(
-    "--simulate-limits",
-    "simulate_limits",
-    default=None,
-    callback=lambda _ctx, _param, value: _parse_simulate_limits(value),
-    help="Make the simulated providers limit like the real ones, e.g. 'stability:rpm=60'.",
-)
-@click.option(
-    "--limits",
-    default=None,
-    callback=lambda ctx, param, value: _checked_limits(value),
-    help="Per-provider rate limits, held across all workers, e.g. 'stability:rpm=60'.",
-)
+@_simulation_options
 @click.option(
     "--concurrency",
     "-j",

@@ -17,14 +17,11 @@ itself only polls files.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,16 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _postgres import cluster
 
 pytest.importorskip("dbos", reason="dbos is missing: pip install 'calliope-graph[dbos]'")
 
 OUTSIDE = tempfile.gettempdir()  # children import the installed package, not the source tree
 EXE = shutil.which("calliope-graph", path=str(Path(sys.executable).parent)) or "calliope-graph"
-HOW_TO_ENABLE = (
-    "PostgreSQL server binaries (initdb, pg_ctl) not found: run `make postgres` as root "
-    "(installs Debian's postgresql package), or `apt-get install postgresql`, or set "
-    "CALLIOPE_PG_BINDIR to the folder holding them"
-)
 
 #: The provider's limit (the simulator server) and the one the workers share. The workers'
 #: window admits requests; the server counts them when they arrive, later by a delay that
@@ -102,59 +95,11 @@ asyncio.run(serve(sim, 0, echo=lambda line: print(line, flush=True)))
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
-def _bindir() -> Path | None:
-    given = os.environ.get("CALLIOPE_PG_BINDIR")
-    candidates = [Path(given)] if given else []
-    found = shutil.which("pg_ctl")
-    if found:
-        candidates.append(Path(found).resolve().parent)
-    debian = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted((Path(p) for p in debian), key=lambda p: p.parent.name, reverse=True)
-    return next((c for c in candidates if (c / "pg_ctl").is_file()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:PORT/postgres`` of a throwaway cluster."""
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip(HOW_TO_ENABLE)
-    base = Path(tempfile.mkdtemp(prefix="calliope-dbos-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip(f"running as root and there is no 'postgres' user; {HOW_TO_ENABLE}")
-        os.chown(base, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-         "--no-sync"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    options = (
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c max_connections=200"
-    )
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "60", "-o", options, "start"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with cluster(max_connections=200) as url:
+        yield f"{url}/postgres"
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import json
 import os
-import pwd
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _postgres import cluster, free_port
 from click.testing import CliRunner
 
 from calliope_graph.cli import EXIT_CODES, main
@@ -50,72 +47,14 @@ DOWN = "auth@stability;auth@openai:endpoint=images"
 #: Child processes start outside the repository, so they import the installed package (the
 #: source folder calliope_graph/ lacks the mapped nodes/ and graphs/).
 OUTSIDE = tempfile.gettempdir()
-HOW_TO_ENABLE = (
-    "PostgreSQL server binaries (initdb, pg_ctl) not found: run `make postgres` as root "
-    "(installs Debian's postgresql package), or `apt-get install postgresql`, or set "
-    "CALLIOPE_PG_BINDIR to the folder holding them"
-)
 
 
 # -- the server ---------------------------------------------------------------------------
-def _bindir() -> Path | None:
-    given = os.environ.get("CALLIOPE_PG_BINDIR")
-    candidates = [Path(given)] if given else []
-    found = shutil.which("pg_ctl")
-    if found:
-        candidates.append(Path(found).resolve().parent)
-    debian = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted(
-        (Path(p) for p in debian), key=lambda p: int(p.parent.name or 0), reverse=True
-    )
-    return next(
-        (c for c in candidates if (c / "pg_ctl").is_file() and (c / "initdb").is_file()), None
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:PORT`` of a cluster that lives for the session."""
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip(HOW_TO_ENABLE)
-    base = Path(tempfile.mkdtemp(prefix="calliope-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as its own user
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(base, ignore_errors=True)
-            pytest.skip(f"running as root and there is no 'postgres' user; {HOW_TO_ENABLE}")
-        os.chown(base, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-         "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    options = (
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c max_connections=60"
-    )
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "60", "-o", options, "start"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with cluster(max_connections=60) as url:
+        yield url
 
 
 @pytest.fixture
@@ -253,7 +192,7 @@ def test_checkpoint_url_from_the_environment(
 
 
 def test_a_bad_url_is_one_clear_message_without_the_password(tmp_path: Path) -> None:
-    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{_free_port()}/nowhere"
+    url = f"postgresql://someone:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
     result = _cli(
         "run", "illustrate", "--input", "text=x", "--simulate", "--out", str(tmp_path),
         "--checkpoint", url,
