@@ -347,3 +347,36 @@ def test_a_template_field_the_schema_lacks_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FlowSpecError, match=r"template variable 'story\.subtitle'") as info:
         from_yaml(text, tmp_path).validate()
     assert "no field 'subtitle'" in str(info.value) and "scenes" in str(info.value)
+
+
+def test_classify_picks_one_of_its_labels_and_a_switch_routes_on_it(tmp_path: Path) -> None:
+    text = """
+name: moody
+inputs:
+  story: {type: text}
+nodes:
+  tone:
+    kind: classify
+    model: openai-gpt-4o-mini
+    params: {labels: [dark, bright]}
+    inputs: {text: inputs.story}
+  pick:
+    kind: switch
+    params:
+      cases: [{when: "@ == 'dark'", goto: night}]
+      default: day
+    inputs: {value: tone.label}
+  night: {kind: prompt_template, params: {template: "night: {s}"}, inputs: {s: inputs.story}}
+  day: {kind: prompt_template, params: {template: "day: {s}"}, inputs: {s: inputs.story}}
+  told: {kind: passthrough, inputs: {value: [night.text, day.text]}}
+outputs:
+  label: tone.label
+  text: told.value
+"""
+    simulator = sim()
+    result = run(from_yaml(text, tmp_path), {"story": "a fox"}, tmp_path / "out", simulator)
+    label = result.outputs["label"]
+    assert label in ("dark", "bright")
+    assert result.outputs["text"] == ("night: a fox" if label == "dark" else "day: a fox")
+    body = simulator.count("openai", "chat")
+    assert body == 1
