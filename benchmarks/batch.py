@@ -77,7 +77,7 @@ async def bench_throughput(items: int = 400, concurrency: int = 40) -> dict[str,
         }
     finally:
         limits._shared = previous
-    plain = await _plain_langgraph(flow, prompts[:100], concurrency)
+    plain = await _plain_langgraph(flow, prompts[:60], concurrency)
     return {
         "ceiling_items_per_s": CEILING,
         "batch_throughput_ratio": round(ours["items_per_s"] / CEILING, 3),

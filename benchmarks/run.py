@@ -1,4 +1,5 @@
-"""Benchmarks: framework overhead and the webcam story's parallel efficiency.
+"""Benchmarks: framework overhead, the webcam story's parallel efficiency, composition
+(benchmarks/composition.py) and batches (benchmarks/batch.py).
 
 ``make bench`` runs this and writes ``benchmarks/results.json``. Every figure is a ratio
 against a baseline measured in the same run on the same machine, never an absolute time:
@@ -45,6 +46,7 @@ from calliope_graph.simulate import Simulator
 from calliope_graph.testing import image_bytes
 
 sys.path.insert(0, str(Path(__file__).parent))
+import batch
 import composition
 
 NODES = 10
@@ -219,6 +221,7 @@ async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
         "overhead": await bench_overhead(runs),
         "webcam_story": await bench_webcam(repeats),
         **await composition.run(max(repeats // 2, 2)),
+        **await batch.run(),
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
