@@ -24,12 +24,12 @@ lowest layers (``media``) can use it without importing the engines.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from types import TracebackType
 
 import httpx
 
+from calliope_graph._secrets import redact
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -39,16 +39,6 @@ from calliope_graph.errors import (
 )
 
 __all__ = ["map_transport_errors", "transport_error"]
-
-# Shaped like a well-known key (the engines' redaction masks the same shapes).
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,}|r8_[A-Za-z0-9]{6,}|hf_[A-Za-z0-9]{6,})")
-
-
-def _mask(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEYLIKE.sub("***", text)
 
 
 def _where(exc: BaseException, what: str) -> str:
@@ -77,7 +67,7 @@ def transport_error(
     """
     kind = type(exc).__name__
     where = _where(exc, what)
-    detail = _mask(str(exc), list(secrets))[:200]
+    detail = redact(str(exc), list(secrets))[:200]
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(
             f"{provider} did not answer in time ({kind} on the {where}) — "

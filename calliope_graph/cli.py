@@ -228,7 +228,7 @@ def run(
         raise click.UsageError("--faults only applies with --simulate.")
     if simulate_limits and not simulate:
         raise click.UsageError("--simulate-limits only applies with --simulate.")
-    _apply_limits(limits, None, None)
+    _apply_limits(limits)
     if simulate:
         from calliope_graph.simulate import Simulator
 
@@ -474,19 +474,24 @@ def _checked_limits(value: str | None) -> str | None:
     return value
 
 
-#: What --limits / --simulate-limits asked for (see :func:`_apply_limits`).
-_LIMITS_REQUESTED: dict[str, Any] = {}
-
-
-def _apply_limits(limits: str | None, simulate_limits: str | None, simulator: Any) -> None:
-    """Hook for the shared per-provider rate limiter (``calliope_graph.limits``) and the
-    simulator's provider-like limits: ``--limits "openai:rpm=500;stability:rps=15"`` and
-    ``--simulate-limits "stability:rpm=60"``."""
-    _LIMITS_REQUESTED.update(limits=limits, simulate_limits=simulate_limits, simulator=simulator)
-    if limits:  # the real limits: the process-wide limiter every engine call waits on
+def _apply_limits(limits: str | None) -> None:
+    """``--limits "openai:rpm=500;stability:rps=15"``: the process-wide limiter every engine
+    call waits on (already checked by :func:`_checked_limits`)."""
+    if limits:
         from calliope_graph.limits import shared
 
         shared().configure(limits, where="--limits")
+
+
+def _batch_progress(as_json: bool, flow_name: str) -> Any:
+    """The batch display: JSON events, a live display on a terminal, else a line per item."""
+    from calliope_graph.batch._progress import JsonProgress, LiveProgress, PlainProgress
+
+    if as_json:
+        return JsonProgress()
+    if err_console.is_terminal:
+        return LiveProgress(err_console, flow_name)
+    return PlainProgress(err_console)
 
 
 @main.command(epilog=BATCH_EPILOG)
@@ -653,7 +658,7 @@ async def _batch(
     simulate_limits: str | None,
 ) -> int:
     from calliope_graph.batch import BatchInputError, BatchSummary, run_batch
-    from calliope_graph.batch._progress import JsonProgress, LiveProgress, PlainProgress
+    from calliope_graph.batch._progress import JsonProgress
     from calliope_graph.config import KeysModel
     from calliope_graph.simulate import Simulator, parse_faults
 
@@ -666,14 +671,8 @@ async def _batch(
     keys = None if simulate else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)
-    _apply_limits(limits, simulate_limits, simulator)
-    progress: JsonProgress | LiveProgress | PlainProgress
-    if as_json:
-        progress = JsonProgress()
-    elif err_console.is_terminal:
-        progress = LiveProgress(err_console, flow.name)
-    else:
-        progress = PlainProgress(err_console)
+    _apply_limits(limits)
+    progress = _batch_progress(as_json, flow.name)
     if not as_json:
         err_console.print(
             f"{'resuming' if resume else 'running'} batch {flow.name}  inputs {inputs_path}  "
@@ -717,7 +716,7 @@ async def _follow(
     flow_name: str, inputs_path: str, out_dir: Path, db: str | None, concurrency: int, as_json: bool
 ) -> int:
     """``batch --engine dbos``: enqueue the items, follow the workers into the manifest."""
-    from calliope_graph.batch._progress import JsonProgress, LiveProgress, PlainProgress
+    from calliope_graph.batch._progress import JsonProgress
 
     try:
         from calliope_graph.batch._dbos import _flow_ref, db_url, follow_batch
@@ -728,13 +727,7 @@ async def _follow(
         ) from None
     flow = _load(flow_name)
     flow.validate()
-    progress: JsonProgress | LiveProgress | PlainProgress
-    if as_json:
-        progress = JsonProgress()
-    elif err_console.is_terminal:
-        progress = LiveProgress(err_console, flow.name)
-    else:
-        progress = PlainProgress(err_console)
+    progress = _batch_progress(as_json, flow.name)
     if not as_json:
         from calliope_graph.batch._dbos import _shown
 
@@ -801,7 +794,7 @@ def worker(
         raise click.UsageError("--faults only applies with --simulate.")
     if simulate_limits and not simulate:
         raise click.UsageError("--simulate-limits only applies with --simulate.")
-    _apply_limits(limits, None, None)
+    _apply_limits(limits)
     simulator: Any = None
     if simulate:
         from calliope_graph.simulate import Simulator

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -390,18 +391,18 @@ def _to_image(frame: av.VideoFrame) -> PILImage.Image:
 _Render = Callable[[PILImage.Image], PILImage.Image]
 
 
-class _Picture:
+class _Picture(ABC):
     """What one scene shows at local time ``t`` (seconds from its start), as RGB."""
 
-    def at(self, t: float) -> PILImage.Image:
-        raise NotImplementedError
+    @abstractmethod
+    def at(self, t: float) -> PILImage.Image: ...
 
     def still(self) -> av.VideoFrame | None:
         """The scene's one frame, ready to encode, when it does not move."""
         return None
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - most pictures hold nothing to release
+        """Release what the picture holds open (a clip's decoder); nothing by default."""
 
 
 class _Still(_Picture):

@@ -373,17 +373,13 @@ class _Subflow:
             final = await self.graph.ainvoke(state, context=scoped)
             if "__interrupt__" in final:  # paused inside: the parent pauses with it
                 raise GraphInterrupt(final["__interrupt__"])
-            return {out: _value(self.plan, final, ref) for out, ref in self.outputs}
+            return {out: read_ref(final, ref) for out, ref in self.outputs}
 
         return run
 
 
 def read_ref(state: dict[str, Any], ref: Ref) -> Any:
-    """What ``ref`` reads in a flow's final state (None when it was not produced)."""
-    return _value(None, state, ref)
-
-
-def _value(plan: Plan | None, state: dict[str, Any], ref: Ref) -> Any:
+    """What ``ref`` reads in a flow's state (None when it was not produced)."""
     key = input_key(ref.port) if ref.is_input else port_key(ref.node, ref.port)
     value = state.get(key)
     for field_name in ref.fields:
@@ -494,11 +490,9 @@ def lane_name(first: str) -> str:
 def lanes(plan: Plan, skip: set[str]) -> list[list[str]]:
     """Chains of nodes (each the only consumer of the one before, which is its only source)
     that can run while something else does: each becomes one lane (see :class:`_Lane`)."""
-    from calliope_graph.flow.validate import _sources
-
     nodes = [n for n in plan.order if n not in plan.routed and n not in skip]
     known = set(nodes)
-    preds = {n: {plan.root(s) for s in _sources(plan, n)} & known for n in nodes}
+    preds = {n: {plan.root(s) for s in plan.sources(n)} & known for n in nodes}
     succs: dict[str, set[str]] = {n: set() for n in nodes}
     for n, sources in preds.items():
         for source in sources:
@@ -598,7 +592,7 @@ class _MapUnit:
                 self.subflow = _Subflow(self.node._plan(), cache, factory)
 
     def _items(self, state: dict[str, Any]) -> list[Any]:
-        items = _value(self.plan, state, self.over)
+        items = read_ref(state, self.over)
         if items is None:
             return []
         if not isinstance(items, list | tuple):

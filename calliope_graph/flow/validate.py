@@ -66,6 +66,24 @@ class Plan:
     #: The flow's outputs as typed ports (what a subflow node offers its parent).
     output_ports: dict[str, Port] = field(default_factory=dict)
 
+    def sources(self, name: str) -> set[str]:
+        """The nodes ``name`` reads from: its wired sources and what it maps over; a switch
+        also waits for what its branches read (so the branch it chooses can start at once)."""
+        out = {ref.node for _, ref in self.wiring.get(name, []) if ref.node in self.nodes}
+        for target in self.switches.get(name, []):
+            out |= {
+                ref.node
+                for _, ref in self.wiring.get(target, [])
+                if ref.node in self.nodes and ref.node != name
+            }
+        mapping = self.spec.nodes[name].map
+        if mapping is not None:
+            with contextlib.suppress(FlowSpecError):
+                over = parse_ref(mapping.over)
+                if over.node in self.nodes:
+                    out.add(over.node)
+        return out
+
     def item_scope(self, name: str) -> str | None:
         """The mapped node whose item ``name`` may read: itself, or the node it stands in
         for or rewrites for."""
@@ -594,14 +612,13 @@ def _check_templates(plan: Plan) -> None:
                 if ref is None:
                     continue  # an unwired variable (a default): nothing to check against
                 where = ("nodes", name, "params", "template")
-                typed = _typed(
+                _typed(  # a SchemaPathError here names the missing field
                     plan,
                     ref.model_copy(update={"fields": (*ref.fields, *fields)}),
                     name,
                     where,
                     f"Node {name!r}: template variable {path!r} reads",
                 )
-                del typed
 
 
 def _check_stand_ins(plan: Plan) -> None:
@@ -719,7 +736,7 @@ def _output_port(plan: Plan, name: str, ref: Ref, place: tuple[str, ...]) -> Non
 
 def _check_reachable(plan: Plan) -> None:
     spec = plan.spec
-    used = {source for name in plan.nodes for source in _sources(plan, name)}
+    used = {source for name in plan.nodes for source in plan.sources(name)}
     used |= {t.partition(".")[0] for t in spec.outputs.values()}
     for name in spec.nodes:
         if name not in used and name not in plan.routed and name not in plan.switches:
@@ -826,28 +843,9 @@ def _check_ref(
         )
 
 
-def _sources(plan: Plan, name: str) -> set[str]:
-    """The nodes ``name`` reads from: its wired sources and what it maps over; a switch
-    also waits for what its branches read (so the branch it chooses can start at once)."""
-    out = {ref.node for _, ref in plan.wiring.get(name, []) if ref.node in plan.nodes}
-    for target in plan.switches.get(name, []):
-        out |= {
-            ref.node
-            for _, ref in plan.wiring.get(target, [])
-            if ref.node in plan.nodes and ref.node != name
-        }
-    mapping = plan.spec.nodes[name].map
-    if mapping is not None:
-        with contextlib.suppress(FlowSpecError):
-            over = parse_ref(mapping.over)
-            if over.node in plan.nodes:
-                out.add(over.node)
-    return out
-
-
 def _order(spec: FlowSpec, plan: Plan) -> list[str]:
     """Topological order of the data edges; a cycle is an error naming its nodes."""
-    deps = {name: {plan.root(source) for source in _sources(plan, name)} for name in spec.nodes}
+    deps = {name: {plan.root(source) for source in plan.sources(name)} for name in spec.nodes}
     order: list[str] = []
     state: dict[str, int] = {}
 
