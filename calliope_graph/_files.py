@@ -5,7 +5,10 @@ goes through :func:`atomic_writer` / :func:`write_atomic`: the bytes go to a hid
 temporary file in the same directory, are flushed to disk, and the temporary file is
 renamed over the target (``os.replace``), so a reader (a browser reloading the report, a
 watcher of ``trace.json``) sees the old file or the new one, never half of one. A failed
-write removes its temporary file and leaves the old file untouched.
+write removes its temporary file and leaves the old file untouched. ``durable=False`` skips
+the fsync for files that are views of durable state (``trace.json`` mirrors the checkpoint's
+trace rows, reports are redrawn): the rename is still atomic, and a killed process loses
+nothing the kernel already has — only a power cut can lose that latest rewrite.
 
 **Permissions**: a written file gets ``0o666`` minus the process umask — exactly what
 ``open(path, "w")``, ``touch`` or a shell redirect would give (``0o644`` under the usual
@@ -48,11 +51,12 @@ def _temp_path(path: Path) -> tuple[Path, int]:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a binary file whose content replaces ``path`` atomically when the block ends.
 
     If the block raises (or the rename fails), the temporary file is removed, ``path`` keeps
     its old content, and the exception propagates. Parent directories are created.
+    ``durable``: fsync the content before the rename (see the module docstring).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,8 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -84,11 +89,11 @@ async def aatomic_writer(path: str | os.PathLike[str]) -> AsyncIterator[BinaryIO
     await asyncio.to_thread(writer.__exit__, None, None, None)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True) -> Path:
     """Write ``data`` (``str`` is encoded as UTF-8) to ``path`` atomically; return the path."""
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_writer(target) as fh:
+    with atomic_writer(target, durable=durable) as fh:
         fh.write(payload)
     return target
 
@@ -106,12 +111,19 @@ class Throttled:
     """
 
     def __init__(
-        self, write: Callable[[], object], interval: float, *, cost_factor: float = 4.0
+        self,
+        write: Callable[[], object],
+        interval: float,
+        *,
+        cost_factor: float = 4.0,
+        first_now: bool = True,
     ) -> None:
         self._write = write
         self.interval = interval
         self.cost_factor = cost_factor
-        self._last = -float("inf")
+        # first_now=False: the first request also waits an interval (a short run then
+        # writes once, at its end, instead of once per early event and again at the end).
+        self._last = -float("inf") if first_now else time.monotonic()
         self._cost = 0.0
         self._pending: asyncio.TimerHandle | None = None
 

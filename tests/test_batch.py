@@ -274,6 +274,74 @@ async def test_resume_skips_ok_items_and_repays_no_completed_node(tmp_path: Path
     assert done.ran == 0 and done.skipped == 4 and simulator.count() == 0
 
 
+def hanging_stability() -> tuple[Simulator, Any]:
+    """A simulator whose Stability calls never answer (until the test cancels them) and an
+    event set when the first one arrives."""
+    import asyncio
+
+    simulator = sim()
+    arrived = asyncio.Event()
+    forever = asyncio.Event()
+
+    async def hang(seconds: float) -> None:
+        arrived.set()
+        await forever.wait()
+
+    simulator.sleep = hang
+    simulator.latency = {"stability": 1.0}
+    return simulator, arrived
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["stopped", "killed"])
+async def test_an_item_stopped_mid_flight_resumes_without_repaying_its_finished_node(
+    tmp_path: Path, killed: bool
+) -> None:
+    import asyncio
+    import sqlite3
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "one", "text": "a lighthouse"}])
+    out = tmp_path / "out"
+    simulator, arrived = hanging_stability()
+    running = asyncio.create_task(batch(story_flow(), path, out, simulator))
+    await arrived.wait()  # the story is written (and paid), the image call is in flight
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert simulator.count("openai") == 1
+    assert not (out / "batch.jsonl").exists()  # the item never finished
+    if killed:  # a kill -9 leaves no checkpoint: batch items save theirs when they stop
+        with sqlite3.connect(out / "checkpoints.sqlite") as db:
+            for table in ("checkpoints", "writes"):
+                db.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id_for("one"),))
+
+    again = sim()
+    summary = await batch(story_flow(), path, out, again, resume=True)
+    assert summary.all_ok
+    assert again.count("openai") == 0  # the story came back from the journal
+    assert again.count("stability") == 1
+    (line,) = manifest(out)
+    assert line["resumed"] and line["calls"] == {"stability": 1}
+
+
+async def test_a_second_batch_on_a_folder_in_use_is_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "one", "text": "a lighthouse"}])
+    out = tmp_path / "out"
+    simulator, arrived = hanging_stability()
+    running = asyncio.create_task(batch(draw_flow(), path, out, simulator))
+    await arrived.wait()
+    other = sim()
+    with pytest.raises(ConfigurationError, match=r"Another run \(pid \d+, thread batch of draw"):
+        await batch(draw_flow(), path, out, other, resume=True)
+    assert other.count() == 0  # refused before any call
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    summary = await batch(draw_flow(), path, out, sim(), resume=True)  # free again
+    assert summary.all_ok
+
+
 async def test_retry_failed_runs_only_the_failed_items(tmp_path: Path) -> None:
     rows = [{"id": "fox", "text": "a fox"}, {"id": "bad", "text": "a forbidden castle"}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)

@@ -381,3 +381,30 @@ async def test_stopping_a_run_marks_the_running_node_interrupted_not_timed_out(
         await task
     execution = Trace.load(tmp_path / "trace.json").executions[0]
     assert execution.status == "interrupted" and execution.error_class != "timeout"
+
+
+async def test_nothing_rewrites_the_trace_after_the_run_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trace.json is rewritten, throttled, as nodes finish; a rewrite still scheduled when
+    the run ends is dropped (it used to fire after ``ainvoke`` returned, writing into a folder
+    the caller may already be reusing, moving or deleting)."""
+    from calliope_graph._files import Throttled
+    from calliope_graph.flow import _runtime
+
+    throttles: list[Throttled] = []
+
+    class Spy(Throttled):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            throttles.append(self)
+
+    monkeypatch.setattr(_runtime, "Throttled", Spy)
+    flow = Flow("two")
+    text = flow.input("text")
+    story = flow.add("story", TextToText("openai-gpt-4o"), {"text": text})
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": story["text"]})
+    flow.output("image", image["image"])
+    await flow.ainvoke({"text": "x"}, out_dir=tmp_path, simulator=Simulator())
+    assert throttles and not any(t.pending for t in throttles)
+    assert Trace.load(tmp_path / "trace.json").status == "ok"

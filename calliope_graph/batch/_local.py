@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
+from calliope_graph._outdir import OutDirLock, prepare_out_dir
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
 from calliope_graph.batch._items import (
     BatchInputError,
@@ -41,6 +42,7 @@ from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
 from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, error_class
+from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow._runtime import FlowEvent
 from calliope_graph.flow.run import Durability, FlowRunner, checkpoint_serializer
 from calliope_graph.flow.trace import Trace, jsonable
@@ -61,6 +63,12 @@ __all__ = [
 
 REPORT_NAME = "batch.html"
 CHECKPOINTS_NAME = "checkpoints.sqlite"
+#: An item's checkpoint is saved when it stops (done, failed or interrupted), not after every
+#: step: the output journal already keeps what a killed item paid for (a resume replays it),
+#: and per-step checkpoints were half of an item's CPU (docs/architecture.md, "Batches").
+BATCH_DURABILITY: Durability = "exit"
+#: batch.html is rewritten at most every ``REPORT_COST_FACTOR`` × its last rewrite's time.
+REPORT_COST_FACTOR = 20.0
 
 
 class BatchOptions(TypedDict, total=False):
@@ -91,6 +99,9 @@ class BatchOptions(TypedDict, total=False):
     report_interval: float
     """Shortest time in seconds between two rewrites of ``batch.html`` during the run."""
     durability: Durability
+    """When items' checkpoints are saved (default ``"exit"``: when an item stops; the output
+    journal keeps what a killed item paid for). ``"async"``/``"sync"``: after every step too,
+    so a killed item also keeps its free steps."""
 
 
 @dataclass
@@ -277,7 +288,12 @@ class _Batch:
         self.static_estimate = estimate_item_cost(plan)
         self.budget_message = ""
         self._last_report = 0.0
+        self._report_cost = 0.0
         self._secrets: list[str] = []
+        #: The local engine's items share one output journal and run under the batch's
+        #: lock of ``out`` (a DBOS worker's items keep both in their own folders).
+        self.journal: JournalDB | None = None
+        self.held = False
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: Any, **fields: Any) -> None:
@@ -345,9 +361,12 @@ class _Batch:
         worker returns the record to the database instead)."""
         thread = thread_id_for(item.id)
         folder = self.out / item.id
-        runner = root.with_out_dir(folder)
+        runner = root.with_out_dir(folder, journal=self.journal, held=self.held)
         if again is None:
-            again = self.resume and await _has_thread(saver, thread)
+            again = self.resume and (
+                await _has_thread(saver, thread)
+                or (self.journal is not None and self.journal.started(thread))
+            )
         started = time.time()
         rate_limits: Counter[str] = Counter()
         in_flight: dict[int, str] = {}  # node executions of this item calling a provider
@@ -462,9 +481,12 @@ class _Batch:
         if not self.reports:
             return None
         now = time.monotonic()
-        if not final and now - self._last_report < self.report_interval:
+        # The page lists every item, so a rewrite costs more as the batch grows: the gap
+        # between rewrites grows with it (at least REPORT_COST_FACTOR times the last one), so
+        # the report takes a bounded share of the batch's time, not a quadratic one.
+        gap = max(self.report_interval, REPORT_COST_FACTOR * self._report_cost)
+        if not final and now - self._last_report < gap:
             return None
-        self._last_report = now
         from calliope_graph.viz._batch_report import render_batch_report
 
         path = self.out / REPORT_NAME
@@ -478,6 +500,9 @@ class _Batch:
             )
         except Exception:  # a report problem never stops the batch
             return None
+        finally:
+            self._last_report = time.monotonic()
+            self._report_cost = self._last_report - now
         self.emit("report", message=str(path))
         return path
 
@@ -549,7 +574,7 @@ async def run_batch(
             "or choose another output folder."
         )
     stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)  # a bad folder is a ConfigurationError naming it and the fix
     batch.remember(state)
     batch.stats.total = count_items(items)
 
@@ -571,7 +596,15 @@ async def run_batch(
     tasks: set[asyncio.Task[dict[str, Any]]] = set()
     slots = asyncio.Semaphore(batch.concurrency)
     try:
-        async with aiosqlite.connect(str(out / CHECKPOINTS_NAME)) as conn:
+        async with contextlib.AsyncExitStack() as held:
+            # One batch process per folder: a second one would run the same items and
+            # interleave the manifest. The items' folders are then not locked one by one.
+            held.enter_context(OutDirLock(out, thread_id=f"batch of {name}"))
+            batch.held = True
+            batch.journal = JournalDB.open(out / JOURNAL_NAME)
+            if batch.journal is not None:
+                held.callback(batch.journal.close)
+            conn = await held.enter_async_context(aiosqlite.connect(str(out / CHECKPOINTS_NAME)))
             saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(plan))
             await saver.setup()
             root = FlowRunner(
@@ -581,7 +614,7 @@ async def run_batch(
                 checkpointer=saver,
                 cache=False,
                 trace_file=True,
-                durability=options.get("durability", "async"),
+                durability=options.get("durability", BATCH_DURABILITY),
             )
 
             def done(task: asyncio.Task[dict[str, Any]]) -> None:

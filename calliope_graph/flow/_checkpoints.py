@@ -28,9 +28,10 @@ import re
 import socket
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -252,7 +253,9 @@ async def setup_postgres(saver: Any) -> None:
 class _Backend(Protocol):
     """Where a :class:`TraceLog` keeps its rows (``n`` 0: the run's header)."""
 
-    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None: ...
+    async def put(
+        self, thread: str, rows: list[tuple[float, int, str]], *, clear: bool = False
+    ) -> None: ...
     async def load(self, thread: str) -> list[tuple[float, int, str]]: ...
     async def delete(self, thread: str) -> None: ...
 
@@ -267,9 +270,11 @@ class TraceLog:
     still hold the work).
     """
 
-    def __init__(self, backend: _Backend, thread: str) -> None:
+    def __init__(self, backend: _Backend, thread: str, *, fresh: bool = False) -> None:
         self._backend = backend
         self.thread = thread
+        #: A fresh run: the earlier runs' rows go, in the same transaction as the first write.
+        self._clear = fresh
         self._run = time.time()  # this attempt's rows sort after the earlier attempts'
         self._rows: dict[int, Any] = {}  # id(execution) → (n, execution), or -1: carried
         self._next = 1
@@ -324,10 +329,6 @@ class TraceLog:
                 executions.append(execution.model_copy(update={"resumed": True}))
         return inputs, executions
 
-    async def forget(self) -> None:
-        """A fresh run on this thread: the earlier runs' rows go."""
-        await self._backend.delete(self.thread)
-
     def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
@@ -341,7 +342,8 @@ class TraceLog:
                 for n, value in sorted(batch.items())
             ]  # fmt: skip
             try:
-                await self._backend.put(self.thread, rows)
+                await self._backend.put(self.thread, rows, clear=self._clear)
+                self._clear = False
             except Exception as exc:
                 if not self._warned:
                     self._warned = True
@@ -358,6 +360,12 @@ class TraceLog:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
         await self._drain()
+        if self._clear:  # a fresh run that recorded nothing still drops the earlier rows
+            try:
+                await self._backend.delete(self.thread)
+                self._clear = False
+            except Exception as exc:
+                log.warning("Could not clear the earlier trace of thread %s: %s", self.thread, exc)
 
 
 @contextlib.asynccontextmanager
@@ -391,12 +399,7 @@ async def run_guard(
         if backend is None:
             yield None
             return
-        trace_log = TraceLog(backend, thread)
-        if fresh:
-            try:
-                await trace_log.forget()
-            except Exception as exc:
-                log.warning("Could not clear the earlier trace of thread %s: %s", thread, exc)
+        trace_log = TraceLog(backend, thread, fresh=fresh)
         try:
             yield trace_log
         finally:
@@ -508,8 +511,12 @@ class _PostgresTrace:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None:
+    async def put(
+        self, thread: str, rows: list[tuple[float, int, str]], *, clear: bool = False
+    ) -> None:
         async with self.conn.cursor() as cur:
+            if clear:
+                await cur.execute(f"DELETE FROM {TRACE_TABLE} WHERE thread_id = %s", (thread,))
             await cur.executemany(
                 f"INSERT INTO {TRACE_TABLE} (thread_id, run_started, n, data) "
                 "VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (thread_id, run_started, n) "
@@ -533,26 +540,32 @@ class _PostgresTrace:
 class _SqliteTrace:
     """The table in the checkpoint file itself, written through the saver's connection."""
 
+    #: Connections whose file has the table (checked once per connection, not per run).
+    _ready: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()
+
     def __init__(self, saver: Any) -> None:
         self.saver = saver
-        self._ready = False
 
     async def _run(self, work: Callable[[Any], Any]) -> Any:
         async with self.saver.lock:
             conn = self.saver.conn
-            if not self._ready:
+            if conn not in self._ready:
                 await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {TRACE_TABLE} (thread_id TEXT NOT NULL, "
                     "run_started REAL NOT NULL, n INTEGER NOT NULL, data TEXT NOT NULL, "
                     "PRIMARY KEY (thread_id, run_started, n))"
                 )
-                self._ready = True
+                self._ready.add(conn)
             result = await work(conn)
             await conn.commit()
             return result
 
-    async def put(self, thread: str, rows: list[tuple[float, int, str]]) -> None:
+    async def put(
+        self, thread: str, rows: list[tuple[float, int, str]], *, clear: bool = False
+    ) -> None:
         async def work(conn: Any) -> None:
+            if clear:
+                await conn.execute(f"DELETE FROM {TRACE_TABLE} WHERE thread_id = ?", (thread,))
             await conn.executemany(
                 f"INSERT INTO {TRACE_TABLE} (thread_id, run_started, n, data) VALUES "
                 "(?, ?, ?, ?) ON CONFLICT (thread_id, run_started, n) DO UPDATE SET "

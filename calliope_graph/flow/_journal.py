@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from calliope_graph.media import Audio, Image, Video
 
-__all__ = ["JOURNAL_NAME", "Journal"]
+__all__ = ["JOURNAL_NAME", "Journal", "JournalDB"]
 
 JOURNAL_NAME = "journal.sqlite"
 _INPUTS = "~inputs"
@@ -51,17 +51,13 @@ CREATE TABLE IF NOT EXISTS outputs (
 """
 
 
-class Journal:
-    """The output journal of one run (see the module docstring).
+class JournalDB:
+    """One journal database, its connection shared by every run that writes to it (a batch
+    opens one for all its items: a connection, its PRAGMAs and the schema cost more CPU
+    than an item's own writes). Use from one thread — the event loop's."""
 
-    ``replay``: look entries up (a resumed run); a fresh run only writes.
-    """
-
-    def __init__(self, path: Path, *, serde: Any, thread_id: str, replay: bool) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.thread_id = thread_id
-        self.replay = replay
-        self._serde = serde
         self._db: sqlite3.Connection | None = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -75,20 +71,87 @@ class Journal:
             raise
 
     @classmethod
-    def open(cls, out_dir: Path, *, serde: Any, thread_id: str, resume: bool) -> Journal | None:
-        """The journal in ``out_dir``; None (with a warning) if it cannot be used."""
+    def open(cls, path: Path) -> JournalDB | None:
+        """The journal at ``path``; None (with a warning) if it cannot be used."""
         try:
-            journal = cls(out_dir / JOURNAL_NAME, serde=serde, thread_id=thread_id, replay=resume)
+            return cls(path)
         except sqlite3.Error as exc:
             log.warning(
                 "The output journal %s cannot be used (%s): a run killed now may pay again "
                 "for nodes that had finished. Delete the file to start a new one.",
-                out_dir / JOURNAL_NAME,
+                path,
                 exc,
             )
             return None
-        if not resume:
-            journal.forget()
+
+    def run(self, thread_id: str, *, serde: Any, resume: bool) -> Journal:
+        """The journal of one run on ``thread_id`` (a fresh run forgets the thread's entries)."""
+        return Journal(self, serde=serde, thread_id=thread_id, replay=resume)
+
+    def started(self, thread_id: str) -> bool:
+        """A run on ``thread_id`` journaled its start and has not completed (a resume of it
+        continues from the journal even when LangGraph saved no checkpoint)."""
+        cursor = self.execute(
+            "SELECT 1 FROM outputs WHERE thread = ? AND key = ?", (thread_id, _INPUTS)
+        )
+        return cursor is not None and cursor.fetchone() is not None
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor | None:
+        """Run one statement; None once closed."""
+        return None if self._db is None else self._db.execute(sql, args)
+
+    @contextlib.contextmanager
+    def unsynced(self) -> Iterator[None]:
+        """One transaction committed without waiting for the disk (WAL, ``synchronous=
+        NORMAL``): it survives a killed process, not a power cut. For bookkeeping whose loss
+        only costs a repeat (forgetting entries, a run's initial inputs), never for outputs
+        that were paid for."""
+        if self._db is None:
+            yield
+            return
+        db = self._db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+
+class Journal:
+    """The output journal of one run (see the module docstring), in a :class:`JournalDB`.
+
+    ``replay``: look entries up (a resumed run); a fresh run only writes.
+    """
+
+    def __init__(self, db: JournalDB, *, serde: Any, thread_id: str, replay: bool) -> None:
+        self.db = db
+        self.thread_id = thread_id
+        self.replay = replay
+        self._serde = serde
+        self._owns_db = False
+
+    @classmethod
+    def open(cls, out_dir: Path, *, serde: Any, thread_id: str, resume: bool) -> Journal | None:
+        """The journal of one run in ``out_dir`` (its own connection, closed with the run);
+        None (with a warning) if it cannot be used."""
+        db = JournalDB.open(out_dir / JOURNAL_NAME)
+        if db is None:
+            return None
+        journal = db.run(thread_id, serde=serde, resume=resume)
+        journal._owns_db = True
         return journal
 
     def key(self, node: str, iteration: int, inputs: Mapping[str, Any]) -> str | None:
@@ -103,13 +166,14 @@ class Journal:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The outputs journaled under ``key`` (a resumed run only), if still usable."""
-        if not self.replay or self._db is None:
+        if not self.replay:
             return None
         try:
-            row = self._db.execute(
+            cursor = self.db.execute(
                 "SELECT type, data FROM outputs WHERE thread = ? AND key = ?",
                 (self.thread_id, key),
-            ).fetchone()
+            )
+            row = None if cursor is None else cursor.fetchone()
             if row is None:
                 return None
             outputs = self._serde.loads_typed((row[0], row[1]))
@@ -122,22 +186,29 @@ class Journal:
 
     def put(self, key: str, node: str, outputs: Mapping[str, Any]) -> None:
         """Commit ``outputs`` under ``key`` (before the node returns to LangGraph)."""
-        if self._db is None:
-            return
         try:
-            kind, data = self._serde.dumps_typed(dict(outputs))
-            self._db.execute(
-                "INSERT OR REPLACE INTO outputs (thread, key, node, type, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (self.thread_id, key, node, kind, data),
-            )
+            self._insert(key, node, outputs)
         except Exception as exc:  # never fail a node that has been paid for
             log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
 
-    def put_inputs(self, state: Mapping[str, Any]) -> None:
-        """Commit a fresh run's initial state: a run killed before LangGraph saved its first
-        checkpoint then resumes from these inputs (its journaled nodes replaying)."""
-        self.put(_INPUTS, _INPUTS, state)
+    def start(self, state: Mapping[str, Any]) -> None:
+        """A fresh run: forget the thread's entries and commit its initial state (a run
+        killed before LangGraph saved its first checkpoint then resumes from these inputs,
+        its journaled nodes replaying) — one transaction, not waited on (see
+        :meth:`JournalDB.unsynced`)."""
+        try:
+            with self.db.unsynced():
+                self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
+                self._insert(_INPUTS, _INPUTS, state)
+        except Exception as exc:
+            log.warning("The run's inputs were not journaled (%s).", exc)
+
+    def _insert(self, key: str, node: str, outputs: Mapping[str, Any]) -> None:
+        kind, data = self._serde.dumps_typed(dict(outputs))
+        self.db.execute(
+            "INSERT OR REPLACE INTO outputs (thread, key, node, type, data) VALUES (?, ?, ?, ?, ?)",
+            (self.thread_id, key, node, kind, data),
+        )
 
     def inputs(self) -> dict[str, Any] | None:
         """The journaled initial state of this thread's run, if any."""
@@ -148,17 +219,14 @@ class Journal:
             self.replay = replay
 
     def forget(self) -> None:
-        """Drop this thread's entries (a fresh run on it, or a run that completed)."""
-        if self._db is None:
-            return
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
+        """Drop this thread's entries (a run that completed: its checkpoint holds all)."""
+        with contextlib.suppress(sqlite3.Error), self.db.unsynced():
+            self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
 
     def close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
+        """End the run's use of the journal (closing its connection if it opened one)."""
+        if self._owns_db:
+            self.db.close()
 
 
 def _media_present(value: Any) -> bool:

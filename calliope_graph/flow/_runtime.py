@@ -418,15 +418,23 @@ class FlowRuntime:
             execution.provider = stats.providers[0]
 
     def _save_soon(self) -> None:
-        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds (nodes
-        finishing together share one write; the runner always writes the final trace)."""
+        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds and the
+        first time SAVE_INTERVAL after the first node finished (nodes finishing together
+        share one write; the runner writes the final trace with :meth:`save_final`)."""
         if self._run.saver is None:
-            self._run.saver = Throttled(self.save, SAVE_INTERVAL)
+            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False)
         self._run.saver.request()
 
     def save(self) -> None:
         if self.trace_path is not None:
             self.trace.save(self.trace_path)
+
+    def save_final(self) -> None:
+        """Write the finished trace now, and drop a rewrite still scheduled: nothing writes
+        into the output directory after the run returned."""
+        if self._run.saver is not None:
+            self._run.saver.cancel()
+        self.save()
 
     def _secrets(self) -> list[str]:
         if self._run.secrets is None:

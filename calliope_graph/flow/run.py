@@ -61,7 +61,7 @@ from calliope_graph.media import Audio, Image, MediaStore, Video
 
 if TYPE_CHECKING:
     from calliope_graph.flow._checkpoints import TraceLog
-    from calliope_graph.flow._journal import Journal
+    from calliope_graph.flow._journal import Journal, JournalDB
     from calliope_graph.flow.validate import Plan
     from calliope_graph.simulate import Simulator
 
@@ -228,6 +228,10 @@ class FlowRunner:
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
         self._serde_cache: Any = None
+        #: Set on a twin by :meth:`with_out_dir`: one journal connection for all its runs,
+        #: and the caller already holds (and probed) a directory above ``out_dir``.
+        self._journal_db: JournalDB | None = None
+        self._held = False
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -300,12 +304,22 @@ class FlowRunner:
         return self._graph
 
     # -- batches: one compiled graph, one folder per item (calliope_graph.batch) ------------
-    def with_out_dir(self, out_dir: str | Path, ctx: RunContext | None = None) -> FlowRunner:
+    def with_out_dir(
+        self,
+        out_dir: str | Path,
+        ctx: RunContext | None = None,
+        *,
+        journal: JournalDB | None = None,
+        held: bool = False,
+    ) -> FlowRunner:
         """A runner like this one writing into ``out_dir`` (media, ``trace.json``) that shares
         its compiled graph, checkpointer and cache, so many items compile the flow once.
 
         ``ctx`` defaults to this runner's context with a media store rooted at ``out_dir``
         (same client and keys). Closing the new runner leaves the shared context open.
+        ``journal``: the output journal its runs write to (default: one in ``out_dir`` per
+        run). ``held``: the caller holds the lock of a directory above ``out_dir`` (a batch
+        over its items' folders), so a run neither probes nor locks ``out_dir`` itself.
         """
         if self.checkpointer is True or isinstance(self.checkpointer, str | Path):
             raise ConfigurationError(
@@ -317,6 +331,9 @@ class FlowRunner:
         twin.out_dir = Path(out_dir)
         twin._ctx = ctx or dataclasses.replace(self._context(), store=MediaStore(out_dir))
         twin._own_ctx = None
+        twin._out_ready = False
+        twin._journal_db = journal
+        twin._held = held
         return twin
 
     def _cache(self) -> BaseCache[Any] | None:
@@ -353,13 +370,15 @@ class FlowRunner:
         thread = thread_id or new_thread_id()
         self._check_out_dir()
         lock = None
-        if self.checkpointer is True or self.trace_file or self.cache is True:
+        if not self._held and (self.checkpointer is True or self.trace_file or self.cache is True):
             from calliope_graph._outdir import OutDirLock
 
             lock = OutDirLock(self.out_dir, thread_id=thread)
         with lock or contextlib.nullcontext():
             journal = None
-            if self.checkpointer:
+            if self.checkpointer and self._journal_db is not None:
+                journal = self._journal_db.run(thread, serde=self._serde(), resume=resume)
+            elif self.checkpointer:
                 from calliope_graph.flow._journal import Journal
 
                 journal = Journal.open(
@@ -385,7 +404,7 @@ class FlowRunner:
         spec = self.plan.spec
         state = None if resume else prepare_inputs(self.plan, inputs)
         if journal is not None and state is not None:
-            journal.put_inputs(state)  # a run killed before its first checkpoint can resume
+            journal.start(state)  # a run killed before its first checkpoint can resume
         ctx = self._context()
         trace_path = self.out_dir / "trace.json" if self.trace_file else None
         trace = Trace(
@@ -452,8 +471,7 @@ class FlowRunner:
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
             trace.error = "interrupted"
-            if trace_path is not None:
-                trace.save(trace_path)
+            runtime.save_final()
             raise
         except CalliopeError as exc:
             if isinstance(exc, ConfigurationError | FlowSpecError | MediaError) and not (
@@ -474,8 +492,7 @@ class FlowRunner:
                 outputs[out_name] = value
         trace.outputs = runtime._summary(outputs, trace.out_dir)
         trace.status, trace.ended_at = "ok", time.time()
-        if trace_path is not None:
-            trace.save(trace_path)
+        runtime.save_final()
         return FlowResult(outputs=outputs, trace=trace, thread_id=thread, out_dir=self.out_dir)
 
     async def astream(
@@ -567,7 +584,13 @@ class FlowRunner:
             return
         from calliope_graph._outdir import prepare_out_dir
 
-        prepare_out_dir(self.out_dir)
+        if self._held:  # a folder inside a directory the caller checked and holds
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                prepare_out_dir(self.out_dir)  # the error that names the path and the fix
+        else:
+            prepare_out_dir(self.out_dir)
         self._out_ready = True
 
     def _checkpoint_option(self) -> str:
@@ -634,8 +657,7 @@ class FlowRunner:
             f"Path taken: {' → '.join(path) or '(nothing completed)'}.{resume}"
         )
         trace.status, trace.ended_at, trace.error = "failed", time.time(), text
-        if runtime.trace_path is not None:
-            trace.save(runtime.trace_path)
+        runtime.save_final()
         return FlowRunError(
             text, node=node, attempts=attempts, path=path, cause_class=cause, thread_id=thread
         )

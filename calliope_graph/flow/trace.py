@@ -175,8 +175,9 @@ class Trace(BaseModel):
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``trace.json`` atomically (a watcher never sees half a file)."""
-        return write_atomic(path, self.model_dump_json(indent=2))
+        """Write ``trace.json`` atomically (a watcher never sees half a file). Not fsynced:
+        it is a view — the checkpoint store keeps the trace rows a resume reads."""
+        return write_atomic(path, self.model_dump_json(indent=2), durable=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:

@@ -57,11 +57,16 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _href(path: str, root: Path, page: Path) -> str:
-    """``path`` (relative to the batch folder ``root``) as a link from ``page``'s folder."""
-    target = root / path
-    rel = os.path.relpath(target, page.parent)
-    return quote(rel.replace(os.sep, "/"))
+def _prefix(root: Path, page: Path) -> str:
+    """The batch folder ``root`` as seen from ``page``'s folder (``""``: the same folder),
+    worked out once per page: a link per row is then a string join, not a path walk."""
+    rel = os.path.relpath(root, page.parent).replace(os.sep, "/")
+    return "" if rel == "." else rel.rstrip("/") + "/"
+
+
+def _href(path: str, prefix: str) -> str:
+    """``path`` (relative to the batch folder) as a link from the page (see :func:`_prefix`)."""
+    return quote(prefix + path.replace(os.sep, "/"))
 
 
 def _money(value: Any) -> str:
@@ -107,13 +112,14 @@ def _table(
     root: Path,
     page: Path,
 ) -> str:
+    prefix = _prefix(root, page)
     rows = []
     for r in records:
         item = str(r.get("id"))
         status = str(r.get("status"))
         thumb = ""
         if r.get("thumb"):
-            src = _href(str(r["thumb"]), root, page)
+            src = _href(str(r["thumb"]), prefix)
             thumb = f'<img class="thumb" src="{src}" alt="" loading="lazy" width="48" height="48">'
         error = r.get("error") if isinstance(r.get("error"), dict) else None
         why = ""
@@ -127,7 +133,7 @@ def _table(
         calls_text = ", ".join(f"{p} {n}" for p, n in sorted(calls.items()))
         seconds = r.get("seconds")
         took = f"{seconds:.2f}s" if isinstance(seconds, int | float) else "—"
-        report = _href(f"{item}/report.html", root, page)
+        report = _href(f"{item}/report.html", prefix)
         rows.append(
             f'<tr class="item" data-status="{_e(status)}" data-id="{_e(item)}">'
             f'<td class="id"><a href="{report}">{_e(item)}</a></td>'
@@ -395,4 +401,4 @@ def render_batch_report_from(manifest: str | Path, out_path: str | Path | None =
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text)  # the one atomic writer and permission policy
+    write_atomic(path, text, durable=False)  # the one atomic writer; a view, redrawn

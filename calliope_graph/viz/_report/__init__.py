@@ -49,4 +49,4 @@ def render_report(trace: Trace | str | Path, out_path: str | Path) -> Path:
     if not isinstance(trace, Trace):
         trace = Trace.load(trace)
     path = Path(out_path)
-    return write_atomic(path, html(Page(trace, path)))
+    return write_atomic(path, html(Page(trace, path)), durable=False)  # a view: redrawn
