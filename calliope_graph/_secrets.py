@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -47,13 +48,23 @@ T = TypeVar("T")
 
 def redact(text: str, secrets: Sequence[str] | None = None, *, strict: bool = False) -> str:
     """``text`` with every secret (and anything shaped like a well-known key) masked."""
-    for secret in sorted(secrets or [], key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, _MASK)
+    if secrets:
+        pattern = _secrets_pattern(tuple(secrets))
+        if pattern is not None:
+            text = pattern.sub(_MASK, text)
     text = _KEYLIKE.sub(_MASK, text)
     if strict:
         text = _BEARER.sub(lambda m: f"{m.group(1)} {_MASK}", text)
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for a set of secrets (longest first, so a secret containing another is
+    masked whole; shorter than 4 characters would mask ordinary text). Compiled once per
+    set: every string of every trace goes through it."""
+    usable = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, usable))) if usable else None
 
 
 def is_secret_name(name: str) -> bool:

@@ -8,6 +8,7 @@ ever checkpointed.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,19 @@ from calliope_graph.media import MediaStore
 __all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing. Provider APIs authenticate with keys, not cookies;
+    a jar shared by every run of the process would carry one provider's cookies (a load
+    balancer's affinity, a tracking id) across runs and users — and parsing them costs more
+    CPU than the rest of the client's work on an answer."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class RunContext:
                 transport=transport,
                 timeout=httpx.Timeout(retry.request_timeout),
                 follow_redirects=True,
+                cookies=httpx.Cookies(_NoCookies()),
             )
         return cls(
             client=client,

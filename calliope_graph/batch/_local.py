@@ -42,6 +42,7 @@ from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
 from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, error_class
+from calliope_graph.flow._checkpoints import open_sqlite
 from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow._runtime import FlowEvent
 from calliope_graph.flow.run import Durability, FlowRunner, checkpoint_serializer
@@ -293,7 +294,7 @@ class _Batch:
         #: The local engine's items share one output journal and run under the batch's
         #: lock of ``out`` (a DBOS worker's items keep both in their own folders).
         self.journal: JournalDB | None = None
-        self.held = False
+        self.local = False
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: Any, **fields: Any) -> None:
@@ -361,7 +362,7 @@ class _Batch:
         worker returns the record to the database instead)."""
         thread = thread_id_for(item.id)
         folder = self.out / item.id
-        runner = root.with_out_dir(folder, journal=self.journal, held=self.held)
+        runner = root.with_out_dir(folder, journal=self.journal, batch_item=self.local)
         if again is None:
             again = self.resume and (
                 await _has_thread(saver, thread)
@@ -553,9 +554,6 @@ async def run_batch(
     (after the running items finish and are recorded) with a :class:`BatchInputError`
     carrying the summary as ``.summary``.
     """
-    import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     plan = _plan_of(flow)
     out = Path(out_dir)
     batch = _Batch(plan, out, options)
@@ -600,12 +598,13 @@ async def run_batch(
             # One batch process per folder: a second one would run the same items and
             # interleave the manifest. The items' folders are then not locked one by one.
             held.enter_context(OutDirLock(out, thread_id=f"batch of {name}"))
-            batch.held = True
+            batch.local = True
             batch.journal = JournalDB.open(out / JOURNAL_NAME)
             if batch.journal is not None:
                 held.callback(batch.journal.close)
-            conn = await held.enter_async_context(aiosqlite.connect(str(out / CHECKPOINTS_NAME)))
-            saver = AsyncSqliteSaver(conn, serde=checkpoint_serializer(plan))
+            saver = await held.enter_async_context(
+                open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
+            )
             await saver.setup()
             root = FlowRunner(
                 plan,

@@ -40,6 +40,8 @@ from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow.trace import NodeExecution, Trace
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
     from calliope_graph.flow._runtime import FlowEvent, OnEvent
     from calliope_graph.flow.validate import Plan
 
@@ -205,7 +207,7 @@ async def checkpointer_from_url(
 
 
 @contextlib.asynccontextmanager
-async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[AsyncSqliteSaver]:
     """LangGraph's ``AsyncSqliteSaver`` on ``path`` with ``serde``."""
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -219,7 +221,11 @@ async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSav
         ) from None
     # WAL (set by the saver) and a generous busy timeout: a reader of the checkpoints (a
     # report, sqlite3, Studio) never makes a paid run fail with "database is locked".
+    # synchronous=NORMAL: in WAL mode a commit then survives a killed process but not a power
+    # cut, and costs no fsync. What a lost checkpoint would make a resume pay again is in
+    # the output journal, which syncs fully (docs/architecture.md, "durability").
     async with aiosqlite.connect(str(path), timeout=30.0) as conn:
+        await conn.execute("PRAGMA synchronous=NORMAL")
         yield AsyncSqliteSaver(conn, serde=serde)
 
 
@@ -370,14 +376,14 @@ class TraceLog:
 
 @contextlib.asynccontextmanager
 async def run_guard(
-    saver: Any, thread: str, *, fresh: bool, store: str
+    saver: Any, thread: str, *, fresh: bool, store: str, trace: bool = True
 ) -> AsyncIterator[TraceLog | None]:
     """Held for one run of ``thread`` on ``saver`` (see the module docstring).
 
     ``fresh``: a new run (not a resume), so the thread's earlier trace rows are dropped.
     ``store``: how messages name the store. Yields the run's :class:`TraceLog`, or None for a
-    checkpointer that is neither PostgreSQL nor SQLite (a resumed trace then comes from the
-    output directory's ``trace.json``).
+    checkpointer that is neither PostgreSQL nor SQLite, or when ``trace`` is false (a
+    resumed trace then comes from the output directory's ``trace.json``).
     """
     backend: _Backend | None = None
     async with contextlib.AsyncExitStack() as stack:
@@ -396,7 +402,7 @@ async def run_guard(
                 backend = _PostgresTrace(conn)
         elif sqlite is not None and isinstance(saver, sqlite.AsyncSqliteSaver):
             backend = _SqliteTrace(saver)
-        if backend is None:
+        if backend is None or not trace:
             yield None
             return
         trace_log = TraceLog(backend, thread, fresh=fresh)

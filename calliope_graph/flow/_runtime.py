@@ -123,6 +123,8 @@ class FlowRuntime:
     trace: Trace
     on_event: OnEvent | None = None
     trace_path: Path | None = None
+    live_trace: bool = True
+    """Rewrite ``trace_path`` as nodes finish (else only when the run stops)."""
     record: bool = True
     resumable: bool = False
     """A checkpointer is present: an unrouted failure pauses (resumable) instead of raising."""
@@ -470,7 +472,7 @@ class FlowRuntime:
         return scrubbed
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
-        if self.trace_path is not None and kind not in ("started", "retried"):
+        if self.trace_path is not None and self.live_trace and kind not in ("started", "retried"):
             self._save_soon()
         if self.on_event is not None:
             self.on_event(FlowEvent(kind, execution.node, execution, self.trace))

@@ -10,7 +10,9 @@
 - **Error routes** are LangGraph ``error_handler``\\ s returning ``Command(goto=...)``, after
   the node's ``RetryPolicy`` and ``timeout`` have had their say. A node with routes gets a
   ``<node>__done`` join node: it is reached on success, from a fallback that stood in, or
-  straight from a ``continue`` — so consumers waiting on it never wait forever.
+  straight from a ``continue`` — so consumers waiting on it never wait forever. A routed
+  node nothing waits on (it only ends the run: ``illustrate``'s image) gets none: it and its
+  fallbacks end the run themselves, one superstep less per run (:func:`_ending_alone`).
 - Edges come from :meth:`FlowSpec.edges` (the list the validator and drawings read); routes
   are declared as ``destinations`` so ``compiled.get_graph()`` draws them.
 """
@@ -658,10 +660,12 @@ class _MapUnit:
         return {port_key(self.name, p): [o.get(p) for o in kept] for p in self.ports}
 
 
-def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., Any]:
+def _handler(
+    plan: Plan, name: str, factory: RuntimeFactory, alone: frozenset[str] = frozenset()
+) -> Callable[..., Any]:
     routes: list[ErrorRoute] = list(plan.spec.nodes[name].on_error)
     gather = _Gather(plan, name)
-    join = done_name(plan.root(name))
+    join = END if plan.root(name) in alone else done_name(plan.root(name))
     my_rewrites = rewrites_key(name)
 
     async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
@@ -719,11 +723,13 @@ def _handler(plan: Plan, name: str, factory: RuntimeFactory) -> Callable[..., An
 _RESUME = {"resume": "resume the thread (Command(resume=True)) to run the node again"}
 
 
-def _destinations(plan: Plan, name: str, edges: list[Edge]) -> dict[str, str]:
+def _destinations(
+    plan: Plan, name: str, edges: list[Edge], alone: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """Where ``name`` may route with ``Command(goto=...)``, labelled as the spec's edges are
     (so ``compiled.get_graph()`` draws them like our own drawings)."""
     out: dict[str, str] = {}
-    join = done_name(plan.root(name))
+    join = END if plan.root(name) in alone else done_name(plan.root(name))
     for edge in edges:
         if edge.source != name:
             continue
@@ -812,6 +818,7 @@ def compile_plan(
             laned[node] = lane.name
             laned.update({m: lane.name for m in _item_members(plan, node)})
     heads = {chain[0]: lane_name(chain[0]) for chain in chains}
+    alone = _ending_alone(plan, edges, in_items | set(laned)) if end == END else frozenset()
     for name in plan.order:
         if name in in_items or name in laned:
             continue
@@ -821,8 +828,8 @@ def compile_plan(
             continue
         # Every node has an error handler: its routes, else a failure pauses the run there
         # (resumable) instead of raising, so siblings in the same step are not cancelled.
-        kwargs: dict[str, Any] = {"error_handler": _handler(plan, name, factory)}
-        destinations = _destinations(plan, name, edges)
+        kwargs: dict[str, Any] = {"error_handler": _handler(plan, name, factory, alone)}
+        destinations = _destinations(plan, name, edges, alone)
         if destinations:
             kwargs["destinations"] = destinations
         timeout = plan.spec.nodes[name].timeout
@@ -835,12 +842,13 @@ def compile_plan(
             cache_policy=_cache_policy(plan, name, cache is not None),
             **kwargs,
         )
-        if plan.has_routes(name) and name == plan.root(name):
+        if plan.has_routes(name) and name == plan.root(name) and name not in alone:
             graph.add_node(done_name(name), _join)
             graph.add_edge(name, done_name(name))
     for fallback in plan.stands_in:
         if fallback not in plan.rewrites_for and fallback not in in_items | set(laned):
-            graph.add_edge(fallback, done_name(plan.root(fallback)))
+            root = plan.root(fallback)
+            graph.add_edge(fallback, END if root in alone else done_name(root))
 
     # Data edges: a node waits on its sources (their join nodes when they have routes).
     consumed: set[str] = set()
@@ -860,7 +868,11 @@ def compile_plan(
             graph.add_edge(sources[0], entry)
         else:
             graph.add_edge(sources, entry)
-    final = {laned.get(n) or _link(plan, n) for n in plan.order if n not in plan.routed}
+    final = {
+        n if n in alone else laned.get(n) or _link(plan, n)
+        for n in plan.order
+        if n not in plan.routed
+    }
     ends = sorted(final - {laned.get(n) or _link(plan, n) for n in consumed})
     if end == END:
         for link in ends:
@@ -870,6 +882,33 @@ def compile_plan(
     if cache is not None and not isinstance(cache, MediaCheckedCache):
         cache = MediaCheckedCache(cache)
     return graph.compile(checkpointer=checkpointer, cache=cache, name=plan.spec.name)
+
+
+def _ending_alone(plan: Plan, edges: list[Edge], elsewhere: set[str]) -> frozenset[str]:
+    """Routed nodes that need no join node: nothing waits on them (no node reads them, no
+    switch chooses them), none of their routes is ``continue``, they and their fallbacks
+    run in the top graph (not in a lane or map item), and the graph ends at ``END`` (each
+    branch ends the run on its own; a waiting output node would need the join). A join
+    costs every run a superstep — LangGraph plans, runs and checkpoints it like any node."""
+    fallbacks: dict[str, list[str]] = {}
+    for fallback in plan.stands_in:
+        fallbacks.setdefault(plan.root(fallback), []).append(fallback)
+    read = {e.source for e in edges if e.kind in ("data", "map") and e.target in plan.nodes}
+    out = set()
+    for name in plan.order:
+        if not plan.spec.nodes[name].on_error or name != plan.root(name):
+            continue
+        group = [name, *fallbacks.get(name, [])]
+        if (
+            name in plan.switched
+            or name in plan.item_types
+            or any(n in read or n in elsewhere or n in plan.rewrites_for for n in group)
+            or any(e.source in group and e.kind == "continue" for e in edges)
+            or any(plan.spec.nodes[n].on_error for n in group[1:])
+        ):
+            continue
+        out.add(name)
+    return frozenset(out)
 
 
 def _feeds(edge: Edge, target: str) -> bool:

@@ -229,9 +229,9 @@ class FlowRunner:
         self._out_ready = False
         self._serde_cache: Any = None
         #: Set on a twin by :meth:`with_out_dir`: one journal connection for all its runs,
-        #: and the caller already holds (and probed) a directory above ``out_dir``.
+        #: and whether it runs a batch's item (see there).
         self._journal_db: JournalDB | None = None
-        self._held = False
+        self._batch_item = False
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -271,6 +271,7 @@ class FlowRunner:
             yield self._graph, None
             return
         async with contextlib.AsyncExitStack() as stack:
+            saver: BaseCheckpointSaver[Any]
             if self.checkpointer is True:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 saver = await stack.enter_async_context(
@@ -287,7 +288,13 @@ class FlowRunner:
                 assert isinstance(graph.checkpointer, BaseCheckpointSaver)
                 saver = graph.checkpointer
             trace_log = await stack.enter_async_context(
-                run_guard(saver, thread, fresh=fresh, store=self._store_name())
+                run_guard(
+                    saver,
+                    thread,
+                    fresh=fresh,
+                    store=self._store_name(),
+                    trace=not self._batch_item,
+                )
             )
             yield graph, trace_log
 
@@ -310,7 +317,7 @@ class FlowRunner:
         ctx: RunContext | None = None,
         *,
         journal: JournalDB | None = None,
-        held: bool = False,
+        batch_item: bool = False,
     ) -> FlowRunner:
         """A runner like this one writing into ``out_dir`` (media, ``trace.json``) that shares
         its compiled graph, checkpointer and cache, so many items compile the flow once.
@@ -318,8 +325,11 @@ class FlowRunner:
         ``ctx`` defaults to this runner's context with a media store rooted at ``out_dir``
         (same client and keys). Closing the new runner leaves the shared context open.
         ``journal``: the output journal its runs write to (default: one in ``out_dir`` per
-        run). ``held``: the caller holds the lock of a directory above ``out_dir`` (a batch
-        over its items' folders), so a run neither probes nor locks ``out_dir`` itself.
+        run). ``batch_item``: ``out_dir`` is the folder of a batch's item — the batch holds
+        the lock of its own folder and checked it (a run neither probes nor locks
+        ``out_dir``), nobody watches one item's ``trace.json`` (it is written when the run
+        stops, not as nodes finish), and the trace is not also logged beside the
+        checkpoints (the folder's ``trace.json`` and the journal are what a resume reads).
         """
         if self.checkpointer is True or isinstance(self.checkpointer, str | Path):
             raise ConfigurationError(
@@ -329,11 +339,11 @@ class FlowRunner:
         self._compiled()
         twin = copy.copy(self)
         twin.out_dir = Path(out_dir)
-        twin._ctx = ctx or dataclasses.replace(self._context(), store=MediaStore(out_dir))
+        twin._ctx = ctx or dataclasses.replace(self._context(), store=self._store_for(out_dir))
         twin._own_ctx = None
         twin._out_ready = False
         twin._journal_db = journal
-        twin._held = held
+        twin._batch_item = batch_item
         return twin
 
     def _cache(self) -> BaseCache[Any] | None:
@@ -347,6 +357,17 @@ class FlowRunner:
                 path=str(self.out_dir / "cache.sqlite"), serde=checkpoint_serializer(self.plan)
             )
         return self.cache or None
+
+    def _store_for(self, out_dir: str | Path) -> MediaStore:
+        """The media store of ``out_dir``: a folder directly in this runner's is a sub-store
+        of its (no path resolution per item of a batch), any other a store of its own."""
+        folder = Path(out_dir)
+        store = self._context().store
+        if folder.parent == self.out_dir and store.root == Path(os.path.abspath(self.out_dir)):
+            with contextlib.suppress(MediaError):
+                if MediaStore.check_name(folder.name) == [folder.name]:
+                    return store.sub(folder.name)
+        return MediaStore(folder)
 
     # -- running ----------------------------------------------------------------------------
     async def ainvoke(
@@ -370,7 +391,9 @@ class FlowRunner:
         thread = thread_id or new_thread_id()
         self._check_out_dir()
         lock = None
-        if not self._held and (self.checkpointer is True or self.trace_file or self.cache is True):
+        if not self._batch_item and (
+            self.checkpointer is True or self.trace_file or self.cache is True
+        ):
             from calliope_graph._outdir import OutDirLock
 
             lock = OutDirLock(self.out_dir, thread_id=thread)
@@ -422,6 +445,7 @@ class FlowRunner:
             trace=trace,
             on_event=on_event,
             trace_path=trace_path,
+            live_trace=not self._batch_item,
             record=self.record,
             resumable=bool(self.checkpointer),
             static=self._static,
@@ -584,7 +608,7 @@ class FlowRunner:
             return
         from calliope_graph._outdir import prepare_out_dir
 
-        if self._held:  # a folder inside a directory the caller checked and holds
+        if self._batch_item:  # a folder inside the batch's, which it checked and holds
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
             except OSError:

@@ -387,6 +387,10 @@ class Simulator:
     ``sleep`` is what latency and hangs wait with: pass a
     fake for instant tests.
 
+    ``image_scale`` draws images smaller than the size asked for (``0.25``: a 1024×1024
+    request answers 256×256, never under 16×16): a benchmark of many images then measures
+    the library, not the fakes' PNG encoder. The default, 1, answers the provider's size.
+
     ``limits`` makes the fakes limit like the providers (``{"openai": {"rpm": 500, "tpm":
     200000}}`` or ``"stability:rpm=60;openai:rpm=500"``, see :func:`parse_simulate_limits`):
     windows run on ``clock`` (default ``time.monotonic``; pass a virtual one with a fake
@@ -405,7 +409,13 @@ class Simulator:
         limits: str | Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] | None = None,
+        image_scale: float = 1.0,
     ) -> None:
+        if not 0 < image_scale <= 1:
+            raise ConfigurationError(
+                f"Simulator(image_scale={image_scale!r}): use a scale in (0, 1], e.g. 0.25."
+            )
+        self.image_scale = image_scale
         self.faults: list[Fault] = list(faults)
         self.latency: dict[str, float] = dict(latency or {}) if not callable(latency) else {}
         self.latency_fn: LatencyFn | None = latency if callable(latency) else None
@@ -433,6 +443,12 @@ class Simulator:
             if fake_cls is not None:
                 self._fakes.append(fake_cls(self))
         self._state: dict[str, Any] = {}
+
+    def drawn_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size a fake draws an image of ``width`` × ``height`` at (see ``image_scale``)."""
+        if self.image_scale == 1:
+            return width, height
+        return max(round(width * self.image_scale), 16), max(round(height * self.image_scale), 16)
 
     # -- keys -----------------------------------------------------------------------------
     def key_for(self, provider: str) -> str:

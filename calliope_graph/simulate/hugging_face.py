@@ -337,7 +337,7 @@ class HuggingFaceFake(ProviderFake):
         fmt, mime = ("PNG", "image/png") if "image/png" in accept else ("JPEG", "image/jpeg")
         seed = params.get("seed")
         drawn = inputs if seed is None else f"{inputs} #{seed}"
-        raw = image_bytes(drawn, width, height, fmt)
+        raw = image_bytes(drawn, *self.sim.drawn_size(width, height), fmt)
         headers = self._headers(model)
         headers["content-type"] = mime
         return httpx.Response(200, content=raw, headers=headers)

@@ -612,7 +612,7 @@ class OpenAIFake(OpenAIWire):
         data: list[dict[str, Any]] = []
         for i in range(n):
             drawn = prompt if i == 0 else f"{prompt} ({i + 1})"
-            raw = image_bytes(drawn, width, height, fmt)
+            raw = image_bytes(drawn, *self.sim.drawn_size(width, height), fmt)
             item: dict[str, Any] = {}
             if response_format == "b64_json":
                 item["b64_json"] = base64.b64encode(raw).decode("ascii")

@@ -725,8 +725,7 @@ class ReplicateFake(ProviderFake):
         for index in range(1 if model.single_url else count):
             raw = image_bytes(
                 f"{inputs.get('prompt', '')}|{seed + index}",
-                width,
-                height,
+                *self.sim.drawn_size(width, height),
                 {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}[fmt],
             )
             folder = digest("replicate-file", prediction.id, str(index))[:44]

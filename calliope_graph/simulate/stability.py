@@ -384,7 +384,12 @@ class StabilityFake(ProviderFake):
         seed = seed or int(digest("stability-seed", prompt, engine)[:8], 16)
         artifacts: list[dict[str, Any]] = []
         for index in range(samples):
-            raw = self._draw(f"{prompt}|{seed + index}", width, height, "PNG", blur=filtered)
+            raw = self._draw(
+                f"{prompt}|{seed + index}",
+                *self.sim.drawn_size(width, height),
+                "PNG",
+                blur=filtered,
+            )
             artifacts.append(
                 {
                     "base64": base64.b64encode(raw).decode("ascii"),
@@ -506,7 +511,12 @@ class StabilityFake(ProviderFake):
             raise self._reject(403, "content_moderation", _MODERATION)
         seed = int(seed_text) or int(digest("stability-seed", prompt, endpoint)[:8], 16)
         width, height = V2_SIZES[ratio]
-        raw = self._draw(f"{prompt}|{seed}", width, height, _FORMATS[output_format], blur=filtered)
+        raw = self._draw(
+            f"{prompt}|{seed}",
+            *self.sim.drawn_size(width, height),
+            _FORMATS[output_format],
+            blur=filtered,
+        )
         reason = "CONTENT_FILTERED" if filtered else "SUCCESS"
         request_id = self._request_id()
         if accept == "application/json":
