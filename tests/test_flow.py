@@ -217,6 +217,21 @@ def test_langgraph_graph_shows_the_branches() -> None:
     assert "llm_analysis__done --> merge" in drawing
 
 
+async def test_a_routed_node_nothing_reads_ends_the_run_without_a_join(
+    sim: Simulator, ctx: Any, tmp_path: Path
+) -> None:
+    """A join is a superstep on every run: ``illustrate``'s image ends the run itself (and
+    so does its fallback); a routed node that another node reads keeps its join."""
+    illustrate = Flow.load("illustrate")
+    assert not [n for n in illustrate.compile().nodes if n.endswith("__done")]
+    assert "llm_analysis__done" in Flow.load("webcam_story").compile().nodes
+    sim.faults.extend(parse_faults("server_error@stability:first_n=99"))
+    result = await illustrate.ainvoke({"text": "a lighthouse"}, out_dir=tmp_path, ctx=ctx)
+    assert result.outputs["image"].path.endswith("image.png")  # DALL·E stood in, and ended it
+    assert [e.node for e in result.trace.executions if e.status == "ok"] == ["fallback_image"]
+    assert sim.count("openai") == 1
+
+
 # -- running ---------------------------------------------------------------------------------------
 
 

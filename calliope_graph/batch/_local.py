@@ -69,7 +69,7 @@ CHECKPOINTS_NAME = "checkpoints.sqlite"
 #: and per-step checkpoints were half of an item's CPU (docs/architecture.md, "Batches").
 BATCH_DURABILITY: Durability = "exit"
 #: batch.html is rewritten at most every ``REPORT_COST_FACTOR`` × its last rewrite's time.
-REPORT_COST_FACTOR = 20.0
+REPORT_COST_FACTOR = 50.0
 
 
 class BatchOptions(TypedDict, total=False):

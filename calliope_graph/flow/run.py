@@ -227,6 +227,7 @@ class FlowRunner:
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
+        self._resolved: Path | None = None
         self._serde_cache: Any = None
         #: Set on a twin by :meth:`with_out_dir`: one journal connection for all its runs,
         #: and whether it runs a batch's item (see there).
@@ -342,6 +343,7 @@ class FlowRunner:
         twin._ctx = ctx or dataclasses.replace(self._context(), store=self._store_for(out_dir))
         twin._own_ctx = None
         twin._out_ready = False
+        twin._resolved = None
         twin._journal_db = journal
         twin._batch_item = batch_item
         return twin
@@ -357,6 +359,17 @@ class FlowRunner:
                 path=str(self.out_dir / "cache.sqlite"), serde=checkpoint_serializer(self.plan)
             )
         return self.cache or None
+
+    def _resolved_out(self) -> Path:
+        """``out_dir`` resolved (once per runner; a batch item's from its media store)."""
+        if self._resolved is None:
+            ctx = self._ctx
+            folder = Path(os.path.abspath(self.out_dir))
+            if self._batch_item and ctx is not None and ctx.store.root.name == folder.name:
+                self._resolved = ctx.store.root
+            else:
+                self._resolved = self.out_dir.resolve()
+        return self._resolved
 
     def _store_for(self, out_dir: str | Path) -> MediaStore:
         """The media store of ``out_dir``: a folder directly in this runner's is a sub-store
@@ -435,9 +448,9 @@ class FlowRunner:
             thread_id=thread,
             started_at=time.time(),
             spec=spec,
-            out_dir=str(self.out_dir.resolve()),
+            out_dir=str(self._resolved_out()),
             inputs=redact_tree(
-                jsonable(inputs or {}, root=self.out_dir.resolve()), ctx.keys.secrets()
+                jsonable(inputs or {}, root=self._resolved_out()), ctx.keys.secrets()
             ),
         )
         runtime = FlowRuntime(
