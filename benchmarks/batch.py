@@ -9,7 +9,8 @@
   and failures are what a user gets without the shared limiter.
 - ``batch_memory_mb``: RSS growth from 200 to 2,000 items of a fast (local) flow.
 - ``per_item_overhead_ms``: the library's own CPU per ``illustrate`` item, without the
-  simulator's work (its time in ``handle`` is measured and taken out).
+  simulator's work (its time in ``handle`` is measured and taken out): the median of three
+  batches of 300 items.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ async def bench_memory(first: int = 200, total: int = 2000) -> dict[str, float]:
     }
 
 
-async def bench_overhead(items: int = 300) -> dict[str, float]:
+async def bench_overhead(items: int = 300, repeats: int = 3) -> dict[str, Any]:
+    """The median of ``repeats`` batches of ``items`` (CPU time on this shared machine varies
+    by a third from one run to the next; every figure is reported)."""
     sim = Simulator(image_scale=SCALE)
     spent = [0.0]
     original = sim.handle
@@ -177,22 +180,32 @@ async def bench_overhead(items: int = 300) -> dict[str, float]:
     sim.handle = timed  # type: ignore[method-assign]
     flow = Flow.load("illustrate")
     prompts = [{"id": f"i{i}", "text": f"a lighthouse, version {i}"} for i in range(items)]
+    runs: list[tuple[float, float, float]] = []  # (total, simulator, ours) ms per item
     with tempfile.TemporaryDirectory() as tmp:
         await run_batch(  # warm: imports, first compile
             flow, prompts[:5], Path(tmp) / "warm", simulator=sim, item_reports=False
         )
-        spent[0] = 0.0
-        start = time.process_time()
-        await run_batch(
-            flow, prompts, Path(tmp) / "run", concurrency=8, simulator=sim, item_reports=False
-        )
-        cpu = time.process_time() - start
-    ours = (cpu - spent[0]) / items * 1000
+        for n in range(repeats):
+            spent[0] = 0.0
+            start = time.process_time()
+            await run_batch(
+                flow,
+                prompts,
+                Path(tmp) / f"run{n}",
+                concurrency=8,
+                simulator=sim,
+                item_reports=False,
+            )
+            cpu = (time.process_time() - start) / items * 1000
+            runs.append((cpu, spent[0] / items * 1000, cpu - spent[0] / items * 1000))
+    total, simulator, ours = sorted(runs, key=lambda r: r[2])[len(runs) // 2]
     return {
         "items": items,
-        "cpu_ms_per_item": round(cpu / items * 1000, 2),
-        "simulator_ms_per_item": round(spent[0] / items * 1000, 2),
+        "repeats": repeats,
+        "cpu_ms_per_item": round(total, 2),
+        "simulator_ms_per_item": round(simulator, 2),
         "per_item_overhead_ms": round(ours, 2),
+        "per_item_overhead_runs_ms": [round(r[2], 2) for r in runs],
     }
 
 

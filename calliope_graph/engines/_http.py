@@ -39,6 +39,7 @@ from tenacity import (
 
 from calliope_graph._secrets import redact  # re-exported: engines import it from here
 from calliope_graph._transport import map_transport_errors, transport_error
+from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     AuthenticationError,
@@ -293,7 +294,7 @@ async def with_retries(
         wait=_wait(ctx),
         sleep=ctx.sleep,
         reraise=True,
-        before_sleep=_log_retry(provider, ctx.keys.secrets(), stats),
+        before_sleep=_log_retry(provider, ctx.keys, stats),
     )
     result: T = await retrying(recorded)
     return result
@@ -379,7 +380,7 @@ def _settle_usage(response: httpx.Response) -> None:
 
 
 def _log_retry(
-    provider: str, secrets: list[str], stats: CallStats | None
+    provider: str, keys: KeysModel, stats: CallStats | None
 ) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -392,7 +393,7 @@ def _log_retry(
             "%s: attempt %d failed (%s); retrying in %.2fs",
             provider,
             state.attempt_number,
-            redact(str(exc), secrets),
+            redact(str(exc), keys.secrets()),  # only when a retry happens
             wait,
         )
 
