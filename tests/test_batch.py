@@ -3,10 +3,12 @@ budget, the CLI, a kill -9 in the middle of a batch, and the batch report in Chr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -277,8 +279,6 @@ async def test_resume_skips_ok_items_and_repays_no_completed_node(tmp_path: Path
 def hanging_stability() -> tuple[Simulator, Any]:
     """A simulator whose Stability calls never answer (until the test cancels them) and an
     event set when the first one arrives."""
-    import asyncio
-
     simulator = sim()
     arrived = asyncio.Event()
     forever = asyncio.Event()
@@ -296,9 +296,6 @@ def hanging_stability() -> tuple[Simulator, Any]:
 async def test_an_item_stopped_mid_flight_resumes_without_repaying_its_finished_node(
     tmp_path: Path, killed: bool
 ) -> None:
-    import asyncio
-    import sqlite3
-
     path = write_jsonl(tmp_path / "p.jsonl", [{"id": "one", "text": "a lighthouse"}])
     out = tmp_path / "out"
     simulator, arrived = hanging_stability()
@@ -324,8 +321,6 @@ async def test_an_item_stopped_mid_flight_resumes_without_repaying_its_finished_
 
 
 async def test_a_second_batch_on_a_folder_in_use_is_refused(tmp_path: Path) -> None:
-    import asyncio
-
     path = write_jsonl(tmp_path / "p.jsonl", [{"id": "one", "text": "a lighthouse"}])
     out = tmp_path / "out"
     simulator, arrived = hanging_stability()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
+from calliope_graph._files import Throttled
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
 from calliope_graph.batch._items import (
@@ -288,8 +289,14 @@ class _Batch:
         self.item_costs: list[float] = []
         self.static_estimate = estimate_item_cost(plan)
         self.budget_message = ""
-        self._last_report = 0.0
-        self._report_cost = 0.0
+        # The page lists every item, so a rewrite costs more as the batch grows: Throttled
+        # spaces rewrites by at least REPORT_COST_FACTOR times the last one's cost, so the
+        # report takes a bounded share of the batch's time, not a quadratic one.
+        self._reporter = Throttled(
+            self._write_report, self.report_interval, cost_factor=REPORT_COST_FACTOR
+        )
+        self._final = False
+        self._report_path: Path | None = None
         self._secrets: list[str] = []
         #: The local engine's items share one output journal and run under the batch's
         #: lock of ``out`` (a DBOS worker's items keep both in their own folders).
@@ -479,33 +486,34 @@ class _Batch:
 
     # -- the batch report -------------------------------------------------------------------
     def maybe_report(self, *, final: bool = False) -> Path | None:
+        """Rewrite ``batch.html`` soon (throttled), or now and for the last time (``final``:
+        its path, None if it could not be written)."""
         if not self.reports:
             return None
-        now = time.monotonic()
-        # The page lists every item, so a rewrite costs more as the batch grows: the gap
-        # between rewrites grows with it (at least REPORT_COST_FACTOR times the last one), so
-        # the report takes a bounded share of the batch's time, not a quadratic one.
-        gap = max(self.report_interval, REPORT_COST_FACTOR * self._report_cost)
-        if not final and now - self._last_report < gap:
+        if not final:
+            self._reporter.request()
             return None
+        self._final = True
+        self._reporter.flush()
+        return self._report_path
+
+    def _write_report(self) -> None:
         from calliope_graph.viz._batch_report import render_batch_report
 
         path = self.out / REPORT_NAME
+        self._report_path = None
         try:
             render_batch_report(
                 list(self.records.values()),
                 path,
                 flow=self.plan.spec.name,
                 not_started=self.not_started,
-                summary=self.report_summary(final),
+                summary=self.report_summary(self._final),
             )
         except Exception:  # a report problem never stops the batch
-            return None
-        finally:
-            self._last_report = time.monotonic()
-            self._report_cost = self._last_report - now
+            return
+        self._report_path = path
         self.emit("report", message=str(path))
-        return path
 
     def report_summary(self, final: bool) -> dict[str, Any]:
         s = self.stats

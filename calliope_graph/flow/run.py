@@ -340,10 +340,14 @@ class FlowRunner:
         self._compiled()
         twin = copy.copy(self)
         twin.out_dir = Path(out_dir)
-        twin._ctx = ctx or dataclasses.replace(self._context(), store=self._store_for(out_dir))
+        twin._resolved = None
+        if ctx is None:
+            store = self._store_for(out_dir)
+            ctx = dataclasses.replace(self._context(), store=store)
+            twin._resolved = store.root  # a store's root is resolved already
+        twin._ctx = ctx
         twin._own_ctx = None
         twin._out_ready = False
-        twin._resolved = None
         twin._journal_db = journal
         twin._batch_item = batch_item
         return twin
@@ -361,14 +365,9 @@ class FlowRunner:
         return self.cache or None
 
     def _resolved_out(self) -> Path:
-        """``out_dir`` resolved (once per runner; a batch item's from its media store)."""
+        """``out_dir`` resolved (once per runner; a twin's is its media store's root)."""
         if self._resolved is None:
-            ctx = self._ctx
-            folder = Path(os.path.abspath(self.out_dir))
-            if self._batch_item and ctx is not None and ctx.store.root.name == folder.name:
-                self._resolved = ctx.store.root
-            else:
-                self._resolved = self.out_dir.resolve()
+            self._resolved = self.out_dir.resolve()
         return self._resolved
 
     def _store_for(self, out_dir: str | Path) -> MediaStore:
