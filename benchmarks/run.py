@@ -221,7 +221,7 @@ async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
         "overhead": await bench_overhead(runs),
         "webcam_story": await bench_webcam(repeats),
         **await composition.run(max(repeats // 2, 2)),
-        **await batch.run(),
+        **batch.run(),
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -192,6 +192,9 @@ async def _saver(url: str, out: Path, plan: Plan) -> Any:
         async with checkpointer_from_url(url, plan, serde=serde) as saver:
             yield saver
     else:
+        # aiosqlite's saver, not open_sqlite's on the loop's thread: every worker process
+        # writes this one file, so a statement may wait for another's commit, and that wait
+        # must not stop the worker's event loop (its heartbeat, its calls in flight).
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 

@@ -613,7 +613,6 @@ async def run_batch(
             saver = await held.enter_async_context(
                 open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
             )
-            await saver.setup()
             root = FlowRunner(
                 plan,
                 out_dir=out,
