@@ -59,8 +59,11 @@ def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iter
     ``durable``: fsync the content before the rename (see the module docstring).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _temp_path(target)
+    try:
+        tmp, fd = _temp_path(target)
+    except FileNotFoundError:  # its folder is new: made only then (a mkdir costs a syscall)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _temp_path(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh

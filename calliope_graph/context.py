@@ -8,11 +8,10 @@ ever checkpointed.
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -25,16 +24,28 @@ __all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class _NoCookies(http.cookiejar.CookieJar):
-    """A cookie jar that keeps nothing. Provider APIs authenticate with keys, not cookies;
-    a jar shared by every run of the process would carry one provider's cookies (a load
-    balancer's affinity, a tracking id) across runs and users — and parsing them costs more
-    CPU than the rest of the client's work on an answer."""
+class _NoCookies(httpx.Cookies):
+    """Cookies that are never kept. Provider APIs authenticate with keys, not cookies; a
+    jar shared by every run of the process would carry one provider's cookies (a load
+    balancer's affinity, a tracking id) across runs and users — and reading them off every
+    answer costs more CPU than the rest of the client's work on it."""
 
-    def extract_cookies(self, response: Any, request: Any) -> None:
+    def extract_cookies(self, response: httpx.Response) -> None:
         return None
 
-    def add_cookie_header(self, request: Any) -> None:
+
+class _Client(httpx.AsyncClient):
+    """httpx's client with :class:`_NoCookies` (httpx copies a ``cookies=`` argument into a
+    plain jar, so the property is where a cookie-less client can be had)."""
+
+    _none: ClassVar[_NoCookies] = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
         return None
 
 
@@ -97,11 +108,10 @@ class RunContext:
         """A context writing into ``out_dir``; ``transport`` plugs in the simulator."""
         retry: RetrySettings = kwargs.get("retry", RetrySettings())
         if client is None:
-            client = httpx.AsyncClient(
+            client = _Client(
                 transport=transport,
                 timeout=httpx.Timeout(retry.request_timeout),
                 follow_redirects=True,
-                cookies=httpx.Cookies(_NoCookies()),
             )
         return cls(
             client=client,

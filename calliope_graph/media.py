@@ -854,18 +854,25 @@ class MediaStore:
         try:
             with _open_pil(data, name) as im:
                 fmt = im.format or ""
+                width, height = im.size
+                mime = _IMAGE_MIMES.get(fmt)
+                if mime is not None:  # checked in memory, not read back from the disk
+                    _check_decodes(im, name)
         except _NotAnImage:
             raise MediaError(
                 f"The provider returned {len(data)} bytes for {name!r} that are not an image."
             ) from None
-        ext = _MIME_EXT.get(_IMAGE_MIMES.get(fmt, ""), "")
+        ext = _MIME_EXT.get(mime or "", "")
         if (
             ext
             and not name.lower().endswith(ext)
             and not (ext == ".jpg" and name.endswith(".jpeg"))
         ):
             name = str(Path(name).with_suffix(ext))
-        return Image.open(self.write_bytes(name, data))
+        path = self.write_bytes(name, data)
+        if mime is None:  # a format providers do not accept: Image.open says so
+            return Image.open(path)
+        return Image(path=str(path), mime=mime, width=width, height=height)
 
     def save_video(self, name: str, data: bytes) -> Video:
         return Video.open(self.write_bytes(name, data))

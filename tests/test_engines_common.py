@@ -456,3 +456,22 @@ async def test_poll_parameters_must_be_positive_numbers(ctx: RunContext, kite: I
     config = catalog.get("runway-gen4-turbo").with_parameters(poll_timeout="soon")
     with pytest.raises(ConfigurationError, match="poll_timeout"):
         await runway.image_and_text_to_video(ctx, kite, "x", config, output_name="v.mp4")
+
+
+async def test_a_cookie_a_provider_sets_is_never_sent_back(tmp_path: Path) -> None:
+    sent: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={}, headers={"set-cookie": "affinity=node-7; Path=/"})
+
+    ctx = RunContext.create(tmp_path, transport=httpx.MockTransport(answer))
+    try:
+        for _ in range(2):
+            await ctx.client.get("https://api.example.test/v1/thing")
+        ctx.client.cookies = {"session": "x"}  # setting them is ignored too
+        await ctx.client.get("https://api.example.test/v1/thing")
+    finally:
+        await ctx.aclose()
+    assert sent == [None, None, None]
+    assert not ctx.client.cookies
