@@ -42,9 +42,10 @@ CEILING = 10.0  # items a second: one Stability call per illustrate item
 #: encoder would otherwise take most of two cores and the arrival times with it.
 SCALE = 0.25
 #: Our side of the limit: a little under the provider's, because the provider counts a
-#: request when it arrives, a moment after our limiter admitted it — a few milliseconds,
-#: more when a full garbage collection (50–120 ms here) falls in between — and Stability
-#: answers a single 429 by refusing everything for 60 s.
+#: request when it arrives, a moment after our limiter admitted it (a fraction of a
+#: millisecond; a batch freezes the heap so that no 100-ms full garbage collection falls in
+#: between, docs/architecture.md) — and Stability answers a single 429 by refusing
+#: everything for 60 s.
 OURS = "10/1.03s"  # 9.7 a second, never more than 10 in any second
 
 

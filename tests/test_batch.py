@@ -4,6 +4,7 @@ budget, the CLI, a kill -9 in the middle of a batch, and the batch report in Chr
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -562,3 +563,20 @@ async def test_batch_report_opens_offline_with_one_row_per_item(tmp_path: Path) 
             assert await link.get_attribute("href") == "i0/report.html"
         finally:
             await browser.close()
+
+
+async def test_the_heap_is_frozen_while_a_batch_runs_and_given_back_after(tmp_path: Path) -> None:
+    # A full garbage collection over the whole heap, falling between the limiter's admission
+    # of a call and its arrival, packed 11 calls into a provider's 1-s window (a 429, and
+    # Stability's 60-s block): while a batch runs, the heap it started with is frozen.
+    before = gc.get_freeze_count()
+    seen: list[int] = []
+    await batch(
+        draw_flow(),
+        [{"id": "a", "text": "a lighthouse"}],
+        tmp_path / "out",
+        sim(),
+        on_progress=lambda event: seen.append(gc.get_freeze_count()),
+    )
+    assert seen and max(seen) > before + 1000
+    assert gc.get_freeze_count() == before

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -543,6 +544,32 @@ def _load_trace(path: Path) -> Trace | None:
         return None
 
 
+_frozen_batches = 0  # batches of this process running with the heap frozen
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """The objects alive when a batch starts (modules, the catalog, the stores) kept out of
+    the garbage collector's full passes while it runs (``gc.freeze``), given back after.
+
+    A full pass otherwise walks the whole interpreter heap: 100 ms here, against 20 ms for
+    what a batch allocates. A pause that long between the limiter's admission of a call and
+    its arrival at the provider packs 11 calls into a provider's 1-s window, and Stability
+    answers that with a 60-s block. Reference counting still frees frozen objects; only a
+    frozen object that dies in a reference cycle meanwhile waits for the unfreeze.
+    """
+    global _frozen_batches
+    if _frozen_batches == 0:
+        gc.freeze()
+    _frozen_batches += 1
+    try:
+        yield
+    finally:
+        _frozen_batches -= 1
+        if _frozen_batches == 0:
+            gc.unfreeze()
+
+
 def _plan_of(flow: Flow | Plan) -> Plan:
     plan = getattr(flow, "plan", None)
     return plan() if callable(plan) else flow  # type: ignore[return-value]
@@ -613,6 +640,7 @@ async def run_batch(
             saver = await held.enter_async_context(
                 open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
             )
+            held.enter_context(_frozen_heap())
             root = FlowRunner(
                 plan,
                 out_dir=out,
