@@ -7,6 +7,7 @@ import asyncio
 import errno
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,48 @@ async def test_a_reader_of_the_checkpoints_never_fails_a_run(tmp_path: Path) -> 
     finally:
         reader.close()
     assert result.outputs["story"] and sim.count() == 2
+
+
+async def test_reading_the_checkpoint_history_while_a_run_writes_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    """The SQLite saver runs on the loop's thread: listing checkpoints must not hold its
+    lock across an ``await`` (a run writing meanwhile, on the same thread, would wait for
+    ever)."""
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    class State(TypedDict, total=False):
+        n: int
+
+    async def bump(state: State) -> State:
+        return {"n": state.get("n", 0) + 1}
+
+    class StrictLock:
+        """The saver's lock, refusing to wait (a wait here would be the hang)."""
+
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+
+        def __enter__(self) -> None:
+            if not self._lock.acquire(blocking=False):
+                raise AssertionError("the saver's lock is held across an await")
+
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+
+    graph = StateGraph(State)
+    graph.add_node("bump", bump)
+    graph.add_edge(START, "bump")
+    graph.add_edge("bump", END)
+    async with open_sqlite(tmp_path / "checkpoints.sqlite", None) as saver:
+        saver.lock = StrictLock()  # type: ignore[attr-defined]
+        compiled = graph.compile(checkpointer=saver)
+        await compiled.ainvoke({"n": 0}, {"configurable": {"thread_id": "a"}})
+        seen = 0
+        async for _ in saver.alist({"configurable": {"thread_id": "a"}}):
+            seen += 1
+            await compiled.ainvoke({"n": 0}, {"configurable": {"thread_id": f"b{seen}"}})
+    assert seen >= 2

@@ -235,7 +235,10 @@ def _loop_sqlite_saver() -> type[Any]:
             before: Any = None,
             limit: int | None = None,
         ) -> AsyncIterator[Any]:
-            for item in self.list(config, filter=filter, before=before, limit=limit):
+            # Read whole before the first yield: SqliteSaver.list holds the saver's lock
+            # while it iterates, and a run writing on this same thread meanwhile would then
+            # wait for it forever.
+            for item in list(self.list(config, filter=filter, before=before, limit=limit)):
                 yield item
 
         async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
@@ -639,16 +642,24 @@ class _SqliteTrace:
         rows: list[Any] = []
         if isinstance(conn, sqlite3.Connection):
             with self.saver.lock:
-                for sql, args, many in statements:
-                    rows = (conn.executemany if many else conn.execute)(sql, args).fetchall()
-                conn.commit()
+                try:
+                    for sql, args, many in statements:
+                        rows = (conn.executemany if many else conn.execute)(sql, args).fetchall()
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()  # or the saver's next commit would carry half of these
+                    raise
         else:
             async with self.saver.lock:
-                for sql, args, many in statements:
-                    cursor = await (conn.executemany if many else conn.execute)(sql, args)
-                    rows = list(await cursor.fetchall())
-                    await cursor.close()
-                await conn.commit()
+                try:
+                    for sql, args, many in statements:
+                        cursor = await (conn.executemany if many else conn.execute)(sql, args)
+                        rows = list(await cursor.fetchall())
+                        await cursor.close()
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
         self._ready.add(self.saver)
         return rows
 
