@@ -342,6 +342,24 @@ async def test_a_second_batch_on_a_folder_in_use_is_refused(tmp_path: Path) -> N
     assert summary.all_ok
 
 
+async def test_a_folder_a_batch_is_running_in_is_refused_as_such_without_resume(
+    tmp_path: Path,
+) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "one", "text": "a lighthouse"}])
+    out = tmp_path / "out"
+    await batch(draw_flow(), path, out, sim())
+    write_jsonl(path, [{"id": "one", "text": "a lighthouse"}, {"id": "two", "text": "a fox"}])
+    simulator, arrived = hanging_stability()
+    running = asyncio.create_task(batch(draw_flow(), path, out, simulator, resume=True))
+    await arrived.wait()
+    # Not "pass --resume": it is running; resuming it now would be refused too.
+    with pytest.raises(ConfigurationError, match=r"Another run \(pid \d+, thread batch of draw"):
+        await batch(draw_flow(), path, out, sim())
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
 async def test_retry_failed_runs_only_the_failed_items(tmp_path: Path) -> None:
     rows = [{"id": "fox", "text": "a fox"}, {"id": "bad", "text": "a forbidden castle"}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)

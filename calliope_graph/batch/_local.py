@@ -592,8 +592,11 @@ async def run_batch(
     plan = _plan_of(flow)
     out = Path(out_dir)
     batch = _Batch(plan, out, options)
-    state = batch.manifest.read()
     name = plan.spec.name
+    if out.is_dir():  # a folder another batch is running in: refused before its manifest
+        with OutDirLock(out, thread_id=f"batch of {name}"):  # is read (held again below)
+            pass
+    state = batch.manifest.read()
     if state.lines and not batch.resume:
         raise ConfigurationError(
             f"{out} already holds a batch ({state.lines} manifest lines in "
