@@ -854,24 +854,23 @@ class MediaStore:
         try:
             with _open_pil(data, name) as im:
                 fmt = im.format or ""
-                width, height = im.size
                 mime = _IMAGE_MIMES.get(fmt)
-                if mime is not None:  # checked in memory, not read back from the disk
-                    _check_decodes(im, name)
+                ext = _MIME_EXT.get(mime or "", "")
+                if (
+                    ext
+                    and not name.lower().endswith(ext)
+                    and not (ext == ".jpg" and name.endswith(".jpeg"))
+                ):
+                    name = str(Path(name).with_suffix(ext))
+                path = self.write_bytes(name, data)  # kept even if it proves broken below
+                if mime is None:  # a format providers do not accept: Image.open says so
+                    return Image.open(path)
+                width, height = im.size
+                _check_decodes(im, str(path))  # from the bytes in memory, not the disk
         except _NotAnImage:
             raise MediaError(
                 f"The provider returned {len(data)} bytes for {name!r} that are not an image."
             ) from None
-        ext = _MIME_EXT.get(mime or "", "")
-        if (
-            ext
-            and not name.lower().endswith(ext)
-            and not (ext == ".jpg" and name.endswith(".jpeg"))
-        ):
-            name = str(Path(name).with_suffix(ext))
-        path = self.write_bytes(name, data)
-        if mime is None:  # a format providers do not accept: Image.open says so
-            return Image.open(path)
         return Image(path=str(path), mime=mime, width=width, height=height)
 
     def save_video(self, name: str, data: bytes) -> Video:

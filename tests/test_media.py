@@ -122,6 +122,20 @@ def test_a_truncated_image_is_a_media_error_at_input_time(tmp_path: Path, fmt: s
     assert info.value.path == str(path)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_truncated_image_from_a_provider_is_kept_and_named(tmp_path: Path, fmt: str) -> None:
+    data = photo(tmp_path / f"whole.{fmt.lower()}", (640, 480), fmt).read_bytes()
+    cut = data[: len(data) * 2 // 3]
+    store = MediaStore(tmp_path / "out")
+    with pytest.raises(MediaError, match="corrupt or truncated") as info:
+        store.save_image("image.png", cut)
+    kept = Path(str(info.value.path))
+    assert kept.read_bytes() == cut  # paid for: kept to look at, not thrown away
+    assert kept.suffix == (".jpg" if fmt == "JPEG" else ".png")
+    whole = store.save_image("again.png", data)
+    assert (whole.width, whole.height, whole.mime) == (640, 480, f"image/{fmt.lower()}")
+
+
 def test_a_jpeg_missing_only_its_end_marker_is_truncated(tmp_path: Path) -> None:
     path = photo(tmp_path / "cut.jpg")
     path.write_bytes(path.read_bytes()[:-2])
