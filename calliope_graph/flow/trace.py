@@ -176,7 +176,8 @@ class Trace(BaseModel):
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``trace.json`` atomically (a watcher never sees half a file). Not fsynced:
-        it is a view — the checkpoint store keeps the trace rows a resume reads."""
+        a power cut can cost its latest rewrite, never a paid output (those are in the
+        output journal, which syncs fully); a killed process loses nothing of it."""
         return write_atomic(path, self.model_dump_json(indent=2), durable=False)
 
     @classmethod
