@@ -6,9 +6,9 @@ temporary file in the same directory, are flushed to disk, and the temporary fil
 renamed over the target (``os.replace``), so a reader (a browser reloading the report, a
 watcher of ``trace.json``) sees the old file or the new one, never half of one. A failed
 write removes its temporary file and leaves the old file untouched. ``durable=False`` skips
-the fsync for files that are views of durable state (``trace.json`` mirrors the checkpoint's
-trace rows, reports are redrawn): the rename is still atomic, and a killed process loses
-nothing the kernel already has — only a power cut can lose that latest rewrite.
+the fsync for files whose loss costs no paid work (``trace.json``, whose paid outputs are in
+the output journal; reports, which are redrawn): the rename is still atomic, and a killed
+process loses nothing the kernel already has — only a power cut can lose that latest rewrite.
 
 **Permissions**: a written file gets ``0o666`` minus the process umask — exactly what
 ``open(path, "w")``, ``touch`` or a shell redirect would give (``0o644`` under the usual
