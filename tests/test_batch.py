@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import Rendezvous
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
@@ -598,3 +599,24 @@ async def test_the_heap_is_frozen_while_a_batch_runs_and_given_back_after(tmp_pa
     )
     assert seen and max(seen) > before + 1000
     assert gc.get_freeze_count() == before
+
+
+async def test_each_finished_event_sees_the_manifest_lines_of_the_items_finished_so_far(
+    tmp_path: Path,
+) -> None:
+    """Two items that finish in the same turn of the event loop: each one's ``item_finished``
+    event comes right after its own manifest line, before the other's is written."""
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": f"i{n}", "text": f"thing {n}"} for n in range(8)]
+    )
+    out = tmp_path / "out"
+    seen: list[int] = []
+
+    def on_progress(event: BatchEvent) -> None:
+        if event.kind == "item_finished":
+            seen.append(len(manifest(out)))
+
+    simulator = sim("latency@stability:seconds=1")
+    simulator.sleep = Rendezvous(4)  # both items' calls answer in the same turn
+    await batch(draw_flow(), path, out, simulator, concurrency=4, on_progress=on_progress)
+    assert seen == list(range(1, 9))

@@ -654,11 +654,16 @@ async def run_batch(
                 durability=options.get("durability", BATCH_DURABILITY),
             )
 
+            async def run_and_count(item: Item) -> dict[str, Any]:
+                # Counted in the item's own task, right after its manifest line: a done
+                # callback runs a turn later, after other items may have appended theirs.
+                record = await batch.run_item(root, saver, item)
+                batch.finished(record)
+                return record
+
             def done(task: asyncio.Task[dict[str, Any]]) -> None:
                 tasks.discard(task)
                 slots.release()
-                if not task.cancelled() and task.exception() is None:
-                    batch.finished(task.result())
 
             stopped = False
             try:
@@ -682,7 +687,7 @@ async def run_batch(
                         batch.stats.not_started += 1
                         continue
                     batch.stats.running += 1
-                    task = asyncio.create_task(batch.run_item(root, saver, item))
+                    task = asyncio.create_task(run_and_count(item))
                     tasks.add(task)
                     task.add_done_callback(done)
             except BatchInputError as exc:
