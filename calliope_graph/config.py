@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from calliope_graph._yaml import DocumentBoundsError, check_document
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.limits import LimitSpec, parse_limit_mapping
 
@@ -353,7 +354,11 @@ class ModelCatalog:
         text = Path(source).read_text() if _looks_like_path(source) else str(source)
         where = str(source) if _looks_like_path(source) else "catalog YAML"
         try:
+            check_document(text)
             data = yaml.safe_load(text) or {}
+        except DocumentBoundsError as exc:
+            at = f", line {exc.line}" if exc.line else ""
+            raise ConfigurationError(f"{where}{at}: cannot read the catalog: {exc}.") from None
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"{where}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):

@@ -196,6 +196,8 @@ class FlowSpecError(CalliopeError):
             prefix = f"{source}, line {line}: "
         elif line:
             prefix = f"line {line}: "
+        elif source:
+            prefix = f"{source}: "
         super().__init__(prefix + message)
         self.where = where
         self.line = line

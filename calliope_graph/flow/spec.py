@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from calliope_graph._yaml import DocumentBoundsError, check_document
 from calliope_graph.config import ModelConfig
 from calliope_graph.errors import FlowSpecError
 
@@ -454,6 +455,10 @@ def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
         except UnicodeDecodeError:
             raise FlowSpecError(f"Flow file {label!r} is not UTF-8 text.") from None
     lines: dict[str, int] = {}
+    try:
+        check_document(text, is_json=label.endswith(".json"))
+    except DocumentBoundsError as exc:
+        raise FlowSpecError(f"Cannot read the flow: {exc}.", line=exc.line, source=label) from None
     try:
         if label.endswith(".json"):
             data = json.loads(text)
