@@ -63,7 +63,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -107,7 +107,9 @@ _TOKEN_WINDOW = 60.0
 _FIELDS_HELP = (
     "rps, rpm (requests per second / minute), requests (N per window, e.g. 150/10s), "
     "tpm (tokens per minute), concurrency (calls in flight), daily (requests per 24 h), "
-    "block (seconds the provider refuses everything after a 429); 'none' removes a limit"
+    "block (seconds the provider refuses everything after a 429), burst (requests that may "
+    "go at once; default 1: spread evenly), share (this process's share: every limit "
+    "divided by it); 'none' removes a limit"
 )
 _EXAMPLE = '--limits "openai:rpm=500,tpm=200000;stability:rps=15;openai/gpt-4o:tpm=30000"'
 
@@ -216,6 +218,15 @@ class LimitSpec(BaseModel):
     concurrency: Count | None = None
     daily: Count | None = None
     block: Seconds | None = None
+    burst: Count | None = None
+    """Requests that may be sent together. Unset: admissions are spread evenly over the
+    strictest request window (one every window/count seconds), so processes that each take
+    a share of a limit never exceed it together, even though the provider counts a request
+    when it arrives, later than its admission. Set it where the provider allows bursts."""
+    share: Count | None = None
+    """How many processes split this limit: tokens, the daily cap and concurrency are
+    divided by it, and each request window too, less one request kept in hand for arrival
+    delays (``stability:rpm=120,share=2`` admits 59 a minute here, spread evenly)."""
 
     def merged(self, over: LimitSpec) -> LimitSpec:
         """This spec with the fields ``over`` sets explicitly (``None`` included) replaced."""
@@ -224,7 +235,7 @@ class LimitSpec(BaseModel):
         )
 
     def request_windows(self) -> list[tuple[int, float]]:
-        """Every request window as (count, seconds)."""
+        """Every request window as (count, seconds), this process's share of it."""
         windows = []
         if self.rps:
             windows.append((self.rps, 1.0))
@@ -232,7 +243,24 @@ class LimitSpec(BaseModel):
             windows.append((self.rpm, 60.0))
         if self.requests:
             windows.append(self.requests)
-        return windows
+        if not self.share or self.share == 1:
+            return windows
+        # Each process keeps one request a window in hand: a provider counts a request when
+        # it arrives, and one delayed on its way can land in the window its successor opens.
+        return [(max(1, count // self.share - 1), seconds) for count, seconds in windows]
+
+    def _shared(self, count: int) -> int:
+        return max(1, count // self.share) if self.share else count
+
+    def local(self, name: Literal["tpm", "concurrency", "daily"]) -> int | None:
+        """A count limit (``tpm``, ``concurrency``, ``daily``) as this process's share."""
+        value: int | None = getattr(self, name)
+        return None if value is None else self._shared(value)
+
+    def spacing(self) -> float:
+        """Seconds between admissions when not bursting: the strictest window's count
+        spread over its length (0 without a request window)."""
+        return max((seconds / count for count, seconds in self.request_windows()), default=0.0)
 
     def describe(self) -> str:
         """The ``--limits`` form of the fields that are set (``rpm=500,tpm=30000``)."""
@@ -714,7 +742,8 @@ class Limiter:
         self._lock = threading.RLock()
         self.configured = spec or LimitSpec()
         self.spec = self.configured
-        self._gate = _Gate(self.spec.concurrency)
+        self._gate = _Gate(self.spec.local("concurrency"))
+        self._tat = 0.0  # when the next request is due, if admissions are spread (GCRA)
         self._requests: InMemoryBucket | None = None
         self._tokens: StateBucket | None = None
         self._daily: InMemoryBucket | None = None
@@ -746,7 +775,7 @@ class Limiter:
     def _apply(self, spec: LimitSpec) -> None:
         self.spec = spec
         self._build(spec)
-        self._gate.resize(spec.concurrency)
+        self._gate.resize(spec.local("concurrency"))
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -760,8 +789,8 @@ class Limiter:
             old_requests.leak(now_ms)
             self._requests.items = list(old_requests.items)
         self._tokens = (
-            StateBucket([Rate(spec.tpm, Duration.MINUTE)], algorithm=TokenBucket())
-            if spec.tpm
+            StateBucket([Rate(tpm, Duration.MINUTE)], algorithm=TokenBucket())
+            if (tpm := spec.local("tpm"))
             else None
         )
         if self._tokens is not None and old_tokens is not None:
@@ -772,7 +801,8 @@ class Limiter:
             )
             if owed > 0:
                 _take(self._tokens, self.key, now_ms, min(owed, self._tokens.rates[0].limit))
-        self._daily = InMemoryBucket([Rate(spec.daily, Duration.DAY)]) if spec.daily else None
+        daily = spec.local("daily")
+        self._daily = InMemoryBucket([Rate(daily, Duration.DAY)]) if daily else None
         if self._daily is not None and old_daily is not None:
             old_daily.leak(now_ms)
             self._daily.items = list(old_daily.items)
@@ -990,16 +1020,20 @@ class Limiter:
                         took_tokens = not wait
                         reason = "tokens"
                     if not wait and self._requests is not None and not took_requests:
-                        self._requests.leak(now_ms)
-                        wait = _take(self._requests, self.key, now_ms, 1)
+                        wait = self._pace(now_ms)
+                        if not wait:
+                            self._requests.leak(now_ms)
+                            wait = _take(self._requests, self.key, now_ms, 1)
                         took_requests = not wait
                         reason = "requests"
                     if not wait:
+                        if took_requests:
+                            self._paced(now_ms)
                         self._spend(slot.tokens)
                         break
                 await self._pause(slot, reason, wait / 1000)
             if self.shared is not None:
-                windows, tpm = self.spec.request_windows(), self.spec.tpm or 0
+                windows, tpm = self.spec.request_windows(), self.spec.local("tpm") or 0
                 while wait_s := await self.shared.take(self.key, windows, tpm, slot.tokens):
                     await self._pause(slot, "shared", wait_s)
         except BaseException:
@@ -1011,6 +1045,22 @@ class Limiter:
             self._waiting -= 1
         self._in_flight += 1
         self._calls += 1
+
+    # GCRA (the generic cell rate algorithm): one timestamp, the request's theoretical
+    # arrival time, spaces admissions by the strictest window's interval with a tolerance of
+    # burst - 1 intervals. pyrate-limiter has no GCRA and no spacing within a window (its
+    # buckets admit a whole window at once), so these few lines are ours.
+    def _pace(self, now_ms: int) -> int:
+        """Milliseconds until a request may go without bursting past ``burst``."""
+        interval = self.spec.spacing()
+        if not interval:
+            return 0
+        tolerance = (self.spec.burst or 1) - 1
+        due = max(self._tat, now_ms / 1000) - tolerance * interval
+        return max(0, math.ceil((due - now_ms / 1000) * 1000))
+
+    def _paced(self, now_ms: int) -> None:
+        self._tat = max(self._tat, now_ms / 1000) + self.spec.spacing()
 
     def _exit(self, slot: Slot) -> None:
         if not slot.poll:

@@ -151,7 +151,7 @@ def test_token_estimate_counts_text_images_and_the_output_allowance() -> None:
 
 
 async def test_the_call_past_the_window_waits_for_it(vclock: VirtualClock) -> None:
-    limiter = registry(vclock, "openai:rpm=3").for_call("openai")
+    limiter = registry(vclock, "openai:rpm=3,burst=3").for_call("openai")
     slots = []
     for _ in range(4):
         async with limiter.slot() as slot:
@@ -164,7 +164,7 @@ async def test_the_call_past_the_window_waits_for_it(vclock: VirtualClock) -> No
 
 
 async def test_several_windows_apply_together(vclock: VirtualClock) -> None:
-    limiter = registry(vclock, "stability:rps=2,requests=3/10s").limiter("stability")
+    limiter = registry(vclock, "stability:rps=2,requests=3/10s,burst=3").limiter("stability")
     waited = []
     for _ in range(4):
         async with limiter.slot() as slot:
@@ -325,7 +325,7 @@ async def test_openai_headers_delay_the_next_call_until_the_reset(vclock: Virtua
 
 
 async def test_openai_remaining_is_spent_locally_then_refills(vclock: VirtualClock) -> None:
-    limiter = registry(vclock).limiter("openai")
+    limiter = registry(vclock, "openai:burst=100").limiter("openai")
     limiter.observe(
         {
             "x-ratelimit-limit-requests": "100",
@@ -430,7 +430,7 @@ async def test_the_daily_cap_says_how_to_raise_it(vclock: VirtualClock) -> None:
 
 
 async def test_provider_and_model_limits_both_apply(vclock: VirtualClock) -> None:
-    limits = registry(vclock, "openai:rpm=3;openai/gpt-4o:rpm=1")
+    limits = registry(vclock, "openai:rpm=3,burst=3;openai/gpt-4o:rpm=1")
     async with limits.for_call("openai", "gpt-4o").slot() as slot:
         assert slot.waited == 0.0
     async with limits.for_call("openai", "gpt-4o-mini").slot() as slot:
@@ -445,7 +445,7 @@ async def test_provider_and_model_limits_both_apply(vclock: VirtualClock) -> Non
 
 
 async def test_reconfiguring_keeps_what_was_counted(vclock: VirtualClock) -> None:
-    limits = registry(vclock, "openai:rpm=3")
+    limits = registry(vclock, "openai:rpm=3,burst=3")
     limiter = limits.for_call("openai")
     for _ in range(2):
         async with limiter.slot():
@@ -453,7 +453,7 @@ async def test_reconfiguring_keeps_what_was_counted(vclock: VirtualClock) -> Non
     limits.configure({"openai": {"rpm": 2}})
     async with limiter.slot() as slot:
         assert slot.waited == pytest.approx(60.0, abs=0.01)
-    assert limits.stats()["openai"].spec == "rpm=2"
+    assert limits.stats()["openai"].spec == "rpm=2,burst=3"
 
 
 def test_shared_is_one_registry_per_process() -> None:
@@ -535,3 +535,47 @@ async def test_the_suites_fake_sleep_drives_a_limiter(clock: Any) -> None:
         async with limits.for_call("openai").slot():
             pass
     assert sum(clock.waits) == pytest.approx(60.0, abs=0.01)
+
+
+async def test_admissions_are_spread_over_the_window_unless_bursts_are_allowed(
+    vclock: VirtualClock,
+) -> None:
+    spread = registry(vclock, "stability:rpm=60").limiter("stability")
+    waited = []
+    for _ in range(4):
+        async with spread.slot() as slot:
+            waited.append(round(slot.waited, 3))
+    assert waited == [0.0, 1.0, 1.0, 1.0]  # one a second, not 60 at once
+    bursty = registry(vclock, "stability:rpm=60,burst=3").limiter("stability")
+    waited = []
+    for _ in range(4):
+        async with bursty.slot() as slot:
+            waited.append(round(slot.waited, 3))
+    assert waited == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_share_splits_a_limit_between_processes_keeping_a_request_in_hand() -> None:
+    spec = parse_limits("stability:rpm=120,tpm=1000,concurrency=4,daily=100,share=2")["stability"]
+    assert spec.request_windows() == [(59, 60.0)]
+    assert (spec.local("tpm"), spec.local("concurrency"), spec.local("daily")) == (500, 2, 50)
+    assert spec.spacing() == pytest.approx(60 / 59)
+    assert spec.describe() == "rpm=120,tpm=1000,concurrency=4,daily=100,share=2"
+
+
+async def test_processes_sharing_a_limit_never_exceed_it_at_the_provider() -> None:
+    """Two processes, each with ``share=2`` of 10 per 2 s, send 40 calls; each call reaches
+    the provider up to 0.4 s after its admission (seeded delays). The provider's own sliding
+    window never holds more than 10."""
+    import random
+
+    rng = random.Random(7)
+    arrivals: list[float] = []
+    for _process in range(2):
+        clock = VirtualClock()  # both start at the same moment
+        limiter = registry(clock, "stability:requests=10/2s,share=2").limiter("stability")
+        for _ in range(20):
+            async with limiter.slot():
+                arrivals.append(clock.now + rng.uniform(0.0, 0.4))
+    arrivals.sort()
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 2.0) for start in arrivals)
+    assert busiest <= 10

@@ -14,7 +14,7 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -491,10 +491,14 @@ SERVE_ARGS = ("--port", "0", "--limits", "openai:rpm=3")
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, str]]:
     """``calliope-graph simulate --port 0`` in a subprocess: its exported variables."""
+    yield from _serve(tmp_path, SERVE_ARGS)
+
+
+def _serve(tmp_path: Path, args: tuple[str, ...]) -> Generator[dict[str, str], None, None]:
     env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
     errors = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "calliope_graph.cli", "simulate", *SERVE_ARGS],
+        [sys.executable, "-m", "calliope_graph.cli", "simulate", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -588,3 +592,46 @@ def test_server_is_shared_by_processes_and_the_official_sdk(served: dict[str, st
     assert counts["rate_limited"] == {"openai": 1}
     assert counts["calls"]["anthropic"] == {"messages": 1}
     assert json.dumps(counts)  # JSON all the way
+
+
+DRAW_FLOW = """\
+name: draw
+inputs: {text: {type: text}}
+nodes:
+  image: {kind: text_to_image, model: stability-core, inputs: {prompt: inputs.text}}
+outputs: {image: image.image}
+"""
+
+
+def test_two_batch_processes_sharing_a_limit_get_no_429(tmp_path: Path) -> None:
+    """Two real ``calliope-graph batch`` processes on one key, each given ``share=2`` of the
+    provider's 10 requests per 2 s, against the loopback simulator enforcing exactly that
+    (and Stability's 60-s block after a 429): the provider refuses nothing."""
+    flow = tmp_path / "draw.yaml"
+    flow.write_text(DRAW_FLOW, encoding="utf-8")
+    served = _serve(tmp_path, ("--port", "0", "--limits", "stability:requests=10/2s"))
+    exports = next(served)
+    try:
+        env = {**os.environ, **exports, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        batches = []
+        for name in ("a", "b"):
+            rows = "".join(json.dumps({"id": f"{name}{n}", "text": f"a fox {n}"}) + "\n"
+                           for n in range(8))  # fmt: skip
+            (tmp_path / f"{name}.jsonl").write_text(rows, encoding="utf-8")
+            args = ["batch", str(flow), "--inputs", str(tmp_path / f"{name}.jsonl")]
+            args += ["--out", str(tmp_path / f"out-{name}"), "--json"]
+            args += ["--limits", "stability:requests=10/2s,share=2"]
+            command = [sys.executable, "-m", "calliope_graph.cli", *args]
+            pipe = subprocess.PIPE
+            batches.append(
+                subprocess.Popen(command, cwd=tmp_path, env=env, stdout=pipe, stderr=pipe)
+            )
+        outcomes = [proc.communicate(timeout=240) for proc in batches]
+        assert [proc.returncode for proc in batches] == [0, 0], [err for _, err in outcomes]
+        root = exports["STABILITY_BASE_URL"].split("/stability")[0]
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            counts = client.get(f"{root}/_sim/counts").json()
+        assert counts["totals"]["stability"] == 16
+        assert counts["rate_limited"] == {}
+    finally:
+        served.close()
