@@ -75,6 +75,8 @@ FAKE_MODULES = (
     "runway",
     "anthropic",
     "elevenlabs",
+    "fal",
+    "luma",
 )
 
 
@@ -466,6 +468,8 @@ class Simulator:
             "runway_api_key": SecretStr(self.key_for("runway")),
             "anthropic_api_key": SecretStr(self.key_for("anthropic")),
             "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
+            "fal_api_key": SecretStr(self.key_for("fal")),
+            "luma_api_key": SecretStr(self.key_for("luma")),
         }
         values.update(overrides)
         return KeysModel(**values)
