@@ -435,6 +435,7 @@ async def test_one_node_flows_run_on_fal(
     assert sim.count("fal", "submit") == 2
 
 
+@pytest.mark.real_timeout  # the CLI polls on real time: 10 ms intervals, a few of them
 @pytest.mark.parametrize(
     ("kind", "model", "inputs", "port"),
     [
@@ -453,7 +454,10 @@ def test_one_node_flow_runs_from_the_command_line_with_simulate(
     spec = tmp_path / "one.yaml"
     spec.write_text(
         "name: one\ninputs:\n  image: {type: image}\n  text: {type: text}\n"
-        f"nodes:\n  step:\n    kind: {kind}\n    model: {model}\n    inputs: {inputs}\n"
+        f"nodes:\n  step:\n    kind: {kind}\n    inputs: {inputs}\n"
+        # the catalog's model, polled every 10 ms instead of every second
+        f"    model: {{slug: {model}, model_parameters: {{poll_interval: 0.01}},\n"
+        f"            model: {catalog.get(model).model.model_dump_json()}}}\n"
         f"outputs:\n  result: step.{port}\n"
     )
     out = tmp_path / "out"

@@ -129,6 +129,8 @@ class _Request:
     steps: int
     polls: int = 0
     started: bool = False
+    #: The status poll at which it left the queue.
+    started_poll: int | None = None
     done: bool = False
     cancelled: bool = False
     #: (status, body) of the result when the model failed.
@@ -469,10 +471,12 @@ class FalFake(ProviderFake):
             body.update(self._completed(job))
             return httpx.Response(200, json=body)
         queued_polls = job.steps // 2
-        if job.polls <= queued_polls or not self._try_start(job):
+        if not job.started and (job.polls <= queued_polls or not self._try_start(job)):
             body.update(status="IN_QUEUE", queue_position=self._position(job))
             return httpx.Response(200, json=body)
-        if job.polls < job.steps:
+        if job.started_poll is None:
+            job.started_poll = job.polls
+        if job.polls < job.started_poll + job.steps - queued_polls - 1:
             body["status"] = "IN_PROGRESS"
             if logs is not None:
                 logs.append({"message": "Generating...", "level": "INFO", "source": "user"})
