@@ -469,3 +469,29 @@ def test_one_node_flow_runs_from_the_command_line_with_simulate(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert any(p.suffix in (".jpg", ".mp4") for p in out.rglob("*"))
+
+
+# -- the seed's functional API ---------------------------------------------------------------
+async def test_the_functional_api_draws_and_animates_on_fal(
+    sim: Simulator, clock: Any, tmp_path: Path, kite: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calliope_graph import inference
+
+    real = inference._context
+
+    def on_clock(*args: Any, **kwargs: Any) -> RunContext:
+        ctx = real(*args, **kwargs)
+        ctx.sleep = clock  # the functional API's own context waits on the virtual clock
+        return ctx
+
+    monkeypatch.setattr(inference, "_context", on_clock)
+    async with sim.client() as client:
+        picture = await inference.text_to_image_file_inference(
+            client, "a harbour", str(tmp_path / "pic.png"), SCHNELL, sim.keys(), 512, 512
+        )
+        clip = await inference.image_and_text_to_video_file_inference(
+            client, kite.path, "it flies", str(tmp_path / "clip.mp4"), KLING, sim.keys()
+        )
+    assert picture is not None and Path(picture).is_file() and picture.endswith(".jpg")
+    assert clip == str(tmp_path / "clip.mp4")
+    assert mp4_info(Path(clip).read_bytes())["codec"] == "avc1"

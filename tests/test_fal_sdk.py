@@ -100,3 +100,13 @@ async def test_sdk_raises_its_http_error_on_the_fakes_error_bodies(
     status = await handle.status()
     assert isinstance(status, fal_client.Completed)
     assert status.error_type == "runner_server_error"
+
+
+async def test_the_simulator_server_exports_fal_and_luma_variables(
+    sim: Simulator, server: SimulatorServer
+) -> None:
+    env = server.environment()  # what `calliope-graph simulate` prints
+    assert env["FAL_BASE_URL"] == f"{server.url}/fal"
+    assert env["FAL_KEY"] == sim.key_for("fal")
+    assert env["LUMAAI_BASE_URL"] == f"{server.url}/luma/dream-machine/v1"
+    assert env["LUMAAI_API_KEY"] == sim.key_for("luma")

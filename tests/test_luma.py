@@ -346,3 +346,34 @@ def test_one_node_flow_runs_from_the_command_line_with_simulate(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert any(p.suffix in (".jpg", ".mp4") for p in out.rglob("*"))
+
+
+# -- the seed's functional API ---------------------------------------------------------------
+async def test_the_functional_api_draws_and_animates_on_luma(
+    sim: Simulator, clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calliope_graph import inference
+
+    real = inference._context
+
+    def on_clock(*args: Any, **kwargs: Any) -> RunContext:
+        ctx = real(*args, **kwargs)
+        ctx.sleep = clock  # the functional API's own context waits on the virtual clock
+        return ctx
+
+    monkeypatch.setattr(inference, "_context", on_clock)
+    frame = tmp_path / "frame.png"
+    frame.write_bytes(image_bytes("a kite", 160, 90))
+    async with sim.client() as client:
+        picture = await inference.text_to_image_file_inference(
+            client, "a harbour at night", str(tmp_path / "pic.png"), PHOTON, sim.keys()
+        )
+        clip = await inference.image_and_text_to_video_file_inference(
+            client, str(frame), "it flies", str(tmp_path / "clip.mp4"), RAY, sim.keys()
+        )
+    assert picture is not None and Path(picture).is_file()
+    assert clip == str(tmp_path / "clip.mp4")
+    assert mp4_info(Path(clip).read_bytes())["codec"] == "avc1"
+    videos = [g for g in sim.state("luma")["generations"].values() if g.kind == "video"]
+    # an image outside the output directory goes by its file name under image_base_url
+    assert videos[0].request["keyframes"]["frame0"]["url"] == f"{MEDIA}/frame.png"
