@@ -51,7 +51,9 @@ def fal_config(app: str, **params: Any) -> ModelConfig:
     return ModelConfig(
         slug="test-fal",
         model_parameters=params,
-        model=InferenceModel(slug="t", provider=InferenceModelProvider.FAL, provider_model_name=app),
+        model=InferenceModel(
+            slug="t", provider=InferenceModelProvider.FAL, provider_model_name=app
+        ),
     )
 
 
@@ -398,7 +400,9 @@ async def test_fake_cancel_answers_as_fal_documents(sim: Simulator) -> None:
         bad = await http.post(f"{QUEUE}/fal-ai/flux/schnell", json={}, headers=headers)
         assert bad.status_code == 422
         assert bad.json()["detail"][0]["loc"] == ["body", "prompt"]
-        sub = (await http.post(f"{QUEUE}/fal-ai/flux/schnell", json={"prompt": "x"}, headers=headers)).json()
+        sub = (
+            await http.post(f"{QUEUE}/fal-ai/flux/schnell", json={"prompt": "x"}, headers=headers)
+        ).json()
         assert sub["status"] == "IN_QUEUE" and sub["queue_position"] == 0
         done = await http.get(sub["status_url"], headers=headers)
         assert done.json()["status"] == "COMPLETED" and done.json()["logs"] is None
@@ -406,8 +410,12 @@ async def test_fake_cancel_answers_as_fal_documents(sim: Simulator) -> None:
         assert again.status_code == 400 and again.json() == {"status": "ALREADY_COMPLETED"}
         gone = await http.put(f"{QUEUE}/fal-ai/flux/requests/nope/cancel", headers=headers)
         assert gone.status_code == 404 and gone.json() == {"status": "NOT_FOUND"}
-        run = await http.post("https://fal.run/fal-ai/flux/schnell", json={"prompt": "y"}, headers=headers)
-        assert run.status_code == 200 and run.json()["images"][0]["url"].startswith("https://v3.fal.media/")
+        run = await http.post(
+            "https://fal.run/fal-ai/flux/schnell", json={"prompt": "y"}, headers=headers
+        )
+        assert run.status_code == 200 and run.json()["images"][0]["url"].startswith(
+            "https://v3.fal.media/"
+        )
 
 
 # -- flows -----------------------------------------------------------------------------------

@@ -60,9 +60,10 @@ async def test_sdk_result_and_status_by_request_id(
     client: fal_client.AsyncClient, sim: Simulator
 ) -> None:
     sim.poll_steps = 1
-    picture = "data:image/png;base64," + __import__("base64").b64encode(
-        image_bytes("a kite", 96, 64)
-    ).decode()
+    picture = (
+        "data:image/png;base64,"
+        + __import__("base64").b64encode(image_bytes("a kite", 96, 64)).decode()
+    )
     handle = await client.submit(KLING, {"prompt": "it flies", "image_url": picture})
     status = await client.status(KLING, handle.request_id)
     assert isinstance(status, fal_client.Completed) and status.error is None

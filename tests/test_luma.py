@@ -49,7 +49,9 @@ def luma_config(model: str, **params: Any) -> ModelConfig:
     return ModelConfig(
         slug="test-luma",
         model_parameters=params,
-        model=InferenceModel(slug="t", provider=InferenceModelProvider.LUMA, provider_model_name=model),
+        model=InferenceModel(
+            slug="t", provider=InferenceModelProvider.LUMA, provider_model_name=model
+        ),
     )
 
 
@@ -65,7 +67,9 @@ def kite(ctx: RunContext) -> Image:
 def served(sim: Simulator, kite: Image) -> str:
     url = f"{MEDIA}/frames/kite.png"
     content = Path(kite.path).read_bytes()
-    sim.serve_download(url, httpx.Response(200, content=content, headers={"content-type": "image/png"}))
+    sim.serve_download(
+        url, httpx.Response(200, content=content, headers={"content-type": "image/png"})
+    )
     return url
 
 
@@ -204,7 +208,9 @@ async def test_a_generation_past_the_bound_times_out_naming_it(
 ) -> None:
     sim.poll_steps = 10**6
     with pytest.raises(ProviderTimeoutError, match="may still finish") as info:
-        await engine.text_to_image(ctx, "a sea", PHOTON.with_parameters(poll_timeout=5), output_name="x")
+        await engine.text_to_image(
+            ctx, "a sea", PHOTON.with_parameters(poll_timeout=5), output_name="x"
+        )
     assert info.value.job_id and info.value.code in ("queued", "dreaming")
     assert clock.now == pytest.approx(5.0)
 

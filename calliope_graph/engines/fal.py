@@ -73,10 +73,10 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, ImageLimits, Video, prepared
 
 __all__ = [
-    "AppId",
     "IMAGE_LIMITS",
     "MAX_IMAGE_BYTES",
     "MAX_VIDEO_BYTES",
+    "AppId",
     "app_id",
     "describe",
     "image_and_text_to_video",
@@ -197,8 +197,7 @@ def describe(response: httpx.Response) -> tuple[str, str | None]:
         message = str(detail) if detail else response.reason_phrase
         if response.status_code == 404 and "/requests/" not in response.url.path:
             message += (
-                " — check the fal application id (provider_model_name), e.g. "
-                "'fal-ai/flux/schnell'"
+                " — check the fal application id (provider_model_name), e.g. 'fal-ai/flux/schnell'"
             )
         return (message, None if code is None else str(code))
     return (str(body)[:300], header_type)
@@ -253,9 +252,9 @@ def _handle(ctx: RunContext, app: AppId, answer: dict[str, Any]) -> _Handle:
 
     def url(key: str, fallback: str) -> str:
         given = answer.get(key)
-        if isinstance(given, str) and given.startswith(("https://", "http://")):
-            if httpx.URL(given).host == host:
-                return given
+        usable = isinstance(given, str) and given.startswith(("https://", "http://"))
+        if usable and httpx.URL(str(given)).host == host:
+            return str(given)
         return fallback
 
     return _Handle(

@@ -322,9 +322,7 @@ class FalFake(ProviderFake):
         if isinstance(size, str):
             if size not in _SIZES:
                 names = ", ".join(f"'{s}'" for s in _SIZES)
-                issues.append(
-                    _issue(["image_size"], f"Input should be {names}", "enum", size)
-                )
+                issues.append(_issue(["image_size"], f"Input should be {names}", "enum", size))
         elif isinstance(size, dict):
             for key in ("width", "height"):
                 value = size.get(key)
@@ -490,7 +488,7 @@ class FalFake(ProviderFake):
         if job.cancelled:
             out.update(error="Request was cancelled by the client", error_type="client_cancelled")
         elif job.error is not None:
-            status, body = job.error
+            _, body = job.error
             detail = body.get("detail")
             message = detail if isinstance(detail, str) else "Model input was rejected"
             out.update(error=message, error_type=body.get("error_type") or _first_type(body))
@@ -579,7 +577,7 @@ class FalFake(ProviderFake):
         if picture is not None:
             with PILImage.open(io.BytesIO(picture)) as im:
                 w, h = im.size
-            height = max(int(round(width * h / w)) & ~1, 16)
+            height = max(round(width * h / w) & ~1, 16)
         seconds = int(str(job.inputs.get("duration", APPS[job.app].default_duration)))
         video = mp4_bytes(
             f"{job.inputs.get('prompt', '')}|{self._seed(job)}",

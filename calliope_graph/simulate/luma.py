@@ -57,7 +57,7 @@ from calliope_graph.simulate._core import (
 )
 from calliope_graph.simulate._video import mp4_bytes
 
-__all__ = ["CDN", "FAKE", "IMAGE_MODELS", "LumaFake", "VIDEO_MODELS"]
+__all__ = ["CDN", "FAKE", "IMAGE_MODELS", "VIDEO_MODELS", "LumaFake"]
 
 PREFIX = "/dream-machine/v1"
 CDN = "https://storage.cdn-luma.com"
@@ -184,10 +184,11 @@ class LumaFake(ProviderFake):
         if limit is not None:
             active = sum(1 for g in self._generations().values() if not g.done)
             if active >= limit:
-                failure = self.rate_limited.filled(
-                    limit=str(limit), per="concurrent generations", retry_after="10"
+                message = (
+                    f"Too many concurrent generations: at most {limit} at once; retry when "
+                    "one has finished"
                 )
-                return self.envelope(failure)
+                return self.envelope(Failure(429, None, message, {"retry-after": "10"}))
         seq = self._seq()
         gen_id = str(uuid.UUID(digest("luma-generation", str(self.sim.seed), str(seq))[:32]))
         prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else None
