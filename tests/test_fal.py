@@ -503,3 +503,15 @@ async def test_the_functional_api_draws_and_animates_on_fal(
     assert picture is not None and Path(picture).is_file() and picture.endswith(".jpg")
     assert clip == str(tmp_path / "clip.mp4")
     assert mp4_info(Path(clip).read_bytes())["codec"] == "avc1"
+
+
+# -- the model list --------------------------------------------------------------------------
+async def test_list_models_reads_every_page_of_fals_model_search(
+    ctx: RunContext, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calliope_graph.simulate.fal import APPS
+
+    monkeypatch.setattr(engine, "PAGE_SIZE", 3)
+    ids = await engine.list_models(ctx)
+    assert sorted(ids) == sorted(APPS) and "fal-ai/flux/schnell" in ids
+    assert sim.calls[("fal", "models")] == 3  # 8 apps, 3 a page

@@ -10,6 +10,7 @@ everything else — submit, status, result, cancel, the answers' ``status_url``/
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import fal_client
 import httpx
@@ -111,3 +112,30 @@ async def test_the_simulator_server_exports_fal_and_luma_variables(
     assert env["FAL_KEY"] == sim.key_for("fal")
     assert env["LUMAAI_BASE_URL"] == f"{server.url}/luma/dream-machine/v1"
     assert env["LUMAAI_API_KEY"] == sim.key_for("luma")
+
+
+async def test_the_engines_model_list_reaches_the_fake_through_the_server(
+    sim: Simulator, server: SimulatorServer, tmp_path: Path
+) -> None:
+    from calliope_graph.context import RunContext
+    from calliope_graph.engines import fal as engine
+
+    keys = sim.keys(fal_base_url=server.base_urls()["fal"])  # FAL_BASE_URL, as printed
+    ctx = RunContext.create(tmp_path, keys=keys)
+    try:
+        ids = await engine.list_models(ctx)
+    finally:
+        await ctx.aclose()
+    assert "fal-ai/kling-video/v2.5-turbo/standard/image-to-video" in ids
+
+
+async def test_fals_other_hosts_are_reachable_through_the_server(
+    sim: Simulator, server: SimulatorServer
+) -> None:
+    headers = {"Authorization": f"Key {sim.key_for('fal')}"}
+    async with httpx.AsyncClient() as http:
+        run = await http.post(f"{server.url}/fal-run/{FLUX}", json={"prompt": "x"}, headers=headers)
+        models = await http.get(f"{server.url}/fal-api/v1/models", params={"limit": 2})
+    assert run.status_code == 200
+    assert run.json()["images"][0]["url"].startswith(f"{server.url}/_sim/cdn/v3.fal.media/")
+    assert models.status_code == 401  # the fake wants the key for the model search too

@@ -37,8 +37,10 @@ content_policy_violation``, and an image whose ``has_nsfw_concepts`` flag is set
 answers a blacked-out image then), are ContentPolicyError; other 422s InvalidRequestError;
 ``X-Fal-Retryable: true`` and 5xx TransientProviderError.
 
-fal publishes its model list in the Platform APIs (``GET https://api.fal.ai/v1/models``,
-fal.ai/docs/api-reference/platform-apis), on another host than the queue; it is not read here.
+:func:`list_models` reads fal's model list from its Platform APIs (``GET
+https://api.fal.ai/v1/models?status=active``, paged by ``next_cursor``:
+docs.fal.ai/platform-apis/v1/models); with ``FAL_BASE_URL`` pointing elsewhere (a proxy, the
+simulator's server) it asks ``{FAL_BASE_URL}/v1/models``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from typing import Any
 
 import httpx
 
-from calliope_graph.config import InferenceModelProvider, ModelConfig
+from calliope_graph.config import DEFAULT_BASE_URLS, InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import parse_json, redact, request
 from calliope_graph.engines._params import EXTRA_BODY, pick, with_extra_body
@@ -80,6 +82,7 @@ __all__ = [
     "app_id",
     "describe",
     "image_and_text_to_video",
+    "list_models",
     "text_to_image",
 ]
 
@@ -99,6 +102,11 @@ IMAGE_LIMITS = ImageLimits(
     max_bytes=10 * 1024 * 1024,
     measure="data_url",
 )
+#: fal's Platform APIs (model search), and how many models one page asks for.
+PLATFORM_URL = "https://api.fal.ai/v1"
+PAGE_SIZE = 100
+#: Most pages read (a bound on a cursor that never ends).
+MAX_PAGES = 100
 #: Namespaces whose app ids have three parts before the sub-path (fal-client's APP_NAMESPACES).
 _NAMESPACES = ("workflows", "comfy")
 #: Parameters the engine reads itself; everything else is a model input.
@@ -529,3 +537,45 @@ async def image_and_text_to_video(
         return await ctx.store.asave_video(name, _data_uri(url, cap))
     path = await ctx.store.download(ctx.client, url, name, max_bytes=cap, provider=_NAME)
     return Video.open(path)
+
+
+# -- the model list --------------------------------------------------------------------------
+def _platform_url(ctx: RunContext) -> str:
+    base = ctx.keys.base_url(PROVIDER)
+    return PLATFORM_URL if base == DEFAULT_BASE_URLS[PROVIDER] else f"{base}/v1"
+
+
+async def list_models(ctx: RunContext) -> list[str]:
+    """The endpoint ids of every active fal model (``fal-ai/flux/dev``...), all pages."""
+
+    def parse(response: httpx.Response) -> tuple[list[str], str | None]:
+        answer = parse_json(response, _NAME)
+        models = answer.get("models") if isinstance(answer, dict) else None
+        if not isinstance(models, list):
+            raise _malformed("a model list without models", response)
+        ids = [str(m["endpoint_id"]) for m in models if isinstance(m, dict) and "endpoint_id" in m]
+        cursor = answer.get("next_cursor") if answer.get("has_more", True) else None
+        return ids, str(cursor) if cursor else None
+
+    url = f"{_platform_url(ctx)}/models"
+    found: list[str] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        params: dict[str, Any] = {"limit": PAGE_SIZE, "status": "active"}
+        if cursor:
+            params["cursor"] = cursor
+        ids, cursor = await request(
+            ctx,
+            _NAME,
+            "GET",
+            url,
+            parse=parse,
+            headers=_headers(ctx),
+            params=params,
+            describe=describe,
+            hook=_hook,
+        )
+        found += ids
+        if cursor is None:
+            break
+    return found

@@ -36,7 +36,13 @@ as FLUX's safety checker answers) and fails a video request with a 422
 ``sim.state("fal")["fail"] = "<error_type>"`` fails the next request with that request error
 (``runner_server_error``, ``request_timeout``...).
 
-Endpoint names for counting: ``submit``, ``status``, ``result``, ``cancel``, ``run``.
+``GET api.fal.ai/v1/models`` answers the Platform APIs' model search over these apps, paged
+with ``limit`` and ``cursor`` (docs.fal.ai/platform-apis/v1/models); it also answers under the
+queue's host, so one ``FAL_BASE_URL`` override reaches both. (fal answers the model search
+without a key too, at lower rate limits; the fake, like every fake, wants the key.)
+
+Endpoint names for counting: ``submit``, ``status``, ``result``, ``cancel``, ``run``,
+``models``.
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from PIL import Image as PILImage
@@ -155,7 +161,12 @@ class FalFake(ProviderFake):
     """fal's queue on ``queue.fal.run`` and its synchronous runs on ``fal.run``."""
 
     name = "fal"
-    hosts = ("queue.fal.run", "fal.run")
+    hosts = ("queue.fal.run", "fal.run", "api.fal.ai")
+    # On the loopback server: /fal → the queue, /fal-run → fal.run, /fal-api → api.fal.ai.
+    server_aliases: ClassVar[Mapping[str, str]] = {
+        "fal-run": "https://fal.run",
+        "fal-api": "https://api.fal.ai",
+    }
 
     auth = AuthCheck(
         credentials=(Credential("authorization", schemes=("key",)),),
@@ -185,6 +196,8 @@ class FalFake(ProviderFake):
     def endpoint(self, request: httpx.Request) -> str:
         if request.url.host == "fal.run":
             return "run"
+        if request.url.path.rstrip("/").endswith("/v1/models"):
+            return "models"
         path = request.url.path.rstrip("/")
         if "/requests/" in path:
             if path.endswith("/status"):
@@ -216,6 +229,12 @@ class FalFake(ProviderFake):
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.strip("/")
         try:
+            if path == "v1/models":
+                if request.method != "GET":
+                    return self._detail(405, "Method Not Allowed")
+                return self._models(request)
+            if request.url.host == "api.fal.ai":
+                return self._detail(404, "Not Found")
             if request.url.host == "fal.run":
                 if request.method != "POST":
                     return self._detail(405, "Method Not Allowed")
@@ -428,6 +447,32 @@ class FalFake(ProviderFake):
         job = self._accept(request, path)
         job.started = job.done = True
         return self._result(job.queue, job.id)
+
+    def _models(self, request: httpx.Request) -> httpx.Response:
+        """The Platform APIs' model search (docs.fal.ai/platform-apis/v1/models), paged."""
+        params = request.url.params
+        try:
+            limit = max(int(params.get("limit", "50")), 1)
+            page = int(base64.b64decode(params.get("cursor", "MA==")).decode() or 0)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return self._detail(422, [_issue(["query"], "Invalid limit or cursor", "value_error")])
+        ids = sorted(APPS)
+        chunk = ids[page * limit : (page + 1) * limit]
+        more = (page + 1) * limit < len(ids)
+        models = [
+            {
+                "endpoint_id": app,
+                "metadata": {
+                    "display_name": app.split("/", 1)[1],
+                    "category": "text-to-image" if APPS[app].kind == "image" else "image-to-video",
+                    "status": "active",
+                    "model_url": f"https://fal.run/{app}",
+                },
+            }
+            for app in chunk
+        ]
+        cursor = base64.b64encode(str(page + 1).encode()).decode() if more else None
+        return httpx.Response(200, json={"models": models, "next_cursor": cursor, "has_more": more})
 
     # -- the queue -----------------------------------------------------------------------
     def _job(self, queue: str, request_id: str) -> _Request:
