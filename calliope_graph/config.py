@@ -48,6 +48,8 @@ class InferenceModelProvider(StrEnum):
     RUNWAY = "runway"
     ANTHROPIC = "anthropic"
     ELEVENLABS = "elevenlabs"
+    FAL = "fal"
+    LUMA = "luma"
     LANGCHAIN = "langchain"
 
     @classmethod
@@ -155,6 +157,11 @@ DEFAULT_BASE_URLS: dict[InferenceModelProvider, str] = {
     InferenceModelProvider.RUNWAY: "https://api.dev.runwayml.com",
     InferenceModelProvider.ANTHROPIC: "https://api.anthropic.com",
     InferenceModelProvider.ELEVENLABS: "https://api.elevenlabs.io",
+    # fal's queue API (docs.fal.ai/model-endpoints/queue); fal-client builds the same URLs
+    # from FAL_QUEUE_RUN_HOST (fal-ai/fal, projects/fal_client/src/fal_client/auth.py).
+    InferenceModelProvider.FAL: "https://queue.fal.run",
+    # The Dream Machine API (lumaai SDK, src/lumaai/_client.py: default base URL).
+    InferenceModelProvider.LUMA: "https://api.lumalabs.ai/dream-machine/v1",
 }
 
 # provider -> (key field, key env var, base-url field, base-url env var)
@@ -207,6 +214,22 @@ _ENV: dict[InferenceModelProvider, tuple[str, str, str, str]] = {
         "elevenlabs_base_url",
         "ELEVENLABS_BASE_URL",
     ),
+    # fal-client reads FAL_KEY and sends `Authorization: Key <FAL_KEY>` (fal-ai/fal,
+    # projects/fal_client/src/fal_client/auth.py). FAL_BASE_URL is ours: the queue's origin.
+    InferenceModelProvider.FAL: (
+        "fal_api_key",
+        "FAL_KEY",
+        "fal_base_url",
+        "FAL_BASE_URL",
+    ),
+    # The lumaai SDK reads LUMAAI_API_KEY (a Bearer token) and LUMAAI_BASE_URL
+    # (lumalabs/lumaai-python, src/lumaai/_client.py).
+    InferenceModelProvider.LUMA: (
+        "luma_api_key",
+        "LUMAAI_API_KEY",
+        "luma_base_url",
+        "LUMAAI_BASE_URL",
+    ),
 }
 
 
@@ -228,6 +251,8 @@ class KeysModel(BaseModel):
     runway_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     elevenlabs_api_key: SecretStr | None = None
+    fal_api_key: SecretStr | None = None
+    luma_api_key: SecretStr | None = None
 
     openai_base_url: str | None = None
     azure_vision_endpoint: str | None = None
@@ -237,6 +262,8 @@ class KeysModel(BaseModel):
     runway_base_url: str | None = None
     anthropic_base_url: str | None = None
     elevenlabs_base_url: str | None = None
+    fal_base_url: str | None = None
+    luma_base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeysModel:

@@ -303,6 +303,17 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
     # ElevenLabs limits concurrent requests by plan (free 2, starter 3, creator 5, pro 10;
     # a 429 `too_many_concurrent_requests` beyond): the free plan's, override upwards.
     "elevenlabs": LimitSpec(concurrency=2),
+    # fal limits requests *in progress* per account (new accounts 2, up to 40 as credits are
+    # bought); past it requests wait IN_QUEUE and are never refused (docs.fal.ai/faq,
+    # docs.fal.ai/documentation/model-apis/concurrency-limits). Nothing to hold back here.
+    "fal": LimitSpec(),
+    # Luma, "Build" tier: Ray 10 concurrent generations and 20 creates per minute, Photon 40
+    # and 80 (docs.lumalabs.ai/docs/rate-limits). Creates only: polls take poll slots.
+    "luma": LimitSpec(),
+    "luma/ray-2": LimitSpec(rpm=20),
+    "luma/ray-flash-2": LimitSpec(rpm=20),
+    "luma/photon-1": LimitSpec(rpm=80),
+    "luma/photon-flash-1": LimitSpec(rpm=80),
 }
 
 

@@ -117,6 +117,8 @@ ENGINE_MODULES = (
     "runway",
     "anthropic",
     "elevenlabs",
+    "fal",
+    "luma",
     "langchain",
 )
 

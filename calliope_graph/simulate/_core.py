@@ -75,6 +75,8 @@ FAKE_MODULES = (
     "runway",
     "anthropic",
     "elevenlabs",
+    "fal",
+    "luma",
 )
 
 
@@ -350,6 +352,9 @@ class ProviderFake(ABC):
     #: What ``concurrency=`` counts: requests in flight (over it: 429), or the fake's own
     #: jobs (Runway's running tasks; the fake queues the rest itself).
     limit_concurrency: ClassVar[Literal["requests", "jobs"]] = "requests"
+    #: Other API hosts of the provider, by the path prefix the loopback server gives them
+    #: (fal: ``{"fal-run": "https://fal.run"}``); its main host is its base URL's.
+    server_aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -466,6 +471,8 @@ class Simulator:
             "runway_api_key": SecretStr(self.key_for("runway")),
             "anthropic_api_key": SecretStr(self.key_for("anthropic")),
             "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
+            "fal_api_key": SecretStr(self.key_for("fal")),
+            "luma_api_key": SecretStr(self.key_for("luma")),
         }
         values.update(overrides)
         return KeysModel(**values)

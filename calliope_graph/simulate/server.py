@@ -69,6 +69,8 @@ class SimulatorServer:
             base = httpx.URL(keys.base_url(name))
             origin = f"{base.scheme}://{base.netloc.decode('ascii')}"
             self._routes[name] = (origin, base.path.rstrip("/"))
+            for prefix, other in type(self.sim.fake(name)).server_aliases.items():
+                self._routes.setdefault(prefix, (other.rstrip("/"), ""))
 
     # -- where ------------------------------------------------------------------------------
     @property

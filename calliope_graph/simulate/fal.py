@@ -1,0 +1,670 @@
+"""A faithful offline fake of fal.ai's queue API (and its synchronous ``fal.run`` host).
+
+Served on ``queue.fal.run`` (docs.fal.ai/model-endpoints/queue; the same paths fal-client
+builds, fal-ai/fal ``projects/fal_client/src/fal_client/client.py``):
+
+* ``POST /{app id}`` submits and answers ``{"status": "IN_QUEUE", "request_id",
+  "response_url", "status_url", "cancel_url", "queue_position"}``;
+* ``GET /{owner}/{alias}/requests/{id}/status`` answers ``IN_QUEUE`` (``queue_position``),
+  ``IN_PROGRESS``, then ``COMPLETED`` (``metrics``; ``error`` and ``error_type`` when it
+  failed); ``logs`` is a list with ``?logs=1`` and null without (fal-client reads the key);
+* ``GET /{owner}/{alias}/requests/{id}`` answers the model's output, or its error;
+* ``PUT /{owner}/{alias}/requests/{id}/cancel`` answers 202 ``CANCELLATION_REQUESTED``,
+  400 ``ALREADY_COMPLETED`` or 404 ``NOT_FOUND`` (fal.ai/docs/inference-api/queue/cancel).
+
+Status, result and cancel take the app's ``owner/alias`` without its sub-path, as fal's docs
+say. ``fal.run/{app id}`` runs the same models synchronously and answers the output at once.
+Requests need ``Authorization: Key <FAL_KEY>`` (else 401 ``{"detail": ...}``).
+
+Known apps (their input schemas as fal's model pages publish them, ``fal.ai/models/<id>/
+llms.txt``): FLUX ``fal-ai/flux/schnell`` and ``fal-ai/flux/dev`` (``images`` with
+``has_nsfw_concepts``), Kling ``fal-ai/kling-video/{v2.1/standard,v2.1/pro,v2.5-turbo/
+standard,v2.5-turbo/pro}/image-to-video`` and Seedance ``fal-ai/bytedance/seedance/v1/
+{lite,pro}/image-to-video`` (``video``). Any other app id is a 404; bad input is a 422 in
+fal's model-error shape ``{"detail": [{"loc", "msg", "type", "url", "input"}]}``.
+
+A request goes ``IN_QUEUE`` → ``IN_PROGRESS`` → ``COMPLETED`` over ``sim.poll_steps``
+status polls. With ``Simulator(limits={"fal": {"concurrency": N}})`` at most N requests are
+in progress at once, as fal's account concurrency works ("requests are never rejected due to
+concurrency limits", docs.fal.ai/documentation/model-apis/concurrency-limits): the rest stay
+``IN_QUEUE`` with their ``queue_position`` until a slot frees up. Outputs are real images and
+H.264 MP4s on ``v3.fal.media`` (served through ``sim.serve_download``).
+
+A content_policy fault flags a FLUX image (``has_nsfw_concepts: [true]`` and a black image,
+as FLUX's safety checker answers) and fails a video request with a 422
+``content_policy_violation``; an ``empty`` fault answers no image / no video.
+``sim.state("fal")["fail"] = "<error_type>"`` fails the next request with that request error
+(``runner_server_error``, ``request_timeout``...).
+
+``GET api.fal.ai/v1/models`` answers the Platform APIs' model search over these apps, paged
+with ``limit`` and ``cursor`` (docs.fal.ai/platform-apis/v1/models); it also answers under the
+queue's host, so one ``FAL_BASE_URL`` override reaches both. (fal answers the model search
+without a key too, at lower rate limits; the fake, like every fake, wants the key.)
+
+Endpoint names for counting: ``submit``, ``status``, ``result``, ``cancel``, ``run``,
+``models``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from calliope_graph.simulate._content import digest, image_bytes
+from calliope_graph.simulate._core import (
+    AuthCheck,
+    Credential,
+    Failure,
+    FaultErrors,
+    ProviderFake,
+    Reject,
+)
+from calliope_graph.simulate._video import mp4_bytes
+
+__all__ = ["APPS", "CDN", "FAKE", "FalFake"]
+
+QUEUE = "https://queue.fal.run"
+CDN = "https://v3.fal.media"
+_ERRORS_DOC = "https://docs.fal.ai/errors"
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+#: FLUX's ``image_size`` presets (fal's FLUX model pages).
+_SIZES = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+#: Request errors (docs.fal.ai/documentation/model-apis/request-errors): type → status.
+_REQUEST_ERRORS = {
+    "request_timeout": (504, "Request timed out"),
+    "startup_timeout": (504, "Runner did not start in time"),
+    "runner_scheduling_failure": (503, "No runner could be allocated to handle the request"),
+    "runner_disconnected": (503, "Runner disconnected unexpectedly"),
+    "runner_server_error": (500, "Runner encountered an internal server error"),
+    "internal_error": (500, "Internal server error"),
+}
+
+
+@dataclass(frozen=True)
+class _App:
+    kind: str  # "image" or "video"
+    steps: tuple[int, int, int] = (1, 12, 4)  # min, max, default inference steps
+    durations: tuple[str, ...] = ()
+    default_duration: str = "5"
+    resolutions: tuple[str, ...] = ()
+
+
+_KLING = _App("video", durations=("5", "10"))
+_SEEDANCE = _App(
+    "video",
+    durations=tuple(str(n) for n in range(2, 13)),
+    resolutions=("480p", "720p", "1080p"),
+)
+#: The apps the fake serves, by their id (``owner/alias/path``).
+APPS: dict[str, _App] = {
+    "fal-ai/flux/schnell": _App("image"),
+    "fal-ai/flux/dev": _App("image", steps=(1, 50, 28)),
+    "fal-ai/kling-video/v2.1/standard/image-to-video": _KLING,
+    "fal-ai/kling-video/v2.1/pro/image-to-video": _KLING,
+    "fal-ai/kling-video/v2.5-turbo/standard/image-to-video": _KLING,
+    "fal-ai/kling-video/v2.5-turbo/pro/image-to-video": _KLING,
+    "fal-ai/bytedance/seedance/v1/lite/image-to-video": _SEEDANCE,
+    "fal-ai/bytedance/seedance/v1/pro/image-to-video": _SEEDANCE,
+}
+
+
+@dataclass
+class _Request:
+    id: str
+    app: str
+    queue: str
+    inputs: dict[str, Any]
+    steps: int
+    polls: int = 0
+    started: bool = False
+    #: The status poll at which it left the queue.
+    started_poll: int | None = None
+    done: bool = False
+    cancelled: bool = False
+    #: (status, body) of the result when the model failed.
+    error: tuple[int, dict[str, Any]] | None = None
+    output: dict[str, Any] | None = None
+    seq: int = 0
+    flagged: bool = False
+    empty: bool = False
+
+
+def _issue(loc: list[Any], msg: str, kind: str, value: Any = None) -> dict[str, Any]:
+    return {
+        "loc": ["body", *loc],
+        "msg": msg,
+        "type": kind,
+        "url": f"{_ERRORS_DOC}#{kind}",
+        "input": value,
+    }
+
+
+class FalFake(ProviderFake):
+    """fal's queue on ``queue.fal.run`` and its synchronous runs on ``fal.run``."""
+
+    name = "fal"
+    hosts = ("queue.fal.run", "fal.run", "api.fal.ai")
+    # On the loopback server: /fal → the queue, /fal-run → fal.run, /fal-api → api.fal.ai.
+    server_aliases: ClassVar[Mapping[str, str]] = {
+        "fal-run": "https://fal.run",
+        "fal-api": "https://api.fal.ai",
+    }
+
+    auth = AuthCheck(
+        credentials=(Credential("authorization", schemes=("key",)),),
+        missing=Failure(401, None, "Unauthorized"),
+        invalid=Failure(401, None, "Unauthorized"),
+    )
+    # Request errors carry error_type in the body and the X-Fal-Error-Type header.
+    errors = FaultErrors(
+        rate_limit=Failure(429, None, "Too many requests: slow down and retry."),
+        server_error=Failure(500, "internal_error", "Internal server error"),
+        unavailable=Failure(503, "runner_connection_error", "Could not connect to a runner"),
+        overloaded=Failure(
+            503, "runner_scheduling_failure", "No runner could be allocated to handle the request"
+        ),
+    )
+    # fal queues requests past the account's concurrency instead of refusing them (see the
+    # module docstring); ``concurrency=`` counts requests in progress. ``rpm``/``daily`` still
+    # answer a 429 to the submit.
+    rate_limited = Failure(
+        429,
+        None,
+        "Rate limit exceeded: {limit} requests per {per}. Retry in {retry_after} seconds.",
+    )
+    limit_endpoints = ("submit", "run")
+    limit_concurrency = "jobs"
+
+    def endpoint(self, request: httpx.Request) -> str:
+        if request.url.host == "fal.run":
+            return "run"
+        if request.url.path.rstrip("/").endswith("/v1/models"):
+            return "models"
+        path = request.url.path.rstrip("/")
+        if "/requests/" in path:
+            if path.endswith("/status"):
+                return "status"
+            if path.endswith("/cancel"):
+                return "cancel"
+            return "result"
+        return "submit"
+
+    def envelope(self, failure: Failure) -> httpx.Response:
+        body: dict[str, Any] = {"detail": failure.message}
+        headers = dict(failure.headers)
+        if failure.code:
+            body["error_type"] = failure.code
+            headers["x-fal-error-type"] = failure.code
+        return httpx.Response(failure.status, json=body, headers=headers)
+
+    # -- state ---------------------------------------------------------------------------
+    def _requests(self) -> dict[str, _Request]:
+        found: dict[str, _Request] = self.sim.state(self.name).setdefault("requests", {})
+        return found
+
+    def _seq(self) -> int:
+        state = self.sim.state(self.name)
+        state["seq"] = int(state.get("seq", 0)) + 1
+        return int(state["seq"])
+
+    # -- requests ------------------------------------------------------------------------
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.strip("/")
+        try:
+            if path == "v1/models":
+                if request.method != "GET":
+                    return self._detail(405, "Method Not Allowed")
+                return self._models(request)
+            if request.url.host == "api.fal.ai":
+                return self._detail(404, "Not Found")
+            if request.url.host == "fal.run":
+                if request.method != "POST":
+                    return self._detail(405, "Method Not Allowed")
+                return self._run(request, path)
+            match = re.fullmatch(r"(.+?)/requests/([^/]+)(/status|/cancel)?", path)
+            if match:
+                queue, request_id, tail = match.groups()
+                if tail == "/status" and request.method == "GET":
+                    return self._status(queue, request_id, request)
+                if tail == "/cancel" and request.method == "PUT":
+                    return self._cancel(queue, request_id)
+                if tail is None and request.method == "GET":
+                    return self._result(queue, request_id)
+                return self._detail(405, "Method Not Allowed")
+            if request.method != "POST":
+                return self._detail(405, "Method Not Allowed")
+            return self._submit(request, path)
+        except Reject as rejected:
+            return rejected.response
+
+    @staticmethod
+    def _detail(status: int, detail: Any, **extra: Any) -> httpx.Response:
+        return httpx.Response(status, json={"detail": detail, **extra})
+
+    def _app(self, path: str) -> _App:
+        app = APPS.get(path)
+        if app is None:
+            raise Reject(self._detail(404, f"Application '{path}' not found"))
+        return app
+
+    def _body(self, request: httpx.Request) -> dict[str, Any]:
+        try:
+            body = json.loads(request.content or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise Reject(
+                self._detail(422, [_issue([], "Invalid JSON in request body", "json_invalid")])
+            ) from None
+        if not isinstance(body, dict):
+            raise Reject(
+                self._detail(422, [_issue([], "Input should be an object", "dict_type", body)])
+            )
+        return body
+
+    def _accept(self, request: httpx.Request, path: str) -> _Request:
+        """Validate a submission and make its request (the model's work is done lazily)."""
+        app = self._app(path)
+        body = self._body(request)
+        issues = self._validate(app, body)
+        if issues:
+            raise Reject(self._detail(422, issues))
+        seq = self._seq()
+        request_id = str(uuid.UUID(digest("fal-request", str(self.sim.seed), str(seq))[:32]))
+        owner, alias = path.split("/")[:2]
+        prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else None
+        job = _Request(
+            id=request_id,
+            app=path,
+            queue=f"{owner}/{alias}",
+            inputs=body,
+            steps=max(int(self.sim.poll_steps), 0),
+            seq=seq,
+            flagged=self.sim.blocked(self, request, prompt),
+            empty=self.sim.emptied(self, request, prompt),
+        )
+        forced = self.sim.state(self.name).pop("fail", None)
+        if forced:
+            status, message = _REQUEST_ERRORS.get(str(forced), (500, "Request failed"))
+            job.error = (status, {"detail": message, "error_type": str(forced)})
+        elif job.flagged and app.kind == "video":
+            job.error = (
+                422,
+                {
+                    "detail": [
+                        {
+                            **_issue(
+                                ["prompt"],
+                                "The content was flagged by a content checker.",
+                                "content_policy_violation",
+                                prompt,
+                            ),
+                            "categories": ["violence"],
+                        }
+                    ]
+                },
+            )
+        self._requests()[request_id] = job
+        return job
+
+    def _validate(self, app: _App, body: dict[str, Any]) -> list[dict[str, Any]]:
+        issues: list[dict[str, Any]] = []
+        prompt = body.get("prompt")
+        if prompt is None:
+            issues.append(_issue(["prompt"], "Field required", "missing"))
+        elif not isinstance(prompt, str):
+            issues.append(_issue(["prompt"], "Input should be a valid string", "string_type"))
+        if app.kind == "image":
+            self._check_image_inputs(app, body, issues)
+        else:
+            self._check_video_inputs(app, body, issues)
+        return issues
+
+    def _check_image_inputs(self, app: _App, body: dict[str, Any], issues: list[Any]) -> None:
+        size = body.get("image_size", "landscape_4_3")
+        if isinstance(size, str):
+            if size not in _SIZES:
+                names = ", ".join(f"'{s}'" for s in _SIZES)
+                issues.append(_issue(["image_size"], f"Input should be {names}", "enum", size))
+        elif isinstance(size, dict):
+            for key in ("width", "height"):
+                value = size.get(key)
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 14142:
+                    issues.append(
+                        _issue(
+                            ["image_size", key],
+                            "Input should be an integer from 1 to 14142",
+                            "int_type",
+                            value,
+                        )
+                    )
+        else:
+            issues.append(_issue(["image_size"], "Input should be a preset or an object", "enum"))
+        low, high, _ = app.steps
+        steps = body.get("num_inference_steps")
+        if steps is not None and (not isinstance(steps, int) or not low <= steps <= high):
+            issues.append(
+                _issue(
+                    ["num_inference_steps"],
+                    f"Input should be between {low} and {high}",
+                    "less_than_equal",
+                    steps,
+                )
+            )
+        count = body.get("num_images", 1)
+        if not isinstance(count, int) or not 1 <= count <= 4:
+            issues.append(
+                _issue(["num_images"], "Input should be between 1 and 4", "less_than_equal", count)
+            )
+        fmt = body.get("output_format", "jpeg")
+        if fmt not in ("jpeg", "png"):
+            issues.append(_issue(["output_format"], "Input should be 'jpeg' or 'png'", "enum", fmt))
+
+    def _check_video_inputs(self, app: _App, body: dict[str, Any], issues: list[Any]) -> None:
+        url = body.get("image_url")
+        if url is None:
+            issues.append(_issue(["image_url"], "Field required", "missing"))
+        elif self._image(url) is None:
+            issues.append(
+                {
+                    **_issue(
+                        ["image_url"],
+                        "Failed to download the file. Please check if the URL is accessible.",
+                        "file_download_error",
+                        url[:60] if isinstance(url, str) else url,
+                    )
+                }
+            )
+        duration = body.get("duration", app.default_duration)
+        if duration not in app.durations:
+            choices = ", ".join(f"'{d}'" for d in app.durations)
+            issues.append(_issue(["duration"], f"Input should be {choices}", "enum", duration))
+        resolution = body.get("resolution")
+        if app.resolutions and resolution is not None and resolution not in app.resolutions:
+            choices = ", ".join(f"'{r}'" for r in app.resolutions)
+            issues.append(_issue(["resolution"], f"Input should be {choices}", "enum", resolution))
+
+    def _image(self, url: Any) -> bytes | None:
+        """The bytes of an input image (a data URI, or a URL the simulator serves)."""
+        if not isinstance(url, str):
+            return None
+        if url.startswith("data:"):
+            match = re.fullmatch(r"data:([\w/+.-]+);base64,(.*)", url, re.DOTALL)
+            if match is None or match.group(1).lower() not in _IMAGE_TYPES:
+                return None
+            try:
+                data = base64.b64decode(match.group(2), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        else:
+            served: dict[str, httpx.Response] = self.sim.state("download")
+            response = served.get(url)
+            if response is None or response.status_code >= 400:
+                return None
+            data = response.content
+        try:
+            with PILImage.open(io.BytesIO(data)) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            return None
+        return data
+
+    def _links(self, job: _Request) -> dict[str, str]:
+        base = f"{QUEUE}/{job.queue}/requests/{job.id}"
+        return {
+            "response_url": base,
+            "status_url": f"{base}/status",
+            "cancel_url": f"{base}/cancel",
+        }
+
+    def _submit(self, request: httpx.Request, path: str) -> httpx.Response:
+        job = self._accept(request, path)
+        body = {
+            "status": "IN_QUEUE",
+            "request_id": job.id,
+            **self._links(job),
+            "queue_position": self._position(job),
+        }
+        return httpx.Response(200, json=body, headers={"x-fal-request-id": job.id})
+
+    def _run(self, request: httpx.Request, path: str) -> httpx.Response:
+        job = self._accept(request, path)
+        job.started = job.done = True
+        return self._result(job.queue, job.id)
+
+    def _models(self, request: httpx.Request) -> httpx.Response:
+        """The Platform APIs' model search (docs.fal.ai/platform-apis/v1/models), paged."""
+        params = request.url.params
+        try:
+            limit = max(int(params.get("limit", "50")), 1)
+            page = int(base64.b64decode(params.get("cursor", "MA==")).decode() or 0)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return self._detail(422, [_issue(["query"], "Invalid limit or cursor", "value_error")])
+        ids = sorted(APPS)
+        chunk = ids[page * limit : (page + 1) * limit]
+        more = (page + 1) * limit < len(ids)
+        models = [
+            {
+                "endpoint_id": app,
+                "metadata": {
+                    "display_name": app.split("/", 1)[1],
+                    "category": "text-to-image" if APPS[app].kind == "image" else "image-to-video",
+                    "status": "active",
+                    "model_url": f"https://fal.run/{app}",
+                },
+            }
+            for app in chunk
+        ]
+        cursor = base64.b64encode(str(page + 1).encode()).decode() if more else None
+        return httpx.Response(200, json={"models": models, "next_cursor": cursor, "has_more": more})
+
+    # -- the queue -----------------------------------------------------------------------
+    def _job(self, queue: str, request_id: str) -> _Request:
+        job = self._requests().get(request_id)
+        if job is None or job.queue != queue:
+            raise Reject(self._detail(404, f"Request '{request_id}' not found"))
+        return job
+
+    def _concurrency(self) -> int | None:
+        spec = self.sim.limit_spec(self.name)
+        return spec.concurrency if spec is not None else None
+
+    def _position(self, job: _Request) -> int:
+        """How many requests are ahead of ``job`` in the queue."""
+        waiting = [j for j in self._requests().values() if not (j.started or j.cancelled)]
+        return sum(1 for j in waiting if j.seq < job.seq)
+
+    def _try_start(self, job: _Request) -> bool:
+        if job.started:
+            return True
+        limit = self._concurrency()
+        if limit is not None:
+            jobs = self._requests().values()
+            running = sum(1 for j in jobs if j.started and not j.done)
+            ahead = self._position(job)
+            if running + ahead >= limit:
+                return False
+        job.started = True
+        return True
+
+    def _status(self, queue: str, request_id: str, request: httpx.Request) -> httpx.Response:
+        job = self._job(queue, request_id)
+        job.polls += 1
+        logs: list[dict[str, Any]] | None = None
+        if request.url.params.get("logs") in ("1", "true", "True"):
+            logs = []
+        body: dict[str, Any] = {**self._links(job), "logs": logs}
+        if job.cancelled or job.done:
+            body.update(self._completed(job))
+            return httpx.Response(200, json=body)
+        queued_polls = job.steps // 2
+        if not job.started and (job.polls <= queued_polls or not self._try_start(job)):
+            body.update(status="IN_QUEUE", queue_position=self._position(job))
+            return httpx.Response(200, json=body)
+        if job.started_poll is None:
+            job.started_poll = job.polls
+        if job.polls < job.started_poll + job.steps - queued_polls - 1:
+            body["status"] = "IN_PROGRESS"
+            if logs is not None:
+                logs.append({"message": "Generating...", "level": "INFO", "source": "user"})
+            return httpx.Response(200, json=body)
+        job.done = True
+        body.update(self._completed(job))
+        return httpx.Response(200, json=body)
+
+    def _completed(self, job: _Request) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "COMPLETED", "metrics": {"inference_time": 1.25}}
+        if job.cancelled:
+            out.update(error="Request was cancelled by the client", error_type="client_cancelled")
+        elif job.error is not None:
+            _, body = job.error
+            detail = body.get("detail")
+            message = detail if isinstance(detail, str) else "Model input was rejected"
+            out.update(error=message, error_type=body.get("error_type") or _first_type(body))
+            out["metrics"] = {}
+        return out
+
+    def _result(self, queue: str, request_id: str) -> httpx.Response:
+        job = self._job(queue, request_id)
+        if job.cancelled:
+            return httpx.Response(
+                499,
+                json={"detail": "Request was cancelled", "error_type": "client_cancelled"},
+                headers={"x-fal-error-type": "client_cancelled"},
+            )
+        if not job.done:
+            return self._detail(400, "Request is still in progress")
+        if job.error is not None:
+            status, body = job.error
+            headers = {"x-fal-retryable": "true" if status >= 500 else "false"}
+            if isinstance(body.get("error_type"), str):
+                headers["x-fal-error-type"] = body["error_type"]
+            return httpx.Response(status, json=body, headers=headers)
+        if job.output is None:
+            job.output = self._render(job)
+        return httpx.Response(200, json=job.output, headers={"x-fal-request-id": job.id})
+
+    def _cancel(self, queue: str, request_id: str) -> httpx.Response:
+        job = self._requests().get(request_id)
+        if job is None or job.queue != queue:
+            return httpx.Response(404, json={"status": "NOT_FOUND"})
+        if job.done:
+            return httpx.Response(400, json={"status": "ALREADY_COMPLETED"})
+        job.cancelled = True
+        return httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"})
+
+    # -- outputs -------------------------------------------------------------------------
+    def _render(self, job: _Request) -> dict[str, Any]:
+        app = APPS[job.app]
+        render: Callable[[_Request], dict[str, Any]] = (
+            self._render_image if app.kind == "image" else self._render_video
+        )
+        return render(job)
+
+    def _seed(self, job: _Request) -> int:
+        seed = job.inputs.get("seed")
+        return int(seed) if isinstance(seed, int) else int(digest(job.id)[:8], 16)
+
+    def _render_image(self, job: _Request) -> dict[str, Any]:
+        size = job.inputs.get("image_size", "landscape_4_3")
+        if isinstance(size, dict):
+            width, height = int(size["width"]), int(size["height"])
+        else:
+            width, height = _SIZES[str(size)]
+        fmt = "PNG" if job.inputs.get("output_format") == "png" else "JPEG"
+        mime = "image/png" if fmt == "PNG" else "image/jpeg"
+        prompt = str(job.inputs.get("prompt") or "")
+        seed = self._seed(job)
+        drawn = self.sim.drawn_size(width, height)
+        count = int(job.inputs.get("num_images", 1))
+        images: list[dict[str, Any]] = []
+        if not job.empty:
+            for index in range(count):
+                if job.flagged:  # FLUX's safety checker blacks the image out
+                    buf = io.BytesIO()
+                    PILImage.new("RGB", drawn).save(buf, fmt)
+                    raw = buf.getvalue()
+                else:
+                    raw = image_bytes(f"{prompt}|{seed}|{index}", *drawn, fmt)
+                url = self._serve(job, raw, mime, "jpg" if fmt == "JPEG" else "png")
+                images.append(
+                    {"url": url, "width": drawn[0], "height": drawn[1], "content_type": mime}
+                )
+        return {
+            "images": images,
+            "timings": {"inference": 0.42},
+            "seed": seed,
+            "has_nsfw_concepts": [job.flagged] * len(images),
+            "prompt": prompt,
+        }
+
+    def _render_video(self, job: _Request) -> dict[str, Any]:
+        if job.empty:
+            return {"video": None}
+        picture = self._image(job.inputs.get("image_url"))
+        width, height = 160, 90
+        if picture is not None:
+            with PILImage.open(io.BytesIO(picture)) as im:
+                w, h = im.size
+            height = max(round(width * h / w) & ~1, 16)
+        seconds = int(str(job.inputs.get("duration", APPS[job.app].default_duration)))
+        video = mp4_bytes(
+            f"{job.inputs.get('prompt', '')}|{self._seed(job)}",
+            width=width,
+            height=height,
+            seconds=seconds,
+            image=picture,
+        )
+        url = self._serve(job, video, "video/mp4", "mp4", name="output")
+        return {
+            "video": {
+                "url": url,
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": len(video),
+            }
+        }
+
+    def _serve(
+        self, job: _Request, data: bytes, mime: str, ext: str, name: str | None = None
+    ) -> str:
+        animals = ("rabbit", "kangaroo", "zebra", "tiger", "lion", "panda")
+        folder = animals[int(digest(job.id)[:2], 16) % len(animals)]
+        stem = name or digest(data)[:21]
+        url = f"{CDN}/files/{folder}/{digest(job.id, stem)[:21]}_{stem}.{ext}"
+        self.sim.serve_download(
+            url,
+            httpx.Response(
+                200,
+                content=data,
+                headers={"content-type": mime, "content-length": str(len(data))},
+            ),
+        )
+        return url
+
+
+def _first_type(body: dict[str, Any]) -> str | None:
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        kind = detail[0].get("type")
+        return str(kind) if kind else None
+    return None
+
+
+FAKE = FalFake
