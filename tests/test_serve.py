@@ -304,6 +304,39 @@ def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes() -> None:
     assert config["http"]["app"] == "calliope_graph.serve.app:app"
 
 
+def test_images_and_commits_leave_out_media_outputs_caches_and_secrets() -> None:
+    import pathspec
+
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/media/" in ignored and ".langgraph_api/" in ignored
+    # what `langgraph build` leaves out of the image (gitignore-style matching, as its CLI)
+    spec = pathspec.PathSpec.from_lines(
+        "gitignore", (ROOT / ".dockerignore").read_text().splitlines()
+    )
+    for path in (
+        "media/t1/r1/illustration.png",
+        "out/story/trace.json",
+        ".langgraph_api/.langgraph_checkpoint.1.pckl",
+        "examples/auth/.langgraph_api/store.pckl",
+        ".venv/bin/python",
+        "calliope_graph/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/3.11/cache.db",
+        "node_modules/left-pad/index.js",
+        ".git/HEAD",
+        ".env",
+        "checkpoints.sqlite",
+    ):
+        assert spec.match_file(path), path
+    for path in (
+        "calliope_graph/serve/app.py",
+        "langgraph.json",
+        "pyproject.toml",
+        "examples/auth/auth.py",
+        "examples/media/webcam.jpg",
+    ):
+        assert not spec.match_file(path), path
+
+
 def test_schemas_are_the_flows_own_inputs_and_outputs(tmp_path: Path) -> None:
     graph = serve_graph("webcam_story", ServeSettings(media_root=tmp_path))
     given = graph.get_input_jsonschema()
