@@ -721,13 +721,14 @@ async def test_another_threads_media_is_an_input_by_its_signed_url_never_fetched
 
 async def test_mistyped_or_unknown_inputs_fail_the_run_naming_them(server: Server) -> None:
     client = get_client(url=server.url)
-    for given, expected in (
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"text": 42}, "Input 'text' of flow 'illustrate' must be text (a JSON string), not a "
          "number"),
         ({"text": ["a"]}, "must be text (a JSON string), not a list"),
         ({"text": "a kite", "style": "x", "colour": "red"},
          "Flow 'illustrate' has no input 'colour', 'style'; its inputs: text"),
-    ):  # fmt: skip
+    ]  # fmt: skip
+    for given, expected in cases:
         thread = await client.threads.create()
         out = await client.runs.wait(
             thread["thread_id"], "illustrate", input=given, raise_error=False
@@ -745,7 +746,8 @@ async def test_with_the_example_auth_handler_users_see_only_their_own_threads_an
     unsigned request is served to the thread's owner only."""
     config = json.loads((ROOT / "examples" / "auth" / "langgraph.json").read_text())
     assert config["graphs"] == json.loads((ROOT / "langgraph.json").read_text())["graphs"]
-    assert config["http"] == {"app": "calliope_graph.serve.app:app", "enable_custom_route_auth": True}
+    http = {"app": "calliope_graph.serve.app:app", "enable_custom_route_auth": True}
+    assert config["http"] == http
     config["auth"]["path"] = str(ROOT / "examples" / "auth" / "auth.py") + ":auth"
     config["dependencies"] = [str(ROOT)]
     (tmp_path / "langgraph.json").write_text(json.dumps(config))
