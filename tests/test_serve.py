@@ -292,6 +292,21 @@ def test_the_owner_of_a_thread_reads_its_media_unsigned_under_an_auth_handler(
     assert TestClient(as_user(SimpleUser("alice"))).get("/media/t2/r1/a.png").status_code == 403
 
 
+def test_an_auth_handler_without_route_auth_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServeSettings(media_root=tmp_path, signer=SIGNER, owner_auth=True)
+    monkeypatch.setenv("LANGGRAPH_HTTP", json.dumps({"app": "calliope_graph.serve.app:app"}))
+    with caplog.at_level("WARNING", logger="calliope_graph.serve"):
+        make_app(settings)
+    assert "not http.enable_custom_route_auth" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("LANGGRAPH_HTTP", json.dumps({"enable_custom_route_auth": True}))
+    with caplog.at_level("WARNING", logger="calliope_graph.serve"):
+        make_app(settings)
+    assert "enable_custom_route_auth" not in caplog.text
+
+
 # -- schemas and the graphs module --------------------------------------------------------------
 def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes() -> None:
     from calliope_graph.graphs import server
@@ -755,6 +770,7 @@ async def test_with_the_example_auth_handler_users_see_only_their_own_threads_an
     with _langgraph_dev(tmp_path, tmp_path / "langgraph.json", tokens) as server:
         # no CALLIOPE_MEDIA_SECRET: a random key, and a warning saying what that costs
         assert any("CALLIOPE_MEDIA_SECRET is not set" in line for line in server.log)
+        assert not any("enable_custom_route_auth" in line for line in server.log)
         alice, bob = (
             get_client(url=server.url, api_key=None, headers={"Authorization": f"Bearer {t}"})
             for t in ("token-alice", "token-bob")
@@ -774,7 +790,7 @@ async def test_with_the_example_auth_handler_users_see_only_their_own_threads_an
         ):
             with pytest.raises(httpx.HTTPStatusError) as hidden:
                 await call
-            assert hidden.value.response.status_code in (403, 404)
+            assert hidden.value.response.status_code == 404  # as if it did not exist
         assert [t["thread_id"] for t in await bob.threads.search()] == []
         bearer = {"alice": "Bearer token-alice", "bob": "Bearer token-bob"}
         unsigned = f"/media/{path}"

@@ -19,7 +19,10 @@ symlink out of the root, files only); a signed path that names no file is a 404.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import mimetypes
+import os
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +37,8 @@ from calliope_graph.serve._graph import ServeSettings
 from calliope_graph.serve._outputs import MEDIA_PREFIX, media_file
 
 __all__ = ["OWNER_KEY", "app", "make_app", "thread_owner"]
+
+logger = logging.getLogger("calliope_graph.serve")
 
 #: The thread metadata key naming the thread's owner (the auth handler sets it).
 OWNER_KEY = "owner"
@@ -68,6 +73,16 @@ async def thread_owner(thread_id: str) -> str | None:
     return owner if isinstance(owner, str) and owner else None
 
 
+def _route_auth_enabled() -> bool:
+    """Whether ``langgraph.json`` sets ``http.enable_custom_route_auth`` (LangGraph passes
+    the ``http`` block as ``LANGGRAPH_HTTP``)."""
+    try:
+        http = json.loads(os.environ.get("LANGGRAPH_HTTP") or "{}")
+    except ValueError:
+        return False
+    return isinstance(http, dict) and bool(http.get("enable_custom_route_auth"))
+
+
 def _identity(request: Request) -> str:
     """The authenticated user's identity, or "" (no auth middleware on the route, or an
     unauthenticated user). LangGraph's custom auth sets ``scope["user"]``, a Starlette
@@ -86,6 +101,11 @@ def make_app(
     ``owner_of`` looks up a thread's owner (default: :func:`thread_owner`)."""
     settings = settings or ServeSettings.from_env()
     root, signer = settings.media_root, settings.signer
+    if settings.owner_auth and not _route_auth_enabled():
+        logger.warning(
+            "langgraph.json has an auth handler but not http.enable_custom_route_auth: the "
+            "media route cannot tell who asks, so thread owners need signed URLs too."
+        )
     lookup = owner_of or thread_owner
 
     async def owns(request: Request, relative: str) -> bool:
