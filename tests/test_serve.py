@@ -18,25 +18,33 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from langgraph_sdk import get_client
 from starlette.testclient import TestClient
 
-from calliope_graph.errors import MediaError
+from calliope_graph.errors import ConfigurationError, MediaError
 from calliope_graph.flow import Flow, shipped_flows
 from calliope_graph.media import Image, MediaStore
 from calliope_graph.serve import ServeContext, ServeSettings, media_input, public, serve_graph
+from calliope_graph.serve._signing import MediaSigner
 from calliope_graph.serve.app import make_app
 from calliope_graph.simulate import Simulator
 from calliope_graph.testing import image_bytes, mp4_info, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
+#: The media key the test server signs with (so a test can sign an expired URL itself).
+SECRET = "test-media-secret-0123456789abcdefghijklmnop"
+SIGNER = MediaSigner(SECRET.encode())
 
 
 def data_url(data: bytes, mime: str) -> str:
@@ -113,29 +121,38 @@ async def test_an_http_url_is_downloaded_with_the_size_cap(store: MediaStore) ->
     assert seen[0] == "https://cdn.example/kite.png?token=s3cret"
 
 
-async def test_a_path_must_lie_under_the_media_root(store: MediaStore, tmp_path: Path) -> None:
+async def test_a_path_input_must_name_a_file_of_the_runs_own_thread(
+    store: MediaStore, tmp_path: Path
+) -> None:
     root = store.root.parent
-    (root / "uploads").mkdir(parents=True)
-    (root / "uploads" / "cam.png").write_bytes(image_bytes("cam", 16, 16))
+    own = root / "thread-1" / "run-0" / "cam.png"
+    other = root / "thread-2" / "run-0" / "cam.png"
+    for path in (own, other):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(image_bytes("cam", 16, 16))
     outside = tmp_path / "secret.png"
     outside.write_bytes(image_bytes("secret", 16, 16))
     async with _client() as client:
-        for given in (
-            "uploads/cam.png",
-            str(root / "uploads" / "cam.png"),
-            "/media/uploads/cam.png",
-        ):
+        for given in ("thread-1/run-0/cam.png", "/media/thread-1/run-0/cam.png"):
             image = await media_input(
                 "image", "image", given, store=store, root=root, client=client
             )
-            assert Path(image.path) == root / "uploads" / "cam.png"
-        for given in (str(outside), "../secret.png", "uploads/../../secret.png"):
-            with pytest.raises(MediaError, match="outside the media root") as refused:
+            assert Path(image.path) == own
+        for given in (
+            "thread-2/run-0/cam.png",  # another thread's file: only by its signed URL
+            "/media/thread-2/run-0/cam.png",
+            str(own),  # absolute paths are not accepted, even inside the thread
+            str(outside),
+            "../secret.png",
+            "thread-1/../../secret.png",
+        ):
+            with pytest.raises(MediaError, match="is not a file of this thread's media") as no:
                 await media_input("image", "image", given, store=store, root=root, client=client)
-            assert "CALLIOPE_MEDIA_ROOT" in str(refused.value)
-        with pytest.raises(MediaError, match=r"no file 'uploads/none\.png' under the media root"):
+            assert "signed 'url'" in str(no.value)
+            assert str(root) not in str(no.value).replace(given, "")  # no server path shown
+        with pytest.raises(MediaError, match=r"no file 'thread-1/none\.png' in this thread"):
             await media_input(
-                "image", "image", "uploads/none.png", store=store, root=root, client=client
+                "image", "image", "thread-1/none.png", store=store, root=root, client=client
             )
         with pytest.raises(MediaError, match="file: URLs are not accepted"):
             await media_input(
@@ -153,41 +170,141 @@ async def test_a_path_must_lie_under_the_media_root(store: MediaStore, tmp_path:
             await media_input("image", "image", 42, store=store, root=root, client=client)
 
 
+async def test_another_threads_media_is_read_by_its_signed_url_without_fetching_it(
+    store: MediaStore,
+) -> None:
+    root = store.root.parent
+    other = root / "thread-2" / "run-0" / "cam.png"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(image_bytes("cam", 16, 16))
+    signed = public(Image.open(other), root, "https://calliope.example", SIGNER)["url"]
+    query = signed.partition("?")[2]
+    async with _client() as client:  # any HTTP request would fail the test
+        for given in (
+            signed,
+            {"url": signed, "path": "thread-2/run-0/cam.png"},
+            f"/media/thread-2/run-0/cam.png?{query}",  # relative
+            f"http://127.0.0.1:9/media/thread-2/run-0/cam.png?{query}",  # another address
+        ):
+            image = await media_input(
+                "image", "image", given, store=store, root=root, client=client, signer=SIGNER,
+                server_url="https://calliope.example",
+            )  # fmt: skip
+            assert Path(image.path) == other
+        stale = SIGNER.query("thread-2/run-0/cam.png", now=time.time() - 2 * SIGNER.ttl)
+        for given in (
+            signed.replace("cam.png", "cat.png"),  # another path under the same signature
+            signed[:-1] + ("0" if signed[-1] != "0" else "1"),  # altered
+            f"https://calliope.example/media/thread-2/run-0/cam.png?{stale}",  # expired
+            "https://calliope.example/media/thread-2/run-0/cam.png",  # unsigned
+            f"/media/thread-2/run-0/cam.png?{stale}",
+        ):
+            with pytest.raises(MediaError, match="no valid signature") as refused:
+                await media_input(
+                    "image", "image", given, store=store, root=root, client=client,
+                    signer=SIGNER, server_url="https://calliope.example",
+                )  # fmt: skip
+            assert str(root) not in str(refused.value)
+
+
 def test_outputs_carry_a_url_of_the_media_route(tmp_path: Path) -> None:
     root = tmp_path
     path = root / "t1" / "cover.png"
     path.parent.mkdir()
     path.write_bytes(image_bytes("cover", 20, 10))
     image = Image.open(path)
-    out = public({"frame": {"image": image}, "images": [image]}, root, "http://h:1/")
-    expected = {
-        "url": "http://h:1/media/t1/cover.png",
-        "path": "t1/cover.png",
-        "mime": "image/png",
-        "width": 20,
-        "height": 10,
-    }
-    assert out == {"frame": {"image": expected}, "images": [expected]}
-    assert public(image, root)["url"] == "/media/t1/cover.png"  # relative without a base
+    out = public({"frame": {"image": image}, "images": [image]}, root, "http://h:1/", SIGNER)
+    url = out["images"][0].pop("url")
+    expected = {"path": "t1/cover.png", "mime": "image/png", "width": 20, "height": 10}
+    assert out["images"][0] == expected and out["frame"]["image"]["url"] == url
+    assert url.startswith("http://h:1/media/t1/cover.png?exp=")
+    query = parse_qs(urlsplit(url).query)
+    assert set(query) == {"exp", "sig"}
+    exp, sig = query["exp"][0], query["sig"][0]
+    assert int(exp) - time.time() == pytest.approx(3600, abs=5)  # CALLIOPE_MEDIA_URL_TTL
+    assert len(sig) == 64 and int(sig, 16) >= 0  # hex HMAC-SHA256
+    assert SIGNER.verify("t1/cover.png", exp, sig)
+    relative = public(image, root, signer=SIGNER)["url"]
+    assert relative.startswith("/media/t1/cover.png?exp=")  # relative without a base
 
 
-def test_the_media_route_serves_files_under_the_root_only(tmp_path: Path) -> None:
+def test_the_media_route_serves_signed_files_under_the_root_only(tmp_path: Path) -> None:
     root = tmp_path / "media"
     (root / "t1").mkdir(parents=True)
     (root / "t1" / "a.png").write_bytes(PNG + b"rest")
     (tmp_path / "secret.txt").write_text("no")
-    client = TestClient(make_app(ServeSettings(media_root=root)))
-    answer = client.get("/media/t1/a.png")
+    client = TestClient(make_app(ServeSettings(media_root=root, signer=SIGNER)))
+    answer = client.get(f"/media/t1/a.png?{SIGNER.query('t1/a.png')}")
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     assert answer.content.startswith(PNG)
+    # without a valid signature: 403 whatever the path, existing or not
+    stale = SIGNER.query("t1/a.png", now=time.time() - 7200)
     for bad in (
-        "/media/../secret.txt",
-        "/media/t1/../../secret.txt",
-        "/media/t1",
+        "/media/t1/a.png",
+        f"/media/t1/a.png?{stale}",
+        f"/media/t1/a.png?{SIGNER.query('t1/b.png')}",
+        f"/media/t1/a.png?{MediaSigner(b'another key' * 4).query('t1/a.png')}",
         "/media/t1/b.png",
+        "/media/%2e%2e/secret.txt",
+        "/media/t1",
     ):
-        assert client.get(bad).status_code == 404, bad
-    assert client.get("/media/%2e%2e/secret.txt").status_code == 404
+        refused = client.get(bad)
+        assert refused.status_code == 403, bad
+        assert "a.png" not in refused.text and "b.png" not in refused.text
+    # a signed path that names no file, or leaves the root, is a 404
+    for path in ("t1/b.png", "t1", "../secret.txt", "t1/../../secret.txt"):
+        quoted = path.replace(".", "%2e")  # so the client sends the dots as they are
+        assert client.get(f"/media/{quoted}?{SIGNER.query(path)}").status_code == 404, path
+
+
+def test_the_owner_of_a_thread_reads_its_media_unsigned_under_an_auth_handler(
+    tmp_path: Path,
+) -> None:
+    """With a custom auth handler (LANGGRAPH_AUTH), ``scope["user"]`` is who asks."""
+    from starlette.authentication import SimpleUser, UnauthenticatedUser
+
+    root = tmp_path / "media"
+    (root / "t1" / "r1").mkdir(parents=True)
+    (root / "t1" / "r1" / "a.png").write_bytes(PNG)
+    owners = {"t1": "alice"}
+
+    async def owner_of(thread: str) -> str | None:
+        return owners.get(thread)
+
+    def as_user(user: Any) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            scope["user"] = user
+            await inner(scope, receive, send)
+
+        return app
+
+    for auth, user, status in (
+        (True, SimpleUser("alice"), 200),
+        (True, SimpleUser("bob"), 403),
+        (True, UnauthenticatedUser(), 403),
+        (False, SimpleUser("alice"), 403),  # no auth handler: metadata is the client's
+    ):
+        settings = ServeSettings(media_root=root, signer=SIGNER, owner_auth=auth)
+        inner = make_app(settings, owner_of=owner_of)
+        answer = TestClient(as_user(user)).get("/media/t1/r1/a.png")
+        assert answer.status_code == status, (auth, user)
+    inner = make_app(ServeSettings(media_root=root, signer=SIGNER, owner_auth=True), owner_of)
+    assert TestClient(as_user(SimpleUser("alice"))).get("/media/t2/r1/a.png").status_code == 403
+
+
+def test_an_auth_handler_without_route_auth_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServeSettings(media_root=tmp_path, signer=SIGNER, owner_auth=True)
+    monkeypatch.setenv("LANGGRAPH_HTTP", json.dumps({"app": "calliope_graph.serve.app:app"}))
+    with caplog.at_level("WARNING", logger="calliope_graph.serve"):
+        make_app(settings)
+    assert "not http.enable_custom_route_auth" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("LANGGRAPH_HTTP", json.dumps({"enable_custom_route_auth": True}))
+    with caplog.at_level("WARNING", logger="calliope_graph.serve"):
+        make_app(settings)
+    assert "enable_custom_route_auth" not in caplog.text
 
 
 # -- schemas and the graphs module --------------------------------------------------------------
@@ -202,13 +319,47 @@ def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes() -> None:
     assert config["http"]["app"] == "calliope_graph.serve.app:app"
 
 
+def test_images_and_commits_leave_out_media_outputs_caches_and_secrets() -> None:
+    import pathspec
+
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/media/" in ignored and ".langgraph_api/" in ignored
+    # what `langgraph build` leaves out of the image (gitignore-style matching, as its CLI)
+    spec = pathspec.PathSpec.from_lines(
+        "gitignore", (ROOT / ".dockerignore").read_text().splitlines()
+    )
+    for path in (
+        "media/t1/r1/illustration.png",
+        "out/story/trace.json",
+        ".langgraph_api/.langgraph_checkpoint.1.pckl",
+        "examples/auth/.langgraph_api/store.pckl",
+        ".venv/bin/python",
+        "calliope_graph/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/3.11/cache.db",
+        "node_modules/left-pad/index.js",
+        ".git/HEAD",
+        ".env",
+        "checkpoints.sqlite",
+    ):
+        assert spec.match_file(path), path
+    for path in (
+        "calliope_graph/serve/app.py",
+        "langgraph.json",
+        "pyproject.toml",
+        "examples/auth/auth.py",
+        "examples/media/webcam.jpg",
+    ):
+        assert not spec.match_file(path), path
+
+
 def test_schemas_are_the_flows_own_inputs_and_outputs(tmp_path: Path) -> None:
     graph = serve_graph("webcam_story", ServeSettings(media_root=tmp_path))
     given = graph.get_input_jsonschema()
     assert set(given["properties"]) == {"image", "story_so_far"}
     assert given["required"] == ["image"]
     assert "data: URL" in given["properties"]["image"]["description"]
-    assert "media root" in given["properties"]["image"]["description"]
+    assert "signed url" in given["properties"]["image"]["description"]
+    assert "same thread" in given["properties"]["image"]["description"]
     returned = graph.get_output_jsonschema()
     assert set(returned["properties"]) == {"frame", "story", "image", "analysis"}
     image = returned["$defs"]["ImageOutput"]
@@ -228,6 +379,31 @@ async def test_a_served_graph_runs_in_process_with_the_simulator(
     assert out["image"]["url"].startswith("http://127.0.0.1:9/media/t-1/")
     assert (tmp_path / out["image"]["path"]).read_bytes().startswith(PNG)
     assert out["frame"]["image"] == out["image"]
+    again = await graph.ainvoke({"image": WEBCAM}, config, context=ServeContext())
+    first, second = Path(out["image"]["path"]), Path(again["image"]["path"])
+    assert first.parts[0] == second.parts[0] == "t-1"
+    assert first.parts[1] != second.parts[1]  # each run has its own folder
+
+
+async def test_inputs_of_the_wrong_type_or_unknown_are_refused_naming_them(
+    tmp_path: Path,
+) -> None:
+    graph = serve_graph("illustrate", ServeSettings(media_root=tmp_path, simulate=True))
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    for given, kind in ((42, "a number"), (["a", "b"], "a list"), ({"a": 1}, "an object")):
+        with pytest.raises(ConfigurationError) as refused:
+            await graph.ainvoke({"text": given}, config, context=ServeContext())
+        assert str(refused.value) == (
+            f"Input 'text' of flow 'illustrate' must be text (a JSON string), not {kind}; "
+            "inputs are not converted: send it with the type the flow's input schema gives."
+        )
+        assert isinstance(refused.value, ValueError)  # LangGraph Server shows its message
+    with pytest.raises(ConfigurationError, match=r"has no input 'txt'; its inputs: text"):
+        await graph.ainvoke({"txt": "a lighthouse"}, config, context=ServeContext())
+    webcam = serve_graph("webcam_story", ServeSettings(media_root=tmp_path, simulate=True))
+    with pytest.raises(MediaError, match=r"Input 'image' of flow 'webcam_story' must be an image"):
+        await webcam.ainvoke({"image": 7}, config, context=ServeContext())
+    assert not list(tmp_path.iterdir())  # refused before anything ran or was written
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -241,17 +417,17 @@ class Server:
     def __init__(self, url: str, media: Path, log: list[str]) -> None:
         self.url, self.media, self.log = url, media, log
 
-    def get(self, url: str) -> httpx.Response:
-        return httpx.get(url if url.startswith("http") else self.url + url, timeout=30)
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(url if url.startswith("http") else self.url + url, timeout=30, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def _langgraph_dev(work: Path, config: Path, env: dict[str, str]) -> Iterator[Server]:
+    """``langgraph dev`` with ``config`` on a free loopback port, in ``work``, simulating."""
     if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("langgraph-cli is not installed: pip install -e '.[test]'")
-    work = tmp_path_factory.mktemp("langgraph-server")
     port = _free_port()
-    env = {
+    environ = {
         **os.environ,
         "CALLIOPE_SIMULATE": "1",
         "CALLIOPE_MEDIA_ROOT": str(work / "media"),
@@ -260,13 +436,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "LANGSMITH_TRACING": "false",
         "PYTHONUNBUFFERED": "1",
     }
-    for name in list(env):
-        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL")):
-            env.pop(name)  # the simulator's keys only
+    for name in list(environ):
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL", "_TOKENS")):
+            environ.pop(name)  # the simulator's keys only
+    environ |= env
     command = [
         str(Path(sys.executable).parent / "langgraph"),
         "dev",
-        "--config", str(ROOT / "langgraph.json"),
+        "--config", str(config),
         "--host", "127.0.0.1",
         "--port", str(port),
         "--no-browser",
@@ -276,7 +453,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process = subprocess.Popen(
         command,
         cwd=work,
-        env=env,
+        env=environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -309,6 +486,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait(10)
     blocked = [line for line in log if "BlockingError" in line or "Blocking call" in line]
     assert not blocked, "".join(blocked)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("langgraph-server")
+    with _langgraph_dev(work, ROOT / "langgraph.json", {"CALLIOPE_MEDIA_SECRET": SECRET}) as up:
+        yield up
 
 
 def _assert_media_served(server: Server, value: Any) -> int:
@@ -353,8 +537,8 @@ async def test_webcam_story_takes_a_data_url_and_its_illustration_comes_back_by_
     answer = server.get(image["url"])
     assert answer.content.startswith(PNG)
     assert answer.content == (server.media / image["path"]).read_bytes()
-    # the input went to the thread's own folder; it is not echoed back
-    assert list((server.media / thread["thread_id"] / "inputs").iterdir())
+    # the input went to the run's own folder of the thread; it is not echoed back
+    assert list((server.media / thread["thread_id"]).glob("*/inputs/*"))
     state = await client.threads.get_state(thread["thread_id"])
     assert WEBCAM not in json.dumps(state["values"], default=str)
 
@@ -370,9 +554,10 @@ async def test_two_concurrent_threads_get_distinct_media(server: Server) -> None
     )
     paths = [out["image"]["path"] for out in outs if isinstance(out, dict)]
     assert len(set(paths)) == 2
-    for thread, path in zip(threads, paths, strict=True):
-        assert path.startswith(f"{thread['thread_id']}/")
-        assert server.get(f"/media/{path}").content.startswith(PNG)
+    for thread, out in zip(threads, outs, strict=True):
+        assert isinstance(out, dict)
+        assert out["image"]["path"].startswith(f"{thread['thread_id']}/")
+        assert server.get(out["image"]["url"]).content.startswith(PNG)
 
 
 async def test_a_failure_pauses_with_the_librarys_message_and_resumes_on_the_thread(
@@ -416,7 +601,7 @@ async def test_bad_input_fails_the_run_with_the_librarys_message(server: Server)
     assert isinstance(out, dict)
     error = out["__error__"]
     assert error["error"] == "MediaError"
-    assert "outside the media root" in error["message"]
+    assert "'/etc/passwd' is not a file of this thread's media" in error["message"]
     out = await client.runs.wait(thread["thread_id"], "illustrate", input={}, raise_error=False)
     assert isinstance(out, dict)
     assert "needs input 'text'" in out["__error__"]["message"]
@@ -460,3 +645,164 @@ async def test_the_server_publishes_the_typed_schemas(server: Server) -> None:
     assert "data: URL" in given["properties"]["image"]["description"]
     assert set(schemas["output_schema"]["properties"]) == {"video", "frame"}
     assert "faults" in schemas["context_schema"]["properties"]
+
+
+async def test_media_urls_work_only_with_their_valid_unexpired_signature(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    out = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
+    assert isinstance(out, dict)
+    url, path = out["image"]["url"], out["image"]["path"]
+    answer = server.get(url)
+    assert answer.status_code == 200 and answer.content.startswith(PNG)
+    signature = parse_qs(urlsplit(url).query)["sig"][0]
+    altered = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    expired = SIGNER.query(path, now=time.time() - 2 * SIGNER.ttl)  # the server's own key
+    for refused in (
+        f"/media/{path}",
+        url.replace(signature, altered),
+        f"/media/{path}?{expired}",
+        url.replace(path, path.replace(".png", "-2.png")),
+        f"/media/{thread['thread_id']}/no-such-file.png",
+    ):
+        answer = server.get(refused)
+        assert answer.status_code == 403, refused
+        assert PNG not in answer.content and path not in answer.text
+
+
+async def test_a_second_run_on_a_thread_leaves_the_first_runs_media_as_they_were(
+    server: Server,
+) -> None:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    first = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
+    assert isinstance(first, dict)
+    before = server.get(first["image"]["url"]).content
+    second = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a boat"})
+    assert isinstance(second, dict)
+    assert second["image"]["path"] != first["image"]["path"]
+    assert server.get(first["image"]["url"]).content == before
+    runs = {r["run_id"] for r in await client.runs.list(thread["thread_id"])}
+    for out in (first, second):
+        folder = Path(out["image"]["path"]).parts
+        assert folder[0] == thread["thread_id"] and folder[1] in runs  # <thread>/<run id>/
+
+
+@contextmanager
+def _counting_http_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server (its URL) that records every request it gets (answers 404)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_another_threads_media_is_an_input_by_its_signed_url_never_fetched(
+    server: Server,
+) -> None:
+    client = get_client(url=server.url)
+    mine, theirs = await client.threads.create(), await client.threads.create()
+    made = await client.runs.wait(theirs["thread_id"], "illustrate", input={"text": "a kite"})
+    assert isinstance(made, dict)
+    image = made["image"]
+    out = await client.runs.wait(
+        mine["thread_id"], "webcam_story", input={"image": image["path"]}, raise_error=False
+    )
+    assert isinstance(out, dict)
+    message = out["__error__"]["message"]
+    assert "is not a file of this thread's media" in message and "signed 'url'" in message
+    assert str(server.media) not in message
+    with _counting_http_server() as (elsewhere, seen):
+        # the same signed URL at another address: verified with the key, read from disk
+        moved = image["url"].replace(server.url, elsewhere)
+        for given in (image, image["url"], moved):
+            out = await client.runs.wait(mine["thread_id"], "webcam_story", input={"image": given})
+            assert isinstance(out, dict) and "story" in out, out
+    assert seen == []  # never fetched over HTTP
+
+
+async def test_mistyped_or_unknown_inputs_fail_the_run_naming_them(server: Server) -> None:
+    client = get_client(url=server.url)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"text": 42}, "Input 'text' of flow 'illustrate' must be text (a JSON string), not a "
+         "number"),
+        ({"text": ["a"]}, "must be text (a JSON string), not a list"),
+        ({"text": "a kite", "style": "x", "colour": "red"},
+         "Flow 'illustrate' has no input 'colour', 'style'; its inputs: text"),
+    ]  # fmt: skip
+    for given, expected in cases:
+        thread = await client.threads.create()
+        out = await client.runs.wait(
+            thread["thread_id"], "illustrate", input=given, raise_error=False
+        )
+        assert isinstance(out, dict)
+        assert out["__error__"]["error"] == "ConfigurationError"
+        assert expected in out["__error__"]["message"]
+
+
+async def test_with_the_example_auth_handler_users_see_only_their_own_threads_and_media(
+    tmp_path: Path,
+) -> None:
+    """examples/auth: a bearer token per user, owner-scoped threads, /media under the handler.
+    A signed URL is a capability (anyone holding it reads the file until it expires); an
+    unsigned request is served to the thread's owner only."""
+    config = json.loads((ROOT / "examples" / "auth" / "langgraph.json").read_text())
+    assert config["graphs"] == json.loads((ROOT / "langgraph.json").read_text())["graphs"]
+    http = {"app": "calliope_graph.serve.app:app", "enable_custom_route_auth": True}
+    assert config["http"] == http
+    config["auth"]["path"] = str(ROOT / "examples" / "auth" / "auth.py") + ":auth"
+    config["dependencies"] = [str(ROOT)]
+    (tmp_path / "langgraph.json").write_text(json.dumps(config))
+    tokens = {"CALLIOPE_EXAMPLE_TOKENS": "alice=token-alice,bob=token-bob"}
+    with _langgraph_dev(tmp_path, tmp_path / "langgraph.json", tokens) as server:
+        # no CALLIOPE_MEDIA_SECRET: a random key, and a warning saying what that costs
+        assert any("CALLIOPE_MEDIA_SECRET is not set" in line for line in server.log)
+        assert not any("enable_custom_route_auth" in line for line in server.log)
+        alice, bob = (
+            get_client(url=server.url, api_key=None, headers={"Authorization": f"Bearer {t}"})
+            for t in ("token-alice", "token-bob")
+        )
+        with pytest.raises(httpx.HTTPStatusError) as anonymous:
+            await get_client(url=server.url, api_key=None).threads.create()
+        assert anonymous.value.response.status_code == 401
+        thread = await alice.threads.create()
+        out = await alice.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
+        assert isinstance(out, dict)
+        url, path = out["image"]["url"], out["image"]["path"]
+        # bob cannot see alice's thread, its state, or run on it
+        for call in (
+            bob.threads.get(thread["thread_id"]),
+            bob.threads.get_state(thread["thread_id"]),
+            bob.runs.wait(thread["thread_id"], "illustrate", input={"text": "mine now"}),
+        ):
+            with pytest.raises(httpx.HTTPStatusError) as hidden:
+                await call
+            assert hidden.value.response.status_code == 404  # as if it did not exist
+        assert [t["thread_id"] for t in await bob.threads.search()] == []
+        bearer = {"alice": "Bearer token-alice", "bob": "Bearer token-bob"}
+        unsigned = f"/media/{path}"
+        for who, target, status in (
+            (None, url, 200),  # a browser <img>: no header, the signed URL
+            ("bob", url, 200),  # a signed URL is a capability
+            ("alice", unsigned, 200),  # the owner, by token
+            ("bob", unsigned, 403),
+            (None, unsigned, 403),
+        ):
+            headers = {"Authorization": bearer[who]} if who else {}
+            answer = server.get(target, headers=headers)
+            assert answer.status_code == status, (who, target)
+            assert answer.content.startswith(PNG) == (status == 200)
+        assert server.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -5,19 +5,23 @@ media routes.
   it for every shipped flow; ``langgraph.json`` lists them);
 - :class:`ServeSettings` is what the server's environment decides (media root, simulator,
   public URL); :class:`ServeContext` what a client may pass with a run;
-- :func:`media_input` turns a data URL, an http(s) URL or a path under the media root into
-  a media value; :func:`public` turns outputs into JSON with media URLs;
-- :mod:`calliope_graph.serve.app` is the Starlette app serving ``GET /media/...``.
+- :func:`media_input` turns a data URL, an http(s) URL, a signed media URL of this server or
+  a media path of the run's own thread into a media value; :func:`public` turns outputs
+  into JSON with signed, expiring media URLs (:class:`MediaSigner`);
+- :mod:`calliope_graph.serve.app` is the Starlette app serving ``GET /media/...`` to a valid
+  signature (or to the thread's owner under a custom auth handler).
 """
 
 from calliope_graph.serve._graph import ServeContext, ServeSettings, serve_graph, stream_event
 from calliope_graph.serve._inputs import media_input
 from calliope_graph.serve._outputs import media_url, public
 from calliope_graph.serve._schema import AudioOutput, ImageOutput, VideoOutput
+from calliope_graph.serve._signing import MediaSigner
 
 __all__ = [
     "AudioOutput",
     "ImageOutput",
+    "MediaSigner",
     "ServeContext",
     "ServeSettings",
     "VideoOutput",

@@ -3,9 +3,12 @@
 - **I/O**: the graph's input and output schemas are the flow's own inputs and outputs
   (:mod:`._schema`); a first node turns media inputs into files of the thread's media
   directory (:mod:`._inputs`), a last one turns media outputs into URLs (:mod:`._outputs`).
+- **Inputs are checked** before anything runs: an unknown key, or a value of the wrong JSON
+  type (text given as a number, list or object), fails the run naming the input.
 - **Run context**: built per run, inside the run's first node that needs it, from what the
   server passes (its context, the run's config): keys from the server's environment, media
-  under ``<media root>/<thread id>/``, the simulator when ``CALLIOPE_SIMULATE=1``. Every
+  under ``<media root>/<thread id>/<run id>/`` (a later run never overwrites an earlier
+  run's files, so its URLs keep their bytes), the simulator when ``CALLIOPE_SIMULATE=1``. Every
   file-system call runs in a worker thread (the server refuses blocking calls).
 - **Progress**: every node event goes to LangGraph's ``custom`` stream (started, finished,
   retried, fallback, skipped, failed — with the route taken and the redacted error).
@@ -20,6 +23,7 @@ import asyncio
 import os
 import re
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Any
 
 import httpx
 from langgraph.config import get_config, get_stream_writer
+from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -43,7 +48,8 @@ from calliope_graph.flow.trace import Trace
 from calliope_graph.media import MediaStore
 from calliope_graph.serve._inputs import media_input
 from calliope_graph.serve._outputs import public
-from calliope_graph.serve._schema import input_schema, output_schema
+from calliope_graph.serve._schema import check_input, input_schema, output_schema
+from calliope_graph.serve._signing import MediaSigner, default_signer
 
 __all__ = ["ServeContext", "ServeSettings", "ServedGraph", "serve_graph", "stream_event", "visible"]
 
@@ -63,11 +69,18 @@ class ServeSettings:
       (``OPENAI_BASE_URL=...``) work without it, like any OpenAI-compatible server.
     - ``CALLIOPE_PUBLIC_URL``: the address clients reach the server at, for media URLs
       (default: LangGraph Server's own ``LANGGRAPH_API_URL``; else URLs are relative).
+    - ``CALLIOPE_MEDIA_SECRET`` / ``CALLIOPE_MEDIA_URL_TTL``: the key media URLs are signed
+      with and how long they last (``signer``, see :mod:`._signing`).
+    - ``LANGGRAPH_AUTH`` (set by LangGraph from ``langgraph.json`` ``auth``): a custom auth
+      handler is configured, so the media route also serves the owner of a thread
+      (``owner_auth``) without a signature.
     """
 
     media_root: Path
     simulate: bool = False
     public_url: str = ""
+    signer: MediaSigner = field(default_factory=default_signer)
+    owner_auth: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
@@ -77,6 +90,8 @@ class ServeSettings:
             media_root=root,
             simulate=env.get("CALLIOPE_SIMULATE", "").strip().lower() in _TRUE,
             public_url=env.get("CALLIOPE_PUBLIC_URL", "").strip(),
+            signer=default_signer() if environ is None else MediaSigner.from_env(env),
+            owner_auth=bool(env.get("LANGGRAPH_AUTH", "").strip()),
         )
 
 
@@ -91,6 +106,9 @@ class ServeContext(BaseModel):
         "(e.g. 'auth@openai'); only when the server runs with CALLIOPE_SIMULATE=1.",
     )
     _runtime: asyncio.Future[FlowRuntime] | None = PrivateAttr(default=None)
+    #: The run's LangGraph run id, noted by the first node (``~inputs``): nodes inside a
+    #: lane's subgraph no longer see it in their config.
+    _run_id: str | None = PrivateAttr(default=None)
 
 
 #: A flow compiled for the server: public input/output schemas, a ServeContext context.
@@ -179,13 +197,14 @@ class _Runtimes:
         return str(metadata.get("langgraph_api_url") or os.environ.get("LANGGRAPH_API_URL", ""))
 
     async def _make(self, context: ServeContext) -> FlowRuntime:
-        configurable = get_config().get("configurable") or {}
+        config = get_config()
+        configurable = config.get("configurable") or {}
         thread = str(configurable.get("thread_id") or "shared")
-        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", thread).lstrip(".") or "shared"
         root = self.settings.media_root
+        run = context._run_id or _run_id(config)
 
         def make_store() -> MediaStore:
-            store = MediaStore(root / folder)
+            store = MediaStore(root / _folder(thread) / _folder(run))
             store.root.mkdir(parents=True, exist_ok=True)
             return store
 
@@ -216,6 +235,23 @@ class _Runtimes:
         )
 
 
+def _folder(name: str) -> str:
+    """``name`` (a thread or run id) as one safe folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "shared"
+
+
+def _run_id(config: Any) -> str:
+    """The LangGraph run id of the running node (LangGraph Server gives every run one);
+    a fresh id when invoked without one, so two runs never share a folder."""
+    try:
+        info = get_runtime().execution_info
+    except (RuntimeError, AttributeError):
+        info = None
+    found = (info.run_id if info is not None else None) or config.get("run_id")
+    found = found or (config.get("metadata") or {}).get("run_id")
+    return str(found) if found else uuid.uuid4().hex
+
+
 def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> ServedGraph:
     """``flow`` (a shipped flow's name, a YAML path or a :class:`Flow`) compiled for LangGraph
     Server: the flow's inputs and outputs as its schemas, the run context built per run."""
@@ -234,6 +270,9 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
             raise visible(exc) from None
 
     async def _prepare(state: dict[str, Any]) -> dict[str, Any]:
+        context = get_runtime().context
+        if isinstance(context, ServeContext) and context._run_id is None:
+            context._run_id = _run_id(get_config())
         given = {k: state[k] for k in plan.spec.inputs if state.get(k) is not None}
         if media.keys() & given.keys():
             flow_rt = await runtimes(get_runtime().context)
@@ -247,6 +286,8 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
                         store=flow_rt.ctx.store,
                         root=settings.media_root,
                         client=downloads,
+                        signer=settings.signer,
+                        server_url=runtimes.base_url(),
                     )
         # The public keys are cleared: a data URL is not kept in every later checkpoint,
         # and an output of the same name (webcam_story's ``image``) starts empty.
@@ -256,7 +297,8 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
     async def finish(state: dict[str, Any]) -> dict[str, Any]:
         base = runtimes.base_url()
         found = {name: read_ref(state, ref) for name, ref in outputs}
-        return {k: public(v, settings.media_root, base) for k, v in found.items() if v is not None}
+        root, signer = settings.media_root, settings.signer
+        return {k: public(v, root, base, signer) for k, v in found.items() if v is not None}
 
     io = GraphIO(
         input_schema=input_schema(plan),
@@ -267,4 +309,16 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
         value_types=tuple(sorted(checkpoint_types(plan), key=lambda t: t.__qualname__)),
     )
     served: ServedGraph = compile_plan(plan, runtime_factory=runtimes, io=io)  # type: ignore[assignment]
+
+    def checked(value: Any) -> Any:
+        try:
+            return check_input(plan, value)
+        except CalliopeError as exc:
+            raise visible(exc) from None
+
+    # LangGraph keeps only the input schema's keys of a run's input (``StateGraph``'s START
+    # node filters them: langgraph ``graph/state.py`` ``attach_node``), so an unknown key
+    # would vanish unseen; the START node's ``mapper`` (a documented ``PregelNode`` field:
+    # "a function to transform the input before passing it to bound") sees the raw input.
+    served.nodes[START] = served.nodes[START].copy({"mapper": checked})
     return served

@@ -1,13 +1,21 @@
-"""Media inputs of a served flow: a ``data:`` URL, an http(s) URL or a path under the media root.
+"""Media inputs of a served flow: a ``data:`` URL, an http(s) URL, a signed media URL of this
+server, or a media path of the calling run's own thread.
 
 A remote client cannot hand the server a file, so a media input (``image``, ``audio``,
 ``video``) is one of:
 
-- ``data:<mime>;base64,<data>`` — decoded and written into the thread's media directory;
+- ``data:<mime>;base64,<data>`` — decoded and written into the run's media directory;
 - ``http://…`` / ``https://…`` — downloaded (streamed, at most :data:`MAX_INPUT_BYTES`)
-  into the thread's media directory;
-- a path — relative to the media root, or absolute inside it; anything outside is refused;
-- ``{"url": ...}`` or ``{"path": ...}`` — a media output of another run, passed back as is.
+  into the run's media directory;
+- the signed ``url`` of a media output of this server (``…/media/<path>?exp=…&sig=…``), of
+  any thread: its signature is checked with the server's key and the file read from the
+  media root — never fetched over HTTP. A URL of this server (relative, or at its public
+  address) whose signature is missing, wrong or expired is refused;
+- a path — the ``path`` of a media output of the same thread (``<thread>/<run>/<file>``,
+  relative to the media root; ``/media/<path>`` too). Another thread's files, absolute
+  paths and anything outside the root are refused; errors never show the server's paths;
+- ``{"url": ...}`` or ``{"path": ...}`` — a media output of another run, passed back as is
+  (its ``url`` is used when it has one).
 
 Every file operation runs in a worker thread: LangGraph Server refuses blocking calls on
 its event loop.
@@ -20,7 +28,8 @@ import base64
 import binascii
 import hashlib
 import re
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
@@ -29,6 +38,8 @@ import httpx
 from calliope_graph._transport import map_transport_errors
 from calliope_graph.errors import MediaError
 from calliope_graph.media import MAX_INPUT_BYTES, Audio, Image, MediaStore, Video
+from calliope_graph.serve._outputs import MEDIA_PREFIX, media_file
+from calliope_graph.serve._signing import MediaSigner, default_signer
 
 __all__ = ["MediaKind", "media_input"]
 
@@ -60,7 +71,10 @@ _EXT = {
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S
 )
-_FORMS = "a data: URL, an http(s) URL, or a path under the media root"
+_FORMS = (
+    "a data: URL, an http(s) URL, the signed url of a media output of this server, or the "
+    "path of a media output of the same thread"
+)
 
 
 async def media_input(
@@ -72,15 +86,19 @@ async def media_input(
     root: Path,
     client: httpx.AsyncClient,
     max_bytes: int = MAX_INPUT_BYTES,
+    signer: MediaSigner | None = None,
+    server_url: str = "",
 ) -> Image | Audio | Video:
     """Flow input ``name`` (a ``kind`` file given as one of the forms above) as a media value.
 
-    ``store`` is the thread's media directory (data URLs and downloads go to its ``inputs/``
-    folder), ``root`` the media root paths must lie under, ``client`` fetches http(s) URLs.
-    A bad value is a MediaError naming the input, the problem and the forms accepted.
+    ``store`` is the run's media directory under ``root`` (``<thread>/<run>``: data URLs
+    and downloads go to its ``inputs/`` folder; path inputs must lie in its thread's
+    folder), ``client`` fetches http(s) URLs, ``signer`` checks signed media URLs (default:
+    the process's key), ``server_url`` is this server's public address (its URLs are never
+    fetched). A bad value is a MediaError naming the input, the rule and the forms accepted.
     """
     media = _TYPES[kind]
-    if isinstance(value, media):
+    if isinstance(value, media):  # an in-process caller's value: under the media root
         return await _within(name, kind, value.path, root)
     if isinstance(value, dict):
         found = value.get("url") or value.get("path")
@@ -97,13 +115,119 @@ async def media_input(
     if text[:5].lower() == "data:":
         data, mime = _decode_data_url(name, text, max_bytes)
         return await _save(name, kind, data, mime, store)
+    signer = signer or default_signer()
+    ours = _own_media_url(text, server_url, signer)
+    if ours is not None:
+        return await _signed(name, kind, ours, root, signer)
     scheme = text.partition(":")[0].lower() if re.match(r"^[A-Za-z][\w+.-]*://", text) else ""
     if scheme in ("http", "https"):
         data, mime = await _download(name, text, client, max_bytes)
         return await _save(name, kind, data, mime, store, suffix=Path(httpx.URL(text).path).suffix)
     if scheme:
         raise MediaError(f"Input {name!r}: {scheme}: URLs are not accepted; pass {_FORMS}.")
-    return await _within(name, kind, text, root)
+    if text.startswith(MEDIA_PREFIX + "/"):  # an unsigned relative media URL: its path
+        text = text[len(MEDIA_PREFIX) + 1 :]
+    return await _in_thread(name, kind, text, root, _thread_dir(store, root))
+
+
+def _thread_dir(store: MediaStore, root: Path) -> Path:
+    """The calling run's thread folder: the first folder of its media directory."""
+    try:
+        return root / store.root.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return store.root
+
+
+@dataclass(frozen=True)
+class _MediaRef:
+    """A media URL of this server: the path it names and its signature (maybe missing)."""
+
+    path: str
+    exp: str | None
+    sig: str | None
+
+
+def _own_media_url(text: str, server_url: str, signer: MediaSigner) -> _MediaRef | None:
+    """``text`` as a media URL of this server, or None when it is not one.
+
+    Ours: a relative ``/media/…`` URL with a query; an absolute URL under ``/media/`` at
+    ``server_url``'s address; or any URL whose ``/media/<path>`` carries a signature valid
+    with our key (the address a client reached us at may not be the one we know).
+    """
+    marker = MEDIA_PREFIX + "/"
+    relative = text.startswith(marker)
+    if relative and "?" not in text:
+        return None  # an unsigned relative URL: a path (the same-thread rule applies)
+    if not relative and not re.match(r"^https?://", text, re.I):
+        return None
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        return None
+    exp, sig = url.params.get("exp"), url.params.get("sig")
+    if relative:
+        return _MediaRef(url.path[len(marker) :], exp, sig)
+    base = httpx.URL(server_url) if server_url else None
+    if base is not None and (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port):
+        prefix = base.path.rstrip("/") + marker
+        if url.path.startswith(prefix):
+            return _MediaRef(url.path[len(prefix) :], exp, sig)
+    path = url.path.partition(marker)[2]
+    if path and signer.verify(path, exp, sig):
+        return _MediaRef(path, exp, sig)
+    return None
+
+
+async def _signed(
+    name: str, kind: MediaKind, ref: _MediaRef, root: Path, signer: MediaSigner
+) -> Image | Audio | Video:
+    """The file a media URL of this server names, when its signature holds (read from the
+    media root: the server never fetches its own URLs)."""
+    if not signer.verify(ref.path, ref.exp, ref.sig):
+        raise MediaError(
+            f"Input {name!r}: this server's media URL has no valid signature (it is missing, "
+            "altered or expired; URLs last CALLIOPE_MEDIA_URL_TTL seconds). Pass the 'url' of a "
+            "recent output as it was returned, the 'path' of an output of the same thread, or "
+            "the file as a data: URL."
+        )
+
+    def read() -> Image | Audio | Video:
+        found = media_file(root, ref.path)
+        if found is None:
+            raise MediaError(
+                f"Input {name!r}: the media URL names no file (it is gone from the server).",
+                path=ref.path,
+            )
+        return _TYPES[kind].open(found)
+
+    return await asyncio.to_thread(read)
+
+
+async def _in_thread(
+    name: str, kind: MediaKind, text: str, root: Path, thread_dir: Path
+) -> Image | Audio | Video:
+    """The file ``text`` (a path relative to the media root) names in ``thread_dir``."""
+    refused = MediaError(
+        f"Input {name!r}: {text!r} is not a file of this thread's media: a path input must be "
+        "the 'path' of a media output of the same thread ('<thread id>/<run id>/<file>', "
+        "relative to the media root). Pass media of another thread by its signed 'url', or "
+        "the file itself as a data: URL."
+    )
+    relative = PurePosixPath(text)
+    if relative.is_absolute() or "\\" in text or "\x00" in text or ".." in relative.parts:
+        raise refused
+
+    def check() -> Image | Audio | Video:
+        full = (root / relative).resolve()
+        if not full.is_relative_to(thread_dir.resolve()):
+            raise refused
+        if not full.is_file():
+            raise MediaError(
+                f"Input {name!r}: there is no file {text!r} in this thread's media.", path=text
+            )
+        return _TYPES[kind].open(full)
+
+    return await asyncio.to_thread(check)
 
 
 def _decode_data_url(name: str, text: str, max_bytes: int) -> tuple[bytes, str]:
@@ -184,23 +308,19 @@ async def _save(
 
 
 async def _within(name: str, kind: MediaKind, text: str, root: Path) -> Image | Audio | Video:
+    """A media value an in-process caller passed: its file must lie under the media root."""
+
     def check() -> Image | Audio | Video:
-        path = Path(text).expanduser()
-        full = (root / path).resolve()
-        if not full.is_relative_to(root) and text.startswith("/media/"):
-            # the relative URL of one of this server's media outputs
-            path = Path(text[len("/media/") :])
-            full = (root / path).resolve()
+        full = (root / Path(text)).resolve()
         if not full.is_relative_to(root):
             raise MediaError(
-                f"Input {name!r}: path {str(path)!r} is outside the media root {root} "
-                "(CALLIOPE_MEDIA_ROOT): put the file under it, or pass a data: URL or an "
-                "http(s) URL instead."
+                f"Input {name!r}: the file is outside the media root (CALLIOPE_MEDIA_ROOT): "
+                "put it under the root, or pass a data: URL instead."
             )
         if not full.is_file():
+            shown = full.relative_to(root).as_posix()
             raise MediaError(
-                f"Input {name!r}: there is no file {str(path)!r} under the media root {root}.",
-                path=str(path),
+                f"Input {name!r}: there is no file {shown!r} under the media root.", path=shown
             )
         return _TYPES[kind].open(full)
 

@@ -1,9 +1,11 @@
 """Outputs of a served flow as JSON a client can use: media become ``{url, path, mime, ...}``.
 
-``url`` is ``<base>/media/<path>``, where ``path`` is the file's place under the media root
-(``<thread>/illustration-….png``) and ``<base>`` the server's own address when known
-(``CALLIOPE_PUBLIC_URL``, else LangGraph Server's ``LANGGRAPH_API_URL``), else empty — a
-URL relative to the server. The same ``path`` is accepted back as a media input.
+``url`` is ``<base>/media/<path>?exp=…&sig=…``, where ``path`` is the file's place under the
+media root (``<thread>/<run id>/illustration-….png``), ``<base>`` the server's own address
+when known (``CALLIOPE_PUBLIC_URL``, else LangGraph Server's ``LANGGRAPH_API_URL``), else
+empty — a URL relative to the server — and the query a signature that expires
+(:mod:`._signing`). :func:`media_url` is the one place URLs are built. ``path`` is accepted
+back as a media input by runs of the same thread, ``url`` by any run until it expires.
 """
 
 from __future__ import annotations
@@ -15,15 +17,38 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+from calliope_graph.serve._signing import MediaSigner, default_signer
 
-__all__ = ["MEDIA_PREFIX", "media_url", "public"]
+__all__ = ["MEDIA_PREFIX", "media_file", "media_url", "public"]
 
 #: Where the server's media routes live (see :mod:`calliope_graph.serve.app`).
 MEDIA_PREFIX = "/media"
 
 
-def media_url(path: str | Path, root: Path, base: str = "") -> tuple[str, str] | None:
-    """``(url, path under root)`` of media file ``path``; None when it is not under ``root``."""
+def media_file(root: Path, relative: str) -> Path | None:
+    """The file ``relative`` (a media path, ``/``-separated) names under ``root``, or None
+    (missing, a directory, outside the root: ``..``, a symlink out). Blocking: call it in a
+    worker thread."""
+    if not relative or "\x00" in relative:
+        return None
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." or "\\" in p for p in parts):
+        return None
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def media_url(
+    path: str | Path,
+    root: Path,
+    base: str = "",
+    signer: MediaSigner | None = None,
+    now: float | None = None,
+) -> tuple[str, str] | None:
+    """``(signed url, path under root)`` of media file ``path``; None when it is not under
+    ``root``. ``signer`` defaults to the process's (``CALLIOPE_MEDIA_SECRET``)."""
     full = Path(path)
     if not full.is_absolute():
         full = root / full
@@ -31,14 +56,15 @@ def media_url(path: str | Path, root: Path, base: str = "") -> tuple[str, str] |
         relative = PurePosixPath(full.relative_to(root)).as_posix()
     except ValueError:
         return None
-    return f"{base.rstrip('/')}{MEDIA_PREFIX}/{quote(relative)}", relative
+    query = (signer or default_signer()).query(relative, now)
+    return f"{base.rstrip('/')}{MEDIA_PREFIX}/{quote(relative)}?{query}", relative
 
 
-def public(value: Any, root: Path, base: str = "") -> Any:
+def public(value: Any, root: Path, base: str = "", signer: MediaSigner | None = None) -> Any:
     """``value`` as JSON: media → ``{url, path, mime, width, height}`` (audio: ``duration_s``),
     pydantic objects → dicts (media inside converted too), lists and dicts element-wise."""
     if isinstance(value, Image | Audio | Video):
-        found = media_url(value.path, root, base)
+        found = media_url(value.path, root, base, signer)
         out: dict[str, Any] = {"url": found[0], "path": found[1]} if found else {"url": None}
         out["mime"] = value.mime
         if isinstance(value, Image):
@@ -49,11 +75,14 @@ def public(value: Any, root: Path, base: str = "") -> Any:
     if isinstance(value, ImageAnalysis):
         return value.to_dict()
     if isinstance(value, BaseModel):
-        return {name: public(getattr(value, name), root, base) for name in type(value).model_fields}
+        return {
+            name: public(getattr(value, name), root, base, signer)
+            for name in type(value).model_fields
+        }
     if isinstance(value, dict):
-        return {str(k): public(v, root, base) for k, v in value.items()}
+        return {str(k): public(v, root, base, signer) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [public(v, root, base) for v in value]
+        return [public(v, root, base, signer) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value

@@ -2,6 +2,9 @@
 
 LangGraph Server publishes them (``GET /assistants/{id}/schemas``, Studio's input form) and
 the graph takes and returns exactly these keys; its internal state keys stay hidden.
+:func:`check_input` holds a run's input to them: an unknown key, or a value of another JSON
+type than the schema's (text given as a number, a list or an object), is refused — never
+coerced — with a message naming the input and the type expected.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Annotated, Any, NotRequired, Required
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from calliope_graph.errors import ConfigurationError, MediaError
 from calliope_graph.flow.validate import Plan
 from calliope_graph.nodes import PortType
 
@@ -19,6 +23,7 @@ __all__ = [
     "AudioOutput",
     "ImageOutput",
     "VideoOutput",
+    "check_input",
     "input_schema",
     "output_schema",
 ]
@@ -26,8 +31,9 @@ __all__ = [
 #: How every media input is described in the published schema.
 MEDIA_INPUT = (
     "a data: URL (data:image/png;base64,...), an http(s) URL the server downloads (at most "
-    "50 MB), or a path under the server's media root (CALLIOPE_MEDIA_ROOT); a media output of "
-    "another run ({'url': ...}) is accepted too"
+    "50 MB), the signed url of a media output of this server (any thread's, until it "
+    "expires), or the path of a media output of the same thread ('<thread>/<run>/...'); a "
+    "media output object ({'url': ..., 'path': ...}) is accepted as it is"
 )
 
 
@@ -78,6 +84,61 @@ _OUTPUT_TYPES: dict[PortType, Any] = {
     PortType.OBJECT: dict[str, Any],
     PortType.ANY: Any,
 }
+
+
+#: The JSON types each input type accepts (None: any), and how they are named to a client.
+_JSON_TYPES: dict[str, tuple[tuple[type, ...] | None, str]] = {
+    "text": ((str,), "text (a JSON string)"),
+    "image": ((str, dict), "an image (a string: data: URL, URL or path; or a media object)"),
+    "audio": ((str, dict), "audio (a string: data: URL, URL or path; or a media object)"),
+    "video": ((str, dict), "a video (a string: data: URL, URL or path; or a media object)"),
+    "messages": ((str, list), "messages (a string, or a list of message objects)"),
+    "analysis": ((dict,), "an analysis (a JSON object)"),
+    "object": ((dict,), "an object (a JSON object)"),
+    "any": (None, "any JSON value"),
+}
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_input(plan: Plan, value: Any) -> Any:
+    """``value`` (a run's input) unchanged when its keys are the flow's inputs and each value
+    has the JSON type of the published schema; else a ConfigurationError (a MediaError for a
+    media input) naming the input, the type expected and the type given. Inputs that are not
+    a dict (a resume, a Command) pass: LangGraph handles them."""
+    if not isinstance(value, dict):
+        return value
+    spec = plan.spec
+    unknown = sorted(str(k) for k in value if k not in spec.inputs)
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise ConfigurationError(
+            f"Flow {spec.name!r} has no input {names}; its inputs: "
+            f"{', '.join(spec.inputs) or 'none'}."
+        )
+    for name, given in value.items():
+        accepted, expected = _JSON_TYPES.get(spec.inputs[name].type, (None, ""))
+        if given is None or accepted is None or isinstance(given, accepted):
+            continue
+        error = MediaError if spec.inputs[name].type in ("image", "audio", "video") else None
+        message = (
+            f"Input {name!r} of flow {spec.name!r} must be {expected}, not {_json_type(given)}; "
+            "inputs are not converted: send it with the type the flow's input schema gives."
+        )
+        raise (error or ConfigurationError)(message)
+    return value
 
 
 # Schemas built at run time from a flow's spec: the typing constructs are used as values.
