@@ -275,6 +275,12 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
     # ElevenLabs limits concurrent requests by plan (free 2, starter 3, creator 5, pro 10;
     # a 429 `too_many_concurrent_requests` beyond): the free plan's, override upwards.
     "elevenlabs": LimitSpec(concurrency=2),
+    # Gemini API: limits are per project and per model, by usage tier, shown in AI Studio
+    # rather than published as one table (ai.google.dev/gemini-api/docs/rate-limits); 150 RPM
+    # is the lowest paid-tier text-model figure the page has listed (Tier 1, Pro models), so
+    # one budget for the whole provider stays under every model's. Preview and video models
+    # allow less: set e.g. google/veo-3.1-generate-preview:rpm=2.
+    "google": LimitSpec(rpm=150),
 }
 
 

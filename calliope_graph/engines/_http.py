@@ -216,10 +216,21 @@ def parse_json(response: httpx.Response, provider: str) -> Any:
         raise error from None
 
 
+def _backoff(initial: float, max_wait: float, jitter: float) -> wait_exponential_jitter:
+    """tenacity's exponential backoff with jitter, on any tenacity from 8.2.
+
+    tenacity 9.2 renamed the first wait ``initial`` → ``multiplier`` (the old name warns);
+    google-genai pins ``tenacity<9.2`` (its package metadata, up to 3.6.1), so both
+    spellings must work for the two to be installed together.
+    """
+    try:
+        return wait_exponential_jitter(multiplier=initial, max=max_wait, jitter=jitter)
+    except TypeError:  # tenacity < 9.2: the same parameter under its old name
+        return wait_exponential_jitter(initial=initial, max=max_wait, jitter=jitter)
+
+
 def _wait(ctx: RunContext) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(
-        multiplier=ctx.retry.initial_wait, max=ctx.retry.max_wait, jitter=ctx.retry.jitter
-    )
+    backoff = _backoff(ctx.retry.initial_wait, ctx.retry.max_wait, ctx.retry.jitter)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -318,12 +329,15 @@ async def request(
     hook: ErrorHook | None = None,
     retry: bool = True,
     retry_after: RetryAfterHint | None = None,
+    model: str | None = None,
 ) -> T:
     """Send a request with retries and error mapping; return ``parse(response)``.
 
     ``parse`` runs inside the retry loop (raise TransientProviderError there to retry). A
     non-2xx status becomes the taxonomy error; transient ones are retried per ``ctx.retry``.
     ``retry_after`` reads a 429's wait from its body when it has no Retry-After header.
+    ``model`` names the model for per-model limits when the body does not (Gemini puts it
+    in the path).
     """
     secrets = ctx.keys.secrets()
 
@@ -355,7 +369,8 @@ async def request(
         return parse(response)
 
     body = json_body if isinstance(json_body, Mapping) else None
-    model = str(body["model"]) if body is not None and "model" in body else None
+    if model is None and body is not None and "model" in body:
+        model = str(body["model"])
     tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
     limits = ctx.limits.for_call(provider, model)
     return await with_retries(

@@ -118,6 +118,7 @@ ENGINE_MODULES = (
     "anthropic",
     "elevenlabs",
     "langchain",
+    "google",
 )
 
 _ENGINES: dict[tuple[Conversion, InferenceModelProvider], Callable[..., Awaitable[Any]]] = {}

@@ -75,6 +75,7 @@ FAKE_MODULES = (
     "runway",
     "anthropic",
     "elevenlabs",
+    "google",
 )
 
 
@@ -372,6 +373,12 @@ class ProviderFake(ABC):
     def key(self) -> str:
         return self.sim.key_for(self.name)
 
+    def model_of(self, request: httpx.Request) -> str | None:
+        """The model a request is for, for per-model limits (``provider/model``): the JSON
+        body's ``model`` by default; a fake whose API names it in the path says so here."""
+        model = _json_body(request).get("model")
+        return model if isinstance(model, str) else None
+
 
 #: Latency per request: (provider, endpoint, request) -> seconds.
 LatencyFn = Callable[[str, str, httpx.Request], float]
@@ -466,6 +473,7 @@ class Simulator:
             "runway_api_key": SecretStr(self.key_for("runway")),
             "anthropic_api_key": SecretStr(self.key_for("anthropic")),
             "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
+            "google_api_key": SecretStr(self.key_for("google")),
         }
         values.update(overrides)
         return KeysModel(**values)
@@ -592,8 +600,8 @@ class Simulator:
         if fake.limit_endpoints is not None and endpoint not in fake.limit_endpoints:
             return []
         keys = [fake.name] if fake.name in self.limits else []
-        model = _json_body(request).get("model")
-        if isinstance(model, str) and f"{fake.name}/{model}" in self.limits:
+        model = fake.model_of(request)
+        if model is not None and f"{fake.name}/{model}" in self.limits:
             keys.append(f"{fake.name}/{model}")
         return [self._limiter(key, fake) for key in keys]
 
@@ -610,8 +618,7 @@ class Simulator:
                 lim.admit(now, tokens)
             return None
         refusal = max(refusals, key=lambda r: r.retry_after)
-        model = _json_body(request).get("model")
-        values = refusal.values(model if isinstance(model, str) else None)
+        values = refusal.values(fake.model_of(request))
         failure = fake.rate_limited.filled(**values)
         headers = {"retry-after": values["retry_after"], **failure.headers}
         failure = replace(failure, headers=headers)
