@@ -145,9 +145,12 @@ _SPEECH_MIME = f"audio/L16;codec=pcm;rate={_SPEECH_RATE}"
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
            504: "DEADLINE_EXCEEDED"}
-_PATH = re.compile(rf"/{_VERSION}/models/(?P<model>[^/:]+)(?::(?P<method>\w+))?")
-_OPERATION = re.compile(rf"/{_VERSION}/models/(?P<model>[^/:]+)/operations/(?P<id>[\w-]+)")
-_FILE = re.compile(rf"/{_VERSION}/files/(?P<id>[\w-]+)(?::download)?")
+#: Both API versions are served (Google's SDK 3.x calls v1 by default; this engine v1beta).
+_V = r"/v1(?:beta)?"
+_PATH = re.compile(rf"{_V}/models/(?P<model>[^/:]+)(?::(?P<method>\w+))?")
+_OPERATION = re.compile(rf"{_V}/models/(?P<model>[^/:]+)/operations/(?P<id>[\w-]+)")
+_FILE = re.compile(rf"{_V}/files/(?P<id>[\w-]+)(?::download)?")
+_MODELS = re.compile(rf"{_V}/models")
 
 
 @dataclass
@@ -227,11 +230,11 @@ class GoogleFake(ProviderFake):
     # -- routing --------------------------------------------------------------------------
     def endpoint(self, request: httpx.Request) -> str:
         path = request.url.path.rstrip("/")
-        if _OPERATION.fullmatch(path) or re.fullmatch(rf"/{_VERSION}/operations/[\w-]+", path):
+        if _OPERATION.fullmatch(path):
             return "operations.get"
         if _FILE.fullmatch(path):
             return "files.download"
-        if path == f"/{_VERSION}/models":
+        if _MODELS.fullmatch(path):
             return "models.list"
         match = _PATH.fullmatch(path)
         if match:
@@ -319,12 +322,12 @@ class GoogleFake(ProviderFake):
         today = self._today()
         return {k: m for k, m in MODELS.items() if m.shutdown is None or today < m.shutdown}
 
-    def _model(self, name: str, method: str) -> _Model:
+    def _model(self, name: str, method: str, version: str) -> _Model:
         model = self._served().get(name)
         if model is None or method not in model.methods:
             raise self._error(
                 404,
-                f"models/{name} is not found for API version {_VERSION}, or is not supported "
+                f"models/{name} is not found for API version {version}, or is not supported "
                 f"for {method}. Call ListModels to see the list of available models and their "
                 "supported methods.",
             )
@@ -333,8 +336,9 @@ class GoogleFake(ProviderFake):
     # -- requests ---------------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.rstrip("/")
+        version = path.split("/")[1] if path.count("/") > 1 else _VERSION
         try:
-            if path == f"/{_VERSION}/models":
+            if _MODELS.fullmatch(path):
                 return self._list(request)
             match = _OPERATION.fullmatch(path)
             if match:
@@ -346,10 +350,10 @@ class GoogleFake(ProviderFake):
             if match:
                 name, method = match.group("model"), match.group("method")
                 if method is None:
-                    return self._get_model(name)
+                    return self._get_model(name, version)
                 if request.method != "POST":
                     raise self._error(404, f"Method not found: {request.method} {path}")
-                model = self._model(name, method)
+                model = self._model(name, method, version)
                 body = self._json(request)
                 if method in ("generateContent", "streamGenerateContent"):
                     return self._generate(request, name, model, body, method)
@@ -390,10 +394,10 @@ class GoogleFake(ProviderFake):
             entry.update(temperature=1, topP=0.95, topK=64, maxTemperature=2, thinking=True)
         return entry
 
-    def _get_model(self, name: str) -> httpx.Response:
+    def _get_model(self, name: str, version: str) -> httpx.Response:
         model = self._served().get(name)
         if model is None:
-            raise self._error(404, f"models/{name} is not found for API version {_VERSION}.")
+            raise self._error(404, f"models/{name} is not found for API version {version}.")
         return httpx.Response(200, json=self._model_entry(name, model))
 
     def _list(self, request: httpx.Request) -> httpx.Response:
