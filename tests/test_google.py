@@ -3,7 +3,9 @@ refusals, every fault class, Veo polling on the virtual clock, the model list.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import wave
@@ -626,3 +628,113 @@ async def post(
     client: httpx.AsyncClient, sim: Simulator, path: str, body: dict[str, Any]
 ) -> httpx.Response:
     return await client.post(f"{BASE}/models/{path}", json=body, headers=key_header(sim))
+
+
+# -- the command line -----------------------------------------------------------------------
+#: (kind, catalog model, {port: input type}, output port, extra params)
+CLI_KINDS: list[tuple[str, str, dict[str, str], str, dict[str, Any]]] = [
+    ("text_to_text", "google-gemini-flash", {"text": "text"}, "text", {}),
+    ("text_to_text", "google-gemini-flash", {"text": "text"}, "text", {"stream": True}),
+    ("analyze_image", "google-gemini-flash", {"image": "image"}, "analysis", {}),
+    ("audio_to_text", "google-gemini-flash", {"audio": "audio"}, "text", {}),
+    ("messages_to_object", "google-gemini-flash", {"messages": "messages"}, "object",
+     {"schema": Scene.model_json_schema()}),
+    ("text_to_image", "google-gemini-image", {"prompt": "text"}, "image", {}),
+    ("text_to_speech", "google-gemini-tts", {"text": "text"}, "audio", {}),
+    ("image_and_text_to_video", "google-veo", {"image": "image", "text": "text"}, "video", {}),
+]  # fmt: skip
+
+
+def one_node_yaml(path: Path, kind: str, model: str, ports: dict[str, str], out: str,
+                  extra: dict[str, Any]) -> Path:  # fmt: skip
+    """A one-node flow file: each port a flow input, the node's output the flow's."""
+    stream = extra.pop("stream", None)
+    model_ref: Any = model
+    if stream:  # an inline model config: the catalog's Flash with streaming on
+        model_ref = FLASH.with_parameters(stream=True).model_dump(mode="json")
+    spec = {
+        "name": f"one_{kind}",
+        "inputs": {port: {"type": ptype} for port, ptype in ports.items()},
+        "nodes": {
+            "node": {
+                "kind": kind,
+                "model": model_ref,
+                "params": extra,
+                "inputs": {port: f"inputs.{port}" for port in ports},
+            }
+        },
+        "outputs": {"out": f"node.{out}"},
+    }
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("kind", "model", "ports", "out", "extra"), CLI_KINDS)
+def test_a_one_node_flow_of_each_kind_runs_from_the_cli_with_simulate(
+    kind: str, model: str, ports: dict[str, str], out: str, extra: dict[str, Any],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from click.testing import CliRunner
+
+    from calliope_graph.cli import main
+
+    waits: list[float] = []
+
+    async def virtual(seconds: float) -> None:  # Veo's polls on a virtual clock
+        waits.append(seconds)
+
+    create = RunContext.create.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        RunContext, "create", classmethod(lambda cls, *a, **k: create(cls, *a, sleep=virtual, **k))
+    )
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    values = {
+        "text": "a fox finds a lantern",
+        "messages": "a fox and a raven at the harbour",
+        "image": str(photo(tmp_path / "kite.png").path),
+        "audio": str(speech_file(tmp_path / "voice.wav").path),
+    }
+    flow = one_node_yaml(tmp_path / "flow.json", kind, model, ports, out, dict(extra))
+    args = ["run", str(flow), "--simulate", "--out", str(tmp_path / "out")]
+    for port, ptype in ports.items():
+        args += ["--input", f"{port}={values[ptype]}"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "out:" in result.stdout
+    if kind == "image_and_text_to_video":
+        assert waits and all(w == 10.0 for w in waits)
+        assert list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_cli_faults_reach_the_google_fake(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from calliope_graph.cli import EXIT_CODES, main
+
+    flow = one_node_yaml(
+        tmp_path / "flow.json", "text_to_text", "google-gemini-flash", {"text": "text"}, "text", {}
+    )
+    result = CliRunner().invoke(
+        main,
+        ["run", str(flow), "--simulate", "--faults", "content_policy@google", "--input",
+         "text=hi", "--out", str(tmp_path / "out")],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["run_failed"]
+    assert "content_policy" in result.output or "blocked the prompt" in result.output
+
+
+async def test_simulate_prints_the_gemini_variables(sim: Simulator) -> None:
+    from calliope_graph.simulate.server import serve
+
+    lines: list[str] = []
+    task = asyncio.create_task(serve(sim, echo=lines.append))
+    while "# ready" not in lines:
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if "export" in line)
+    assert exports["GEMINI_API_KEY"] == sim.key_for("google")
+    assert exports["GEMINI_BASE_URL"].endswith("/google")
