@@ -151,7 +151,7 @@ async def test_veo_operation_and_video_download_parse(sim: Simulator, tmp_path: 
             },
         )  # fmt: skip
     client = sdk(sim)
-    operation = types.GenerateVideosOperation(name=started.json()["name"])
+    operation = types.GenerateVideosOperation.model_validate({"name": started.json()["name"]})
     for _ in range(sim.poll_steps):
         operation = await client.aio.operations.get(operation)
     assert operation.done and operation.response and operation.response.generated_videos

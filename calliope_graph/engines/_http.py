@@ -19,6 +19,7 @@ A ``parse`` step runs *inside* the retry loop, so a malformed body is retried li
 from __future__ import annotations
 
 import email.utils
+import inspect
 import json
 import logging
 import time
@@ -223,10 +224,9 @@ def _backoff(initial: float, max_wait: float, jitter: float) -> wait_exponential
     google-genai pins ``tenacity<9.2`` (its package metadata, up to 3.6.1), so both
     spellings must work for the two to be installed together.
     """
-    try:
-        return wait_exponential_jitter(multiplier=initial, max=max_wait, jitter=jitter)
-    except TypeError:  # tenacity < 9.2: the same parameter under its old name
-        return wait_exponential_jitter(initial=initial, max=max_wait, jitter=jitter)
+    params = inspect.signature(wait_exponential_jitter).parameters
+    first = {("multiplier" if "multiplier" in params else "initial"): initial}
+    return wait_exponential_jitter(**first, max=max_wait, jitter=jitter)
 
 
 def _wait(ctx: RunContext) -> Callable[[RetryCallState], float]:

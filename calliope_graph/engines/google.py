@@ -372,9 +372,7 @@ def _answer_text(answer: Any, model: str) -> str:
     return text
 
 
-async def _generate_text(
-    ctx: RunContext, config: ModelConfig, body: dict[str, Any]
-) -> str:
+async def _generate_text(ctx: RunContext, config: ModelConfig, body: dict[str, Any]) -> str:
     model = config.model.provider_model_name
 
     def parse(response: httpx.Response) -> str:
@@ -490,9 +488,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
     model = config.model.provider_model_name
     prompt = str(config.parameters.get("analysis_prompt") or ANALYSIS_PROMPT)
     contents = [{"role": "user", "parts": [await _image_part(image), {"text": prompt}]}]
-    body = _body(
-        config, contents, system=_system(config), responseMimeType="application/json"
-    )
+    body = _body(config, contents, system=_system(config), responseMimeType="application/json")
 
     def parse(response: httpx.Response) -> ImageAnalysis:
         text = _answer_text(parse_json(response, _NAME), model)
@@ -552,8 +548,7 @@ def gemini_contents(
             continue
         if role not in ("user", "assistant"):
             raise ConfigurationError(
-                f"Cannot send a {role!r} message to Gemini here: use system, human and AI "
-                "messages."
+                f"Cannot send a {role!r} message to Gemini here: use system, human and AI messages."
             )
         if not parts:
             continue
@@ -693,7 +688,9 @@ async def _gemini_image(
     """A Gemini image model (``generateContent`` answering an inline image part); see
     ai.google.dev/gemini-api/docs/image-generation."""
     model = config.model.provider_model_name
-    image_config = dict(pick(config.parameters, ("image_size",), renames={"image_size": "imageSize"}))
+    image_config = dict(
+        pick(config.parameters, ("image_size",), renames={"image_size": "imageSize"})
+    )
     ratio = ratio or config.parameters.get("aspect_ratio")
     if ratio:
         image_config["aspectRatio"] = str(ratio)
@@ -877,9 +874,7 @@ async def image_and_text_to_video(
             raise _malformed(model, "an operation without a name", response.status_code)
         return name
 
-    name: str = await _call(
-        ctx, "POST", f"models/{model}:predictLongRunning", model, created, body
-    )
+    name: str = await _call(ctx, "POST", f"models/{model}:predictLongRunning", model, created, body)
     log.info("google: operation %s started (%s)", name, model)
 
     def polled(response: httpx.Response) -> dict[str, Any]:
@@ -930,8 +925,10 @@ async def image_and_text_to_video(
             f"google ({model}) operation {name} finished without a video: run the node again "
             "or add a fallback edge on 'empty'."
         )
-    target = output_name if output_name.lower().endswith(".mp4") else str(
-        Path(output_name).with_suffix(".mp4")
+    target = (
+        output_name
+        if output_name.lower().endswith(".mp4")
+        else str(Path(output_name).with_suffix(".mp4"))
     )
     max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
     path = await ctx.store.download(

@@ -111,40 +111,116 @@ MODELS: dict[str, _Model] = {
     "gemini-2.5-pro": _Model("text", "Gemini 2.5 Pro", shutdown=date(2026, 6, 17)),
     "gemini-2.5-flash-image": _Model("image", "Nano Banana", shutdown=date(2026, 10, 2)),
     "imagen-4.0-generate-001": _Model(
-        "imagen", "Imagen 4", methods=("predict",), input_limit=480, output_limit=8192,
+        "imagen",
+        "Imagen 4",
+        methods=("predict",),
+        input_limit=480,
+        output_limit=8192,
         shutdown=date(2026, 8, 17),
     ),
     "imagen-4.0-fast-generate-001": _Model(
-        "imagen", "Imagen 4 Fast", methods=("predict",), input_limit=480, output_limit=8192,
+        "imagen",
+        "Imagen 4 Fast",
+        methods=("predict",),
+        input_limit=480,
+        output_limit=8192,
         shutdown=date(2026, 8, 17),
     ),
 }
 #: ``generationConfig`` fields the API knows (ai.google.dev/api/generate-content).
 _GENERATION_FIELDS = frozenset(
-    """stopSequences responseMimeType responseSchema responseJsonSchema _responseJsonSchema
-    responseModalities candidateCount maxOutputTokens temperature topP topK seed
-    presencePenalty frequencyPenalty responseLogprobs logprobs enableEnhancedCivicAnswers
-    speechConfig thinkingConfig imageConfig mediaResolution""".split()
+    [
+        "stopSequences",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "_responseJsonSchema",
+        "responseModalities",
+        "candidateCount",
+        "maxOutputTokens",
+        "temperature",
+        "topP",
+        "topK",
+        "seed",
+        "presencePenalty",
+        "frequencyPenalty",
+        "responseLogprobs",
+        "logprobs",
+        "enableEnhancedCivicAnswers",
+        "speechConfig",
+        "thinkingConfig",
+        "imageConfig",
+        "mediaResolution",
+    ]
 )
 _REQUEST_FIELDS = frozenset(
-    """model contents tools toolConfig safetySettings systemInstruction generationConfig
-    cachedContent""".split()
+    [
+        "model",
+        "contents",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+        "systemInstruction",
+        "generationConfig",
+        "cachedContent",
+    ]
 )
-_PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
-              "executableCode", "codeExecutionResult")
+_PART_DATA = (
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+)
 _IMAGE_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
 _IMAGEN_RATIOS = {"1:1", "3:4", "4:3", "9:16", "16:9"}
 _VOICES = frozenset(
-    """Zephyr Puck Charon Kore Fenrir Leda Orus Aoede Callirrhoe Autonoe Enceladus Iapetus
-    Umbriel Algieba Despina Erinome Algenib Rasalgethi Laomedeia Achernar Alnilam Schedar
-    Gacrux Pulcherrima Achird Zubenelgenubi Vindemiatrix Sadachbia Sadaltager
-    Sulafat""".split()
+    [
+        "Zephyr",
+        "Puck",
+        "Charon",
+        "Kore",
+        "Fenrir",
+        "Leda",
+        "Orus",
+        "Aoede",
+        "Callirrhoe",
+        "Autonoe",
+        "Enceladus",
+        "Iapetus",
+        "Umbriel",
+        "Algieba",
+        "Despina",
+        "Erinome",
+        "Algenib",
+        "Rasalgethi",
+        "Laomedeia",
+        "Achernar",
+        "Alnilam",
+        "Schedar",
+        "Gacrux",
+        "Pulcherrima",
+        "Achird",
+        "Zubenelgenubi",
+        "Vindemiatrix",
+        "Sadachbia",
+        "Sadaltager",
+        "Sulafat",
+    ]
 )
 _SPEECH_RATE = 24_000
 _SPEECH_MIME = f"audio/L16;codec=pcm;rate={_SPEECH_RATE}"
-_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
-           504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 #: Both API versions are served (Google's SDK 3.x calls v1 by default; this engine v1beta).
 _V = r"/v1(?:beta)?"
 _PATH = re.compile(rf"{_V}/models/(?P<model>[^/:]+)(?::(?P<method>\w+))?")
@@ -224,8 +300,14 @@ class GoogleFake(ProviderFake):
         extra={"retry_delay": "{retry_after}s", "quota_limit": "{limit}", "model": "{model}"},
     )
     # Operation polls and file downloads are not generation requests.
-    limit_endpoints = ("generateContent", "streamGenerateContent", "predict",
-                       "predictLongRunning", "models.list", "models.get")
+    limit_endpoints = (
+        "generateContent",
+        "streamGenerateContent",
+        "predict",
+        "predictLongRunning",
+        "models.list",
+        "models.get",
+    )
 
     # -- routing --------------------------------------------------------------------------
     def endpoint(self, request: httpx.Request) -> str:
@@ -289,8 +371,11 @@ class GoogleFake(ProviderFake):
                     "retryDelay": extra.get("retry_delay", "1s"),
                 }
             )
-        error: dict[str, Any] = {"code": failure.status, "message": failure.message,
-                                 "status": status}
+        error: dict[str, Any] = {
+            "code": failure.status,
+            "message": failure.message,
+            "status": status,
+        }
         if details:
             error["details"] = details
         return httpx.Response(
@@ -371,9 +456,8 @@ class GoogleFake(ProviderFake):
             body = json.loads(request.content or b"")
         except (ValueError, UnicodeDecodeError):
             raise self._bad(
-                "Invalid JSON payload received. Unexpected token.\n" + request.content[:40].decode(
-                    "utf-8", "replace"
-                )
+                "Invalid JSON payload received. Unexpected token.\n"
+                + request.content[:40].decode("utf-8", "replace")
             ) from None
         if not isinstance(body, dict):
             raise self._bad("Invalid JSON payload received. Expected an object.")
@@ -425,28 +509,37 @@ class GoogleFake(ProviderFake):
     def _check_request(self, body: dict[str, Any]) -> None:
         for key in body:
             if key not in _REQUEST_FIELDS:
-                raise self._bad(f'Invalid JSON payload received. Unknown name "{key}": Cannot '
-                                "find field.")
+                raise self._bad(
+                    f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+                )
         gen = body.get("generationConfig") or {}
         if not isinstance(gen, dict):
-            raise self._bad("Invalid value at 'generation_config' (type.googleapis.com/"
-                            "google.ai.generativelanguage.v1beta.GenerationConfig)")
+            raise self._bad(
+                "Invalid value at 'generation_config' (type.googleapis.com/"
+                "google.ai.generativelanguage.v1beta.GenerationConfig)"
+            )
         for key in gen:
             if key not in _GENERATION_FIELDS:
-                raise self._bad(f'Invalid JSON payload received. Unknown name "{key}" at '
-                                "'generation_config': Cannot find field.")
+                raise self._bad(
+                    f'Invalid JSON payload received. Unknown name "{key}" at '
+                    "'generation_config': Cannot find field."
+                )
         temperature = gen.get("temperature")
         if temperature is not None and (
             not isinstance(temperature, int | float) or not 0 <= temperature <= 2
         ):
-            raise self._bad("* GenerateContentRequest.generation_config.temperature: "
-                            "temperature must be in the range [0.0, 2.0]")
+            raise self._bad(
+                "* GenerateContentRequest.generation_config.temperature: "
+                "temperature must be in the range [0.0, 2.0]"
+            )
         if (gen.get("responseJsonSchema") or gen.get("responseSchema")) and gen.get(
             "responseMimeType"
         ) not in ("application/json", "text/x.enum"):
-            raise self._bad("* GenerateContentRequest.generation_config.response_mime_type: "
-                            "response_mime_type must be set to application/json or text/x.enum "
-                            "when a response schema is set.")
+            raise self._bad(
+                "* GenerateContentRequest.generation_config.response_mime_type: "
+                "response_mime_type must be set to application/json or text/x.enum "
+                "when a response schema is set."
+            )
         if gen.get("responseJsonSchema") and gen.get("responseSchema"):
             raise self._bad("responseJsonSchema and responseSchema cannot both be set.")
 
@@ -457,16 +550,18 @@ class GoogleFake(ProviderFake):
             raise self._bad("* GenerateContentRequest.contents: contents is not specified")
         system = body.get("systemInstruction")
         if system is not None:
-            self._parts(system.get("parts") if isinstance(system, dict) else None,
-                        "system_instruction")
+            self._parts(
+                system.get("parts") if isinstance(system, dict) else None, "system_instruction"
+            )
         text, images, audio = "", [], []
         for i, content in enumerate(contents):
             if not isinstance(content, dict):
                 raise self._bad(f"* GenerateContentRequest.contents[{i}]: must be an object")
             role = content.get("role", "user")
             if role not in ("user", "model", "function"):
-                raise self._bad(f"Please use a valid role: user, model. (contents[{i}].role "
-                                f"is {role!r})")
+                raise self._bad(
+                    f"Please use a valid role: user, model. (contents[{i}].role is {role!r})"
+                )
             t, im, au = self._parts(content.get("parts"), f"contents[{i}]")
             if role == "user":
                 text, images, audio = t, im, au
@@ -474,32 +569,41 @@ class GoogleFake(ProviderFake):
 
     def _parts(self, parts: Any, where: str) -> tuple[str, list[bytes], list[bytes]]:
         if not isinstance(parts, list) or not parts:
-            raise self._bad(f"* GenerateContentRequest.{where}.parts: contents.parts must not "
-                            "be empty.")
+            raise self._bad(
+                f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty."
+            )
         texts, images, audio = [], [], []
         for j, part in enumerate(parts):
             data = [k for k in _PART_DATA if isinstance(part, dict) and k in part]
             if len(data) != 1:
-                raise self._bad(f"* GenerateContentRequest.{where}.parts[{j}].data: required "
-                                "oneof field 'data' must have one initialized field")
+                raise self._bad(
+                    f"* GenerateContentRequest.{where}.parts[{j}].data: required "
+                    "oneof field 'data' must have one initialized field"
+                )
             if data[0] == "text":
                 texts.append(str(part["text"]))
             elif data[0] == "inlineData":
                 inline = part["inlineData"]
                 mime = str(inline.get("mimeType", "")) if isinstance(inline, dict) else ""
                 if not mime:
-                    raise self._bad(f"* GenerateContentRequest.{where}.parts[{j}].inline_data."
-                                    "mime_type: mime_type is required")
+                    raise self._bad(
+                        f"* GenerateContentRequest.{where}.parts[{j}].inline_data."
+                        "mime_type: mime_type is required"
+                    )
                 try:
                     raw = base64.b64decode(str(inline.get("data", "")), validate=True)
                 except (binascii.Error, ValueError):
-                    raise self._bad(f"Invalid value at '{where}.parts[{j}].inline_data.data' "
-                                    "(TYPE_BYTES), Base64 decoding failed") from None
+                    raise self._bad(
+                        f"Invalid value at '{where}.parts[{j}].inline_data.data' "
+                        "(TYPE_BYTES), Base64 decoding failed"
+                    ) from None
                 if mime.startswith("image/"):
                     if not self._decodes(raw):
-                        raise self._bad("Unable to process input image. Please retry or report "
-                                        "in https://developers.generativeai.google/guide/"
-                                        "troubleshooting")
+                        raise self._bad(
+                            "Unable to process input image. Please retry or report "
+                            "in https://developers.generativeai.google/guide/"
+                            "troubleshooting"
+                        )
                     images.append(raw)
                 elif mime.startswith("audio/"):
                     audio.append(raw)
@@ -515,7 +619,11 @@ class GoogleFake(ProviderFake):
         return True
 
     def _usage(
-        self, request: httpx.Request, prompt: str, images: list[bytes], out_tokens: int,
+        self,
+        request: httpx.Request,
+        prompt: str,
+        images: list[bytes],
+        out_tokens: int,
         out_modality: str,
     ) -> dict[str, Any]:
         text_tokens = _tokens(prompt) + max(0, len(request.content) // 400)
@@ -539,12 +647,16 @@ class GoogleFake(ProviderFake):
         gen: dict[str, Any] = body.get("generationConfig") or {}
         modalities = [str(m).upper() for m in gen.get("responseModalities") or []]
         if model.kind == "speech" and modalities != ["AUDIO"]:
-            raise self._bad("The requested combination of response modalities is not "
-                            "supported by the model: speech models answer AUDIO only "
-                            '(set responseModalities: ["AUDIO"]).')
+            raise self._bad(
+                "The requested combination of response modalities is not "
+                "supported by the model: speech models answer AUDIO only "
+                '(set responseModalities: ["AUDIO"]).'
+            )
         if model.kind != "speech" and "AUDIO" in modalities:
-            raise self._bad("The requested combination of response modalities (AUDIO) is not "
-                            "supported by the model.")
+            raise self._bad(
+                "The requested combination of response modalities (AUDIO) is not "
+                "supported by the model."
+            )
         if model.kind == "text" and "IMAGE" in modalities:
             raise self._bad("Model does not support the requested response modalities: image")
         seq = self._seq()
@@ -555,8 +667,11 @@ class GoogleFake(ProviderFake):
                 "promptFeedback": {
                     "blockReason": "SAFETY",
                     "safetyRatings": [
-                        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH",
-                         "blocked": True}
+                        {
+                            "category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                            "probability": "HIGH",
+                            "blocked": True,
+                        }
                     ],
                 },
                 "usageMetadata": self._usage(request, prompt, images, 0, "TEXT"),
@@ -574,14 +689,26 @@ class GoogleFake(ProviderFake):
             seconds = speech_seconds(prompt)
             pcm = speech_pcm(prompt, seconds, _SPEECH_RATE)
             self._voice(gen)  # an unknown voice is refused
-            parts = [{"inlineData": {"mimeType": _SPEECH_MIME,
-                                     "data": base64.b64encode(pcm).decode("ascii")}}]
+            parts = [
+                {
+                    "inlineData": {
+                        "mimeType": _SPEECH_MIME,
+                        "data": base64.b64encode(pcm).decode("ascii"),
+                    }
+                }
+            ]
             out_modality = "AUDIO"
         elif model.kind == "image":
             width, height = self._image_size(gen)
             drawn = image_bytes(prompt, *self.sim.drawn_size(width, height))
-            parts = [{"inlineData": {"mimeType": "image/png",
-                                     "data": base64.b64encode(drawn).decode("ascii")}}]
+            parts = [
+                {
+                    "inlineData": {
+                        "mimeType": "image/png",
+                        "data": base64.b64encode(drawn).decode("ascii"),
+                    }
+                }
+            ]
             out_modality = "IMAGE"
         else:
             text = self._text(prompt, images, audio, gen, name)
@@ -590,11 +717,17 @@ class GoogleFake(ProviderFake):
                 text, finish = text[: limit * 4], "MAX_TOKENS"
             parts = [{"text": text}]
         out_tokens = (
-            1290 if out_modality == "IMAGE" and parts
-            else _tokens(json.dumps(parts)) if parts else 0
+            1290
+            if out_modality == "IMAGE" and parts
+            else _tokens(json.dumps(parts))
+            if parts
+            else 0
         )
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"},
-                                     "finishReason": finish, "index": 0}
+        candidate: dict[str, Any] = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": finish,
+            "index": 0,
+        }
         answer = {
             "candidates": [candidate],
             "usageMetadata": self._usage(request, prompt, images, out_tokens, out_modality),
@@ -604,19 +737,23 @@ class GoogleFake(ProviderFake):
 
     def _voice(self, gen: dict[str, Any]) -> str:
         speech = gen.get("speechConfig") or {}
-        voice = (((speech.get("voiceConfig") or {}).get("prebuiltVoiceConfig") or {})
-                 .get("voiceName"))
+        voice = ((speech.get("voiceConfig") or {}).get("prebuiltVoiceConfig") or {}).get(
+            "voiceName"
+        )
         if voice is not None and voice not in _VOICES:
-            raise self._bad(f"Voice name {voice} is not supported. Allowed voice names are: "
-                            + ", ".join(sorted(v.lower() for v in _VOICES)))
+            raise self._bad(
+                f"Voice name {voice} is not supported. Allowed voice names are: "
+                + ", ".join(sorted(v.lower() for v in _VOICES))
+            )
         return str(voice or "Kore")
 
     def _image_size(self, gen: dict[str, Any]) -> tuple[int, int]:
         image_config = gen.get("imageConfig") or {}
         ratio = str(image_config.get("aspectRatio") or "1:1")
         if ratio not in _IMAGE_RATIOS:
-            raise self._bad(f"Unsupported aspect ratio: {ratio}. Supported: "
-                            + ", ".join(sorted(_IMAGE_RATIOS)))
+            raise self._bad(
+                f"Unsupported aspect ratio: {ratio}. Supported: " + ", ".join(sorted(_IMAGE_RATIOS))
+            )
         w, h = (int(v) for v in ratio.split(":"))
         scale = 1024 / max(w, h)
         return max(16, round(w * scale)) & ~1, max(16, round(h * scale)) & ~1
@@ -624,8 +761,10 @@ class GoogleFake(ProviderFake):
     def _text(
         self, prompt: str, images: list[bytes], audio: list[bytes], gen: dict[str, Any], name: str
     ) -> str:
-        schema = gen.get("responseJsonSchema") or gen.get("_responseJsonSchema") or gen.get(
-            "responseSchema"
+        schema = (
+            gen.get("responseJsonSchema")
+            or gen.get("_responseJsonSchema")
+            or gen.get("responseSchema")
         )
         seed = digest(prompt, name, *images, *audio)
         if isinstance(schema, dict):
@@ -634,14 +773,18 @@ class GoogleFake(ProviderFake):
             return json.dumps(analysis_answer(images[-1]))
         if audio:
             # What was "said" depends on the audio bytes only (as the Whisper fake does).
-            return story_text("lantern garden harbour meadow window", sentences=1,
-                              model=digest(audio[-1]))
+            return story_text(
+                "lantern garden harbour meadow window", sentences=1, model=digest(audio[-1])
+            )
         if gen.get("responseMimeType") == "application/json":
             return json.dumps({"text": story_text(prompt, model=name)})
         return story_text(prompt, model=name)
 
     def _answer(
-        self, answer: dict[str, Any], parts: list[dict[str, Any]], method: str,
+        self,
+        answer: dict[str, Any],
+        parts: list[dict[str, Any]],
+        method: str,
         request: httpx.Request,
     ) -> httpx.Response:
         if method == "generateContent":
@@ -650,8 +793,7 @@ class GoogleFake(ProviderFake):
         if request.url.params.get("alt") == "sse":
             # Google's SSE framing: one `data: <json>` line per chunk, CRLF-separated.
             data = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks).encode()
-            return httpx.Response(200, content=data,
-                                  headers={"content-type": "text/event-stream"})
+            return httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
         return httpx.Response(200, json=chunks)
 
     @staticmethod
@@ -671,7 +813,8 @@ class GoogleFake(ProviderFake):
         chunks = []
         for i, piece in enumerate(pieces):
             candidate: dict[str, Any] = {
-                "content": {"parts": [{"text": piece}], "role": "model"}, "index": 0
+                "content": {"parts": [{"text": piece}], "role": "model"},
+                "index": 0,
             }
             chunk: dict[str, Any] = {"candidates": [candidate], **head}
             if i == len(pieces) - 1:
@@ -691,16 +834,21 @@ class GoogleFake(ProviderFake):
         instances = body.get("instances")
         for key in body:
             if key not in ("instances", "parameters"):
-                raise self._bad(f'Invalid JSON payload received. Unknown name "{key}": Cannot '
-                                "find field.")
-        if not isinstance(instances, list) or len(instances) != 1 or not isinstance(
-            instances[0], dict
+                raise self._bad(
+                    f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+                )
+        if (
+            not isinstance(instances, list)
+            or len(instances) != 1
+            or not isinstance(instances[0], dict)
         ):
             raise self._bad("* PredictRequest.instances: exactly one instance is required.")
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
-            raise self._bad("Invalid value at 'parameters' (type.googleapis.com/"
-                            "google.protobuf.Value), expected an object")
+            raise self._bad(
+                "Invalid value at 'parameters' (type.googleapis.com/"
+                "google.protobuf.Value), expected an object"
+            )
         return instances[0], parameters
 
     def _predict(self, request: httpx.Request, name: str, body: dict[str, Any]) -> httpx.Response:
@@ -715,11 +863,14 @@ class GoogleFake(ProviderFake):
         if not isinstance(count, int) or not 1 <= count <= 4:
             raise self._bad("sampleCount must be an integer from 1 to 4.")
         if self.sim.blocked(self, request, prompt):
-            reason = ("Unable to show generated images. All images were filtered out because "
-                      "they violated Vertex AI's usage guidelines. You will not be charged "
-                      "for blocked images. Try rephrasing the prompt. Support codes: 39322892")
-            predictions = ([{"raiFilteredReason": reason}]
-                           if parameters.get("includeRaiReason") else [])
+            reason = (
+                "Unable to show generated images. All images were filtered out because "
+                "they violated Vertex AI's usage guidelines. You will not be charged "
+                "for blocked images. Try rephrasing the prompt. Support codes: 39322892"
+            )
+            predictions = (
+                [{"raiFilteredReason": reason}] if parameters.get("includeRaiReason") else []
+            )
             return httpx.Response(200, json={"predictions": predictions} if predictions else {})
         if self.sim.emptied(self, request, prompt):
             return httpx.Response(200, json={})
@@ -729,9 +880,9 @@ class GoogleFake(ProviderFake):
         predictions = [
             {
                 "mimeType": "image/png",
-                "bytesBase64Encoded": base64.b64encode(
-                    image_bytes(f"{prompt}|{i}", *size)
-                ).decode("ascii"),
+                "bytesBase64Encoded": base64.b64encode(image_bytes(f"{prompt}|{i}", *size)).decode(
+                    "ascii"
+                ),
             }
             for i in range(count)
         ]
@@ -751,15 +902,15 @@ class GoogleFake(ProviderFake):
         raw: bytes | None = None
         if image is not None:
             if not isinstance(image, dict) or not image.get("bytesBase64Encoded"):
-                raise self._bad("instances[0].image: bytesBase64Encoded and mimeType are "
-                                "required.")
+                raise self._bad("instances[0].image: bytesBase64Encoded and mimeType are required.")
             if image.get("mimeType") not in ("image/png", "image/jpeg", "image/webp"):
                 raise self._bad(f"Unsupported image mime type: {image.get('mimeType')}")
             try:
                 raw = base64.b64decode(str(image["bytesBase64Encoded"]), validate=True)
             except (binascii.Error, ValueError):
-                raise self._bad("instances[0].image.bytesBase64Encoded: Base64 decoding "
-                                "failed") from None
+                raise self._bad(
+                    "instances[0].image.bytesBase64Encoded: Base64 decoding failed"
+                ) from None
             if not self._decodes(raw):
                 raise self._bad("Unable to process input image.")
         ratio = str(parameters.get("aspectRatio") or "16:9")
@@ -769,10 +920,20 @@ class GoogleFake(ProviderFake):
         if seconds not in (4, 6, 8):
             raise self._bad(f"durationSeconds {seconds} is out of range: 4, 6 or 8 seconds.")
         for key in parameters:
-            if key not in ("aspectRatio", "durationSeconds", "resolution", "personGeneration",
-                           "negativePrompt", "seed", "numberOfVideos", "generateAudio"):
-                raise self._bad(f'Invalid JSON payload received. Unknown name "{key}" at '
-                                "'parameters': Cannot find field.")
+            if key not in (
+                "aspectRatio",
+                "durationSeconds",
+                "resolution",
+                "personGeneration",
+                "negativePrompt",
+                "seed",
+                "numberOfVideos",
+                "generateAudio",
+            ):
+                raise self._bad(
+                    f'Invalid JSON payload received. Unknown name "{key}" at '
+                    "'parameters': Cannot find field."
+                )
         text = prompt or ""
         op_id = digest("google-operation", str(self.sim.seed), str(self._seq()))[:12]
         self._state("operations")[op_id] = _Operation(
