@@ -510,6 +510,19 @@ async def test_per_model_limits_apply_to_the_model_in_the_path(clock: Any, tmp_p
     assert delay and delay[0]["retryDelay"].endswith("s")
 
 
+async def test_the_engine_waits_out_the_simulated_quota(clock: Any, tmp_path: Path) -> None:
+    sim = Simulator(sleep=clock, clock=lambda: clock.now, limits={"google": {"rps": 1}})
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    try:
+        first = await engine.text_to_text(ctx, "a fox", FLASH)
+        second = await engine.text_to_text(ctx, "a raven", FLASH)
+    finally:
+        await ctx.aclose()
+    assert first and second
+    assert sim.rate_limited("google") == 1 and sim.count("google") == 3
+    assert 1.0 in clock.waits  # the 429's wait, then the retry was admitted
+
+
 async def test_fake_refuses_bad_bodies_in_googles_words(sim: Simulator) -> None:
     async with sim.client() as client:
         unknown = await post(client, sim, "gemini-3.8-flash:generateContent", {"prompt": "hi"})
