@@ -74,6 +74,11 @@ async def test_streaming_chunks_parse_and_join(sim: Simulator) -> None:
     assert sim.count("google", "streamGenerateContent") == 1
 
 
+async def test_count_tokens_parses(sim: Simulator) -> None:
+    counted = await sdk(sim).aio.models.count_tokens(model="gemini-3.8-flash", contents=PROMPT)
+    assert counted.total_tokens and counted.total_tokens > 1
+
+
 async def test_structured_output_parses_into_the_schema(sim: Simulator) -> None:
     from pydantic import BaseModel
 

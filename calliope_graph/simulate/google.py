@@ -22,8 +22,8 @@ answer (``finishReason: IMAGE_SAFETY``), filters Imagen (``raiFilteredReason``) 
 with per-modality token counts. Images are real PNGs, speech real 24 kHz PCM as long as the
 text takes to say, videos real H.264 MP4s starting on the prompt image.
 
-Endpoint names for counting: ``generateContent``, ``streamGenerateContent``, ``predict``,
-``predictLongRunning``, ``operations.get``, ``files.download``, ``models.list``,
+Endpoint names for counting: ``generateContent``, ``streamGenerateContent``, ``countTokens``,
+``predict``, ``predictLongRunning``, ``operations.get``, ``files.download``, ``models.list``,
 ``models.get``.
 """
 
@@ -34,7 +34,7 @@ import binascii
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -241,7 +241,6 @@ class _Operation:
     emptied: bool
     polls: int = 0
     uri: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _tokens(text: str) -> int:
@@ -442,6 +441,8 @@ class GoogleFake(ProviderFake):
                 body = self._json(request)
                 if method in ("generateContent", "streamGenerateContent"):
                     return self._generate(request, name, model, body, method)
+                if method == "countTokens":
+                    return self._count(body)
                 if method == "predict":
                     return self._predict(request, name, body)
                 if method == "predictLongRunning":
@@ -734,6 +735,21 @@ class GoogleFake(ProviderFake):
             **head,
         }
         return self._answer(answer, parts, method, request)
+
+    def _count(self, body: dict[str, Any]) -> httpx.Response:
+        """``countTokens`` of ``contents`` (or of a whole ``generateContentRequest``)."""
+        inner = body.get("generateContentRequest")
+        request_body = inner if isinstance(inner, dict) else body
+        self._contents({"contents": request_body.get("contents")})
+        text = json.dumps(request_body.get("contents"))
+        tokens = _tokens(text)
+        return httpx.Response(
+            200,
+            json={
+                "totalTokens": tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
+            },
+        )
 
     def _voice(self, gen: dict[str, Any]) -> str:
         speech = gen.get("speechConfig") or {}
