@@ -523,6 +523,17 @@ async def test_the_engine_waits_out_the_simulated_quota(clock: Any, tmp_path: Pa
     assert 1.0 in clock.waits  # the 429's wait, then the retry was admitted
 
 
+async def test_simulated_latency_is_waited_on_the_virtual_clock(clock: Any, tmp_path: Path) -> None:
+    sim = Simulator(sleep=clock, latency={"google": 1.5, "google:streamGenerateContent": 0.5})
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    try:
+        await engine.text_to_text(ctx, "a fox", FLASH)
+        await engine.text_to_text(ctx, "a fox", gemini(stream=True))
+    finally:
+        await ctx.aclose()
+    assert clock.waits == [1.5, 2.0]
+
+
 async def test_fake_refuses_bad_bodies_in_googles_words(sim: Simulator) -> None:
     async with sim.client() as client:
         unknown = await post(client, sim, "gemini-3.8-flash:generateContent", {"prompt": "hi"})
