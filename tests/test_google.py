@@ -523,6 +523,25 @@ async def test_the_engine_waits_out_the_simulated_quota(clock: Any, tmp_path: Pa
     assert 1.0 in clock.waits  # the 429's wait, then the retry was admitted
 
 
+async def test_token_limits_count_gemini_bodies(clock: Any, tmp_path: Path) -> None:
+    body = {
+        "contents": [
+            {"parts": [{"text": "x" * 400}, {"inlineData": {"data": "", "mimeType": ""}}]}
+        ],
+        "systemInstruction": {"parts": [{"text": "y" * 40}]},
+        "generationConfig": {"maxOutputTokens": 50},
+    }
+    assert engine.estimate_tokens(body) == 100 + 258 + 10 + 50
+    sim = Simulator(sleep=clock, clock=lambda: clock.now, limits={"google": {"tpm": 150}})
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    try:
+        for _ in range(2):  # ~100 input tokens each, after the 429 the window has room again
+            assert await engine.text_to_text(ctx, "a fox " * 66, FLASH)
+    finally:
+        await ctx.aclose()
+    assert sim.rate_limited("google") == 1 and sum(clock.waits) >= 1
+
+
 async def test_simulated_latency_is_waited_on_the_virtual_clock(clock: Any, tmp_path: Path) -> None:
     sim = Simulator(sleep=clock, latency={"google": 1.5, "google:streamGenerateContent": 0.5})
     ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)

@@ -330,6 +330,7 @@ async def request(
     retry: bool = True,
     retry_after: RetryAfterHint | None = None,
     model: str | None = None,
+    tokens: int | None = None,
 ) -> T:
     """Send a request with retries and error mapping; return ``parse(response)``.
 
@@ -337,7 +338,8 @@ async def request(
     non-2xx status becomes the taxonomy error; transient ones are retried per ``ctx.retry``.
     ``retry_after`` reads a 429's wait from its body when it has no Retry-After header.
     ``model`` names the model for per-model limits when the body does not (Gemini puts it
-    in the path).
+    in the path); ``tokens`` is the request's token estimate when the body is not a chat
+    body :func:`estimate_tokens` reads.
     """
     secrets = ctx.keys.secrets()
 
@@ -371,7 +373,8 @@ async def request(
     body = json_body if isinstance(json_body, Mapping) else None
     if model is None and body is not None and "model" in body:
         model = str(body["model"])
-    tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
+    if tokens is None:
+        tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
     limits = ctx.limits.for_call(provider, model)
     return await with_retries(
         ctx, provider, send, retry=retry, model=model, tokens=tokens, poll=method == "GET"
@@ -384,10 +387,12 @@ def _settle_usage(response: httpx.Response) -> None:
     if slot is None:
         return
     try:
-        usage = response.json().get("usage") or {}
+        answer = response.json()
+        usage = answer.get("usage") or {}
+        gemini = answer.get("usageMetadata") or {}
     except (ValueError, AttributeError):
         return
-    total = usage.get("total_tokens")
+    total = usage.get("total_tokens", gemini.get("totalTokenCount"))  # Gemini: usageMetadata
     if total is None and "input_tokens" in usage:  # Anthropic
         total = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
     if isinstance(total, int):

@@ -243,6 +243,33 @@ def retry_delay(response: httpx.Response) -> float | None:
     return None
 
 
+#: Tokens Gemini counts for one inline image (ai.google.dev/gemini-api/docs/tokens: 258 for
+#: an image up to 384 px a side; larger ones are tiled, so this is a floor).
+IMAGE_TOKENS = 258
+
+
+def estimate_tokens(body: dict[str, Any] | None) -> int:
+    """A rough token count of a ``generateContent`` body for ``tpm`` limits: characters / 4
+    of its text parts, :data:`IMAGE_TOKENS` per inline image, plus ``maxOutputTokens``. The
+    answer's ``usageMetadata.totalTokenCount`` corrects it (``_http._settle_usage``)."""
+    if not body or "contents" not in body:
+        return 0
+    chars = images = 0
+    turns = [*(body.get("contents") or []), body.get("systemInstruction") or {}]
+    for turn in turns:
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif "inlineData" in part:
+                images += 1
+    output = (body.get("generationConfig") or {}).get("maxOutputTokens")
+    output = output if isinstance(output, int) and not isinstance(output, bool) else 0
+    return math.ceil(chars / 4) + images * IMAGE_TOKENS + output
+
+
 async def _call(
     ctx: RunContext,
     method: str,
@@ -267,6 +294,7 @@ async def _call(
         hook=error_hook,
         retry_after=retry_delay,
         model=model,
+        tokens=estimate_tokens(body),
     )
 
 

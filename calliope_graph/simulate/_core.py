@@ -373,6 +373,12 @@ class ProviderFake(ABC):
     def key(self) -> str:
         return self.sim.key_for(self.name)
 
+    def tokens_of(self, request: httpx.Request) -> int:
+        """The tokens a request counts against ``tpm`` limits: an estimate from its JSON body
+        (chat shapes); a fake whose bodies have another shape estimates them itself."""
+        body = _json_body(request)
+        return estimate_tokens(body) if body else 0
+
     def model_of(self, request: httpx.Request) -> str | None:
         """The model a request is for, for per-model limits (``provider/model``): the JSON
         body's ``model`` by default; a fake whose API names it in the path says so here."""
@@ -610,8 +616,7 @@ class Simulator:
     ) -> httpx.Response | None:
         """The provider's 429 when the request is over a limit, else None (and it counts)."""
         now = self.clock()
-        body = _json_body(request) if any(lim.counts_tokens for lim in limiters) else {}
-        tokens = estimate_tokens(body) if body else 0
+        tokens = fake.tokens_of(request) if any(lim.counts_tokens for lim in limiters) else 0
         refusals = [r for r in (lim.check(now, tokens) for lim in limiters) if r is not None]
         if not refusals:
             for lim in limiters:

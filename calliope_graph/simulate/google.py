@@ -328,6 +328,26 @@ class GoogleFake(ProviderFake):
         )
         return match.group("model") if match else None
 
+    def tokens_of(self, request: httpx.Request) -> int:
+        """Input tokens of a Gemini body, for ``tpm`` limits (Gemini counts input tokens
+        per minute): its text parts / 4 and 258 per inline image, as ``usageMetadata``."""
+        try:
+            body = json.loads(request.content or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return 0
+        contents = body.get("contents") if isinstance(body, dict) else None
+        if not isinstance(contents, list):
+            return 0
+        texts, images = [], 0
+        for content in contents:
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif isinstance(part, dict) and "inlineData" in part:
+                    images += 1
+        return _tokens("".join(texts)) + 258 * images
+
     def envelope(self, failure: Failure) -> httpx.Response:
         status = failure.code or _STATUS.get(failure.status, "UNKNOWN")
         details: list[dict[str, Any]] = []
