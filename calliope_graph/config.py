@@ -48,6 +48,7 @@ class InferenceModelProvider(StrEnum):
     RUNWAY = "runway"
     ANTHROPIC = "anthropic"
     ELEVENLABS = "elevenlabs"
+    GOOGLE = "google"
     FAL = "fal"
     LUMA = "luma"
     LANGCHAIN = "langchain"
@@ -162,6 +163,8 @@ DEFAULT_BASE_URLS: dict[InferenceModelProvider, str] = {
     InferenceModelProvider.FAL: "https://queue.fal.run",
     # The Dream Machine API (lumaai SDK, src/lumaai/_client.py: default base URL).
     InferenceModelProvider.LUMA: "https://api.lumalabs.ai/dream-machine/v1",
+    # The Gemini API (Google AI Studio keys); engines add the version path (/v1beta/...).
+    InferenceModelProvider.GOOGLE: "https://generativelanguage.googleapis.com",
 }
 
 # provider -> (key field, key env var, base-url field, base-url env var)
@@ -230,6 +233,16 @@ _ENV: dict[InferenceModelProvider, tuple[str, str, str, str]] = {
         "luma_base_url",
         "LUMAAI_BASE_URL",
     ),
+    # GOOGLE_API_KEY is read too, and wins over GEMINI_API_KEY when both are set, as the
+    # google-genai SDK does (googleapis/python-genai google/genai/_api_client.py,
+    # get_env_api_key); the SDK's own base-URL variable GOOGLE_GEMINI_BASE_URL is read when
+    # GEMINI_BASE_URL is not set (google/genai/_base_url.py). See KeysModel.from_env.
+    InferenceModelProvider.GOOGLE: (
+        "google_api_key",
+        "GEMINI_API_KEY",
+        "google_base_url",
+        "GEMINI_BASE_URL",
+    ),
 }
 
 
@@ -253,6 +266,7 @@ class KeysModel(BaseModel):
     elevenlabs_api_key: SecretStr | None = None
     fal_api_key: SecretStr | None = None
     luma_api_key: SecretStr | None = None
+    google_api_key: SecretStr | None = None
 
     openai_base_url: str | None = None
     azure_vision_endpoint: str | None = None
@@ -264,6 +278,7 @@ class KeysModel(BaseModel):
     elevenlabs_base_url: str | None = None
     fal_base_url: str | None = None
     luma_base_url: str | None = None
+    google_base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeysModel:
@@ -278,6 +293,11 @@ class KeysModel(BaseModel):
         # Hugging Face's older name for the same token.
         if "huggingface_api_key" not in values and env.get("HUGGINGFACE_API_KEY"):
             values["huggingface_api_key"] = SecretStr(env["HUGGINGFACE_API_KEY"])
+        # Google's SDK reads GOOGLE_API_KEY first, then GEMINI_API_KEY: the same here.
+        if env.get("GOOGLE_API_KEY"):
+            values["google_api_key"] = SecretStr(env["GOOGLE_API_KEY"])
+        if "google_base_url" not in values and env.get("GOOGLE_GEMINI_BASE_URL"):
+            values["google_base_url"] = env["GOOGLE_GEMINI_BASE_URL"]
         return cls(**values)
 
     def require(self, provider: InferenceModelProvider | str) -> str:

@@ -314,6 +314,12 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
     "luma/ray-flash-2": LimitSpec(rpm=20),
     "luma/photon-1": LimitSpec(rpm=80),
     "luma/photon-flash-1": LimitSpec(rpm=80),
+    # Gemini API: limits are per project and per model, by usage tier, shown in AI Studio
+    # rather than published as one table (ai.google.dev/gemini-api/docs/rate-limits); 150 RPM
+    # is the lowest paid-tier text-model figure the page has listed (Tier 1, Pro models), so
+    # one budget for the whole provider stays under every model's. Preview and video models
+    # allow less: set e.g. google/veo-3.1-generate-preview:rpm=2.
+    "google": LimitSpec(rpm=150),
 }
 
 

@@ -29,7 +29,7 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -913,8 +913,11 @@ class MediaStore:
         *,
         max_bytes: int | None = None,
         provider: str = "provider",
+        headers: Mapping[str, str] | None = None,
     ) -> Path:
         """Stream ``url`` into the store, refusing non-http(s) URLs and bodies over the cap.
+
+        ``headers`` go with the request (a provider whose file URLs need its key: Gemini).
 
         A failed connection, a timeout or a dropped stream is a TransientProviderError /
         ProviderTimeoutError of ``provider`` (so ``when: [transient]`` catches it), like an
@@ -932,7 +935,7 @@ class MediaStore:
         total = 0
         async with aatomic_writer(path) as fh:
             with map_transport_errors(provider, what="download of its output"):
-                async with client.stream("GET", url) as response:
+                async with client.stream("GET", url, headers=headers) as response:
                     if response.status_code >= 400:
                         raise TransientProviderError(
                             f"Downloading {provider} output failed with HTTP "

@@ -19,6 +19,7 @@ A ``parse`` step runs *inside* the retry loop, so a malformed body is retried li
 from __future__ import annotations
 
 import email.utils
+import inspect
 import json
 import logging
 import time
@@ -216,10 +217,20 @@ def parse_json(response: httpx.Response, provider: str) -> Any:
         raise error from None
 
 
+def _backoff(initial: float, max_wait: float, jitter: float) -> wait_exponential_jitter:
+    """tenacity's exponential backoff with jitter, on any tenacity from 8.2.
+
+    tenacity 9.2 renamed the first wait ``initial`` → ``multiplier`` (the old name warns);
+    google-genai pins ``tenacity<9.2`` (its package metadata, up to 3.6.1), so both
+    spellings must work for the two to be installed together.
+    """
+    params = inspect.signature(wait_exponential_jitter).parameters
+    first = {("multiplier" if "multiplier" in params else "initial"): initial}
+    return wait_exponential_jitter(**first, max=max_wait, jitter=jitter)
+
+
 def _wait(ctx: RunContext) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(
-        multiplier=ctx.retry.initial_wait, max=ctx.retry.max_wait, jitter=ctx.retry.jitter
-    )
+    backoff = _backoff(ctx.retry.initial_wait, ctx.retry.max_wait, ctx.retry.jitter)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -318,12 +329,17 @@ async def request(
     hook: ErrorHook | None = None,
     retry: bool = True,
     retry_after: RetryAfterHint | None = None,
+    model: str | None = None,
+    tokens: int | None = None,
 ) -> T:
     """Send a request with retries and error mapping; return ``parse(response)``.
 
     ``parse`` runs inside the retry loop (raise TransientProviderError there to retry). A
     non-2xx status becomes the taxonomy error; transient ones are retried per ``ctx.retry``.
     ``retry_after`` reads a 429's wait from its body when it has no Retry-After header.
+    ``model`` names the model for per-model limits when the body does not (Gemini puts it
+    in the path); ``tokens`` is the request's token estimate when the body is not a chat
+    body :func:`estimate_tokens` reads.
     """
     secrets = ctx.keys.secrets()
 
@@ -355,8 +371,10 @@ async def request(
         return parse(response)
 
     body = json_body if isinstance(json_body, Mapping) else None
-    model = str(body["model"]) if body is not None and "model" in body else None
-    tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
+    if model is None and body is not None and "model" in body:
+        model = str(body["model"])
+    if tokens is None:
+        tokens = estimate_tokens(body) if body is not None and "messages" in body else 0
     limits = ctx.limits.for_call(provider, model)
     return await with_retries(
         ctx, provider, send, retry=retry, model=model, tokens=tokens, poll=method == "GET"
@@ -369,10 +387,12 @@ def _settle_usage(response: httpx.Response) -> None:
     if slot is None:
         return
     try:
-        usage = response.json().get("usage") or {}
+        answer = response.json()
+        usage = answer.get("usage") or {}
+        gemini = answer.get("usageMetadata") or {}
     except (ValueError, AttributeError):
         return
-    total = usage.get("total_tokens")
+    total = usage.get("total_tokens", gemini.get("totalTokenCount"))  # Gemini: usageMetadata
     if total is None and "input_tokens" in usage:  # Anthropic
         total = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
     if isinstance(total, int):

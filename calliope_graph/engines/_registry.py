@@ -117,6 +117,7 @@ ENGINE_MODULES = (
     "runway",
     "anthropic",
     "elevenlabs",
+    "google",
     "fal",
     "luma",
     "langchain",

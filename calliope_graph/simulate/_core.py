@@ -77,6 +77,7 @@ FAKE_MODULES = (
     "elevenlabs",
     "fal",
     "luma",
+    "google",
 )
 
 
@@ -377,6 +378,18 @@ class ProviderFake(ABC):
     def key(self) -> str:
         return self.sim.key_for(self.name)
 
+    def tokens_of(self, request: httpx.Request) -> int:
+        """The tokens a request counts against ``tpm`` limits: an estimate from its JSON body
+        (chat shapes); a fake whose bodies have another shape estimates them itself."""
+        body = _json_body(request)
+        return estimate_tokens(body) if body else 0
+
+    def model_of(self, request: httpx.Request) -> str | None:
+        """The model a request is for, for per-model limits (``provider/model``): the JSON
+        body's ``model`` by default; a fake whose API names it in the path says so here."""
+        model = _json_body(request).get("model")
+        return model if isinstance(model, str) else None
+
 
 #: Latency per request: (provider, endpoint, request) -> seconds.
 LatencyFn = Callable[[str, str, httpx.Request], float]
@@ -473,6 +486,7 @@ class Simulator:
             "elevenlabs_api_key": SecretStr(self.key_for("elevenlabs")),
             "fal_api_key": SecretStr(self.key_for("fal")),
             "luma_api_key": SecretStr(self.key_for("luma")),
+            "google_api_key": SecretStr(self.key_for("google")),
         }
         values.update(overrides)
         return KeysModel(**values)
@@ -599,8 +613,8 @@ class Simulator:
         if fake.limit_endpoints is not None and endpoint not in fake.limit_endpoints:
             return []
         keys = [fake.name] if fake.name in self.limits else []
-        model = _json_body(request).get("model")
-        if isinstance(model, str) and f"{fake.name}/{model}" in self.limits:
+        model = fake.model_of(request)
+        if model is not None and f"{fake.name}/{model}" in self.limits:
             keys.append(f"{fake.name}/{model}")
         return [self._limiter(key, fake) for key in keys]
 
@@ -609,16 +623,14 @@ class Simulator:
     ) -> httpx.Response | None:
         """The provider's 429 when the request is over a limit, else None (and it counts)."""
         now = self.clock()
-        body = _json_body(request) if any(lim.counts_tokens for lim in limiters) else {}
-        tokens = estimate_tokens(body) if body else 0
+        tokens = fake.tokens_of(request) if any(lim.counts_tokens for lim in limiters) else 0
         refusals = [r for r in (lim.check(now, tokens) for lim in limiters) if r is not None]
         if not refusals:
             for lim in limiters:
                 lim.admit(now, tokens)
             return None
         refusal = max(refusals, key=lambda r: r.retry_after)
-        model = _json_body(request).get("model")
-        values = refusal.values(model if isinstance(model, str) else None)
+        values = refusal.values(fake.model_of(request))
         failure = fake.rate_limited.filled(**values)
         headers = {"retry-after": values["retry_after"], **failure.headers}
         failure = replace(failure, headers=headers)
