@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -101,6 +102,9 @@ class BatchOptions(TypedDict, total=False):
     15 ms of CPU per item — ``calliope-graph report OUT/<id>/trace.json`` makes one later)."""
     report_interval: float
     """Shortest time in seconds between two rewrites of ``batch.html`` during the run."""
+    media_store: str | None
+    """Keep the items' media in object storage too (``s3://bucket/prefix``; default
+    ``$CALLIOPE_MEDIA_STORE``), each item's under ``<prefix>/batch-<item id>/``."""
     durability: Durability
     """When items' checkpoints are saved (default ``"exit"``: when an item stops; the output
     journal keeps what a killed item paid for). ``"async"``/``"sync"``: after every step too,
@@ -626,6 +630,7 @@ async def run_batch(
             keys=keys,
             transport=sim.transport() if sim is not None else None,
             catalog=plan.catalog,
+            media_store=options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE"),
         )
     batch._secrets = ctx.keys.secrets()
     input_error: BatchInputError | None = None

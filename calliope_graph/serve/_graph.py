@@ -63,11 +63,15 @@ class ServeSettings:
       (``OPENAI_BASE_URL=...``) work without it, like any OpenAI-compatible server.
     - ``CALLIOPE_PUBLIC_URL``: the address clients reach the server at, for media URLs
       (default: LangGraph Server's own ``LANGGRAPH_API_URL``; else URLs are relative).
+    - ``CALLIOPE_MEDIA_STORE``: ``s3://bucket/prefix`` keeps every thread's media in object
+      storage too (key ``<prefix>/<path under the media root>``), so replicas share them;
+      media URLs are then the store's presigned URLs (see :mod:`calliope_graph.object_store`).
     """
 
     media_root: Path
     simulate: bool = False
     public_url: str = ""
+    media_store: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
@@ -77,6 +81,7 @@ class ServeSettings:
             media_root=root,
             simulate=env.get("CALLIOPE_SIMULATE", "").strip().lower() in _TRUE,
             public_url=env.get("CALLIOPE_PUBLIC_URL", "").strip(),
+            media_store=env.get("CALLIOPE_MEDIA_STORE", "").strip(),
         )
 
 
@@ -186,6 +191,12 @@ class _Runtimes:
 
         def make_store() -> MediaStore:
             store = MediaStore(root / folder)
+            if self.settings.media_store:  # keys: <prefix>/<path under the media root>
+                from calliope_graph.object_store import open_media_store, store_key_root
+
+                store = store_key_root(
+                    open_media_store(store.root, self.settings.media_store), root
+                )
             store.root.mkdir(parents=True, exist_ok=True)
             return store
 
@@ -248,6 +259,9 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
                         root=settings.media_root,
                         client=downloads,
                     )
+                    store = flow_rt.ctx.store
+                    if store.remote:  # kept in the store too: a replica can resume the run
+                        given[name] = await store.publish(given[name])
         # The public keys are cleared: a data URL is not kept in every later checkpoint,
         # and an output of the same name (webcam_story's ``image``) starts empty.
         cleared = {k: None for k in plan.spec.inputs if k in state}
