@@ -61,8 +61,10 @@ def test_a_bad_media_store_url_is_refused_saying_the_form(url: str, says: str) -
 def test_the_cli_refuses_a_bad_media_store_before_running(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
-        ["run", "illustrate", "--simulate", "-i", "text=x", "--out", str(tmp_path / "o")]
-        + ["--media-store", "http://example.com/bucket"],
+        [
+            *("run", "illustrate", "--simulate", "-i", "text=x", "--out", str(tmp_path / "o")),
+            *("--media-store", "http://example.com/bucket"),
+        ],
     )
     assert result.exit_code == 2
     assert "not an S3 URL" in result.output
@@ -136,8 +138,10 @@ def test_a_cli_run_puts_its_media_in_the_bucket_and_its_trace_and_checkpoints_ho
     out = tmp_path / "out"
     result = CliRunner().invoke(
         main,
-        ["run", "illustrate", "--simulate", "-i", "text=a lighthouse", "--out", str(out)]
-        + ["--thread-id", "cli-run-1", "--media-store", STORE],
+        [
+            *("run", "illustrate", "--simulate", "-i", "text=a lighthouse", "--out", str(out)),
+            *("--thread-id", "cli-run-1", "--media-store", STORE),
+        ],
     )
     assert result.exit_code == 0, result.output
     stored = keys(aws, "tests/cli-run-1")
@@ -257,8 +261,10 @@ def test_a_batch_puts_each_items_media_in_the_bucket(aws: _s3.S3Server, tmp_path
     inputs.write_text('{"id": "one", "text": "a fox"}\n{"id": "two", "text": "an owl"}\n')
     result = CliRunner().invoke(
         main,
-        ["batch", "illustrate", "--inputs", str(inputs), "--out", str(tmp_path / "out")]
-        + ["--simulate", "--media-store", f"s3://{_s3.BUCKET}/batches/b1"],
+        [
+            *("batch", "illustrate", "--inputs", str(inputs), "--out", str(tmp_path / "out")),
+            *("--simulate", "--media-store", f"s3://{_s3.BUCKET}/batches/b1"),
+        ],
     )
     assert result.exit_code == 0, result.output
     for item in ("one", "two"):
@@ -414,3 +420,52 @@ async def test_a_media_output_of_one_server_is_the_input_of_a_run_on_another(
         assert isinstance(failed, dict)
         assert failed["__error__"]["error"] == "MediaError", failed
         assert says in failed["__error__"]["message"]
+
+
+def test_a_worker_puts_the_items_media_in_the_bucket(aws: _s3.S3Server, tmp_path: Path) -> None:
+    pytest.importorskip("dbos", reason="dbos is missing: pip install 'calliope-graph[dbos]'")
+    exe = str(Path(sys.executable).parent / "calliope-graph")
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text('{"id": "w1", "text": "a fox"}\n{"id": "w2", "text": "an owl"}\n')
+    out = tmp_path / "out"
+    env = {**os.environ, **aws.env(), "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [exe, "worker", "--out", str(out), "--simulate", "--media-store", STORE + "/workers"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        follower = subprocess.run(
+            [
+                exe,
+                "batch",
+                "illustrate",
+                "--inputs",
+                str(inputs),
+                "--engine",
+                "dbos",
+                "--out",
+                str(out),
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert follower.returncode == 0, follower.stderr.decode()[-3000:]
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+    for item in ("w1", "w2"):
+        stored = [k for k in keys(aws, f"tests/workers/batch-{item}") if k.endswith(".png")]
+        assert stored, (tmp_path / "worker.log").read_text()[-3000:]
+        trace = (out / item / "trace.json").read_text()
+        assert f"s3://{_s3.BUCKET}/{stored[0]}" in trace
