@@ -495,10 +495,10 @@ class ObjectMediaStore(MediaStore):
     async def _fetch_signed(self, name: str, url: str, target: Path, max_bytes: int) -> None:
         # A plain client of its own: the store's endpoint is configuration, not the caller's
         # choice, so the checks on client-given URLs do not apply; no redirect is followed.
-        async with (
-            httpx.AsyncClient(follow_redirects=False, timeout=30.0, trust_env=False) as client,
-            client.stream("GET", url) as response,
-        ):
+        client = await asyncio.to_thread(  # made in a thread: it reads CA files
+            httpx.AsyncClient, follow_redirects=False, timeout=30.0, trust_env=False
+        )
+        async with client, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise MediaError(
                     f"Input {name!r}: the media store refused the signed URL (HTTP "

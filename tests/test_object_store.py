@@ -379,6 +379,10 @@ def servers(
             server.terminate()  # both at once: each takes seconds to shut down
         for server in pair:
             server.stop()
+    blocked = [
+        line for s in pair for line in s.log if "BlockingError" in line or "Blocking call" in line
+    ]
+    assert not blocked, "".join(blocked)
 
 
 async def test_a_media_output_of_one_server_is_the_input_of_a_run_on_another(
@@ -420,52 +424,3 @@ async def test_a_media_output_of_one_server_is_the_input_of_a_run_on_another(
         assert isinstance(failed, dict)
         assert failed["__error__"]["error"] == "MediaError", failed
         assert says in failed["__error__"]["message"]
-
-
-def test_a_worker_puts_the_items_media_in_the_bucket(aws: _s3.S3Server, tmp_path: Path) -> None:
-    pytest.importorskip("dbos", reason="dbos is missing: pip install 'calliope-graph[dbos]'")
-    exe = str(Path(sys.executable).parent / "calliope-graph")
-    inputs = tmp_path / "items.jsonl"
-    inputs.write_text('{"id": "w1", "text": "a fox"}\n{"id": "w2", "text": "an owl"}\n')
-    out = tmp_path / "out"
-    env = {**os.environ, **aws.env(), "PYTHONUNBUFFERED": "1"}
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [exe, "worker", "--out", str(out), "--simulate", "--media-store", STORE + "/workers"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        follower = subprocess.run(
-            [
-                exe,
-                "batch",
-                "illustrate",
-                "--inputs",
-                str(inputs),
-                "--engine",
-                "dbos",
-                "--out",
-                str(out),
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
-        assert follower.returncode == 0, follower.stderr.decode()[-3000:]
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
-    for item in ("w1", "w2"):
-        stored = [k for k in keys(aws, f"tests/workers/batch-{item}") if k.endswith(".png")]
-        assert stored, (tmp_path / "worker.log").read_text()[-3000:]
-        trace = (out / item / "trace.json").read_text()
-        assert f"s3://{_s3.BUCKET}/{stored[0]}" in trace
