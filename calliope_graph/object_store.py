@@ -445,8 +445,9 @@ class ObjectMediaStore(MediaStore):
             key = self.objects.key_of_uri(text)
             if key is None:
                 raise MediaError(
-                    f"Input {name!r}: {text} is not a file of this server's media store "
-                    f"({self.objects.url}): pass a data: URL or an http(s) URL instead."
+                    f"Input {name!r}: {text} is not in this run's media store "
+                    f"({self.objects.url}): give a key under that bucket and prefix, or "
+                    "another form of the file (a path, a data: URL, an http(s) URL)."
                 )
         elif text.startswith(("http://", "https://")):
             key = self.objects.key_of_url(text)

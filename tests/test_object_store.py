@@ -100,7 +100,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_s3.S3Server]:
 
 
 @pytest.fixture
-def aws(s3: _s3.S3Server, monkeypatch: pytest.MonkeyPatch) -> _s3.S3Server:
+def aws(s3: _s3.S3Server, background: _Background, monkeypatch: pytest.MonkeyPatch) -> _s3.S3Server:
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("CALLIOPE_MEDIA_STORE", raising=False)
@@ -357,32 +357,79 @@ class _Server:
             self.process.wait(10)
 
 
-@pytest.fixture(scope="module")
-def servers(
-    s3: _s3.S3Server, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[_Server, _Server]]:
-    import shutil
+class _Background:
+    """What the tests need that takes seconds to start, started at once when the first
+    test using the store runs (two ``langgraph dev`` replicas, a batch ``worker``), so it
+    starts while the other tests run."""
 
-    if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("langgraph-cli is not installed: pip install -e '.[test]'")
-    pair = (
-        _Server(tmp_path_factory.mktemp("replica-a"), s3),
-        _Server(tmp_path_factory.mktemp("replica-b"), s3),
-    )
+    def __init__(self, s3: _s3.S3Server, work: Path) -> None:
+        import importlib.util
+        import shutil
+
+        self.servers: tuple[_Server, _Server] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_out = work / "worker-out"
+        if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is not None:
+            (work / "a").mkdir()
+            (work / "b").mkdir()
+            self.servers = (_Server(work / "a", s3), _Server(work / "b", s3))
+        if importlib.util.find_spec("dbos") is not None:
+            exe = str(Path(sys.executable).parent / "calliope-graph")
+            self.worker_log = work / "worker.log"
+            with self.worker_log.open("wb") as log:
+                self.worker = subprocess.Popen(
+                    [
+                        exe,
+                        "worker",
+                        "--out",
+                        str(self.worker_out),
+                        "--simulate",
+                        "--media-store",
+                        STORE + "/workers",
+                    ],
+                    env={**os.environ, **s3.env(), "PYTHONUNBUFFERED": "1"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+    def stop(self) -> None:
+        for server in self.servers or ():
+            server.terminate()  # all at once: each takes seconds to shut down
+        if self.worker is not None and self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGTERM)
+        for proc in [*(s.process for s in self.servers or ()), *filter(None, [self.worker])]:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def background(s3: _s3.S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Background]:
+    started = _Background(s3, tmp_path_factory.mktemp("background"))
     try:
-        for server in pair:
-            if not server.ready.wait(120) or server.process.poll() is not None:
-                pytest.fail("langgraph dev did not start:\n" + "".join(server.log[-40:]))
-        yield pair
+        yield started
     finally:
-        for server in pair:
-            server.terminate()  # both at once: each takes seconds to shut down
-        for server in pair:
-            server.stop()
+        started.stop()
     blocked = [
-        line for s in pair for line in s.log if "BlockingError" in line or "Blocking call" in line
+        line
+        for server in started.servers or ()
+        for line in server.log
+        if "BlockingError" in line or "Blocking call" in line
     ]
     assert not blocked, "".join(blocked)
+
+
+@pytest.fixture(scope="module")
+def servers(background: _Background) -> tuple[_Server, _Server]:
+    if background.servers is None:
+        pytest.skip("langgraph-cli is not installed: pip install -e '.[test]'")
+    for server in background.servers:
+        if not server.ready.wait(120) or server.process.poll() is not None:
+            pytest.fail("langgraph dev did not start:\n" + "".join(server.log[-40:]))
+    return background.servers
 
 
 async def test_a_media_output_of_one_server_is_the_input_of_a_run_on_another(
@@ -424,3 +471,38 @@ async def test_a_media_output_of_one_server_is_the_input_of_a_run_on_another(
         assert isinstance(failed, dict)
         assert failed["__error__"]["error"] == "MediaError", failed
         assert says in failed["__error__"]["message"]
+
+
+def test_a_worker_puts_the_items_media_in_the_bucket(
+    aws: _s3.S3Server, background: _Background, tmp_path: Path
+) -> None:
+    if background.worker is None:
+        pytest.skip("dbos is missing: pip install 'calliope-graph[dbos]'")
+    exe = str(Path(sys.executable).parent / "calliope-graph")
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text('{"id": "w1", "text": "a fox"}\n{"id": "w2", "text": "an owl"}\n')
+    out = background.worker_out
+    follower = subprocess.run(
+        [
+            exe,
+            "batch",
+            "illustrate",
+            "--inputs",
+            str(inputs),
+            "--engine",
+            "dbos",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        timeout=120,
+    )
+    log = background.worker_log.read_text(errors="replace")[-3000:]
+    assert follower.returncode == 0, follower.stderr.decode()[-3000:] + log
+    for item in ("w1", "w2"):
+        stored = [k for k in keys(aws, f"tests/workers/batch-{item}") if k.endswith(".png")]
+        assert stored, log
+        trace = (out / item / "trace.json").read_text()
+        assert f"s3://{_s3.BUCKET}/{stored[0]}" in trace
