@@ -160,7 +160,10 @@ class ObjectStore:
             given = urlsplit(url)
         except ValueError:
             return None
-        origin, path_prefix = _url_shape(self)
+        try:
+            origin, path_prefix = _url_shape(self)
+        except Exception:  # cannot sign (no credentials): no URL is this store's
+            return None
         if f"{given.scheme}://{given.netloc}".lower() != origin:
             return None
         if not given.path.startswith(path_prefix) or "X-Amz-Signature=" not in given.query:
@@ -486,7 +489,10 @@ class ObjectMediaStore(MediaStore):
 
     def _media_root_path(self, text: str) -> Path | None:
         """The local path of a served media path ``<thread>/<file>`` (or ``/media/...``)."""
-        parts = [p for p in text.strip().strip("/").split("/") if p]
+        text = text.strip()
+        if text.startswith("/") and not text.startswith("/media/"):
+            return None  # an absolute server path: the ordinary path input refuses it
+        parts = [p for p in text.strip("/").split("/") if p]
         if parts[:1] == ["media"]:  # the relative URL /media/<thread>/<file>
             parts = parts[1:]
         if not parts or any(p in (".", "..") or "\\" in p for p in parts):

@@ -85,6 +85,27 @@ def test_keys_never_leave_the_runs_folder_and_the_local_store_is_unchanged(
     assert type(local) is MediaStore and not local.remote
 
 
+def test_a_server_with_a_bad_media_store_is_refused_at_start_naming_the_variable() -> None:
+    from calliope_graph.serve import ServeSettings
+
+    with pytest.raises(ConfigurationError, match=r"CALLIOPE_MEDIA_STORE: .*not an S3 URL"):
+        ServeSettings.from_env({"CALLIOPE_MEDIA_STORE": "https://bucket.example.com/media"})
+    settings = ServeSettings.from_env({"CALLIOPE_MEDIA_STORE": " s3://calliope-media/served "})
+    assert settings.media_store == "s3://calliope-media/served"
+
+
+async def test_an_absolute_server_path_is_left_to_the_path_checks_not_read_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never contacted
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-secret")
+    store = open_media_store(tmp_path / "media" / "t-1", STORE)
+    assert isinstance(store, ObjectMediaStore)
+    for text in ("/etc/passwd", "data:image/png;base64,AAAA", "https://example.com/a.png"):
+        assert await store.read_input("image", "image", text, own_only=True) is None
+
+
 # -- the server -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_s3.S3Server]:
@@ -398,7 +419,10 @@ class _Background:
             server.terminate()  # all at once: each takes seconds to shut down
         if self.worker is not None and self.worker.poll() is None:
             os.killpg(self.worker.pid, signal.SIGTERM)
-        for proc in [*(s.process for s in self.servers or ()), *filter(None, [self.worker])]:
+        procs: list[subprocess.Popen[Any]] = [s.process for s in self.servers or ()]
+        if self.worker is not None:
+            procs.append(self.worker)
+        for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

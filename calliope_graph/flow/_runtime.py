@@ -226,8 +226,10 @@ class FlowRuntime:
             entry = journal.key(key, iteration, inputs)
             saved = journal.get(entry) if entry is not None else None
             if saved is not None:
+                if store.remote:  # an upload that failed before is made now
+                    saved = await store.publish(saved)
                 self._journaled(name, node, inputs, saved, iteration)
-                return await store.publish(saved) if store.remote else saved
+                return saved
         if not self.record:
             outputs = self._scrub(node, await run())
             if entry is not None and journal is not None:

@@ -77,11 +77,19 @@ class ServeSettings:
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
         env = dict(os.environ if environ is None else environ)
         root = Path(env.get("CALLIOPE_MEDIA_ROOT") or "media").expanduser().resolve()
+        store = env.get("CALLIOPE_MEDIA_STORE", "").strip()
+        if store:  # a bad URL stops the server at start, naming the variable
+            from calliope_graph.object_store import parse_store_url
+
+            try:
+                parse_store_url(store)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CALLIOPE_MEDIA_STORE: {exc}") from None
         return cls(
             media_root=root,
             simulate=env.get("CALLIOPE_SIMULATE", "").strip().lower() in _TRUE,
             public_url=env.get("CALLIOPE_PUBLIC_URL", "").strip(),
-            media_store=env.get("CALLIOPE_MEDIA_STORE", "").strip(),
+            media_store=store,
         )
 
 
