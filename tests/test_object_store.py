@@ -293,6 +293,12 @@ def test_a_batch_puts_each_items_media_in_the_bucket(aws: _s3.S3Server, tmp_path
         assert stored, item
         trace = (tmp_path / "out" / item / "trace.json").read_text()
         assert f"s3://{_s3.BUCKET}/{stored[0]}" in trace
+    manifest = [
+        json.loads(line) for line in (tmp_path / "out" / "batch.jsonl").read_text().splitlines()
+    ]
+    for record in manifest:  # the paths as before, and where each is kept
+        assert record["outputs"]["image"].startswith(f"{record['id']}/")
+        assert key_of(record["uris"]["image"]).startswith(f"batches/b1/batch-{record['id']}/")
 
 
 def test_a_stored_value_whose_local_copy_is_gone_is_fetched_for_the_next_node(
