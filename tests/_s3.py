@@ -78,7 +78,16 @@ class S3Server:
 
 
 def start(work: Path, weed: str) -> S3Server:
-    """Start ``weed server`` with its S3 gateway in ``work``; ready when this returns."""
+    """Start ``weed server`` with its S3 gateway in ``work``; ready when this returns. A
+    start that fails (another process took a port between our probe and its bind) is
+    tried once more on other ports."""
+    try:
+        return _start(work / "1", weed)
+    except RuntimeError:
+        return _start(work / "2", weed)
+
+
+def _start(work: Path, weed: str) -> S3Server:
     work.mkdir(parents=True, exist_ok=True)
     (work / "data").mkdir(exist_ok=True)
     identities = {
