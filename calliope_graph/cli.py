@@ -190,6 +190,39 @@ def _simulation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+_MEDIA_STORE_HELP = (
+    "Keep media in object storage too: s3://BUCKET/PREFIX (credentials and endpoint from "
+    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL); media inputs may then be "
+    "the store's s3:// URIs or signed URLs."
+)
+
+
+def _media_store_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--media-store`` (``$CALLIOPE_MEDIA_STORE``), checked when given."""
+
+    def check(_ctx: Any, _param: Any, value: str | None) -> str | None:
+        if not value:
+            return None
+        from calliope_graph.object_store import parse_store_url
+
+        try:
+            parse_store_url(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value.strip()
+
+    return click.option(
+        "--media-store",
+        "media_store",
+        default=None,
+        metavar="URL",
+        envvar="CALLIOPE_MEDIA_STORE",
+        show_envvar=True,
+        callback=check,
+        help=_MEDIA_STORE_HELP,
+    )(command)
+
+
 @main.command(epilog=EPILOG)
 @click.argument("flow")
 @click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
@@ -208,6 +241,7 @@ def _simulation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Checkpoint store: postgresql://USER@HOST/DB (shared: resume from any machine) or a "
     "SQLite file path (default: OUT/checkpoints.sqlite).",
 )
+@_media_store_option
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def run(
     flow: str,
@@ -221,6 +255,7 @@ def run(
     thread_id: str | None,
     no_cache: bool,
     checkpoint: str | None,
+    media_store: str | None,
     debug: bool,
 ) -> None:
     """Run FLOW (a shipped flow's name or a YAML/JSON file)."""
@@ -247,6 +282,7 @@ def run(
                 thread_id,
                 not no_cache,
                 checkpoint or None,
+                media_store,
             )
         )
         _print_result(result, checkpoint)
@@ -263,6 +299,7 @@ async def _run(
     thread_id: str | None,
     cache: bool,
     checkpoint: str | None = None,
+    media_store: str | None = None,
 ) -> Any:
     from calliope_graph._outdir import prepare_out_dir
     from calliope_graph.config import KeysModel
@@ -316,6 +353,7 @@ async def _run(
             cache=cache,
             on_event=on_event,
             checkpointer=checkpoint or True,
+            media_store=media_store,
         )
     except FlowRunError as exc:
         reporter.cancel()
@@ -429,7 +467,7 @@ def _print_result(result: Any, checkpoint: str | None = None) -> None:
 
     for name, value in result.outputs.items():
         if isinstance(value, Image | Audio | Video):
-            text = f"{value.path} ({value.mime})"
+            text = f"{value.path} ({value.mime})" + (f" {value.uri}" if value.uri else "")
         elif isinstance(value, ImageAnalysis):
             text = value.description or ", ".join(value.captions)
         elif isinstance(value, BaseModel):
@@ -551,6 +589,7 @@ def _batch_progress(as_json: bool, flow_name: str) -> Any:
     metavar="URL",
     help="--engine dbos: the shared database, postgresql://... (default: SQLite OUT/dbos.sqlite).",
 )
+@_media_store_option
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def batch(
     flow: str,
@@ -567,6 +606,7 @@ def batch(
     simulate_limits: str | None,
     engine: str,
     db: str | None,
+    media_store: str | None,
     debug: bool,
 ) -> None:
     """Run FLOW over every item of --inputs, into --out (one folder per item).
@@ -627,6 +667,7 @@ def batch(
                     as_json=as_json,
                     limits=limits,
                     simulate_limits=simulate_limits,
+                    media_store=media_store,
                 )
             )
         except KeyboardInterrupt:
@@ -656,6 +697,7 @@ async def _batch(
     as_json: bool,
     limits: str | None,
     simulate_limits: str | None,
+    media_store: str | None = None,
 ) -> int:
     from calliope_graph.batch import BatchInputError, BatchSummary, run_batch
     from calliope_graph.batch._progress import JsonProgress
@@ -695,6 +737,7 @@ async def _batch(
                 simulator=simulator,
                 keys=keys,
                 on_progress=progress,
+                media_store=media_store,
             )
         except BatchInputError as exc:
             error, summary = exc, exc.summary
@@ -773,6 +816,7 @@ async def _follow(
     show_default=True,
     help="Seconds without a heartbeat after which a worker's items are recovered by the others.",
 )
+@_media_store_option
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def worker(
     db: str | None,
@@ -783,6 +827,7 @@ def worker(
     limits: str | None,
     concurrency: int | None,
     dead_after: float,
+    media_store: str | None,
     debug: bool,
 ) -> None:
     """Run batch items enqueued by `batch --engine dbos`, until Ctrl-C or SIGTERM.
@@ -821,6 +866,7 @@ def worker(
                 dead_after=dead_after,
                 heartbeat=min(2.0, dead_after / 4),
                 echo=echo,
+                media_store=media_store,
             )
         )
 

@@ -103,9 +103,17 @@ class RunContext:
         keys: KeysModel | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         client: httpx.AsyncClient | None = None,
+        media_store: str | None = None,
         **kwargs: Any,
     ) -> RunContext:
-        """A context writing into ``out_dir``; ``transport`` plugs in the simulator."""
+        """A context writing into ``out_dir``; ``transport`` plugs in the simulator;
+        ``media_store`` (``s3://bucket/prefix``) keeps the media in object storage too."""
+        if media_store:
+            from calliope_graph.object_store import open_media_store
+
+            store = open_media_store(out_dir, media_store)
+        else:
+            store = MediaStore(out_dir)
         retry: RetrySettings = kwargs.get("retry", RetrySettings())
         if client is None:
             client = _Client(
@@ -116,7 +124,7 @@ class RunContext:
         return cls(
             client=client,
             keys=keys if keys is not None else KeysModel.from_env(),
-            store=MediaStore(out_dir),
+            store=store,
             **kwargs,
         )
 

@@ -158,6 +158,10 @@ class _Media(BaseModel):
 
     path: str
     mime: str
+    #: Where the file is kept in object storage (``s3://bucket/key``) when the run writes its
+    #: media there (``media_store=``, ``CALLIOPE_MEDIA_STORE``); ``path`` is then the local
+    #: working copy, fetched again from ``uri`` where it is missing (another machine).
+    uri: str | None = None
 
     def read_bytes(self) -> bytes:
         try:
@@ -772,7 +776,16 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class MediaStore:
-    """Owns an output directory: safe names, atomic writes, capped streamed downloads."""
+    """Owns an output directory: safe names, atomic writes, capped streamed downloads.
+
+    This is the local store (the default). :class:`calliope_graph.object_store.ObjectMediaStore`
+    is the same store with its media also kept in S3-compatible object storage: engines and
+    nodes write here either way, and the run uploads each media value as it is produced.
+    """
+
+    #: True for a store that keeps media in object storage (the runner then uploads outputs
+    #: and fetches missing inputs); the local store does neither, at no cost.
+    remote: bool = False
 
     def __init__(self, root: str | os.PathLike[str], *, max_download_bytes: int = 200 << 20):
         self.root = Path(root).resolve()
@@ -780,6 +793,16 @@ class MediaStore:
 
     def __repr__(self) -> str:
         return f"MediaStore({str(self.root)!r})"
+
+    # The object-storage interface (see calliope_graph/object_store.py); the runner calls
+    # these only when ``remote`` is true, so the local store does no work for them.
+    async def publish(self, value: Any) -> Any:
+        """``value`` with its media kept in the store (here: already are)."""
+        return value
+
+    async def localise(self, value: Any) -> Any:
+        """``value`` with its media files present locally (here: already are)."""
+        return value
 
     #: Files the library itself keeps in an output directory; no node may write over them.
     RESERVED_NAMES: frozenset[str] = frozenset(
@@ -820,9 +843,9 @@ class MediaStore:
 
     def sub(self, folder: str) -> MediaStore:
         """The store of a sub-directory (a subflow's or a map item's media go there)."""
-        sub = MediaStore.__new__(MediaStore)  # root is resolved and the parts are safe:
+        sub = object.__new__(type(self))  # root is resolved and the parts are safe:
+        sub.__dict__.update(self.__dict__)  # (an object store's settings carry over)
         sub.root = self.root.joinpath(*self.check_name(folder))  # no filesystem call here
-        sub.max_download_bytes = self.max_download_bytes
         return sub
 
     def path_for(self, name: str) -> Path:

@@ -216,8 +216,12 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    media_store: str | None = None,
 ) -> None:
     """Process batch items from the DBOS queue until ``stop`` is set (or SIGTERM/SIGINT).
+
+    ``media_store`` (``s3://bucket/prefix``, default ``$CALLIOPE_MEDIA_STORE``) keeps the
+    items' media in object storage too.
 
     ``concurrency`` is the items this worker runs at once (DBOS ``worker_concurrency`` of the
     queue). Every ``heartbeat`` seconds the worker says it is alive and recovers the pending
@@ -243,6 +247,7 @@ async def run_worker(
             keys=keys,
             transport=simulator.transport() if simulator is not None else None,
             catalog=plan.catalog,
+            media_store=media_store or os.environ.get("CALLIOPE_MEDIA_STORE"),
         )
         contexts.append(ctx)
         return ctx

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -101,6 +102,9 @@ class BatchOptions(TypedDict, total=False):
     15 ms of CPU per item — ``calliope-graph report OUT/<id>/trace.json`` makes one later)."""
     report_interval: float
     """Shortest time in seconds between two rewrites of ``batch.html`` during the run."""
+    media_store: str | None
+    """Keep the items' media in object storage too (``s3://bucket/prefix``; default
+    ``$CALLIOPE_MEDIA_STORE``), each item's under ``<prefix>/batch-<item id>/``."""
     durability: Durability
     """When items' checkpoints are saved (default ``"exit"``: when an item stops; the output
     journal keeps what a killed item paid for). ``"async"``/``"sync"``: after every step too,
@@ -255,6 +259,25 @@ def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
     return {name: simple(jsonable(value, root=root)) for name, value in values.items()}
 
 
+def _uris(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the media outputs are kept in object storage (``--media-store``): the
+    manifest's ``uris``, shaped like its ``outputs``; empty when nothing is stored."""
+
+    def find(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("type") in ("image", "audio", "video"):
+                return value.get("uri")
+            found = {k: v for k, v in ((k, find(v)) for k, v in value.items()) if v}
+            return found or None
+        if isinstance(value, list):
+            items = [find(v) for v in value]
+            return items if any(items) else None
+        return None
+
+    found = {name: find(jsonable(value)) for name, value in values.items()}
+    return {k: v for k, v in found.items() if v}
+
+
 def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:
     """Path (relative to OUT) of the item's first image output, for a thumbnail."""
     for value in outputs.values():
@@ -400,12 +423,15 @@ class _Batch:
 
         trace: Trace | None = None
         outputs: dict[str, Any] = {}
+        uris: dict[str, Any] = {}
         error: dict[str, Any] | None = None
         try:
             result = await runner.ainvoke(
                 None if again else item.inputs, thread_id=thread, resume=again, on_event=on_event
             )
             trace, outputs = result.trace, _outputs(result.outputs, self.out)
+            if runner._context().store.remote:  # media in object storage: where
+                uris = _uris(result.outputs)
         except FlowRunError as exc:
             trace = _load_trace(folder / "trace.json")
             failed = None
@@ -444,6 +470,8 @@ class _Batch:
             "seconds": round(ended - started, 3),
             "resumed": again,
         }
+        if uris:  # media kept in object storage: where (an addition to the outputs' paths)
+            record["uris"] = uris
         if append:
             self.manifest.append(record)
         if self.item_reports and trace is not None:
@@ -626,6 +654,7 @@ async def run_batch(
             keys=keys,
             transport=sim.transport() if sim is not None else None,
             catalog=plan.catalog,
+            media_store=options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE"),
         )
     batch._secrets = ctx.keys.secrets()
     input_error: BatchInputError | None = None

@@ -212,19 +212,29 @@ class FlowRuntime:
         """Run ``node`` once, recording it in the trace (the compiled node calls this);
         ``work`` replaces ``node.run`` (a subflow node runs its child graph)."""
         run = work if work is not None else (lambda: node.run(self.ctx, **inputs))
+        store = self.ctx.store
+        if store.remote and work is None:  # media in object storage: fetch missing files
+            ctx = self.ctx
+
+            async def run_localised() -> dict[str, Any]:
+                return await node.run(ctx, **(await store.localise(inputs)))
+
+            run = run_localised
         key = self._key(name)
         journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
             saved = journal.get(entry) if entry is not None else None
             if saved is not None:
+                if store.remote:  # an upload that failed before is made now
+                    saved = await store.publish(saved)
                 self._journaled(name, node, inputs, saved, iteration)
                 return saved
         if not self.record:
             outputs = self._scrub(node, await run())
             if entry is not None and journal is not None:
                 journal.put(entry, key, outputs)
-            return outputs
+            return await store.publish(outputs) if store.remote else outputs
         previous = self._last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
@@ -268,7 +278,11 @@ class FlowRuntime:
         # Only nodes that call providers need their requests counted.
         token = call_stats.set(stats) if node.model is not None else None
         try:
-            outputs = await run()
+            outputs = self._scrub(node, await run())
+            if entry is not None and journal is not None:
+                journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees them
+            if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
+                outputs = await store.publish(outputs)
         except BaseException as exc:
             self._close(execution, stats)
             execution.status = "failed"
@@ -286,9 +300,6 @@ class FlowRuntime:
         finally:
             if token is not None:
                 call_stats.reset(token)
-        outputs = self._scrub(node, outputs)
-        if entry is not None and journal is not None:
-            journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees the outputs
         self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
         execution.__dict__.update(

@@ -182,6 +182,10 @@ class RunnerOptions(TypedDict, total=False):
     record: bool
     """Record the trace at all (default ``True``; off only for benchmarks)."""
     durability: Durability
+    media_store: str | None
+    """Keep media in object storage too: ``s3://bucket/prefix`` (credentials and endpoint
+    from the AWS environment). ``None`` (the default): ``$CALLIOPE_MEDIA_STORE`` if set,
+    else only ``out_dir``. See :mod:`calliope_graph.object_store`."""
 
 
 class RunOptions(RunnerOptions, total=False):
@@ -224,6 +228,7 @@ class FlowRunner:
         self.trace_file = options.get("trace_file", True)
         self.record = options.get("record", True)
         self.durability: Durability = options.get("durability", "async")
+        self.media_store = options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE")
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
@@ -250,6 +255,7 @@ class FlowRunner:
                 keys=keys,
                 transport=sim.transport() if sim is not None else None,
                 catalog=self.plan.catalog,
+                media_store=self.media_store,
             )
         return self._own_ctx
 
@@ -379,6 +385,10 @@ class FlowRunner:
             with contextlib.suppress(MediaError):
                 if MediaStore.check_name(folder.name) == [folder.name]:
                     return store.sub(folder.name)
+        if store.remote:  # the same object store, this folder as its working copy
+            from calliope_graph.object_store import store_at
+
+            return store_at(store, folder)
         return MediaStore(folder)
 
     # -- running ----------------------------------------------------------------------------
@@ -437,10 +447,14 @@ class FlowRunner:
         journal: Journal | None,
     ) -> FlowResult:
         spec = self.plan.spec
+        ctx = self._context()
+        if ctx.store.remote:  # media in object storage: keys under this run's thread, and
+            from calliope_graph.object_store import for_run  # inputs read from the store
+
+            ctx, inputs = await for_run(ctx, thread, self.plan, inputs, resume=resume)
         state = None if resume else prepare_inputs(self.plan, inputs)
         if journal is not None and state is not None:
             journal.start(state)  # a run killed before its first checkpoint can resume
-        ctx = self._context()
         trace_path = self.out_dir / "trace.json" if self.trace_file else None
         trace = Trace(
             flow=spec.name,

@@ -74,6 +74,9 @@ class ServeSettings:
     - ``LANGGRAPH_AUTH`` (set by LangGraph from ``langgraph.json`` ``auth``): a custom auth
       handler is configured, so the media route also serves the owner of a thread
       (``owner_auth``) without a signature.
+    - ``CALLIOPE_MEDIA_STORE``: ``s3://bucket/prefix`` keeps every thread's media in object
+      storage too (key ``<prefix>/<path under the media root>``), so replicas share them;
+      media URLs are then the store's presigned URLs (see :mod:`calliope_graph.object_store`).
     """
 
     media_root: Path
@@ -81,17 +84,27 @@ class ServeSettings:
     public_url: str = ""
     signer: MediaSigner = field(default_factory=default_signer)
     owner_auth: bool = False
+    media_store: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
         env = dict(os.environ if environ is None else environ)
         root = Path(env.get("CALLIOPE_MEDIA_ROOT") or "media").expanduser().resolve()
+        store = env.get("CALLIOPE_MEDIA_STORE", "").strip()
+        if store:  # a bad URL stops the server at start, naming the variable
+            from calliope_graph.object_store import parse_store_url
+
+            try:
+                parse_store_url(store)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"CALLIOPE_MEDIA_STORE: {exc}") from None
         return cls(
             media_root=root,
             simulate=env.get("CALLIOPE_SIMULATE", "").strip().lower() in _TRUE,
             public_url=env.get("CALLIOPE_PUBLIC_URL", "").strip(),
             signer=default_signer() if environ is None else MediaSigner.from_env(env),
             owner_auth=bool(env.get("LANGGRAPH_AUTH", "").strip()),
+            media_store=store,
         )
 
 
@@ -205,6 +218,12 @@ class _Runtimes:
 
         def make_store() -> MediaStore:
             store = MediaStore(root / _folder(thread) / _folder(run))
+            if self.settings.media_store:  # keys: <prefix>/<path under the media root>
+                from calliope_graph.object_store import open_media_store, store_key_root
+
+                store = store_key_root(
+                    open_media_store(store.root, self.settings.media_store), root
+                )
             store.root.mkdir(parents=True, exist_ok=True)
             return store
 
@@ -289,6 +308,9 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
                         signer=settings.signer,
                         server_url=runtimes.base_url(),
                     )
+                    store = flow_rt.ctx.store
+                    if store.remote:  # kept in the store too: a replica can resume the run
+                        given[name] = await store.publish(given[name])
         # The public keys are cleared: a data URL is not kept in every later checkpoint,
         # and an output of the same name (webcam_story's ``image``) starts empty.
         cleared = {k: None for k in plan.spec.inputs if k in state}

@@ -112,6 +112,13 @@ async def media_input(
             f"Input {name!r} must be a {kind} given as {_FORMS}, not {type(value).__name__}."
         )
     text = value.strip()
+    if store.remote:  # a signed URL, s3:// URI or path of the media store: read from it
+        from calliope_graph.object_store import ObjectMediaStore
+
+        assert isinstance(store, ObjectMediaStore)
+        found = await store.read_input(name, kind, text, own_only=True, max_bytes=max_bytes)
+        if found is not None:
+            return found
     if text[:5].lower() == "data:":
         data, mime = _decode_data_url(name, text, max_bytes)
         return await _save(name, kind, data, mime, store)

@@ -66,6 +66,10 @@ def public(value: Any, root: Path, base: str = "", signer: MediaSigner | None = 
     if isinstance(value, Image | Audio | Video):
         found = media_url(value.path, root, base, signer)
         out: dict[str, Any] = {"url": found[0], "path": found[1]} if found else {"url": None}
+        if value.uri:  # kept in object storage (CALLIOPE_MEDIA_STORE): the store's signed URL
+            from calliope_graph.object_store import signed_url
+
+            out["url"] = signed_url(value)
         out["mime"] = value.mime
         if isinstance(value, Image):
             out |= {"width": value.width, "height": value.height}
