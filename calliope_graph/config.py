@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -113,6 +114,21 @@ class InferenceModel(BaseModel):
     model_parameters: dict[str, Any] = Field(default_factory=dict)
     price: ModelPrice | None = None
     """List prices, for cost estimates (None: unknown; a batch reports its cost as unknown)."""
+    deprecated_on: date | None = None
+    """When the provider announced the model's retirement (see :mod:`calliope_graph.lifecycle`)."""
+    shutdown_on: date | None = None
+    """From this day the provider refuses the model: flows naming it are refused."""
+    replacement: str | None = None
+    """The catalog name to use instead (named in warnings and refusals)."""
+    kinds: tuple[str, ...] | None = None
+    """The node kinds the model serves, when narrower than its provider's engines (a speech
+    model does not write text): e.g. ``[text_to_speech]``. None: all its provider serves."""
+    base_url: str | None = None
+    """Where this one model is served (an OpenAI-compatible server: Ollama, vLLM,
+    llama.cpp), overriding the provider's base URL for this model only."""
+    api_key_env: str | None = None
+    """The environment variable holding this model's key (with ``base_url``). A model with a
+    ``base_url`` and no ``api_key_env`` sends no key (a local server needs none)."""
 
 
 class ModelConfig(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
+from calliope_graph.lifecycle import check_config
 from calliope_graph.engines import supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
 from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
@@ -212,6 +213,8 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
     else:
         config = model
     assert isinstance(config, ModelConfig)
+    # A retired model is refused (ConfigurationError, exit 4); one near shutdown warns.
+    check_config(model if isinstance(model, str) else config.slug, config, where=f"node {name!r}")
     providers = supported().get(node.conversion, [])
     if config.provider not in providers:
         serving = ", ".join(p.value for p in providers)

@@ -131,6 +131,41 @@ _IMAGE_MODELS: dict[str, _ImageModel] = {
 }
 _IMAGE_MODELS["gpt-image-1-mini"] = _IMAGE_MODELS["gpt-image-1"]
 _IMAGE_MODELS["gpt-image-1.5"] = _IMAGE_MODELS["gpt-image-1"]
+_IMAGE_MODELS["gpt-image-2"] = _IMAGE_MODELS["gpt-image-1"]
+
+#: Models OpenAI has shut down (https://developers.openai.com/api/docs/deprecations and the
+#: models' own pages, read 2026-12-06): requests naming them get OpenAI's 404
+#: ``model_not_found``. Fixed, not computed from today's date, so tests stay reproducible.
+RETIRED_MODELS = frozenset(
+    (
+        "dall-e-2",
+        "dall-e-3",
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "gpt-image-1.5-2025-12-16",
+        "chatgpt-image-latest",
+        "gpt-3.5-turbo",
+        "gpt-3.5-turbo-0125",
+        "gpt-4",
+        "gpt-4-turbo",
+        "gpt-4o-2024-05-13",
+    )
+)
+#: What ``GET /v1/models`` lists (current models, with OpenAI's optional ``shutdown_date``
+#: for those whose retirement is announced).
+LISTED_MODELS: dict[str, str | None] = {
+    "gpt-6-luna": None,
+    "gpt-4o": "2027-01-14",
+    "gpt-4o-mini": "2027-01-14",
+    "gpt-3.5-turbo-instruct": None,
+    "gpt-image-2": None,
+    "gpt-transcribe": None,
+    "whisper-1": "2027-02-26",
+    "tts-1": "2027-01-06",
+    "tts-1-hd": "2027-01-06",
+    "gpt-4o-mini-tts": "2027-01-06",
+}
 
 
 class OpenAIFake(OpenAIWire):
@@ -144,6 +179,7 @@ class OpenAIFake(OpenAIWire):
             ("POST", "/images/generations"): self._images,
             ("POST", "/audio/transcriptions"): self._transcriptions,
             ("POST", "/audio/speech"): self._speech,
+            ("GET", "/models"): self._models,
         }
         handler = handlers.get((request.method, route))
         if handler is None or not request.url.path.startswith(PREFIX + "/"):
@@ -152,6 +188,35 @@ class OpenAIFake(OpenAIWire):
             return handler(request)
         except Reject as rejected:
             return rejected.response
+
+    # -- models ---------------------------------------------------------------------------
+    def _models(self, request: httpx.Request) -> httpx.Response:
+        """``GET /v1/models``: the current models (OpenAI's list shape)."""
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 1_767_225_600,
+                "owned_by": "system",
+                **({"shutdown_date": shutdown} if shutdown else {}),
+            }
+            for name, shutdown in LISTED_MODELS.items()
+        ]
+        return self._ok({"object": "list", "data": data}, seq=self._seq())
+
+    def _require_model(self, body: dict[str, Any]) -> str:
+        return self._not_retired(super()._require_model(body))
+
+    def _not_retired(self, model: str) -> str:
+        """A shut-down model is OpenAI's 404 ``model_not_found`` (its message and code)."""
+        if model in RETIRED_MODELS:
+            raise self._reject(
+                f"The model `{model}` has been deprecated, learn more here: "
+                "https://platform.openai.com/docs/deprecations",
+                status=404,
+                code="model_not_found",
+            )
+        return model
 
     # -- chat completions -----------------------------------------------------------------
     def _chat(self, request: httpx.Request) -> httpx.Response:
@@ -509,12 +574,12 @@ class OpenAIFake(OpenAIWire):
     # -- images ---------------------------------------------------------------------------
     def _images(self, request: httpx.Request) -> httpx.Response:
         body = self._json_body(request, _IMAGE_ARGS)
-        model_name = body.get("model") or "dall-e-2"
+        model_name = self._not_retired(body.get("model") or "dall-e-2")
         spec = _IMAGE_MODELS.get(model_name)
         if spec is None:
             raise self._reject(
                 f"Invalid value: '{model_name}'. Supported values are: "
-                f"{quote_list(['dall-e-2', 'dall-e-3', 'gpt-image-1'])}.",
+                f"{quote_list(['gpt-image-2'])}.",
                 param="model",
                 code="invalid_value",
             )
@@ -679,6 +744,7 @@ class OpenAIFake(OpenAIWire):
         model = fields.get("model")
         if not model:
             raise self._missing("model")
+        self._not_retired(model)
         filename, data = files["file"]
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if ext not in _AUDIO_FORMATS:
