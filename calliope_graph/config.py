@@ -130,6 +130,15 @@ class InferenceModel(BaseModel):
     """The environment variable holding this model's key (with ``base_url``). A model with a
     ``base_url`` and no ``api_key_env`` sends no key (a local server needs none)."""
 
+    def model_post_init(self, context: Any, /) -> None:
+        if self.api_key_env:
+            _MODEL_KEY_VARS.add(self.api_key_env)
+
+
+#: Environment variables named by models' ``api_key_env`` (names, not values): their values
+#: are redacted like the providers' keys (:meth:`KeysModel.secrets`).
+_MODEL_KEY_VARS: set[str] = set()
+
 
 class ModelConfig(BaseModel):
     """A named use of a model, with its own parameters layered over the model's."""
@@ -292,13 +301,36 @@ class KeysModel(BaseModel):
         url: str | None = getattr(self, url_field)
         return (url or DEFAULT_BASE_URLS[provider]).rstrip("/")
 
+    def model_base_url(self, model: InferenceModel) -> str:
+        """Where ``model`` is served: its own ``base_url`` when set, else its provider's."""
+        return (model.base_url or self.base_url(model.provider)).rstrip("/")
+
+    def model_key(self, model: InferenceModel) -> str | None:
+        """The key to send for ``model``: the variable its ``api_key_env`` names; none for a
+        model with its own ``base_url`` and no ``api_key_env`` (Ollama and other local
+        servers need none); else its provider's (:meth:`require`)."""
+        if model.api_key_env:
+            value = os.environ.get(model.api_key_env, "")
+            if not value:
+                raise ConfigurationError(
+                    f"No API key for model {model.slug!r}: set the environment variable "
+                    f"{model.api_key_env} (its api_key_env), or remove api_key_env if its "
+                    "server needs no key."
+                )
+            return value
+        if model.base_url:
+            return None
+        return self.require(model.provider)
+
     def secrets(self) -> list[str]:
-        """Every secret value held (for redaction)."""
+        """Every secret value held (for redaction), and the values of the variables models
+        name as their ``api_key_env``."""
         out: list[str] = []
         for key_field, _, _, _ in _ENV.values():
             secret: SecretStr | None = getattr(self, key_field)
             if secret is not None and secret.get_secret_value():
                 out.append(secret.get_secret_value())
+        out += [os.environ[var] for var in sorted(_MODEL_KEY_VARS) if os.environ.get(var)]
         return out
 
     @staticmethod

@@ -47,6 +47,7 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
+    "list_models",
     "API_VERSION",
     "DEFAULT_MAX_TOKENS",
     "anthropic_messages",
@@ -380,3 +381,28 @@ def _reask(answer: Any, name: str, problem: str) -> list[dict[str, Any]]:
         {"role": "assistant", "content": blocks},
         {"role": "user", "content": [result]},
     ]
+
+
+async def list_models(ctx: RunContext) -> list[str]:
+    """The model ids Anthropic lists (``GET /v1/models``, pages of up to 1,000 followed by
+    ``after_id`` while ``has_more``; https://docs.anthropic.com/en/api/models-list). Used
+    by ``models --check``; at most 20 pages are read."""
+    ids: list[str] = []
+    after: str | None = None
+    for _ in range(20):  # bounded: a misbehaving server cannot keep us paging
+        params: dict[str, Any] = {"limit": 1000, **({"after_id": after} if after else {})}
+        page: dict[str, Any] = await request(
+            ctx,
+            _NAME,
+            "GET",
+            f"{ctx.keys.base_url(PROVIDER)}/v1/models",
+            parse=lambda r: dict(r.json()),
+            headers=_headers(ctx),
+            params=params,
+            describe=describe,
+        )
+        ids += [str(m["id"]) for m in page.get("data") or [] if isinstance(m, dict) and "id" in m]
+        after = page.get("last_id")
+        if not page.get("has_more") or not after:
+            break
+    return ids
