@@ -14,6 +14,7 @@ default), so it can be filtered, or turned into an error in CI with
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import date
 from typing import Any, Literal
@@ -46,8 +47,17 @@ class ModelLifecycleWarning(FutureWarning):
 
 
 def today() -> date:
-    """Today's date (a function, so tests can move time)."""
-    return date.today()
+    """Today's date, or the one ``CALLIOPE_TODAY`` (``YYYY-MM-DD``) names: to see what a flow
+    will meet on a later day, and to pin the test suite to the day its catalog was read."""
+    pinned = os.environ.get("CALLIOPE_TODAY", "").strip()
+    if not pinned:
+        return date.today()
+    try:
+        return date.fromisoformat(pinned)
+    except ValueError:
+        raise ConfigurationError(
+            f"CALLIOPE_TODAY={pinned!r} is not a date: write it as YYYY-MM-DD, or unset it."
+        ) from None
 
 
 def status(model: InferenceModel, on: date | None = None) -> Status:

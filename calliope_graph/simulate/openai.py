@@ -171,6 +171,10 @@ LISTED_MODELS: dict[str, str | None] = {
 class OpenAIFake(OpenAIWire):
     """OpenAI's REST API on ``api.openai.com/v1``: the endpoints."""
 
+    #: Shut-down models this fake refuses (tests of wire shapes that OpenAI-compatible
+    #: servers still speak, such as DALL·E's ``url`` answers, empty it).
+    retired_models: frozenset[str] = RETIRED_MODELS
+
     async def handle(self, request: httpx.Request) -> httpx.Response:
         route = self._route(request)
         handlers = {
@@ -209,7 +213,7 @@ class OpenAIFake(OpenAIWire):
 
     def _not_retired(self, model: str) -> str:
         """A shut-down model is OpenAI's 404 ``model_not_found`` (its message and code)."""
-        if model in RETIRED_MODELS:
+        if model in self.retired_models:
             raise self._reject(
                 f"The model `{model}` has been deprecated, learn more here: "
                 "https://platform.openai.com/docs/deprecations",
