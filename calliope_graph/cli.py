@@ -24,11 +24,13 @@ Errors print as one message; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -88,9 +90,29 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
     sys.exit(_exit_code(exc))
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Model lifecycle warnings print as one ``warning:`` line each (once per model)."""
+    from calliope_graph.lifecycle import ModelLifecycleWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, ModelLifecycleWarning):
+                err_console.print("[yellow]warning:[/] ", end="")
+                err_console.print(str(message), markup=False, soft_wrap=True)
+            else:
+                previous(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
 def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
     try:
-        return fn()
+        with _one_line_warnings():
+            return fn()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(EXIT_CODES["interrupted"])
@@ -1040,22 +1062,30 @@ def _price_text(price: dict[str, Any] | None) -> str:
 
 
 def _print_models(rows: list[dict[str, Any]]) -> None:
+    """A table that stays readable in 80 columns: the catalog name (with the provider and
+    its model name under it), the node kinds, the price, and the lifecycle."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(show_lines=False, pad_edge=False)
-    for column in ("name", "provider", "kinds", "model", "price", "status", "shutdown", "use"):
-        table.add_column(column, overflow="fold")
+    table = Table(show_lines=True, pad_edge=False)
+    table.add_column("model (provider: its name)", overflow="fold", ratio=3)
+    table.add_column("node kinds", overflow="fold", ratio=2)
+    table.add_column("price", overflow="fold", ratio=2)
+    table.add_column("status", overflow="fold", ratio=3)
     styles = {"current": "green", "deprecated": "yellow", "retired": "red"}
     for row in rows:
+        lifecycle = f"[{styles[row['status']]}]{row['status']}[/]"
+        if row["shutdown_on"]:
+            verb = "shut down" if row["status"] == "retired" else "shuts down"
+            lifecycle += f"\n{verb} {row['shutdown_on']}"
+        if row["replacement"]:
+            lifecycle += f"\nuse {escape(row['replacement'])}"
         table.add_row(
-            row["name"],
-            row["provider"],
-            ", ".join(row["kinds"]) or "-",
-            row["provider_model_name"],
-            _price_text(row["price"]),
-            f"[{styles[row['status']]}]{row['status']}[/]",
-            row["shutdown_on"] or "-",
-            row["replacement"] or "-",
+            f"[bold]{escape(row['name'])}[/]\n[dim]{row['provider']}: "
+            f"{escape(row['provider_model_name'])}[/]",
+            escape(", ".join(row["kinds"]) or "-"),
+            escape(_price_text(row["price"])),
+            lifecycle,
         )
     out_console.print(table)
 

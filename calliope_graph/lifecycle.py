@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
 from calliope_graph.config import InferenceModel, ModelConfig
 from calliope_graph.errors import ConfigurationError
@@ -37,9 +37,11 @@ WARN_DAYS = 90
 
 Status = Literal["current", "deprecated", "retired"]
 
-#: ``warnings`` registry for lifecycle warnings: the same text is shown once per process
-#: (``Flow.load`` + ``validate`` + compile + a batch's items all resolve the same models).
-_REGISTRY: dict[Any, Any] = {}
+#: Lifecycle warnings already given: each text once per process (a flow resolves its models
+#: on load, validate, compile and per batch item; several nodes may share a model). Kept
+#: here rather than in a ``warnings`` registry, which is cleared whenever any library
+#: touches the warning filters (importing the engines does).
+_SHOWN: set[str] = set()
 
 
 class ModelLifecycleWarning(FutureWarning):
@@ -99,11 +101,14 @@ def check_config(name: str, config: ModelConfig, *, where: str = "", on: date | 
             f"{label} shuts down on {shutdown.isoformat()} (in {days} days); "
             f"{describe_replacement(model)}."
         )
+        if message in _SHOWN:
+            return
+        _SHOWN.add(message)
+        # No source line to quote, so Python prints the warning on one line.
         warnings.warn_explicit(
             message,
             ModelLifecycleWarning,
             filename="calliope-graph",
             lineno=0,
             module="calliope_graph.lifecycle",
-            registry=_REGISTRY,
         )
