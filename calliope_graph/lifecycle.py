@@ -77,7 +77,9 @@ def describe_replacement(model: InferenceModel) -> str:
     return f"use {model.replacement!r} instead" if model.replacement else "no replacement named"
 
 
-def check_config(name: str, config: ModelConfig, *, where: str = "", on: date | None = None) -> None:
+def check_config(
+    name: str, config: ModelConfig, *, where: str = "", on: date | None = None
+) -> None:
     """Refuse a retired model, warn (one line) about one shutting down within WARN_DAYS.
 
     ``name`` is the catalog name (or the inline config's slug); ``where`` says who uses it

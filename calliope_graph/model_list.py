@@ -83,7 +83,9 @@ def model_rows(
         kinds = kinds_of(config)
         if kind is not None and kind not in kinds:
             continue
-        price = model.price.model_dump(exclude_none=True, exclude={"source"}) if model.price else None
+        price = (
+            model.price.model_dump(exclude_none=True, exclude={"source"}) if model.price else None
+        )
         rows.append(
             {
                 "name": name,
@@ -197,5 +199,7 @@ async def check_providers(
                 continue
             target = check.retired if status(config.model) == "retired" else check.missing
             target.append(name)
-        check.lacking = [item for item in check.listed if not any(is_listed(k, [item]) for k in known)]
+        check.lacking = [
+            item for item in check.listed if not any(is_listed(k, [item]) for k in known)
+        ]
     return CheckReport(checks)

@@ -31,7 +31,13 @@ async def main(out: Path) -> None:
         prompt = f"Continue the story. The camera sees: {analysis['description']}"
         story = await text_to_text_inference(client, prompt, catalog.get("openai-gpt-6-luna"), keys)
         image = await text_to_image_file_inference(
-            client, story, str(out / "frame.png"), catalog.get("openai-gpt-image-2"), keys, 1024, 1024
+            client,
+            story,
+            str(out / "frame.png"),
+            catalog.get("openai-gpt-image-2"),
+            keys,
+            1024,
+            1024,
         )
     print(story)
     print(f"image: {image}")

@@ -92,7 +92,7 @@ def test_a_flow_naming_a_retired_model_fails_validate_with_exit_4_naming_its_rep
     assert result.exit_code == EXIT_CODES["configuration"] == 4
     assert "openai-dall-e-3" in result.stderr and "2026-05-12" in result.stderr
     assert "use 'openai-gpt-image-2' instead" in result.stderr
-    with pytest.raises(ConfigurationError, match="shut down .* 'openai-gpt-image-2'"):
+    with pytest.raises(ConfigurationError, match=r"shut down .* 'openai-gpt-image-2'"):
         Flow.load(flow).validate()
 
 
@@ -117,7 +117,9 @@ def test_run_and_batch_warn_once_too(tmp_path: Path) -> None:
     lifecycle._SHOWN.clear()  # a new process would start afresh
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"id": "a", "text": "a fox"}\n{"id": "b", "text": "an owl"}\n')
-    batch = cli("batch", str(flow), "--inputs", str(inputs), "--out", str(tmp_path / "b"), "--simulate")
+    batch = cli(
+        "batch", str(flow), "--inputs", str(inputs), "--out", str(tmp_path / "b"), "--simulate"
+    )
     assert batch.exit_code == 0, batch.output
     assert len(lifecycle_lines(batch.stderr)) == 1
 
@@ -145,7 +147,9 @@ def test_a_model_far_from_shutdown_or_current_does_not_warn(tmp_path: Path) -> N
     )
     flow = tmp_path / "f.yaml"
     flow.write_text(
-        SOON.replace("openai-gpt-4o", "later-model").replace("inputs:\n", "catalog: models.yaml\ninputs:\n", 1)
+        SOON.replace("openai-gpt-4o", "later-model").replace(
+            "inputs:\n", "catalog: models.yaml\ninputs:\n", 1
+        )
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
@@ -245,12 +249,15 @@ def test_models_check_reports_a_catalog_model_the_provider_no_longer_lists(
 ) -> None:
     extra = tmp_path / "mine.yaml"
     extra.write_text(
-        "my-old-gpt:\n  model: {slug: my-old-gpt, provider: openai, provider_model_name: gpt-4-32k}\n"
+        "my-old-gpt:\n"
+        "  model: {slug: my-old-gpt, provider: openai, provider_model_name: gpt-4-32k}\n"
     )
     result = cli("models", "--check", "--simulate", "--catalog", str(extra))
     assert result.exit_code == EXIT_MODELS_MISSING, result.output
     assert "NOT LISTED (catalog models): my-old-gpt" in result.stdout
-    data = json.loads(cli("models", "--check", "--simulate", "--json", "--catalog", str(extra)).stdout)
+    data = json.loads(
+        cli("models", "--check", "--simulate", "--json", "--catalog", str(extra)).stdout
+    )
     assert data["missing"] == ["my-old-gpt"] and data["exit_code"] == EXIT_MODELS_MISSING
 
 
@@ -315,7 +322,9 @@ async def test_the_simulated_anthropic_refuses_a_retired_model_as_the_sdk_sees_i
     sim = Simulator()
     async with SimulatorServer(sim) as server:
         client = anthropic.AsyncAnthropic(
-            api_key=sim.key_for("anthropic"), base_url=server.base_urls()["anthropic"], max_retries=0
+            api_key=sim.key_for("anthropic"),
+            base_url=server.base_urls()["anthropic"],
+            max_retries=0,
         )
         with pytest.raises(anthropic.NotFoundError) as info:
             await client.messages.create(
@@ -342,7 +351,10 @@ class ChatServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
         body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
         self.requests.append((headers, body))
         answer = json.dumps(

@@ -59,7 +59,6 @@ def _legacy_wire(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OpenAIFake, "retired_models", frozenset())
 
 
-
 @pytest.fixture
 def rec(sim: Simulator) -> Recorder:
     """Rewrites touch only OpenAI's answers (not downloads from other hosts)."""

@@ -28,7 +28,6 @@ def _legacy_wire(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OpenAIFake, "retired_models", frozenset())
 
 
-
 def sdk(sim: Simulator, key: str | None = None) -> openai.AsyncOpenAI:
     http_client: Any = sim.client()  # a plain httpx.AsyncClient, which the SDK accepts
     return openai.AsyncOpenAI(

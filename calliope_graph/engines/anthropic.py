@@ -47,13 +47,13 @@ from calliope_graph.errors import (
 from calliope_graph.media import Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
-    "list_models",
     "API_VERSION",
     "DEFAULT_MAX_TOKENS",
     "anthropic_messages",
     "describe",
     "image_analysis",
     "image_block",
+    "list_models",
     "messages_to_object",
     "text_to_text",
 ]

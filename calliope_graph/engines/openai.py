@@ -50,11 +50,11 @@ from calliope_graph.errors import (
 from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, prepared
 
 __all__ = [
-    "list_models",
     "ANALYSIS_PROMPT",
     "audio_to_text",
     "image_analysis",
     "image_size",
+    "list_models",
     "messages_to_object",
     "strict_json_schema",
     "text_to_image",

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
-from calliope_graph.lifecycle import check_config
 from calliope_graph.engines import supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
 from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
@@ -30,6 +29,7 @@ from calliope_graph.flow.spec import (
     load_spec,
     parse_ref,
 )
+from calliope_graph.lifecycle import check_config
 from calliope_graph.media import ImageAnalysis, MediaStore
 from calliope_graph.nodes import Node, Port, PortType, Switch, get_node_kind
 from calliope_graph.nodes.switch import expression_fields

@@ -179,7 +179,9 @@ class AnthropicFake(ProviderFake):
         try:
             limit = int(request.url.params.get("limit", "20"))
         except ValueError:
-            return self._envelope(400, "invalid_request_error", "limit: Input should be a valid integer")
+            return self._envelope(
+                400, "invalid_request_error", "limit: Input should be a valid integer"
+            )
         if not 1 <= limit <= 1000:
             return self._envelope(
                 400, "invalid_request_error", "limit: Input should be between 1 and 1000"

@@ -87,6 +87,7 @@ LISTED_MODELS: tuple[tuple[str, str], ...] = (
     ("eleven_flash_v2", "Eleven Flash v2"),
 )
 
+
 class ElevenLabsFake(ProviderFake):
     """ElevenLabs' text-to-speech endpoint on ``api.elevenlabs.io``."""
 
