@@ -76,7 +76,9 @@ _IMAGE_ARGS = _words(
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 #: Model-name prefixes OpenAI serves only on /chat/completions.
-_CHAT_ONLY = ("gpt-4", "gpt-5", "o1", "o3", "o4", "chatgpt", "gpt-3.5-turbo")
+_CHAT_ONLY = ("gpt-4", "gpt-5", "gpt-6", "o1", "o3", "o4", "chatgpt", "gpt-3.5-turbo")
+#: Reasoning models: they refuse ``max_tokens`` (``max_completion_tokens`` replaces it).
+_REASONING = ("o1", "o3", "o4", "gpt-5", "gpt-6")
 _AUDIO_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 _AUDIO_LIMIT = 26_214_400  # 25 MiB
 _SPEECH_ARGS = _words("model input voice instructions response_format speed stream_format")
@@ -243,7 +245,7 @@ class OpenAIFake(OpenAIWire):
         self._number_param(body, "frequency_penalty", -2, 2)
         n = self._int_param(body, "n", 1, 1, 128)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        if body.get("max_tokens") is not None and model.startswith(("o1", "o3", "o4")):
+        if body.get("max_tokens") is not None and model.startswith(_REASONING):
             raise self._reject(
                 "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
                 "'max_completion_tokens' instead.",
