@@ -1130,7 +1130,13 @@ async def _check_models(models_: Any, provider: str | None, simulate: bool, as_j
         if p.retired:
             line += f"; not listed, retired as the catalog says: {', '.join(p.retired)}"
         if p.lacking:
-            line += f"; listed, not in the catalog: {', '.join(p.lacking)}"
+            shown = ", ".join(p.lacking[:12])
+            more = (
+                f" … and {len(p.lacking) - 12} more (--json lists all)"
+                if len(p.lacking) > 12
+                else ""
+            )
+            line += f"; listed, not in the catalog: {shown}{more}"
         if not (p.missing or p.retired or p.lacking):
             line += "; the catalog matches"
         out_console.print(line, markup=False, soft_wrap=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.limits import LimitSpec, parse_limit_mapping
@@ -130,10 +130,23 @@ class InferenceModel(BaseModel):
     """The environment variable holding this model's key (with ``base_url``). A model with a
     ``base_url`` and no ``api_key_env`` sends no key (a local server needs none)."""
 
-    def model_post_init(self, context: Any, /) -> None:
+    @model_validator(mode="after")
+    def _own_server(self) -> InferenceModel:
+        """A model's own ``base_url`` works where engines honour it; its key variable is
+        remembered for redaction."""
+        if self.base_url and self.provider not in _OWN_SERVER_PROVIDERS:
+            raise ValueError(
+                f"base_url on a model is for OpenAI- or Anthropic-compatible servers (provider "
+                f"openai or anthropic), not {self.provider.value}: set that provider's base "
+                "URL variable instead"
+            )
         if self.api_key_env:
             _MODEL_KEY_VARS.add(self.api_key_env)
+        return self
 
+
+#: Providers whose engines send a model to its own ``base_url`` (compatible servers).
+_OWN_SERVER_PROVIDERS = frozenset({InferenceModelProvider.OPENAI, InferenceModelProvider.ANTHROPIC})
 
 #: Environment variables named by models' ``api_key_env`` (names, not values): their values
 #: are redacted like the providers' keys (:meth:`KeysModel.secrets`).

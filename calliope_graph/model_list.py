@@ -151,6 +151,16 @@ class CheckReport:
 
 ListModels = Callable[[RunContext], Awaitable[list[str]]]
 
+#: Why a provider without ``list_models`` is not asked (printed by ``models --check``).
+NO_LIST = {
+    "azure_vision": "no list endpoint (Image Analysis has fixed API versions, not models)",
+    "stability": "no list of its v2beta models (/v1/engines/list covers only the v1 engines)",
+    "replicate": "its model list is every public model on Replicate, not checked",
+    "hugging_face": "no list of the models its inference router serves",
+    "runway": "no list endpoint",
+    "langchain": "local chat models, nothing to ask",
+}
+
 
 def list_function(provider: InferenceModelProvider) -> ListModels | None:
     """The engine module's ``list_models``, or None when the provider has no list endpoint."""
@@ -181,7 +191,7 @@ async def check_providers(
         checks.append(check)
         fn = list_function(prov)
         if fn is None:
-            check.skipped = "no list endpoint"
+            check.skipped = NO_LIST.get(prov.value, "no list endpoint")
             continue
         try:
             ctx.keys.require(prov)

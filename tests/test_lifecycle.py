@@ -241,6 +241,7 @@ def test_models_check_simulate_passes_with_the_shipped_catalog() -> None:
     result = cli("models", "--check", "--simulate")
     assert result.exit_code == 0, result.output
     assert "azure_vision: skipped, no list endpoint" in result.stdout
+    assert "stability: skipped, no list of its v2beta models" in result.stdout
     assert "retired as the catalog says: openai-dall-e-2, openai-dall-e-3" in result.stdout
 
 
@@ -447,3 +448,11 @@ def test_status_follows_the_dates() -> None:
     assert status(dalle, date(2026, 5, 11)) == "deprecated"
     assert status(dalle, date(2026, 5, 12)) == "retired"
     assert status(catalog.get("openai-gpt-6-luna").model) == "current"
+
+
+def test_a_base_url_on_a_provider_that_cannot_use_it_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="base_url on a model is for OpenAI"):
+        ModelCatalog().load_yaml(
+            "x:\n  model: {slug: x, provider: stability, provider_model_name: core,\n"
+            "         base_url: 'http://127.0.0.1:9'}\n"
+        )

@@ -85,9 +85,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOT
 
 
 # -- plumbing ------------------------------------------------------------------------------
-def _headers(ctx: RunContext) -> dict[str, str]:
+def _headers(ctx: RunContext, config: ModelConfig | None = None) -> dict[str, str]:
+    """Anthropic's headers, with the model's own key (or none) when it names its own server."""
+    key = ctx.keys.model_key(config.model) if config is not None else ctx.keys.require(PROVIDER)
     return {
-        "x-api-key": ctx.keys.require(PROVIDER),
+        **({"x-api-key": key} if key is not None else {}),
         "anthropic-version": API_VERSION,
         "content-type": "application/json",
     }
@@ -136,15 +138,15 @@ def _body(
     return with_extra_body(body, config.parameters, config.slug)
 
 
-async def _post(ctx: RunContext, body: dict[str, Any], parse: Any) -> Any:
+async def _post(ctx: RunContext, config: ModelConfig, body: dict[str, Any], parse: Any) -> Any:
     log.debug("anthropic: POST /v1/messages (model %s)", body.get("model"))
     return await request(
         ctx,
         _NAME,
         "POST",
-        f"{ctx.keys.base_url(PROVIDER)}/v1/messages",
+        f"{ctx.keys.model_base_url(config.model)}/v1/messages",
         parse=parse,
-        headers=_headers(ctx),
+        headers=_headers(ctx, config),
         json_body=body,
         describe=describe,
     )
@@ -188,7 +190,7 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     model = config.model.provider_model_name
     system = config.parameters.get("system_prompt")
     body = _body(config, [{"role": "user", "content": text}], str(system) if system else None)
-    result: str = await _post(ctx, body, _parse_text(model))
+    result: str = await _post(ctx, config, body, _parse_text(model))
     return result
 
 
@@ -222,7 +224,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
         text = _text(_content(parse_json(response, _NAME), model))
         return analysis_from_answer(_NAME, model, text, status=response.status_code)
 
-    result: ImageAnalysis = await _post(ctx, body, parse)
+    result: ImageAnalysis = await _post(ctx, config, body, parse)
     return result
 
 
@@ -338,7 +340,7 @@ async def messages_to_object(
     problem = ""
     for attempt in (1, 2):
         body = _body(config, chat, system, tools=[tool], tool_choice={"type": "tool", "name": name})
-        answer = await _post(ctx, body, lambda r: parse_json(r, _NAME))
+        answer = await _post(ctx, config, body, lambda r: parse_json(r, _NAME))
         value = _tool_input(answer, model, name)
         try:
             if isinstance(value, str):
