@@ -760,7 +760,11 @@ class OpenAIFake(OpenAIWire):
                 code="invalid_value",
             )
         response_format = fields.get("response_format", "json")
-        allowed = ("json",) if "4o" in model else ("json", "text", "srt", "verbose_json", "vtt")
+        allowed: tuple[str, ...] = ("json", "text", "srt", "verbose_json", "vtt")
+        if "4o" in model:
+            allowed = ("json",)
+        elif model.startswith("gpt-"):  # gpt-transcribe: no subtitles or timestamps
+            allowed = ("json", "text")
         if response_format not in allowed:
             raise self._reject(
                 f"response_format '{response_format}' is not compatible with model '{model}'. "
