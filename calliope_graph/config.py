@@ -130,6 +130,15 @@ class InferenceModel(BaseModel):
     """The environment variable holding this model's key (with ``base_url``). A model with a
     ``base_url`` and no ``api_key_env`` sends no key (a local server needs none)."""
 
+    def kind_problem(self, conversion: str) -> str | None:
+        """Why the model cannot do ``conversion`` by its catalog ``kinds`` (None: it can)."""
+        if self.kinds is None or conversion in self.kinds:
+            return None
+        return (
+            f"model {self.slug!r} serves only {', '.join(self.kinds)}, not {conversion}: choose "
+            f"one that does (`calliope-graph models --kind ...` lists them)"
+        )
+
     @model_validator(mode="after")
     def _own_server(self) -> InferenceModel:
         """A model's own ``base_url`` works where engines honour it; its key variable is

@@ -456,3 +456,13 @@ def test_a_base_url_on_a_provider_that_cannot_use_it_is_refused() -> None:
             "x:\n  model: {slug: x, provider: stability, provider_model_name: core,\n"
             "         base_url: 'http://127.0.0.1:9'}\n"
         )
+
+
+def test_a_model_used_for_a_kind_it_does_not_serve_is_refused_before_running(
+    tmp_path: Path,
+) -> None:
+    flow = tmp_path / "f.yaml"
+    flow.write_text(SOON.replace("openai-gpt-4o", "openai-gpt-image-2"))
+    result = cli("validate", str(flow))
+    assert result.exit_code == EXIT_CODES["invalid_flow"]
+    assert "serves only text_to_image, not text_to_text" in result.stderr

@@ -226,6 +226,8 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
             name,
             "model",
         )
+    if problem := config.model.kind_problem(node.conversion.value):
+        raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "model")
 
 
 class ValueType(NamedTuple):
