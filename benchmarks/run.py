@@ -158,7 +158,7 @@ def latency(provider: str, endpoint: str, request: httpx.Request) -> float:
 
 async def handwritten_webcam_story(ctx: RunContext, image: Image) -> str:
     """The seed's style: tasks for both analyses, wait_for on the LLM, then story, image."""
-    llm_task = asyncio.create_task(AnalyzeImage("openai-gpt-4o").run(ctx, image=image))
+    llm_task = asyncio.create_task(AnalyzeImage("openai-gpt-6-luna").run(ctx, image=image))
     azure_task = asyncio.create_task(AnalyzeImage("azure-vision-4.0").run(ctx, image=image))
     analyses = []
     try:
@@ -171,7 +171,7 @@ async def handwritten_webcam_story(ctx: RunContext, image: Image) -> str:
         template="Continue the story inspired by: {analysis}", name="prompt"
     )
     prompt = (await prompt_node.run(ctx, analysis=merged))["text"]
-    story = (await TextToText("openai-gpt-4o").run(ctx, text=prompt))["text"]
+    story = (await TextToText("openai-gpt-6-luna").run(ctx, text=prompt))["text"]
     image_out = await TextToImage("stability-core").run(ctx, prompt=story)
     return str(image_out["image"].path)
 

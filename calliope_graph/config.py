@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from calliope_graph._yaml import DocumentBoundsError, check_document
 from calliope_graph.errors import ConfigurationError
@@ -117,6 +118,52 @@ class InferenceModel(BaseModel):
     model_parameters: dict[str, Any] = Field(default_factory=dict)
     price: ModelPrice | None = None
     """List prices, for cost estimates (None: unknown; a batch reports its cost as unknown)."""
+    deprecated_on: date | None = None
+    """When the provider announced the model's retirement (see :mod:`calliope_graph.lifecycle`)."""
+    shutdown_on: date | None = None
+    """From this day the provider refuses the model: flows naming it are refused."""
+    replacement: str | None = None
+    """The catalog name to use instead (named in warnings and refusals)."""
+    kinds: tuple[str, ...] | None = None
+    """The node kinds the model serves, when narrower than its provider's engines (a speech
+    model does not write text): e.g. ``[text_to_speech]``. None: all its provider serves."""
+    base_url: str | None = None
+    """Where this one model is served (an OpenAI-compatible server: Ollama, vLLM,
+    llama.cpp), overriding the provider's base URL for this model only."""
+    api_key_env: str | None = None
+    """The environment variable holding this model's key (with ``base_url``). A model with a
+    ``base_url`` and no ``api_key_env`` sends no key (a local server needs none)."""
+
+    def kind_problem(self, conversion: str) -> str | None:
+        """Why the model cannot do ``conversion`` by its catalog ``kinds`` (None: it can)."""
+        if self.kinds is None or conversion in self.kinds:
+            return None
+        return (
+            f"model {self.slug!r} serves only {', '.join(self.kinds)}, not {conversion}: choose "
+            f"one that does (`calliope-graph models --kind ...` lists them)"
+        )
+
+    @model_validator(mode="after")
+    def _own_server(self) -> InferenceModel:
+        """A model's own ``base_url`` works where engines honour it; its key variable is
+        remembered for redaction."""
+        if self.base_url and self.provider not in _OWN_SERVER_PROVIDERS:
+            raise ValueError(
+                f"base_url on a model is for OpenAI- or Anthropic-compatible servers (provider "
+                f"openai or anthropic), not {self.provider.value}: set that provider's base "
+                "URL variable instead"
+            )
+        if self.api_key_env:
+            _MODEL_KEY_VARS.add(self.api_key_env)
+        return self
+
+
+#: Providers whose engines send a model to its own ``base_url`` (compatible servers).
+_OWN_SERVER_PROVIDERS = frozenset({InferenceModelProvider.OPENAI, InferenceModelProvider.ANTHROPIC})
+
+#: Environment variables named by models' ``api_key_env`` (names, not values): their values
+#: are redacted like the providers' keys (:meth:`KeysModel.secrets`).
+_MODEL_KEY_VARS: set[str] = set()
 
 
 class ModelConfig(BaseModel):
@@ -324,13 +371,36 @@ class KeysModel(BaseModel):
         url: str | None = getattr(self, url_field)
         return (url or DEFAULT_BASE_URLS[provider]).rstrip("/")
 
+    def model_base_url(self, model: InferenceModel) -> str:
+        """Where ``model`` is served: its own ``base_url`` when set, else its provider's."""
+        return (model.base_url or self.base_url(model.provider)).rstrip("/")
+
+    def model_key(self, model: InferenceModel) -> str | None:
+        """The key to send for ``model``: the variable its ``api_key_env`` names; none for a
+        model with its own ``base_url`` and no ``api_key_env`` (Ollama and other local
+        servers need none); else its provider's (:meth:`require`)."""
+        if model.api_key_env:
+            value = os.environ.get(model.api_key_env, "")
+            if not value:
+                raise ConfigurationError(
+                    f"No API key for model {model.slug!r}: set the environment variable "
+                    f"{model.api_key_env} (its api_key_env), or remove api_key_env if its "
+                    "server needs no key."
+                )
+            return value
+        if model.base_url:
+            return None
+        return self.require(model.provider)
+
     def secrets(self) -> list[str]:
-        """Every secret value held (for redaction)."""
+        """Every secret value held (for redaction), and the values of the variables models
+        name as their ``api_key_env``."""
         out: list[str] = []
         for key_field, _, _, _ in _ENV.values():
             secret: SecretStr | None = getattr(self, key_field)
             if secret is not None and secret.get_secret_value():
                 out.append(secret.get_secret_value())
+        out += [os.environ[var] for var in sorted(_MODEL_KEY_VARS) if os.environ.get(var)]
         return out
 
     @staticmethod

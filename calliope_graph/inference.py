@@ -62,7 +62,7 @@ T = TypeVar("T", bound=BaseModel)
 #: The model config the seed's image analysis pairs with the multimodal LLM.
 AZURE_ANALYSIS_CONFIG = "azure-vision-4.0"
 #: The copy editor the seed's censor-and-retry uses.
-CENSOR_CONFIG = "openai-gpt-4o-mini"
+CENSOR_CONFIG = "openai-gpt-6-luna"
 #: Image generation attempts: the first, then up to two with censored text (the seed's 3).
 IMAGE_ATTEMPTS = 3
 
@@ -231,7 +231,7 @@ async def audio_to_text_inference(
     language: str,
     keys: KeysModel,
     *,
-    model_config: ModelConfig | str = "openai-whisper-1",
+    model_config: ModelConfig | str = "openai-gpt-transcribe",
 ) -> str:
     """Transcribe ``input_audio_filename`` (Whisper by default) in ``language``."""
     ctx = _context(httpx_client, keys)
@@ -280,5 +280,5 @@ async def text_to_speech_file_inference(
 
 
 def model_config(name: str) -> ModelConfig:
-    """A built-in model config by catalog name (``openai-gpt-4o``, ``stability-core``...)."""
+    """A built-in model config by catalog name (``openai-gpt-6-luna``, ``stability-core``...)."""
     return catalog.get(name)

@@ -26,12 +26,18 @@ async def main(out: Path) -> None:
     keys = sim.keys()
     async with sim.client() as client:
         analysis = await image_analysis_inference(
-            client, str(HERE / "media" / "webcam.jpg"), None, catalog.get("openai-gpt-4o"), keys
+            client, str(HERE / "media" / "webcam.jpg"), None, catalog.get("openai-gpt-6-luna"), keys
         )
         prompt = f"Continue the story. The camera sees: {analysis['description']}"
-        story = await text_to_text_inference(client, prompt, catalog.get("openai-gpt-4o"), keys)
+        story = await text_to_text_inference(client, prompt, catalog.get("openai-gpt-6-luna"), keys)
         image = await text_to_image_file_inference(
-            client, story, str(out / "frame.png"), catalog.get("openai-dall-e-3"), keys, 1024, 1024
+            client,
+            story,
+            str(out / "frame.png"),
+            catalog.get("openai-gpt-image-2"),
+            keys,
+            1024,
+            1024,
         )
     print(story)
     print(f"image: {image}")

@@ -115,7 +115,7 @@ class Node(ABC):
         if self.needs_model and self.model is None:
             raise ConfigurationError(
                 f"Node {self.name!r} ({self.kind}) needs a model config: pass model= "
-                "(a catalog name such as 'openai-gpt-4o', or a ModelConfig)."
+                "(a catalog name such as 'openai-gpt-6-luna', or a ModelConfig)."
             )
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ class AudioToText(Node):
     description = "Transcribe spoken audio to text"
     conversion = Conversion.AUDIO_TO_TEXT
     needs_model = True
-    default_model = "openai-whisper-1"
+    default_model = "openai-gpt-transcribe"
     Params = AudioParams
     inputs = (Port("audio", PortType.AUDIO),)
     outputs = (Port("text", PortType.TEXT),)

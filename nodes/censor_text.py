@@ -34,7 +34,7 @@ class CensorText(Node):
     description = "Rewrite text so a content-safety filter accepts it (the seed's copy editor)"
     conversion = Conversion.TEXT_TO_TEXT
     needs_model = True
-    default_model = "openai-gpt-4o-mini"
+    default_model = "openai-gpt-6-luna"
     Params = CensorParams
     inputs = (Port("text", PortType.TEXT, description="the refused text"),)
     outputs = (Port("text", PortType.TEXT, description="the softened text"),)

@@ -45,7 +45,7 @@ class MessagesToObject(Node, Generic[T]):
     description = "Turn chat messages into a validated object (structured output)"
     conversion = Conversion.MESSAGES_TO_OBJECT
     needs_model = True
-    default_model = "openai-gpt-4o"
+    default_model = "openai-gpt-6-luna"
     inputs = (Port("messages", PortType.MESSAGES, description="chat messages or a string"),)
 
     def __init__(

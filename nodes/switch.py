@@ -150,7 +150,7 @@ class Classify(Node):
     description = "A chat model picks one label of a fixed set (for routing on meaning)"
     conversion = Conversion.MESSAGES_TO_OBJECT
     needs_model = True
-    default_model = "openai-gpt-4o-mini"
+    default_model = "openai-gpt-6-luna"
     Params = ClassifyParams
     inputs = (Port("text", PortType.ANY, description="what to classify"),)
 

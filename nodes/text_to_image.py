@@ -26,7 +26,7 @@ class TextToImage(Node):
     description = "Generate an image from a text prompt"
     conversion = Conversion.TEXT_TO_IMAGE
     needs_model = True
-    default_model = "openai-dall-e-3"
+    default_model = "openai-gpt-image-2"
     Params = TextToImageParams
     inputs = (Port("prompt", PortType.TEXT, description="what to draw"),)
     outputs = (Port("image", PortType.IMAGE),)

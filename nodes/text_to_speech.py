@@ -38,7 +38,7 @@ class TextToSpeech(Node):
     description = "Read text aloud into an audio file"
     conversion = Conversion.TEXT_TO_SPEECH
     needs_model = True
-    default_model = "openai-tts-1"
+    default_model = "elevenlabs-multilingual-v2"
     Params = TextToSpeechParams
     inputs = (Port("text", PortType.TEXT, description="what to say"),)
     outputs = (Port("audio", PortType.AUDIO),)

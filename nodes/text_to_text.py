@@ -26,7 +26,7 @@ class TextToText(Node):
     description = "Generate text from text with a language model"
     conversion = Conversion.TEXT_TO_TEXT
     needs_model = True
-    default_model = "openai-gpt-4o"
+    default_model = "openai-gpt-6-luna"
     Params = TextToTextParams
     inputs = (Port("text", PortType.TEXT, description="the prompt"),)
     outputs = (Port("text", PortType.TEXT, description="the model's answer"),)

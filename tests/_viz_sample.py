@@ -57,7 +57,7 @@ nodes:
     model: openai-gpt-4o-mini
   dalle:
     kind: text_to_image
-    model: openai-dall-e-3
+    model: openai-gpt-image-2
     inputs: {prompt: story.text}
   frame:
     kind: frame

@@ -76,6 +76,13 @@ class Clock:
 
 
 @pytest.fixture(autouse=True)
+def _catalog_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model lifecycles are judged on the day the catalog was read (2026-12-06), in this
+    process and in CLI subprocesses, so the suite does not change verdict as days pass."""
+    monkeypatch.setenv("CALLIOPE_TODAY", "2026-12-06")
+
+
+@pytest.fixture(autouse=True)
 def _limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own process-wide rate limiter with no default limits, on a
     virtual clock: a 429 one test provokes never makes another wait, and cooldowns and

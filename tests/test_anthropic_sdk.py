@@ -56,13 +56,13 @@ async def client(sim: Simulator) -> AsyncIterator[anthropic.AsyncAnthropic]:
 
 async def test_text_message(client: anthropic.AsyncAnthropic, sim: Simulator) -> None:
     message = await client.messages.create(
-        model="claude-sonnet-4-20250514",
+        model="claude-sonnet-5",
         max_tokens=200,
         system="You tell stories.",
         messages=[{"role": "user", "content": "A lantern in the fog"}],
     )
     assert message.type == "message" and message.role == "assistant"
-    assert message.model == "claude-sonnet-4-20250514"
+    assert message.model == "claude-sonnet-5"
     assert message.stop_reason == "end_turn"
     block = message.content[0]
     assert block.type == "text" and "lantern" in block.text.lower()
@@ -80,7 +80,7 @@ async def test_forced_tool_use(client: anthropic.AsyncAnthropic) -> None:
         "required": ["title", "objects"],
     }
     message = await client.messages.create(
-        model="claude-sonnet-4-20250514",
+        model="claude-sonnet-5",
         max_tokens=200,
         messages=[{"role": "user", "content": "Record the scene."}],
         tools=[{"name": "record_scene", "description": "Record it.", "input_schema": schema}],
@@ -97,7 +97,7 @@ async def test_forced_tool_use(client: anthropic.AsyncAnthropic) -> None:
 async def test_image_message(client: anthropic.AsyncAnthropic) -> None:
     raw = image_bytes("a harbour", 200, 100, "PNG")
     message = await client.messages.create(
-        model="claude-sonnet-4-20250514",
+        model="claude-sonnet-5",
         max_tokens=500,
         messages=[
             {

@@ -430,10 +430,10 @@ async def test_cost_is_estimated_from_what_ran(tmp_path: Path) -> None:
     trace = Trace(flow="illustrate", thread_id="t", started_at=now)
     trace.executions = [
         execution("image", "fallback", provider="stability"),  # refused: not billed
-        execution("fallback_image", provider="openai", outputs=image),  # DALL-E 3 standard
+        execution("fallback_image", provider="openai", outputs=image),  # GPT Image 2 medium
         execution("image", provider="stability", outputs=image, resumed=True),  # paid before
     ]
-    assert trace_cost(trace, plan) == pytest.approx(0.04)
+    assert trace_cost(trace, plan) == pytest.approx(0.07)
     assert ModelPrice(per_image={"1024x1024/hd": 0.08, "default": 0.04}).image(
         "1024x1024", "hd"
     ) == pytest.approx(0.08)

@@ -70,7 +70,7 @@ nodes:
         goto: fallback
   fallback:
     kind: text_to_image
-    model: openai-dall-e-3
+    model: openai-gpt-image-2
     inputs: {prompt: prompt}
 outputs:
   images: image.image
@@ -133,7 +133,7 @@ def test_a_resume_reruns_only_the_item_that_failed(tmp_path: Path) -> None:
     spec = ILLUSTRATE_EACH.replace(
         "    on_error:\n      - when: [content_policy]\n        goto: fallback\n", ""
     )
-    spec = spec.replace("  fallback:\n    kind: text_to_image\n    model: openai-dall-e-3\n"
+    spec = spec.replace("  fallback:\n    kind: text_to_image\n    model: openai-gpt-image-2\n"
                         "    inputs: {prompt: prompt}\n", "")  # fmt: skip
     flow = from_yaml(spec, tmp_path)
     down = sim("content_policy@stability:pattern=owl")

@@ -288,7 +288,7 @@ async def test_extra_body_reaches_openai_chat_images_and_transcriptions(
     await openai.text_to_text(rctx, "hi", chat)
     body = sent_json(rec, "/chat/completions")
     assert body["store"] is False and body["temperature"] == 0.1  # it wins over the config's
-    images = catalog.get("openai-dall-e-3").with_parameters(extra_body={"user": "story-7"})
+    images = catalog.get("openai-gpt-image-2").with_parameters(extra_body={"user": "story-7"})
     await openai.text_to_image(rctx, "a kite", images, output_name="kite.png")
     assert sent_json(rec, "/images/generations")["user"] == "story-7"
     (tmp_path / "a.wav").write_bytes(wav_bytes("a short tune", seconds=0.5))

@@ -33,7 +33,7 @@ def illustrate() -> Flow:
     text = flow.input("text", "text")
     image = flow.add("image", TextToImage("stability-core"), {"prompt": text})
     censor = flow.add("censor", CensorText("openai-gpt-4o-mini"))
-    fallback = flow.add("fallback_image", TextToImage("openai-dall-e-3"), {"prompt": text})
+    fallback = flow.add("fallback_image", TextToImage("openai-gpt-image-2"), {"prompt": text})
     flow.rewrite(image, via=censor, port="prompt", when=["content_policy"], max_attempts=2)
     flow.fallback(image, to=fallback, when=["any"])
     flow.output("image", image["image"])

@@ -71,7 +71,7 @@ async def test_text_to_image_censors_and_retries(
         client,
         "a battle scene",
         str(tmp_path / "frame.png"),
-        catalog.get("openai-dall-e-2"),
+        catalog.get("openai-gpt-image-2"),
         sim.keys(),
         width=512,
         height=512,
@@ -86,7 +86,7 @@ async def test_text_to_image_refused_every_time_returns_none(
 ) -> None:
     sim.add_fault(kind="content_policy", provider="openai", endpoint="images")
     path = await text_to_image_file_inference(
-        client, "x", str(tmp_path / "f.png"), catalog.get("openai-dall-e-2"), sim.keys()
+        client, "x", str(tmp_path / "f.png"), catalog.get("openai-gpt-image-2"), sim.keys()
     )
     assert path is None
     assert sim.count("openai", "images") == 3

@@ -308,7 +308,7 @@ async def test_a_transient_fallback_catches_a_failed_cdn_download(tmp_path: Path
     flow = Flow("illustrate")
     text = flow.input("text", "text")
     image = flow.add("image", TextToImage("replicate-flux-schnell"), {"prompt": text})
-    backup = flow.add("backup", TextToImage("openai-dall-e-3"), {"prompt": text})
+    backup = flow.add("backup", TextToImage("openai-gpt-image-2"), {"prompt": text})
     flow.fallback(image, to=backup, when=["transient"])
     flow.output("image", image["image"])
     ctx = RunContext.create(

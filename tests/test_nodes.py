@@ -67,7 +67,7 @@ def test_unknown_kind_and_bad_params_are_clear() -> None:
     with pytest.raises(ConfigurationError, match="Known kinds"):
         get_node_kind("text_to_imag")
     with pytest.raises(ConfigurationError, match="width"):
-        TextToImage("openai-dall-e-3", width=-3)
+        TextToImage("openai-gpt-image-2", width=-3)
 
 
 async def test_text_nodes(ctx: RunContext, sim: Simulator) -> None:
@@ -93,9 +93,9 @@ async def test_empty_continuation_is_an_error_when_asked(ctx: RunContext, monkey
 
 
 async def test_image_nodes(ctx: RunContext, photo: Image) -> None:
-    out = await TextToImage("openai-dall-e-2", width=256, height=256).run(ctx, prompt="a fox")
+    out = await TextToImage("openai-gpt-image-2", width=1024, height=1024).run(ctx, prompt="a fox")
     image: Image = out["image"]
-    assert Path(image.path).is_file() and image.width == 256
+    assert Path(image.path).is_file() and image.width == 1024
     analysis = (await AnalyzeImage("azure-vision-4.0").run(ctx, image=photo))["analysis"]
     assert isinstance(analysis, ImageAnalysis) and analysis.description
 

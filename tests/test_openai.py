@@ -49,6 +49,16 @@ Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 API = "https://api.openai.com/v1"
 
 
+@pytest.fixture(autouse=True)
+def _legacy_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests exercise wire shapes of models OpenAI has shut down (DALL·E's ``url``
+    answers and sizes, gpt-image-1) that OpenAI-compatible servers still speak: the fake
+    answers them here. Refusing retired models is tested in tests/test_lifecycle.py."""
+    from calliope_graph.simulate.openai import OpenAIFake
+
+    monkeypatch.setattr(OpenAIFake, "retired_models", frozenset())
+
+
 @pytest.fixture
 def rec(sim: Simulator) -> Recorder:
     """Rewrites touch only OpenAI's answers (not downloads from other hosts)."""

@@ -19,6 +19,15 @@ from calliope_graph.simulate.openai import mask_key
 BASE = "https://api.openai.com/v1"
 
 
+@pytest.fixture(autouse=True)
+def _legacy_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK parses wire shapes of shut-down models (DALL·E, gpt-image-1) that
+    OpenAI-compatible servers still speak: the fake answers them here."""
+    from calliope_graph.simulate.openai import OpenAIFake
+
+    monkeypatch.setattr(OpenAIFake, "retired_models", frozenset())
+
+
 def sdk(sim: Simulator, key: str | None = None) -> openai.AsyncOpenAI:
     http_client: Any = sim.client()  # a plain httpx.AsyncClient, which the SDK accepts
     return openai.AsyncOpenAI(

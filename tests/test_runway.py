@@ -177,7 +177,7 @@ async def test_same_request_gives_the_same_video(ctx: RunContext, kite: Image) -
         ((1000, 1000), "gen4_turbo", "960:960"),
         ((2400, 1000), "gen4_turbo", "1584:672"),
         ((600, 800), "gen4_turbo", "832:1104"),
-        ((800, 600), "gen3a_turbo", "1280:768"),
+        ((800, 600), "gen4_turbo", "1104:832"),
         ((900, 1600), "veo3.1", "720:1280"),
     ],
 )
@@ -189,7 +189,8 @@ def test_ratio_follows_the_image_shape(size: tuple[int, int], model: str, ratio:
     ("model", "params", "needle"),
     [
         ("gen4_turbo", {"ratio": "1280:768"}, "does not make '1280:768' videos"),
-        ("gen3a_turbo", {"duration": 7}, "5, 10 seconds"),
+        ("veo3.1", {"duration": 7}, "4, 6, 8 seconds"),
+        ("gen3a_turbo", {}, "retired .* use 'gen4_turbo'"),
         ("my-new-model", {}, "set the ratio model parameter"),
     ],
 )
@@ -207,11 +208,11 @@ async def test_explicit_parameters_are_sent(
     rctx: RunContext, rec: RunwayRecorder, kite: Image, sim: Simulator
 ) -> None:
     config = runway_config(
-        "gen3a_turbo", ratio="768:1280", duration=10, seed=7, public_figure_threshold="low"
+        "gen4_turbo", ratio="720:1280", duration=10, seed=7, public_figure_threshold="low"
     )
     video = await engine.image_and_text_to_video(rctx, kite, "  ", config, output_name="v")
     (body,) = rec.created()
-    assert body["model"] == "gen3a_turbo" and body["ratio"] == "768:1280"
+    assert body["model"] == "gen4_turbo" and body["ratio"] == "720:1280"
     assert body["duration"] == 10 and body["seed"] == 7
     assert body["contentModeration"] == {"publicFigureThreshold": "low"}
     assert "promptText" not in body  # blank text is left out, not sent empty

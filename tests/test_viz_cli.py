@@ -39,7 +39,7 @@ nodes:
     model: openai-gpt-4o-mini
   painter:
     kind: text_to_image
-    model: openai-dall-e-3
+    model: openai-gpt-image-2
     inputs: {prompt: story.text}
 outputs:
   story: story.text

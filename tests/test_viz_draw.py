@@ -50,7 +50,7 @@ def test_networkx_graph_carries_kinds_providers_ports_and_edge_kinds() -> None:
     story = graph.nodes["story"]
     assert story["kind"] == "text_to_text"
     assert story["provider"] == "openai"
-    assert story["model"] == "gpt-4o"
+    assert story["model"] == "gpt-6-luna"
     assert {p["name"] for p in story["inputs"]} == {"text"}
     assert story["outputs"][0] == {"name": "text", "type": "text", "required": True, "many": False}
     assert graph.nodes["inputs.image"]["role"] == "input"

@@ -53,6 +53,7 @@ __all__ = [
     "describe",
     "image_analysis",
     "image_block",
+    "list_models",
     "messages_to_object",
     "text_to_text",
 ]
@@ -84,9 +85,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOT
 
 
 # -- plumbing ------------------------------------------------------------------------------
-def _headers(ctx: RunContext) -> dict[str, str]:
+def _headers(ctx: RunContext, config: ModelConfig | None = None) -> dict[str, str]:
+    """Anthropic's headers, with the model's own key (or none) when it names its own server."""
+    key = ctx.keys.model_key(config.model) if config is not None else ctx.keys.require(PROVIDER)
     return {
-        "x-api-key": ctx.keys.require(PROVIDER),
+        **({"x-api-key": key} if key is not None else {}),
         "anthropic-version": API_VERSION,
         "content-type": "application/json",
     }
@@ -135,15 +138,15 @@ def _body(
     return with_extra_body(body, config.parameters, config.slug)
 
 
-async def _post(ctx: RunContext, body: dict[str, Any], parse: Any) -> Any:
+async def _post(ctx: RunContext, config: ModelConfig, body: dict[str, Any], parse: Any) -> Any:
     log.debug("anthropic: POST /v1/messages (model %s)", body.get("model"))
     return await request(
         ctx,
         _NAME,
         "POST",
-        f"{ctx.keys.base_url(PROVIDER)}/v1/messages",
+        f"{ctx.keys.model_base_url(config.model)}/v1/messages",
         parse=parse,
-        headers=_headers(ctx),
+        headers=_headers(ctx, config),
         json_body=body,
         describe=describe,
     )
@@ -187,7 +190,7 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     model = config.model.provider_model_name
     system = config.parameters.get("system_prompt")
     body = _body(config, [{"role": "user", "content": text}], str(system) if system else None)
-    result: str = await _post(ctx, body, _parse_text(model))
+    result: str = await _post(ctx, config, body, _parse_text(model))
     return result
 
 
@@ -221,7 +224,7 @@ async def image_analysis(ctx: RunContext, image: Image, config: ModelConfig) -> 
         text = _text(_content(parse_json(response, _NAME), model))
         return analysis_from_answer(_NAME, model, text, status=response.status_code)
 
-    result: ImageAnalysis = await _post(ctx, body, parse)
+    result: ImageAnalysis = await _post(ctx, config, body, parse)
     return result
 
 
@@ -337,7 +340,7 @@ async def messages_to_object(
     problem = ""
     for attempt in (1, 2):
         body = _body(config, chat, system, tools=[tool], tool_choice={"type": "tool", "name": name})
-        answer = await _post(ctx, body, lambda r: parse_json(r, _NAME))
+        answer = await _post(ctx, config, body, lambda r: parse_json(r, _NAME))
         value = _tool_input(answer, model, name)
         try:
             if isinstance(value, str):
@@ -380,3 +383,28 @@ def _reask(answer: Any, name: str, problem: str) -> list[dict[str, Any]]:
         {"role": "assistant", "content": blocks},
         {"role": "user", "content": [result]},
     ]
+
+
+async def list_models(ctx: RunContext) -> list[str]:
+    """The model ids Anthropic lists (``GET /v1/models``, pages of up to 1,000 followed by
+    ``after_id`` while ``has_more``; https://docs.anthropic.com/en/api/models-list). Used
+    by ``models --check``; at most 20 pages are read."""
+    ids: list[str] = []
+    after: str | None = None
+    for _ in range(20):  # bounded: a misbehaving server cannot keep us paging
+        params: dict[str, Any] = {"limit": 1000, **({"after_id": after} if after else {})}
+        page: dict[str, Any] = await request(
+            ctx,
+            _NAME,
+            "GET",
+            f"{ctx.keys.base_url(PROVIDER)}/v1/models",
+            parse=lambda r: dict(r.json()),
+            headers=_headers(ctx),
+            params=params,
+            describe=describe,
+        )
+        ids += [str(m["id"]) for m in page.get("data") or [] if isinstance(m, dict) and "id" in m]
+        after = page.get("last_id")
+        if not page.get("has_more") or not after:
+            break
+    return ids

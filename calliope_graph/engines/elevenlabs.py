@@ -30,7 +30,7 @@ from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
 from calliope_graph.errors import ContentPolicyError, InvalidRequestError, ProviderError
 from calliope_graph.media import Audio
 
-__all__ = ["content_policy_hook", "describe", "output_format", "text_to_speech"]
+__all__ = ["content_policy_hook", "describe", "list_models", "output_format", "text_to_speech"]
 
 log = logging.getLogger("calliope_graph.engines.elevenlabs")
 
@@ -172,3 +172,22 @@ async def text_to_speech(
     if container is None:
         return await save_speech(ctx, output_name, pcm_to_wav(data, rate), "wav")
     return await save_speech(ctx, output_name, data, container)
+
+
+async def list_models(ctx: RunContext) -> list[str]:
+    """The model ids ElevenLabs lists (``GET /v1/models``, a JSON array;
+    https://elevenlabs.io/docs/api-reference/models/list). Used by ``models --check``."""
+
+    def parse(response: httpx.Response) -> list[str]:
+        body = response.json()
+        return [str(m["model_id"]) for m in body if isinstance(m, dict) and "model_id" in m]
+
+    return await request(
+        ctx,
+        _NAME,
+        "GET",
+        f"{ctx.keys.base_url(PROVIDER)}/v1/models",
+        parse=parse,
+        headers={"xi-api-key": ctx.keys.require(PROVIDER)},
+        describe=describe,
+    )

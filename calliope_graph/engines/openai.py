@@ -54,6 +54,7 @@ __all__ = [
     "audio_to_text",
     "image_analysis",
     "image_size",
+    "list_models",
     "messages_to_object",
     "strict_json_schema",
     "text_to_image",
@@ -104,16 +105,20 @@ _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
 
 
 # -- plumbing ------------------------------------------------------------------------------
-def _base(ctx: RunContext) -> str:
-    return ctx.keys.base_url(PROVIDER)
+def _base(ctx: RunContext, config: ModelConfig) -> str:
+    """The model's own ``base_url`` (a local OpenAI-compatible server), else OpenAI's."""
+    return ctx.keys.model_base_url(config.model)
 
 
-def _auth(ctx: RunContext) -> dict[str, str]:
-    return bearer(ctx.keys.require(PROVIDER))
+def _auth(ctx: RunContext, config: ModelConfig) -> dict[str, str]:
+    """Bearer auth with the model's key; none for a local server that needs none."""
+    key = ctx.keys.model_key(config.model)
+    return bearer(key) if key is not None else {}
 
 
 def _is_reasoning_model(model: str) -> bool:
-    return re.match(r"^(o\d|gpt-5)", model) is not None
+    # o-series and GPT-5 and later (gpt-6-luna ...) take max_completion_tokens.
+    return re.match(r"^(o\d|gpt-([5-9]|\d\d))", model) is not None
 
 
 def _chat_params(config: ModelConfig) -> dict[str, Any]:
@@ -193,9 +198,9 @@ async def _post(
         ctx,
         _NAME,
         "POST",
-        f"{_base(ctx)}{path}",
+        f"{_base(ctx, config)}{path}",
         parse=parse or (lambda r: parse_json(r, _NAME)),
-        headers=_auth(ctx),
+        headers=_auth(ctx, config),
         json_body=json_body,
         data=data,
         files=files,
@@ -630,3 +635,22 @@ async def text_to_speech(
     if container is None:
         return await save_speech(ctx, output_name, pcm_to_wav(data, SPEECH_PCM_RATE), "wav")
     return await save_speech(ctx, output_name, data, container)
+
+
+async def list_models(ctx: RunContext) -> list[str]:
+    """The model ids OpenAI lists for this key (``GET /v1/models``; OpenAI's API reference,
+    https://platform.openai.com/docs/api-reference/models/list). Used by ``models --check``."""
+
+    def parse(response: httpx.Response) -> list[str]:
+        data = response.json().get("data") or []
+        return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
+
+    return await request(
+        ctx,
+        _NAME,
+        "GET",
+        f"{ctx.keys.base_url(PROVIDER)}/models",
+        parse=parse,
+        headers=bearer(ctx.keys.require(PROVIDER)),
+        describe=describe,
+    )

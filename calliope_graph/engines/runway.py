@@ -86,11 +86,13 @@ class ModelSpec:
 
 _GEN4 = ("1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672")
 _VEO = ("1280:720", "720:1280", "1080:1920", "1920:1080")
+#: Models Runway no longer serves: gone from its API spec (Gen-3 Alpha Turbo, retired
+#: 2026-07-30 per ComfyUI's Runway docs), refused before anything is paid for.
+RETIRED = {"gen3a_turbo": "gen4_turbo"}
 #: Known models ([RW-SDK]); other model names are sent as configured, unchecked.
 MODELS: dict[str, ModelSpec] = {
     "gen4_turbo": ModelSpec(_GEN4, tuple(range(2, 11)), 5),
     "gen4.5": ModelSpec(_GEN4, tuple(range(2, 11)), 5),
-    "gen3a_turbo": ModelSpec(("1280:768", "768:1280"), (5, 10), 5),
     "veo3.1": ModelSpec(_VEO, (4, 6, 8), 8),
     "veo3.1_fast": ModelSpec(_VEO, (4, 6, 8), 8),
 }
@@ -195,6 +197,11 @@ def _prompt_text(text: str) -> str | None:
 async def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict[str, Any]:
     model = config.model.provider_model_name
     params = config.parameters
+    if model in RETIRED:
+        raise ConfigurationError(
+            f"Runway model {model!r} is retired (no longer in Runway's API); use "
+            f"{RETIRED[model]!r} (catalog: runway-gen4-turbo)."
+        )
     spec = MODELS.get(model)
     ratio = params.get("ratio")
     if ratio in (None, "", "auto"):

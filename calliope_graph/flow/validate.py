@@ -29,6 +29,7 @@ from calliope_graph.flow.spec import (
     load_spec,
     parse_ref,
 )
+from calliope_graph.lifecycle import check_config
 from calliope_graph.media import ImageAnalysis, MediaStore
 from calliope_graph.nodes import Node, Port, PortType, Switch, get_node_kind
 from calliope_graph.nodes.switch import expression_fields
@@ -212,6 +213,8 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
     else:
         config = model
     assert isinstance(config, ModelConfig)
+    # A retired model is refused (ConfigurationError, exit 4); one near shutdown warns.
+    check_config(model if isinstance(model, str) else config.slug, config, where=f"node {name!r}")
     providers = supported().get(node.conversion, [])
     if config.provider not in providers:
         serving = ", ".join(p.value for p in providers)
@@ -223,6 +226,8 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
             name,
             "model",
         )
+    if problem := config.model.kind_problem(node.conversion.value):
+        raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "model")
 
 
 class ValueType(NamedTuple):

@@ -70,6 +70,31 @@ _TYPES = {
     529: "overloaded_error",
 }
 
+#: Models Anthropic has retired (https://platform.claude.com/docs/en/about-claude/model-deprecations
+#: and its release notes, read 2026-12-06): requests naming them get Anthropic's 404
+#: ``not_found_error``. Fixed, not computed from today's date, so tests stay reproducible.
+RETIRED_MODELS = frozenset(
+    (
+        "claude-3-5-haiku-20241022",
+        "claude-3-5-haiku-latest",
+        "claude-3-haiku-20240307",
+        "claude-3-5-sonnet-20240620",
+        "claude-3-5-sonnet-20241022",
+        "claude-3-7-sonnet-20250219",
+        "claude-sonnet-4-20250514",
+        "claude-sonnet-4-0",
+        "claude-opus-4-20250514",
+        "claude-opus-4-0",
+    )
+)
+#: What ``GET /v1/models`` lists, newest first (ids and display names).
+LISTED_MODELS: tuple[tuple[str, str], ...] = (
+    ("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+    ("claude-sonnet-5", "Claude Sonnet 5"),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6"),
+)
+
 
 class AnthropicFake(ProviderFake):
     """Anthropic's Messages API on ``api.anthropic.com``."""
@@ -137,6 +162,8 @@ class AnthropicFake(ProviderFake):
 
     # -- the endpoint ---------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.rstrip("/") == "/v1/models" and request.method == "GET":
+            return self._models(request)
         if request.url.path.rstrip("/") != "/v1/messages":
             return self._envelope(404, "not_found_error", "Not found")
         if request.method != "POST":
@@ -145,6 +172,42 @@ class AnthropicFake(ProviderFake):
             return self._messages(request)
         except Reject as rejected:
             return rejected.response
+
+    def _models(self, request: httpx.Request) -> httpx.Response:
+        """``GET /v1/models``: pages of ``limit`` (default 20, 1-1000) after ``after_id``,
+        with ``has_more``, ``first_id`` and ``last_id`` (Anthropic's list shape)."""
+        try:
+            limit = int(request.url.params.get("limit", "20"))
+        except ValueError:
+            return self._envelope(
+                400, "invalid_request_error", "limit: Input should be a valid integer"
+            )
+        if not 1 <= limit <= 1000:
+            return self._envelope(
+                400, "invalid_request_error", "limit: Input should be between 1 and 1000"
+            )
+        ids = [model_id for model_id, _ in LISTED_MODELS]
+        after = request.url.params.get("after_id")
+        start = ids.index(after) + 1 if after in ids else 0
+        page = LISTED_MODELS[start : start + limit]
+        data = [
+            {
+                "type": "model",
+                "id": model_id,
+                "display_name": name,
+                "created_at": "2026-06-30T00:00:00Z",
+            }
+            for model_id, name in page
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "data": data,
+                "has_more": start + limit < len(ids),
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+        )
 
     def _bad(self, message: str) -> Reject:
         return Reject(self._envelope(400, "invalid_request_error", message))
@@ -171,6 +234,8 @@ class AnthropicFake(ProviderFake):
         model = body["model"]
         if not isinstance(model, str) or not model:
             raise self._bad("model: Input should be a valid string")
+        if model in RETIRED_MODELS:  # Anthropic's own answer for a retired model
+            raise Reject(self._envelope(404, "not_found_error", f"model: {model}"))
         max_tokens = body["max_tokens"]
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise self._bad("max_tokens: Input should be a valid integer greater than 0")

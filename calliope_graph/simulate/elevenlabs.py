@@ -79,6 +79,15 @@ _SETTINGS_RANGES = {
 }
 
 
+#: What ``GET /v1/models`` lists (https://elevenlabs.io/docs/overview/models, read 2026-12-06).
+LISTED_MODELS: tuple[tuple[str, str], ...] = (
+    ("eleven_v3", "Eleven v3"),
+    ("eleven_multilingual_v2", "Eleven Multilingual v2"),
+    ("eleven_flash_v2_5", "Eleven Flash v2.5"),
+    ("eleven_flash_v2", "Eleven Flash v2"),
+)
+
+
 class ElevenLabsFake(ProviderFake):
     """ElevenLabs' text-to-speech endpoint on ``api.elevenlabs.io``."""
 
@@ -145,6 +154,16 @@ class ElevenLabsFake(ProviderFake):
 
     # -- the endpoint ---------------------------------------------------------------------
     async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.rstrip("/") == "/v1/models" and request.method == "GET":
+            # GET /v1/models: a JSON array of model objects (ElevenLabs' list shape).
+            return httpx.Response(
+                200,
+                json=[
+                    {"model_id": model_id, "name": name, "can_do_text_to_speech": True}
+                    for model_id, name in LISTED_MODELS
+                ],
+                headers={"x-trace-id": self._trace_id()},
+            )
         match = re.fullmatch(r"/v1/text-to-speech/([^/]+)(/stream)?", request.url.path.rstrip("/"))
         if match is None:
             return httpx.Response(404, json={"detail": "Not Found"})

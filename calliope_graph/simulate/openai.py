@@ -76,7 +76,9 @@ _IMAGE_ARGS = _words(
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 #: Model-name prefixes OpenAI serves only on /chat/completions.
-_CHAT_ONLY = ("gpt-4", "gpt-5", "o1", "o3", "o4", "chatgpt", "gpt-3.5-turbo")
+_CHAT_ONLY = ("gpt-4", "gpt-5", "gpt-6", "o1", "o3", "o4", "chatgpt", "gpt-3.5-turbo")
+#: Reasoning models: they refuse ``max_tokens`` (``max_completion_tokens`` replaces it).
+_REASONING = ("o1", "o3", "o4", "gpt-5", "gpt-6")
 _AUDIO_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 _AUDIO_LIMIT = 26_214_400  # 25 MiB
 _SPEECH_ARGS = _words("model input voice instructions response_format speed stream_format")
@@ -131,10 +133,49 @@ _IMAGE_MODELS: dict[str, _ImageModel] = {
 }
 _IMAGE_MODELS["gpt-image-1-mini"] = _IMAGE_MODELS["gpt-image-1"]
 _IMAGE_MODELS["gpt-image-1.5"] = _IMAGE_MODELS["gpt-image-1"]
+_IMAGE_MODELS["gpt-image-2"] = _IMAGE_MODELS["gpt-image-1"]
+
+#: Models OpenAI has shut down (https://developers.openai.com/api/docs/deprecations and the
+#: models' own pages, read 2026-12-06): requests naming them get OpenAI's 404
+#: ``model_not_found``. Fixed, not computed from today's date, so tests stay reproducible.
+RETIRED_MODELS = frozenset(
+    (
+        "dall-e-2",
+        "dall-e-3",
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "gpt-image-1.5-2025-12-16",
+        "chatgpt-image-latest",
+        "gpt-3.5-turbo",
+        "gpt-3.5-turbo-0125",
+        "gpt-4",
+        "gpt-4-turbo",
+        "gpt-4o-2024-05-13",
+    )
+)
+#: What ``GET /v1/models`` lists (current models, with OpenAI's optional ``shutdown_date``
+#: for those whose retirement is announced).
+LISTED_MODELS: dict[str, str | None] = {
+    "gpt-6-luna": None,
+    "gpt-4o": "2027-01-14",
+    "gpt-4o-mini": "2027-01-14",
+    "gpt-3.5-turbo-instruct": None,
+    "gpt-image-2": None,
+    "gpt-transcribe": None,
+    "whisper-1": "2027-02-26",
+    "tts-1": "2027-01-06",
+    "tts-1-hd": "2027-01-06",
+    "gpt-4o-mini-tts": "2027-01-06",
+}
 
 
 class OpenAIFake(OpenAIWire):
     """OpenAI's REST API on ``api.openai.com/v1``: the endpoints."""
+
+    #: Shut-down models this fake refuses (tests of wire shapes that OpenAI-compatible
+    #: servers still speak, such as DALL·E's ``url`` answers, empty it).
+    retired_models: frozenset[str] = RETIRED_MODELS
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         route = self._route(request)
@@ -144,6 +185,7 @@ class OpenAIFake(OpenAIWire):
             ("POST", "/images/generations"): self._images,
             ("POST", "/audio/transcriptions"): self._transcriptions,
             ("POST", "/audio/speech"): self._speech,
+            ("GET", "/models"): self._models,
         }
         handler = handlers.get((request.method, route))
         if handler is None or not request.url.path.startswith(PREFIX + "/"):
@@ -152,6 +194,35 @@ class OpenAIFake(OpenAIWire):
             return handler(request)
         except Reject as rejected:
             return rejected.response
+
+    # -- models ---------------------------------------------------------------------------
+    def _models(self, request: httpx.Request) -> httpx.Response:
+        """``GET /v1/models``: the current models (OpenAI's list shape)."""
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 1_767_225_600,
+                "owned_by": "system",
+                **({"shutdown_date": shutdown} if shutdown else {}),
+            }
+            for name, shutdown in LISTED_MODELS.items()
+        ]
+        return self._ok({"object": "list", "data": data}, seq=self._seq())
+
+    def _require_model(self, body: dict[str, Any]) -> str:
+        return self._not_retired(super()._require_model(body))
+
+    def _not_retired(self, model: str) -> str:
+        """A shut-down model is OpenAI's 404 ``model_not_found`` (its message and code)."""
+        if model in self.retired_models:
+            raise self._reject(
+                f"The model `{model}` has been deprecated, learn more here: "
+                "https://platform.openai.com/docs/deprecations",
+                status=404,
+                code="model_not_found",
+            )
+        return model
 
     # -- chat completions -----------------------------------------------------------------
     def _chat(self, request: httpx.Request) -> httpx.Response:
@@ -174,7 +245,7 @@ class OpenAIFake(OpenAIWire):
         self._number_param(body, "frequency_penalty", -2, 2)
         n = self._int_param(body, "n", 1, 1, 128)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        if body.get("max_tokens") is not None and model.startswith(("o1", "o3", "o4")):
+        if body.get("max_tokens") is not None and model.startswith(_REASONING):
             raise self._reject(
                 "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
                 "'max_completion_tokens' instead.",
@@ -509,12 +580,12 @@ class OpenAIFake(OpenAIWire):
     # -- images ---------------------------------------------------------------------------
     def _images(self, request: httpx.Request) -> httpx.Response:
         body = self._json_body(request, _IMAGE_ARGS)
-        model_name = body.get("model") or "dall-e-2"
+        model_name = self._not_retired(body.get("model") or "dall-e-2")
         spec = _IMAGE_MODELS.get(model_name)
         if spec is None:
             raise self._reject(
                 f"Invalid value: '{model_name}'. Supported values are: "
-                f"{quote_list(['dall-e-2', 'dall-e-3', 'gpt-image-1'])}.",
+                f"{quote_list(['gpt-image-2'])}.",
                 param="model",
                 code="invalid_value",
             )
@@ -679,6 +750,7 @@ class OpenAIFake(OpenAIWire):
         model = fields.get("model")
         if not model:
             raise self._missing("model")
+        self._not_retired(model)
         filename, data = files["file"]
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if ext not in _AUDIO_FORMATS:
@@ -688,7 +760,11 @@ class OpenAIFake(OpenAIWire):
                 code="invalid_value",
             )
         response_format = fields.get("response_format", "json")
-        allowed = ("json",) if "4o" in model else ("json", "text", "srt", "verbose_json", "vtt")
+        allowed: tuple[str, ...] = ("json", "text", "srt", "verbose_json", "vtt")
+        if "4o" in model:
+            allowed = ("json",)
+        elif model.startswith("gpt-"):  # gpt-transcribe: no subtitles or timestamps
+            allowed = ("json", "text")
         if response_format not in allowed:
             raise self._reject(
                 f"response_format '{response_format}' is not compatible with model '{model}'. "

@@ -4,7 +4,7 @@ Served on ``api.dev.runwayml.com``: ``POST /v1/image_to_video`` creates a task a
 ``{"id": <uuid>}``; ``GET /v1/tasks/{id}`` reports it; ``DELETE /v1/tasks/{id}`` cancels it.
 Requests need ``Authorization: Bearer <key>`` (else 401) and ``X-Runway-Version:
 2024-11-06`` (else 400). Bodies are validated per model (``gen4_turbo``, ``gen4.5``,
-``gen3a_turbo``, ``veo3.1``, ``veo3.1_fast``: ratios, durations, prompt text length, the
+``veo3.1``, ``veo3.1_fast``: ratios, durations, prompt text length, the
 ``promptImage`` data URI or https URL and its 5 MB limit) with Runway's 400 shape
 ``{"error": "Validation of body failed", "issues": [{"code", "path", "message"}],
 "docUrl"}``.
@@ -87,7 +87,7 @@ MODELS: dict[str, _Model] = {
         needs_text=True,
         credits_per_second=12,
     ),
-    "gen3a_turbo": _Model(("1280:768", "768:1280"), (5, 10), 5),
+    # gen3a_turbo is gone from Runway's spec (retired 2026-07-30): the discriminator refuses it.
     "veo3.1": _Model(("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 40),
     "veo3.1_fast": _Model(
         ("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 15
