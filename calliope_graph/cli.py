@@ -55,6 +55,8 @@ EXIT_CODES: dict[str, int] = {
     "invalid_flow": 3,
     "configuration": 4,
     "media": 5,
+    # 6 is kept for a run that stops to wait for a person's choice (interactive stories).
+    "models_missing": 7,
     "interrupted": 130,
 }
 
@@ -1029,12 +1031,12 @@ def nodes() -> None:
 
 MODELS_EPILOG = (
     "Exit codes: 0 ok (with --check: every catalog model is listed by its provider), "
-    "2 usage, 4 configuration (a bad --catalog), 6 with --check: catalog models their "
+    "2 usage, 4 configuration (a bad --catalog), 7 with --check: catalog models their "
     "provider no longer lists (named in the report), 1 with --check: a provider could not be "
     "asked."
 )
 #: ``models --check``: some catalog models are missing from their provider's list.
-EXIT_MODELS_MISSING = 6
+EXIT_MODELS_MISSING = EXIT_CODES["models_missing"]
 
 
 @main.command(epilog=MODELS_EPILOG)

@@ -32,7 +32,7 @@ from calliope_graph.simulate import Simulator
 from calliope_graph.simulate.server import SimulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
-EXIT_MODELS_MISSING = 6
+EXIT_MODELS_MISSING = 7
 
 #: openai-gpt-4o shuts down 2027-01-14: 39 days after the suite's pinned day (conftest).
 SOON = """\
