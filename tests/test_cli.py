@@ -66,7 +66,7 @@ def test_run_webcam_story_offline_writes_frame_trace_report_and_checkpoint(
 
 
 def test_progress_shows_fallback_and_continue(tmp_path: Path) -> None:
-    # Every Stability call refused → censor-and-retry 3 times → DALL·E stands in.
+    # Every Stability call refused → censor-and-retry 3 times → GPT Image stands in.
     result = webcam_run(tmp_path, "--faults", "content_policy@stability")
     assert result.exit_code == 0, result.output
     assert "openai_illustration" in result.stderr

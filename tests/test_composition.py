@@ -125,7 +125,7 @@ def test_one_refused_item_falls_back_alone(tmp_path: Path) -> None:
     assert len(result.outputs["images"]) == 3
     routed = [e for e in result.trace.executions if e.branch]
     assert [(e.node, e.item, e.branch) for e in routed] == [("image", 1, "fallback:fallback")]
-    assert simulator.count("openai", "images") == 1  # only the dragon went to DALL-E
+    assert simulator.count("openai", "images") == 1  # only the dragon went to OpenAI
     assert simulator.count("stability") == 3
 
 

@@ -227,7 +227,7 @@ async def test_a_routed_node_nothing_reads_ends_the_run_without_a_join(
     assert "llm_analysis__done" in Flow.load("webcam_story").compile().nodes
     sim.faults.extend(parse_faults("server_error@stability:first_n=99"))
     result = await illustrate.ainvoke({"text": "a lighthouse"}, out_dir=tmp_path, ctx=ctx)
-    assert result.outputs["image"].path.endswith("image.png")  # DALL·E stood in, and ended it
+    assert result.outputs["image"].path.endswith("image.png")  # OpenAI stood in, and ended it
     assert [e.node for e in result.trace.executions if e.status == "ok"] == ["fallback_image"]
     assert sim.count("openai") == 1
 

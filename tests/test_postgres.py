@@ -42,7 +42,7 @@ psycopg = pytest.importorskip(
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBCAM = ROOT / "examples" / "media" / "webcam.jpg"
-#: webcam_story fails at the illustration: Stability refuses, then DALL·E (its fallback) too.
+#: webcam_story fails at the illustration: Stability refuses, then GPT Image (its fallback) too.
 DOWN = "auth@stability;auth@openai:endpoint=images"
 #: Child processes start outside the repository, so they import the installed package (the
 #: source folder calliope_graph/ lacks the mapped nodes/ and graphs/).

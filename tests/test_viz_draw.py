@@ -60,7 +60,7 @@ def test_networkx_graph_carries_kinds_providers_ports_and_edge_kinds() -> None:
 
     fallback = graph.edges["illustration", "openai_illustration"]
     assert fallback["kind"] == "fallback"
-    assert fallback["label"] == "Stability fails → DALL·E"
+    assert fallback["label"] == "Stability fails → OpenAI"
     assert fallback["when"] == ["any"]
     rewrite = graph.edges["illustration", "censor"]
     assert rewrite["kind"] == "rewrite" and rewrite["bound"] == 3
@@ -100,7 +100,7 @@ def test_mermaid_has_distinct_labelled_fallback_and_rewrite_edges() -> None:
     assert "flowchart TB" in text
     ids = {name: nid for nid, name in _mermaid_ids(text).items()}
     ill, dalle, censor = ids["illustration"], ids["openai_illustration"], ids["censor"]
-    assert f'{ill} -. "on Stability fails → DALL·E" .-> {dalle}' in text
+    assert f'{ill} -. "on Stability fails → OpenAI" .-> {dalle}' in text
     assert f'{ill} == "content policy → censor, retry (≤3)" ==> {censor}' in text
     assert f'{censor} == "retry prompt ≤3" ==> {ill}' in text
     assert re.search(rf'{ids["story"]} -->\|"text → prompt"\| {ill}', text)
@@ -196,7 +196,7 @@ def test_svg_labels_for_webcam_story_routes() -> None:
         for g in root.iter(f"{SVG}g")
         if "edge-label" in _classes(g)
     }
-    assert labels["illustration|openai_illustration|fallback"].endswith("Stability fails → DALL·E")
+    assert labels["illustration|openai_illustration|fallback"].endswith("Stability fails → OpenAI")
     assert "≤3" in labels["illustration|censor|rewrite"]
     assert "http" not in text.replace("http://www.w3.org/2000/svg", "")
 
