@@ -25,7 +25,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve,otel]' --config-settings editable_mode=strict
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
-from calliope_graph._files import Throttled
+from calliope_graph._files import Throttled, write_atomic
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
 from calliope_graph.batch._items import (
@@ -236,6 +237,11 @@ class BatchSummary:
         }
 
 
+def _larger(budget: float) -> str:
+    """A budget to suggest for continuing: twice this one, as a short number."""
+    return f"{budget * 2:g}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -326,7 +332,8 @@ class _Batch:
         self.budget_message = (
             f"Budget ${self.budget:.2f} reached: ${self.stats.spent:.4f} spent, "
             f"{self.stats.running} item(s) running, about ${one:.4f} per item — no more "
-            "items started. Continue with --resume and a larger --budget."
+            f"items started. Continue with --resume --budget {_larger(self.budget)} (or "
+            "another budget larger than what was spent)."
         )
         return True
 
@@ -422,7 +429,7 @@ class _Batch:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
         ended = time.time()
-        fresh = [e for e in (trace.executions if trace else []) if not e.resumed]
+        fresh = [e for e in (trace.executions if trace else []) if not e.resumed or e.unbilled]
         calls: Counter[str] = Counter()
         for execution in fresh:
             calls.update(execution.calls)
@@ -446,6 +453,8 @@ class _Batch:
         }
         if append:
             self.manifest.append(record)
+            if self.journal is not None:  # its journaled calls are counted in that line
+                self.journal.billed(thread)
         if self.item_reports and trace is not None:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)
@@ -611,6 +620,7 @@ async def run_batch(
         )
     stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
     prepare_out_dir(out)  # a bad folder is a ConfigurationError naming it and the fix
+    batch.budget = _remembered_budget(out, batch.budget, resume=batch.resume)
     batch.remember(state)
     batch.stats.total = count_items(items)
 
@@ -708,6 +718,27 @@ async def run_batch(
         input_error.summary = summary
         raise input_error
     return summary
+
+
+#: The batch folder's settings file: the budget it was started (or last resumed) with.
+SETTINGS_NAME = "batch-settings.json"
+
+
+def _remembered_budget(out: Path, budget: float | None, *, resume: bool) -> float | None:
+    """The budget to hold: the one given (remembered in the folder for later resumes), else
+    on a resume the one the batch was started with — a resume never spends without limit
+    because ``--budget`` was left off."""
+    path = out / SETTINGS_NAME
+    if budget is not None:
+        write_atomic(path, json.dumps({"budget": budget}))
+        return budget
+    if not resume or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("budget")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(saved) if isinstance(saved, int | float) and not isinstance(saved, bool) else None
 
 
 def _summary(batch: _Batch, report: Path | None, error: BatchInputError | None) -> BatchSummary:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from calliope_graph._files import Throttled
+from calliope_graph._pricing import settle
+from calliope_graph._usage import ProviderCall
 from calliope_graph._secrets import redact, redact_tree
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
@@ -83,6 +85,11 @@ def halt_key(node: str) -> str:
 def done_name(node: str) -> str:
     """The join node of ``node`` (reached on success, after a fallback, or on continue)."""
     return f"{node}__done"
+
+
+def _total(calls: list[ProviderCall]) -> float | None:
+    costs = [c.cost_usd for c in calls if c.status == "ok"]
+    return None if None in costs else round(sum(c or 0.0 for c in costs), 8)
 
 
 # -- events and the runtime ------------------------------------------------------------------------
@@ -218,7 +225,7 @@ class FlowRuntime:
             entry = journal.key(key, iteration, inputs)
             saved = journal.get(entry) if entry is not None else None
             if saved is not None:
-                self._journaled(name, node, inputs, saved, iteration)
+                self._journaled(name, node, inputs, saved, iteration, journal.calls(entry))
                 return saved
         if not self.record:
             outputs = self._scrub(node, await run())
@@ -253,6 +260,9 @@ class FlowRuntime:
             cache_hit=False,
             resumed=False,
             outputs={},
+            provider_calls=[],
+            cost_usd=0.0,
+            unbilled=False,
         )
         self.trace.executions.append(execution)
         self._last[key] = execution
@@ -271,6 +281,7 @@ class FlowRuntime:
             outputs = await run()
         except BaseException as exc:
             self._close(execution, stats)
+            self._settle(execution, node, stats)
             execution.status = "failed"
             if isinstance(exc, asyncio.CancelledError):
                 # Cancelled from outside: LangGraph's node timeout (the error route or the
@@ -294,6 +305,9 @@ class FlowRuntime:
         execution.__dict__.update(
             status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
         )
+        self._settle(execution, node, stats)
+        if entry is not None and journal is not None and execution.provider_calls:
+            journal.put_calls(entry, execution.provider_calls)
         self._emit("finished", execution)
         return outputs
 
@@ -353,8 +367,11 @@ class FlowRuntime:
         inputs: dict[str, Any],
         outputs: dict[str, Any],
         iteration: int,
+        paid: tuple[list[ProviderCall], bool] = ([], True),
     ) -> None:
-        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run."""
+        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run.
+        ``paid``: the requests that made them and whether a batch manifest line counted
+        them (if not, this attempt's cost does: ``unbilled``)."""
         if not self.record:
             return
         qualified = self.scope + name
@@ -390,6 +407,13 @@ class FlowRuntime:
                 params=params,
             )
             self.trace.executions.append(done)
+        calls, billed = paid
+        if calls and not done.provider_calls:
+            done.provider_calls = calls
+            done.cost_usd = _total(calls)
+            for call in calls:
+                done.calls[call.provider] = done.calls.get(call.provider, 0) + 1
+        done.unbilled = not billed
         self._last[self._key(name)] = done
         self._emit("finished", done)
 
@@ -408,6 +432,15 @@ class FlowRuntime:
         self._emit("cache_hit", execution)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _settle(self, execution: NodeExecution, node: Node, stats: CallStats) -> None:
+        """Price the execution's provider requests (calliope_graph/_pricing.py)."""
+        if not stats.records:
+            return
+        config = None
+        with contextlib.suppress(CalliopeError):
+            config = node.model_config_for(self.ctx) if node.model is not None else None
+        settle(execution, config, stats.records)
+
     def _close(self, execution: NodeExecution, stats: CallStats) -> None:
         execution.__dict__.update(
             ended_at=time.time(),
