@@ -32,6 +32,7 @@ from typing_extensions import TypedDict, Unpack
 
 from calliope_graph._files import Throttled, write_atomic
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
+from calliope_graph._telemetry import batch_scope
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
 from calliope_graph.batch._items import (
     BatchInputError,
@@ -654,6 +655,8 @@ async def run_batch(
                 open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
             )
             held.enter_context(_frozen_heap())
+            # With OpenTelemetry on, a span for the batch that each item's trace links to.
+            held.enter_context(batch_scope(name, lambda: batch.report_summary(True)))
             root = FlowRunner(
                 plan,
                 out_dir=out,

@@ -27,6 +27,7 @@ from calliope_graph._files import Throttled
 from calliope_graph._pricing import settle
 from calliope_graph._usage import ProviderCall
 from calliope_graph._secrets import redact, redact_tree
+from calliope_graph._telemetry import run_recorder
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
@@ -120,6 +121,9 @@ class _RunState:
     secrets: list[str] | None = None
     saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    telemetry: Any = None
+    """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
+    first event asks, False when telemetry is off."""
 
 
 @dataclass
@@ -466,10 +470,12 @@ class FlowRuntime:
 
     def save_final(self) -> None:
         """Write the finished trace now, and drop a rewrite still scheduled: nothing writes
-        into the output directory after the run returned."""
+        into the output directory after the run returned. Ends the run's telemetry."""
         if self._run.saver is not None:
             self._run.saver.cancel()
         self.save()
+        if self._run.telemetry:
+            self._run.telemetry.finish(self.trace)
 
     def _secrets(self) -> list[str]:
         if self._run.secrets is None:
@@ -505,6 +511,11 @@ class FlowRuntime:
         return scrubbed
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
+        telemetry = self._run.telemetry
+        if telemetry is None:  # the run's first event: is it traced? (once per run)
+            telemetry = self._run.telemetry = run_recorder(self.trace)
+        if telemetry:
+            telemetry.event(kind, execution)
         if self.trace_path is not None and self.live_trace and kind not in ("started", "retried"):
             self._save_soon()
         if self.on_event is not None:
