@@ -175,6 +175,18 @@ def _metric_reader(name: str) -> Any:
     return PeriodicExportingMetricReader(HttpMetricExporter())
 
 
+_tracers: dict[int, Any] = {}
+
+
+def _tracer() -> Any:
+    """The tracer of the current tracer provider (made once per provider: a run is short)."""
+    provider = trace.get_tracer_provider()
+    found = _tracers.get(id(provider))
+    if found is None:
+        found = _tracers[id(provider)] = provider.get_tracer(SCOPE)
+    return found
+
+
 def _meters() -> dict[str, Any]:
     """The instruments of the current meter provider (made once per provider)."""
     provider = metrics.get_meter_provider()
@@ -256,7 +268,7 @@ def _messages(role: str, values: dict[str, Any]) -> str:
 
 
 def _item(execution: NodeExecution) -> int | None:
-    if execution.item is not None:
+    if execution.item is not None or "[" not in execution.node:
         return execution.item
     found = re.findall(r"\[(\d+)\]/", execution.node)
     return int(found[-1]) if found else None
@@ -268,7 +280,7 @@ class RunRecorder:
 
     def __init__(self, run_trace: Trace) -> None:
         configure()
-        self.tracer = trace.get_tracer(SCOPE)
+        self.tracer = _tracer()
         self.meters = _meters()
         self.capture = os.environ.get(CAPTURE, "").strip().lower() == "true"
         self.trace = run_trace
@@ -277,7 +289,7 @@ class RunRecorder:
         self.failed: dict[int, Span] = {}
         self.finished = False
         batch = _batch.get()
-        attributes = {
+        attributes: dict[str, Any] = {
             "calliope.flow": run_trace.flow,
             "calliope.thread_id": run_trace.thread_id,
             "gen_ai.conversation.id": run_trace.thread_id,
@@ -301,6 +313,8 @@ class RunRecorder:
                 start_time=_ns(run_trace.started_at),
                 attributes=attributes,
             )
+        self.context = trace.set_span_in_context(self.span)
+        self.contexts: dict[int, Any] = {}  # node span → a context with it as the parent
 
     # -- events ---------------------------------------------------------------------------
     def event(self, kind: str, execution: NodeExecution) -> None:
@@ -316,13 +330,13 @@ class RunRecorder:
             self.spans[key] = span
             self.tokens[key] = _parent.set(span)
         elif kind == "retried":
-            span = self.spans.get(key)
-            if span is not None:  # an engine retry inside the execution
-                span.add_event("retry", {"error.type": execution.error_class or "_OTHER"})
+            running = self.spans.get(key)
+            if running is not None:  # an engine retry inside the execution
+                running.add_event("retry", {"error.type": execution.error_class or "_OTHER"})
             elif key in self.failed:  # LangGraph runs the failed execution again
                 self._end(self.failed.pop(key), execution)
         elif kind in ("finished", "failed"):
-            span = self.spans.pop(key, None) or self._start(execution)
+            span = self.spans.pop(key) if key in self.spans else self._start(execution)
             self._release(key)
             self._calls(span, execution)
             if kind == "failed":
@@ -331,9 +345,10 @@ class RunRecorder:
             else:
                 self._end(span, execution)
         elif kind in ("skipped", "fallback"):
-            span = self.failed.pop(key, None)
-            if span is None:  # a node a switch did not take
-                span = self.spans.pop(key, None) or self._start(execution)
+            if key in self.failed:
+                span = self.failed.pop(key)
+            else:  # a node a switch did not take
+                span = self.spans.pop(key) if key in self.spans else self._start(execution)
                 self._release(key)
             self._end(span, execution)
         elif kind == "cache_hit":
@@ -346,7 +361,8 @@ class RunRecorder:
                 _parent.reset(token)
 
     def _start(self, execution: NodeExecution) -> Span:
-        parent = _parent.get() or self.span
+        parent = _parent.get()
+        context = self.context if parent is None else self._context_of(parent)
         attributes: dict[str, Any] = {
             "calliope.node": execution.node,
             "calliope.node.kind": execution.kind,
@@ -355,31 +371,42 @@ class RunRecorder:
         item = _item(execution)
         if item is not None:
             attributes["calliope.item"] = item
-        return self.tracer.start_span(
+        return self.tracer.start_span(  # type: ignore[no-any-return]
             f"node {execution.node}",
-            context=trace.set_span_in_context(parent),
+            context=context,
             start_time=_ns(execution.started_at),
             attributes=attributes,
         )
 
+    def _context_of(self, span: Span) -> Any:
+        found = self.contexts.get(id(span))
+        if found is None:
+            found = self.contexts[id(span)] = trace.set_span_in_context(span)
+        return found
+
     def _attributes(self, span: Span, execution: NodeExecution) -> None:
-        span.set_attribute("calliope.status", execution.status)
-        span.set_attribute("calliope.cache_hit", execution.cache_hit)
-        span.set_attribute("calliope.attempts", execution.attempts)
-        span.set_attribute("calliope.retries", execution.retries)
-        span.set_attribute("calliope.limiter.wait", execution.limit_wait)
+        # One set_attributes call (the SDK locks per call); zeros and defaults left out.
+        attributes: dict[str, Any] = {"calliope.status": execution.status}
+        if execution.cache_hit:
+            attributes["calliope.cache_hit"] = True
+        if execution.attempts:
+            attributes["calliope.attempts"] = execution.attempts
+            attributes["calliope.retries"] = execution.retries
+        if execution.limit_wait:
+            attributes["calliope.limiter.wait"] = execution.limit_wait
         if execution.resumed:
-            span.set_attribute("calliope.resumed", True)
+            attributes["calliope.resumed"] = True
         if execution.provider:
-            span.set_attribute("gen_ai.provider.name", _provider(execution.provider))
+            attributes["gen_ai.provider.name"] = _provider(execution.provider)
         if execution.model:
-            span.set_attribute("calliope.model", execution.model)
+            attributes["calliope.model"] = execution.model
         if execution.branch:
-            span.set_attribute("calliope.route", execution.branch)
+            attributes["calliope.route"] = execution.branch
         if execution.cost_usd is not None and execution.provider_calls:
-            span.set_attribute("calliope.cost.usd", execution.cost_usd)
+            attributes["calliope.cost.usd"] = execution.cost_usd
         if execution.error_class:
-            span.set_attribute("error.type", execution.error_class)
+            attributes["error.type"] = execution.error_class
+        span.set_attributes(attributes)
         if execution.status in ("failed", "interrupted"):
             span.set_status(Status(StatusCode.ERROR, execution.error_class or execution.status))
         if execution.limit_wait and execution.provider and not execution.resumed:
@@ -390,6 +417,7 @@ class RunRecorder:
     def _end(self, span: Span, execution: NodeExecution) -> None:
         self._attributes(span, execution)
         span.end(end_time=_ns(execution.ended_at or execution.started_at))
+        self.contexts.pop(id(span), None)
 
     # -- provider requests ------------------------------------------------------------------
     def _calls(self, parent: Span, execution: NodeExecution) -> None:
@@ -501,7 +529,7 @@ def _provider(name: str) -> str:
 def batch_span(flow: str, summary: Callable[[], dict[str, Any]]) -> Iterator[None]:
     """The batch's span, current for its items (their run spans link to it)."""
     configure()
-    tracer = trace.get_tracer(SCOPE)
+    tracer = _tracer()
     span = tracer.start_span(f"batch {flow}", attributes={"calliope.flow": flow})
     token = _batch.set(span)
     try:

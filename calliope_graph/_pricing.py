@@ -1,4 +1,4 @@
-"""What each provider call cost, at the catalog's list prices (:class:`~calliope_graph.config.ModelPrice`).
+"""What each provider call cost, at the catalog's list prices (``config.ModelPrice``).
 
 The runner calls :func:`settle` when a node execution that called a provider ends. Each
 request that succeeded is priced from the usage its provider reported

@@ -104,6 +104,13 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _images(data: Any) -> int | None:
+    """The images an OpenAI Images answer holds (each as a file or a link), if it is one."""
+    if not isinstance(data, list) or not all(isinstance(d, Mapping) for d in data):
+        return None
+    return len(data) if any("b64_json" in d or "url" in d for d in data) else None
+
+
 def usage_from_body(body: Any) -> None:
     """Record the usage a provider's JSON answer reports, in the shapes providers use.
 
@@ -137,9 +144,6 @@ def usage_from_body(body: Any) -> None:
             figures["audio_input_tokens"] = _int(details.get("audio_tokens"))
         if usage.get("type") == "duration" and isinstance(usage.get("seconds"), int | float):
             figures["audio_seconds"] = float(usage["seconds"])
-    data = body.get("data")
-    if isinstance(data, list) and data and all(isinstance(d, Mapping) for d in data):
-        if any("b64_json" in d or "url" in d for d in data):
-            figures["images"] = len(data)
+    figures["images"] = _images(body.get("data"))
     model = body.get("model")
     report_usage(response_model=model if isinstance(model, str) else None, **figures)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -156,3 +157,16 @@ def test_a_batch_killed_and_resumed_reports_the_cost_of_an_uninterrupted_one(
         # call in flight at the kill (paid, not journaled) is made and counted again.
         assert abs(total - clean_total) <= one_call + 1e-6, (at, total, clean_total)
     assert carried > 0  # the kills did land with items' paid calls journaled
+
+
+def test_the_report_shows_each_provider_calls_cost_and_what_was_estimated(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out"
+    args = ["batch", "storyboard", "--inputs", str(inputs), "--out", str(out), "--simulate"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (record,) = _manifest(out)
+    page = (out / record["id"] / "report.html").read_text()
+    assert "Provider calls" in page
+    assert "image_generation" in page and "images 1 (estimated)" in page
+    assert "$0.030000" in page  # a Stability Core image at list price
+    assert re.search(r"input_tokens \d+ ·|input_tokens \d+,", page)  # reported, not estimated

@@ -4,7 +4,8 @@ Each provider request of the item's trace carries its cost (``NodeExecution.prov
 priced when its node ended by :mod:`calliope_graph._pricing`: from the usage the provider
 reported, estimating only what it did not report). An item's cost is the sum over the
 executions of this attempt — not those carried over from an earlier attempt, which that
-attempt's manifest line counted, except journal replays no line counted (``unbilled``) —
+attempt's manifest line counted, except those of an attempt killed or stopped before it
+wrote a line (``unbilled``: replayed from the output journal or carried in the trace) —
 wherever they ran: inside maps and subflows too. A trace written before requests were
 recorded is priced per execution as before, its model found by following the execution's
 qualified name (``scenes[0]/illustration/image``) down to its own (sub)flow's plan.
@@ -16,10 +17,9 @@ unknown (``None``): the batch says how many items that affects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-
-import re
 
 from calliope_graph._pricing import CHARS_PER_TOKEN, DEFAULT_VIDEO_SECONDS, media_of
 from calliope_graph.config import ModelConfig, ModelPrice

@@ -238,6 +238,16 @@ class BatchSummary:
         }
 
 
+def _mark_unbilled(trace: Trace, counted_until: float | None) -> None:
+    """Mark the executions a resumed item carried over that no manifest line counted: those
+    of attempts killed or stopped before their item finished, i.e. that ended after the
+    item's latest line (or with no line at all). This attempt's line counts them, once."""
+    for execution in trace.executions:
+        if execution.resumed and not execution.cache_hit:
+            ended = execution.ended_at or execution.started_at
+            execution.unbilled = counted_until is None or ended > counted_until
+
+
 def _larger(budget: float) -> str:
     """A budget to suggest for continuing: twice this one, as a short number."""
     return f"{budget * 2:g}"
@@ -295,6 +305,9 @@ class _Batch:
         """Id → slim manifest record (what batch.html shows), in input order."""
         self.not_started: list[tuple[str, str]] = []
         self.item_costs: list[float] = []
+        self.counted_until: dict[str, float] = {}
+        """Id → when the item's latest manifest line was written: what its thread did
+        before then was counted by a line."""
         self.static_estimate = estimate_item_cost(plan)
         self.budget_message = ""
         # The page lists every item, so a rewrite costs more as the batch grows: Throttled
@@ -358,6 +371,10 @@ class _Batch:
         return {k: record.get(k) for k in keep}
 
     def remember(self, state: ManifestState) -> None:
+        for item_id, record in state.latest.items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                ended = datetime.fromisoformat(str(record["ended_at"]).replace("Z", "+00:00"))
+                self.counted_until[item_id] = ended.timestamp()
         for record in state.latest.values():
             if isinstance(record.get("cost"), int | float):
                 self.item_costs.append(float(record["cost"]))
@@ -430,6 +447,8 @@ class _Batch:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
         ended = time.time()
+        if trace is not None and again:
+            _mark_unbilled(trace, self.counted_until.get(item.id))
         fresh = [e for e in (trace.executions if trace else []) if not e.resumed or e.unbilled]
         calls: Counter[str] = Counter()
         for execution in fresh:
@@ -454,8 +473,6 @@ class _Batch:
         }
         if append:
             self.manifest.append(record)
-            if self.journal is not None:  # its journaled calls are counted in that line
-                self.journal.billed(thread)
         if self.item_reports and trace is not None:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)

@@ -38,17 +38,17 @@ from tenacity import (
 )
 
 from calliope_graph._secrets import redact  # re-exported: engines import it from here
-from calliope_graph._usage import ProviderCall, current_call, usage_from_body
 from calliope_graph._transport import map_transport_errors, transport_error
+from calliope_graph._usage import ProviderCall, current_call, usage_from_body
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     AuthenticationError,
-    error_class,
     InvalidRequestError,
     ProviderError,
     RateLimitError,
     TransientProviderError,
+    error_class,
 )
 from calliope_graph.limits import Slot, estimate_tokens
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 
+from calliope_graph._usage import report_usage
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
-from calliope_graph._usage import report_usage
 from calliope_graph.engines._http import request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register

@@ -46,8 +46,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
 
-from calliope_graph._usage import report_usage
 from calliope_graph._transport import transport_error
+from calliope_graph._usage import report_usage
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import (
@@ -297,11 +297,11 @@ def _usage(answer: Any) -> None:
         answer = answer.get("raw")
     if not isinstance(answer, AIMessage):
         return
-    meta = answer.usage_metadata or {}
+    meta = answer.usage_metadata
     model = (answer.response_metadata or {}).get("model_name")
     report_usage(
-        input_tokens=meta.get("input_tokens"),
-        output_tokens=meta.get("output_tokens"),
+        input_tokens=meta.get("input_tokens") if meta else None,
+        output_tokens=meta.get("output_tokens") if meta else None,
         response_model=model if isinstance(model, str) else None,
     )
 

@@ -53,15 +53,13 @@ CREATE TABLE IF NOT EXISTS outputs (
 CREATE TABLE IF NOT EXISTS paid (
     thread TEXT NOT NULL,
     key TEXT NOT NULL,
-    calls TEXT,
-    billed INTEGER NOT NULL DEFAULT 0,
+    calls TEXT NOT NULL,
     PRIMARY KEY (thread, key)
 )
 """
 #: ``paid`` holds, per journaled node, the provider requests that made its outputs (JSON
-#: ProviderCall records, with their cost) and whether a batch manifest line has counted
-#: them (``billed``): a resumed item counts an unbilled replay's cost once, so a budget
-#: holds across kills (calliope_graph/batch/_local.py).
+#: ProviderCall records, with their cost): a replay after a kill carries them into the
+#: resumed trace, so what was paid before the kill is still counted (batch/_local.py).
 
 
 class JournalDB:
@@ -108,15 +106,6 @@ class JournalDB:
             "SELECT 1 FROM outputs WHERE thread = ? AND key = ?", (thread_id, _INPUTS)
         )
         return cursor is not None and cursor.fetchone() is not None
-
-    def billed(self, thread_id: str) -> None:
-        """A batch manifest line has counted what ``thread_id``'s journaled nodes cost."""
-        with contextlib.suppress(sqlite3.Error), self.unsynced():
-            self.execute(
-                "INSERT INTO paid (thread, key, billed) SELECT thread, key, 1 FROM outputs "
-                "WHERE thread = ? AND key != ? ON CONFLICT (thread, key) DO UPDATE SET billed = 1",
-                (thread_id, _INPUTS),
-            )
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor | None:
         """Run one statement; None once closed."""
@@ -227,22 +216,18 @@ class Journal:
         except Exception as exc:
             log.warning("The cost of a journaled node was not kept (%s).", exc)
 
-    def calls(self, key: str) -> tuple[list[ProviderCall], bool]:
-        """The requests journaled with ``key``'s outputs, and whether a manifest line has
-        counted them (nothing kept: none, and not counted)."""
+    def calls(self, key: str) -> list[ProviderCall]:
+        """The requests journaled with ``key``'s outputs (none kept: an empty list)."""
         try:
             cursor = self.db.execute(
-                "SELECT calls, billed FROM paid WHERE thread = ? AND key = ?",
-                (self.thread_id, key),
+                "SELECT calls FROM paid WHERE thread = ? AND key = ?", (self.thread_id, key)
             )
             row = None if cursor is None else cursor.fetchone()
-            if row is None:
-                return [], False
-            records = json.loads(row[0]) if row[0] else []
-            return [ProviderCall.model_validate(r) for r in records], bool(row[1])
+            records = json.loads(row[0]) if row is not None else []
+            return [ProviderCall.model_validate(r) for r in records]
         except Exception as exc:
             log.warning("Ignoring an unreadable journaled cost: %s", exc)
-            return [], False
+            return []
 
     def start(self, state: Mapping[str, Any]) -> None:
         """A fresh run: forget the thread's entries and commit its initial state (a run

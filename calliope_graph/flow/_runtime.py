@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from calliope_graph._files import Throttled
 from calliope_graph._pricing import settle
-from calliope_graph._usage import ProviderCall
 from calliope_graph._secrets import redact, redact_tree
 from calliope_graph._telemetry import run_recorder
+from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
@@ -228,7 +228,7 @@ class FlowRuntime:
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
             saved = journal.get(entry) if entry is not None else None
-            if saved is not None:
+            if saved is not None and entry is not None:
                 self._journaled(name, node, inputs, saved, iteration, journal.calls(entry))
                 return saved
         if not self.record:
@@ -371,11 +371,10 @@ class FlowRuntime:
         inputs: dict[str, Any],
         outputs: dict[str, Any],
         iteration: int,
-        paid: tuple[list[ProviderCall], bool] = ([], True),
+        calls: list[ProviderCall] | None = None,
     ) -> None:
-        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run.
-        ``paid``: the requests that made them and whether a batch manifest line counted
-        them (if not, this attempt's cost does: ``unbilled``)."""
+        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run
+        (``calls``: the requests that made them, with their cost)."""
         if not self.record:
             return
         qualified = self.scope + name
@@ -411,13 +410,11 @@ class FlowRuntime:
                 params=params,
             )
             self.trace.executions.append(done)
-        calls, billed = paid
         if calls and not done.provider_calls:
             done.provider_calls = calls
             done.cost_usd = _total(calls)
             for call in calls:
                 done.calls[call.provider] = done.calls.get(call.provider, 0) + 1
-        done.unbilled = not billed
         self._last[self._key(name)] = done
         self._emit("finished", done)
 

@@ -80,8 +80,9 @@ class NodeExecution(BaseModel):
     cost_usd: float | None = 0.0
     """What the execution's requests cost at list price (None: its model has no price)."""
     unbilled: bool = False
-    """Replayed from the output journal after a kill, paid by an attempt that no batch
-    manifest line counted: its cost counts once, in this attempt's."""
+    """Carried over (``resumed``) from an earlier attempt that no batch manifest line
+    counted — killed or stopped before its item finished: its cost counts once, in this
+    attempt's (set by the batch, calliope_graph/batch/_local.py)."""
 
     @property
     def duration(self) -> float:
