@@ -369,3 +369,24 @@ print(sorted(after - before), "calliope_graph._otel" in sys.modules)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[] False"
+
+
+async def test_a_run_served_by_langgraph_server_is_traced_the_same_way(
+    otel: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from calliope_graph.serve import ServeContext, ServeSettings, serve_graph
+
+    monkeypatch.setenv("LANGGRAPH_API_URL", "http://127.0.0.1:9")
+    graph = serve_graph("webcam_story", ServeSettings(media_root=tmp_path, simulate=True))
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    image = "data:image/jpeg;base64," + base64.b64encode(WEBCAM.read_bytes()).decode()
+    await graph.ainvoke({"image": image}, config, context=ServeContext())
+    spans = otel.finished()
+    (run,) = [s for s in spans if s.name == "flow webcam_story"]
+    assert _attributes(run)["calliope.thread_id"] == "t-1"
+    assert len({s.context.trace_id for s in spans}) == 1
+    calls = [s for s in spans if "gen_ai.operation.name" in _attributes(s)]
+    assert len(calls) >= 4 and all(_attributes(c)["gen_ai.usage.cost.amount"] > 0 for c in calls)
+    assert not any(re.search(r"[A-Za-z0-9+/=]{200,}", t) for t in _everything(spans))
