@@ -94,6 +94,8 @@ def configure() -> None:
     installed its own. Written out here rather than through the SDK's auto-configuration
     (``opentelemetry-instrument``), which is a private module of the SDK."""
     global _configured
+    if _configured:  # every run asks: the common case takes no lock
+        return
     with _lock:
         if _configured:
             return
