@@ -11,7 +11,7 @@ OUT    ?= out
 # source directory calliope_graph/ (which lacks nodes/ and graphs/) does not shadow it.
 MYPY   := cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache
 
-.PHONY: help install lint fmt typecheck test test-fast browser postgres demo bench pictures schema clean
+.PHONY: help install lint fmt typecheck test test-fast browser postgres otel-backend demo bench pictures schema clean
 
 help:
 	@echo "make demo   run the webcam story offline against the simulator"
@@ -25,7 +25,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve,s3]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve,s3,otel]' --config-settings editable_mode=strict
 
 lint: install
 	$(BIN)/ruff check .
@@ -64,7 +64,16 @@ postgres:
 		|| echo "warning: could not install postgresql; the PostgreSQL tests will skip"; \
 	else echo "note: PostgreSQL not found and not root; the PostgreSQL tests will skip (apt-get install postgresql)"; fi
 
-test: lint browser postgres
+# Arize Phoenix, a real OpenTelemetry (OTLP) backend the telemetry tests start on loopback and
+# read spans back from: in its own venv (its dependencies pin tenacity below what we need).
+# Where it cannot be installed, only that test skips (it says how to enable it).
+otel-backend:
+	@if [ ! -x .venv-phoenix/bin/phoenix ]; then \
+		echo "installing Arize Phoenix (OTLP backend for the telemetry tests) in .venv-phoenix"; \
+		($(PYTHON) -m venv .venv-phoenix && .venv-phoenix/bin/python -m pip install -q 'arize-phoenix>=12') \
+		|| echo "warning: could not install arize-phoenix; the OTLP backend test will skip"; fi
+
+test: lint browser postgres otel-backend
 	$(BIN)/pytest
 
 test-fast: install

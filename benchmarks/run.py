@@ -6,6 +6,8 @@ against a baseline measured in the same run on the same machine, never an absolu
 
 - ``overhead``: a 10-node pass-through flow run N times through calliope-graph, through
   the same hand-built LangGraph ``StateGraph``, and through plain ``await`` calls.
+- ``otel``: the same per-node benchmark with OpenTelemetry tracing on (no-op exporter)
+  against off: ``otel_overhead_ratio`` (target <= 1.10).
 - ``webcam_story``: the shipped flow against the simulator with fixed latencies (Azure
   200 ms, LLM vision 300 ms, story 400 ms, illustration 500 ms: a 1.2 s critical path), and
   a hand-written asyncio version in the seed's style (``create_task`` + ``wait_for``).
@@ -137,6 +139,66 @@ async def bench_overhead(runs: int) -> dict[str, float]:
     }
 
 
+async def bench_otel_overhead(runs: int) -> dict[str, float]:
+    """The per-node benchmark with OpenTelemetry tracing on (the SDK with a batching
+    no-op exporter, as an application that configured its own TracerProvider) against
+    off (``OTEL_SDK_DISABLED=true``: the path a run without telemetry takes), alternated
+    round by round so the machine's drift hits both alike: the ratio is what tracing every
+    node costs."""
+    import os
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Counting(SpanExporter):
+        """Counts the spans and drops them, as a network exporter does once sent (the
+        SDK's in-memory exporter keeps every span: the heap, and GC passes, would grow)."""
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.count += len(spans)
+            return SpanExportResult.SUCCESS
+
+    flow = passthrough_flow()
+    exporter = Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    offs: list[float] = []
+    ons: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = flow.runner(out_dir=Path(tmp), checkpointer=False, trace_file=False)
+
+        async def via_calliope() -> None:
+            await runner.ainvoke({"value": "x"})
+
+        for _ in range(20):
+            await via_calliope()
+        for _ in range(5):
+            os.environ["OTEL_SDK_DISABLED"] = "true"
+            offs.append(await _time(max(runs // 5, 5), via_calliope))
+            del os.environ["OTEL_SDK_DISABLED"]
+            ons.append(await _time(max(runs // 5, 5), via_calliope))
+    provider.force_flush()
+    spans = exporter.count
+    provider.shutdown()
+    off, on = statistics.median(offs), statistics.median(ons)
+    return {
+        "runs": runs,
+        "off_us_per_node": round(off, 2),
+        "on_us_per_node": round(on, 2),
+        "spans_exported": spans,
+        "otel_overhead_ratio": round(on / off, 3),
+    }
+
+
 # -- webcam story -----------------------------------------------------------------------------
 
 LATENCY = {"azure_vision": 0.2, "vision": 0.3, "story": 0.4, "illustration": 0.5}
@@ -222,6 +284,8 @@ async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
         "webcam_story": await bench_webcam(repeats),
         **await composition.run(max(repeats // 2, 2)),
         **batch.run(),
+        # last: it installs a TracerProvider, which stays for the rest of the process
+        "otel": await bench_otel_overhead(runs),
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -700,7 +700,7 @@ def batch(
             err_console.print(
                 f"interrupted: finished items are in {Path(out_dir) / 'batch.jsonl'}; "
                 f"continue with: calliope-graph batch {flow} --inputs {inputs_path} "
-                f"--out {out_dir} --resume",
+                f"--out {out_dir} --resume" + (f" --budget {budget:g}" if budget else ""),
                 markup=False,
                 soft_wrap=True,
             )
@@ -926,6 +926,8 @@ def _print_batch_summary(summary: Any, flow: str, inputs: str, out_dir: Path) ->
         f"manifest: {summary.manifest}  report: {summary.report or '-'}", soft_wrap=True
     )
     again = f"calliope-graph batch {flow} --inputs {inputs} --out {out_dir} --resume"
+    if summary.budget is not None:  # the same limit again (a larger one to run the rest)
+        again += f" --budget {summary.budget:g}"
     if summary.failed:
         out_console.print(f"retry the failed items: {again} --retry-failed", soft_wrap=True)
     elif summary.not_started:

@@ -323,7 +323,9 @@ async def test_an_item_stopped_mid_flight_resumes_without_repaying_its_finished_
     assert again.count("openai") == 0  # the story came back from the journal
     assert again.count("stability") == 1
     (line,) = manifest(out)
-    assert line["resumed"] and line["calls"] == {"stability": 1}
+    # The story's call, paid before the stop and counted by no line, is counted once here.
+    assert line["resumed"] and line["calls"] == {"openai": 1, "stability": 1}
+    assert line["cost"] > 0.03  # the image and the story
 
 
 async def test_a_second_batch_on_a_folder_in_use_is_refused(tmp_path: Path) -> None:

@@ -1,27 +1,27 @@
-"""What an item cost, estimated from what it actually called and the catalog's list prices.
+"""What an item cost, from what it actually called and the catalog's list prices.
 
-Each node execution of the item's trace that ended ``ok`` in this attempt (not carried over
-from an earlier attempt, not a cache hit) is priced by its model's
-:class:`~calliope_graph.config.ModelPrice`:
-
-- tokens: the trace records no provider usage, so tokens are estimated as characters / 4
-  of the execution's text inputs (prompt) and text outputs (completion);
-- images: one price per image output, by the requested size (``width``x``height`` params,
-  else the config's ``size``) and ``quality``, else the image's own size, else ``default``;
-- video: seconds from the config's ``duration`` parameter (else 5 s) per video output;
-- audio: minutes of each audio input (WAV duration, else one minute);
-- ``per_request``: once per execution.
+Each provider request of the item's trace carries its cost (``NodeExecution.provider_calls``,
+priced when its node ended by :mod:`calliope_graph._pricing`: from the usage the provider
+reported, estimating only what it did not report). An item's cost is the sum over the
+executions of this attempt — not those carried over from an earlier attempt, which that
+attempt's manifest line counted, except those of an attempt killed or stopped before it
+wrote a line (``unbilled``: replayed from the output journal or carried in the trace) —
+wherever they ran: inside maps and subflows too. A trace written before requests were
+recorded is priced per execution as before, its model found by following the execution's
+qualified name (``scenes[0]/illustration/image``) down to its own (sub)flow's plan.
 
 Failed, refused and retried requests are not billed (providers do not charge for them, or
-charge too little to matter here). An ok execution whose model has no price makes the
-item's cost unknown (``None``): the batch says how many items that affects.
+charge too little to matter here). A request whose model has no price makes the item's cost
+unknown (``None``): the batch says how many items that affects.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from calliope_graph._pricing import CHARS_PER_TOKEN, DEFAULT_VIDEO_SECONDS, media_of
 from calliope_graph.config import ModelConfig, ModelPrice
 from calliope_graph.errors import CalliopeError
 from calliope_graph.flow.trace import NodeExecution, Trace
@@ -31,14 +31,25 @@ if TYPE_CHECKING:
 
 __all__ = ["estimate_item_cost", "execution_cost", "trace_cost"]
 
-#: Characters per token, for estimates (English text with common tokenizers).
-CHARS_PER_TOKEN = 4.0
-#: Seconds of video a generation is assumed to make without a ``duration`` parameter.
-DEFAULT_VIDEO_SECONDS = 5.0
+_STEP = re.compile(r"^(?P<name>.+?)(?:\[\d+\])?$")
+
+
+def _node(plan: Plan, qualified: str) -> Any:
+    """The node a qualified execution name (``scenes[0]/illustration/image``) ran: each step
+    but the last is a subflow (or mapped subflow) node whose own plan holds the next."""
+    steps = qualified.split("/")
+    for step in steps[:-1]:
+        match = _STEP.match(step)
+        child = plan.nodes.get(match["name"] if match else step)
+        sub = getattr(child, "plan", None)
+        if sub is None:
+            return None
+        plan = sub
+    return plan.nodes.get(steps[-1])
 
 
 def _config(plan: Plan, node: str) -> ModelConfig | None:
-    instance = plan.nodes.get(node)
+    instance = _node(plan, node)
     model = getattr(instance, "model", None)
     if isinstance(model, ModelConfig):
         return model
@@ -63,22 +74,7 @@ def _texts(value: Any) -> Iterable[str]:
             yield from _texts(v)
 
 
-def _media(values: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if value.get("type") == kind:
-                found.append(value)
-            else:
-                for v in value.values():
-                    walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(values)
-    return found
+_media = media_of
 
 
 def _tokens(values: dict[str, Any]) -> float:
@@ -86,8 +82,16 @@ def _tokens(values: dict[str, Any]) -> float:
 
 
 def execution_cost(execution: NodeExecution, config: ModelConfig | None) -> tuple[float, bool]:
-    """(USD, priced) of one execution; ``priced`` is False when its model has no price."""
-    if execution.status != "ok" or execution.resumed or execution.cache_hit:
+    """(USD, priced) of one execution in this attempt; ``priced`` is False when its model
+    has no price."""
+    if (execution.resumed and not execution.unbilled) or execution.cache_hit:
+        return 0.0, True
+    if execution.provider_calls:
+        costs = [c.cost_usd for c in execution.provider_calls if c.status == "ok"]
+        if None in costs:
+            return 0.0, False
+        return sum(c or 0.0 for c in costs), True
+    if execution.status != "ok":
         return 0.0, True
     if config is None:
         return 0.0, execution.provider is None  # a provider call of an unknown model
@@ -122,9 +126,10 @@ def _priced(
     if price.per_video_second:
         seconds = float(config.parameters.get("duration") or DEFAULT_VIDEO_SECONDS)
         cost += len(_media(outputs, "video")) * seconds * price.per_video_second
-    if price.per_audio_minute:
-        for audio in _media(inputs, "audio"):
-            cost += float(audio.get("duration_s") or 60.0) / 60.0 * price.per_audio_minute
+    if price.per_audio_minute:  # the audio read (transcription), else made (speech)
+        for audio in _media(inputs, "audio") or _media(outputs, "audio"):
+            seconds = audio.get("duration") or audio.get("duration_s") or 60.0
+            cost += float(seconds) / 60.0 * price.per_audio_minute
     return cost
 
 
@@ -141,12 +146,20 @@ def trace_cost(trace: Trace, plan: Plan) -> float | None:
 def estimate_item_cost(plan: Plan) -> float | None:
     """What one item is expected to cost before any has finished: one call of each node on
     the main path (routed nodes — fallbacks, rewriters — are assumed not to run), with a
-    200-token prompt and ``max_tokens`` (else 300) of completion. None when unpriced."""
+    200-token prompt and ``max_tokens`` (else 300) of completion; a subflow node (mapped or
+    not) as one run of its flow. None when unpriced."""
     total = 0.0
     for name in plan.order:
         if name in plan.routed:
             continue
         node = plan.nodes[name]
+        child = getattr(node, "plan", None)
+        if child is not None:
+            inner = estimate_item_cost(child)
+            if inner is None:
+                return None
+            total += inner
+            continue
         if getattr(node, "model", None) is None:
             continue
         config = _config(plan, name)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,8 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import TypedDict, Unpack
 
-from calliope_graph._files import Throttled
+from calliope_graph._files import Throttled, write_atomic
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
+from calliope_graph._telemetry import batch_scope
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
 from calliope_graph.batch._items import (
     BatchInputError,
@@ -240,6 +242,21 @@ class BatchSummary:
         }
 
 
+def _mark_unbilled(trace: Trace, counted_until: float | None) -> None:
+    """Mark the executions a resumed item carried over that no manifest line counted: those
+    of attempts killed or stopped before their item finished, i.e. that ended after the
+    item's latest line (or with no line at all). This attempt's line counts them, once."""
+    for execution in trace.executions:
+        if execution.resumed and not execution.cache_hit:
+            ended = execution.ended_at or execution.started_at
+            execution.unbilled = counted_until is None or ended > counted_until
+
+
+def _larger(budget: float) -> str:
+    """A budget to suggest for continuing: twice this one, as a short number."""
+    return f"{budget * 2:g}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -311,6 +328,9 @@ class _Batch:
         """Id → slim manifest record (what batch.html shows), in input order."""
         self.not_started: list[tuple[str, str]] = []
         self.item_costs: list[float] = []
+        self.counted_until: dict[str, float] = {}
+        """Id → when the item's latest manifest line was written: what its thread did
+        before then was counted by a line."""
         self.static_estimate = estimate_item_cost(plan)
         self.budget_message = ""
         # The page lists every item, so a rewrite costs more as the batch grows: Throttled
@@ -349,7 +369,8 @@ class _Batch:
         self.budget_message = (
             f"Budget ${self.budget:.2f} reached: ${self.stats.spent:.4f} spent, "
             f"{self.stats.running} item(s) running, about ${one:.4f} per item — no more "
-            "items started. Continue with --resume and a larger --budget."
+            f"items started. Continue with --resume --budget {_larger(self.budget)} (or "
+            "another budget larger than what was spent)."
         )
         return True
 
@@ -373,6 +394,10 @@ class _Batch:
         return {k: record.get(k) for k in keep}
 
     def remember(self, state: ManifestState) -> None:
+        for item_id, record in state.latest.items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                ended = datetime.fromisoformat(str(record["ended_at"]).replace("Z", "+00:00"))
+                self.counted_until[item_id] = ended.timestamp()
         for record in state.latest.values():
             if isinstance(record.get("cost"), int | float):
                 self.item_costs.append(float(record["cost"]))
@@ -448,7 +473,9 @@ class _Batch:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
         ended = time.time()
-        fresh = [e for e in (trace.executions if trace else []) if not e.resumed]
+        if trace is not None and again:
+            _mark_unbilled(trace, self.counted_until.get(item.id))
+        fresh = [e for e in (trace.executions if trace else []) if not e.resumed or e.unbilled]
         calls: Counter[str] = Counter()
         for execution in fresh:
             calls.update(execution.calls)
@@ -639,6 +666,7 @@ async def run_batch(
         )
     stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
     prepare_out_dir(out)  # a bad folder is a ConfigurationError naming it and the fix
+    batch.budget = _remembered_budget(out, batch.budget, resume=batch.resume)
     batch.remember(state)
     batch.stats.total = count_items(items)
 
@@ -673,6 +701,8 @@ async def run_batch(
                 open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
             )
             held.enter_context(_frozen_heap())
+            # With OpenTelemetry on, a span for the batch that each item's trace links to.
+            held.enter_context(batch_scope(name, lambda: batch.report_summary(True)))
             root = FlowRunner(
                 plan,
                 out_dir=out,
@@ -742,6 +772,27 @@ async def run_batch(
         input_error.summary = summary
         raise input_error
     return summary
+
+
+#: The batch folder's settings file: the budget it was started (or last resumed) with.
+SETTINGS_NAME = "batch-settings.json"
+
+
+def _remembered_budget(out: Path, budget: float | None, *, resume: bool) -> float | None:
+    """The budget to hold: the one given (remembered in the folder for later resumes), else
+    on a resume the one the batch was started with — a resume never spends without limit
+    because ``--budget`` was left off."""
+    path = out / SETTINGS_NAME
+    if budget is not None:
+        write_atomic(path, json.dumps({"budget": budget}))
+        return budget
+    if not resume or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("budget")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(saved) if isinstance(saved, int | float) and not isinstance(saved, bool) else None
 
 
 def _summary(batch: _Batch, report: Path | None, error: BatchInputError | None) -> BatchSummary:

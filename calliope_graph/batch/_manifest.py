@@ -11,7 +11,9 @@ message}``, redacted; null when ok), ``attempts`` (provider requests, retries in
 ``calls`` (``{provider: requests}``), ``rate_limits`` (``{provider: 429s}``), ``cost`` (USD,
 null when a model has no price), ``started_at``/``ended_at`` (ISO 8601, UTC), ``seconds``.
 ``attempts``, ``calls`` and ``cost`` count this attempt only (work carried over from an
-earlier attempt of the item's thread is not paid again).
+earlier attempt of the item's thread is not paid again) — plus the calls an attempt killed
+before it wrote a line had paid for (replayed from the output journal): so every paid call
+is counted once across the lines.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from tenacity import (
 
 from calliope_graph._secrets import redact  # re-exported: engines import it from here
 from calliope_graph._transport import map_transport_errors, transport_error
+from calliope_graph._usage import ProviderCall, current_call, usage_from_body
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
@@ -48,6 +49,7 @@ from calliope_graph.errors import (
     ProviderError,
     RateLimitError,
     TransientProviderError,
+    error_class,
 )
 from calliope_graph.limits import Slot, estimate_tokens
 
@@ -92,6 +94,9 @@ class CallStats:
     """Called before each engine-level retry (provider, the failure); the runner's events."""
     limit_wait: float = 0.0
     """Seconds spent waiting on the shared rate limiter before the requests."""
+    records: list[ProviderCall] = field(default_factory=list)
+    """One record per request sent (polls and downloads excepted), with the usage the
+    provider reported (see calliope_graph/_usage.py)."""
 
     def record(self, provider: str) -> None:
         self.attempts += 1
@@ -208,13 +213,15 @@ def error_from_response(
 def parse_json(response: httpx.Response, provider: str) -> Any:
     """The JSON body, or a (retryable) TransientProviderError for a malformed one."""
     try:
-        return response.json()
+        body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         what = f"HTTP {response.status_code}, {len(response.content)} bytes that are not JSON"
         error: BaseException = transport_error(exc, provider, what=what) or exc
         if isinstance(error, ProviderError):
             error.status = response.status_code
         raise error from None
+    usage_from_body(body)  # the usage the answer reports goes on the call's record
+    return body
 
 
 def _backoff(initial: float, max_wait: float, jitter: float) -> wait_exponential_jitter:
@@ -286,16 +293,31 @@ async def with_retries(
                 stats.record(provider)
             token = current_slot.set(slot)
             started = time.time()
+            call = None
+            if stats is not None and not poll:  # a status poll or download is not billed
+                call = ProviderCall(provider=provider, model=model, started_at=started)
+                stats.records.append(call)
+            call_token = current_call.set(call)
             try:
                 return await attempt()
             except RateLimitError as exc:
                 if exc.code not in _NOT_A_WINDOW:
                     limits.note_429(exc.retry_after)  # everyone sharing it cools down
+                if call is not None:
+                    call.status, call.error_class = "error", error_class(exc)
+                raise
+            except BaseException as exc:
+                if call is not None:
+                    call.status, call.error_class = "error", error_class(exc)
                 raise
             finally:
                 current_slot.reset(token)
+                current_call.reset(call_token)
+                ended = time.time()
+                if call is not None:
+                    call.ended_at = ended
                 if stats is not None:
-                    stats.attempt_times.append((started, time.time()))
+                    stats.attempt_times.append((started, ended))
 
     if not retry:
         return await recorded()

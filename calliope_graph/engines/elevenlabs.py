@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from calliope_graph._usage import report_usage
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import request
@@ -162,7 +163,7 @@ async def text_to_speech(
         _NAME,
         "POST",
         f"{base}/v1/text-to-speech/{voice_id}",
-        parse=lambda r: audio_bytes(r, _NAME, model, container),
+        parse=lambda r: _charged(r, audio_bytes(r, _NAME, model, container)),
         headers={"xi-api-key": ctx.keys.require(PROVIDER), "accept": "audio/*"},
         json_body=body,
         params={"output_format": fmt},
@@ -191,3 +192,13 @@ async def list_models(ctx: RunContext) -> list[str]:
         headers={"xi-api-key": ctx.keys.require(PROVIDER)},
         describe=describe,
     )
+
+
+def _charged(response: httpx.Response, audio: bytes) -> bytes:
+    """``audio``, with the characters ElevenLabs says it billed recorded on the call: the
+    ``character-cost`` response header of text-to-speech
+    (https://elevenlabs.io/docs/api-reference/text-to-speech/convert, response headers)."""
+    cost = response.headers.get("character-cost")
+    if cost is not None and cost.isdigit():
+        report_usage(characters=int(cost))
+    return audio

@@ -47,6 +47,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, ValidationError
 
 from calliope_graph._transport import transport_error
+from calliope_graph._usage import report_usage
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import (
@@ -269,7 +270,9 @@ async def _call(ctx: RunContext, config: ModelConfig, make: Callable[[], Awaitab
         bound = asyncio.timeout(timeout)
         try:
             async with bound:
-                return await make()
+                answer = await make()
+            _usage(answer)
+            return answer
         except CalliopeError:
             raise
         except Exception as exc:
@@ -282,6 +285,25 @@ async def _call(ctx: RunContext, config: ModelConfig, make: Callable[[], Awaitab
             raise _map_error(exc, ctx, label) from None
 
     return await with_retries(ctx, _NAME, attempt)
+
+
+def _usage(answer: Any) -> None:
+    """Record the tokens a chat model reports on its answer: langchain-core's
+    ``AIMessage.usage_metadata`` (``input_tokens``, ``output_tokens``; see
+    https://python.langchain.com/api_reference/core/messages/langchain_core.messages.ai.UsageMetadata.html)
+    and ``response_metadata["model_name"]``; a structured-output answer carries its raw
+    message under ``raw`` (``include_raw=True``)."""
+    if isinstance(answer, dict):
+        answer = answer.get("raw")
+    if not isinstance(answer, AIMessage):
+        return
+    meta = answer.usage_metadata
+    model = (answer.response_metadata or {}).get("model_name")
+    report_usage(
+        input_tokens=meta.get("input_tokens") if meta else None,
+        output_tokens=meta.get("output_tokens") if meta else None,
+        response_model=model if isinstance(model, str) else None,
+    )
 
 
 def _answer_text(answer: Any, label: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from calliope_graph._usage import ProviderCall
 from calliope_graph.media import Audio, Image, Video
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalDB"]
@@ -47,8 +49,17 @@ CREATE TABLE IF NOT EXISTS outputs (
     type TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (thread, key)
+);
+CREATE TABLE IF NOT EXISTS paid (
+    thread TEXT NOT NULL,
+    key TEXT NOT NULL,
+    calls TEXT NOT NULL,
+    PRIMARY KEY (thread, key)
 )
 """
+#: ``paid`` holds, per journaled node, the provider requests that made its outputs (JSON
+#: ProviderCall records, with their cost): a replay after a kill carries them into the
+#: resumed trace, so what was paid before the kill is still counted (batch/_local.py).
 
 
 class JournalDB:
@@ -65,7 +76,7 @@ class JournalDB:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk, not only handed to the OS, before the node returns.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except BaseException:
             self.close()
             raise
@@ -191,6 +202,33 @@ class Journal:
         except Exception as exc:  # never fail a node that has been paid for
             log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
 
+    def put_calls(self, key: str, calls: list[ProviderCall]) -> None:
+        """Keep the requests (and their cost) that made the outputs journaled under ``key``
+        — not waited on: losing them to a power cut loses a cost figure, not a paid output."""
+        data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
+        try:
+            with self.db.unsynced():
+                self.db.execute(
+                    "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
+                    "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
+                    (self.thread_id, key, data),
+                )
+        except Exception as exc:
+            log.warning("The cost of a journaled node was not kept (%s).", exc)
+
+    def calls(self, key: str) -> list[ProviderCall]:
+        """The requests journaled with ``key``'s outputs (none kept: an empty list)."""
+        try:
+            cursor = self.db.execute(
+                "SELECT calls FROM paid WHERE thread = ? AND key = ?", (self.thread_id, key)
+            )
+            row = None if cursor is None else cursor.fetchone()
+            records = json.loads(row[0]) if row is not None else []
+            return [ProviderCall.model_validate(r) for r in records]
+        except Exception as exc:
+            log.warning("Ignoring an unreadable journaled cost: %s", exc)
+            return []
+
     def start(self, state: Mapping[str, Any]) -> None:
         """A fresh run: forget the thread's entries and commit its initial state (a run
         killed before LangGraph saved its first checkpoint then resumes from these inputs,
@@ -199,6 +237,7 @@ class Journal:
         try:
             with self.db.unsynced():
                 self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
+                self.db.execute("DELETE FROM paid WHERE thread = ?", (self.thread_id,))
                 self._insert(_INPUTS, _INPUTS, state)
         except Exception as exc:
             log.warning("The run's inputs were not journaled (%s).", exc)
@@ -222,6 +261,7 @@ class Journal:
         """Drop this thread's entries (a run that completed: its checkpoint holds all)."""
         with contextlib.suppress(sqlite3.Error), self.db.unsynced():
             self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
+            self.db.execute("DELETE FROM paid WHERE thread = ?", (self.thread_id,))
 
     def close(self) -> None:
         """End the run's use of the journal (closing its connection if it opened one)."""

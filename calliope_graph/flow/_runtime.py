@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from calliope_graph._files import Throttled
+from calliope_graph._pricing import settle
 from calliope_graph._secrets import redact, redact_tree
+from calliope_graph._telemetry import run_recorder
+from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
@@ -85,6 +88,11 @@ def done_name(node: str) -> str:
     return f"{node}__done"
 
 
+def _total(calls: list[ProviderCall]) -> float | None:
+    costs = [c.cost_usd for c in calls if c.status == "ok"]
+    return None if None in costs else round(sum(c or 0.0 for c in costs), 8)
+
+
 # -- events and the runtime ------------------------------------------------------------------------
 EventKind = Literal["started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed"]
 
@@ -113,6 +121,9 @@ class _RunState:
     secrets: list[str] | None = None
     saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    telemetry: Any = None
+    """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
+    first event asks, False when telemetry is off."""
 
 
 @dataclass
@@ -225,10 +236,10 @@ class FlowRuntime:
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
             saved = journal.get(entry) if entry is not None else None
-            if saved is not None:
+            if saved is not None and entry is not None:
                 if store.remote:  # an upload that failed before is made now
                     saved = await store.publish(saved)
-                self._journaled(name, node, inputs, saved, iteration)
+                self._journaled(name, node, inputs, saved, iteration, journal.calls(entry))
                 return saved
         if not self.record:
             outputs = self._scrub(node, await run())
@@ -263,6 +274,9 @@ class FlowRuntime:
             cache_hit=False,
             resumed=False,
             outputs={},
+            provider_calls=[],
+            cost_usd=0.0,
+            unbilled=False,
         )
         self.trace.executions.append(execution)
         self._last[key] = execution
@@ -285,6 +299,7 @@ class FlowRuntime:
                 outputs = await store.publish(outputs)
         except BaseException as exc:
             self._close(execution, stats)
+            self._settle(execution, node, stats)
             execution.status = "failed"
             if isinstance(exc, asyncio.CancelledError):
                 # Cancelled from outside: LangGraph's node timeout (the error route or the
@@ -305,6 +320,9 @@ class FlowRuntime:
         execution.__dict__.update(
             status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
         )
+        self._settle(execution, node, stats)
+        if entry is not None and journal is not None and execution.provider_calls:
+            journal.put_calls(entry, execution.provider_calls)
         self._emit("finished", execution)
         return outputs
 
@@ -364,8 +382,10 @@ class FlowRuntime:
         inputs: dict[str, Any],
         outputs: dict[str, Any],
         iteration: int,
+        calls: list[ProviderCall] | None = None,
     ) -> None:
-        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run."""
+        """A resumed run found ``name``'s outputs in the journal: paid already, not re-run
+        (``calls``: the requests that made them, with their cost)."""
         if not self.record:
             return
         qualified = self.scope + name
@@ -401,6 +421,11 @@ class FlowRuntime:
                 params=params,
             )
             self.trace.executions.append(done)
+        if calls and not done.provider_calls:
+            done.provider_calls = calls
+            done.cost_usd = _total(calls)
+            for call in calls:
+                done.calls[call.provider] = done.calls.get(call.provider, 0) + 1
         self._last[self._key(name)] = done
         self._emit("finished", done)
 
@@ -419,6 +444,15 @@ class FlowRuntime:
         self._emit("cache_hit", execution)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _settle(self, execution: NodeExecution, node: Node, stats: CallStats) -> None:
+        """Price the execution's provider requests (calliope_graph/_pricing.py)."""
+        if not stats.records:
+            return
+        config = None
+        with contextlib.suppress(CalliopeError):
+            config = node.model_config_for(self.ctx) if node.model is not None else None
+        settle(execution, config, stats.records)
+
     def _close(self, execution: NodeExecution, stats: CallStats) -> None:
         execution.__dict__.update(
             ended_at=time.time(),
@@ -444,10 +478,12 @@ class FlowRuntime:
 
     def save_final(self) -> None:
         """Write the finished trace now, and drop a rewrite still scheduled: nothing writes
-        into the output directory after the run returned."""
+        into the output directory after the run returned. Ends the run's telemetry."""
         if self._run.saver is not None:
             self._run.saver.cancel()
         self.save()
+        if self._run.telemetry:
+            self._run.telemetry.finish(self.trace)
 
     def _secrets(self) -> list[str]:
         if self._run.secrets is None:
@@ -483,6 +519,11 @@ class FlowRuntime:
         return scrubbed
 
     def _emit(self, kind: EventKind, execution: NodeExecution) -> None:
+        telemetry = self._run.telemetry
+        if telemetry is None:  # the run's first event: is it traced? (once per run)
+            telemetry = self._run.telemetry = run_recorder(self.trace)
+        if telemetry:
+            telemetry.event(kind, execution)
         if self.trace_path is not None and self.live_trace and kind not in ("started", "retried"):
             self._save_soon()
         if self.on_event is not None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph._files import write_atomic
+from calliope_graph._usage import ProviderCall
 from calliope_graph.flow.spec import FlowSpec
 from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
@@ -73,6 +74,15 @@ class NodeExecution(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    provider_calls: list[ProviderCall] = Field(default_factory=list)
+    """Each request sent to a provider (retries included): usage, reported or estimated,
+    and its cost (see calliope_graph/_usage.py)."""
+    cost_usd: float | None = 0.0
+    """What the execution's requests cost at list price (None: its model has no price)."""
+    unbilled: bool = False
+    """Carried over (``resumed``) from an earlier attempt that no batch manifest line
+    counted — killed or stopped before its item finished: its cost counts once, in this
+    attempt's (set by the batch, calliope_graph/batch/_local.py)."""
 
     @property
     def duration(self) -> float:

@@ -317,6 +317,11 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
         return {**prepare_inputs(plan, given), **cleared}
 
     async def finish(state: dict[str, Any]) -> dict[str, Any]:
+        context = get_runtime().context
+        if isinstance(context, ServeContext) and context._runtime is not None:
+            flow_rt = await context._runtime  # the run's: its trace ends (and its telemetry)
+            flow_rt.trace.status, flow_rt.trace.ended_at = "ok", time.time()
+            flow_rt.save_final()
         base = runtimes.base_url()
         found = {name: read_ref(state, ref) for name, ref in outputs}
         root, signer = settings.media_root, settings.signer

@@ -175,6 +175,8 @@ def _execution(page: Page, e: NodeExecution, count: int, node_spec: Any) -> str:
         head.append("calls " + ", ".join(f"{esc(p)}×{n}" for p, n in sorted(e.calls.items())))
     if e.resumed:
         head.append("carried over from an earlier attempt (resumed)")
+    if e.provider_calls:
+        head.append("cost " + (f"${e.cost_usd:.4f}" if e.cost_usd is not None else "unknown"))
     error = ""
     if e.error or e.error_class:
         route = f' → <b class="branch">{txt(e.branch)}</b>' if e.branch else ""
@@ -212,5 +214,33 @@ def _execution(page: Page, e: NodeExecution, count: int, node_spec: Any) -> str:
   <div class="io-grid">
     <div><h5>Inputs</h5>{page.table(e.inputs, "no inputs")}</div>
     <div><h5>Outputs</h5>{page.table(e.outputs, outputs_empty)}</div>
-  </div>{params_html}
+  </div>{params_html}{_calls(e)}
 </section>"""
+
+
+def _calls(e: NodeExecution) -> str:
+    """The execution's provider requests: what each did, used and cost (and which figures
+    the provider reported, which were estimated)."""
+    if not e.provider_calls:
+        return ""
+    rows = []
+    for call in e.provider_calls:
+        usage = ", ".join(
+            f"{txt(name)} {value:g}{'' if name in call.reported else ' (estimated)'}"
+            for name, value in call.usage.items()
+        )
+        cost = "unknown" if call.cost_usd is None else f"${call.cost_usd:.6f}"
+        outcome_text = call.status if call.error_class is None else call.error_class
+        took = fmt_seconds(call.duration) if call.ended_at is not None else "-"
+        rows.append(
+            f"<tr><td>{txt(call.provider)}</td><td>{txt(call.model or '')}</td>"
+            f"<td>{txt(call.operation or '')}</td><td>{txt(outcome_text)}</td>"
+            f"<td>{esc(took)}</td><td>{usage or '-'}</td><td>{esc(cost)}</td></tr>"
+        )
+    return (
+        '<details class="provider-calls" open><summary>Provider calls</summary>'
+        '<table class="calls"><tr><th>provider</th><th>model</th><th>operation</th>'
+        "<th>outcome</th><th>took</th><th>usage</th><th>cost (USD)</th></tr>"
+        + "".join(rows)
+        + "</table></details>"
+    )

@@ -1,0 +1,172 @@
+"""Costs that are right: calls inside maps and subflows are priced, a budget holds (and is
+remembered) across resumes and kills, and each provider call's cost is in the trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from calliope_graph.cli import main
+from calliope_graph.flow.trace import Trace
+
+HERE = Path(__file__).resolve().parent
+
+
+def _inputs(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"premise": f"a fox, take {i}"}) + "\n" for i in range(n)))
+    return path
+
+
+def _manifest(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "batch.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_a_budgeted_storyboard_batch_stops_at_its_budget_with_priced_items(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out"
+    args = ["batch", "storyboard", "--inputs", str(inputs), "--out", str(out), "--simulate"]
+    result = CliRunner().invoke(main, [*args, "--budget", "0.05", "--concurrency", "1"])
+    assert result.exit_code == 1, result.output  # some items not started: the budget
+    records = _manifest(out)
+    assert 1 <= len(records) < 10
+    assert all(isinstance(r["cost"], float) and r["cost"] > 0 for r in records)
+    assert "Budget $0.05 reached" in result.output
+    # The hint to continue repeats the budget, and the folder remembers it: a resume
+    # without --budget still stops at once, having spent nothing more.
+    assert "--resume --budget 0.05" in result.output
+    again = CliRunner().invoke(main, [*args, "--resume"])
+    assert again.exit_code == 1, again.output
+    assert len(_manifest(out)) == len(records)
+    assert "Budget $0.05 reached" in again.output
+
+
+def test_every_call_in_a_map_of_subflows_is_in_the_trace_with_its_cost(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out"
+    args = ["batch", "storyboard", "--inputs", str(inputs), "--out", str(out), "--simulate"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (record,) = _manifest(out)
+    trace = Trace.load(out / record["id"] / "trace.json")
+    calls = [(e, c) for e in trace.executions for c in e.provider_calls]
+    images = [(e, c) for e, c in calls if c.operation == "image_generation"]
+    chats = [(e, c) for e, c in calls if c.operation == "chat"]
+    assert images and chats
+    assert all(e.node.startswith("scenes[") and e.node.endswith("/image") for e, _ in images)
+    for _, call in calls:
+        assert call.status == "ok" and call.cost_usd is not None and call.cost_usd > 0
+        assert call.provider and call.model and call.ended_at is not None
+    # OpenAI's answer reports its tokens: the chat's cost comes from them, not an estimate.
+    _, chat = chats[0]
+    assert set(chat.reported) >= {"input_tokens", "output_tokens"} and not chat.estimated
+    assert chat.response_model
+    # Stability's answer reports no usage: its image count is estimated, and says so.
+    _, image = images[0]
+    assert image.estimated == ["images"] and image.usage["images"] == 1
+    total = sum(c.cost_usd or 0.0 for _, c in calls)
+    assert abs(record["cost"] - total) < 1e-6
+
+
+# -- kill -9 a real batch and resume it ------------------------------------------------------------
+def _batch(out: Path, inputs: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-c",
+        "from calliope_graph.cli import main; main()",
+        "batch",
+        "storyboard",
+        "--inputs",
+        str(inputs),
+        "--out",
+        str(out),
+        "--simulate",
+        "--json",
+        "--concurrency",
+        "3",
+        *extra,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=HERE)
+
+
+def _lines(proc: subprocess.Popen[bytes], until: int | None = None) -> int:
+    """Read the batch's JSON events; with ``until``, kill -9 it after that many finished
+    items (0: as soon as a provider node's outputs are journaled). Items finished."""
+    assert proc.stdout is not None
+    fd, buffer, finished = proc.stdout.fileno(), b"", 0
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120.0)
+        assert ready, "the batch went silent"
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            proc.wait(timeout=60)
+            return finished
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        finished += sum(b'"item_finished"' in line for line in lines)
+        if until is not None and finished >= until:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            return finished
+
+
+def _journaled(out: Path) -> int:
+    db = sqlite3.connect(out / "journal.sqlite")
+    try:
+        return int(db.execute("SELECT count(*) FROM outputs WHERE key != '~inputs'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_batch_killed_and_resumed_reports_the_cost_of_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    inputs = _inputs(tmp_path / "in.jsonl", 6)
+    clean = tmp_path / "clean"
+    _lines(_batch(clean, inputs))
+    clean_records = _manifest(clean)
+    assert len(clean_records) == 6 and all(r["status"] == "ok" for r in clean_records)
+    clean_total = sum(r["cost"] for r in clean_records)
+    one_call = max(
+        c.cost_usd or 0.0
+        for r in clean_records
+        for e in Trace.load(clean / r["id"] / "trace.json").executions
+        for c in e.provider_calls
+    )
+    carried = 0
+    for at in (1, 2, 4):
+        out = tmp_path / f"killed-{at}"
+        proc = _batch(out, inputs)
+        _lines(proc, until=at)
+        carried += _journaled(out)  # calls the killed items had paid for
+        _lines(_batch(out, inputs, "--resume"))
+        records = {r["id"]: r for r in _manifest(out)}  # the latest line of each item
+        assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
+        total = sum(r["cost"] for r in _manifest(out))
+        # Exactly once: what was paid before the kill is counted after the resume, and a
+        # call in flight at the kill (paid, not journaled) is made and counted again.
+        assert abs(total - clean_total) <= one_call + 1e-6, (at, total, clean_total)
+    assert carried > 0  # the kills did land with items' paid calls journaled
+
+
+def test_the_report_shows_each_provider_calls_cost_and_what_was_estimated(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out"
+    args = ["batch", "storyboard", "--inputs", str(inputs), "--out", str(out), "--simulate"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (record,) = _manifest(out)
+    page = (out / record["id"] / "report.html").read_text()
+    assert "Provider calls" in page
+    assert "image_generation" in page and "images 1 (estimated)" in page
+    assert "$0.030000" in page  # a Stability Core image at list price
+    assert re.search(r"input_tokens \d+ ·|input_tokens \d+,", page)  # reported, not estimated

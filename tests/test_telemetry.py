@@ -1,0 +1,392 @@
+"""OpenTelemetry: every run is one trace — a span per run, per node execution (nested as the
+flow nests) and per provider request with GenAI attributes, usage and cost — plus metrics;
+nothing sensitive or heavy in any of it; nothing imported when it is off.
+
+These tests install the SDK's in-memory exporter and reader as the application's providers
+(what an application with its own ``TracerProvider`` does), and put the API's globals back
+afterwards so the rest of the suite runs untraced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _support import assert_secrets_absent, failures_under_faults, make_ctx
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+from calliope_graph import _otel
+from calliope_graph.batch import run_batch
+from calliope_graph.context import RunContext
+from calliope_graph.flow import Flow
+from calliope_graph.nodes import (
+    AnalyzeImage,
+    ImageAndTextToVideo,
+    TextToImage,
+    TextToSpeech,
+    TextToText,
+)
+from calliope_graph.simulate import Simulator
+from calliope_graph.testing import image_bytes
+
+HERE = Path(__file__).resolve().parent
+WEBCAM = HERE.parent / "examples" / "media" / "webcam.jpg"
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def metrics(self) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found.setdefault(metric.name, []).extend(metric.data.data_points)
+        return found
+
+
+def _reset_globals() -> None:
+    # The API allows one global provider per process; tests put it back (as OpenTelemetry's
+    # own test suites do) so later tests run with telemetry off.
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    from opentelemetry.metrics import _internal as metrics_internal
+
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    _otel._configured = False
+    _otel._instruments.clear()
+
+
+@pytest.fixture
+def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    telemetry = Telemetry()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(telemetry.spans))
+    _reset_globals()
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[telemetry.reader]))
+    try:
+        yield telemetry
+    finally:
+        provider.shutdown()
+        _reset_globals()
+
+
+def _parent(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan | None:
+    if span.parent is None:
+        return None
+    return next((s for s in spans if s.context.span_id == span.parent.span_id), None)
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+async def test_a_run_is_one_trace_with_a_span_per_node_and_per_provider_call(
+    otel: Telemetry, sim: Simulator, tmp_path: Path
+) -> None:
+    flow = Flow.load("webcam_story")
+    runner = flow.runner(out_dir=tmp_path, simulator=sim)
+    result = await runner.ainvoke({"image": str(WEBCAM)})
+    await runner.aclose()
+    spans = otel.finished()
+    assert len({s.context.trace_id for s in spans}) == 1
+    (run,) = [s for s in spans if s.parent is None]
+    assert run.name == "flow webcam_story"
+    nodes = [s for s in spans if s.name.startswith("node ")]
+    executed = {e.node for e in result.trace.executions}
+    assert {s.name.removeprefix("node ") for s in nodes} == executed
+    assert all(_parent(s, spans) is run for s in nodes)
+    calls = [s for s in spans if "gen_ai.operation.name" in _attributes(s)]
+    assert len(calls) == sum(len(e.provider_calls) for e in result.trace.executions) >= 4
+    for call in calls:
+        attrs = _attributes(call)
+        parent = _parent(call, spans)
+        assert parent is not None and parent.name.startswith("node ")
+        assert call.kind is trace.SpanKind.CLIENT
+        assert attrs["gen_ai.provider.name"] and attrs["gen_ai.request.model"]
+        assert attrs["gen_ai.usage.cost.amount"] > 0
+        assert attrs["gen_ai.usage.cost.currency"] == "USD"
+        assert call.name == f"{attrs['gen_ai.operation.name']} {attrs['gen_ai.request.model']}"
+        times = (run.start_time, call.start_time, call.end_time, run.end_time)
+        assert None not in times and list(times) == sorted(times)  # type: ignore[type-var]
+    chat = next(s for s in calls if _attributes(s)["gen_ai.operation.name"] == "chat")
+    attrs = _attributes(chat)
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gen_ai.response.model"] == "gpt-4o"
+    assert list(attrs["calliope.usage.reported"]) == ["input_tokens", "output_tokens"]
+    image = next(s for s in calls if _attributes(s)["gen_ai.operation.name"] == "image_generation")
+    assert list(_attributes(image)["calliope.usage.estimated"]) == ["images"]
+    total = sum(_attributes(c)["gen_ai.usage.cost.amount"] for c in calls)
+    assert _attributes(run)["calliope.cost.usd"] == pytest.approx(total)
+    # Metrics per provider and model, and the cost counter.
+    found = otel.metrics()
+    durations = found["gen_ai.client.operation.duration"]
+    assert {p.attributes["gen_ai.provider.name"] for p in durations} >= {"openai", "stability"}
+    tokens = found["gen_ai.client.token.usage"]
+    assert {p.attributes["gen_ai.token.type"] for p in tokens} == {"input", "output"}
+    assert sum(p.value for p in found["calliope.client.cost"]) == pytest.approx(total)
+
+
+async def test_map_items_and_subflow_nodes_nest_under_their_parents(
+    otel: Telemetry, sim: Simulator, tmp_path: Path
+) -> None:
+    runner = Flow.load("storyboard").runner(out_dir=tmp_path, simulator=sim)
+    await runner.ainvoke({"premise": "a fox"})
+    await runner.aclose()
+    spans = otel.finished()
+    images = [s for s in spans if re.fullmatch(r"node scenes\[\d\]/illustration/image", s.name)]
+    assert len(images) >= 2
+    for span in images:
+        index = int(re.findall(r"\d", span.name)[0])
+        subflow = _parent(span, spans)
+        assert subflow is not None and subflow.name == f"node scenes[{index}]/illustration"
+        item = _parent(subflow, spans)
+        assert item is not None and item.name == "node scenes"
+        assert _attributes(item)["calliope.item"] == index
+        assert _attributes(span)["calliope.item"] == index
+        (call,) = [s for s in spans if _parent(s, spans) is span]
+        assert _attributes(call)["gen_ai.operation.name"] == "image_generation"
+
+
+async def test_failures_retries_and_routes_are_on_the_spans(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path
+) -> None:
+    sim.add_fault(kind="rate_limit", provider="openai", retry_after=0.5, first_n=1)
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    flow = Flow("retry")
+    text = flow.input("topic", "text")
+    flow.output("text", flow.add("write", TextToText("openai-gpt-4o-mini"), {"text": text})["text"])
+    runner = flow.runner(out_dir=tmp_path, ctx=ctx, checkpointer=False)
+    await runner.ainvoke({"topic": "a fox"})
+    await ctx.aclose()
+    spans = otel.finished()
+    calls = [s for s in spans if s.name.startswith("chat ")]
+    assert [_attributes(c).get("error.type") for c in calls] == ["rate_limit", None]
+    assert _attributes(calls[0])["gen_ai.usage.cost.amount"] == 0.0
+    node = next(s for s in spans if s.name == "node write")
+    assert _attributes(node)["calliope.attempts"] == 2
+    assert [e.name for e in node.events] == ["retry"]
+    assert sum(p.value for p in otel.metrics()["calliope.client.rate_limited"]) == 1
+
+
+async def test_a_batch_items_traces_link_to_the_batch_span(
+    otel: Telemetry, sim: Simulator, tmp_path: Path
+) -> None:
+    flow = Flow("batched")
+    text = flow.input("topic", "text")
+    flow.output("text", flow.add("write", TextToText("openai-gpt-4o-mini"), {"text": text})["text"])
+    items = [{"topic": "a fox"}, {"topic": "a cat"}]
+    await run_batch(flow, items, tmp_path / "out", simulator=sim, report=False)
+    spans = otel.finished()
+    (batch,) = [s for s in spans if s.name == "batch batched"]
+    runs = [s for s in spans if s.name == "flow batched"]
+    assert len(runs) == 2 and all(r.parent is None for r in runs)
+    assert len({r.context.trace_id for r in runs} | {batch.context.trace_id}) == 3
+    for run in runs:
+        assert [link.context.span_id for link in run.links] == [batch.context.span_id]
+    assert _attributes(batch)["calliope.batch.ok"] == 2
+
+
+# -- nothing sensitive or heavy, for every provider ------------------------------------------------
+def _provider_flows(tmp: Path) -> dict[str, Flow]:
+    photo = tmp / "photo.png"
+    photo.write_bytes(image_bytes("a photo", 64, 64))
+    made: dict[str, Flow] = {}
+
+    def text(provider: str, model: str) -> None:
+        flow = Flow(provider)
+        topic = flow.input("topic", "text")
+        flow.output("out", flow.add("node", TextToText(model), {"text": topic})["text"])
+        made[provider] = flow
+
+    text("openai", "openai-gpt-4o-mini")
+    text("anthropic", "anthropic-claude-haiku")
+    text("hugging_face", "huggingface-mistral-7b")
+    text("replicate", "replicate-llama-3")
+    flow = Flow("stability")
+    topic = flow.input("topic", "text")
+    flow.output("out", flow.add("node", TextToImage("stability-core"), {"prompt": topic})["image"])
+    made["stability"] = flow
+    flow = Flow("elevenlabs")
+    topic = flow.input("topic", "text")
+    node = flow.add("node", TextToSpeech("elevenlabs-flash-v2.5"), {"text": topic})
+    flow.output("out", node["audio"])
+    made["elevenlabs"] = flow
+    flow = Flow("azure_vision")
+    flow.input("topic", "text")
+    picture = flow.input("image", "image")
+    node = flow.add("node", AnalyzeImage("azure-vision-4.0"), {"image": picture})
+    flow.output("out", node["analysis"])
+    made["azure_vision"] = flow
+    flow = Flow("runway")
+    topic = flow.input("topic", "text")
+    picture = flow.input("image", "image")
+    node = flow.add(
+        "node", ImageAndTextToVideo("runway-gen4-turbo"), {"image": picture, "text": topic}
+    )
+    flow.output("out", node["video"])
+    made["runway"] = flow
+    return made
+
+
+def _everything(spans: list[ReadableSpan]) -> list[str]:
+    """Every attribute and event value of every span, as text."""
+    texts: list[str] = []
+    for span in spans:
+        texts.append(span.name)
+        for key, value in _attributes(span).items():
+            shown = (
+                value
+                if isinstance(value, str)
+                else json.dumps(list(value) if isinstance(value, tuple) else value)
+            )
+            texts.append(f"{key}={shown}")
+        for event in span.events:
+            texts.append(event.name + json.dumps(dict(event.attributes or {})))
+        texts.append(str(span.status.description))
+    return texts
+
+
+async def test_no_key_media_bytes_or_base64_reach_telemetry_for_any_provider(
+    otel: Telemetry,
+    sim: Simulator,
+    clock: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    secrets: list[str] = []
+    failures: list[Exception] = []
+    for provider, flow in _provider_flows(tmp_path).items():
+        wrong = f"wrong-{provider}-SECRET-0123456789abcdef"
+        bad_keys = sim.keys(**{_key_field(provider): wrong})
+        secrets += [wrong, sim.key_for(provider)]
+        bad = make_ctx(sim.transport(), bad_keys, clock, tmp_path / provider)
+        good = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / provider)
+
+        async def run(ctx: RunContext, flow: Flow = flow, provider: str = provider) -> Any:
+            runner = flow.runner(out_dir=ctx.store.root, ctx=ctx, checkpointer=False)
+            inputs = {"topic": f"a fox that knows {sim.key_for(provider)}"}
+            if provider in ("azure_vision", "runway"):
+                inputs["image"] = str(tmp_path / "photo.png")
+            return await runner.ainvoke(inputs)
+
+        try:
+            failures += await failures_under_faults(sim, provider, bad, good, run)
+            await run(good)  # and a run that succeeds, its content captured
+        finally:
+            await bad.aclose()
+            await good.aclose()
+    spans = otel.finished()
+    assert {_attributes(s).get("gen_ai.provider.name") for s in spans} >= {
+        "openai",
+        "anthropic",
+        "stability",
+        "replicate",
+        "runway",
+        "azure_vision",
+        "hugging_face",
+        "elevenlabs",
+    }
+    texts = _everything(spans)
+    captured = [t for t in texts if "gen_ai.input.messages" in t or '"parts"' in t]
+    assert captured  # content was captured (the switch is on) ...
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+        assert not re.search(r"[A-Za-z0-9+/=]{200,}", text)  # ... with no base64
+        assert "data:image" not in text and "\\x89PNG" not in text
+    media = [t for t in texts if '"type": "uri"' in t]
+    assert media  # media is named by its path, never carried
+    assert_secrets_absent(secrets, failures, caplog.records)
+
+
+def _key_field(provider: str) -> str:
+    return {
+        "openai": "openai_api_key",
+        "anthropic": "anthropic_api_key",
+        "stability": "stability_api_key",
+        "replicate": "replicate_api_token",
+        "runway": "runway_api_key",
+        "azure_vision": "azure_vision_key",
+        "hugging_face": "huggingface_api_key",
+        "elevenlabs": "elevenlabs_api_key",
+    }[provider]
+
+
+def test_content_is_left_out_unless_asked_for(otel: Telemetry, tmp_path: Path) -> None:
+    sim = Simulator()
+    flow = Flow.load("webcam_story")
+    flow.invoke({"image": str(WEBCAM)}, out_dir=tmp_path, simulator=sim)
+    for span in otel.finished():
+        assert "gen_ai.input.messages" not in _attributes(span)
+        assert "gen_ai.output.messages" not in _attributes(span)
+
+
+# -- off: nothing imported -------------------------------------------------------------------------
+def test_with_telemetry_off_a_run_imports_nothing_of_opentelemetry(tmp_path: Path) -> None:
+    # langsmith (under langchain-core) imports parts of the API itself when it is installed;
+    # a run with telemetry off must add nothing to that, and our layer stays unimported.
+    code = f"""
+import sys
+from calliope_graph.flow import Flow
+from calliope_graph.simulate import Simulator
+before = {{m for m in sys.modules if m.startswith("opentelemetry")}}
+flow = Flow.load("webcam_story")
+flow.invoke({{"image": {str(WEBCAM)!r}}}, out_dir={str(tmp_path)!r}, simulator=Simulator())
+after = {{m for m in sys.modules if m.startswith("opentelemetry")}}
+print(sorted(after - before), "calliope_graph._otel" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=HERE, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[] False"
+
+
+async def test_a_run_served_by_langgraph_server_is_traced_the_same_way(
+    otel: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from calliope_graph.serve import ServeContext, ServeSettings, serve_graph
+
+    monkeypatch.setenv("LANGGRAPH_API_URL", "http://127.0.0.1:9")
+    graph = serve_graph("webcam_story", ServeSettings(media_root=tmp_path, simulate=True))
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    image = "data:image/jpeg;base64," + base64.b64encode(WEBCAM.read_bytes()).decode()
+    await graph.ainvoke({"image": image}, config, context=ServeContext())
+    spans = otel.finished()
+    (run,) = [s for s in spans if s.name == "flow webcam_story"]
+    assert _attributes(run)["calliope.thread_id"] == "t-1"
+    assert len({s.context.trace_id for s in spans}) == 1
+    calls = [s for s in spans if "gen_ai.operation.name" in _attributes(s)]
+    assert len(calls) >= 4 and all(_attributes(c)["gen_ai.usage.cost.amount"] > 0 for c in calls)
+    assert not any(re.search(r"[A-Za-z0-9+/=]{200,}", t) for t in _everything(spans))
