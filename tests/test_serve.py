@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from langgraph_sdk import get_client
 from starlette.testclient import TestClient
 
+from calliope_graph._fetch import Fetcher, FetchPolicy
 from calliope_graph.errors import MediaError
 from calliope_graph.flow import Flow, shipped_flows
 from calliope_graph.media import Image, MediaStore
@@ -64,17 +66,26 @@ def store(tmp_path: Path) -> MediaStore:
     return MediaStore(tmp_path / "media" / "thread-1")
 
 
-def _client(handler: Any = None) -> httpx.AsyncClient:
+@contextlib.asynccontextmanager
+async def _client(handler: Any = None) -> AsyncIterator[Fetcher]:
+    """A fetcher whose requests go to ``handler`` (a mock CDN; none expected by default);
+    ``cdn.example`` resolves to a public address."""
+
     def refuse(request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"unexpected request {request.url}")
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler or refuse))
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"cdn.example": ["93.184.215.14"]}[host]
+
+    yield Fetcher(
+        FetchPolicy(), resolver=resolve, transport=lambda: httpx.MockTransport(handler or refuse)
+    )
 
 
 async def test_a_data_url_becomes_an_image_in_the_threads_media(store: MediaStore) -> None:
     root = store.root.parent
     async with _client() as client:
-        image = await media_input("image", "image", WEBCAM, store=store, root=root, client=client)
+        image = await media_input("image", "image", WEBCAM, store=store, root=root, fetcher=client)
     assert isinstance(image, Image)
     assert (image.width, image.height, image.mime) == (96, 72, "image/png")
     assert Path(image.path).parent == store.root / "inputs"
@@ -85,7 +96,9 @@ async def test_an_http_url_is_downloaded_with_the_size_cap(store: MediaStore) ->
     seen: list[str] = []
 
     def cdn(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
+        seen.append(
+            f"{request.url.scheme}://{request.headers['host']}{request.url.raw_path.decode()}"
+        )
         if request.url.path == "/big.png":
             return httpx.Response(200, content=png * 4, headers={"content-type": "image/png"})
         if request.url.path == "/gone.png":
@@ -96,18 +109,18 @@ async def test_an_http_url_is_downloaded_with_the_size_cap(store: MediaStore) ->
     async with _client(cdn) as client:
         image = await media_input(
             "image", "image", "https://cdn.example/kite.png?token=s3cret", store=store,
-            root=root, client=client,
+            root=root, fetcher=client,
         )  # fmt: skip
         assert Path(image.path).read_bytes() == png
         with pytest.raises(MediaError, match=r"over the \d+-byte input limit"):
             await media_input(
                 "image", "image", "https://cdn.example/big.png", store=store, root=root,
-                client=client, max_bytes=len(png) * 2,
+                fetcher=client, max_bytes=len(png) * 2,
             )  # fmt: skip
         with pytest.raises(MediaError, match="HTTP 404") as failed:
             await media_input(
                 "image", "image", "https://cdn.example/gone.png?token=s3cret", store=store,
-                root=root, client=client,
+                root=root, fetcher=client,
             )  # fmt: skip
     assert "s3cret" not in str(failed.value)  # a signed URL's query never reaches an error
     assert seen[0] == "https://cdn.example/kite.png?token=s3cret"
@@ -126,31 +139,36 @@ async def test_a_path_must_lie_under_the_media_root(store: MediaStore, tmp_path:
             "/media/uploads/cam.png",
         ):
             image = await media_input(
-                "image", "image", given, store=store, root=root, client=client
+                "image", "image", given, store=store, root=root, fetcher=client
             )
             assert Path(image.path) == root / "uploads" / "cam.png"
         for given in (str(outside), "../secret.png", "uploads/../../secret.png"):
             with pytest.raises(MediaError, match="outside the media root") as refused:
-                await media_input("image", "image", given, store=store, root=root, client=client)
+                await media_input("image", "image", given, store=store, root=root, fetcher=client)
             assert "CALLIOPE_MEDIA_ROOT" in str(refused.value)
         with pytest.raises(MediaError, match=r"no file 'uploads/none\.png' under the media root"):
             await media_input(
-                "image", "image", "uploads/none.png", store=store, root=root, client=client
+                "image", "image", "uploads/none.png", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="file: URLs are not accepted"):
             await media_input(
-                "image", "image", f"file://{outside}", store=store, root=root, client=client
+                "image", "image", f"file://{outside}", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="not a valid data: URL"):
             await media_input(
-                "image", "image", "data:nonsense", store=store, root=root, client=client
+                "image", "image", "data:nonsense", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="not valid base64"):
             await media_input(
-                "image", "image", "data:image/png;base64,@@@", store=store, root=root, client=client
+                "image",
+                "image",
+                "data:image/png;base64,@@@",
+                store=store,
+                root=root,
+                fetcher=client,
             )
         with pytest.raises(MediaError, match="must be a image given as a data: URL"):
-            await media_input("image", "image", 42, store=store, root=root, client=client)
+            await media_input("image", "image", 42, store=store, root=root, fetcher=client)
 
 
 def test_outputs_carry_a_url_of_the_media_route(tmp_path: Path) -> None:
