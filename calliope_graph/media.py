@@ -38,7 +38,15 @@ from typing import Any, Literal, Self
 import httpx
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_serializer,
+    field_validator,
+)
 
 from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
@@ -56,6 +64,7 @@ __all__ = [
     "max_image_pixels",
     "mime_of",
     "prepared",
+    "set_media_root",
 ]
 
 _IMAGE_MIMES = {
@@ -153,11 +162,46 @@ def _check_file(path: Path, kind: str, *, max_bytes: int | None = MAX_INPUT_BYTE
     return size
 
 
+#: Where serialised media paths are relative to (see :func:`set_media_root`); None: as is.
+_MEDIA_ROOT: Path | None = None
+
+
+def set_media_root(root: str | os.PathLike[str] | None) -> None:
+    """Serialise the paths of media values under ``root`` relative to it, process-wide.
+
+    A server sets this to its media root (``calliope_graph.graphs.server`` does): every
+    serialised media value — LangGraph checkpoints, and so the thread state a client reads —
+    then names its file by its place under the root (``<thread>/inputs/audio-….wav``), never
+    by the server's absolute path, and a relative path read back (a checkpoint restored) is
+    taken under the root again. In memory, values keep absolute paths. ``None`` turns it off
+    (the default: command-line and Python runs keep absolute paths, as before).
+    """
+    global _MEDIA_ROOT
+    _MEDIA_ROOT = None if root is None else Path(root).resolve()
+
+
 class _Media(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str
     mime: str
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _under_media_root(cls, value: Any) -> Any:
+        root = _MEDIA_ROOT
+        if root is not None and isinstance(value, str) and value and not os.path.isabs(value):
+            return os.path.join(root, value)  # a serialised value read back
+        return value
+
+    @field_serializer("path")
+    def _relative_to_media_root(self, path: str) -> str:
+        root = _MEDIA_ROOT
+        if root is not None and os.path.isabs(path):
+            relative = os.path.relpath(path, root)
+            if not relative.startswith(os.pardir):
+                return Path(relative).as_posix()
+        return path
 
     def read_bytes(self) -> bytes:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import LoopbackHTTP
 
 from calliope_graph import _fetch
 from calliope_graph._fetch import (
@@ -136,41 +137,10 @@ def host_of(request: httpx.Request) -> str:
     return request.headers["host"]
 
 
-class Loopback:
-    """A loopback HTTP server in a thread; ``hits`` are the paths it was asked for."""
-
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
-        self.hits: list[tuple[str, str]] = []
-        self.routes = routes
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.hits.append((self.path, self.headers.get("Host", "")))
-                status, headers, body = owner.routes.get(self.path, (404, {}, b"no"))
-                self.send_response(status)
-                for key, value in {"Content-Length": str(len(body)), **headers}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def loopback() -> Iterator[Loopback]:
+def loopback() -> Iterator[LoopbackHTTP]:
     wav = wav_bytes("hello there")
-    server = Loopback({"/voice.wav": (200, {"Content-Type": "audio/wav"}, wav)})
+    server = LoopbackHTTP({"/voice.wav": (200, {"Content-Type": "audio/wav"}, wav)})
     yield server
     server.close()
 
@@ -192,7 +162,7 @@ def loopback() -> Iterator[Loopback]:
     ],
 )
 async def test_a_loopback_url_in_any_form_is_refused_without_contacting_it(
-    loopback: Loopback, url: str
+    loopback: LoopbackHTTP, url: str
 ) -> None:
     fetcher = Fetcher(FetchPolicy())  # the system resolver, a real transport
     with pytest.raises(FetchRefusedError) as refused:
@@ -203,7 +173,7 @@ async def test_a_loopback_url_in_any_form_is_refused_without_contacting_it(
     assert loopback.hits == []
 
 
-async def test_an_octal_dotted_address_is_not_a_url_httpx_accepts(loopback: Loopback) -> None:
+async def test_an_octal_dotted_address_is_not_a_url_httpx_accepts(loopback: LoopbackHTTP) -> None:
     with pytest.raises(FetchError, match="is not a valid URL"):
         await Fetcher(FetchPolicy()).fetch(
             f"http://0177.0.0.1:{loopback.port}/voice.wav", max_bytes=1 << 20
@@ -211,7 +181,7 @@ async def test_an_octal_dotted_address_is_not_a_url_httpx_accepts(loopback: Loop
     assert loopback.hits == []
 
 
-async def test_a_refusal_says_nothing_about_the_target(loopback: Loopback) -> None:
+async def test_a_refusal_says_nothing_about_the_target(loopback: LoopbackHTTP) -> None:
     """An open port with a file, a 404, a closed port: one message, nothing sent."""
     fetcher = Fetcher(FetchPolicy())
     messages = set()
@@ -269,7 +239,7 @@ async def test_the_connection_goes_to_the_checked_address_with_the_original_name
     assert (got.data, got.mime, got.suffix) == (b"img", "x/y", ".png")
 
 
-async def test_a_rebinding_name_cannot_move_the_connection(loopback: Loopback) -> None:
+async def test_a_rebinding_name_cannot_move_the_connection(loopback: LoopbackHTTP) -> None:
     """The resolver answers an allowed address, then an internal one (DNS rebinding): the
     real connection goes to the address that was checked, and the name is not looked up
     again for it."""
@@ -327,7 +297,7 @@ async def test_redirects_are_followed_five_times_at_most_and_never_to_another_sc
 
 
 # -- the allow list ------------------------------------------------------------------------------
-async def test_the_allow_list_lets_a_named_internal_source_through(loopback: Loopback) -> None:
+async def test_the_allow_list_lets_a_named_internal_source_through(loopback: LoopbackHTTP) -> None:
     by_ip = Fetcher(FetchPolicy.from_env({"CALLIOPE_FETCH_ALLOW": "127.0.0.1"}))
     for url in ("http://127.0.0.1:{}/voice.wav", "http://2130706433:{}/voice.wav"):
         got = await by_ip.fetch(url.format(loopback.port), max_bytes=1 << 20)
@@ -340,7 +310,7 @@ async def test_the_allow_list_lets_a_named_internal_source_through(loopback: Loo
     assert len(loopback.hits) == 3
 
 
-async def test_an_allowed_sources_failures_are_told_plainly(loopback: Loopback) -> None:
+async def test_an_allowed_sources_failures_are_told_plainly(loopback: LoopbackHTTP) -> None:
     fetcher = Fetcher(FetchPolicy.from_env({"CALLIOPE_FETCH_ALLOW": "127.0.0.0/8"}))
     with pytest.raises(FetchError, match="failed with HTTP 404"):
         await fetcher.fetch(f"http://127.0.0.1:{loopback.port}/missing?k=s3cret", max_bytes=9)
@@ -482,7 +452,7 @@ async def test_a_body_that_is_not_the_media_it_claims_leaves_nothing_behind(
 
 
 async def test_a_downloaded_body_is_checked_before_it_is_kept(
-    store: MediaStore, loopback: Loopback
+    store: MediaStore, loopback: LoopbackHTTP
 ) -> None:
     root = store.root.parent
     loopback.routes["/page.wav"] = (200, {"Content-Type": "text/html"}, b"<html>secret</html>")
@@ -525,3 +495,25 @@ async def test_good_media_of_every_kind_are_kept_with_their_real_format(
         store=store, root=root, fetcher=no_fetcher(),
     )  # fmt: skip
     assert image.mime == "image/jpeg" and image.path.endswith(".jpg")
+
+
+def test_serialised_media_paths_are_relative_to_the_media_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a server keeps in checkpoints (and shows as thread state) names a file by its
+    place under the media root; read back, it is the absolute path again."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from calliope_graph import media
+
+    monkeypatch.setattr(media, "_MEDIA_ROOT", None)
+    inside = str(tmp_path / "media" / "t1" / "inputs" / "audio-1.wav")
+    outside = str(tmp_path / "elsewhere.wav")
+    values = [Audio(path=inside, mime="audio/wav"), Audio(path=outside, mime="audio/wav")]
+    assert values[0].model_dump()["path"] == inside  # by default, paths stay as they are
+    media.set_media_root(tmp_path / "media")
+    assert [v.model_dump(mode="json")["path"] for v in values] == ["t1/inputs/audio-1.wav", outside]
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[("calliope_graph.media", "Audio")])
+    stored = serde.dumps_typed(values[0])
+    assert inside.encode() not in stored[1]
+    assert serde.loads_typed(stored) == values[0]  # absolute again in memory

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import LoopbackHTTP
 from langgraph_sdk import get_client
 from starlette.testclient import TestClient
 
@@ -209,7 +210,13 @@ def test_the_media_route_serves_files_under_the_root_only(tmp_path: Path) -> Non
 
 
 # -- schemas and the graphs module --------------------------------------------------------------
-def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes() -> None:
+def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from calliope_graph import media
+
+    # importing the server module sets the process's media root: undone after this test
+    monkeypatch.setattr(media, "_MEDIA_ROOT", media._MEDIA_ROOT)
     from calliope_graph.graphs import server
 
     config = json.loads((ROOT / "langgraph.json").read_text())
@@ -265,6 +272,17 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # ``localhost`` is an allowed named source (a redirect from it to 127.0.0.1 is refused)
+    yield from _start_server(tmp_path_factory, CALLIOPE_FETCH_ALLOW="localhost")
+
+
+@pytest.fixture(scope="module")
+def allowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second server, allowing fetches from 127.0.0.1."""
+    yield from _start_server(tmp_path_factory, CALLIOPE_FETCH_ALLOW="127.0.0.1")
+
+
+def _start_server(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[Server]:
     if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("langgraph-cli is not installed: pip install -e '.[test]'")
     work = tmp_path_factory.mktemp("langgraph-server")
@@ -279,8 +297,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PYTHONUNBUFFERED": "1",
     }
     for name in list(env):
-        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL")):
-            env.pop(name)  # the simulator's keys only
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL")) or name.startswith(
+            "CALLIOPE_FETCH_"
+        ):
+            env.pop(name)  # the simulator's keys only; the fetch policy the test sets
+    env.update(settings)
     command = [
         str(Path(sys.executable).parent / "langgraph"),
         "dev",
@@ -478,3 +499,84 @@ async def test_the_server_publishes_the_typed_schemas(server: Server) -> None:
     assert "data: URL" in given["properties"]["image"]["description"]
     assert set(schemas["output_schema"]["properties"]) == {"video", "frame"}
     assert "faults" in schemas["context_schema"]["properties"]
+
+
+# -- outbound fetches: the server's fetch policy, from outside ---------------------------------
+@pytest.fixture
+def source() -> Iterator[LoopbackHTTP]:
+    """A loopback HTTP server with a real WAV at /voice.wav, logging every request."""
+    server = LoopbackHTTP({"/voice.wav": (200, {"Content-Type": "audio/wav"}, wav_bytes("hi"))})
+    yield server
+    server.close()
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+async def _voice_story(server: Server, audio: str) -> tuple[str, dict[str, Any]]:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    given = {**flow_inputs("voice_story"), "audio": audio}
+    out = await client.runs.wait(thread["thread_id"], "voice_story", input=given, raise_error=False)
+    assert isinstance(out, dict)
+    return thread["thread_id"], out
+
+
+async def test_a_loopback_media_url_is_refused_and_the_source_gets_no_request(
+    server: Server, source: LoopbackHTTP
+) -> None:
+    for url in (
+        f"http://127.0.0.1:{source.port}/voice.wav",
+        f"http://2130706433:{source.port}/voice.wav",  # 127.0.0.1 as one decimal number
+    ):
+        thread, out = await _voice_story(server, url)
+        error = out["__error__"]
+        assert error["error"] == "FetchRefusedError"  # a MediaError
+        assert "loopback address" in error["message"]
+        assert "CALLIOPE_FETCH_ALLOW=" in error["message"]
+        assert not _files(server.media / thread)
+    assert source.hits == []
+
+
+async def test_a_redirect_from_an_allowed_host_to_a_refused_one_is_not_followed(
+    server: Server, source: LoopbackHTTP
+) -> None:
+    hop = f"http://127.0.0.1:{source.port}/voice.wav"
+    redirector = LoopbackHTTP({"/next": (302, {"Location": hop}, b"")})
+    try:
+        _, out = await _voice_story(server, f"http://localhost:{redirector.port}/next")
+    finally:
+        redirector.close()
+    assert out["__error__"]["error"] == "FetchRefusedError"
+    assert "302" not in out["__error__"]["message"]
+    assert redirector.hits == [("/next", f"localhost:{redirector.port}")]  # allowed by name
+    assert source.hits == []
+
+
+async def test_an_allowed_loopback_source_is_fetched(
+    allowing_server: Server, source: LoopbackHTTP
+) -> None:
+    thread, out = await _voice_story(allowing_server, f"http://127.0.0.1:{source.port}/voice.wav")
+    assert "__error__" not in out, out
+    assert _assert_media_served(allowing_server, out) >= 1
+    assert source.hits == [("/voice.wav", f"127.0.0.1:{source.port}")]
+    (kept,) = _files(allowing_server.media / thread / "inputs")
+    assert kept.read_bytes() == source.routes["/voice.wav"][2]
+    # what a client sees carries paths under the media root, never the server's own
+    state = await get_client(url=allowing_server.url).threads.get_state(thread)
+    shown = json.dumps([out, state["values"]], default=str)
+    assert str(allowing_server.media) not in shown and str(ROOT) not in shown
+
+
+async def test_a_body_that_is_not_audio_is_refused_and_leaves_no_file(server: Server) -> None:
+    page = data_url(b"<html><body>internal admin</body></html>", "audio/wav")
+    thread, out = await _voice_story(server, page)
+    error = out["__error__"]
+    assert error["error"] == "MediaError"
+    assert "not a RIFF/WAVE file" in error["message"]
+    assert f"'{thread}/inputs/audio-" in error["message"]  # named under the media root
+    assert str(server.media) not in error["message"]
+    assert not _files(server.media / thread)
+    state = await get_client(url=server.url).threads.get_state(thread)
+    assert str(server.media) not in json.dumps(state["values"], default=str)
