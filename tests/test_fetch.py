@@ -9,6 +9,7 @@ Every network test talks to a loopback server the test starts (allowed explicitl
 from __future__ import annotations
 
 import base64
+import binascii
 import http.server
 import threading
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from calliope_graph._fetch import (
 )
 from calliope_graph.errors import ConfigurationError, MediaError
 from calliope_graph.media import Audio, Image, MediaStore, Video
-from calliope_graph.serve import _inputs, media_input
+from calliope_graph.serve import media_input
 from calliope_graph.testing import image_bytes, mp4_bytes, wav_bytes
 
 PUBLIC = "93.184.215.14"  # a global unicast address; never connected to (mock transports)
@@ -410,7 +411,7 @@ async def test_a_data_url_over_the_limit_is_refused_from_its_length_before_decod
         raise AssertionError("decoded")
 
     with monkeypatch.context() as patched:
-        patched.setattr(_inputs.binascii, "a2b_base64", decode)
+        patched.setattr(binascii, "a2b_base64", decode)  # what _inputs decodes with
         for url in (over, "data:text/plain," + "x" * (limit + 1)):
             with pytest.raises(MediaError, match="over the 3000-byte input limit"):
                 await media_input(
@@ -517,3 +518,38 @@ def test_serialised_media_paths_are_relative_to_the_media_root(
     stored = serde.dumps_typed(values[0])
     assert inside.encode() not in stored[1]
     assert serde.loads_typed(stored) == values[0]  # absolute again in memory
+
+
+# -- request bodies ------------------------------------------------------------------------------
+def test_a_request_body_over_the_limit_is_refused_before_the_api_reads_it() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from calliope_graph.serve._body import BodyLimit, max_body_bytes
+
+    read: list[int] = []
+
+    async def runs(request: Request) -> JSONResponse:
+        read.append(len(await request.body()))
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[Route("/runs", runs, methods=["POST"])],
+        middleware=[Middleware(BodyLimit, max_bytes=1000)],
+    )
+    client = TestClient(app)
+    assert client.post("/runs", content=b"x" * 1000).status_code == 200
+    refused = client.post("/runs", content=b"x" * 1001)  # declared: refused unread
+    assert refused.status_code == 413
+    assert "limit of 1000 bytes (CALLIOPE_MAX_BODY_BYTES)" in refused.json()["detail"]
+    chunked = client.post("/runs", content=iter([b"x" * 600, b"x" * 600]))  # no length
+    assert chunked.status_code == 413
+    assert read == [1000]  # the app never had an over-limit body
+    assert max_body_bytes({}) == 4 * -(-50 * 1024 * 1024 // 3) + (1 << 20)
+    assert max_body_bytes({"CALLIOPE_MAX_BODY_BYTES": "100_000_000"}) == 100_000_000
+    with pytest.raises(ConfigurationError, match="CALLIOPE_MAX_BODY_BYTES"):
+        max_body_bytes({"CALLIOPE_MAX_BODY_BYTES": "lots"})

@@ -3,6 +3,9 @@
 ``GET /media/<thread>/<file>`` serves a file of the media root (``CALLIOPE_MEDIA_ROOT``):
 the ``url`` of every media output of a served run. Paths are checked (no ``..``, no
 symlink out of the root, files only); anything else is a 404.
+
+Its middleware limits every request body of the server (``CALLIOPE_MAX_BODY_BYTES``, see
+:mod:`calliope_graph.serve._body`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import mimetypes
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from calliope_graph.media import mime_of
+from calliope_graph.serve._body import BodyLimit
 from calliope_graph.serve._graph import ServeSettings
 from calliope_graph.serve._outputs import MEDIA_PREFIX
 
@@ -48,7 +53,11 @@ def make_app(settings: ServeSettings | None = None) -> Starlette:
         mime = mime_of(path) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=mime)
 
-    return Starlette(routes=[Route(f"{MEDIA_PREFIX}/{{path:path}}", media, methods=["GET"])])
+    return Starlette(
+        routes=[Route(f"{MEDIA_PREFIX}/{{path:path}}", media, methods=["GET"])],
+        # LangGraph Server applies the custom app's middleware to every route, its API too
+        middleware=[Middleware(BodyLimit)],  # CALLIOPE_MAX_BODY_BYTES
+    )
 
 
 app = make_app()
