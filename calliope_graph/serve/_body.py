@@ -4,9 +4,10 @@ LangGraph Server parses a run's JSON body and keeps the input in the run, its qu
 its first checkpoint: a 200 MB data URL grew ``langgraph dev`` by about 1.7 GB before our
 input check could refuse it from its length. So the custom app (``langgraph.json``
 ``http.app``) carries this ASGI middleware, which LangGraph Server applies to every route:
-a body declared larger than the limit is answered 413 at once, unread; a chunked body is
-counted as it arrives and answered 413 as soon as it passes the limit (the API's own answer,
-if any, is dropped). Starlette has no body-size setting and uvicorn none either (only
+a body declared larger than the limit never reaches the API; a chunked body is counted as
+it arrives and cut off from the API as soon as it passes the limit (the API's own answer,
+if any, is dropped). Either way the rest is read and dropped (bounded) and the client gets
+a 413 saying what the limit is. Starlette has no body-size setting and uvicorn none either (only
 ``h11_max_incomplete_event_size``, for headers), hence these few lines.
 
 The limit is ``CALLIOPE_MAX_BODY_BYTES``; by default room for one media input at the input
@@ -27,6 +28,8 @@ from calliope_graph.media import MAX_INPUT_BYTES
 __all__ = ["BODY_ENV", "BodyLimit", "max_body_bytes"]
 
 BODY_ENV = "CALLIOPE_MAX_BODY_BYTES"
+#: A refused body is read and dropped up to this many times the limit (see ``_drain``).
+DRAIN_FACTOR = 8
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,16 +70,19 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._drain(receive, 0)
             await self._refuse(send)
             return
         received = 0
         over = False
+        rest = True  # more body to come
 
         async def counted() -> Message:
-            nonlocal received, over
+            nonlocal received, over, rest
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                rest = bool(message.get("more_body"))
                 if received > self.max_bytes:
                     over = True
                     raise _TooLarge
@@ -92,7 +98,21 @@ class BodyLimit:
             if not over:  # _TooLarge, or whatever the app made of it, once over the limit
                 raise
         if over:
+            if rest:
+                await self._drain(receive, received)
             await self._refuse(send)
+
+    async def _drain(self, receive: Receive, received: int) -> None:
+        """Read the rest of the body and drop it, so the client, still sending, then reads
+        the 413 rather than a reset connection; memory stays flat. Past
+        :data:`DRAIN_FACTOR` times the limit the connection is closed instead."""
+        more = True
+        while more and received <= DRAIN_FACTOR * self.max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            more = bool(message.get("more_body"))
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
