@@ -262,14 +262,16 @@ class Fetcher:
     """Downloads URLs under a :class:`FetchPolicy` (see the module docstring).
 
     ``resolver`` and ``transport`` (a factory of one httpx transport per hop) are for tests;
-    by default the system resolver and httpx's own transport, never a proxy from the
-    environment (a proxy would connect to the target itself, unchecked).
+    by default the system resolver and httpx's own transport (verifying with
+    ``ssl_context``), never a proxy from the environment (a proxy would connect to the
+    target itself, unchecked).
     """
 
     policy: FetchPolicy = field(default_factory=FetchPolicy.from_env)
     resolver: Resolver = system_resolver
     transport: Callable[[], httpx.AsyncBaseTransport] | None = None
-    _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
+    #: The CAs https sources are verified with; None: httpx's default, made on first use.
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
 
     async def fetch(self, url: str, *, max_bytes: int, label: str = "URL") -> Fetched:
         """The body of ``url`` (at most ``max_bytes``), following checked redirects.
@@ -293,7 +295,7 @@ class Fetcher:
 
     async def _follow(self, url: httpx.URL, max_bytes: int, label: str) -> Fetched:
         for hop in range(self.policy.max_redirects + 1):
-            addresses = await self._check(url, label)
+            addresses = await self._check(url, label, first=hop == 0)
             async with _Hop(self, url, addresses, label) as response:
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECTS and location:
@@ -312,8 +314,9 @@ class Fetcher:
                 return await self._body(url, response, max_bytes, label)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    async def _check(self, url: httpx.URL, label: str) -> list[str]:
-        """The addresses ``url``'s host resolves to, all allowed; else a FetchError."""
+    async def _check(self, url: httpx.URL, label: str, *, first: bool) -> list[str]:
+        """The addresses ``url``'s host resolves to, all allowed; else a FetchError (naming
+        the host only when it is the client's own: ``first``, not a redirect's)."""
         if url.scheme not in ("http", "https"):
             raise FetchError(
                 f"{label}: only http and https URLs are fetched, not "
@@ -333,7 +336,7 @@ class Fetcher:
             for address in addresses:
                 found = self.policy.refusal(address)
                 if found is not None:
-                    raise _refused(label, found, url)
+                    raise _refused(label, found, host if first else "")
         return addresses
 
     async def _client(self) -> httpx.AsyncClient:
@@ -341,9 +344,9 @@ class Fetcher:
         if self.transport is not None:
             transport = self.transport()
         else:
-            if self._ssl is None:  # made once, in a thread: it reads the CA files
-                self._ssl = await asyncio.to_thread(httpx.create_ssl_context)
-            transport = httpx.AsyncHTTPTransport(verify=self._ssl, trust_env=False)
+            if self.ssl_context is None:  # made once, in a thread: it reads the CA files
+                self.ssl_context = await asyncio.to_thread(httpx.create_ssl_context)
+            transport = httpx.AsyncHTTPTransport(verify=self.ssl_context, trust_env=False)
         return httpx.AsyncClient(
             transport=transport, timeout=timeout, trust_env=False, follow_redirects=False
         )
@@ -391,12 +394,11 @@ def _too_large(label: str, shown: str, max_bytes: int) -> FetchError:
     return FetchError(f"{label}: {shown} is over the {max_bytes}-byte input limit.")
 
 
-def _refused(label: str, found: str, url: httpx.URL) -> FetchRefusedError:
-    host = url.raw_host.decode("ascii")
+def _refused(label: str, found: str, host: str) -> FetchRefusedError:
     return FetchRefusedError(
         f"{label}: the URL leads to a {found} address, and the server does not fetch from "
-        f"internal addresses. To allow a source you trust, set {ALLOW_ENV}={host} (host "
-        "names, IPs or CIDRs, comma-separated) where the server runs."
+        f"internal addresses. To allow a source you trust, set {ALLOW_ENV}="
+        f"{host or '<host>'} (host names, IPs or CIDRs, comma-separated) where the server runs."
     )
 
 
@@ -412,25 +414,33 @@ class _Hop:
     async def __aenter__(self) -> httpx.Response:
         url = self.url
         headers = {"Host": url.netloc.decode("ascii"), "Accept-Encoding": "identity"}
+        # TLS to the IP, as the name: httpcore passes ``sni_hostname`` as the handshake's
+        # ``server_hostname``, which is both the SNI and the name the certificate is checked
+        # against (https://www.python-httpx.org/advanced/extensions/#sni_hostname;
+        # encode/httpcore httpcore/_async/connection.py, ``_connect``).
         extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
-        self._client = await self.fetcher._client()
+        client = self._client = await self.fetcher._client()
         failure: httpx.HTTPError | None = None
-        for address in self.addresses:
-            request = self._client.build_request(
-                "GET",
-                url.copy_with(host=address.partition("%")[0]),
-                headers=headers,
-                extensions=extensions,
-            )
-            try:
-                self._response = await self._client.send(request, stream=True)
-                return self._response
-            except httpx.ConnectError as exc:
-                failure = exc
-            except httpx.HTTPError as exc:
-                failure = exc
-                break
-        await self._client.aclose()
+        try:
+            for address in self.addresses:
+                request = client.build_request(
+                    "GET",
+                    url.copy_with(host=address.partition("%")[0]),
+                    headers=headers,
+                    extensions=extensions,
+                )
+                try:
+                    self._response = await client.send(request, stream=True)
+                    return self._response
+                except httpx.ConnectError as exc:  # nothing was sent: try the next address
+                    failure = exc
+                except httpx.HTTPError as exc:
+                    failure = exc
+                    break
+        except BaseException:  # cancelled (the deadline): no connection left open
+            await client.aclose()
+            raise
+        await client.aclose()
         raise _failed(self.label, url, failure)
 
     async def __aexit__(self, *exc: object) -> None:

@@ -143,9 +143,12 @@ async def never(seconds: float) -> None:
 class LoopbackHTTP:
     """A plain HTTP server on 127.0.0.1 in a thread (a "source" a fetch policy must refuse
     or allow): ``routes`` maps a path to ``(status, headers, body)``, unknown paths are 404;
-    ``hits`` logs ``(path, Host header)`` of every request it received. ``close()`` it."""
+    ``hits`` logs ``(path, Host header)`` of every request it received; ``tls`` (a server
+    ``ssl.SSLContext``) makes it https. ``close()`` it."""
 
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+    def __init__(
+        self, routes: dict[str, tuple[int, dict[str, str], bytes]], *, tls: Any = None
+    ) -> None:
         import http.server
         import threading
 
@@ -167,6 +170,8 @@ class LoopbackHTTP:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:  # an ssl.SSLContext: serve https
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http.server
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from _support import LoopbackHTTP
 
 from calliope_graph import _fetch
@@ -260,6 +262,34 @@ async def test_a_rebinding_name_cannot_move_the_connection(loopback: LoopbackHTT
     assert loopback.hits == [("/voice.wav", f"media.test:{loopback.port}")]
 
 
+async def test_https_to_the_pinned_address_is_verified_for_the_name() -> None:
+    """The TLS handshake to the checked IP sends the URL's name as SNI and checks the
+    certificate against that name: a certificate for another name fails the fetch."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("media.test").configure_cert(server_tls)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, ctx: names.append(name)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    wav = wav_bytes("over tls")
+    server = LoopbackHTTP({"/v.wav": (200, {"Content-Type": "audio/wav"}, wav)}, tls=server_tls)
+    try:
+        fetcher = Fetcher(
+            FetchPolicy(allow_networks=FetchPolicy.parse_allow("127.0.0.1")[1]),
+            resolver=resolver({"media.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}),
+            ssl_context=client_tls,
+        )
+        got = await fetcher.fetch(f"https://media.test:{server.port}/v.wav", max_bytes=1 << 20)
+        assert got.data == wav
+        with pytest.raises(FetchError, match=r"cannot connect to https://other\.test:"):
+            await fetcher.fetch(f"https://other.test:{server.port}/v.wav", max_bytes=1 << 20)
+    finally:
+        server.close()
+    assert names == ["media.test", "other.test"]
+    assert server.hits == [("/v.wav", f"media.test:{server.port}")]
+
+
 # -- redirects ----------------------------------------------------------------------------------
 async def test_a_redirect_to_an_internal_address_is_refused_before_it_is_followed() -> None:
     def cdn(request: httpx.Request) -> httpx.Response:
@@ -275,6 +305,8 @@ async def test_a_redirect_to_an_internal_address_is_refused_before_it_is_followe
         await fetcher.fetch("https://cdn.example/a.png", max_bytes=10, label="Input 'image'")
     assert [host_of(r) for r in seen.requests] == ["cdn.example"]
     assert "302" not in str(refused.value)
+    assert "metadata.internal" not in str(refused.value)  # where it redirects is not told
+    assert "CALLIOPE_FETCH_ALLOW=<host>" in str(refused.value)
 
 
 async def test_redirects_are_followed_five_times_at_most_and_never_to_another_scheme() -> None:
