@@ -282,7 +282,8 @@ class Fetcher:
         try:
             start = httpx.URL(url)
         except (httpx.InvalidURL, ValueError) as exc:
-            raise FetchError(f"{label}: {url[:200]!r} is not a valid URL ({exc}).") from None
+            shown = url.partition("?")[0][:200]  # a query may carry a token
+            raise FetchError(f"{label}: {shown!r} is not a valid URL ({exc}).") from None
         try:
             async with asyncio.timeout(self.policy.timeout):
                 return await self._follow(start, max_bytes, label)
@@ -323,15 +324,16 @@ class Fetcher:
                 f"{url.scheme or 'a URL without a scheme'}{':' if url.scheme else ''}."
             )
         host = url.raw_host.decode("ascii")
+        shown = _shown(url) if first else "the URL it redirects to"
         if not host:
-            raise FetchError(f"{label}: the URL {_shown(url)} has no host.")
+            raise FetchError(f"{label}: {shown} has no host.")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             addresses = list(await self.resolver(host, port))
         except (OSError, UnicodeError):
             addresses = []
         if not addresses:
-            raise FetchError(f"{label}: the host of {_shown(url)} cannot be resolved.")
+            raise FetchError(f"{label}: the host of {shown} cannot be resolved.")
         if not self.policy.allows_host(host):
             for address in addresses:
                 found = self.policy.refusal(address)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http.server
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -327,6 +328,23 @@ async def test_redirects_are_followed_five_times_at_most_and_never_to_another_sc
         await fetcher.fetch("https://cdn.example/3", max_bytes=10)
     with pytest.raises(FetchError, match="only http and https"):
         await fetcher.fetch("https://cdn.example/file", max_bytes=10)
+
+
+async def test_an_unresolvable_host_is_told_without_naming_where_a_redirect_went() -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        if host == "cdn.example":
+            return [PUBLIC]
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def cdn(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"location": "http://db.corp.internal/dump"})
+
+    fetcher = Fetcher(FetchPolicy(), resolver=resolve, transport=Seen(cdn))
+    with pytest.raises(FetchError, match=r"the host of https://nowhere\.example/a\.png cannot"):
+        await fetcher.fetch("https://nowhere.example/a.png?k=s3cret", max_bytes=10)
+    with pytest.raises(FetchError, match="the host of the URL it redirects to cannot") as failed:
+        await fetcher.fetch("https://cdn.example/a.png", max_bytes=10)
+    assert "db.corp.internal" not in str(failed.value)
 
 
 # -- the allow list ------------------------------------------------------------------------------
