@@ -38,7 +38,15 @@ from typing import Any, Literal, Self
 import httpx
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_serializer,
+    field_validator,
+)
 
 from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
@@ -56,6 +64,7 @@ __all__ = [
     "max_image_pixels",
     "mime_of",
     "prepared",
+    "set_media_root",
 ]
 
 _IMAGE_MIMES = {
@@ -153,6 +162,24 @@ def _check_file(path: Path, kind: str, *, max_bytes: int | None = MAX_INPUT_BYTE
     return size
 
 
+#: Where serialised media paths are relative to (see :func:`set_media_root`); None: as is.
+_MEDIA_ROOT: Path | None = None
+
+
+def set_media_root(root: str | os.PathLike[str] | None) -> None:
+    """Serialise the paths of media values under ``root`` relative to it, process-wide.
+
+    A server sets this to its media root (``calliope_graph.graphs.server`` does): every
+    serialised media value — LangGraph checkpoints, and so the thread state a client reads —
+    then names its file by its place under the root (``<thread>/inputs/audio-….wav``), never
+    by the server's absolute path, and a relative path read back (a checkpoint restored) is
+    taken under the root again. In memory, values keep absolute paths. ``None`` turns it off
+    (the default: command-line and Python runs keep absolute paths, as before).
+    """
+    global _MEDIA_ROOT
+    _MEDIA_ROOT = None if root is None else Path(root).resolve()
+
+
 class _Media(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -162,6 +189,23 @@ class _Media(BaseModel):
     #: media there (``media_store=``, ``CALLIOPE_MEDIA_STORE``); ``path`` is then the local
     #: working copy, fetched again from ``uri`` where it is missing (another machine).
     uri: str | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _under_media_root(cls, value: Any) -> Any:
+        root = _MEDIA_ROOT
+        if root is not None and isinstance(value, str) and value and not os.path.isabs(value):
+            return os.path.join(root, value)  # a serialised value read back
+        return value
+
+    @field_serializer("path")
+    def _relative_to_media_root(self, path: str) -> str:
+        root = _MEDIA_ROOT
+        if root is not None and os.path.isabs(path):
+            relative = os.path.relpath(path, root)
+            if not relative.startswith(os.pardir):
+                return Path(relative).as_posix()
+        return path
 
     def read_bytes(self) -> bytes:
         try:
@@ -217,6 +261,24 @@ class Image(_Media):
     async def aopen(cls, path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Self:
         """:meth:`open` in a worker thread, so the event loop keeps running meanwhile."""
         return await asyncio.to_thread(cls.open, path, max_pixels=max_pixels)
+
+    @classmethod
+    def check_bytes(cls, data: bytes, name: str, *, max_pixels: int | None = None) -> Self:
+        """The checks of :meth:`open` on ``data`` in memory (nothing is written); messages
+        name ``name``, which is also the value's ``path`` until the caller writes the bytes
+        (``mime`` says the real format, whatever ``name``'s extension)."""
+        with _open_pil(data, name, max_pixels=max_pixels) as im:
+            fmt = im.format or ""
+            mime = _IMAGE_MIMES.get(fmt)
+            if mime is None:
+                raise MediaError(
+                    f"Image {name!r} is {fmt or 'an unknown format'}, which providers do not "
+                    "accept: convert it to PNG or JPEG.",
+                    path=name,
+                )
+            width, height = im.size
+            _check_decodes(im, name)
+        return cls(path=name, mime=mime, width=width, height=height)
 
     @classmethod
     def from_b64(cls, data: str, path: str | os.PathLike[str]) -> Self:
@@ -526,8 +588,11 @@ def _ffmpeg_reason(exc: BaseException) -> str:
     return str(reason).strip().rstrip(".") or type(exc).__name__
 
 
-def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
-    """Duration (and for video size and frame rate) of ``path`` from its container metadata.
+def _probe(
+    source: Path | bytes, kind: Literal["audio", "video"], name: str | None = None
+) -> _Probe:
+    """Duration (and for video size and frame rate) of ``source`` (a file, or the bytes of one
+    called ``name`` in messages) from its container metadata.
 
     The first frame of the stream is decoded (cheap) to prove the codec is supported and the
     data is not garbage behind a valid header; the whole stream is decoded only when the
@@ -535,6 +600,7 @@ def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
     """
     import av
 
+    path = name if name is not None else str(source)
     label = "Audio" if kind == "audio" else "Video"
     fix = (
         "re-export it as WAV, MP3 or M4A (AAC)"
@@ -542,13 +608,14 @@ def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
         else "re-export it as an H.264 MP4 or a VP8/VP9 WebM"
     )
     try:
-        with av.open(str(path), mode="r") as container:
+        opened = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        with av.open(opened, mode="r") as container:
             streams = container.streams.audio if kind == "audio" else container.streams.video
             if not streams:
                 raise MediaError(
-                    f"{label} file {str(path)!r} has no {kind} stream (it is truncated, corrupt "
+                    f"{label} file {path!r} has no {kind} stream (it is truncated, corrupt "
                     f"or holds no {kind}): {fix}.",
-                    path=str(path),
+                    path=path,
                 )
             stream = streams[0]
             duration: float | None = None
@@ -559,9 +626,9 @@ def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
             first = next(iter(container.decode(stream)), None)
             if first is None:
                 raise MediaError(
-                    f"{label} file {str(path)!r} holds no decodable {kind} "
+                    f"{label} file {path!r} holds no decodable {kind} "
                     f"(its {stream.codec_context.name} stream is empty or corrupt): {fix}.",
-                    path=str(path),
+                    path=path,
                 )
             if duration is None or duration <= 0:
                 duration = _decoded_duration(container, stream, first)
@@ -578,9 +645,9 @@ def _probe(path: Path, kind: Literal["audio", "video"]) -> _Probe:
         raise
     except (av.FFmpegError, OSError, ValueError, StopIteration) as exc:
         raise MediaError(
-            f"{label} file {str(path)!r} cannot be read ({_ffmpeg_reason(exc)}): it is "
+            f"{label} file {path!r} cannot be read ({_ffmpeg_reason(exc)}): it is "
             f"corrupt or in a format FFmpeg does not support; {fix}.",
-            path=str(path),
+            path=path,
         ) from None
 
 
@@ -601,6 +668,39 @@ def _decoded_duration(container: Any, stream: Any, first: Any) -> float | None:
     if last.time is not None:
         return float(last.time) + step
     return count * step or None
+
+
+def _audio_mime(name: str, head: bytes) -> str:
+    """The mime type of audio file ``name`` by its extension, its first bytes checked."""
+    suffix = Path(name).suffix.lower()
+    mime = _AUDIO_EXT.get(suffix)
+    if mime is None:
+        raise MediaError(
+            f"Audio file {name!r} has an unsupported extension {suffix!r}: use one of "
+            + ", ".join(sorted(_AUDIO_EXT)),
+            path=name,
+        )
+    if mime == "audio/wav" and (head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
+        raise MediaError(
+            f"Audio file {name!r} is named .wav but is not a RIFF/WAVE file: re-export it as WAV.",
+            path=name,
+        )
+    if mime == "audio/mpeg" and not (head[:3] == b"ID3" or head[:1] == b"\xff"):
+        raise MediaError(
+            f"Audio file {name!r} is named .mp3 but has no MP3 frame or ID3 header.", path=name
+        )
+    return mime
+
+
+def _video_mime(name: str, head: bytes) -> str:
+    """``video/mp4`` or ``video/webm`` by the file's first bytes; a MediaError otherwise."""
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video/webm"
+    raise MediaError(
+        f"Video file {name!r} is neither MP4 nor WebM (no ftyp box or EBML header).", path=name
+    )
 
 
 class Audio(_Media):
@@ -626,26 +726,16 @@ class Audio(_Media):
         From async code prefer :meth:`aopen`."""
         p = Path(path)
         _check_file(p, "Audio")
-        mime = _AUDIO_EXT.get(p.suffix.lower())
-        if mime is None:
-            raise MediaError(
-                f"Audio file {str(p)!r} has an unsupported extension {p.suffix!r}: use one of "
-                + ", ".join(sorted(_AUDIO_EXT)),
-                path=str(p),
-            )
-        head = _head(p)
-        if mime == "audio/wav" and (head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
-            raise MediaError(
-                f"Audio file {str(p)!r} is named .wav but is not a RIFF/WAVE file: "
-                "re-export it as WAV.",
-                path=str(p),
-            )
-        if mime == "audio/mpeg" and not (head[:3] == b"ID3" or head[:1] == b"\xff"):
-            raise MediaError(
-                f"Audio file {str(p)!r} is named .mp3 but has no MP3 frame or ID3 header.",
-                path=str(p),
-            )
+        mime = _audio_mime(str(p), _head(p))
         return cls(path=str(p), mime=mime, duration=_probe(p, "audio").duration)
+
+    @classmethod
+    def check_bytes(cls, data: bytes, name: str) -> Self:
+        """The checks of :meth:`open` on ``data`` in memory (nothing is written), for a file
+        to be called ``name`` (its extension gives the format; messages name it); the value's
+        ``path`` is ``name`` until the caller writes the bytes."""
+        mime = _audio_mime(name, data[:12])
+        return cls(path=name, mime=mime, duration=_probe(data, "audio", name).duration)
 
     @classmethod
     async def aopen(cls, path: str | os.PathLike[str]) -> Self:
@@ -671,19 +761,18 @@ class Video(_Media):
         here: a download is capped when it is made."""
         p = Path(path)
         _check_file(p, "Video", max_bytes=None)
-        head = _head(p)
-        if head[4:8] == b"ftyp":
-            mime = "video/mp4"
-        elif head[:4] == b"\x1a\x45\xdf\xa3":
-            mime = "video/webm"
-        else:
-            raise MediaError(
-                f"Video file {str(p)!r} is neither MP4 nor WebM (no ftyp box or EBML header).",
-                path=str(p),
-            )
-        info = _probe(p, "video")
+        return cls._checked(str(p), _video_mime(str(p), _head(p)), _probe(p, "video"))
+
+    @classmethod
+    def check_bytes(cls, data: bytes, name: str) -> Self:
+        """The checks of :meth:`open` on ``data`` in memory (nothing is written); messages
+        name ``name``, which is also the value's ``path`` until the caller writes the bytes."""
+        return cls._checked(name, _video_mime(name, data[:12]), _probe(data, "video", name))
+
+    @classmethod
+    def _checked(cls, path: str, mime: str, info: _Probe) -> Self:
         return cls(
-            path=str(p),
+            path=path,
             mime=mime,
             duration=info.duration,
             width=info.width,

@@ -13,9 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from calliope_graph.flow import shipped_flows
+from calliope_graph.media import set_media_root
 from calliope_graph.serve import ServeSettings, serve_graph
 
 SETTINGS = ServeSettings.from_env()
+# Thread state and checkpoints name media files under the media root, never by the
+# server's absolute paths.
+set_media_root(SETTINGS.media_root)
 #: Flow name → its served graph.
 GRAPHS: dict[str, Any] = {name: serve_graph(name, SETTINGS) for name in shipped_flows()}
 globals().update(GRAPHS)

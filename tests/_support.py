@@ -138,3 +138,43 @@ class Rendezvous:
 async def never(seconds: float) -> None:
     """A simulator ``sleep`` that never returns: the delayed call only ends by cancellation."""
     await asyncio.Event().wait()
+
+
+class LoopbackHTTP:
+    """A plain HTTP server on 127.0.0.1 in a thread (a "source" a fetch policy must refuse
+    or allow): ``routes`` maps a path to ``(status, headers, body)``, unknown paths are 404;
+    ``hits`` logs ``(path, Host header)`` of every request it received; ``tls`` (a server
+    ``ssl.SSLContext``) makes it https. ``close()`` it."""
+
+    def __init__(
+        self, routes: dict[str, tuple[int, dict[str, str], bytes]], *, tls: Any = None
+    ) -> None:
+        import http.server
+        import threading
+
+        self.hits: list[tuple[str, str]] = []
+        self.routes = routes
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.hits.append((self.path, self.headers.get("Host", "")))
+                status, headers, body = owner.routes.get(self.path, (404, {}, b"no"))
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:  # an ssl.SSLContext: serve https
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

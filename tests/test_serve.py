@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,9 +30,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from _support import LoopbackHTTP
 from langgraph_sdk import get_client
 from starlette.testclient import TestClient
 
+from calliope_graph._fetch import Fetcher, FetchPolicy
 from calliope_graph.errors import ConfigurationError, MediaError
 from calliope_graph.flow import Flow, shipped_flows
 from calliope_graph.media import Image, MediaStore
@@ -72,17 +76,26 @@ def store(tmp_path: Path) -> MediaStore:
     return MediaStore(tmp_path / "media" / "thread-1")
 
 
-def _client(handler: Any = None) -> httpx.AsyncClient:
+@contextlib.asynccontextmanager
+async def _client(handler: Any = None) -> AsyncIterator[Fetcher]:
+    """A fetcher whose requests go to ``handler`` (a mock CDN; none expected by default);
+    ``cdn.example`` resolves to a public address."""
+
     def refuse(request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"unexpected request {request.url}")
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler or refuse))
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"cdn.example": ["93.184.215.14"]}[host]
+
+    yield Fetcher(
+        FetchPolicy(), resolver=resolve, transport=lambda: httpx.MockTransport(handler or refuse)
+    )
 
 
 async def test_a_data_url_becomes_an_image_in_the_threads_media(store: MediaStore) -> None:
     root = store.root.parent
     async with _client() as client:
-        image = await media_input("image", "image", WEBCAM, store=store, root=root, client=client)
+        image = await media_input("image", "image", WEBCAM, store=store, root=root, fetcher=client)
     assert isinstance(image, Image)
     assert (image.width, image.height, image.mime) == (96, 72, "image/png")
     assert Path(image.path).parent == store.root / "inputs"
@@ -104,18 +117,18 @@ async def test_an_http_url_is_downloaded_with_the_size_cap(store: MediaStore) ->
     async with _client(cdn) as client:
         image = await media_input(
             "image", "image", "https://cdn.example/kite.png?token=s3cret", store=store,
-            root=root, client=client,
+            root=root, fetcher=client,
         )  # fmt: skip
         assert Path(image.path).read_bytes() == png
         with pytest.raises(MediaError, match=r"over the \d+-byte input limit"):
             await media_input(
                 "image", "image", "https://cdn.example/big.png", store=store, root=root,
-                client=client, max_bytes=len(png) * 2,
+                fetcher=client, max_bytes=len(png) * 2,
             )  # fmt: skip
         with pytest.raises(MediaError, match="HTTP 404") as failed:
             await media_input(
                 "image", "image", "https://cdn.example/gone.png?token=s3cret", store=store,
-                root=root, client=client,
+                root=root, fetcher=client,
             )  # fmt: skip
     assert "s3cret" not in str(failed.value)  # a signed URL's query never reaches an error
     assert seen[0] == "https://cdn.example/kite.png?token=s3cret"
@@ -135,7 +148,7 @@ async def test_a_path_input_must_name_a_file_of_the_runs_own_thread(
     async with _client() as client:
         for given in ("thread-1/run-0/cam.png", "/media/thread-1/run-0/cam.png"):
             image = await media_input(
-                "image", "image", given, store=store, root=root, client=client
+                "image", "image", given, store=store, root=root, fetcher=client
             )
             assert Path(image.path) == own
         for given in (
@@ -147,27 +160,32 @@ async def test_a_path_input_must_name_a_file_of_the_runs_own_thread(
             "thread-1/../../secret.png",
         ):
             with pytest.raises(MediaError, match="is not a file of this thread's media") as no:
-                await media_input("image", "image", given, store=store, root=root, client=client)
+                await media_input("image", "image", given, store=store, root=root, fetcher=client)
             assert "signed 'url'" in str(no.value)
             assert str(root) not in str(no.value).replace(given, "")  # no server path shown
         with pytest.raises(MediaError, match=r"no file 'thread-1/none\.png' in this thread"):
             await media_input(
-                "image", "image", "thread-1/none.png", store=store, root=root, client=client
+                "image", "image", "thread-1/none.png", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="file: URLs are not accepted"):
             await media_input(
-                "image", "image", f"file://{outside}", store=store, root=root, client=client
+                "image", "image", f"file://{outside}", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="not a valid data: URL"):
             await media_input(
-                "image", "image", "data:nonsense", store=store, root=root, client=client
+                "image", "image", "data:nonsense", store=store, root=root, fetcher=client
             )
         with pytest.raises(MediaError, match="not valid base64"):
             await media_input(
-                "image", "image", "data:image/png;base64,@@@", store=store, root=root, client=client
+                "image",
+                "image",
+                "data:image/png;base64,@@@",
+                store=store,
+                root=root,
+                fetcher=client,
             )
         with pytest.raises(MediaError, match="must be a image given as a data: URL"):
-            await media_input("image", "image", 42, store=store, root=root, client=client)
+            await media_input("image", "image", 42, store=store, root=root, fetcher=client)
 
 
 async def test_another_threads_media_is_read_by_its_signed_url_without_fetching_it(
@@ -187,7 +205,7 @@ async def test_another_threads_media_is_read_by_its_signed_url_without_fetching_
             f"http://127.0.0.1:9/media/thread-2/run-0/cam.png?{query}",  # another address
         ):
             image = await media_input(
-                "image", "image", given, store=store, root=root, client=client, signer=SIGNER,
+                "image", "image", given, store=store, root=root, fetcher=client, signer=SIGNER,
                 server_url="https://calliope.example",
             )  # fmt: skip
             assert Path(image.path) == other
@@ -201,7 +219,7 @@ async def test_another_threads_media_is_read_by_its_signed_url_without_fetching_
         ):
             with pytest.raises(MediaError, match="no valid signature") as refused:
                 await media_input(
-                    "image", "image", given, store=store, root=root, client=client,
+                    "image", "image", given, store=store, root=root, fetcher=client,
                     signer=SIGNER, server_url="https://calliope.example",
                 )  # fmt: skip
             assert str(root) not in str(refused.value)
@@ -308,8 +326,14 @@ def test_an_auth_handler_without_route_auth_is_warned_about(
 
 
 # -- schemas and the graphs module --------------------------------------------------------------
-def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes() -> None:
+def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from calliope_graph import media
     from calliope_graph.graphs import server
+
+    # importing the server module sets the process's media root: undone after this test
+    monkeypatch.setattr(media, "_MEDIA_ROOT", media._MEDIA_ROOT)
 
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert set(config["graphs"]) == set(shipped_flows()) == set(server.GRAPHS)
@@ -437,8 +461,10 @@ def _langgraph_dev(work: Path, config: Path, env: dict[str, str]) -> Iterator[Se
         "PYTHONUNBUFFERED": "1",
     }
     for name in list(environ):
-        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL", "_TOKENS")):
-            environ.pop(name)  # the simulator's keys only
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_BASE_URL", "_TOKENS")) or (
+            name.startswith("CALLIOPE_FETCH_")
+        ):
+            environ.pop(name)  # the simulator's keys only; the fetch policy the test sets
     environ |= env
     command = [
         str(Path(sys.executable).parent / "langgraph"),
@@ -491,7 +517,18 @@ def _langgraph_dev(work: Path, config: Path, env: dict[str, str]) -> Iterator[Se
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("langgraph-server")
-    with _langgraph_dev(work, ROOT / "langgraph.json", {"CALLIOPE_MEDIA_SECRET": SECRET}) as up:
+    # ``localhost`` is an allowed named source (a redirect from it to 127.0.0.1 is refused)
+    settings = {"CALLIOPE_MEDIA_SECRET": SECRET, "CALLIOPE_FETCH_ALLOW": "localhost"}
+    with _langgraph_dev(work, ROOT / "langgraph.json", settings) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def allowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second server, allowing fetches from 127.0.0.1."""
+    work = tmp_path_factory.mktemp("langgraph-allowing")
+    settings = {"CALLIOPE_MEDIA_SECRET": SECRET, "CALLIOPE_FETCH_ALLOW": "127.0.0.1"}
+    with _langgraph_dev(work, ROOT / "langgraph.json", settings) as up:
         yield up
 
 
@@ -806,3 +843,84 @@ async def test_with_the_example_auth_handler_users_see_only_their_own_threads_an
             assert answer.status_code == status, (who, target)
             assert answer.content.startswith(PNG) == (status == 200)
         assert server.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+# -- outbound fetches: the server's fetch policy, from outside ---------------------------------
+@pytest.fixture
+def source() -> Iterator[LoopbackHTTP]:
+    """A loopback HTTP server with a real WAV at /voice.wav, logging every request."""
+    server = LoopbackHTTP({"/voice.wav": (200, {"Content-Type": "audio/wav"}, wav_bytes("hi"))})
+    yield server
+    server.close()
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+async def _voice_story(server: Server, audio: str) -> tuple[str, dict[str, Any]]:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    given = {**flow_inputs("voice_story"), "audio": audio}
+    out = await client.runs.wait(thread["thread_id"], "voice_story", input=given, raise_error=False)
+    assert isinstance(out, dict)
+    return thread["thread_id"], out
+
+
+async def test_a_loopback_media_url_is_refused_and_the_source_gets_no_request(
+    server: Server, source: LoopbackHTTP
+) -> None:
+    for url in (
+        f"http://127.0.0.1:{source.port}/voice.wav",
+        f"http://2130706433:{source.port}/voice.wav",  # 127.0.0.1 as one decimal number
+    ):
+        thread, out = await _voice_story(server, url)
+        error = out["__error__"]
+        assert error["error"] == "FetchRefusedError"  # a MediaError
+        assert "loopback address" in error["message"]
+        assert "CALLIOPE_FETCH_ALLOW=" in error["message"]
+        assert not _files(server.media / thread)
+    assert source.hits == []
+
+
+async def test_a_redirect_from_an_allowed_host_to_a_refused_one_is_not_followed(
+    server: Server, source: LoopbackHTTP
+) -> None:
+    hop = f"http://127.0.0.1:{source.port}/voice.wav"
+    redirector = LoopbackHTTP({"/next": (302, {"Location": hop}, b"")})
+    try:
+        _, out = await _voice_story(server, f"http://localhost:{redirector.port}/next")
+    finally:
+        redirector.close()
+    assert out["__error__"]["error"] == "FetchRefusedError"
+    assert "302" not in out["__error__"]["message"]
+    assert redirector.hits == [("/next", f"localhost:{redirector.port}")]  # allowed by name
+    assert source.hits == []
+
+
+async def test_an_allowed_loopback_source_is_fetched(
+    allowing_server: Server, source: LoopbackHTTP
+) -> None:
+    thread, out = await _voice_story(allowing_server, f"http://127.0.0.1:{source.port}/voice.wav")
+    assert "__error__" not in out, out
+    assert _assert_media_served(allowing_server, out) >= 1
+    assert source.hits == [("/voice.wav", f"127.0.0.1:{source.port}")]
+    (kept,) = [p for p in _files(allowing_server.media / thread) if p.parent.name == "inputs"]
+    assert kept.read_bytes() == source.routes["/voice.wav"][2]
+    # what a client sees carries paths under the media root, never the server's own
+    state = await get_client(url=allowing_server.url).threads.get_state(thread)
+    shown = json.dumps([out, state["values"]], default=str)
+    assert str(allowing_server.media) not in shown and str(ROOT) not in shown
+
+
+async def test_a_body_that_is_not_audio_is_refused_and_leaves_no_file(server: Server) -> None:
+    page = data_url(b"<html><body>internal admin</body></html>", "audio/wav")
+    thread, out = await _voice_story(server, page)
+    error = out["__error__"]
+    assert error["error"] == "MediaError"
+    assert "not a RIFF/WAVE file" in error["message"]
+    assert re.search(rf"'{thread}/[^/']+/inputs/audio-", error["message"])  # under the root
+    assert str(server.media) not in error["message"]
+    assert not _files(server.media / thread)
+    state = await get_client(url=server.url).threads.get_state(thread)
+    assert str(server.media) not in json.dumps(state["values"], default=str)

@@ -36,6 +36,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from calliope_graph._fetch import Fetcher
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError, ConfigurationError
@@ -181,6 +182,9 @@ class _Runtimes:
     flow: str
     plan: Any
     settings: ServeSettings
+    #: Downloads media inputs given as URLs under the fetch policy (CALLIOPE_FETCH_ALLOW,
+    #: CALLIOPE_FETCH_TIMEOUT: read when the graph is built, so a bad value stops the server).
+    fetcher: Fetcher = field(default_factory=Fetcher)
     _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = field(
         default_factory=weakref.WeakKeyDictionary
     )
@@ -295,7 +299,6 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
         given = {k: state[k] for k in plan.spec.inputs if state.get(k) is not None}
         if media.keys() & given.keys():
             flow_rt = await runtimes(get_runtime().context)
-            downloads = await runtimes.client()
             for name, kind in media.items():
                 if name in given:
                     given[name] = await media_input(
@@ -304,7 +307,7 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
                         given[name],
                         store=flow_rt.ctx.store,
                         root=settings.media_root,
-                        client=downloads,
+                        fetcher=runtimes.fetcher,
                         signer=settings.signer,
                         server_url=runtimes.base_url(),
                     )

@@ -5,8 +5,10 @@ A remote client cannot hand the server a file, so a media input (``image``, ``au
 ``video``) is one of:
 
 - ``data:<mime>;base64,<data>`` — decoded and written into the run's media directory;
-- ``http://…`` / ``https://…`` — downloaded (streamed, at most :data:`MAX_INPUT_BYTES`)
-  into the run's media directory;
+- ``http://…`` / ``https://…`` — downloaded under the fetch policy (no internal address
+  unless ``CALLIOPE_FETCH_ALLOW`` names it, a total deadline, at most
+  :data:`MAX_INPUT_BYTES` held; :mod:`calliope_graph._fetch`) into the run's media
+  directory;
 - the signed ``url`` of a media output of this server (``…/media/<path>?exp=…&sig=…``), of
   any thread: its signature is checked with the server's key and the file read from the
   media root — never fetched over HTTP. A URL of this server (relative, or at its public
@@ -17,14 +19,15 @@ A remote client cannot hand the server a file, so a media input (``image``, ``au
 - ``{"url": ...}`` or ``{"path": ...}`` — a media output of another run, passed back as is
   (its ``url`` is used when it has one).
 
-Every file operation runs in a worker thread: LangGraph Server refuses blocking calls on
+A data URL or a download is checked as the media kind it is given as (Pillow, PyAV) in
+memory before it is written; a failed check leaves nothing under the media root. Every
+file operation runs in a worker thread: LangGraph Server refuses blocking calls on
 its event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import re
@@ -33,9 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
-import httpx
-
-from calliope_graph._transport import map_transport_errors
+from calliope_graph._fetch import Fetched, Fetcher
 from calliope_graph.errors import MediaError
 from calliope_graph.media import MAX_INPUT_BYTES, Audio, Image, MediaStore, Video
 from calliope_graph.serve._outputs import MEDIA_PREFIX, media_file
@@ -68,9 +69,6 @@ _EXT = {
     "video/mp4": ".mp4",
     "video/webm": ".webm",
 }
-_DATA_URL = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S
-)
 _FORMS = (
     "a data: URL, an http(s) URL, the signed url of a media output of this server, or the "
     "path of a media output of the same thread"
@@ -84,7 +82,7 @@ async def media_input(
     *,
     store: MediaStore,
     root: Path,
-    client: httpx.AsyncClient,
+    fetcher: Fetcher,
     max_bytes: int = MAX_INPUT_BYTES,
     signer: MediaSigner | None = None,
     server_url: str = "",
@@ -93,9 +91,11 @@ async def media_input(
 
     ``store`` is the run's media directory under ``root`` (``<thread>/<run>``: data URLs
     and downloads go to its ``inputs/`` folder; path inputs must lie in its thread's
-    folder), ``client`` fetches http(s) URLs, ``signer`` checks signed media URLs (default:
-    the process's key), ``server_url`` is this server's public address (its URLs are never
-    fetched). A bad value is a MediaError naming the input, the rule and the forms accepted.
+    folder), ``fetcher`` downloads http(s) URLs under the server's fetch policy
+    (:mod:`calliope_graph._fetch`), ``signer`` checks signed media URLs (default: the
+    process's key), ``server_url`` is this server's public address (its URLs are never
+    fetched). Every media input is checked (Pillow, PyAV) before it is written under the
+    media root. A bad value is a MediaError naming the input, the rule and the forms accepted.
     """
     media = _TYPES[kind]
     if isinstance(value, media):  # an in-process caller's value: under the media root
@@ -120,16 +120,18 @@ async def media_input(
         if found is not None:
             return found
     if text[:5].lower() == "data:":
-        data, mime = _decode_data_url(name, text, max_bytes)
-        return await _save(name, kind, data, mime, store)
+        data, mime = await asyncio.to_thread(_decode_data_url, name, text, max_bytes)
+        return await _save(name, kind, data, mime, store, root)
     signer = signer or default_signer()
     ours = _own_media_url(text, server_url, signer)
     if ours is not None:
         return await _signed(name, kind, ours, root, signer)
     scheme = text.partition(":")[0].lower() if re.match(r"^[A-Za-z][\w+.-]*://", text) else ""
     if scheme in ("http", "https"):
-        data, mime = await _download(name, text, client, max_bytes)
-        return await _save(name, kind, data, mime, store, suffix=Path(httpx.URL(text).path).suffix)
+        fetched = await _download(name, text, fetcher, max_bytes)
+        return await _save(
+            name, kind, fetched.data, fetched.mime, store, root, suffix=fetched.suffix
+        )
     if scheme:
         raise MediaError(f"Input {name!r}: {scheme}: URLs are not accepted; pass {_FORMS}.")
     if text.startswith(MEDIA_PREFIX + "/"):  # an unsigned relative media URL: its path
@@ -205,7 +207,7 @@ async def _signed(
                 f"Input {name!r}: the media URL names no file (it is gone from the server).",
                 path=ref.path,
             )
-        return _TYPES[kind].open(found)
+        return _open_shown(name, kind, found, root)
 
     return await asyncio.to_thread(read)
 
@@ -232,31 +234,57 @@ async def _in_thread(
             raise MediaError(
                 f"Input {name!r}: there is no file {text!r} in this thread's media.", path=text
             )
-        return _TYPES[kind].open(full)
+        return _open_shown(name, kind, full, root)
 
     return await asyncio.to_thread(check)
 
 
+def _open_shown(name: str, kind: MediaKind, full: Path, root: Path) -> Image | Audio | Video:
+    """``full`` opened (and checked) as a ``kind``; a failure names the file by its place
+    under the media root, never by the server's absolute path."""
+    try:
+        return _TYPES[kind].open(full)
+    except MediaError as exc:
+        shown = full.relative_to(root.resolve()).as_posix()
+        text = str(exc).replace(str(full), shown).replace(str(root.resolve()), "<media root>")
+        raise MediaError(f"Input {name!r}: {text}", path=shown) from None
+
+
+_WHITESPACE = re.compile(rb"\s+")
+_DATA_HEADER = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*)$", re.I)
+
+
 def _decode_data_url(name: str, text: str, max_bytes: int) -> tuple[bytes, str]:
-    match = _DATA_URL.match(text)
-    if match is None:
+    """The bytes and mime type of data URL ``text``, refused from its length before anything
+    is decoded or copied when it could hold more than ``max_bytes``: base64 text of n
+    characters decodes to at most 3n/4 bytes, percent-encoded text to at most n."""
+    comma = text.find(",", 0, 1024)
+    header = _DATA_HEADER.match(text[:comma]) if comma > 0 else None
+    if header is None:
         raise MediaError(
             f"Input {name!r} is not a valid data: URL: write data:<mime>;base64,<data> "
             "(e.g. data:image/png;base64,iVBORw0...)."
         )
-    mime = (match["mime"] or "application/octet-stream").lower()
-    payload = match["data"]
-    if len(payload) > max_bytes * 4 // 3 + 4:
+    mime = (header["mime"] or "application/octet-stream").lower()
+    size = len(text) - comma - 1  # the payload's length, without slicing it out
+    is_base64 = ";base64" in header["params"].lower()
+    # base64 text of n characters decodes to at most 3n/4 bytes, less up to 2 of padding
+    if (size * 3 // 4 - 2 if is_base64 else size) > max_bytes:
         raise MediaError(f"Input {name!r}: the data URL is over the {max_bytes}-byte input limit.")
-    if ";base64" in match["params"].lower():
+    if is_base64:
         try:
-            data = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
-        except (binascii.Error, ValueError):
+            # One copy of the payload as bytes, viewed (not sliced) past the header.
+            payload: bytes | memoryview = memoryview(text.encode("ascii"))[comma + 1 :]
+            if _WHITESPACE.search(payload):
+                payload = _WHITESPACE.sub(b"", payload)
+            # strict: only the base64 alphabet and correct padding (b64decode(validate=True))
+            data = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, UnicodeEncodeError):
             raise MediaError(
                 f"Input {name!r}: the data URL's base64 payload is not valid base64."
             ) from None
     else:
-        data = unquote_to_bytes(payload)
+        data = unquote_to_bytes(text[comma + 1 :])
     if not data:
         raise MediaError(f"Input {name!r}: the data URL is empty.")
     if len(data) > max_bytes:
@@ -264,54 +292,43 @@ def _decode_data_url(name: str, text: str, max_bytes: int) -> tuple[bytes, str]:
     return data, mime
 
 
-async def _download(
-    name: str, url: str, client: httpx.AsyncClient, max_bytes: int
-) -> tuple[bytes, str]:
-    shown = str(httpx.URL(url).copy_with(query=None, fragment=None))  # a query may hold a token
-    chunks: list[bytes] = []
-    total = 0
-    async with (
-        map_transport_errors("input download", what=f"download of input {name!r}"),
-        client.stream("GET", url) as response,
-    ):
-        if response.status_code >= 400:
-            raise MediaError(
-                f"Input {name!r}: downloading {shown} failed with HTTP {response.status_code}."
-            )
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise MediaError(
-                f"Input {name!r}: {shown} is {declared} bytes, over the {max_bytes}-byte "
-                "input limit."
-            )
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > max_bytes:
-                raise MediaError(
-                    f"Input {name!r}: {shown} is over the {max_bytes}-byte input limit."
-                )
-            chunks.append(chunk)
-        mime = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if not total:
-        raise MediaError(f"Input {name!r}: {shown} answered with an empty body.")
-    return b"".join(chunks), mime
+async def _download(name: str, url: str, fetcher: Fetcher, max_bytes: int) -> Fetched:
+    """``url``'s body through the fetch policy (no internal address, bounded in time and
+    size); every failure is a MediaError of the family :mod:`calliope_graph._fetch` raises."""
+    return await fetcher.fetch(url, max_bytes=max_bytes, label=f"Input {name!r}")
 
 
 async def _save(
-    name: str, kind: MediaKind, data: bytes, mime: str, store: MediaStore, *, suffix: str = ""
+    name: str,
+    kind: MediaKind,
+    data: bytes,
+    mime: str,
+    store: MediaStore,
+    root: Path,
+    *,
+    suffix: str = "",
 ) -> Image | Audio | Video:
+    """Check ``data`` as a ``kind`` (Pillow, PyAV) in memory, then write it to the thread's
+    ``inputs/`` folder; a failed check writes nothing. Messages name the file by its place
+    under the media root, never by the server's absolute path."""
     ext = _EXT.get(mime) or (suffix.lower() if suffix.lower() in _EXT.values() else "")
     if not ext:
         ext = {"image": ".png", "audio": ".wav", "video": ".mp4"}[kind]
     digest = hashlib.sha256(data).hexdigest()[:12]
-    file_name = f"inputs/{MediaStore.check_name(name)[0]}-{digest}{ext}"
+    stem = f"inputs/{MediaStore.check_name(name)[0]}-{digest}"
+    folder = store.root.relative_to(root).as_posix() if store.root.is_relative_to(root) else ""
 
-    def write() -> Image | Audio | Video:
-        if kind == "image":
-            return store.save_image(file_name, data)  # fixes the extension to the real format
-        return _TYPES[kind].open(store.write_bytes(file_name, data))
+    def keep() -> Image | Audio | Video:
+        shown = f"{folder}/{stem}{ext}".lstrip("/")
+        try:
+            value = _TYPES[kind].check_bytes(data, shown)
+        except MediaError as exc:
+            raise MediaError(f"Input {name!r}: {exc.message}", path=exc.path) from None
+        real_ext = _EXT.get(value.mime, ext) if kind == "image" else ext
+        path = store.write_bytes(stem + real_ext, data)
+        return value.model_copy(update={"path": str(path)})
 
-    return await asyncio.to_thread(write)
+    return await asyncio.to_thread(keep)
 
 
 async def _within(name: str, kind: MediaKind, text: str, root: Path) -> Image | Audio | Video:
@@ -329,6 +346,6 @@ async def _within(name: str, kind: MediaKind, text: str, root: Path) -> Image | 
             raise MediaError(
                 f"Input {name!r}: there is no file {shown!r} under the media root.", path=shown
             )
-        return _TYPES[kind].open(full)
+        return _open_shown(name, kind, full, root)
 
     return await asyncio.to_thread(check)

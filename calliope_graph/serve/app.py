@@ -14,6 +14,9 @@ served when
 Anything else is a 403, the same answer whatever the path, before the file system is
 looked at (so a refusal never says whether a file exists). Paths are checked (no ``..``, no
 symlink out of the root, files only); a signed path that names no file is a 404.
+
+Its middleware limits every request body of the server (``CALLIOPE_MAX_BODY_BYTES``, see
+:mod:`calliope_graph.serve._body`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from calliope_graph.media import mime_of
+from calliope_graph.serve._body import BodyLimit
 from calliope_graph.serve._graph import ServeSettings
 from calliope_graph.serve._outputs import MEDIA_PREFIX, media_file
 
@@ -129,7 +134,11 @@ def make_app(
         mime = mime_of(path) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=mime)
 
-    return Starlette(routes=[Route(f"{MEDIA_PREFIX}/{{path:path}}", media, methods=["GET"])])
+    return Starlette(
+        routes=[Route(f"{MEDIA_PREFIX}/{{path:path}}", media, methods=["GET"])],
+        # LangGraph Server applies the custom app's middleware to every route, its API too
+        middleware=[Middleware(BodyLimit)],  # CALLIOPE_MAX_BODY_BYTES
+    )
 
 
 app = make_app()
