@@ -106,7 +106,9 @@ async def test_an_http_url_is_downloaded_with_the_size_cap(store: MediaStore) ->
     seen: list[str] = []
 
     def cdn(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
+        seen.append(
+            f"{request.url.scheme}://{request.headers['host']}{request.url.raw_path.decode()}"
+        )
         if request.url.path == "/big.png":
             return httpx.Response(200, content=png * 4, headers={"content-type": "image/png"})
         if request.url.path == "/gone.png":

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping

@@ -36,6 +36,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
+import httpx
+
 from calliope_graph._fetch import Fetched, Fetcher
 from calliope_graph.errors import MediaError
 from calliope_graph.media import MAX_INPUT_BYTES, Audio, Image, MediaStore, Video
