@@ -12,6 +12,7 @@ nothing (providers do not bill them). ``per_request`` prices each execution once
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,15 @@ def _seconds(media: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
+def _duration(value: Any) -> float | None:
+    """A ``duration`` parameter in seconds: a number, or text such as ``"5"`` / ``"5s"``
+    (Luma's and Runway's spellings); None when it is neither."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if value > 0 else None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*s?\s*", str(value or ""))
+    return float(found[1]) if found and float(found[1]) > 0 else None
+
+
 def _image_price(
     price: ModelPrice, config: ModelConfig, outputs: dict[str, Any], params: dict[str, Any]
 ) -> float:
@@ -130,9 +140,8 @@ def estimate_figures(
     if price.per_image is not None:
         figures["images"] = float(len(media_of(outputs, "image")))
     if price.per_video_second:
-        default = float(
-            params.get("duration") or config.parameters.get("duration") or DEFAULT_VIDEO_SECONDS
-        )
+        asked = params.get("duration") or config.parameters.get("duration")
+        default = _duration(asked) or DEFAULT_VIDEO_SECONDS
         videos = media_of(outputs, "video")
         figures["video_seconds"] = sum(_seconds(v) or default for v in videos)
     if price.per_audio_minute:

@@ -170,3 +170,18 @@ def test_the_report_shows_each_provider_calls_cost_and_what_was_estimated(tmp_pa
     assert "image_generation" in page and "images 1 (estimated)" in page
     assert "$0.030000" in page  # a Stability Core image at list price
     assert re.search(r"input_tokens \d+ ·|input_tokens \d+,", page)  # reported, not estimated
+
+
+def test_a_video_duration_given_as_text_is_priced_by_its_seconds() -> None:
+    """Luma and Runway spell durations ``"5s"``: the estimate reads them, never fails."""
+    from calliope_graph._pricing import estimate_figures
+    from calliope_graph.config import catalog
+
+    config = catalog.get("luma-ray-2")
+    assert config.price is not None
+    for given, seconds in (("5s", 5.0), ("9", 9.0), (7, 7.0), ("soon", 5.0)):
+        figures = estimate_figures(config.price, config, {}, {}, {"duration": given})
+        assert figures["video_seconds"] == 0.0  # no video made: nothing billed
+        videos = {"clip": {"type": "video", "path": "clip.mp4", "mime": "video/mp4"}}
+        figures = estimate_figures(config.price, config, {}, videos, {"duration": given})
+        assert figures["video_seconds"] == seconds, given
