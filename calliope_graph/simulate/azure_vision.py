@@ -102,6 +102,7 @@ class AzureVisionFake(ProviderFake):
     """Computer Vision v3.2 (analyze, OCR) and Image Analysis 4.0 on a resource endpoint."""
 
     name = "azure_vision"
+    endpoints = ("analyze.v3.2", "ocr.v3.2", "analyze.4.0")
     hosts = (".cognitiveservices.azure.com", ".api.cognitive.microsoft.com")
 
     # -- plumbing -------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class FalFake(ProviderFake):
     """fal's queue on ``queue.fal.run`` and its synchronous runs on ``fal.run``."""
 
     name = "fal"
+    endpoints = ("submit", "status", "result", "cancel", "run", "models")
     hosts = ("queue.fal.run", "fal.run", "api.fal.ai")
     # On the loopback server: /fal → the queue, /fal-run → fal.run, /fal-api → api.fal.ai.
     server_aliases: ClassVar[Mapping[str, str]] = {

@@ -251,6 +251,17 @@ class GoogleFake(ProviderFake):
     """Google's Gemini API on ``generativelanguage.googleapis.com``."""
 
     name = "google"
+    endpoints = (
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "predict",
+        "predictLongRunning",
+        "operations.get",
+        "files.download",
+        "models.list",
+        "models.get",
+    )
     hosts = (HOST,)
 
     auth = AuthCheck(

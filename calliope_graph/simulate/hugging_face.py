@@ -98,6 +98,7 @@ class HuggingFaceFake(ProviderFake):
     """The Hugging Face Inference API (hf-inference provider and the legacy host)."""
 
     name = "hugging_face"
+    endpoints = (TEXT_GENERATION, TEXT_TO_IMAGE, IMAGE_TO_TEXT, ASR, "models")
     hosts = ("router.huggingface.co", "api-inference.huggingface.co")
 
     # -- routing ---------------------------------------------------------------------------

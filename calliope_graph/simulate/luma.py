@@ -89,6 +89,15 @@ class LumaFake(ProviderFake):
     """The Dream Machine API on ``api.lumalabs.ai``."""
 
     name = "luma"
+    endpoints = (
+        "generations.video",
+        "generations.image",
+        "generations.list",
+        "generations.get",
+        "generations.delete",
+        "ping",
+        "credits",
+    )
     hosts = ("api.lumalabs.ai",)
 
     auth = AuthCheck(

@@ -125,6 +125,7 @@ class RunwayFake(ProviderFake):
     """Runway's developer API on ``api.dev.runwayml.com``."""
 
     name = "runway"
+    endpoints = ("image_to_video", "tasks.retrieve", "tasks.delete")
     hosts = ("api.dev.runwayml.com",)
 
     def endpoint(self, request: httpx.Request) -> str:

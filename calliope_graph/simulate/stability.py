@@ -167,6 +167,13 @@ class StabilityFake(ProviderFake):
     """Stability's REST API on ``api.stability.ai`` (v1 generation and v2beta Stable Image)."""
 
     name = "stability"
+    endpoints = (
+        "v1.text_to_image",
+        "v2.generate.core",
+        "v2.generate.ultra",
+        "v2.generate.sd3",
+        "v1.engines.list",
+    )
     hosts = ("api.stability.ai",)
 
     def endpoint(self, request: httpx.Request) -> str:
