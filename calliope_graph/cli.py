@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -336,7 +336,9 @@ async def _run(
     if keys is not None:
         _check_keys(flow, keys)
     report = out_dir / "report.html"
-    progress = _Progress()
+    progress = _Progress(
+        {name: node.timeout for name, node in flow.spec.nodes.items() if node.timeout}
+    )
     live: list[Any] = []  # the trace being written (the runner updates it in place)
 
     def write_report() -> None:
@@ -430,8 +432,24 @@ class _Progress:
     lines say which item of which map.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeouts: Mapping[str, float] | None = None) -> None:
         self.start = time.monotonic()
+        #: Each node's ``timeout`` (seconds per attempt), by node name.
+        self.timeouts = dict(timeouts or {})
+
+    def stopped(self, event: Any) -> str:
+        """What ended a node the run cancelled: its own timeout, or the run being stopped.
+
+        The runner marks both ``interrupted`` when the node is cancelled (which one it was
+        is known only later), so the node's timeout and the time it ran decide here.
+        """
+        e = event.execution
+        node = str(event.node).rsplit("/", 1)[-1].split("[", 1)[0]
+        limit = self.timeouts.get(node)
+        ran = time.time() - e.started_at
+        if limit is not None and ran >= limit * 0.98:
+            return f"timed out after {limit:g} s"
+        return "interrupted"
 
     @staticmethod
     def name(event: Any) -> str:
@@ -476,6 +494,8 @@ class _Progress:
             line = f"[yellow]↷[/] {who} {e.error_class} → continue without it"
         elif kind == "cache_hit":
             line = f"[cyan]⚡[/] {who} cache hit"
+        elif kind == "failed" and e.error_class is None:  # cancelled: say by what
+            line = f"[red]✗[/] {who} {self.stopped(event)}"
         elif kind == "failed":
             line = f"[red]✗[/] {who} failed ({e.error_class})"
         else:
