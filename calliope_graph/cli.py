@@ -86,7 +86,8 @@ def _exit_code(exc: BaseException) -> int:
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if debug:
         err_console.print(traceback.format_exc(), markup=False)
-    label = type(exc).__name__
+    # The nearest public class: an internal subclass's name means nothing to a user.
+    label = next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
     err_console.print(f"[bold red]error[/] ({label}): ", end="")
     err_console.print(str(exc), markup=False, soft_wrap=True)
     sys.exit(_exit_code(exc))

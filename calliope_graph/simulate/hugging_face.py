@@ -32,9 +32,9 @@ import re
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -362,7 +362,7 @@ class HuggingFaceFake(ProviderFake):
     def _image_to_text(self, request: httpx.Request, model: str) -> httpx.Response:
         data, _ = self._payload(request)
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             raise Reject(

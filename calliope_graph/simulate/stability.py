@@ -42,9 +42,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import ImageFilter
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import digest, image_bytes
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -577,7 +577,7 @@ class StabilityFake(ProviderFake):
         raw = image_bytes(seed, width, height, fmt)
         if not blur:
             return raw
-        with PILImage.open(io.BytesIO(raw)) as im:
+        with pil_open(io.BytesIO(raw)) as im:
             blurred = im.convert("RGB").filter(ImageFilter.GaussianBlur(radius=24))
         buf = io.BytesIO()
         blurred.save(buf, fmt)
