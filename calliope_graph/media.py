@@ -48,12 +48,14 @@ from calliope_graph.errors import ConfigurationError, MediaError
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "Audio",
+    "AudioLimits",
     "Image",
     "ImageAnalysis",
     "ImageLimits",
     "MediaStore",
     "PreparedImage",
     "Video",
+    "check_audio",
     "max_image_pixels",
     "mime_of",
     "prepared",
@@ -760,6 +762,54 @@ class Audio(_Media):
     async def aopen(cls, path: str | os.PathLike[str]) -> Self:
         """:meth:`open` in a worker thread."""
         return await asyncio.to_thread(cls.open, path)
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What one provider accepts as input audio, declared by its speech-to-text engine as
+    data (like :class:`ImageLimits` for images), so an oversized or unreadable file is
+    refused before the call instead of by the provider's 413 after the upload.
+
+    ``max_bytes`` is what the file may weigh, counted as ``measure`` (the raw bytes, or their
+    base64 text for a provider that takes the audio inline in JSON; None: no documented
+    limit); ``formats`` are the mime types the provider reads (empty: any); ``where`` names
+    the limit in the message (``"an upload"``, ``"inline"``); ``fix`` says what to do.
+    """
+
+    provider: str
+    max_bytes: int | None = None
+    measure: Literal["bytes", "base64"] = "bytes"
+    formats: frozenset[str] = frozenset()
+    where: str = "a request"
+    fix: str = "split it into shorter parts or compress it (MP3 or OGG)"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def check_audio(audio: Audio, limits: AudioLimits, model: str | None = None) -> None:
+    """Refuse ``audio`` with a MediaError when ``limits.provider`` would refuse it: a format
+    it does not read, or a file over its size limit (naming the limit and the fix)."""
+    who = f"{limits.provider} ({model})" if model else limits.provider
+    if limits.formats and audio.mime not in limits.formats:
+        exts = sorted({ext for ext, mime in _AUDIO_EXT.items() if mime in limits.formats})
+        raise MediaError(
+            f"{who} does not read {audio.mime} audio ({audio.name}): convert it to one of "
+            f"{', '.join(exts)}.",
+            path=audio.path,
+        )
+    if limits.max_bytes is None:
+        return
+    size = Path(audio.path).stat().st_size
+    weight = size if limits.measure == "bytes" else 4 * math.ceil(size / 3)
+    if weight > limits.max_bytes:
+        counted = "" if limits.measure == "bytes" else f" ({_size_text(weight)} as base64)"
+        raise MediaError(
+            f"Audio file {audio.name!r} is {_size_text(size)}{counted}, over the "
+            f"{_size_text(limits.max_bytes)} {who} accepts in {limits.where}: {limits.fix}.",
+            path=audio.path,
+        )
 
 
 class Video(_Media):
