@@ -504,6 +504,31 @@ class _Progress:
         err_console.print(f"{stamp} {line}", soft_wrap=True)
 
 
+#: Files only an output directory of a run holds (how a moved or copied one is recognised).
+_RUN_MARKERS = ("trace.json", "checkpoints.sqlite", ".calliope.lock")
+
+
+def _here(path: str, out: Path) -> str:
+    """``path`` as it is in the output directory ``out`` of this run.
+
+    Media values in a checkpoint keep the absolute paths of the folder the run first wrote
+    to; resuming a copied or moved ``--out`` must print the copies (the files the user now
+    has), not the originals. A path under another run folder (one that is gone, or holds a
+    run's own files) whose tail exists under ``out`` is shown there.
+    """
+    p = Path(path)
+    if not p.is_absolute() or p.is_relative_to(out):
+        return path
+    for i in range(1, len(p.parts)):  # the longest tail first: its run folder's path in it
+        root, rel = Path(*p.parts[:i]), Path(*p.parts[i:])
+        here = out / rel
+        if not here.exists():
+            continue
+        if not root.exists() or any((root / m).exists() for m in _RUN_MARKERS):
+            return str(here)
+    return path
+
+
 def _print_result(result: Any, checkpoint: str | None = None) -> None:
     out_console.print(
         f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
@@ -512,16 +537,22 @@ def _print_result(result: Any, checkpoint: str | None = None) -> None:
 
     from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
+    out = Path(result.out_dir).resolve()
     for name, value in result.outputs.items():
         if isinstance(value, Image | Audio | Video):
-            text = f"{value.path} ({value.mime})" + (f" {value.uri}" if value.uri else "")
+            shown = _here(value.path, out)
+            text = f"{shown} ({value.mime})" + (f" {value.uri}" if value.uri else "")
         elif isinstance(value, ImageAnalysis):
             text = value.description or ", ".join(value.captions)
         elif isinstance(value, BaseModel):
             fields = value.model_dump(mode="json")
             text = json.dumps(fields, ensure_ascii=False)
             if "text" in fields:  # a story frame: its text, then where its media are
-                media = [str(v["path"]) for v in fields.values() if isinstance(v, dict)]
+                media = [
+                    _here(str(v["path"]), out)
+                    for v in fields.values()
+                    if isinstance(v, dict) and "path" in v
+                ]
                 text = fields["text"] + "".join(f"\n  → {m}" for m in media)
         else:
             text = str(value)

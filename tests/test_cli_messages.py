@@ -68,3 +68,17 @@ def test_a_node_stopped_by_ctrl_c_says_interrupted_not_failed_none() -> None:
     assert "None" not in line
     assert "interrupted" in _line(_Progress(), "image", ran=100.0)  # no timeout: Ctrl-C
     assert "timed out after 30 s" in _line(progress, "scenes[2]/story", ran=30.1)
+
+
+def test_resuming_a_copied_out_folder_prints_the_copys_paths(tmp_path: Path) -> None:
+    import shutil
+
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    run = ("run", "illustrate", "--input", "text=a fox", "--simulate")
+    assert cli(*run, "--out", str(first), "--thread-id", "t-copy").exit_code == 0
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)  # moved, in effect: only the copy is left
+    result = cli(*run, "--out", str(copy), "--resume", "t-copy")
+    assert result.exit_code == 0, result.output
+    assert f"image: {copy / 'image.png'} (image/png)" in result.stdout
+    assert str(first) not in result.output
