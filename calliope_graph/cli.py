@@ -194,7 +194,8 @@ def _simulation_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--faults",
             default=None,
             callback=lambda _ctx, _param, value: _parse_faults(value),
-            help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
+            help="Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
+            "(a hang without seconds= lasts the client's whole read timeout).",
         ),
         click.option(
             "--simulate-limits",

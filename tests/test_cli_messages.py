@@ -82,3 +82,16 @@ def test_resuming_a_copied_out_folder_prints_the_copys_paths(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert f"image: {copy / 'image.png'} (image/png)" in result.stdout
     assert str(first) not in result.output
+
+
+def test_the_faults_example_in_run_help_hangs_for_seconds_not_minutes() -> None:
+    import re
+
+    from calliope_graph.simulate import parse_faults
+
+    text = " ".join(cli("run", "--help").output.split())
+    example = re.search(r"Simulator faults, e\.g\. '([^']+)'", text)
+    assert example is not None
+    faults = parse_faults(example.group(1).replace(" ", ""))
+    hang = next(f for f in faults if f.kind == "hang")
+    assert hang.seconds is not None and hang.seconds <= 5
