@@ -206,7 +206,7 @@ def test_a_pattern_on_a_fault_that_ignores_prompts_is_refused(kind: str) -> None
     assert f"{kind}@openai:pattern=fox" in message
     assert "content_policy" in message and "drop pattern=" in message
     with pytest.raises(ValidationError, match="drop pattern="):
-        Fault(kind=kind, pattern="fox")  # type: ignore[arg-type]
+        Fault(kind=kind, pattern="fox")
     assert parse_faults("content_policy:pattern=fox;empty:pattern=fox")
 
 

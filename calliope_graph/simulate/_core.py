@@ -754,9 +754,9 @@ class Simulator:
                 # fault says, else after its own read timeout.
                 timeout = request.extensions.get("timeout", {})
                 read = timeout.get("read") if isinstance(timeout, dict) else None
-                wait = fault.seconds if fault.seconds is not None else float(read or 60.0)
-                await self.sleep(wait)
-                raise httpx.ReadTimeout(f"simulated hang: no answer in {wait:g} s", request=request)
+                hung = fault.seconds if fault.seconds is not None else float(read or 60.0)
+                await self.sleep(hung)
+                raise httpx.ReadTimeout(f"simulated hang: no answer in {hung:g} s", request=request)
             if fault.kind in _ERROR_FAULTS:
                 wait = fake.retry_after if fault.retry_after is None else f"{fault.retry_after:g}"
                 failure: Failure = getattr(fake.errors, fault.kind).filled(retry_after=wait)
