@@ -421,3 +421,28 @@ async def test_a_transient_fallback_catches_a_failed_cdn_download(tmp_path: Path
     assert first.error_class == "transient" and first.branch == "fallback:backup"
     assert Path(result.outputs["image"].path).is_file()
     assert simulator.count("replicate") >= 1 and simulator.count("openai") == 1
+
+
+async def test_a_large_image_given_to_the_server_never_shows_pillows_raw_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from calliope_graph.serve import media_input
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000_000)  # as above: "large" is cheap
+    data = photo(tmp_path / "big.png", (1400, 1000), "PNG").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    store = MediaStore(tmp_path / "media" / "thread-1")
+
+    def offline(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"unexpected request {request.url}")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(offline)) as client:
+            image = await media_input(
+                "image", "image", url, store=store, root=store.root.parent, client=client
+            )
+    assert isinstance(image, Image) and (image.width, image.height) == (1400, 1000)
+    assert not [w for w in seen if issubclass(w.category, PILImage.DecompressionBombWarning)]
