@@ -10,6 +10,13 @@ the fsync for files whose loss costs no paid work (``trace.json``, whose paid ou
 the output journal; reports, which are redrawn): the rename is still atomic, and a killed
 process loses nothing the kernel already has — only a power cut can lose that latest rewrite.
 
+**Stale temporary files**: a writer holds an OS lock (``flock``) on its temporary file
+until the rename, so a process killed mid-write leaves an unlocked ``.<name>.<hex>.part``
+behind. The next write of the same target removes those (:func:`clean_stale_parts`, once
+per target and process), and a run taking its output directory sweeps the directory
+(:func:`sweep_stale_parts`); a file another live writer holds is never touched. Without
+``flock`` (Windows) nothing is removed: a live writer could not be told from a dead one.
+
 **Permissions**: a written file gets ``0o666`` minus the process umask — exactly what
 ``open(path, "w")``, ``touch`` or a shell redirect would give (``0o644`` under the usual
 umask 022). The temporary file is created with that mode by the kernel, so nothing is
@@ -25,14 +32,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
+import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["FILE_MODE", "Throttled", "aatomic_writer", "atomic_writer", "write_atomic"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, so no stale-file cleanup
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "FILE_MODE",
+    "Throttled",
+    "aatomic_writer",
+    "atomic_writer",
+    "clean_stale_parts",
+    "sweep_stale_parts",
+    "write_atomic",
+]
 
 #: The mode asked for when creating a file; the process umask is taken off it by the kernel.
 FILE_MODE = 0o666
@@ -40,14 +63,78 @@ FILE_MODE = 0o666
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
+#: The temporary files :func:`_temp_path` makes: ``.<target name>.<12 hex>.part``.
+_PART = re.compile(r"^\..+\.[0-9a-f]{12}\.part$")
+#: An unlocked temporary file younger than this (seconds) is left alone: its writer may be
+#: between creating it and locking it.
+STALE_AFTER = 2.0
+#: Targets whose stale temporary files this process has already removed.
+_CLEANED: set[Path] = set()
+_CLEANED_LOCK = threading.Lock()
+
+
 def _temp_path(path: Path) -> tuple[Path, int]:
-    """A new hidden temporary file beside ``path``, opened for writing (path, fd)."""
+    """A new hidden temporary file beside ``path``, opened for writing and locked by this
+    writer until the fd is closed (path, fd). Stale ones of ``path`` are removed first."""
+    with _CLEANED_LOCK:
+        first = path not in _CLEANED
+        _CLEANED.add(path)
+    if first:
+        clean_stale_parts(path)
     while True:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
         try:
-            return tmp, os.open(tmp, _FLAGS, FILE_MODE)
+            fd = os.open(tmp, _FLAGS, FILE_MODE)
         except FileExistsError:  # pragma: no cover - 48 random bits collided
             continue
+        if fcntl is not None:
+            with contextlib.suppress(OSError):  # a filesystem without flock: no claim
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return tmp, fd
+
+
+def _remove_if_stale(part: Path, now: float) -> bool:
+    """Remove ``part`` if no live writer holds it (its lock is free) and it is not brand new."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(part, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if now - os.fstat(fd).st_mtime < STALE_AFTER:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer (this process or another) holds it
+            return False
+        with contextlib.suppress(OSError):
+            part.unlink()
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def clean_stale_parts(target: str | os.PathLike[str]) -> int:
+    """Remove the temporary files a killed writer left beside ``target``; return how many."""
+    path = Path(target)
+    now = time.time()
+    pattern = os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.part")
+    parts = (Path(p) for p in glob.glob(pattern) if _PART.match(os.path.basename(p)))
+    return sum(_remove_if_stale(part, now) for part in parts)
+
+
+def sweep_stale_parts(directory: str | os.PathLike[str]) -> int:
+    """Remove every stale temporary file under ``directory`` (a resumed run's output
+    directory); return how many."""
+    now = time.time()
+    removed = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.endswith(".part") and _PART.match(name):
+                removed += _remove_if_stale(Path(root, name), now)
+    return removed
 
 
 @contextlib.contextmanager
@@ -70,7 +157,10 @@ def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iter
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, target)
+            if fcntl is not None:  # renamed while this writer still holds its lock
+                os.replace(tmp, target)
+        if fcntl is None:  # Windows cannot rename an open file
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

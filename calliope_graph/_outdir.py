@@ -9,7 +9,8 @@ before a checkpointer is opened or a provider is paid.
 the whole run: a second run on the same directory is refused up front (who holds it is read
 from ``<out>/.calliope.lock.json``) instead of overwriting the first one's trace, media and
 checkpoints. The operating system releases the lock when its process dies, so a run killed
-with ``kill -9`` never blocks the resume that follows.
+with ``kill -9`` never blocks the resume that follows; taking the lock also removes the
+temporary files such a run left half-written (:func:`~calliope_graph._files.sweep_stale_parts`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class OutDirLock:
                 f"Cannot lock the output directory {str(self.out_dir)!r} "
                 f"({exc.strerror or exc}): {_FIX}."
             ) from None
+        # Temporary files of a run killed mid-write (a half-encoded ``.story.mp4.*.part``):
+        # this run now owns the directory, and a file another live writer holds is kept.
+        from calliope_graph._files import sweep_stale_parts
+
+        with contextlib.suppress(OSError):
+            sweep_stale_parts(self.out_dir)
         info = {
             "pid": os.getpid(),
             "thread_id": self.thread_id,

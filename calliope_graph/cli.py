@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -86,7 +86,8 @@ def _exit_code(exc: BaseException) -> int:
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if debug:
         err_console.print(traceback.format_exc(), markup=False)
-    label = type(exc).__name__
+    # The nearest public class: an internal subclass's name means nothing to a user.
+    label = next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
     err_console.print(f"[bold red]error[/] ({label}): ", end="")
     err_console.print(str(exc), markup=False, soft_wrap=True)
     sys.exit(_exit_code(exc))
@@ -193,7 +194,8 @@ def _simulation_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--faults",
             default=None,
             callback=lambda _ctx, _param, value: _parse_faults(value),
-            help="Simulator faults, e.g. 'hang@openai;rate_limit@stability:first_n=1'.",
+            help="Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
+            "(a hang without seconds= lasts the client's whole read timeout).",
         ),
         click.option(
             "--simulate-limits",
@@ -336,7 +338,9 @@ async def _run(
     if keys is not None:
         _check_keys(flow, keys)
     report = out_dir / "report.html"
-    progress = _Progress()
+    progress = _Progress(
+        {name: node.timeout for name, node in flow.spec.nodes.items() if node.timeout}
+    )
     live: list[Any] = []  # the trace being written (the runner updates it in place)
 
     def write_report() -> None:
@@ -430,8 +434,24 @@ class _Progress:
     lines say which item of which map.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeouts: Mapping[str, float] | None = None) -> None:
         self.start = time.monotonic()
+        #: Each node's ``timeout`` (seconds per attempt), by node name.
+        self.timeouts = dict(timeouts or {})
+
+    def stopped(self, event: Any) -> str:
+        """What ended a node the run cancelled: its own timeout, or the run being stopped.
+
+        The runner marks both ``interrupted`` when the node is cancelled (which one it was
+        is known only later), so the node's timeout and the time it ran decide here.
+        """
+        e = event.execution
+        node = str(event.node).rsplit("/", 1)[-1].split("[", 1)[0]
+        limit = self.timeouts.get(node)
+        ran = time.time() - e.started_at
+        if limit is not None and ran >= limit * 0.98:
+            return f"timed out after {limit:g} s"
+        return "interrupted"
 
     @staticmethod
     def name(event: Any) -> str:
@@ -476,11 +496,38 @@ class _Progress:
             line = f"[yellow]↷[/] {who} {e.error_class} → continue without it"
         elif kind == "cache_hit":
             line = f"[cyan]⚡[/] {who} cache hit"
+        elif kind == "failed" and e.error_class is None:  # cancelled: say by what
+            line = f"[red]✗[/] {who} {self.stopped(event)}"
         elif kind == "failed":
             line = f"[red]✗[/] {who} failed ({e.error_class})"
         else:
             line = f"· {who} {kind}"
         err_console.print(f"{stamp} {line}", soft_wrap=True)
+
+
+#: Files only an output directory of a run holds (how a moved or copied one is recognised).
+_RUN_MARKERS = ("trace.json", "checkpoints.sqlite", ".calliope.lock")
+
+
+def _here(path: str, out: Path) -> str:
+    """``path`` as it is in the output directory ``out`` of this run.
+
+    Media values in a checkpoint keep the absolute paths of the folder the run first wrote
+    to; resuming a copied or moved ``--out`` must print the copies (the files the user now
+    has), not the originals. A path under another run folder (one that is gone, or holds a
+    run's own files) whose tail exists under ``out`` is shown there.
+    """
+    p = Path(path)
+    if not p.is_absolute() or p.is_relative_to(out):
+        return path
+    for i in range(1, len(p.parts)):  # the longest tail first: its run folder's path in it
+        root, rel = Path(*p.parts[:i]), Path(*p.parts[i:])
+        here = out / rel
+        if not here.exists():
+            continue
+        if not root.exists() or any((root / m).exists() for m in _RUN_MARKERS):
+            return str(here)
+    return path
 
 
 def _print_result(result: Any, checkpoint: str | None = None) -> None:
@@ -491,16 +538,22 @@ def _print_result(result: Any, checkpoint: str | None = None) -> None:
 
     from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
+    out = Path(result.out_dir).resolve()
     for name, value in result.outputs.items():
         if isinstance(value, Image | Audio | Video):
-            text = f"{value.path} ({value.mime})" + (f" {value.uri}" if value.uri else "")
+            shown = _here(value.path, out)
+            text = f"{shown} ({value.mime})" + (f" {value.uri}" if value.uri else "")
         elif isinstance(value, ImageAnalysis):
             text = value.description or ", ".join(value.captions)
         elif isinstance(value, BaseModel):
             fields = value.model_dump(mode="json")
             text = json.dumps(fields, ensure_ascii=False)
             if "text" in fields:  # a story frame: its text, then where its media are
-                media = [str(v["path"]) for v in fields.values() if isinstance(v, dict)]
+                media = [
+                    _here(str(v["path"]), out)
+                    for v in fields.values()
+                    if isinstance(v, dict) and "path" in v
+                ]
                 text = fields["text"] + "".join(f"\n  → {m}" for m in media)
         else:
             text = str(value)

@@ -29,11 +29,12 @@ import re
 import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import IO, Any, Literal, Self
 
 import httpx
 from PIL import Image as PILImage
@@ -55,12 +56,14 @@ from calliope_graph.errors import ConfigurationError, MediaError
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "Audio",
+    "AudioLimits",
     "Image",
     "ImageAnalysis",
     "ImageLimits",
     "MediaStore",
     "PreparedImage",
     "Video",
+    "check_audio",
     "max_image_pixels",
     "mime_of",
     "prepared",
@@ -254,7 +257,7 @@ class Image(_Media):
                     "not accept: convert it to PNG or JPEG.",
                     path=str(p),
                 )
-            _check_decodes(im, str(p))
+            _check_decodes(im, str(p), p)
         return cls(path=str(p), mime=mime, width=width, height=height)
 
     @classmethod
@@ -299,12 +302,12 @@ def _megapixels(n: int) -> str:
 
 def _too_large(label: str, size: tuple[int, int] | None, limit: int, note: str = "") -> MediaError:
     if size is None:
-        what = "larger than the limit"
+        what = "has more pixels than"
     else:
         w, h = size
-        what = f"{w}x{h} pixels ({_megapixels(w * h)})"
+        what = f"is {w}x{h} pixels ({_megapixels(w * h)}), over"
     return MediaError(
-        f"Image {label!r} is {what}, over the limit of {_megapixels(limit)} ({limit} pixels); "
+        f"Image {label!r} {what} the limit of {_megapixels(limit)} ({limit} pixels); "
         f"it could be a decompression bomb.{note} Resize it (for example to at most 8000x8000 "
         f"pixels) and use the smaller file; if you trust it, raise the limit with "
         f"{_PIXELS_ENV} or calliope_graph.media.MAX_IMAGE_PIXELS.",
@@ -335,6 +338,9 @@ def _header_size(source: Path | bytes) -> tuple[int, int] | None:
     else:
         with open(source, "rb") as fh:
             head = fh.read(4 << 20)  # headers (EXIF included) sit in the first few KB
+    webp = _webp_size(head)
+    if webp is not None:  # Pillow's WebP plugin applies the size check itself
+        return webp
     for plugin in plugins:
         try:
             with plugin(io.BytesIO(head)) as im:
@@ -344,25 +350,63 @@ def _header_size(source: Path | bytes) -> tuple[int, int] | None:
     return None
 
 
-class _NotAnImage(MediaError):
-    """Internal: Pillow recognises no image format in the data."""
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas width and height from a WebP file's first chunk (None if not a WebP).
+
+    Read by hand because Pillow's WebP plugin refuses to open a large image at all (so it
+    cannot name its size). Layout per the WebP container spec
+    (https://developers.google.com/speed/webp/docs/riff_container): ``VP8X`` stores width-1
+    and height-1 in 24 bits each at bytes 24-29; ``VP8L`` (lossless) 14 bits each after its
+    0x2F signature; ``VP8 `` (lossy) 14 bits each after the 9D 01 2A start code.
+    """
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    kind = head[12:16]
+    if kind == b"VP8X":
+        width = int.from_bytes(head[24:27], "little") + 1
+        height = int.from_bytes(head[27:30], "little") + 1
+        return width, height
+    if kind == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def pil_open(fp: str | os.PathLike[str] | IO[bytes]) -> PILImage.Image:
+    """Pillow's lazy open (header only) without its DecompressionBombWarning.
+
+    calliope-graph's own pixel limit (:func:`max_image_pixels`) decides which images are
+    too large, and says so as a MediaError; Pillow's warning, printed raw from wherever an
+    image happens to be opened, would only repeat it badly. Pillow's DecompressionBombError
+    (twice its limit) still raises. Serialised: ``warnings.catch_warnings`` swaps the
+    process-wide filter list, which is not safe from two threads at once.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        return PILImage.open(fp)
 
 
 @contextmanager
 def _open_pil(
-    source: Path | bytes, label: str, *, max_pixels: int | None = None
+    source: Path | bytes,
+    label: str,
+    *,
+    max_pixels: int | None = None,
+    unreadable: str | None = None,
 ) -> Iterator[PILImage.Image]:
     """Pillow's lazy open (header only) with the pixel limit applied; a MediaError otherwise.
 
     Pillow's DecompressionBombWarning is never shown (our own limit decides), and its
-    DecompressionBombError becomes a MediaError naming the size and the limit.
+    DecompressionBombError becomes a MediaError naming the size and the limit. ``unreadable``
+    is the message when Pillow recognises no image in the data (default: a file's).
     """
     limit = max_image_pixels() if max_pixels is None else max_pixels
     fp: Path | io.BytesIO = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            im = PILImage.open(fp)
+        im = pil_open(fp)
     except PILImage.DecompressionBombError:
         pil_limit = 2 * (PILImage.MAX_IMAGE_PIXELS or 0)
         note = (
@@ -373,12 +417,17 @@ def _open_pil(
         )
         raise _too_large(label, _header_size(source), min(limit, pil_limit), note) from None
     except UnidentifiedImageError:
-        raise _NotAnImage(
-            f"Image file {label!r} is not an image Pillow can read (corrupt, or not an "
+        raise MediaError(
+            unreadable
+            or f"Image file {label!r} is not an image Pillow can read (corrupt, or not an "
             "image at all): supply a PNG, JPEG, WebP, GIF or BMP file.",
             path=label,
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(source, bytes):
+            _check_png_text(source, label)  # a text bomb before the pixels: say so
+        elif _head(source, 8) == _PNG_SIGNATURE:
+            _check_png_text(source.read_bytes(), label)
         raise _corrupt(label, exc) from None
     with im:
         width, height = im.size
@@ -395,10 +444,11 @@ def _corrupt(label: str, exc: BaseException) -> MediaError:
     )
 
 
-def _check_decodes(im: PILImage.Image, label: str) -> None:
+def _check_decodes(im: PILImage.Image, label: str, source: Path | bytes) -> None:
     """Make sure the image data is complete, cheaply: a JPEG is decoded at 1/8 scale (every
     byte of the entropy-coded data is still read), a PNG's chunks are walked and their
-    checksums verified without inflating them; other formats are decoded.
+    checksums verified without inflating them (its compressed text chunks are inflated up to
+    Pillow's limit only: :func:`_check_png_text`); other formats are decoded.
 
     Leaves ``im`` unusable for pixel access: open it again for that.
     """
@@ -412,6 +462,67 @@ def _check_decodes(im: PILImage.Image, label: str) -> None:
             im.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _corrupt(label, exc) from None
+    if im.format == "PNG":
+        _check_png_text(source if isinstance(source, bytes) else source.read_bytes(), label)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_text(data: bytes, label: str) -> None:
+    """Refuse a PNG whose text chunks Pillow would refuse when it decodes the image.
+
+    Pillow inflates a ``zTXt`` / compressed ``iTXt`` chunk up to
+    ``PngImagePlugin.MAX_TEXT_CHUNK`` bytes and all text up to ``MAX_TEXT_MEMORY``, and past
+    either raises a bare ValueError, and only when the pixels are decoded (for chunks after
+    the image data): halfway through a run, after providers were paid. Each compressed chunk
+    is inflated here only up to that limit (a bomb never expands in memory). Chunk layout
+    per the PNG spec (https://www.w3.org/TR/png-3/#11zTXt, #11iTXt).
+    """
+    from PIL import PngImagePlugin
+
+    chunk_limit = PngImagePlugin.MAX_TEXT_CHUNK
+    total_limit = PngImagePlugin.MAX_TEXT_MEMORY
+    total = 0
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+        if kind == b"tEXt":
+            total += len(body)
+        elif kind in (b"zTXt", b"iTXt"):
+            keyword, _, rest = body.partition(b"\0")
+            if kind == b"iTXt":
+                if rest[:1] != b"\x01":  # not compressed
+                    total += len(rest)
+                    continue
+                rest = rest[2:].split(b"\0", 2)[-1]  # method; language; translated keyword
+            else:
+                rest = rest[1:]  # compression method
+            inflater = zlib.decompressobj()
+            try:
+                text = inflater.decompress(rest, chunk_limit)
+            except zlib.error:
+                continue  # a broken text chunk: Pillow skips it too
+            if inflater.unconsumed_tail:
+                raise _text_bomb(label, kind, keyword, f"{chunk_limit} bytes per chunk")
+            total += len(text)
+        if total_limit and total > total_limit:
+            raise _text_bomb(label, kind, keyword, f"{total_limit} bytes of text in all")
+
+
+def _text_bomb(label: str, kind: bytes, keyword: bytes, limit: str) -> MediaError:
+    name = keyword.decode("latin-1", "replace")[:40]
+    return MediaError(
+        f"Image file {label!r} carries a text chunk ({kind.decode()} {name!r}) that expands "
+        f"past Pillow's limit for PNG text ({limit}): it could be a decompression bomb. "
+        "Save the image again without its metadata (for example: open and re-export it as "
+        "PNG or JPEG) and use that file.",
+        path=label,
+    )
 
 
 # -- preparing images for providers ----------------------------------------------------------
@@ -512,7 +623,7 @@ def prepare_image(image: Image, limits: ImageLimits) -> PreparedImage:
             scale = math.sqrt(limits.max_pixels / (width * height))
         fits = limits.max_bytes is None or (_weight(size, mime, limits.measure) <= limits.max_bytes)
         if scale == 1.0 and mime in limits.formats and fits:
-            _check_decodes(im, label)
+            _check_decodes(im, label, path)
             return PreparedImage(
                 path.read_bytes(), mime, width, height, source=label, converted=False
             )
@@ -743,6 +854,54 @@ class Audio(_Media):
         return await asyncio.to_thread(cls.open, path)
 
 
+@dataclass(frozen=True)
+class AudioLimits:
+    """What one provider accepts as input audio, declared by its speech-to-text engine as
+    data (like :class:`ImageLimits` for images), so an oversized or unreadable file is
+    refused before the call instead of by the provider's 413 after the upload.
+
+    ``max_bytes`` is what the file may weigh, counted as ``measure`` (the raw bytes, or their
+    base64 text for a provider that takes the audio inline in JSON; None: no documented
+    limit); ``formats`` are the mime types the provider reads (empty: any); ``where`` names
+    the limit in the message (``"an upload"``, ``"inline"``); ``fix`` says what to do.
+    """
+
+    provider: str
+    max_bytes: int | None = None
+    measure: Literal["bytes", "base64"] = "bytes"
+    formats: frozenset[str] = frozenset()
+    where: str = "a request"
+    fix: str = "split it into shorter parts or compress it (MP3 or OGG)"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def check_audio(audio: Audio, limits: AudioLimits, model: str | None = None) -> None:
+    """Refuse ``audio`` with a MediaError when ``limits.provider`` would refuse it: a format
+    it does not read, or a file over its size limit (naming the limit and the fix)."""
+    who = f"{limits.provider} ({model})" if model else limits.provider
+    if limits.formats and audio.mime not in limits.formats:
+        exts = sorted({ext for ext, mime in _AUDIO_EXT.items() if mime in limits.formats})
+        raise MediaError(
+            f"{who} does not read {audio.mime} audio ({audio.name}): convert it to one of "
+            f"{', '.join(exts)}.",
+            path=audio.path,
+        )
+    if limits.max_bytes is None:
+        return
+    size = Path(audio.path).stat().st_size
+    weight = size if limits.measure == "bytes" else 4 * math.ceil(size / 3)
+    if weight > limits.max_bytes:
+        counted = "" if limits.measure == "bytes" else f" ({_size_text(weight)} as base64)"
+        raise MediaError(
+            f"Audio file {audio.name!r} is {_size_text(size)}{counted}, over the "
+            f"{_size_text(limits.max_bytes)} {who} accepts in {limits.where}: {limits.fix}.",
+            path=audio.path,
+        )
+
+
 class Video(_Media):
     """A video file (MP4 or WebM) with its ``duration`` (seconds), frame ``width`` and
     ``height`` and frame rate ``fps``, probed with PyAV when it is opened (None in values
@@ -963,26 +1122,24 @@ class MediaStore:
 
     def save_image(self, name: str, data: bytes) -> Image:
         """Write image bytes (fixing the extension to the real format) and probe them."""
-        try:
-            with _open_pil(data, name) as im:
-                fmt = im.format or ""
-                mime = _IMAGE_MIMES.get(fmt)
-                ext = _MIME_EXT.get(mime or "", "")
-                if (
-                    ext
-                    and not name.lower().endswith(ext)
-                    and not (ext == ".jpg" and name.endswith(".jpeg"))
-                ):
-                    name = str(Path(name).with_suffix(ext))
-                path = self.write_bytes(name, data)  # kept even if it proves broken below
-                if mime is None:  # a format providers do not accept: Image.open says so
-                    return Image.open(path)
-                width, height = im.size
-                _check_decodes(im, str(path))  # from the bytes in memory, not the disk
-        except _NotAnImage:
-            raise MediaError(
-                f"The provider returned {len(data)} bytes for {name!r} that are not an image."
-            ) from None
+        not_an_image = (
+            f"The provider returned {len(data)} bytes for {name!r} that are not an image."
+        )
+        with _open_pil(data, name, unreadable=not_an_image) as im:
+            fmt = im.format or ""
+            mime = _IMAGE_MIMES.get(fmt)
+            ext = _MIME_EXT.get(mime or "", "")
+            if (
+                ext
+                and not name.lower().endswith(ext)
+                and not (ext == ".jpg" and name.endswith(".jpeg"))
+            ):
+                name = str(Path(name).with_suffix(ext))
+            path = self.write_bytes(name, data)  # kept even if it proves broken below
+            if mime is None:  # a format providers do not accept: Image.open says so
+                return Image.open(path)
+            width, height = im.size
+            _check_decodes(im, str(path), data)  # from the bytes in memory, not the disk
         return Image(path=str(path), mime=mime, width=width, height=height)
 
     def save_video(self, name: str, data: bytes) -> Video:

@@ -599,20 +599,19 @@ def _render(node: AssembleVideo, scenes: list[_Scene], target: Path) -> Video:
     plan.make = lambda i: _picture(node, scenes[i], total)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        # ``fd`` stays open (holding this writer's lock on the temporary file) until the
+        # rename: a run killed meanwhile leaves a file the next write knows to be stale.
         tmp, fd = _temp_path(target)
-        os.close(fd)
         try:
             _encode(node, plan, tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.fsync(fd)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+        finally:
+            os.close(fd)
     finally:
         plan.close()
     return Video.open(target)

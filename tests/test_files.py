@@ -313,3 +313,89 @@ def test_trace_json_is_rewritten_during_a_run_through_the_throttle(
     # the first finished node, then the final trace (30 nodes finished in between)
     assert len(saves) <= 3 and saves[-1] == 30
     assert Trace.load(tmp_path / "trace.json").status == "ok"
+
+
+# -- temporary files a killed writer leaves ---------------------------------------------------
+_WRITER = """
+import sys
+from calliope_graph._files import atomic_writer
+with atomic_writer(sys.argv[1]) as fh:
+    fh.write(b"half a video")
+    fh.flush()
+    print("writing", flush=True)
+    sys.stdin.read()  # blocks until the test kills it (or closes stdin)
+"""
+
+
+def _writer(target: Path) -> Any:
+    """A real writer process, stopped halfway through writing ``target``."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd="/",
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"writing\n"
+    return proc
+
+
+def _parts(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.*.part"))
+
+
+def _age(paths: list[Path], seconds: float = 60) -> None:
+    for path in paths:
+        past = path.stat().st_mtime - seconds
+        os.utime(path, (past, past))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="needs flock (POSIX) to tell live writers apart")
+def test_a_killed_writers_part_file_goes_when_the_target_is_written_again_a_live_ones_stays(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    target = tmp_path / "story.mp4"
+    killed = _writer(target)
+    (stale,) = _parts(target)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live = _writer(target)  # another process, still writing
+    try:
+        both = _parts(target)
+        assert stale in both and len(both) == 2
+        _age(both)
+        write_atomic(target, b"the whole video")
+        assert _parts(target) == [p for p in both if p != stale]  # the live one is kept
+        assert target.read_bytes() == b"the whole video"
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait()
+    assert target.read_bytes() == b"half a video" and _parts(target) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="needs flock (POSIX) to tell live writers apart")
+def test_resuming_into_an_output_directory_removes_the_part_files_a_killed_run_left(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    from calliope_graph._outdir import OutDirLock
+
+    target = tmp_path / "out" / "scenes" / "story.mp4"
+    killed = _writer(target)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    fresh = tmp_path / "out" / ".cover.png.0123456789ab.part"
+    fresh.write_bytes(b"just created")  # too new to judge: its writer may not hold it yet
+    _age(_parts(target))
+    lock = OutDirLock(tmp_path / "out", thread_id="t1")
+    lock.acquire()
+    try:
+        assert _parts(target) == [] and fresh.exists()
+    finally:
+        lock.release()

@@ -111,6 +111,101 @@ def test_the_cli_refuses_a_bomb_with_exit_5_and_no_traceback(tmp_path: Path) -> 
     assert "Traceback" not in result.output and "DecompressionBomb" not in result.output
 
 
+def _with_text_bomb(path: Path, kind: bytes) -> Path:
+    """A small valid PNG with a ``zTXt``/compressed ``iTXt`` chunk after its pixels that
+    inflates to 20 MB (Pillow refuses text past 1 MB, but only once it decodes the pixels)."""
+    buf = io.BytesIO()
+    PILImage.new("RGB", (16, 16), "red").save(buf, "PNG")
+    png = buf.getvalue()
+    end = png.rindex(b"IEND") - 4
+    bomb = zlib.compress(b"A" * (20 << 20), 9)
+    head = b"Comment\0\0" if kind == b"zTXt" else b"Comment\0\x01\0\0\0"
+    path.write_bytes(png[:end] + _chunk(kind, head + bomb) + png[end:])
+    return path
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iTXt"])
+def test_a_png_whose_text_inflates_past_pillows_limit_is_bad_input_before_anything_runs(
+    tmp_path: Path, kind: bytes
+) -> None:
+    png = _with_text_bomb(tmp_path / "notes.png", kind)
+    assert png.stat().st_size < 50_000
+    with pytest.raises(MediaError, match="text chunk") as info:
+        Image.open(png)
+    assert info.value.path == str(png)
+    result = cli(
+        "run", "webcam_story", "--input", f"image={png}", "--simulate", "--out",
+        str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["media"], result.output
+    assert "notes.png" in result.stderr and "without its metadata" in result.stderr
+    assert "started" not in result.stderr  # refused before any node (or provider) ran
+    assert "ValueError" not in result.output and "Traceback" not in result.output
+
+
+def test_a_provider_image_with_a_text_bomb_is_kept_and_named(tmp_path: Path) -> None:
+    data = _with_text_bomb(tmp_path / "made.png", b"zTXt").read_bytes()
+    with pytest.raises(MediaError, match="text chunk"):
+        MediaStore(tmp_path / "out").save_image("image.png", data)
+
+
+def test_a_file_that_is_not_an_image_is_named_as_such_without_internal_class_names(
+    tmp_path: Path,
+) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("shopping list: eggs, milk", encoding="utf-8")
+    result = cli(
+        "run", "webcam_story", "--input", f"image={text}", "--simulate", "--out",
+        str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["media"]
+    assert "error (MediaError):" in result.stderr and "not an image" in result.stderr
+    assert "_NotAnImage" not in result.output
+    with pytest.raises(MediaError, match="not an image") as info:
+        MediaStore(tmp_path / "out").save_image("image.png", b"<html>502</html>")
+    assert type(info.value) is MediaError
+
+
+def _webp_declaring(path: Path, width: int, height: int) -> Path:
+    """A lossless WebP whose header declares ``width`` x ``height`` (pixels not included)."""
+    buf = io.BytesIO()
+    PILImage.new("RGB", (16, 16), "red").save(buf, "WEBP", lossless=True)
+    data = bytearray(buf.getvalue())
+    at = data.index(b"VP8L") + 8  # the signature byte, then 14 bits each of width-1, height-1
+    bits = struct.unpack("<I", data[at + 1 : at + 5])[0] & ~((1 << 28) - 1)
+    data[at + 1 : at + 5] = struct.pack("<I", bits | (width - 1) | ((height - 1) << 14))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_16383_square_webp_is_refused_naming_its_size_and_the_limit(tmp_path: Path) -> None:
+    webp = _webp_declaring(tmp_path / "huge.webp", 16383, 16383)
+    with pytest.raises(MediaError) as info:
+        Image.open(webp)
+    message = str(info.value)
+    assert "is 16383x16383 pixels (268 megapixels), over the limit of 150 megapixels" in message
+    assert "larger than the limit, over" not in message
+
+
+def test_a_large_image_input_never_shows_pillows_raw_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow warns past PIL.Image.MAX_IMAGE_PIXELS; lowered here so a small photo is "large"
+    # (our own 150 MP limit lets it through), for every place that opens it: the input
+    # check, the engines' preparation and the simulated providers that look at it.
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000_000)
+    big = photo(tmp_path / "big.jpg", (1400, 1000))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = cli(
+            "run", "webcam_story", "--input", f"image={big}", "--simulate", "--out",
+            str(tmp_path / "out"),
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not [w for w in seen if issubclass(w.category, PILImage.DecompressionBombWarning)]
+    assert "DecompressionBomb" not in result.output
+
+
 # -- truncated files ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_a_truncated_image_is_a_media_error_at_input_time(tmp_path: Path, fmt: str) -> None:
@@ -326,3 +421,28 @@ async def test_a_transient_fallback_catches_a_failed_cdn_download(tmp_path: Path
     assert first.error_class == "transient" and first.branch == "fallback:backup"
     assert Path(result.outputs["image"].path).is_file()
     assert simulator.count("replicate") >= 1 and simulator.count("openai") == 1
+
+
+async def test_a_large_image_given_to_the_server_never_shows_pillows_raw_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from calliope_graph.serve import media_input
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000_000)  # as above: "large" is cheap
+    data = photo(tmp_path / "big.png", (1400, 1000), "PNG").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    store = MediaStore(tmp_path / "media" / "thread-1")
+
+    def offline(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"unexpected request {request.url}")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(offline)) as client:
+            image = await media_input(
+                "image", "image", url, store=store, root=store.root.parent, client=client
+            )
+    assert isinstance(image, Image) and (image.width, image.height) == (1400, 1000)
+    assert not [w for w in seen if issubclass(w.category, PILImage.DecompressionBombWarning)]

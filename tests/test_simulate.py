@@ -151,6 +151,93 @@ async def test_every_fake_answers_error_faults_as_declared(fake: ProviderFake, k
         assert "{retry_after}" not in response.text + str(response.headers)
 
 
+# -- what a fault spec promises, it does ---------------------------------------------------
+def _documented_endpoints(fake: type[ProviderFake]) -> set[str]:
+    """The endpoint names a fake's module docstring lists "for counting"."""
+    import sys
+
+    doc = sys.modules[fake.__module__].__doc__ or ""
+    if "for counting" not in doc:
+        return set()
+    listed = doc[doc.index("for counting") :].split("\n\n")[0]
+    return set(re.findall(r"``([\w.-]+)``", listed))
+
+
+@pytest.mark.parametrize("fake", fakes(), ids=lambda f: f.name)
+def test_every_fakes_endpoints_are_declared_and_accepted_by_a_fault(fake: ProviderFake) -> None:
+    declared = set(fake.endpoints)
+    assert declared, fake.name
+    assert _documented_endpoints(type(fake)) <= declared
+    assert set(fake.limit_endpoints or ()) <= declared
+    for name in declared:
+        assert parse_faults(f"server_error@{fake.name}:endpoint={name}")[0].endpoint == name
+    # a part of a name still selects every endpoint containing it
+    assert parse_faults(f"hang@{fake.name}:endpoint={fake.endpoints[0][:2]}")
+
+
+@pytest.mark.parametrize("fake", fakes(), ids=lambda f: f.name)
+def test_a_mistyped_fault_endpoint_is_refused_naming_the_valid_ones(fake: ProviderFake) -> None:
+    typo = fake.endpoints[0][::-1] + "x"
+    with pytest.raises(FaultSpecError) as info:
+        parse_faults(f"server_error@{fake.name}:endpoint={typo}")
+    message = str(info.value)
+    assert f"endpoint={typo!r}" in message and "never fire" in message
+    assert all(name in message for name in fake.endpoints)
+
+
+def test_a_fault_endpoint_without_a_provider_may_name_any_fakes_endpoint() -> None:
+    assert parse_faults("rate_limit:endpoint=generations.video")[0].provider is None
+    with pytest.raises(FaultSpecError, match=r"'chat\.complete'.*chat\.completions"):
+        parse_faults("rate_limit:endpoint=chat.complete")
+    result = CliRunner().invoke(
+        main,
+        ["run", "illustrate", "--simulate", "--input", "text=x", "--faults",
+         "server_error@openai:endpoint=chat_completions"],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["usage"]
+    assert "'chat_completions'" in result.stderr and "chat.completions" in result.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(set(FAULT_KINDS) - {"content_policy", "empty"}))
+def test_a_pattern_on_a_fault_that_ignores_prompts_is_refused(kind: str) -> None:
+    with pytest.raises(FaultSpecError) as info:
+        parse_faults(f"{kind}@openai:pattern=fox")
+    message = str(info.value)
+    assert f"{kind}@openai:pattern=fox" in message
+    assert "content_policy" in message and "drop pattern=" in message
+    with pytest.raises(ValidationError, match="drop pattern="):
+        Fault(kind=kind, pattern="fox")
+    assert parse_faults("content_policy:pattern=fox;empty:pattern=fox")
+
+
+async def _hang_wait(fault: Fault, timeout: httpx.Timeout) -> list[float]:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    sim = Simulator(faults=[fault], sleep=sleep)
+    fake = sim.fake("openai")
+    async with sim.client(timeout=timeout) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(
+                "https://api.openai.com/v1/chat/completions",
+                json={},
+                headers=key_header(fake, sim.key_for("openai")),
+            )
+    return waits
+
+
+async def test_a_hang_with_seconds_gives_up_after_those_seconds() -> None:
+    (fault,) = parse_faults("hang@openai:seconds=2")
+    assert await _hang_wait(fault, httpx.Timeout(60.0)) == [2.0]
+
+
+async def test_a_hang_without_seconds_lasts_until_the_clients_read_timeout() -> None:
+    (fault,) = parse_faults("hang@openai")
+    assert await _hang_wait(fault, httpx.Timeout(5.0, read=45.0)) == [45.0]
+
+
 # -- Replicate: a cancelled prediction -------------------------------------------------------
 async def test_a_cancelled_predictions_logs_stop_at_the_cancel() -> None:
     sim = Simulator(poll_steps=10**6)

@@ -69,7 +69,16 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, Video, prepared
+from calliope_graph.media import (
+    Audio,
+    AudioLimits,
+    Image,
+    ImageAnalysis,
+    ImageLimits,
+    Video,
+    check_audio,
+    prepared,
+)
 
 __all__ = [
     "API_VERSION",
@@ -136,6 +145,17 @@ POLICY_FINISH = frozenset(
 #: Inline data: the whole request must stay under 20 MB (ai.google.dev/gemini-api/docs/
 #: image-understanding, "inline image data"); larger media need the Files API.
 MAX_INLINE_BYTES = 20 * 1024 * 1024
+#: Transcription sends the audio inline (base64 in the JSON body), so the same 20 MB holds
+#: (ai.google.dev/gemini-api/docs/audio: "Always use the Files API when the total request
+#: size ... is larger than 20 MB"); this engine does not upload to the Files API.
+AUDIO_LIMITS = AudioLimits(
+    "google",
+    max_bytes=MAX_INLINE_BYTES,
+    measure="base64",
+    where="inline audio",
+    fix="split it into shorter parts, compress it (MP3 or OGG), or use another "
+    "transcription provider",
+)
 #: Images are sent inline as PNG, JPEG or WebP; Gemini works at most 3072 px a side
 #: (larger ones are scaled down on arrival), so they are scaled here first.
 IMAGE_LIMITS = ImageLimits(
@@ -668,14 +688,8 @@ async def audio_to_text(
             provider=_NAME,
             code="unsupported_audio",
         )
+    check_audio(audio, AUDIO_LIMITS, model)  # before anything is sent
     data = audio.read_bytes()
-    if 4 * math.ceil(len(data) / 3) > MAX_INLINE_BYTES:
-        raise InvalidRequestError(
-            f"google ({model}): {audio.name} is {len(data)} bytes, over the 20 MB Gemini takes "
-            "inline: split it, compress it (MP3/OGG), or use another transcription provider.",
-            provider=_NAME,
-            code="request_too_large",
-        )
     prompt = str(config.parameters.get("transcribe_prompt") or TRANSCRIBE_PROMPT)
     if language:
         prompt += f" The speech is in {language}."

@@ -42,7 +42,15 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, prepared
+from calliope_graph.media import (
+    Audio,
+    AudioLimits,
+    Image,
+    ImageAnalysis,
+    ImageLimits,
+    check_audio,
+    prepared,
+)
 
 __all__ = [
     "audio_to_text",
@@ -77,6 +85,11 @@ IMAGE_LIMITS = ImageLimits(
     formats=frozenset(("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")),
     max_side=2048,
 )
+#: The raw-bytes speech-recognition route reads what ffmpeg decodes (huggingface_hub's
+#: ``InferenceClient.automatic_speech_recognition`` sends any audio file as is). Hugging Face
+#: documents no size limit for it (PROVIDERS.md §5 and its limits table: "none documented"),
+#: so only the library's own MAX_INPUT_BYTES applies: declared, not guessed.
+AUDIO_LIMITS = AudioLimits(_NAME)
 _LOADING = re.compile(r"currently loading|is loading", re.IGNORECASE)
 _SAFETY = re.compile(r"nsfw|safety checker|content policy|unsafe content", re.IGNORECASE)
 
@@ -361,6 +374,7 @@ async def audio_to_text(
             code="malformed_output",
         )
 
+    check_audio(audio, AUDIO_LIMITS, model)
     text = await _call(
         ctx, config, parse, content=audio.read_bytes(), headers={"Content-Type": audio.mime}
     )

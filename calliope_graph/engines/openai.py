@@ -47,7 +47,15 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, prepared
+from calliope_graph.media import (
+    Audio,
+    AudioLimits,
+    Image,
+    ImageAnalysis,
+    ImageLimits,
+    check_audio,
+    prepared,
+)
 
 __all__ = [
     "ANALYSIS_PROMPT",
@@ -100,6 +108,20 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 #: unconfirmed); ``detail: high`` works within 2048x2048, so larger images are scaled to that
 #: before sending instead of shipping pixels the API throws away (``media.prepared``).
 IMAGE_LIMITS = ImageLimits(_NAME, max_side=2048, max_bytes=20 * 1024 * 1024)
+#: Transcription uploads: at most 25 MiB per request (the API answers 413 "Maximum content
+#: size limit (26214400) exceeded" past it), in flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg,
+#: wav or webm: platform.openai.com/docs/guides/speech-to-text ("File uploads are currently
+#: limited to 25 MB") and help.openai.com/en/articles/7031512-whisper-api-faq ("25 MiB").
+AUDIO_LIMITS = AudioLimits(
+    _NAME,
+    max_bytes=25 * 1024 * 1024,
+    formats=frozenset(
+        ("audio/flac", "audio/mp4", "audio/mpeg", "audio/ogg", "audio/wav", "audio/webm")
+    ),
+    where="one transcription upload",
+    fix="split it into parts under 25 MiB, or compress it (e.g. MP3 at 64 kbit/s holds about "
+    "50 minutes)",
+)
 _CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
 _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
 
@@ -431,6 +453,7 @@ async def audio_to_text(
     if language:
         fields["language"] = language
     fields.update(form_fields(pick(config.parameters, TRANSCRIPTION_PARAMS)))
+    check_audio(audio, AUDIO_LIMITS, model)  # before the upload: not the provider's 413
     raw = audio.read_bytes()
     answer = await _post(
         ctx,

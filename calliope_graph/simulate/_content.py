@@ -13,6 +13,8 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageStat
 
+from calliope_graph.media import pil_open
+
 __all__ = [
     "analysis_answer",
     "describe_image",
@@ -133,7 +135,7 @@ _COLOURS = {
 def describe_image(data: bytes) -> dict[str, Any]:
     """A caption, tags and objects derived from the image's pixels and size."""
     try:
-        with PILImage.open(io.BytesIO(data)) as im:
+        with pil_open(io.BytesIO(data)) as im:
             rgb = im.convert("RGB")
             mean = ImageStat.Stat(rgb).mean
             width, height = rgb.size

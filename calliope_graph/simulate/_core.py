@@ -25,10 +25,18 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from calliope_graph.config import InferenceModelProvider, KeysModel
 from calliope_graph.context import Sleep
@@ -91,13 +99,24 @@ class FaultSpecError(ConfigurationError, ValueError):
     """A fault spec (``--faults``, :func:`parse_faults`) that cannot be read; says which part."""
 
 
+def _pattern_refusal(kind: str) -> str:
+    return (
+        f"pattern= applies only to the faults about a prompt ({', '.join(_PROMPT_FAULTS)}); "
+        f"a {kind} fault does not depend on the prompt: drop pattern=, and use endpoint=, "
+        "first_n= or probability= to choose which calls it hits"
+    )
+
+
 class Fault(BaseModel):
     """One injected fault.
 
     ``provider`` limits it to one provider (None: all), ``endpoint`` to endpoints whose name
     contains the string. It fires on the first ``first_n`` matching calls, or with
     ``probability`` (seeded), or on every matching call when neither is set. ``pattern``
-    (``content_policy``, ``empty``) fires only for prompts matching the regex.
+    (``content_policy``, ``empty``: the faults about a prompt) fires only for prompts
+    matching the regex; the other kinds refuse it. ``seconds`` is how long ``latency`` adds,
+    and how long a ``hang`` lasts before the client gives up (default: the client's read
+    timeout).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -108,8 +127,18 @@ class Fault(BaseModel):
     first_n: int | None = Field(default=None, ge=0)
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     retry_after: float | None = Field(default=1.0, ge=0.0)
-    seconds: float = Field(default=0.0, ge=0.0)
+    seconds: float | None = Field(default=None, ge=0.0)
     pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _pattern_only_for_prompts(self) -> Self:
+        # A regex over the prompt means something only to the faults a provider answers
+        # because of the prompt. Another kind (a revoked key, a 500, a hang) does not depend
+        # on what is asked, so applying one there would model nothing real: refused, so that
+        # a spec never silently does less than it says.
+        if self.pattern is not None and self.kind not in _PROMPT_FAULTS:
+            raise ValueError(_pattern_refusal(self.kind))
+        return self
 
     @field_validator("pattern")
     @classmethod
@@ -144,15 +173,34 @@ FAULT_OPTIONS: dict[str, str] = {
 }
 
 
-def fake_names() -> list[str]:
-    """The provider names a fault's ``@provider`` can name (one per fake)."""
-    names = []
+def fake_classes() -> list[type[ProviderFake]]:
+    """The provider fakes, one per module in :data:`FAKE_MODULES`."""
+    classes = []
     for module_name in FAKE_MODULES:
         module = importlib.import_module(f"calliope_graph.simulate.{module_name}")
         fake_cls: type[ProviderFake] | None = getattr(module, "FAKE", None)
         if fake_cls is not None:
-            names.append(fake_cls.name)
-    return names
+            classes.append(fake_cls)
+    return classes
+
+
+def fake_names() -> list[str]:
+    """The provider names a fault's ``@provider`` can name (one per fake)."""
+    return [fake_cls.name for fake_cls in fake_classes()]
+
+
+def _check_endpoint(where: str, endpoint: str, provider: str | None) -> None:
+    """Refuse an ``endpoint=`` that is part of no endpoint name of ``provider`` (of any fake
+    when None): such a fault would inject nothing, silently."""
+    fakes = [f for f in fake_classes() if provider is None or f.name == provider]
+    names = sorted({name for f in fakes for name in f.endpoints})
+    if any(endpoint in name for name in names):
+        return
+    whose = f"{provider}'s endpoints" if provider else "endpoints of the simulated providers"
+    raise FaultSpecError(
+        f"{where}: endpoint={endpoint!r} is part of no endpoint name, so the fault would never "
+        f"fire{_choices(endpoint, whose, names)}."
+    )
 
 
 def _choices(word: str, what: str, choices: Iterable[str]) -> str:
@@ -204,11 +252,15 @@ def parse_faults(spec: str) -> list[Fault]:
                     f"{where}: option {key!r} has no value; write {key}=<{FAULT_OPTIONS[key]}>."
                 )
             values[key] = value
+        if "pattern" in values and kind not in _PROMPT_FAULTS:
+            raise FaultSpecError(f"{where}: {_pattern_refusal(kind)}.")
+        if "endpoint" in values:
+            _check_endpoint(where, values["endpoint"], provider or None)
         try:
             faults.append(Fault.model_validate(values))
         except ValidationError as exc:
             error = exc.errors()[0]
-            key = str(error["loc"][0])
+            key = str(error["loc"][0]) if error["loc"] else "kind"
             reason = str(error["msg"]).removeprefix("Value error, ")
             raise FaultSpecError(
                 f"{where}: {key}={values.get(key)!r} is invalid ({reason}); "
@@ -334,6 +386,9 @@ class ProviderFake(ABC):
 
     #: The provider's name (an InferenceModelProvider value).
     name: ClassVar[str]
+    #: The names :meth:`endpoint` gives the endpoints the fake serves (a fault's
+    #: ``endpoint=`` must be part of one of them).
+    endpoints: ClassVar[tuple[str, ...]]
     #: Hosts served: exact names or suffixes starting with a dot (``.cognitiveservices.azure.com``).
     hosts: ClassVar[tuple[str, ...]]
     #: Where the key goes and the 401 bodies.
@@ -692,13 +747,16 @@ class Simulator:
             if not self._fires(index, fault):
                 continue
             if fault.kind == "latency":
-                await self.sleep(fault.seconds)
+                await self.sleep(fault.seconds or 0.0)
                 continue
             if fault.kind == "hang":
+                # The provider never answers: the client gives up after ``seconds`` when the
+                # fault says, else after its own read timeout.
                 timeout = request.extensions.get("timeout", {})
                 read = timeout.get("read") if isinstance(timeout, dict) else None
-                await self.sleep(float(read) if read else (fault.seconds or 60.0))
-                raise httpx.ReadTimeout("simulated hang", request=request)
+                hung = fault.seconds if fault.seconds is not None else float(read or 60.0)
+                await self.sleep(hung)
+                raise httpx.ReadTimeout(f"simulated hang: no answer in {hung:g} s", request=request)
             if fault.kind in _ERROR_FAULTS:
                 wait = fake.retry_after if fault.retry_after is None else f"{fault.retry_after:g}"
                 failure: Failure = getattr(fake.errors, fault.kind).filled(retry_after=wait)

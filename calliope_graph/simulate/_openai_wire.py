@@ -83,6 +83,14 @@ class OpenAIWire(ProviderFake):
     """The parts of OpenAI's API every endpoint shares (see the module docstring)."""
 
     name = "openai"
+    endpoints = (
+        "chat.completions",
+        "completions",
+        "images.generations",
+        "audio.transcriptions",
+        "audio.speech",
+        "models",
+    )
     hosts = ("api.openai.com",)
 
     # -- plumbing -------------------------------------------------------------------------

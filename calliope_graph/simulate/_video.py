@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image as PILImage
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import _rng, image_bytes
 
 __all__ = [
@@ -198,12 +199,12 @@ def _frames(
     source: PILImage.Image | None = None
     if image:
         try:
-            with PILImage.open(io.BytesIO(image)) as im:
+            with pil_open(io.BytesIO(image)) as im:
                 source = im.convert("RGB")
         except OSError:
             source = None
     if source is None:
-        with PILImage.open(io.BytesIO(image_bytes(prompt, width * 2, height * 2))) as im:
+        with pil_open(io.BytesIO(image_bytes(prompt, width * 2, height * 2))) as im:
             source = im.convert("RGB")
     # Cover-fit the source to the output shape once, then zoom towards a prompt-chosen point.
     scale = max(width / source.width, height / source.height)

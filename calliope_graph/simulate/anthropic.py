@@ -100,6 +100,7 @@ class AnthropicFake(ProviderFake):
     """Anthropic's Messages API on ``api.anthropic.com``."""
 
     name = "anthropic"
+    endpoints = ("messages", "v1.models")
     hosts = ("api.anthropic.com",)
 
     def endpoint(self, request: httpx.Request) -> str:

@@ -32,8 +32,8 @@ import re
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import describe_image, digest
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -102,6 +102,7 @@ class AzureVisionFake(ProviderFake):
     """Computer Vision v3.2 (analyze, OCR) and Image Analysis 4.0 on a resource endpoint."""
 
     name = "azure_vision"
+    endpoints = ("analyze.v3.2", "ocr.v3.2", "analyze.4.0")
     hosts = (".cognitiveservices.azure.com", ".api.cognitive.microsoft.com")
 
     # -- plumbing -------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class AzureVisionFake(ProviderFake):
                 )
             raise self._bad(v4, "InvalidImageSize", "Input image is too large.")
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 fmt = im.format or ""
                 im.load()
                 width, height = im.size

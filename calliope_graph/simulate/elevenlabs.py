@@ -92,6 +92,7 @@ class ElevenLabsFake(ProviderFake):
     """ElevenLabs' text-to-speech endpoint on ``api.elevenlabs.io``."""
 
     name = "elevenlabs"
+    endpoints = ("text_to_speech", "v1.models")
     hosts = ("api.elevenlabs.io", "api.us.elevenlabs.io", "api.eu.residency.elevenlabs.io")
 
     auth = AuthCheck(

@@ -61,6 +61,7 @@ import httpx
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import digest, image_bytes
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -161,6 +162,7 @@ class FalFake(ProviderFake):
     """fal's queue on ``queue.fal.run`` and its synchronous runs on ``fal.run``."""
 
     name = "fal"
+    endpoints = ("submit", "status", "result", "cancel", "run", "models")
     hosts = ("queue.fal.run", "fal.run", "api.fal.ai")
     # On the loopback server: /fal → the queue, /fal-run → fal.run, /fal-api → api.fal.ai.
     server_aliases: ClassVar[Mapping[str, str]] = {
@@ -419,7 +421,7 @@ class FalFake(ProviderFake):
                 return None
             data = response.content
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             return None
@@ -620,7 +622,7 @@ class FalFake(ProviderFake):
         picture = self._image(job.inputs.get("image_url"))
         width, height = 160, 90
         if picture is not None:
-            with PILImage.open(io.BytesIO(picture)) as im:
+            with pil_open(io.BytesIO(picture)) as im:
                 w, h = im.size
             height = max(round(width * h / w) & ~1, 16)
         seconds = int(str(job.inputs.get("duration", APPS[job.app].default_duration)))

@@ -39,9 +39,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import (
     analysis_answer,
     digest,
@@ -251,6 +251,17 @@ class GoogleFake(ProviderFake):
     """Google's Gemini API on ``generativelanguage.googleapis.com``."""
 
     name = "google"
+    endpoints = (
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "predict",
+        "predictLongRunning",
+        "operations.get",
+        "files.download",
+        "models.list",
+        "models.get",
+    )
     hosts = (HOST,)
 
     auth = AuthCheck(
@@ -633,7 +644,7 @@ class GoogleFake(ProviderFake):
     @staticmethod
     def _decodes(data: bytes) -> bool:
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             return False

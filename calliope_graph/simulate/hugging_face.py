@@ -32,9 +32,9 @@ import re
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -98,6 +98,7 @@ class HuggingFaceFake(ProviderFake):
     """The Hugging Face Inference API (hf-inference provider and the legacy host)."""
 
     name = "hugging_face"
+    endpoints = (TEXT_GENERATION, TEXT_TO_IMAGE, IMAGE_TO_TEXT, ASR, "models")
     hosts = ("router.huggingface.co", "api-inference.huggingface.co")
 
     # -- routing ---------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class HuggingFaceFake(ProviderFake):
     def _image_to_text(self, request: httpx.Request, model: str) -> httpx.Response:
         data, _ = self._payload(request)
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             raise Reject(

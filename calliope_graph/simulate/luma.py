@@ -43,9 +43,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import digest, image_bytes
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -89,6 +89,15 @@ class LumaFake(ProviderFake):
     """The Dream Machine API on ``api.lumalabs.ai``."""
 
     name = "luma"
+    endpoints = (
+        "generations.video",
+        "generations.image",
+        "generations.list",
+        "generations.get",
+        "generations.delete",
+        "ping",
+        "credits",
+    )
     hosts = ("api.lumalabs.ai",)
 
     auth = AuthCheck(
@@ -288,7 +297,7 @@ class LumaFake(ProviderFake):
         if response is None or response.headers.get("content-type", "") not in _IMAGE_TYPES:
             return None
         try:
-            with PILImage.open(io.BytesIO(response.content)) as im:
+            with pil_open(io.BytesIO(response.content)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             return None

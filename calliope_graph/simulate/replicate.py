@@ -269,6 +269,15 @@ class ReplicateFake(ProviderFake):
     """Replicate's HTTP API on ``api.replicate.com``."""
 
     name = "replicate"
+    endpoints = (
+        "predictions.create",
+        "predictions.list",
+        "models.predictions.create",
+        "predictions.get",
+        "predictions.cancel",
+        "models.get",
+        "models.versions.get",
+    )
     hosts = ("api.replicate.com",)
 
     def endpoint(self, request: httpx.Request) -> str:

@@ -39,9 +39,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import digest
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -125,6 +125,7 @@ class RunwayFake(ProviderFake):
     """Runway's developer API on ``api.dev.runwayml.com``."""
 
     name = "runway"
+    endpoints = ("image_to_video", "tasks.retrieve", "tasks.delete")
     hosts = ("api.dev.runwayml.com",)
 
     def endpoint(self, request: httpx.Request) -> str:
@@ -455,7 +456,7 @@ class RunwayFake(ProviderFake):
     @staticmethod
     def _decodes(data: bytes) -> bool:
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 im.verify()
         except (UnidentifiedImageError, OSError, SyntaxError):
             return False

@@ -42,9 +42,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from PIL import ImageFilter
 
+from calliope_graph.media import pil_open
 from calliope_graph.simulate._content import digest, image_bytes
 from calliope_graph.simulate._core import (
     AuthCheck,
@@ -167,6 +167,13 @@ class StabilityFake(ProviderFake):
     """Stability's REST API on ``api.stability.ai`` (v1 generation and v2beta Stable Image)."""
 
     name = "stability"
+    endpoints = (
+        "v1.text_to_image",
+        "v2.generate.core",
+        "v2.generate.ultra",
+        "v2.generate.sd3",
+        "v1.engines.list",
+    )
     hosts = ("api.stability.ai",)
 
     def endpoint(self, request: httpx.Request) -> str:
@@ -570,7 +577,7 @@ class StabilityFake(ProviderFake):
         raw = image_bytes(seed, width, height, fmt)
         if not blur:
             return raw
-        with PILImage.open(io.BytesIO(raw)) as im:
+        with pil_open(io.BytesIO(raw)) as im:
             blurred = im.convert("RGB").filter(ImageFilter.GaussianBlur(radius=24))
         buf = io.BytesIO()
         blurred.save(buf, fmt)
