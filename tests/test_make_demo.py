@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(MAKE is None, reason="needs GNU make (apt-get in
 FAKE_PYTHON = """#!/bin/sh
 echo "$*" >> "$(dirname "$0")/../../calls.log"
 case "$*" in
-  *"pip install"*) echo "Strict editable installation performed using the auxiliary directory" >&2 ;;
+  *"pip install"*) echo "Strict editable installation performed using the auxiliary" >&2 ;;
   *demo.py*) echo "Story frame:" ;;
 esac
 """
