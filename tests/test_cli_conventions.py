@@ -36,7 +36,7 @@ def test_dash_h_prints_the_help_of_calliope_graph() -> None:
     assert "-h, --help" in result.output
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))  # type: ignore[attr-defined]
+@pytest.mark.parametrize("command", sorted(main.commands))
 def test_dash_h_prints_the_help_of_every_command(command: str) -> None:
     result = cli(command, "-h")
     assert result.exit_code == 0, result.output
@@ -52,7 +52,7 @@ def _output_option(command: click.Command) -> click.Option | None:
 
 
 def test_every_command_that_writes_files_takes_dash_o_and_dash_dash_out() -> None:
-    commands = main.commands  # type: ignore[attr-defined]
+    commands = main.commands
     for name in WRITERS:
         option = _output_option(commands[name])
         assert option is not None, f"{name} has no output option"
