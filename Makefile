@@ -7,11 +7,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 OUT    ?= out
-# mypy and pytest run the *installed* package: mypy runs from outside the repo root so the
-# source directory calliope_graph/ (which lacks nodes/ and graphs/) does not shadow it.
+# mypy runs the *installed* package from outside the repo root (mypy does not run the finder in
+# calliope_graph/_layout.py that maps nodes/ and graphs/ when Python starts in the root).
 MYPY   := cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache
 
-.PHONY: help install lint fmt typecheck test test-fast browser postgres otel-backend demo bench pictures schema clean
+.PHONY: FORCE help install lint fmt typecheck test test-fast browser postgres otel-backend demo bench pictures schema clean
 
 help:
 	@echo "make demo   run the webcam story offline against the simulator"
@@ -26,6 +26,26 @@ $(VENV)/bin/python:
 
 install: $(VENV)/bin/python
 	$(BIN)/python -m pip install -q -e '.[test,dbos,postgres,serve,s3,otel]' --config-settings editable_mode=strict
+	@echo '$(SOURCES)' > $(SOURCE_LIST) && touch $(DEMO_STAMP)
+
+# `make demo` installs the package alone (no extras), and only when pyproject.toml or the set
+# of files in calliope_graph/ nodes/ graphs/ changed since the last install (a strict editable
+# install must be redone when a file is added): $(SOURCE_LIST) is rewritten only when that
+# set changes, so make's usual timestamps decide. pip's output goes to a log, not the screen.
+SOURCES     := $(sort $(shell find calliope_graph nodes graphs -type f -not -path '*/__pycache__/*' 2>/dev/null))
+SOURCE_LIST := $(VENV)/.source-list
+DEMO_STAMP  := $(VENV)/.installed
+
+$(SOURCE_LIST): FORCE | $(VENV)/bin/python
+	@echo '$(SOURCES)' | cmp -s - $@ || echo '$(SOURCES)' > $@
+
+$(DEMO_STAMP): pyproject.toml $(SOURCE_LIST) | $(VENV)/bin/python
+	@echo "installing calliope-graph into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install -e . --config-settings editable_mode=strict \
+		> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }
+	@touch $@
+
+FORCE:
 
 lint: install
 	$(BIN)/ruff check .
@@ -79,8 +99,12 @@ test: lint browser postgres otel-backend
 test-fast: install
 	$(BIN)/pytest -x -q
 
-demo: install
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py --out $(OUT)
+	@echo ""
+	@echo "Next: put calliope-graph on your PATH with   source $(VENV)/bin/activate"
+	@echo "      (or call $(VENV)/bin/calliope-graph; or pip install -e . in an environment of your own)"
+	@echo "then: calliope-graph run webcam_story --input image=examples/media/webcam.jpg --simulate -o $(OUT)/"
 
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json

@@ -1,5 +1,7 @@
 """calliope-graph: multimodal generative story flows as typed LangGraph graphs."""
 
+# First: in a clone, maps the top-level nodes/ and graphs/ folders (calliope_graph/_layout.py).
+from calliope_graph import _layout  # noqa: F401
 from calliope_graph.config import (
     InferenceModel,
     InferenceModelProvider,

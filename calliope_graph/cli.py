@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -176,7 +177,7 @@ def _parse_simulate_limits(value: str | None, hint: str = "--simulate-limits") -
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
-@click.group(epilog=EPILOG)
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="calliope-graph")
 def main() -> None:
     """Multimodal generative story flows as typed LangGraph graphs."""
@@ -253,7 +254,7 @@ def _media_store_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @main.command(epilog=EPILOG)
 @click.argument("flow")
 @click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
-@click.option("--out", "out_dir", default="out", show_default=True, help="Output directory.")
+@click.option("-o", "--out", "out_dir", default="out", show_default=True, help="Output directory.")
 @_simulation_options
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
@@ -317,6 +318,23 @@ def run(
     _guard(debug, go)
 
 
+@contextlib.asynccontextmanager
+async def _retries_shown_by_progress() -> AsyncIterator[None]:
+    """Drop the engines' retry warnings while ``run``'s progress lines report each retry
+    (``↻ … retried``, naming the node), so a retry is shown once, not twice."""
+    from calliope_graph.engines._http import retry_log
+
+    def drop(_record: logging.LogRecord) -> bool:
+        return False
+
+    retry_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        retry_log.removeFilter(drop)
+
+
+@_retries_shown_by_progress()
 async def _run(
     flow_name: str,
     inputs: dict[str, Any],
@@ -619,7 +637,9 @@ def _batch_progress(as_json: bool, flow_name: str) -> Any:
     required=True,
     help=".jsonl or .csv of flow inputs (an 'id' column names items), or a folder of media.",
 )
-@click.option("--out", "out_dir", required=True, help="Batch folder (manifest, items, report).")
+@click.option(
+    "-o", "--out", "out_dir", required=True, help="Batch folder (manifest, items, report)."
+)
 @click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys).")
 @click.option(
     "--faults", default=None, help="Simulator faults, e.g. 'latency@stability:seconds=1'."
@@ -879,7 +899,7 @@ async def _follow(
 # -- worker ----------------------------------------------------------------------------------------
 @main.command(epilog=EPILOG)
 @click.option("--db", default=None, metavar="URL", help="The batch database (as given to batch).")
-@click.option("--out", "out_dir", required=True, help="The shared batch folder.")
+@click.option("-o", "--out", "out_dir", required=True, help="The shared batch folder.")
 @_simulation_options
 @click.option(
     "--concurrency",
@@ -1271,7 +1291,14 @@ def schema() -> None:
     default=None,
     help="Default: from the -o file's extension (.svg .png .mmd .dot .txt), else ascii.",
 )
-@click.option("-o", "--output", default=None, help="File to write (default: stdout; png needs -o).")
+@click.option(
+    "-o",
+    "--out",
+    "--output",
+    "output",
+    default=None,
+    help="File to write (default: stdout; png needs -o).",
+)
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def draw(flow: str, fmt: str | None, output: str | None, debug: bool) -> None:
     """Draw FLOW's structure, offline (no Graphviz, no browser, no web service).
@@ -1308,7 +1335,14 @@ def draw(flow: str, fmt: str | None, output: str | None, debug: bool) -> None:
 
 @main.command(epilog=EPILOG)
 @click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default=None, help="HTML file (default: report.html beside it).")
+@click.option(
+    "-o",
+    "--out",
+    "--output",
+    "output",
+    default=None,
+    help="HTML file (default: report.html beside it).",
+)
 @click.option("--debug", is_flag=True, help="Print tracebacks.")
 def report(trace: str, output: str | None, debug: bool) -> None:
     """Render a self-contained HTML report from a saved trace.json."""

@@ -68,6 +68,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("calliope_graph.engines")
+#: One warning per engine-level retry. Its own logger so a front end that already reports
+#: retries (the CLI's progress lines) can silence exactly these and each retry shows once.
+retry_log = logging.getLogger("calliope_graph.engines.retries")
 
 T = TypeVar("T")
 
@@ -431,7 +434,7 @@ def _log_retry(
             if stats.on_retry is not None:
                 stats.on_retry(provider, exc)
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
+        retry_log.warning(
             "%s: attempt %d failed (%s); retrying in %.2fs",
             provider,
             state.attempt_number,
