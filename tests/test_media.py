@@ -428,6 +428,7 @@ async def test_a_large_image_given_to_the_server_never_shows_pillows_raw_warning
 ) -> None:
     import base64
 
+    from calliope_graph._fetch import Fetcher, FetchPolicy
     from calliope_graph.serve import media_input
 
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000_000)  # as above: "large" is cheap
@@ -440,9 +441,9 @@ async def test_a_large_image_given_to_the_server_never_shows_pillows_raw_warning
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        async with httpx.AsyncClient(transport=httpx.MockTransport(offline)) as client:
-            image = await media_input(
-                "image", "image", url, store=store, root=store.root.parent, client=client
-            )
+        fetcher = Fetcher(FetchPolicy(), transport=lambda: httpx.MockTransport(offline))
+        image = await media_input(
+            "image", "image", url, store=store, root=store.root.parent, fetcher=fetcher
+        )
     assert isinstance(image, Image) and (image.width, image.height) == (1400, 1000)
     assert not [w for w in seen if issubclass(w.category, PILImage.DecompressionBombWarning)]
