@@ -280,7 +280,7 @@ class Image(_Media):
                     path=name,
                 )
             width, height = im.size
-            _check_decodes(im, name)
+            _check_decodes(im, name, data)
         return cls(path=name, mime=mime, width=width, height=height)
 
     @classmethod
