@@ -492,3 +492,22 @@ async def test_events_arrive_on_the_event_loop_thread(tmp_path: Path) -> None:
         on_event=lambda event: threads.add(threading.get_ident()),
     )
     assert threads == {threading.get_ident()}
+
+
+async def test_a_failure_counts_the_attempts_of_every_retry_of_the_node(tmp_path: Path) -> None:
+    """A node retried by its ``retry`` policy (2 runs) whose engine tried twice each time made
+    4 provider attempts, and the failure says 4, not the last run's 2."""
+    flow = Flow("story_only")
+    text = flow.input("text", "text")
+    story = flow.add(
+        "story",
+        "text_to_text",
+        {"text": text},
+        model="openai-gpt-6-luna",
+        retry={"max_attempts": 2, "when": ["transient"], "initial_interval": 0, "jitter": False},
+    )
+    flow.output("story", story["text"])
+    with pytest.raises(FlowRunError) as failed:
+        await run(flow, {"text": "a fox"}, tmp_path, sim("server_error@openai"))
+    assert failed.value.attempts == 4
+    assert "4 provider attempts" in str(failed.value)

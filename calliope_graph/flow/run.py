@@ -691,7 +691,17 @@ class FlowRunner:
         cause = error_class(exc)
         message = runtime.describe(exc)
         path = trace.path()
-        attempts = failed.attempts if failed is not None else 0
+        # Every provider attempt the failed node made in this run: LangGraph's RetryPolicy
+        # runs it again as a new execution, each with its own engine-level attempts.
+        attempts = (
+            sum(
+                e.attempts
+                for e in trace.executions
+                if e.node == failed.node and e.item == failed.item and not e.resumed
+            )
+            if failed is not None
+            else 0
+        )
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
             f"calliope-graph run {trace.flow} --out {self.out_dir}{self._checkpoint_option()} "
