@@ -781,3 +781,22 @@ async def test_simulate_prints_the_gemini_variables(sim: Simulator) -> None:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if "export" in line)
     assert exports["GEMINI_API_KEY"] == sim.key_for("google")
     assert exports["GEMINI_BASE_URL"].endswith("/google")
+
+
+async def test_simulate_exports_win_over_a_google_api_key_already_in_the_shell(
+    sim: Simulator,
+) -> None:
+    """A user whose shell holds a real GOOGLE_API_KEY pastes the simulator's exports: the
+    project (and google-genai, which read GOOGLE_API_KEY first) must then use the fake key
+    and the loopback server, not send the real key to it."""
+    from calliope_graph.simulate.server import SimulatorServer
+
+    async with SimulatorServer(sim, port=0) as server:
+        exports = server.environment()
+    shell = {"GOOGLE_API_KEY": "real-google-key", "GOOGLE_GEMINI_BASE_URL": "https://x.test"}
+    keys = KeysModel.from_env({**shell, **exports})
+    assert keys.require("google") == sim.key_for("google")
+    assert keys.base_url("google") == exports["GEMINI_BASE_URL"]
+    # what google-genai reads (GOOGLE_API_KEY first; GOOGLE_GEMINI_BASE_URL for its host)
+    assert exports["GOOGLE_API_KEY"] == sim.key_for("google")
+    assert exports["GOOGLE_GEMINI_BASE_URL"] == exports["GEMINI_BASE_URL"]
