@@ -800,3 +800,52 @@ async def test_simulate_exports_win_over_a_google_api_key_already_in_the_shell(
     # what google-genai reads (GOOGLE_API_KEY first; GOOGLE_GEMINI_BASE_URL for its host)
     assert exports["GOOGLE_API_KEY"] == sim.key_for("google")
     assert exports["GOOGLE_GEMINI_BASE_URL"] == exports["GEMINI_BASE_URL"]
+
+
+@pytest.mark.parametrize("redirected", [True, False])
+async def test_the_gemini_key_never_reaches_another_host_when_a_veo_video_is_downloaded(
+    clock: Any, tmp_path: Path, kite: Image, redirected: bool
+) -> None:
+    """Veo's file URI is fetched with the key on Google's host only: not when the operation
+    names another host, nor after a redirect to one (httpx strips only Authorization)."""
+    from calliope_graph.testing import mp4_bytes
+
+    secret = "AIza-real-gemini-key"
+    seen: dict[str, str | None] = {}
+    api = f"{BASE}/files/abc:download?alt=media"
+    cdn = "https://video-cdn.example.net/abc.mp4"
+    operation = "models/veo-3.1-generate-preview/operations/op1"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        seen[request.url.host + request.url.path] = request.headers.get("x-goog-api-key")
+        if url.endswith(":predictLongRunning"):
+            return httpx.Response(200, json={"name": operation})
+        if url.endswith(operation):
+            uri = api if redirected else cdn
+            sample = {"video": {"uri": uri}}
+            return httpx.Response(
+                200,
+                json={
+                    "name": operation,
+                    "done": True,
+                    "response": {"generateVideoResponse": {"generatedSamples": [sample]}},
+                },
+            )
+        if url == api:
+            return httpx.Response(302, headers={"location": cdn})
+        if url == cdn:
+            return httpx.Response(200, content=mp4_bytes("a kite", seconds=1.0))
+        return httpx.Response(404)
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(google_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        video = await engine.image_and_text_to_video(ctx, kite, "it flies", VEO, output_name="v")
+    finally:
+        await ctx.aclose()
+    assert Path(video.path).stat().st_size > 0
+    assert seen["video-cdn.example.net/abc.mp4"] is None
+    if redirected:
+        assert seen["generativelanguage.googleapis.com/v1beta/files/abc:download"] == secret

@@ -960,9 +960,23 @@ async def image_and_text_to_video(
     )
     max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
     path = await ctx.store.download(
-        ctx.client, uri, target, max_bytes=max_bytes, provider=_NAME, headers=_headers(ctx)
+        ctx.client,
+        uri,
+        target,
+        max_bytes=max_bytes,
+        provider=_NAME,
+        headers=_file_headers(ctx, uri),
     )
     return Video.open(path)
+
+
+def _file_headers(ctx: RunContext, uri: str) -> dict[str, str] | None:
+    """The key for a file URI on the Gemini API's own origin (``files/...:download``), and
+    nothing for any other host: the key must not leave Google's API (the download itself
+    drops it on a redirect elsewhere, ``MediaStore.download``)."""
+    api, target = httpx.URL(_base(ctx)), httpx.URL(uri)
+    same = (api.scheme, api.host, api.port) == (target.scheme, target.host, target.port)
+    return _headers(ctx) if same else None
 
 
 # -- text -> speech ------------------------------------------------------------------------
