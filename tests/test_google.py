@@ -229,6 +229,22 @@ async def test_audio_gemini_cannot_read_is_refused_before_sending(
     assert sim.count("google") == 0
 
 
+async def test_audio_over_20_mb_is_refused_without_loading_it_into_memory(
+    ctx: RunContext, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long recording (here a sparse 2 GB file) is refused from its size on disk: it is
+    not read whole into memory (nor on the event loop) first."""
+    big = tmp_path / "long.wav"
+    with big.open("wb") as fh:
+        fh.truncate(2 * 1024**3)
+    audio = speech_file(tmp_path / "voice.wav").model_copy(update={"path": str(big)})
+    reads: list[str] = []
+    monkeypatch.setattr(Audio, "read_bytes", lambda self: reads.append(self.path) or b"")
+    with pytest.raises(InvalidRequestError, match="over the 20 MB"):
+        await engine.audio_to_text(ctx, audio, FLASH)
+    assert reads == [] and sim.count("google") == 0
+
+
 # -- images ---------------------------------------------------------------------------------
 async def test_a_gemini_image_model_draws_at_the_nearest_aspect_ratio(
     rctx: RunContext, rec: Recorder

@@ -26,6 +26,7 @@ ai.google.dev/api/models) and the guides cited beside each engine.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -668,10 +669,18 @@ async def audio_to_text(
             provider=_NAME,
             code="unsupported_audio",
         )
-    data = audio.read_bytes()
-    if 4 * math.ceil(len(data) / 3) > MAX_INLINE_BYTES:
+    # The size on disk first, so a long recording is refused without being read whole;
+    # then the read off the event loop (up to 15 MB).
+    try:
+        size = Path(audio.path).stat().st_size
+    except OSError:
+        size = 0  # read_bytes below raises the MediaError naming the file
+    if 4 * math.ceil(size / 3) <= MAX_INLINE_BYTES:
+        data = await asyncio.to_thread(audio.read_bytes)
+        size = len(data)
+    if 4 * math.ceil(size / 3) > MAX_INLINE_BYTES:
         raise InvalidRequestError(
-            f"google ({model}): {audio.name} is {len(data)} bytes, over the 20 MB Gemini takes "
+            f"google ({model}): {audio.name} is {size} bytes, over the 20 MB Gemini takes "
             "inline: split it, compress it (MP3/OGG), or use another transcription provider.",
             provider=_NAME,
             code="request_too_large",
