@@ -51,7 +51,7 @@ from calliope_graph.inference import (
     text_to_text_inference,
 )
 from calliope_graph.media import Audio, Image, ImageAnalysis, MediaStore, Video
-from calliope_graph.simulate import Simulator
+from calliope_graph.simulate import Simulator, parse_faults
 from calliope_graph.simulate._speech import speech_seconds
 from calliope_graph.testing import image_bytes, mp4_info, wav_bytes
 
@@ -524,6 +524,28 @@ async def test_per_model_limits_apply_to_the_model_in_the_path(clock: Any, tmp_p
     assert error["status"] == "RESOURCE_EXHAUSTED" and "model: gemini-3.8-flash" in error["message"]
     delay = [d for d in error["details"] if d["@type"].endswith("RetryInfo")]
     assert delay and delay[0]["retryDelay"].endswith("s")
+
+
+async def test_googles_429_says_when_to_retry_in_its_body_only_as_google_does(
+    clock: Any, tmp_path: Path
+) -> None:
+    """Gemini sends no Retry-After header (the wait is the body's RetryInfo.retryDelay), so
+    neither the simulated quota nor a rate_limit fault with a wait sends one: the engine is
+    tested reading the body, as it must with the real API."""
+    body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    url = f"{BASE}/models/gemini-3.8-flash:generateContent"
+    limited = Simulator(sleep=clock, limits={"google": {"rpm": 1}})
+    faulty = Simulator(sleep=clock, faults=parse_faults("rate_limit@google:retry_after=7"))
+    answers = []
+    for sim, calls in ((limited, 2), (faulty, 1)):
+        async with sim.client() as client:
+            for _ in range(calls):
+                answer = await client.post(url, json=body, headers=key_header(sim))
+        answers.append(answer)
+    for answer in answers:
+        assert answer.status_code == 429 and "retry-after" not in answer.headers
+        assert engine.retry_delay(answer) is not None
+    assert engine.retry_delay(answers[1]) == 7.0
 
 
 async def test_the_engine_waits_out_the_simulated_quota(clock: Any, tmp_path: Path) -> None:
