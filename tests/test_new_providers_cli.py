@@ -9,6 +9,7 @@ the simulator the CLI builds, so nothing here sleeps for real.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,39 @@ def test_a_batch_waits_out_each_new_providers_simulated_429s(
     assert len(lines) == 3 and all(line["status"] == "ok" for line in lines)
     assert sum(line["rate_limits"].get(provider, 0) for line in lines) >= 1
     assert 60.0 in virtual.waits or any(w >= 55 for w in virtual.waits)  # the 429's minute
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("google", "google-gemini-image"), ("fal", "fal-flux-schnell"), ("luma", "luma-photon")],
+)
+async def test_a_run_and_a_batch_pointed_at_the_loopback_simulator_work_for_each_new_provider(
+    provider: str, model: str, tmp_path: Path, virtual: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `calliope-graph simulate` prints, pasted into a shell: `run` and `batch` without
+    --simulate then talk to the loopback server (and only to it)."""
+    from calliope_graph.simulate.server import SimulatorServer
+
+    sim = Simulator()
+    flow = flow_file(tmp_path / "flow.json", "text_to_image", model, {"prompt": "text"}, "image",
+                     None)  # fmt: skip
+    inputs = tmp_path / "prompts.jsonl"
+    inputs.write_text('{"prompt": "a fox"}\n{"prompt": "a raven"}\n', encoding="utf-8")
+    async with SimulatorServer(sim, port=0) as server:
+        for var, value in server.environment().items():
+            monkeypatch.setenv(var, value)
+        runner = CliRunner()
+        ran = await asyncio.to_thread(
+            runner.invoke,
+            cli.main,
+            ["run", str(flow), "--input", "prompt=a fox at sea", "--out", str(tmp_path / "r")],
+        )
+        batched = await asyncio.to_thread(
+            runner.invoke,
+            cli.main,
+            ["batch", str(flow), "--inputs", str(inputs), "--out", str(tmp_path / "b")],
+        )
+    assert ran.exit_code == 0, ran.output
+    assert batched.exit_code == 0, batched.output
+    assert "2 ok, 0 failed" in batched.output
+    assert sim.count(provider) >= 3  # the run's and both items' requests reached the server
