@@ -489,3 +489,12 @@ def test_the_readme_says_which_providers_models_check_asks_and_which_it_skips() 
             continue
         where = asked if list_function(provider) is not None else skipped
         assert named(provider, where), (provider.value, where)
+
+
+def test_models_check_prints_one_line_per_provider_however_long() -> None:
+    """Each provider's verdict is one line (greppable), skipped ones included."""
+    result = cli("models", "--check", "--simulate")
+    assert result.exit_code == 0, result.output
+    providers = {config.provider.value for _, config in catalog.items()}
+    lines = result.stdout.splitlines()
+    assert sorted(line.split(":", 1)[0] for line in lines) == sorted(providers), lines
