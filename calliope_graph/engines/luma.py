@@ -52,7 +52,7 @@ from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, redact, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
-from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._registry import Conversion, register, register_check
 from calliope_graph.errors import (
     ConfigurationError,
     ContentPolicyError,
@@ -68,6 +68,7 @@ __all__ = [
     "ASPECT_RATIOS",
     "MAX_IMAGE_BYTES",
     "MAX_VIDEO_BYTES",
+    "check_video_config",
     "describe",
     "error_for_failure",
     "image_and_text_to_video",
@@ -144,23 +145,35 @@ def error_for_failure(generation_id: str, reason: str) -> ProviderError:
     )
 
 
-def image_url(ctx: RunContext, image: Image, config: ModelConfig) -> str:
-    """The public URL Luma downloads ``image`` from (see the module docstring)."""
+def _image_base_problem(config: ModelConfig, served: str = "the output directory") -> str | None:
     base = config.parameters.get("image_base_url")
     if not base:
-        raise ConfigurationError(
+        return (
             f"Luma takes the start frame only as a public https URL, not as a file or a data "
             f"URI: set the image_base_url model parameter of {config.slug!r} to the URL where "
-            f"the output directory {str(ctx.store.root)!r} is served (e.g. "
-            "https://media.example.com/story/), or use a video engine that takes the image "
-            "itself (fal, runway)."
+            f"{served} is served (e.g. https://media.example.com/story/), or use a video "
+            "engine that takes the image itself (fal, runway)"
         )
-    base = str(base)
-    if not base.startswith("https://"):
-        raise ConfigurationError(
-            f"image_base_url of {config.slug!r} is {base!r}: Luma downloads keyframes over "
-            "https only; give an https:// URL."
+    if not str(base).startswith("https://"):
+        return (
+            f"image_base_url of {config.slug!r} is {str(base)!r}: Luma downloads keyframes "
+            "over https only; give an https:// URL"
         )
+    return None
+
+
+@register_check(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
+def check_video_config(config: ModelConfig) -> str | None:
+    """Validation's check of a Ray config: the public image URL it cannot run without."""
+    return _image_base_problem(config)
+
+
+def image_url(ctx: RunContext, image: Image, config: ModelConfig) -> str:
+    """The public URL Luma downloads ``image`` from (see the module docstring)."""
+    problem = _image_base_problem(config, f"the output directory {str(ctx.store.root)!r}")
+    if problem:
+        raise ConfigurationError(f"{problem}.")
+    base = str(config.parameters["image_base_url"])
     path = Path(image.path).resolve()
     try:
         relative = path.relative_to(ctx.store.root).as_posix()
