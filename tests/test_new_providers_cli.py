@@ -207,6 +207,10 @@ def test_a_batch_waits_out_each_new_providers_simulated_429s(
     lines = [json.loads(line) for line in (out / "batch.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(line["status"] == "ok" for line in lines)
     assert sum(line["rate_limits"].get(provider, 0) for line in lines) >= 1
+    # each image is priced from the catalog (none of these is billed by compute time)
+    price = catalog.get(model).price
+    assert price is not None
+    assert [line["cost"] for line in lines] == [pytest.approx(price.image()) for _ in lines]
     assert 60.0 in virtual.waits or any(w >= 55 for w in virtual.waits)  # the 429's minute
 
 
