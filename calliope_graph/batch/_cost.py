@@ -9,7 +9,8 @@ from an earlier attempt, not a cache hit) is priced by its model's
 - images: one price per image output, by the requested size (``width``x``height`` params,
   else the config's ``size``) and ``quality``, else the image's own size, else ``default``;
 - video: seconds from the config's ``duration`` parameter (else 5 s) per video output;
-- audio: minutes of each audio input (WAV duration, else one minute);
+- audio: minutes of the speech a node made (text to speech), else of each audio input it
+  heard (transcription): the audio's probed duration, else one minute;
 - ``per_request``: once per execution.
 
 Failed, refused and retried requests are not billed (providers do not charge for them, or
@@ -123,8 +124,11 @@ def _priced(
         seconds = float(config.parameters.get("duration") or DEFAULT_VIDEO_SECONDS)
         cost += len(_media(outputs, "video")) * seconds * price.per_video_second
     if price.per_audio_minute:
-        for audio in _media(inputs, "audio"):
-            cost += float(audio.get("duration_s") or 60.0) / 60.0 * price.per_audio_minute
+        # Speech models bill the audio they make, transcription models the audio they hear.
+        # Media values carry ``duration`` (``duration_s`` in traces of earlier versions).
+        for audio in _media(outputs, "audio") or _media(inputs, "audio"):
+            seconds = audio.get("duration") or audio.get("duration_s") or 60.0
+            cost += float(seconds) / 60.0 * price.per_audio_minute
     return cost
 
 
@@ -162,6 +166,8 @@ def estimate_item_cost(plan: Plan) -> float | None:
             outputs = {"image": {"type": "image"}}
         elif "video" in kinds:
             outputs = {"video": {"type": "video"}}
+        elif "audio" in kinds:
+            outputs = {"audio": {"type": "audio"}}
         inputs: dict[str, Any] = dict(fake_in)
         if any(p.type.value == "audio" for p in getattr(node, "inputs", ())):
             inputs["audio"] = {"type": "audio"}
