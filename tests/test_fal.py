@@ -559,3 +559,32 @@ async def test_the_fal_key_is_never_sent_over_plain_http_even_if_fal_names_such_
         await ctx.aclose()
     assert Path(image.path).exists()
     assert not [url for url, auth in sent if auth and not url.startswith("https://")], sent
+
+
+async def test_a_failed_requests_error_text_never_shows_the_key(clock: Any, tmp_path: Path) -> None:
+    """fal's status carries the model's free-text error; a key echoed there is masked."""
+    secret = "fal-real-key-123456"
+    base = f"{QUEUE}/fal-ai/flux/requests/req-9"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if request.method == "POST":
+            return httpx.Response(200, json={"request_id": "req-9"})
+        if url.endswith("/status"):
+            error = f"runner crashed while calling upstream with {secret}"
+            return httpx.Response(
+                200, json={"status": "COMPLETED", "error": error, "error_type": "runner_error"}
+            )
+        if url == base:
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(fal_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        with pytest.raises(TransientProviderError) as info:
+            await engine.text_to_image(ctx, "a fox", SCHNELL, output_name="fox.png")
+    finally:
+        await ctx.aclose()
+    assert "runner crashed" in str(info.value) and secret not in str(info.value)

@@ -421,9 +421,9 @@ async def _run(
     except ProviderError as exc:
         raise _redacted(ctx, exc) from None
     if failed and not output:
+        reason = redact(str(status.get("error") or status.get("error_type")), ctx.keys.secrets())
         raise TransientProviderError(
-            f"fal request {handle.request_id} ({app.endpoint}) failed: "
-            f"{status.get('error') or status.get('error_type')}",
+            f"fal request {handle.request_id} ({app.endpoint}) failed: {reason[:300]}",
             provider=_NAME,
             code=str(status.get("error_type") or "failed"),
         )
