@@ -887,3 +887,29 @@ async def test_the_gemini_key_never_reaches_another_host_when_a_veo_video_is_dow
     assert seen["video-cdn.example.net/abc.mp4"] is None
     if redirected:
         assert seen["generativelanguage.googleapis.com/v1beta/files/abc:download"] == secret
+
+
+async def test_a_failed_veo_operations_message_never_shows_the_key(
+    clock: Any, tmp_path: Path, kite: Image
+) -> None:
+    """An operation's error message is free text: a key echoed there is masked."""
+    secret = "AIza-real-gemini-key-2"
+    operation = "models/veo-3.1-generate-preview/operations/op2"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if str(request.url).endswith(":predictLongRunning"):
+            return httpx.Response(200, json={"name": operation})
+        message = f"Backend failed for request with key {secret}"
+        return httpx.Response(
+            200, json={"name": operation, "done": True, "error": {"code": 13, "message": message}}
+        )
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(google_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        with pytest.raises(TransientProviderError) as info:
+            await engine.image_and_text_to_video(ctx, kite, "it flies", VEO, output_name="v")
+    finally:
+        await ctx.aclose()
+    assert "Backend failed" in str(info.value) and secret not in str(info.value)

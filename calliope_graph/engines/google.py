@@ -47,6 +47,7 @@ from calliope_graph.context import RunContext
 from calliope_graph.engines._http import (
     error_from_response,
     parse_json,
+    redact,
     request,
     with_retries,
 )
@@ -858,10 +859,13 @@ def _veo_parameters(image: Image, config: ModelConfig) -> dict[str, Any]:
     return out
 
 
-def _operation_error(name: str, error: dict[str, Any]) -> ProviderError:
-    """The taxonomy error of a finished operation's ``error`` (a google.rpc.Status)."""
+def _operation_error(
+    name: str, error: dict[str, Any], secrets: Sequence[str] = ()
+) -> ProviderError:
+    """The taxonomy error of a finished operation's ``error`` (a google.rpc.Status); its
+    free-text message with any of ``secrets`` masked."""
     code = error.get("code")
-    message = str(error.get("message") or "no reason given")
+    message = redact(str(error.get("message") or "no reason given"), secrets)[:400]
     text = f"google operation {name} failed (code {code}): {message}"
     if code == 3:  # INVALID_ARGUMENT
         return InvalidRequestError(
@@ -940,7 +944,7 @@ async def image_and_text_to_video(
     )
     error = operation.get("error")
     if isinstance(error, dict):
-        raise _operation_error(name, error)
+        raise _operation_error(name, error, ctx.keys.secrets())
     result = operation.get("response")
     videos = result.get("generateVideoResponse") if isinstance(result, dict) else None
     videos = videos if isinstance(videos, dict) else {}
