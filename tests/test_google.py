@@ -239,7 +239,12 @@ async def test_audio_over_20_mb_is_refused_without_loading_it_into_memory(
         fh.truncate(2 * 1024**3)
     audio = speech_file(tmp_path / "voice.wav").model_copy(update={"path": str(big)})
     reads: list[str] = []
-    monkeypatch.setattr(Audio, "read_bytes", lambda self: reads.append(self.path) or b"")
+
+    def read_bytes(self: Audio) -> bytes:
+        reads.append(self.path)
+        return b""
+
+    monkeypatch.setattr(Audio, "read_bytes", read_bytes)
     with pytest.raises(InvalidRequestError, match="over the 20 MB"):
         await engine.audio_to_text(ctx, audio, FLASH)
     assert reads == [] and sim.count("google") == 0
