@@ -412,3 +412,21 @@ def test_validate_refuses_a_ray_node_without_a_public_https_image_url(
     fixed = fixed.replace(", image_base_url: http://x.test/", "")
     spec.write_text(fixed)
     assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0
+
+
+async def test_a_start_image_from_outside_the_output_directory_is_copied_into_it(
+    rctx: RunContext, rec: Recorder, tmp_path: Path
+) -> None:
+    """A flow input (a webcam photo elsewhere on disk) is not in the served output directory:
+    it is copied there (``frames/``) first, so the URL Luma is given names a file that the
+    served directory holds, instead of a bare file name that resolves to nothing."""
+    outside = tmp_path / "elsewhere" / "webcam.png"
+    outside.parent.mkdir()
+    outside.write_bytes(image_bytes("a fox at the window", 320, 180))
+    await engine.image_and_text_to_video(
+        rctx, Image.open(outside), "the fox jumps", RAY, output_name="clip"
+    )
+    url = json.loads(rec.requests[0].content)["keyframes"]["frame0"]["url"]
+    assert url.startswith(f"{MEDIA}/frames/")
+    copied = rctx.store.root / url.removeprefix(f"{MEDIA}/")
+    assert copied.read_bytes() == outside.read_bytes()

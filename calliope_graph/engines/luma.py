@@ -19,8 +19,8 @@ only way to pass an image", docs.lumalabs.ai/docs/video-generation): no data URI
 uploads. Set the ``image_base_url`` model parameter to the https URL at which the output
 directory (the media store's root) is served, e.g. a bucket or CDN synced from it: the image
 ``<root>/frames/a.png`` is then sent as ``<image_base_url>/frames/a.png`` (an image outside
-the store goes by its file name). Without it the node fails before anything is paid for,
-saying so.
+the store, such as a flow input, is first copied into ``<root>/frames/``). Without it the
+node fails before anything is paid for, saying so (and ``validate`` refuses the flow).
 
 Parameters: ``aspect_ratio`` (default: the allowed ratio nearest the asked size or the
 image's shape), ``format`` (``jpg``/``png``) for images; ``duration`` (``5s``/``9s``, or 5 /
@@ -38,6 +38,8 @@ concepts, camera motions, ping and credits only), so there is no ``list_models``
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -166,6 +168,24 @@ def _image_base_problem(config: ModelConfig, served: str = "the output directory
 def check_video_config(config: ModelConfig) -> str | None:
     """Validation's check of a Ray config: the public image URL it cannot run without."""
     return _image_base_problem(config)
+
+
+async def _in_store(ctx: RunContext, image: Image) -> Image:
+    """``image`` itself when it is in the output directory (the directory image_base_url
+    serves), else a copy in its ``frames/`` folder (named by its content, so a retry or a
+    resume reuses it): a flow input elsewhere on disk would otherwise be sent as a URL
+    naming a file the served directory does not hold."""
+    path = Path(image.path).resolve()
+    if path.is_relative_to(ctx.store.root.resolve()):
+        return image
+    data = await asyncio.to_thread(image.read_bytes)
+    name = ctx.store.unique_name(
+        f"frames/{path.stem}", path.suffix or ".png", seed=hashlib.sha256(data).hexdigest()
+    )
+    target = ctx.store.path_for(name)
+    if not target.exists():
+        await asyncio.to_thread(ctx.store.write_bytes, name, data)
+    return image.model_copy(update={"path": str(target)})
 
 
 def image_url(ctx: RunContext, image: Image, config: ModelConfig) -> str:
@@ -317,8 +337,11 @@ async def image_and_text_to_video(
     ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
 ) -> Video:
     """Animate ``image`` (sent by its public URL, see the module docstring) as ``text``
-    describes with Ray; the MP4 is saved as ``output_name`` (with an ``.mp4`` extension)."""
-    url = image_url(ctx, image, config)
+    describes with Ray; the MP4 is saved as ``output_name`` (with an ``.mp4`` extension).
+    An image from outside the output directory is copied into its ``frames/`` first."""
+    if problem := _image_base_problem(config, f"the output directory {str(ctx.store.root)!r}"):
+        raise ConfigurationError(f"{problem}.")  # before anything is copied or paid for
+    url = image_url(ctx, await _in_store(ctx, image), config)
     body: dict[str, Any] = {
         "model": config.model.provider_model_name,
         "prompt": text.strip(),
