@@ -1242,10 +1242,12 @@ async def _check_models(models_: Any, provider: str | None, simulate: bool, as_j
         return code
     for p in report.providers:
         if p.skipped:
-            out_console.print(f"{p.provider}: skipped, {p.skipped}", markup=False)
+            out_console.print(f"{p.provider}: skipped, {p.skipped}", markup=False, soft_wrap=True)
             continue
         if p.error:
-            out_console.print(f"{p.provider}: could not ask ({p.error})", markup=False)
+            out_console.print(
+                f"{p.provider}: could not ask ({p.error})", markup=False, soft_wrap=True
+            )
             continue
         line = f"{p.provider}: {len(p.listed)} models listed"
         if p.missing:

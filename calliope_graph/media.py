@@ -30,8 +30,8 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Self
@@ -1204,7 +1204,7 @@ class MediaStore:
         total = 0
         async with aatomic_writer(path) as fh:
             with map_transport_errors(provider, what="download of its output"):
-                async with client.stream("GET", url, headers=headers) as response:
+                async with _get_stream(client, url, headers, provider) as response:
                     if response.status_code >= 400:
                         raise TransientProviderError(
                             f"Downloading {provider} output failed with HTTP "
@@ -1229,6 +1229,51 @@ class MediaStore:
                             )
                         fh.write(chunk)
         return path
+
+
+#: Redirects a download follows when it carries provider headers.
+MAX_DOWNLOAD_REDIRECTS = 10
+
+
+@asynccontextmanager
+async def _get_stream(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None, provider: str
+) -> AsyncIterator[httpx.Response]:
+    """``GET url`` as a stream. With ``headers`` (a provider key), redirects are followed
+    here and the headers dropped at the first one to another origin: httpx strips only
+    ``Authorization`` when it follows a redirect, and a key header such as
+    ``x-goog-api-key`` must not reach another host."""
+    from calliope_graph.errors import TransientProviderError
+
+    if not headers:
+        async with client.stream("GET", url) as response:
+            yield response
+        return
+    current, sent = httpx.URL(url), dict(headers)
+    for _ in range(MAX_DOWNLOAD_REDIRECTS + 1):
+        request = client.build_request("GET", current, headers=sent)
+        response = await client.send(request, stream=True, follow_redirects=False)
+        location = response.headers.get("location") if response.is_redirect else None
+        if not location:
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
+        await response.aclose()
+        target = current.join(location)
+        if (target.scheme, target.host, target.port) != (
+            current.scheme,
+            current.host,
+            current.port,
+        ):
+            sent = {}
+        current = target
+    raise TransientProviderError(
+        f"Downloading {provider} output was redirected more than {MAX_DOWNLOAD_REDIRECTS} "
+        "times: run the node again.",
+        provider=provider,
+    )
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:

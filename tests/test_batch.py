@@ -622,3 +622,48 @@ async def test_each_finished_event_sees_the_manifest_lines_of_the_items_finished
     simulator.sleep = Rendezvous(4)  # both items' calls answer in the same turn
     await batch(draw_flow(), path, out, simulator, concurrency=4, on_progress=on_progress)
     assert seen == list(range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "port", "value", "out"),
+    [
+        ("text_to_speech", "elevenlabs-multilingual-v2", "text",
+         "The fox walked along the harbour at dawn, looking for its lost lantern.", "audio"),
+        ("audio_to_text", "openai-gpt-transcribe", "audio", "voice.wav", "text"),
+    ],
+)  # fmt: skip
+def test_speech_is_priced_by_the_minutes_of_audio_made_or_heard(
+    tmp_path: Path, kind: str, model: str, port: str, value: str, out: str
+) -> None:
+    """Per-minute models cost what their audio lasts: the speech a TTS node made, the
+    recording a transcription heard (not nothing, not a flat minute)."""
+    from calliope_graph.config import catalog
+    from calliope_graph.media import Audio
+    from calliope_graph.testing import wav_bytes
+
+    voice = tmp_path / "voice.wav"
+    voice.write_bytes(wav_bytes("the harbour at dawn", seconds=3.0))
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        f"name: speech\ninputs:\n  {port}: {{type: {port if port == 'audio' else 'text'}}}\n"
+        f"nodes:\n  step:\n    kind: {kind}\n    model: {model}\n"
+        f"    inputs: {{{port}: inputs.{port}}}\n"
+        f"outputs:\n  result: step.{out}\n"
+    )
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({port: value}) + "\n")
+    result = CliRunner().invoke(
+        main,
+        ["batch", str(flow), "--inputs", str(rows), "--out", str(tmp_path / "b"), "--simulate"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    line = json.loads((tmp_path / "b" / "batch.jsonl").read_text().splitlines()[-1])
+    if kind == "text_to_speech":
+        seconds = Audio.open(tmp_path / "b" / line["outputs"]["result"]).duration
+    else:
+        seconds = Audio.open(voice).duration
+    assert seconds
+    price = catalog.get(model).price
+    assert price is not None and price.per_audio_minute
+    assert line["cost"] == pytest.approx(seconds / 60 * price.per_audio_minute, rel=1e-3)

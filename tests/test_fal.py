@@ -515,3 +515,76 @@ async def test_list_models_reads_every_page_of_fals_model_search(
     ids = await engine.list_models(ctx)
     assert sorted(ids) == sorted(APPS) and "fal-ai/flux/schnell" in ids
     assert sim.calls[("fal", "models")] == 3  # 8 apps, 3 a page
+
+
+async def test_the_fal_key_is_never_sent_over_plain_http_even_if_fal_names_such_urls(
+    clock: Any, tmp_path: Path
+) -> None:
+    """The submit answer's status/result URLs are used only on the configured origin: an
+    ``http://`` URL on fal's host (a downgrade) is replaced by the https one fal-client builds."""
+    secret = "fal-real-key"
+    sent: list[tuple[str, str | None]] = []
+    request_id = "req-1"
+    app = f"{QUEUE}/fal-ai/flux/requests/{request_id}"
+    insecure = app.replace("https://", "http://")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((str(request.url), request.headers.get("authorization")))
+        url = str(request.url)
+        if request.method == "POST":
+            return httpx.Response(
+                200,
+                json={
+                    "request_id": request_id,
+                    "status_url": f"{insecure}/status",
+                    "response_url": insecure,
+                    "cancel_url": f"{insecure}/cancel",
+                },
+            )
+        if url.endswith("/status"):
+            return httpx.Response(200, json={"status": "COMPLETED"})
+        if url == app:
+            picture = "https://v3.fal.media/files/a.png"
+            return httpx.Response(200, json={"images": [{"url": picture}]})
+        if url.startswith("https://v3.fal.media/"):
+            return httpx.Response(200, content=image_bytes("a fox", 64, 64))
+        return httpx.Response(404)
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(fal_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        image = await engine.text_to_image(ctx, "a fox", SCHNELL, output_name="fox.png")
+    finally:
+        await ctx.aclose()
+    assert Path(image.path).exists()
+    assert not [url for url, auth in sent if auth and not url.startswith("https://")], sent
+
+
+async def test_a_failed_requests_error_text_never_shows_the_key(clock: Any, tmp_path: Path) -> None:
+    """fal's status carries the model's free-text error; a key echoed there is masked."""
+    secret = "fal-real-key-123456"
+    base = f"{QUEUE}/fal-ai/flux/requests/req-9"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if request.method == "POST":
+            return httpx.Response(200, json={"request_id": "req-9"})
+        if url.endswith("/status"):
+            error = f"runner crashed while calling upstream with {secret}"
+            return httpx.Response(
+                200, json={"status": "COMPLETED", "error": error, "error_type": "runner_error"}
+            )
+        if url == base:
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(fal_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        with pytest.raises(TransientProviderError) as info:
+            await engine.text_to_image(ctx, "a fox", SCHNELL, output_name="fox.png")
+    finally:
+        await ctx.aclose()
+    assert "runner crashed" in str(info.value) and secret not in str(info.value)

@@ -51,7 +51,7 @@ from calliope_graph.inference import (
     text_to_text_inference,
 )
 from calliope_graph.media import Audio, Image, ImageAnalysis, MediaStore, Video
-from calliope_graph.simulate import Simulator
+from calliope_graph.simulate import Simulator, parse_faults
 from calliope_graph.simulate._speech import speech_seconds
 from calliope_graph.testing import image_bytes, mp4_info, wav_bytes
 
@@ -227,6 +227,27 @@ async def test_audio_gemini_cannot_read_is_refused_before_sending(
     with pytest.raises(InvalidRequestError, match="does not read audio/webm"):
         await engine.audio_to_text(ctx, audio, FLASH)
     assert sim.count("google") == 0
+
+
+async def test_audio_over_20_mb_is_refused_without_loading_it_into_memory(
+    ctx: RunContext, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long recording (here a sparse 2 GB file) is refused from its size on disk: it is
+    not read whole into memory (nor on the event loop) first."""
+    big = tmp_path / "long.wav"
+    with big.open("wb") as fh:
+        fh.truncate(2 * 1024**3)
+    audio = speech_file(tmp_path / "voice.wav").model_copy(update={"path": str(big)})
+    reads: list[str] = []
+
+    def read_bytes(self: Audio) -> bytes:
+        reads.append(self.path)
+        return b""
+
+    monkeypatch.setattr(Audio, "read_bytes", read_bytes)
+    with pytest.raises(InvalidRequestError, match="over the 20 MB"):
+        await engine.audio_to_text(ctx, audio, FLASH)
+    assert reads == [] and sim.count("google") == 0
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -510,6 +531,28 @@ async def test_per_model_limits_apply_to_the_model_in_the_path(clock: Any, tmp_p
     assert delay and delay[0]["retryDelay"].endswith("s")
 
 
+async def test_googles_429_says_when_to_retry_in_its_body_only_as_google_does(
+    clock: Any, tmp_path: Path
+) -> None:
+    """Gemini sends no Retry-After header (the wait is the body's RetryInfo.retryDelay), so
+    neither the simulated quota nor a rate_limit fault with a wait sends one: the engine is
+    tested reading the body, as it must with the real API."""
+    body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    url = f"{BASE}/models/gemini-3.8-flash:generateContent"
+    limited = Simulator(sleep=clock, limits={"google": {"rpm": 1}})
+    faulty = Simulator(sleep=clock, faults=parse_faults("rate_limit@google:retry_after=7"))
+    answers = []
+    for sim, calls in ((limited, 2), (faulty, 1)):
+        async with sim.client() as client:
+            for _ in range(calls):
+                answer = await client.post(url, json=body, headers=key_header(sim))
+        answers.append(answer)
+    for answer in answers:
+        assert answer.status_code == 429 and "retry-after" not in answer.headers
+        assert engine.retry_delay(answer) is not None
+    assert engine.retry_delay(answers[1]) == 7.0
+
+
 async def test_the_engine_waits_out_the_simulated_quota(clock: Any, tmp_path: Path) -> None:
     sim = Simulator(sleep=clock, clock=lambda: clock.now, limits={"google": {"rps": 1}})
     ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
@@ -781,3 +824,97 @@ async def test_simulate_prints_the_gemini_variables(sim: Simulator) -> None:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if "export" in line)
     assert exports["GEMINI_API_KEY"] == sim.key_for("google")
     assert exports["GEMINI_BASE_URL"].endswith("/google")
+
+
+async def test_simulate_exports_win_over_a_google_api_key_already_in_the_shell(
+    sim: Simulator,
+) -> None:
+    """A user whose shell holds a real GOOGLE_API_KEY pastes the simulator's exports: the
+    project (and google-genai, which read GOOGLE_API_KEY first) must then use the fake key
+    and the loopback server, not send the real key to it."""
+    from calliope_graph.simulate.server import SimulatorServer
+
+    async with SimulatorServer(sim, port=0) as server:
+        exports = server.environment()
+    shell = {"GOOGLE_API_KEY": "real-google-key", "GOOGLE_GEMINI_BASE_URL": "https://x.test"}
+    keys = KeysModel.from_env({**shell, **exports})
+    assert keys.require("google") == sim.key_for("google")
+    assert keys.base_url("google") == exports["GEMINI_BASE_URL"]
+    # what google-genai reads (GOOGLE_API_KEY first; GOOGLE_GEMINI_BASE_URL for its host)
+    assert exports["GOOGLE_API_KEY"] == sim.key_for("google")
+    assert exports["GOOGLE_GEMINI_BASE_URL"] == exports["GEMINI_BASE_URL"]
+
+
+@pytest.mark.parametrize("redirected", [True, False])
+async def test_the_gemini_key_never_reaches_another_host_when_a_veo_video_is_downloaded(
+    clock: Any, tmp_path: Path, kite: Image, redirected: bool
+) -> None:
+    """Veo's file URI is fetched with the key on Google's host only: not when the operation
+    names another host, nor after a redirect to one (httpx strips only Authorization)."""
+    from calliope_graph.testing import mp4_bytes
+
+    secret = "AIza-real-gemini-key"
+    seen: dict[str, str | None] = {}
+    api = f"{BASE}/files/abc:download?alt=media"
+    cdn = "https://video-cdn.example.net/abc.mp4"
+    operation = "models/veo-3.1-generate-preview/operations/op1"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        seen[request.url.host + request.url.path] = request.headers.get("x-goog-api-key")
+        if url.endswith(":predictLongRunning"):
+            return httpx.Response(200, json={"name": operation})
+        if url.endswith(operation):
+            uri = api if redirected else cdn
+            sample = {"video": {"uri": uri}}
+            return httpx.Response(
+                200,
+                json={
+                    "name": operation,
+                    "done": True,
+                    "response": {"generateVideoResponse": {"generatedSamples": [sample]}},
+                },
+            )
+        if url == api:
+            return httpx.Response(302, headers={"location": cdn})
+        if url == cdn:
+            return httpx.Response(200, content=mp4_bytes("a kite", seconds=1.0))
+        return httpx.Response(404)
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(google_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        video = await engine.image_and_text_to_video(ctx, kite, "it flies", VEO, output_name="v")
+    finally:
+        await ctx.aclose()
+    assert Path(video.path).stat().st_size > 0
+    assert seen["video-cdn.example.net/abc.mp4"] is None
+    if redirected:
+        assert seen["generativelanguage.googleapis.com/v1beta/files/abc:download"] == secret
+
+
+async def test_a_failed_veo_operations_message_never_shows_the_key(
+    clock: Any, tmp_path: Path, kite: Image
+) -> None:
+    """An operation's error message is free text: a key echoed there is masked."""
+    secret = "AIza-real-gemini-key-2"
+    operation = "models/veo-3.1-generate-preview/operations/op2"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if str(request.url).endswith(":predictLongRunning"):
+            return httpx.Response(200, json={"name": operation})
+        message = f"Backend failed for request with key {secret}"
+        return httpx.Response(
+            200, json={"name": operation, "done": True, "error": {"code": 13, "message": message}}
+        )
+
+    ctx = make_ctx(
+        httpx.MockTransport(handler), KeysModel(google_api_key=secret), clock, tmp_path / "o"
+    )
+    try:
+        with pytest.raises(TransientProviderError) as info:
+            await engine.image_and_text_to_video(ctx, kite, "it flies", VEO, output_name="v")
+    finally:
+        await ctx.aclose()
+    assert "Backend failed" in str(info.value) and secret not in str(info.value)

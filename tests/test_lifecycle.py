@@ -466,3 +466,35 @@ def test_a_model_used_for_a_kind_it_does_not_serve_is_refused_before_running(
     result = cli("validate", str(flow))
     assert result.exit_code == EXIT_CODES["invalid_flow"]
     assert "serves only text_to_image, not text_to_text" in result.stderr
+
+
+def test_the_readme_says_which_providers_models_check_asks_and_which_it_skips() -> None:
+    """Every provider whose engine lists its models is named as asked by ``models --check``
+    in the README, and every other one (but langchain, local) as skipped."""
+    from calliope_graph.config import InferenceModelProvider
+    from calliope_graph.model_list import list_function
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("`calliope-graph models --check` asks")
+    asked, _, skipped = text[start : text.index("are providers you have no key for")].partition(
+        "The others are skipped"
+    )
+
+    def named(provider: InferenceModelProvider, where: str) -> bool:
+        words = {"hugging_face": "Hugging Face", "azure_vision": "Azure Vision"}
+        return words.get(provider.value, provider.value).lower() in where.lower()
+
+    for provider in InferenceModelProvider:
+        if provider.value == "langchain":
+            continue
+        where = asked if list_function(provider) is not None else skipped
+        assert named(provider, where), (provider.value, where)
+
+
+def test_models_check_prints_one_line_per_provider_however_long() -> None:
+    """Each provider's verdict is one line (greppable), skipped ones included."""
+    result = cli("models", "--check", "--simulate")
+    assert result.exit_code == 0, result.output
+    providers = {config.provider.value for _, config in catalog.items()}
+    lines = result.stdout.splitlines()
+    assert sorted(line.split(":", 1)[0] for line in lines) == sorted(providers), lines

@@ -383,3 +383,50 @@ async def test_the_functional_api_draws_and_animates_on_luma(
     videos = [g for g in sim.state("luma")["generations"].values() if g.kind == "video"]
     # an image outside the output directory goes by its file name under image_base_url
     assert videos[0].request["keyframes"]["frame0"]["url"] == f"{MEDIA}/frame.png"
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [("", "set the image_base_url"), (", image_base_url: http://x.test/", "https")],
+)
+def test_validate_refuses_a_ray_node_without_a_public_https_image_url(
+    tmp_path: Path, params: str, said: str
+) -> None:
+    """`calliope-graph validate` (and so run and batch, before anything is paid) says what
+    Luma needs, instead of a node failing mid-run."""
+    spec = tmp_path / "ray.yaml"
+    spec.write_text(
+        "name: ray\ninputs:\n  image: {type: image}\n  text: {type: text}\n"
+        "nodes:\n  clip:\n    kind: image_and_text_to_video\n"
+        "    inputs: {image: inputs.image, text: inputs.text}\n"
+        f"    model: {{slug: luma-ray-2, model_parameters: {{duration: 5s{params}}},\n"
+        f"            model: {catalog.get('luma-ray-2').model.model_dump_json()}}}\n"
+        "outputs:\n  video: clip.video\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(spec)], catch_exceptions=False)
+    assert result.exit_code == 4, result.output
+    assert "node 'clip'" in result.output and said in result.output
+    with pytest.raises(ConfigurationError, match=said):
+        Flow.load(spec).validate()
+    fixed = spec.read_text().replace("duration: 5s", f"duration: 5s, image_base_url: '{MEDIA}'")
+    fixed = fixed.replace(", image_base_url: http://x.test/", "")
+    spec.write_text(fixed)
+    assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0
+
+
+async def test_a_start_image_from_outside_the_output_directory_is_copied_into_it(
+    rctx: RunContext, rec: Recorder, tmp_path: Path
+) -> None:
+    """A flow input (a webcam photo elsewhere on disk) is not in the served output directory:
+    it is copied there (``frames/``) first, so the URL Luma is given names a file that the
+    served directory holds, instead of a bare file name that resolves to nothing."""
+    outside = tmp_path / "elsewhere" / "webcam.png"
+    outside.parent.mkdir()
+    outside.write_bytes(image_bytes("a fox at the window", 320, 180))
+    await engine.image_and_text_to_video(
+        rctx, Image.open(outside), "the fox jumps", RAY, output_name="clip"
+    )
+    url = json.loads(rec.requests[0].content)["keyframes"]["frame0"]["url"]
+    assert url.startswith(f"{MEDIA}/frames/")
+    copied = rctx.store.root / url.removeprefix(f"{MEDIA}/")
+    assert copied.read_bytes() == outside.read_bytes()

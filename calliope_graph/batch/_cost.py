@@ -175,6 +175,8 @@ def estimate_item_cost(plan: Plan) -> float | None:
             outputs = {"image": {"type": "image"}}
         elif "video" in kinds:
             outputs = {"video": {"type": "video"}}
+        elif "audio" in kinds:
+            outputs = {"audio": {"type": "audio"}}
         inputs: dict[str, Any] = dict(fake_in)
         if any(p.type.value == "audio" for p in getattr(node, "inputs", ())):
             inputs["audio"] = {"type": "audio"}

@@ -29,9 +29,11 @@ __all__ = [
     "TextToImageEngine",
     "TextToSpeechEngine",
     "TextToTextEngine",
+    "config_problem",
     "get_engine",
     "markdown_matrix",
     "register",
+    "register_check",
     "supported",
     "write_matrix",
 ]
@@ -135,6 +137,31 @@ def register(conversion: Conversion, provider: InferenceModelProvider) -> Callab
         return fn
 
     return deco
+
+
+#: Checks an engine makes of a model config before anything runs (a flow's validation):
+#: each returns what is wrong and how to fix it, or None.
+_CHECKS: dict[tuple[Conversion, InferenceModelProvider], Callable[[ModelConfig], str | None]] = {}
+
+
+def register_check(
+    conversion: Conversion, provider: InferenceModelProvider
+) -> Callable[[Callable[[ModelConfig], str | None]], Callable[[ModelConfig], str | None]]:
+    """Decorator: a check of (conversion, provider) model configs that validation runs, for
+    what an engine needs that the config alone shows (Luma Ray: a public image URL)."""
+
+    def deco(fn: Callable[[ModelConfig], str | None]) -> Callable[[ModelConfig], str | None]:
+        _CHECKS[(conversion, provider)] = fn
+        return fn
+
+    return deco
+
+
+def config_problem(conversion: Conversion, config: ModelConfig) -> str | None:
+    """What the engine for ``conversion`` says is wrong with ``config`` (None: nothing)."""
+    _load()
+    check = _CHECKS.get((conversion, config.provider))
+    return check(config) if check is not None else None
 
 
 def _load() -> None:

@@ -251,18 +251,22 @@ class _Handle:
 
 
 def _handle(ctx: RunContext, app: AppId, answer: dict[str, Any]) -> _Handle:
-    """The request's URLs: the submit answer's when they are on the configured host (the key
-    goes there), else built the way fal-client builds them."""
+    """The request's URLs: the submit answer's when they are on the configured origin
+    (scheme, host and port: the key goes there, never over a downgrade to http), else built
+    the way fal-client builds them."""
     base = ctx.keys.base_url(PROVIDER)
     request_id = str(answer["request_id"])
     built = f"{base}/{app.queue}/requests/{request_id}"
-    host = httpx.URL(base).host
+    configured = httpx.URL(base)
+    origin = (configured.scheme, configured.host, configured.port)
 
     def url(key: str, fallback: str) -> str:
         given = answer.get(key)
         usable = isinstance(given, str) and given.startswith(("https://", "http://"))
-        if usable and httpx.URL(str(given)).host == host:
-            return str(given)
+        if usable:
+            target = httpx.URL(str(given))
+            if (target.scheme, target.host, target.port) == origin:
+                return str(given)
         return fallback
 
     return _Handle(
@@ -417,9 +421,9 @@ async def _run(
     except ProviderError as exc:
         raise _redacted(ctx, exc) from None
     if failed and not output:
+        reason = redact(str(status.get("error") or status.get("error_type")), ctx.keys.secrets())
         raise TransientProviderError(
-            f"fal request {handle.request_id} ({app.endpoint}) failed: "
-            f"{status.get('error') or status.get('error_type')}",
+            f"fal request {handle.request_id} ({app.endpoint}) failed: {reason[:300]}",
             provider=_NAME,
             code=str(status.get("error_type") or "failed"),
         )

@@ -26,6 +26,7 @@ ai.google.dev/api/models) and the guides cited beside each engine.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -46,6 +47,7 @@ from calliope_graph.context import RunContext
 from calliope_graph.engines._http import (
     error_from_response,
     parse_json,
+    redact,
     request,
     with_retries,
 )
@@ -688,8 +690,8 @@ async def audio_to_text(
             provider=_NAME,
             code="unsupported_audio",
         )
-    check_audio(audio, AUDIO_LIMITS, model)  # before anything is sent
-    data = audio.read_bytes()
+    check_audio(audio, AUDIO_LIMITS, model)  # before anything is read or sent
+    data = await asyncio.to_thread(audio.read_bytes)  # off the event loop (up to 20 MB)
     prompt = str(config.parameters.get("transcribe_prompt") or TRANSCRIBE_PROMPT)
     if language:
         prompt += f" The speech is in {language}."
@@ -863,10 +865,13 @@ def _veo_parameters(image: Image, config: ModelConfig) -> dict[str, Any]:
     return out
 
 
-def _operation_error(name: str, error: dict[str, Any]) -> ProviderError:
-    """The taxonomy error of a finished operation's ``error`` (a google.rpc.Status)."""
+def _operation_error(
+    name: str, error: dict[str, Any], secrets: Sequence[str] = ()
+) -> ProviderError:
+    """The taxonomy error of a finished operation's ``error`` (a google.rpc.Status); its
+    free-text message with any of ``secrets`` masked."""
     code = error.get("code")
-    message = str(error.get("message") or "no reason given")
+    message = redact(str(error.get("message") or "no reason given"), secrets)[:400]
     text = f"google operation {name} failed (code {code}): {message}"
     if code == 3:  # INVALID_ARGUMENT
         return InvalidRequestError(
@@ -945,7 +950,7 @@ async def image_and_text_to_video(
     )
     error = operation.get("error")
     if isinstance(error, dict):
-        raise _operation_error(name, error)
+        raise _operation_error(name, error, ctx.keys.secrets())
     result = operation.get("response")
     videos = result.get("generateVideoResponse") if isinstance(result, dict) else None
     videos = videos if isinstance(videos, dict) else {}
@@ -974,9 +979,23 @@ async def image_and_text_to_video(
     )
     max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
     path = await ctx.store.download(
-        ctx.client, uri, target, max_bytes=max_bytes, provider=_NAME, headers=_headers(ctx)
+        ctx.client,
+        uri,
+        target,
+        max_bytes=max_bytes,
+        provider=_NAME,
+        headers=_file_headers(ctx, uri),
     )
     return Video.open(path)
+
+
+def _file_headers(ctx: RunContext, uri: str) -> dict[str, str] | None:
+    """The key for a file URI on the Gemini API's own origin (``files/...:download``), and
+    nothing for any other host: the key must not leave Google's API (the download itself
+    drops it on a redirect elsewhere, ``MediaStore.download``)."""
+    api, target = httpx.URL(_base(ctx)), httpx.URL(uri)
+    same = (api.scheme, api.host, api.port) == (target.scheme, target.host, target.port)
+    return _headers(ctx) if same else None
 
 
 # -- text -> speech ------------------------------------------------------------------------

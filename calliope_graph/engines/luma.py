@@ -19,8 +19,8 @@ only way to pass an image", docs.lumalabs.ai/docs/video-generation): no data URI
 uploads. Set the ``image_base_url`` model parameter to the https URL at which the output
 directory (the media store's root) is served, e.g. a bucket or CDN synced from it: the image
 ``<root>/frames/a.png`` is then sent as ``<image_base_url>/frames/a.png`` (an image outside
-the store goes by its file name). Without it the node fails before anything is paid for,
-saying so.
+the store, such as a flow input, is first copied into ``<root>/frames/``). Without it the
+node fails before anything is paid for, saying so (and ``validate`` refuses the flow).
 
 Parameters: ``aspect_ratio`` (default: the allowed ratio nearest the asked size or the
 image's shape), ``format`` (``jpg``/``png``) for images; ``duration`` (``5s``/``9s``, or 5 /
@@ -38,6 +38,8 @@ concepts, camera motions, ping and credits only), so there is no ``list_models``
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -52,7 +54,7 @@ from calliope_graph.context import RunContext
 from calliope_graph.engines._http import bearer, parse_json, redact, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
-from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._registry import Conversion, register, register_check
 from calliope_graph.errors import (
     ConfigurationError,
     ContentPolicyError,
@@ -68,6 +70,7 @@ __all__ = [
     "ASPECT_RATIOS",
     "MAX_IMAGE_BYTES",
     "MAX_VIDEO_BYTES",
+    "check_video_config",
     "describe",
     "error_for_failure",
     "image_and_text_to_video",
@@ -144,23 +147,53 @@ def error_for_failure(generation_id: str, reason: str) -> ProviderError:
     )
 
 
-def image_url(ctx: RunContext, image: Image, config: ModelConfig) -> str:
-    """The public URL Luma downloads ``image`` from (see the module docstring)."""
+def _image_base_problem(config: ModelConfig, served: str = "the output directory") -> str | None:
     base = config.parameters.get("image_base_url")
     if not base:
-        raise ConfigurationError(
+        return (
             f"Luma takes the start frame only as a public https URL, not as a file or a data "
             f"URI: set the image_base_url model parameter of {config.slug!r} to the URL where "
-            f"the output directory {str(ctx.store.root)!r} is served (e.g. "
-            "https://media.example.com/story/), or use a video engine that takes the image "
-            "itself (fal, runway)."
+            f"{served} is served (e.g. https://media.example.com/story/), or use a video "
+            "engine that takes the image itself (fal, runway)"
         )
-    base = str(base)
-    if not base.startswith("https://"):
-        raise ConfigurationError(
-            f"image_base_url of {config.slug!r} is {base!r}: Luma downloads keyframes over "
-            "https only; give an https:// URL."
+    if not str(base).startswith("https://"):
+        return (
+            f"image_base_url of {config.slug!r} is {str(base)!r}: Luma downloads keyframes "
+            "over https only; give an https:// URL"
         )
+    return None
+
+
+@register_check(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
+def check_video_config(config: ModelConfig) -> str | None:
+    """Validation's check of a Ray config: the public image URL it cannot run without."""
+    return _image_base_problem(config)
+
+
+async def _in_store(ctx: RunContext, image: Image) -> Image:
+    """``image`` itself when it is in the output directory (the directory image_base_url
+    serves), else a copy in its ``frames/`` folder (named by its content, so a retry or a
+    resume reuses it): a flow input elsewhere on disk would otherwise be sent as a URL
+    naming a file the served directory does not hold."""
+    path = Path(image.path).resolve()
+    if path.is_relative_to(ctx.store.root.resolve()):
+        return image
+    data = await asyncio.to_thread(image.read_bytes)
+    name = ctx.store.unique_name(
+        f"frames/{path.stem}", path.suffix or ".png", seed=hashlib.sha256(data).hexdigest()
+    )
+    target = ctx.store.path_for(name)
+    if not target.exists():
+        await asyncio.to_thread(ctx.store.write_bytes, name, data)
+    return image.model_copy(update={"path": str(target)})
+
+
+def image_url(ctx: RunContext, image: Image, config: ModelConfig) -> str:
+    """The public URL Luma downloads ``image`` from (see the module docstring)."""
+    problem = _image_base_problem(config, f"the output directory {str(ctx.store.root)!r}")
+    if problem:
+        raise ConfigurationError(f"{problem}.")
+    base = str(config.parameters["image_base_url"])
     path = Path(image.path).resolve()
     try:
         relative = path.relative_to(ctx.store.root).as_posix()
@@ -304,8 +337,11 @@ async def image_and_text_to_video(
     ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
 ) -> Video:
     """Animate ``image`` (sent by its public URL, see the module docstring) as ``text``
-    describes with Ray; the MP4 is saved as ``output_name`` (with an ``.mp4`` extension)."""
-    url = image_url(ctx, image, config)
+    describes with Ray; the MP4 is saved as ``output_name`` (with an ``.mp4`` extension).
+    An image from outside the output directory is copied into its ``frames/`` first."""
+    if problem := _image_base_problem(config, f"the output directory {str(ctx.store.root)!r}"):
+        raise ConfigurationError(f"{problem}.")  # before anything is copied or paid for
+    url = image_url(ctx, await _in_store(ctx, image), config)
     body: dict[str, Any] = {
         "model": config.model.provider_model_name,
         "prompt": text.strip(),

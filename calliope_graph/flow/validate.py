@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
-from calliope_graph.engines import supported
+from calliope_graph.engines._registry import config_problem, supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
 from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
 from calliope_graph.flow.spec import (
@@ -228,6 +228,9 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
         )
     if problem := config.model.kind_problem(node.conversion.value):
         raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "model")
+    # What the engine needs that the config alone shows (engines._registry.register_check).
+    if problem := config_problem(node.conversion, config):
+        raise ConfigurationError(f"node {name!r}: {problem}.")
 
 
 class ValueType(NamedTuple):

@@ -401,6 +401,9 @@ class ProviderFake(ABC):
     rate_limited: ClassVar[Failure]
     #: How the provider reports its limits on every response (None: it does not).
     limit_headers: ClassVar[LimitHeaders | None] = None
+    #: Whether its 429s carry a ``Retry-After`` header (Gemini's do not: the wait is in the
+    #: body, which the fake's ``rate_limited`` failure fills from ``{retry_after}``).
+    retry_after_header: ClassVar[bool] = True
     #: Seconds the provider refuses everything after a limit's 429 unless ``block=`` says.
     limit_block: ClassVar[float | None] = None
     #: Endpoints that count against the limits (None: all of them).
@@ -687,8 +690,10 @@ class Simulator:
         refusal = max(refusals, key=lambda r: r.retry_after)
         values = refusal.values(fake.model_of(request))
         failure = fake.rate_limited.filled(**values)
-        headers = {"retry-after": values["retry_after"], **failure.headers}
-        failure = replace(failure, headers=headers)
+        if fake.retry_after_header:
+            failure = replace(
+                failure, headers={"retry-after": values["retry_after"], **failure.headers}
+            )
         return fake.envelope(failure)
 
     def _authenticate(self, fake: ProviderFake, request: httpx.Request) -> httpx.Response | None:
@@ -760,7 +765,11 @@ class Simulator:
             if fault.kind in _ERROR_FAULTS:
                 wait = fake.retry_after if fault.retry_after is None else f"{fault.retry_after:g}"
                 failure: Failure = getattr(fake.errors, fault.kind).filled(retry_after=wait)
-                if fault.kind == "rate_limit" and fault.retry_after is not None:
+                if (
+                    fault.kind == "rate_limit"
+                    and fault.retry_after is not None
+                    and fake.retry_after_header
+                ):
                     failure = replace(failure, headers={**failure.headers, "retry-after": wait})
                 return fake.envelope(failure)
             if fault.kind == "auth":

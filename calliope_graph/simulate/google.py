@@ -299,7 +299,8 @@ class GoogleFake(ProviderFake):
         overloaded=Failure(503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
     )
     # Over a configured limit: the quota message naming the metric, limit and model, with
-    # QuotaFailure and RetryInfo details. Gemini sends no rate-limit headers.
+    # QuotaFailure and RetryInfo details. Gemini sends no rate-limit headers, not even
+    # Retry-After (its SDKs read RetryInfo.retryDelay; see retry_after_header below).
     rate_limited = Failure(
         429,
         "RESOURCE_EXHAUSTED",
@@ -309,6 +310,7 @@ class GoogleFake(ProviderFake):
         "limit: {limit}, model: {model}\nPlease retry in {retry_after}s.",
         extra={"retry_delay": "{retry_after}s", "quota_limit": "{limit}", "model": "{model}"},
     )
+    retry_after_header = False
     # Operation polls and file downloads are not generation requests.
     limit_endpoints = (
         "generateContent",

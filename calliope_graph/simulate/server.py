@@ -47,6 +47,14 @@ _FRAMING = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive")
 )
 _TEXT_TYPES = ("json", "text", "xml", "x-www-form-urlencoded")
+#: Other variables that name a provider's key / base URL and win over (or stand in for) the
+#: ones in ``config._ENV``: exported too, so a real key already in the shell is not sent to
+#: the simulator. google-genai reads GOOGLE_API_KEY before GEMINI_API_KEY and its host from
+#: GOOGLE_GEMINI_BASE_URL (googleapis/python-genai google/genai/_api_client.py
+#: get_env_api_key, google/genai/_base_url.py); KeysModel.from_env reads both the same way.
+_ALSO_EXPORTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "google": (("GOOGLE_API_KEY",), ("GOOGLE_GEMINI_BASE_URL",)),
+}
 
 
 class SimulatorServer:
@@ -93,6 +101,9 @@ class SimulatorServer:
             if name in urls:
                 env[url_var] = urls[name]
                 env[key_var] = self.sim.key_for(name)
+                also_keys, also_urls = _ALSO_EXPORTED.get(name, ((), ()))
+                env.update(dict.fromkeys(also_keys, env[key_var]))
+                env.update(dict.fromkeys(also_urls, env[url_var]))
         return env
 
     # -- lifecycle --------------------------------------------------------------------------
