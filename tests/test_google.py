@@ -36,6 +36,7 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
+    MediaError,
     ProviderTimeoutError,
     RateLimitError,
     TransientProviderError,
@@ -245,7 +246,7 @@ async def test_audio_over_20_mb_is_refused_without_loading_it_into_memory(
         return b""
 
     monkeypatch.setattr(Audio, "read_bytes", read_bytes)
-    with pytest.raises(InvalidRequestError, match="over the 20 MB"):
+    with pytest.raises(MediaError, match=r"over the 20\.0 MiB"):
         await engine.audio_to_text(ctx, audio, FLASH)
     assert reads == [] and sim.count("google") == 0
 
