@@ -185,3 +185,32 @@ def test_a_video_duration_given_as_text_is_priced_by_its_seconds() -> None:
         videos = {"clip": {"type": "video", "path": "clip.mp4", "mime": "video/mp4"}}
         figures = estimate_figures(config.price, config, {}, videos, {"duration": given})
         assert figures["video_seconds"] == seconds, given
+
+
+def test_a_gemini_call_is_priced_from_the_tokens_its_answer_reports(tmp_path: Path) -> None:
+    """Gemini's ``usageMetadata`` (image tokens included) prices the call, not characters / 4."""
+    from calliope_graph.config import catalog
+    from calliope_graph.flow import Flow
+    from calliope_graph.simulate import Simulator
+    from calliope_graph.testing import image_bytes
+
+    picture = tmp_path / "kite.png"
+    picture.write_bytes(image_bytes("a red kite over a harbour", 320, 180))
+    flow = Flow("gemini_vision")
+    image = flow.input("image", "image")
+    node = flow.add("look", "analyze_image", {"image": image}, model="google-gemini-flash")
+    flow.output("analysis", node["analysis"])
+    result = flow.invoke({"image": str(picture)}, out_dir=tmp_path / "out", simulator=Simulator())
+    (execution,) = [e for e in result.trace.executions if e.node == "look"]
+    (call,) = execution.provider_calls
+    assert call.estimated == []  # every figure came from the answer
+    assert {"input_tokens", "output_tokens", "image_input_tokens"} <= set(call.reported)
+    assert call.usage["image_input_tokens"] == 258  # one inline image, as Gemini counts it
+    assert call.usage["input_tokens"] > 258 and call.response_model == "gemini-3.8-flash"
+    price = catalog.get("google-gemini-flash").price
+    assert price is not None and price.input_per_1k_tokens and price.output_per_1k_tokens
+    expected = (
+        call.usage["input_tokens"] / 1000 * price.input_per_1k_tokens
+        + call.usage["output_tokens"] / 1000 * price.output_per_1k_tokens
+    )
+    assert call.cost_usd == execution.cost_usd == round(expected, 8)
