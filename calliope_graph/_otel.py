@@ -58,7 +58,9 @@ CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 #: Our provider names → ``gen_ai.provider.name`` where the conventions list the provider;
 #: the others keep our name (the conventions ask for the instrumentation's best knowledge).
-_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic"}
+#: ``gcp.gemini``: "Used when accessing the 'generativelanguage.googleapis.com' endpoint"
+#: (open-telemetry/semantic-conventions, model/gen-ai/registry.yaml), the one ours calls.
+_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
 
 #: Usage figures → span attributes (``gen_ai.usage.*`` where the conventions name one).
 _USAGE_ATTRIBUTES = {

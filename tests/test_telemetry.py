@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _support import assert_secrets_absent, failures_under_faults, make_ctx
 from opentelemetry import metrics, trace
@@ -210,6 +211,81 @@ async def test_a_batch_items_traces_link_to_the_batch_span(
     for run in runs:
         assert [link.context.span_id for link in run.links] == [batch.context.span_id]
     assert _attributes(batch)["calliope.batch.ok"] == 2
+
+
+#: Each conversion of the newer providers: (kind, model, input ports, operation expected).
+_NEW_PROVIDER_CALLS: list[tuple[str, Any, dict[str, str], str]] = [
+    ("text_to_text", "google-gemini-flash", {"text": "text"}, "generate_content"),
+    ("analyze_image", "google-gemini-flash", {"image": "image"}, "image_analysis"),
+    ("audio_to_text", "google-gemini-flash", {"audio": "audio"}, "transcription"),
+    ("text_to_image", "google-gemini-image", {"prompt": "text"}, "image_generation"),
+    ("text_to_speech", "google-gemini-tts", {"text": "text"}, "speech_generation"),
+    ("image_and_text_to_video", "google-veo", {"image": "image", "text": "text"},
+     "video_generation"),
+    ("text_to_image", "fal-flux-schnell", {"prompt": "text"}, "image_generation"),
+    ("image_and_text_to_video", "fal-kling-video", {"image": "image", "text": "text"},
+     "video_generation"),
+    ("text_to_image", "luma-photon", {"prompt": "text"}, "image_generation"),
+    ("image_and_text_to_video", "luma-ray-2", {"image": "image", "text": "text"},
+     "video_generation"),
+]  # fmt: skip
+
+
+async def test_google_fal_and_luma_calls_carry_their_genai_operation_model_and_usage(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path
+) -> None:
+    from calliope_graph.config import catalog
+    from calliope_graph.testing import wav_bytes
+
+    media = "https://media.example.com/story"
+    outputs = {"text_to_text": "text", "analyze_image": "analysis", "audio_to_text": "text",
+               "text_to_image": "image", "text_to_speech": "audio",
+               "image_and_text_to_video": "video"}  # fmt: skip
+    for i, (kind, model, ports, operation) in enumerate(_NEW_PROVIDER_CALLS):
+        ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / str(i))
+        picture = ctx.store.write_bytes("frames/kite.png", image_bytes("a red kite", 320, 180))
+        sim.serve_download(  # Luma fetches the start image from its public URL
+            f"{media}/frames/kite.png",
+            httpx.Response(
+                200, content=Path(picture).read_bytes(), headers={"content-type": "image/png"}
+            ),
+        )
+        voice = tmp_path / f"voice{i}.wav"
+        voice.write_bytes(wav_bytes("the harbour at dawn", seconds=1.0))
+        values = {"text": "the red kite dives over the harbour", "image": str(picture),
+                  "audio": str(voice)}  # fmt: skip
+        config = catalog.get(model)
+        if model == "luma-ray-2":
+            config = config.with_parameters(image_base_url=media)
+        flow = Flow(f"one_{i}")
+        wired = {port: flow.input(port, ptype) for port, ptype in ports.items()}
+        flow.output("out", flow.add("node", kind, wired, model=config)[outputs[kind]])
+        otel.spans.clear()
+        try:
+            inputs = {port: values[ptype] for port, ptype in ports.items()}
+            await flow.ainvoke(inputs, out_dir=tmp_path / str(i), ctx=ctx)
+        finally:
+            await ctx.aclose()
+        (call,) = [s for s in otel.finished() if s.kind is trace.SpanKind.CLIENT]
+        attrs = _attributes(call)
+        provider = config.model.provider
+        assert attrs["gen_ai.operation.name"] == operation, model
+        assert attrs["gen_ai.provider.name"] == {"google": "gcp.gemini"}.get(provider, provider)
+        assert attrs["gen_ai.request.model"] == config.model.provider_model_name
+        assert call.name == f"{operation} {config.model.provider_model_name}"
+        if provider == "google" and kind != "image_and_text_to_video":  # generateContent
+            assert attrs["gen_ai.response.model"] == config.model.provider_model_name
+            assert attrs["gen_ai.usage.input_tokens"] > 0, model
+            assert attrs["gen_ai.usage.output_tokens"] > 0, model
+            assert {"input_tokens", "output_tokens"} <= set(attrs["calliope.usage.reported"])
+        if kind == "analyze_image":
+            assert attrs["gen_ai.usage.image.input_tokens"] == 258  # one inline image
+        if kind == "text_to_speech":  # Gemini TTS has no list price here: unknown, not $0
+            assert "gen_ai.usage.cost.amount" not in attrs
+        else:
+            assert attrs["gen_ai.usage.cost.amount"] > 0, model
+        if kind == "image_and_text_to_video":
+            assert attrs["calliope.usage.video_seconds"] > 0
 
 
 # -- nothing sensitive or heavy, for every provider ------------------------------------------------
