@@ -327,6 +327,12 @@ def _provider_flows(tmp: Path) -> dict[str, Flow]:
     )
     flow.output("out", node["video"])
     made["runway"] = flow
+    for provider, model in (("fal", "fal-flux-schnell"), ("luma", "luma-photon")):
+        flow = Flow(provider)
+        topic = flow.input("topic", "text")
+        flow.output("out", flow.add("node", TextToImage(model), {"prompt": topic})["image"])
+        made[provider] = flow
+    text("google", "google-gemini-flash")
     return made
 
 
@@ -389,6 +395,9 @@ async def test_no_key_media_bytes_or_base64_reach_telemetry_for_any_provider(
         "azure_vision",
         "hugging_face",
         "elevenlabs",
+        "gcp.gemini",
+        "fal",
+        "luma",
     }
     texts = _everything(spans)
     captured = [t for t in texts if "gen_ai.input.messages" in t or '"parts"' in t]
@@ -413,6 +422,9 @@ def _key_field(provider: str) -> str:
         "azure_vision": "azure_vision_key",
         "hugging_face": "huggingface_api_key",
         "elevenlabs": "elevenlabs_api_key",
+        "google": "google_api_key",
+        "fal": "fal_api_key",
+        "luma": "luma_api_key",
     }[provider]
 
 
