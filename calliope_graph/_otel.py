@@ -338,7 +338,7 @@ class RunRecorder:
             if running is not None:  # an engine retry inside the execution
                 running.add_event("retry", {"error.type": execution.error_class or "_OTHER"})
             elif key in self.failed:  # LangGraph runs the failed execution again
-                self._end(self.failed.pop(key), execution)
+                self._end(self.failed.pop(key), execution, count=False)
         elif kind in ("finished", "failed"):
             span = self.spans.pop(key) if key in self.spans else self._start(execution)
             self._release(key)
@@ -349,12 +349,12 @@ class RunRecorder:
             else:
                 self._end(span, execution)
         elif kind in ("skipped", "fallback"):
-            if key in self.failed:
-                span = self.failed.pop(key)
+            if key in self.failed:  # counted when it failed
+                self._end(self.failed.pop(key), execution, count=False)
             else:  # a node a switch did not take
                 span = self.spans.pop(key) if key in self.spans else self._start(execution)
                 self._release(key)
-            self._end(span, execution)
+                self._end(span, execution)
         elif kind == "cache_hit":
             self._end(self._start(execution), execution)
 
@@ -388,8 +388,10 @@ class RunRecorder:
             found = self.contexts[id(span)] = trace.set_span_in_context(span)
         return found
 
-    def _attributes(self, span: Span, execution: NodeExecution) -> None:
+    def _attributes(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
         # One set_attributes call (the SDK locks per call); zeros and defaults left out.
+        # ``count``: the limiter wait goes on its counter (once per execution: a failed
+        # execution's span gets its attributes again when a route takes it).
         attributes: dict[str, Any] = {"calliope.status": execution.status}
         if execution.cache_hit:
             attributes["calliope.cache_hit"] = True
@@ -413,13 +415,13 @@ class RunRecorder:
         span.set_attributes(attributes)
         if execution.status in ("failed", "interrupted"):
             span.set_status(Status(StatusCode.ERROR, execution.error_class or execution.status))
-        if execution.limit_wait and execution.provider and not execution.resumed:
+        if count and execution.limit_wait and execution.provider and not execution.resumed:
             self.meters["limiter_wait"].add(
                 execution.limit_wait, {"gen_ai.provider.name": _provider(execution.provider)}
             )
 
-    def _end(self, span: Span, execution: NodeExecution) -> None:
-        self._attributes(span, execution)
+    def _end(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
+        self._attributes(span, execution, count=count)
         span.end(end_time=_ns(execution.ended_at or execution.started_at))
         self.contexts.pop(id(span), None)
 

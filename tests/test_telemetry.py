@@ -192,7 +192,19 @@ async def test_failures_retries_and_routes_are_on_the_spans(
     node = next(s for s in spans if s.name == "node write")
     assert _attributes(node)["calliope.attempts"] == 2
     assert [e.name for e in node.events] == ["retry"]
-    assert sum(p.value for p in otel.metrics()["calliope.client.rate_limited"]) == 1
+    found = otel.metrics()
+    (limited,) = found["calliope.client.rate_limited"]
+    assert limited.value == 1 and limited.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    # The retry waited out the 429's cooldown on the shared limiter: the span and the
+    # counter (per provider) say how long.
+    waited = _attributes(node)["calliope.limiter.wait"]
+    assert waited > 0
+    (wait,) = found["calliope.limiter.wait"]
+    assert wait.attributes["gen_ai.provider.name"] == "openai"
+    assert wait.value == pytest.approx(waited)
+    durations = found["gen_ai.client.operation.duration"]
+    assert {p.attributes.get("error.type") for p in durations} == {"rate_limit", None}
+    assert sum(p.count for p in durations) == 2  # both attempts, as a histogram
 
 
 async def test_a_batch_items_traces_link_to_the_batch_span(
@@ -478,3 +490,29 @@ async def test_a_run_served_by_langgraph_server_is_traced_the_same_way(
     calls = [s for s in spans if "gen_ai.operation.name" in _attributes(s)]
     assert len(calls) >= 4 and all(_attributes(c)["gen_ai.usage.cost.amount"] > 0 for c in calls)
     assert not any(re.search(r"[A-Za-z0-9+/=]{200,}", t) for t in _everything(spans))
+
+
+async def test_a_failed_node_a_fallback_takes_counts_its_limiter_wait_once(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path
+) -> None:
+    from calliope_graph.nodes import PromptTemplate
+
+    sim.add_fault(kind="rate_limit", provider="openai", retry_after=0.5)  # every attempt
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    flow = Flow("routed")
+    text = flow.input("topic", "text")
+    story = flow.add("write", TextToText("openai-gpt-4o-mini"), {"text": text})
+    backup = flow.add("backup", PromptTemplate(template="{text}"), {"text": text})
+    flow.fallback(story, to=backup, when=["provider"])
+    flow.output("text", story["text"])
+    runner = flow.runner(out_dir=tmp_path, ctx=ctx, checkpointer=False)
+    result = await runner.ainvoke({"topic": "a fox"})
+    await ctx.aclose()
+    (write,) = [e for e in result.trace.executions if e.node == "write"]
+    assert write.branch == "fallback:backup" and write.limit_wait > 0
+    (node,) = [s for s in otel.finished() if s.name == "node write"]
+    assert _attributes(node)["calliope.route"] == "fallback:backup"
+    (wait,) = otel.metrics()["calliope.limiter.wait"]
+    assert wait.value == pytest.approx(
+        write.limit_wait
+    )  # not once at the failure, again at the route
