@@ -119,7 +119,7 @@ def configure() -> None:
             if exporter is not None:
                 provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        readers = [r for r in map(_metric_reader, _exporters("OTEL_METRICS_EXPORTER")) if r]
+        readers = [r for r in map(_metric_reader, _metric_exporters()) if r]
         if readers:
             from opentelemetry.sdk.metrics import MeterProvider
 
@@ -129,6 +129,20 @@ def configure() -> None:
 def _exporters(variable: str) -> list[str]:
     names = os.environ.get(variable, "otlp").lower().replace(" ", "").split(",")
     return [n for n in names if n and n != "none"]
+
+
+def _metric_exporters() -> list[str]:
+    """``OTEL_METRICS_EXPORTER``; unset, OTLP only when an OTLP endpoint is configured. The
+    specification's default is ``otlp`` to localhost, but someone who asked for
+    ``OTEL_TRACES_EXPORTER=console`` alone has no collector there: each run would retry it
+    for seconds and print connection errors."""
+    env = os.environ
+    if "OTEL_METRICS_EXPORTER" in env:
+        return _exporters("OTEL_METRICS_EXPORTER")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    )
+    return ["otlp"] if endpoint else []
 
 
 def _protocol(signal: str) -> str:

@@ -516,3 +516,18 @@ async def test_a_failed_node_a_fallback_takes_counts_its_limiter_wait_once(
     assert wait.value == pytest.approx(
         write.limit_wait
     )  # not once at the failure, again at the route
+
+
+def test_console_traces_alone_print_spans_without_trying_a_metrics_collector(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "stories"}
+    command = [sys.executable, "-c", "from calliope_graph.cli import main; main()", "run",
+               "webcam_story", "--simulate", "--out", str(tmp_path / "out"), "--input",
+               f"image={WEBCAM}"]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"name": "flow webcam_story"' in done.stdout
+    assert '"service.name": "stories"' in done.stdout
+    assert "metrics" not in done.stderr  # no OTLP exporter retrying localhost:4318
