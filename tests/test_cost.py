@@ -214,3 +214,29 @@ def test_a_gemini_call_is_priced_from_the_tokens_its_answer_reports(tmp_path: Pa
         + call.usage["output_tokens"] / 1000 * price.output_per_1k_tokens
     )
     assert call.cost_usd == execution.cost_usd == round(expected, 8)
+
+
+def test_a_budgeted_batch_of_an_unpriced_model_says_its_cost_is_unknown_not_zero(
+    tmp_path: Path,
+) -> None:
+    """Gemini TTS has no list price here: items cost null ("$?"), and the budget, which
+    cannot count them, says so once instead of passing silently."""
+    flow = tmp_path / "speech.yaml"
+    flow.write_text(
+        "name: speech\ninputs:\n  text: {}\nnodes:\n  voice:\n    kind: text_to_speech\n"
+        "    model: google-gemini-tts\n    inputs:\n      text: inputs.text\n"
+        "outputs:\n  audio: voice.audio\n"
+    )
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "hello there"}\n{"text": "the kite dives"}\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "from calliope_graph.cli import main; main()", "batch",
+               str(flow), "--inputs", str(inputs), "--out", str(out), "--simulate",
+               "--budget", "0.01"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(command, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [r["cost"] for r in _manifest(out)] == [None, None]
+    shown = done.stdout + done.stderr
+    assert "$?" in shown and "2 items unpriced" in shown
+    assert shown.count("cost is unknown and not counted against --budget 0.01") == 1
