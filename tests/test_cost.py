@@ -42,9 +42,12 @@ def test_a_budgeted_storyboard_batch_stops_at_its_budget_with_priced_items(tmp_p
     assert 1 <= len(records) < 10
     assert all(isinstance(r["cost"], float) and r["cost"] > 0 for r in records)
     assert "Budget $0.05 reached" in result.output
-    # The hint to continue repeats the budget, and the folder remembers it: a resume
-    # without --budget still stops at once, having spent nothing more.
-    assert "--resume --budget 0.05" in result.output
+    # The hint to run the rest gives the larger budget the message suggests (the same one
+    # would stop again at once), and the folder remembers the budget: a resume without
+    # --budget still stops at once, having spent nothing more.
+    assert "Continue with --resume --budget 0.1" in result.output
+    (hint,) = [line for line in result.output.splitlines() if line.startswith("run the rest:")]
+    assert hint.endswith("--resume --budget 0.1")
     again = CliRunner().invoke(main, [*args, "--resume"])
     assert again.exit_code == 1, again.output
     assert len(_manifest(out)) == len(records)
