@@ -58,7 +58,9 @@ CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 #: Our provider names → ``gen_ai.provider.name`` where the conventions list the provider;
 #: the others keep our name (the conventions ask for the instrumentation's best knowledge).
-_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic"}
+#: ``gcp.gemini``: "Used when accessing the 'generativelanguage.googleapis.com' endpoint"
+#: (open-telemetry/semantic-conventions, model/gen-ai/registry.yaml), the one ours calls.
+_PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "google": "gcp.gemini"}
 
 #: Usage figures → span attributes (``gen_ai.usage.*`` where the conventions name one).
 _USAGE_ATTRIBUTES = {
@@ -117,7 +119,7 @@ def configure() -> None:
             if exporter is not None:
                 provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        readers = [r for r in map(_metric_reader, _exporters("OTEL_METRICS_EXPORTER")) if r]
+        readers = [r for r in map(_metric_reader, _metric_exporters()) if r]
         if readers:
             from opentelemetry.sdk.metrics import MeterProvider
 
@@ -127,6 +129,20 @@ def configure() -> None:
 def _exporters(variable: str) -> list[str]:
     names = os.environ.get(variable, "otlp").lower().replace(" ", "").split(",")
     return [n for n in names if n and n != "none"]
+
+
+def _metric_exporters() -> list[str]:
+    """``OTEL_METRICS_EXPORTER``; unset, OTLP only when an OTLP endpoint is configured. The
+    specification's default is ``otlp`` to localhost, but someone who asked for
+    ``OTEL_TRACES_EXPORTER=console`` alone has no collector there: each run would retry it
+    for seconds and print connection errors."""
+    env = os.environ
+    if "OTEL_METRICS_EXPORTER" in env:
+        return _exporters("OTEL_METRICS_EXPORTER")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    )
+    return ["otlp"] if endpoint else []
 
 
 def _protocol(signal: str) -> str:
@@ -336,7 +352,7 @@ class RunRecorder:
             if running is not None:  # an engine retry inside the execution
                 running.add_event("retry", {"error.type": execution.error_class or "_OTHER"})
             elif key in self.failed:  # LangGraph runs the failed execution again
-                self._end(self.failed.pop(key), execution)
+                self._end(self.failed.pop(key), execution, count=False)
         elif kind in ("finished", "failed"):
             span = self.spans.pop(key) if key in self.spans else self._start(execution)
             self._release(key)
@@ -347,12 +363,12 @@ class RunRecorder:
             else:
                 self._end(span, execution)
         elif kind in ("skipped", "fallback"):
-            if key in self.failed:
-                span = self.failed.pop(key)
+            if key in self.failed:  # counted when it failed
+                self._end(self.failed.pop(key), execution, count=False)
             else:  # a node a switch did not take
                 span = self.spans.pop(key) if key in self.spans else self._start(execution)
                 self._release(key)
-            self._end(span, execution)
+                self._end(span, execution)
         elif kind == "cache_hit":
             self._end(self._start(execution), execution)
 
@@ -386,8 +402,10 @@ class RunRecorder:
             found = self.contexts[id(span)] = trace.set_span_in_context(span)
         return found
 
-    def _attributes(self, span: Span, execution: NodeExecution) -> None:
+    def _attributes(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
         # One set_attributes call (the SDK locks per call); zeros and defaults left out.
+        # ``count``: the limiter wait goes on its counter (once per execution: a failed
+        # execution's span gets its attributes again when a route takes it).
         attributes: dict[str, Any] = {"calliope.status": execution.status}
         if execution.cache_hit:
             attributes["calliope.cache_hit"] = True
@@ -411,13 +429,13 @@ class RunRecorder:
         span.set_attributes(attributes)
         if execution.status in ("failed", "interrupted"):
             span.set_status(Status(StatusCode.ERROR, execution.error_class or execution.status))
-        if execution.limit_wait and execution.provider and not execution.resumed:
+        if count and execution.limit_wait and execution.provider and not execution.resumed:
             self.meters["limiter_wait"].add(
                 execution.limit_wait, {"gen_ai.provider.name": _provider(execution.provider)}
             )
 
-    def _end(self, span: Span, execution: NodeExecution) -> None:
-        self._attributes(span, execution)
+    def _end(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
+        self._attributes(span, execution, count=count)
         span.end(end_time=_ns(execution.ended_at or execution.started_at))
         self.contexts.pop(id(span), None)
 

@@ -53,9 +53,20 @@ _OPERATIONS = {
 }
 
 
-def operation_of(kind: str) -> str:
-    """The operation name of a provider call made by a node of ``kind``."""
-    return _OPERATIONS.get(kind, "generate_content")
+#: Providers whose text calls the conventions name otherwise than ``chat``: the Gemini API's
+#: ``generateContent`` is their ``generate_content`` ("Multimodal content generation
+#: operation such as Gemini Generate Content": open-telemetry/semantic-conventions,
+#: model/gen-ai/registry.yaml, ``gen_ai.operation.name``; instrumentations SHOULD use the
+#: predefined value that applies).
+_CHAT_OPERATION = {"google": "generate_content"}
+
+
+def operation_of(kind: str, provider: str | None = None) -> str:
+    """The operation name of a provider call made by a node of ``kind`` to ``provider``."""
+    operation = _OPERATIONS.get(kind, "generate_content")
+    if operation == "chat" and provider is not None:
+        return _CHAT_OPERATION.get(provider, operation)
+    return operation
 
 
 def _texts(value: Any) -> Iterable[str]:
@@ -173,10 +184,9 @@ def settle(execution: NodeExecution, config: ModelConfig | None, calls: list[Pro
     execution's ``provider_calls`` and ``cost_usd`` (None when its model has no price)."""
     if not calls:
         return
-    operation = operation_of(execution.kind)
     model = config.model.provider_model_name if config is not None else execution.model
     for call in calls:
-        call.operation = call.operation or operation
+        call.operation = call.operation or operation_of(execution.kind, call.provider)
         call.model = call.model or model
         if call.status != "ok":
             call.cost_usd = 0.0

@@ -124,9 +124,13 @@ def usage_from_body(body: Any) -> None:
     - ``usage.seconds`` (``usage.type: duration``) — OpenAI transcriptions billed by audio
       length (https://platform.openai.com/docs/api-reference/audio/json-object);
     - ``data: [...]`` — OpenAI Images: one entry per image generated;
-    - ``model`` — the model that answered (OpenAI, Anthropic).
+    - ``model`` — the model that answered (OpenAI, Anthropic);
+    - ``usageMetadata`` and ``modelVersion`` — the Gemini API (:func:`_gemini_usage`).
     """
     if current_call.get() is None or not isinstance(body, Mapping):
+        return
+    if isinstance(body.get("usageMetadata"), Mapping):
+        _gemini_usage(body)
         return
     usage = body.get("usage")
     figures: dict[str, float | int | None] = {}
@@ -146,4 +150,39 @@ def usage_from_body(body: Any) -> None:
             figures["audio_seconds"] = float(usage["seconds"])
     figures["images"] = _images(body.get("data"))
     model = body.get("model")
+    report_usage(response_model=model if isinstance(model, str) else None, **figures)
+
+
+#: Gemini's modalities (``ModalityTokenCount.modality``) → the per-modality input figures.
+_GEMINI_INPUT = {
+    "TEXT": "text_input_tokens",
+    "IMAGE": "image_input_tokens",
+    "AUDIO": "audio_input_tokens",
+}
+
+
+def _gemini_usage(body: Mapping[str, Any]) -> None:
+    """The usage a Gemini API answer reports (https://ai.google.dev/api/generate-content,
+    ``UsageMetadata``): ``promptTokenCount`` is the input; the output is
+    ``candidatesTokenCount`` plus ``thoughtsTokenCount``, since thinking tokens are billed as
+    output (https://ai.google.dev/gemini-api/docs/pricing, "Output price (including thinking
+    tokens)"); ``promptTokensDetails`` / ``candidatesTokensDetails`` split them by modality;
+    ``modelVersion`` names the model that answered."""
+    meta = body["usageMetadata"]
+    figures: dict[str, float | int | None] = {"input_tokens": _int(meta.get("promptTokenCount"))}
+    answered = _int(meta.get("candidatesTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    if answered is not None or thoughts is not None:
+        figures["output_tokens"] = (answered or 0) + (thoughts or 0)
+    for details, names in (
+        (meta.get("promptTokensDetails"), _GEMINI_INPUT),
+        (meta.get("candidatesTokensDetails"), {"AUDIO": "audio_output_tokens"}),
+    ):
+        for detail in details if isinstance(details, list) else []:
+            if isinstance(detail, Mapping) and detail.get("modality") in names:
+                name = names[detail["modality"]]
+                count = _int(detail.get("tokenCount"))
+                if count is not None:
+                    figures[name] = int(figures.get(name) or 0) + count
+    model = body.get("modelVersion")
     report_usage(response_model=model if isinstance(model, str) else None, **figures)

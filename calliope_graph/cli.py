@@ -999,8 +999,10 @@ def _print_batch_summary(summary: Any, flow: str, inputs: str, out_dir: Path) ->
         f"manifest: {summary.manifest}  report: {summary.report or '-'}", soft_wrap=True
     )
     again = f"calliope-graph batch {flow} --inputs {inputs} --out {out_dir} --resume"
-    if summary.budget is not None:  # the same limit again (a larger one to run the rest)
-        again += f" --budget {summary.budget:g}"
+    if summary.budget is not None:  # the same limit again; stopped by it, the larger one its
+        # message suggests (the same one would stop again at once, having run nothing)
+        budget = summary.budget * 2 if summary.budget_stopped else summary.budget
+        again += f" --budget {budget:g}"
     if summary.failed:
         out_console.print(f"retry the failed items: {again} --retry-failed", soft_wrap=True)
     elif summary.not_started:

@@ -42,9 +42,12 @@ def test_a_budgeted_storyboard_batch_stops_at_its_budget_with_priced_items(tmp_p
     assert 1 <= len(records) < 10
     assert all(isinstance(r["cost"], float) and r["cost"] > 0 for r in records)
     assert "Budget $0.05 reached" in result.output
-    # The hint to continue repeats the budget, and the folder remembers it: a resume
-    # without --budget still stops at once, having spent nothing more.
-    assert "--resume --budget 0.05" in result.output
+    # The hint to run the rest gives the larger budget the message suggests (the same one
+    # would stop again at once), and the folder remembers the budget: a resume without
+    # --budget still stops at once, having spent nothing more.
+    assert "Continue with --resume --budget 0.1" in result.output
+    (hint,) = [line for line in result.output.splitlines() if line.startswith("run the rest:")]
+    assert hint.endswith("--resume --budget 0.1")
     again = CliRunner().invoke(main, [*args, "--resume"])
     assert again.exit_code == 1, again.output
     assert len(_manifest(out)) == len(records)
@@ -185,3 +188,58 @@ def test_a_video_duration_given_as_text_is_priced_by_its_seconds() -> None:
         videos = {"clip": {"type": "video", "path": "clip.mp4", "mime": "video/mp4"}}
         figures = estimate_figures(config.price, config, {}, videos, {"duration": given})
         assert figures["video_seconds"] == seconds, given
+
+
+def test_a_gemini_call_is_priced_from_the_tokens_its_answer_reports(tmp_path: Path) -> None:
+    """Gemini's ``usageMetadata`` (image tokens included) prices the call, not characters / 4."""
+    from calliope_graph.config import catalog
+    from calliope_graph.flow import Flow
+    from calliope_graph.simulate import Simulator
+    from calliope_graph.testing import image_bytes
+
+    picture = tmp_path / "kite.png"
+    picture.write_bytes(image_bytes("a red kite over a harbour", 320, 180))
+    flow = Flow("gemini_vision")
+    image = flow.input("image", "image")
+    node = flow.add("look", "analyze_image", {"image": image}, model="google-gemini-flash")
+    flow.output("analysis", node["analysis"])
+    result = flow.invoke({"image": str(picture)}, out_dir=tmp_path / "out", simulator=Simulator())
+    (execution,) = [e for e in result.trace.executions if e.node == "look"]
+    (call,) = execution.provider_calls
+    assert call.estimated == []  # every figure came from the answer
+    assert {"input_tokens", "output_tokens", "image_input_tokens"} <= set(call.reported)
+    assert call.usage["image_input_tokens"] == 258  # one inline image, as Gemini counts it
+    assert call.usage["input_tokens"] > 258 and call.response_model == "gemini-3.8-flash"
+    price = catalog.get("google-gemini-flash").price
+    assert price is not None and price.input_per_1k_tokens and price.output_per_1k_tokens
+    expected = (
+        call.usage["input_tokens"] / 1000 * price.input_per_1k_tokens
+        + call.usage["output_tokens"] / 1000 * price.output_per_1k_tokens
+    )
+    assert call.cost_usd == execution.cost_usd == round(expected, 8)
+
+
+def test_a_budgeted_batch_of_an_unpriced_model_says_its_cost_is_unknown_not_zero(
+    tmp_path: Path,
+) -> None:
+    """Gemini TTS has no list price here: items cost null ("$?"), and the budget, which
+    cannot count them, says so once instead of passing silently."""
+    flow = tmp_path / "speech.yaml"
+    flow.write_text(
+        "name: speech\ninputs:\n  text: {}\nnodes:\n  voice:\n    kind: text_to_speech\n"
+        "    model: google-gemini-tts\n    inputs:\n      text: inputs.text\n"
+        "outputs:\n  audio: voice.audio\n"
+    )
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "hello there"}\n{"text": "the kite dives"}\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "from calliope_graph.cli import main; main()", "batch",
+               str(flow), "--inputs", str(inputs), "--out", str(out), "--simulate",
+               "--budget", "0.01"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(command, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [r["cost"] for r in _manifest(out)] == [None, None]
+    shown = done.stdout + done.stderr
+    assert "$?" in shown and "2 items unpriced" in shown
+    assert shown.count("cost is unknown and not counted against --budget 0.01") == 1

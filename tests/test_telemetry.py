@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _support import assert_secrets_absent, failures_under_faults, make_ctx
 from opentelemetry import metrics, trace
@@ -191,7 +192,19 @@ async def test_failures_retries_and_routes_are_on_the_spans(
     node = next(s for s in spans if s.name == "node write")
     assert _attributes(node)["calliope.attempts"] == 2
     assert [e.name for e in node.events] == ["retry"]
-    assert sum(p.value for p in otel.metrics()["calliope.client.rate_limited"]) == 1
+    found = otel.metrics()
+    (limited,) = found["calliope.client.rate_limited"]
+    assert limited.value == 1 and limited.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    # The retry waited out the 429's cooldown on the shared limiter: the span and the
+    # counter (per provider) say how long.
+    waited = _attributes(node)["calliope.limiter.wait"]
+    assert waited > 0
+    (wait,) = found["calliope.limiter.wait"]
+    assert wait.attributes["gen_ai.provider.name"] == "openai"
+    assert wait.value == pytest.approx(waited)
+    durations = found["gen_ai.client.operation.duration"]
+    assert {p.attributes.get("error.type") for p in durations} == {"rate_limit", None}
+    assert sum(p.count for p in durations) == 2  # both attempts, as a histogram
 
 
 async def test_a_batch_items_traces_link_to_the_batch_span(
@@ -210,6 +223,81 @@ async def test_a_batch_items_traces_link_to_the_batch_span(
     for run in runs:
         assert [link.context.span_id for link in run.links] == [batch.context.span_id]
     assert _attributes(batch)["calliope.batch.ok"] == 2
+
+
+#: Each conversion of the newer providers: (kind, model, input ports, operation expected).
+_NEW_PROVIDER_CALLS: list[tuple[str, Any, dict[str, str], str]] = [
+    ("text_to_text", "google-gemini-flash", {"text": "text"}, "generate_content"),
+    ("analyze_image", "google-gemini-flash", {"image": "image"}, "image_analysis"),
+    ("audio_to_text", "google-gemini-flash", {"audio": "audio"}, "transcription"),
+    ("text_to_image", "google-gemini-image", {"prompt": "text"}, "image_generation"),
+    ("text_to_speech", "google-gemini-tts", {"text": "text"}, "speech_generation"),
+    ("image_and_text_to_video", "google-veo", {"image": "image", "text": "text"},
+     "video_generation"),
+    ("text_to_image", "fal-flux-schnell", {"prompt": "text"}, "image_generation"),
+    ("image_and_text_to_video", "fal-kling-video", {"image": "image", "text": "text"},
+     "video_generation"),
+    ("text_to_image", "luma-photon", {"prompt": "text"}, "image_generation"),
+    ("image_and_text_to_video", "luma-ray-2", {"image": "image", "text": "text"},
+     "video_generation"),
+]  # fmt: skip
+
+
+async def test_google_fal_and_luma_calls_carry_their_genai_operation_model_and_usage(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path
+) -> None:
+    from calliope_graph.config import catalog
+    from calliope_graph.testing import wav_bytes
+
+    media = "https://media.example.com/story"
+    outputs = {"text_to_text": "text", "analyze_image": "analysis", "audio_to_text": "text",
+               "text_to_image": "image", "text_to_speech": "audio",
+               "image_and_text_to_video": "video"}  # fmt: skip
+    for i, (kind, model, ports, operation) in enumerate(_NEW_PROVIDER_CALLS):
+        ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / str(i))
+        picture = ctx.store.write_bytes("frames/kite.png", image_bytes("a red kite", 320, 180))
+        sim.serve_download(  # Luma fetches the start image from its public URL
+            f"{media}/frames/kite.png",
+            httpx.Response(
+                200, content=Path(picture).read_bytes(), headers={"content-type": "image/png"}
+            ),
+        )
+        voice = tmp_path / f"voice{i}.wav"
+        voice.write_bytes(wav_bytes("the harbour at dawn", seconds=1.0))
+        values = {"text": "the red kite dives over the harbour", "image": str(picture),
+                  "audio": str(voice)}  # fmt: skip
+        config = catalog.get(model)
+        if model == "luma-ray-2":
+            config = config.with_parameters(image_base_url=media)
+        flow = Flow(f"one_{i}")
+        wired = {port: flow.input(port, ptype) for port, ptype in ports.items()}
+        flow.output("out", flow.add("node", kind, wired, model=config)[outputs[kind]])
+        otel.spans.clear()
+        try:
+            inputs = {port: values[ptype] for port, ptype in ports.items()}
+            await flow.ainvoke(inputs, out_dir=tmp_path / str(i), ctx=ctx)
+        finally:
+            await ctx.aclose()
+        (call,) = [s for s in otel.finished() if s.kind is trace.SpanKind.CLIENT]
+        attrs = _attributes(call)
+        provider = config.model.provider
+        assert attrs["gen_ai.operation.name"] == operation, model
+        assert attrs["gen_ai.provider.name"] == {"google": "gcp.gemini"}.get(provider, provider)
+        assert attrs["gen_ai.request.model"] == config.model.provider_model_name
+        assert call.name == f"{operation} {config.model.provider_model_name}"
+        if provider == "google" and kind != "image_and_text_to_video":  # generateContent
+            assert attrs["gen_ai.response.model"] == config.model.provider_model_name
+            assert attrs["gen_ai.usage.input_tokens"] > 0, model
+            assert attrs["gen_ai.usage.output_tokens"] > 0, model
+            assert {"input_tokens", "output_tokens"} <= set(attrs["calliope.usage.reported"])
+        if kind == "analyze_image":
+            assert attrs["gen_ai.usage.image.input_tokens"] == 258  # one inline image
+        if kind == "text_to_speech":  # Gemini TTS has no list price here: unknown, not $0
+            assert "gen_ai.usage.cost.amount" not in attrs
+        else:
+            assert attrs["gen_ai.usage.cost.amount"] > 0, model
+        if kind == "image_and_text_to_video":
+            assert attrs["calliope.usage.video_seconds"] > 0
 
 
 # -- nothing sensitive or heavy, for every provider ------------------------------------------------
@@ -251,6 +339,12 @@ def _provider_flows(tmp: Path) -> dict[str, Flow]:
     )
     flow.output("out", node["video"])
     made["runway"] = flow
+    for provider, model in (("fal", "fal-flux-schnell"), ("luma", "luma-photon")):
+        flow = Flow(provider)
+        topic = flow.input("topic", "text")
+        flow.output("out", flow.add("node", TextToImage(model), {"prompt": topic})["image"])
+        made[provider] = flow
+    text("google", "google-gemini-flash")
     return made
 
 
@@ -313,6 +407,9 @@ async def test_no_key_media_bytes_or_base64_reach_telemetry_for_any_provider(
         "azure_vision",
         "hugging_face",
         "elevenlabs",
+        "gcp.gemini",
+        "fal",
+        "luma",
     }
     texts = _everything(spans)
     captured = [t for t in texts if "gen_ai.input.messages" in t or '"parts"' in t]
@@ -337,6 +434,9 @@ def _key_field(provider: str) -> str:
         "azure_vision": "azure_vision_key",
         "hugging_face": "huggingface_api_key",
         "elevenlabs": "elevenlabs_api_key",
+        "google": "google_api_key",
+        "fal": "fal_api_key",
+        "luma": "luma_api_key",
     }[provider]
 
 
@@ -390,3 +490,44 @@ async def test_a_run_served_by_langgraph_server_is_traced_the_same_way(
     calls = [s for s in spans if "gen_ai.operation.name" in _attributes(s)]
     assert len(calls) >= 4 and all(_attributes(c)["gen_ai.usage.cost.amount"] > 0 for c in calls)
     assert not any(re.search(r"[A-Za-z0-9+/=]{200,}", t) for t in _everything(spans))
+
+
+async def test_a_failed_node_a_fallback_takes_counts_its_limiter_wait_once(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path
+) -> None:
+    from calliope_graph.nodes import PromptTemplate
+
+    sim.add_fault(kind="rate_limit", provider="openai", retry_after=0.5)  # every attempt
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path)
+    flow = Flow("routed")
+    text = flow.input("topic", "text")
+    story = flow.add("write", TextToText("openai-gpt-4o-mini"), {"text": text})
+    backup = flow.add("backup", PromptTemplate(template="{text}"), {"text": text})
+    flow.fallback(story, to=backup, when=["provider"])
+    flow.output("text", story["text"])
+    runner = flow.runner(out_dir=tmp_path, ctx=ctx, checkpointer=False)
+    result = await runner.ainvoke({"topic": "a fox"})
+    await ctx.aclose()
+    (write,) = [e for e in result.trace.executions if e.node == "write"]
+    assert write.branch == "fallback:backup" and write.limit_wait > 0
+    (node,) = [s for s in otel.finished() if s.name == "node write"]
+    assert _attributes(node)["calliope.route"] == "fallback:backup"
+    (wait,) = otel.metrics()["calliope.limiter.wait"]
+    assert wait.value == pytest.approx(
+        write.limit_wait
+    )  # not once at the failure, again at the route
+
+
+def test_console_traces_alone_print_spans_without_trying_a_metrics_collector(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "stories"}
+    command = [sys.executable, "-c", "from calliope_graph.cli import main; main()", "run",
+               "webcam_story", "--simulate", "--out", str(tmp_path / "out"), "--input",
+               f"image={WEBCAM}"]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"name": "flow webcam_story"' in done.stdout
+    assert '"service.name": "stories"' in done.stdout
+    assert "metrics" not in done.stderr  # no OTLP exporter retrying localhost:4318

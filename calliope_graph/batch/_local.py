@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -307,6 +308,9 @@ def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:
     return None
 
 
+log = logging.getLogger(__name__)
+
+
 class _Batch:
     """One run of a batch (state shared by the item tasks)."""
 
@@ -333,6 +337,7 @@ class _Batch:
         before then was counted by a line."""
         self.static_estimate = estimate_item_cost(plan)
         self.budget_message = ""
+        self.warned_unpriced = False
         # The page lists every item, so a rewrite costs more as the batch grows: Throttled
         # spaces rewrites by at least REPORT_COST_FACTOR times the last one's cost, so the
         # report takes a bounded share of the batch's time, not a quadratic one.
@@ -532,6 +537,16 @@ class _Batch:
             self.item_costs.append(float(cost))
         else:
             stats.unpriced += 1
+            if self.budget is not None and not self.warned_unpriced:
+                self.warned_unpriced = True  # once a batch: every such item is alike
+                log.warning(
+                    "warning: item %s called a model with no list price (providers: %s): its "
+                    "cost is unknown and not counted against --budget %g. Give the model "
+                    "config a price to budget it.",
+                    record["id"],
+                    ", ".join(sorted(record.get("calls") or {})) or "none",
+                    self.budget,
+                )
         stats.calls.update(record.get("calls") or {})
         self.records[record["id"]] = self.slim(record)
         self.emit("item_finished", item_id=record["id"], record=record)
