@@ -119,7 +119,7 @@ def _duration(value: Any) -> float | None:
     return float(found[1]) if found and float(found[1]) > 0 else None
 
 
-def _image_price(
+def image_price_of(
     price: ModelPrice, config: ModelConfig, outputs: dict[str, Any], params: dict[str, Any]
 ) -> float:
     merged = {**config.parameters, **params}
@@ -208,7 +208,7 @@ def settle(execution: NodeExecution, config: ModelConfig | None, calls: list[Pro
                 if figure not in reported:
                     last.usage[figure] = value
                     last.estimated.append(figure)
-            image_price = _image_price(price, config, execution.outputs, execution.params)
+            image_price = image_price_of(price, config, execution.outputs, execution.params)
             for call in ok:
                 call.cost_usd = call_cost(call.usage, price, image_price, per_request=call is last)
             total = round(sum(c.cost_usd or 0.0 for c in ok), 8)

@@ -18,10 +18,14 @@ unknown (``None``): the batch says how many items that affects.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from calliope_graph._pricing import CHARS_PER_TOKEN, DEFAULT_VIDEO_SECONDS, media_of
+from calliope_graph._pricing import (
+    CHARS_PER_TOKEN,
+    call_cost,
+    estimate_figures,
+    image_price_of,
+)
 from calliope_graph.config import ModelConfig, ModelPrice
 from calliope_graph.errors import CalliopeError
 from calliope_graph.flow.trace import NodeExecution, Trace
@@ -61,26 +65,6 @@ def _config(plan: Plan, node: str) -> ModelConfig | None:
     return None
 
 
-def _texts(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        if value.get("type") in ("image", "audio", "video"):
-            return
-        for v in value.values():
-            yield from _texts(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _texts(v)
-
-
-_media = media_of
-
-
-def _tokens(values: dict[str, Any]) -> float:
-    return sum(len(t) for t in _texts(values)) / CHARS_PER_TOKEN
-
-
 def execution_cost(execution: NodeExecution, config: ModelConfig | None) -> tuple[float, bool]:
     """(USD, priced) of one execution in this attempt; ``priced`` is False when its model
     has no price."""
@@ -108,29 +92,11 @@ def _priced(
     outputs: dict[str, Any],
     params: dict[str, Any],
 ) -> float:
-    cost = price.per_request or 0.0
-    if price.input_per_1k_tokens:
-        cost += _tokens(inputs) / 1000 * price.input_per_1k_tokens
-    if price.output_per_1k_tokens:
-        cost += _tokens(outputs) / 1000 * price.output_per_1k_tokens
-    if price.per_image is not None:
-        merged = {**config.parameters, **params}
-        size = merged.get("size")
-        if params.get("width") and params.get("height"):
-            size = f"{params['width']}x{params['height']}"
-        quality = merged.get("quality")
-        for image in _media(outputs, "image"):
-            own = f"{image.get('width')}x{image.get('height')}" if image.get("width") else None
-            one = price.image(str(size) if size else own, str(quality) if quality else None)
-            cost += one or 0.0
-    if price.per_video_second:
-        seconds = float(config.parameters.get("duration") or DEFAULT_VIDEO_SECONDS)
-        cost += len(_media(outputs, "video")) * seconds * price.per_video_second
-    if price.per_audio_minute:  # the audio read (transcription), else made (speech)
-        for audio in _media(inputs, "audio") or _media(outputs, "audio"):
-            seconds = audio.get("duration") or audio.get("duration_s") or 60.0
-            cost += float(seconds) / 60.0 * price.per_audio_minute
-    return cost
+    """An execution of a trace that recorded no provider calls, priced as one request
+    whose usage is estimated the way an unreported call's is."""
+    figures = estimate_figures(price, config, inputs, outputs, params)
+    image_price = image_price_of(price, config, outputs, params)
+    return call_cost(figures, price, image_price, per_request=True)
 
 
 def trace_cost(trace: Trace, plan: Plan) -> float | None:
