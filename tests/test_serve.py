@@ -432,6 +432,26 @@ async def test_inputs_of_the_wrong_type_or_unknown_are_refused_naming_them(
     assert not list(tmp_path.iterdir())  # refused before anything ran or was written
 
 
+async def test_a_mistyped_input_does_not_break_the_thread_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """A refused input fails its run only: the thread's state stays readable and the next
+    run on it, with a good input, runs (the check once ran where LangGraph also calls it to
+    discard the failed run's pending start, so it raised the old error for every new run)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = serve_graph("illustrate", ServeSettings(media_root=tmp_path, simulate=True))
+    graph.checkpointer = InMemorySaver()
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    with pytest.raises(ConfigurationError, match="not a number"):
+        await graph.ainvoke({"text": 42}, config, context=ServeContext())
+    await graph.aget_state(config)  # readable
+    with pytest.raises(ConfigurationError, match="has no input 'colour'"):
+        await graph.ainvoke({"text": "a kite", "colour": "red"}, config, context=ServeContext())
+    out = await graph.ainvoke({"text": "a kite"}, config, context=ServeContext())
+    assert (tmp_path / out["image"]["path"]).read_bytes().startswith(PNG)
+
+
 # -- the server ---------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -790,6 +810,21 @@ async def test_mistyped_or_unknown_inputs_fail_the_run_naming_them(server: Serve
         assert isinstance(out, dict)
         assert out["__error__"]["error"] == "ConfigurationError"
         assert expected in out["__error__"]["message"]
+
+
+async def test_after_a_mistyped_input_the_thread_still_runs_and_shows_its_state(
+    server: Server,
+) -> None:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    out = await client.runs.wait(
+        thread["thread_id"], "illustrate", input={"text": 7}, raise_error=False
+    )
+    assert isinstance(out, dict) and "not a number" in out["__error__"]["message"]
+    await client.threads.get_state(thread["thread_id"])  # was a 400 with the old error
+    out = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
+    assert isinstance(out, dict) and "__error__" not in out, out
+    assert server.get(out["image"]["url"]).content.startswith(PNG)
 
 
 async def test_with_the_example_auth_handler_users_see_only_their_own_threads_and_media(
