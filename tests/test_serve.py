@@ -452,6 +452,27 @@ async def test_a_mistyped_input_does_not_break_the_thread_for_the_next_run(
     assert (tmp_path / out["image"]["path"]).read_bytes().startswith(PNG)
 
 
+def test_errors_in_a_server_name_media_files_relative_to_the_media_root(
+    tmp_path: Path,
+) -> None:
+    """With the server's media root set, an error naming a file under it (an engine refusing
+    a client's image, say) shows the file's place under the root, in its message and repr
+    (what LangGraph keeps of a node's error in the thread's history)."""
+    from calliope_graph import media
+
+    root = tmp_path / "media"
+    file = root / "t-1" / "r-1" / "inputs" / "image-1.png"
+    try:
+        media.set_media_root(root)
+        error = MediaError(f"Image {str(file)!r} is 1x1 pixels; in {root}.", path=str(file))
+        assert str(error) == "Image 't-1/r-1/inputs/image-1.png' is 1x1 pixels; in <media root>."
+        assert str(root) not in repr(error) and error.path == str(file)  # kept for code
+        assert str(MediaError(f"{tmp_path}/media2/x.png")) == f"{tmp_path}/media2/x.png"
+    finally:
+        media.set_media_root(None)
+    assert str(MediaError(f"{file}")) == str(file)  # outside a server: as given
+
+
 # -- the server ---------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -825,6 +846,27 @@ async def test_after_a_mistyped_input_the_thread_still_runs_and_shows_its_state(
     out = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
     assert isinstance(out, dict) and "__error__" not in out, out
     assert server.get(out["image"]["url"]).content.startswith(PNG)
+
+
+async def test_an_engine_refusing_a_clients_image_shows_no_server_path_in_events_or_history(
+    server: Server,
+) -> None:
+    """Azure Vision refuses a 1x1 image naming the file: the client's progress events and
+    the thread's history name it under the media root, never by the server's path."""
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    tiny = data_url(image_bytes("a dot", 1, 1), "image/png")
+    seen: list[Any] = []
+    async for part in client.runs.stream(
+        thread["thread_id"], "webcam_story", input={"image": tiny}, stream_mode=["custom"]
+    ):
+        seen.append(part.data)
+    failed = [e for e in seen if isinstance(e, dict) and e.get("event") == "failed"]
+    assert failed and "is 1x1 pixels" in failed[0]["error"]
+    assert re.search(rf"'{thread['thread_id']}/[^/']+/inputs/image-", failed[0]["error"])
+    history = await client.threads.get_history(thread["thread_id"], limit=100)
+    shown = json.dumps([seen, history], default=str)
+    assert "is 1x1 pixels" in shown and str(server.media) not in shown
 
 
 async def test_with_the_example_auth_handler_users_see_only_their_own_threads_and_media(
