@@ -350,12 +350,17 @@ def test_images_and_commits_leave_out_media_outputs_caches_and_secrets() -> None
 
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "/media/" in ignored and ".langgraph_api/" in ignored
+    # the README's auth example runs `langgraph dev` in examples/auth: its media stay out too
+    committed = pathspec.PathSpec.from_lines("gitignore", ignored)
+    assert committed.match_file("examples/auth/media/t1/r1/illustration.png")
+    assert not committed.match_file("examples/media/webcam.jpg")
     # what `langgraph build` leaves out of the image (gitignore-style matching, as its CLI)
     spec = pathspec.PathSpec.from_lines(
         "gitignore", (ROOT / ".dockerignore").read_text().splitlines()
     )
     for path in (
         "media/t1/r1/illustration.png",
+        "examples/auth/media/t1/r1/illustration.png",
         "out/story/trace.json",
         ".langgraph_api/.langgraph_checkpoint.1.pckl",
         "examples/auth/.langgraph_api/store.pckl",
