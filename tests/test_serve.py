@@ -874,6 +874,24 @@ async def test_an_engine_refusing_a_clients_image_shows_no_server_path_in_events
     assert "is 1x1 pixels" in shown and str(server.media) not in shown
 
 
+async def test_the_readmes_serving_example_runs_as_written(server: Server) -> None:
+    """The README's client snippet (top-level ``await``, as ``python -m asyncio`` runs it),
+    run from the checkout against the test server."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Serving with LangGraph Server", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    code = found[1].replace("http://127.0.0.1:2024", server.url)
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    namespace: dict[str, Any] = {}
+    exec(compile(f"async def snippet():\n{body}    return locals()\n", "README", "exec"), namespace)
+    with contextlib.chdir(ROOT):
+        made = await namespace["snippet"]()
+    image = made["image"]
+    assert (image["mime"], image["width"], image["height"]) == ("image/png", 1024, 1024)
+    assert server.get(image["url"]).content.startswith(PNG)
+
+
 async def test_with_the_example_auth_handler_users_see_only_their_own_threads_and_media(
     tmp_path: Path,
 ) -> None:
