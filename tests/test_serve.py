@@ -331,11 +331,12 @@ def test_an_auth_handler_without_route_auth_is_warned_about(
 def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from calliope_graph import media
-    from calliope_graph.graphs import server
+    from calliope_graph import errors, media
 
     # importing the server module sets the process's media root: undone after this test
     monkeypatch.setattr(media, "_MEDIA_ROOT", media._MEDIA_ROOT)
+    monkeypatch.setattr(errors, "_MEDIA_ROOT", errors._MEDIA_ROOT)
+    from calliope_graph.graphs import server
 
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert set(config["graphs"]) == set(shipped_flows()) == set(server.GRAPHS)
