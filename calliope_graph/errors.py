@@ -26,6 +26,7 @@ engine layer redacts every key it knows before an error is built.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -45,7 +46,34 @@ __all__ = [
     "error_class",
     "error_class_names",
     "error_classes",
+    "show_paths_under",
 ]
+
+
+#: The server's media root (see :func:`calliope_graph.media.set_media_root`): messages name
+#: files under it relative to it. None (the default): messages are as written.
+_MEDIA_ROOT: str | None = None
+
+
+def show_paths_under(root: str | None) -> None:
+    """Make every error message built from now on name files under ``root`` (an absolute
+    path) by their place under it, and ``root`` itself as ``<media root>``; None: as written.
+
+    A server's errors reach its clients (run errors, interrupts, progress events, and the
+    thread history LangGraph keeps of a node's error): they must never show the server's
+    own paths. Set process-wide by :func:`calliope_graph.media.set_media_root`.
+    """
+    global _MEDIA_ROOT
+    _MEDIA_ROOT = root.rstrip("/\\") if root else None
+
+
+def _shown(message: str) -> str:
+    root = _MEDIA_ROOT
+    if root is None or root not in message:
+        return message
+    message = message.replace(root + "/", "")
+    # the root itself, not a longer name (``media2``, ``media.bak``): a sentence may end on it
+    return re.sub(re.escape(root) + r"(?![\w-]|\.\w)", "<media root>", message)
 
 
 class CalliopeError(Exception):
@@ -55,6 +83,7 @@ class CalliopeError(Exception):
     error_class: ClassVar[str] = "any"
 
     def __init__(self, message: str) -> None:
+        message = _shown(message)  # a server's paths: relative to its media root
         super().__init__(message)
         self.message = message
 

@@ -51,7 +51,7 @@ from pydantic import (
 
 from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
-from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph.errors import ConfigurationError, MediaError, show_paths_under
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -176,11 +176,14 @@ def set_media_root(root: str | os.PathLike[str] | None) -> None:
     serialised media value — LangGraph checkpoints, and so the thread state a client reads —
     then names its file by its place under the root (``<thread>/inputs/audio-….wav``), never
     by the server's absolute path, and a relative path read back (a checkpoint restored) is
-    taken under the root again. In memory, values keep absolute paths. ``None`` turns it off
-    (the default: command-line and Python runs keep absolute paths, as before).
+    taken under the root again; every error message names files under the root the same
+    way (:func:`calliope_graph.errors.show_paths_under`). In memory, values keep absolute
+    paths. ``None`` turns it off (the default: command-line and Python runs keep absolute
+    paths, as before).
     """
     global _MEDIA_ROOT
     _MEDIA_ROOT = None if root is None else Path(root).resolve()
+    show_paths_under(None if _MEDIA_ROOT is None else str(_MEDIA_ROOT))  # and in errors
 
 
 class _Media(BaseModel):

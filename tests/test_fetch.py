@@ -555,9 +555,10 @@ def test_serialised_media_paths_are_relative_to_the_media_root(
     place under the media root; read back, it is the absolute path again."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    from calliope_graph import media
+    from calliope_graph import errors, media
 
     monkeypatch.setattr(media, "_MEDIA_ROOT", None)
+    monkeypatch.setattr(errors, "_MEDIA_ROOT", None)  # set_media_root sets it too
     inside = str(tmp_path / "media" / "t1" / "inputs" / "audio-1.wav")
     outside = str(tmp_path / "elsewhere.wav")
     values = [Audio(path=inside, mime="audio/wav"), Audio(path=outside, mime="audio/wav")]

@@ -331,11 +331,12 @@ def test_an_auth_handler_without_route_auth_is_warned_about(
 def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from calliope_graph import media
-    from calliope_graph.graphs import server
+    from calliope_graph import errors, media
 
     # importing the server module sets the process's media root: undone after this test
     monkeypatch.setattr(media, "_MEDIA_ROOT", media._MEDIA_ROOT)
+    monkeypatch.setattr(errors, "_MEDIA_ROOT", errors._MEDIA_ROOT)
+    from calliope_graph.graphs import server
 
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert set(config["graphs"]) == set(shipped_flows()) == set(server.GRAPHS)
@@ -350,12 +351,17 @@ def test_images_and_commits_leave_out_media_outputs_caches_and_secrets() -> None
 
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "/media/" in ignored and ".langgraph_api/" in ignored
+    # the README's auth example runs `langgraph dev` in examples/auth: its media stay out too
+    committed = pathspec.PathSpec.from_lines("gitignore", ignored)
+    assert committed.match_file("examples/auth/media/t1/r1/illustration.png")
+    assert not committed.match_file("examples/media/webcam.jpg")
     # what `langgraph build` leaves out of the image (gitignore-style matching, as its CLI)
     spec = pathspec.PathSpec.from_lines(
         "gitignore", (ROOT / ".dockerignore").read_text().splitlines()
     )
     for path in (
         "media/t1/r1/illustration.png",
+        "examples/auth/media/t1/r1/illustration.png",
         "out/story/trace.json",
         ".langgraph_api/.langgraph_checkpoint.1.pckl",
         "examples/auth/.langgraph_api/store.pckl",
@@ -430,6 +436,47 @@ async def test_inputs_of_the_wrong_type_or_unknown_are_refused_naming_them(
     with pytest.raises(MediaError, match=r"Input 'image' of flow 'webcam_story' must be an image"):
         await webcam.ainvoke({"image": 7}, config, context=ServeContext())
     assert not list(tmp_path.iterdir())  # refused before anything ran or was written
+
+
+async def test_a_mistyped_input_does_not_break_the_thread_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """A refused input fails its run only: the thread's state stays readable and the next
+    run on it, with a good input, runs (the check once ran where LangGraph also calls it to
+    discard the failed run's pending start, so it raised the old error for every new run)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = serve_graph("illustrate", ServeSettings(media_root=tmp_path, simulate=True))
+    graph.checkpointer = InMemorySaver()
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    with pytest.raises(ConfigurationError, match="not a number"):
+        await graph.ainvoke({"text": 42}, config, context=ServeContext())
+    await graph.aget_state(config)  # readable
+    with pytest.raises(ConfigurationError, match="has no input 'colour'"):
+        await graph.ainvoke({"text": "a kite", "colour": "red"}, config, context=ServeContext())
+    out = await graph.ainvoke({"text": "a kite"}, config, context=ServeContext())
+    assert (tmp_path / out["image"]["path"]).read_bytes().startswith(PNG)
+
+
+def test_errors_in_a_server_name_media_files_relative_to_the_media_root(
+    tmp_path: Path,
+) -> None:
+    """With the server's media root set, an error naming a file under it (an engine refusing
+    a client's image, say) shows the file's place under the root, in its message and repr
+    (what LangGraph keeps of a node's error in the thread's history)."""
+    from calliope_graph import media
+
+    root = tmp_path / "media"
+    file = root / "t-1" / "r-1" / "inputs" / "image-1.png"
+    try:
+        media.set_media_root(root)
+        error = MediaError(f"Image {str(file)!r} is 1x1 pixels; in {root}.", path=str(file))
+        assert str(error) == "Image 't-1/r-1/inputs/image-1.png' is 1x1 pixels; in <media root>."
+        assert str(root) not in repr(error) and error.path == str(file)  # kept for code
+        assert str(MediaError(f"{tmp_path}/media2/x.png")) == f"{tmp_path}/media2/x.png"
+    finally:
+        media.set_media_root(None)
+    assert str(MediaError(f"{file}")) == str(file)  # outside a server: as given
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -790,6 +837,60 @@ async def test_mistyped_or_unknown_inputs_fail_the_run_naming_them(server: Serve
         assert isinstance(out, dict)
         assert out["__error__"]["error"] == "ConfigurationError"
         assert expected in out["__error__"]["message"]
+
+
+async def test_after_a_mistyped_input_the_thread_still_runs_and_shows_its_state(
+    server: Server,
+) -> None:
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    out = await client.runs.wait(
+        thread["thread_id"], "illustrate", input={"text": 7}, raise_error=False
+    )
+    assert isinstance(out, dict) and "not a number" in out["__error__"]["message"]
+    await client.threads.get_state(thread["thread_id"])  # was a 400 with the old error
+    out = await client.runs.wait(thread["thread_id"], "illustrate", input={"text": "a kite"})
+    assert isinstance(out, dict) and "__error__" not in out, out
+    assert server.get(out["image"]["url"]).content.startswith(PNG)
+
+
+async def test_an_engine_refusing_a_clients_image_shows_no_server_path_in_events_or_history(
+    server: Server,
+) -> None:
+    """Azure Vision refuses a 1x1 image naming the file: the client's progress events and
+    the thread's history name it under the media root, never by the server's path."""
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    tiny = data_url(image_bytes("a dot", 1, 1), "image/png")
+    seen: list[Any] = []
+    async for part in client.runs.stream(
+        thread["thread_id"], "webcam_story", input={"image": tiny}, stream_mode=["custom"]
+    ):
+        seen.append(part.data)
+    failed = [e for e in seen if isinstance(e, dict) and e.get("event") == "failed"]
+    assert failed and "is 1x1 pixels" in failed[0]["error"]
+    assert re.search(rf"'{thread['thread_id']}/[^/']+/inputs/image-", failed[0]["error"])
+    history = await client.threads.get_history(thread["thread_id"], limit=100)
+    shown = json.dumps([seen, history], default=str)
+    assert "is 1x1 pixels" in shown and str(server.media) not in shown
+
+
+async def test_the_readmes_serving_example_runs_as_written(server: Server) -> None:
+    """The README's client snippet (top-level ``await``, as ``python -m asyncio`` runs it),
+    run from the checkout against the test server."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Serving with LangGraph Server", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    code = found[1].replace("http://127.0.0.1:2024", server.url)
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    namespace: dict[str, Any] = {}
+    exec(compile(f"async def snippet():\n{body}    return locals()\n", "README", "exec"), namespace)
+    with contextlib.chdir(ROOT):
+        made = await namespace["snippet"]()
+    image = made["image"]
+    assert (image["mime"], image["width"], image["height"]) == ("image/png", 1024, 1024)
+    assert server.get(image["url"]).content.startswith(PNG)
 
 
 async def test_with_the_example_auth_handler_users_see_only_their_own_threads_and_media(

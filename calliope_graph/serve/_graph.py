@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_config, get_stream_writer
 from langgraph.constants import START
 from langgraph.graph.state import CompiledStateGraph
@@ -346,9 +347,17 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
         except CalliopeError as exc:
             raise visible(exc) from None
 
+    async def achecked(value: Any) -> Any:
+        return checked(value)
+
     # LangGraph keeps only the input schema's keys of a run's input (``StateGraph``'s START
     # node filters them: langgraph ``graph/state.py`` ``attach_node``), so an unknown key
-    # would vanish unseen; the START node's ``mapper`` (a documented ``PregelNode`` field:
-    # "a function to transform the input before passing it to bound") sees the raw input.
-    served.nodes[START] = served.nodes[START].copy({"mapper": checked})
+    # would vanish unseen; the START node's ``bound`` (the runnable its writers follow; by
+    # default a pass-through) sees the raw input. Not its ``mapper``: LangGraph applies that
+    # when it *prepares* the task too — also to discard a failed run's pending start when
+    # the next input arrives (``pregel/_loop.py`` ``_first``) — so a refusal there raised the
+    # old error for every later run of the thread, and for a read of its state.
+    served.nodes[START] = served.nodes[START].copy(
+        {"bound": RunnableLambda(checked, afunc=achecked, name="~check_input")}
+    )
     return served
