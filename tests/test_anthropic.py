@@ -501,6 +501,8 @@ async def test_fake_checks_headers_and_bodies_like_anthropic(sim: Simulator) -> 
         "content",
         "stop_reason",
         "stop_sequence",
+        "stop_details",
+        "container",
         "usage",
     }
     assert message["id"].startswith("msg_") and message["type"] == "message"

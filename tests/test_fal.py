@@ -588,3 +588,13 @@ async def test_a_failed_requests_error_text_never_shows_the_key(clock: Any, tmp_
     finally:
         await ctx.aclose()
     assert "runner crashed" in str(info.value) and secret not in str(info.value)
+
+
+async def test_a_model_list_failure_reads_the_platform_apis_error(
+    ctx: RunContext, sim: Simulator
+) -> None:
+    """The Platform APIs answer ``{"error": {"type", "message"}}`` (not the queue's
+    ``detail``): the error names fal's message and type."""
+    sim.add_fault(kind="server_error", provider="fal", first_n=10)
+    with pytest.raises(TransientProviderError, match=r"\(server_error\): Internal server error"):
+        await engine.list_models(ctx)

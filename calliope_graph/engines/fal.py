@@ -184,7 +184,8 @@ def _detail_items(body: Any) -> list[dict[str, Any]]:
 
 
 def describe(response: httpx.Response) -> tuple[str, str | None]:
-    """(message, code) from fal's ``{"detail": [...]}`` or ``{"detail": "...", "error_type"}``."""
+    """(message, code) from fal's ``{"detail": [...]}``, ``{"detail": "...", "error_type"}`` or
+    (Platform APIs) ``{"error": {"type", "message"}}``."""
     header_type = response.headers.get("x-fal-error-type")
     try:
         body = response.json()
@@ -200,7 +201,10 @@ def describe(response: httpx.Response) -> tuple[str, str | None]:
         code = items[0].get("type")
         return ("; ".join(parts), None if code is None else str(code))
     if isinstance(body, dict):
-        detail = body.get("detail") or body.get("error") or body.get("message")
+        error = body.get("error")
+        if isinstance(error, dict):  # the Platform APIs: {"error": {"type", "message"}}
+            return (str(error.get("message") or error.get("type")), error.get("type"))
+        detail = body.get("detail") or error or body.get("message")
         code = body.get("error_type") or header_type
         message = str(detail) if detail else response.reason_phrase
         if response.status_code == 404 and "/requests/" not in response.url.path:

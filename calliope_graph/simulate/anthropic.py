@@ -258,10 +258,11 @@ class AnthropicFake(ProviderFake):
         if self.sim.blocked(self, request, prompt):
             content, stop_reason = [], "refusal"
         elif self.sim.emptied(self, request, prompt):
-            content = [{"type": "text", "text": ""}]
+            content = [{"type": "text", "text": "", "citations": None}]
         elif forced is not None:
             tool_input = json_for_schema(forced.get("input_schema", {}), seed)
             block = {"type": "tool_use", "id": f"toolu_{seed[:24]}", "name": forced["name"]}
+            block["caller"] = {"type": "direct"}  # the model called it (no server tool did)
             content, stop_reason = [{**block, "input": tool_input}], "tool_use"
         else:
             text = (
@@ -272,7 +273,7 @@ class AnthropicFake(ProviderFake):
             words = text.split(" ")
             if len(words) > max_tokens:
                 text, stop_reason = " ".join(words[:max_tokens]), "max_tokens"
-            content = [{"type": "text", "text": text}]
+            content = [{"type": "text", "text": text, "citations": None}]
         output_tokens = sum(
             len(json.dumps(b.get("input", b.get("text", "")))) // 4 + 1 for b in content
         )
@@ -284,11 +285,22 @@ class AnthropicFake(ProviderFake):
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": None,
+            # Required, if null, in Anthropic's published spec (Message, Usage): always sent.
+            "stop_details": (
+                {"type": "refusal", "category": None, "explanation": None}
+                if stop_reason == "refusal"
+                else None
+            ),
+            "container": None,
             "usage": {
                 "input_tokens": max(1, len(request.content) // 4),
                 "output_tokens": output_tokens,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
+                "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                "inference_geo": None,
+                "server_tool_use": None,
+                "service_tier": "standard",
             },
         }
         return httpx.Response(200, json=message, headers={"request-id": self._request_id()})

@@ -54,6 +54,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -97,6 +98,29 @@ _REQUEST_ERRORS = {
     "runner_server_error": (500, "Runner encountered an internal server error"),
     "internal_error": (500, "Internal server error"),
 }
+
+
+#: Whether the request being answered is the Platform APIs' (``api.fal.ai/v1/models``), whose
+#: errors are ``{"error": {"type", "message"}}`` (api.fal.ai/v1/openapi.json), not the queue's
+#: ``{"detail"}`` (set by ``endpoint``, read by ``envelope``).
+_platform: ContextVar[bool] = ContextVar("calliope_fal_platform", default=False)
+#: The Platform APIs' error ``type`` for a status (the spec's enum).
+_PLATFORM_TYPES = {
+    400: "validation_error",
+    401: "authorization_error",
+    403: "authorization_error",
+    404: "not_found",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def _platform_error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    kind = _PLATFORM_TYPES.get(status, "server_error")
+    body = {"error": {"type": kind, "message": message}}
+    return httpx.Response(status, json=body, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -196,9 +220,10 @@ class FalFake(ProviderFake):
     limit_concurrency = "jobs"
 
     def endpoint(self, request: httpx.Request) -> str:
+        _platform.set(request.url.path.rstrip("/").endswith("/v1/models"))
         if request.url.host == "fal.run":
             return "run"
-        if request.url.path.rstrip("/").endswith("/v1/models"):
+        if _platform.get():
             return "models"
         path = request.url.path.rstrip("/")
         if "/requests/" in path:
@@ -210,6 +235,8 @@ class FalFake(ProviderFake):
         return "submit"
 
     def envelope(self, failure: Failure) -> httpx.Response:
+        if _platform.get():
+            return _platform_error(failure.status, failure.message, dict(failure.headers))
         body: dict[str, Any] = {"detail": failure.message}
         headers = dict(failure.headers)
         if failure.code:
@@ -457,18 +484,28 @@ class FalFake(ProviderFake):
             limit = max(int(params.get("limit", "50")), 1)
             page = int(base64.b64decode(params.get("cursor", "MA==")).decode() or 0)
         except (ValueError, binascii.Error, UnicodeDecodeError):
-            return self._detail(422, [_issue(["query"], "Invalid limit or cursor", "value_error")])
+            return _platform_error(400, "Invalid limit or cursor")
         ids = sorted(APPS)
         chunk = ids[page * limit : (page + 1) * limit]
         more = (page + 1) * limit < len(ids)
         models = [
             {
                 "endpoint_id": app,
+                # Every field fal's Platform APIs spec requires of a model's metadata
+                # (api.fal.ai/v1/openapi.json, GET /models), null or false where unknown.
                 "metadata": {
                     "display_name": app.split("/", 1)[1],
                     "category": "text-to-image" if APPS[app].kind == "image" else "image-to-video",
+                    "description": f"{app} (simulated)",
                     "status": "active",
+                    "tags": [APPS[app].kind],
+                    "updated_at": "2026-11-01T00:00:00Z",
+                    "is_favorited": None,
+                    "thumbnail_url": f"{CDN}/thumbnails/{app.replace('/', '-')}.webp",
                     "model_url": f"https://fal.run/{app}",
+                    "date": "2026-01-01T00:00:00Z",
+                    "highlighted": False,
+                    "pinned": False,
                 },
             }
             for app in chunk

@@ -615,11 +615,13 @@ class ReplicateFake(ProviderFake):
             "error": None,
             "status": state,
             "created_at": _iso(prediction.created),
-            "started_at": None if state == "starting" else _iso(started),
-            "completed_at": None,
             "urls": dict(prediction.urls),
             "metrics": {},
         }
+        # Replicate's spec types started_at/completed_at as timestamps, never null: they
+        # are absent until the prediction starts / ends.
+        if state != "starting":
+            body["started_at"] = _iso(started)
         if state in _TERMINAL:
             ended = started + timedelta(seconds=max(prediction.steps, 1))
             body["completed_at"] = _iso(ended)

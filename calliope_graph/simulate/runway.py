@@ -1,7 +1,8 @@
 """A faithful offline fake of the Runway API's image-to-video tasks (PROVIDERS.md §6).
 
 Served on ``api.dev.runwayml.com``: ``POST /v1/image_to_video`` creates a task and answers
-``{"id": <uuid>}``; ``GET /v1/tasks/{id}`` reports it; ``DELETE /v1/tasks/{id}`` cancels it.
+``{"id": <uuid>, "estimatedCost": {"credits"}}``; ``GET /v1/tasks/{id}`` reports it;
+``DELETE /v1/tasks/{id}`` cancels it.
 Requests need ``Authorization: Bearer <key>`` (else 401) and ``X-Runway-Version:
 2024-11-06`` (else 400). Bodies are validated per model (``gen4_turbo``, ``gen4.5``,
 ``veo3.1``, ``veo3.1_fast``: ratios, durations, prompt text length, the
@@ -308,7 +309,9 @@ class RunwayFake(ProviderFake):
         if issues:
             raise self._issues(issues)
         state = self.sim.state(self.name)
-        task_id = str(uuid.UUID(digest("runway-task", str(self.sim.seed), str(self._seq()))[:32]))
+        # A version-4 UUID, as Runway's spec requires of task ids (deterministic here).
+        raw = digest("runway-task", str(self.sim.seed), str(self._seq()))[:32]
+        task_id = str(uuid.UUID(hex=raw, version=4))
         fail: tuple[str, str] | None = None
         forced = state.pop("fail", None)
         if forced:
@@ -336,7 +339,9 @@ class RunwayFake(ProviderFake):
             queued=self._concurrency() is not None,
         )
         self._schedule()
-        return httpx.Response(200, json={"id": task_id})
+        # Runway's spec: the create answer carries the credits the task is expected to cost.
+        estimate = MODELS[model_name].credits_per_second * int(duration or 0)
+        return httpx.Response(200, json={"id": task_id, "estimatedCost": {"credits": estimate}})
 
     def _concurrency(self) -> int | None:
         spec = self.sim.limit_spec(self.name)
