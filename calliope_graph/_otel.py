@@ -83,7 +83,10 @@ _batch: ContextVar[Span | None] = ContextVar("calliope_otel_batch", default=None
 
 _lock = threading.Lock()
 _configured = False
-_instruments: dict[int, dict[str, Any]] = {}
+#: Per meter provider (by id, with the provider kept and compared by identity: a provider
+#: that was shut down and freed may leave its id to a new one, whose spans and points
+#: would otherwise go to the old, shut-down instruments).
+_instruments: dict[int, tuple[Any, dict[str, Any]]] = {}
 
 
 def _ns(seconds: float | None) -> int | None:
@@ -193,24 +196,26 @@ def _metric_reader(name: str) -> Any:
     return PeriodicExportingMetricReader(HttpMetricExporter())
 
 
-_tracers: dict[int, Any] = {}
+_tracers: dict[int, tuple[Any, Any]] = {}  # id → (provider, its tracer), as _instruments
 
 
 def _tracer() -> Any:
     """The tracer of the current tracer provider (made once per provider: a run is short)."""
     provider = trace.get_tracer_provider()
-    found = _tracers.get(id(provider))
-    if found is None:
-        found = _tracers[id(provider)] = provider.get_tracer(SCOPE)
-    return found
+    cached = _tracers.get(id(provider))
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    tracer = provider.get_tracer(SCOPE)
+    _tracers[id(provider)] = (provider, tracer)
+    return tracer
 
 
 def _meters() -> dict[str, Any]:
     """The instruments of the current meter provider (made once per provider)."""
     provider = metrics.get_meter_provider()
-    found = _instruments.get(id(provider))
-    if found is not None:
-        return found
+    cached = _instruments.get(id(provider))
+    if cached is not None and cached[0] is provider:
+        return cached[1]
     meter = metrics.get_meter(SCOPE)
     found = {
         # model/gen-ai/metrics.yaml: seconds, and tokens per gen_ai.token.type
@@ -237,7 +242,7 @@ def _meters() -> dict[str, Any]:
             description="Time node executions waited on the shared provider rate limiter",
         ),
     }
-    _instruments[id(provider)] = found
+    _instruments[id(provider)] = (provider, found)
     return found
 
 

@@ -531,3 +531,24 @@ def test_console_traces_alone_print_spans_without_trying_a_metrics_collector(
     assert '"name": "flow webcam_story"' in done.stdout
     assert '"service.name": "stories"' in done.stdout
     assert "metrics" not in done.stderr  # no OTLP exporter retrying localhost:4318
+
+
+def test_a_new_tracer_provider_never_inherits_a_freed_ones_tracer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tracers are cached per provider: a provider shut down and freed can leave its address
+    (its ``id``) to a new one, whose spans must still be exported, not handed to the old,
+    shut-down provider's tracer (an application replacing its provider, or a test suite).
+    Every provider is given the same id here, which is what an address reused looks like."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setattr(_otel, "id", lambda _obj: 7, raising=False)
+    holder: list[Any] = [TracerProvider()]
+    monkeypatch.setattr(_otel.trace, "get_tracer_provider", lambda: holder[0])
+    _otel._tracer()
+    holder[0].shutdown()
+    holder[0] = TracerProvider()
+    exported = InMemorySpanExporter()
+    holder[0].add_span_processor(SimpleSpanProcessor(exported))
+    _otel._tracer().start_span("a node").end()
+    assert [span.name for span in exported.get_finished_spans()] == ["a node"]
