@@ -544,7 +544,7 @@ def test_a_new_tracer_provider_never_inherits_a_freed_ones_tracer(
 
     monkeypatch.setattr(_otel, "id", lambda _obj: 7, raising=False)
     holder: list[Any] = [TracerProvider()]
-    monkeypatch.setattr(_otel.trace, "get_tracer_provider", lambda: holder[0])
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: holder[0])
     _otel._tracer()
     holder[0].shutdown()
     holder[0] = TracerProvider()
