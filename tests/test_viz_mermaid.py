@@ -69,7 +69,7 @@ def test_every_mermaid_drawing_renders(tmp_path: Path) -> None:
                 labels = page.evaluate(RENDER, source)
                 assert not labels.startswith("ERROR"), f"{name}: {labels}"
                 if name == "webcam_story":
-                    assert "on Stability fails → DALL·E" in labels
+                    assert "on Stability fails → OpenAI" in labels
                     assert "retry prompt ≤3" in labels
         finally:
             browser.close()
