@@ -38,6 +38,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -68,8 +69,11 @@ _PART = re.compile(r"^\..+\.[0-9a-f]{12}\.part$")
 #: An unlocked temporary file younger than this (seconds) is left alone: its writer may be
 #: between creating it and locking it.
 STALE_AFTER = 2.0
-#: Targets whose stale temporary files this process has already removed.
-_CLEANED: set[Path] = set()
+#: Targets whose stale temporary files this process has removed lately: the most recent
+#: ones only (a long-running server or batch writes new targets without end; cleaning a
+#: target again after it fell out costs one directory glob).
+_CLEANED: OrderedDict[Path, None] = OrderedDict()
+_CLEANED_MAX = 4096
 _CLEANED_LOCK = threading.Lock()
 
 
@@ -78,7 +82,10 @@ def _temp_path(path: Path) -> tuple[Path, int]:
     writer until the fd is closed (path, fd). Stale ones of ``path`` are removed first."""
     with _CLEANED_LOCK:
         first = path not in _CLEANED
-        _CLEANED.add(path)
+        _CLEANED[path] = None
+        _CLEANED.move_to_end(path)
+        if len(_CLEANED) > _CLEANED_MAX:
+            _CLEANED.popitem(last=False)
     if first:
         clean_stale_parts(path)
     while True:

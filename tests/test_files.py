@@ -399,3 +399,17 @@ def test_resuming_into_an_output_directory_removes_the_part_files_a_killed_run_l
         assert _parts(target) == [] and fresh.exists()
     finally:
         lock.release()
+
+
+def test_the_memo_of_cleaned_targets_stays_bounded_however_many_files_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long batch or server writes new files without end: what the writer remembers about
+    them (which targets it already cleaned of stale temporary files) must not grow with it."""
+    from calliope_graph import _files
+
+    monkeypatch.setattr(_files, "_CLEANED_MAX", 64)  # the bound's size does not matter here
+    for n in range(_files._CLEANED_MAX + 50):
+        _, fd = _files._temp_path(tmp_path / f"f{n}.bin")
+        os.close(fd)
+    assert len(_files._CLEANED) <= _files._CLEANED_MAX
