@@ -84,7 +84,7 @@ def _temp_path(path: Path) -> tuple[Path, int]:
         first = path not in _CLEANED
         _CLEANED[path] = None
         _CLEANED.move_to_end(path)
-        if len(_CLEANED) > _CLEANED_MAX:
+        while len(_CLEANED) > _CLEANED_MAX:
             _CLEANED.popitem(last=False)
     if first:
         clean_stale_parts(path)
