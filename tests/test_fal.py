@@ -12,9 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from _support import Recorder, assert_secrets_absent, failures_under_faults, make_ctx, never
-from click.testing import CliRunner
 
-from calliope_graph.cli import main
 from calliope_graph.config import (
     InferenceModel,
     InferenceModelProvider,
@@ -441,42 +439,6 @@ async def test_one_node_flows_run_on_fal(
     )
     assert isinstance(out.outputs["video"], Video)
     assert sim.count("fal", "submit") == 2
-
-
-@pytest.mark.real_timeout  # the CLI polls on real time: 10 ms intervals, a few of them
-@pytest.mark.parametrize(
-    ("kind", "model", "inputs", "port"),
-    [
-        ("text_to_image", "fal-flux-schnell", "{prompt: inputs.text}", "image"),
-        (
-            "image_and_text_to_video",
-            "fal-kling-video",
-            "{image: inputs.image, text: inputs.text}",
-            "video",
-        ),
-    ],
-)
-def test_one_node_flow_runs_from_the_command_line_with_simulate(
-    tmp_path: Path, kite: Image, kind: str, model: str, inputs: str, port: str
-) -> None:
-    spec = tmp_path / "one.yaml"
-    spec.write_text(
-        "name: one\ninputs:\n  image: {type: image}\n  text: {type: text}\n"
-        f"nodes:\n  step:\n    kind: {kind}\n    inputs: {inputs}\n"
-        # the catalog's model, polled every 10 ms instead of every second
-        f"    model: {{slug: {model}, model_parameters: {{poll_interval: 0.01}},\n"
-        f"            model: {catalog.get(model).model.model_dump_json()}}}\n"
-        f"outputs:\n  result: step.{port}\n"
-    )
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        ["run", str(spec), "--input", f"image={kite.path}", "--input", "text=a kite",
-         "--simulate", "--out", str(out)],
-        catch_exceptions=False,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert any(p.suffix in (".jpg", ".mp4") for p in out.rglob("*"))
 
 
 # -- the seed's functional API ---------------------------------------------------------------

@@ -316,44 +316,6 @@ async def test_one_node_flows_run_on_luma(
     assert sim.count("luma", "generations.video") == 1
 
 
-@pytest.mark.real_timeout  # the CLI polls on real time: 10 ms intervals, a few of them
-@pytest.mark.parametrize(
-    ("kind", "model", "inputs", "port", "extra"),
-    [
-        ("text_to_image", "luma-photon", "{prompt: inputs.text}", "image", ""),
-        (
-            "image_and_text_to_video",
-            "luma-ray-2",
-            "{image: inputs.image, text: inputs.text}",
-            "video",
-            f", image_base_url: '{MEDIA}'",
-        ),
-    ],
-)
-def test_one_node_flow_runs_from_the_command_line_with_simulate(
-    tmp_path: Path, kind: str, model: str, inputs: str, port: str, extra: str
-) -> None:
-    picture = tmp_path / "kite.png"
-    picture.write_bytes(image_bytes("a kite", 160, 90))
-    spec = tmp_path / "one.yaml"
-    spec.write_text(
-        "name: one\ninputs:\n  image: {type: image}\n  text: {type: text}\n"
-        f"nodes:\n  step:\n    kind: {kind}\n    inputs: {inputs}\n"
-        f"    model: {{slug: {model}, model_parameters: {{poll_interval: 0.01{extra}}},\n"
-        f"            model: {catalog.get(model).model.model_dump_json()}}}\n"
-        f"outputs:\n  result: step.{port}\n"
-    )
-    out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        ["run", str(spec), "--input", f"image={picture}", "--input", "text=a kite at sea",
-         "--simulate", "--out", str(out)],
-        catch_exceptions=False,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert any(p.suffix in (".jpg", ".mp4") for p in out.rglob("*"))
-
-
 # -- the seed's functional API ---------------------------------------------------------------
 async def test_the_functional_api_draws_and_animates_on_luma(
     sim: Simulator, clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
