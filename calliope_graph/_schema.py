@@ -9,12 +9,18 @@ schema gets the same structured output, local re-validation and re-ask as a clas
 Written here rather than taken from a library: the only well-kept JSON Schema → pydantic
 tool (datamodel-code-generator) generates source code at build time; we need a model at run
 time from a small, documented subset (object, array, string, number, integer, boolean,
-enum, ``required``, ``description``, ``$ref`` into ``$defs``).
+enum, ``required``, ``description``, ``$ref`` into ``$defs``) and its validation keywords
+(``minItems``/``maxItems``, ``minLength``/``maxLength``/``pattern``, ``minimum``/``maximum``/
+``exclusiveMinimum``/``exclusiveMaximum``/``multipleOf``). Those become pydantic constraints: the
+provider sees them in the structured-output schema (pydantic writes them back into
+``model_json_schema()``; OpenAI's strict mode accepts them:
+https://platform.openai.com/docs/guides/structured-outputs#supported-properties) and the local
+re-validation enforces them. A keyword outside the subset is refused, not silently dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -104,6 +110,67 @@ def get_field(value: Any, name: str) -> Any:
 # -- inline schemas → pydantic --------------------------------------------------------------------
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
+# JSON Schema validation keyword → pydantic ``Field`` constraint, per type.
+_CONSTRAINTS: dict[str, dict[str, str]] = {
+    "array": {"minItems": "min_length", "maxItems": "max_length"},
+    "string": {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"},
+    "number": {
+        "minimum": "ge",
+        "maximum": "le",
+        "exclusiveMinimum": "gt",
+        "exclusiveMaximum": "lt",
+        "multipleOf": "multiple_of",
+    },
+}
+_CONSTRAINTS["integer"] = _CONSTRAINTS["number"]
+# Keywords that describe rather than constrain, or that the subset reads itself.
+_ANNOTATIONS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "$comment",
+        "$defs",
+        "definitions",
+        "$schema",
+        "$id",
+        "$ref",
+        "additionalProperties",
+        "anyOf",
+    }
+)
+
+
+def _constrained(annotation: Any, schema: Schema, where: str) -> Any:
+    """``annotation`` with the schema's validation keywords as pydantic constraints; a keyword
+    outside the subset is a ConfigurationError naming it (it would otherwise be dropped)."""
+    kind = schema.get("type")
+    known = _CONSTRAINTS.get(kind, {}) if isinstance(kind, str) else {}
+    constraints: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in known:
+            if key == "pattern" and not isinstance(value, str):
+                raise ConfigurationError(f"Inline schema field {where!r}: 'pattern' must be text.")
+            if key != "pattern" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ConfigurationError(
+                    f"Inline schema field {where!r}: {key!r} must be a number, not {value!r}."
+                )
+            constraints[known[key]] = value
+        elif key not in _ANNOTATIONS:
+            allowed = ", ".join(known) or "none"
+            raise ConfigurationError(
+                f"Inline schema field {where!r}: keyword {key!r} is not supported for type "
+                f"{kind!r} (supported constraints: {allowed}); remove it or describe the rule "
+                "in 'description'."
+            )
+    return Annotated[annotation, Field(**constraints)] if constraints else annotation
+
 
 def model_from_schema(schema: Schema, name: str | None = None) -> type[BaseModel]:
     """A pydantic model for an inline JSON Schema of ``type: object`` (see module docstring).
@@ -150,12 +217,13 @@ def _annotation(schema: Schema, root: Schema, where: str, title: str) -> Any:
         return Literal[values]
     kind = schema.get("type")
     if isinstance(kind, str) and kind in _SCALARS:
-        return _SCALARS[kind]
+        return _constrained(_SCALARS[kind], schema, where)
     if kind == "array":
         items = schema.get("items")
         if not isinstance(items, dict):
             raise ConfigurationError(f"Inline schema field {where!r}: an array needs 'items'.")
-        return list[_annotation(resolve(items, root), root, where + "[]", title)]  # type: ignore[misc]
+        item = _annotation(resolve(items, root), root, where + "[]", title)
+        return _constrained(list[item], schema, where)  # type: ignore[valid-type]
     if kind == "object" or "properties" in schema:
         sub_title = str(schema.get("title") or f"{title}_{where.replace('.', '_')}")
         return _model(schema, root, sub_title, where + ".")
