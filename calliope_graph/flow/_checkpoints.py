@@ -9,11 +9,13 @@
 - :func:`run_guard` is held for one run of one thread. On PostgreSQL it takes an advisory lock
   keyed by the thread id on a connection of its own, so two processes — on any machines —
   running the same thread cannot both pay for its pending nodes: the second gets a
-  ConfigurationError naming the holder. On PostgreSQL and SQLite it also yields the run's
-  :class:`TraceLog`: each finished node execution is written to a ``calliope_trace`` table next
-  to the checkpoints, so a run resumed on another machine or with another output directory
-  starts its trace with everything the earlier attempts did (docs/architecture.md says why a
-  table and not the checkpoint metadata or history).
+  ConfigurationError naming the holder. On SQLite the same guarantee comes from a record lock
+  in a file beside the checkpoint file (:mod:`calliope_graph.flow._thread_lock`).
+  On PostgreSQL and SQLite it also yields the run's :class:`TraceLog`: each finished node
+  execution is written to a ``calliope_trace`` table next to the checkpoints, so a run resumed
+  on another machine or with another output directory starts its trace with everything the
+  earlier attempts did (docs/architecture.md says why a table and not the checkpoint metadata
+  or history).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from calliope_graph.errors import ConfigurationError
+from calliope_graph.flow._thread_lock import sqlite_database_path, sqlite_thread_lock
 from calliope_graph.flow.trace import NodeExecution, Trace
 
 if TYPE_CHECKING:
@@ -472,6 +475,8 @@ async def run_guard(
             _LoopSqliteSaver is not None and isinstance(saver, _LoopSqliteSaver)
         ):
             backend = _SqliteTrace(saver)
+            database = await sqlite_database_path(saver.conn)
+            stack.enter_context(sqlite_thread_lock(database, thread, store))
         if backend is None or not trace:
             yield None
             return
