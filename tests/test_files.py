@@ -361,9 +361,11 @@ def test_a_killed_writers_part_file_goes_when_the_target_is_written_again_a_live
     target = tmp_path / "story.mp4"
     killed = _writer(target)
     (stale,) = _parts(target)
+    # Started while the first is alive: a writer removes stale part files when it starts, and
+    # a start slower than STALE_AFTER (a loaded machine) would otherwise take the dead one.
+    live = _writer(target)  # another process, still writing
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    live = _writer(target)  # another process, still writing
     try:
         both = _parts(target)
         assert stale in both and len(both) == 2
