@@ -17,7 +17,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from calliope_graph.cli import main
+from calliope_graph.flow import Flow
 from calliope_graph.flow.trace import Trace
+from calliope_graph.simulate import Simulator
 
 HERE = Path(__file__).resolve().parent
 
@@ -243,3 +245,46 @@ def test_a_budgeted_batch_of_an_unpriced_model_says_its_cost_is_unknown_not_zero
     shown = done.stdout + done.stderr
     assert "$?" in shown and "2 items unpriced" in shown
     assert shown.count("cost is unknown and not counted against --budget 0.01") == 1
+
+
+_KILL_AFTER_FIRST_JOURNAL = """
+import os, sys
+from pathlib import Path
+from calliope_graph.flow import Flow, _journal
+from calliope_graph.simulate import Simulator
+
+put = _journal.Journal.put
+
+
+def put_then_die(self, *args, **kwargs):
+    put(self, *args, **kwargs)
+    os._exit(9)  # killed the instant the first paid node's outputs are committed
+
+
+_journal.Journal.put = put_then_die
+Flow.load("webcam_story").invoke(
+    {"image": sys.argv[1]}, out_dir=Path(sys.argv[2]), thread_id="t", simulator=Simulator()
+)
+"""
+
+
+def test_a_run_killed_right_after_a_paid_node_still_counts_that_nodes_cost(
+    tmp_path: Path,
+) -> None:
+    """Outputs and their cost are one commit: the resumed run reports what a clean run does."""
+    webcam = HERE.parent / "examples" / "media" / "webcam.jpg"
+    flow = Flow.load("webcam_story")
+    clean = flow.invoke({"image": webcam}, out_dir=tmp_path / "clean", simulator=Simulator())
+    clean_cost = sum(e.cost_usd or 0.0 for e in clean.trace.executions)
+    assert clean_cost > 0
+
+    out = tmp_path / "killed"
+    script = [sys.executable, "-c", _KILL_AFTER_FIRST_JOURNAL, str(webcam), str(out)]
+    assert subprocess.run(script, cwd=HERE, timeout=120).returncode == 9
+    resumed_sim = Simulator()
+    resumed = flow.invoke(None, out_dir=out, thread_id="t", resume=True, simulator=resumed_sim)
+    paid_before = [e for e in resumed.trace.executions if e.resumed]
+    assert paid_before, "the resume replayed nothing from the journal"
+    assert all(e.provider_calls for e in paid_before), "a journaled node lost its cost"
+    total = sum(e.cost_usd or 0.0 for e in resumed.trace.executions)
+    assert abs(total - clean_cost) < 1e-9, (total, clean_cost)

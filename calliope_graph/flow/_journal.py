@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,22 @@ class JournalDB:
         return None if self._db is None else self._db.execute(sql, args)
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction, committed to disk (``synchronous=FULL``) before it returns."""
+        if self._db is None:
+            yield
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
     def unsynced(self) -> Iterator[None]:
         """One transaction committed without waiting for the disk (WAL, ``synchronous=
         NORMAL``): it survives a killed process, not a power cut. For bookkeeping whose loss
@@ -195,26 +211,24 @@ class Journal:
             return None  # a media file was deleted since: run the node again
         return outputs
 
-    def put(self, key: str, node: str, outputs: Mapping[str, Any]) -> None:
-        """Commit ``outputs`` under ``key`` (before the node returns to LangGraph)."""
+    def put(
+        self, key: str, node: str, outputs: Mapping[str, Any], calls: Sequence[ProviderCall] = ()
+    ) -> None:
+        """Commit ``outputs`` under ``key`` (before the node returns to LangGraph), with the
+        requests that made them (and their cost) in the same transaction: a kill can keep
+        both or neither, never outputs whose cost a resumed run would then not count."""
         try:
-            self._insert(key, node, outputs)
+            with self.db.transaction():
+                self._insert(key, node, outputs)
+                if calls:
+                    data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
+                    self.db.execute(
+                        "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
+                        "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
+                        (self.thread_id, key, data),
+                    )
         except Exception as exc:  # never fail a node that has been paid for
             log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
-
-    def put_calls(self, key: str, calls: list[ProviderCall]) -> None:
-        """Keep the requests (and their cost) that made the outputs journaled under ``key``
-        — not waited on: losing them to a power cut loses a cost figure, not a paid output."""
-        data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
-        try:
-            with self.db.unsynced():
-                self.db.execute(
-                    "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
-                    "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
-                    (self.thread_id, key, data),
-                )
-        except Exception as exc:
-            log.warning("The cost of a journaled node was not kept (%s).", exc)
 
     def calls(self, key: str) -> list[ProviderCall]:
         """The requests journaled with ``key``'s outputs (none kept: an empty list)."""

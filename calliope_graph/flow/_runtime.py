@@ -291,10 +291,18 @@ class FlowRuntime:
         stats = CallStats(on_retry=retried)
         # Only nodes that call providers need their requests counted.
         token = call_stats.set(stats) if node.model is not None else None
+        settled = False
         try:
             outputs = self._scrub(node, await run())
             if entry is not None and journal is not None:
-                journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees them
+                # Priced first so that the outputs and what they cost are one commit, before
+                # LangGraph (and anyone) sees them: a kill between two commits once kept the
+                # outputs and lost their cost, so a resumed run reported less than it paid.
+                self._close(execution, stats)
+                execution.outputs = self._summary(outputs, root)
+                self._settle(execution, node, stats)
+                settled = True
+                journal.put(entry, key, outputs, execution.provider_calls)
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
         except BaseException as exc:
@@ -315,14 +323,15 @@ class FlowRuntime:
         finally:
             if token is not None:
                 call_stats.reset(token)
-        self._close(execution, stats)
+        if not settled:
+            self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
-        execution.__dict__.update(
-            status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
-        )
-        self._settle(execution, node, stats)
-        if entry is not None and journal is not None and execution.provider_calls:
-            journal.put_calls(entry, execution.provider_calls)
+        summary = self._summary(outputs, root) if not settled or store.remote else None
+        execution.__dict__.update(status="ok", error_class=None, error=None)
+        if summary is not None:
+            execution.outputs = summary
+        if not settled:
+            self._settle(execution, node, stats)
         self._emit("finished", execution)
         return outputs
 
