@@ -206,3 +206,23 @@ def test_misused_items_switches_and_subflows_say_what_to_write() -> None:
     with pytest.raises(FlowSpecError, match="name a shipped flow"):
         flow.subflow("c", 3)  # type: ignore[arg-type]
     assert "s" not in flow.spec.nodes and "c" not in flow.spec.nodes  # nothing half-added
+
+
+# -- the README's "Flows in Python" runs as written ------------------------------------------
+def test_the_readmes_python_flow_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Flows in Python", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    exec(compile(found[1], "README.md", "exec"), namespace)
+    assert "map:\n      over: inputs.lines\n      as: line" in capsys.readouterr().out
+    flow: Flow = namespace["flow"]
+    inputs = {"title": "a fox's journey", "lines": ["a fox", "an owl"], "mood": "dark"}
+    result = flow.invoke(inputs, out_dir=tmp_path / "out", simulator=Simulator())
+    assert len(result.outputs["frames"]) == 2
+    assert result.outputs["caption"] == "By night, dark."
+    assert Path(result.outputs["cover"].path).is_file()
