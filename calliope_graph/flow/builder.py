@@ -328,8 +328,9 @@ class Flow:
         **options: Unpack[NodeOptions],
     ) -> NodeHandle:
         """Add another flow as one node: its inputs and outputs are this node's ports.
-        ``flow`` is a shipped flow's name (``"illustrate"``), a .yaml/.json path, or a Flow
-        loaded from either (:meth:`load`). To run it once per item, use :meth:`map` with
+        ``flow`` is a shipped flow's name (``"illustrate"``), a .yaml/.json path (relative to
+        the working directory: a flow built here has no file of its own), or a Flow loaded
+        from either (:meth:`load`). To run it once per item, use :meth:`map` with
         ``Flow.load(...)`` as its node."""
         if isinstance(flow, Flow):
             return self.add(name, flow, inputs, **options)
