@@ -3,8 +3,9 @@
 Every shipped flow (``graphs/*.yaml``) has a Python twin in ``examples/python_flows.py``; each
 twin's FlowSpec equals the YAML's (field by field and node order), serialises to the same
 YAML, validates to the same plan and compiles to the same LangGraph graph. A new YAML without
-a twin fails here. Then the builder's construct methods (map, switch, subflow) on their own:
-they run, and misuse names the problem and the fix.
+a twin fails here. A flow setting every field of the flow language has a Python twin too
+(a new spec field fails until it has a spelling). Then the builder's construct methods (map,
+switch, subflow) on their own: they run, and misuse names the problem and the fix.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 from yaml import safe_load
 
+from calliope_graph.config import ModelConfig
 from calliope_graph.errors import ConfigurationError, FlowSpecError
 from calliope_graph.flow import Flow, FlowSpec, shipped_flows
 from calliope_graph.simulate import Simulator
@@ -226,3 +229,143 @@ def test_the_readmes_python_flow_runs_as_written(
     assert len(result.outputs["frames"]) == 2
     assert result.outputs["caption"] == "By night, dark."
     assert Path(result.outputs["cover"].path).is_file()
+
+
+# -- every field a flow file may set has a Python spelling -----------------------------------
+#: A flow setting every field of the flow language (not meant to validate: only its shape).
+EVERY_FIELD = """\
+name: every_field
+description: every field a flow file may set
+version: 1
+catalog: models.yaml
+inputs:
+  text: {type: text, description: what to tell, required: false, default: a fox}
+  lines: {type: any}
+nodes:
+  story:
+    kind: text_to_text
+    model: openai-gpt-6-luna
+    params: {empty_is_error: true}
+    inputs: {text: inputs.text}
+    description: tells the story
+    timeout: 30
+    retry:
+      max_attempts: 3
+      initial_interval: 0.1
+      backoff_factor: 3
+      max_interval: 5
+      jitter: false
+      when: [transient]
+    cache: {ttl: 60}
+    on_error:
+      - when: [content_policy]
+        rewrite: {via: censor, port: text, output: text, max_attempts: 2}
+        label: soften it
+      - when: [timeout]
+        goto: continue
+        label: go on
+      - when: [any]
+        goto: backup
+        label: the other one
+  censor: {kind: censor_text, model: openai-gpt-6-luna}
+  backup: {kind: text_to_text, model: openai-gpt-6-luna, inputs: {text: inputs.text}}
+  each:
+    kind: prompt_template
+    params: {template: "{line}!"}
+    inputs: {line: line}
+    map: {over: inputs.lines, as: line, max_parallel: 2}
+outputs:
+  story: story.text
+  each: each.text
+"""
+
+
+def every_field_in_python() -> Flow:
+    from calliope_graph.flow.spec import CacheSpec, RetrySpec
+
+    flow = Flow("every_field", "every field a flow file may set", catalog="models.yaml")
+    text = flow.input("text", "text", description="what to tell", required=False, default="a fox")
+    lines = flow.input("lines", "any")
+    retry = RetrySpec(
+        max_attempts=3,
+        initial_interval=0.1,
+        backoff_factor=3,
+        max_interval=5,
+        jitter=False,
+        when=["transient"],
+    )
+    story = flow.add(
+        "story",
+        "text_to_text",
+        {"text": text},
+        model="openai-gpt-6-luna",
+        params={"empty_is_error": True},
+        description="tells the story",
+        timeout=30,
+        retry=retry,
+        cache=CacheSpec(ttl=60),
+    )
+    flow.rewrite(story, via="censor", port="text", output="text", max_attempts=2, label="soften it")
+    flow.continue_on(story, when=["timeout"], label="go on")
+    flow.fallback(story, to="backup", label="the other one")
+    flow.add("censor", "censor_text", model="openai-gpt-6-luna")
+    flow.add("backup", "text_to_text", {"text": text}, model="openai-gpt-6-luna")
+    line = flow.item("line")
+    each = flow.map(
+        "each",
+        "prompt_template",
+        {"line": line},
+        over=lines,
+        item=line,
+        max_parallel=2,
+        params={"template": "{line}!"},
+    )
+    flow.output("story", story.text)
+    flow.output("each", each.text)
+    return flow
+
+
+def _fields(model: type[BaseModel], seen: set[str]) -> set[str]:
+    """Every ``Model.field`` reachable from ``model`` (a ModelConfig is one value: the
+    builder takes it whole, as ``model=``)."""
+    out: set[str] = set()
+    for name, info in model.model_fields.items():
+        out.add(f"{model.__name__}.{name}")
+        for inner in _models_in(info.annotation):
+            if inner.__name__ not in seen and inner is not ModelConfig:
+                seen.add(inner.__name__)
+                out |= _fields(inner, seen)
+    return out
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _set_fields(value: Any) -> set[str]:
+    """Every ``Model.field`` a loaded value sets (recursively)."""
+    if isinstance(value, BaseModel) and not isinstance(value, ModelConfig):
+        out = {f"{type(value).__name__}.{name}" for name in value.model_fields_set}
+        for name in value.model_fields_set:
+            out |= _set_fields(getattr(value, name))
+        return out
+    if isinstance(value, dict):
+        return {f for v in value.values() for f in _set_fields(v)}
+    if isinstance(value, list):
+        return {f for v in value for f in _set_fields(v)}
+    return set()
+
+
+def test_every_field_of_the_flow_language_has_a_python_spelling() -> None:
+    """EVERY_FIELD sets every field the spec models declare (a new field fails here until it
+    is added there and to its Python twin), and the builder says the same flow."""
+    from calliope_graph.flow import load_spec
+
+    yaml = load_spec("every_field.yaml", text=EVERY_FIELD)
+    missing = _fields(FlowSpec, {"FlowSpec"}) - _set_fields(yaml)
+    assert not missing, f"EVERY_FIELD does not set {sorted(missing)}: add them, and to Python"
+    python = every_field_in_python()
+    assert python.spec.model_dump(mode="json") == yaml.model_dump(mode="json")
+    assert list(python.spec.nodes) == list(yaml.nodes)
