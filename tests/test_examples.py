@@ -40,6 +40,13 @@ def test_builder_flow(tmp_path: Path) -> None:
     assert (tmp_path / "image.png").is_file()
 
 
+def test_python_flows() -> None:
+    out = run("examples/python_flows.py", "storyboard")
+    assert "storyboard: the same as graphs/storyboard.yaml" in out
+    assert "DIFFERS" not in out
+    assert "map:\n      over: story.object.scenes" in out
+
+
 EXAMPLES_README = ROOT / "examples" / "README.md"
 
 

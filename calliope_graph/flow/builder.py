@@ -10,6 +10,10 @@
     flow.output("image", image["image"])
     result = flow.invoke({"text": "a lighthouse"}, out_dir="out")
 
+The constructs have their own spellings — ``flow.map(...)`` with ``flow.item(...)``,
+``flow.switch(...)``, ``flow.subflow(...)`` — so everything a YAML flow says, Python says
+(``tests/test_builder_parity.py`` builds every shipped flow both ways and compares them).
+
 A flow loaded from YAML (:meth:`Flow.load`) is the same object, so both front doors share
 validation, compilation, running and drawing.
 """
@@ -17,13 +21,15 @@ validation, compilation, running and drawing.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from langgraph.cache.base import BaseCache
 from langgraph.types import Checkpointer
+from pydantic import ValidationError
 from typing_extensions import Unpack
 
 from calliope_graph.config import ModelConfig
@@ -45,6 +51,7 @@ from calliope_graph.flow.spec import (
     ErrorRoute,
     FlowSpec,
     InputSpec,
+    MapSpec,
     NodeSpec,
     RetrySpec,
     RewriteSpec,
@@ -56,17 +63,19 @@ if TYPE_CHECKING:
     from calliope_graph.batch import BatchOptions, BatchSummary
     from calliope_graph.nodes import Node
 
-__all__ = ["Flow", "NodeHandle", "shipped_flows"]
+__all__ = ["Flow", "MapItem", "NodeHandle", "NodeOptions", "shipped_flows"]
 
 
 class NodeHandle:
-    """A node added to a flow: ``handle["text"]`` (or ``handle.text``) is ``"<node>.text"``."""
+    """A node added to a flow: ``handle["text"]`` (or ``handle.text``) is ``"<node>.text"``;
+    ``handle["object", "title"]`` reads a field of an object port (``"<node>.object.title"``)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __getitem__(self, port: str) -> str:
-        return f"{self.name}.{port}"
+    def __getitem__(self, port: str | tuple[str, ...]) -> str:
+        path = port if isinstance(port, tuple) else (port,)
+        return ".".join((self.name, *path))
 
     def __getattr__(self, port: str) -> str:
         if port.startswith("_"):
@@ -77,10 +86,27 @@ class NodeHandle:
         return self.name
 
     def __repr__(self) -> str:
-        return f"NodeHandle({self.name!r})"
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class MapItem(NodeHandle):
+    """The current item of a :meth:`Flow.map`: wire it whole (``{"value": scene}``) or one
+    of its fields (``scene.text``, ``scene["image_prompt"]``). Made by :meth:`Flow.item`."""
+
+
+class NodeOptions(TypedDict, total=False):
+    """The keywords that configure a node itself (as in :meth:`Flow.add`)."""
+
+    model: str | ModelConfig | None
+    params: Mapping[str, Any] | None
+    timeout: float | None
+    retry: RetrySpec | Mapping[str, Any] | None
+    cache: bool | CacheSpec
+    description: str
 
 
 Source = str | NodeHandle | Sequence[str]
+Target = str | NodeHandle
 
 
 def shipped_flows() -> list[str]:
@@ -90,6 +116,8 @@ def shipped_flows() -> list[str]:
 
 
 def _ref(value: Any) -> str | list[str]:
+    if isinstance(value, MapItem):
+        return value.name
     if isinstance(value, NodeHandle):
         raise FlowSpecError(
             f"Wire a port, not a node: write {value.name}['<port>'] (e.g. {value.name}['text'])."
@@ -105,14 +133,50 @@ def _name(node: str | NodeHandle) -> str:
     return node.name if isinstance(node, NodeHandle) else node
 
 
+def _map_spec(name: str, over: Any, item: str | MapItem, max_parallel: int | None) -> MapSpec:
+    """A map's spec, its misuse named before the node is added."""
+    if not isinstance(over, str):
+        raise FlowSpecError(
+            f"Map {name!r}: over= takes a list-typed value, '<node>.<port>[.<field>]' or "
+            f"'inputs.<name>' (e.g. story['object', 'scenes']), not {over!r}."
+        )
+    if max_parallel is not None and not (isinstance(max_parallel, int) and max_parallel >= 1):
+        raise FlowSpecError(
+            f"Map {name!r}: max_parallel={max_parallel!r} must be a whole number ≥ 1 "
+            "(or None: every item at once)."
+        )
+    as_ = item.name if isinstance(item, MapItem) else item
+    try:
+        return MapSpec.model_validate({"over": over, "as": as_, "max_parallel": max_parallel})
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise FlowSpecError(
+            f"Map {name!r}: {problem} (item= names the current item, e.g. 'scene'; "
+            "max_parallel is at most 1000)."
+        ) from None
+
+
 class Flow:
     """A story flow: build it here or load it from YAML; validate, run, draw."""
 
-    def __init__(self, name: str, description: str = "", *, spec: FlowSpec | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        catalog: str | Path | None = None,
+        spec: FlowSpec | None = None,
+    ) -> None:
+        """``catalog``: a YAML model catalog extending the built-in one (a path relative to
+        the working directory; in a flow file, relative to that file)."""
         self._spec = (
             spec if spec is not None else FlowSpec(name=name, description=description, nodes={})
         )
+        if catalog is not None:
+            self._spec.catalog = str(catalog)
         self._plan: Plan | None = None
+        #: How a parent flow names this one as a subflow (set when loaded from a file).
+        self._reference: str | None = None
 
     # -- building ---------------------------------------------------------------------------
     def input(
@@ -136,7 +200,7 @@ class Flow:
     def add(
         self,
         name: str,
-        node: Node | str,
+        node: Node | Flow | str,
         inputs: Mapping[str, Source] | None = None,
         /,
         *,
@@ -147,7 +211,8 @@ class Flow:
         cache: bool | CacheSpec = False,
         description: str = "",
     ) -> NodeHandle:
-        """Add a node (an instance, or a kind name with ``model``/``params``).
+        """Add a node (an instance, a kind name with ``model``/``params``, or a loaded
+        :class:`Flow` as a subflow — see :meth:`subflow`).
 
         ``inputs`` wires its input ports by name — ``{"prompt": text, "image": cam["image"]}``
         — from flow inputs or other nodes' ports; a list wires several sources into a
@@ -161,12 +226,16 @@ class Flow:
                 f"Node {name!r}: wire inputs as a mapping from port name to source, e.g. "
                 f"flow.add({name!r}, node, {{'prompt': 'inputs.text'}}), not {inputs!r}."
             )
-        if isinstance(node, str):
+        if isinstance(node, Flow):
+            kind, node_model = "flow", model
+            node_params = {"flow": node._subflow_reference(name), **(params or {})}
+        elif isinstance(node, str):
             kind, node_model, node_params = node, model, dict(params or {})
         else:
             kind = node.kind
             node_model = model if model is not None else node.model
-            node_params = node.params.model_dump(exclude_defaults=True)
+            # What was passed, even a default's value: the spec says what the YAML would.
+            node_params = node.params.model_dump(exclude_unset=True)
             response_model = getattr(node, "response_model", None)
             inline = getattr(node, "inline_schema", None)
             if inline is not None:
@@ -188,6 +257,90 @@ class Flow:
         )
         self._changed()
         return NodeHandle(name)
+
+    def item(self, name: str = "item") -> MapItem:
+        """The name a map's current item goes by, to wire it into :meth:`map`'s inputs:
+        ``scene = flow.item("scene")``, then ``{"text": scene.text}`` and ``item=scene``."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise FlowSpecError(
+                f"A map item's name must be an identifier (letters, digits, '_'), not {name!r}: "
+                "e.g. flow.item('scene')."
+            )
+        if name == INPUTS:
+            raise FlowSpecError(f"A map item cannot be called {INPUTS!r}: pick another name.")
+        return MapItem(name)
+
+    def map(
+        self,
+        name: str,
+        node: Node | Flow | str,
+        inputs: Mapping[str, Source] | None = None,
+        /,
+        *,
+        over: str,
+        item: str | MapItem = "item",
+        max_parallel: int | None = None,
+        **options: Unpack[NodeOptions],
+    ) -> NodeHandle:
+        """Add a node that runs once per item of the list ``over`` (``story["object",
+        "scenes"]`` or ``"inputs.<name>"``), items in parallel (at most ``max_parallel`` at
+        once), results gathered in item order: each output port becomes a list. ``inputs``
+        wires the current ``item`` (a :meth:`item`, or its name) or its fields; ``node`` and
+        the keywords in ``options`` are as in :meth:`add` (a loaded Flow maps a subflow)."""
+        spec = _map_spec(name, over, item, max_parallel)
+        handle = self.add(name, node, inputs, **options)
+        self._spec.nodes[name].map = spec
+        self._changed()
+        return handle
+
+    def switch(
+        self,
+        name: str,
+        value: str,
+        /,
+        *,
+        cases: Mapping[str, Target] | Sequence[tuple[str, Target]],
+        default: Target,
+        description: str = "",
+    ) -> NodeHandle:
+        """A switch on ``value`` (a ``"<node>.<port>"`` or flow input): ``cases`` maps a
+        JMESPath condition to the node it chooses, tried in order; ``default`` runs when none
+        holds. The nodes not chosen are skipped (wire their outputs as a list to read
+        whichever ran). Its outputs: ``value`` (unchanged) and ``branch`` (the chosen node)."""
+        from calliope_graph.nodes import Switch
+
+        pairs = list(cases.items()) if isinstance(cases, Mapping) else list(cases)
+        if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise FlowSpecError(
+                f"Switch {name!r}: pass cases as a mapping from a JMESPath condition to the "
+                f"node it chooses, e.g. cases={{\"@ == 'dark'\": night}}, not {cases!r}."
+            )
+        chosen = [{"when": when, "goto": _name(goto)} for when, goto in pairs]
+        node = Switch(name=name, cases=chosen, default=_name(default))
+        return self.add(name, node, {"value": value}, description=description)
+
+    def subflow(
+        self,
+        name: str,
+        flow: str | Path | Flow,
+        inputs: Mapping[str, Source] | None = None,
+        /,
+        **options: Unpack[NodeOptions],
+    ) -> NodeHandle:
+        """Add another flow as one node: its inputs and outputs are this node's ports.
+        ``flow`` is a shipped flow's name (``"illustrate"``), a .yaml/.json path (relative to
+        the working directory: a flow built here has no file of its own), or a Flow loaded
+        from either (:meth:`load`). To run it once per item, use :meth:`map` with
+        ``Flow.load(...)`` as its node."""
+        if isinstance(flow, Flow):
+            return self.add(name, flow, inputs, **options)
+        if not isinstance(flow, str | Path) or not str(flow):
+            raise FlowSpecError(
+                f"Subflow {name!r}: name a shipped flow, a .yaml/.json path or a loaded Flow, "
+                f"not {flow!r}."
+            )
+        options["params"] = {"flow": str(flow), **(options.get("params") or {})}
+        return self.add(name, "flow", inputs, **options)
 
     def fallback(
         self,
@@ -240,6 +393,16 @@ class Flow:
     def _changed(self) -> None:
         self._plan = None
 
+    def _subflow_reference(self, node: str) -> str:
+        if self._reference is None:
+            raise FlowSpecError(
+                f"Node {node!r}: flow {self.name!r} was built in Python, and a flow names its "
+                "subflows by reference: pass a shipped flow's name or a .yaml/.json path, or "
+                f"save it first (Path('{self.name}.yaml').write_text(flow.to_yaml())) and pass "
+                "that path."
+            )
+        return self._reference
+
     # -- loading ----------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec: FlowSpec) -> Flow:
@@ -251,16 +414,17 @@ class Flow:
         text = str(name_or_path)
         path = Path(text)
         if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
-            return cls.from_spec(load_spec(path))
-        shipped = shipped_flows()
-        if text in shipped:
+            flow = cls.from_spec(load_spec(path))
+        elif text in (shipped := shipped_flows()):
             source = resources.files("calliope_graph.graphs").joinpath(f"{text}.yaml")
-            spec = load_spec(f"{text}.yaml", text=source.read_text(encoding="utf-8"))
-            return cls.from_spec(spec)
-        raise FlowSpecError(
-            f"No flow {text!r}: give a path to a .yaml/.json flow file or a shipped flow's name "
-            f"({', '.join(shipped)})."
-        )
+            flow = cls.from_spec(load_spec(f"{text}.yaml", text=source.read_text("utf-8")))
+        else:
+            raise FlowSpecError(
+                f"No flow {text!r}: give a path to a .yaml/.json flow file or a shipped flow's "
+                f"name ({', '.join(shipped)})."
+            )
+        flow._reference = text
+        return flow
 
     # -- what it is -------------------------------------------------------------------------
     @property
