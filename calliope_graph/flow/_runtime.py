@@ -3,11 +3,8 @@
 Both the compiler (:mod:`calliope_graph.flow.compile`) and the runner
 (:mod:`calliope_graph.flow.run`) import this module; neither imports the other's internals.
 
-- **State keys.** Every key of a flow's LangGraph state is built by one function here:
-  ``port_key`` (``"story.text"``), ``input_key`` (``"inputs.image"``), and the loop
-  bookkeeping ``rewrites_key`` (``"~rw.<node>"``), ``override_key``
-  (``"~ovr.<node>.<port>"``), ``request_key`` (``"~req.<via>"``), ``halt_key``
-  (``"~halt.<node>"``). ``done_name`` names a node's join node.
+- **State keys** are named in :mod:`calliope_graph.flow._names` (every key and generated
+  node name of a compiled flow); the ones the runner reads are re-exported here.
 - **FlowRuntime** is LangGraph's runtime context for one run: the
   :class:`~calliope_graph.context.RunContext` (client, keys, store) and the trace being
   written — never state, so never checkpointed.
@@ -31,6 +28,15 @@ from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
+from calliope_graph.flow._names import (
+    done_name,
+    halt_key,
+    input_key,
+    override_key,
+    port_key,
+    request_key,
+    rewrites_key,
+)
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
 
 if TYPE_CHECKING:
@@ -50,42 +56,6 @@ __all__ = [
     "request_key",
     "rewrites_key",
 ]
-
-
-# -- state keys ----------------------------------------------------------------------------------
-def port_key(node: str, port: str) -> str:
-    """The state key of output ``port`` of ``node`` (a fallback publishes under its root's)."""
-    return f"{node}.{port}"
-
-
-def input_key(name: str) -> str:
-    """The state key of flow input ``name``."""
-    return f"inputs.{name}"
-
-
-def rewrites_key(node: str) -> str:
-    """How many times a rewrite loop has rewritten ``node``'s input."""
-    return f"~rw.{node}"
-
-
-def override_key(node: str, port: str) -> str:
-    """A rewritten value replacing ``node``'s input ``port``."""
-    return f"~ovr.{node}.{port}"
-
-
-def request_key(via: str) -> str:
-    """What a rewriter ``via`` is asked to fix: ``{node, port, output, value}``."""
-    return f"~req.{via}"
-
-
-def halt_key(node: str) -> str:
-    """Set when ``node`` failed and no route took it: it pauses until resumed."""
-    return f"~halt.{node}"
-
-
-def done_name(node: str) -> str:
-    """The join node of ``node`` (reached on success, after a fallback, or on continue)."""
-    return f"{node}__done"
 
 
 def _total(calls: list[ProviderCall]) -> float | None:

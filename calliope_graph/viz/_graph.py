@@ -199,8 +199,8 @@ def _load_child(reference: Any, parent: FlowSpec) -> FlowSpec:
     """The child flow of a ``kind: flow`` node, loaded the way validation loads it."""
     from importlib import resources
 
-    from calliope_graph.flow._subflow import resolve_flow
     from calliope_graph.flow.spec import load_spec
+    from calliope_graph.flow.subflow import resolve_flow
 
     if not isinstance(reference, str) or not reference:
         raise ValueError("no params.flow")
