@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
+    from calliope_graph.flow._spec_core import Edge
     from calliope_graph.flow.spec import NodeSpec
 
 __all__ = [
@@ -74,6 +75,10 @@ class Construct:
     """Validation of this construct, by phase; each raises ``plan.spec.error(...)``."""
     shapes: Callable[[str, NodeSpec], tuple[NodeShape, ...]] | None = None
     """The shapes a node takes because of this construct (``()`` when it does not apply)."""
+    input_edges: Callable[[str, NodeSpec], list[Edge]] | None = None
+    """Edges this construct draws *into* a node (listed before the node's data edges)."""
+    edges: Callable[[str, NodeSpec], list[Edge]] | None = None
+    """Edges this construct draws *out of* a node (listed after every data edge)."""
     edge_shapes: Mapping[str, EdgeShape] = field(default_factory=dict)
     """Edge kinds of :meth:`FlowSpec.edges` this construct adds, and how each is drawn."""
     lowering: str | None = None

@@ -1,7 +1,7 @@
 """``map: {over, as, max_parallel}``: run a node once per item of a list, in parallel.
 
-The spec field is :class:`~calliope_graph.flow.spec.MapSpec` (``NodeSpec.map``); the ``map``
-edge (from the list to the node) comes from :meth:`FlowSpec.edges`. Here: the checks (the
+Here: the spec field (:class:`MapSpec`, ``NodeSpec.map``), the ``map`` edge from the list to
+the node (:func:`map_edges`, listed by :meth:`FlowSpec.edges`), the checks (the
 node is not itself routed to, its item name shadows no node, it maps over a list) and the
 registration. A mapped node is drawn as a ``stack``; every output port becomes a list.
 Lowering: ``<node>__each`` sends one ``Send`` per item, ``<node>__gather`` assembles the
@@ -12,21 +12,64 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import ConfigDict, Field
+
 from calliope_graph.errors import FlowSpecError
-from calliope_graph.flow._types import ValueType, typed
+from calliope_graph.flow._spec_core import INPUTS, Edge, _Model, parse_ref
 from calliope_graph.flow.construct import Construct, NodeShape, register_construct
-from calliope_graph.flow.spec import INPUTS, parse_ref
-from calliope_graph.nodes import PortType
 
 if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
     from calliope_graph.flow.spec import NodeSpec
 
-__all__ = ["CONSTRUCT"]
+__all__ = ["CONSTRUCT", "MapSpec", "map_edges"]
 
 
+# -- spec field (NodeSpec.map) -------------------------------------------------------------------
+class MapSpec(_Model):
+    """Run the node once per item of a list, items in parallel, results gathered in order.
+
+    Inside the node's ``inputs`` the current item is ``<as>`` (``item`` unless renamed) and
+    its fields ``<as>.<field>``; every output port of the node becomes a list, in item order.
+    """
+
+    over: str
+    """A list-typed value: ``<node>.<port>[.<field>...]`` or ``inputs.<name>``."""
+    as_: str = Field(default="item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The name the current item goes by in the node's wiring."""
+    max_parallel: int | None = Field(default=None, ge=1, le=1000)
+    """Items running at once (default: all)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+# -- edges ---------------------------------------------------------------------------------------
+def map_edges(name: str, node: NodeSpec) -> list[Edge]:
+    """The ``map`` edge into ``name``: from the list it runs over (none if unreadable)."""
+    if node.map is None:
+        return []
+    try:
+        over = parse_ref(node.map.over)
+    except FlowSpecError:
+        return []
+    return [
+        Edge(
+            kind="map",
+            source=over.node,
+            source_port=".".join((over.port, *over.fields)),
+            target=name,
+            bound=node.map.max_parallel,
+            label=f"for each {node.map.as_}",
+        )
+    ]
+
+
+# -- checks --------------------------------------------------------------------------------------
 def check_maps(plan: Plan) -> None:
     """A map goes over a list; its item name shadows no node."""
+    from calliope_graph.flow._types import ValueType, typed  # checks need node kinds' types
+    from calliope_graph.nodes import PortType
+
     spec = plan.spec
     for name, node_spec in spec.nodes.items():
         mapping = node_spec.map
@@ -82,6 +125,7 @@ CONSTRUCT = register_construct(
     Construct(
         name="map",
         checks={"structure": check_maps},
+        input_edges=map_edges,
         shapes=_shapes,
         edge_shapes={"map": "edge"},
         lowering="calliope_graph.flow._lower_map",

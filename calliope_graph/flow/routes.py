@@ -1,28 +1,106 @@
 """Error routes: ``on_error`` fallbacks (``goto: <node>``), ``continue`` and rewrite loops.
 
-The spec fields are :class:`~calliope_graph.flow.spec.ErrorRoute` and
-:class:`~calliope_graph.flow.spec.RewriteSpec` on ``NodeSpec.on_error``; the edges
-(``fallback``, ``continue``, ``rewrite``, ``rewrite_back``) come from
-:meth:`FlowSpec.edges`. Here: the checks (a fallback stands in for one node, fallbacks form
-no cycle, a rewrite loop is bounded and names real ports, a stand-in produces what its
-node's consumers read) and the registration; the lowering (error handlers returning
-``Command(goto=...)``, join nodes) is :mod:`calliope_graph.flow._lower_routes`.
-A rewrite's way back is drawn as a ``loop``.
+Here: the spec fields (:class:`ErrorRoute` and :class:`RewriteSpec`, a list on
+``NodeSpec.on_error``), the edges (``fallback``, ``continue``, ``rewrite``, ``rewrite_back``:
+:func:`route_edges`, listed by :meth:`FlowSpec.edges`), the checks (a fallback stands in for
+one node, fallbacks form no cycle, a rewrite loop is bounded and names real ports, a
+stand-in produces what its node's consumers read) and the registration; the lowering (error
+handlers returning ``Command(goto=...)``, join nodes) is
+:mod:`calliope_graph.flow._lower_routes`. A rewrite's way back is drawn as a ``loop``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from calliope_graph.flow._spec_core import CONTINUE, Edge, ErrorClassName, _classes, _Model
 from calliope_graph.flow.construct import Construct, register_construct
-from calliope_graph.flow.spec import CONTINUE, RewriteSpec
 
 if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
+    from calliope_graph.flow.spec import NodeSpec
 
-__all__ = ["CONSTRUCT"]
+__all__ = ["CONSTRUCT", "ErrorRoute", "RewriteSpec", "route_edges"]
 
 
+# -- spec fields (NodeSpec.on_error) -----------------------------------------------------------
+class RewriteSpec(_Model):
+    """Censor-and-retry: ``via`` rewrites input ``port``, then the node runs again."""
+
+    via: str
+    """The node that rewrites the failing input (e.g. a ``censor_text`` node)."""
+    port: str
+    """The input port of the failing node whose value is rewritten."""
+    output: str | None = None
+    """The ``via`` node's output port to use (default: its only/first output)."""
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    """How many rewrites at most. Required: a loop without a bound is an error."""
+
+
+class ErrorRoute(_Model):
+    """Where a failure of the given classes goes: a fallback node, ``continue``, or a rewrite."""
+
+    when: list[ErrorClassName] = Field(default_factory=lambda: _classes("any"), min_length=1)
+    """The error classes this route catches (YAML's bare ``on`` would read as a boolean)."""
+    goto: str | None = None
+    rewrite: RewriteSpec | None = None
+    label: str | None = None
+    """Shown on the edge in drawings (default: the error classes)."""
+
+
+# -- edges ---------------------------------------------------------------------------------------
+def route_edges(name: str, node: NodeSpec) -> list[Edge]:
+    """The edges of ``name``'s error routes: ``fallback``, ``continue``, ``rewrite`` and its
+    ``rewrite_back`` (the way back into the failed node, drawn as a ``loop``)."""
+    edges: list[Edge] = []
+    for route in node.on_error:
+        label = route.label or " | ".join(route.when)
+        if route.rewrite is not None:
+            rw = route.rewrite
+            bound = rw.max_attempts
+            text = f"{label} (≤{bound})" if bound else label
+            edges.append(
+                Edge(
+                    kind="rewrite",
+                    source=name,
+                    target=rw.via,
+                    target_port=rw.port,
+                    when=list(route.when),
+                    bound=bound,
+                    label=text,
+                )
+            )
+            edges.append(
+                Edge(
+                    kind="rewrite_back",
+                    source=rw.via,
+                    source_port=rw.output,
+                    target=name,
+                    target_port=rw.port,
+                    bound=bound,
+                    label=f"retry {rw.port}",
+                )
+            )
+        elif route.goto == CONTINUE:
+            edges.append(
+                Edge(kind="continue", source=name, target=None, when=list(route.when), label=label)
+            )
+        elif route.goto:
+            edges.append(
+                Edge(
+                    kind="fallback",
+                    source=name,
+                    target=route.goto,
+                    when=list(route.when),
+                    label=label,
+                )
+            )
+    return edges
+
+
+# -- checks --------------------------------------------------------------------------------------
 def check_routes(plan: Plan) -> None:
     """Each route is well formed; fallbacks stand in for one node; loops are bounded."""
     spec = plan.spec
@@ -153,6 +231,7 @@ CONSTRUCT = register_construct(
     Construct(
         name="routes",
         checks={"structure": check_routes, "wiring": check_stand_ins},
+        edges=route_edges,
         edge_shapes={
             "fallback": "edge",
             "continue": "edge",

@@ -1,9 +1,10 @@
 """``kind: switch``: run one of several branches, chosen by JMESPath conditions on a value.
 
 The node kind is :class:`calliope_graph.nodes.Switch` (its ``cases`` and ``default`` are
-params); the ``switch`` edges (one per branch, labelled with its condition) come from
-:meth:`FlowSpec.edges`. Here: the checks (branches exist, are reached by no other route,
-a default is set; conditions read fields the value has) and the registration. The switch is
+params). Here: the ``switch`` edges (one per branch, labelled with its condition:
+:func:`switch_edges`, listed by :meth:`FlowSpec.edges`), the checks (branches exist, are
+reached by no other route, a default is set; conditions read fields the value has) and the
+registration. The switch is
 drawn as a ``branch``. Lowering: the node returns ``Command(goto=[chosen, <other>__done...])``
 (:mod:`calliope_graph.flow._lower_switch`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from calliope_graph.flow._spec_core import Edge
 from calliope_graph.flow._types import typed
 from calliope_graph.flow.construct import Construct, NodeShape, register_construct
 from calliope_graph.nodes import Switch
@@ -21,7 +23,24 @@ if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
     from calliope_graph.flow.spec import NodeSpec
 
-__all__ = ["CONSTRUCT"]
+__all__ = ["CONSTRUCT", "switch_edges"]
+
+
+def switch_edges(name: str, node: NodeSpec) -> list[Edge]:
+    """A switch's branches as edges labelled with their conditions (read loosely: a switch
+    that does not validate is still drawn)."""
+    out: list[Edge] = []
+    if node.kind != Switch.kind:
+        return out
+    cases = node.params.get("cases")
+    for case in cases if isinstance(cases, list) else []:
+        if isinstance(case, dict) and isinstance(case.get("goto"), str):
+            label = str(case.get("when", ""))
+            out.append(Edge(kind="switch", source=name, target=case["goto"], label=label))
+    default = node.params.get("default")
+    if isinstance(default, str):
+        out.append(Edge(kind="switch", source=name, target=default, label="default"))
+    return out
 
 
 def check_switches(plan: Plan) -> None:
@@ -96,6 +115,7 @@ CONSTRUCT = register_construct(
         name="switch",
         checks={"structure": check_switches, "order": check_conditions},
         shapes=_shapes,
+        edges=switch_edges,
         edge_shapes={"switch": "edge"},
         lowering="calliope_graph.flow._lower_switch",
     )
