@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from langgraph.cache.base import BaseCache
 from langgraph.errors import GraphBubbleUp
@@ -41,7 +41,7 @@ from calliope_graph.flow.subflow import Subflow
 if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
 
-__all__ = ["MapUnit", "add_map", "in_items", "merge_items"]
+__all__ = ["NODE_LOWERING", "MapUnit", "add_map", "in_items", "merge_items"]
 
 
 def merge_items(left: dict[int, Any] | None, right: dict[int, Any] | None) -> dict[int, Any]:
@@ -179,3 +179,40 @@ def add_map(graph: StateGraph[Any, Any, Any, Any], plan: Plan, unit: MapUnit) ->
     graph.add_node(name, unit.run_item, retry_policy=retry_policy(plan, name), **kwargs)
     graph.add_node(gather_name(name), collect, destinations=(name,))
     graph.add_edge(name, gather_name(name))
+
+
+class _MapLowering:
+    """The kernel's view of a map (see :class:`~calliope_graph.flow._lowering.NodeLowering`)."""
+
+    def owns(self, plan: Plan, name: str) -> bool:
+        return name in plan.item_types
+
+    def inside(self, plan: Plan) -> set[str]:
+        return in_items(plan)
+
+    def state_keys(self, plan: Plan) -> dict[str, Any]:
+        keys: dict[str, Any] = {
+            map_key(name): Annotated[dict[int, Any], merge_items] for name in plan.item_types
+        }
+        if plan.item_types:
+            keys[ITEM_KEY] = Any
+        return keys
+
+    def add(
+        self,
+        graph: StateGraph[Any, Any, Any, Any],
+        plan: Plan,
+        name: str,
+        factory: RuntimeFactory,
+        cache: BaseCache[Any] | None,
+    ) -> None:
+        add_map(graph, plan, MapUnit(plan, name, factory, cache))
+
+    def entry(self, name: str) -> str:
+        return fan_name(name)
+
+    def link(self, name: str) -> str:
+        return gather_name(name)
+
+
+NODE_LOWERING = _MapLowering()

@@ -7,12 +7,15 @@ LangGraph for building graphs.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from langgraph.cache.base import BaseCache
+from langgraph.graph import StateGraph
 from langgraph.runtime import get_runtime
 from langgraph.types import RetryPolicy
 
@@ -22,7 +25,16 @@ from calliope_graph.flow._runtime import FlowRuntime
 if TYPE_CHECKING:
     from calliope_graph.flow._plan import Plan
 
-__all__ = ["RuntimeFactory", "built", "current", "environment_runtime", "join", "retry_policy"]
+__all__ = [
+    "NodeLowering",
+    "RuntimeFactory",
+    "built",
+    "current",
+    "environment_runtime",
+    "join",
+    "node_lowerings",
+    "retry_policy",
+]
 
 #: Builds the FlowRuntime of a run that was started without one (LangGraph Server passes
 #: its own context, or none): called with whatever the caller gave as context, inside the
@@ -82,3 +94,58 @@ def retry_policy(plan: Plan, name: str) -> RetryPolicy | None:
 async def join(state: dict[str, Any]) -> None:
     """A node's join point: reached on success, after its fallback, or on ``continue``."""
     return None
+
+
+class NodeLowering(Protocol):
+    """How a construct that replaces a node's plain lowering plugs into the kernel (a map:
+    ``<node>__each`` → items → ``<node>__gather``). A lowering module exports one as
+    ``NODE_LOWERING``; the kernel asks each in registry order whether it ``owns`` a node."""
+
+    def owns(self, plan: Plan, name: str) -> bool:
+        """Whether this construct lowers node ``name`` (instead of the kernel)."""
+        ...
+
+    def inside(self, plan: Plan) -> set[str]:
+        """Nodes that run inside what this construct adds (not in the top graph)."""
+        ...
+
+    def state_keys(self, plan: Plan) -> dict[str, Any]:
+        """State channels this construct needs (key → type, a reducer in ``Annotated``)."""
+        ...
+
+    def add(
+        self,
+        graph: StateGraph[Any, Any, Any, Any],
+        plan: Plan,
+        name: str,
+        factory: RuntimeFactory,
+        cache: BaseCache[Any] | None,
+    ) -> None:
+        """Add the nodes and inner edges that run ``name``."""
+        ...
+
+    def entry(self, name: str) -> str:
+        """The graph node that waits on ``name``'s sources."""
+        ...
+
+    def link(self, name: str) -> str:
+        """The graph node ``name``'s consumers wait on."""
+        ...
+
+
+_NODE_LOWERINGS: list[NodeLowering] = []
+
+
+def node_lowerings() -> list[NodeLowering]:
+    """The ``NODE_LOWERING`` of every registered construct's lowering module (loaded once,
+    at the first compilation)."""
+    if not _NODE_LOWERINGS:
+        from calliope_graph.flow.construct import constructs
+
+        for construct in constructs():
+            if construct.lowering is not None:
+                module = importlib.import_module(construct.lowering)
+                found = getattr(module, "NODE_LOWERING", None)
+                if found is not None:
+                    _NODE_LOWERINGS.append(found)
+    return _NODE_LOWERINGS

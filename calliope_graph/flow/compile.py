@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Union
+from typing import Any, Union
 
 from langgraph.cache.base import BaseCache
 from langgraph.graph import END, START, StateGraph
@@ -35,29 +35,26 @@ from typing_extensions import TypedDict
 from calliope_graph.flow._cache import MediaCheckedCache
 from calliope_graph.flow._gather import Gather, cache_key, read_ref
 from calliope_graph.flow._lower_lanes import Lane
-from calliope_graph.flow._lower_map import MapUnit, add_map, in_items, merge_items
 from calliope_graph.flow._lower_routes import RESUME, destinations, handler
 from calliope_graph.flow._lower_subflow import SubgraphRunner
 from calliope_graph.flow._lower_switch import switch_command
 from calliope_graph.flow._lowering import (
+    NodeLowering,
     RuntimeFactory,
     built,
     environment_runtime,
     join,
+    node_lowerings,
     retry_policy,
 )
 from calliope_graph.flow._names import (
     IO_INPUTS,
     IO_OUTPUTS,
-    ITEM_KEY,
     TYPES_KEY,
     done_name,
-    fan_name,
-    gather_name,
     halt_key,
     input_key,
     lane_name,
-    map_key,
     override_key,
     port_key,
     request_key,
@@ -122,10 +119,8 @@ def _state_schema(plan: Plan, io: GraphIO | None = None) -> type[Any]:
             continue
         for port in node.output_ports:
             keys[port_key(name, port.name)] = Any
-    for name in plan.item_types:
-        keys[map_key(name)] = Annotated[dict[int, Any], merge_items]
-    if plan.item_types:
-        keys[ITEM_KEY] = Any
+    for lowering in node_lowerings():  # a map's item channels...
+        keys |= lowering.state_keys(plan)
     for name, node_spec in plan.spec.nodes.items():
         keys[halt_key(name)] = Any
         for route in node_spec.on_error:
@@ -140,9 +135,11 @@ def _state_schema(plan: Plan, io: GraphIO | None = None) -> type[Any]:
 
 
 def _link(plan: Plan, name: str) -> str:
-    """What consumers of ``name`` wait on: its join node when it has error routes."""
-    if name in plan.item_types:
-        return gather_name(name)
+    """What consumers of ``name`` wait on: what a construct says (a map: its gather), its
+    join node when it has error routes, else itself."""
+    for lowering in node_lowerings():
+        if lowering.owns(plan, name):
+            return lowering.link(name)
     return done_name(name) if plan.has_routes(name) else name
 
 
@@ -219,8 +216,10 @@ class _Lowering:
     edges: list[Edge]
     start: str = START
     end: str = END
-    units: dict[str, MapUnit] = field(default_factory=dict)
+    owned: dict[str, NodeLowering] = field(default_factory=dict)
+    """Nodes a construct lowers itself (a map), and its lowering."""
     in_items: set[str] = field(default_factory=set)
+    """Nodes that run inside what a construct added (a mapped node's route targets)."""
     laned: dict[str, str] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
     alone: frozenset[str] = frozenset()
@@ -236,7 +235,7 @@ class _Lowering:
     def add_lanes(self, dataflow: bool) -> None:
         """Chains beside other work run as lanes (dataflow, not superstep by superstep)."""
         plan = self.plan
-        self.in_items = in_items(plan)
+        self.in_items = set().union(*(lowering.inside(plan) for lowering in node_lowerings()))
         chains = lanes(plan, self.in_items) if dataflow else []
         for chain in chains:
             lane = Lane(plan, chain, self.factory, self.cache)
@@ -255,9 +254,10 @@ class _Lowering:
         for name in plan.order:
             if name in elsewhere:
                 continue
-            if name in plan.item_types:
-                unit = self.units[name] = MapUnit(plan, name, self.factory, self.cache)
-                add_map(graph, plan, unit)
+            lowering = next((lw for lw in node_lowerings() if lw.owns(plan, name)), None)
+            if lowering is not None:  # a construct lowers it (a map)
+                self.owned[name] = lowering
+                lowering.add(graph, plan, name, self.factory, self.cache)
                 continue
             self.add_node(name)
             if plan.has_routes(name) and name == plan.root(name) and name not in alone:
@@ -305,7 +305,8 @@ class _Lowering:
             feeding.discard(name)
             sources = sorted({self.waits_on(s) for s in feeding} - {self.laned.get(name)})
             consumed |= feeding
-            entry = self.heads.get(name) or (fan_name(name) if name in self.units else name)
+            owner = self.owned.get(name)
+            entry = self.heads.get(name) or (owner.entry(name) if owner is not None else name)
             if not sources:
                 self.graph.add_edge(self.start, entry)
             elif len(sources) == 1:
