@@ -216,6 +216,47 @@ class FlowRuntime:
             if entry is not None and journal is not None:
                 journal.put(entry, key, outputs)
             return await store.publish(outputs) if store.remote else outputs
+        execution = self._start(key, name, node, inputs, iteration)
+
+        def retried(provider: str, exc: BaseException | None) -> None:
+            execution.retries += 1
+            execution.error_class = error_class(exc) if exc is not None else None
+            execution.error = self.describe(exc) if exc is not None else None
+            self._emit("retried", execution)
+
+        stats = CallStats(on_retry=retried)
+        # Only nodes that call providers need their requests counted.
+        token = call_stats.set(stats) if node.model is not None else None
+        try:
+            outputs = self._scrub(node, await run())
+            if entry is not None and journal is not None:
+                journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees them
+            if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
+                outputs = await store.publish(outputs)
+        except BaseException as exc:
+            self._failed(name, node, execution, stats, exc)
+            raise
+        finally:
+            if token is not None:
+                call_stats.reset(token)
+        self._close(execution, stats)
+        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
+        execution.__dict__.update(
+            status="ok",
+            error_class=None,
+            error=None,
+            outputs=self._summary(outputs, self.trace.out_dir),
+        )
+        self._settle(execution, node, stats)
+        if entry is not None and journal is not None and execution.provider_calls:
+            journal.put_calls(entry, execution.provider_calls)
+        self._emit("finished", execution)
+        return outputs
+
+    def _start(
+        self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
+    ) -> NodeExecution:
+        """A new execution of ``name`` in the trace, announced (``started``)."""
         previous = self._last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
@@ -251,50 +292,30 @@ class FlowRuntime:
         self.trace.executions.append(execution)
         self._last[key] = execution
         self._emit("started", execution)
+        return execution
 
-        def retried(provider: str, exc: BaseException | None) -> None:
-            execution.retries += 1
-            execution.error_class = error_class(exc) if exc is not None else None
-            execution.error = self.describe(exc) if exc is not None else None
-            self._emit("retried", execution)
-
-        stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted.
-        token = call_stats.set(stats) if node.model is not None else None
-        try:
-            outputs = self._scrub(node, await run())
-            if entry is not None and journal is not None:
-                journal.put(entry, key, outputs)  # before LangGraph (and anyone) sees them
-            if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
-                outputs = await store.publish(outputs)
-        except BaseException as exc:
-            self._close(execution, stats)
-            self._settle(execution, node, stats)
-            execution.status = "failed"
-            if isinstance(exc, asyncio.CancelledError):
-                # Cancelled from outside: LangGraph's node timeout (the error route or the
-                # runner then says "timeout") or the run being stopped (Ctrl-C).
-                execution.status = "interrupted"
-                execution.error_class = None
-                execution.error = f"stopped before node {name!r} finished"
-            else:
-                execution.error_class = error_class(exc)
-                execution.error = self.describe(exc)
-            self._emit("failed", execution)
-            raise
-        finally:
-            if token is not None:
-                call_stats.reset(token)
+    def _failed(
+        self,
+        name: str,
+        node: Node,
+        execution: NodeExecution,
+        stats: CallStats,
+        exc: BaseException,
+    ) -> None:
+        """``execution`` ended with ``exc`` (or was cancelled): the trace says which."""
         self._close(execution, stats)
-        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
-        execution.__dict__.update(
-            status="ok", error_class=None, error=None, outputs=self._summary(outputs, root)
-        )
         self._settle(execution, node, stats)
-        if entry is not None and journal is not None and execution.provider_calls:
-            journal.put_calls(entry, execution.provider_calls)
-        self._emit("finished", execution)
-        return outputs
+        execution.status = "failed"
+        if isinstance(exc, asyncio.CancelledError):
+            # Cancelled from outside: LangGraph's node timeout (the error route or the
+            # runner then says "timeout") or the run being stopped (Ctrl-C).
+            execution.status = "interrupted"
+            execution.error_class = None
+            execution.error = f"stopped before node {name!r} finished"
+        else:
+            execution.error_class = error_class(exc)
+            execution.error = self.describe(exc)
+        self._emit("failed", execution)
 
     def routed(self, name: str, exc: BaseException, branch: str, *, status: Any) -> None:
         """An error route caught the failure of ``name`` (called by its error handler)."""

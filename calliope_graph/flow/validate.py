@@ -307,9 +307,38 @@ def _check_ref(
     *,
     whichever: bool = False,
 ) -> None:
+    """``ref`` read by ``name``'s input ``port`` exists, has a type the port takes, and is
+    produced on every path (unless the port reads ``whichever`` of several sources ran)."""
+    _check_source(spec, plan, name, port, ref, where)
+    _check_read_type(plan, name, port, ref, where)
+    if (
+        not whichever
+        and not ref.is_input
+        and ref.node in plan.skippable
+        and not port.many
+        and port.required
+        and name not in plan.routed
+    ):
+        how = (
+            f"it runs only when switch {plan.switched[ref.node]!r} chooses it: read "
+            "whichever branch ran with a list of sources ([a.text, b.text])"
+            if ref.node in plan.switched
+            else "goto: continue: read it through a merge ('many' input) or give it a fallback"
+        )
+        raise spec.error(
+            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped ({how}).",
+            *where,
+        )
+
+
+def _check_source(
+    spec: FlowSpec, plan: Plan, name: str, port: Port, ref: Ref, where: tuple[str, ...]
+) -> None:
+    """What ``ref`` names exists: the current map item, a declared flow input, or an output
+    port of another node that is not a fallback."""
     item = item_name_of(plan, name)
     if ref.node == item:
-        pass  # the current item of a map: typed below
+        pass  # the current item of a map: typed by _check_read_type
     elif not ref.port:
         raise spec.error(
             f"Node {name!r}: input {port.name!r}: Malformed reference {ref.node!r}: write "
@@ -352,6 +381,11 @@ def _check_ref(
                 f"Node {name!r}: {ref.node!r} has no output {ref.port!r} (its outputs: {outs}).",
                 *where,
             )
+
+
+def _check_read_type(plan: Plan, name: str, port: Port, ref: Ref, where: tuple[str, ...]) -> None:
+    """The port takes what ``ref`` reads: its type, and one value or a list."""
+    spec = plan.spec
     source = typed(plan, ref, name, where, f"Node {name!r}: input {port.name!r} reads")
     if source is not None and not port.type.accepts(source.type):
         raise spec.error(
@@ -369,24 +403,6 @@ def _check_ref(
             f"Type mismatch: {str(ref)!r} is a {source.describe()}, but {name}.{port.name} "
             f"takes one {port.type.value}: map {name!r} over it (map: {{over: {ref!s}}}) "
             "or read it in a 'many' input.",
-            *where,
-        )
-    if (
-        not whichever
-        and not ref.is_input
-        and ref.node in plan.skippable
-        and not port.many
-        and port.required
-        and name not in plan.routed
-    ):
-        how = (
-            f"it runs only when switch {plan.switched[ref.node]!r} chooses it: read "
-            "whichever branch ran with a list of sources ([a.text, b.text])"
-            if ref.node in plan.switched
-            else "goto: continue: read it through a merge ('many' input) or give it a fallback"
-        )
-        raise spec.error(
-            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped ({how}).",
             *where,
         )
 
