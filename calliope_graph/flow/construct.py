@@ -86,23 +86,27 @@ class Construct:
 
 
 _REGISTRY: dict[str, Construct] = {}
-_loaded = False
+_ordered: tuple[Construct, ...] | None = None
 
 
 def register_construct(construct: Construct) -> Construct:
-    """Add ``construct`` to the registry (a name registered twice is replaced)."""
+    """Add ``construct`` to the registry (a name registered twice is replaced). A module
+    of :data:`CONSTRUCT_MODULES` keeps that list's place; any other comes after them."""
+    global _ordered
     _REGISTRY[construct.name] = construct
+    _ordered = None
     return construct
 
 
 def constructs() -> tuple[Construct, ...]:
-    """Every registered construct, those of :data:`CONSTRUCT_MODULES` first, in that order."""
-    global _loaded
-    if not _loaded:
-        for module in CONSTRUCT_MODULES:
-            importlib.import_module(module)
-        _loaded = True
-    return tuple(_REGISTRY.values())
+    """Every registered construct: those of :data:`CONSTRUCT_MODULES` first, in that order
+    (whatever order they were imported in), then any other in registration order."""
+    global _ordered
+    if _ordered is None:
+        listed = [importlib.import_module(m).CONSTRUCT for m in CONSTRUCT_MODULES]
+        names = {c.name for c in listed}
+        _ordered = (*listed, *(c for c in _REGISTRY.values() if c.name not in names))
+    return _ordered
 
 
 def run_checks(plan: Plan, phase: Phase) -> None:
