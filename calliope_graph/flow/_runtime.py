@@ -3,11 +3,8 @@
 Both the compiler (:mod:`calliope_graph.flow.compile`) and the runner
 (:mod:`calliope_graph.flow.run`) import this module; neither imports the other's internals.
 
-- **State keys.** Every key of a flow's LangGraph state is built by one function here:
-  ``port_key`` (``"story.text"``), ``input_key`` (``"inputs.image"``), and the loop
-  bookkeeping ``rewrites_key`` (``"~rw.<node>"``), ``override_key``
-  (``"~ovr.<node>.<port>"``), ``request_key`` (``"~req.<via>"``), ``halt_key``
-  (``"~halt.<node>"``). ``done_name`` names a node's join node.
+- **State keys** are named in :mod:`calliope_graph.flow._names` (every key and generated
+  node name of a compiled flow); the ones the runner reads are re-exported here.
 - **FlowRuntime** is LangGraph's runtime context for one run: the
   :class:`~calliope_graph.context.RunContext` (client, keys, store) and the trace being
   written — never state, so never checkpointed.
@@ -31,6 +28,15 @@ from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
+from calliope_graph.flow._names import (
+    done_name,
+    halt_key,
+    input_key,
+    override_key,
+    port_key,
+    request_key,
+    rewrites_key,
+)
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
 
 if TYPE_CHECKING:
@@ -50,42 +56,6 @@ __all__ = [
     "request_key",
     "rewrites_key",
 ]
-
-
-# -- state keys ----------------------------------------------------------------------------------
-def port_key(node: str, port: str) -> str:
-    """The state key of output ``port`` of ``node`` (a fallback publishes under its root's)."""
-    return f"{node}.{port}"
-
-
-def input_key(name: str) -> str:
-    """The state key of flow input ``name``."""
-    return f"inputs.{name}"
-
-
-def rewrites_key(node: str) -> str:
-    """How many times a rewrite loop has rewritten ``node``'s input."""
-    return f"~rw.{node}"
-
-
-def override_key(node: str, port: str) -> str:
-    """A rewritten value replacing ``node``'s input ``port``."""
-    return f"~ovr.{node}.{port}"
-
-
-def request_key(via: str) -> str:
-    """What a rewriter ``via`` is asked to fix: ``{node, port, output, value}``."""
-    return f"~req.{via}"
-
-
-def halt_key(node: str) -> str:
-    """Set when ``node`` failed and no route took it: it pauses until resumed."""
-    return f"~halt.{node}"
-
-
-def done_name(node: str) -> str:
-    """The join node of ``node`` (reached on success, after a fallback, or on continue)."""
-    return f"{node}__done"
 
 
 def _total(calls: list[ProviderCall]) -> float | None:
@@ -246,6 +216,52 @@ class FlowRuntime:
             if entry is not None and journal is not None:
                 journal.put(entry, key, outputs)
             return await store.publish(outputs) if store.remote else outputs
+        execution = self._start(key, name, node, inputs, iteration)
+
+        def retried(provider: str, exc: BaseException | None) -> None:
+            execution.retries += 1
+            execution.error_class = error_class(exc) if exc is not None else None
+            execution.error = self.describe(exc) if exc is not None else None
+            self._emit("retried", execution)
+
+        stats = CallStats(on_retry=retried)
+        # Only nodes that call providers need their requests counted.
+        token = call_stats.set(stats) if node.model is not None else None
+        settled = False
+        try:
+            outputs = self._scrub(node, await run())
+            if entry is not None and journal is not None:
+                # Priced first so that the outputs and what they cost are one commit, before
+                # LangGraph (and anyone) sees them: a kill between two commits once kept the
+                # outputs and lost their cost, so a resumed run reported less than it paid.
+                self._close(execution, stats)
+                execution.outputs = self._summary(outputs, self.trace.out_dir)
+                self._settle(execution, node, stats)
+                settled = True
+                journal.put(entry, key, outputs, execution.provider_calls)
+            if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
+                outputs = await store.publish(outputs)
+        except BaseException as exc:
+            self._failed(name, node, execution, stats, exc)
+            raise
+        finally:
+            if token is not None:
+                call_stats.reset(token)
+        if not settled:
+            self._close(execution, stats)
+        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
+        execution.__dict__.update(status="ok", error_class=None, error=None)
+        if not settled or store.remote:
+            execution.outputs = self._summary(outputs, self.trace.out_dir)
+        if not settled:
+            self._settle(execution, node, stats)
+        self._emit("finished", execution)
+        return outputs
+
+    def _start(
+        self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
+    ) -> NodeExecution:
+        """A new execution of ``name`` in the trace, announced (``started``)."""
         previous = self._last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
@@ -281,59 +297,30 @@ class FlowRuntime:
         self.trace.executions.append(execution)
         self._last[key] = execution
         self._emit("started", execution)
+        return execution
 
-        def retried(provider: str, exc: BaseException | None) -> None:
-            execution.retries += 1
-            execution.error_class = error_class(exc) if exc is not None else None
-            execution.error = self.describe(exc) if exc is not None else None
-            self._emit("retried", execution)
-
-        stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted.
-        token = call_stats.set(stats) if node.model is not None else None
-        settled = False
-        try:
-            outputs = self._scrub(node, await run())
-            if entry is not None and journal is not None:
-                # Priced first so that the outputs and what they cost are one commit, before
-                # LangGraph (and anyone) sees them: a kill between two commits once kept the
-                # outputs and lost their cost, so a resumed run reported less than it paid.
-                self._close(execution, stats)
-                execution.outputs = self._summary(outputs, root)
-                self._settle(execution, node, stats)
-                settled = True
-                journal.put(entry, key, outputs, execution.provider_calls)
-            if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
-                outputs = await store.publish(outputs)
-        except BaseException as exc:
-            self._close(execution, stats)
-            self._settle(execution, node, stats)
-            execution.status = "failed"
-            if isinstance(exc, asyncio.CancelledError):
-                # Cancelled from outside: LangGraph's node timeout (the error route or the
-                # runner then says "timeout") or the run being stopped (Ctrl-C).
-                execution.status = "interrupted"
-                execution.error_class = None
-                execution.error = f"stopped before node {name!r} finished"
-            else:
-                execution.error_class = error_class(exc)
-                execution.error = self.describe(exc)
-            self._emit("failed", execution)
-            raise
-        finally:
-            if token is not None:
-                call_stats.reset(token)
-        if not settled:
-            self._close(execution, stats)
-        # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
-        summary = self._summary(outputs, root) if not settled or store.remote else None
-        execution.__dict__.update(status="ok", error_class=None, error=None)
-        if summary is not None:
-            execution.outputs = summary
-        if not settled:
-            self._settle(execution, node, stats)
-        self._emit("finished", execution)
-        return outputs
+    def _failed(
+        self,
+        name: str,
+        node: Node,
+        execution: NodeExecution,
+        stats: CallStats,
+        exc: BaseException,
+    ) -> None:
+        """``execution`` ended with ``exc`` (or was cancelled): the trace says which."""
+        self._close(execution, stats)
+        self._settle(execution, node, stats)
+        execution.status = "failed"
+        if isinstance(exc, asyncio.CancelledError):
+            # Cancelled from outside: LangGraph's node timeout (the error route or the
+            # runner then says "timeout") or the run being stopped (Ctrl-C).
+            execution.status = "interrupted"
+            execution.error_class = None
+            execution.error = f"stopped before node {name!r} finished"
+        else:
+            execution.error_class = error_class(exc)
+            execution.error = self.describe(exc)
+        self._emit("failed", execution)
 
     def routed(self, name: str, exc: BaseException, branch: str, *, status: Any) -> None:
         """An error route caught the failure of ``name`` (called by its error handler)."""

@@ -26,24 +26,37 @@ of ``content_policy``, ``rate_limit``, ``transient``, ``timeout``, ``auth``,
 Only the shape is checked here; :mod:`calliope_graph.flow.validate` checks the meaning.
 :meth:`FlowSpec.edges` lists every edge of the graph with its kind, for the drawings and
 the trace's critical path; the validator and the compiler read the nodes' wiring and
-routes directly.
+routes directly. Each construct owns its fields and edges (``on_error``: ``flow/routes.py``;
+``map``: ``flow/map.py``; a switch's branches: ``flow/switch.py``); the core names
+(``INPUTS``, ``Ref``, ``Edge``...) live in ``flow/_spec_core.py``; all are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from calliope_graph._yaml import DocumentBoundsError, check_document
 from calliope_graph.config import ModelConfig
 from calliope_graph.errors import FlowSpecError
+from calliope_graph.flow._spec_core import (
+    CONTINUE,
+    INPUTS,
+    Edge,
+    EdgeKind,
+    ErrorClassName,
+    Ref,
+    _classes,
+    _Model,
+    parse_ref,
+)
+from calliope_graph.flow.map import MapSpec
+from calliope_graph.flow.routes import ErrorRoute, RewriteSpec
 
 __all__ = [
     "CONTINUE",
@@ -63,39 +76,7 @@ __all__ = [
     "parse_ref",
 ]
 
-#: The pseudo-node that names flow inputs in references (``inputs.image``).
-INPUTS = "inputs"
-#: The ``goto`` target meaning "skip this node and go on without its outputs".
-CONTINUE = "continue"
-
-ErrorClassName = Literal[
-    "any",
-    "configuration",
-    "media",
-    "provider",
-    "auth",
-    "invalid_request",
-    "content_policy",
-    "rate_limit",
-    "transient",
-    "timeout",
-    "empty",
-    "flow_spec",
-    "flow_run",
-]
-"""The names a ``when:`` list may use: each error class's ``error_class`` (see
-:func:`calliope_graph.errors.error_class_names`; a test keeps the two equal)."""
-
-
-def _classes(*names: ErrorClassName) -> list[ErrorClassName]:
-    return list(names)
-
-
 PortTypeName = Literal["text", "image", "audio", "video", "analysis", "messages", "object", "any"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class InputSpec(_Model):
@@ -124,30 +105,6 @@ class CacheSpec(_Model):
     ttl: float | None = None
 
 
-class RewriteSpec(_Model):
-    """Censor-and-retry: ``via`` rewrites input ``port``, then the node runs again."""
-
-    via: str
-    """The node that rewrites the failing input (e.g. a ``censor_text`` node)."""
-    port: str
-    """The input port of the failing node whose value is rewritten."""
-    output: str | None = None
-    """The ``via`` node's output port to use (default: its only/first output)."""
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
-    """How many rewrites at most. Required: a loop without a bound is an error."""
-
-
-class ErrorRoute(_Model):
-    """Where a failure of the given classes goes: a fallback node, ``continue``, or a rewrite."""
-
-    when: list[ErrorClassName] = Field(default_factory=lambda: _classes("any"), min_length=1)
-    """The error classes this route catches (YAML's bare ``on`` would read as a boolean)."""
-    goto: str | None = None
-    rewrite: RewriteSpec | None = None
-    label: str | None = None
-    """Shown on the edge in drawings (default: the error classes)."""
-
-
 class NodeSpec(_Model):
     """One node of a flow."""
 
@@ -165,84 +122,6 @@ class NodeSpec(_Model):
     """Run once per item of a list (see :class:`MapSpec`)."""
 
 
-EdgeKind = Literal["data", "fallback", "continue", "rewrite", "rewrite_back", "map", "switch"]
-
-
-class Edge(_Model):
-    """One edge of the flow graph, as the compiler and the drawings see it.
-
-    ``data``: ``source.source_port`` feeds ``target.target_port`` (``source`` may be
-    ``inputs``). ``fallback``: ``source`` fails with ``when`` → ``target`` runs instead.
-    ``continue``: ``source`` fails with ``when`` → skipped (``target`` is None).
-    ``rewrite``: ``source`` fails with ``when`` → ``target`` rewrites its input
-    (``bound`` times at most); ``rewrite_back``: the rewriter's output goes back into the
-    failed node's input port and it runs again. ``map``: ``target`` runs once per item of
-    ``source.source_port`` (``bound``: at most that many at once). ``switch``: the switch
-    ``source`` chooses ``target`` when ``label`` (its condition, or ``default``) holds.
-    """
-
-    kind: EdgeKind
-    source: str
-    target: str | None
-    source_port: str | None = None
-    target_port: str | None = None
-    when: list[str] = Field(default_factory=list)
-    bound: int | None = None
-    label: str = ""
-
-
-class Ref(_Model):
-    """A parsed reference: ``inputs.<name>``, ``<node>.<port>``, or either followed by a
-    field path into an object (``story.object.scenes``, ``scene.image_prompt`` inside a
-    map, where ``scene`` is the map's item name)."""
-
-    node: str
-    port: str
-    fields: tuple[str, ...] = ()
-
-    @property
-    def is_input(self) -> bool:
-        return self.node == INPUTS
-
-    def __str__(self) -> str:
-        return ".".join(p for p in (self.node, self.port, *self.fields) if p)
-
-
-_NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
-
-
-def parse_ref(text: str) -> Ref:
-    """``"story.text"`` → Ref(node="story", port="text"); ``"story.object.scenes"`` adds a
-    field path; a FlowSpecError if malformed."""
-    parts = text.strip().split(".")
-    if len(parts) == 1 and re.fullmatch(_NAME, parts[0]):
-        return Ref(node=parts[0], port="")  # a map's item itself; validation checks that
-    if len(parts) < 2 or not all(re.fullmatch(_NAME, p) for p in parts):
-        raise FlowSpecError(
-            f"Malformed reference {text!r}: write 'inputs.<name>' for a flow input, "
-            "'<node>.<port>' for a node's output (e.g. 'story.text'), and '.<field>' after "
-            "either to read a field of an object (e.g. 'story.object.title')."
-        )
-    return Ref(node=parts[0], port=parts[1], fields=tuple(parts[2:]))
-
-
-class MapSpec(_Model):
-    """Run the node once per item of a list, items in parallel, results gathered in order.
-
-    Inside the node's ``inputs`` the current item is ``<as>`` (``item`` unless renamed) and
-    its fields ``<as>.<field>``; every output port of the node becomes a list, in item order.
-    """
-
-    over: str
-    """A list-typed value: ``<node>.<port>[.<field>...]`` or ``inputs.<name>``."""
-    as_: str = Field(default="item", alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    """The name the current item goes by in the node's wiring."""
-    max_parallel: int | None = Field(default=None, ge=1, le=1000)
-    """Items running at once (default: all)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-
 class FlowSpec(_Model):
     """A whole flow. Build it with :class:`~calliope_graph.flow.Flow` or load YAML/JSON."""
 
@@ -258,7 +137,7 @@ class FlowSpec(_Model):
 
     # Where the spec came from, for error messages (not part of the schema).
     _source: str | None = None
-    _lines: dict[str, int] = {}
+    _lines: dict[str, int] = {}  # noqa: RUF012 (a pydantic private attribute: copied per model)
 
     def line_of(self, *path: str) -> int | None:
         """The YAML line of ``nodes.<name>...`` (the deepest known prefix), if loaded from YAML."""
@@ -297,23 +176,18 @@ class FlowSpec(_Model):
                 yield port, parse_ref(text)
 
     def edges(self) -> list[Edge]:
-        """Every edge: data edges from input wiring, then the error routes of each node."""
+        """Every edge: per node, the edges its constructs draw into it (a map's) and its data
+        edges; then per node, the edges its constructs draw out of it (switch branches,
+        error routes). Constructs are asked through the registry (flow/construct.py)."""
+        from calliope_graph.flow.construct import constructs
+
+        registered = constructs()
         edges: list[Edge] = []
         items = {n.map.as_ for n in self.nodes.values() if n.map is not None} - set(self.nodes)
         for name, node in self.nodes.items():
-            if node.map is not None:
-                with contextlib.suppress(FlowSpecError):
-                    over = parse_ref(node.map.over)
-                    edges.append(
-                        Edge(
-                            kind="map",
-                            source=over.node,
-                            source_port=".".join((over.port, *over.fields)),
-                            target=name,
-                            bound=node.map.max_parallel,
-                            label=f"for each {node.map.as_}",
-                        )
-                    )
+            for construct in registered:
+                if construct.input_edges is not None:
+                    edges += construct.input_edges(name, node)
             for port, ref in self.refs(name):
                 if ref.node in items:
                     continue  # the current map item, not a node
@@ -327,56 +201,9 @@ class FlowSpec(_Model):
                     )
                 )
         for name, node in self.nodes.items():
-            if node.kind == "switch":
-                edges.extend(_switch_edges(name, node))
-            for route in node.on_error:
-                label = route.label or " | ".join(route.when)
-                if route.rewrite is not None:
-                    rw = route.rewrite
-                    bound = rw.max_attempts
-                    text = f"{label} (≤{bound})" if bound else label
-                    edges.append(
-                        Edge(
-                            kind="rewrite",
-                            source=name,
-                            target=rw.via,
-                            target_port=rw.port,
-                            when=list(route.when),
-                            bound=bound,
-                            label=text,
-                        )
-                    )
-                    edges.append(
-                        Edge(
-                            kind="rewrite_back",
-                            source=rw.via,
-                            source_port=rw.output,
-                            target=name,
-                            target_port=rw.port,
-                            bound=bound,
-                            label=f"retry {rw.port}",
-                        )
-                    )
-                elif route.goto == CONTINUE:
-                    edges.append(
-                        Edge(
-                            kind="continue",
-                            source=name,
-                            target=None,
-                            when=list(route.when),
-                            label=label,
-                        )
-                    )
-                elif route.goto:
-                    edges.append(
-                        Edge(
-                            kind="fallback",
-                            source=name,
-                            target=route.goto,
-                            when=list(route.when),
-                            label=label,
-                        )
-                    )
+            for construct in registered:
+                if construct.edges is not None:
+                    edges += construct.edges(name, node)
         return edges
 
     # -- serialisation --------------------------------------------------------------------
@@ -394,21 +221,6 @@ class FlowSpec(_Model):
 
 
 # -- loading ---------------------------------------------------------------------------------
-def _switch_edges(name: str, node: NodeSpec) -> list[Edge]:
-    """A switch's branches as edges labelled with their conditions (read loosely: a switch
-    that does not validate is still drawn)."""
-    out: list[Edge] = []
-    cases = node.params.get("cases")
-    for case in cases if isinstance(cases, list) else []:
-        if isinstance(case, dict) and isinstance(case.get("goto"), str):
-            label = str(case.get("when", ""))
-            out.append(Edge(kind="switch", source=name, target=case["goto"], label=label))
-    default = node.params.get("default")
-    if isinstance(default, str):
-        out.append(Edge(kind="switch", source=name, target=default, label="default"))
-    return out
-
-
 class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line of every mapping key (by dotted path)."""
 

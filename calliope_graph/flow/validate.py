@@ -8,31 +8,20 @@ and the YAML line when the spec came from a file.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from calliope_graph._schema import SchemaPathError, describe_type, field_schema, resolve
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
 from calliope_graph.engines._registry import config_problem, supported
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
-from calliope_graph.flow._subflow import Subflow, loading, resolve_flow
-from calliope_graph.flow.spec import (
-    CONTINUE,
-    INPUTS,
-    FlowSpec,
-    Ref,
-    RewriteSpec,
-    load_spec,
-    parse_ref,
-)
+from calliope_graph.flow._plan import Plan, item_name_of
+from calliope_graph.flow._types import ValueType, typed, value_type
+from calliope_graph.flow.construct import run_checks
+from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, Ref, parse_ref
+from calliope_graph.flow.subflow import Subflow, identity, load_child, loading
 from calliope_graph.lifecycle import check_config
-from calliope_graph.media import ImageAnalysis, MediaStore
-from calliope_graph.nodes import Node, Port, PortType, Switch, get_node_kind
-from calliope_graph.nodes.switch import expression_fields
+from calliope_graph.media import MediaStore
+from calliope_graph.nodes import Node, Port, PortType, get_node_kind
 
 __all__ = ["RESERVED", "Plan", "ValueType", "check", "instantiate", "value_type"]
 
@@ -40,131 +29,11 @@ __all__ = ["RESERVED", "Plan", "ValueType", "check", "instantiate", "value_type"
 RESERVED = frozenset({INPUTS, CONTINUE, "START", "END", "__start__", "__end__"})
 
 
-@dataclass
-class Plan:
-    """A validated flow, ready to compile."""
-
-    spec: FlowSpec
-    nodes: dict[str, Node]
-    catalog: ModelCatalog
-    #: Fallback node → the node whose outputs it publishes (resolved to the root).
-    stands_in: dict[str, str] = field(default_factory=dict)
-    #: Rewrite (``via``) node → the nodes it rewrites for.
-    rewrites_for: dict[str, list[str]] = field(default_factory=dict)
-    #: Nodes that run only when a route sends them work (``FlowSpec.fallback_nodes``).
-    routed: set[str] = field(default_factory=set)
-    #: Nodes that may end without outputs (a ``continue`` route, or standing in with one).
-    skippable: set[str] = field(default_factory=set)
-    #: Node → (input port, ref) list.
-    wiring: dict[str, list[tuple[str, Ref]]] = field(default_factory=dict)
-    #: Data-edge order (sources before consumers), routed nodes last.
-    order: list[str] = field(default_factory=list)
-    #: Switch node → the nodes it may choose; and each chosen node → its switch.
-    switches: dict[str, list[str]] = field(default_factory=dict)
-    switched: dict[str, str] = field(default_factory=dict)
-    #: Mapped node → the type of one item of the list it maps over.
-    item_types: dict[str, ValueType] = field(default_factory=dict)
-    #: The flow's outputs as typed ports (what a subflow node offers its parent).
-    output_ports: dict[str, Port] = field(default_factory=dict)
-
-    def sources(self, name: str) -> set[str]:
-        """The nodes ``name`` reads from: its wired sources and what it maps over; a switch
-        also waits for what its branches read (so the branch it chooses can start at once)."""
-        out = {ref.node for _, ref in self.wiring.get(name, []) if ref.node in self.nodes}
-        for target in self.switches.get(name, []):
-            out |= {
-                ref.node
-                for _, ref in self.wiring.get(target, [])
-                if ref.node in self.nodes and ref.node != name
-            }
-        mapping = self.spec.nodes[name].map
-        if mapping is not None:
-            with contextlib.suppress(FlowSpecError):
-                over = parse_ref(mapping.over)
-                if over.node in self.nodes:
-                    out.add(over.node)
-        return out
-
-    def item_scope(self, name: str) -> str | None:
-        """The mapped node whose item ``name`` may read: itself, or the node it stands in
-        for or rewrites for."""
-        if name in self.item_types:
-            return name
-        root = self.root(name)
-        if root in self.item_types:
-            return root
-        for target in self.rewrites_for.get(name, []):
-            if target in self.item_types:
-                return target
-        return None
-
-    def root(self, name: str) -> str:
-        """The node whose outputs ``name`` publishes (itself unless it is a fallback)."""
-        for _ in range(len(self.stands_in) + 1):  # bounded: validation refuses cycles
-            if name not in self.stands_in:
-                return name
-            name = self.stands_in[name]
-        raise FlowSpecError(f"Fallbacks of {name!r} form a cycle.", where=name)
-
-    def has_routes(self, name: str) -> bool:
-        """Whether consumers wait on a join node: ``name`` has error routes, or it runs only
-        when a switch chooses it (so it may be skipped)."""
-        return bool(self.spec.nodes[name].on_error) or name in self.switched
-
-    def rewrite_port(self, via: str) -> str | None:
-        """The input port of a ``via`` node that receives the refused value (its unwired
-        one); None when ``via`` rewrites for no node."""
-        if via not in self.rewrites_for:
-            return None
-        node = self.nodes[via]
-        wired = set(self.spec.nodes[via].inputs)
-        return next((p.name for p in node.input_ports if p.name not in wired), None)
-
-
-def _identity(spec: FlowSpec) -> str:
-    source = spec.source or spec.name
-    path = Path(source)
-    return str(path.resolve()) if path.exists() else source
-
-
-def _load_subflow(spec: FlowSpec, name: str) -> Plan:
-    """Load and validate the child flow of subflow node ``name`` (cycles refused)."""
-    where = ("nodes", name, "params", "flow")
-    reference = spec.nodes[name].params.get("flow")
-    if not isinstance(reference, str) or not reference:
-        raise spec.error(
-            f"Node {name!r} (flow): set params.flow to a shipped flow's name or a flow file.",
-            *where,
-        )
-    try:
-        target = resolve_flow(reference, spec.source)
-    except ConfigurationError as exc:
-        raise spec.error(f"Node {name!r}: {exc}", *where) from None
-    if isinstance(target, Path):
-        child_spec = load_spec(target)
-    else:
-        text = resources.files("calliope_graph.graphs").joinpath(f"{target}.yaml")
-        child_spec = load_spec(f"{target}.yaml", text=text.read_text(encoding="utf-8"))
-    chain = loading.get()
-    identity = _identity(child_spec)
-    if identity in chain:
-        cycle = [*chain[chain.index(identity) :], identity]
-        raise spec.error(
-            f"Node {name!r}: subflow {reference!r} leads back to itself "
-            f"({' → '.join(Path(c).name for c in cycle)}): flows may not include themselves.",
-            *where,
-        )
-    try:
-        return check(child_spec)
-    except FlowSpecError as exc:
-        raise spec.error(f"Node {name!r}: in subflow {reference!r}: {exc}", *where) from None
-
-
 def instantiate(spec: FlowSpec, name: str) -> Node:
     """Build node ``name`` from its spec; a bad kind or parameter is a FlowSpecError."""
     node_spec = spec.nodes[name]
     if node_spec.kind == Subflow.kind:
-        child = _load_subflow(spec, name)
+        child = load_child(spec, name)
         return Subflow(name=name, plan=child, **node_spec.params)
     try:
         cls = get_node_kind(node_spec.kind)
@@ -233,89 +102,19 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
         raise ConfigurationError(f"node {name!r}: {problem}.")
 
 
-class ValueType(NamedTuple):
-    """What a reference reads: a port type, the object schema when known, a list or not."""
-
-    type: PortType
-    schema: dict[str, Any] | None = None
-    is_list: bool = False
-
-    def describe(self) -> str:
-        base = describe_type(self.schema) if self.schema else self.type.value
-        return f"list of {base}" if self.is_list else base
-
-
-_ANALYSIS_SCHEMA = ImageAnalysis.model_json_schema()
-
-
-def _schema_value(schema: dict[str, Any], root: dict[str, Any]) -> ValueType:
-    schema = resolve(schema, root)
-    kind = schema.get("type")
-    if kind == "array":
-        items = schema.get("items")
-        element = _schema_value(items, root) if isinstance(items, dict) else ValueType(PortType.ANY)
-        return ValueType(element.type, element.schema, True)
-    if kind == "string":
-        return ValueType(PortType.TEXT, schema)
-    if kind == "object" or "properties" in schema:
-        return ValueType(PortType.OBJECT, {**schema, "$defs": root.get("$defs", {})})
-    return ValueType(PortType.ANY, schema or None)
-
-
-def _port_value(plan: Plan, node: str, port: Port) -> ValueType:
-    schema = port.schema
-    if schema is None and port.type is PortType.ANALYSIS:
-        schema = _ANALYSIS_SCHEMA
-    return ValueType(port.type, schema, port.is_list or node in plan.item_types)
-
-
-def value_type(plan: Plan, ref: Ref, *, reader: str | None = None) -> ValueType | None:
-    """The type of what ``ref`` reads (None when the node or port does not exist). Inside
-    a mapped node (``reader``), its item name reads the current item; a SchemaPathError
-    says which field of an object does not exist."""
-    spec = plan.spec
-    scope = plan.item_scope(reader) if reader is not None else None
-    if scope is not None and ref.node == _item_name(plan, scope):
-        base = plan.item_types[scope]
-        return _fields(base, tuple(f for f in (ref.port, *ref.fields) if f), str(ref))
-    if ref.is_input:
-        declared = spec.inputs.get(ref.port)
-        if declared is None:
-            return None
-        return _fields(ValueType(PortType(declared.type)), ref.fields, str(ref))
-    node = plan.nodes.get(ref.node)
-    port = node.output_port(ref.port) if node is not None else None
-    if port is None:
-        return None
-    return _fields(_port_value(plan, ref.node, port), ref.fields, str(ref))
-
-
-def _fields(base: ValueType, fields: tuple[str, ...], text: str) -> ValueType:
-    if not fields:
-        return base
-    if base.is_list:
-        raise SchemaPathError(fields[0], [], f"{text} (a list has no fields: map over it)")
-    if base.schema is None or base.type not in (PortType.OBJECT, PortType.ANALYSIS):
-        return ValueType(PortType.ANY)  # no schema known: checked at run time
-    return _schema_value(field_schema(base.schema, fields), base.schema)
-
-
-def _item_name(plan: Plan, mapped: str) -> str:
-    spec = plan.spec.nodes[mapped].map
-    return spec.as_ if spec is not None else "item"
-
-
 def check(spec: FlowSpec) -> Plan:
     """Validate ``spec``; return the plan the compiler needs.
 
     The phases run in order, each on what the previous ones established: names, node kinds
-    and models, error routes (who stands in for whom, who may be skipped), wiring and port
-    types, what fallbacks must produce, data-edge order (no cycles), output names of files,
-    the flow's outputs, and reachability.
+    and models, the constructs' ``structure`` checks (error routes: who stands in for whom,
+    who may be skipped; switches; maps), wiring and port types, the constructs' ``wiring``
+    checks (what fallbacks must produce), templates, data-edge order (no cycles), the
+    constructs' ``order`` checks (switch conditions), output names of files, the flow's
+    outputs, and reachability.
     """
     _check_names(spec)
     models = _catalog(spec)
-    token = loading.set((*loading.get(), _identity(spec)))
+    token = loading.set((*loading.get(), identity(spec)))
     try:
         nodes = {name: instantiate(spec, name) for name in spec.nodes}
     finally:
@@ -323,14 +122,12 @@ def check(spec: FlowSpec) -> Plan:
     plan = Plan(spec=spec, nodes=nodes, catalog=models, routed=spec.fallback_nodes())
     for name, node in nodes.items():
         _check_model(spec, name, node, models)
-    _check_routes(plan)
-    _check_switches(plan)
-    _check_maps(plan)
+    run_checks(plan, "structure")  # routes, switches, maps (flow/construct.py)
     _check_wiring(plan)
-    _check_stand_ins(plan)
+    run_checks(plan, "wiring")
     _check_templates(plan)
     plan.order = _order(spec, plan)
-    _check_switch_conditions(plan)
+    run_checks(plan, "order")
     _check_file_names(plan)
     _check_outputs(plan)
     _check_reachable(plan)
@@ -348,211 +145,6 @@ def _check_names(spec: FlowSpec) -> None:
                 "nodes",
                 name,
             )
-
-
-def _check_routes(plan: Plan) -> None:
-    """Each route is well formed; fallbacks stand in for one node; loops are bounded."""
-    spec = plan.spec
-    for name, node_spec in spec.nodes.items():
-        for index, route in enumerate(node_spec.on_error):
-            where = ("nodes", name, "on_error", str(index))
-            if (route.goto is None) == (route.rewrite is None):
-                raise spec.error(
-                    f"Node {name!r}: each on_error route needs exactly one of 'goto' (a fallback "
-                    "node or 'continue') or 'rewrite'.",
-                    *where,
-                )
-            if route.goto is not None and route.goto != CONTINUE:
-                _check_fallback(plan, name, route.goto, where)
-            elif route.goto == CONTINUE:
-                plan.skippable.add(name)
-            if route.rewrite is not None:
-                _check_rewrite(plan, name, route.rewrite, where)
-    _check_fallback_cycles(plan)
-    # A stand-in that may itself continue makes its root skippable.
-    for fallback in plan.stands_in:
-        if fallback in plan.skippable:
-            plan.skippable.add(plan.root(fallback))
-
-
-def _check_fallback(plan: Plan, name: str, goto: str, where: tuple[str, ...]) -> None:
-    spec = plan.spec
-    if goto not in spec.nodes:
-        raise spec.error(
-            f"Node {name!r}: on_error goes to {goto!r}, which is not a node. "
-            f"Nodes: {', '.join(spec.nodes)}; or write 'goto: continue'.",
-            *where,
-            "goto",
-        )
-    if goto == name:
-        raise spec.error(f"Node {name!r} falls back to itself: use 'retry' for that.", *where)
-    other = plan.stands_in.get(goto)
-    if other is not None and other != name:
-        raise spec.error(
-            f"Node {goto!r} is the fallback of both {other!r} and {name!r}: a fallback stands "
-            "in for one node; declare a second node of the same kind.",
-            *where,
-            "goto",
-        )
-    plan.stands_in[goto] = name
-
-
-def _check_rewrite(plan: Plan, name: str, rw: RewriteSpec, where: tuple[str, ...]) -> None:
-    spec, nodes = plan.spec, plan.nodes
-    if rw.via not in spec.nodes:
-        raise spec.error(
-            f"Node {name!r}: rewrite via {rw.via!r}, which is not a node.",
-            *where,
-            "rewrite",
-            "via",
-        )
-    if rw.max_attempts is None:
-        raise spec.error(
-            f"Node {name!r}: the rewrite loop through {rw.via!r} has no bound: set "
-            "'max_attempts' (the seed retries a censored prompt 3 times).",
-            *where,
-            "rewrite",
-        )
-    if nodes[name].input_port(rw.port) is None:
-        ports = ", ".join(p.name for p in nodes[name].input_ports)
-        raise spec.error(
-            f"Node {name!r}: rewrite port {rw.port!r} is not one of its inputs ({ports}).",
-            *where,
-            "rewrite",
-            "port",
-        )
-    via = nodes[rw.via]
-    outputs = [p.name for p in via.output_ports]
-    out = rw.output or (outputs[0] if outputs else None)
-    if out is None or via.output_port(out) is None:
-        raise spec.error(
-            f"Node {name!r}: rewrite output {out!r} is not an output of {rw.via!r} "
-            f"({', '.join(outputs) or 'none'}).",
-            *where,
-            "rewrite",
-            "output",
-        )
-    plan.rewrites_for.setdefault(rw.via, []).append(name)
-
-
-def _check_fallback_cycles(plan: Plan) -> None:
-    """Fallbacks form chains (a → b → c), never a cycle (a → b → a)."""
-    for start in plan.stands_in:
-        chain = [start]
-        while chain[-1] in plan.stands_in:
-            nxt = plan.stands_in[chain[-1]]
-            if nxt in chain:
-                cycle = [*chain[chain.index(nxt) :], nxt]
-                raise plan.spec.error(
-                    f"Nodes {' and '.join(repr(n) for n in sorted(set(cycle)))} fall back to "
-                    f"each other ({' → '.join(reversed(cycle))}): a fallback chain must end at "
-                    "a node that is not itself a fallback. Break the cycle: remove one of the "
-                    "on_error routes.",
-                    "nodes",
-                    nxt,
-                    "on_error",
-                )
-            chain.append(nxt)
-
-
-def _check_switches(plan: Plan) -> None:
-    """A switch names existing nodes that nothing else routes to, and has a default."""
-    spec = plan.spec
-    for name, node in plan.nodes.items():
-        if not isinstance(node, Switch):
-            continue
-        where = ("nodes", name, "params")
-        if node.params.default is None:
-            raise spec.error(
-                f"Switch {name!r}: a value for which no case holds would fall through: add "
-                "'default: <node>' (the node to run then).",
-                *where,
-                "cases",
-            )
-        for index, target in enumerate(node.targets):
-            place = (*where, "cases", str(index)) if index < len(node.params.cases) else where
-            if target not in spec.nodes:
-                raise spec.error(
-                    f"Switch {name!r} goes to {target!r}, which is not a node. Nodes: "
-                    f"{', '.join(spec.nodes)}.",
-                    *place,
-                )
-            if target == name:
-                raise spec.error(f"Switch {name!r} routes to itself.", *place)
-            other = plan.switched.get(target)
-            by_route = target in plan.stands_in or target in plan.rewrites_for
-            if by_route or (other is not None and other != name):
-                raise spec.error(
-                    f"Switch {name!r} goes to {target!r}, which another route already sends "
-                    "work to: a node has one way in; declare a second node.",
-                    *place,
-                )
-            plan.switched[target] = name
-            plan.skippable.add(target)
-        plan.switches[name] = node.targets
-        plan.routed |= set(node.targets)
-
-
-def _check_maps(plan: Plan) -> None:
-    """A map goes over a list; its item name shadows no node."""
-    spec = plan.spec
-    for name, node_spec in spec.nodes.items():
-        mapping = node_spec.map
-        if mapping is None:
-            continue
-        where = ("nodes", name, "map")
-        if name in plan.routed:
-            raise spec.error(
-                f"Node {name!r} only runs when routed to, so it cannot map: map the node "
-                "it backs up instead (its routes then apply per item).",
-                *where,
-            )
-        if mapping.as_ in spec.nodes or mapping.as_ == INPUTS:
-            raise spec.error(
-                f"Node {name!r}: map item name {mapping.as_!r} is also a node name: rename "
-                "it ('as: scene').",
-                *where,
-                "as",
-            )
-        try:
-            ref = parse_ref(mapping.over)
-        except FlowSpecError as exc:
-            raise spec.error(f"Node {name!r}: map over: {exc}", *where, "over") from None
-        if ref.node == name:
-            raise spec.error(f"Node {name!r} maps over its own output.", *where, "over")
-        if not ref.is_input and ref.node not in plan.nodes:
-            raise spec.error(
-                f"Node {name!r} maps over {str(ref)!r}, but there is no node {ref.node!r}.",
-                *where,
-                "over",
-            )
-        source = _typed(plan, ref, None, (*where, "over"), f"Node {name!r}: map over")
-        if source is None:
-            raise spec.error(
-                f"Node {name!r} maps over {str(ref)!r}, which does not exist.", *where, "over"
-            )
-        if not source.is_list and source.type is not PortType.ANY:
-            raise spec.error(
-                f"Node {name!r} maps over {str(ref)!r}, which is {source.describe()}, not a "
-                "list: map over a list-typed value (e.g. a structured object's array field).",
-                *where,
-                "over",
-            )
-        plan.item_types[name] = ValueType(source.type, source.schema)
-        plan.wiring.setdefault(name, [])
-
-
-def _typed(
-    plan: Plan, ref: Ref, reader: str | None, where: tuple[str, ...], what: str
-) -> ValueType | None:
-    try:
-        return value_type(plan, ref, reader=reader)
-    except SchemaPathError as exc:
-        known = f" (its fields: {', '.join(exc.known)})" if exc.known else ""
-        at = f" of {exc.where}" if exc.where else ""
-        raise plan.spec.error(
-            f"{what} {str(ref)!r}: there is no field {exc.name!r}{at}{known}.", *where
-        ) from None
 
 
 def _check_wiring(plan: Plan) -> None:
@@ -620,64 +212,13 @@ def _check_templates(plan: Plan) -> None:
                 if ref is None:
                     continue  # an unwired variable (a default): nothing to check against
                 where = ("nodes", name, "params", "template")
-                _typed(  # a SchemaPathError here names the missing field
+                typed(  # a SchemaPathError here names the missing field
                     plan,
                     ref.model_copy(update={"fields": (*ref.fields, *fields)}),
                     name,
                     where,
                     f"Node {name!r}: template variable {path!r} reads",
                 )
-
-
-def _check_stand_ins(plan: Plan) -> None:
-    """A fallback produces every port its failed node's consumers read."""
-    spec, nodes = plan.spec, plan.nodes
-    for fallback, failed in plan.stands_in.items():
-        root = plan.root(failed)
-        read = {ref.port for w in plan.wiring.values() for _, ref in w if ref.node == root}
-        read |= {t.partition(".")[2] for t in spec.outputs.values() if t.startswith(root + ".")}
-        for port_name in sorted(read):
-            theirs = nodes[root].output_port(port_name)
-            mine = nodes[fallback].output_port(port_name)
-            if mine is None or (theirs is not None and not theirs.type.accepts(mine.type)):
-                raise spec.error(
-                    f"Fallback {fallback!r} must produce {port_name!r} to stand in for "
-                    f"{root!r} (its consumers read {root}.{port_name}); it produces "
-                    f"{', '.join(p.name for p in nodes[fallback].output_ports) or 'nothing'}.",
-                    "nodes",
-                    failed,
-                    "on_error",
-                )
-
-
-def _check_switch_conditions(plan: Plan) -> None:
-    """Conditions read fields the value has (where the value's schema is known)."""
-    spec = plan.spec
-    for name in plan.switches:
-        node = plan.nodes[name]
-        assert isinstance(node, Switch)
-        refs = [ref for port, ref in plan.wiring.get(name, []) if port == "value"]
-        value = _typed(plan, refs[0], name, ("nodes", name), "Switch") if refs else None
-        props = (value.schema or {}).get("properties") if value is not None else None
-        if isinstance(props, dict):
-            for index, case in enumerate(node.params.cases):
-                for field_name in expression_fields(case.when):
-                    if field_name not in props:
-                        raise spec.error(
-                            f"Switch {name!r}: condition {case.when!r} reads field "
-                            f"{field_name!r}, which {str(refs[0])!r} does not have (its "
-                            f"fields: {', '.join(sorted(props))}).",
-                            "nodes",
-                            name,
-                            "params",
-                            "cases",
-                            str(index),
-                        )
-
-
-def _item_name_of(plan: Plan, name: str) -> str | None:
-    scope = plan.item_scope(name)
-    return _item_name(plan, scope) if scope is not None else None
 
 
 def _check_file_names(plan: Plan) -> None:
@@ -737,9 +278,8 @@ def _check_outputs(plan: Plan) -> None:
 
 
 def _output_port(plan: Plan, name: str, ref: Ref, place: tuple[str, ...]) -> None:
-    typed = _typed(plan, ref, None, place, f"Output {name!r} reads")
-    typed = typed or ValueType(PortType.ANY)
-    plan.output_ports[name] = Port(name, typed.type, schema=typed.schema, is_list=typed.is_list)
+    found = typed(plan, ref, None, place, f"Output {name!r} reads") or ValueType(PortType.ANY)
+    plan.output_ports[name] = Port(name, found.type, schema=found.schema, is_list=found.is_list)
 
 
 def _check_reachable(plan: Plan) -> None:
@@ -767,9 +307,38 @@ def _check_ref(
     *,
     whichever: bool = False,
 ) -> None:
-    item = _item_name_of(plan, name)
+    """``ref`` read by ``name``'s input ``port`` exists, has a type the port takes, and is
+    produced on every path (unless the port reads ``whichever`` of several sources ran)."""
+    _check_source(spec, plan, name, port, ref, where)
+    _check_read_type(plan, name, port, ref, where)
+    if (
+        not whichever
+        and not ref.is_input
+        and ref.node in plan.skippable
+        and not port.many
+        and port.required
+        and name not in plan.routed
+    ):
+        how = (
+            f"it runs only when switch {plan.switched[ref.node]!r} chooses it: read "
+            "whichever branch ran with a list of sources ([a.text, b.text])"
+            if ref.node in plan.switched
+            else "goto: continue: read it through a merge ('many' input) or give it a fallback"
+        )
+        raise spec.error(
+            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped ({how}).",
+            *where,
+        )
+
+
+def _check_source(
+    spec: FlowSpec, plan: Plan, name: str, port: Port, ref: Ref, where: tuple[str, ...]
+) -> None:
+    """What ``ref`` names exists: the current map item, a declared flow input, or an output
+    port of another node that is not a fallback."""
+    item = item_name_of(plan, name)
     if ref.node == item:
-        pass  # the current item of a map: typed below
+        pass  # the current item of a map: typed by _check_read_type
     elif not ref.port:
         raise spec.error(
             f"Node {name!r}: input {port.name!r}: Malformed reference {ref.node!r}: write "
@@ -812,7 +381,12 @@ def _check_ref(
                 f"Node {name!r}: {ref.node!r} has no output {ref.port!r} (its outputs: {outs}).",
                 *where,
             )
-    source = _typed(plan, ref, name, where, f"Node {name!r}: input {port.name!r} reads")
+
+
+def _check_read_type(plan: Plan, name: str, port: Port, ref: Ref, where: tuple[str, ...]) -> None:
+    """The port takes what ``ref`` reads: its type, and one value or a list."""
+    spec = plan.spec
+    source = typed(plan, ref, name, where, f"Node {name!r}: input {port.name!r} reads")
     if source is not None and not port.type.accepts(source.type):
         raise spec.error(
             f"Type mismatch: {str(ref)!r} is {source.describe()}, but {name}.{port.name} takes "
@@ -829,24 +403,6 @@ def _check_ref(
             f"Type mismatch: {str(ref)!r} is a {source.describe()}, but {name}.{port.name} "
             f"takes one {port.type.value}: map {name!r} over it (map: {{over: {ref!s}}}) "
             "or read it in a 'many' input.",
-            *where,
-        )
-    if (
-        not whichever
-        and not ref.is_input
-        and ref.node in plan.skippable
-        and not port.many
-        and port.required
-        and name not in plan.routed
-    ):
-        how = (
-            f"it runs only when switch {plan.switched[ref.node]!r} chooses it: read "
-            "whichever branch ran with a list of sources ([a.text, b.text])"
-            if ref.node in plan.switched
-            else "goto: continue: read it through a merge ('many' input) or give it a fallback"
-        )
-        raise spec.error(
-            f"Node {name!r} needs {str(ref)!r}, but {ref.node!r} may be skipped ({how}).",
             *where,
         )
 

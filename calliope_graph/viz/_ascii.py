@@ -13,6 +13,7 @@ from typing import Any
 
 from calliope_graph.viz._graph import edge_list, node_flags, node_subtitle, walk, walk_edges
 from calliope_graph.viz._layout import Layout
+from calliope_graph.viz._style import EDGE_STYLES, edge_style
 
 __all__ = ["to_ascii"]
 
@@ -36,6 +37,29 @@ def _ref(node: str, port: str | None, graph: Any) -> str:
     return f"{_local(node)}.{port}" if port else _local(node)
 
 
+def _edge_line(
+    template: str | None, u: str, v: str, attrs: dict[str, Any], graph: Any
+) -> str | None:
+    """The line an edge writes on a box, from its style's template (None: it writes none)."""
+    if template is None:
+        return None
+    source_port, target_port = attrs["ports"][0]
+    condition = attrs.get("label") or "?"
+    bound = attrs.get("bound")
+    return template.format(
+        source=_local(u),
+        target=_local(v),
+        target_label=graph.nodes[v].get("label", v),
+        label=attrs.get("label", ""),
+        source_port=source_port or "?",
+        target_port=target_port or "?",
+        bound=bound,
+        at_once=f" (≤{bound} at once)" if bound else "",
+        over=attrs.get("source_ref") or _ref(u, source_port, graph),
+        condition="otherwise" if condition == "default" else f"when {condition}",
+    )
+
+
 def _box_lines(node: str, layout: Layout, limit: int = MAX_WIDTH) -> list[str]:
     graph = layout.graph
     attrs = graph.nodes[node]
@@ -48,36 +72,18 @@ def _box_lines(node: str, layout: Layout, limit: int = MAX_WIDTH) -> list[str]:
         body.append(sub)
     incoming = [(u, v, a) for u, v, a in edge_list(graph) if v == node]
     outgoing = [(u, v, a) for u, v, a in edge_list(graph) if u == node]
-    for u, _, a in incoming:
+    for u, v, a in incoming:
         if a["kind"] == "data":
             for sp, tp in a["ports"]:
                 body.append(f"◂ {tp or '?'} ← {_ref(u, sp, graph)}")
-        elif a["kind"] == "fallback":
-            body.append(f"⇠ stands in for {_local(u)} (on {a['label']})")
-        elif a["kind"] == "rewrite":
-            body.append(f"⟲ rewrites {_local(u)}.{a['ports'][0][1] or '?'} (≤{a['bound']})")
-        elif a["kind"] == "map":
-            over = (attrs.get("map") or {}).get("over") or _ref(u, a["ports"][0][0], graph)
-            bound = f" (≤{a['bound']} at once)" if a.get("bound") else ""
-            body.append(f"⧉ once per item of {over}{bound}")
+        elif (line := _edge_line(EDGE_STYLES[edge_style(a)].ascii_in, u, v, a, graph)) is not None:
+            body.append(line)
     if role == "node":
         for p in attrs["outputs"]:
             body.append(f"▸ {p['name']}: {p['type']}")
-    for _, v, a in outgoing:
-        if a["kind"] == "fallback":
-            body.append(f"⇢ on {a['label']} → fallback {_local(v)}")
-        elif a["kind"] == "continue":
-            body.append(f"⇢ on {a['label']} → continue without it")
-        elif a["kind"] == "rewrite":
-            port = a["ports"][0][1] or "?"
-            body.append(f"⟲ on {a['label']}: rewrite {port} via {_local(v)}")
-        elif a["kind"] == "rewrite_back":
-            port = a["ports"][0][1] or "?"
-            body.append(f"⟲ back into {_local(v)}.{port}, then {_local(v)} runs again")
-        elif a["kind"] == "switch":
-            cond = a["label"] or "?"
-            text = "otherwise" if cond == "default" else f"when {cond}"
-            body.append(f"⑂ {text} → {graph.nodes[v].get('label', v)}")
+    for u, v, a in outgoing:
+        if (line := _edge_line(EDGE_STYLES[edge_style(a)].ascii_out, u, v, a, graph)) is not None:
+            body.append(line)
     flags = node_flags(attrs)
     if flags:
         body.append(" · ".join(flags))
@@ -153,7 +159,8 @@ def to_ascii(layout: Layout) -> str:
         "⟲ censor-and-retry  ┆ runs only on error"
     )
     out += ["", legend]
+    shapes = {s for _, a in walk(graph) for s in a.get("shape", ())}
     kinds = {a["kind"] for _, _, a in walk_edges(graph)}
-    if kinds & {"map", "switch"} or any(a.get("cluster") is not None for _, a in walk(graph)):
+    if shapes & {"stack", "branch", "cluster"} or kinds & {"map", "switch"}:
         out.append("⧉ runs once per item (map)  ⑂ switch branch  boxes inside a box: a subflow")
     return "\n".join(out) + "\n"

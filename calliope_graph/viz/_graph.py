@@ -7,20 +7,28 @@ goes to). Node attributes: ``role`` (node/input/output/continue), ``kind``, ``pr
 ``model``, ``model_name``, ``inputs``/``outputs`` (ports as dicts), ``category``,
 ``fallback_only``, ``timeout``, ``retry``, ``cache``, ``description``.
 
+**Shapes, not constructs.** Every node has ``shape``: a tuple from the closed vocabulary of
+:mod:`calliope_graph.flow.construct` — ``node``, ``stack`` (runs several times at once: a
+mapped node), ``cluster`` (holds a flow's own drawing: a subflow), ``branch`` (chooses where
+the run goes: a switch) — given by the constructs that apply to it; every edge has ``shape``
+``edge`` or ``loop`` (goes back up: a rewrite's way back). The renderers draw shapes and the
+edge styles of :data:`~calliope_graph.viz._style.EDGE_STYLES`; they never test a construct.
+
 Composition: a mapped node has ``map`` (``{"over", "as", "max_parallel"}``) and list-valued
 output ports (``many``); a switch's branches have ``switch_of`` (the switches choosing them); a
-subflow node (``kind: flow``) has ``subflow`` (the child flow's name) and ``cluster``: the child
-flow's own graph, built the same way, with node ids qualified by the parent node
+``cluster`` node (``kind: flow``) has ``subflow`` (the child flow's name) and ``cluster``: the
+child flow's own graph, built the same way, with node ids qualified by the parent node
 (``scenes/illustration/image``, matching the trace's names without map item indices); a child
-that cannot be loaded leaves ``cluster`` None and says why in ``note``.
+that cannot be loaded leaves ``cluster`` None (and no ``cluster`` shape) and says why in
+``note``.
 
-Edge attributes: ``kind`` (data/fallback/continue/rewrite/rewrite_back/map/switch), ``label``,
-``when``,
-``bound``, ``ports`` (a list of (source port, target port)), ``parallel`` (a data edge of a
+Edge attributes: ``kind`` (data/fallback/continue/rewrite/rewrite_back/map/switch),
+``shape``, ``label``, ``when``, ``bound``, ``ports`` (a list of (source port, target port)),
+``source_ref`` (what the edge reads: ``story.object.scenes``), ``parallel`` (a data edge of a
 fan-out whose branches can run in the same superstep), ``merge`` (a data edge into a
 ``many`` port). A DiGraph keeps one edge per ordered pair; when a flow has two edges of
 different kinds between the same nodes, the extra ones are kept in the ``extra`` attribute
-(:func:`edge_list` flattens them).
+(:func:`edge_list` flattens them; which one is drawn is the style's ``priority``).
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from typing import Any
 import networkx as nx
 
 from calliope_graph.config import ModelConfig, catalog
-from calliope_graph.flow.spec import CONTINUE, INPUTS, FlowSpec, NodeSpec, parse_ref
+from calliope_graph.flow.construct import edge_shape, node_shapes
+from calliope_graph.flow.spec import CONTINUE, INPUTS, Edge, FlowSpec, NodeSpec, parse_ref
+from calliope_graph.viz._style import EDGE_STYLES
 
 __all__ = ["CATEGORIES", "edge_list", "to_networkx", "walk", "walk_edges"]
 
@@ -68,16 +78,6 @@ _KIND_CATEGORY = {
     "switch": "route",
     "classify": "route",
     "flow": "subflow",
-}
-
-_EDGE_PRIORITY = {
-    "rewrite": 0,
-    "rewrite_back": 1,
-    "fallback": 2,
-    "switch": 3,
-    "map": 4,
-    "continue": 5,
-    "data": 6,
 }
 
 #: How deep subflow clusters nest in a drawing (a flow reaching itself stops here).
@@ -162,13 +162,18 @@ def _add_edge(graph: nx.DiGraph, u: str, v: str, attrs: dict[str, Any]) -> None:
             current["label"] = ", ".join(x for x in (current["label"], attrs["label"]) if x)
         current["merge"] = current.get("merge", False) or attrs.get("merge", False)
         return
-    if _EDGE_PRIORITY[attrs["kind"]] < _EDGE_PRIORITY[current["kind"]]:
+    if _priority(attrs) < _priority(current):
         kept = {k: val for k, val in current.items() if k != "extra"}
         extra = current["extra"]
         graph.remove_edge(u, v)
         graph.add_edge(u, v, **attrs, extra=[*extra, kept])
     else:
         current["extra"] = [*current["extra"], attrs]
+
+
+def _priority(attrs: dict[str, Any]) -> int:
+    style = EDGE_STYLES.get(str(attrs["kind"]))
+    return style.priority if style is not None else 9
 
 
 def _data_label(ports: list[tuple[str | None, str | None]]) -> str:
@@ -199,8 +204,8 @@ def _load_child(reference: Any, parent: FlowSpec) -> FlowSpec:
     """The child flow of a ``kind: flow`` node, loaded the way validation loads it."""
     from importlib import resources
 
-    from calliope_graph.flow._subflow import resolve_flow
     from calliope_graph.flow.spec import load_spec
+    from calliope_graph.flow.subflow import resolve_flow
 
     if not isinstance(reference, str) or not reference:
         raise ValueError("no params.flow")
@@ -250,22 +255,43 @@ def _build(spec: FlowSpec, chain: tuple[str, ...]) -> nx.DiGraph:
     chain = chain or (_identity(spec),)
     graph = nx.DiGraph(name=spec.name, description=spec.description)
     for name, input_spec in spec.inputs.items():
-        graph.add_node(
-            f"{INPUTS}.{name}",
-            role="input",
-            kind="input",
-            label=name,
-            provider=None,
-            model=None,
-            model_name=None,
-            inputs=[],
-            outputs=[_port(name, input_spec.type, input_spec.required)],
-            category="input",
-            description=input_spec.description,
-            fallback_only=False,
-        )
-    fallback_only = spec.fallback_nodes()
+        attrs = _pseudo("input", name, input_spec.description)
+        attrs["outputs"] = [_port(name, input_spec.type, input_spec.required)]
+        graph.add_node(f"{INPUTS}.{name}", **attrs)
     edges = spec.edges()
+    _add_nodes(graph, spec, edges, chain)
+    for edge in edges:
+        _add_spec_edge(graph, edge)
+    _add_outputs(graph, spec)
+    for (u, v), _ in list(_mark_parallel(graph).items()):
+        graph.edges[u, v]["parallel"] = True
+    return graph
+
+
+def _pseudo(role: str, label: str, description: str) -> dict[str, Any]:
+    """The attributes of a pseudo-node (a flow input or output, a ``continue`` terminal)."""
+    return {
+        "role": role,
+        "kind": role,
+        "label": label,
+        "shape": ("node",),
+        "provider": None,
+        "model": None,
+        "model_name": None,
+        "inputs": [],
+        "outputs": [],
+        "category": role,
+        "description": description,
+        "fallback_only": False,
+    }
+
+
+def _add_nodes(
+    graph: nx.DiGraph, spec: FlowSpec, edges: list[Edge], chain: tuple[str, ...]
+) -> None:
+    """The flow's nodes, each with its shapes (from the constructs that apply to it), the
+    switches choosing it, whether it runs only on error, and a subflow's cluster."""
+    fallback_only = spec.fallback_nodes()
     chosen_by: dict[str, list[str]] = {}
     for edge in edges:
         if edge.kind == "switch" and edge.target:
@@ -282,69 +308,66 @@ def _build(spec: FlowSpec, chain: tuple[str, ...]) -> nx.DiGraph:
         info["map"] = None
         info["switch_of"] = list(dict.fromkeys(chosen_by.get(name, [])))
         info["error_only"] = name in error_targets
-        if node.kind == "flow":
+        shapes = node_shapes(name, node)
+        if "cluster" in shapes:
             info.update(_subflow(name, node, spec, chain))
+            if info["cluster"] is None:  # not loaded: drawn as a plain box with a note
+                shapes = tuple(s for s in shapes if s != "cluster") or ("node",)
         if node.map is not None:
             info["map"] = {
                 "over": node.map.over,
                 "as": node.map.as_,
                 "max_parallel": node.map.max_parallel,
             }
+        if "stack" in shapes:  # it runs several times: every output becomes a list
             info["outputs"] = [{**p, "many": True} for p in info["outputs"]]
+        info["shape"] = shapes
         graph.add_node(name, label=name, fallback_only=name in fallback_only, **info)
 
-    for edge in edges:
-        source = edge.source
-        if edge.source == INPUTS:
-            source = f"{INPUTS}.{(edge.source_port or '').split('.')[0]}"
-        if source not in graph:
-            graph.add_node(source, **_missing(source))
-        if edge.kind == "continue":
-            target = f"{CONTINUE}.{edge.source}"
-            graph.add_node(
-                target,
-                role="continue",
-                kind="continue",
-                label="continue",
-                provider=None,
-                model=None,
-                model_name=None,
-                inputs=[],
-                outputs=[],
-                category="continue",
-                description="go on without this node's outputs",
-                fallback_only=False,
-            )
-        else:
-            target = edge.target or ""
-            if target not in graph:
-                graph.add_node(target, **_missing(target))
-        ports = [(edge.source_port, edge.target_port)]
-        label = _data_label(ports) if edge.kind == "data" else edge.label
-        if edge.kind == "rewrite_back" and edge.bound:
-            label = f"{label} ≤{edge.bound}"
-        if edge.kind == "map" and edge.bound:
-            label = f"{label} (≤{edge.bound} at once)"
-        merge = False
-        if edge.kind == "data":
-            for port in graph.nodes[target].get("inputs", []):
-                if port["name"] == edge.target_port and port["many"]:
-                    merge = True
-        _add_edge(
-            graph,
-            source,
-            target,
-            {
-                "kind": edge.kind,
-                "label": label,
-                "when": list(edge.when),
-                "bound": edge.bound,
-                "ports": ports,
-                "parallel": False,
-                "merge": merge,
-            },
-        )
 
+def _add_spec_edge(graph: nx.DiGraph, edge: Edge) -> None:
+    """One edge of :meth:`FlowSpec.edges`, with its label, shape and ports."""
+    source = edge.source
+    if edge.source == INPUTS:
+        source = f"{INPUTS}.{(edge.source_port or '').split('.')[0]}"
+    if source not in graph:
+        graph.add_node(source, **_missing(source))
+    if edge.kind == "continue":
+        target = f"{CONTINUE}.{edge.source}"
+        graph.add_node(
+            target, **_pseudo("continue", "continue", "go on without this node's outputs")
+        )
+    else:
+        target = edge.target or ""
+        if target not in graph:
+            graph.add_node(target, **_missing(target))
+    ports = [(edge.source_port, edge.target_port)]
+    label = _data_label(ports) if edge.kind == "data" else edge.label
+    if edge.kind == "rewrite_back" and edge.bound:
+        label = f"{label} ≤{edge.bound}"
+    if edge.kind == "map" and edge.bound:
+        label = f"{label} (≤{edge.bound} at once)"
+    merge = False
+    if edge.kind == "data":
+        for port in graph.nodes[target].get("inputs", []):
+            if port["name"] == edge.target_port and port["many"]:
+                merge = True
+    attrs = {
+        "kind": edge.kind,
+        "shape": edge_shape(edge.kind),
+        "label": label,
+        "when": list(edge.when),
+        "bound": edge.bound,
+        "ports": ports,
+        "source_ref": ".".join(p for p in (edge.source, edge.source_port) if p),
+        "parallel": False,
+        "merge": merge,
+    }
+    _add_edge(graph, source, target, attrs)
+
+
+def _add_outputs(graph: nx.DiGraph, spec: FlowSpec) -> None:
+    """A pseudo-node per flow output, fed by the port it reads."""
     for out_name, ref_text in spec.outputs.items():
         target = f"outputs.{out_name}"
         try:
@@ -358,37 +381,21 @@ def _build(spec: FlowSpec, chain: tuple[str, ...]) -> nx.DiGraph:
         for port in graph.nodes[source].get("outputs", []):
             if port["name"] == ref.port:
                 port_type = port["type"]
-        graph.add_node(
-            target,
-            role="output",
-            kind="output",
-            label=out_name,
-            provider=None,
-            model=None,
-            model_name=None,
-            inputs=[_port(out_name, port_type)],
-            outputs=[],
-            category="output",
-            description=f"flow output ← {ref_text}",
-            fallback_only=False,
-        )
-        _add_edge(
-            graph,
-            source,
-            target,
-            {
-                "kind": "data",
-                "label": ref.port,
-                "when": [],
-                "bound": None,
-                "ports": [(ref.port, out_name)],
-                "parallel": False,
-                "merge": False,
-            },
-        )
-    for (u, v), _ in list(_mark_parallel(graph).items()):
-        graph.edges[u, v]["parallel"] = True
-    return graph
+        attrs = _pseudo("output", out_name, f"flow output ← {ref_text}")
+        attrs["inputs"] = [_port(out_name, port_type)]
+        graph.add_node(target, **attrs)
+        edge = {
+            "kind": "data",
+            "shape": "edge",
+            "label": ref.port,
+            "when": [],
+            "bound": None,
+            "ports": [(ref.port, out_name)],
+            "source_ref": ref_text,
+            "parallel": False,
+            "merge": False,
+        }
+        _add_edge(graph, source, target, edge)
 
 
 def _missing(name: str) -> dict[str, Any]:
@@ -397,6 +404,7 @@ def _missing(name: str) -> dict[str, Any]:
         "role": "node",
         "kind": "?",
         "label": name,
+        "shape": ("node",),
         "provider": None,
         "model": None,
         "model_name": None,

@@ -22,11 +22,11 @@ from typing import Any
 
 import networkx as nx
 
+from calliope_graph.viz._geometry import Point, curve, mono_width, rect_hits, spread, text_width
 from calliope_graph.viz._graph import edge_list, node_flags, node_subtitle, port_lines
+from calliope_graph.viz._style import edge_style
 
 __all__ = ["Box", "Label", "Layout", "Route", "layout", "text_width"]
-
-Point = tuple[float, float]
 
 TITLE_SIZE = 13.0
 TEXT_SIZE = 11.0
@@ -41,20 +41,6 @@ MAX_CHARS = 52
 CLUSTER_PAD = 12.0
 STACK = 4.0
 """Offset of each of the two shadow boxes behind a mapped node (drawn as a stack)."""
-
-
-def text_width(text: str, size: float, bold: bool = False) -> float:
-    """A generous width estimate for sans-serif text (no font metrics offline)."""
-    wide = sum(1 for ch in text if ch.isupper() or ch in "mwMW@%")
-    narrow = sum(1 for ch in text if ch in "iljtf.,:;'|!() ")
-    normal = len(text) - wide - narrow
-    em = (normal * 0.56 + wide * 0.72 + narrow * 0.33) * size
-    return em * (1.06 if bold else 1.0)
-
-
-def mono_width(text: str, size: float) -> float:
-    """Width of monospace text (port lines)."""
-    return len(text) * 0.61 * size
 
 
 def _clip(text: str, limit: int = MAX_CHARS) -> str:
@@ -86,8 +72,8 @@ class Box:
 
     @property
     def stack(self) -> bool:
-        """A mapped node: drawn as a stack of boxes (it runs once per item)."""
-        return bool(self.attrs.get("map"))
+        """Shape ``stack`` (a mapped node): drawn as a stack of boxes (it runs several times)."""
+        return "stack" in self.attrs.get("shape", ())
 
     @property
     def cx(self) -> float:
@@ -123,13 +109,8 @@ class Route:
 
     @property
     def style(self) -> str:
-        """``data``/``parallel``/``merge``/``fallback``/``continue``/``rewrite``/``rewrite_back``."""
-        if self.kind == "data":
-            if self.attrs.get("merge"):
-                return "merge"
-            if self.attrs.get("parallel"):
-                return "parallel"
-        return self.kind
+        """The key of :data:`~calliope_graph.viz._style.EDGE_STYLES` this edge is drawn with."""
+        return edge_style(self.attrs)
 
     def polyline(self, steps: int = 16) -> list[Point]:
         """The path flattened into points (for hit tests, PNG drawing and labels)."""
@@ -209,12 +190,13 @@ class Layout:
 
 # -- layering -----------------------------------------------------------------------------
 def _acyclic(graph: nx.DiGraph) -> tuple[nx.DiGraph, set[tuple[str, str]]]:
-    """A DAG of the graph's edges: rewrite_back edges and any remaining cycle edges reversed."""
+    """A DAG of the graph's edges: ``loop`` edges (a rewrite's way back) and any remaining
+    cycle edges reversed."""
     dag = nx.DiGraph()
     dag.add_nodes_from(graph.nodes)
     reversed_edges: set[tuple[str, str]] = set()
     for u, v, attrs in graph.edges(data=True):
-        if attrs["kind"] == "rewrite_back":
+        if attrs.get("shape") == "loop":
             reversed_edges.add((u, v))
             if not dag.has_edge(v, u):
                 dag.add_edge(v, u)
@@ -406,56 +388,44 @@ def _place_x(
     return {n: x - left + MARGIN for n, x in cx.items()}
 
 
-# -- routing -----------------------------------------------------------------------------
-def _hermite(p0: Point, t0: Point, p1: Point, t1: Point, scale: float) -> tuple[Point, ...]:
-    c1 = (p0[0] + t0[0] * scale, p0[1] + t0[1] * scale)
-    c2 = (p1[0] - t1[0] * scale, p1[1] - t1[1] * scale)
-    return (p0, c1, c2, p1)
-
-
-def _curve(
-    points: list[Point], start: Point, end: Point
-) -> list[tuple[Point, Point, Point, Point]]:
-    """Smooth cubic segments through ``points`` with the given end tangents."""
-    tangents: list[Point] = [start]
-    for i in range(1, len(points) - 1):
-        dx = points[i + 1][0] - points[i - 1][0]
-        dy = points[i + 1][1] - points[i - 1][1]
-        norm = math.hypot(dx, dy) or 1.0
-        tangents.append((dx / norm, dy / norm))
-    tangents.append(end)
-    segments = []
-    for i in range(len(points) - 1):
-        d = math.dist(points[i], points[i + 1])
-        scale = max(d / 2.4, 24.0)
-        if i == 0 and start[1] == 0:  # sideways exit of a loop edge
-            scale = max(scale, 56.0)
-        if i == len(points) - 2 and end[1] == 0:
-            scale = max(scale, 56.0)
-        p0, c1, c2, p1 = _hermite(points[i], tangents[i], points[i + 1], tangents[i + 1], scale)
-        segments.append((p0, c1, c2, p1))
-    return segments
-
-
-def _spread(count: int, index: int, left: float, width: float) -> float:
-    """The x of the index-th of ``count`` anchors spread over the middle of a box side."""
-    if count <= 1:
-        return left + width / 2
-    span = min(width * 0.7, 26.0 * (count - 1))
-    return left + width / 2 - span / 2 + span * index / (count - 1)
-
-
-def _rect_hits(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
-
-
 def layout(graph: nx.DiGraph) -> Layout:
     """Lay out ``graph`` (from :func:`~calliope_graph.viz.to_networkx`) top to bottom."""
     dag, reversed_edges = _acyclic(graph)
     layer = _layers(graph, dag)
-    n_layers = max(layer.values(), default=0) + 1
+    chains, down, up, node_layer = _chains(dag, layer)
+    order = _order(_initial_layers(graph, dag, node_layer), down, up)
+    boxes = {
+        n: (
+            _cluster_box(n, graph.nodes[n], layer[n], layout(graph.nodes[n]["cluster"]))
+            if graph.nodes[n].get("cluster") is not None
+            else _box(n, graph.nodes[n], layer[n])
+        )
+        for n in graph.nodes
+    }
+    widths = {n: (boxes[n].w if n in boxes else 16.0) for n in node_layer}
+    cx = _place_x(order, widths, down, up)
+    dummy_xy = _place_y(order, boxes, cx, node_layer)
+    routes = _routes(graph, boxes, chains, reversed_edges, cx, dummy_xy)
+    _place_labels(routes, boxes)
+    width = max((b.x + b.w for b in boxes.values()), default=0.0) + MARGIN
+    height = max((b.y + b.h for b in boxes.values()), default=0.0) + MARGIN
+    for r in routes:
+        for x, yy in r.polyline(6):
+            width = max(width, x + MARGIN)
+            height = max(height, yy + MARGIN)
+        if r.label is not None:
+            width = max(width, r.label.x + r.label.w / 2 + MARGIN)
+    real_layers = [[n for n in row if n in boxes] for row in order]
+    return Layout(width, height, boxes, routes, graph, real_layers)
 
-    # Chains through dummy nodes for every DAG edge spanning more than one layer.
+
+def _chains(
+    dag: nx.DiGraph, layer: dict[str, int]
+) -> tuple[
+    dict[tuple[str, str], list[str]], dict[str, list[str]], dict[str, list[str]], dict[str, int]
+]:
+    """Chains through dummy nodes for every DAG edge spanning more than one layer; the
+    neighbours below and above every (dummy) node; every (dummy) node's layer."""
     chains: dict[tuple[str, str], list[str]] = {}
     down: dict[str, list[str]] = {}
     up: dict[str, list[str]] = {}
@@ -471,8 +441,13 @@ def layout(graph: nx.DiGraph) -> Layout:
         for a, b in itertools.pairwise(chain):
             down.setdefault(a, []).append(b)
             up.setdefault(b, []).append(a)
+    return chains, down, up, node_layer
 
-    # Initial order: depth-first from the inputs, so related nodes start side by side.
+
+def _initial_layers(
+    graph: nx.DiGraph, dag: nx.DiGraph, node_layer: dict[str, int]
+) -> list[list[str]]:
+    """Initial order: depth-first from the inputs, so related nodes start side by side."""
     seen: list[str] = []
     for start in sorted(
         (n for n in dag.nodes if dag.in_degree(n) == 0),
@@ -482,25 +457,19 @@ def layout(graph: nx.DiGraph) -> Layout:
             if n not in seen:
                 seen.append(n)
     rank = {n: i for i, n in enumerate(seen)}
-    layers: list[list[str]] = [[] for _ in range(n_layers)]
+    layers: list[list[str]] = [[] for _ in range(max(node_layer.values(), default=0) + 1)]
     for n in sorted(
         node_layer, key=lambda n: rank.get(n.split("\x00")[1] if "\x00" in n else n, 0)
     ):
         layers[node_layer[n]].append(n)
-    order = _order(layers, down, up)
+    return layers
 
-    boxes = {
-        n: (
-            _cluster_box(n, graph.nodes[n], layer[n], layout(graph.nodes[n]["cluster"]))
-            if graph.nodes[n].get("cluster") is not None
-            else _box(n, graph.nodes[n], layer[n])
-        )
-        for n in graph.nodes
-    }
-    widths = {n: (boxes[n].w if n in boxes else 16.0) for n in node_layer}
-    cx = _place_x(order, widths, down, up)
 
-    # Vertical placement: each layer as tall as its tallest box; gaps hold edge labels.
+def _place_y(
+    order: list[list[str]], boxes: dict[str, Box], cx: dict[str, float], node_layer: dict[str, int]
+) -> dict[str, Point]:
+    """Vertical placement: each layer as tall as its tallest box; gaps hold edge labels.
+    Clusters' insides move under their headers. Returns the dummy nodes' points."""
     y = MARGIN
     layer_top: list[float] = []
     layer_h: list[float] = []
@@ -518,11 +487,52 @@ def layout(graph: nx.DiGraph) -> Layout:
             inner_w = box.inner.width - 2 * MARGIN
             dx = box.x + (box.w - inner_w) / 2 - MARGIN
             box.inner.shift(dx, box.y + box.header_h - MARGIN)
-    dummy_xy = {
+    return {
         n: (cx[n], layer_top[k] + layer_h[k] / 2) for n, k in node_layer.items() if n not in boxes
     }
 
-    # Anchors: edges leave a box's bottom and enter its top, spread in neighbour order.
+
+def _routes(
+    graph: nx.DiGraph,
+    boxes: dict[str, Box],
+    chains: dict[tuple[str, str], list[str]],
+    reversed_edges: set[tuple[str, str]],
+    cx: dict[str, float],
+    dummy_xy: dict[str, Point],
+) -> list[Route]:
+    """Every edge's path: down from a box's bottom to the next one's top, through its dummy
+    points, anchors spread in neighbour order; a reversed (``loop``) edge from the lower box's
+    right side back up to the upper box's right side."""
+    out_x, in_x = _anchors(graph, boxes, chains, reversed_edges, cx)
+    routes: list[Route] = []
+    for u, v, attrs in edge_list(graph):
+        is_rev = (u, v) in reversed_edges
+        key = (v, u) if is_rev else (u, v)
+        through = chains.get(key)
+        if through is None:  # a self-loop (u == v) or an edge lost with its reversal
+            continue
+        mids = [dummy_xy[d] for d in through[1:-1]]
+        src, dst = boxes[u], boxes[v]
+        if is_rev:
+            p_start = (src.x + src.w, src.cy)
+            p_end = (dst.x + dst.w, dst.cy + min(10.0, dst.h / 4))
+            segments = curve([p_start, *reversed(mids), p_end], (1.0, 0.0), (-1.0, 0.0))
+        else:
+            p_start = (out_x.get(key, src.cx), src.y + src.h)
+            p_end = (in_x.get(key, dst.cx), dst.y)
+            segments = curve([p_start, *mids, p_end], (0.0, 1.0), (0.0, 1.0))
+        routes.append(Route(u, v, attrs["kind"], attrs, segments, is_rev))
+    return routes
+
+
+def _anchors(
+    graph: nx.DiGraph,
+    boxes: dict[str, Box],
+    chains: dict[tuple[str, str], list[str]],
+    reversed_edges: set[tuple[str, str]],
+    cx: dict[str, float],
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """Where each forward edge leaves its source's bottom and enters its target's top."""
     out_edges: dict[str, list[tuple[float, tuple[str, str]]]] = {}
     in_edges: dict[str, list[tuple[float, tuple[str, str]]]] = {}
     for (u, v), chain in chains.items():
@@ -534,48 +544,12 @@ def layout(graph: nx.DiGraph) -> Layout:
     for n, items in out_edges.items():
         forward = sorted(i for i in items if i[1] in forward_keys)
         for k, (_, key) in enumerate(forward):
-            out_x[key] = _spread(len(forward), k, boxes[n].x, boxes[n].w)
+            out_x[key] = spread(len(forward), k, boxes[n].x, boxes[n].w)
     for n, items in in_edges.items():
         forward = sorted(i for i in items if i[1] in forward_keys)
         for k, (_, key) in enumerate(forward):
-            in_x[key] = _spread(len(forward), k, boxes[n].x, boxes[n].w)
-
-    routes: list[Route] = []
-    for u, v, attrs in edge_list(graph):
-        is_rev = (u, v) in reversed_edges
-        key = (v, u) if is_rev else (u, v)
-        through = chains.get(key)
-        if through is None:  # a self-loop (u == v) or an edge lost with its reversal
-            continue
-        mids = [dummy_xy[d] for d in through[1:-1]]
-        if is_rev:
-            # Drawn from the lower box's right side back up to the upper box's right side.
-            src, dst = boxes[u], boxes[v]
-            side = 1.0
-            p_start = (src.x + src.w, src.cy)
-            p_end = (dst.x + dst.w, dst.cy + min(10.0, dst.h / 4))
-            pts = [p_start, *reversed(mids), p_end]
-            segments = _curve(pts, (side, 0.0), (-side, 0.0))
-        else:
-            src, dst = boxes[u], boxes[v]
-            p_start = (out_x.get(key, src.cx), src.y + src.h)
-            p_end = (in_x.get(key, dst.cx), dst.y)
-            pts = [p_start, *mids, p_end]
-            segments = _curve(pts, (0.0, 1.0), (0.0, 1.0))
-        routes.append(Route(u, v, attrs["kind"], attrs, segments, is_rev))
-
-    _place_labels(routes, boxes)
-
-    width = max((b.x + b.w for b in boxes.values()), default=0.0) + MARGIN
-    height = max((b.y + b.h for b in boxes.values()), default=0.0) + MARGIN
-    for r in routes:
-        for x, yy in r.polyline(6):
-            width = max(width, x + MARGIN)
-            height = max(height, yy + MARGIN)
-        if r.label is not None:
-            width = max(width, r.label.x + r.label.w / 2 + MARGIN)
-    real_layers = [[n for n in row if n in boxes] for row in order]
-    return Layout(width, height, boxes, routes, graph, real_layers)
+            in_x[key] = spread(len(forward), k, boxes[n].x, boxes[n].w)
+    return out_x, in_x
 
 
 def _place_labels(routes: list[Route], boxes: dict[str, Box]) -> None:
@@ -603,7 +577,7 @@ def _place_labels(routes: list[Route], boxes: dict[str, Box]) -> None:
             i = next((k for k, s in enumerate(lengths) if s >= goal), len(line) - 1)
             x, y = line[i]
             rect = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
-            hits = sum(1 for t in taken if _rect_hits(rect, t))
+            hits = sum(1 for t in taken if rect_hits(rect, t))
             if best is None or hits < best[2]:
                 best = (x, y, hits)
             if hits == 0:

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
+from calliope_graph.viz._geometry import Point
 from calliope_graph.viz._graph import CATEGORIES
 from calliope_graph.viz._layout import (
     LABEL_SIZE,
@@ -25,7 +26,6 @@ from calliope_graph.viz._layout import (
     TITLE_SIZE,
     Box,
     Layout,
-    Point,
     Route,
     text_width,
 )

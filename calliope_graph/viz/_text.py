@@ -25,26 +25,15 @@ from calliope_graph.viz._graph import (
     walk,
     walk_edges,
 )
-from calliope_graph.viz._style import EDGE_STYLES
+from calliope_graph.viz._style import EDGE_STYLES, edge_style
 
 __all__ = ["to_dot", "to_mermaid"]
 
 
-def _style_of(attrs: dict[str, Any]) -> str:
-    if attrs["kind"] == "data":
-        if attrs.get("merge"):
-            return "merge"
-        if attrs.get("parallel"):
-            return "parallel"
-    return str(attrs["kind"])
-
-
 def _route_label(attrs: dict[str, Any]) -> str:
-    kind = attrs["kind"]
+    style = EDGE_STYLES[edge_style(attrs)]
     label = str(attrs.get("label") or "")
-    if kind in ("fallback", "continue"):
-        return f"on {label}" if label else "on error"
-    return label
+    return style.label_format.format(label) if label else style.empty_label
 
 
 # -- Mermaid -------------------------------------------------------------------------------
@@ -80,14 +69,14 @@ def _mermaid_label(attrs: dict[str, Any]) -> str:
     return "<br/>".join(lines)
 
 
-def _mermaid_arrow(kind: str, label: str) -> str:
-    """The link between two ids: dotted for error routes, thick for censor-and-retry."""
-    if kind in ("fallback", "continue"):
+def _mermaid_arrow(style: str, label: str) -> str:
+    """The link between two ids as the edge's style says: solid, dotted (error routes,
+    switch branches) or thick (censor-and-retry)."""
+    line = EDGE_STYLES[style].mermaid
+    if line == "dotted":
         return f'-. "{label}" .->' if label else "-.->"
-    if kind in ("rewrite", "rewrite_back"):
+    if line == "thick":
         return f'== "{label}" ==>' if label else "==>"
-    if kind == "switch":
-        return f'-. "{label}" .->' if label else "-.->"
     return f'-->|"{label}"|' if label else "-->"
 
 
@@ -117,14 +106,14 @@ def _mermaid_nodes(
             out.append(f"{indent}  direction TB")
             _mermaid_nodes(attrs["cluster"], ids, out, members, dashed, clusters, indent + "  ")
             out.append(f"{indent}end")
-            clusters.append((nid, "map" if attrs.get("map") else "flow"))
+            clusters.append((nid, "stack" if "stack" in attrs["shape"] else "cluster"))
             continue
         label = _mermaid_label(attrs)
         if attrs["role"] in ("input", "output"):
             out.append(f'{indent}{nid}(["{label}"])')
         elif attrs["role"] == "continue":
             out.append(f'{indent}{nid}(["<i>continue</i>"])')
-        elif attrs.get("kind") == "switch":
+        elif "branch" in attrs["shape"]:
             out.append(f'{indent}{nid}{{{{"{label}"}}}}')
         else:
             out.append(f'{indent}{nid}["{label}"]')
@@ -156,15 +145,16 @@ def to_mermaid(graph: nx.DiGraph) -> str:
     link_styles: dict[str, list[int]] = {}
     for index, (u, v, attrs) in enumerate(walk_edges(graph)):
         label = mermaid_escape(_route_label(attrs))
-        out.append(f"  {ids[u]} {_mermaid_arrow(attrs['kind'], label)} {ids[v]}")
-        link_styles.setdefault(_style_of(attrs), []).append(index)
+        style = edge_style(attrs)
+        out.append(f"  {ids[u]} {_mermaid_arrow(style, label)} {ids[v]}")
+        link_styles.setdefault(style, []).append(index)
     for category, nids in members.items():
         out.append(f"  class {','.join(nids)} {category}")
     for nid in dashed:
         out.append(f"  style {nid} stroke-dasharray:5 3")
     fill, stroke = CATEGORIES["subflow"]
     for nid, what in clusters:
-        width = "2.4px" if what == "map" else "1.4px"
+        width = "2.4px" if what == "stack" else "1.4px"
         out.append(f"  style {nid} fill:{fill},stroke:{stroke},stroke-width:{width}")
     for style, indices in link_styles.items():
         es = EDGE_STYLES[style]
@@ -239,7 +229,7 @@ def _dot_nodes(graph: nx.DiGraph, out: list[str], indent: str) -> None:
             title = " · ".join(
                 [str(attrs.get("label", node)), node_subtitle(attrs), *node_flags(attrs)]
             )
-            style = "rounded,filled,bold" if attrs.get("map") else "rounded,filled"
+            style = "rounded,filled,bold" if "stack" in attrs["shape"] else "rounded,filled"
             out.append(f"{indent}subgraph {_dq('cluster_' + node)} {{")
             out.append(
                 f"{indent}  label={_dq(title)}; labeljust=l; style={_dq(style)}; "
@@ -311,28 +301,14 @@ def _dot_edges(graph: nx.DiGraph, out: list[str]) -> None:
         for n, a in graph.nodes(data=True)
     }
     for u, v, attrs in edge_list(graph):
-        style = _style_of(attrs)
-        es = EDGE_STYLES[style]
+        es = EDGE_STYLES[edge_style(attrs)]
         label = _route_label(attrs)
         a = [f'color="{es.color}"', f"penwidth={es.width:g}"]
         if label:
             a.append(f"label={_dq(label)}")
             a.append(f'fontcolor="{es.color}"')
+        a += es.dot
         kind = attrs["kind"]
-        if kind == "fallback":
-            a.append("style=dashed")
-        elif kind == "continue":
-            a.append("style=dotted")
-        elif kind == "rewrite":
-            a.append("style=bold")
-        elif kind == "rewrite_back":
-            a += ['style="bold,dashed"', "constraint=false"]
-        elif kind == "switch":
-            a += ['style="dashed"', 'arrowhead="vee"']
-        elif kind == "map":
-            a += ['style="bold,dotted"', 'arrowhead="normal"']
-        elif style == "merge":
-            a.append('arrowhead="normal"')
         ports = attrs.get("ports") or [(None, None)]
         sp, tp = ports[0]
         src_node = _anchor(graph, u, sp, incoming=False)

@@ -1,27 +1,32 @@
 """``kind: flow``: another flow used as one node of this one.
 
 The child flow's inputs and outputs become the node's typed ports. Validation loads and
-checks the child with the parent (a flow file that reaches itself through subflows is
-refused); compilation runs it as a LangGraph subgraph inside the node's task, so it is
-checkpointed and resumable inside, and its executions are nested in the parent's trace.
+checks the child with the parent (:func:`load_child`; a flow file that reaches itself through
+subflows is refused); compilation runs it as a LangGraph subgraph inside the node's task
+(:mod:`calliope_graph.flow._lower_subflow`), so it is checkpointed and resumable inside, and
+its executions are nested in the parent's trace. It is drawn as a ``cluster`` holding the
+child's own drawing.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from calliope_graph.context import RunContext
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import ConfigurationError, FlowSpecError
+from calliope_graph.flow.construct import Construct, NodeShape, register_construct
+from calliope_graph.flow.spec import FlowSpec, NodeSpec, load_spec
 from calliope_graph.nodes import Node, Port, PortType, register_node
 
 if TYPE_CHECKING:
-    from calliope_graph.flow.validate import Plan
+    from calliope_graph.flow._plan import Plan
 
-__all__ = ["Subflow", "loading"]
+__all__ = ["CONSTRUCT", "Subflow", "identity", "load_child", "loading", "resolve_flow"]
 
 #: The flow files being validated, outermost first (a subflow reaching one is a cycle).
 loading: ContextVar[tuple[str, ...]] = ContextVar("calliope_subflows", default=())
@@ -95,3 +100,53 @@ def resolve_flow(reference: str, parent_source: str | None) -> Path | str:
         f"No flow {reference!r}: name a shipped flow ({', '.join(shipped_flows())}) or a "
         ".yaml/.json path relative to this flow file."
     )
+
+
+def identity(spec: FlowSpec) -> str:
+    source = spec.source or spec.name
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else source
+
+
+def load_child(spec: FlowSpec, name: str) -> Plan:
+    """Load and validate the child flow of subflow node ``name`` (cycles refused)."""
+    where = ("nodes", name, "params", "flow")
+    reference = spec.nodes[name].params.get("flow")
+    if not isinstance(reference, str) or not reference:
+        raise spec.error(
+            f"Node {name!r} (flow): set params.flow to a shipped flow's name or a flow file.",
+            *where,
+        )
+    try:
+        target = resolve_flow(reference, spec.source)
+    except ConfigurationError as exc:
+        raise spec.error(f"Node {name!r}: {exc}", *where) from None
+    if isinstance(target, Path):
+        child_spec = load_spec(target)
+    else:
+        text = resources.files("calliope_graph.graphs").joinpath(f"{target}.yaml")
+        child_spec = load_spec(f"{target}.yaml", text=text.read_text(encoding="utf-8"))
+    chain = loading.get()
+    child = identity(child_spec)
+    if child in chain:
+        cycle = [*chain[chain.index(child) :], child]
+        raise spec.error(
+            f"Node {name!r}: subflow {reference!r} leads back to itself "
+            f"({' → '.join(Path(c).name for c in cycle)}): flows may not include themselves.",
+            *where,
+        )
+    from calliope_graph.flow.validate import check  # validation of the child, as of any flow
+
+    try:
+        return check(child_spec)
+    except FlowSpecError as exc:
+        raise spec.error(f"Node {name!r}: in subflow {reference!r}: {exc}", *where) from None
+
+
+def _shapes(name: str, node: NodeSpec) -> tuple[NodeShape, ...]:
+    return ("cluster",) if node.kind == Subflow.kind else ()
+
+
+CONSTRUCT = register_construct(
+    Construct(name="subflow", shapes=_shapes, lowering="calliope_graph.flow._lower_subflow")
+)

@@ -1,0 +1,118 @@
+"""The lowering of error routes (:mod:`calliope_graph.flow.routes`) to LangGraph.
+
+Every node gets an ``error_handler`` (:func:`handler`): after the node's ``RetryPolicy`` and
+``timeout`` have had their say, it matches the failure's error classes against the node's
+``on_error`` routes in order and returns a ``Command(goto=...)`` — to the fallback, to the
+rewriter (the attempt count in state), or to the node's join (``continue``). A failure no
+route takes pauses the node (resumable) with a checkpointer, else raises. Routes are
+declared as ``destinations`` (:func:`destinations`) so ``compiled.get_graph()`` draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from langgraph.errors import NodeError
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from calliope_graph.errors import error_classes
+from calliope_graph.flow._gather import Gather
+from calliope_graph.flow._lowering import RuntimeFactory, built
+from calliope_graph.flow._names import done_name, halt_key, request_key, rewrites_key
+from calliope_graph.flow._runtime import FlowRuntime
+from calliope_graph.flow.spec import CONTINUE, Edge, ErrorRoute
+
+if TYPE_CHECKING:
+    from calliope_graph.flow._plan import Plan
+
+__all__ = ["RESUME", "destinations", "handler"]
+
+
+def handler(
+    plan: Plan, name: str, factory: RuntimeFactory, alone: frozenset[str] = frozenset()
+) -> Callable[..., Any]:
+    routes: list[ErrorRoute] = list(plan.spec.nodes[name].on_error)
+    gather = Gather(plan, name)
+    join = END if plan.root(name) in alone else done_name(plan.root(name))
+    my_rewrites = rewrites_key(name)
+
+    async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
+        context = runtime.context
+        flow_rt = context if isinstance(context, FlowRuntime) else await built(context, factory)
+        exc = error.error
+        classes = set(error_classes(exc))
+        count = int(state.get(my_rewrites) or 0)
+        for route in routes:
+            if not classes & set(route.when):
+                continue
+            if route.rewrite is not None:
+                rw = route.rewrite
+                if count >= (rw.max_attempts or 0):
+                    continue
+                value = gather(state).get(rw.port)
+                output = rw.output or plan.nodes[rw.via].output_ports[0].name
+                flow_rt.routed(name, exc, f"rewrite:{rw.via}", status="fallback")
+                return Command(
+                    goto=rw.via,
+                    update={
+                        my_rewrites: count + 1,
+                        request_key(rw.via): {
+                            "node": name,
+                            "port": rw.port,
+                            "output": output,
+                            "value": value,
+                        },
+                    },
+                )
+            if route.goto == CONTINUE:
+                flow_rt.routed(name, exc, "continue", status="skipped")
+                return Command(goto=join)
+            assert route.goto is not None
+            flow_rt.routed(name, exc, f"fallback:{route.goto}", status="fallback")
+            return Command(goto=route.goto)
+        # No route takes this failure: the run stops here. With a checkpointer the node is
+        # sent work again, and pauses on a LangGraph interrupt before running: the run ends
+        # with the node pending, and a resumed run (Command(resume=...)) runs it then goes
+        # on. (Raising here would leave nothing pending to resume.)
+        flow_rt.halted = (name, exc)
+        if not flow_rt.resumable:
+            raise exc
+        # What stopped it travels with the pause (redacted, like the trace): a client that
+        # sees only the interrupt (LangGraph Server) learns the node and the cause.
+        stop = {"node": flow_rt.scope + name, "error_class": error_classes(exc)[0]}
+        stop["error"] = flow_rt.describe(exc)
+        return Command(goto=name, update={halt_key(name): stop})
+
+    handle.__name__ = f"on_error_{name}"
+    return handle
+
+
+#: What the pause of a halted node asks for (LangGraph's ``Command(resume=...)``).
+RESUME = {"resume": "resume the thread (Command(resume=True)) to run the node again"}
+
+
+def destinations(
+    plan: Plan, name: str, edges: list[Edge], alone: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Where ``name`` may route with ``Command(goto=...)``, labelled as the spec's edges are
+    (so ``compiled.get_graph()`` draws them like our own drawings)."""
+    out: dict[str, str] = {}
+    join = END if plan.root(name) in alone else done_name(plan.root(name))
+    for edge in edges:
+        if edge.source != name:
+            continue
+        if edge.kind in ("fallback", "rewrite") and edge.target is not None:
+            out[edge.target] = edge.label
+        elif edge.kind == "continue":
+            out[join] = edge.label
+        elif edge.kind == "rewrite_back" and edge.target is not None:
+            out[edge.target] = "retry"
+        elif edge.kind == "switch" and edge.target is not None:
+            out[edge.target] = edge.label
+            out[done_name(edge.target)] = f"not {edge.target}"
+    if plan.has_routes(name) and join not in out and name == plan.root(name):
+        out[join] = "ok"
+    return out
