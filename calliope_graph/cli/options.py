@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "checked_limits",
+    "compose",
     "concurrency_option",
     "debug_option",
     "faults_option",
     "flow_argument",
-    "group",
     "media_store_option",
     "out_dir_option",
     "output_option",
@@ -39,7 +39,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def group(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
+def compose(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
     """Several decorators as one, applied as if stacked in the order given."""
 
     def apply(command: F) -> F:
@@ -139,7 +139,7 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
 
 #: ``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits`` (``run``, ``batch``,
 #: ``worker``), given to the command as one :class:`Simulation` named ``simulation``.
-simulation_options = group(
+simulation_options = compose(
     click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys)."),
     faults_option(
         "Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
