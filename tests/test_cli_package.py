@@ -66,17 +66,14 @@ def test_run_batch_and_worker_share_one_declaration_of_each_option(name: str) ->
         assert isinstance(option, click.Option)
         assert (option.opts, option.help, option.callback) == (
             declared[0].opts,
-            declared[0].help,  # type: ignore[attr-defined]
+            declared[0].help,
             declared[0].callback,
         ), name
 
 
 def test_every_command_has_one_debug_option_spelled_alike() -> None:
     helps = {
-        p.help  # type: ignore[attr-defined]
-        for command in main.commands.values()
-        for p in command.params
-        if p.name == "debug"
+        p.help for command in main.commands.values() for p in command.params if p.name == "debug"
     }
     assert helps == {"Print tracebacks."}
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
 from calliope_graph.cli.common import (
     EXIT_CODES,
@@ -137,9 +140,6 @@ def _price_text(price: dict[str, Any] | None) -> str:
 def _print_models(rows: list[dict[str, Any]]) -> None:
     """A table that stays readable in 80 columns: the catalog name (with the provider and
     its model name under it), the node kinds, the price, and the lifecycle."""
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(show_lines=True, pad_edge=False)
     table.add_column("model (provider: its name)", overflow="fold", ratio=3)
     table.add_column("node kinds", overflow="fold", ratio=2)
@@ -166,8 +166,6 @@ def _print_models(rows: list[dict[str, Any]]) -> None:
 async def _check_models(
     models_: ModelCatalog, provider: str | None, simulate: bool, as_json: bool
 ) -> int:
-    import tempfile
-
     from calliope_graph.model_list import check_providers
 
     shared = open_shared(Simulation(simulate=simulate))

@@ -126,16 +126,16 @@ class _LiveReport:
 
     def __init__(self, path: Path) -> None:
         from calliope_graph.files import Throttled
+        from calliope_graph.viz import render_report
 
         self.path = path
+        self.render = render_report
         self.live: list[Trace] = []  # the trace being written (the runner updates it in place)
         self.throttle = Throttled(self._write, REPORT_INTERVAL)
 
     def _write(self) -> None:
-        from calliope_graph.viz import render_report
-
         try:
-            render_report(self.live[-1], self.path)
+            self.render(self.live[-1], self.path)
         except Exception as exc:
             err_console.print(f"[yellow]report not updated:[/] {exc}", markup=True)
 
@@ -144,10 +144,8 @@ class _LiveReport:
         self.throttle.request()
 
     def final(self, trace: Trace) -> None:
-        from calliope_graph.viz import render_report
-
         self.throttle.cancel()
-        render_report(trace, self.path)
+        self.render(trace, self.path)
 
 
 @_retries_shown_by_progress()

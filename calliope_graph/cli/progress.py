@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from calliope_graph.cli.common import err_console, out_console
 
@@ -59,8 +60,6 @@ class RunProgress:
         return node
 
     def __call__(self, event: Any) -> None:
-        from rich.markup import escape
-
         e = event.execution
         stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
         node = str(event.node)
@@ -73,8 +72,6 @@ class RunProgress:
 
     def line(self, event: Any, who: str) -> str:
         """The line for ``event`` of the node shown as ``who`` (rich markup)."""
-        from rich.markup import escape
-
         e = event.execution
         kind = event.kind
         if kind == "started":
