@@ -76,17 +76,18 @@ class BatchRequest:
     def check(self) -> None:
         """Options that do not go together are a usage error (exit 2)."""
         if self.engine == "dbos":
-            for name in self.simulation.given():
+            given = self.simulation.given()
+            if given:
                 raise click.UsageError(
-                    f"{name} does not apply with --engine dbos: the workers make the calls "
+                    f"{given[0]} does not apply with --engine dbos: the workers make the calls "
                     f"(give --simulate, --faults, --limits, --simulate-limits to "
                     f"`calliope-graph worker`)."
                 )
-            for given, name in (
+            for unsupported, name in (
                 (self.budget is not None, "--budget"),
                 (self.retry_failed, "--retry-failed"),
             ):
-                if given:
+                if unsupported:
                     raise click.UsageError(
                         f"{name} is not supported with --engine dbos yet (use --engine local)."
                     )
