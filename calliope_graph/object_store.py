@@ -56,6 +56,7 @@ __all__ = [
     "ObjectMediaStore",
     "ObjectStore",
     "open_media_store",
+    "parse_store_url",
     "signed_url",
 ]
 

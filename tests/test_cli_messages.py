@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner, Result
 
-from calliope_graph.cli import EXIT_CODES, _Progress, err_console, main
+from calliope_graph.cli import EXIT_CODES, main
+from calliope_graph.cli.common import err_console
+from calliope_graph.cli.progress import RunProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +49,7 @@ def test_a_node_past_its_timeout_says_timed_out_after_n_seconds(tmp_path: Path) 
     assert "Traceback" not in result.output
 
 
-def _line(progress: _Progress, node: str, ran: float) -> str:
+def _line(progress: RunProgress, node: str, ran: float) -> str:
     execution = SimpleNamespace(
         item=None,
         kind="text_to_text",
@@ -62,11 +64,11 @@ def _line(progress: _Progress, node: str, ran: float) -> str:
 
 
 def test_a_node_stopped_by_ctrl_c_says_interrupted_not_failed_none() -> None:
-    progress = _Progress({"story": 30.0})
+    progress = RunProgress({"story": 30.0})
     line = _line(progress, "story", ran=2.0)  # cancelled long before its timeout
     assert line.rstrip().endswith("story (text_to_text, m) interrupted")
     assert "None" not in line
-    assert "interrupted" in _line(_Progress(), "image", ran=100.0)  # no timeout: Ctrl-C
+    assert "interrupted" in _line(RunProgress(), "image", ran=100.0)  # no timeout: Ctrl-C
     assert "timed out after 30 s" in _line(progress, "scenes[2]/story", ran=30.1)
 
 

@@ -181,7 +181,7 @@ def report_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(viz, "render_report", counting)
     # As if every event came within the interval: only the throttle's first write and the
     # final one may happen.
-    monkeypatch.setattr("calliope_graph.cli.REPORT_INTERVAL", 3600.0)
+    monkeypatch.setattr("calliope_graph.cli.flows.REPORT_INTERVAL", 3600.0)
     return writes
 
 

@@ -417,11 +417,10 @@ def test_report_folds_lanes_and_clusters_in_the_browser(
 def test_progress_lines_say_which_item_of_which_map(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from calliope_graph import cli
+    from calliope_graph.cli.progress import RunProgress
 
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "err_console", Console(file=buffer, width=200, color_system=None))
-    progress = cli._Progress()
+    progress = RunProgress(console=Console(file=buffer, width=200, color_system=None))
 
     class Event:
         def __init__(self, kind: str, execution: NodeExecution) -> None:

@@ -75,6 +75,7 @@ __all__ = [
     "checkpoint_types",
     "new_thread_id",
     "prepare_inputs",
+    "shown_url",
     "split_options",
     "stream_events",
 ]

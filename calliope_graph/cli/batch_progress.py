@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from calliope_graph.batch._local import BatchEvent, BatchStats
+if TYPE_CHECKING:
+    from calliope_graph.batch import BatchEvent, BatchStats
 
 __all__ = ["JsonProgress", "LiveProgress", "PlainProgress", "fmt_duration"]
 

@@ -1,0 +1,236 @@
+"""What every command of the CLI shares: exit codes, consoles, error handling, loading a
+flow, and the one function that creates what a process shares (:func:`open_shared`)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from rich.console import Console
+
+from calliope_graph.errors import (
+    CalliopeError,
+    ConfigurationError,
+    FlowSpecError,
+    MediaError,
+)
+
+if TYPE_CHECKING:
+    from calliope_graph.config import KeysModel
+    from calliope_graph.context import RunContext
+    from calliope_graph.flow import Flow
+    from calliope_graph.limits import LimitSpec
+    from calliope_graph.simulate import Fault, Simulator
+
+__all__ = [
+    "EPILOG",
+    "EXIT_CODES",
+    "Shared",
+    "Simulation",
+    "check_keys",
+    "err_console",
+    "exit_code",
+    "guard",
+    "load_flow",
+    "open_shared",
+    "out_console",
+    "parse_inputs",
+]
+
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "run_failed": 1,
+    "usage": 2,
+    "invalid_flow": 3,
+    "configuration": 4,
+    "media": 5,
+    # 6 is kept for a run that stops to wait for a person's choice (interactive stories).
+    "models_missing": 7,
+    "interrupted": 130,
+}
+
+EPILOG = (
+    "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
+    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 130 interrupted."
+)
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a command that failed with ``exc``."""
+    if isinstance(exc, FlowSpecError):
+        return EXIT_CODES["invalid_flow"]
+    if isinstance(exc, ConfigurationError):
+        return EXIT_CODES["configuration"]
+    if isinstance(exc, MediaError):
+        return EXIT_CODES["media"]
+    return EXIT_CODES["run_failed"]
+
+
+def _fail(exc: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        err_console.print(traceback.format_exc(), markup=False)
+    # The nearest public class: an internal subclass's name means nothing to a user.
+    label = next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+    err_console.print(f"[bold red]error[/] ({label}): ", end="")
+    err_console.print(str(exc), markup=False, soft_wrap=True)
+    sys.exit(exit_code(exc))
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Model lifecycle warnings print as one ``warning:`` line each (once per model)."""
+    from calliope_graph.lifecycle import ModelLifecycleWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, ModelLifecycleWarning):
+                err_console.print("[yellow]warning:[/] ", end="")
+                err_console.print(str(message), markup=False, soft_wrap=True)
+            else:
+                previous(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+def guard(debug: bool, fn: Callable[[], Any]) -> Any:
+    """``fn()``, with a library error printed as one message and its exit code (``--debug``
+    adds the traceback), Ctrl-C as exit 130, and lifecycle warnings as one line each."""
+    try:
+        with _one_line_warnings():
+            return fn()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(EXIT_CODES["interrupted"])
+    except CalliopeError as exc:
+        _fail(exc, debug)
+
+
+def load_flow(flow: str) -> Flow:
+    """FLOW as the commands take it: a shipped flow's name or a YAML/JSON file."""
+    from calliope_graph.flow import Flow
+
+    return Flow.load(flow)
+
+
+def parse_inputs(values: Sequence[str]) -> dict[str, Any]:
+    """``--input NAME=VALUE`` (``@file.txt`` reads text) as the flow's inputs."""
+    inputs: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"{item!r}: write --input NAME=VALUE (a path for media, @file.txt to read text)",
+                param_hint="--input",
+            )
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                value = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise MediaError(
+                    f"--input {name}: cannot read {str(path)!r} ({exc.strerror}); "
+                    "give an existing UTF-8 text file after '@'.",
+                    path=str(path),
+                ) from None
+        inputs[name.strip()] = value
+    return inputs
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits``, parsed (the
+    option group :func:`calliope_graph.cli.options.simulation_options` builds it)."""
+
+    simulate: bool = False
+    faults: list[Fault] | None = None
+    simulate_limits: dict[str, LimitSpec] | None = None
+    limits: str | None = None
+
+    def given(self) -> list[str]:
+        """The options given, by their flags."""
+        flags = zip(
+            ("--simulate", "--faults", "--limits", "--simulate-limits"),
+            (self.simulate, self.faults, self.limits, self.simulate_limits),
+            strict=True,
+        )
+        return [flag for flag, value in flags if value]
+
+    def check(self) -> None:
+        """The simulator's options apply only with ``--simulate`` (a usage error, exit 2)."""
+        if self.faults and not self.simulate:
+            raise click.UsageError("--faults only applies with --simulate.")
+        if self.simulate_limits and not self.simulate:
+            raise click.UsageError("--simulate-limits only applies with --simulate.")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the commands of one process share: the simulator (``--simulate``) or the keys
+    (read from the environment)."""
+
+    simulator: Simulator | None
+    keys: KeysModel | None
+
+    def context(self, out_dir: str | Path) -> RunContext:
+        """A run context (with its HTTP client) over these, writing into ``out_dir``."""
+        from calliope_graph.context import RunContext
+
+        if self.simulator is not None:
+            return RunContext.create(
+                out_dir, keys=self.simulator.keys(), transport=self.simulator.transport()
+            )
+        return RunContext.create(out_dir, keys=self.keys)
+
+
+def open_shared(simulation: Simulation) -> Shared:
+    """The one place the CLI creates what a process shares: ``--limits`` applied to the
+    limiter every engine call waits on, and the simulator (``--simulate``) or the keys."""
+    if simulation.limits:
+        from calliope_graph.limits import shared
+
+        shared().configure(simulation.limits, where="--limits")
+    if simulation.simulate:
+        from calliope_graph.simulate import Simulator
+
+        sim = Simulator(faults=simulation.faults or (), limits=simulation.simulate_limits)
+        return Shared(simulator=sim, keys=None)
+    from calliope_graph.config import KeysModel
+
+    return Shared(simulator=None, keys=KeysModel.from_env())
+
+
+def check_keys(flow: Flow, keys: KeysModel) -> None:
+    """Fail before running when a provider the flow uses has no key."""
+    from calliope_graph.config import InferenceModelProvider, ModelConfig, catalog
+
+    missing: dict[str, list[str]] = {}
+    for name, node in flow.spec.nodes.items():
+        model = node.model
+        config = model if isinstance(model, ModelConfig) else None
+        if config is None and isinstance(model, str) and model in catalog:
+            config = catalog.get(model)
+        if config is None or config.provider is InferenceModelProvider.LANGCHAIN:
+            continue
+        try:
+            keys.model_key(config.model)  # the model's own api_key_env, none, or the provider's
+        except ConfigurationError:
+            var = config.model.api_key_env or keys.env_var(config.provider)
+            missing.setdefault(var, []).append(name)
+    if missing:
+        listed = "; ".join(f"{var} (for {', '.join(nodes)})" for var, nodes in missing.items())
+        raise ConfigurationError(
+            f"Missing API keys: set {listed} — or run offline with --simulate."
+        )

@@ -1,0 +1,173 @@
+"""What ``run`` prints: a live line per node event (:class:`RunProgress`) and the result."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from calliope_graph.cli.common import err_console, out_console
+
+if TYPE_CHECKING:
+    from calliope_graph.flow import FlowResult
+
+__all__ = ["RunProgress", "print_result", "shown_here"]
+
+
+class RunProgress:
+    """Live per-node lines: started, finished with time, retried, fell back, cache hit.
+
+    Names are the trace's: qualified inside subflows (``illustration/image``), with the map
+    item in brackets (``scenes[2]``, ``scenes[2]/illustration/image``); a mapped node's own
+    lines say which item of which map. Lines go to ``console`` (default: stderr). An event
+    is a :class:`~calliope_graph.flow.FlowEvent` or anything shaped like one.
+    """
+
+    def __init__(
+        self, timeouts: Mapping[str, float] | None = None, *, console: Console | None = None
+    ) -> None:
+        self.start = time.monotonic()
+        #: Each node's ``timeout`` (seconds per attempt), by node name.
+        self.timeouts = dict(timeouts or {})
+        self.console = console or err_console
+
+    def stopped(self, event: Any) -> str:
+        """What ended a node the run cancelled: its own timeout, or the run being stopped.
+
+        The runner marks both ``interrupted`` when the node is cancelled (which one it was
+        is known only later), so the node's timeout and the time it ran decide here.
+        """
+        e = event.execution
+        node = str(event.node).rsplit("/", 1)[-1].split("[", 1)[0]
+        limit = self.timeouts.get(node)
+        ran = time.time() - e.started_at
+        if limit is not None and ran >= limit * 0.98:
+            return f"timed out after {limit:g} s"
+        return "interrupted"
+
+    @staticmethod
+    def name(event: Any) -> str:
+        """``scenes[2]`` for item 2 of map ``scenes``; the trace's name otherwise."""
+        e = event.execution
+        node = str(event.node)
+        if e.item is not None and not node.endswith("]"):
+            return f"{node}[{e.item}]"
+        return node
+
+    def __call__(self, event: Any) -> None:
+        e = event.execution
+        stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
+        node = str(event.node)
+        where = f", item {e.item} of map {node}" if e.item is not None and "[" not in node else ""
+        who = (
+            f"[bold]{escape(self.name(event))}[/] "
+            f"[dim]({escape(e.kind)}{', ' + escape(e.model) if e.model else ''}{escape(where)})[/]"
+        )
+        self.console.print(f"{stamp} {self.line(event, who)}", soft_wrap=True)
+
+    def line(self, event: Any, who: str) -> str:
+        """The line for ``event`` of the node shown as ``who`` (rich markup)."""
+        e = event.execution
+        kind = event.kind
+        if kind == "started":
+            return f"▶ {who} started"
+        if kind == "finished" and e.resumed:
+            return f"[green]✓[/] {who} finished earlier (outputs kept, not paid again)"
+        if kind == "finished":
+            extra = f", {e.retries} retries" if e.retries else ""
+            if e.limit_wait >= 0.05:
+                extra += f", {e.limit_wait:.1f}s waiting on the rate limit"
+            if e.kind == "switch" and isinstance(e.outputs.get("branch"), str):
+                extra += f" → chose {escape(e.outputs['branch'])}"
+            return f"[green]✓[/] {who} finished in {e.duration:.2f}s{extra}"
+        if kind == "retried":
+            return f"[yellow]↻[/] {who} retried ({e.error_class}: {escape(e.error or '')})"
+        if kind == "fallback":
+            return f"[yellow]↪[/] {who} {e.error_class} → {e.branch}"
+        if kind == "skipped" and (e.branch or "").startswith("switch:"):
+            switch, _, chosen = (e.branch or "")[7:].partition("→")
+            return f"[dim]↷[/] {who} not taken ({escape(switch)} chose {escape(chosen)})"
+        if kind == "skipped":
+            return f"[yellow]↷[/] {who} {e.error_class} → continue without it"
+        if kind == "cache_hit":
+            return f"[cyan]⚡[/] {who} cache hit"
+        if kind == "failed" and e.error_class is None:  # cancelled: say by what
+            return f"[red]✗[/] {who} {self.stopped(event)}"
+        if kind == "failed":
+            return f"[red]✗[/] {who} failed ({e.error_class})"
+        return f"· {who} {kind}"
+
+
+#: Files only an output directory of a run holds (how a moved or copied one is recognised).
+_RUN_MARKERS = ("trace.json", "checkpoints.sqlite", ".calliope.lock")
+
+
+def shown_here(path: str, out: Path) -> str:
+    """``path`` as it is in the output directory ``out`` of this run.
+
+    Media values in a checkpoint keep the absolute paths of the folder the run first wrote
+    to; resuming a copied or moved ``--out`` must print the copies (the files the user now
+    has), not the originals. A path under another run folder (one that is gone, or holds a
+    run's own files) whose tail exists under ``out`` is shown there.
+    """
+    p = Path(path)
+    if not p.is_absolute() or p.is_relative_to(out):
+        return path
+    for i in range(1, len(p.parts)):  # the longest tail first: its run folder's path in it
+        root, rel = Path(*p.parts[:i]), Path(*p.parts[i:])
+        here = out / rel
+        if not here.exists():
+            continue
+        if not root.exists() or any((root / m).exists() for m in _RUN_MARKERS):
+            return str(here)
+    return path
+
+
+def _output_text(value: Any, out: Path) -> str:
+    """One output of a run as ``run`` prints it (at most 600 characters)."""
+    from pydantic import BaseModel
+
+    from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+
+    if isinstance(value, Image | Audio | Video):
+        shown = shown_here(value.path, out)
+        text = f"{shown} ({value.mime})" + (f" {value.uri}" if value.uri else "")
+    elif isinstance(value, ImageAnalysis):
+        text = value.description or ", ".join(value.captions)
+    elif isinstance(value, BaseModel):
+        fields = value.model_dump(mode="json")
+        text = json.dumps(fields, ensure_ascii=False)
+        if "text" in fields:  # a story frame: its text, then where its media are
+            media = [
+                shown_here(str(v["path"]), out)
+                for v in fields.values()
+                if isinstance(v, dict) and "path" in v
+            ]
+            text = fields["text"] + "".join(f"\n  → {m}" for m in media)
+    else:
+        text = str(value)
+    return text[:600] + "…" if len(text) > 600 else text
+
+
+def print_result(result: FlowResult, checkpoint: str | None = None) -> None:
+    """The outputs of a finished run, then where its trace, report and checkpoint are."""
+    out_console.print(
+        f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
+    )
+    resolved = Path(result.out_dir).resolve()
+    for name, value in result.outputs.items():
+        out_console.print(f"[bold]{name}[/]: ", end="")
+        out_console.print(_output_text(value, resolved), markup=False, soft_wrap=True)
+    out = Path(result.out_dir)
+    from calliope_graph.flow.run import shown_url
+
+    store = shown_url(checkpoint) if checkpoint else out / "checkpoints.sqlite"
+    out_console.print(
+        f"trace: {out / 'trace.json'}  report: {out / 'report.html'}  checkpoint: {store}",
+        soft_wrap=True,
+    )
