@@ -291,13 +291,13 @@ def run(
         raise click.UsageError("--faults only applies with --simulate.")
     if simulate_limits and not simulate:
         raise click.UsageError("--simulate-limits only applies with --simulate.")
-    _apply_limits(limits)
     if simulate:
         from calliope_graph.simulate import Simulator
 
         simulator: Any = Simulator(faults=faults or (), limits=simulate_limits)
     else:
         simulator = None
+    session = _session(limits, simulator)
 
     def go() -> None:
         result = asyncio.run(
@@ -305,7 +305,7 @@ def run(
                 flow,
                 _parse_inputs(inputs),
                 Path(out_dir),
-                simulator,
+                session,
                 resume,
                 thread_id,
                 not no_cache,
@@ -339,7 +339,7 @@ async def _run(
     flow_name: str,
     inputs: dict[str, Any],
     out_dir: Path,
-    simulator: Any,
+    session: Any,
     resume: str | None,
     thread_id: str | None,
     cache: bool,
@@ -352,7 +352,7 @@ async def _run(
 
     prepare_out_dir(out_dir)  # a bad --out is one message (exit 4) before anything runs
     flow = _load(flow_name)
-    keys = None if simulator is not None else KeysModel.from_env()
+    keys = None if session.simulator is not None else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)
     report = out_dir / "report.html"
@@ -393,8 +393,8 @@ async def _run(
         result = await flow.ainvoke(
             inputs,
             out_dir=out_dir,
+            session=session,
             keys=keys,
-            simulator=simulator,
             thread_id=thread,
             resume=resume is not None,
             cache=cache,
@@ -609,13 +609,13 @@ def _checked_limits(value: str | None) -> str | None:
     return value
 
 
-def _apply_limits(limits: str | None) -> None:
-    """``--limits "openai:rpm=500;stability:rps=15"``: the process-wide limiter every engine
-    call waits on (already checked by :func:`_checked_limits`)."""
-    if limits:
-        from calliope_graph.limits import shared
+def _session(limits: str | None, simulator: Any = None, keys: Any = None) -> Any:
+    """The command's session, made here only: ``--limits "openai:rpm=500;stability:rps=15"``
+    (already checked by :func:`_checked_limits`) over the defaults, the simulator of
+    ``--simulate``, the keys. Passed down to the run, the batch or the worker."""
+    from calliope_graph.session import Session
 
-        shared().configure(limits, where="--limits")
+    return Session(keys=keys, simulator=simulator, limits=limits, where="--limits")
 
 
 def _batch_progress(as_json: bool, flow_name: str) -> Any:
@@ -812,7 +812,7 @@ async def _batch(
     keys = None if simulate else KeysModel.from_env()
     if keys is not None:
         _check_keys(flow, keys)
-    _apply_limits(limits)
+    session = _session(limits, simulator, keys)
     progress = _batch_progress(as_json, flow.name)
     if not as_json:
         err_console.print(
@@ -833,8 +833,7 @@ async def _batch(
                 resume=resume,
                 retry_failed=retry_failed,
                 budget=budget,
-                simulator=simulator,
-                keys=keys,
+                session=session,
                 on_progress=progress,
                 media_store=media_store,
             )
@@ -938,12 +937,12 @@ def worker(
         raise click.UsageError("--faults only applies with --simulate.")
     if simulate_limits and not simulate:
         raise click.UsageError("--simulate-limits only applies with --simulate.")
-    _apply_limits(limits)
     simulator: Any = None
     if simulate:
         from calliope_graph.simulate import Simulator
 
         simulator = Simulator(faults=faults or (), limits=simulate_limits)
+    session = _session(limits, simulator)
 
     def echo(line: str) -> None:
         err_console.print(line, markup=False, soft_wrap=True)
@@ -961,7 +960,7 @@ def worker(
                 out_dir,
                 db=db,
                 concurrency=concurrency,
-                simulator=simulator,
+                session=session,
                 dead_after=dead_after,
                 heartbeat=min(2.0, dead_after / 4),
                 echo=echo,

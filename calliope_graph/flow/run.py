@@ -24,10 +24,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer, Command, StateSnapshot
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from calliope_graph._secrets import redact_tree
-from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     CalliopeError,
@@ -58,12 +57,12 @@ from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_re
 from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, MediaStore, Video
+from calliope_graph.session import Session, SessionOptions, session_of
 
 if TYPE_CHECKING:
     from calliope_graph.flow._checkpoints import TraceLog
     from calliope_graph.flow._journal import Journal, JournalDB
     from calliope_graph.flow.validate import Plan
-    from calliope_graph.simulate import Simulator
 
 __all__ = [
     "Durability",
@@ -159,17 +158,13 @@ Durability = Literal["sync", "async", "exit"]
 it, ``exit`` only when the run ends. Completed node work is journaled either way."""
 
 
-class RunnerOptions(TypedDict, total=False):
-    """How runs are set up: shared by :class:`FlowRunner` and every ``Flow`` run method."""
+class RunnerOptions(SessionOptions, total=False):
+    """How runs are set up: shared by :class:`FlowRunner` and every ``Flow`` run method
+    (the session they run in — ``session``, ``keys``, ``simulator``, ``ctx``,
+    ``media_store`` — from :class:`~calliope_graph.session.SessionOptions`)."""
 
     out_dir: str | Path
     """Where media, ``trace.json`` and the checkpoints go (default ``out``)."""
-    keys: KeysModel | None
-    """Provider keys (default: from the environment, or the simulator's)."""
-    simulator: Simulator | None
-    """Run every provider call against this simulator (offline)."""
-    ctx: RunContext | None
-    """A ready run context (client, keys, store); overrides ``keys`` and ``simulator``."""
     checkpointer: Checkpointer | str | Path
     """Where checkpoints go: ``True`` = SQLite at ``out_dir/checkpoints.sqlite``; ``False`` =
     none (no resume); a URL (``postgresql://...``) or the path of a SQLite file; or a
@@ -182,10 +177,6 @@ class RunnerOptions(TypedDict, total=False):
     record: bool
     """Record the trace at all (default ``True``; off only for benchmarks)."""
     durability: Durability
-    media_store: str | None
-    """Keep media in object storage too: ``s3://bucket/prefix`` (credentials and endpoint
-    from the AWS environment). ``None`` (the default): ``$CALLIOPE_MEDIA_STORE`` if set,
-    else only ``out_dir``. See :mod:`calliope_graph.object_store`."""
 
 
 class RunOptions(RunnerOptions, total=False):
@@ -216,8 +207,8 @@ class FlowRunner:
     def __init__(self, plan: Plan, **options: Unpack[RunnerOptions]) -> None:
         self.plan = plan
         self.out_dir = Path(options.get("out_dir", "out"))
-        self._keys = options.get("keys")
-        self._simulator = options.get("simulator")
+        #: The session its runs are in (``session``, with ``keys``/``simulator`` if given).
+        self.session: Session = session_of(options)
         self._ctx = options.get("ctx")
         self._own_ctx: RunContext | None = None
         checkpointer = options.get("checkpointer")
@@ -228,7 +219,11 @@ class FlowRunner:
         self.trace_file = options.get("trace_file", True)
         self.record = options.get("record", True)
         self.durability: Durability = options.get("durability", "async")
-        self.media_store = options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE")
+        self.media_store = (
+            options.get("media_store")
+            or self.session.media_store
+            or os.environ.get("CALLIOPE_MEDIA_STORE")
+        )
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
@@ -244,18 +239,10 @@ class FlowRunner:
         if self._ctx is not None:
             return self._ctx
         if self._own_ctx is None:
-            sim = self._simulator
-            keys = self._keys if self._keys is not None else (sim.keys() if sim else None)
-            if self.plan.catalog.limits:  # the catalog's `limits:` section
-                from calliope_graph.limits import shared
-
-                shared().configure(self.plan.catalog.limits, where="the model catalog")
-            self._own_ctx = RunContext.create(
-                self.out_dir,
-                keys=keys,
-                transport=sim.transport() if sim is not None else None,
-                catalog=self.plan.catalog,
-                media_store=self.media_store,
+            # The session's keys, client and limits; the catalog's `limits:` section, if
+            # any, in the session's overlay of them (no other flow's limits change).
+            self._own_ctx = self.session.run_context(
+                self.out_dir, catalog=self.plan.catalog, media_store=self.media_store
             )
         return self._own_ctx
 
