@@ -82,9 +82,12 @@ __all__ = [
     "Limiter",
     "LimiterStats",
     "Limits",
+    "LimitsSource",
+    "SharedWindowStore",
     "Slot",
     "estimate_tokens",
     "parse_duration",
+    "parse_limit_mapping",
     "parse_limits",
     "parse_rfc3339",
 ]

@@ -390,7 +390,8 @@ async def follow_batch(
         )
     url = db_url(options.get("db"), out)
     ref = options.get("flow_ref") or _flow_ref(flow)
-    concurrency = options.get("concurrency", 4)
+    concurrency = options.get("concurrency")
+    concurrency = 4 if concurrency is None else concurrency
     poll_interval = options.get("poll_interval", POLL_INTERVAL)
     batch = _Batch(
         plan,
@@ -425,14 +426,14 @@ async def follow_batch(
                 "inputs": json.loads(json.dumps(item.inputs, default=str)),
                 "source": item.source,
             }
-            options: EnqueueOptions = {
+            enqueue: EnqueueOptions = {
                 "queue_name": QUEUE,
                 "workflow_name": WORKFLOW,
                 "workflow_id": prefix + item.id,
                 "app_version": APP_VERSION,
                 "serialization_type": WorkflowSerializationFormat.PORTABLE,
             }
-            await asyncio.to_thread(client.enqueue, options, job)
+            await asyncio.to_thread(client.enqueue, enqueue, job)
         stats.running = len(pending)
         for item in pending.values():
             batch.emit("item_started", item_id=item.id, message=item.source)

@@ -282,7 +282,8 @@ class _Batch:
         self.plan = plan
         self.out = out
         self.options = options
-        self.concurrency = max(int(options.get("concurrency", 4)), 1)
+        concurrency = options.get("concurrency")
+        self.concurrency = max(int(4 if concurrency is None else concurrency), 1)
         self.retry_failed = bool(options.get("retry_failed", False))
         self.resume = bool(options.get("resume", False)) or self.retry_failed
         self.budget = options.get("budget")

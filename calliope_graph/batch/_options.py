@@ -33,8 +33,8 @@ class BatchOptions(SessionOptions, total=False):
     :class:`~calliope_graph.session.SessionOptions`, as for one run.
     """
 
-    concurrency: int
-    """Items running at once (default 4)."""
+    concurrency: int | None
+    """Items running at once (default, or None: 4; a worker's default: the queue's)."""
     resume: bool
     """Continue the batch in ``out_dir``: skip ok items, continue failed/interrupted ones."""
     retry_failed: bool
