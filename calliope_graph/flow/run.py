@@ -207,8 +207,12 @@ class FlowRunner:
     def __init__(self, plan: Plan, **options: Unpack[RunnerOptions]) -> None:
         self.plan = plan
         self.out_dir = Path(options.get("out_dir", "out"))
-        #: The session its runs are in (``session``, with ``keys``/``simulator`` if given).
-        self.session: Session = session_of(options)
+        self._session_options: SessionOptions = {
+            "session": options.get("session"),
+            "keys": options.get("keys"),
+            "simulator": options.get("simulator"),
+        }
+        self._session: Session | None = None
         self._ctx = options.get("ctx")
         self._own_ctx: RunContext | None = None
         checkpointer = options.get("checkpointer")
@@ -219,11 +223,7 @@ class FlowRunner:
         self.trace_file = options.get("trace_file", True)
         self.record = options.get("record", True)
         self.durability: Durability = options.get("durability", "async")
-        self.media_store = (
-            options.get("media_store")
-            or self.session.media_store
-            or os.environ.get("CALLIOPE_MEDIA_STORE")
-        )
+        self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
@@ -241,10 +241,24 @@ class FlowRunner:
         if self._own_ctx is None:
             # The session's keys, client and limits; the catalog's `limits:` section, if
             # any, in the session's overlay of them (no other flow's limits change).
-            self._own_ctx = self.session.run_context(
-                self.out_dir, catalog=self.plan.catalog, media_store=self.media_store
+            session = self.session
+            self._own_ctx = session.run_context(
+                self.out_dir,
+                catalog=self.plan.catalog,
+                media_store=self.media_store
+                or session.media_store
+                or os.environ.get("CALLIOPE_MEDIA_STORE"),
             )
         return self._own_ctx
+
+    @property
+    def session(self) -> Session:
+        """The session its runs are in: ``session`` (default: the process's default
+        session), with ``keys``/``simulator`` if given; resolved when first needed (a
+        runner given a ready ``ctx`` needs none)."""
+        if self._session is None:
+            self._session = session_of(self._session_options)
+        return self._session
 
     async def aclose(self) -> None:
         if self._own_ctx is not None:
