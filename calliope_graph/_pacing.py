@@ -23,7 +23,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class _Gate:
     """A counting semaphore usable from any event loop and thread (capacity None: no cap).
 
-    ``asyncio.Semaphore`` binds to the first loop that waits on it; the process-wide
+    ``asyncio.Semaphore`` binds to the first loop that waits on it; a session's
     limiter outlives loops (one per ``asyncio.run``, per test, per worker thread).
     """
 

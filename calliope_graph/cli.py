@@ -1217,17 +1217,15 @@ def _print_models(rows: list[dict[str, Any]]) -> None:
 async def _check_models(models_: Any, provider: str | None, simulate: bool, as_json: bool) -> int:
     import tempfile
 
-    from calliope_graph.context import RunContext
     from calliope_graph.model_list import check_providers
 
     with tempfile.TemporaryDirectory(prefix="calliope-models-") as out:
+        sim: Any = None
         if simulate:
             from calliope_graph.simulate import Simulator
 
             sim = Simulator()
-            ctx = RunContext.create(out, keys=sim.keys(), transport=sim.transport())
-        else:
-            ctx = RunContext.create(out)
+        ctx = _session(None, sim).run_context(out)
         try:
             report = await check_providers(ctx, models_, provider=provider)
         finally:

@@ -1,8 +1,10 @@
-"""Shared per-provider rate limits: one limiter per provider (and per model) per process.
+"""Shared per-provider rate limits: one limiter per provider (and per model) per session.
 
-Every provider call in the process goes through the :class:`Limiter` of its provider, and
-also through that of ``provider/model`` when one is configured, so batches, concurrent
-``ainvoke`` calls and map items all share one budget. A limiter makes a caller wait, in
+Every provider call of a :class:`~calliope_graph.session.Session`'s runs goes through the
+:class:`Limiter` of its provider in the session's :class:`Limits`, and also through that of
+``provider/model`` when one is configured, so batches, concurrent ``ainvoke`` calls and map
+items all share one budget (a flow whose catalog sets ``limits:`` waits on the session's
+:meth:`Limits.overlay` of them). A limiter makes a caller wait, in
 this order, for
 
 (a) a **cooldown**: after a 429 *every* caller sharing the limiter waits out the
