@@ -81,7 +81,7 @@ class Session:
 
     ``limits``: a :class:`Limits` to share, or ``--limits``-style specs (a string or a
     mapping) over the defaults; none: the defaults. ``keys``: default from the simulator,
-    else the environment (read when first needed). See the module docstring.
+    else the environment (read for each run context). See the module docstring.
     """
 
     def __init__(
@@ -119,12 +119,14 @@ class Session:
     # -- what it shares ------------------------------------------------------------------
     @property
     def keys(self) -> KeysModel:
-        """The provider keys: given, else the simulator's, else the environment's."""
+        """The provider keys: given, else the simulator's, else the environment's — read
+        again each time (each run context reads them when it is made, as before sessions:
+        a key exported after a first run is seen by the next)."""
         with self._lock:
-            if self._keys is None:
-                sim = self.simulator
-                self._keys = sim.keys() if sim is not None else KeysModel.from_env()
-            return self._keys
+            if self._keys is None and self.simulator is not None:
+                self._keys = self.simulator.keys()
+            keys = self._keys
+        return keys if keys is not None else KeysModel.from_env()
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport | None:

@@ -37,7 +37,6 @@ from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from calliope_graph._fetch import Fetcher
-from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError, ConfigurationError
 from calliope_graph.flow import Flow
@@ -241,7 +240,7 @@ class _Runtimes:
                     "Run context 'faults' needs a simulating server: start it with "
                     "CALLIOPE_SIMULATE=1, or drop 'faults' from the run's context."
                 )
-            keys = KeysModel.from_env()
+            keys = self.settings.session.keys  # the environment's, read for each run
             client = await self.client()
         ctx = RunContext(
             client=client,
