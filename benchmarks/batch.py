@@ -30,11 +30,11 @@ import httpx
 
 from calliope_graph import limits
 from calliope_graph.batch import run_batch
-from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError
 from calliope_graph.flow import Flow
 from calliope_graph.flow._runtime import FlowRuntime
 from calliope_graph.flow.trace import Trace
+from calliope_graph.session import Session
 from calliope_graph.simulate import Simulator
 
 CEILING = 10.0  # items a second: one Stability call per illustrate item
@@ -65,36 +65,30 @@ def _latency(seed: int) -> Any:
 async def bench_throughput(items: int = 400, concurrency: int = 40) -> dict[str, Any]:
     prompts = [{"id": f"i{i}", "text": f"a lighthouse, version {i}"} for i in range(items)]
     flow = Flow.load("illustrate")
-    previous = limits._shared
-    limits._shared = limits.Limits(
-        {"stability": {"requests": OURS, "burst": BURST}}, defaults=False
-    )
-    try:
-        sim = Simulator(
-            latency=_latency(1), limits={"stability": {"rps": CEILING}}, image_scale=SCALE
+    ours_limits = limits.Limits({"stability": {"requests": OURS, "burst": BURST}}, defaults=False)
+    # The batch's own session: its limits, not those of any other run of the process.
+    sim = Simulator(latency=_latency(1), limits={"stability": {"rps": CEILING}}, image_scale=SCALE)
+    session = Session(simulator=sim, limits=ours_limits)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = await run_batch(
+            flow,
+            prompts,
+            Path(tmp) / "ours",
+            concurrency=concurrency,
+            session=session,
+            item_reports=False,
+            report=False,
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            summary = await run_batch(
-                flow,
-                prompts,
-                Path(tmp) / "ours",
-                concurrency=concurrency,
-                simulator=sim,
-                item_reports=False,
-                report=False,
-            )
-            wall = time.perf_counter() - start
-        ours = {
-            "items": items,
-            "ok": summary.ok,
-            "failed": summary.failed,
-            "wall_s": round(wall, 2),
-            "items_per_s": round(items / wall, 3),
-            "simulator_429s": sim.rate_limited("stability"),
-        }
-    finally:
-        limits._shared = previous
+        wall = time.perf_counter() - start
+    ours = {
+        "items": items,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "wall_s": round(wall, 2),
+        "items_per_s": round(items / wall, 3),
+        "simulator_429s": sim.rate_limited("stability"),
+    }
     plain = await _plain_langgraph(flow, prompts[:60], concurrency)
     return {
         "ceiling_items_per_s": CEILING,
@@ -108,27 +102,23 @@ async def _plain_langgraph(
     flow: Flow, prompts: list[dict[str, Any]], concurrency: int
 ) -> dict[str, Any]:
     """The compiled graph through LangGraph's ``abatch``, no limits configured."""
-    previous = limits._shared
-    limits._shared = limits.Limits(defaults=False)
     sim = Simulator(latency=_latency(2), limits={"stability": {"rps": CEILING}}, image_scale=SCALE)
     graph = flow.compile()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            ctx = RunContext.create(Path(tmp), keys=sim.keys(), transport=sim.transport())
-            trace = Trace(flow=flow.name, thread_id="abatch", started_at=time.time())
-            runtime = FlowRuntime(ctx=ctx, trace=trace, record=False)
-            states = [{"inputs.text": p["text"]} for p in prompts]
-            start = time.perf_counter()
-            results = await graph.abatch(
-                states,
-                [{"max_concurrency": concurrency}] * len(states),
-                context=runtime,
-                return_exceptions=True,
-            )
-            wall = time.perf_counter() - start
-            await ctx.aclose()
-    finally:
-        limits._shared = previous
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(simulator=sim, limits=limits.Limits(defaults=False))
+        ctx = session.run_context(Path(tmp))
+        trace = Trace(flow=flow.name, thread_id="abatch", started_at=time.time())
+        runtime = FlowRuntime(ctx=ctx, trace=trace, record=False)
+        states = [{"inputs.text": p["text"]} for p in prompts]
+        start = time.perf_counter()
+        results = await graph.abatch(
+            states,
+            [{"max_concurrency": concurrency}] * len(states),
+            context=runtime,
+            return_exceptions=True,
+        )
+        wall = time.perf_counter() - start
+        await ctx.aclose()
     failed = sum(1 for r in results if isinstance(r, BaseException | CalliopeError))
     return {
         "items": len(prompts),

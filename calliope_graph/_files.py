@@ -71,7 +71,9 @@ _PART = re.compile(r"^\..+\.[0-9a-f]{12}\.part$")
 STALE_AFTER = 2.0
 #: Targets whose stale temporary files this process has removed lately: the most recent
 #: ones only (a long-running server or batch writes new targets without end; cleaning a
-#: target again after it fell out costs one directory glob).
+#: target again after it fell out costs one directory glob). A process memo, not session
+#: state: it records what this process did to files on disk (which every session of the
+#: process shares), changes no behaviour (a miss costs one glob) and is bounded.
 _CLEANED: OrderedDict[Path, None] = OrderedDict()
 _CLEANED_MAX = 4096
 _CLEANED_LOCK = threading.Lock()

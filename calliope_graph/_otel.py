@@ -81,6 +81,10 @@ _parent: ContextVar[Span | None] = ContextVar("calliope_otel_parent", default=No
 #: The batch span items link to.
 _batch: ContextVar[Span | None] = ContextVar("calliope_otel_batch", default=None)
 
+# Process-level on purpose, not session state: OpenTelemetry's tracer and meter providers
+# are process-global by its API design (``trace.set_tracer_provider`` takes effect once per
+# process), so "configured from the environment" is a fact about the process; the caches
+# below are memos of those global providers (keyed and compared by provider identity).
 _lock = threading.Lock()
 _configured = False
 #: Per meter provider (by id, with the provider kept and compared by identity: a provider

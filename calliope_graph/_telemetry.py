@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["batch_scope", "enabled", "run_recorder"]
 
 log = logging.getLogger(__name__)
+#: The "otel extra missing" warning was given (once per process: a log memo, not state).
 _warned = False
 
 

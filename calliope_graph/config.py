@@ -435,7 +435,7 @@ class ModelCatalog:
     ) -> None:
         self._configs: dict[str, ModelConfig] = dict(configs or {})
         #: Rate limits from ``limits:`` sections, per provider or ``provider/model``; apply
-        #: them with ``calliope_graph.limits.shared().configure(catalog.limits)``.
+        #: a flow's runs wait on them through its session (``Session.limits_for(catalog)``).
         self.limits: dict[str, LimitSpec] = dict(limits or {})
 
     def __contains__(self, name: object) -> bool:

@@ -1,8 +1,10 @@
 """The run context: everything a node or engine needs that must never enter graph state.
 
-The shared ``httpx.AsyncClient``, the keys, the media store, retry/poll limits and the model
-catalog travel here (in LangGraph's runtime context when a flow runs), so nothing secret is
-ever checkpointed.
+The shared ``httpx.AsyncClient``, the keys, the media store, retry/poll limits, the rate
+limits and the model catalog travel here (in LangGraph's runtime context when a flow runs),
+so nothing secret is ever checkpointed. What a process role shares between runs lives in
+its :class:`~calliope_graph.session.Session`, which makes the runs' contexts
+(:meth:`~calliope_graph.session.Session.run_context`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, ClassVar
 import httpx
 
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
-from calliope_graph.limits import Limits, shared
+from calliope_graph.limits import Limits
 from calliope_graph.media import MediaStore
 
 __all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
@@ -77,6 +79,12 @@ class PollSettings:
     timeout: float = 300.0
 
 
+def _default_limits() -> Limits:
+    from calliope_graph.session import default_session  # the session builds contexts
+
+    return default_session().limits
+
+
 @dataclass
 class RunContext:
     """The non-state half of a run: client, keys, store, limits, catalog.
@@ -92,8 +100,9 @@ class RunContext:
     catalog: ModelCatalog = field(default_factory=lambda: catalog)
     sleep: Sleep = asyncio.sleep
     extras: dict[str, Any] = field(default_factory=dict)
-    limits: Limits = field(default_factory=shared)
-    """The per-provider rate limits every engine call waits on (default: the process's)."""
+    limits: Limits = field(default_factory=_default_limits)
+    """The per-provider rate limits every engine call waits on (default: those of
+    :func:`~calliope_graph.session.default_session`; a session's contexts carry its own)."""
 
     @classmethod
     def create(

@@ -52,6 +52,9 @@ __all__ = [
 
 #: The server's media root (see :func:`calliope_graph.media.set_media_root`): messages name
 #: files under it relative to it. None (the default): messages are as written.
+#: Process-wide, not session state: an error message is built wherever an error is raised
+#: (a node, LangGraph's own code, a route), with no session in reach, and it must read the
+#: same in every one of them. Only the server process sets it, once, at start.
 _MEDIA_ROOT: str | None = None
 
 

@@ -166,6 +166,9 @@ def _check_file(path: Path, kind: str, *, max_bytes: int | None = MAX_INPUT_BYTE
 
 
 #: Where serialised media paths are relative to (see :func:`set_media_root`); None: as is.
+#: Process-wide, not session state: media values are (de)serialised by pydantic inside
+#: LangGraph's checkpointers and API, where no session reaches, and must read back alike in
+#: every task and thread. Only the server process sets it, once, at start.
 _MEDIA_ROOT: Path | None = None
 
 

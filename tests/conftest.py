@@ -84,17 +84,19 @@ def _catalog_day(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test gets its own process-wide rate limiter with no default limits, on a
-    virtual clock: a 429 one test provokes never makes another wait, and cooldowns and
-    limits a test configures are waited out instantly (tests never sleep)."""
-    from calliope_graph import limits
+    """Each test gets its own default session, and every session a test makes gets rate
+    limits with no defaults on a virtual clock: a 429 one test provokes never makes another
+    wait, and cooldowns and limits a test configures are waited out instantly (tests never
+    sleep)."""
+    from calliope_graph import limits, session
 
     virtual = Clock()
     monkeypatch.setattr(
-        limits,
-        "_shared",
-        limits.Limits(defaults=False, clock=lambda: virtual.now, sleep=virtual),
+        session,
+        "_new_limits",
+        lambda: limits.Limits(defaults=False, clock=lambda: virtual.now, sleep=virtual),
     )
+    monkeypatch.setattr(session, "_default", None)
 
 
 @pytest.fixture

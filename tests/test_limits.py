@@ -27,8 +27,8 @@ from calliope_graph.limits import (
     parse_duration,
     parse_limits,
     parse_rfc3339,
-    shared,
 )
+from calliope_graph.session import Session, default_session
 
 
 class VirtualClock:
@@ -456,7 +456,10 @@ async def test_reconfiguring_keeps_what_was_counted(vclock: VirtualClock) -> Non
     assert limits.stats()["openai"].spec == "rpm=2,burst=3"
 
 
-def test_shared_is_one_registry_per_process() -> None:
+def test_the_default_session_has_one_registry_per_process() -> None:
+    def shared() -> Limits:
+        return default_session().limits
+
     seen: list[Limits] = []
     threads = [threading.Thread(target=lambda: seen.append(shared())) for _ in range(4)]
     for thread in threads:
@@ -466,6 +469,7 @@ def test_shared_is_one_registry_per_process() -> None:
     assert all(s is shared() for s in seen)
     assert shared().for_call("openai").limiters[0] is shared().for_call("openai").limiters[0]
     assert Limits() is not shared()
+    assert Session().limits is not shared()  # a session of its own: limits of its own
 
 
 def test_a_sleep_that_does_not_move_the_clock_is_reported() -> None:

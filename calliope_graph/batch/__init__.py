@@ -19,6 +19,7 @@ from calliope_graph.batch._local import (
     run_batch,
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
+from calliope_graph.batch._options import FollowOptions, WorkerOptions
 
 __all__ = [
     "MANIFEST_NAME",
@@ -28,8 +29,10 @@ __all__ = [
     "BatchOptions",
     "BatchStats",
     "BatchSummary",
+    "FollowOptions",
     "Item",
     "Manifest",
+    "WorkerOptions",
     "estimate_item_cost",
     "item_id",
     "iter_items",

@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS, DBOSClient, EnqueueOptions
 from dbos._serialization import WorkflowSerializationFormat
+from typing_extensions import Unpack
 
 from calliope_graph.batch._items import Item, count_items, iter_items, thread_id_for
 from calliope_graph.batch._local import (
-    BatchEvent,
     BatchOptions,
     BatchSummary,
     _Batch,
@@ -54,18 +54,18 @@ from calliope_graph.batch._local import (
     _plan_of,
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
+from calliope_graph.batch._options import FollowOptions, WorkerOptions
 from calliope_graph.batch._shared import SharedWindows, is_postgres, sqlite_file
-from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow._checkpoints import checkpointer_from_url
 from calliope_graph.flow._journal import JOURNAL_NAME
 from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
+from calliope_graph.session import Session
 
 if TYPE_CHECKING:
     from calliope_graph.flow.builder import Flow
     from calliope_graph.flow.validate import Plan
-    from calliope_graph.simulate import Simulator
 
 __all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "follow_batch", "run_worker"]
 
@@ -204,54 +204,46 @@ async def _saver(url: str, out: Path, plan: Plan) -> Any:
             yield lite
 
 
-async def run_worker(
-    out_dir: str | Path,
-    *,
-    db: str | None = None,
-    concurrency: int | None = None,
-    simulator: Simulator | None = None,
-    keys: KeysModel | None = None,
-    heartbeat: float = 2.0,
-    dead_after: float = 15.0,
-    stop: asyncio.Event | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    echo: Callable[[str], None] | None = None,
-    media_store: str | None = None,
-) -> None:
+async def run_worker(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> None:
     """Process batch items from the DBOS queue until ``stop`` is set (or SIGTERM/SIGINT).
 
-    ``media_store`` (``s3://bucket/prefix``, default ``$CALLIOPE_MEDIA_STORE``) keeps the
-    items' media in object storage too.
+    The worker runs its items in one session (``session``, else one made from ``keys`` and
+    ``simulator``: see :class:`~calliope_graph.session.SessionOptions`) whose limits take
+    every request window from the batch database, so they hold for all workers together;
+    no other session of the process is touched. ``media_store`` (``s3://bucket/prefix``,
+    default ``$CALLIOPE_MEDIA_STORE``) keeps the items' media in object storage too.
 
     ``concurrency`` is the items this worker runs at once (DBOS ``worker_concurrency`` of the
     queue). Every ``heartbeat`` seconds the worker says it is alive and recovers the pending
-    items of workers silent for ``dead_after`` seconds.
+    items of workers silent for ``dead_after`` seconds (see :class:`WorkerOptions`).
     """
     global _WORKER
     from calliope_graph._outdir import prepare_out_dir
-    from calliope_graph.limits import shared
 
     out = Path(out_dir)
     prepare_out_dir(out)
-    url = db_url(db, out)
+    url = db_url(options.get("db"), out)
+    session = _worker_session(options)
     windows = SharedWindows(url)
     await asyncio.to_thread(windows.setup)
-    shared().share(windows)
-    if keys is None:
-        keys = simulator.keys() if simulator is not None else KeysModel.from_env()
+    session.limits.share(windows)
     contexts: list[RunContext] = []
+    media_store = options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE")
 
     def ctx_for(plan: Plan) -> RunContext:
-        ctx = RunContext.create(
-            out,
-            keys=keys,
-            transport=simulator.transport() if simulator is not None else None,
-            catalog=plan.catalog,
-            media_store=media_store or os.environ.get("CALLIOPE_MEDIA_STORE"),
-        )
+        ctx = options.get("ctx")
+        if ctx is not None:
+            return ctx
+        ctx = session.run_context(out, catalog=plan.catalog, media_store=media_store)
         contexts.append(ctx)
         return ctx
 
+    concurrency = options.get("concurrency")
+    heartbeat = options.get("heartbeat", 2.0)
+    dead_after = options.get("dead_after", 15.0)
+    echo = options.get("echo")
+    on_record = options.get("on_record")
+    stop = options.get("stop")
     executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -305,8 +297,17 @@ async def run_worker(
             for ctx in contexts:
                 with contextlib.suppress(Exception):
                     await ctx.aclose()
-            shared().share(None)
+            session.limits.share(None)
             windows.close()
+
+
+def _worker_session(options: WorkerOptions) -> Session:
+    """The worker's session: the one given, else one of its own (its own limits, whose
+    windows the worker shares through the batch database) with the given keys/simulator."""
+    given = options.get("session")
+    if given is not None:
+        return given.derive(keys=options.get("keys"), simulator=options.get("simulator"))
+    return Session(keys=options.get("keys"), simulator=options.get("simulator"))
 
 
 def _set_worker_concurrency(concurrency: int) -> None:
@@ -371,14 +372,7 @@ async def follow_batch(
     flow: Flow | Plan,
     items: str | Path | Iterable[Mapping[str, Any] | Item],
     out_dir: str | Path,
-    *,
-    db: str | None = None,
-    concurrency: int = 4,
-    on_progress: Callable[[BatchEvent], None] | None = None,
-    report: bool = True,
-    report_interval: float = 5.0,
-    flow_ref: str | None = None,
-    poll_interval: float = POLL_INTERVAL,
+    **options: Unpack[FollowOptions],
 ) -> BatchSummary:
     """Enqueue every item of ``items`` for the workers, then follow them into
     ``out_dir/batch.jsonl`` until each has finished (see the module docstring)."""
@@ -394,12 +388,19 @@ async def follow_batch(
             f"{out} holds a batch of flow {other[0]!r}, not {name!r}: follow it with that flow, "
             "or choose another output folder."
         )
-    url = db_url(db, out)
-    ref = flow_ref or _flow_ref(flow)
+    url = db_url(options.get("db"), out)
+    ref = options.get("flow_ref") or _flow_ref(flow)
+    concurrency = options.get("concurrency")
+    concurrency = 4 if concurrency is None else concurrency
+    poll_interval = options.get("poll_interval", POLL_INTERVAL)
     batch = _Batch(
         plan,
         out,
-        {"on_progress": on_progress, "report": report, "report_interval": report_interval},
+        {
+            "on_progress": options.get("on_progress"),
+            "report": options.get("report", True),
+            "report_interval": options.get("report_interval", 5.0),
+        },
     )
     batch.remember(state)
     stats = batch.stats
@@ -425,14 +426,14 @@ async def follow_batch(
                 "inputs": json.loads(json.dumps(item.inputs, default=str)),
                 "source": item.source,
             }
-            options: EnqueueOptions = {
+            enqueue: EnqueueOptions = {
                 "queue_name": QUEUE,
                 "workflow_name": WORKFLOW,
                 "workflow_id": prefix + item.id,
                 "app_version": APP_VERSION,
                 "serialization_type": WorkflowSerializationFormat.PORTABLE,
             }
-            await asyncio.to_thread(client.enqueue, options, job)
+            await asyncio.to_thread(client.enqueue, enqueue, job)
         stats.running = len(pending)
         for item in pending.values():
             batch.emit("item_started", item_id=item.id, message=item.source)

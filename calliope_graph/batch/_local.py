@@ -24,13 +24,13 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from calliope_graph._files import Throttled, write_atomic
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
@@ -44,7 +44,7 @@ from calliope_graph.batch._items import (
     thread_id_for,
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest, ManifestState
-from calliope_graph.config import KeysModel
+from calliope_graph.batch._options import BatchOptions
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
 from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, error_class
@@ -53,11 +53,11 @@ from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow._runtime import FlowEvent
 from calliope_graph.flow.run import Durability, FlowRunner, checkpoint_serializer
 from calliope_graph.flow.trace import Trace, jsonable
+from calliope_graph.session import session_of
 
 if TYPE_CHECKING:
     from calliope_graph.flow.builder import Flow
     from calliope_graph.flow.validate import Plan
-    from calliope_graph.simulate import Simulator
 
 __all__ = [
     "REPORT_NAME",
@@ -76,42 +76,6 @@ CHECKPOINTS_NAME = "checkpoints.sqlite"
 BATCH_DURABILITY: Durability = "exit"
 #: batch.html is rewritten at most every ``REPORT_COST_FACTOR`` × its last rewrite's time.
 REPORT_COST_FACTOR = 50.0
-
-
-class BatchOptions(TypedDict, total=False):
-    """Options of :func:`run_batch` (and ``Flow.abatch`` / ``Flow.batch``)."""
-
-    concurrency: int
-    """Items running at once (default 4)."""
-    resume: bool
-    """Continue the batch in ``out_dir``: skip ok items, continue failed/interrupted ones."""
-    retry_failed: bool
-    """Run only the items whose latest manifest line is ``failed`` (implies ``resume``)."""
-    budget: float | None
-    """USD: stop starting items when the spend would pass it (items left are not started)."""
-    simulator: Simulator | None
-    """Run every provider call against this simulator (offline)."""
-    keys: KeysModel | None
-    """Provider keys (default: from the environment, or the simulator's)."""
-    ctx: RunContext | None
-    """A ready run context (client, keys, retry settings, sleep); each item gets a copy
-    whose media store is its own folder. Overrides ``keys`` and ``simulator``."""
-    on_progress: Callable[[BatchEvent], None] | None
-    """Called with each :class:`BatchEvent` (item started/finished, node events, ...)."""
-    report: bool
-    """Write ``batch.html`` (default True)."""
-    item_reports: bool
-    """Write each item's ``report.html`` beside its ``trace.json`` (default True; about
-    15 ms of CPU per item — ``calliope-graph report OUT/<id>/trace.json`` makes one later)."""
-    report_interval: float
-    """Shortest time in seconds between two rewrites of ``batch.html`` during the run."""
-    media_store: str | None
-    """Keep the items' media in object storage too (``s3://bucket/prefix``; default
-    ``$CALLIOPE_MEDIA_STORE``), each item's under ``<prefix>/batch-<item id>/``."""
-    durability: Durability
-    """When items' checkpoints are saved (default ``"exit"``: when an item stops; the output
-    journal keeps what a killed item paid for). ``"async"``/``"sync"``: after every step too,
-    so a killed item also keeps its free steps."""
 
 
 @dataclass
@@ -318,7 +282,8 @@ class _Batch:
         self.plan = plan
         self.out = out
         self.options = options
-        self.concurrency = max(int(options.get("concurrency", 4)), 1)
+        concurrency = options.get("concurrency")
+        self.concurrency = max(int(4 if concurrency is None else concurrency), 1)
         self.retry_failed = bool(options.get("retry_failed", False))
         self.resume = bool(options.get("resume", False)) or self.retry_failed
         self.budget = options.get("budget")
@@ -687,17 +652,14 @@ async def run_batch(
 
     ctx = options.get("ctx")
     own_ctx: RunContext | None = None
-    if ctx is None:
-        sim = options.get("simulator")
-        keys = options.get("keys")
-        if keys is None:
-            keys = sim.keys() if sim is not None else KeysModel.from_env()
-        ctx = own_ctx = RunContext.create(
+    if ctx is None:  # one context for the batch, from its session: every item shares it
+        session = session_of(options)
+        ctx = own_ctx = session.run_context(
             out,
-            keys=keys,
-            transport=sim.transport() if sim is not None else None,
             catalog=plan.catalog,
-            media_store=options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE"),
+            media_store=options.get("media_store")
+            or session.media_store
+            or os.environ.get("CALLIOPE_MEDIA_STORE"),
         )
     batch._secrets = ctx.keys.secrets()
     input_error: BatchInputError | None = None

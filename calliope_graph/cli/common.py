@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from calliope_graph.context import RunContext
     from calliope_graph.flow import Flow
     from calliope_graph.limits import LimitSpec
+    from calliope_graph.session import Session
     from calliope_graph.simulate import Fault, Simulator
 
 __all__ = [
@@ -178,38 +179,38 @@ class Simulation:
 
 @dataclass(frozen=True)
 class Shared:
-    """What the commands of one process share: the simulator (``--simulate``) or the keys
-    (read from the environment)."""
+    """What the commands of one process share: the session (``--limits``, the simulator of
+    ``--simulate``) and the keys read from the environment (None with ``--simulate``)."""
 
-    simulator: Simulator | None
+    session: Session
     keys: KeysModel | None
 
-    def context(self, out_dir: str | Path) -> RunContext:
-        """A run context (with its HTTP client) over these, writing into ``out_dir``."""
-        from calliope_graph.context import RunContext
+    @property
+    def simulator(self) -> Simulator | None:
+        return self.session.simulator
 
-        if self.simulator is not None:
-            return RunContext.create(
-                out_dir, keys=self.simulator.keys(), transport=self.simulator.transport()
-            )
-        return RunContext.create(out_dir, keys=self.keys)
+    def context(self, out_dir: str | Path) -> RunContext:
+        """A run context of the session (with its own HTTP client), writing into ``out_dir``."""
+        return self.session.run_context(out_dir)
 
 
 def open_shared(simulation: Simulation) -> Shared:
-    """The one place the CLI creates what a process shares: ``--limits`` applied to the
-    limiter every engine call waits on, and the simulator (``--simulate``) or the keys."""
-    if simulation.limits:
-        from calliope_graph.limits import shared
+    """The one place the CLI creates what a process shares: its session, with ``--limits``
+    over the default limits, and the simulator (``--simulate``) or the keys."""
+    from calliope_graph.session import Session
 
-        shared().configure(simulation.limits, where="--limits")
+    simulator: Simulator | None = None
+    keys: KeysModel | None = None
     if simulation.simulate:
         from calliope_graph.simulate import Simulator
 
-        sim = Simulator(faults=simulation.faults or (), limits=simulation.simulate_limits)
-        return Shared(simulator=sim, keys=None)
-    from calliope_graph.config import KeysModel
+        simulator = Simulator(faults=simulation.faults or (), limits=simulation.simulate_limits)
+    else:
+        from calliope_graph.config import KeysModel
 
-    return Shared(simulator=None, keys=KeysModel.from_env())
+        keys = KeysModel.from_env()
+    session = Session(keys=keys, simulator=simulator, limits=simulation.limits, where="--limits")
+    return Shared(session=session, keys=keys)
 
 
 def check_keys(flow: Flow, keys: KeysModel) -> None:

@@ -191,8 +191,8 @@ async def _run(
         result = await flow.ainvoke(
             inputs,
             out_dir=out_dir,
+            session=shared.session,
             keys=shared.keys,
-            simulator=shared.simulator,
             thread_id=thread_id,
             resume=resume is not None,
             cache=cache,

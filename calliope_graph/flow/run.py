@@ -14,20 +14,17 @@ import dataclasses
 import os
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer, Command, StateSnapshot
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from calliope_graph._secrets import redact_tree
-from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import (
     CalliopeError,
@@ -35,7 +32,6 @@ from calliope_graph.errors import (
     FlowRunError,
     FlowSpecError,
     MediaError,
-    error_class,
 )
 from calliope_graph.flow._checkpoints import (
     CHECKPOINT_URL_ENV,
@@ -47,23 +43,35 @@ from calliope_graph.flow._checkpoints import (
     shown_url,
     with_flow_serializer,
 )
+from calliope_graph.flow._run_io import (
+    FLOW_METADATA,
+    Durability,
+    FlowResult,
+    RunnerOptions,
+    RunOptions,
+    _threads,
+    new_thread_id,
+    prepare_inputs,
+    run_failed,
+    split_options,
+    stream_events,
+)
 from calliope_graph.flow._runtime import (
     FlowEvent,
     FlowRuntime,
     OnEvent,
-    input_key,
     port_key,
 )
 from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_ref
 from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace, jsonable
-from calliope_graph.media import Audio, Image, MediaStore, Video
+from calliope_graph.media import MediaStore
+from calliope_graph.session import Session, SessionOptions, session_of
 
 if TYPE_CHECKING:
     from calliope_graph.flow._checkpoints import TraceLog
     from calliope_graph.flow._journal import Journal, JournalDB
     from calliope_graph.flow.validate import Plan
-    from calliope_graph.simulate import Simulator
 
 __all__ = [
     "Durability",
@@ -81,135 +89,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class FlowResult:
-    """A finished run: the flow's outputs (media values, text, objects) and its trace."""
-
-    outputs: dict[str, Any]
-    trace: Trace
-    thread_id: str
-    out_dir: Path
-
-
-# -- inputs ------------------------------------------------------------------------------------
-_MEDIA: dict[str, type[Image] | type[Audio] | type[Video]] = {
-    "image": Image,
-    "audio": Audio,
-    "video": Video,
-}
-
-
-def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Flow inputs → initial state; paths become media values (a bad file is a MediaError)."""
-    spec = plan.spec
-    given = dict(inputs or {})
-    unknown = sorted(set(given) - set(spec.inputs))
-    if unknown:
-        raise ConfigurationError(
-            f"Flow {spec.name!r} has no input {unknown[0]!r}; its inputs: "
-            f"{', '.join(spec.inputs) or 'none'}."
-        )
-    state: dict[str, Any] = {}
-    for name, declared in spec.inputs.items():
-        if name not in given or given[name] is None:
-            if declared.required:
-                raise ConfigurationError(
-                    f"Flow {spec.name!r} needs input {name!r} ({declared.type}"
-                    f"{': ' + declared.description if declared.description else ''}): pass it "
-                    f"(CLI: --input {name}=...)."
-                )
-            state[input_key(name)] = declared.default
-            continue
-        value = given[name]
-        media = _MEDIA.get(declared.type)
-        if media is not None and not isinstance(value, media):
-            if not isinstance(value, str | Path):
-                raise MediaError(
-                    f"Input {name!r} must be a {declared.type} file path or a "
-                    f"{media.__name__} value, not {type(value).__name__}."
-                )
-            # Absolute, so a resume from another working directory finds the same file.
-            value = media.open(Path(value).expanduser().absolute())
-        elif declared.type == "text" and not isinstance(value, str):
-            value = str(value)
-        state[input_key(name)] = value
-    return state
-
-
-async def stream_events(
-    run: Callable[[OnEvent], Coroutine[Any, Any, FlowResult]],
-) -> AsyncIterator[FlowEvent | FlowResult]:
-    """Run ``run(emit)`` and yield each event it emits as it happens, then its result."""
-    queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
-    task = asyncio.create_task(run(queue.put_nowait))
-    task.add_done_callback(lambda _: queue.put_nowait(None))
-    try:
-        while (event := await queue.get()) is not None:
-            yield event
-        yield task.result()
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-
-# -- options ---------------------------------------------------------------------------------
-Durability = Literal["sync", "async", "exit"]
-"""LangGraph's: ``async`` saves each step's checkpoint while the next runs, ``sync`` before
-it, ``exit`` only when the run ends. Completed node work is journaled either way."""
-
-
-class RunnerOptions(TypedDict, total=False):
-    """How runs are set up: shared by :class:`FlowRunner` and every ``Flow`` run method."""
-
-    out_dir: str | Path
-    """Where media, ``trace.json`` and the checkpoints go (default ``out``)."""
-    keys: KeysModel | None
-    """Provider keys (default: from the environment, or the simulator's)."""
-    simulator: Simulator | None
-    """Run every provider call against this simulator (offline)."""
-    ctx: RunContext | None
-    """A ready run context (client, keys, store); overrides ``keys`` and ``simulator``."""
-    checkpointer: Checkpointer | str | Path
-    """Where checkpoints go: ``True`` = SQLite at ``out_dir/checkpoints.sqlite``; ``False`` =
-    none (no resume); a URL (``postgresql://...``) or the path of a SQLite file; or a
-    LangGraph checkpointer (given the flow's serializer allow-list). ``None`` (the default):
-    ``$CALLIOPE_CHECKPOINT_URL`` if set, else ``True``."""
-    cache: bool | BaseCache[Any]
-    """``True`` = LangGraph's SQLite cache at ``out_dir/cache.sqlite``, or a cache."""
-    trace_file: bool
-    """Write ``out_dir/trace.json`` as nodes finish (default ``True``)."""
-    record: bool
-    """Record the trace at all (default ``True``; off only for benchmarks)."""
-    durability: Durability
-    media_store: str | None
-    """Keep media in object storage too: ``s3://bucket/prefix`` (credentials and endpoint
-    from the AWS environment). ``None`` (the default): ``$CALLIOPE_MEDIA_STORE`` if set,
-    else only ``out_dir``. See :mod:`calliope_graph.object_store`."""
-
-
-class RunOptions(RunnerOptions, total=False):
-    """:class:`RunnerOptions` plus what one run takes."""
-
-    thread_id: str | None
-    """The checkpoint thread (default: a new one); with ``resume``, the run to continue."""
-    resume: bool
-    """Continue the failed or stopped run ``thread_id`` without re-running what completed."""
-    on_event: OnEvent | None
-    """Called with each :class:`FlowEvent` as it happens."""
-
-
-_CALL_OPTIONS = ("thread_id", "resume", "on_event")
-
-
-def split_options(options: RunOptions) -> tuple[RunnerOptions, dict[str, Any]]:
-    """(runner options, per-run options) of ``options``."""
-    runner = {k: v for k, v in options.items() if k not in _CALL_OPTIONS}
-    call = {k: v for k, v in options.items() if k in _CALL_OPTIONS}
-    return cast(RunnerOptions, runner), call
-
-
 # -- the runner ---------------------------------------------------------------------------------
 class FlowRunner:
     """Runs one validated flow, once or many times (see :class:`RunnerOptions`)."""
@@ -217,8 +96,12 @@ class FlowRunner:
     def __init__(self, plan: Plan, **options: Unpack[RunnerOptions]) -> None:
         self.plan = plan
         self.out_dir = Path(options.get("out_dir", "out"))
-        self._keys = options.get("keys")
-        self._simulator = options.get("simulator")
+        self._session_options: SessionOptions = {
+            "session": options.get("session"),
+            "keys": options.get("keys"),
+            "simulator": options.get("simulator"),
+        }
+        self._session: Session | None = None
         self._ctx = options.get("ctx")
         self._own_ctx: RunContext | None = None
         checkpointer = options.get("checkpointer")
@@ -229,7 +112,7 @@ class FlowRunner:
         self.trace_file = options.get("trace_file", True)
         self.record = options.get("record", True)
         self.durability: Durability = options.get("durability", "async")
-        self.media_store = options.get("media_store") or os.environ.get("CALLIOPE_MEDIA_STORE")
+        self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
         self._out_ready = False
@@ -245,20 +128,26 @@ class FlowRunner:
         if self._ctx is not None:
             return self._ctx
         if self._own_ctx is None:
-            sim = self._simulator
-            keys = self._keys if self._keys is not None else (sim.keys() if sim else None)
-            if self.plan.catalog.limits:  # the catalog's `limits:` section
-                from calliope_graph.limits import shared
-
-                shared().configure(self.plan.catalog.limits, where="the model catalog")
-            self._own_ctx = RunContext.create(
+            # The session's keys, client and limits; the catalog's `limits:` section, if
+            # any, in the session's overlay of them (no other flow's limits change).
+            session = self.session
+            self._own_ctx = session.run_context(
                 self.out_dir,
-                keys=keys,
-                transport=sim.transport() if sim is not None else None,
                 catalog=self.plan.catalog,
-                media_store=self.media_store,
+                media_store=self.media_store
+                or session.media_store
+                or os.environ.get("CALLIOPE_MEDIA_STORE"),
             )
         return self._own_ctx
+
+    @property
+    def session(self) -> Session:
+        """The session its runs are in: ``session`` (default: the process's default
+        session), with ``keys``/``simulator`` if given; resolved when first needed (a
+        runner given a ready ``ctx`` needs none)."""
+        if self._session is None:
+            self._session = session_of(self._session_options)
+        return self._session
 
     async def aclose(self) -> None:
         if self._own_ctx is not None:
@@ -686,61 +575,13 @@ class FlowRunner:
             runtime.cache_hit(name, node, outputs)
 
     def _failed(self, runtime: FlowRuntime, exc: BaseException, thread: str) -> FlowRunError:
-        trace = runtime.trace
-        failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
-        node = failed.node if failed is not None else getattr(exc, "node", None)
-        cause = error_class(exc)
-        message = runtime.describe(exc)
-        path = trace.path()
-        # Every provider attempt the failed node made in this run: LangGraph's RetryPolicy
-        # runs it again as a new execution, each with its own engine-level attempts.
-        attempts = (
-            sum(
-                e.attempts
-                for e in trace.executions
-                if e.node == failed.node and e.item == failed.item and not e.resumed
-            )
-            if failed is not None
-            else 0
-        )
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
-            f"calliope-graph run {trace.flow} --out {self.out_dir}{self._checkpoint_option()} "
-            f"--resume {thread}{self._password_note()}"
+            f"calliope-graph run {runtime.trace.flow} --out {self.out_dir}"
+            f"{self._checkpoint_option()} --resume {thread}{self._password_note()}"
             if self.checkpointer is True or isinstance(self.checkpointer, str | Path)
             else f" Fix the cause, then resume thread {thread!r} with the same checkpointer."
             if self.checkpointer
             else ""
         )
-        tries = f", {attempts} provider attempt{'s' if attempts > 1 else ''}" if attempts else ""
-        text = (
-            f"Flow {trace.flow!r} failed at node {node!r} ({cause}{tries}): {message} "
-            f"Path taken: {' → '.join(path) or '(nothing completed)'}.{resume}"
-        )
-        trace.status, trace.ended_at, trace.error = "failed", time.time(), text
-        runtime.save_final()
-        return FlowRunError(
-            text, node=node, attempts=attempts, path=path, cause_class=cause, thread_id=thread
-        )
-
-
-#: Checkpoint metadata key naming the flow a thread runs (a resume checks it).
-FLOW_METADATA = "calliope_flow"
-
-
-def new_thread_id() -> str:
-    """A fresh thread id (12 hex digits)."""
-    return uuid.uuid4().hex[:12]
-
-
-async def _threads(graph: CompiledFlowGraph) -> list[tuple[str, str | None]]:
-    """(thread id, flow) of every thread in ``graph``'s checkpointer, newest first."""
-    saver = graph.checkpointer
-    if not isinstance(saver, BaseCheckpointSaver):
-        return []
-    seen: dict[str, str | None] = {}
-    async for item in saver.alist(None):
-        thread = str(item.config["configurable"].get("thread_id", ""))
-        if thread and thread not in seen:
-            seen[thread] = (item.metadata or {}).get(FLOW_METADATA)  # type: ignore[assignment]
-    return list(seen.items())
+        return run_failed(runtime, exc, thread, resume)

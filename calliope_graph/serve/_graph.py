@@ -24,7 +24,6 @@ import os
 import re
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from langgraph.runtime import get_runtime
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from calliope_graph._fetch import Fetcher
-from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError, ConfigurationError
 from calliope_graph.flow import Flow
@@ -52,6 +50,7 @@ from calliope_graph.serve._inputs import media_input
 from calliope_graph.serve._outputs import public
 from calliope_graph.serve._schema import check_input, input_schema, output_schema
 from calliope_graph.serve._signing import MediaSigner, default_signer
+from calliope_graph.session import Session
 
 __all__ = ["ServeContext", "ServeSettings", "ServedGraph", "serve_graph", "stream_event", "visible"]
 
@@ -79,6 +78,10 @@ class ServeSettings:
     - ``CALLIOPE_MEDIA_STORE``: ``s3://bucket/prefix`` keeps every thread's media in object
       storage too (key ``<prefix>/<path under the media root>``), so replicas share them;
       media URLs are then the store's presigned URLs (see :mod:`calliope_graph.object_store`).
+
+    ``session`` is the server's :class:`~calliope_graph.session.Session`, made once with the
+    settings: every served run's context comes from it (its rate limits, with a flow's
+    catalog limits on top; its HTTP client on the server's event loop).
     """
 
     media_root: Path
@@ -87,6 +90,7 @@ class ServeSettings:
     signer: MediaSigner = field(default_factory=default_signer)
     owner_auth: bool = False
     media_store: str = ""
+    session: Session = field(default_factory=Session, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeSettings:
@@ -186,9 +190,6 @@ class _Runtimes:
     #: Downloads media inputs given as URLs under the fetch policy (CALLIOPE_FETCH_ALLOW,
     #: CALLIOPE_FETCH_TIMEOUT: read when the graph is built, so a bad value stops the server).
     fetcher: Fetcher = field(default_factory=Fetcher)
-    _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = field(
-        default_factory=weakref.WeakKeyDictionary
-    )
 
     async def __call__(self, context: Any) -> FlowRuntime:
         if not isinstance(context, ServeContext):  # invoked without a context: not cached
@@ -198,15 +199,9 @@ class _Runtimes:
         return await asyncio.shield(context._runtime)
 
     async def client(self) -> httpx.AsyncClient:
-        """The process's client on this event loop (made in a thread: it reads CA files)."""
-        loop = asyncio.get_running_loop()
-        found = self._clients.get(loop)
-        if found is None:
-            made = await asyncio.to_thread(
-                httpx.AsyncClient, timeout=httpx.Timeout(60.0), follow_redirects=True
-            )
-            found = self._clients.setdefault(loop, made)
-        return found
+        """The server session's client on this event loop (made in a thread: it reads CA
+        files)."""
+        return await self.settings.session.client()
 
     def base_url(self) -> str:
         if self.settings.public_url:
@@ -245,9 +240,15 @@ class _Runtimes:
                     "Run context 'faults' needs a simulating server: start it with "
                     "CALLIOPE_SIMULATE=1, or drop 'faults' from the run's context."
                 )
-            keys = KeysModel.from_env()
+            keys = self.settings.session.keys  # the environment's, read for each run
             client = await self.client()
-        ctx = RunContext(client=client, keys=keys, store=store, catalog=self.plan.catalog)
+        ctx = RunContext(
+            client=client,
+            keys=keys,
+            store=store,
+            catalog=self.plan.catalog,
+            limits=self.settings.session.limits_for(self.plan.catalog),
+        )
         trace = Trace(
             flow=self.flow, thread_id=thread, started_at=time.time(), out_dir=str(store.root)
         )

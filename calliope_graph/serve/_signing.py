@@ -116,7 +116,12 @@ class MediaSigner:
 @functools.cache
 def default_signer() -> MediaSigner:
     """The process's signer, read from the environment once (so a random key is made once,
-    and the graphs and the media route of one process share it)."""
+    and the graphs and the media route of one process share it).
+
+    A read-only process memo rather than part of the server's session: LangGraph Server
+    imports the graphs (``graphs/server.py``) and the media routes (``serve/app.py``) as two
+    separate entry points that share nothing but the process, and without
+    ``CALLIOPE_MEDIA_SECRET`` both must sign with the same random key."""
     return MediaSigner.from_env()
 
 
