@@ -75,6 +75,7 @@ from pydantic import (
 )
 from pyrate_limiter import Duration, InMemoryBucket, Rate, RateItem, StateBucket, TokenBucket
 
+from calliope_graph._providers import InferenceModelProvider
 from calliope_graph.errors import ConfigurationError, RateLimitError
 
 __all__ = [
@@ -324,9 +325,6 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
 
 
 def _known_providers() -> tuple[str, ...]:
-    # Imported here: config imports this module for the catalog's `limits:` section.
-    from calliope_graph.config import InferenceModelProvider
-
     return tuple(p.value for p in InferenceModelProvider)
 
 
@@ -335,8 +333,6 @@ def _normalise_key(key: str, where: str) -> str:
     provider = provider.strip().lower()
     model = model.strip()
     known = _known_providers()
-    from calliope_graph.config import InferenceModelProvider
-
     with contextlib.suppress(ValueError):  # earlier names: azure, huggingface
         provider = InferenceModelProvider(provider).value
     if provider not in known:
