@@ -120,7 +120,7 @@ VALIDATE_STILL_LOADS = {
     "langgraph": (
         "engines/_registry.py imports langchain_core.messages at module level (for a type); "
         "nodes/prompt_template.py imports langchain_core.prompts at module level "
-        "(→ langsmith); nodes/messages_to_object.py likewise"
+        "(→ langsmith); _messages.py (which nodes/ import) imports langchain_core.messages"
     ),
     "provider engines": (
         "validate.check → validate._check_model → engines._registry.supported() imports every "
