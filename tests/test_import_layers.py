@@ -299,3 +299,41 @@ def test_lazy_exports_agree_and_resolve(package: str) -> None:
         assert hasattr(module, name), f"{package}.{name} is in __all__ but not importable"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         _ = module.no_such_name
+
+
+def test_the_parser_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """Module level, deferred, relative, ``import_module("…")``; not ``TYPE_CHECKING`` types."""
+    source = tmp_path / "builder.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import importlib\n"
+        "from calliope_graph.errors import ConfigurationError\n"
+        "from . import spec\n"
+        "if TYPE_CHECKING:\n"
+        "    from calliope_graph.batch import BatchOptions\n"
+        "class Flow:\n"
+        "    def draw(self):\n"
+        "        from calliope_graph.viz import draw\n"
+        "        return importlib.import_module('calliope_graph.batch._local')\n"
+    )
+    known = dict.fromkeys(
+        [
+            f"{PACKAGE}.errors",
+            f"{PACKAGE}.flow",
+            f"{PACKAGE}.flow.spec",
+            f"{PACKAGE}.flow.builder",
+            f"{PACKAGE}.batch",
+            f"{PACKAGE}.batch._local",
+            f"{PACKAGE}.viz",
+        ],
+        source,
+    )
+    found = {
+        (i.target, i.line, i.deferred) for i in imports_of(f"{PACKAGE}.flow.builder", source, known)
+    }
+    assert found == {
+        (f"{PACKAGE}.errors", 3, False),
+        (f"{PACKAGE}.flow.spec", 4, False),
+        (f"{PACKAGE}.viz", 9, True),
+        (f"{PACKAGE}.batch._local", 10, True),
+    }
