@@ -1,5 +1,6 @@
 """Benchmarks: framework overhead, the webcam story's parallel efficiency, composition
-(benchmarks/composition.py) and batches (benchmarks/batch.py).
+(benchmarks/composition.py), batches (benchmarks/batch.py) and start-up
+(benchmarks/startup.py).
 
 ``make bench`` runs this and writes ``benchmarks/results.json``. Every figure is a ratio
 against a baseline measured in the same run on the same machine, never an absolute time:
@@ -50,6 +51,7 @@ from calliope_graph.testing import image_bytes
 sys.path.insert(0, str(Path(__file__).parent))
 import batch
 import composition
+import startup
 
 NODES = 10
 
@@ -280,6 +282,8 @@ async def bench_webcam(repeats: int) -> dict[str, float]:
 async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
     results = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+        # first, while this process is still idle: fresh interpreters, timed side by side
+        **startup.run(),
         "overhead": await bench_overhead(runs),
         "webcam_story": await bench_webcam(repeats),
         **await composition.run(max(repeats // 2, 2)),

@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
 )
 
+from calliope_graph._providers import InferenceModelProvider
 from calliope_graph.errors import ConfigurationError
 
 Clock = Callable[[], float]
@@ -255,9 +256,6 @@ DEFAULT_LIMITS: dict[str, LimitSpec] = {
 
 
 def _known_providers() -> tuple[str, ...]:
-    # Imported here: config imports this module for the catalog's `limits:` section.
-    from calliope_graph.config import InferenceModelProvider
-
     return tuple(p.value for p in InferenceModelProvider)
 
 
@@ -266,8 +264,6 @@ def _normalise_key(key: str, where: str) -> str:
     provider = provider.strip().lower()
     model = model.strip()
     known = _known_providers()
-    from calliope_graph.config import InferenceModelProvider
-
     with contextlib.suppress(ValueError):  # earlier names: azure, huggingface
         provider = InferenceModelProvider(provider).value
     if provider not in known:

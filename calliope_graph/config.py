@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from calliope_graph._providers import InferenceModelProvider
 from calliope_graph._yaml import DocumentBoundsError, check_document
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.limits import LimitSpec, parse_limit_mapping
@@ -38,30 +39,6 @@ __all__ = [
     "ModelPrice",
     "catalog",
 ]
-
-
-class InferenceModelProvider(StrEnum):
-    OPENAI = "openai"
-    AZURE = "azure_vision"
-    STABILITY = "stability"
-    REPLICATE = "replicate"
-    HUGGINGFACE = "hugging_face"
-    RUNWAY = "runway"
-    ANTHROPIC = "anthropic"
-    ELEVENLABS = "elevenlabs"
-    GOOGLE = "google"
-    FAL = "fal"
-    LUMA = "luma"
-    LANGCHAIN = "langchain"
-
-    @classmethod
-    def _missing_(cls, value: object) -> InferenceModelProvider | None:
-        """Earlier names still read: ``azure`` is ``azure_vision``, ``huggingface`` (and
-        ``hf``) is ``hugging_face`` — one name per provider across config, engines, fakes."""
-        aliases = {"azure": "azure_vision", "huggingface": "hugging_face", "hf": "hugging_face"}
-        if isinstance(value, str) and value.lower() in aliases:
-            return cls(aliases[value.lower()])
-        return None
 
 
 class InferenceModelProviderVariant(StrEnum):

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import httpx
 
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
-from calliope_graph.limits import Limits
+from calliope_graph.limits import Limits, default_limits
 from calliope_graph.media import MediaStore
 
 __all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
@@ -79,12 +79,6 @@ class PollSettings:
     timeout: float = 300.0
 
 
-def _default_limits() -> Limits:
-    from calliope_graph.session import default_session  # the session builds contexts
-
-    return default_session().limits
-
-
 @dataclass
 class RunContext:
     """The non-state half of a run: client, keys, store, limits, catalog.
@@ -100,7 +94,7 @@ class RunContext:
     catalog: ModelCatalog = field(default_factory=lambda: catalog)
     sleep: Sleep = asyncio.sleep
     extras: dict[str, Any] = field(default_factory=dict)
-    limits: Limits = field(default_factory=_default_limits)
+    limits: Limits = field(default_factory=default_limits)
     """The per-provider rate limits every engine call waits on (default: those of
     :func:`~calliope_graph.session.default_session`; a session's contexts carry its own)."""
 

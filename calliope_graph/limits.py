@@ -87,6 +87,7 @@ __all__ = [
     "LimitsSource",
     "SharedWindowStore",
     "Slot",
+    "default_limits",
     "estimate_tokens",
     "parse_duration",
     "parse_limit_mapping",
@@ -258,3 +259,29 @@ class Limits:
         with self._lock:
             limiters = list(self._limiters.values())
         return {limiter.key: limiter.stats() for limiter in limiters}
+
+
+# --------------------------------------------------------------------------- the default
+
+
+def _new_default() -> Limits:
+    """The default limits when first needed (tests swap this for a virtual clock)."""
+    return Limits()
+
+
+_default: Limits | None = None
+_default_lock = threading.Lock()
+
+
+def default_limits() -> Limits:
+    """The limits of runs that name no session: those of
+    :func:`calliope_graph.session.default_session`, and of a run context made without any
+    (``RunContext.create(...)``), so such runs share one budget per process. Made on first
+    use and read-only to the library: sessions made by the CLI, batches, workers and the
+    server have limits of their own. Kept here, below the run context and the session, so
+    that neither has to import the other to find them."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = _new_default()
+        return _default

@@ -43,7 +43,7 @@ import httpx
 from typing_extensions import TypedDict
 
 from calliope_graph.config import KeysModel, ModelCatalog
-from calliope_graph.limits import Limits, LimitsSource
+from calliope_graph.limits import Limits, LimitsSource, default_limits
 
 if TYPE_CHECKING:
     from calliope_graph.context import PollSettings, RetrySettings, RunContext
@@ -252,7 +252,7 @@ def default_session() -> Session:
     global _default
     with _default_lock:
         if _default is None:
-            _default = Session()
+            _default = Session(limits=default_limits())
         return _default
 
 

@@ -91,12 +91,14 @@ def _limits(monkeypatch: pytest.MonkeyPatch) -> None:
     from calliope_graph import limits, session
 
     virtual = Clock()
-    monkeypatch.setattr(
-        session,
-        "_new_limits",
-        lambda: limits.Limits(defaults=False, clock=lambda: virtual.now, sleep=virtual),
-    )
+
+    def new_limits() -> limits.Limits:
+        return limits.Limits(defaults=False, clock=lambda: virtual.now, sleep=virtual)
+
+    monkeypatch.setattr(session, "_new_limits", new_limits)
     monkeypatch.setattr(session, "_default", None)
+    monkeypatch.setattr(limits, "_new_default", new_limits)
+    monkeypatch.setattr(limits, "_default", None)
 
 
 @pytest.fixture

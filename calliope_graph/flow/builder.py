@@ -27,23 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from langgraph.cache.base import BaseCache
-from langgraph.types import Checkpointer
 from pydantic import ValidationError
 from typing_extensions import Unpack
 
 from calliope_graph.config import ModelConfig
 from calliope_graph.errors import ConfigurationError, FlowSpecError
-from calliope_graph.flow._runtime import FlowEvent, OnEvent
-from calliope_graph.flow.compile import CompiledFlowGraph
-from calliope_graph.flow.run import (
-    FlowResult,
-    FlowRunner,
-    RunnerOptions,
-    RunOptions,
-    split_options,
-    stream_events,
-)
+from calliope_graph.flow import _entry
 from calliope_graph.flow.spec import (
     CONTINUE,
     INPUTS,
@@ -56,11 +45,20 @@ from calliope_graph.flow.spec import (
     RetrySpec,
     RewriteSpec,
     load_spec,
+    shipped_flows,
 )
 from calliope_graph.flow.validate import Plan, check
 
+# Building, loading and validating a flow need neither LangGraph nor the runner: they load
+# when a flow is compiled or run (`calliope-graph validate` starts fast).
 if TYPE_CHECKING:
+    from langgraph.cache.base import BaseCache
+    from langgraph.types import Checkpointer
+
     from calliope_graph.batch import BatchOptions, BatchSummary
+    from calliope_graph.flow._runtime import FlowEvent, OnEvent
+    from calliope_graph.flow.compile import CompiledFlowGraph
+    from calliope_graph.flow.run import FlowResult, FlowRunner, RunnerOptions, RunOptions
     from calliope_graph.nodes import Node
 
 __all__ = ["Flow", "MapItem", "NodeHandle", "NodeOptions", "shipped_flows"]
@@ -107,12 +105,6 @@ class NodeOptions(TypedDict, total=False):
 
 Source = str | NodeHandle | Sequence[str]
 Target = str | NodeHandle
-
-
-def shipped_flows() -> list[str]:
-    """Names of the flows shipped in ``calliope_graph.graphs``."""
-    folder = resources.files("calliope_graph.graphs")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _ref(value: Any) -> str | list[str]:
@@ -457,15 +449,16 @@ class Flow:
         return compile_plan(self.plan(), checkpointer=checkpointer, cache=cache)
 
     def draw(self, format: str = "mermaid", **options: Any) -> str | bytes:
-        """Draw the structure offline: mermaid, dot, ascii, svg or png."""
-        from calliope_graph.viz import draw
-
-        return draw(self._spec, format, **options)
+        """Draw the structure offline: mermaid, dot, ascii, svg or png
+        (:func:`calliope_graph.viz.draw`)."""
+        return _entry.draw()(self._spec, format, **options)
 
     # -- running ----------------------------------------------------------------------------
     def runner(self, **options: Unpack[RunnerOptions]) -> FlowRunner:
         """A reusable runner for many runs (compiled once, unless ``checkpointer=True``
         opens a SQLite saver in ``out_dir`` per run)."""
+        from calliope_graph.flow.run import FlowRunner
+
         return FlowRunner(self.plan(), **options)
 
     async def ainvoke(
@@ -478,6 +471,8 @@ class Flow:
         runs every provider call offline; ``ctx`` passes a ready run context. Every option
         is described in :class:`~calliope_graph.flow.RunOptions`.
         """
+        from calliope_graph.flow.run import split_options
+
         runner_options, call = split_options(options)
         runner = self.runner(**runner_options)
         try:
@@ -494,6 +489,8 @@ class Flow:
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
     ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
         """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
+        from calliope_graph.flow.run import stream_events
+
         extra = options.pop("on_event", None)
 
         def run(emit: OnEvent) -> Coroutine[Any, Any, FlowResult]:
@@ -536,10 +533,9 @@ class Flow:
         """Run the flow over ``items`` (a .jsonl/.csv file, a folder of media, or a list of
         input mappings) into ``out_dir``: one thread per item, a manifest line per finished
         item (``out_dir/batch.jsonl``), outputs in ``out_dir/<item id>/``. ``resume=True``
-        continues a stopped batch; see :class:`~calliope_graph.batch.BatchOptions`."""
-        from calliope_graph.batch import run_batch
-
-        return await run_batch(self, items, out_dir, **options)
+        continues a stopped batch; see :class:`~calliope_graph.batch.BatchOptions`
+        (:func:`calliope_graph.batch.run_batch`)."""
+        return await _entry.run_batch()(self, items, out_dir, **options)
 
     def batch(
         self,

@@ -74,6 +74,7 @@ __all__ = [
     "RewriteSpec",
     "load_spec",
     "parse_ref",
+    "shipped_flows",
 ]
 
 PortTypeName = Literal["text", "image", "audio", "video", "analysis", "messages", "object", "any"]
@@ -327,3 +328,11 @@ def _hint(err: Any) -> str:
     if kind == "missing":
         return " (this field is required)"
     return ""
+
+
+def shipped_flows() -> list[str]:
+    """Names of the flows shipped in ``calliope_graph.graphs``."""
+    from importlib import resources
+
+    folder = resources.files("calliope_graph.graphs")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError, FlowSpecError
+from calliope_graph.flow import _entry
 from calliope_graph.flow.construct import Construct, NodeShape, register_construct
 from calliope_graph.flow.spec import FlowSpec, NodeSpec, load_spec
 from calliope_graph.nodes import Node, Port, PortType, register_node
@@ -77,16 +78,14 @@ class Subflow(Node):
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         """Run the child flow on ``inputs`` in ``ctx`` (outside a compiled parent flow; inside
         one, the compiler runs the child as a subgraph instead)."""
-        from calliope_graph.flow.run import FlowRunner
-
-        runner = FlowRunner(self._plan(), ctx=ctx, checkpointer=False, trace_file=False)
-        result = await runner.ainvoke(inputs)
-        return result.outputs
+        # Through the entry point the package root wires in (flow/_entry.py): the runner
+        # runs nodes, this node among them, so importing it from here would close a circle.
+        return await _entry.run_flow()(self._plan(), ctx, inputs)
 
 
 def resolve_flow(reference: str, parent_source: str | None) -> Path | str:
     """A child flow reference → a file path (relative to the parent file) or a shipped name."""
-    from calliope_graph.flow.builder import shipped_flows
+    from calliope_graph.flow.spec import shipped_flows
 
     path = Path(reference)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):

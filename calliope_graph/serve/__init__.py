@@ -12,11 +12,33 @@ media routes.
   signature (or to the thread's owner under a custom auth handler).
 """
 
-from calliope_graph.serve._graph import ServeContext, ServeSettings, serve_graph, stream_event
-from calliope_graph.serve._inputs import media_input
-from calliope_graph.serve._outputs import media_url, public
-from calliope_graph.serve._schema import AudioOutput, ImageOutput, VideoOutput
-from calliope_graph.serve._signing import MediaSigner
+from typing import TYPE_CHECKING
+
+from calliope_graph._lazy import exports
+
+# Loaded on first use (calliope_graph/_lazy.py).
+if TYPE_CHECKING:
+    from calliope_graph.serve._graph import ServeContext, ServeSettings, serve_graph, stream_event
+    from calliope_graph.serve._inputs import media_input
+    from calliope_graph.serve._outputs import media_url, public
+    from calliope_graph.serve._schema import AudioOutput, ImageOutput, VideoOutput
+    from calliope_graph.serve._signing import MediaSigner
+else:
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "calliope_graph.serve._graph": [
+                "ServeContext",
+                "ServeSettings",
+                "serve_graph",
+                "stream_event",
+            ],
+            "calliope_graph.serve._inputs": ["media_input"],
+            "calliope_graph.serve._outputs": ["media_url", "public"],
+            "calliope_graph.serve._schema": ["AudioOutput", "ImageOutput", "VideoOutput"],
+            "calliope_graph.serve._signing": ["MediaSigner"],
+        },
+    )
 
 __all__ = [
     "AudioOutput",

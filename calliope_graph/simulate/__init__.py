@@ -12,17 +12,40 @@ headers, Stability's 60 s block, Runway's THROTTLED tasks); :mod:`.server` serve
 simulator over loopback HTTP (``calliope-graph simulate``) for several processes and SDKs.
 """
 
-from calliope_graph.simulate._core import (
-    FAKE_MODULES,
-    FAULT_KINDS,
-    FAULT_OPTIONS,
-    Fault,
-    FaultSpecError,
-    ProviderFake,
-    Simulator,
-    parse_faults,
-)
-from calliope_graph.simulate._limits import parse_simulate_limits
+from typing import TYPE_CHECKING
+
+from calliope_graph._lazy import exports
+
+# Loaded on first use (calliope_graph/_lazy.py).
+if TYPE_CHECKING:
+    from calliope_graph.simulate._core import (
+        FAKE_MODULES,
+        FAULT_KINDS,
+        FAULT_OPTIONS,
+        Fault,
+        FaultSpecError,
+        ProviderFake,
+        Simulator,
+        parse_faults,
+    )
+    from calliope_graph.simulate._limits import parse_simulate_limits
+else:
+    __getattr__, __dir__ = exports(
+        __name__,
+        {
+            "calliope_graph.simulate._core": [
+                "FAKE_MODULES",
+                "FAULT_KINDS",
+                "FAULT_OPTIONS",
+                "Fault",
+                "FaultSpecError",
+                "ProviderFake",
+                "Simulator",
+                "parse_faults",
+            ],
+            "calliope_graph.simulate._limits": ["parse_simulate_limits"],
+        },
+    )
 
 __all__ = [
     "FAKE_MODULES",

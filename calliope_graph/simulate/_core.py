@@ -42,6 +42,7 @@ from calliope_graph.config import InferenceModelProvider, KeysModel
 from calliope_graph.context import Sleep
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.limits import LimitSpec, estimate_tokens
+from calliope_graph.simulate._fakes import FAKE_MODULES, fake_classes, fake_names
 from calliope_graph.simulate._limits import LimitHeaders, ProviderLimits, parse_simulate_limits
 
 __all__ = [
@@ -57,6 +58,8 @@ __all__ = [
     "ProviderFake",
     "Reject",
     "Simulator",
+    "fake_classes",
+    "fake_names",
     "parse_faults",
 ]
 
@@ -72,22 +75,6 @@ FaultKind = Literal[
     "auth",
     "empty",
 ]
-
-#: Simulator modules that each define one provider fake (``FAKE = <class>``).
-FAKE_MODULES = (
-    "openai",
-    "azure_vision",
-    "stability",
-    "replicate",
-    "hugging_face",
-    "runway",
-    "anthropic",
-    "elevenlabs",
-    "fal",
-    "luma",
-    "google",
-)
-
 
 #: Faults a fake applies itself, to the request's prompt (the core only answers the others).
 _PROMPT_FAULTS = ("content_policy", "empty")
@@ -171,22 +158,6 @@ FAULT_OPTIONS: dict[str, str] = {
     "seconds": "seconds, 0 or more",
     "pattern": "a regular expression",
 }
-
-
-def fake_classes() -> list[type[ProviderFake]]:
-    """The provider fakes, one per module in :data:`FAKE_MODULES`."""
-    classes = []
-    for module_name in FAKE_MODULES:
-        module = importlib.import_module(f"calliope_graph.simulate.{module_name}")
-        fake_cls: type[ProviderFake] | None = getattr(module, "FAKE", None)
-        if fake_cls is not None:
-            classes.append(fake_cls)
-    return classes
-
-
-def fake_names() -> list[str]:
-    """The provider names a fault's ``@provider`` can name (one per fake)."""
-    return [fake_cls.name for fake_cls in fake_classes()]
 
 
 def _check_endpoint(where: str, endpoint: str, provider: str | None) -> None:

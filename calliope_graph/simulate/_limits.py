@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.limits import LimitSpec, parse_limit_mapping, parse_limits
+from calliope_graph.simulate._fakes import fake_names
 
 __all__ = [
     "Budget",
@@ -50,8 +51,6 @@ def parse_simulate_limits(
     provider or ``provider/model``; a mapping may be ``{"openai": {"rpm": 500}}``. Raises a
     :class:`ConfigurationError` naming the bad part (the CLI shows it as a usage error).
     """
-    from calliope_graph.simulate._core import fake_names
-
     specs = (
         parse_limits(text, where=where)
         if isinstance(text, str)
