@@ -62,6 +62,7 @@ from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.engines._speech import pcm_to_wav, save_speech
+from calliope_graph.engines._stream import wants_stream
 from calliope_graph.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -510,18 +511,28 @@ async def stream_text(ctx: RunContext, text: str, config: ModelConfig) -> AsyncI
 
 @register(Conversion.TEXT_TO_TEXT, PROVIDER)
 async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
-    """Continue or transform ``text`` with Gemini (``generateContent``; streamed when the
-    ``stream`` parameter is true, the deltas assembled). ``system_prompt`` becomes the
-    ``systemInstruction``."""
-    if config.parameters.get("stream"):
-        deltas = [delta async for delta in stream_text(ctx, text, config)]
-        if not deltas:
-            raise EmptyOutputError(
-                f"google ({config.model.provider_model_name}) streamed no text: try again or "
-                "add a fallback edge on 'empty'."
-            )
-        return "".join(deltas)
-    return await _generate_text(ctx, config, _text_body(text, config))
+    """Continue or transform ``text`` with Gemini (``generateContent``; streamed —
+    engines/_google_stream.py — when the ``stream`` parameter is true, or a node asks and
+    someone listens). ``system_prompt`` becomes the ``systemInstruction``."""
+    body = _text_body(text, config)
+    if config.parameters.get("stream") or wants_stream(config.parameters):
+        from calliope_graph.engines._google_stream import stream_generate
+
+        model = config.model.provider_model_name
+        return await stream_generate(
+            ctx,
+            config,
+            body,
+            base=_base(ctx),
+            headers=_headers(ctx),
+            prompt=text,
+            text_of=lambda chunk: _text(_parts(chunk, model, partial=True)),
+            describe=describe,
+            hook=error_hook,
+            retry_after=retry_delay,
+            tokens=estimate_tokens(body),
+        )
+    return await _generate_text(ctx, config, body)
 
 
 # -- image analysis ------------------------------------------------------------------------

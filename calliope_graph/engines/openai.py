@@ -40,6 +40,7 @@ from calliope_graph.engines._llm import (
 from calliope_graph.engines._params import extra_body, form_fields, pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
+from calliope_graph.engines._stream import wants_stream
 from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
@@ -284,7 +285,8 @@ async def _chat(ctx: RunContext, config: ModelConfig, body: dict[str, Any]) -> s
 @register(Conversion.TEXT_TO_TEXT, PROVIDER)
 async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     """Continue or transform ``text``: chat completions, or legacy ``/completions`` for the
-    ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message."""
+    ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message.
+    Chat answers stream (engines/_openai_stream.py) when a node asks and someone listens."""
     model = config.model.provider_model_name
     if config.model.provider_api_variant is InferenceModelProviderVariant.OPENAI_COMPLETION:
         body = {"model": model, "prompt": text, **pick(config.parameters, COMPLETION_PARAMS)}
@@ -310,7 +312,21 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     if system:
         messages.append({"role": "system", "content": str(system)})
     messages.append({"role": "user", "content": text})
-    return await _chat(ctx, config, {"messages": messages, **_chat_params(config)})
+    body = {"messages": messages, **_chat_params(config)}
+    if wants_stream(config.parameters):  # someone listens: the text as it is written
+        from calliope_graph.engines._openai_stream import stream_chat
+
+        return await stream_chat(
+            ctx,
+            config,
+            {"model": model, **body},
+            url=f"{_base(ctx, config)}/chat/completions",
+            headers=_auth(ctx, config),
+            prompt=text,
+            describe=describe,
+            hook=content_policy_hook,
+        )
+    return await _chat(ctx, config, body)
 
 
 # -- text -> image -------------------------------------------------------------------------

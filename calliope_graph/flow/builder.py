@@ -27,6 +27,7 @@ from langgraph.types import Checkpointer
 from typing_extensions import Unpack
 
 from calliope_graph.config import ModelConfig
+from calliope_graph.context import TokenEvent
 from calliope_graph.errors import ConfigurationError, FlowSpecError
 from calliope_graph.flow._runtime import FlowEvent, OnEvent
 from calliope_graph.flow.compile import CompiledFlowGraph
@@ -328,8 +329,10 @@ class Flow:
 
     async def astream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
-        """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
+    ) -> AsyncGenerator[FlowEvent | TokenEvent | FlowResult, None]:
+        """Yield a :class:`FlowEvent` per node event as it happens (and a
+        :class:`~calliope_graph.context.TokenEvent` per piece of text a node streams), then
+        the FlowResult."""
         extra = options.pop("on_event", None)
 
         def run(emit: OnEvent) -> Coroutine[Any, Any, FlowResult]:
@@ -346,7 +349,7 @@ class Flow:
 
     def stream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> Iterator[FlowEvent | FlowResult]:
+    ) -> Iterator[FlowEvent | TokenEvent | FlowResult]:
         """:meth:`astream`, from synchronous code (events are yielded as they happen)."""
         _no_running_loop("stream", "astream")
         loop = asyncio.new_event_loop()

@@ -28,7 +28,7 @@ from typing_extensions import TypedDict, Unpack
 
 from calliope_graph._secrets import redact_tree
 from calliope_graph.config import KeysModel
-from calliope_graph.context import RunContext
+from calliope_graph.context import RunContext, TokenEvent, token_sink
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -71,6 +71,7 @@ __all__ = [
     "FlowRunner",
     "RunOptions",
     "RunnerOptions",
+    "TokenEvent",
     "checkpoint_serializer",
     "checkpoint_types",
     "new_thread_id",
@@ -137,10 +138,19 @@ def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, An
 
 async def stream_events(
     run: Callable[[OnEvent], Coroutine[Any, Any, FlowResult]],
-) -> AsyncIterator[FlowEvent | FlowResult]:
-    """Run ``run(emit)`` and yield each event it emits as it happens, then its result."""
-    queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
-    task = asyncio.create_task(run(queue.put_nowait))
+) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
+    """Run ``run(emit)`` and yield each event it emits as it happens, then its result.
+
+    The text nodes write streams in too, as :class:`~calliope_graph.context.TokenEvent`s
+    (``token``: a delta of ``node``'s text, before its ``finished``; ``discard``: drop what
+    that attempt streamed, a retry or fallback writes anew): the run's task is made with the
+    queue as its token sink, so only this stream's consumer sees them."""
+    queue: asyncio.Queue[FlowEvent | TokenEvent | None] = asyncio.Queue()
+    sink = token_sink.set(queue.put_nowait)  # the task made next inherits it
+    try:
+        task = asyncio.create_task(run(queue.put_nowait))
+    finally:
+        token_sink.reset(sink)
     task.add_done_callback(lambda _: queue.put_nowait(None))
     try:
         while (event := await queue.get()) is not None:
@@ -551,8 +561,9 @@ class FlowRunner:
         *,
         thread_id: str | None = None,
         resume: bool = False,
-    ) -> AsyncIterator[FlowEvent | FlowResult]:
-        """Yield each :class:`FlowEvent` as it happens, then the :class:`FlowResult`."""
+    ) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
+        """Yield each :class:`FlowEvent` and :class:`TokenEvent` as it happens, then the
+        :class:`FlowResult`."""
         async for item in stream_events(
             lambda emit: self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=emit)
         ):

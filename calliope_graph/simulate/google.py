@@ -58,6 +58,7 @@ from calliope_graph.simulate._core import (
     Reject,
 )
 from calliope_graph.simulate._speech import speech_pcm, speech_seconds
+from calliope_graph.simulate._stream import sse, sse_response
 from calliope_graph.simulate._video import mp4_bytes
 
 __all__ = ["FAKE", "HOST", "MODELS", "GoogleFake"]
@@ -840,9 +841,10 @@ class GoogleFake(ProviderFake):
             return httpx.Response(200, json=answer)
         chunks = self._chunks(answer, parts)
         if request.url.params.get("alt") == "sse":
-            # Google's SSE framing: one `data: <json>` line per chunk, CRLF-separated.
-            data = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks).encode()
-            return httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
+            # Google's SSE framing: one `data: <json>` line per chunk, CRLF-separated; paced
+            # (time to first token) and breakable (stream_break) by simulate/_stream.py.
+            events = [sse(c, newline="\r\n") for c in chunks]
+            return sse_response(self, request, events)
         return httpx.Response(200, json=chunks)
 
     @staticmethod

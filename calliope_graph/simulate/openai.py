@@ -37,6 +37,8 @@ from calliope_graph.simulate._content import (
     story_text,
 )
 from calliope_graph.simulate._core import Reject
+from calliope_graph.simulate._openai_stream import chat_stream
+from calliope_graph.simulate._openai_stream import stream_options as _stream_options
 from calliope_graph.simulate._openai_wire import (
     PREFIX,
     OpenAIWire,
@@ -252,11 +254,7 @@ class OpenAIFake(OpenAIWire):
                 param="max_tokens",
                 code="unsupported_parameter",
             )
-        if body.get("stream"):
-            raise self._reject(
-                "The calliope simulator does not stream: send the request without 'stream': true.",
-                param="stream",
-            )
+        streamed = _stream_options(self, body)
         response_format = body.get("response_format") or {"type": "text"}
         schema = self._check_response_format(response_format, messages)
         tool_call = self._forced_tool(body)
@@ -301,30 +299,30 @@ class OpenAIFake(OpenAIWire):
                 {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
             )
         prompt_tokens = count_tokens(prompt_text) + 85 * len(images)
-        return self._ok(
-            {
-                "id": "chatcmpl-" + digest("chatcmpl", str(seq), prompt_text)[:29],
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                    "completion_tokens_details": {
-                        "reasoning_tokens": 0,
-                        "audio_tokens": 0,
-                        "accepted_prediction_tokens": 0,
-                        "rejected_prediction_tokens": 0,
-                    },
+        answer = {
+            "id": "chatcmpl-" + digest("chatcmpl", str(seq), prompt_text)[:29],
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
                 },
-                "service_tier": "default",
-                "system_fingerprint": "fp_" + digest("fingerprint", model)[:10],
             },
-            seq=seq,
-        )
+            "service_tier": "default",
+            "system_fingerprint": "fp_" + digest("fingerprint", model)[:10],
+        }
+        if streamed is not None:  # server-sent chunks (simulate/_openai_stream.py)
+            return chat_stream(self, request, answer, streamed, headers=self._headers(seq))
+        return self._ok(answer, seq=seq)
 
     def _check_messages(self, messages: list[Any]) -> list[bytes]:
         """Validate every message; return the bytes of the images they carry."""
