@@ -739,9 +739,14 @@ async def _gemini_image(
     config: ModelConfig,
     output_name: str,
     ratio: str | None,
+    reference_images: Sequence[Image] = (),
+    seed: int | None = None,
 ) -> Image:
     """A Gemini image model (``generateContent`` answering an inline image part); see
-    ai.google.dev/gemini-api/docs/image-generation."""
+    ai.google.dev/gemini-api/docs/image-generation. Reference images go after the prompt
+    as ``inlineData`` parts ("Image editing (text-and-image-to-image)" and "Use up to 14
+    reference images" there); ``seed`` is ``generationConfig.seed``
+    (ai.google.dev/api/generate-content#generationconfig)."""
     model = config.model.provider_model_name
     image_config = dict(
         pick(config.parameters, ("image_size",), renames={"image_size": "imageSize"})
@@ -752,7 +757,11 @@ async def _gemini_image(
     fields: dict[str, Any] = {"responseModalities": ["IMAGE"]}
     if image_config:
         fields["imageConfig"] = image_config
-    contents = [{"role": "user", "parts": [{"text": prompt}]}]
+    if seed is not None:
+        fields["seed"] = seed
+    parts: list[dict[str, Any]] = [{"text": prompt}]
+    parts += [await _image_part(reference) for reference in reference_images]
+    contents = [{"role": "user", "parts": parts}]
     body = _body(config, contents, system=_system(config), **fields)
 
     def parse(response: httpx.Response) -> bytes:
@@ -837,15 +846,20 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    reference_images: Sequence[Image] = (),
+    seed: int | None = None,
 ) -> Image:
     """Draw ``prompt`` with a Gemini image model (``generateContent``) or Imagen
     (``imagen-*`` models, ``:predict``); saved as ``output_name`` (the extension follows
-    the real format). ``width`` x ``height`` choose the nearest supported aspect ratio."""
+    the real format). ``width`` x ``height`` choose the nearest supported aspect ratio;
+    Gemini image models also take ``reference_images`` and a ``seed``."""
     imagen = config.model.provider_model_name.startswith("imagen-")
     ratio = nearest_ratio(width, height, IMAGEN_RATIOS if imagen else GEMINI_RATIOS)
     if imagen:
         return await _imagen(ctx, prompt, config, output_name, ratio)
-    return await _gemini_image(ctx, prompt, config, output_name, ratio)
+    return await _gemini_image(
+        ctx, prompt, config, output_name, ratio, reference_images=reference_images, seed=seed
+    )
 
 
 # -- image + text -> video -----------------------------------------------------------------
@@ -903,7 +917,14 @@ def _operation_error(
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
 async def image_and_text_to_video(
-    ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
+    ctx: RunContext,
+    image: Image,
+    text: str,
+    config: ModelConfig,
+    *,
+    output_name: str,
+    last_frame: Image | None = None,
+    seed: int | None = None,
 ) -> Video:
     """Animate ``image`` as ``text`` describes with Veo (ai.google.dev/gemini-api/docs/veo):
     ``:predictLongRunning`` starts an operation, polled until ``done``; the video is then
@@ -911,7 +932,11 @@ async def image_and_text_to_video(
 
     ``aspect_ratio`` (16:9 or 9:16; default: the nearest to the image), ``duration`` (4, 6
     or 8 s), ``resolution``, ``person_generation``, ``negative_prompt`` and ``seed`` are
-    model parameters; ``poll_interval`` / ``poll_timeout`` bound the wait.
+    model parameters; ``poll_interval`` / ``poll_timeout`` bound the wait. ``last_frame``
+    makes Veo interpolate from ``image`` to it (``instances[0].lastFrame``, shaped like
+    ``image``; ai.google.dev/gemini-api/docs/video "first and last frames", and the
+    google-genai SDK's GenerateVideosConfig.last_frame → ``instances[0].lastFrame``); a
+    ``seed`` port overrides the ``seed`` parameter (``parameters.seed``).
     """
     model = config.model.provider_model_name
     interval, bound = poll_bounds(ctx, config.parameters)  # checked before anything is paid
@@ -919,8 +944,14 @@ async def image_and_text_to_video(
     instance: dict[str, Any] = {"image": {"bytesBase64Encoded": sent.b64(), "mimeType": sent.mime}}
     if text.strip():
         instance["prompt"] = text.strip()
+    if last_frame is not None:
+        last = await prepared(last_frame, IMAGE_LIMITS)
+        instance["lastFrame"] = {"bytesBase64Encoded": last.b64(), "mimeType": last.mime}
+    parameters = _veo_parameters(image, config)
+    if seed is not None:
+        parameters["seed"] = seed
     body = with_extra_body(
-        {"instances": [instance], "parameters": _veo_parameters(image, config)},
+        {"instances": [instance], "parameters": parameters},
         config.parameters,
         config.slug,
     )

@@ -123,6 +123,13 @@ AUDIO_LIMITS = AudioLimits(
     fix="split it into parts under 25 MiB, or compress it (e.g. MP3 at 64 kbit/s holds about "
     "50 minutes)",
 )
+#: Reference images of an edit: PNG, WebP or JPEG under 50 MB each (ImageEditParams.image).
+EDIT_IMAGE_LIMITS = ImageLimits(
+    _NAME,
+    formats=frozenset(("image/png", "image/webp", "image/jpeg")),
+    max_side=4096,
+    max_bytes=50 * 1024 * 1024,
+)
 _CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
 _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
 
@@ -372,9 +379,13 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    reference_images: Sequence[Image] = (),
 ) -> Image:
     """Draw ``prompt`` with dall-e-2, dall-e-3 or a GPT image model; save it as
-    ``output_name`` (the extension follows the real format).
+    ``output_name`` (the extension follows the real format). ``reference_images`` (GPT
+    image models) are sent to ``/images/edits`` as ``image[]`` files, up to 16 PNG, WebP or
+    JPEG files under 50 MB (https://platform.openai.com/docs/api-reference/images/createEdit;
+    the SDK's ``ImageEditParams.image``), with the same fields as a generation.
 
     DALL-E answers are requested as ``b64_json`` unless ``response_format: url`` is set, in
     which case the image is downloaded (capped at MAX_IMAGE_BYTES). A safety refusal is a
@@ -392,7 +403,16 @@ async def text_to_image(
     size = image_size(model, width, height) or config.parameters.get("size")
     if size:
         body["size"] = size
-    answer = await _post(ctx, config, "/images/generations", json_body=body)
+    if reference_images:
+        files = []
+        for index, reference in enumerate(reference_images[:16]):
+            sent = await prepared(reference, EDIT_IMAGE_LIMITS)
+            ext = sent.mime.split("/")[-1]
+            files.append(("image[]", (f"reference-{index}.{ext}", sent.data, sent.mime)))
+        form = {k: str(v) for k, v in body.items()}
+        answer = await _post(ctx, config, "/images/edits", data=form, files=files)
+    else:
+        answer = await _post(ctx, config, "/images/generations", json_body=body)
     items = answer.get("data") if isinstance(answer, dict) else None
     item = items[0] if isinstance(items, list) and items else None
     if not isinstance(item, dict):

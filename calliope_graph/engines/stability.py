@@ -415,9 +415,12 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    seed: int | None = None,
 ) -> Image:
     """Draw ``prompt`` with a Stability model and save it as ``output_name`` (the extension
     follows the real format). See the module docstring for the two APIs."""
+    if seed is not None:  # the seed port: the request's ``seed`` field
+        config = config.with_parameters(seed=seed)
     model = config.model.provider_model_name
     v2 = _endpoint(model)
     if v2 is not None:

@@ -950,6 +950,24 @@ class GoogleFake(ProviderFake):
             raise self._bad("Invalid value at 'instances[0].prompt', expected a string.")
         if not prompt and image is None:
             raise self._bad("A prompt or an image is required.")
+        for key in instance:  # the SDK's GenerateVideosParameters/Config instance fields
+            if key not in ("prompt", "image", "lastFrame", "referenceImages", "video"):
+                raise self._bad(
+                    f'Invalid JSON payload received. Unknown name "{key}" at '
+                    "'instances[0]': Cannot find field."
+                )
+        last = instance.get("lastFrame")
+        if last is not None and image is None:
+            raise self._bad("instances[0].lastFrame needs instances[0].image (the first frame).")
+        if last is not None and (
+            not isinstance(last, dict)
+            or not last.get("bytesBase64Encoded")
+            or last.get("mimeType") not in ("image/png", "image/jpeg", "image/webp")
+        ):
+            raise self._bad("instances[0].lastFrame: bytesBase64Encoded and mimeType are required.")
+        seed = parameters.get("seed")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= 4294967295):
+            raise self._bad("Invalid value at 'parameters.seed' (TYPE_UINT32)")
         raw: bytes | None = None
         if image is not None:
             if not isinstance(image, dict) or not image.get("bytesBase64Encoded"):

@@ -10,6 +10,7 @@ not accept, ``n`` out of range, a non-strict schema, JSON mode without the word 
 and every failure uses OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
 
 Endpoint names for counting: ``chat.completions``, ``completions``, ``images.generations``,
+``images.edits`` (reference images: simulate/_openai_edits.py),
 ``audio.transcriptions``, ``audio.speech``.
 """
 
@@ -37,6 +38,7 @@ from calliope_graph.simulate._content import (
     story_text,
 )
 from calliope_graph.simulate._core import Reject
+from calliope_graph.simulate._openai_edits import images_edits
 from calliope_graph.simulate._openai_stream import chat_stream
 from calliope_graph.simulate._openai_stream import stream_options as _stream_options
 from calliope_graph.simulate._openai_wire import (
@@ -185,6 +187,7 @@ class OpenAIFake(OpenAIWire):
             ("POST", "/chat/completions"): self._chat,
             ("POST", "/completions"): self._completions,
             ("POST", "/images/generations"): self._images,
+            ("POST", "/images/edits"): lambda r: images_edits(self, r),
             ("POST", "/audio/transcriptions"): self._transcriptions,
             ("POST", "/audio/speech"): self._speech,
             ("GET", "/models"): self._models,
