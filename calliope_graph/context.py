@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
+from calliope_graph.errors import error_class
 from calliope_graph.limits import Limits, shared
 from calliope_graph.media import MediaStore
 
@@ -26,6 +27,7 @@ __all__ = [
     "RetrySettings",
     "RunContext",
     "Sleep",
+    "StreamScope",
     "TokenEvent",
     "TokenSink",
     "streaming",
@@ -171,16 +173,36 @@ TokenSink = Callable[[TokenEvent], None]
 #: Where token events go during a run (set by the flow runner while someone listens, e.g.
 #: ``flow.astream``); engines stream only when a node asked for it and someone listens.
 token_sink: ContextVar[TokenSink | None] = ContextVar("calliope_token_sink", default=None)
+
+
+@dataclass
+class StreamScope:
+    """A node's streamed call in progress: its name, and the token event of the attempt
+    whose text the consumer holds (None once discarded, or before any text)."""
+
+    node: str
+    pending: TokenEvent | None = None
+
+
 #: The node whose model output may be streamed (set by the node around its engine call).
-streaming_node: ContextVar[str | None] = ContextVar("calliope_streaming_node", default=None)
+streaming_node: ContextVar[StreamScope | None] = ContextVar("calliope_streaming", default=None)
 
 
 @contextmanager
 def streaming(node: str) -> Iterator[None]:
     """Within it, the engine call of ``node`` streams its text when someone listens (the
-    run's :data:`token_sink`, or LangGraph's ``stream_mode="messages"``)."""
-    token = streaming_node.set(node)
+    run's :data:`token_sink`, or LangGraph's ``stream_mode="messages"``). When the node
+    fails after text arrived (a refusal read from the whole answer, an empty answer it
+    refuses), the consumer is told to discard it here."""
+    scope = StreamScope(node)
+    token = streaming_node.set(scope)
     try:
         yield
+    except BaseException as exc:
+        sink, last = token_sink.get(), scope.pending
+        if sink is not None and last is not None:
+            reason = error_class(exc)
+            sink(TokenEvent("discard", last.node, "", last.attempt, last.item, reason))
+        raise
     finally:
         streaming_node.reset(token)

@@ -20,8 +20,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from calliope_graph.config import InferenceModel, ModelConfig
 from calliope_graph.context import RunContext, TokenEvent, streaming, token_sink
 from calliope_graph.engines import Conversion, get_engine
-from calliope_graph.engines._stream import sse_events
+from calliope_graph.engines._stream import Tokens, sse_events
 from calliope_graph.engines.langchain import register_chat_model, unregister_chat_model
+from calliope_graph.errors import EmptyOutputError
 from calliope_graph.flow import Flow, FlowEvent, FlowResult
 from calliope_graph.nodes import TextToText
 from calliope_graph.simulate import Simulator, parse_faults
@@ -290,3 +291,32 @@ async def test_langgraph_messages_mode_yields_chunks(tmp_path: Path, clock: Cloc
     await ctx.aclose()
     assert len(chunks) > 1 and len({c.id for c in chunks}) == 1
     assert "".join(str(c.content) for c in chunks).strip()
+
+
+async def test_a_node_that_refuses_the_streamed_text_tells_the_consumer(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow = Flow("story")
+    text = flow.input("text", "text")
+    node = flow.add("story", TextToText("openai-gpt-6-luna", empty_is_error=True), {"text": text})
+    backup = flow.add("backup", TextToText("anthropic-claude-haiku"), {"text": text})
+    flow.fallback(node, to=backup, when=["empty"])
+    flow.output("text", node["text"])
+    sim = Simulator(sleep=clock)
+    # the model streams only whitespace: the node refuses it after the stream ended well
+    original = TextToText.run
+
+    async def whitespace(self: TextToText, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
+        if self.name != "story":
+            return await original(self, ctx, **inputs)
+        with streaming(self.name):
+            await Tokens(1).token("   ")
+            raise EmptyOutputError("only whitespace")
+
+    monkeypatch.setattr(TextToText, "run", whitespace)
+    items = await run(flow, sim, tmp_path)
+    events = [i for i in items if isinstance(i, TokenEvent)]
+    assert events[0].node == "story" and events[0].kind == "token"
+    assert events[1].kind == "discard" and events[1].node == "story"
+    assert events[1].reason == "empty"
+    assert all(e.node == "backup" for e in events[2:])

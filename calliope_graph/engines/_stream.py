@@ -155,7 +155,8 @@ class Tokens:
     def __init__(self, attempt: int, *, messages: bool = True) -> None:
         """``messages=False``: the call reports to LangGraph's messages mode itself (a
         LangChain chat model does), so only the run's token sink is told here."""
-        self.node = streaming_node.get() or ""
+        self._scope = streaming_node.get()
+        self.node = self._scope.node if self._scope is not None else ""
         self.attempt = attempt
         self.item: int | None = None
         self.parts: list[str] = []
@@ -189,7 +190,10 @@ class Tokens:
             return
         self.parts.append(text)
         if self._sink is not None:
-            self._sink(TokenEvent("token", self.node, text, self.attempt, self.item))
+            event = TokenEvent("token", self.node, text, self.attempt, self.item)
+            if self._scope is not None:
+                self._scope.pending = event
+            self._sink(event)
         if self._run is not None:
             from langchain_core.messages import AIMessageChunk
             from langchain_core.outputs import ChatGenerationChunk
@@ -211,6 +215,8 @@ class Tokens:
 
     async def failed(self, exc: BaseException) -> None:
         """The attempt failed: if it streamed anything, tell the listeners to drop it."""
+        if self._scope is not None:
+            self._scope.pending = None  # told here: not again when the node fails
         if self.parts and self._sink is not None:
             reason = error_class(exc)
             self._sink(TokenEvent("discard", self.node, "", self.attempt, self.item, reason))
