@@ -270,6 +270,35 @@ def _operation_error(
     )
 
 
+def _video_uri(operation: dict[str, Any], name: str, model: str, secrets: Sequence[str]) -> str:
+    """The file URI of a finished Veo operation's video, or the taxonomy error of why none."""
+    error = operation.get("error")
+    if isinstance(error, dict):
+        raise _operation_error(name, error, secrets)
+    result = operation.get("response")
+    videos = result.get("generateVideoResponse") if isinstance(result, dict) else None
+    videos = videos if isinstance(videos, dict) else {}
+    samples = [s for s in videos.get("generatedSamples") or [] if isinstance(s, dict)]
+    video = samples[0].get("video") if samples else None
+    uri = video.get("uri") if isinstance(video, dict) else None
+    if not isinstance(uri, str) or not uri:
+        reasons = videos.get("raiMediaFilteredReasons") or []
+        if videos.get("raiMediaFilteredCount") or reasons:
+            reason = str(reasons[0]) if reasons else "filtered"
+            raise ContentPolicyError(
+                f"google ({model}) operation {name} filtered the video: {reason[:300]} — change "
+                "the prompt or image, or add a fallback edge on content_policy.",
+                provider=_NAME,
+                status=200,
+                code="rai_media_filtered",
+            )
+        raise EmptyOutputError(
+            f"google ({model}) operation {name} finished without a video: run the node again "
+            "or add a fallback edge on 'empty'."
+        )
+    return uri
+
+
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
 async def image_and_text_to_video(
     ctx: RunContext,
@@ -345,30 +374,7 @@ async def image_and_text_to_video(
         "poll_timeout model parameter (or PollSettings.timeout), or add a fallback edge on "
         "timeout",
     )
-    error = operation.get("error")
-    if isinstance(error, dict):
-        raise _operation_error(name, error, ctx.keys.secrets())
-    result = operation.get("response")
-    videos = result.get("generateVideoResponse") if isinstance(result, dict) else None
-    videos = videos if isinstance(videos, dict) else {}
-    samples = [s for s in videos.get("generatedSamples") or [] if isinstance(s, dict)]
-    video = samples[0].get("video") if samples else None
-    uri = video.get("uri") if isinstance(video, dict) else None
-    if not isinstance(uri, str) or not uri:
-        reasons = videos.get("raiMediaFilteredReasons") or []
-        if videos.get("raiMediaFilteredCount") or reasons:
-            reason = str(reasons[0]) if reasons else "filtered"
-            raise ContentPolicyError(
-                f"google ({model}) operation {name} filtered the video: {reason[:300]} — change "
-                "the prompt or image, or add a fallback edge on content_policy.",
-                provider=_NAME,
-                status=200,
-                code="rai_media_filtered",
-            )
-        raise EmptyOutputError(
-            f"google ({model}) operation {name} finished without a video: run the node again "
-            "or add a fallback edge on 'empty'."
-        )
+    uri = _video_uri(operation, name, model, ctx.keys.secrets())
     target = (
         output_name
         if output_name.lower().endswith(".mp4")
