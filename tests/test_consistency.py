@@ -209,3 +209,20 @@ async def test_the_edits_fake_answers_the_official_sdk(sim: Simulator, tmp_path:
     assert answer.data and answer.data[0].b64_json
     assert answer.usage is not None and answer.usage.input_tokens_details.image_tokens > 0
     assert sim.count("openai", "images.edits") == 1
+
+
+async def test_stability_draws_image_to_image_from_the_first_reference(
+    rctx: RunContext, rec: Recorder
+) -> None:
+    sheet = picture(rctx, "hero", "a hero")
+    config = catalog.get("stability-sd3").with_parameters(strength=0.4)
+    image = await stability.text_to_image(
+        rctx, "the hero", config, output_name="s.png", width=1024, height=576,
+        reference_images=[sheet],
+    )  # fmt: skip
+    assert Path(image.path).is_file()
+    sent = rec.requests[-1].content
+    assert b'name="mode"\r\n\r\nimage-to-image' in sent
+    assert b'name="strength"\r\n\r\n0.4' in sent
+    assert b'name="image"; filename="reference.png"' in sent
+    assert b'name="aspect_ratio"' not in sent
