@@ -104,6 +104,10 @@ class InferenceModel(BaseModel):
     kinds: tuple[str, ...] | None = None
     """The node kinds the model serves, when narrower than its provider's engines (a speech
     model does not write text): e.g. ``[text_to_speech]``. None: all its provider serves."""
+    takes: tuple[str, ...] = ()
+    """The optional consistency ports the model can take (``reference_images``, ``seed``,
+    ``last_frame``): validation refuses one wired to a model that does not list it, naming
+    the catalog models that do (engines/_registry.py ``config_problem``)."""
     base_url: str | None = None
     """Where this one model is served (an OpenAI-compatible server: Ollama, vLLM,
     llama.cpp), overriding the provider's base URL for this model only."""

@@ -10,18 +10,31 @@ its :class:`~calliope_graph.session.Session`, which makes the runs' contexts
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
+from calliope_graph.errors import error_class
 from calliope_graph.limits import Limits, default_limits
 from calliope_graph.media import MediaStore
 
-__all__ = ["PollSettings", "RetrySettings", "RunContext", "Sleep"]
+__all__ = [
+    "PollSettings",
+    "RetrySettings",
+    "RunContext",
+    "Sleep",
+    "StreamScope",
+    "TokenEvent",
+    "TokenSink",
+    "streaming",
+    "token_sink",
+]
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -136,3 +149,63 @@ class RunContext:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+# -- streamed text ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenEvent:
+    """Text a node's model is writing, as it arrives, or word to throw some of it away.
+
+    ``kind="token"``: ``text`` is the next piece (a delta) of what ``node`` writes, in
+    ``attempt`` (the node's provider attempt, from 1). ``kind="discard"``: that attempt failed
+    after some text arrived (``reason`` is the error class); drop everything it streamed — a
+    retry (``attempt + 1``), a LangGraph retry or a fallback node writes the text anew. The
+    text a node finally outputs is exactly the tokens of its last attempt that was not
+    discarded. ``item`` is the map item, when the runner knows it.
+    """
+
+    kind: Literal["token", "discard"]
+    node: str
+    text: str
+    attempt: int
+    item: int | None = None
+    reason: str | None = None
+
+
+TokenSink = Callable[[TokenEvent], None]
+#: Where token events go during a run (set by the flow runner while someone listens, e.g.
+#: ``flow.astream``); engines stream only when a node asked for it and someone listens.
+token_sink: ContextVar[TokenSink | None] = ContextVar("calliope_token_sink", default=None)
+
+
+@dataclass
+class StreamScope:
+    """A node's streamed call in progress: its name, and the token event of the attempt
+    whose text the consumer holds (None once discarded, or before any text)."""
+
+    node: str
+    pending: TokenEvent | None = None
+
+
+#: The node whose model output may be streamed (set by the node around its engine call).
+streaming_node: ContextVar[StreamScope | None] = ContextVar("calliope_streaming", default=None)
+
+
+@contextmanager
+def streaming(node: str) -> Iterator[None]:
+    """Within it, the engine call of ``node`` streams its text when someone listens (the
+    run's :data:`token_sink`, or LangGraph's ``stream_mode="messages"``). When the node
+    fails after text arrived (a refusal read from the whole answer, an empty answer it
+    refuses), the consumer is told to discard it here."""
+    scope = StreamScope(node)
+    token = streaming_node.set(scope)
+    try:
+        yield
+    except BaseException as exc:
+        sink, last = token_sink.get(), scope.pending
+        if sink is not None and last is not None:
+            reason = error_class(exc)
+            sink(TokenEvent("discard", last.node, "", last.attempt, last.item, reason))
+        raise
+    finally:
+        streaming_node.reset(token)

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.errors import ConfigurationError
+from calliope_graph.media import Image
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
@@ -28,12 +30,34 @@ class TextToImage(Node):
     needs_model = True
     default_model = "openai-gpt-image-2"
     Params = TextToImageParams
-    inputs = (Port("prompt", PortType.TEXT, description="what to draw"),)
+    inputs = (
+        Port("prompt", PortType.TEXT, description="what to draw"),
+        Port(
+            "reference_images",
+            PortType.IMAGE,
+            required=False,
+            many=True,
+            description="images to keep consistent with (a character sheet, a style): only "
+            "for models whose catalog entry `takes` it",
+        ),
+        Port(
+            "seed",
+            PortType.ANY,
+            required=False,
+            description="an integer seed, for the same image again (models that `take` it)",
+        ),
+    )
     outputs = (Port("image", PortType.IMAGE),)
 
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         config = self.model_config_for(ctx)
         engine = get_engine(Conversion.TEXT_TO_IMAGE, config.provider)
+        extra: dict[str, Any] = {}
+        references = images_of(inputs.get("reference_images"))
+        if references:
+            extra["reference_images"] = references
+        if inputs.get("seed") is not None:
+            extra["seed"] = seed_of(inputs["seed"], self.name)
         image = await engine(
             ctx,
             str(inputs["prompt"]),
@@ -41,5 +65,30 @@ class TextToImage(Node):
             output_name=self.params.output_name or f"{self.output_stem()}.png",
             width=self.params.width,
             height=self.params.height,
+            **extra,
         )
         return {"image": image}
+
+
+def images_of(value: Any) -> list[Image]:
+    """The images of a ``many`` image port: sources that are images or lists of them."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    found: list[Image] = []
+    for item in items:
+        found.extend(images_of(item) if isinstance(item, list | tuple) else [item])
+    return [i for i in found if isinstance(i, Image)]
+
+
+def seed_of(value: Any, node: str) -> int:
+    """A seed port's value as a non-negative integer (a clear error otherwise)."""
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        seed = -1
+    if seed < 0 or isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigurationError(
+            f"Node {node!r}: seed must be a whole number 0 or more, not {value!r}."
+        )
+    return seed

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from calliope_graph.context import RunContext
+from calliope_graph.context import RunContext, streaming
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.errors import EmptyOutputError
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
@@ -34,7 +34,8 @@ class TextToText(Node):
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         config = self.model_config_for(ctx)
         engine = get_engine(Conversion.TEXT_TO_TEXT, config.provider)
-        text = await engine(ctx, str(inputs["text"]), config)
+        with streaming(self.name):  # token events while someone listens (flow.astream)
+            text = await engine(ctx, str(inputs["text"]), config)
         if self.params.strip:
             text = text.strip()
         if self.params.empty_is_error and not text.strip():

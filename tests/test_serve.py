@@ -721,6 +721,23 @@ async def test_streaming_shows_node_progress_retries_and_routes(server: Server) 
     assert routed[0]["branch"] == "rewrite:censor" and routed[0]["error_class"] == "content_policy"
 
 
+async def test_messages_mode_streams_the_story_as_message_chunks(server: Server) -> None:
+    """``stream_mode="messages"`` (issue 20): the story node's text arrives as chunks."""
+    client = get_client(url=server.url)
+    thread = await client.threads.create()
+    chunks: list[dict[str, Any]] = []
+    async for part in client.runs.stream(
+        thread["thread_id"], "webcam_story", input={"image": WEBCAM}, stream_mode="messages-tuple"
+    ):
+        if part.event == "messages":
+            message, meta = part.data
+            if message.get("type") == "AIMessageChunk" and message.get("content"):
+                chunks.append({**message, "node": meta.get("langgraph_node")})
+    assert len(chunks) > 1 and {c["node"] for c in chunks} == {"story"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert "".join(c["content"] for c in chunks).strip()
+
+
 async def test_the_server_publishes_the_typed_schemas(server: Server) -> None:
     client = get_client(url=server.url)
     (assistant,) = await client.assistants.search(graph_id="image_to_video_story")

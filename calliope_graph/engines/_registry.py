@@ -8,7 +8,7 @@ the providers that *do* serve the conversion.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, overload
 
@@ -21,6 +21,7 @@ from calliope_graph.errors import ConfigurationError
 from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
 __all__ = [
+    "CAPABILITY_PORTS",
     "AudioToTextEngine",
     "Conversion",
     "ImageAnalysisEngine",
@@ -66,12 +67,22 @@ class TextToImageEngine(Protocol):
         output_name: str,
         width: int | None = None,
         height: int | None = None,
+        reference_images: Sequence[Image] = (),
+        seed: int | None = None,
     ) -> Image: ...
 
 
 class ImageAndTextToVideoEngine(Protocol):
     async def __call__(
-        self, ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
+        self,
+        ctx: RunContext,
+        image: Image,
+        text: str,
+        config: ModelConfig,
+        *,
+        output_name: str,
+        last_frame: Image | None = None,
+        seed: int | None = None,
     ) -> Video: ...
 
 
@@ -157,11 +168,54 @@ def register_check(
     return deco
 
 
-def config_problem(conversion: Conversion, config: ModelConfig) -> str | None:
-    """What the engine for ``conversion`` says is wrong with ``config`` (None: nothing)."""
+#: The optional ports a model must say it takes (catalog ``takes``) before one is wired to
+#: it: the consistency ports, which each provider maps to its own request fields.
+CAPABILITY_PORTS: dict[Conversion, tuple[str, ...]] = {
+    Conversion.TEXT_TO_IMAGE: ("reference_images", "seed"),
+    Conversion.IMAGE_AND_TEXT_TO_VIDEO: ("last_frame", "seed"),
+}
+
+
+def config_problem(
+    conversion: Conversion,
+    config: ModelConfig,
+    *,
+    wired: Iterable[str] = (),
+    models: Iterable[tuple[str, ModelConfig]] | None = None,
+) -> str | None:
+    """What the engine for ``conversion`` says is wrong with ``config`` (None: nothing).
+
+    ``wired`` names the node's wired input ports: a consistency port (``CAPABILITY_PORTS``)
+    wired to a model whose catalog entry does not list it in ``takes`` is refused, naming
+    the models of ``models`` (name, config; default the built-in catalog) that take it."""
     _load()
+    for port in CAPABILITY_PORTS.get(conversion, ()):
+        if port in wired and port not in config.model.takes:
+            return _capability_problem(conversion, config, port, models)
     check = _CHECKS.get((conversion, config.provider))
     return check(config) if check is not None else None
+
+
+def _capability_problem(
+    conversion: Conversion,
+    config: ModelConfig,
+    port: str,
+    models: Iterable[tuple[str, ModelConfig]] | None,
+) -> str:
+    if models is None:
+        from calliope_graph.config import catalog
+
+        models = ((name, catalog.get(name)) for name in catalog)
+    able = sorted(
+        name
+        for name, other in models
+        if port in other.model.takes and other.model.kind_problem(conversion.value) is None
+    )
+    listed = ", ".join(able) or "none in the catalog"
+    return (
+        f"model {config.slug!r} cannot take {port!r} (its catalog entry does not list it in "
+        f"`takes`); models that can: {listed}. Choose one of them, or leave {port!r} unwired"
+    )
 
 
 def _load() -> None:

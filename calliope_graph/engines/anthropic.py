@@ -37,6 +37,7 @@ from calliope_graph.engines._llm import (
 )
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._stream import wants_stream
 from calliope_graph.errors import (
     ConfigurationError,
     ContentPolicyError,
@@ -186,10 +187,23 @@ def _parse_text(model: str) -> Any:
 # -- text -> text --------------------------------------------------------------------------
 @register(Conversion.TEXT_TO_TEXT, PROVIDER)
 async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
-    """Continue or transform ``text`` with Claude; the text blocks of the answer, joined."""
+    """Continue or transform ``text`` with Claude; the text blocks of the answer, joined
+    (streamed, engines/_anthropic_stream.py, when a node asks and someone listens)."""
     model = config.model.provider_model_name
     system = config.parameters.get("system_prompt")
     body = _body(config, [{"role": "user", "content": text}], str(system) if system else None)
+    if wants_stream(config.parameters):  # someone listens: the text as it is written
+        from calliope_graph.engines._anthropic_stream import stream_messages
+
+        return await stream_messages(
+            ctx,
+            config,
+            body,
+            url=f"{ctx.keys.model_base_url(config.model)}/v1/messages",
+            headers=_headers(ctx, config),
+            prompt=text,
+            describe=describe,
+        )
     result: str = await _post(ctx, config, body, _parse_text(model))
     return result
 

@@ -487,6 +487,7 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    seed: int | None = None,
 ) -> Image:
     """Draw ``prompt`` with a fal image app (FLUX) and save the first image as
     ``output_name`` (the extension follows the real format).
@@ -494,6 +495,8 @@ async def text_to_image(
     ``width`` x ``height`` go as ``image_size: {width, height}`` (FLUX on fal takes a preset
     name or a size object); the ``image_size`` parameter overrides it. One image is asked for.
     """
+    if seed is not None:  # the seed port: the request's ``seed`` field
+        config = config.with_parameters(seed=seed)
     app = app_id(config.model.provider_model_name)
     inputs: dict[str, Any] = {"num_images": 1}
     if width and height:

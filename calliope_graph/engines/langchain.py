@@ -58,6 +58,7 @@ from calliope_graph.engines._http import (
 )
 from calliope_graph.engines._llm import ANALYSIS_PROMPT, json_text, validation_summary
 from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._stream import Tokens, next_attempt, wants_stream
 from calliope_graph.errors import (
     AuthenticationError,
     CalliopeError,
@@ -351,7 +352,26 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     """The chat model's answer to ``text`` (after a ``system_prompt``, when set)."""
     model = chat_model(config)
     messages = _with_system(config, [HumanMessage(text)])
-    answer = await _call(ctx, config, partial(model.ainvoke, messages))
+    if wants_stream(config.parameters):  # someone listens: the text as it is written
+        counter = [0]
+
+        async def streamed() -> Any:
+            # The model reports its chunks to LangGraph's messages mode itself (as any
+            # LangChain chat model run does); the run's token sink is told here.
+            tokens = Tokens(next_attempt(counter), messages=False)
+            merged: Any = None
+            try:
+                async for chunk in model.astream(messages):
+                    merged = chunk if merged is None else merged + chunk
+                    await tokens.token(_content_text(chunk))
+            except BaseException as exc:
+                await tokens.failed(exc)
+                raise
+            return merged if merged is not None else AIMessage("")
+
+        answer = await _call(ctx, config, streamed)
+    else:
+        answer = await _call(ctx, config, partial(model.ainvoke, messages))
     return _answer_text(answer, _label(config))
 
 

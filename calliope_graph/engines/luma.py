@@ -334,18 +334,31 @@ async def text_to_image(
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
 async def image_and_text_to_video(
-    ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
+    ctx: RunContext,
+    image: Image,
+    text: str,
+    config: ModelConfig,
+    *,
+    output_name: str,
+    last_frame: Image | None = None,
 ) -> Video:
     """Animate ``image`` (sent by its public URL, see the module docstring) as ``text``
     describes with Ray; the MP4 is saved as ``output_name`` (with an ``.mp4`` extension).
-    An image from outside the output directory is copied into its ``frames/`` first."""
+    An image from outside the output directory is copied into its ``frames/`` first.
+    ``last_frame`` is keyframe ``frame1`` (the end; ``image`` is ``frame0``), sent the same
+    way (docs.lumalabs.ai/docs/video-generation "Start and end keyframes";
+    lumaai SDK's ``Keyframes.frame1``)."""
     if problem := _image_base_problem(config, f"the output directory {str(ctx.store.root)!r}"):
         raise ConfigurationError(f"{problem}.")  # before anything is copied or paid for
     url = image_url(ctx, await _in_store(ctx, image), config)
+    end: dict[str, Any] = {}
+    if last_frame is not None:
+        last = image_url(ctx, await _in_store(ctx, last_frame), config)
+        end = {"frame1": {"type": "image", "url": last}}
     body: dict[str, Any] = {
         "model": config.model.provider_model_name,
         "prompt": text.strip(),
-        "keyframes": {"frame0": {"type": "image", "url": url}},
+        "keyframes": {"frame0": {"type": "image", "url": url}, **end},
         "aspect_ratio": nearest_ratio(image.width, image.height),
     }
     picked = pick(config.parameters, _VIDEO_FIELDS)

@@ -40,6 +40,7 @@ from calliope_graph.engines._llm import (
 from calliope_graph.engines._params import extra_body, form_fields, pick, with_extra_body
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
+from calliope_graph.engines._stream import wants_stream
 from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
@@ -121,6 +122,13 @@ AUDIO_LIMITS = AudioLimits(
     where="one transcription upload",
     fix="split it into parts under 25 MiB, or compress it (e.g. MP3 at 64 kbit/s holds about "
     "50 minutes)",
+)
+#: Reference images of an edit: PNG, WebP or JPEG under 50 MB each (ImageEditParams.image).
+EDIT_IMAGE_LIMITS = ImageLimits(
+    _NAME,
+    formats=frozenset(("image/png", "image/webp", "image/jpeg")),
+    max_side=4096,
+    max_bytes=50 * 1024 * 1024,
 )
 _CONTENT_POLICY_CODES = frozenset(("content_policy_violation", "moderation_blocked"))
 _CONTENT_POLICY_TYPES = frozenset(("image_generation_user_error",))
@@ -284,7 +292,8 @@ async def _chat(ctx: RunContext, config: ModelConfig, body: dict[str, Any]) -> s
 @register(Conversion.TEXT_TO_TEXT, PROVIDER)
 async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     """Continue or transform ``text``: chat completions, or legacy ``/completions`` for the
-    ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message."""
+    ``openai_completion`` variant. A ``system_prompt`` parameter becomes a system message.
+    Chat answers stream (engines/_openai_stream.py) when a node asks and someone listens."""
     model = config.model.provider_model_name
     if config.model.provider_api_variant is InferenceModelProviderVariant.OPENAI_COMPLETION:
         body = {"model": model, "prompt": text, **pick(config.parameters, COMPLETION_PARAMS)}
@@ -310,7 +319,21 @@ async def text_to_text(ctx: RunContext, text: str, config: ModelConfig) -> str:
     if system:
         messages.append({"role": "system", "content": str(system)})
     messages.append({"role": "user", "content": text})
-    return await _chat(ctx, config, {"messages": messages, **_chat_params(config)})
+    body = {"messages": messages, **_chat_params(config)}
+    if wants_stream(config.parameters):  # someone listens: the text as it is written
+        from calliope_graph.engines._openai_stream import stream_chat
+
+        return await stream_chat(
+            ctx,
+            config,
+            {"model": model, **body},
+            url=f"{_base(ctx, config)}/chat/completions",
+            headers=_auth(ctx, config),
+            prompt=text,
+            describe=describe,
+            hook=content_policy_hook,
+        )
+    return await _chat(ctx, config, body)
 
 
 # -- text -> image -------------------------------------------------------------------------
@@ -356,9 +379,13 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    reference_images: Sequence[Image] = (),
 ) -> Image:
     """Draw ``prompt`` with dall-e-2, dall-e-3 or a GPT image model; save it as
-    ``output_name`` (the extension follows the real format).
+    ``output_name`` (the extension follows the real format). ``reference_images`` (GPT
+    image models) are sent to ``/images/edits`` as ``image[]`` files, up to 16 PNG, WebP or
+    JPEG files under 50 MB (https://platform.openai.com/docs/api-reference/images/createEdit;
+    the SDK's ``ImageEditParams.image``), with the same fields as a generation.
 
     DALL-E answers are requested as ``b64_json`` unless ``response_format: url`` is set, in
     which case the image is downloaded (capped at MAX_IMAGE_BYTES). A safety refusal is a
@@ -376,7 +403,16 @@ async def text_to_image(
     size = image_size(model, width, height) or config.parameters.get("size")
     if size:
         body["size"] = size
-    answer = await _post(ctx, config, "/images/generations", json_body=body)
+    if reference_images:
+        files = []
+        for index, reference in enumerate(reference_images[:16]):
+            sent = await prepared(reference, EDIT_IMAGE_LIMITS)
+            ext = sent.mime.split("/")[-1]
+            files.append(("image[]", (f"reference-{index}.{ext}", sent.data, sent.mime)))
+        form = {k: str(v) for k, v in body.items()}
+        answer = await _post(ctx, config, "/images/edits", data=form, files=files)
+    else:
+        answer = await _post(ctx, config, "/images/generations", json_body=body)
     items = answer.get("data") if isinstance(answer, dict) else None
     item = items[0] if isinstance(items, list) and items else None
     if not isinstance(item, dict):

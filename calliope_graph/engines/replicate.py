@@ -557,9 +557,12 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    seed: int | None = None,
 ) -> Image:
     """Draw ``prompt`` with an image model (FLUX, SDXL...) and save the first image as
     ``output_name`` (the extension follows the real format)."""
+    if seed is not None:  # the seed port: the request's ``seed`` field
+        config = config.with_parameters(seed=seed)
     model = config.model.provider_model_name
     inputs = {**_size_inputs(model, width, height), **_inputs(config)}
     inputs[_field(config, "prompt_field", "prompt")] = prompt

@@ -325,10 +325,18 @@ async def _wait(ctx: RunContext, task_id: str, bounds: tuple[float, float]) -> d
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
 async def image_and_text_to_video(
-    ctx: RunContext, image: Image, text: str, config: ModelConfig, *, output_name: str
+    ctx: RunContext,
+    image: Image,
+    text: str,
+    config: ModelConfig,
+    *,
+    output_name: str,
+    seed: int | None = None,
 ) -> Video:
     """Animate ``image`` as ``text`` describes; the MP4 is saved as ``output_name``
     (with an ``.mp4`` extension)."""
+    if seed is not None:  # the task's ``seed`` (docs.dev.runwayml.com/api, image_to_video)
+        config = config.with_parameters(seed=seed)
     bounds = poll_bounds(ctx, config.parameters)  # checked before a task is paid for
     body = await _body(ctx, image, text, config)
     task_id = await _create(ctx, body)

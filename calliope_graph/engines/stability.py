@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ from calliope_graph.errors import (
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Image
+from calliope_graph.media import Image, ImageLimits, prepared
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -69,6 +70,18 @@ CLIENT_ID = "calliope-graph"
 #: v2beta Stable Image generate endpoints.
 V2_ENDPOINTS = ("core", "ultra", "sd3")
 _V2_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
+#: A reference image (sd3 ``mode=image-to-image``, ultra's ``image``): JPEG, PNG or WebP, at
+#: least 64 px a side (platform.stability.ai/docs/api-reference, "image"), sent scaled to
+#: at most 2048 px; ``strength`` (0: the image as it is, 1: as if none were given) defaults
+#: to DEFAULT_STRENGTH, overridable as the ``strength`` model parameter.
+REFERENCE_LIMITS = ImageLimits(
+    "stability",
+    formats=frozenset(("image/jpeg", "image/png", "image/webp")),
+    max_side=2048,
+    min_side=64,
+    max_bytes=10 * 1024 * 1024,
+)
+DEFAULT_STRENGTH = 0.65
 #: The aspect ratios every v2beta generate endpoint accepts.
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 #: The only sizes SDXL 0.9 / 1.0 accept on v1.
@@ -278,11 +291,14 @@ async def _v2(
     config: ModelConfig,
     width: int | None,
     height: int | None,
+    reference: Image | None = None,
 ) -> _Generated:
     params = config.parameters
     model = config.model.provider_model_name
     fields: dict[str, str] = {"prompt": _prompt(prompt, _V2_PROMPT_LIMIT)}
     ratio = params.get("aspect_ratio") or aspect_ratio(width, height)
+    if reference is not None:
+        ratio = None  # "aspect_ratio: only valid for text-to-image requests"
     if ratio:
         if ratio not in ASPECT_RATIOS:
             raise ConfigurationError(
@@ -293,9 +309,14 @@ async def _v2(
     picked = pick(params, _V2_PARAMS[endpoint])
     fields.update(form_fields({k: v for k, v in sorted(picked.items()) if v != ""}))
     if endpoint == "sd3":
-        fields["mode"] = "text-to-image"
+        fields["mode"] = "text-to-image" if reference is None else "image-to-image"
         if sd3_model:
             fields["model"] = sd3_model
+    files: dict[str, Any] = {}
+    if reference is not None:  # image-to-image: the image and how far to move from it
+        sent = await prepared(reference, REFERENCE_LIMITS)
+        files["image"] = (f"reference.{sent.mime.split('/')[-1]}", sent.data, sent.mime)
+        fields["strength"] = str(params.get("strength", DEFAULT_STRENGTH))
     fields.update(form_fields(extra_body(params, config.slug)))
     accept = str(params.get("accept") or "image/*")
     if accept not in ("image/*", "application/json"):
@@ -335,7 +356,7 @@ async def _v2(
         f"{ctx.keys.base_url(PROVIDER)}/v2beta/stable-image/generate/{endpoint}",
         parse=parse,
         headers=_headers(ctx, accept),
-        files={key: (None, value) for key, value in fields.items()},
+        files={**{key: (None, value) for key, value in fields.items()}, **files},
         describe=describe,
         hook=content_policy_hook,
         retry_after=_timed_out_for,
@@ -415,13 +436,19 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    seed: int | None = None,
+    reference_images: Sequence[Image] = (),
 ) -> Image:
     """Draw ``prompt`` with a Stability model and save it as ``output_name`` (the extension
-    follows the real format). See the module docstring for the two APIs."""
+    follows the real format). See the module docstring for the two APIs. The first of
+    ``reference_images`` makes sd3 and ultra draw image-to-image from it."""
+    if seed is not None:  # the seed port: the request's ``seed`` field
+        config = config.with_parameters(seed=seed)
     model = config.model.provider_model_name
     v2 = _endpoint(model)
     if v2 is not None:
-        generated = await _v2(ctx, v2[0], v2[1], prompt, config, width, height)
+        reference = reference_images[0] if reference_images else None
+        generated = await _v2(ctx, v2[0], v2[1], prompt, config, width, height, reference)
     else:
         generated = await _v1(ctx, model, prompt, config, width, height)
     if generated.finish_reason == "CONTENT_FILTERED":

@@ -19,6 +19,7 @@ from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer
 
+from calliope_graph.context import TokenEvent, token_sink
 from calliope_graph.errors import ConfigurationError, FlowRunError, MediaError, error_class
 from calliope_graph.flow._runtime import FlowEvent, FlowRuntime, OnEvent, input_key
 from calliope_graph.flow.trace import Trace
@@ -98,10 +99,19 @@ def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, An
 
 async def stream_events(
     run: Callable[[OnEvent], Coroutine[Any, Any, FlowResult]],
-) -> AsyncIterator[FlowEvent | FlowResult]:
-    """Run ``run(emit)`` and yield each event it emits as it happens, then its result."""
-    queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
-    task = asyncio.create_task(run(queue.put_nowait))
+) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
+    """Run ``run(emit)`` and yield each event it emits as it happens, then its result.
+
+    The text nodes write streams in too, as :class:`~calliope_graph.context.TokenEvent`s
+    (``token``: a delta of ``node``'s text, before its ``finished``; ``discard``: drop what
+    that attempt streamed, a retry or fallback writes anew): the run's task is made with the
+    queue as its token sink, so only this stream's consumer sees them."""
+    queue: asyncio.Queue[FlowEvent | TokenEvent | None] = asyncio.Queue()
+    sink = token_sink.set(queue.put_nowait)  # the task made next inherits it
+    try:
+        task = asyncio.create_task(run(queue.put_nowait))
+    finally:
+        token_sink.reset(sink)
     task.add_done_callback(lambda _: queue.put_nowait(None))
     try:
         while (event := await queue.get()) is not None:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from langgraph.types import Checkpointer
 
     from calliope_graph.batch import BatchOptions, BatchSummary
+    from calliope_graph.context import TokenEvent
     from calliope_graph.flow._runtime import FlowEvent, OnEvent
     from calliope_graph.flow.compile import CompiledFlowGraph
     from calliope_graph.flow.run import FlowResult, FlowRunner, RunnerOptions, RunOptions
@@ -487,8 +488,10 @@ class Flow:
 
     async def astream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> AsyncGenerator[FlowEvent | FlowResult, None]:
-        """Yield a :class:`FlowEvent` per node event as it happens, then the FlowResult."""
+    ) -> AsyncGenerator[FlowEvent | TokenEvent | FlowResult, None]:
+        """Yield a :class:`FlowEvent` per node event as it happens (and a
+        :class:`~calliope_graph.context.TokenEvent` per piece of text a node streams), then
+        the FlowResult."""
         from calliope_graph.flow.run import stream_events
 
         extra = options.pop("on_event", None)
@@ -507,7 +510,7 @@ class Flow:
 
     def stream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> Iterator[FlowEvent | FlowResult]:
+    ) -> Iterator[FlowEvent | TokenEvent | FlowResult]:
         """:meth:`astream`, from synchronous code (events are yielded as they happen)."""
         _no_running_loop("stream", "astream")
         loop = asyncio.new_event_loop()

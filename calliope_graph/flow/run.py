@@ -25,7 +25,7 @@ from langgraph.types import Checkpointer, Command, StateSnapshot
 from typing_extensions import Unpack
 
 from calliope_graph._secrets import redact_tree
-from calliope_graph.context import RunContext
+from calliope_graph.context import RunContext, TokenEvent
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -79,6 +79,7 @@ __all__ = [
     "FlowRunner",
     "RunOptions",
     "RunnerOptions",
+    "TokenEvent",
     "checkpoint_serializer",
     "checkpoint_types",
     "new_thread_id",
@@ -441,8 +442,9 @@ class FlowRunner:
         *,
         thread_id: str | None = None,
         resume: bool = False,
-    ) -> AsyncIterator[FlowEvent | FlowResult]:
-        """Yield each :class:`FlowEvent` as it happens, then the :class:`FlowResult`."""
+    ) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
+        """Yield each :class:`FlowEvent` and :class:`TokenEvent` as it happens, then the
+        :class:`FlowResult`."""
         async for item in stream_events(
             lambda emit: self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=emit)
         ):

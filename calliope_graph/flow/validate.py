@@ -98,7 +98,9 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
     if problem := config.model.kind_problem(node.conversion.value):
         raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "model")
     # What the engine needs that the config alone shows (engines._registry.register_check).
-    if problem := config_problem(node.conversion, config):
+    wired = spec.nodes[name].inputs  # a consistency port needs a model that `takes` it
+    entries = ((n, models.get(n)) for n in models)
+    if problem := config_problem(node.conversion, config, wired=wired, models=entries):
         raise ConfigurationError(f"node {name!r}: {problem}.")
 
 

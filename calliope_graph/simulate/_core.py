@@ -74,10 +74,14 @@ FaultKind = Literal[
     "content_policy",
     "auth",
     "empty",
+    "stream_break",
 ]
 
 #: Faults a fake applies itself, to the request's prompt (the core only answers the others).
 _PROMPT_FAULTS = ("content_policy", "empty")
+#: Faults a fake applies itself (the core only answers the others): the prompt faults, and
+#: ``stream_break`` (a streamed answer cut off after some of its text: :meth:`Simulator.breaks`).
+_FAKE_FAULTS = (*_PROMPT_FAULTS, "stream_break")
 #: Faults answered from the fake's ``errors`` (a :class:`FaultErrors`).
 _ERROR_FAULTS = ("rate_limit", "server_error", "unavailable", "overloaded")
 
@@ -430,7 +434,9 @@ class Simulator:
     ``Simulator().keys()`` gives the keys the fakes accept (and their base URLs);
     ``Simulator().client()`` an ``httpx.AsyncClient`` wired to the fakes. ``calls`` counts
     requests per (provider, endpoint). ``latency`` maps ``provider`` or
-    ``provider:endpoint`` to seconds, or is a function of (provider, endpoint, request).
+    ``provider:endpoint`` to seconds, or is a function of (provider, endpoint, request);
+    streamed answers also wait ``ttft`` / ``provider:ttft`` before their first event (the
+    time to first token) and ``token`` / ``provider:token`` between events.
     ``sleep`` is what latency and hangs wait with: pass a
     fake for instant tests.
 
@@ -688,6 +694,19 @@ class Simulator:
         """Whether an ``empty`` fault fires: the provider answers 200 with no text at all."""
         return self._prompt_fault("empty", fake, request, text)
 
+    def breaks(self, fake: ProviderFake, request: httpx.Request) -> bool:
+        """Whether a ``stream_break`` fault fires: the streamed answer stops mid-way (the
+        connection drops after some of the text), as a real stream can."""
+        return self._prompt_fault("stream_break", fake, request, None)
+
+    def stream_timing(self, provider: str) -> tuple[float, float]:
+        """(time to first token, time between chunks) of ``provider``'s streamed answers:
+        the ``latency`` keys ``<provider>:ttft`` / ``ttft`` and ``<provider>:token`` /
+        ``token`` (seconds, waited with ``sleep`` like every latency)."""
+        lat = self.latency
+        first = lat.get(f"{provider}:ttft", lat.get("ttft", 0.0))
+        return first, lat.get(f"{provider}:token", lat.get("token", 0.0))
+
     def _prompt_fault(
         self, kind: FaultKind, fake: ProviderFake, request: httpx.Request, text: str | None
     ) -> bool:
@@ -718,7 +737,7 @@ class Simulator:
         self, fake: ProviderFake, endpoint: str, request: httpx.Request
     ) -> httpx.Response | None:
         for index, fault in enumerate(self.faults):
-            if fault.kind in _PROMPT_FAULTS or not self._applies(fault, fake, endpoint):
+            if fault.kind in _FAKE_FAULTS or not self._applies(fault, fake, endpoint):
                 continue
             if not self._fires(index, fault):
                 continue

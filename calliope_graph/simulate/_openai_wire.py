@@ -34,6 +34,7 @@ __all__ = [
     "count_tokens",
     "mask_key",
     "multipart_form",
+    "multipart_parts",
     "quote_list",
     "strict_schema_problem",
     "truncate_tokens",
@@ -44,6 +45,7 @@ _ENDPOINTS = {
     "/chat/completions": "chat.completions",
     "/completions": "completions",
     "/images/generations": "images.generations",
+    "/images/edits": "images.edits",
     "/audio/transcriptions": "audio.transcriptions",
 }
 
@@ -87,6 +89,7 @@ class OpenAIWire(ProviderFake):
         "chat.completions",
         "completions",
         "images.generations",
+        "images.edits",
         "audio.transcriptions",
         "audio.speech",
         "models",
@@ -367,9 +370,21 @@ def multipart_form(request: httpx.Request) -> tuple[dict[str, str], dict[str, tu
             f"Invalid Content-Type header ({ctype or 'none'}), expected multipart/form-data. "
             "(HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')"
         )
-    delimiter = b"--" + match.group(1).encode()
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
+    for name, filename, payload in multipart_parts(request, match.group(1)):
+        if filename is not None:
+            files[name] = (filename, payload)
+        else:
+            fields[name] = payload.decode("utf-8", "replace")
+    return fields, files
+
+
+def multipart_parts(request: httpx.Request, boundary: str) -> list[tuple[str, str | None, bytes]]:
+    """Every part of a multipart body in order: (name, filename or None, bytes); a name may
+    repeat (``image[]``, one part per file)."""
+    delimiter = b"--" + boundary.encode()
+    parts: list[tuple[str, str | None, bytes]] = []
     for chunk in request.content.split(delimiter)[1:]:
         if chunk.startswith(b"--"):
             break
@@ -385,10 +400,6 @@ def multipart_form(request: httpx.Request) -> tuple[dict[str, str], dict[str, tu
         )
         params = dict(re.findall(r'(\w+)="([^"]*)"', disposition))
         name = params.get("name")
-        if name is None:
-            continue
-        if "filename" in params:
-            files[name] = (params["filename"], payload)
-        else:
-            fields[name] = payload.decode("utf-8", "replace")
-    return fields, files
+        if name is not None:
+            parts.append((name, params.get("filename"), payload))
+    return parts

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from calliope_graph.simulate._anthropic_stream import messages_stream
 from calliope_graph.simulate._content import (
     analysis_answer,
     describe_image,
@@ -245,8 +246,9 @@ class AnthropicFake(ProviderFake):
             not isinstance(temperature, int | float) or not 0 <= temperature <= 1
         ):
             raise self._bad("temperature: Input should be less than or equal to 1")
-        if body.get("stream"):
-            raise self._bad("The calliope simulator does not stream: send 'stream': false.")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise self._bad("stream: Input should be a valid boolean")
         self._check_system(body.get("system"))
         images = self._check_messages(body["messages"])
         forced = self._check_tools(body.get("tools"), body.get("tool_choice"))
@@ -303,7 +305,10 @@ class AnthropicFake(ProviderFake):
                 "service_tier": "standard",
             },
         }
-        return httpx.Response(200, json=message, headers={"request-id": self._request_id()})
+        headers = {"request-id": self._request_id()}
+        if stream:  # named server-sent events (simulate/_anthropic_stream.py)
+            return messages_stream(self, request, message, headers)
+        return httpx.Response(200, json=message, headers=headers)
 
     # -- validation -----------------------------------------------------------------------
     def _check_system(self, system: Any) -> None:
