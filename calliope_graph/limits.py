@@ -75,7 +75,7 @@ from pydantic import (
 )
 from pyrate_limiter import Duration, InMemoryBucket, Rate, RateItem, StateBucket, TokenBucket
 
-from calliope_graph.errors import ConfigurationError, RateLimitError
+from calliope_graph.errors import ConfigurationError, DailyCapError, RateLimitError
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -496,12 +496,7 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- errors
 
 
-class DailyCapError(RateLimitError):
-    """A limiter's daily cap is used up; raised before the request is sent.
-
-    Not worth retrying soon: ``retry_after`` says when the rolling 24-hour window next has
-    room. It is a ``rate_limit`` error, so a flow's ``when: [rate_limit]`` fallback takes it.
-    """
+# DailyCapError lives in calliope_graph.errors (the one error tree); re-exported here.
 
 
 # --------------------------------------------------------------------------- primitives

@@ -40,7 +40,7 @@ from pydantic import (
 
 from calliope_graph.config import InferenceModelProvider, KeysModel
 from calliope_graph.context import Sleep
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import ConfigurationError, FaultSpecError
 from calliope_graph.limits import LimitSpec, estimate_tokens
 from calliope_graph.simulate._limits import LimitHeaders, ProviderLimits, parse_simulate_limits
 
@@ -93,10 +93,6 @@ FAKE_MODULES = (
 _PROMPT_FAULTS = ("content_policy", "empty")
 #: Faults answered from the fake's ``errors`` (a :class:`FaultErrors`).
 _ERROR_FAULTS = ("rate_limit", "server_error", "unavailable", "overloaded")
-
-
-class FaultSpecError(ConfigurationError, ValueError):
-    """A fault spec (``--faults``, :func:`parse_faults`) that cannot be read; says which part."""
 
 
 def _pattern_refusal(kind: str) -> str:
