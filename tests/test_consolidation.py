@@ -4,7 +4,6 @@ failure cases a new user hit (fallback cycles, resume mistakes, stale cache, sec
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import typing
 from pathlib import Path
@@ -14,7 +13,6 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-import calliope_graph
 from calliope_graph import errors
 from calliope_graph.cli import main
 from calliope_graph.errors import (
@@ -113,45 +111,6 @@ def test_checkpointer_false_means_no_checkpoint_file(tmp_path: Path) -> None:
         {"text": "x"}, out_dir=tmp_path, simulator=Simulator(), checkpointer=False
     )
     assert result.outputs["image"] and not (tmp_path / "checkpoints.sqlite").exists()
-
-
-# -- A7: public surface ----------------------------------------------------------------------
-
-PUBLIC = {
-    "calliope_graph": [
-        "Audio", "AuthenticationError", "CalliopeError", "ConfigurationError",
-        "ContentPolicyError", "EmptyOutputError", "Flow", "FlowResult", "FlowRunError",
-        "FlowSpecError", "Image", "ImageAnalysis", "InferenceModel", "InferenceModelProvider",
-        "InferenceModelProviderVariant", "InvalidRequestError", "KeysModel", "MediaError",
-        "MediaStore", "ModelCatalog", "ModelConfig", "PollSettings", "ProviderError",
-        "ProviderTimeoutError", "RateLimitError", "RetrySettings", "RunContext", "RunOptions",
-        "TransientProviderError", "Video", "__version__", "catalog",
-    ],
-    "calliope_graph.flow": [
-        "CompiledFlowGraph", "Durability", "EventKind", "Flow", "FlowEvent", "FlowResult",
-        "FlowRunner", "FlowRuntime", "FlowSpec", "NodeExecution", "NodeHandle", "OnEvent",
-        "RunOptions", "RunnerOptions", "Trace", "load_spec", "shipped_flows",
-    ],
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("module", sorted(PUBLIC))
-def test_public_names_are_pinned(module: str) -> None:
-    loaded = importlib.import_module(module)
-    assert sorted(loaded.__all__) == sorted(PUBLIC[module])
-    for name in loaded.__all__:
-        assert hasattr(loaded, name), name
-
-
-def test_every_module_all_lists_only_what_it_has() -> None:
-    import pkgutil
-
-    for info in pkgutil.walk_packages(calliope_graph.__path__, "calliope_graph."):
-        if info.name.endswith("__main__") or info.name == "calliope_graph.graphs.server":
-            continue
-        module = importlib.import_module(info.name)
-        for name in getattr(module, "__all__", []):
-            assert hasattr(module, name), f"{info.name}.__all__ names missing {name!r}"
 
 
 def test_scene_lives_beside_its_flow_not_in_the_serializer() -> None:

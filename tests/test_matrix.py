@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 
 from calliope_graph.config import InferenceModelProvider
-from calliope_graph.engines import Conversion, get_engine, markdown_matrix, supported
+from calliope_graph.engines import Conversion, get_engine, supported
 from calliope_graph.engines.__main__ import main
-from calliope_graph.engines._registry import MATRIX_END, MATRIX_START, matrix_section, write_matrix
+from calliope_graph.engines._registry import (
+    MATRIX_END,
+    MATRIX_START,
+    markdown_matrix,  # the README generator itself
+    matrix_section,
+    write_matrix,
+)
 from calliope_graph.errors import ConfigurationError
 
 README = Path(__file__).resolve().parents[1] / "README.md"

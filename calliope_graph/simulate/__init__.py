@@ -13,7 +13,6 @@ simulator over loopback HTTP (``calliope-graph simulate``) for several processes
 """
 
 from calliope_graph.simulate._core import (
-    FAKE_MODULES,
     FAULT_KINDS,
     FAULT_OPTIONS,
     Fault,
@@ -25,7 +24,6 @@ from calliope_graph.simulate._core import (
 from calliope_graph.simulate._limits import parse_simulate_limits
 
 __all__ = [
-    "FAKE_MODULES",
     "FAULT_KINDS",
     "FAULT_OPTIONS",
     "Fault",
