@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from calliope_graph._files import _temp_path
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError, MediaError
-from calliope_graph.media import Audio, Image, Video, _open_pil
+from calliope_graph.media import Audio, Image, Video
+from calliope_graph.media._image import _open_pil
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 __all__ = ["AssembleParams", "AssembleVideo"]

@@ -555,15 +555,16 @@ def test_serialised_media_paths_are_relative_to_the_media_root(
     place under the media root; read back, it is the absolute path again."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    from calliope_graph import errors, media
+    from calliope_graph import errors
+    from calliope_graph.media import _values, set_media_root  # _values: the media root global
 
-    monkeypatch.setattr(media, "_MEDIA_ROOT", None)
+    monkeypatch.setattr(_values, "_MEDIA_ROOT", None)
     monkeypatch.setattr(errors, "_MEDIA_ROOT", None)  # set_media_root sets it too
     inside = str(tmp_path / "media" / "t1" / "inputs" / "audio-1.wav")
     outside = str(tmp_path / "elsewhere.wav")
     values = [Audio(path=inside, mime="audio/wav"), Audio(path=outside, mime="audio/wav")]
     assert values[0].model_dump()["path"] == inside  # by default, paths stay as they are
-    media.set_media_root(tmp_path / "media")
+    set_media_root(tmp_path / "media")
     assert [v.model_dump(mode="json")["path"] for v in values] == ["t1/inputs/audio-1.wav", outside]
     serde = JsonPlusSerializer(allowed_msgpack_modules=[("calliope_graph.media", "Audio")])
     stored = serde.dumps_typed(values[0])

@@ -49,6 +49,11 @@ PUBLIC: dict[str, list[str]] = {
         "RunOptions", "RunnerOptions", "Trace", "load_spec", "shipped_flows",
     ],
     "calliope_graph.graphs": [],
+    "calliope_graph.media": [
+        "MAX_IMAGE_PIXELS", "Audio", "AudioLimits", "Image", "ImageAnalysis", "ImageLimits",
+        "MediaStore", "PreparedImage", "Video", "check_audio", "max_image_pixels", "mime_of",
+        "prepared", "set_media_root",
+    ],
     "calliope_graph.nodes": [
         "AnalyzeImage", "AssembleVideo", "AudioToText", "CensorText", "Classify", "Constant",
         "Frame", "ImageAndTextToVideo", "MergeAnalyses", "MessagesToObject", "NoParams", "Node",
