@@ -1,4 +1,5 @@
-"""The README's support matrix is the engine registry's, and the command that prints it works."""
+"""The engine registry: a miss names the providers that serve the conversion, the README's
+support matrix is the registry's, and the command that prints it works."""
 
 from __future__ import annotations
 
@@ -69,3 +70,10 @@ def test_write_readme_rewrites_only_the_marked_section(
     assert main(["--write-readme", str(path)]) == 1
     with pytest.raises(ConfigurationError, match="matrix:start"):
         write_matrix("no markers")
+
+
+def test_registry_miss_lists_serving_providers() -> None:
+    with pytest.raises(ConfigurationError, match="No image_and_text_to_video engine"):
+        get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, "openai")
+    with pytest.raises(ConfigurationError, match="Unknown provider"):
+        get_engine(Conversion.TEXT_TO_TEXT, "nope")
