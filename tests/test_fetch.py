@@ -24,14 +24,8 @@ import trustme
 from _support import LoopbackHTTP
 
 from calliope_graph import _fetch
-from calliope_graph._fetch import (
-    Fetcher,
-    FetchError,
-    FetchPolicy,
-    FetchRefusedError,
-    address_class,
-)
-from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph._fetch import Fetcher, FetchPolicy, address_class  # the fetch policy itself
+from calliope_graph.errors import ConfigurationError, FetchError, FetchRefusedError, MediaError
 from calliope_graph.media import Audio, Image, MediaStore, Video
 from calliope_graph.serve import media_input
 from calliope_graph.testing import image_bytes, mp4_bytes, wav_bytes

@@ -52,13 +52,6 @@ NOT_YET_SPLIT = frozenset(
     {
         "calliope_graph/batch/_dbos.py::follow_batch",
         "calliope_graph/batch/_dbos.py::run_worker",
-        "calliope_graph/engines/replicate.py",
-        "calliope_graph/flow/_checkpoints.py",
-        "calliope_graph/simulate/_core.py",
-        "calliope_graph/simulate/azure_vision.py",
-        "calliope_graph/simulate/fal.py",
-        "calliope_graph/simulate/replicate.py",
-        "nodes/assemble_video.py",
     }
 )
 
