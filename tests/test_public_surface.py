@@ -82,7 +82,13 @@ NOT_IMPORTED = ("calliope_graph.engines.__main__", "calliope_graph.graphs.server
 def exported(module: ModuleType) -> list[str]:
     names = getattr(module, "__all__", None)
     if names is None:
-        return [n for n in dir(module) if not n.startswith("_") and n != "annotations"]
+        return [
+            n
+            for n in dir(module)
+            if not n.startswith("_")
+            and n != "annotations"
+            and not isinstance(getattr(module, n), ModuleType)  # a submodule imported since
+        ]
     return list(names)
 
 
