@@ -46,7 +46,7 @@ from pathlib import PurePosixPath
 
 import httpx
 
-from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph.errors import ConfigurationError, FetchError, FetchRefusedError
 
 __all__ = [
     "ALLOW_ENV",
@@ -77,14 +77,6 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598 shared address space
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
-
-
-class FetchError(MediaError):
-    """A media input could not be downloaded (bad URL, unreachable, too large, too slow)."""
-
-
-class FetchRefusedError(FetchError):
-    """The fetch policy refused the address a URL leads to; nothing was sent to it."""
 
 
 # -- address classification ------------------------------------------------------------------

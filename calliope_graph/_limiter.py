@@ -26,7 +26,7 @@ from calliope_graph._limit_spec import (
     parse_rfc3339,
 )
 from calliope_graph._pacing import _Budget, _Gate, _ietf_params, _request_rates, _sync, _take
-from calliope_graph.errors import RateLimitError
+from calliope_graph.errors import DailyCapError, RateLimitError
 
 log = logging.getLogger("calliope_graph.limits")
 
@@ -43,14 +43,6 @@ class SharedWindowStore(Protocol):
     ) -> float:
         """0.0 when the request was admitted (and recorded), else seconds to wait."""
         ...
-
-
-class DailyCapError(RateLimitError):
-    """A limiter's daily cap is used up; raised before the request is sent.
-
-    Not worth retrying soon: ``retry_after`` says when the rolling 24-hour window next has
-    room. It is a ``rate_limit`` error, so a flow's ``when: [rate_limit]`` fallback takes it.
-    """
 
 
 @dataclass(frozen=True)

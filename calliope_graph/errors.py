@@ -7,12 +7,17 @@ classes: an ``on_error`` route lists the ``error_class`` names it catches (``whe
 
     CalliopeError                                                                             [any]
     ├── ConfigurationError    missing key, no engine for (conversion, provider)     [configuration]
+    │   ├── BatchInputError         a batch input file or row that cannot be read (path, line)
+    │   └── FaultSpecError          a simulator fault spec (--faults) that cannot be read
     ├── MediaError            unreadable / corrupt / oversized / unsupported media          [media]
+    │   └── FetchError              a media URL that could not be downloaded
+    │       └── FetchRefusedError     the fetch policy refused the address; nothing was sent
     ├── ProviderError         a provider answered with a failure (provider, status, code)
     │   ├── AuthenticationError     401/403: the key is wrong or lacks permission            [auth]
     │   ├── InvalidRequestError     4xx: the request itself is wrong; not retried [invalid_request]
     │   ├── ContentPolicyError      the provider's safety system refused           [content_policy]
     │   ├── RateLimitError          429 (retry_after)                                  [rate_limit]
+    │   │   └── DailyCapError         a limiter's daily cap is used up; nothing was sent
     │   └── TransientProviderError  5xx, 529, malformed body, connection reset          [transient]
     │       └── ProviderTimeoutError  no answer in time, or a job that never finished     [timeout]
     ├── EmptyOutputError      a node produced nothing where something was required          [empty]
@@ -31,10 +36,15 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AuthenticationError",
+    "BatchInputError",
     "CalliopeError",
     "ConfigurationError",
     "ContentPolicyError",
+    "DailyCapError",
     "EmptyOutputError",
+    "FaultSpecError",
+    "FetchError",
+    "FetchRefusedError",
     "FlowRunError",
     "FlowSpecError",
     "InvalidRequestError",
@@ -100,6 +110,22 @@ class ConfigurationError(CalliopeError):
     error_class = "configuration"
 
 
+class BatchInputError(ConfigurationError):
+    """A batch input file (or one of its rows) cannot be read; names the file and line."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        #: The :class:`~calliope_graph.batch.BatchSummary` of the items run before the bad row.
+        self.summary: Any = None
+
+
+class FaultSpecError(ConfigurationError, ValueError):
+    """A fault spec (``--faults``, :func:`calliope_graph.simulate.parse_faults`) that cannot be
+    read; says which part."""
+
+
 class MediaError(CalliopeError):
     """A media file is missing, empty, corrupt, oversized or of an unsupported type."""
 
@@ -108,6 +134,14 @@ class MediaError(CalliopeError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class FetchError(MediaError):
+    """A media input could not be downloaded (bad URL, unreachable, too large, too slow)."""
+
+
+class FetchRefusedError(FetchError):
+    """The fetch policy refused the address a URL leads to; nothing was sent to it."""
 
 
 class ProviderError(CalliopeError):
@@ -178,6 +212,14 @@ class RateLimitError(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, status=status, code=code)
         self.retry_after = retry_after
+
+
+class DailyCapError(RateLimitError):
+    """A limiter's daily cap is used up; raised before the request is sent.
+
+    Not worth retrying soon: ``retry_after`` says when the rolling 24-hour window next has
+    room. It is a ``rate_limit`` error, so a flow's ``when: [rate_limit]`` fallback takes it.
+    """
 
 
 class TransientProviderError(ProviderError):

@@ -69,12 +69,12 @@ from calliope_graph._limit_spec import (
     parse_rfc3339,
 )
 from calliope_graph._limiter import (
-    DailyCapError,
     Limiter,
     LimiterStats,
     SharedWindowStore,
     Slot,
 )
+from calliope_graph.errors import DailyCapError  # re-exported: where it was defined before
 
 __all__ = [
     "DEFAULT_LIMITS",

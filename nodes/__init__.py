@@ -17,10 +17,10 @@ from calliope_graph.nodes.analyze_image import AnalyzeImage
 from calliope_graph.nodes.assemble_video import AssembleVideo
 from calliope_graph.nodes.audio_to_text import AudioToText
 from calliope_graph.nodes.basic import Constant, Frame, Passthrough, StoryFrame
-from calliope_graph.nodes.censor_text import CENSOR_PROMPT, CensorText
+from calliope_graph.nodes.censor_text import CensorText
 from calliope_graph.nodes.image_and_text_to_video import ImageAndTextToVideo
 from calliope_graph.nodes.merge_analyses import MergeAnalyses
-from calliope_graph.nodes.messages_to_object import MessagesToObject, import_model
+from calliope_graph.nodes.messages_to_object import MessagesToObject
 from calliope_graph.nodes.prompt_template import PromptTemplate
 from calliope_graph.nodes.switch import Classify, Switch
 from calliope_graph.nodes.text_to_image import TextToImage
@@ -28,7 +28,6 @@ from calliope_graph.nodes.text_to_speech import TextToSpeech
 from calliope_graph.nodes.text_to_text import TextToText
 
 __all__ = [
-    "CENSOR_PROMPT",
     "AnalyzeImage",
     "AssembleVideo",
     "AudioToText",
@@ -51,7 +50,6 @@ __all__ = [
     "TextToSpeech",
     "TextToText",
     "get_node_kind",
-    "import_model",
     "node_kinds",
     "register_node",
 ]

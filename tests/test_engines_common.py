@@ -21,6 +21,7 @@ from calliope_graph.engines import (
     azure_vision,
     hugging_face,
     openai,
+    openai_media,
     replicate,
     runway,
     stability,
@@ -289,13 +290,13 @@ async def test_extra_body_reaches_openai_chat_images_and_transcriptions(
     body = sent_json(rec, "/chat/completions")
     assert body["store"] is False and body["temperature"] == 0.1  # it wins over the config's
     images = catalog.get("openai-gpt-image-2").with_parameters(extra_body={"user": "story-7"})
-    await openai.text_to_image(rctx, "a kite", images, output_name="kite.png")
+    await openai_media.text_to_image(rctx, "a kite", images, output_name="kite.png")
     assert sent_json(rec, "/images/generations")["user"] == "story-7"
     (tmp_path / "a.wav").write_bytes(wav_bytes("a short tune", seconds=0.5))
     whisper = catalog.get("openai-whisper-1").with_parameters(
         extra_body={"timestamp_granularities": "segment"}
     )
-    await openai.audio_to_text(rctx, Audio.open(tmp_path / "a.wav"), whisper)
+    await openai_media.audio_to_text(rctx, Audio.open(tmp_path / "a.wav"), whisper)
     assert sent_form(rec, "/audio/transcriptions")["timestamp_granularities"] == "segment"
 
 

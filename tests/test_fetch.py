@@ -24,14 +24,8 @@ import trustme
 from _support import LoopbackHTTP
 
 from calliope_graph import _fetch
-from calliope_graph._fetch import (
-    Fetcher,
-    FetchError,
-    FetchPolicy,
-    FetchRefusedError,
-    address_class,
-)
-from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph._fetch import Fetcher, FetchPolicy, address_class  # the fetch policy itself
+from calliope_graph.errors import ConfigurationError, FetchError, FetchRefusedError, MediaError
 from calliope_graph.media import Audio, Image, MediaStore, Video
 from calliope_graph.serve import media_input
 from calliope_graph.testing import image_bytes, mp4_bytes, wav_bytes
@@ -555,15 +549,16 @@ def test_serialised_media_paths_are_relative_to_the_media_root(
     place under the media root; read back, it is the absolute path again."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    from calliope_graph import errors, media
+    from calliope_graph import errors
+    from calliope_graph.media import _values, set_media_root  # _values: the media root global
 
-    monkeypatch.setattr(media, "_MEDIA_ROOT", None)
+    monkeypatch.setattr(_values, "_MEDIA_ROOT", None)
     monkeypatch.setattr(errors, "_MEDIA_ROOT", None)  # set_media_root sets it too
     inside = str(tmp_path / "media" / "t1" / "inputs" / "audio-1.wav")
     outside = str(tmp_path / "elsewhere.wav")
     values = [Audio(path=inside, mime="audio/wav"), Audio(path=outside, mime="audio/wav")]
     assert values[0].model_dump()["path"] == inside  # by default, paths stay as they are
-    media.set_media_root(tmp_path / "media")
+    set_media_root(tmp_path / "media")
     assert [v.model_dump(mode="json")["path"] for v in values] == ["t1/inputs/audio-1.wav", outside]
     serde = JsonPlusSerializer(allowed_msgpack_modules=[("calliope_graph.media", "Audio")])
     stored = serde.dumps_typed(values[0])

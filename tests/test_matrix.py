@@ -1,4 +1,5 @@
-"""The README's support matrix is the engine registry's, and the command that prints it works."""
+"""The engine registry: a miss names the providers that serve the conversion, the README's
+support matrix is the registry's, and the command that prints it works."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from calliope_graph.config import InferenceModelProvider
-from calliope_graph.engines import Conversion, get_engine, markdown_matrix, supported
+from calliope_graph.engines import Conversion, get_engine, supported
 from calliope_graph.engines.__main__ import main
-from calliope_graph.engines._registry import MATRIX_END, MATRIX_START, matrix_section, write_matrix
+from calliope_graph.engines._registry import (
+    MATRIX_END,
+    MATRIX_START,
+    markdown_matrix,  # the README generator itself
+    matrix_section,
+    write_matrix,
+)
 from calliope_graph.errors import ConfigurationError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -63,3 +70,10 @@ def test_write_readme_rewrites_only_the_marked_section(
     assert main(["--write-readme", str(path)]) == 1
     with pytest.raises(ConfigurationError, match="matrix:start"):
         write_matrix("no markers")
+
+
+def test_registry_miss_lists_serving_providers() -> None:
+    with pytest.raises(ConfigurationError, match="No image_and_text_to_video engine"):
+        get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, "openai")
+    with pytest.raises(ConfigurationError, match="Unknown provider"):
+        get_engine(Conversion.TEXT_TO_TEXT, "nope")

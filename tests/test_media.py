@@ -23,7 +23,7 @@ from calliope_graph.cli import EXIT_CODES, main
 from calliope_graph.context import RetrySettings, RunContext
 from calliope_graph.errors import MediaError, ProviderTimeoutError, TransientProviderError
 from calliope_graph.flow import Flow
-from calliope_graph.media import Image, ImageLimits, MediaStore, prepared
+from calliope_graph.media import Image, ImageLimits, MediaStore, _image, prepared
 from calliope_graph.nodes import AnalyzeImage, MergeAnalyses, TextToImage
 from calliope_graph.simulate import Simulator
 
@@ -317,7 +317,7 @@ async def test_two_branches_prepare_a_large_image_at_once_off_the_event_loop(
         seen.append((threading.current_thread().name, before, ticks))
         return result
 
-    monkeypatch.setattr(media, "prepare_image", spy)
+    monkeypatch.setattr(_image, "prepare_image", spy)  # what prepared() calls, in a thread
 
     async def ticker() -> None:
         nonlocal ticks

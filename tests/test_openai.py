@@ -27,7 +27,7 @@ from calliope_graph.config import (
     catalog,
 )
 from calliope_graph.context import RunContext
-from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.engines import Conversion, get_engine, openai_media
 from calliope_graph.engines import openai as engine
 from calliope_graph.errors import (
     AuthenticationError,
@@ -129,9 +129,9 @@ class Scene(BaseModel):
 def test_every_openai_conversion_is_registered() -> None:
     expected = {
         Conversion.TEXT_TO_TEXT: engine.text_to_text,
-        Conversion.TEXT_TO_IMAGE: engine.text_to_image,
-        Conversion.IMAGE_ANALYSIS: engine.image_analysis,
-        Conversion.AUDIO_TO_TEXT: engine.audio_to_text,
+        Conversion.TEXT_TO_IMAGE: openai_media.text_to_image,
+        Conversion.IMAGE_ANALYSIS: openai_media.image_analysis,
+        Conversion.AUDIO_TO_TEXT: openai_media.audio_to_text,
         Conversion.MESSAGES_TO_OBJECT: engine.messages_to_object,
     }
     for conversion, fn in expected.items():
@@ -250,7 +250,7 @@ async def test_chat_content_filter_is_a_content_policy_error(
 def test_image_size_maps_to_the_nearest_accepted_size(
     model: str, width: int | None, height: int | None, size: str | None
 ) -> None:
-    assert engine.image_size(model, width, height) == size
+    assert openai_media.image_size(model, width, height) == size
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ async def test_text_to_image_writes_a_real_png_of_the_mapped_size(
     height: int,
     expected: tuple[int, int],
 ) -> None:
-    image = await engine.text_to_image(
+    image = await openai_media.text_to_image(
         rctx,
         "a lighthouse at dusk",
         catalog.get(config_name),
@@ -296,7 +296,7 @@ async def test_text_to_image_url_answer_is_downloaded_without_the_key(
     rctx: RunContext, rec: Recorder, sim: Simulator
 ) -> None:
     config = catalog.get("openai-dall-e-3").with_parameters(response_format="url")
-    image = await engine.text_to_image(rctx, "a fox in snow", config, output_name="fox.png")
+    image = await openai_media.text_to_image(rctx, "a fox in snow", config, output_name="fox.png")
     assert (image.width, image.height) == (1024, 1024)  # provider default size
     cdn = [r for r in rec.requests if r.url.host != "api.openai.com"]
     assert len(cdn) == 1 and cdn[0].method == "GET"
@@ -308,15 +308,15 @@ async def test_text_to_image_url_answer_is_downloaded_without_the_key(
 async def test_text_to_image_url_answer_over_the_cap_is_refused(
     rctx: RunContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setattr(openai_media, "MAX_IMAGE_BYTES", 1000)
     config = catalog.get("openai-dall-e-2").with_parameters(response_format="url")
     with pytest.raises(MediaError, match="download cap"):
-        await engine.text_to_image(rctx, "a fox", config, output_name="fox.png")
+        await openai_media.text_to_image(rctx, "a fox", config, output_name="fox.png")
 
 
 async def test_gpt_image_jpeg_output_gets_the_right_extension(rctx: RunContext) -> None:
     config = catalog.get("openai-gpt-image-1").with_parameters(output_format="jpeg")
-    image = await engine.text_to_image(rctx, "a harbour", config, output_name="harbour.png")
+    image = await openai_media.text_to_image(rctx, "a harbour", config, output_name="harbour.png")
     assert image.mime == "image/jpeg" and image.path.endswith("harbour.jpg")
 
 
@@ -329,7 +329,7 @@ async def test_image_content_policy_is_not_retried(
 ) -> None:
     sim.add_fault(kind="content_policy", provider="openai", endpoint="images")
     with pytest.raises(ContentPolicyError) as info:
-        await engine.text_to_image(
+        await openai_media.text_to_image(
             ctx, "a battle", catalog.get(config_name), output_name="battle.png"
         )
     assert info.value.code == code and info.value.status == 400
@@ -343,7 +343,7 @@ async def test_image_analysis_sends_a_data_url_and_parses_json(
     rctx: RunContext, rec: Recorder, tmp_path: Path, fmt: str, mime: str
 ) -> None:
     image = photo(tmp_path / f"kite.{fmt.lower()}", fmt)
-    analysis = await engine.image_analysis(rctx, image, catalog.get("openai-gpt-4o"))
+    analysis = await openai_media.image_analysis(rctx, image, catalog.get("openai-gpt-4o"))
     seen = describe_image(image.read_bytes())
     assert seen["caption"] in analysis.description
     assert analysis.captions == [seen["caption"]]
@@ -361,7 +361,7 @@ async def test_image_analysis_tolerates_a_fenced_answer(
 ) -> None:
     answer = {"description": "A kite.", "captions": "a kite, a harbour", "tags": ["sky"]}
     rec.rewrite = with_content(f"Here you go:\n```json\n{json.dumps(answer)}\n```")
-    analysis = await engine.image_analysis(
+    analysis = await openai_media.image_analysis(
         rctx, photo(tmp_path / "k.png"), catalog.get("openai-gpt-4o")
     )
     assert analysis.description == "A kite."
@@ -379,14 +379,16 @@ async def test_image_analysis_malformed_answer_is_asked_again(
         return with_content("I see a kite!")(request, response) if calls == 1 else response
 
     rec.rewrite = once
-    analysis = await engine.image_analysis(
+    analysis = await openai_media.image_analysis(
         rctx, photo(tmp_path / "k.png"), catalog.get("openai-gpt-4o")
     )
     assert analysis.description and sim.count("openai") == 2
 
     rec.rewrite = with_content("still not JSON")
     with pytest.raises(TransientProviderError, match="JSON object") as info:
-        await engine.image_analysis(rctx, photo(tmp_path / "k.png"), catalog.get("openai-gpt-4o"))
+        await openai_media.image_analysis(
+            rctx, photo(tmp_path / "k.png"), catalog.get("openai-gpt-4o")
+        )
     assert info.value.code == "malformed_output"
 
 
@@ -395,7 +397,9 @@ async def test_whisper_transcribes_a_wav(
     rctx: RunContext, rec: Recorder, sim: Simulator, tmp_path: Path
 ) -> None:
     audio = wav_file(tmp_path / "voice.wav")
-    text = await engine.audio_to_text(rctx, audio, catalog.get("openai-whisper-1"), language="en")
+    text = await openai_media.audio_to_text(
+        rctx, audio, catalog.get("openai-whisper-1"), language="en"
+    )
     assert len(text.split()) > 3
     (request,) = rec.requests
     assert request.url == f"{API}/audio/transcriptions"
@@ -417,9 +421,9 @@ async def test_whisper_without_language_and_too_short_audio(
     ctx: RunContext, tmp_path: Path
 ) -> None:
     config = catalog.get("openai-whisper-1")
-    assert await engine.audio_to_text(ctx, wav_file(tmp_path / "a.wav"), config)
+    assert await openai_media.audio_to_text(ctx, wav_file(tmp_path / "a.wav"), config)
     with pytest.raises(InvalidRequestError, match="too short"):
-        await engine.audio_to_text(ctx, wav_file(tmp_path / "b.wav", seconds=0.05), config)
+        await openai_media.audio_to_text(ctx, wav_file(tmp_path / "b.wav", seconds=0.05), config)
 
 
 # -- messages -> object ---------------------------------------------------------------------
@@ -677,7 +681,7 @@ async def test_secrets_never_reach_errors_or_logs(
         )
         sim.add_fault(kind="content_policy", provider="openai")
         with pytest.raises(ContentPolicyError) as policy:
-            await engine.text_to_image(
+            await openai_media.text_to_image(
                 good_ctx, "x", catalog.get("openai-dall-e-2"), output_name="x.png"
             )
         failures.append(policy.value)

@@ -331,10 +331,11 @@ def test_an_auth_handler_without_route_auth_is_warned_about(
 def test_langgraph_json_lists_every_shipped_flow_and_the_media_routes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from calliope_graph import errors, media
+    from calliope_graph import errors
+    from calliope_graph.media import _values  # the process's media root (a private global)
 
     # importing the server module sets the process's media root: undone after this test
-    monkeypatch.setattr(media, "_MEDIA_ROOT", media._MEDIA_ROOT)
+    monkeypatch.setattr(_values, "_MEDIA_ROOT", _values._MEDIA_ROOT)
     monkeypatch.setattr(errors, "_MEDIA_ROOT", errors._MEDIA_ROOT)
     from calliope_graph.graphs import server
 

@@ -20,7 +20,7 @@ from calliope_graph.config import InferenceModelProvider, KeysModel, catalog
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines import elevenlabs as eleven
-from calliope_graph.engines import openai as oai
+from calliope_graph.engines import openai_media as oai
 from calliope_graph.errors import (
     AuthenticationError,
     ContentPolicyError,

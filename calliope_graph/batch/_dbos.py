@@ -45,12 +45,12 @@ from dbos import DBOS, DBOSClient, EnqueueOptions
 from dbos._serialization import WorkflowSerializationFormat
 from typing_extensions import Unpack
 
+from calliope_graph.batch._housekeeping import _has_thread
 from calliope_graph.batch._items import Item, count_items, iter_items, thread_id_for
 from calliope_graph.batch._local import (
     BatchOptions,
     BatchSummary,
     _Batch,
-    _has_thread,
     _plan_of,
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
@@ -470,12 +470,12 @@ async def follow_batch(
 
 
 def _thumb(record: Mapping[str, Any], folder: str) -> str | None:
-    from calliope_graph.batch._local import _first_image
+    from calliope_graph.batch._records import _first_image
 
     return _first_image(record.get("outputs") or {}, folder)
 
 
 def _summary(batch: _Batch, report: Path | None) -> BatchSummary:
-    from calliope_graph.batch._local import _summary as local_summary
+    from calliope_graph.batch._records import _summary as local_summary
 
     return local_summary(batch, report, None)

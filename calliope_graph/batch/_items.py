@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import BatchInputError
 
 if TYPE_CHECKING:
     from calliope_graph.flow.spec import FlowSpec
@@ -56,17 +56,6 @@ RESERVED_IDS = frozenset(
     {"batch.jsonl", "batch.html", "checkpoints.sqlite", "checkpoints.sqlite-wal"}
     | {"checkpoints.sqlite-shm", "cache.sqlite"}
 )
-
-
-class BatchInputError(ConfigurationError):
-    """A batch input file (or one of its rows) cannot be read; names the file and line."""
-
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
-        super().__init__(message)
-        self.path = path
-        self.line = line
-        #: The :class:`~calliope_graph.batch.BatchSummary` of the items run before the bad row.
-        self.summary: Any = None
 
 
 @dataclass(frozen=True)

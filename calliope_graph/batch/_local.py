@@ -18,24 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
-from calliope_graph._files import Throttled, write_atomic
+from calliope_graph._files import Throttled
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
 from calliope_graph._telemetry import batch_scope
 from calliope_graph.batch._cost import estimate_item_cost, trace_cost
+from calliope_graph.batch._housekeeping import (
+    _folder_state,
+    _frozen_heap,
+    _has_thread,
+    _load_trace,
+    _own_context,
+    _remembered_budget,
+)
 from calliope_graph.batch._items import (
     BatchInputError,
     Item,
@@ -45,15 +49,26 @@ from calliope_graph.batch._items import (
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest, ManifestState
 from calliope_graph.batch._options import BatchOptions
+from calliope_graph.batch._records import (
+    BatchEvent,
+    BatchStats,
+    BatchSummary,
+    _first_image,
+    _iso,
+    _larger,
+    _mark_unbilled,
+    _outputs,
+    _summary,
+    _uris,
+)
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
-from calliope_graph.errors import CalliopeError, ConfigurationError, FlowRunError, error_class
+from calliope_graph.errors import CalliopeError, FlowRunError, error_class
 from calliope_graph.flow._checkpoints import open_sqlite
 from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow._runtime import FlowEvent
 from calliope_graph.flow.run import Durability, FlowRunner, checkpoint_serializer
-from calliope_graph.flow.trace import Trace, jsonable
-from calliope_graph.session import session_of
+from calliope_graph.flow.trace import Trace
 
 if TYPE_CHECKING:
     from calliope_graph.flow.builder import Flow
@@ -76,200 +91,6 @@ CHECKPOINTS_NAME = "checkpoints.sqlite"
 BATCH_DURABILITY: Durability = "exit"
 #: batch.html is rewritten at most every ``REPORT_COST_FACTOR`` × its last rewrite's time.
 REPORT_COST_FACTOR = 50.0
-
-
-@dataclass
-class BatchStats:
-    """Live counters of a batch (what progress displays read)."""
-
-    total: int | None = None
-    """Items in the input, when it could be counted up front."""
-    started_at: float = field(default_factory=time.time)
-    ok: int = 0
-    """Items whose latest state is ok (including those ok before this run)."""
-    failed: int = 0
-    running: int = 0
-    skipped: int = 0
-    """Items already ok in the manifest, not run again."""
-    not_started: int = 0
-    ran: int = 0
-    """Items finished in this run."""
-    spent: float = 0.0
-    """USD spent by the batch (every manifest line, earlier runs included)."""
-    spent_this_run: float = 0.0
-    unpriced: int = 0
-    """Items of this run whose cost is unknown (a model without a price)."""
-    calls: Counter[str] = field(default_factory=Counter)
-    """Provider → requests made in this run (finished node executions)."""
-    in_flight: Counter[str] = field(default_factory=Counter)
-    """Provider → node executions calling it right now."""
-    rate_limited: Counter[str] = field(default_factory=Counter)
-    """Provider → 429 answers seen in this run (each one retried or failed)."""
-    limiter_waits: dict[str, float] = field(default_factory=dict)
-    """Provider → seconds spent waiting on the shared rate limiter (filled by the limiter
-    when it is wired under the engines; empty until then)."""
-
-    @property
-    def elapsed(self) -> float:
-        return max(time.time() - self.started_at, 0.0)
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.failed
-
-    def throughput(self) -> float:
-        """Items finished per second in this run."""
-        return self.ran / self.elapsed if self.elapsed > 0 else 0.0
-
-    def eta(self) -> float | None:
-        """Seconds until every item is done at the current pace (None: unknown)."""
-        rate = self.throughput()
-        if self.total is None or rate <= 0:
-            return None
-        return max(self.total - self.done - self.not_started, 0) / rate
-
-
-@dataclass(frozen=True)
-class BatchEvent:
-    """Something a batch did: ``item_started``, ``item_finished`` (with its manifest
-    ``record``), ``node`` (a node event of a running item), ``budget_stop``, ``report``."""
-
-    kind: Literal["item_started", "item_finished", "node", "budget_stop", "report"]
-    stats: BatchStats
-    item_id: str | None = None
-    record: dict[str, Any] | None = None
-    node_event: FlowEvent | None = None
-    message: str = ""
-
-
-@dataclass
-class BatchSummary:
-    """A finished (or stopped) batch."""
-
-    flow: str
-    out_dir: Path
-    manifest: Path
-    report: Path | None
-    total: int
-    """Items read from the input."""
-    ok: int
-    failed: int
-    skipped: int
-    """Already ok before this run (not run again)."""
-    ran: int
-    """Items run in this run."""
-    not_started: list[str]
-    """Ids of items that have no manifest line (budget reached, or not selected)."""
-    cost: float
-    """USD spent by the whole batch (all manifest lines)."""
-    cost_this_run: float
-    unpriced: int
-    calls: dict[str, int]
-    """Provider → requests made in this run."""
-    rate_limited: dict[str, int]
-    wall_time: float
-    budget: float | None = None
-    budget_stopped: bool = False
-    budget_message: str = ""
-    failures: dict[str, int] = field(default_factory=dict)
-    """``"<error class> at <node>"`` → items failed that way."""
-    input_error: str | None = None
-    """The input row that stopped the batch early (also raised as a BatchInputError)."""
-
-    @property
-    def all_ok(self) -> bool:
-        return self.failed == 0 and not self.not_started and self.input_error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "out_dir": str(self.out_dir),
-            "manifest": str(self.manifest),
-            "report": str(self.report) if self.report else None,
-            "total": self.total,
-            "ok": self.ok,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "ran": self.ran,
-            "not_started": len(self.not_started),
-            "not_started_ids": self.not_started,
-            "cost": round(self.cost, 6),
-            "cost_this_run": round(self.cost_this_run, 6),
-            "unpriced": self.unpriced,
-            "calls": self.calls,
-            "rate_limited": self.rate_limited,
-            "wall_time": round(self.wall_time, 3),
-            "budget": self.budget,
-            "budget_stopped": self.budget_stopped,
-            "budget_message": self.budget_message,
-            "failures": self.failures,
-            "input_error": self.input_error,
-        }
-
-
-def _mark_unbilled(trace: Trace, counted_until: float | None) -> None:
-    """Mark the executions a resumed item carried over that no manifest line counted: those
-    of attempts killed or stopped before their item finished, i.e. that ended after the
-    item's latest line (or with no line at all). This attempt's line counts them, once."""
-    for execution in trace.executions:
-        if execution.resumed and not execution.cache_hit:
-            ended = execution.ended_at or execution.started_at
-            execution.unbilled = counted_until is None or ended > counted_until
-
-
-def _larger(budget: float) -> str:
-    """A budget to suggest for continuing: twice this one, as a short number."""
-    return f"{budget * 2:g}"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """Flow outputs for the manifest: media as paths relative to ``root``."""
-
-    def simple(value: Any) -> Any:
-        if isinstance(value, dict):
-            if value.get("type") in ("image", "audio", "video") and "path" in value:
-                return value["path"]
-            return {k: simple(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [simple(v) for v in value]
-        return value
-
-    return {name: simple(jsonable(value, root=root)) for name, value in values.items()}
-
-
-def _uris(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Where the media outputs are kept in object storage (``--media-store``): the
-    manifest's ``uris``, shaped like its ``outputs``; empty when nothing is stored."""
-
-    def find(value: Any) -> Any:
-        if isinstance(value, dict):
-            if value.get("type") in ("image", "audio", "video"):
-                return value.get("uri")
-            found = {k: v for k, v in ((k, find(v)) for k, v in value.items()) if v}
-            return found or None
-        if isinstance(value, list):
-            items = [find(v) for v in value]
-            return items if any(items) else None
-        return None
-
-    found = {name: find(jsonable(value)) for name, value in values.items()}
-    return {k: v for k, v in found.items() if v}
-
-
-def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:
-    """Path (relative to OUT) of the item's first image output, for a thumbnail."""
-    for value in outputs.values():
-        if (
-            isinstance(value, str)
-            and value.startswith(folder + "/")
-            and value.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif"))
-        ):
-            return value
-    return None
 
 
 log = logging.getLogger(__name__)
@@ -398,24 +219,7 @@ class _Batch:
         rate_limits: Counter[str] = Counter()
         in_flight: dict[int, str] = {}  # node executions of this item calling a provider
         self.emit("item_started", item_id=item.id, message=item.source)
-
-        def on_event(event: FlowEvent) -> None:
-            execution = event.execution
-            provider = execution.provider
-            key = id(execution)
-            if event.kind == "started" and provider:
-                in_flight[key] = provider
-                self.stats.in_flight[provider] += 1
-            elif event.kind in ("finished", "failed") and key in in_flight:
-                self.release(in_flight.pop(key))
-            if event.kind in ("finished", "failed") and provider and execution.limit_wait:
-                waits = self.stats.limiter_waits
-                waits[provider] = waits.get(provider, 0.0) + execution.limit_wait
-            if event.kind == "retried" and execution.error_class == "rate_limit" and provider:
-                rate_limits[provider] += 1
-                self.stats.rate_limited[provider] += 1
-            self.emit("node", item_id=item.id, node_event=event)
-
+        on_event = self._watch(item, in_flight, rate_limits)
         trace: Trace | None = None
         outputs: dict[str, Any] = {}
         uris: dict[str, Any] = {}
@@ -427,18 +231,8 @@ class _Batch:
             trace, outputs = result.trace, _outputs(result.outputs, self.out)
             if runner._context().store.remote:  # media in object storage: where
                 uris = _uris(result.outputs)
-        except FlowRunError as exc:
-            trace = _load_trace(folder / "trace.json")
-            failed = None
-            if trace is not None:
-                failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
-            message = failed.error if failed is not None and failed.error else str(exc)
-            error = {"class": exc.cause_class, "node": exc.node, "message": message}
-        except CalliopeError as exc:  # refused before it ran: a bad media file, a missing key
-            error = {"class": error_class(exc), "node": None, "message": self.redact(str(exc))}
-        except Exception as exc:  # a bug must not stop the other items; the line says what
-            text = self.redact(f"{type(exc).__name__}: {exc}")
-            error = {"class": "any", "node": None, "message": text}
+        except Exception as exc:  # a failed run, a refusal before it ran, or a bug: recorded
+            trace, error = self._failure(exc, folder)
         finally:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
@@ -475,6 +269,46 @@ class _Batch:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)
         return record
+
+    def _watch(
+        self, item: Item, in_flight: dict[int, str], rate_limits: Counter[str]
+    ) -> Callable[[FlowEvent], None]:
+        """The event callback of one item's run: counts the provider calls in flight, the
+        limiter's waits and the rate limits met, and passes each event on."""
+
+        def on_event(event: FlowEvent) -> None:
+            execution = event.execution
+            provider = execution.provider
+            key = id(execution)
+            if event.kind == "started" and provider:
+                in_flight[key] = provider
+                self.stats.in_flight[provider] += 1
+            elif event.kind in ("finished", "failed") and key in in_flight:
+                self.release(in_flight.pop(key))
+            if event.kind in ("finished", "failed") and provider and execution.limit_wait:
+                waits = self.stats.limiter_waits
+                waits[provider] = waits.get(provider, 0.0) + execution.limit_wait
+            if event.kind == "retried" and execution.error_class == "rate_limit" and provider:
+                rate_limits[provider] += 1
+                self.stats.rate_limited[provider] += 1
+            self.emit("node", item_id=item.id, node_event=event)
+
+        return on_event
+
+    def _failure(self, exc: Exception, folder: Path) -> tuple[Trace | None, dict[str, Any]]:
+        """The trace (when the run wrote one) and the record's ``error`` of a failed item."""
+        if isinstance(exc, FlowRunError):
+            trace = _load_trace(folder / "trace.json")
+            failed = None
+            if trace is not None:
+                failed = next((e for e in reversed(trace.executions) if e.status == "failed"), None)
+            message = failed.error if failed is not None and failed.error else str(exc)
+            return trace, {"class": exc.cause_class, "node": exc.node, "message": message}
+        if isinstance(exc, CalliopeError):  # refused before it ran: a bad media file, a key
+            return None, {"class": error_class(exc), "node": None, "message": self.redact(str(exc))}
+        # a bug must not stop the other items; the line says what
+        text = self.redact(f"{type(exc).__name__}: {exc}")
+        return None, {"class": "any", "node": None, "message": text}
 
     def release(self, provider: str) -> None:
         self.stats.in_flight[provider] -= 1
@@ -568,46 +402,80 @@ class _Batch:
         }
 
 
-async def _has_thread(saver: Any, thread: str) -> bool:
-    return await saver.aget_tuple({"configurable": {"thread_id": thread}}) is not None
-
-
-def _load_trace(path: Path) -> Trace | None:
-    try:
-        return Trace.load(path)
-    except Exception:
-        return None
-
-
-_frozen_batches = 0  # batches of this process running with the heap frozen
-
-
-@contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """The objects alive when a batch starts (modules, the catalog, the stores) kept out of
-    the garbage collector's full passes while it runs (``gc.freeze``), given back after.
-
-    A full pass otherwise walks the whole interpreter heap: 100 ms here, against 20 ms for
-    what a batch allocates. A pause that long between the limiter's admission of a call and
-    its arrival at the provider packs 11 calls into a provider's 1-s window, and Stability
-    answers that with a 60-s block. Reference counting still frees frozen objects; only a
-    frozen object that dies in a reference cycle meanwhile waits for the unfreeze.
-    """
-    global _frozen_batches
-    if _frozen_batches == 0:
-        gc.freeze()
-    _frozen_batches += 1
-    try:
-        yield
-    finally:
-        _frozen_batches -= 1
-        if _frozen_batches == 0:
-            gc.unfreeze()
-
-
 def _plan_of(flow: Flow | Plan) -> Plan:
     plan = getattr(flow, "plan", None)
     return plan() if callable(plan) else flow  # type: ignore[return-value]
+
+
+async def _schedule(
+    batch: _Batch,
+    stream: Iterable[Item],
+    state: ManifestState,
+    slots: asyncio.Semaphore,
+    start: Callable[[Item], None],
+) -> BatchInputError | None:
+    """Start (``start``) each item of ``stream`` that needs running, as ``slots`` allow: an
+    item already ok is skipped, and none starts past the budget; returns the input error that
+    stopped the reading, if any (the items started keep running)."""
+    stopped = False
+    try:
+        for item in stream:
+            status = state.status(item.id)
+            if status == "ok":
+                batch.stats.skipped += 1
+                batch.stats.ok += 1
+                batch.records[item.id] = batch.slim(state.latest[item.id])
+                continue
+            if stopped or (batch.retry_failed and status != "failed"):
+                batch.not_started.append((item.id, item.source))
+                batch.stats.not_started += 1
+                continue
+            await slots.acquire()
+            if batch.over_budget():
+                slots.release()
+                stopped = True
+                batch.emit("budget_stop", message=batch.budget_message)
+                batch.not_started.append((item.id, item.source))
+                batch.stats.not_started += 1
+                continue
+            batch.stats.running += 1
+            start(item)
+    except BatchInputError as exc:
+        return exc
+    except OSError as exc:  # the inputs file went away or cannot be read mid-way
+        return BatchInputError(f"Cannot read the batch inputs: {exc}")
+    return None
+
+
+async def _open_run(
+    batch: _Batch, held: contextlib.AsyncExitStack, ctx: RunContext, options: BatchOptions
+) -> tuple[FlowRunner, Any]:
+    """What a local batch holds while it runs (released by ``held``): the folder's lock, the
+    journal, the checkpoints, the frozen heap, the telemetry span; and the root runner."""
+    plan, out, name = batch.plan, batch.out, batch.plan.spec.name
+    # One batch process per folder: a second one would run the same items and
+    # interleave the manifest. The items' folders are then not locked one by one.
+    held.enter_context(OutDirLock(out, thread_id=f"batch of {name}"))
+    batch.local = True
+    batch.journal = JournalDB.open(out / JOURNAL_NAME)
+    if batch.journal is not None:
+        held.callback(batch.journal.close)
+    saver = await held.enter_async_context(
+        open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
+    )
+    held.enter_context(_frozen_heap())
+    # With OpenTelemetry on, a span for the batch that each item's trace links to.
+    held.enter_context(batch_scope(name, lambda: batch.report_summary(True)))
+    root = FlowRunner(
+        plan,
+        out_dir=out,
+        ctx=ctx,
+        checkpointer=saver,
+        cache=False,
+        trace_file=True,
+        durability=options.get("durability", BATCH_DURABILITY),
+    )
+    return root, saver
 
 
 async def run_batch(
@@ -628,22 +496,7 @@ async def run_batch(
     out = Path(out_dir)
     batch = _Batch(plan, out, options)
     name = plan.spec.name
-    if out.is_dir():  # a folder another batch is running in: refused before its manifest
-        with OutDirLock(out, thread_id=f"batch of {name}"):  # is read (held again below)
-            pass
-    state = batch.manifest.read()
-    if state.lines and not batch.resume:
-        raise ConfigurationError(
-            f"{out} already holds a batch ({state.lines} manifest lines in "
-            f"{batch.manifest.path}): pass --resume (resume=True) to continue it, or choose "
-            "another output folder."
-        )
-    other = sorted(state.flows - {name})
-    if other:
-        raise ConfigurationError(
-            f"{out} holds a batch of flow {other[0]!r}, not {name!r}: resume it with that flow, "
-            "or choose another output folder."
-        )
+    state = _folder_state(batch, out, name)
     stream = iter_items(items, plan.spec)  # a missing or unknown source fails here, early
     prepare_out_dir(out)  # a bad folder is a ConfigurationError naming it and the fix
     batch.budget = _remembered_budget(out, batch.budget, resume=batch.resume)
@@ -652,43 +505,15 @@ async def run_batch(
 
     ctx = options.get("ctx")
     own_ctx: RunContext | None = None
-    if ctx is None:  # one context for the batch, from its session: every item shares it
-        session = session_of(options)
-        ctx = own_ctx = session.run_context(
-            out,
-            catalog=plan.catalog,
-            media_store=options.get("media_store")
-            or session.media_store
-            or os.environ.get("CALLIOPE_MEDIA_STORE"),
-        )
+    if ctx is None:
+        ctx = own_ctx = _own_context(plan, out, options)
     batch._secrets = ctx.keys.secrets()
     input_error: BatchInputError | None = None
     tasks: set[asyncio.Task[dict[str, Any]]] = set()
     slots = asyncio.Semaphore(batch.concurrency)
     try:
         async with contextlib.AsyncExitStack() as held:
-            # One batch process per folder: a second one would run the same items and
-            # interleave the manifest. The items' folders are then not locked one by one.
-            held.enter_context(OutDirLock(out, thread_id=f"batch of {name}"))
-            batch.local = True
-            batch.journal = JournalDB.open(out / JOURNAL_NAME)
-            if batch.journal is not None:
-                held.callback(batch.journal.close)
-            saver = await held.enter_async_context(
-                open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
-            )
-            held.enter_context(_frozen_heap())
-            # With OpenTelemetry on, a span for the batch that each item's trace links to.
-            held.enter_context(batch_scope(name, lambda: batch.report_summary(True)))
-            root = FlowRunner(
-                plan,
-                out_dir=out,
-                ctx=ctx,
-                checkpointer=saver,
-                cache=False,
-                trace_file=True,
-                durability=options.get("durability", BATCH_DURABILITY),
-            )
+            root, saver = await _open_run(batch, held, ctx, options)
 
             async def run_and_count(item: Item) -> dict[str, Any]:
                 # Counted in the item's own task, right after its manifest line: a done
@@ -701,35 +526,12 @@ async def run_batch(
                 tasks.discard(task)
                 slots.release()
 
-            stopped = False
-            try:
-                for item in stream:
-                    status = state.status(item.id)
-                    if status == "ok":
-                        batch.stats.skipped += 1
-                        batch.stats.ok += 1
-                        batch.records[item.id] = batch.slim(state.latest[item.id])
-                        continue
-                    if stopped or (batch.retry_failed and status != "failed"):
-                        batch.not_started.append((item.id, item.source))
-                        batch.stats.not_started += 1
-                        continue
-                    await slots.acquire()
-                    if batch.over_budget():
-                        slots.release()
-                        stopped = True
-                        batch.emit("budget_stop", message=batch.budget_message)
-                        batch.not_started.append((item.id, item.source))
-                        batch.stats.not_started += 1
-                        continue
-                    batch.stats.running += 1
-                    task = asyncio.create_task(run_and_count(item))
-                    tasks.add(task)
-                    task.add_done_callback(done)
-            except BatchInputError as exc:
-                input_error = exc
-            except OSError as exc:  # the inputs file went away or cannot be read mid-way
-                input_error = BatchInputError(f"Cannot read the batch inputs: {exc}")
+            def start(item: Item) -> None:
+                task = asyncio.create_task(run_and_count(item))
+                tasks.add(task)
+                task.add_done_callback(done)
+
+            input_error = await _schedule(batch, stream, state, slots, start)
             if tasks:
                 await asyncio.gather(*tasks)
     except BaseException:
@@ -749,57 +551,3 @@ async def run_batch(
         input_error.summary = summary
         raise input_error
     return summary
-
-
-#: The batch folder's settings file: the budget it was started (or last resumed) with.
-SETTINGS_NAME = "batch-settings.json"
-
-
-def _remembered_budget(out: Path, budget: float | None, *, resume: bool) -> float | None:
-    """The budget to hold: the one given (remembered in the folder for later resumes), else
-    on a resume the one the batch was started with — a resume never spends without limit
-    because ``--budget`` was left off."""
-    path = out / SETTINGS_NAME
-    if budget is not None:
-        write_atomic(path, json.dumps({"budget": budget}))
-        return budget
-    if not resume or not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8")).get("budget")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return float(saved) if isinstance(saved, int | float) and not isinstance(saved, bool) else None
-
-
-def _summary(batch: _Batch, report: Path | None, error: BatchInputError | None) -> BatchSummary:
-    s = batch.stats
-    failures: Counter[str] = Counter()
-    for record in batch.records.values():
-        err = record.get("error")
-        if record.get("status") == "failed" and isinstance(err, dict):
-            where = f" at {err['node']}" if err.get("node") else ""
-            failures[f"{err.get('class')}{where}"] += 1
-    return BatchSummary(
-        flow=batch.plan.spec.name,
-        out_dir=batch.out,
-        manifest=batch.manifest.path,
-        report=report,
-        total=s.ok + s.failed + s.not_started,
-        ok=s.ok,
-        failed=s.failed,
-        skipped=s.skipped,
-        ran=s.ran,
-        not_started=[i for i, _ in batch.not_started],
-        cost=s.spent,
-        cost_this_run=s.spent_this_run,
-        unpriced=s.unpriced,
-        calls=dict(s.calls),
-        rate_limited=dict(s.rate_limited),
-        wall_time=s.elapsed,
-        budget=batch.budget,
-        budget_stopped=bool(batch.budget_message),
-        budget_message=batch.budget_message,
-        failures=dict(failures.most_common()),
-        input_error=str(error) if error is not None else None,
-    )

@@ -123,6 +123,7 @@ class TextToSpeechEngine(Protocol):
 #: Modules under calliope_graph.engines that register engines when imported.
 ENGINE_MODULES = (
     "openai",
+    "openai_media",
     "azure_vision",
     "stability",
     "replicate",

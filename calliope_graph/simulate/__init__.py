@@ -19,7 +19,6 @@ from calliope_graph._lazy import exports
 # Loaded on first use (calliope_graph/_lazy.py).
 if TYPE_CHECKING:
     from calliope_graph.simulate._core import (
-        FAKE_MODULES,
         FAULT_KINDS,
         FAULT_OPTIONS,
         Fault,
@@ -34,7 +33,6 @@ else:
         __name__,
         {
             "calliope_graph.simulate._core": [
-                "FAKE_MODULES",
                 "FAULT_KINDS",
                 "FAULT_OPTIONS",
                 "Fault",
@@ -48,7 +46,6 @@ else:
     )
 
 __all__ = [
-    "FAKE_MODULES",
     "FAULT_KINDS",
     "FAULT_OPTIONS",
     "Fault",

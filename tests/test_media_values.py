@@ -1,4 +1,5 @@
-"""Media values, the media store, configuration, keys and the engine registry."""
+"""Media values: an image probed when opened (or refused naming the file), the store's
+confined names and conversions, an analysis merged and turned into a seed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from calliope_graph import KeysModel, ModelConfig
-from calliope_graph.config import InferenceModelProvider, catalog
-from calliope_graph.engines import Conversion, get_engine
-from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph.errors import MediaError
 from calliope_graph.media import Image, ImageAnalysis, MediaStore
 
 
@@ -59,32 +57,3 @@ def test_analysis_merge_and_seed_shape() -> None:
     seed = merged.to_dict()
     assert set(seed) >= {"description", "captions", "tags", "objects", "text"}
     assert "indoor" in merged.all_tags_and_objects
-
-
-def test_model_config_merges_parameters_model_then_config() -> None:
-    config = catalog.get("openai-gpt-4o").with_parameters(temperature=0.1)
-    assert isinstance(config, ModelConfig)
-    assert config.provider is InferenceModelProvider.OPENAI
-    assert config.parameters["temperature"] == 0.1
-
-
-def test_unknown_catalog_name_lists_known_ones() -> None:
-    with pytest.raises(ConfigurationError, match="openai-gpt-4o"):
-        catalog.get("openai-gpt-40")
-
-
-def test_keys_from_env_and_missing_key_names_the_variable() -> None:
-    keys = KeysModel.from_env(
-        {"OPENAI_API_KEY": "sk-test-123456", "OPENAI_BASE_URL": "http://x/v1"}
-    )
-    assert keys.base_url("openai") == "http://x/v1"
-    assert "sk-test" not in repr(keys)
-    with pytest.raises(ConfigurationError, match="ANTHROPIC_API_KEY"):
-        keys.require("anthropic")
-
-
-def test_registry_miss_lists_serving_providers() -> None:
-    with pytest.raises(ConfigurationError, match="No image_and_text_to_video engine"):
-        get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, "openai")
-    with pytest.raises(ConfigurationError, match="Unknown provider"):
-        get_engine(Conversion.TEXT_TO_TEXT, "nope")
