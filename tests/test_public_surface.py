@@ -34,10 +34,11 @@ PUBLIC: dict[str, list[str]] = {
         "TransientProviderError", "Video", "__version__", "catalog",
     ],
     "calliope_graph.batch": [
-        "BatchEvent", "BatchInputError", "BatchOptions", "BatchStats", "BatchSummary", "Item",
-        "MANIFEST_NAME", "Manifest", "REPORT_NAME", "estimate_item_cost", "item_id",
-        "iter_items", "run_batch", "thread_id_for", "trace_cost",
+        "BatchEvent", "BatchInputError", "BatchOptions", "BatchStats", "BatchSummary",
+        "FollowOptions", "Item", "MANIFEST_NAME", "Manifest", "REPORT_NAME", "WorkerOptions",
+        "estimate_item_cost", "item_id", "iter_items", "run_batch", "thread_id_for", "trace_cost",
     ],
+    "calliope_graph.cli": ["EXIT_CODES", "main"],
     "calliope_graph.engines": [
         "AudioToTextEngine", "Conversion", "ImageAnalysisEngine", "ImageAndTextToVideoEngine",
         "MessagesToObjectEngine", "TextToImageEngine", "TextToSpeechEngine", "TextToTextEngine",
@@ -76,7 +77,11 @@ PUBLIC: dict[str, list[str]] = {
 PRIVATE = ("CENSOR_PROMPT", "import_model", "markdown_matrix", "FAKE_MODULES")
 
 #: Modules not imported by the walk: run as programs, or need a server's settings.
-NOT_IMPORTED = ("calliope_graph.engines.__main__", "calliope_graph.graphs.server")
+NOT_IMPORTED = (
+    "calliope_graph.engines.__main__",
+    "calliope_graph.cli.__main__",
+    "calliope_graph.graphs.server",
+)
 
 
 def exported(module: ModuleType) -> list[str]:
