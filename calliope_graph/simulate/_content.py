@@ -25,6 +25,7 @@ __all__ = [
     "json_for_schema",
     "last_user_text",
     "prompt_nouns",
+    "scene_image",
     "story_text",
 ]
 
@@ -172,6 +173,12 @@ def story_text(prompt: str, *, sentences: int = 3, model: str = "") -> str:
     return " ".join(out)
 
 
+def scene_image(prompt: str, width: int, height: int) -> PILImage.Image:
+    """The RGB picture :func:`image_bytes` encodes."""
+    nouns = prompt_nouns(prompt, limit=8)
+    return draw_scene(nouns, set(nouns), width, height, _rng(prompt, f"{width}x{height}"))
+
+
 def image_bytes(prompt: str, width: int = 256, height: int = 256, fmt: str = "PNG") -> bytes:
     """A simple drawn scene of the prompt's nouns, with a small "simulated" mark.
 
@@ -180,10 +187,7 @@ def image_bytes(prompt: str, width: int = 256, height: int = 256, fmt: str = "PN
     as a labelled generic object. The same ``prompt`` and size always give the same bytes;
     a seed after ``|`` varies the details, not the subject.
     """
-    rng = _rng(prompt, f"{width}x{height}")
-    nouns = prompt_nouns(prompt, limit=8)
-    words = set(nouns)
-    im = draw_scene(nouns, words, width, height, rng)
+    im = scene_image(prompt, width, height)
     buf = io.BytesIO()
     im.save(buf, fmt)
     return buf.getvalue()

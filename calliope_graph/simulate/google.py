@@ -58,7 +58,7 @@ from calliope_graph.simulate._core import (
     Reject,
 )
 from calliope_graph.simulate._speech import speech_pcm, speech_seconds
-from calliope_graph.simulate._video import mp4_bytes
+from calliope_graph.simulate._video import mp4_bytes, video_size
 
 __all__ = ["FAKE", "HOST", "MODELS", "GoogleFake"]
 
@@ -1035,10 +1035,11 @@ class GoogleFake(ProviderFake):
 
     def _render(self, operation: _Operation) -> str:
         w, h = (16, 9) if operation.ratio == "16:9" else (9, 16)
+        width, height = video_size(w * 10, h * 10)
         video = mp4_bytes(
             f"{operation.prompt}|{operation.id}",
-            width=w * 10,
-            height=h * 10,
+            width=width,
+            height=height,
             seconds=operation.seconds,
             image=operation.image,
         )
