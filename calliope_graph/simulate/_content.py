@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 from typing import Any
 
 from PIL import Image as PILImage
@@ -132,22 +133,67 @@ _ENDINGS = [
 _TIMES = ["dawn", "noon", "dusk", "midnight", "sunrise", "nightfall"]
 
 
-def prompt_nouns(prompt: str, limit: int = 6) -> list[str]:
-    """The prompt's content words in order of appearance: lowercase, no stop words, unique.
+_DETERMINER_WORDS = "a an the his her its my our their your this these those some"
+_DETERMINERS = frozenset(_DETERMINER_WORDS.split())
+_SUBJECT_WORDS = "who that which he she it they we you i never always often"
+_SUBJECTS = frozenset(_SUBJECT_WORDS.split())
 
-    A simple stand-in for noun extraction: every word of three letters or more that is not
-    a stop word (so "a fox in a lantern garden" gives fox, lantern, garden). A seed or
-    index a fake appends after ``|`` is ignored.
+
+def _noun_split(prompt: str) -> tuple[list[str], list[str]]:
+    """The prompt's likely nouns (the last content word of each phrase that follows a
+    determiner: "a quiet fox" → fox) and its other content words, each in order. A word
+    after "who"/"it"/… or just before a determiner ("finds" in "a fox finds a lantern")
+    is taken for a verb and left out."""
+    tokens = [
+        (raw.strip(".,;:!?\"'()[]{}<>*_#`~").lower(), raw)
+        for raw in prompt.split("|", 1)[0].replace("-", " ").replace("/", " ").split()
+    ]
+    heads: list[str] = []
+    rest: list[str] = []
+    phrase: list[str] | None = None
+
+    def close() -> None:
+        nonlocal phrase
+        if phrase:
+            heads.append(phrase[-1])
+            rest.extend(w for w in phrase[:-1] if w not in rest)
+        phrase = None
+
+    for k, (word, raw) in enumerate(tokens):
+        previous = tokens[k - 1][0] if k else ""
+        following = tokens[k + 1][0] if k + 1 < len(tokens) else ""
+        content = len(word) >= 3 and word.isalpha() and word not in _STOP
+        ends = raw[-1:] in ",.;:!?"
+        verb = previous in _SUBJECTS or (
+            following in _DETERMINERS and not ends and bool(phrase or rest)
+        )
+        if not content or word.endswith("ly") or verb:
+            close()
+        elif phrase is not None and len(phrase) < 2:
+            phrase.append(word)
+        elif phrase:  # a third content word ("the lighthouse keeper counts"): a verb
+            close()
+        elif word not in rest:
+            rest.append(word)
+        if word in _DETERMINERS:
+            phrase = []
+        elif ends:
+            close()
+    close()
+    heads = list(dict.fromkeys(heads))
+    return heads, [w for w in rest if w not in heads]
+
+
+def prompt_nouns(prompt: str, limit: int = 6) -> list[str]:
+    """The prompt's content words, likely nouns first: lowercase, no stop words, unique.
+
+    A simple stand-in for noun extraction: the last content word of each phrase after a
+    determiner ("a fox in a lantern garden" gives fox, garden, lantern), then every other
+    word of three letters or more that is not a stop word nor, after "who"/"it"/…, a verb.
+    A seed or index a fake appends after ``|`` is ignored.
     """
-    text = prompt.split("|", 1)[0]
-    out: list[str] = []
-    for raw in text.replace("-", " ").replace("/", " ").split():
-        word = raw.strip(".,;:!?\"'()[]{}<>*_#`~").lower()
-        if len(word) < 3 or not word.isalpha() or word in _STOP or word.endswith("ly"):
-            continue
-        if word not in out:
-            out.append(word)
-    return out[:limit]
+    heads, rest = _noun_split(prompt)
+    return (heads + rest)[:limit]
 
 
 def story_text(prompt: str, *, sentences: int = 3, model: str = "") -> str:
@@ -158,7 +204,8 @@ def story_text(prompt: str, *, sentences: int = 3, model: str = "") -> str:
     day, all chosen from a generator seeded by the prompt and ``model``.
     """
     rng = _rng(prompt, model)
-    nouns = prompt_nouns(prompt) or list(_FALLBACK)
+    heads, rest = _noun_split(prompt)
+    nouns = (heads if len(heads) >= 2 else heads + rest)[:6] or list(_FALLBACK)
     if len(nouns) == 1:
         nouns.append(_FALLBACK[0] if nouns[0] != _FALLBACK[0] else _FALLBACK[1])
     count = max(sentences, 1)
@@ -170,7 +217,11 @@ def story_text(prompt: str, *, sentences: int = 3, model: str = "") -> str:
         first, others = nouns[0], nouns[1:]
         second = others[(i - 1) % len(others)] if i else others[0]
         out.append(template.format(first, second, a=rng.choice(_ADJS), t=rng.choice(_TIMES)))
-    return " ".join(out)
+    return _ARTICLE.sub(r"\1n \2", " ".join(out))
+
+
+#: "a" before a vowel becomes "an" ("a ancient path" → "an ancient path").
+_ARTICLE = re.compile(r"\b([Aa]) ([aeiou])")
 
 
 def scene_image(prompt: str, width: int, height: int) -> PILImage.Image:
