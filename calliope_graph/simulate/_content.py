@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageStat
 
 from calliope_graph.media import pil_open
-from calliope_graph.simulate._scene import draw_scene
+from calliope_graph.simulate._scene import MARK, draw_scene, has_mark
 
 __all__ = [
     "analysis_answer",
@@ -284,15 +284,16 @@ def describe_image(data: bytes) -> dict[str, Any]:
     The caption reads like "a wide photo with mostly orange and brown tones, bright"; the
     tags are the colour names (dominant first), the brightness, the shape and whether it
     looks like a photo (many distinct colours) or a drawing. No detector ships with the
-    simulator, so ``objects`` and ``faces`` are empty and ``text`` (OCR) is "".
+    simulator, so ``objects`` and ``faces`` are empty; ``text`` (OCR) is "simulated" when
+    the image carries the simulator's own mark (found pixel by pixel), else "".
     """
     try:
         with pil_open(io.BytesIO(data)) as im:
-            width, height = im.size
-            im.draft("RGB", (64, 64))
-            small = im.convert("RGB").resize((48, 48), PILImage.Resampling.NEAREST)
+            rgb = im.convert("RGB")
     except OSError:
         return {"caption": "an unreadable image", "tags": [], "objects": [], "text": ""}
+    width, height = rgb.size
+    small = rgb.resize((48, 48), PILImage.Resampling.NEAREST)
     counts: dict[str, int] = {}
     hsv = small.convert("HSV").tobytes()
     for k in range(0, len(hsv), 3):
@@ -318,7 +319,7 @@ def describe_image(data: bytes) -> dict[str, Any]:
         "brightness": round(luma / 255, 3),
         "objects": [],
         "faces": [],
-        "text": "",
+        "text": MARK if has_mark(rgb) else "",
         "width": width,
         "height": height,
     }
@@ -394,8 +395,9 @@ def describe_text(info: dict[str, Any]) -> str:
     """A sentence describing :func:`describe_image`'s ``info`` (only what was measured)."""
     if info["caption"] == "an unreadable image":
         return "The image could not be read."
-    caption = str(info["caption"])
-    return f"{caption[0].upper()}{caption[1:]}. No objects, faces or text were detected."
+    text = str(info.get("text", ""))
+    written = f' The word "{text}" is written in a corner.' if text else ""
+    return f"The image shows {info['caption']}.{written} No objects or faces were detected."
 
 
 def last_user_text(messages: Any) -> str | None:

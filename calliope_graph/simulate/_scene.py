@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable
 
 from PIL import Image as PILImage
-from PIL import ImageDraw
+from PIL import ImageChops, ImageDraw, ImageStat
 
-__all__ = ["SHAPES", "draw_scene"]
+__all__ = ["MARK", "SHAPES", "draw_scene", "has_mark"]
 
 Box = tuple[float, float, float, float]
 RGB = tuple[int, int, int]
@@ -471,7 +471,7 @@ def _generic(d: ImageDraw.ImageDraw, b: Box, rng: random.Random, name: str) -> N
     d.text((x0 + 0.1 * w, y1 - 0.15 * h), name[:14], fill=(255, 255, 255))
 
 
-def _background(im: PILImage.Image, words: set[str], horizon: int) -> None:
+def _background(im: PILImage.Image, words: set[str], horizon: int, rng: random.Random) -> None:
     width, height = im.size
     if words & {"night", "moon", "stars", "star", "dark", "midnight", "comet"}:
         top, bottom = (10, 15, 45), (40, 50, 110)
@@ -479,6 +479,8 @@ def _background(im: PILImage.Image, words: set[str], horizon: int) -> None:
         top, bottom = (90, 70, 160), (250, 150, 80)
     else:
         top, bottom = (90, 150, 230), (190, 220, 250)
+    shade = rng.randrange(-12, 13)  # the seed varies the light a little
+    top = (max(0, top[0] + shade), max(0, top[1] + shade), min(255, top[2] + abs(shade)))
     sky = PILImage.new("RGB", (1, 2))
     sky.putpixel((0, 0), top)
     sky.putpixel((0, 1), bottom)
@@ -497,8 +499,8 @@ def draw_scene(
 ) -> PILImage.Image:
     """An RGB picture of ``nouns`` (the first few), lit and placed after ``words``."""
     im = PILImage.new("RGB", (width, height))
-    horizon = int(height * 0.58)
-    _background(im, words, horizon)
+    horizon = int(height * (0.55 + 0.06 * rng.random()))
+    _background(im, words, horizon, rng)
     d = ImageDraw.Draw(im)
     shapes = [(n, shape_of(n)) for n in nouns]
     kinds = {k for _, k in shapes if k}
@@ -555,12 +557,33 @@ def draw_scene(
     return im
 
 
+#: The mark's text, and its box's size and distance from the bottom-right corner.
+MARK = "simulated"
+_MARK_W, _MARK_H = 6 * len(MARK) + 7, 11 + 3
+_MARK_RIGHT, _MARK_BOTTOM = 3, 5
+
+
+def _mark_box(width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = width - _MARK_RIGHT - _MARK_W, height - _MARK_BOTTOM - _MARK_H
+    return x0, y0, x0 + _MARK_W, y0 + _MARK_H
+
+
 def _mark(d: ImageDraw.ImageDraw, width: int, height: int) -> None:
     """A small "simulated" label in the bottom-right corner."""
-    text = "simulated"
-    tw, th = 6 * len(text), 11
-    x, y = width - tw - 6, height - th - 5
-    if x < 0 or y < 0:
+    x0, y0, x1, y1 = _mark_box(width, height)
+    if x0 < 0 or y0 < 0:
         return
-    d.rectangle((x - 3, y - 2, x + tw + 3, y + th), fill=(0, 0, 0))
-    d.text((x, y), text, fill=(255, 255, 255))
+    d.rectangle((x0, y0, x1 - 1, y1 - 1), fill=(0, 0, 0))
+    d.text((x0 + 3, y0 + 2), MARK, fill=(255, 255, 255))
+
+
+def has_mark(im: PILImage.Image) -> bool:
+    """Whether the RGB image carries the "simulated" mark where :func:`draw_scene` puts it
+    (compared pixel by pixel with the mark drawn afresh, allowing for JPEG noise)."""
+    box = _mark_box(*im.size)
+    if box[0] < 0 or box[1] < 0:
+        return False
+    reference = PILImage.new("RGB", (_MARK_W, _MARK_H))
+    _mark(ImageDraw.Draw(reference), _MARK_W + _MARK_RIGHT, _MARK_H + _MARK_BOTTOM)
+    diff = ImageChops.difference(im.crop(box).convert("RGB"), reference).convert("L")
+    return sum(ImageStat.Stat(diff).mean) < 24
