@@ -104,7 +104,8 @@ _STOP_WORDS = (
     "while along across around above below behind beside upon json answer reply return output "
     "text following based given prompt image's keep brief briefly vivid detailed kind sort "
     "way something someone thing things lot many much let lets let's get gets got go goes "
-    "went see seen look looks looking"
+    "went see seen look looks looking red blue green yellow purple pink white black grey "
+    "gray brown golden silver dark bright tiny huge"
 )
 _STOP = frozenset(_STOP_WORDS.split())
 _FALLBACK = ["lantern", "garden", "river"]
@@ -227,7 +228,8 @@ _ARTICLE = re.compile(r"\b([Aa]) ([aeiou])")
 def scene_image(prompt: str, width: int, height: int) -> PILImage.Image:
     """The RGB picture :func:`image_bytes` encodes."""
     nouns = prompt_nouns(prompt, limit=8)
-    return draw_scene(nouns, set(nouns), width, height, _rng(prompt, f"{width}x{height}"))
+    words = {w.strip(".,;:!?\"'()").lower() for w in prompt.split("|", 1)[0].split()}
+    return draw_scene(nouns, words, width, height, _rng(prompt, f"{width}x{height}"))
 
 
 def image_bytes(prompt: str, width: int = 256, height: int = 256, fmt: str = "PNG") -> bytes:

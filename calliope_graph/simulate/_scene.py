@@ -89,7 +89,11 @@ _ALIASES = {
     "sunset": "sun",
 }
 
-_SKY_THINGS = {"sun", "moon", "star", "cloud", "bird", "dragon"}
+#: Words that set the light or the ground rather than name a thing to draw.
+_MOOD = {"night", "midnight", "day", "morning", "evening", "dusk", "dawn", "noon", "snow"}
+_MOOD |= {"winter", "summer", "autumn", "spring", "desert", "sand", "dune", "ice", "snowy"}
+_MOOD |= {"field", "fields", "grass", "ground", "landscape", "world", "air", "weather"}
+_SKY_THINGS = {"sun", "moon", "star", "cloud", "bird", "dragon", "kite"}
 
 
 def _poly(d: ImageDraw.ImageDraw, pts: list[tuple[float, float]], fill: RGB) -> None:
@@ -429,7 +433,20 @@ def _sea(d: ImageDraw.ImageDraw, b: Box, rng: random.Random) -> None:
             x += step
 
 
+def _kite(d: ImageDraw.ImageDraw, b: Box, rng: random.Random) -> None:
+    x0, y0, x1, y1 = b
+    w, h = x1 - x0, y1 - y0
+    cx, cy = x0 + 0.35 * w, y0 + 0.4 * h
+    colour = rng.choice([(220, 40, 40), (240, 180, 30), (60, 90, 200)])
+    _poly(d, [(cx, y0), (cx + 0.22 * w, cy), (cx, y0 + 0.85 * h), (cx - 0.22 * w, cy)], colour)
+    d.line((cx, y0, cx, y0 + 0.85 * h), fill=(250, 250, 250), width=1)
+    d.line((cx - 0.22 * w, cy, cx + 0.22 * w, cy), fill=(250, 250, 250), width=1)
+    tail = [(cx, y0 + 0.85 * h), (cx + 0.15 * w, y1 - 0.05 * h), (cx + 0.3 * w, y1), (x1, y1)]
+    d.line(tail, fill=(60, 60, 60), width=max(1, int(w / 40)))
+
+
 SHAPES: dict[str, Drawer] = {
+    "kite": _kite,
     "cat": _cat,
     "fox": _fox,
     "dog": _dog,
@@ -514,7 +531,7 @@ def draw_scene(
     seen: set[str] = set()
     for name, kind in shapes:
         key = kind or name
-        if key in seen or kind in ("mountain", "sea"):
+        if key in seen or kind in ("mountain", "sea") or (kind is None and name in _MOOD):
             continue
         seen.add(key)
         if kind in _SKY_THINGS and sky_slots:
