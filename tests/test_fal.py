@@ -165,7 +165,7 @@ async def test_kling_video_from_image_and_text(
     )
     assert isinstance(video, Video) and video.path.endswith("clip.mp4")
     info = mp4_info(Path(video.path).read_bytes())
-    assert info["codec"] == "avc1" and info["width"] == 160 and info["height"] == 120
+    assert info["codec"] == "avc1" and info["width"] == 640 and info["height"] == 480  # 480p
     sent = json.loads(rec.requests[0].content)
     assert sent["image_url"].startswith("data:image/png;base64,")
     assert sent["prompt"] == "the kite dives" and sent["duration"] == "5"

@@ -147,15 +147,16 @@ async def test_the_mp4_is_well_formed(ctx: RunContext, kite: Image) -> None:
     count = struct.unpack(">I", stsz[8:12])[0]
     sizes = struct.unpack(f">{count}I", stsz[12 : 12 + 4 * count])
     assert chunk_offset == mdat.offset and sum(sizes) == len(mdat.payload)
-    # Each sample is one length-prefixed IDR NAL unit (type 5).
+    # The first sample is one length-prefixed IDR NAL unit (type 5); 24 frames a second.
+    assert count == 5 * 24
     first = mdat.payload[: sizes[0]]
     assert struct.unpack(">I", first[:4])[0] == sizes[0] - 4 and first[4] & 0x1F == 5
     info = mp4_info(data)
     assert info == {
         "brand": "isom",
         "codec": "avc1",
-        "width": 138,
-        "height": 104,
+        "width": 636,  # the 1104:832 ratio at 480p
+        "height": 480,
         "duration": 5.0,
         "samples": count,
     }

@@ -58,7 +58,7 @@ async def test_sdk_creates_waits_for_and_downloads_a_video(
     async with sim.client() as http:
         video = await http.get(url)
     assert video.headers["content-type"] == "video/mp4"
-    assert mp4_info(video.content)["width"] == 160
+    assert mp4_info(video.content)["width"] == 854  # 16:9 at 480p
 
 
 async def test_sdk_sees_running_progress(client: runwayml.AsyncRunwayML, sim: Simulator) -> None:

@@ -34,7 +34,7 @@ from calliope_graph.simulate._google_tables import (
     _Operation,
 )
 from calliope_graph.simulate._stream import sse, sse_response
-from calliope_graph.simulate._video import mp4_bytes
+from calliope_graph.simulate._video import mp4_bytes, video_size
 
 
 class GoogleFakeBase(ProviderFake):
@@ -337,10 +337,11 @@ class GoogleFakeBase(ProviderFake):
 
     def _render(self, operation: _Operation) -> str:
         w, h = (16, 9) if operation.ratio == "16:9" else (9, 16)
+        width, height = video_size(w * 10, h * 10)
         video = mp4_bytes(
             f"{operation.prompt}|{operation.id}",
-            width=w * 10,
-            height=h * 10,
+            width=width,
+            height=height,
             seconds=operation.seconds,
             image=operation.image,
         )

@@ -1,17 +1,22 @@
-"""Synthesized "speech" for the text-to-speech fakes: real audio whose length follows the text.
+"""Synthesized speech for the text-to-speech fakes: real audio whose length follows the text.
 
 A narration lasts ``len(text) / CHARS_PER_SECOND / speed`` seconds (about the pace of a
-narrator, 14 characters a second), at least :data:`MIN_SECONDS`. Each word is a tone chosen
-from the word, followed by a short pause, so two texts sound different and the same text
-always gives the same bytes. WAV and raw PCM are written directly; MP3 is silent MPEG-1
-Layer III frames of the same duration (every decoder reads them); FLAC, Ogg Opus and AAC
+narrator, 14 characters a second), at least :data:`MIN_SECONDS`. Where ``espeak-ng`` is
+installed (found on ``PATH``) the text is really spoken by it, fitted to that length;
+otherwise each word is a tone chosen from the word, followed by a short pause, so two texts
+sound different. Either way the same text always gives the same bytes. WAV and raw PCM are
+written directly; MP3 is silent MPEG-1 Layer III frames of the same duration (every decoder
+reads them), or with espeak-ng the voice encoded by PyAV's LAME; FLAC, Ogg Opus and AAC
 (ADTS) are encoded with PyAV when it is installed.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import shutil
+import subprocess
 import sys
 import wave
 from array import array
@@ -34,7 +39,52 @@ def speech_seconds(text: str, speed: float = 1.0) -> float:
 
 
 def speech_pcm(text: str, seconds: float, rate: int) -> bytes:
-    """``seconds`` of mono 16-bit little-endian PCM at ``rate``: a tone per word, then a pause."""
+    """``seconds`` of mono 16-bit little-endian PCM at ``rate``: ``text`` spoken by espeak-ng
+    where it is installed, else a tone per word, then a pause."""
+    voice = _espeak(text.strip(), seconds, rate) if shutil.which("espeak-ng") else None
+    return voice if voice is not None else _tones(text, seconds, rate)
+
+
+#: espeak-ng's words a minute at speed 1 (about :data:`CHARS_PER_SECOND`).
+_ESPEAK_WPM = 160
+
+
+@functools.lru_cache(maxsize=64)
+def _espeak(text: str, seconds: float, rate: int) -> bytes | None:
+    """``text`` spoken by espeak-ng, as exactly ``seconds`` of PCM at ``rate`` (None if
+    espeak-ng fails): resampled when it runs long, padded with silence when it runs short."""
+    wpm = max(80, min(450, round(_ESPEAK_WPM * len(text) / CHARS_PER_SECOND / seconds)))
+    try:
+        done = subprocess.run(
+            ["espeak-ng", "--stdout", "-s", str(wpm), "--", text or "…"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        with wave.open(io.BytesIO(done.stdout), "rb") as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                return None
+            spoken, spoken_rate = w.readframes(w.getnframes()), w.getframerate()
+    except (OSError, subprocess.SubprocessError, wave.Error, EOFError):
+        return None
+    if sys.byteorder == "big":  # WAV samples are little-endian; array works in native order
+        swapped = array("h", spoken)
+        swapped.byteswap()
+        spoken = swapped.tobytes()
+    total = max(1, round(seconds * rate))
+    pcm = speech_resampled(spoken, spoken_rate, rate)
+    if len(pcm) > 2 * total:
+        pcm = speech_resampled(pcm, len(pcm) // 2, total)
+    pcm = (pcm + bytes(2 * total))[: 2 * total]
+    if sys.byteorder == "big":
+        swapped = array("h", pcm)
+        swapped.byteswap()
+        pcm = swapped.tobytes()
+    return pcm
+
+
+def _tones(text: str, seconds: float, rate: int) -> bytes:
+    """A tone per word, then a pause (the stand-in voice without espeak-ng)."""
     total = max(1, round(seconds * rate))
     words = text.split() or ["…"]
     weights = [len(w) + 1 for w in words]
@@ -72,6 +122,7 @@ _ENCODED = {
     "flac": ("flac", "flac", None),
     "ogg": ("ogg", "libopus", 48000),
     "aac": ("adts", "aac", None),
+    "mp3": ("mp3", "libmp3lame", None),
 }
 
 
@@ -85,6 +136,18 @@ def _encode(pcm: bytes, rate: int, container: str) -> bytes:
             "mp3 or wav"
         ) from None
     muxer, codec, needs_rate = _ENCODED[container]
+    if codec == "libmp3lame" and rate not in (
+        8000,
+        11025,
+        12000,
+        16000,
+        22050,
+        24000,
+        32000,
+        44100,
+        48000,
+    ):
+        needs_rate = 24000
     if needs_rate is not None and needs_rate != rate:
         pcm = speech_resampled(pcm, rate, needs_rate)
         rate = needs_rate
@@ -122,11 +185,16 @@ def speech_resampled(pcm: bytes, rate: int, target: int) -> bytes:
 def speech_audio(text: str, container: str | None, *, rate: int, speed: float = 1.0) -> bytes:
     """``text`` spoken as a ``container`` file (None: raw PCM) at ``rate`` Hz and ``speed``."""
     seconds = speech_seconds(text, speed)
-    if container == "mp3":
+    if container == "mp3" and not shutil.which("espeak-ng"):
         return mp3_bytes(seconds)
     pcm = speech_pcm(text, seconds, rate)
     if container is None:
         return pcm
     if container == "wav":
         return _wav(pcm, rate)
-    return _encode(pcm, rate, container)
+    try:
+        return _encode(pcm, rate, container)
+    except RuntimeError:
+        if container == "mp3":  # no PyAV to encode the voice: silence of the same length
+            return mp3_bytes(seconds)
+        raise

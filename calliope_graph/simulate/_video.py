@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import wave
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from PIL import Image as PILImage
 
 from calliope_graph.media import pil_open
-from calliope_graph.simulate._content import _rng, image_bytes
+from calliope_graph.simulate._content import _rng, scene_image
 
 __all__ = [
     "Box",
@@ -35,6 +36,7 @@ __all__ = [
     "mp4_bytes",
     "mp4_info",
     "read_boxes",
+    "video_size",
     "wav_bytes",
 ]
 
@@ -68,6 +70,14 @@ class _Bits:
     def se(self, value: int) -> None:
         self.ue(2 * value - 1 if value > 0 else -2 * value)
 
+    def ones(self, count: int) -> None:
+        """``count`` one-bits (whole bytes at a time once aligned)."""
+        while count and self._n:
+            self.u(1, 1)
+            count -= 1
+        self._out += b"\xff" * (count // 8)
+        self.u(count % 8, (1 << (count % 8)) - 1)
+
     @property
     def aligned(self) -> bool:
         return self._n == 0
@@ -90,15 +100,12 @@ class _Bits:
 
 def _nal(nal_ref_idc: int, nal_type: int, rbsp: bytes) -> bytes:
     """A NAL unit: header byte plus the payload with emulation prevention applied."""
-    out = bytearray([(nal_ref_idc << 5) | nal_type])
-    zeros = 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
+    return bytes([(nal_ref_idc << 5) | nal_type]) + _EMULATION.sub(b"\x00\x00\x03", rbsp)
+
+
+#: Two zero bytes followed by a byte of 0-3 get an emulation prevention byte (0x03) after
+#: them; the match ends before that byte, so "00 00 00 00" is treated like the spec's loop.
+_EMULATION = re.compile(b"\x00\x00(?=[\x00-\x03])")
 
 
 # -- H.264 (Constrained Baseline, I_PCM) ---------------------------------------------------
@@ -180,22 +187,63 @@ def _idr(frame: PILImage.Image, idr_id: int) -> bytes:
     b.u(1, 0)  # long_term_reference_flag
     b.se(0)  # slice_qp_delta
     b.ue(1)  # disable_deblocking_filter_idc
+    b.ue(25)  # the first mb_type I_PCM, then pcm_alignment_zero_bits
+    b.align_zero()
+    luma, blue, red = y.tobytes(), cb.tobytes(), cr.tobytes()
+    half = width // 2
+    parts: list[bytes] = []
     for mb_y in range(0, height, _MB):
         for mb_x in range(0, width, _MB):
-            b.ue(25)  # mb_type I_PCM
-            b.align_zero()  # pcm_alignment_zero_bit
-            b.raw(y.crop((mb_x, mb_y, mb_x + _MB, mb_y + _MB)).tobytes())
-            box = (mb_x // 2, mb_y // 2, mb_x // 2 + _MB // 2, mb_y // 2 + _MB // 2)
-            b.raw(cb.crop(box).tobytes())
-            b.raw(cr.crop(box).tobytes())
+            if parts:  # every later macroblock starts byte-aligned: ue(25) and 7 zero bits
+                parts.append(b"\x0d\x00")
+            start = mb_y * width + mb_x
+            parts += [luma[start + r * width : start + r * width + _MB] for r in range(_MB)]
+            start = (mb_y // 2) * half + mb_x // 2
+            rows = range(0, _MB // 2 * half, half)
+            parts += [blue[start + r : start + r + _MB // 2] for r in rows]
+            parts += [red[start + r : start + r + _MB // 2] for r in rows]
+    b.raw(b"".join(parts))
     return _nal(3, 5, b.trailing())
 
 
-def _frames(
-    width: int, height: int, count: int, prompt: str, image: bytes | None
-) -> Iterator[PILImage.Image]:
-    """``count`` frames of whole macroblocks: a slow zoom into the image (or the prompt's)."""
-    padded = (-(-width // _MB) * _MB, -(-height // _MB) * _MB)
+def _pan_frame(frame_num: int, mbs: int, dx: int) -> bytes:
+    """A P picture that moves the whole previous picture by ``dx`` whole samples.
+
+    With ``dx`` 0 every macroblock is P_Skip (one ``mb_skip_run``). Otherwise every
+    macroblock is P_L0_16x16 with the same motion vector and no residual: the first one
+    codes the vector (its predictor is zero), every later one predicts it exactly from its
+    neighbours, so its ``mvd`` is zero and its bits are all ones.
+    """
+    b = _Bits()
+    b.ue(0)  # first_mb_in_slice
+    b.ue(5)  # slice_type: P (all slices)
+    b.ue(0)  # pic_parameter_set_id
+    b.u(4, frame_num % 16)
+    b.u(1, 0)  # num_ref_idx_active_override_flag
+    b.u(1, 0)  # ref_pic_list_modification_flag_l0
+    b.u(1, 0)  # adaptive_ref_pic_marking_mode_flag: sliding window
+    b.se(0)  # slice_qp_delta
+    b.ue(1)  # disable_deblocking_filter_idc
+    if dx == 0:
+        b.ue(mbs)  # mb_skip_run: the whole picture
+    else:
+        b.ue(0)  # mb_skip_run
+        b.ue(0)  # mb_type P_L0_16x16
+        b.se(4 * dx)  # mvd_l0 x, quarter samples
+        b.se(0)  # mvd_l0 y
+        b.ue(0)  # coded_block_pattern 0 (inter)
+        b.ones(5 * (mbs - 1))  # skip run 0, P_L0_16x16, mvd 0, 0, cbp 0
+    return _nal(2, 1, b.trailing())
+
+
+#: How fast the simulated camera pans, in samples a second.
+PAN_SPEED = 12
+#: A keyframe (drawn afresh from the source) every this many seconds.
+KEY_SECONDS = 2
+
+
+def _source(width: int, height: int, prompt: str, image: bytes | None) -> PILImage.Image:
+    """The input image (or the prompt's drawn scene) cover-fitted to ``width`` × ``height``."""
     source: PILImage.Image | None = None
     if image:
         try:
@@ -204,28 +252,50 @@ def _frames(
         except OSError:
             source = None
     if source is None:
-        with pil_open(io.BytesIO(image_bytes(prompt, width * 2, height * 2))) as im:
-            source = im.convert("RGB")
-    # Cover-fit the source to the output shape once, then zoom towards a prompt-chosen point.
+        source = scene_image(prompt.split("|", 1)[0], width, height)
     scale = max(width / source.width, height / source.height)
     fitted = source.resize(
         (max(width, round(source.width * scale)), max(height, round(source.height * scale))),
         PILImage.Resampling.BILINEAR,
     )
     left, top = (fitted.width - width) // 2, (fitted.height - height) // 2
-    base = fitted.crop((left, top, left + width, top + height))
-    rng = _rng(prompt, "zoom")
-    fx, fy = 0.3 + 0.4 * rng.random(), 0.3 + 0.4 * rng.random()
+    return fitted.crop((left, top, left + width, top + height))
+
+
+def _samples(
+    width: int, height: int, count: int, fps: int, prompt: str, image: bytes | None
+) -> Iterator[bytes]:
+    """The H.264 access units of a slow horizontal pan across the image: a keyframe every
+    :data:`KEY_SECONDS` (the exact view at that moment) and motion-only P pictures between."""
+    padded = (-(-width // _MB) * _MB, -(-height // _MB) * _MB)
+    mbs = (padded[0] // _MB) * (padded[1] // _MB)
+    pan = [i * PAN_SPEED // fps for i in range(count)]
+    travel = pan[-1]
+    # The source is fitted a little wider than the frame so the pan has somewhere to go.
+    base = _source(width + travel, round(height * (width + travel) / width) & ~1, prompt, image)
+    top = (base.height - height) // 2
+    leftward = _rng(prompt, "pan").random() < 0.5
+    key_every = max(1, KEY_SECONDS * fps)
+    idr_id = frame_num = 0
     for index in range(count):
-        zoom = 1.0 + 0.2 * index / max(count - 1, 1)
-        w, h = width / zoom, height / zoom
-        x0, y0 = (width - w) * fx, (height - h) * fy
-        frame = base.resize(
-            (width, height), PILImage.Resampling.BILINEAR, box=(x0, y0, x0 + w, y0 + h)
-        )
-        canvas = PILImage.new("RGB", padded, (0, 0, 0))
-        canvas.paste(frame, (0, 0))
-        yield canvas
+        offset = travel - pan[index] if leftward else pan[index]
+        if index % key_every == 0:
+            canvas = PILImage.new("RGB", padded, (0, 0, 0))
+            canvas.paste(base.crop((offset, top, offset + width, top + height)), (0, 0))
+            yield _idr(canvas, idr_id % 2)
+            idr_id += 1
+            frame_num = 0
+            continue
+        frame_num += 1
+        step = pan[index] - pan[index - 1]
+        yield _pan_frame(frame_num, mbs, -step if leftward else step)
+
+
+def video_size(width: int, height: int, short: int = 480) -> tuple[int, int]:
+    """``width`` × ``height`` scaled (keeping its shape) so its shorter side is at least
+    ``short`` samples, both sides even: what the video fakes render (480p by default)."""
+    scale = max(1.0, short / min(width, height))
+    return round(width * scale / 2) * 2, round(height * scale / 2) * 2
 
 
 # -- ISO-BMFF ------------------------------------------------------------------------------
@@ -320,26 +390,28 @@ def mp4_bytes(
     width: int = 160,
     height: int = 90,
     seconds: float = 5.0,
-    fps: int = 2,
+    fps: int = 24,
     image: bytes | None = None,
 ) -> bytes:
     """A playable H.264 MP4 of ``seconds`` at ``fps``, deterministic from its arguments.
 
-    With ``image`` (PNG/JPEG bytes) the video starts on that picture and slowly zooms in;
-    without, the frames come from :func:`image_bytes` of ``prompt``. ``width`` and
-    ``height`` must be even (4:2:0 chroma); they are cropped from whole macroblocks.
+    With ``image`` (PNG/JPEG bytes) the video shows that picture with a slow camera pan
+    (:data:`PAN_SPEED` samples a second); without, the picture is :func:`image_bytes` of
+    ``prompt``. ``width`` and ``height`` must be even (4:2:0 chroma); they are cropped from
+    whole macroblocks. Keyframes are raw (I_PCM) every :data:`KEY_SECONDS`; the frames
+    between only move the picture, so a long clip stays small and quick to make.
     """
     if width < 2 or height < 2 or width % 2 or height % 2:
         raise ValueError(f"MP4 frame size must be even and positive, got {width}x{height}")
-    if fps < 1 or 1000 % fps:
-        raise ValueError(f"fps must divide 1000, got {fps}")
+    if fps < 1 or fps > 120:
+        raise ValueError(f"fps must be a whole number from 1 to 120, got {fps}")
     count = max(1, round(seconds * fps))
-    timescale, delta = 1000, 1000 // fps
+    timescale, delta = fps * 1000, 1000
     sps, pps = _sps(width, height), _pps()
-    samples = []
-    for index, frame in enumerate(_frames(width, height, count, prompt, image)):
-        nal = _idr(frame, index % 2)
-        samples.append(struct.pack(">I", len(nal)) + nal)
+    samples = [
+        struct.pack(">I", len(nal)) + nal
+        for nal in _samples(width, height, count, fps, prompt, image)
+    ]
     ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso2avc1mp41")
     sizes = [len(s) for s in samples]
     moov = _moov(width, height, sizes, delta, timescale, sps, pps, 0)

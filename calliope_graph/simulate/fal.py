@@ -82,7 +82,7 @@ from calliope_graph.simulate._fal_apps import (
     _platform_error,
     _Request,
 )
-from calliope_graph.simulate._video import mp4_bytes
+from calliope_graph.simulate._video import mp4_bytes, video_size
 
 __all__ = ["APPS", "CDN", "FAKE", "FalFake"]
 
@@ -472,6 +472,7 @@ class FalFake(FalInputChecks):
                 w, h = im.size
             height = max(round(width * h / w) & ~1, 16)
         seconds = int(str(job.inputs.get("duration", APPS[job.app].default_duration)))
+        width, height = video_size(width, height)
         video = mp4_bytes(
             f"{job.inputs.get('prompt', '')}|{self._seed(job)}",
             width=width,

@@ -55,7 +55,7 @@ from calliope_graph.simulate._core import (
     ProviderFake,
     Reject,
 )
-from calliope_graph.simulate._video import mp4_bytes
+from calliope_graph.simulate._video import mp4_bytes, video_size
 
 __all__ = ["CDN", "FAKE", "IMAGE_MODELS", "VIDEO_MODELS", "LumaFake"]
 
@@ -358,6 +358,7 @@ class LumaFake(ProviderFake):
         width = 160
         height = max(int(width * h / w) & ~1, 16)
         seconds = 9 if body.get("duration") == "9s" else 5
+        width, height = video_size(width, height)
         video = mp4_bytes(
             f"{prompt}|{generation.id}", width=width, height=height, seconds=seconds, image=frame
         )

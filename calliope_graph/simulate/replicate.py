@@ -44,7 +44,14 @@ from typing import Any
 
 import httpx
 
-from calliope_graph.simulate._content import describe_image, digest, image_bytes, story_text
+from calliope_graph.simulate._content import (
+    analysis_answer,
+    describe_image,
+    describe_text,
+    digest,
+    image_bytes,
+    story_text,
+)
 from calliope_graph.simulate._core import (
     AuthCheck,
     Credential,
@@ -435,23 +442,10 @@ class ReplicateFake(ReplicateModelsAPI):
 
     def _describe(self, prediction: _Prediction) -> str:
         raw = self._image(prediction.input) or b""
-        seen = describe_image(raw)
         prompt = str(prediction.input.get("prompt", ""))
         if "json" in prompt.lower():
-            return json.dumps(
-                {
-                    "description": f"The image shows {seen['caption']}. It looks calm and "
-                    f"{seen['tags'][2]}.",
-                    "captions": [seen["caption"]],
-                    "tags": seen["tags"],
-                    "objects": seen["objects"],
-                    "text": seen["text"],
-                }
-            )
-        return (
-            f"The image shows {seen['caption']}. In it you can see a {seen['objects'][0]} "
-            f'and a {seen["objects"][1]}, and the words "{seen["text"]}".'
-        )
+            return json.dumps(analysis_answer(raw))
+        return describe_text(describe_image(raw))
 
     def _output(self, prediction: _Prediction) -> Any:
         model = MODELS[prediction.model]

@@ -52,7 +52,7 @@ from calliope_graph.simulate._core import (
     ProviderFake,
     Reject,
 )
-from calliope_graph.simulate._video import mp4_bytes
+from calliope_graph.simulate._video import mp4_bytes, video_size
 
 __all__ = ["FAKE", "MODELS", "VERSION", "RunwayFake"]
 
@@ -514,7 +514,7 @@ class RunwayFake(ProviderFake):
         """Make the task's MP4, serve it from the CDN, return its signed URL."""
         w, h = (int(v) for v in task.ratio.split(":"))
         scale = 8
-        width, height = (w // scale) & ~1, (h // scale) & ~1
+        width, height = video_size((w // scale) & ~1, (h // scale) & ~1)
         video = mp4_bytes(
             f"{task.prompt}|{task.seed}",
             width=width,
