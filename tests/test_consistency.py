@@ -18,7 +18,7 @@ from _support import Recorder
 
 from calliope_graph.config import catalog
 from calliope_graph.context import RunContext
-from calliope_graph.engines import fal, google, luma, openai, runway, stability
+from calliope_graph.engines import fal, google, luma, openai_media, runway, stability
 from calliope_graph.engines._registry import Conversion, config_problem
 from calliope_graph.errors import ConfigurationError, FlowSpecError
 from calliope_graph.flow import Flow
@@ -179,7 +179,7 @@ async def test_seed_ports_land_in_each_providers_request(rctx: RunContext, rec: 
 
 async def test_openai_reference_images_go_to_image_edits(rctx: RunContext, rec: Recorder) -> None:
     refs = [picture(rctx, "hero", "a hero"), picture(rctx, "style", "a style")]
-    image = await openai.text_to_image(
+    image = await openai_media.text_to_image(
         rctx,
         "the hero at the gate",
         catalog.get("openai-gpt-image-2"),

@@ -88,7 +88,7 @@ def _lock(lock_file: str, offset: int, refused: ConfigurationError) -> int | Non
         return None
     fd = _files.get(lock_file)
     if fd is None:
-        fd = _files[lock_file] = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _files[lock_file] = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
     except OSError:
