@@ -337,3 +337,107 @@ def test_dbos_engine_refuses_options_that_belong_to_workers(tmp_path: Path) -> N
     assert result.exit_code == 2 and "calliope-graph worker" in result.output
     result = CliRunner().invoke(main, [*args, "--db", "postgresql://x"])
     assert result.exit_code == 2 and "--engine dbos" in result.output
+
+
+# -- dead workers: slots, certain death, nothing stranded (issue 22 item 6) -------------------------
+def _tagged_items(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    flow = tmp_path / "tagged_story.yaml"
+    flow.write_text(FLOW)
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text(
+        "".join(
+            json.dumps({"id": f"item{n:02d}", "text": f"tag-item{n:02d} a small scene"}) + "\n"
+            for n in range(count)
+        )
+    )
+    return flow, inputs
+
+
+def _sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    if not path.is_file():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        return list(conn.execute(query).fetchall())
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return []
+    finally:
+        conn.close()
+
+
+def _owners(rows: list[tuple[Any, ...]]) -> dict[str, set[str]]:
+    """executor → the items it runs (PENDING workflows)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for executor, workflow in rows:
+        owners[str(executor)].add(str(workflow).rpartition("-")[2])
+    return owners
+
+
+def _pid(executor: str) -> int:
+    return int(executor.split("-")[-2])
+
+
+PENDING_SQL = "SELECT executor_id, workflow_uuid FROM workflow_status WHERE status = 'PENDING'"
+#: Longer than any test waits: a worker these tests kill is never found dead by its heartbeat's
+#: age, only by its lock (certain death).
+NEVER = "600"
+
+
+def test_killed_sqlite_worker_frees_its_queue_slots_at_once(tmp_path: Path) -> None:
+    """A worker killed while it holds every slot of the queue's global concurrency: the other
+    worker takes its items over at once (its lock is gone), not after --dead-after."""
+    flow, inputs = _tagged_items(tmp_path, 8)
+    out = tmp_path / "out"
+    procs = Procs(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = [EXE, "worker", "--out", str(out), "--simulate", "--concurrency", "4"]
+    worker += ["--faults", "latency@stability:seconds=1.5", "--dead-after", NEVER]
+    follow = [EXE, "batch", str(flow), "--inputs", str(inputs), "--engine", "dbos"]
+    follow += ["--out", str(out), "--concurrency", "4", "--json"]
+    dbos_file, shared = out / "dbos.sqlite", out / "dbos.shared.sqlite"
+    try:
+        started = time.monotonic()
+        victim = procs.start("victim", worker, env)
+        follower = procs.start("follower", follow, env)
+        held = wait_for(
+            lambda: (o := _owners(_sqlite_rows(dbos_file, PENDING_SQL))) and len(o) == 1
+            and len(next(iter(o.values()))) == 4 and o,
+            "the first worker holding all 4 slots", timeout=120,
+        )  # fmt: skip
+        victim_id, victim_items = next(iter(held.items()))
+        assert _pid(victim_id) == victim.pid
+        other = procs.start("survivor", worker, env)
+        wait_for(
+            lambda: len(_sqlite_rows(shared, "SELECT executor_id FROM calliope_workers")) == 2,
+            "the second worker's heartbeat", timeout=120,
+        )  # fmt: skip
+        still = _owners(_sqlite_rows(dbos_file, PENDING_SQL)).get(victim_id, set())
+        assert still, "the first worker finished its items before the kill"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed = time.monotonic()
+
+        def taken_over() -> bool:
+            owners = _owners(_sqlite_rows(dbos_file, PENDING_SQL))
+            return victim_id not in owners and bool(owners)
+
+        wait_for(taken_over, "the killed worker's slots taken by the other", timeout=60)
+        handed_back = time.monotonic() - killed
+        stdout, _ = follower.communicate(timeout=120)
+        wall = time.monotonic() - started
+        assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+        other.send_signal(signal.SIGTERM)
+        other.wait(timeout=30)
+    finally:
+        procs.close()
+    records = lines(out / "batch.jsonl")
+    assert sorted(r["id"] for r in records) == [f"item{n:02d}" for n in range(8)]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert all(r["worker"] != victim_id for r in records if r["id"] in still)
+    assert json.loads(stdout.decode().splitlines()[-1])["ok"] == 8
+    print(
+        f"\nSQLite, a worker killed holding all 4 slots: its items running again on the other "
+        f"worker {handed_back:.1f} s after the kill; batch of 8 in {wall:.1f} s"
+    )

@@ -54,7 +54,7 @@ from calliope_graph.batch._local import (
     _plan_of,
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
-from calliope_graph.batch._shared import SharedWindows, is_postgres, sqlite_file
+from calliope_graph.batch._shared import LifeLock, SharedWindows, is_postgres, sqlite_file
 from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
@@ -253,6 +253,8 @@ async def run_worker(
         return ctx
 
     executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    life = LifeLock(url, executor_id)
+    await asyncio.to_thread(life.hold)  # before the first heartbeat: a row has a lock to test
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -283,30 +285,70 @@ async def run_worker(
             if echo is not None:
                 echo(f"worker {executor_id} on {_shown(url)}  out {out}")
 
-            def recover(dead: str) -> None:
-                handles = DBOS._recover_pending_workflows([dead])
-                if echo is not None:
-                    echo(f"recovered {len(handles)} item(s) of stopped worker {dead}")
-
             while not stop.is_set():
+                await asyncio.to_thread(life.hold)  # again if its connection was lost
                 await asyncio.to_thread(
                     windows.beat, executor_id, socket.gethostname(), os.getpid()
                 )
-                await asyncio.to_thread(windows.claim_dead, dead_after, recover)
+                await asyncio.to_thread(_recover_orphans, windows, executor_id, dead_after, echo)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), heartbeat)
         finally:
+            # Items still running stay PENDING under this executor: once it has left the
+            # heartbeat table and let go of its life lock, the other workers recover them at
+            # their next heartbeat (or this executor's next start does).
+            DBOS.destroy(workflow_completion_timeout_sec=0)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(windows.leave, executor_id)
-            # Items still running go back to the queue when this executor restarts, or to the
-            # other workers: it left the heartbeat table, so they recover it at once.
-            DBOS.destroy(workflow_completion_timeout_sec=0)
+            await asyncio.to_thread(life.release)
             _WORKER = None
             for ctx in contexts:
                 with contextlib.suppress(Exception):
                     await ctx.aclose()
             shared().share(None)
             windows.close()
+
+
+def _recover_orphans(
+    windows: SharedWindows, me: str, dead_after: float, echo: Callable[[str], None] | None
+) -> list[str]:
+    """Hand the items of every executor that is not alive back to the queue (DBOS re-enqueues
+    them: their slots of the queue's global concurrency are free at once).
+
+    Orphans are found from the PENDING workflows, not from the heartbeat rows: an executor
+    whose row is gone (a clean stop with items running, a crash between a recovery and the
+    row's removal) would otherwise keep its items PENDING, and their slots, for ever. The
+    workflows are listed *before* the live workers are read: an executor that owns one was in
+    the heartbeat table before it dequeued it, so a worker that starts meanwhile is never
+    taken for dead.
+    """
+    pending = DBOS.list_workflows(
+        status="PENDING", queue_name=QUEUE, load_input=False, load_output=False
+    )
+    owners = {s.executor_id for s in pending if s.executor_id and s.executor_id != me}
+    alive = windows.live_workers(dead_after, me)
+    dead = sorted(owners - alive)
+    for executor in dead:
+        handles = recover_pending_workflows([executor])
+        if echo is not None:
+            echo(f"recovered {len(handles)} item(s) of stopped worker {executor}")
+    return dead
+
+
+def recover_pending_workflows(executors: list[str]) -> list[Any]:
+    """Re-enqueue the PENDING workflows of ``executors`` (they are dead) on their queue.
+
+    DBOS's private ``DBOS._recover_pending_workflows`` (what its startup recovery and
+    Conductor's recovery run): its re-enqueue matches only rows still PENDING *under those
+    executors*, so a workflow a live worker has dequeued meanwhile is left alone, and it keeps
+    the workflow's queue (its global concurrency). The public ``DBOS.resume_workflow`` has
+    neither guard (it would re-enqueue a workflow a live worker runs: a double run), and the
+    admin server's recovery endpoint is not in the dbos 3.x package. So the dbos version is
+    pinned (``pyproject.toml``) and ``tests/test_dbos.py`` checks this method's signature and
+    guard on every run.
+    """
+    handles: list[Any] = DBOS._recover_pending_workflows(executors)
+    return handles
 
 
 def _set_worker_concurrency(concurrency: int) -> None:
