@@ -59,7 +59,7 @@ from calliope_graph.config import KeysModel
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow._checkpoints import checkpointer_from_url
-from calliope_graph.flow._journal import JOURNAL_NAME
+from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
 
 if TYPE_CHECKING:
@@ -157,7 +157,10 @@ class _Worker:
         engine = await self.engine(str(job["flow"]))
         item = Item(str(job["id"]), dict(job["inputs"]), str(job.get("source", "")))
         journal = self.out / item.id / JOURNAL_NAME
-        again = await _has_thread(engine.saver, thread_id_for(item.id)) or journal.is_file()
+        thread = thread_id_for(item.id)
+        again = await _has_thread(engine.saver, thread) or await asyncio.to_thread(
+            _journal_started, journal, thread
+        )
         record = await engine.batch.run_item(
             engine.root, engine.saver, item, again=again, append=False
         )
@@ -171,6 +174,22 @@ class _Worker:
             self.on_record(record)
         clean: dict[str, Any] = json.loads(json.dumps(record, default=str))
         return clean
+
+
+def _journal_started(path: Path, thread: str) -> bool:
+    """Whether the item's journal recorded the start of a run on ``thread`` (a resume can
+    continue it). Not merely whether the file exists: a worker killed after creating the file
+    and before journaling the run's inputs left a journal a resume refuses ("not in the
+    checkpoint store"), which failed the item when another worker recovered it."""
+    if not path.is_file():
+        return False
+    db = JournalDB.open(path)
+    if db is None:
+        return False
+    try:
+        return db.started(thread)
+    finally:
+        db.close()
 
 
 _WORKER: _Worker | None = None
