@@ -17,8 +17,9 @@ on thread ``batch-<item id>`` with the LangGraph checkpoints in the same databas
 ``AsyncPostgresSaver``; SQLite: ``SHARED/checkpoints.sqlite``) and the output journal in the
 item's folder. The LangGraph run is not split into DBOS steps: DBOS gives item-level
 durability and recovery, the checkpoints and the journal give node-level resume. A worker
-killed with ``kill -9`` stops heartbeating (:mod:`._shared`); another worker recovers its
-pending workflows, which run again from the top and continue the item's thread, so completed
+killed with ``kill -9`` loses its life lock (:mod:`._shared`); at their next heartbeat the
+other workers hand its pending workflows back to the queue (freeing its slots of the global
+concurrency), and they run again from the top and continue the item's thread, so completed
 nodes are not paid again. Provider limits hold across workers through the shared windows of
 :mod:`._shared`.
 
