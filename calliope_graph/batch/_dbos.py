@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -69,6 +70,8 @@ if TYPE_CHECKING:
     from calliope_graph.simulate import Simulator
 
 __all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "follow_batch", "run_worker"]
+
+log = logging.getLogger(__name__)
 
 APP = "calliope-graph"
 QUEUE = "calliope-batch"
@@ -305,14 +308,7 @@ async def run_worker(
             if echo is not None:
                 echo(f"worker {executor_id} on {_shown(url)}  out {out}")
 
-            while not stop.is_set():
-                await asyncio.to_thread(life.hold)  # again if its connection was lost
-                await asyncio.to_thread(
-                    windows.beat, executor_id, socket.gethostname(), os.getpid()
-                )
-                await asyncio.to_thread(_recover_orphans, windows, executor_id, dead_after, echo)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), heartbeat)
+            await _beat_until(stop, windows, life, executor_id, dead_after, heartbeat, echo)
         finally:
             # Items still running stay PENDING under this executor: once it has left the
             # heartbeat table and let go of its life lock, the other workers recover them at
@@ -327,6 +323,29 @@ async def run_worker(
                     await ctx.aclose()
             shared().share(None)
             windows.close()
+
+
+async def _beat_until(
+    stop: asyncio.Event,
+    windows: SharedWindows,
+    life: LifeLock,
+    executor_id: str,
+    dead_after: float,
+    heartbeat: float,
+    echo: Callable[[str], None] | None,
+) -> None:
+    """Every ``heartbeat`` seconds until ``stop``: hold the life lock (again if its connection
+    was lost), beat, and hand the items of stopped workers back to the queue."""
+    while not stop.is_set():
+        await asyncio.to_thread(life.hold)
+        await asyncio.to_thread(windows.beat, executor_id, socket.gethostname(), os.getpid())
+        try:
+            await asyncio.to_thread(_recover_orphans, windows, executor_id, dead_after, echo)
+        except Exception as exc:  # retried at the next heartbeat
+            # Not the end of this worker: stopping would leave its own items PENDING.
+            log.warning("recovering stopped workers' items failed (retried): %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), heartbeat)
 
 
 def _recover_orphans(
