@@ -316,13 +316,13 @@ async def run_worker(
             DBOS.destroy(workflow_completion_timeout_sec=0)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(windows.leave, executor_id)
-            await asyncio.to_thread(life.release)
             _WORKER = None
             for ctx in contexts:
                 with contextlib.suppress(Exception):
                     await ctx.aclose()
             shared().share(None)
             windows.close()
+            await asyncio.to_thread(life.release)  # last: until now its items may still run
 
 
 async def _beat_until(
@@ -365,7 +365,7 @@ def _recover_orphans(
         status="PENDING", queue_name=QUEUE, load_input=False, load_output=False
     )
     owners = {s.executor_id for s in pending if s.executor_id and s.executor_id != me}
-    alive = windows.live_workers(dead_after, me)
+    alive = windows.live_workers(dead_after, me, owners)
     dead = sorted(owners - alive)
     for executor in dead:
         handles = recover_pending_workflows([executor])

@@ -39,7 +39,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,10 +220,11 @@ class SharedWindows:
                 self._sql("DELETE FROM calliope_workers WHERE executor_id = ?"), (executor_id,)
             )
 
-    def live_workers(self, dead_after: float, me: str) -> set[str]:
+    def live_workers(self, dead_after: float, me: str, owners: Iterable[str] = ()) -> set[str]:
         """The executors alive now (``me`` included); the heartbeat rows of dead ones are
         removed. Alive: its life lock is held (see the module docstring); where the lock cannot
-        be tested, a heartbeat younger than ``dead_after`` seconds."""
+        be tested, a heartbeat younger than ``dead_after`` seconds. ``owners`` without a row
+        (a worker that left the table, still stopping) are alive while their lock is held."""
         q = self._sql
         alive = {me}
         with self._transaction("calliope-workers") as (conn, now):
@@ -239,6 +240,11 @@ class SharedWindows:
                     alive.add(executor_id)
                 else:
                     conn.execute(q(_LEAVE), (executor_id,))
+            listed = {str(r[0]) for r in rows}
+            for executor_id in set(owners) - listed - {me}:
+                host = executor_id.rsplit("-", 2)[0]  # ids are <host>-<pid>-<random>
+                if self._life_lock_held(conn, executor_id, host):
+                    alive.add(executor_id)
         return alive
 
     def _life_lock_held(self, conn: Any, executor_id: str, host: str) -> bool | None:
