@@ -337,3 +337,264 @@ def test_dbos_engine_refuses_options_that_belong_to_workers(tmp_path: Path) -> N
     assert result.exit_code == 2 and "calliope-graph worker" in result.output
     result = CliRunner().invoke(main, [*args, "--db", "postgresql://x"])
     assert result.exit_code == 2 and "--engine dbos" in result.output
+
+
+# -- dead workers: slots, certain death, nothing stranded (issue 22 item 6) ----------------------
+def _tagged_items(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    flow = tmp_path / "tagged_story.yaml"
+    flow.write_text(FLOW)
+    inputs = tmp_path / "items.jsonl"
+    inputs.write_text(
+        "".join(
+            json.dumps({"id": f"item{n:02d}", "text": f"tag-item{n:02d} a small scene"}) + "\n"
+            for n in range(count)
+        )
+    )
+    return flow, inputs
+
+
+def _sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    if not path.is_file():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        return list(conn.execute(query).fetchall())
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return []
+    finally:
+        conn.close()
+
+
+def _owners(rows: list[tuple[Any, ...]]) -> dict[str, set[str]]:
+    """executor → the items it runs (PENDING workflows)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for executor, workflow in rows:
+        owners[str(executor)].add(str(workflow).rpartition("-")[2])
+    return owners
+
+
+def _pid(executor: str) -> int:
+    return int(executor.split("-")[-2])
+
+
+PENDING_SQL = "SELECT executor_id, workflow_uuid FROM workflow_status WHERE status = 'PENDING'"
+#: Longer than any test waits: a worker these tests kill is never found dead by its heartbeat's
+#: age, only by its lock (certain death).
+NEVER = "600"
+
+
+def test_killed_sqlite_worker_frees_its_queue_slots_at_once(tmp_path: Path) -> None:
+    """A worker killed while it holds the slots of the queue's global concurrency: the other
+    worker takes its items over at once (its lock is gone), not after --dead-after."""
+    flow, inputs = _tagged_items(tmp_path, 8)
+    out = tmp_path / "out"
+    procs = Procs(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = [EXE, "worker", "--out", str(out), "--simulate", "--concurrency", "4"]
+    worker += ["--faults", "latency@stability:seconds=4", "--dead-after", NEVER]
+    follow = [EXE, "batch", str(flow), "--inputs", str(inputs), "--engine", "dbos"]
+    follow += ["--out", str(out), "--concurrency", "4", "--json"]
+    dbos_file, shared = out / "dbos.sqlite", out / "dbos.shared.sqlite"
+    try:
+        workers = {p.pid: p for p in (procs.start(f"w{i}", worker, env) for i in range(2))}
+        wait_for(
+            lambda: len(_sqlite_rows(shared, "SELECT executor_id FROM calliope_workers")) == 2,
+            "two heartbeats", timeout=120,
+        )  # fmt: skip
+        started = time.monotonic()
+        follower = procs.start("follower", follow, env)
+        held = wait_for(
+            lambda: _owners(_sqlite_rows(dbos_file, PENDING_SQL)), "items running", timeout=120
+        )
+        victim_id, _ = max(held.items(), key=lambda kv: len(kv[1]))
+        workers[_pid(victim_id)].send_signal(signal.SIGKILL)
+        workers[_pid(victim_id)].wait(timeout=10)
+        killed = time.monotonic()
+        still = _owners(_sqlite_rows(dbos_file, PENDING_SQL)).get(victim_id, set())
+        assert still, "the worker finished its items before the kill"
+
+        def taken_over() -> bool:
+            owners = _owners(_sqlite_rows(dbos_file, PENDING_SQL))
+            return victim_id not in owners and bool(owners)
+
+        wait_for(taken_over, "the killed worker's slots taken by the other", timeout=60)
+        handed_back = time.monotonic() - killed
+        stdout, _ = follower.communicate(timeout=120)
+        wall = time.monotonic() - started
+        assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+        for pid, proc in workers.items():
+            if pid != _pid(victim_id):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    finally:
+        procs.close()
+    records = lines(out / "batch.jsonl")
+    assert sorted(r["id"] for r in records) == [f"item{n:02d}" for n in range(8)]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert all(r["worker"] != victim_id for r in records if r["id"] in still)
+    assert json.loads(stdout.decode().splitlines()[-1])["ok"] == 8
+    print(
+        f"\nSQLite, a worker killed holding {len(still)} of the 4 slots: its items running again "
+        f"on the other worker {handed_back:.1f} s after the kill; batch of 8 in {wall:.1f} s"
+    )
+
+
+def _pg_rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        try:
+            return list(conn.execute(query).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def test_a_paused_worker_on_postgres_is_not_taken_for_dead_no_item_runs_twice(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A worker whose heartbeat is late (SIGSTOP stands for a loaded machine) while it runs
+    items keeps them: its life lock is held, so the other worker does not hand them to the
+    queue (which ran them twice: the second run met the first's thread lock and failed, and the
+    restarted follower exited 1)."""
+    import psycopg
+
+    db_name = "paused"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db_name}")
+    url = pg_url.rpartition("/")[0] + f"/{db_name}"
+    flow, inputs = _tagged_items(tmp_path, 6)
+    out = tmp_path / "out"
+    procs = Procs(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    db = ["--db", url, "--out", str(out)]
+    worker = [EXE, "worker", *db, "--simulate", "--concurrency", "2", "--dead-after", "2"]
+    worker += ["--faults", "latency@stability:seconds=1.5"]
+    follow = [EXE, "batch", str(flow), "--inputs", str(inputs), "--engine", "dbos", *db]
+    follow += ["--concurrency", "4", "--json"]
+    beats = "SELECT executor_id, beat FROM calliope_workers"
+    pending = PENDING_SQL.replace("workflow_status", "dbos.workflow_status")
+    try:
+        workers = {p.pid: p for p in (procs.start(f"w{i}", worker, env) for i in range(2))}
+        follower = procs.start("follower", follow, env)
+        wait_for(lambda: len(_pg_rows(url, beats)) == 2, "two heartbeats", timeout=120)
+        paused = None
+        for _ in range(5):  # pause a worker that runs items, not inside a heartbeat transaction
+            owners = wait_for(
+                lambda: _owners(_pg_rows(url, pending)), "a worker running items", timeout=120
+            )
+            paused_id, paused_items = next(iter(owners.items()))
+            workers[_pid(paused_id)].send_signal(signal.SIGSTOP)
+            before = dict(_pg_rows(url, beats))
+            paused_beat = float(before[paused_id])
+            survivor_id = next(e for e in before if e != paused_id)
+            target = paused_beat + 2 + 1.5  # --dead-after, then a beat and its sweep after that
+
+            def swept(survivor: str = survivor_id, when: float = target) -> bool:
+                return float(dict(_pg_rows(url, beats)).get(survivor, 0.0)) >= when
+
+            with contextlib.suppress(AssertionError):
+                wait_for(swept, "the other worker's sweep after the pause", timeout=30)
+                paused = paused_id
+                break
+            workers[_pid(paused_id)].send_signal(signal.SIGCONT)
+        assert paused is not None, "the other worker never beat while one was paused"
+        after = _owners(_pg_rows(url, pending))
+        workers[_pid(paused)].send_signal(signal.SIGCONT)
+        assert paused_items <= after.get(paused, set()), (paused_items, after)
+        follower.communicate(timeout=180)
+        assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+        for proc in workers.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    finally:
+        procs.close()
+    records = lines(out / "batch.jsonl")
+    assert sorted(r["id"] for r in records) == [f"item{n:02d}" for n in range(6)]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert {r["worker"] for r in records if r["id"] in paused_items} == {paused}
+
+
+#: Each victim worker is stopped at one moment of its life: (signal, seconds after it first holds
+#: items; None: at once, before it has started).
+MOMENTS: list[tuple[signal.Signals, float | None]] = [
+    (signal.SIGKILL, None),
+    (signal.SIGKILL, 0.0),
+    (signal.SIGTERM, 0.0),
+    (signal.SIGKILL, 0.7),
+    (signal.SIGTERM, 1.2),
+    (signal.SIGKILL, 1.6),
+]
+
+
+def test_workers_stopped_or_killed_at_any_moment_leave_no_item_stranded(tmp_path: Path) -> None:
+    """Workers one after another, each stopped (SIGTERM) or killed (SIGKILL) at another moment
+    of its life — before it starts, as it takes items, in the middle of them, as they finish —
+    then one that lives: every item ends ok, exactly once. A clean stop with items running left
+    them PENDING under an executor nobody would recover (it had left the heartbeat table)."""
+    flow, inputs = _tagged_items(tmp_path, 10)
+    out = tmp_path / "out"
+    procs = Procs(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = [EXE, "worker", "--out", str(out), "--simulate", "--concurrency", "2"]
+    worker += ["--faults", "latency@stability:seconds=1.5", "--dead-after", NEVER]
+    follow = [EXE, "batch", str(flow), "--inputs", str(inputs), "--engine", "dbos"]
+    follow += ["--out", str(out), "--concurrency", "4", "--json"]
+    dbos_file = out / "dbos.sqlite"
+    interrupted: list[set[str]] = []
+    try:
+        follower = procs.start("follower", follow, env)
+        for n, (sig, after) in enumerate(MOMENTS):
+            victim = procs.start(f"victim{n}", worker, env)
+            if after is not None:
+                mine = wait_for(
+                    lambda p=victim.pid: next(
+                        (i for e, i in _owners(_sqlite_rows(dbos_file, PENDING_SQL)).items()
+                         if _pid(e) == p), None),
+                    f"victim {n} holding items", timeout=120,
+                )  # fmt: skip
+                interrupted.append(mine)
+                deadline = time.monotonic() + after
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
+            victim.send_signal(sig)
+            victim.wait(timeout=60)
+        assert len(lines(out / "batch.jsonl")) < 10, "the batch finished before the last stop"
+        survivor = procs.start("survivor", worker, env)
+        stdout, _ = follower.communicate(timeout=180)
+        assert follower.returncode == 0, (tmp_path / "follower.log").read_text()[-3000:]
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=30)
+    finally:
+        procs.close()
+    records = lines(out / "batch.jsonl")
+    assert sorted(r["id"] for r in records) == [f"item{n:02d}" for n in range(10)]
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    assert json.loads(stdout.decode().splitlines()[-1])["ok"] == 10
+    print(f"\n{len(MOMENTS)} workers stopped or killed; items they held: {interrupted}")
+
+
+def test_dbos_recovery_method_is_the_one_this_version_pins() -> None:
+    """The recovery calls DBOS's private ``DBOS._recover_pending_workflows`` (see
+    ``calliope_graph.batch._dbos.recover_pending_workflows`` for why): when a dbos upgrade
+    changes it, this fails and says what to check, before any batch strands its items."""
+    import inspect
+    from importlib.metadata import version
+
+    from dbos import DBOS
+    from dbos._sys_db import SystemDatabase
+
+    installed = version("dbos")
+    assert installed.startswith("3.4."), (
+        f"dbos {installed} is installed; calliope-graph pins dbos>=3.4,<3.5. Before widening the "
+        "pin, check that DBOS._recover_pending_workflows(executor_ids) still re-enqueues only "
+        "workflows PENDING under those executors, on their own queue (SystemDatabase."
+        "reenqueue_for_recovery), or switch to a public recovery API if dbos now has one."
+    )
+    method = getattr(DBOS, "_recover_pending_workflows", None)
+    assert method is not None, "DBOS._recover_pending_workflows is gone: see this test's docstring"
+    assert list(inspect.signature(method).parameters) == ["executor_ids"]
+    source = inspect.getsource(SystemDatabase.reenqueue_for_recovery)
+    assert "executor_id.in_(executor_ids)" in source, "the dead-executor guard changed"
+    assert "coalesce" in source and "queue_name" in source, "the re-enqueue leaves the queue"

@@ -17,8 +17,9 @@ on thread ``batch-<item id>`` with the LangGraph checkpoints in the same databas
 ``AsyncPostgresSaver``; SQLite: ``SHARED/checkpoints.sqlite``) and the output journal in the
 item's folder. The LangGraph run is not split into DBOS steps: DBOS gives item-level
 durability and recovery, the checkpoints and the journal give node-level resume. A worker
-killed with ``kill -9`` stops heartbeating (:mod:`._shared`); another worker recovers its
-pending workflows, which run again from the top and continue the item's thread, so completed
+killed with ``kill -9`` loses its life lock (:mod:`._shared`); at their next heartbeat the
+other workers hand its pending workflows back to the queue (freeing its slots of the global
+concurrency), and they run again from the top and continue the item's thread, so completed
 nodes are not paid again. Provider limits hold across workers through the shared windows of
 :mod:`._shared`.
 
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -55,11 +57,11 @@ from calliope_graph.batch._local import (
 )
 from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
 from calliope_graph.batch._options import FollowOptions, WorkerOptions
-from calliope_graph.batch._shared import SharedWindows, is_postgres, sqlite_file
+from calliope_graph.batch._shared import LifeLock, SharedWindows, is_postgres, sqlite_file
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow._checkpoints import checkpointer_from_url
-from calliope_graph.flow._journal import JOURNAL_NAME
+from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
 from calliope_graph.session import Session
 
@@ -68,6 +70,8 @@ if TYPE_CHECKING:
     from calliope_graph.flow.validate import Plan
 
 __all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "follow_batch", "run_worker"]
+
+log = logging.getLogger(__name__)
 
 APP = "calliope-graph"
 QUEUE = "calliope-batch"
@@ -157,7 +161,10 @@ class _Worker:
         engine = await self.engine(str(job["flow"]))
         item = Item(str(job["id"]), dict(job["inputs"]), str(job.get("source", "")))
         journal = self.out / item.id / JOURNAL_NAME
-        again = await _has_thread(engine.saver, thread_id_for(item.id)) or journal.is_file()
+        thread = thread_id_for(item.id)
+        again = await _has_thread(engine.saver, thread) or await asyncio.to_thread(
+            _journal_started, journal, thread
+        )
         record = await engine.batch.run_item(
             engine.root, engine.saver, item, again=again, append=False
         )
@@ -171,6 +178,22 @@ class _Worker:
             self.on_record(record)
         clean: dict[str, Any] = json.loads(json.dumps(record, default=str))
         return clean
+
+
+def _journal_started(path: Path, thread: str) -> bool:
+    """Whether the item's journal recorded the start of a run on ``thread`` (a resume can
+    continue it). Not merely whether the file exists: a worker killed after creating the file
+    and before journaling the run's inputs left a journal a resume refuses ("not in the
+    checkpoint store"), which failed the item when another worker recovered it."""
+    if not path.is_file():
+        return False
+    db = JournalDB.open(path)
+    if db is None:
+        return False
+    try:
+        return db.started(thread)
+    finally:
+        db.close()
 
 
 _WORKER: _Worker | None = None
@@ -245,6 +268,8 @@ async def run_worker(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> N
     on_record = options.get("on_record")
     stop = options.get("stop")
     executor_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    life = LifeLock(url, executor_id)
+    await asyncio.to_thread(life.hold)  # before the first heartbeat: a row has a lock to test
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -275,30 +300,86 @@ async def run_worker(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> N
             if echo is not None:
                 echo(f"worker {executor_id} on {_shown(url)}  out {out}")
 
-            def recover(dead: str) -> None:
-                handles = DBOS._recover_pending_workflows([dead])
-                if echo is not None:
-                    echo(f"recovered {len(handles)} item(s) of stopped worker {dead}")
-
-            while not stop.is_set():
-                await asyncio.to_thread(
-                    windows.beat, executor_id, socket.gethostname(), os.getpid()
-                )
-                await asyncio.to_thread(windows.claim_dead, dead_after, recover)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), heartbeat)
+            await _beat_until(stop, windows, life, executor_id, dead_after, heartbeat, echo)
         finally:
+            # Items still running stay PENDING under this executor: once it has left the
+            # heartbeat table and let go of its life lock, the other workers recover them at
+            # their next heartbeat (or this executor's next start does).
+            DBOS.destroy(workflow_completion_timeout_sec=0)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(windows.leave, executor_id)
-            # Items still running go back to the queue when this executor restarts, or to the
-            # other workers: it left the heartbeat table, so they recover it at once.
-            DBOS.destroy(workflow_completion_timeout_sec=0)
             _WORKER = None
             for ctx in contexts:
                 with contextlib.suppress(Exception):
                     await ctx.aclose()
             session.limits.share(None)
             windows.close()
+            await asyncio.to_thread(life.release)  # last: until now its items may still run
+
+
+async def _beat_until(
+    stop: asyncio.Event,
+    windows: SharedWindows,
+    life: LifeLock,
+    executor_id: str,
+    dead_after: float,
+    heartbeat: float,
+    echo: Callable[[str], None] | None,
+) -> None:
+    """Every ``heartbeat`` seconds until ``stop``: hold the life lock (again if its connection
+    was lost), beat, and hand the items of stopped workers back to the queue."""
+    while not stop.is_set():
+        await asyncio.to_thread(life.hold)
+        await asyncio.to_thread(windows.beat, executor_id, socket.gethostname(), os.getpid())
+        try:
+            await asyncio.to_thread(_recover_orphans, windows, executor_id, dead_after, echo)
+        except Exception as exc:  # retried at the next heartbeat
+            # Not the end of this worker: stopping would leave its own items PENDING.
+            log.warning("recovering stopped workers' items failed (retried): %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), heartbeat)
+
+
+def _recover_orphans(
+    windows: SharedWindows, me: str, dead_after: float, echo: Callable[[str], None] | None
+) -> list[str]:
+    """Hand the items of every executor that is not alive back to the queue (DBOS re-enqueues
+    them: their slots of the queue's global concurrency are free at once).
+
+    Orphans are found from the PENDING workflows, not from the heartbeat rows: an executor
+    whose row is gone (a clean stop with items running, a crash between a recovery and the
+    row's removal) would otherwise keep its items PENDING, and their slots, for ever. The
+    workflows are listed *before* the live workers are read: an executor that owns one was in
+    the heartbeat table before it dequeued it, so a worker that starts meanwhile is never
+    taken for dead.
+    """
+    pending = DBOS.list_workflows(
+        status="PENDING", queue_name=QUEUE, load_input=False, load_output=False
+    )
+    owners = {s.executor_id for s in pending if s.executor_id and s.executor_id != me}
+    alive = windows.live_workers(dead_after, me, owners)
+    dead = sorted(owners - alive)
+    for executor in dead:
+        handles = recover_pending_workflows([executor])
+        if echo is not None:
+            echo(f"recovered {len(handles)} item(s) of stopped worker {executor}")
+    return dead
+
+
+def recover_pending_workflows(executors: list[str]) -> list[Any]:
+    """Re-enqueue the PENDING workflows of ``executors`` (they are dead) on their queue.
+
+    DBOS's private ``DBOS._recover_pending_workflows`` (what its startup recovery and
+    Conductor's recovery run): its re-enqueue matches only rows still PENDING *under those
+    executors*, so a workflow a live worker has dequeued meanwhile is left alone, and it keeps
+    the workflow's queue (its global concurrency). The public ``DBOS.resume_workflow`` has
+    neither guard (it would re-enqueue a workflow a live worker runs: a double run), and the
+    admin server's recovery endpoint is not in the dbos 3.x package. So the dbos version is
+    pinned (``pyproject.toml``) and ``tests/test_dbos.py`` checks this method's signature and
+    guard on every run.
+    """
+    handles: list[Any] = DBOS._recover_pending_workflows(executors)
+    return handles
 
 
 def _worker_session(options: WorkerOptions) -> Session:

@@ -16,26 +16,42 @@ shared window is conservative when estimates run high. DBOS's own queue ``limite
 workflow *starts*, not provider requests or tokens, so it is not used for provider limits.
 
 **Worker liveness.** Self-hosted DBOS (no Conductor) recovers only a restarted executor's own
-pending workflows. So each worker writes a heartbeat here; a worker that finds another's
-heartbeat older than ``dead_after`` deletes the row (exactly one worker wins the delete) and
-asks DBOS to recover that executor's pending workflows, which DBOS re-enqueues for any worker
-(``DBOS._recover_pending_workflows``, what the admin API's ``/dbos-workflow-recovery`` calls).
+pending workflows. So each worker holds a *life lock* for as long as its process lives
+(:class:`LifeLock`: a session-level ``pg_advisory_lock`` on a connection of its own, which the
+server drops when the process dies — it asks the server to probe that connection every few
+seconds, so a vanished machine lets go too; on SQLite an ``fcntl`` record lock on one byte of
+``<database>.workers.lock``, which the operating system drops) and writes a heartbeat row.
+Another worker tests the lock without waiting: a lock it can take belongs to a dead worker,
+known at once; the heartbeat's age (``dead_after``) decides only where the lock cannot be
+tested (a SQLite worker on another host, or no ``fcntl``). A live worker whose heartbeat is
+late (a loaded machine, a paused process) is therefore never taken for dead: its items are
+never run twice. The workers then ask DBOS to re-enqueue the pending workflows of every
+executor that is not alive (:meth:`SharedWindows.live_workers`; ``_dbos`` does the recovery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import os
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from calliope_graph.errors import ConfigurationError
 
-__all__ = ["SharedWindows", "is_postgres", "sqlite_file"]
+try:
+    import fcntl
+except ImportError:  # Windows: liveness by heartbeat age only
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LifeLock", "SharedWindows", "is_postgres", "sqlite_file"]
 
 _TOKEN_WINDOW = 60.0
 
@@ -204,19 +220,120 @@ class SharedWindows:
                 self._sql("DELETE FROM calliope_workers WHERE executor_id = ?"), (executor_id,)
             )
 
-    def claim_dead(self, dead_after: float, recover: Callable[[str], Any]) -> list[str]:
-        """Executors silent for ``dead_after`` seconds, removed (by exactly one worker) and
-        handed to ``recover`` inside the same transaction, so a crash mid-way leaves them
-        for the next worker to find."""
+    def live_workers(self, dead_after: float, me: str, owners: Iterable[str] = ()) -> set[str]:
+        """The executors alive now (``me`` included); the heartbeat rows of dead ones are
+        removed. Alive: its life lock is held (see the module docstring); where the lock cannot
+        be tested, a heartbeat younger than ``dead_after`` seconds. ``owners`` without a row
+        (a worker that left the table, still stopping) are alive while their lock is held."""
         q = self._sql
+        alive = {me}
         with self._transaction("calliope-workers") as (conn, now):
-            rows = conn.execute(
-                q("SELECT executor_id FROM calliope_workers WHERE beat < ?"), (now - dead_after,)
-            ).fetchall()
-            dead = [str(r[0]) for r in rows]
-            for executor_id in dead:
-                recover(executor_id)
-                conn.execute(
-                    q("DELETE FROM calliope_workers WHERE executor_id = ?"), (executor_id,)
-                )
-            return dead
+            rows = conn.execute("SELECT executor_id, host, beat FROM calliope_workers").fetchall()
+            for executor_id, host, beat in rows:
+                executor_id = str(executor_id)
+                if executor_id == me:
+                    continue
+                held = self._life_lock_held(conn, executor_id, str(host or ""))
+                if held is None:
+                    held = float(beat) >= now - dead_after
+                if held:
+                    alive.add(executor_id)
+                else:
+                    conn.execute(q(_LEAVE), (executor_id,))
+            listed = {str(r[0]) for r in rows}
+            for executor_id in set(owners) - listed - {me}:
+                host = executor_id.rsplit("-", 2)[0]  # ids are <host>-<pid>-<random>
+                if self._life_lock_held(conn, executor_id, host):
+                    alive.add(executor_id)
+        return alive
+
+    def _life_lock_held(self, conn: Any, executor_id: str, host: str) -> bool | None:
+        """Whether ``executor_id``'s life lock is held (None: it cannot be tested from here)."""
+        key = life_key(executor_id)
+        if self.postgres:
+            free = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            if free:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            return not free
+        if fcntl is None or host != socket.gethostname():
+            return None
+        fd = _lock_fd(_lock_path(self.url))
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key % _OFFSETS)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, key % _OFFSETS)
+        return False
+
+
+# -- life locks ------------------------------------------------------------------------------------
+_OFFSETS = 1 << 62
+_fds: dict[str, int] = {}  # lock file → its descriptor, open for the life of the process
+_fd_guard = threading.Lock()
+
+
+def life_key(executor_id: str) -> int:
+    """The signed 64-bit key of a worker's life lock (advisory lock key; byte offset mod 2^62)."""
+    digest = hashlib.sha256(f"calliope-worker:{executor_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _lock_path(url: str) -> str:
+    return str(sqlite_file(url).absolute()) + ".workers.lock"
+
+
+def _lock_fd(path: str) -> int:
+    """One descriptor per lock file per process, never closed: closing any descriptor of a file
+    drops every POSIX record lock the process holds on it."""
+    with _fd_guard:
+        if path not in _fds:
+            _fds[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        return _fds[path]
+
+
+#: The server probes a worker's lock connection after this many idle seconds, then every
+#: interval, and drops it after that many missed answers: a machine that vanished without
+#: closing its connection lets go of its life lock within about 5 + 2 × 3 seconds.
+_KEEPALIVE = ("SET tcp_keepalives_idle = 5", "SET tcp_keepalives_interval = 2",
+              "SET tcp_keepalives_count = 3")  # fmt: skip
+
+
+class LifeLock:
+    """The lock a worker holds for its whole life (see the module docstring): taken before its
+    first heartbeat, dropped by the server or the operating system when its process dies."""
+
+    def __init__(self, url: str, executor_id: str) -> None:
+        self.url = url
+        self.key = life_key(executor_id)
+        self._conn: Any = None
+
+    def hold(self) -> None:
+        """Take the lock (again, if its connection was lost). Call from one thread at a time."""
+        if is_postgres(self.url):
+            import psycopg
+
+            if self._conn is not None:
+                try:
+                    self._conn.execute("SELECT 1")
+                    return
+                except psycopg.Error:
+                    self.release()
+            conn = psycopg.connect(psycopg_url(self.url), autocommit=True)
+            for setting in _KEEPALIVE:
+                conn.execute(setting)
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+            self._conn = conn
+        elif fcntl is not None and self._conn is None:
+            fd = _lock_fd(_lock_path(self.url))
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, self.key % _OFFSETS)
+            self._conn = fd
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        if is_postgres(self.url):
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        elif fcntl is not None:
+            fcntl.lockf(self._conn, fcntl.LOCK_UN, 1, self.key % _OFFSETS)
+        self._conn = None
