@@ -316,7 +316,9 @@ def print_batch_summary(summary: BatchSummary, request: BatchRequest) -> None:
     type=click.FloatRange(min=0.5),
     default=15.0,
     show_default=True,
-    help="Seconds without a heartbeat after which a worker's items are recovered by the others.",
+    help="A worker that died is seen at once by its lock (its items go to the others); this "
+    "many seconds without a heartbeat only count where the lock cannot be tested (SQLite on "
+    "another host).",
 )
 @media_store_option
 @debug_option
