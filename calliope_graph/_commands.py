@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["continue_command"]
+__all__ = ["choice_commands", "continue_command"]
 
 _PLAIN = re.compile(r"[\w@%+=:,./~-]+")
 
@@ -51,3 +51,25 @@ def continue_command(
     for node, index in (choose or {}).items():
         words += ["--choose", f"{node}={index}"]
     return " ".join(_quote(word) for word in words)
+
+
+def choice_commands(
+    candidates: Mapping[str, Sequence[object]],
+    flow: str,
+    out_dir: str | Path,
+    thread_id: str,
+    *,
+    checkpoint: str | None = None,
+    options: Sequence[str] = (),
+) -> dict[str, list[str]]:
+    """Node → the :func:`continue_command` keeping each of its ``candidates`` (index ``i``
+    at ``[i]``): what a run waiting for a choice prints."""
+    return {
+        node: [
+            continue_command(
+                flow, out_dir, thread_id, checkpoint=checkpoint, options=options, choose={node: i}
+            )
+            for i in range(len(found))
+        ]
+        for node, found in candidates.items()
+    }

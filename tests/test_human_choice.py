@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from langgraph.types import interrupt
 
-from calliope_graph.errors import ConfigurationError, WaitingForChoice
+from calliope_graph.errors import WaitingForChoice
 from calliope_graph.flow import Flow
 from calliope_graph.nodes import Node, Port, PortType, register_node
 from calliope_graph.simulate import Simulator
@@ -89,3 +89,51 @@ def test_a_run_pauses_with_the_candidates_and_resumes_with_the_choice(tmp_path: 
     assert result.outputs["index"] == 1
     assert Path(result.outputs["image"].path).name == Path(candidates[1]["path"]).name
     assert result.trace.status == "ok" and not result.trace.waiting
+
+
+# -- the command line --------------------------------------------------------------------------
+def _cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from calliope_graph.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def simulators(monkeypatch: pytest.MonkeyPatch) -> list[Simulator]:
+    """Every simulator ``--simulate`` makes, in order (to count each command's calls)."""
+    import calliope_graph.simulate as simulate
+
+    made: list[Simulator] = []
+
+    class Counted(Simulator):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(simulate, "Simulator", Counted)
+    return made
+
+
+def test_the_cli_exits_6_and_the_printed_command_finishes_with_the_choice(
+    tmp_path: Path, simulators: list[Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, path = _flow(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first = _cli(
+        "run", "pick_one.yaml", "--out", "out", "--simulate", "--limits", "stability:rps=50"
+    )
+    assert first.exit_code == 6, first.output
+    assert "waiting for a choice" in first.output and simulators[0].count() == 3
+    commands = [line.strip() for line in first.output.splitlines() if "--choose" in line]
+    assert len(commands) == 3 and commands[1].endswith("--choose pick=1")
+    words = shlex.split(commands[1])
+    assert words[:3] == ["calliope-graph", "run", "pick_one.yaml"]
+    assert "--simulate" in words and "stability:rps=50" in words
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Waiting for a choice" in report and report.count('class="candidate"') == 3
+    second = _cli(*words[1:])
+    assert second.exit_code == 0, second.output
+    assert simulators[1].count() == 0  # the resumed run paid for nothing
+    assert "index: 1" in second.output and "image/1/image.png" in second.output

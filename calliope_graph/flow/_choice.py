@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.types import Command, Interrupt
 
-from calliope_graph._commands import continue_command
+from calliope_graph._commands import choice_commands
 from calliope_graph.errors import ConfigurationError, WaitingForChoice
 from calliope_graph.flow._checkpoints import shown_url
 
@@ -116,25 +116,23 @@ def waiting_for_choice(
         for node, found in requests.items()
     }
     store = runner.checkpointer
-    base = {
-        "flow": runner.reference or runner.plan.spec.name,
-        "out_dir": str(runner.out_dir),
-        "thread_id": thread,
-        "checkpoint": shown_url(str(store)) if isinstance(store, str | Path) else None,
-    }
-    commands = {
-        node: [continue_command(**base, choose={node: i}) for i in range(len(found))]
-        for node, found in shown.items()
-    }
+    out_dir = str(runner.out_dir)
+    commands = choice_commands(
+        shown,
+        runner.reference or runner.plan.spec.name,
+        out_dir,
+        thread,
+        checkpoint=shown_url(str(store)) if isinstance(store, str | Path) else None,
+    )
     listed = "; ".join(f"{node!r} has {len(found)}" for node, found in shown.items())
     message = (
         f"Flow {trace.flow!r} is waiting for a choice: {listed} candidates (see "
-        f"{base['out_dir']}/report.html). Resume thread {thread!r} with the index of the one "
-        f"to keep: choices={{node: index}} (CLI: --resume {thread} --choose NODE=INDEX)."
+        f"{out_dir}/report.html). Resume thread {thread!r} with the index of the one to keep: "
+        f"choices={{node: index}} (CLI: --resume {thread} --choose NODE=INDEX)."
     )
     trace.status, trace.ended_at, trace.error = "waiting", time.time(), None
     trace.waiting = shown
     runtime.save_final()
     return WaitingForChoice(
-        message, thread_id=thread, candidates=shown, commands=commands, out_dir=base["out_dir"]
+        message, thread_id=thread, candidates=shown, commands=commands, out_dir=out_dir
     )
