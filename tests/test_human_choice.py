@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from langgraph.types import interrupt
 
-from calliope_graph.errors import WaitingForChoice
+from calliope_graph.errors import ConfigurationError, WaitingForChoice
 from calliope_graph.flow import Flow
 from calliope_graph.nodes import Node, Port, PortType, register_node
 from calliope_graph.simulate import Simulator
@@ -119,7 +119,7 @@ def simulators(monkeypatch: pytest.MonkeyPatch) -> list[Simulator]:
 def test_the_cli_exits_6_and_the_printed_command_finishes_with_the_choice(
     tmp_path: Path, simulators: list[Simulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, path = _flow(tmp_path)
+    _flow(tmp_path)
     monkeypatch.chdir(tmp_path)
     first = _cli(
         "run", "pick_one.yaml", "--out", "out", "--simulate", "--limits", "stability:rps=50"
@@ -137,3 +137,87 @@ def test_the_cli_exits_6_and_the_printed_command_finishes_with_the_choice(
     assert second.exit_code == 0, second.output
     assert simulators[1].count() == 0  # the resumed run paid for nothing
     assert "index: 1" in second.output and "image/1/image.png" in second.output
+
+
+def test_bad_choices_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    flow, _ = _flow(tmp_path)
+    out, sim = tmp_path / "out", Simulator()
+    _paused(flow, out, sim)
+    resume: dict[str, Any] = {"out_dir": out, "simulator": sim, "thread_id": "t1", "resume": True}
+    with pytest.raises(ConfigurationError, match=r"not waiting for a choice at node 'pik'"):
+        flow.invoke(None, **resume, choices={"pik": 1})
+    with pytest.raises(ConfigurationError, match=r"index from 0 to 2"):
+        flow.invoke(None, **resume, choices={"pick": 3})
+    with pytest.raises(ConfigurationError, match=r"waiting for a choice at 'pick'.*--choose"):
+        flow.invoke(None, **resume)
+    with pytest.raises(ConfigurationError, match="resume=True"):
+        flow.invoke({}, out_dir=tmp_path / "other", simulator=sim, choices={"pick": 0})
+    assert sim.count() == 3  # nothing ran again
+    result = flow.invoke(None, **resume, choices={"pick": 2})
+    assert result.outputs["index"] == 2 and sim.count() == 3
+
+
+def test_the_cli_refuses_a_malformed_choice_or_one_without_resume(tmp_path: Path) -> None:
+    _, path = _flow(tmp_path)
+    out = str(tmp_path / "out")
+    bad = _cli("run", str(path), "--out", out, "--simulate", "--resume", "t", "--choose", "pick")
+    assert bad.exit_code == 2 and "NODE=INDEX" in bad.output
+    alone = _cli("run", str(path), "--out", out, "--simulate", "--choose", "pick=1")
+    assert alone.exit_code == 2 and "--resume" in alone.output
+
+
+def test_the_report_lists_the_candidates_with_thumbnails(tmp_path: Path) -> None:
+    from calliope_graph.flow import Trace
+    from calliope_graph.viz import render_report
+
+    flow, _ = _flow(tmp_path)
+    out = tmp_path / "out"
+    _paused(flow, out, Simulator())
+    trace = Trace.load(out / "trace.json")
+    assert trace.status == "waiting" and len(trace.waiting["pick"]) == 3
+    assert [e.status for e in trace.executions if e.node == "pick"] == ["waiting"]
+    page = render_report(trace, out / "report.html").read_text()
+    section = page[page.index('id="choice"') : page.index('id="summary"')]
+    assert section.count('<img class="thumb" src="image/') == 3
+    assert "--choose pick=INDEX" in section and "waiting for a choice" in page
+
+
+def test_the_printed_command_keeps_every_option_that_makes_it_run() -> None:
+    from calliope_graph.cli.common import continue_command
+
+    line = continue_command(
+        "my flows/pick.yaml",
+        "out dir",
+        "t1",
+        checkpoint="postgresql://me:***@db/calliope",
+        options=["--simulate", "--faults", "rate_limit@stability:first_n=1;hang@openai"],
+        choose={"pick": 1},
+    )
+    assert shlex.split(line) == [
+        "calliope-graph", "run", "my flows/pick.yaml", "--out", "out dir",
+        "--checkpoint", "postgresql://me:***@db/calliope",
+        "--simulate", "--faults", "rate_limit@stability:first_n=1;hang@openai",
+        "--resume", "t1", "--choose", "pick=1",
+    ]  # fmt: skip
+
+
+# -- LangGraph Server ---------------------------------------------------------------------------
+async def test_the_served_graph_resumes_with_a_resume_command_naming_the_node(
+    tmp_path: Path, simulators: list[Simulator]
+) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from calliope_graph.serve import ServeContext, ServeSettings, serve_graph
+
+    flow, _ = _flow(tmp_path)
+    graph = serve_graph(flow, ServeSettings(media_root=tmp_path / "media", simulate=True))
+    graph.checkpointer = InMemorySaver()
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    paused = await graph.ainvoke({}, config, context=ServeContext())
+    (stop,) = paused["__interrupt__"]
+    assert stop.value["node"] == "pick" and len(stop.value["candidates"]) == 3
+    assert sum(s.count() for s in simulators) == 3
+    done = await graph.ainvoke(Command(resume={"pick": 1}), config, context=ServeContext())
+    assert done["index"] == 1 and "/image/1/image.png?" in done["image"]["url"]
+    assert sum(s.count() for s in simulators) == 3  # nothing paid again

@@ -392,11 +392,11 @@ class FlowRunner:
                     trace_log.header(trace)
                 if resume:
                     snapshot = await self._resumable(graph, config, thread, journal)
-                    await self._carry_over(trace, trace_log)
                     if snapshot.interrupts or choices:  # stopped on failures, or for a choice
                         start = resume_command(snapshot.interrupts, choices, thread)
                     elif snapshot.created_at is None and journal is not None:
                         start = journal.inputs()  # killed before its first checkpoint
+                    await self._carry_over(trace, trace_log)
                 async for chunk in graph.astream(
                     start,
                     config,
