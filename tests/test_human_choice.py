@@ -183,7 +183,7 @@ def test_the_report_lists_the_candidates_with_thumbnails(tmp_path: Path) -> None
 
 
 def test_the_printed_command_keeps_every_option_that_makes_it_run() -> None:
-    from calliope_graph.cli.common import continue_command
+    from calliope_graph.commands import continue_command
 
     line = continue_command(
         "my flows/pick.yaml",

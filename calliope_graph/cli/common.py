@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from rich.console import Console
 
-from calliope_graph._commands import choice_commands, continue_command
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -38,8 +37,6 @@ __all__ = [
     "Shared",
     "Simulation",
     "check_keys",
-    "choice_commands",
-    "continue_command",
     "err_console",
     "exit_code",
     "guard",
@@ -171,7 +168,8 @@ class Simulation:
 
     def flags(self) -> list[str]:
         """The options as given on the command line, for a printed command to repeat
-        (:func:`continue_command`): ``--simulate``, then each given one with its text."""
+        (:func:`calliope_graph.commands.continue_command`): ``--simulate``, then each given
+        one with its text."""
         words = ["--simulate"] if self.simulate else []
         for flag, text in self.texts:
             words += [flag, text]

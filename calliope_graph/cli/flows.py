@@ -18,7 +18,6 @@ from calliope_graph.cli.common import (
     EXIT_CODES,
     Simulation,
     check_keys,
-    choice_commands,
     err_console,
     guard,
     load_flow,
@@ -128,6 +127,7 @@ def _commands(
     """The commands continuing ``waiting`` with each candidate, as this command was given:
     the flow as named (a file keeps its path), ``--out``, ``--checkpoint``, the simulation's
     options (``--simulate``, ``--faults``, ``--limits``...) and ``--media-store``."""
+    from calliope_graph.commands import choice_commands
     from calliope_graph.flow.run import shown_url
 
     return choice_commands(

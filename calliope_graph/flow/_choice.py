@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.types import Command, Interrupt
 
-from calliope_graph._commands import choice_commands
+from calliope_graph.commands import choice_commands
 from calliope_graph.errors import ConfigurationError, WaitingForChoice
 from calliope_graph.flow._checkpoints import shown_url
 
