@@ -221,3 +221,61 @@ async def test_the_served_graph_resumes_with_a_resume_command_naming_the_node(
     done = await graph.ainvoke(Command(resume={"pick": 1}), config, context=ServeContext())
     assert done["index"] == 1 and "/image/1/image.png?" in done["image"]["url"]
     assert sum(s.count() for s in simulators) == 3  # nothing paid again
+
+
+# -- issue 20's "done means", with the real constructs (skipped until they are merged) ---------
+def _choose_kind() -> type[Node]:
+    from calliope_graph.errors import ConfigurationError as Missing
+    from calliope_graph.flow.spec import NodeSpec
+    from calliope_graph.nodes import get_node_kind
+
+    try:
+        kind = get_node_kind("choose")
+    except Missing:
+        pytest.skip("the choose node kind is not merged yet")
+    if "candidates" not in NodeSpec.model_fields:
+        pytest.skip("candidates: N is not merged yet")
+    return kind
+
+
+def test_done_three_candidates_a_human_choice_exit_6_and_the_second_kept(
+    tmp_path: Path, simulators: list[Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    choose = _choose_kind()
+    listed = next(p.name for p in choose.inputs)
+    chosen = next(p.name for p in choose.outputs if p.name != "index")
+    (tmp_path / "three.yaml").write_text(
+        f"""
+name: three
+nodes:
+  prompt:
+    kind: constant
+    params: {{value: a lighthouse at dawn}}
+  image:
+    kind: text_to_image
+    model: stability-core
+    candidates: 3
+    inputs: {{prompt: prompt.value}}
+  pick:
+    kind: choose
+    params: {{by: human}}
+    inputs: {{{listed}: image.image}}
+outputs:
+  image: pick.{chosen}
+"""
+    )
+    monkeypatch.chdir(tmp_path)
+    first = _cli("run", "three.yaml", "--out", "out", "--simulate")
+    assert first.exit_code == 6, first.output
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count('class="candidate"') == 3
+    command = next(line.strip() for line in first.output.splitlines() if "pick=1" in line)
+    second = _cli(*shlex.split(command)[1:])
+    assert second.exit_code == 0, second.output
+    assert simulators[0].count() == 3 and simulators[1].count() == 0
+    from calliope_graph.flow import Trace
+
+    trace = Trace.load(tmp_path / "out" / "trace.json")
+    assert trace.status == "ok" and not trace.waiting
+    picked = [e for e in trace.executions if e.node == "pick" and e.status == "ok"]
+    assert picked and picked[-1].outputs.get("index") in (None, 1)
