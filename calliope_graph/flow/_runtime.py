@@ -246,9 +246,7 @@ class FlowRuntime:
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
         except GraphInterrupt:  # paused for a person's choice: runs again when resumed
-            self._close(execution, stats)
-            execution.status = "waiting"
-            self._emit("waiting", execution)
+            self._waiting(execution, stats)
             raise
         except BaseException as exc:
             self._failed(name, node, execution, stats, exc)
@@ -330,6 +328,12 @@ class FlowRuntime:
             execution.error_class = error_class(exc)
             execution.error = self.describe(exc)
         self._emit("failed", execution)
+
+    def _waiting(self, execution: NodeExecution, stats: CallStats) -> None:
+        """``execution`` paused for a person's choice (a ``choose`` node's interrupt)."""
+        self._close(execution, stats)
+        execution.status = "waiting"
+        self._emit("waiting", execution)
 
     def routed(self, name: str, exc: BaseException, branch: str, *, status: Any) -> None:
         """An error route caught the failure of ``name`` (called by its error handler)."""
