@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         ProviderTimeoutError,
         RateLimitError,
         TransientProviderError,
+        WaitingForChoice,
     )
     from calliope_graph.flow import Flow, FlowResult, RunOptions
     from calliope_graph.media import Audio, Image, ImageAnalysis, MediaStore, Video
@@ -67,6 +68,7 @@ else:
                 "ProviderTimeoutError",
                 "RateLimitError",
                 "TransientProviderError",
+                "WaitingForChoice",
             ],
             "calliope_graph.flow": ["Flow", "FlowResult", "RunOptions"],
             "calliope_graph.media": ["Audio", "Image", "ImageAnalysis", "MediaStore", "Video"],
@@ -104,6 +106,7 @@ __all__ = [
     "RunOptions",
     "TransientProviderError",
     "Video",
+    "WaitingForChoice",
     "__version__",
     "catalog",
 ]

@@ -22,7 +22,9 @@ classes: an ``on_error`` route lists the ``error_class`` names it catches (``whe
     │       └── ProviderTimeoutError  no answer in time, or a job that never finished     [timeout]
     ├── EmptyOutputError      a node produced nothing where something was required          [empty]
     ├── FlowSpecError         a bad flow description (names the node/edge and the line)
-    └── FlowRunError          a run failed (node, attempts, path taken)
+    ├── FlowRunError          a run failed (node, attempts, path taken)
+    └── WaitingForChoice      not a failure: the run paused for a person's choice (thread,
+                              nodes, candidates, the commands that continue it; CLI exit 6)
 
 A node's own ``timeout`` (LangGraph's) counts as ``timeout`` and ``transient`` too.
 Messages say what went wrong *and what to do*. No message ever contains a secret: the
@@ -53,6 +55,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "TransientProviderError",
+    "WaitingForChoice",
     "error_class",
     "error_class_names",
     "error_classes",
@@ -299,6 +302,42 @@ class FlowRunError(CalliopeError):
         self.path = list(path or [])
         self.cause_class = cause_class
         self.thread_id = thread_id
+
+
+class WaitingForChoice(CalliopeError):
+    """A run paused for a person's choice (a ``choose`` node with ``by: human``).
+
+    Not a failure: everything the run did is checkpointed, and resuming the thread with a
+    choice continues it without paying for anything again (Python: ``resume=True,
+    choices={node: index}``; CLI: ``--resume THREAD --choose NODE=INDEX``, exit code 6;
+    LangGraph Server: ``command={"resume": {node: index}}``). Raised rather than returned,
+    so no caller mistakes a paused run (no outputs yet) for a finished one.
+
+    ``candidates``: node → its candidates, summarised as in the trace (media as
+    ``{"type": "image", "path": ...}``, text as text); ``commands``: node → the exact
+    ``calliope-graph run`` command continuing with each candidate (index ``i`` at ``[i]``);
+    ``out_dir``: where the run writes (its ``report.html`` shows the candidates).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        thread_id: str,
+        candidates: dict[str, list[Any]],
+        commands: dict[str, list[str]] | None = None,
+        out_dir: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+        self.candidates = candidates
+        self.commands = commands or {}
+        self.out_dir = out_dir
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes waiting for a choice."""
+        return list(self.candidates)
 
 
 def _subclasses(cls: type[CalliopeError]) -> list[type[CalliopeError]]:

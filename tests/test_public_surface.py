@@ -31,7 +31,7 @@ PUBLIC: dict[str, list[str]] = {
         "InferenceModelProviderVariant", "InvalidRequestError", "KeysModel", "MediaError",
         "MediaStore", "ModelCatalog", "ModelConfig", "PollSettings", "ProviderError",
         "ProviderTimeoutError", "RateLimitError", "RetrySettings", "RunContext", "RunOptions",
-        "TransientProviderError", "Video", "__version__", "catalog",
+        "TransientProviderError", "Video", "WaitingForChoice", "__version__", "catalog",
     ],
     "calliope_graph.batch": [
         "BatchEvent", "BatchInputError", "BatchOptions", "BatchStats", "BatchSummary",

@@ -20,7 +20,9 @@ Exit codes (also in ``calliope-graph --help``):
 4     configuration problem: a missing key, an unknown model config, an unusable or
       busy --out directory
 5     bad input media (missing, empty, corrupt or unsupported file)
-6     reserved: a run that stops to wait for a person's choice
+6     the run stopped to wait for a person's choice (a ``choose`` node, ``by: human``):
+      it printed the candidates and the commands that continue it
+      (``--resume THREAD --choose NODE=INDEX``); its report.html shows them
 130   interrupted
 ====  =====================================================================
 

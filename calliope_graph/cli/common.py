@@ -20,6 +20,7 @@ from calliope_graph.errors import (
     ConfigurationError,
     FlowSpecError,
     MediaError,
+    WaitingForChoice,
 )
 
 if TYPE_CHECKING:
@@ -52,14 +53,15 @@ EXIT_CODES: dict[str, int] = {
     "invalid_flow": 3,
     "configuration": 4,
     "media": 5,
-    # 6 is kept for a run that stops to wait for a person's choice (interactive stories).
+    "waiting_for_choice": 6,
     "models_missing": 7,
     "interrupted": 130,
 }
 
 EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
-    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 130 interrupted."
+    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 6 the run waits "
+    "for a choice (resume it with --resume THREAD --choose NODE=INDEX), 130 interrupted."
 )
 
 err_console = Console(stderr=True, highlight=False)
@@ -74,6 +76,8 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_CODES["configuration"]
     if isinstance(exc, MediaError):
         return EXIT_CODES["media"]
+    if isinstance(exc, WaitingForChoice):
+        return EXIT_CODES["waiting_for_choice"]
     return EXIT_CODES["run_failed"]
 
 
@@ -159,6 +163,17 @@ class Simulation:
     faults: list[Fault] | None = None
     simulate_limits: dict[str, LimitSpec] | None = None
     limits: str | None = None
+    texts: tuple[tuple[str, str], ...] = ()
+    """(flag, text as given) of ``--faults``, ``--simulate-limits`` and ``--limits``."""
+
+    def flags(self) -> list[str]:
+        """The options as given on the command line, for a printed command to repeat
+        (:func:`calliope_graph.commands.continue_command`): ``--simulate``, then each given
+        one with its text."""
+        words = ["--simulate"] if self.simulate else []
+        for flag, text in self.texts:
+            words += [flag, text]
+        return words
 
     def given(self) -> list[str]:
         """The options given, by their flags."""

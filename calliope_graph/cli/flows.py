@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ import click
 
 from calliope_graph.cli.common import (
     EPILOG,
+    EXIT_CODES,
     Simulation,
     check_keys,
     err_console,
@@ -24,6 +26,7 @@ from calliope_graph.cli.common import (
     parse_inputs,
 )
 from calliope_graph.cli.options import (
+    choose_option,
     debug_option,
     flow_argument,
     media_store_option,
@@ -31,8 +34,8 @@ from calliope_graph.cli.options import (
     output_option,
     simulation_options,
 )
-from calliope_graph.cli.progress import RunProgress, print_result
-from calliope_graph.errors import FlowRunError, MediaError
+from calliope_graph.cli.progress import RunProgress, print_result, print_waiting
+from calliope_graph.errors import FlowRunError, MediaError, WaitingForChoice
 
 if TYPE_CHECKING:
     from calliope_graph.cli.common import Shared
@@ -54,7 +57,8 @@ RETRY_LOGGER = "calliope_graph.engines.retries"
 @click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
 @out_dir_option("Output directory.", default="out", show_default=True)
 @simulation_options
-@click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed run.")
+@click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed or waiting run.")
+@choose_option
 @click.option("--thread-id", default=None, help="Thread id for the checkpoint (default: new).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached node results.")
 @click.option(
@@ -75,6 +79,7 @@ def run(
     out_dir: str,
     simulation: Simulation,
     resume: str | None,
+    choices: dict[str, int],
     thread_id: str | None,
     no_cache: bool,
     checkpoint: str | None,
@@ -83,24 +88,56 @@ def run(
 ) -> None:
     """Run FLOW (a shipped flow's name or a YAML/JSON file)."""
     simulation.check()
+    if choices and not resume:
+        raise click.UsageError("--choose answers a run waiting for a choice: add --resume THREAD.")
 
     def go() -> None:
         shared = open_shared(simulation)
-        result = asyncio.run(
-            _run(
-                flow,
-                parse_inputs(inputs),
-                Path(out_dir),
-                shared,
-                thread=(resume, thread_id),
-                cache=not no_cache,
-                checkpoint=checkpoint or None,
-                media_store=media_store,
+        try:
+            result = asyncio.run(
+                _run(
+                    flow,
+                    parse_inputs(inputs),
+                    Path(out_dir),
+                    shared,
+                    thread=(resume, thread_id),
+                    cache=not no_cache,
+                    checkpoint=checkpoint or None,
+                    media_store=media_store,
+                    choices=choices,
+                )
             )
-        )
+        except WaitingForChoice as waiting:
+            given = (flow, out_dir, checkpoint, media_store)
+            print_waiting(waiting, _commands(waiting, simulation, *given), Path(out_dir))
+            sys.exit(EXIT_CODES["waiting_for_choice"])
         print_result(result, checkpoint)
 
     guard(debug, go)
+
+
+def _commands(
+    waiting: WaitingForChoice,
+    simulation: Simulation,
+    flow: str,
+    out_dir: str,
+    checkpoint: str | None,
+    media_store: str | None,
+) -> dict[str, list[str]]:
+    """The commands continuing ``waiting`` with each candidate, as this command was given:
+    the flow as named (a file keeps its path), ``--out``, ``--checkpoint``, the simulation's
+    options (``--simulate``, ``--faults``, ``--limits``...) and ``--media-store``."""
+    from calliope_graph.commands import choice_commands
+    from calliope_graph.flow.run import shown_url
+
+    return choice_commands(
+        waiting.candidates,
+        flow,
+        out_dir,
+        waiting.thread_id,
+        checkpoint=shown_url(checkpoint) if checkpoint else None,
+        options=simulation.flags() + (["--media-store", media_store] if media_store else []),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -159,6 +196,7 @@ async def _run(
     cache: bool,
     checkpoint: str | None,
     media_store: str | None,
+    choices: dict[str, int] | None = None,
 ) -> FlowResult:
     """``run``: ``thread`` is (``--resume``, ``--thread-id``)."""
     from calliope_graph.files import prepare_out_dir
@@ -199,7 +237,13 @@ async def _run(
             on_event=on_event,
             checkpointer=checkpoint or True,
             media_store=media_store,
+            choices=choices or None,
         )
+    except WaitingForChoice:  # the report shows the candidates
+        from calliope_graph.flow import Trace
+
+        live.final(Trace.load(out_dir / "trace.json"))
+        raise
     except FlowRunError:
         trace_path = out_dir / "trace.json"
         if trace_path.exists():

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "checked_limits",
+    "choose_option",
     "compose",
     "concurrency_option",
     "debug_option",
@@ -31,6 +32,7 @@ __all__ = [
     "media_store_option",
     "out_dir_option",
     "output_option",
+    "parse_choices",
     "parse_faults",
     "parse_simulate_limits",
     "simulation_options",
@@ -78,6 +80,23 @@ def parse_simulate_limits(
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
+def parse_choices(values: tuple[str, ...]) -> dict[str, int]:
+    """``--choose NODE=INDEX`` (repeatable) as ``{node: index}``."""
+    choices: dict[str, int] = {}
+    for item in values:
+        node, sep, index = (part.strip() for part in item.partition("="))
+        if not sep or not node or not index.isdigit():
+            raise click.BadParameter(
+                f"{item!r}: write --choose NODE=INDEX, the index (0, 1, ...) of the candidate "
+                "to keep at node NODE (a paused run printed them)",
+                param_hint="--choose",
+            )
+        if node in choices:
+            raise click.BadParameter(f"node {node!r} is chosen twice", param_hint="--choose")
+        choices[node] = int(index)
+    return choices
+
+
 def checked_limits(value: str | None) -> str | None:
     """``--limits``, checked (applied later, by :func:`~calliope_graph.cli.common.open_shared`)."""
     if not value:
@@ -112,11 +131,26 @@ debug_option = click.option("--debug", is_flag=True, help="Print tracebacks.")
 def faults_option(help: str) -> Callable[[F], F]:
     """``--faults``, parsed; ``help`` gives the command's example."""
     return click.option(
-        "--faults",
-        default=None,
-        callback=lambda _ctx, _param, value: parse_faults(value),
-        help=help,
+        "--faults", default=None, callback=_given("--faults", parse_faults), help=help
     )
+
+
+_GIVEN_ORDER = ("--faults", "--simulate-limits", "--limits")
+
+
+def _given(flag: str, parse: Callable[[Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """A callback parsing an option's value with ``parse``, keeping the text as given (for
+    :meth:`~calliope_graph.cli.common.Simulation.flags`: a printed command repeats it)."""
+
+    def callback(ctx: click.Context, _param: Any, value: Any) -> Any:
+        if value:
+            ctx.meta.setdefault(_GIVEN, {})[flag] = value
+        return parse(value)
+
+    return callback
+
+
+_GIVEN = "calliope_graph.given_options"
 
 
 def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,7 +165,9 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
         limits: str | None,
         **kwargs: Any,
     ) -> Any:
-        simulation = Simulation(simulate, faults, simulate_limits, limits)
+        texts = click.get_current_context().meta.get(_GIVEN, {})
+        given = tuple((flag, str(texts[flag])) for flag in _GIVEN_ORDER if flag in texts)
+        simulation = Simulation(simulate, faults, simulate_limits, limits, given)
         return command(*args, simulation=simulation, **kwargs)
 
     return gathered
@@ -149,14 +185,14 @@ simulation_options = compose(
         "--simulate-limits",
         "simulate_limits",
         default=None,
-        callback=lambda _ctx, _param, value: parse_simulate_limits(value),
+        callback=_given("--simulate-limits", parse_simulate_limits),
         help="Make the simulated providers limit like the real ones, e.g. "
         "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
     ),
     click.option(
         "--limits",
         default=None,
-        callback=lambda _ctx, _param, value: checked_limits(value),
+        callback=_given("--limits", checked_limits),
         help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
     ),
     _simulation,
@@ -198,3 +234,15 @@ def concurrency_option(help: str, default: int | None) -> Callable[[F], F]:
         show_default=default is not None,
         help=help,
     )
+
+
+#: ``--choose NODE=INDEX`` (repeatable): the candidate to keep where a resumed run waits.
+choose_option = click.option(
+    "--choose",
+    "choices",
+    multiple=True,
+    metavar="NODE=INDEX",
+    callback=lambda _ctx, _param, values: parse_choices(values),
+    help="With --resume: keep candidate INDEX (0, 1, ...) at node NODE of a run waiting for "
+    "a choice (exit 6 printed the commands). Repeat for several nodes.",
+)

@@ -14,9 +14,10 @@ from rich.markup import escape
 from calliope_graph.cli.common import err_console, out_console
 
 if TYPE_CHECKING:
+    from calliope_graph.errors import WaitingForChoice
     from calliope_graph.flow import FlowResult
 
-__all__ = ["RunProgress", "print_result", "shown_here"]
+__all__ = ["RunProgress", "print_result", "print_waiting", "shown_here"]
 
 
 class RunProgress:
@@ -96,6 +97,8 @@ class RunProgress:
             return f"[yellow]↷[/] {who} {e.error_class} → continue without it"
         if kind == "cache_hit":
             return f"[cyan]⚡[/] {who} cache hit"
+        if kind == "waiting":
+            return f"[magenta]⏸[/] {who} waits for a choice"
         if kind == "failed" and e.error_class is None:  # cancelled: say by what
             return f"[red]✗[/] {who} {self.stopped(event)}"
         if kind == "failed":
@@ -171,3 +174,32 @@ def print_result(result: FlowResult, checkpoint: str | None = None) -> None:
         f"trace: {out / 'trace.json'}  report: {out / 'report.html'}  checkpoint: {store}",
         soft_wrap=True,
     )
+
+
+def _candidate_text(value: Any, out: Path) -> str:
+    """One candidate (as the trace summarises it) on one line: a media file's path, text."""
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        path = Path(value["path"])
+        shown = str(path if path.is_absolute() else out / path)
+        return f"{shown_here(shown, out.resolve())} ({value.get('mime') or value.get('type')})"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text[:200] + "…" if len(text) > 200 else text
+
+
+def print_waiting(waiting: WaitingForChoice, commands: Mapping[str, list[str]], out: Path) -> None:
+    """A run waiting for a choice: each node's candidates, each with the exact command that
+    continues the run keeping it, and where the report shows them (``run`` exits 6)."""
+    out_console.print(
+        f"[bold magenta]waiting for a choice[/]  thread {waiting.thread_id}  "
+        f"report: {out / 'report.html'}",
+        soft_wrap=True,
+    )
+    for node, found in waiting.candidates.items():
+        out_console.print(f"[bold]{escape(node)}[/]: {len(found)} candidates; to keep one, run")
+        for index, candidate in enumerate(found):
+            out_console.print(f"  [{index}] ", end="", markup=False)
+            out_console.print(_candidate_text(candidate, out), markup=False, soft_wrap=True)
+            listed = commands.get(node, [])
+            if index < len(listed):
+                out_console.print(f"      {listed[index]}", markup=False, soft_wrap=True)

@@ -157,12 +157,16 @@ class RunOptions(RunnerOptions, total=False):
     thread_id: str | None
     """The checkpoint thread (default: a new one); with ``resume``, the run to continue."""
     resume: bool
-    """Continue the failed or stopped run ``thread_id`` without re-running what completed."""
+    """Continue the failed, stopped or waiting run ``thread_id`` without re-running what
+    completed."""
     on_event: OnEvent | None
     """Called with each :class:`FlowEvent` as it happens."""
+    choices: Mapping[str, int] | None
+    """With ``resume``: node → index of the candidate to keep, for a run that stopped with
+    :class:`~calliope_graph.errors.WaitingForChoice` (CLI: ``--choose NODE=INDEX``)."""
 
 
-_CALL_OPTIONS = ("thread_id", "resume", "on_event")
+_CALL_OPTIONS = ("thread_id", "resume", "on_event", "choices")
 
 
 def split_options(options: RunOptions) -> tuple[RunnerOptions, dict[str, Any]]:

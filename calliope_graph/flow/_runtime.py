@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from langgraph.errors import GraphInterrupt
+
 from calliope_graph._files import Throttled
 from calliope_graph._pricing import settle
 from calliope_graph._secrets import redact, redact_tree
@@ -64,7 +66,9 @@ def _total(calls: list[ProviderCall]) -> float | None:
 
 
 # -- events and the runtime ------------------------------------------------------------------------
-EventKind = Literal["started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed"]
+EventKind = Literal[
+    "started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed", "waiting"
+]
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,9 @@ class FlowRuntime:
                 journal.put(entry, key, outputs, execution.provider_calls)
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
+        except GraphInterrupt:  # paused for a person's choice: runs again when resumed
+            self._waiting(execution, stats)
+            raise
         except BaseException as exc:
             self._failed(name, node, execution, stats, exc)
             raise
@@ -321,6 +328,12 @@ class FlowRuntime:
             execution.error_class = error_class(exc)
             execution.error = self.describe(exc)
         self._emit("failed", execution)
+
+    def _waiting(self, execution: NodeExecution, stats: CallStats) -> None:
+        """``execution`` paused for a person's choice (a ``choose`` node's interrupt)."""
+        self._close(execution, stats)
+        execution.status = "waiting"
+        self._emit("waiting", execution)
 
     def routed(self, name: str, exc: BaseException, branch: str, *, status: Any) -> None:
         """An error route caught the failure of ``name`` (called by its error handler)."""

@@ -460,7 +460,9 @@ class Flow:
         opens a SQLite saver in ``out_dir`` per run)."""
         from calliope_graph.flow.run import FlowRunner
 
-        return FlowRunner(self.plan(), **options)
+        runner = FlowRunner(self.plan(), **options)
+        runner.reference = self._reference  # a printed command names the flow as loaded
+        return runner
 
     async def ainvoke(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
@@ -468,7 +470,9 @@ class Flow:
         """Run the flow on ``inputs`` (paths or media values for media inputs).
 
         Checkpoints go to ``out_dir/checkpoints.sqlite`` unless ``checkpointer`` is given;
-        ``resume=True`` with the ``thread_id`` of a failed run continues it. ``simulator``
+        ``resume=True`` with the ``thread_id`` of a failed run continues it (a run paused for
+        a person's choice raises WaitingForChoice: resume it with ``choices={node: index}``).
+        ``simulator``
         runs every provider call offline; ``ctx`` passes a ready run context. Every option
         is described in :class:`~calliope_graph.flow.RunOptions`.
         """

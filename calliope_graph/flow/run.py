@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import functools
 import os
 import re
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Checkpointer, Command, StateSnapshot
+from langgraph.types import Checkpointer, Interrupt, StateSnapshot
 from typing_extensions import Unpack
 
 from calliope_graph._secrets import redact_tree
@@ -43,6 +44,7 @@ from calliope_graph.flow._checkpoints import (
     shown_url,
     with_flow_serializer,
 )
+from calliope_graph.flow._choice import check_call, resume_command, waiting_for_choice
 from calliope_graph.flow._run_io import (
     FLOW_METADATA,
     Durability,
@@ -123,6 +125,7 @@ class FlowRunner:
         #: and whether it runs a batch's item (see there).
         self._journal_db: JournalDB | None = None
         self._batch_item = False
+        self.reference: str | None = None  # the flow as loaded (Flow.runner): for commands
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -290,8 +293,9 @@ class FlowRunner:
         thread_id: str | None = None,
         resume: bool = False,
         on_event: OnEvent | None = None,
+        choices: Mapping[str, int] | None = None,
     ) -> FlowResult:
-        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept).
+        """Run the flow; a failure is a FlowRunError, a pause for a choice WaitingForChoice.
 
         The output directory is checked and locked first (a bad or busy ``out_dir`` is a
         ConfigurationError before any provider call); with checkpointing, provider nodes'
@@ -301,6 +305,7 @@ class FlowRunner:
             raise ConfigurationError("Resuming needs the thread id of the run to continue.")
         if resume and not self.checkpointer:
             raise ConfigurationError("Resuming needs checkpoints: do not pass checkpointer=False.")
+        check_call(resume, choices)
         thread = thread_id or new_thread_id()
         self._check_out_dir()
         lock = None
@@ -321,7 +326,7 @@ class FlowRunner:
                     self.out_dir, serde=self._serde(), thread_id=thread, resume=resume
                 )
             try:
-                result = await self._run(inputs, thread, resume, on_event, journal)
+                result = await self._run(inputs, thread, resume, on_event, journal, choices)
                 if journal is not None:
                     journal.forget()  # completed: the checkpoint holds everything now
                 return result
@@ -336,6 +341,7 @@ class FlowRunner:
         resume: bool,
         on_event: OnEvent | None,
         journal: Journal | None,
+        choices: Mapping[str, int] | None = None,
     ) -> FlowResult:
         spec = self.plan.spec
         ctx = self._context()
@@ -374,7 +380,7 @@ class FlowRunner:
             "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
         }
         values: dict[str, Any] = dict(state or {})
-        paused = False
+        paused, pending = False, list[Interrupt]()
         try:
             async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
                 if not self.record:
@@ -386,11 +392,11 @@ class FlowRunner:
                     trace_log.header(trace)
                 if resume:
                     snapshot = await self._resumable(graph, config, thread, journal)
-                    await self._carry_over(trace, trace_log)
-                    if snapshot.interrupts:  # stopped on failures no route took
-                        start = Command(resume={i.id: True for i in snapshot.interrupts})
+                    if snapshot.interrupts or choices:  # stopped on failures, or for a choice
+                        start = resume_command(snapshot.interrupts, choices, thread)
                     elif snapshot.created_at is None and journal is not None:
                         start = journal.inputs()  # killed before its first checkpoint
+                    await self._carry_over(trace, trace_log)
                 async for chunk in graph.astream(
                     start,
                     config,
@@ -403,6 +409,7 @@ class FlowRunner:
                             values.update(update)
                     if "__interrupt__" in chunk:
                         paused = True
+                        pending.extend(chunk["__interrupt__"])
                     if self.record and "__metadata__" in chunk:
                         self._cache_hits(runtime, chunk)
                 if resume:
@@ -426,6 +433,8 @@ class FlowRunner:
             cause = runtime.halted[1]
             runtime.timed_out(runtime.halted[0], cause)
             raise self._failed(runtime, cause, thread) from cause
+        if paused and (waiting := waiting_for_choice(self, runtime, pending, thread)):
+            raise waiting  # a pause no failure made: waiting for a person's choice
         outputs: dict[str, Any] = {}
         for out_name, target in spec.outputs.items():
             value = read_ref(values, parse_ref(target))
@@ -442,12 +451,12 @@ class FlowRunner:
         *,
         thread_id: str | None = None,
         resume: bool = False,
+        choices: Mapping[str, int] | None = None,
     ) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
         """Yield each :class:`FlowEvent` and :class:`TokenEvent` as it happens, then the
         :class:`FlowResult`."""
-        async for item in stream_events(
-            lambda emit: self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=emit)
-        ):
+        run = functools.partial(self.ainvoke, inputs, thread_id=thread_id, choices=choices)
+        async for item in stream_events(lambda emit: run(resume=resume, on_event=emit)):
             yield item
 
     # -- resuming ---------------------------------------------------------------------------

@@ -28,11 +28,15 @@ from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
 __all__ = ["NodeExecution", "NodeStatus", "Trace", "jsonable"]
 
-NodeStatus = Literal["running", "ok", "failed", "skipped", "fallback", "cache_hit", "interrupted"]
+NodeStatus = Literal[
+    "running", "ok", "failed", "skipped", "fallback", "cache_hit", "interrupted", "waiting"
+]
 """``ok``: produced its outputs. ``failed``: raised and no route caught it (the run failed).
 ``skipped``: failed and a ``continue`` route went on without it. ``fallback``: failed and a
 fallback or rewrite route took over. ``cache_hit``: outputs came from the cache.
-``interrupted``: stopped from outside before it finished (the run was stopped)."""
+``interrupted``: stopped from outside before it finished (the run was stopped).
+``waiting``: paused for a person's choice (a ``choose`` node, ``by: human``); a resumed run
+runs it again with the choice."""
 
 
 class NodeExecution(BaseModel):
@@ -98,8 +102,12 @@ class Trace(BaseModel):
     thread_id: str
     started_at: float
     ended_at: float | None = None
-    status: Literal["running", "ok", "failed"] = "running"
+    status: Literal["running", "ok", "failed", "waiting"] = "running"
+    """``waiting``: paused for a person's choice (see ``waiting``)."""
     error: str | None = None
+    waiting: dict[str, list[Any]] = Field(default_factory=dict)
+    """While ``status`` is ``waiting``: each node waiting for a choice → its candidates,
+    summarised like outputs (the report shows them; a resume picks one by index)."""
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     executions: list[NodeExecution] = Field(default_factory=list)

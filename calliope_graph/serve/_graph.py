@@ -15,6 +15,10 @@
 - **Failures** pause the run on the failed node (any node, not only those with routes), with
   the library's message in the interrupt; ``Command(resume=True)`` on the thread runs it
   again and the flow goes on.
+- **A person's choice** (a ``choose`` node, ``by: human``) pauses the run with
+  ``{"node": ..., "candidates": [...]}`` as the interrupt's value; ``Command(resume={node:
+  index})`` (a client's ``command={"resume": {"pick": 1}}``) continues it with that candidate,
+  nothing before the node run again.
 """
 
 from __future__ import annotations

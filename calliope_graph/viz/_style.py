@@ -151,5 +151,6 @@ STATUS_STYLES: dict[str, StatusStyle] = {
     "running": StatusStyle("running", "#e8f0fe", "#3b6fd8", (6.0, 3.0)),
     "not_run": StatusStyle("not run", "#ffffff", "#c3c8cf", (3.0, 3.0), 0.6),
     "interrupted": StatusStyle("stopped before it finished", "#f3e8ff", "#7b3fbf", (6.0, 3.0)),
+    "waiting": StatusStyle("waiting for a choice", "#fdf2fa", "#bf3989", (6.0, 3.0)),
     "not_taken": StatusStyle("branch not taken", "#f4f4f4", "#afb5bd", (2.0, 3.0), 0.5),
 }

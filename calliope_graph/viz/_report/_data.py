@@ -61,7 +61,16 @@ def outcome(e: NodeExecution) -> str:
     return str(e.status)
 
 
-_SEVERITY = ["running", "failed", "interrupted", "fallback", "skipped", "ok", "cache_hit"]
+_SEVERITY = [
+    "running",
+    "waiting",
+    "failed",
+    "interrupted",
+    "fallback",
+    "skipped",
+    "ok",
+    "cache_hit",
+]
 
 
 def aggregate(executions: list[NodeExecution]) -> str:

@@ -85,6 +85,7 @@ STATUS_LABEL = {
     "not_run": "not run",
     "retry": "retried attempt",
     "interrupted": "interrupted",
+    "waiting": "waiting for a choice",
     "not_taken": "branch not taken",
 }
 
@@ -120,6 +121,7 @@ def bar_fill(status: str) -> str:
         "failed": "#cf222e",
         "running": "#3b6fd8",
         "interrupted": "#7b3fbf",
+        "waiting": "#bf3989",
         "not_taken": "#d0d4da",
     }.get(status, "#8c959f")
 

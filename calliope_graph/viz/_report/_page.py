@@ -12,7 +12,7 @@ from importlib import resources
 from calliope_graph.viz._report._drawing import drawing
 from calliope_graph.viz._report._format import badge, bar_fill, clock, esc, txt
 from calliope_graph.viz._report._nodes import nodes
-from calliope_graph.viz._report._summary import io_section, summary
+from calliope_graph.viz._report._summary import choice_section, io_section, summary
 from calliope_graph.viz._report._timeline import timeline
 from calliope_graph.viz._report._values import Page
 from calliope_graph.viz._style import STATUS_STYLES
@@ -86,7 +86,7 @@ def html(page: Page) -> str:
   <nav><a href="#summary">summary</a> <a href="#drawing">flow</a>
   <a href="#timeline">timeline</a> <a href="#io">outputs</a> <a href="#nodes">nodes</a></nav>
 </header>
-<main>{summary(page)}{drawing(page)}{timeline(page)}{io_section(page)}{nodes(page)}
+<main>{choice_section(page)}{summary(page)}{drawing(page)}{timeline(page)}{io_section(page)}{nodes(page)}
 </main>
 <footer>Report written by calliope-graph at {esc(clock(page.now))}. Self-contained: it loads
 nothing from the network; media are files beside it.</footer>

@@ -6,7 +6,7 @@ from calliope_graph.viz._report._data import lane_parent, node_outcomes, outcome
 from calliope_graph.viz._report._format import STATUS_LABEL, badge, clock, esc, fmt_seconds, txt
 from calliope_graph.viz._report._values import Page
 
-__all__ = ["io_section", "summary"]
+__all__ = ["choice_section", "io_section", "summary"]
 
 
 def summary(page: Page) -> str:
@@ -106,6 +106,35 @@ def summary(page: Page) -> str:
     <div><h3>Calls and retries per provider</h3>{prov}</div>
     <div><h3>Fallbacks and routes taken</h3>{fb}</div>{branches}
   </div>
+</section>"""
+
+
+def choice_section(page: Page) -> str:
+    """While the run waits for a person's choice: each waiting node's candidates, numbered
+    by the index a resume takes (images as thumbnails, text as text), and how to resume."""
+    t = page.trace
+    if t.status != "waiting" or not t.waiting:
+        return ""
+    blocks = []
+    for node, found in t.waiting.items():
+        items = "".join(
+            f'<li class="candidate" value="{i}"><span class="index">{i}</span>'
+            f"{page.value(candidate)}</li>"
+            for i, candidate in enumerate(found)
+        )
+        how = f"--resume {t.thread_id} --choose {node}=INDEX"
+        blocks.append(
+            f'<h3><a class="node-link" href="#{esc(page.ids.get(node, ""))}" '
+            f'data-node="{esc(node)}">{esc(node)}</a> · {len(found)} candidates</h3>'
+            f'<ol class="candidates" start="0">{items}</ol>'
+            f"<p>Keep one: <code>calliope-graph run … {txt(how)}</code> (the command the run "
+            f"printed), <code>choices={{{txt(repr(node))}: INDEX}}</code> in Python, or "
+            f'<code>command={{"resume": {{{txt(repr(node))}: INDEX}}}}</code> on LangGraph '
+            "Server. Nothing before this node runs again.</p>"
+        )
+    return f"""
+<section id="choice" class="card waiting">
+  <h2>Waiting for a choice</h2>{"".join(blocks)}
 </section>"""
 
 
