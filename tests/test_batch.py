@@ -530,9 +530,13 @@ def test_kill_9_then_resume_runs_no_ok_item_again(tmp_path: Path) -> None:
     new_lines = manifest(out)[len(before) :]
     assert not {line["id"] for line in new_lines} & ok_before  # no ok item ran again
     assert {line["id"] for line in new_lines} == {r["id"] for r in rows} - ok_before
-    # each call the resumed process made is one an unfinished item needed, and no more
+    # each call the resumed process made is one an unfinished item needed, and no more; an
+    # item in flight at the kill whose call had been journaled replays it (its line counts
+    # that call, paid before the kill, and the resumed process does not make it again): at
+    # most one per item running at the kill (--concurrency 2)
     paid = sum(sum(line["calls"].values()) for line in new_lines)
-    assert summary["simulator_calls"] == paid <= count - len(ok_before)
+    made = summary["simulator_calls"]
+    assert made <= paid <= min(made + 2, count - len(ok_before))
     assert (out / "batch.html").is_file()
 
 
