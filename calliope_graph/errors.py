@@ -355,6 +355,8 @@ def error_class_names() -> dict[str, str]:
     """
     names: dict[str, str] = {}
     for cls in _subclasses(CalliopeError):
+        if cls.__module__ != __name__:  # a subclass made elsewhere (the server's) names none
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         names.setdefault(cls.error_class, f"{doc} ({cls.__name__})")
     names["any"] = "any error at all"
