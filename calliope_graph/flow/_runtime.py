@@ -267,7 +267,9 @@ class FlowRuntime:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
         provider, model, params = self._static(name, node)
         root = self.trace.out_dir
-        execution = NodeExecution(
+        # Built without validation (model_construct): every field is given here, typed as
+        # declared, and validating them was the largest cost of a node's bookkeeping.
+        execution = NodeExecution.model_construct(
             node=self.scope + name,
             kind=node.kind,
             provider=provider,
@@ -277,7 +279,6 @@ class FlowRuntime:
             item=self.item,
             inputs=self._summary(inputs, root),
             params=params,
-            # every field given: pydantic's default-factory lookup is slow
             ended_at=None,
             status="running",
             attempts=0,
@@ -293,6 +294,7 @@ class FlowRuntime:
             provider_calls=[],
             cost_usd=0.0,
             unbilled=False,
+            limit_wait=0.0,
         )
         self.trace.executions.append(execution)
         self._last[key] = execution
