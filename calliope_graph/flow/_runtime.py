@@ -29,8 +29,8 @@ from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
 from calliope_graph.errors import CalliopeError, error_class, error_classes
 from calliope_graph.flow._names import (
+    HALT_KEY,
     done_name,
-    halt_key,
     input_key,
     override_key,
     port_key,
@@ -44,12 +44,12 @@ if TYPE_CHECKING:
     from calliope_graph.nodes import Node
 
 __all__ = [
+    "HALT_KEY",
     "EventKind",
     "FlowEvent",
     "FlowRuntime",
     "OnEvent",
     "done_name",
-    "halt_key",
     "input_key",
     "override_key",
     "port_key",
