@@ -281,8 +281,8 @@ class FlowRuntime:
             self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
         execution.__dict__.update(status="ok", error_class=None, error=None)
-        if not settled or store.remote:
-            execution.outputs = self._summary(outputs, self.trace.out_dir)
+        if not settled or store.remote:  # (its fields are all set: _unvalidated)
+            execution.__dict__["outputs"] = self._summary(outputs, self.trace.out_dir)
         if not settled:
             self._settle(execution, node, stats)
         self._emit("finished", execution)
