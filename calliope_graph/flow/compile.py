@@ -284,6 +284,7 @@ class _Lowering:
         timeout = plan.spec.nodes[name].timeout
         if timeout is not None:
             kwargs["timeout"] = timeout
+        kwargs["input_schema"] = self.reads(name)
         self.graph.add_node(
             name,
             _node_function(plan, name, self.factory, self.cache),
@@ -291,6 +292,19 @@ class _Lowering:
             cache_policy=_cache_policy(plan, name, self.cache is not None),
             **kwargs,
         )
+
+    def reads(self, name: str) -> type[Any]:
+        """The state keys node ``name`` (its function, error handler and cache key) reads, as
+        its LangGraph input schema: a task then reads those channels, not the whole state."""
+        gather = Gather(self.plan, name)
+        keys = {key for _, key, _ in gather.sources} | {key for _, key in gather.overrides}
+        keys |= {HALT_KEY, rewrites_key(name), request_key(name)}
+        declared = self.graph.state_schema.__annotations__
+        fields = {key: declared[key] for key in sorted(keys) if key in declared}
+        schema: type[Any] = TypedDict(  # type: ignore[misc]
+            f"{self.plan.spec.name.replace('-', '_')}_{name}_input", fields, total=False
+        )
+        return schema
 
     def waits_on(self, name: str) -> str:
         """What a consumer of ``name`` waits on: its lane, its gather or join, or itself."""
