@@ -11,6 +11,10 @@
 - ``per_item_overhead_ms``: the library's own CPU per ``illustrate`` item, without the
   simulator's work (its time in ``handle`` is measured and taken out): the median of three
   batches of 300 items.
+- ``batch_cpu_ratio``: process CPU (``time.process_time``) per ``illustrate`` item of a batch
+  (``run_batch``, its checkpoints on) against a plain LangGraph graph making the same
+  simulated Stability call per item, with LangGraph's ``AsyncSqliteSaver`` and its default
+  durability, at the same concurrency: alternated run by run, medians (target <= 1.15).
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import asyncio
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+from typing_extensions import TypedDict
 
 from calliope_graph import limits
 from calliope_graph.batch import run_batch
@@ -187,6 +194,7 @@ async def bench_overhead(items: int = 300, repeats: int = 3) -> dict[str, Any]:
         )
         for n in range(repeats):
             spent[0] = 0.0
+            spent[0] = 0.0
             start = time.process_time()
             await run_batch(
                 flow,
@@ -209,10 +217,117 @@ async def bench_overhead(items: int = 300, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+class _PlainState(TypedDict, total=False):
+    text: str
+    image: Any
+
+
+def _plain_illustrate() -> Any:
+    """``illustrate``'s one call by hand: a LangGraph node running the same node class on the
+    item's text, the run's RunContext as LangGraph context (a folder per item)."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import get_runtime
+
+    from calliope_graph.nodes import TextToImage
+
+    node = TextToImage("stability-core")
+
+    async def draw(state: _PlainState) -> dict[str, Any]:
+        ctx = get_runtime(RunContext).context
+        return {"image": (await node.run(ctx, prompt=state["text"]))["image"]}
+
+    graph = StateGraph(_PlainState, context_schema=RunContext)
+    graph.add_node("image", draw)
+    graph.add_edge(START, "image")
+    graph.add_edge("image", END)
+    return graph
+
+
+async def _plain_batch(
+    graph: Any, ctx: RunContext, prompts: list[dict[str, Any]], folder: Path, concurrency: int
+) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(folder / "checkpoints.sqlite")) as saver:
+        compiled = graph.compile(checkpointer=saver)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(item: dict[str, Any]) -> None:
+            async with slots:
+                item_ctx = replace(ctx, store=ctx.store.sub(item["id"]))
+                config = {"configurable": {"thread_id": item["id"]}}
+                await compiled.ainvoke({"text": item["text"]}, config, context=item_ctx)
+
+        await asyncio.gather(*(one(p) for p in prompts))
+
+
+async def bench_cpu(items: int = 200, repeats: int = 3, concurrency: int = 8) -> dict[str, Any]:
+    """CPU per item: ``run_batch`` of ``illustrate`` against plain LangGraph + SQLite."""
+    sim = Simulator(image_scale=SCALE)
+    spent = [0.0]
+    original = sim.handle
+
+    async def timed(request: httpx.Request) -> httpx.Response:  # as in bench_overhead
+        start = time.thread_time()
+        try:
+            return await original(request)
+        finally:
+            spent[0] += time.thread_time() - start
+
+    sim.handle = timed  # type: ignore[method-assign]
+    flow = Flow.load("illustrate")
+    graph = _plain_illustrate()
+    prompts = [{"id": f"i{i}", "text": f"a lighthouse, version {i}"} for i in range(items)]
+    ours: list[float] = []
+    plain: list[float] = []
+    sims: list[float] = []  # the simulator's own CPU per item (the same call both ways)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ctx = RunContext.create(root / "plain", keys=sim.keys(), transport=sim.transport())
+        # warm: imports, first compile, the first simulated image
+        await run_batch(flow, prompts[:5], root / "warm", simulator=sim, item_reports=False)
+        await _plain_batch(graph, ctx, prompts[:5], root, concurrency)
+        for n in range(repeats):
+            spent[0] = 0.0
+            start = time.process_time()
+            await run_batch(
+                flow,
+                prompts,
+                root / f"run{n}",
+                concurrency=concurrency,
+                simulator=sim,
+                item_reports=False,
+            )
+            ours.append((time.process_time() - start) / items * 1000)
+            sims.append(spent[0] / items * 1000)
+            folder = root / f"plain{n}"
+            folder.mkdir()
+            start = time.process_time()
+            await _plain_batch(
+                graph, replace(ctx, store=ctx.store.sub(f"plain{n}")), prompts, folder, concurrency
+            )
+            plain.append((time.process_time() - start) / items * 1000)
+        await ctx.aclose()
+    a, b, s = statistics.median(ours), statistics.median(plain), statistics.median(sims)
+    return {
+        "items": items,
+        "repeats": repeats,
+        "calliope_cpu_ms_per_item": round(a, 2),
+        "langgraph_sqlite_cpu_ms_per_item": round(b, 2),
+        "calliope_runs_ms": [round(x, 2) for x in ours],
+        "langgraph_runs_ms": [round(x, 2) for x in plain],
+        "simulator_cpu_ms_per_item": round(s, 2),
+        "batch_cpu_ratio": round(a / b, 3),
+        # the same without the simulator's CPU (its PNG encoding), which both sides pay
+        "batch_cpu_ratio_without_simulator": round((a - s) / (b - s), 3),
+    }
+
+
 BENCHES = {
     "batch_throughput": bench_throughput,
     "batch_memory": bench_memory,
     "batch_overhead": bench_overhead,
+    "batch_cpu": bench_cpu,
 }
 
 

@@ -128,9 +128,13 @@ async def bench_overhead(runs: int) -> dict[str, float]:
         for fn in (via_calliope, via_langgraph, via_asyncio):  # warm up
             for _ in range(20):
                 await fn()
-        calliope = await _time(runs, via_calliope)
-        langgraph = await _time(runs, via_langgraph)
-        plain = await _time(runs, via_asyncio)
+        # Alternated round by round (as bench_otel_overhead does), so that the machine's
+        # drift (other processes on a shared machine) hits both sides alike.
+        rounds: dict[Any, list[float]] = {via_calliope: [], via_langgraph: [], via_asyncio: []}
+        for _ in range(5):
+            for fn, samples in rounds.items():
+                samples.append(await _time(max(runs // 5, 5), fn))
+        calliope, langgraph, plain = (statistics.median(s) for s in rounds.values())
     return {
         "runs": runs,
         "nodes": NODES,

@@ -71,7 +71,7 @@ def test_generated_names_never_collide_with_each_other() -> None:
         _names.rewrites_key("n"),
         _names.override_key("n", "p"),
         _names.request_key("n"),
-        _names.halt_key("n"),
+        _names.HALT_KEY,
         _names.map_key("n"),
         _names.done_name("n"),
         _names.fan_name("n"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -248,6 +249,11 @@ def _loop_sqlite_saver() -> type[Any]:
         async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
             return self.get_delta_channel_history(config=config, channels=channels)
 
+    # LangGraph asks, at every graph and subgraph invocation, whether ``aput_writes`` takes
+    # ``task_path`` (inspect.signature: as costly as the rest of starting a map item's
+    # subgraph); a signature given once answers at once.
+    method: Any = LoopSqliteSaver.aput_writes
+    method.__signature__ = inspect.signature(method)
     _LoopSqliteSaver = LoopSqliteSaver
     return LoopSqliteSaver
 

@@ -94,10 +94,14 @@ class MapUnit:
         if plan.has_routes(name):
             child_plan, self.parent_keys = _item_plan(plan, name)
             self.child = SubgraphRunner(child_plan, cache, factory)
+            self.reads = set(self.parent_keys.values())
         else:
             self.gather = Gather(plan, name)
             if isinstance(self.node, Subflow):
                 self.subflow = SubgraphRunner(self.node._plan(), cache, factory)
+            self.reads = {key for _, key, _ in self.gather.sources}
+            self.reads |= {key for _, key in self.gather.overrides}
+        self.reads.discard(ITEM_KEY)
 
     def _items(self, state: dict[str, Any]) -> list[Any]:
         items = read_ref(state, self.over)
@@ -112,7 +116,9 @@ class MapUnit:
         return list(items)
 
     def _send(self, state: dict[str, Any], index: int, item: Any) -> Send:
-        payload = {k: v for k, v in state.items() if k != map_key(self.name)}
+        # Only what the item reads: a checkpointer saves every Send's payload, and the whole
+        # state in each (the list mapped over among it) made that quadratic in the items.
+        payload = {k: state[k] for k in self.reads if k in state}
         return Send(self.name, {**payload, ITEM_KEY: {"index": index, "value": item}})
 
     def route(self, state: dict[str, Any]) -> list[Send] | list[str]:

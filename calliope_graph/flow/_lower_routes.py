@@ -21,7 +21,7 @@ from langgraph.types import Command
 from calliope_graph.errors import error_classes
 from calliope_graph.flow._gather import Gather
 from calliope_graph.flow._lowering import RuntimeFactory, built
-from calliope_graph.flow._names import done_name, halt_key, request_key, rewrites_key
+from calliope_graph.flow._names import HALT_KEY, done_name, request_key, rewrites_key
 from calliope_graph.flow._runtime import FlowRuntime
 from calliope_graph.flow.spec import CONTINUE, Edge, ErrorRoute
 
@@ -84,7 +84,7 @@ def handler(
         # sees only the interrupt (LangGraph Server) learns the node and the cause.
         stop = {"node": flow_rt.scope + name, "error_class": error_classes(exc)[0]}
         stop["error"] = flow_rt.describe(exc)
-        return Command(goto=name, update={halt_key(name): stop})
+        return Command(goto=name, update={HALT_KEY: {name: stop}})
 
     handle.__name__ = f"on_error_{name}"
     return handle

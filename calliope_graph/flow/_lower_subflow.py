@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.cache.base import BaseCache
+from langgraph.config import get_config
 from langgraph.errors import GraphInterrupt
+from langgraph.types import Durability
 
 from calliope_graph.flow._gather import read_ref
 from calliope_graph.flow._lowering import RuntimeFactory
@@ -60,14 +63,28 @@ class SubgraphRunner:
             folder=folder,
         )
 
+        in_item = flow_rt.item is not None and flow_rt.resumable
+
         async def run() -> dict[str, Any]:
             state = {input_key(k): v for k, v in inputs.items()}
-            final = await self.graph.ainvoke(state, context=scoped)
+            final = await self.graph.ainvoke(state, context=scoped, durability=_durability(in_item))
             if "__interrupt__" in final:  # paused inside: the parent pauses with it
                 raise GraphInterrupt(final["__interrupt__"])
             return {out: read_ref(final, ref) for out, ref in self.outputs}
 
         return run
+
+
+def _durability(in_item: bool) -> Durability | None:
+    """A map item's checkpoints are saved when it stops (done, failed, paused), not after each
+    of its steps, when the run saves them asynchronously (LangGraph's default): a killed item
+    starts again, and the output journal replays what its provider nodes paid for (as in a
+    batch, docs/architecture.md). Per-step saves of every item held the event loop and made a
+    checkpointed map's items finish late. ``sync`` runs keep saving every step."""
+    if not in_item:
+        return None
+    configurable = get_config().get("configurable", {})
+    return "exit" if configurable.get(CONFIG_KEY_DURABILITY, "async") == "async" else None
 
 
 def derived_plan(

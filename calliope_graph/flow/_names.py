@@ -10,8 +10,9 @@ State keys (one LangGraph channel each):
   under its root's); ``input_key`` — ``"inputs.image"``: a flow input.
 - Routes (:mod:`calliope_graph.flow.routes`): ``rewrites_key`` ``"~rw.<node>"`` (rewrites so
   far), ``override_key`` ``"~ovr.<node>.<port>"`` (a rewritten input), ``request_key``
-  ``"~req.<via>"`` (what a rewriter is asked to fix), ``halt_key`` ``"~halt.<node>"`` (a failure
-  no route took: the node pauses until resumed).
+  ``"~req.<via>"`` (what a rewriter is asked to fix), ``HALT_KEY`` ``"~halt"`` (``{node: cause}``
+  of the failures no route took: those nodes pause until resumed; one channel for all nodes,
+  as a channel per node cost every step of every run a little).
 - Map (:mod:`calliope_graph.flow.map`): ``map_key`` ``"~map.<node>"`` (``{index: outputs}`` of
   the items so far), ``ITEM_KEY`` ``"~item"`` (a ``Send`` payload's ``{index, value}``),
   ``FAILED`` ``"~failed"`` (an item's outputs when it failed and no route took it).
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 __all__ = [
     "FAILED",
+    "HALT_KEY",
     "IO_INPUTS",
     "IO_OUTPUTS",
     "ITEM_INPUT",
@@ -40,7 +42,6 @@ __all__ = [
     "done_name",
     "fan_name",
     "gather_name",
-    "halt_key",
     "input_key",
     "item_flow_title",
     "lane_name",
@@ -80,9 +81,9 @@ def request_key(via: str) -> str:
     return f"~req.{via}"
 
 
-def halt_key(node: str) -> str:
-    """Set when ``node`` failed and no route took it: it pauses until resumed."""
-    return f"~halt.{node}"
+HALT_KEY = "~halt"
+"""``{node: cause}``, set when ``node`` failed and no route took it: it pauses until resumed
+(``None`` clears it)."""
 
 
 def map_key(node: str) -> str:

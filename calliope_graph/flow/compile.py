@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 from langgraph.cache.base import BaseCache
 from langgraph.graph import END, START, StateGraph
@@ -48,11 +48,11 @@ from calliope_graph.flow._lowering import (
     retry_policy,
 )
 from calliope_graph.flow._names import (
+    HALT_KEY,
     IO_INPUTS,
     IO_OUTPUTS,
     TYPES_KEY,
     done_name,
-    halt_key,
     input_key,
     lane_name,
     override_key,
@@ -105,13 +105,18 @@ class GraphIO:
     under LangGraph's strict msgpack allow-list (``LANGGRAPH_STRICT_MSGPACK=true``)."""
 
 
+def merge_halts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``HALT_KEY`` channel's reducer: a node's entry set by its pause, dropped (``None``)
+    when it runs again."""
+    merged = {**(left or {}), **(right or {})}
+    return {node: cause for node, cause in merged.items() if cause is not None}
+
+
 def _state_schema(plan: Plan, io: GraphIO | None = None) -> type[Any]:
     keys: dict[str, Any] = {input_key(name): Any for name in plan.spec.inputs}
     if io is not None:
         keys |= {name: Any for name in plan.spec.inputs}
         keys |= {name: Any for name in plan.spec.outputs}
-        if io.halt_all:
-            keys |= {halt_key(name): Any for name in plan.spec.nodes}
         if io.value_types:  # never written: it declares what the other keys may hold
             keys[TYPES_KEY] = Union[io.value_types]  # noqa: UP007
     for name, node in plan.nodes.items():
@@ -121,8 +126,8 @@ def _state_schema(plan: Plan, io: GraphIO | None = None) -> type[Any]:
             keys[port_key(name, port.name)] = Any
     for lowering in node_lowerings():  # a map's item channels...
         keys |= lowering.state_keys(plan)
+    keys[HALT_KEY] = Annotated[dict[str, Any], merge_halts]
     for name, node_spec in plan.spec.nodes.items():
-        keys[halt_key(name)] = Any
         for route in node_spec.on_error:
             if route.rewrite is not None:
                 keys[rewrites_key(name)] = Any
@@ -151,7 +156,7 @@ def _node_function(
     gather = Gather(plan, name)
     is_via = name in plan.rewrites_for  # ``name`` rewrites other nodes' inputs
     via_port = plan.rewrite_port(name)  # where the refused value arrives (may be none)
-    my_request, my_halt, my_rewrites = request_key(name), halt_key(name), rewrites_key(name)
+    my_request, my_rewrites = request_key(name), rewrites_key(name)
     child = None
     if isinstance(node, Subflow):
         child = SubgraphRunner(node._plan(), cache, factory)
@@ -162,7 +167,7 @@ def _node_function(
         # injection costs more than the rest of this wrapper (see benchmarks/).
         context = get_runtime(FlowRuntime).context
         flow_rt = context if isinstance(context, FlowRuntime) else await built(context, factory)
-        halt = state.get(my_halt)
+        halt = (state.get(HALT_KEY) or {}).get(name)
         halted = bool(halt)
         if halted:  # stopped on a failure no route took; continues when resumed
             interrupt({**(halt if isinstance(halt, dict) else {"node": name}), **RESUME})
@@ -182,12 +187,12 @@ def _node_function(
                 update={
                     override_key(request["node"], request["port"]): value,
                     my_request: None,
-                    **({my_halt: None} if halted else {}),
+                    **({HALT_KEY: {name: None}} if halted else {}),
                 },
             )
         update = {port_key(root, port): value for port, value in outputs.items()}
         if halted:
-            update[my_halt] = None
+            update[HALT_KEY] = {name: None}
         return update
 
     run.__name__ = f"node_{name}"
@@ -279,6 +284,7 @@ class _Lowering:
         timeout = plan.spec.nodes[name].timeout
         if timeout is not None:
             kwargs["timeout"] = timeout
+        kwargs["input_schema"] = self.reads(name)
         self.graph.add_node(
             name,
             _node_function(plan, name, self.factory, self.cache),
@@ -286,6 +292,19 @@ class _Lowering:
             cache_policy=_cache_policy(plan, name, self.cache is not None),
             **kwargs,
         )
+
+    def reads(self, name: str) -> type[Any]:
+        """The state keys node ``name`` (its function, error handler and cache key) reads, as
+        its LangGraph input schema: a task then reads those channels, not the whole state."""
+        gather = Gather(self.plan, name)
+        keys = {key for _, key, _ in gather.sources} | {key for _, key in gather.overrides}
+        keys |= {HALT_KEY, rewrites_key(name), request_key(name)}
+        declared = self.graph.state_schema.__annotations__
+        fields = {key: declared[key] for key in sorted(keys) if key in declared}
+        schema: type[Any] = TypedDict(  # type: ignore[misc]
+            f"{self.plan.spec.name.replace('-', '_')}_{name}_input", fields, total=False
+        )
+        return schema
 
     def waits_on(self, name: str) -> str:
         """What a consumer of ``name`` waits on: its lane, its gather or join, or itself."""

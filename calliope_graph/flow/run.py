@@ -178,12 +178,12 @@ class FlowRunner:
                 saver = await stack.enter_async_context(
                     open_sqlite(self.out_dir / "checkpoints.sqlite", self._serde())
                 )
-                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
+                graph = self._compiled().copy({"checkpointer": saver})  # compiled once
             elif isinstance(self.checkpointer, str | Path):
                 saver = await stack.enter_async_context(
                     checkpointer_from_url(self.checkpointer, self.plan, serde=self._serde())
                 )
-                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
+                graph = self._compiled().copy({"checkpointer": saver})
             else:  # a saver the caller opened: compiled once for every run of this runner
                 graph = self._compiled()
                 assert isinstance(graph.checkpointer, BaseCheckpointSaver)
