@@ -37,6 +37,7 @@ from typing_extensions import TypedDict
 
 from calliope_graph import limits
 from calliope_graph.batch import run_batch
+from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError
 from calliope_graph.flow import Flow
 from calliope_graph.flow._runtime import FlowRuntime

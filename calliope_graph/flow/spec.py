@@ -64,6 +64,7 @@ __all__ = [
     "CacheSpec",
     "Edge",
     "EdgeKind",
+    "ErrorClassName",
     "ErrorRoute",
     "FlowSpec",
     "InputSpec",
