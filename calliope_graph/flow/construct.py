@@ -61,6 +61,7 @@ CONSTRUCT_MODULES: tuple[str, ...] = (
     "calliope_graph.flow.routes",
     "calliope_graph.flow.switch",
     "calliope_graph.flow.map",
+    "calliope_graph.flow.candidates",
     "calliope_graph.flow.subflow",
     "calliope_graph.flow.lanes",
 )
