@@ -72,7 +72,7 @@ class Candidates:
 
     async def run(
         self, flow_rt: FlowRuntime, state: dict[str, Any], inputs: dict[str, Any], iteration: int
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, Any]:
         """Every candidate, then one list per output port (``None`` for a dropped one)."""
         seeds = self.seeds(flow_rt, self.node, self.name, inputs.get("seed"))
         results = await asyncio.gather(

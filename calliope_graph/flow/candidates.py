@@ -109,6 +109,28 @@ def _check_read(plan: Plan, name: str, port_name: str, ref: Ref) -> None:
     )
 
 
+def check_choosers(plan: Plan) -> None:
+    """A ``choose`` node chooses from a list (a candidates node's port, a map's, a list
+    field), not from one value."""
+    from calliope_graph.flow._types import typed  # checks need node kinds' types
+
+    spec = plan.spec
+    for name, node in plan.nodes.items():
+        if node.kind != "choose":
+            continue
+        for port_name, ref in plan.wiring.get(name, []):
+            where = ("nodes", name, "inputs", port_name)
+            source = typed(plan, ref, name, where, f"Node {name!r}: input {port_name!r} reads")
+            if source is None or source.is_list or source.type.value == "any":
+                continue
+            raise spec.error(
+                f"Node {name!r} chooses from {str(ref)!r}, which is one {source.describe()}, "
+                f"not a list: give {ref.node!r} 'candidates: N' (N results to choose from) or "
+                "wire a list.",
+                *where,
+            )
+
+
 def _shapes(name: str, node: NodeSpec) -> tuple[NodeShape, ...]:
     return ("stack",) if node.candidates is not None else ()
 
@@ -116,7 +138,7 @@ def _shapes(name: str, node: NodeSpec) -> tuple[NodeShape, ...]:
 CONSTRUCT = register_construct(
     Construct(
         name="candidates",
-        checks={"structure": check_candidates},
+        checks={"structure": check_candidates, "wiring": check_choosers},
         shapes=_shapes,
         lowering="calliope_graph.flow._lower_candidates",
     )
