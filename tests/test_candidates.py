@@ -211,3 +211,32 @@ def test_a_candidates_node_is_drawn_as_a_stack() -> None:
     assert node_shapes("picture", spec.nodes["picture"]) == ("stack",)
     assert "stack" in to_networkx(spec).nodes["picture"]["shape"]
     assert "picture" in draw(spec, "ascii")
+
+
+def test_candidates_in_a_lane_beside_other_work(tmp_path: Path) -> None:
+    text = CANDIDATES.replace(
+        "  pick:\n",
+        "  other:\n    kind: text_to_text\n    model: openai-gpt-6-luna\n"
+        "    inputs: {text: inputs.prompt}\n  pick:\n",
+    ).replace("  index: pick.index\n", "  index: pick.index\n  other: other.text\n")
+    simulator = sim()
+    result, _ = run(from_yaml(text, tmp_path), {"prompt": "a kite"}, tmp_path / "out", simulator)
+    assert len(result.outputs["pictures"]) == 3 and result.outputs["other"]
+    assert simulator.count("stability") == 3
+
+
+def test_a_map_over_the_candidates_feeds_a_rule(tmp_path: Path) -> None:
+    text = CANDIDATES.replace(
+        "  pick:\n    kind: choose\n    inputs: {candidates: picture.image}\n",
+        "  looks:\n    kind: analyze_image\n    model: azure-vision-3.2\n"
+        "    map: {over: picture.image, as: one}\n    inputs: {image: one}\n"
+        "  pick:\n    kind: choose\n"
+        "    params: {by: rule, rule: \"description != ''\"}\n"
+        "    inputs: {candidates: picture.image, views: looks.analysis}\n",
+    )
+    simulator = sim()
+    result, _ = run(from_yaml(text, tmp_path), {"prompt": "a kite"}, tmp_path / "out", simulator)
+    assert result.outputs["index"] == 0
+    assert result.outputs["chosen"] == result.outputs["pictures"][0]
+    looks = [e for e in result.trace.executions if e.node == "looks"]
+    assert sorted(e.item for e in looks) == [0, 1, 2]

@@ -28,8 +28,8 @@ def test_every_construct_module_registers_one_construct_with_its_lowering() -> N
     assert names[: len(CONSTRUCT_MODULES)] == [
         "routes",
         "switch",
-        "map",
         "candidates",
+        "map",
         "subflow",
         "lanes",
     ]
