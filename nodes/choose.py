@@ -38,7 +38,7 @@ from calliope_graph.config import ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.errors import ConfigurationError
-from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+from calliope_graph.media import Audio, Image, ImageAnalysis, ImageLimits, Video, prepared
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
 from calliope_graph.nodes.switch import to_query_value
 
@@ -71,6 +71,12 @@ class ChooseParams(BaseModel):
         if self.by == "judge" and not self.criteria:
             raise ValueError("by: judge needs 'criteria' (what makes a candidate good)")
         return self
+
+
+#: How a candidate picture is sent to a judge (inline, as every vision chat engine reads it).
+JUDGE_IMAGE_LIMITS = ImageLimits(
+    "judge", max_side=1024, max_bytes=4 * 1024 * 1024, measure="base64"
+)
 
 
 class _Score(BaseModel):
@@ -207,16 +213,26 @@ class Choose(Node):
         shown = [i for i in range(len(views)) if present[i]]
         fields: dict[str, Any] = {f"candidate_{i}": (_Score, ...) for i in shown}
         schema = create_model("CandidateScores", __config__=ConfigDict(extra="forbid"), **fields)
-        listing = "\n\n".join(
-            f"Candidate {i}:\n{_as_text(candidate_summary(views[i]))}" for i in shown
-        )
-        prompt = (
-            "Score each candidate from 0 to 10 against these criteria, with a one-sentence "
-            f"reason.\nCriteria: {self.params.criteria}\n\n{listing}"
-        )
+        parts: list[dict[str, Any]] = [
+            {
+                "type": "text",
+                "text": "Score each candidate from 0 to 10 against these criteria, with a "
+                f"one-sentence reason.\nCriteria: {self.params.criteria}",
+            }
+        ]
+        for i in shown:
+            view = views[i]
+            if isinstance(view, Image):  # a vision model sees the picture itself
+                sent = await prepared(view, JUDGE_IMAGE_LIMITS)
+                parts.append({"type": "text", "text": f"Candidate {i}:"})
+                parts.append({"type": "image_url", "image_url": {"url": sent.data_url()}})
+            else:
+                text = _as_text(candidate_summary(view))
+                parts.append({"type": "text", "text": f"Candidate {i}:\n{text}"})
         config = self.model_config_for(ctx)
         engine = get_engine(Conversion.MESSAGES_TO_OBJECT, config.provider)
-        answer = await engine(ctx, as_messages(prompt), config, schema)
+        messages = as_messages([{"role": "user", "content": parts}])
+        answer = await engine(ctx, messages, config, schema)
         scores = [{"index": i, "score": 0, "reason": "missing"} for i in range(len(views))]
         for i in shown:
             score: _Score = getattr(answer, f"candidate_{i}")

@@ -164,3 +164,45 @@ def test_choose_reads_a_list_and_refuses_one_value(tmp_path: Path) -> None:
     text = JUDGED.replace("    candidates: 3\n", "")
     with pytest.raises(FlowSpecError, match=r"not a list: give .story. .candidates: N."):
         check(load_spec("judged.yaml", text=text))
+
+
+def test_a_vision_judge_sees_the_candidate_pictures(tmp_path: Path) -> None:
+    import httpx
+    from _support import Recorder
+
+    from calliope_graph.context import RetrySettings
+
+    text = """
+name: judged_pictures
+inputs: {prompt: {type: text}}
+nodes:
+  picture: {kind: text_to_image, model: stability-core, candidates: 2,
+            inputs: {prompt: inputs.prompt}}
+  pick:
+    kind: choose
+    model: openai-gpt-6-luna
+    params: {by: judge, criteria: a whole figure on a plain background}
+    inputs: {candidates: picture.image}
+outputs: {chosen: pick.item, scores: pick.scores}
+"""
+    simulator = Simulator()
+    recorder = Recorder(simulator)
+    out = tmp_path / "out"
+    ctx = RunContext.create(
+        out,
+        keys=simulator.keys(),
+        transport=httpx.MockTransport(recorder),
+        retry=RetrySettings(max_attempts=1),
+    )
+    flow = Flow.from_spec(load_spec("judged_pictures.yaml", text=text))
+
+    async def go() -> Any:
+        try:
+            return await flow.ainvoke({"prompt": "a knight"}, out_dir=out, ctx=ctx)
+        finally:
+            await ctx.aclose()
+
+    result = asyncio.run(go())
+    assert len(result.outputs["scores"]) == 2
+    (judge,) = [r for r in recorder.requests if r.url.host == "api.openai.com"]
+    assert judge.content.count(b"data:image/") == 2
