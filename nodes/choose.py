@@ -14,7 +14,8 @@
 ``rule`` and ``judge`` look at ``views`` when it is wired — a list parallel to the
 candidates, e.g. the analyses of candidate images (``analyze_image`` mapped over them) —
 and otherwise at the candidates themselves (a judge sees pictures inline, so give it a
-vision chat model for them; text, objects and analyses as text; other media by file name). The index always picks from ``candidates``.
+vision chat model for them; text, objects and analyses as text; other media by file
+name). The index always picks from ``candidates``.
 
 **The interrupt payload** (``by: human``) is
 ``{"node": <node name>, "candidates": [<summary>...], "resume": <how to answer>}`` where a

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from calliope_graph.media import Image
 from calliope_graph.simulate import Simulator, parse_faults
 from calliope_graph.viz import draw, to_networkx
 
+SVG = "{http://www.w3.org/2000/svg}"
 CANDIDATES = """
 name: three_pictures
 inputs:
@@ -211,6 +213,9 @@ def test_a_candidates_node_is_drawn_as_a_stack() -> None:
     assert node_shapes("picture", spec.nodes["picture"]) == ("stack",)
     assert "stack" in to_networkx(spec).nodes["picture"]["shape"]
     assert "picture" in draw(spec, "ascii")
+    svg = ET.fromstring(str(draw(spec, "svg")))
+    (picture,) = [g for g in svg.iter(f"{SVG}g") if g.get("data-node") == "picture"]
+    assert len([r for r in picture.iter(f"{SVG}rect") if "stack" in (r.get("class") or "")]) >= 2
 
 
 def test_candidates_in_a_lane_beside_other_work(tmp_path: Path) -> None:
