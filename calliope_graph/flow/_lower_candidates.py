@@ -21,6 +21,8 @@ import contextlib
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from langgraph.errors import GraphBubbleUp
+
 from calliope_graph.errors import CalliopeError, error_classes
 from calliope_graph.flow._gather import Gather
 from calliope_graph.flow._runtime import FlowRuntime
@@ -65,7 +67,9 @@ class Candidates:
         if config is None or "seed" not in config.model.takes:
             return [None] * self.count
         if wired is not None:
-            base = int(wired)
+            from calliope_graph.nodes.text_to_image import seed_of
+
+            base = seed_of(wired, name)
         else:  # the same for a resumed run of this thread, different for another thread
             base = zlib.crc32(f"{flow_rt.trace.thread_id}/{flow_rt.scope}{name}".encode())
         return list(candidate_seeds(base, self.count))
@@ -101,6 +105,8 @@ class Candidates:
         mine = inputs if seed is None else {**inputs, "seed": seed}
         try:
             return await scoped.execute(self.name, self.node, mine, iteration=iteration)
+        except GraphBubbleUp:
+            raise  # an interrupt is not a failure
         except Exception as exc:
             classes = set(error_classes(exc))
             route = next((r for r in self.routes if classes & set(r.when)), None)
