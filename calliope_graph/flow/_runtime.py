@@ -317,10 +317,6 @@ class FlowRuntime:
             execution.status = "interrupted"
             execution.error_class = None
             execution.error = f"stopped before node {name!r} finished"
-        elif type(exc).__name__ == "GraphInterrupt":  # it paused to ask (choose by: human)
-            execution.status = "interrupted"
-            execution.error_class = None
-            execution.error = f"node {name!r} is waiting for an answer (resume with it)"
         else:
             execution.error_class = error_class(exc)
             execution.error = self.describe(exc)
