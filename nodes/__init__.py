@@ -18,6 +18,7 @@ from calliope_graph.nodes.assemble_video import AssembleVideo
 from calliope_graph.nodes.audio_to_text import AudioToText
 from calliope_graph.nodes.basic import Constant, Frame, Passthrough, StoryFrame
 from calliope_graph.nodes.censor_text import CensorText
+from calliope_graph.nodes.choose import Choose
 from calliope_graph.nodes.image_and_text_to_video import ImageAndTextToVideo
 from calliope_graph.nodes.merge_analyses import MergeAnalyses
 from calliope_graph.nodes.messages_to_object import MessagesToObject
@@ -32,6 +33,7 @@ __all__ = [
     "AssembleVideo",
     "AudioToText",
     "CensorText",
+    "Choose",
     "Classify",
     "Constant",
     "Frame",

@@ -274,6 +274,8 @@ nodes:
     params: {template: "{line}!"}
     inputs: {line: line}
     map: {over: inputs.lines, as: line, max_parallel: 2}
+  pictures:
+    {kind: text_to_image, model: stability-core, candidates: 3, inputs: {prompt: story.text}}
 outputs:
   story: story.text
   each: each.text
@@ -319,6 +321,9 @@ def every_field_in_python() -> Flow:
         item=line,
         max_parallel=2,
         params={"template": "{line}!"},
+    )
+    flow.add(
+        "pictures", "text_to_image", {"prompt": story.text}, model="stability-core", candidates=3
     )
     flow.output("story", story.text)
     flow.output("each", each.text)

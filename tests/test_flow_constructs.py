@@ -25,7 +25,14 @@ from calliope_graph.viz._style import EDGE_STYLES
 
 def test_every_construct_module_registers_one_construct_with_its_lowering() -> None:
     names = [c.name for c in constructs()]
-    assert names[: len(CONSTRUCT_MODULES)] == ["routes", "switch", "map", "subflow", "lanes"]
+    assert names[: len(CONSTRUCT_MODULES)] == [
+        "routes",
+        "switch",
+        "candidates",
+        "map",
+        "subflow",
+        "lanes",
+    ]
     for construct in constructs():
         assert construct.lowering is not None
         importlib.import_module(construct.lowering)  # the kernel imports it when compiling

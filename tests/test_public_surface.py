@@ -56,8 +56,9 @@ PUBLIC: dict[str, list[str]] = {
         "prepared", "set_media_root",
     ],
     "calliope_graph.nodes": [
-        "AnalyzeImage", "AssembleVideo", "AudioToText", "CensorText", "Classify", "Constant",
-        "Frame", "ImageAndTextToVideo", "MergeAnalyses", "MessagesToObject", "NoParams", "Node",
+        "AnalyzeImage", "AssembleVideo", "AudioToText", "CensorText", "Choose", "Classify",
+        "Constant", "Frame", "ImageAndTextToVideo", "MergeAnalyses", "MessagesToObject",
+        "NoParams", "Node",
         "Passthrough", "Port", "PortType", "PromptTemplate", "StoryFrame", "Switch",
         "TextToImage", "TextToSpeech", "TextToText", "get_node_kind", "node_kinds",
         "register_node",

@@ -48,6 +48,8 @@ class Plan:
     switched: dict[str, str] = field(default_factory=dict)
     #: Mapped node → the type of one item of the list it maps over.
     item_types: dict[str, ValueType] = field(default_factory=dict)
+    #: Node with ``candidates`` → how many (its output ports are lists of that many).
+    candidates: dict[str, int] = field(default_factory=dict)
     #: The flow's outputs as typed ports (what a subflow node offers its parent).
     output_ports: dict[str, Port] = field(default_factory=dict)
 

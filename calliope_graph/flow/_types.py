@@ -49,7 +49,8 @@ def _port_value(plan: Plan, node: str, port: Port) -> ValueType:
     schema = port.schema
     if schema is None and port.type is PortType.ANALYSIS:
         schema = _ANALYSIS_SCHEMA
-    return ValueType(port.type, schema, port.is_list or node in plan.item_types)
+    is_list = port.is_list or node in plan.item_types or node in plan.candidates
+    return ValueType(port.type, schema, is_list)
 
 
 def value_type(plan: Plan, ref: Ref, *, reader: str | None = None) -> ValueType | None:

@@ -102,6 +102,7 @@ class NodeOptions(TypedDict, total=False):
     retry: RetrySpec | Mapping[str, Any] | None
     cache: bool | CacheSpec
     description: str
+    candidates: int | None
 
 
 Source = str | NodeHandle | Sequence[str]
@@ -203,6 +204,7 @@ class Flow:
         retry: RetrySpec | Mapping[str, Any] | None = None,
         cache: bool | CacheSpec = False,
         description: str = "",
+        candidates: int | None = None,
     ) -> NodeHandle:
         """Add a node (an instance, a kind name with ``model``/``params``, or a loaded
         :class:`Flow` as a subflow — see :meth:`subflow`).
@@ -211,6 +213,8 @@ class Flow:
         — from flow inputs or other nodes' ports; a list wires several sources into a
         ``many`` port. The keywords after it configure the node itself, so a port may be
         called anything (``model``, ``description``) without clashing with them.
+        ``candidates=N`` (1–8) runs a generation node N times in parallel (distinct seeds
+        where its model takes one): its ports become lists of N, for a ``choose`` node.
         """
         if name in self._spec.nodes:
             raise FlowSpecError(f"Node {name!r} is added twice: node names must be unique.")
@@ -247,6 +251,7 @@ class Flow:
             timeout=timeout,
             retry=RetrySpec.model_validate(retry) if isinstance(retry, Mapping) else retry,
             cache=cache,
+            candidates=candidates,
         )
         self._changed()
         return NodeHandle(name)

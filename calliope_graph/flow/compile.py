@@ -34,6 +34,7 @@ from typing_extensions import TypedDict
 
 from calliope_graph.flow._cache import MediaCheckedCache
 from calliope_graph.flow._gather import Gather, cache_key, read_ref
+from calliope_graph.flow._lower_candidates import Candidates
 from calliope_graph.flow._lower_lanes import Lane
 from calliope_graph.flow._lower_routes import RESUME, destinations, handler
 from calliope_graph.flow._lower_subflow import SubgraphRunner
@@ -161,6 +162,7 @@ def _node_function(
     if isinstance(node, Subflow):
         child = SubgraphRunner(node._plan(), cache, factory)
     targets = plan.switches.get(name, [])
+    candidates = Candidates(plan, name) if name in plan.candidates else None
 
     async def run(state: dict[str, Any]) -> Any:
         # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
@@ -177,7 +179,10 @@ def _node_function(
             inputs[via_port] = request["value"]
         iteration = int(state.get(my_rewrites) or 0) + 1
         work = child.work(flow_rt, name, inputs) if child is not None else None
-        outputs = await flow_rt.execute(name, node, inputs, iteration=iteration, work=work)
+        if candidates is not None:
+            outputs = await candidates.run(flow_rt, state, inputs, iteration)
+        else:
+            outputs = await flow_rt.execute(name, node, inputs, iteration=iteration, work=work)
         if targets:
             return switch_command(flow_rt, name, node.kind, root, outputs, targets)
         if request is not None:

@@ -60,6 +60,7 @@ after every input is wired and typed, ``order`` after the data-edge order is kno
 CONSTRUCT_MODULES: tuple[str, ...] = (
     "calliope_graph.flow.routes",
     "calliope_graph.flow.switch",
+    "calliope_graph.flow.candidates",
     "calliope_graph.flow.map",
     "calliope_graph.flow.subflow",
     "calliope_graph.flow.lanes",

@@ -122,6 +122,9 @@ class NodeSpec(_Model):
     on_error: list[ErrorRoute] = Field(default_factory=list)
     map: MapSpec | None = None
     """Run once per item of a list (see :class:`MapSpec`)."""
+    candidates: int | None = Field(default=None, json_schema_extra={"minimum": 1, "maximum": 8})
+    """Run N times in parallel (1–8; distinct seeds where the model takes one): every output
+    port becomes a list of N (see :mod:`calliope_graph.flow.candidates`)."""
 
 
 class FlowSpec(_Model):

@@ -77,6 +77,7 @@ _KIND_CATEGORY = {
     "frame": "helper",
     "switch": "route",
     "classify": "route",
+    "choose": "route",
     "flow": "subflow",
 }
 
