@@ -22,6 +22,7 @@ from calliope_graph.cli.common import (
     open_shared,
     out_console,
     parse_inputs,
+    resumable,
 )
 from calliope_graph.cli.options import (
     debug_option,
@@ -86,21 +87,34 @@ def run(
 
     def go() -> None:
         shared = open_shared(simulation)
-        result = asyncio.run(
-            _run(
-                flow,
-                parse_inputs(inputs),
-                Path(out_dir),
-                shared,
-                thread=(resume, thread_id),
-                cache=not no_cache,
-                checkpoint=checkpoint or None,
-                media_store=media_store,
+        try:
+            result = asyncio.run(
+                _run(
+                    flow,
+                    parse_inputs(inputs),
+                    Path(out_dir),
+                    shared,
+                    thread=(resume, thread_id),
+                    cache=not no_cache,
+                    checkpoint=checkpoint or None,
+                    media_store=media_store,
+                )
             )
-        )
+        except FlowRunError as exc:
+            where = ("--out", out_dir, *_store_options(checkpoint, media_store))
+            raise resumable(exc, flow, where, simulation) from None
         print_result(result, checkpoint)
 
     guard(debug, go)
+
+
+def _store_options(checkpoint: str | None, media_store: str | None) -> tuple[str, ...]:
+    """``--checkpoint``/``--media-store`` as given, for a printed command (a password in the
+    checkpoint URL shown as ``***``: kept in PGPASSWORD or ~/.pgpass, it runs as printed)."""
+    from calliope_graph.flow.run import shown_url
+
+    found = ("--checkpoint", shown_url(checkpoint)) if checkpoint else ()
+    return found + (("--media-store", media_store) if media_store else ())
 
 
 @contextlib.asynccontextmanager

@@ -119,8 +119,21 @@ def faults_option(help: str) -> Callable[[F], F]:
     )
 
 
+def _kept(parse: Callable[[str | None], Any]) -> Callable[[click.Context, Any, str | None], Any]:
+    """A callback that parses an option and keeps its text (``ctx.meta``), so a command the
+    CLI prints can give it again as it was written."""
+
+    def callback(ctx: click.Context, param: Any, value: str | None) -> Any:
+        ctx.meta[f"calliope.{param.name}"] = value or None
+        return parse(value)
+
+    return callback
+
+
 def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Pass the group's four values to ``command`` as one ``simulation`` argument."""
+    """Pass the group's four values, with the environment's offline switch
+    (``CALLIOPE_SIMULATE``...; a bad value is a configuration error, exit 4), to ``command``
+    as one ``simulation`` argument."""
 
     @functools.wraps(command)
     def gathered(
@@ -131,7 +144,20 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
         limits: str | None,
         **kwargs: Any,
     ) -> Any:
-        simulation = Simulation(simulate, faults, simulate_limits, limits)
+        from calliope_graph.cli.common import guard
+        from calliope_graph.session import OfflineSwitch
+
+        meta = click.get_current_context().meta
+        switch = guard(False, OfflineSwitch.from_env)
+        simulation = Simulation(
+            simulate,
+            faults,
+            simulate_limits,
+            limits,
+            faults_text=meta.get("calliope.faults"),
+            simulate_limits_text=meta.get("calliope.simulate_limits"),
+            switch=switch if switch.simulate or switch.faults or switch.limits else None,
+        )
         return command(*args, simulation=simulation, **kwargs)
 
     return gathered
@@ -140,16 +166,24 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
 #: ``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits`` (``run``, ``batch``,
 #: ``worker``), given to the command as one :class:`Simulation` named ``simulation``.
 simulation_options = compose(
-    click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys)."),
-    faults_option(
-        "Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
-        "(a hang without seconds= lasts the client's whole read timeout)."
+    click.option(
+        "--simulate",
+        is_flag=True,
+        help="Use the offline provider simulator (no keys); CALLIOPE_SIMULATE=1 does the same "
+        "(with CALLIOPE_FAULTS, CALLIOPE_SIMULATE_LIMITS).",
+    ),
+    click.option(
+        "--faults",
+        default=None,
+        callback=_kept(parse_faults),
+        help="Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
+        "(a hang without seconds= lasts the client's whole read timeout).",
     ),
     click.option(
         "--simulate-limits",
         "simulate_limits",
         default=None,
-        callback=lambda _ctx, _param, value: parse_simulate_limits(value),
+        callback=_kept(parse_simulate_limits),
         help="Make the simulated providers limit like the real ones, e.g. "
         "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
     ),
