@@ -263,6 +263,8 @@ class _Batch:
         }
         if uris:  # media kept in object storage: where (an addition to the outputs' paths)
             record["uris"] = uris
+        if trace is not None and trace.simulated:  # shown on batch.html
+            record["simulated"] = True
         if append:
             self.manifest.append(record)
         if self.item_reports and trace is not None:

@@ -13,6 +13,7 @@ import click
 from calliope_graph.cli.common import (
     EPILOG,
     EXIT_CODES,
+    SIMULATED_LINE,
     Simulation,
     check_keys,
     continue_command,
@@ -205,6 +206,8 @@ async def _run_items(request: BatchRequest) -> int:
             markup=False,
             soft_wrap=True,
         )
+        if shared.simulator is not None:
+            err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     summary: BatchSummary | None = None
     error: BatchInputError | None = None
     with progress:
@@ -280,10 +283,11 @@ def print_batch_summary(summary: BatchSummary, request: BatchRequest) -> None:
     """Counts, cost, calls and 429s, failure causes, and the command to continue with."""
     style = "bold green" if summary.all_ok else "bold yellow"
     skipped = f" ({summary.skipped} already ok)" if summary.skipped else ""
+    simulated = "  [magenta](simulated)[/]" if request.simulation.simulated else ""
     out_console.print(
         f"[{style}]batch {summary.flow}[/]: {summary.ok} ok{skipped}, {summary.failed} failed, "
         f"{len(summary.not_started)} not started of {summary.total} in "
-        f"{summary.wall_time:.1f}s",
+        f"{summary.wall_time:.1f}s{simulated}",
         soft_wrap=True,
     )
     unpriced = f" ({summary.unpriced} items unpriced)" if summary.unpriced else ""
@@ -353,6 +357,8 @@ def worker(
 
     def go() -> None:
         shared = open_shared(simulation)
+        if shared.simulator is not None:
+            echo(SIMULATED_LINE)
         try:
             from calliope_graph.batch.dbos import run_worker
         except ImportError as exc:

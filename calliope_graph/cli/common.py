@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EPILOG",
     "EXIT_CODES",
+    "SIMULATED_LINE",
     "Shared",
     "Simulation",
     "check_keys",
@@ -64,6 +65,12 @@ EXIT_CODES: dict[str, int] = {
 EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
     "(missing key, unknown model, unusable or busy --out), 5 bad input media, 130 interrupted."
+)
+
+#: What ``run``, ``batch`` and ``worker`` print first when they simulate.
+SIMULATED_LINE = (
+    "simulated: every provider call goes to the offline simulator (no keys, nothing paid; "
+    "its text and pictures are stand-ins)"
 )
 
 err_console = Console(stderr=True, highlight=False)

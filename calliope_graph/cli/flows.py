@@ -14,6 +14,7 @@ import click
 
 from calliope_graph.cli.common import (
     EPILOG,
+    SIMULATED_LINE,
     Simulation,
     check_keys,
     err_console,
@@ -201,6 +202,8 @@ async def _run(
         markup=False,
         soft_wrap=True,
     )
+    if shared.simulator is not None:
+        err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     try:
         result = await flow.ainvoke(
             inputs,
