@@ -290,7 +290,8 @@ background:#fde2e1;border-radius:4px;padding:0 4px}img.thumb{object-fit:cover;bo
 display:block}.badge{border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .badge.ok{background:#dcf5e4;color:#1a7f37}.badge.failed{background:#fde2e1;color:#cf222e}
 .badge.not_started{background:#f0f0f0;color:#57606a}
-.badge.simulated{background:#ede7fb;color:#6639ba;font-size:14px;vertical-align:middle}.filters{margin:6px 0;display:flex;gap:6px}
+.badge.simulated{background:#ede7fb;color:#6639ba;font-size:14px;vertical-align:middle}
+.filters{margin:6px 0;display:flex;gap:6px}
 .filters button{border:1px solid #d0d7de;background:#f6f8fa;border-radius:6px;padding:2px 10px;
 cursor:pointer}.filters button.on{background:#0969da;color:#fff}#search{flex:1;max-width:320px}
 .chart .axis{stroke:#8c959f}.chart .tick{font-size:10px;fill:#656d76}
