@@ -181,6 +181,7 @@ class _Batch:
             "rate_limits",
             "thumb",
             "attempts",
+            "simulated",
         )
         return {k: record.get(k) for k in keep}
 
