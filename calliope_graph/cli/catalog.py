@@ -168,7 +168,10 @@ async def _check_models(
 ) -> int:
     from calliope_graph.model_list import check_providers
 
-    shared = open_shared(Simulation(simulate=simulate))
+    from calliope_graph.session import OfflineSwitch
+
+    # --simulate, else the offline switch (CALLIOPE_SIMULATE=1), as for every command
+    shared = open_shared(Simulation(simulate=simulate, switch=OfflineSwitch.from_env()))
     with tempfile.TemporaryDirectory(prefix="calliope-models-") as out:
         ctx = shared.context(out)
         try:
