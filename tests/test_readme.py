@@ -75,7 +75,8 @@ def runnable(lang: str) -> list[Block]:
 
 
 def files() -> dict[str, str]:
-    return {b.marker.split()[1]: b.body for b in blocks() if (b.marker or "").startswith("file ")}
+    marked = [(b.marker or "", b.body) for b in blocks()]
+    return {marker.split()[1]: body for marker, body in marked if marker.startswith("file ")}
 
 
 @pytest.fixture

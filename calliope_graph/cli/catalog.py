@@ -167,7 +167,6 @@ async def _check_models(
     models_: ModelCatalog, provider: str | None, simulate: bool, as_json: bool
 ) -> int:
     from calliope_graph.model_list import check_providers
-
     from calliope_graph.session import OfflineSwitch
 
     # --simulate, else the offline switch (CALLIOPE_SIMULATE=1), as for every command
