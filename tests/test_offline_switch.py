@@ -286,3 +286,16 @@ def test_the_printed_batch_commands_run_as_printed(tmp_path: Path) -> None:
     done = cli(*fixed)
     assert done.exit_code == 0, done.output
     assert "2 ok" in done.stdout
+
+
+def test_environment_faults_apply_with_the_simulate_option_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CALLIOPE_FAULTS", "content_policy@stability")
+    args = ["run", "illustrate", "--input", "text=a fox", "--out", str(tmp_path)]
+    result = cli(*args, "--simulate", "--simulate-limits", "openai:rpm=500")
+    assert result.exit_code == 0, result.output
+    assert "fallback_image" in Trace.load(tmp_path / "trace.json").path()
+    refused = cli(*args)  # the faults without any simulation: named, not ignored
+    assert refused.exit_code == EXIT_CODES["configuration"]
+    assert "CALLIOPE_FAULTS applies only to the simulator" in refused.stderr

@@ -219,7 +219,12 @@ class Simulation:
         if self.faults is not None or self.simulate_limits is not None:
             from calliope_graph.simulate import Simulator
 
-            env = self.switch.simulator() if self.switch is not None else None
+            switch = self.switch  # its faults and limits apply with --simulate too
+            env = (
+                OfflineSwitch(simulate=True, faults=switch.faults, limits=switch.limits).simulator()
+                if switch is not None
+                else None
+            )
             return Simulator(
                 faults=self.faults if self.faults is not None else (env.faults if env else ()),
                 limits=self.simulate_limits
@@ -338,5 +343,6 @@ def check_keys(flow: Flow, keys: KeysModel) -> None:
     if missing:
         listed = "; ".join(f"{var} (for {', '.join(nodes)})" for var, nodes in missing.items())
         raise ConfigurationError(
-            f"Missing API keys: set {listed} — or run offline with --simulate."
+            f"Missing API keys: set {listed} — or run offline with --simulate "
+            "(CALLIOPE_SIMULATE=1: every command)."
         )
