@@ -110,6 +110,9 @@ class RunContext:
     limits: Limits = field(default_factory=default_limits)
     """The per-provider rate limits every engine call waits on (default: those of
     :func:`~calliope_graph.session.default_session`; a session's contexts carry its own)."""
+    simulated: bool = False
+    """Every provider call goes to the simulator (a simulating session's contexts say so;
+    traces and reports show it)."""
 
     @classmethod
     def create(

@@ -295,6 +295,7 @@ class FlowRunError(CalliopeError):
         path: list[str] | None = None,
         cause_class: str | None = None,
         thread_id: str | None = None,
+        resume_hint: str = "",
     ) -> None:
         super().__init__(message)
         self.node = node
@@ -302,6 +303,9 @@ class FlowRunError(CalliopeError):
         self.path = list(path or [])
         self.cause_class = cause_class
         self.thread_id = thread_id
+        #: The end of the message saying how to resume (empty: none), so the CLI can put
+        #: its own command there (:func:`calliope_graph.cli.common.continue_command`).
+        self.resume_hint = resume_hint
 
 
 class WaitingForChoice(CalliopeError):

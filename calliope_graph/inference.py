@@ -6,7 +6,8 @@ Calliope's strategies can switch their imports to this module and keep working::
     text = await text_to_text_inference(client, prompt, model_config, keys)
 
 Each function runs the matching node kind on a :class:`RunContext` built around the caller's
-``httpx.AsyncClient`` and ``KeysModel`` (the client is not closed). The behaviour the seed
+``httpx.AsyncClient`` and ``KeysModel`` (the client is not closed) — or, with the offline
+switch on (``CALLIOPE_SIMULATE=1``), around the default session's simulator. The behaviour the seed
 wrote by hand is still here — censor-and-retry for images, Azure ∥ LLM image analysis with a
 timeout on the LLM — but in flows it is an explicit branch of the graph instead (see
 ``graphs/webcam_story.yaml``).
@@ -44,6 +45,7 @@ from calliope_graph.nodes import (
     TextToSpeech,
     TextToText,
 )
+from calliope_graph.session import default_session
 
 __all__ = [
     "audio_to_text_inference",
@@ -70,6 +72,18 @@ IMAGE_ATTEMPTS = 3
 def _context(
     httpx_client: httpx.AsyncClient, keys: KeysModel, out_dir: str | Path = "."
 ) -> RunContext:
+    """The caller's client and keys — unless the default session simulates (the offline
+    switch, ``CALLIOPE_SIMULATE=1``): then every call goes to its simulator, with its keys
+    (the client given is not used; the simulator's holds no connection to close)."""
+    session = default_session()
+    if session.simulator is not None:
+        return RunContext(
+            client=session.new_client(),
+            keys=session.keys,
+            store=MediaStore(out_dir),
+            limits=session.limits,
+            simulated=True,
+        )
     return RunContext(client=httpx_client, keys=keys, store=MediaStore(out_dir))
 
 

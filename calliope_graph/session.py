@@ -33,9 +33,11 @@ time).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +51,91 @@ if TYPE_CHECKING:
     from calliope_graph.context import PollSettings, RetrySettings, RunContext
     from calliope_graph.simulate import Simulator
 
-__all__ = ["Session", "SessionOptions", "default_session", "session_of"]
+__all__ = [
+    "FAULTS_ENV",
+    "SIMULATE_ENV",
+    "SIMULATE_LIMITS_ENV",
+    "OfflineSwitch",
+    "Session",
+    "SessionOptions",
+    "default_session",
+    "session_of",
+]
+
+#: The offline switch: every provider call goes to the simulator (no keys, no network).
+SIMULATE_ENV = "CALLIOPE_SIMULATE"
+#: The simulator's faults, in the ``--faults`` syntax (with the switch on).
+FAULTS_ENV = "CALLIOPE_FAULTS"
+#: The simulator's provider limits, in the ``--simulate-limits`` syntax (with the switch on).
+SIMULATE_LIMITS_ENV = "CALLIOPE_SIMULATE_LIMITS"
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class OfflineSwitch:
+    """The offline switch as the environment sets it: ``CALLIOPE_SIMULATE=1`` (every provider
+    call goes to the simulator), ``CALLIOPE_FAULTS`` and ``CALLIOPE_SIMULATE_LIMITS`` (the
+    simulator's faults and limits, in the CLI's ``--faults``/``--simulate-limits`` syntax).
+
+    Read in one place for every process role: a :class:`Session` made without keys,
+    simulator or transport (so :func:`default_session`, the DBOS worker's and the server's),
+    and the CLI (where ``--simulate``, ``--faults`` and ``--simulate-limits`` win over it).
+    """
+
+    simulate: bool = False
+    faults: str = ""
+    limits: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OfflineSwitch:
+        """The switch of ``environ`` (default: the process's); a value that is neither on
+        nor off is a :class:`~calliope_graph.errors.ConfigurationError` naming the variable."""
+        env = os.environ if environ is None else environ
+        raw = env.get(SIMULATE_ENV, "").strip()
+        if raw.lower() not in _ON + _OFF:
+            from calliope_graph.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{SIMULATE_ENV}={raw!r} is neither on nor off: set {SIMULATE_ENV}=1 to run "
+                f"every provider call against the offline simulator, or 0 (or unset it) to "
+                "call the providers."
+            )
+        return cls(
+            simulate=raw.lower() in _ON,
+            faults=env.get(FAULTS_ENV, "").strip(),
+            limits=env.get(SIMULATE_LIMITS_ENV, "").strip(),
+        )
+
+    def simulator(self) -> Simulator | None:
+        """The simulator the switch asks for (None when it is off), its faults and limits
+        read from the environment's syntax; a bad value is a ``ConfigurationError`` naming
+        the variable, as is a fault or limit given while the switch is off."""
+        from calliope_graph.errors import ConfigurationError
+
+        if not self.simulate:
+            for name, value in ((FAULTS_ENV, self.faults), (SIMULATE_LIMITS_ENV, self.limits)):
+                if value:
+                    raise ConfigurationError(
+                        f"{name} applies only to the simulator: set {SIMULATE_ENV}=1 too "
+                        f"(or pass --simulate on the command line), or unset {name}."
+                    )
+            return None
+        from calliope_graph.simulate import (
+            FaultSpecError,
+            Simulator,
+            parse_faults,
+            parse_simulate_limits,
+        )
+
+        try:
+            faults = parse_faults(self.faults)
+        except FaultSpecError as exc:
+            raise ConfigurationError(f"{FAULTS_ENV}={self.faults!r}: {exc}") from None
+        limits = (
+            parse_simulate_limits(self.limits, where=SIMULATE_LIMITS_ENV) if self.limits else None
+        )
+        return Simulator(faults=faults, limits=limits)
 
 
 class SessionOptions(TypedDict, total=False):
@@ -81,7 +167,10 @@ class Session:
 
     ``limits``: a :class:`Limits` to share, or ``--limits``-style specs (a string or a
     mapping) over the defaults; none: the defaults. ``keys``: default from the simulator,
-    else the environment (read for each run context). See the module docstring.
+    else the environment (read for each run context). ``simulate``: None (the default) —
+    a session given no ``keys``, ``simulator`` or ``transport`` follows the offline switch
+    (:class:`OfflineSwitch`: ``CALLIOPE_SIMULATE=1`` makes its simulator); True — simulate
+    (with the switch's faults and limits); False — never. See the module docstring.
     """
 
     def __init__(
@@ -95,8 +184,21 @@ class Session:
         transport: httpx.AsyncBaseTransport | None = None,
         media_store: str | None = None,
         where: str = "limits",
+        simulate: bool | None = None,
     ) -> None:
         self._keys = keys
+        if simulator is None and (
+            simulate or (simulate is None and keys is None and transport is None)
+        ):
+            simulator = OfflineSwitch.from_env().simulator()
+            if simulator is None and simulate:
+                from calliope_graph.simulate import Simulator
+
+                simulator = Simulator()
+            #: The simulator came from the offline switch: it wins over keys given later.
+            self._switched = simulator is not None
+        else:
+            self._switched = False
         self.simulator = simulator
         if isinstance(limits, Limits):
             self.limits = limits
@@ -159,8 +261,8 @@ class Session:
     ) -> Session:
         """This session with other keys or another simulator, sharing its limits (so calls
         made with ``keys=``/``simulator=`` still share the session's rate budget)."""
-        if keys is None and simulator is None:
-            return self
+        if simulator is None and (keys is None or self._switched):
+            return self  # with the offline switch on, every call goes to the simulator
         twin = Session(
             keys=keys,
             simulator=simulator,
@@ -219,6 +321,7 @@ class Session:
             limits=self.limits_for(catalog),
             retry=self.retry,
             poll=self.poll,
+            simulated=self.simulator is not None,
             **kwargs,
         )
 

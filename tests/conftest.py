@@ -83,6 +83,14 @@ def _catalog_day(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _offline_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline switch (``CALLIOPE_SIMULATE``...) of the shell running the suite does not
+    reach the tests: a test that wants it sets it."""
+    for name in ("CALLIOPE_SIMULATE", "CALLIOPE_FAULTS", "CALLIOPE_SIMULATE_LIMITS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own default session, and every session a test makes gets rate
     limits with no defaults on a virtual clock: a 429 one test provokes never makes another

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import os
 import re
@@ -894,19 +895,21 @@ async def test_an_engine_refusing_a_clients_image_shows_no_server_path_in_events
 
 
 async def test_the_readmes_serving_example_runs_as_written(server: Server) -> None:
-    """The README's client snippet (top-level ``await``, as ``python -m asyncio`` runs it),
-    run from the checkout against the test server."""
+    """The README's client snippet (a script: ``asyncio.run``), run from the checkout
+    against the test server (tests/test_readme.py leaves it to this test)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Serving with LangGraph Server", 1)[1]
     found = re.search(r"```python\n(.*?)```", section, re.S)
     assert found is not None
     code = found[1].replace("http://127.0.0.1:2024", server.url)
-    body = "".join(f"    {line}\n" for line in code.splitlines())
-    namespace: dict[str, Any] = {}
-    exec(compile(f"async def snippet():\n{body}    return locals()\n", "README", "exec"), namespace)
-    with contextlib.chdir(ROOT):
-        made = await namespace["snippet"]()
-    image = made["image"]
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+
+    def run() -> None:  # asyncio.run needs a thread without a running loop
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(code, "README", "exec"), namespace)
+
+    await asyncio.to_thread(run)
+    image = namespace["image"]
     assert (image["mime"], image["width"], image["height"]) == ("image/png", 1024, 1024)
     assert server.get(image["url"]).content.startswith(PNG)
 

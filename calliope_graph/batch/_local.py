@@ -181,6 +181,7 @@ class _Batch:
             "rate_limits",
             "thumb",
             "attempts",
+            "simulated",
         )
         return {k: record.get(k) for k in keep}
 
@@ -263,6 +264,8 @@ class _Batch:
         }
         if uris:  # media kept in object storage: where (an addition to the outputs' paths)
             record["uris"] = uris
+        if trace is not None and trace.simulated:  # shown on batch.html
+            record["simulated"] = True
         if append:
             self.manifest.append(record)
         if self.item_reports and trace is not None:

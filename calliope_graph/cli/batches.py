@@ -13,8 +13,10 @@ import click
 from calliope_graph.cli.common import (
     EPILOG,
     EXIT_CODES,
+    SIMULATED_LINE,
     Simulation,
     check_keys,
+    continue_command,
     err_console,
     guard,
     load_flow,
@@ -65,13 +67,20 @@ class BatchRequest:
     def out(self) -> Path:
         return Path(self.out_dir)
 
-    def again(self, out: str | Path | None = None) -> str:
-        """The command that continues this batch (``--resume``), with ``--out`` as given
-        or as ``out``."""
-        return (
-            f"calliope-graph batch {self.flow} --inputs {self.inputs_path} "
-            f"--out {self.out_dir if out is None else out} --resume"
-        )
+    def again(self, out: str | Path | None = None, *extra: str) -> str:
+        """The command that continues this batch (``--resume``, then ``extra``), with
+        ``--out`` as given or as ``out``, and every option it ran with (simulation, engine,
+        concurrency, media store): it runs as printed."""
+        words = ["--inputs", self.inputs_path, "--out", str(self.out_dir if out is None else out)]
+        if self.engine == "dbos":
+            from calliope_graph.flow.run import shown_url
+
+            words += ["--engine", "dbos", *(("--db", shown_url(self.db)) if self.db else ())]
+        words += ["--concurrency", str(self.concurrency), "--resume", *extra]
+        words += ["--media-store", self.media_store] if self.media_store else []
+        # with --engine dbos the workers simulate, not the follower
+        simulation = self.simulation if self.engine != "dbos" else None
+        return continue_command("batch", self.flow, *words, simulation=simulation)
 
     def check(self) -> None:
         """Options that do not go together are a usage error (exit 2)."""
@@ -166,10 +175,10 @@ def batch(debug: bool, **options: Any) -> None:
         try:
             return asyncio.run(_run_items(request))
         except KeyboardInterrupt:
-            budget = f" --budget {request.budget:g}" if request.budget else ""
+            budget = ("--budget", f"{request.budget:g}") if request.budget else ()
             err_console.print(
                 f"interrupted: finished items are in {request.out / 'batch.jsonl'}; "
-                f"continue with: {request.again()}{budget}",
+                f"continue with: {request.again(None, *budget)}",
                 markup=False,
                 soft_wrap=True,
             )
@@ -197,6 +206,8 @@ async def _run_items(request: BatchRequest) -> int:
             markup=False,
             soft_wrap=True,
         )
+        if shared.simulator is not None:
+            err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     summary: BatchSummary | None = None
     error: BatchInputError | None = None
     with progress:
@@ -272,10 +283,11 @@ def print_batch_summary(summary: BatchSummary, request: BatchRequest) -> None:
     """Counts, cost, calls and 429s, failure causes, and the command to continue with."""
     style = "bold green" if summary.all_ok else "bold yellow"
     skipped = f" ({summary.skipped} already ok)" if summary.skipped else ""
+    simulated = "  [magenta](simulated)[/]" if request.simulation.simulated else ""
     out_console.print(
         f"[{style}]batch {summary.flow}[/]: {summary.ok} ok{skipped}, {summary.failed} failed, "
         f"{len(summary.not_started)} not started of {summary.total} in "
-        f"{summary.wall_time:.1f}s",
+        f"{summary.wall_time:.1f}s{simulated}",
         soft_wrap=True,
     )
     unpriced = f" ({summary.unpriced} items unpriced)" if summary.unpriced else ""
@@ -294,15 +306,19 @@ def print_batch_summary(summary: BatchSummary, request: BatchRequest) -> None:
     out_console.print(
         f"manifest: {summary.manifest}  report: {summary.report or '-'}", soft_wrap=True
     )
-    again = request.again(request.out)
+    budget: tuple[str, ...] = ()
     if summary.budget is not None:  # the same limit again; stopped by it, the larger one its
         # message suggests (the same one would stop again at once, having run nothing)
-        budget = summary.budget * 2 if summary.budget_stopped else summary.budget
-        again += f" --budget {budget:g}"
+        budget = (
+            "--budget",
+            f"{summary.budget * 2 if summary.budget_stopped else summary.budget:g}",
+        )
     if summary.failed:
-        out_console.print(f"retry the failed items: {again} --retry-failed", soft_wrap=True)
+        again = request.again(request.out, *budget, "--retry-failed")
+        out_console.print(f"retry the failed items: {again}", soft_wrap=True, markup=False)
     elif summary.not_started:
-        out_console.print(f"run the rest: {again}", soft_wrap=True)
+        again = request.again(request.out, *budget)
+        out_console.print(f"run the rest: {again}", soft_wrap=True, markup=False)
 
 
 # -- worker ----------------------------------------------------------------------------------------
@@ -343,6 +359,8 @@ def worker(
 
     def go() -> None:
         shared = open_shared(simulation)
+        if shared.simulator is not None:
+            echo(SIMULATED_LINE)
         try:
             from calliope_graph.batch.dbos import run_worker
         except ImportError as exc:

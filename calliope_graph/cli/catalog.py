@@ -167,8 +167,10 @@ async def _check_models(
     models_: ModelCatalog, provider: str | None, simulate: bool, as_json: bool
 ) -> int:
     from calliope_graph.model_list import check_providers
+    from calliope_graph.session import OfflineSwitch
 
-    shared = open_shared(Simulation(simulate=simulate))
+    # --simulate, else the offline switch (CALLIOPE_SIMULATE=1), as for every command
+    shared = open_shared(Simulation(simulate=simulate, switch=OfflineSwitch.from_env()))
     with tempfile.TemporaryDirectory(prefix="calliope-models-") as out:
         ctx = shared.context(out)
         try:

@@ -4,6 +4,7 @@ flow, and the one function that creates what a process shares (:func:`open_share
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 import traceback
 import warnings
@@ -18,6 +19,7 @@ from rich.console import Console
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
+    FlowRunError,
     FlowSpecError,
     MediaError,
     WaitingForChoice,
@@ -28,15 +30,17 @@ if TYPE_CHECKING:
     from calliope_graph.context import RunContext
     from calliope_graph.flow import Flow
     from calliope_graph.limits import LimitSpec
-    from calliope_graph.session import Session
+    from calliope_graph.session import OfflineSwitch, Session
     from calliope_graph.simulate import Fault, Simulator
 
 __all__ = [
     "EPILOG",
     "EXIT_CODES",
+    "SIMULATED_LINE",
     "Shared",
     "Simulation",
     "check_keys",
+    "continue_command",
     "err_console",
     "exit_code",
     "guard",
@@ -44,6 +48,7 @@ __all__ = [
     "open_shared",
     "out_console",
     "parse_inputs",
+    "resumable",
 ]
 
 EXIT_CODES: dict[str, int] = {
@@ -62,6 +67,12 @@ EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
     "(missing key, unknown model, unusable or busy --out), 5 bad input media, 6 the run waits "
     "for a choice (resume it with --resume THREAD --choose NODE=INDEX), 130 interrupted."
+)
+
+#: What ``run``, ``batch`` and ``worker`` print first when they simulate.
+SIMULATED_LINE = (
+    "simulated: every provider call goes to the offline simulator (no keys, nothing paid; "
+    "its text and pictures are stand-ins)"
 )
 
 err_console = Console(stderr=True, highlight=False)
@@ -157,26 +168,23 @@ def parse_inputs(values: Sequence[str]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Simulation:
     """``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits``, parsed (the
-    option group :func:`calliope_graph.cli.options.simulation_options` builds it)."""
+    option group :func:`calliope_graph.cli.options.simulation_options` builds it), with the
+    offline switch of the environment (``switch``: ``CALLIOPE_SIMULATE=1``,
+    ``CALLIOPE_FAULTS``, ``CALLIOPE_SIMULATE_LIMITS``); the options win over the switch."""
 
     simulate: bool = False
     faults: list[Fault] | None = None
     simulate_limits: dict[str, LimitSpec] | None = None
     limits: str | None = None
-    texts: tuple[tuple[str, str], ...] = ()
-    """(flag, text as given) of ``--faults``, ``--simulate-limits`` and ``--limits``."""
-
-    def flags(self) -> list[str]:
-        """The options as given on the command line, for a printed command to repeat
-        (:func:`calliope_graph.commands.continue_command`): ``--simulate``, then each given
-        one with its text."""
-        words = ["--simulate"] if self.simulate else []
-        for flag, text in self.texts:
-            words += [flag, text]
-        return words
+    faults_text: str | None = None
+    """``--faults`` as given (for the commands the CLI prints)."""
+    simulate_limits_text: str | None = None
+    """``--simulate-limits`` as given."""
+    switch: OfflineSwitch | None = None
+    """The environment's offline switch (None: off)."""
 
     def given(self) -> list[str]:
-        """The options given, by their flags."""
+        """The options given on the command line, by their flags."""
         flags = zip(
             ("--simulate", "--faults", "--limits", "--simulate-limits"),
             (self.simulate, self.faults, self.limits, self.simulate_limits),
@@ -184,12 +192,99 @@ class Simulation:
         )
         return [flag for flag, value in flags if value]
 
+    @property
+    def simulated(self) -> bool:
+        """Provider calls go to the simulator: ``--simulate`` or ``CALLIOPE_SIMULATE=1``."""
+        return self.simulate or (self.switch is not None and self.switch.simulate)
+
     def check(self) -> None:
-        """The simulator's options apply only with ``--simulate`` (a usage error, exit 2)."""
-        if self.faults and not self.simulate:
+        """The simulator's options apply only when simulating (a usage error, exit 2)."""
+        if self.faults and not self.simulated:
             raise click.UsageError("--faults only applies with --simulate.")
-        if self.simulate_limits and not self.simulate:
+        if self.simulate_limits and not self.simulated:
             raise click.UsageError("--simulate-limits only applies with --simulate.")
+
+    def _texts(self) -> tuple[str, str]:
+        """The simulator's faults and limits in their syntax: the options', else the switch's."""
+        switch = self.switch
+        faults = self.faults_text or (switch.faults if switch is not None else "")
+        limits = self.simulate_limits_text or (switch.limits if switch is not None else "")
+        return faults, limits
+
+    def simulator(self) -> Simulator | None:
+        """The simulator to run against (None: the providers). A fault or limit set in the
+        environment without the switch, or a bad one, is a ConfigurationError naming it."""
+        from calliope_graph.session import OfflineSwitch
+
+        if not self.simulated:
+            if self.switch is not None:
+                self.switch.simulator()  # CALLIOPE_FAULTS without the switch: say so
+            return None
+        if self.faults is not None or self.simulate_limits is not None:
+            from calliope_graph.simulate import Simulator
+
+            switch = self.switch  # its faults and limits apply with --simulate too
+            env = (
+                OfflineSwitch(simulate=True, faults=switch.faults, limits=switch.limits).simulator()
+                if switch is not None
+                else None
+            )
+            return Simulator(
+                faults=self.faults if self.faults is not None else (env.faults if env else ()),
+                limits=self.simulate_limits
+                if self.simulate_limits is not None
+                else (env.limits if env else None),
+            )
+        faults, limits = self._texts()
+        return OfflineSwitch(simulate=True, faults=faults, limits=limits).simulator()
+
+    def options(self) -> list[str]:
+        """The options that make another command simulate the same way (the offline switch's
+        as options too, so a printed command runs the same in a shell without it)."""
+        words: list[str] = ["--simulate"] if self.simulated else []
+        faults, limits = self._texts() if self.simulated else ("", "")
+        words += ["--faults", faults] if faults else []
+        words += ["--simulate-limits", limits] if limits else []
+        words += ["--limits", self.limits] if self.limits else []
+        return words
+
+
+def resumable(
+    exc: FlowRunError, flow: str, where: Sequence[str], simulation: Simulation
+) -> FlowRunError:
+    """``exc`` with the command that resumes its run from the CLI (``run FLOW WHERE…
+    --resume THREAD`` and the simulation's options) in place of the library's hint."""
+    if not exc.resume_hint or exc.thread_id is None:
+        return exc
+    command = continue_command(
+        "run", flow, *where, "--resume", exc.thread_id, simulation=simulation
+    )
+    note = ""
+    if "***" in " ".join(where):
+        note = " (the password is not shown: put it back, or keep it in PGPASSWORD or ~/.pgpass)"
+    message = str(exc).removesuffix(exc.resume_hint)
+    hint = f" Fix the cause, then resume without re-running what completed: {command}{note}"
+    return FlowRunError(
+        message + hint,
+        node=exc.node,
+        attempts=exc.attempts,
+        path=exc.path,
+        cause_class=exc.cause_class,
+        thread_id=exc.thread_id,
+        resume_hint=hint,
+    )
+
+
+def continue_command(
+    command: str, flow: str, *arguments: str, simulation: Simulation | None = None
+) -> str:
+    """The one place a command the CLI prints for the user to run next is written (resume a
+    run, run the rest of a batch, retry its failed items, make a choice): ``calliope-graph
+    COMMAND FLOW ARGUMENTS…`` with ``simulation``'s options, every word shell-quoted, so it
+    runs as printed. ``flow`` is as the user gave it — a shipped flow's name or the flow
+    file's path — never the name inside the file."""
+    options = simulation.options() if simulation is not None else []
+    return shlex.join(["calliope-graph", command, flow, *arguments, *options])
 
 
 @dataclass(frozen=True)
@@ -211,20 +306,24 @@ class Shared:
 
 def open_shared(simulation: Simulation) -> Shared:
     """The one place the CLI creates what a process shares: its session, with ``--limits``
-    over the default limits, and the simulator (``--simulate``) or the keys."""
+    over the default limits, and the simulator (``--simulate``, or the offline switch
+    ``CALLIOPE_SIMULATE=1`` with ``CALLIOPE_FAULTS``/``CALLIOPE_SIMULATE_LIMITS``) or the
+    keys."""
     from calliope_graph.session import Session
 
-    simulator: Simulator | None = None
     keys: KeysModel | None = None
-    if simulation.simulate:
-        from calliope_graph.simulate import Simulator
-
-        simulator = Simulator(faults=simulation.faults or (), limits=simulation.simulate_limits)
-    else:
+    simulator = simulation.simulator()  # --simulate, else the offline switch (CALLIOPE_SIMULATE)
+    if simulator is None:
         from calliope_graph.config import KeysModel
 
         keys = KeysModel.from_env()
-    session = Session(keys=keys, simulator=simulator, limits=simulation.limits, where="--limits")
+    session = Session(
+        keys=keys,
+        simulator=simulator,
+        limits=simulation.limits,
+        where="--limits",
+        simulate=simulator is not None,
+    )
     return Shared(session=session, keys=keys)
 
 
@@ -248,5 +347,6 @@ def check_keys(flow: Flow, keys: KeysModel) -> None:
     if missing:
         listed = "; ".join(f"{var} (for {', '.join(nodes)})" for var, nodes in missing.items())
         raise ConfigurationError(
-            f"Missing API keys: set {listed} — or run offline with --simulate."
+            f"Missing API keys: set {listed} — or run offline with --simulate "
+            "(CALLIOPE_SIMULATE=1: every command)."
         )

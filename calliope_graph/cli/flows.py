@@ -16,6 +16,7 @@ import click
 from calliope_graph.cli.common import (
     EPILOG,
     EXIT_CODES,
+    SIMULATED_LINE,
     Simulation,
     check_keys,
     err_console,
@@ -24,6 +25,7 @@ from calliope_graph.cli.common import (
     open_shared,
     out_console,
     parse_inputs,
+    resumable,
 )
 from calliope_graph.cli.options import (
     choose_option,
@@ -111,6 +113,9 @@ def run(
             given = (flow, out_dir, checkpoint, media_store)
             print_waiting(waiting, _commands(waiting, simulation, *given), Path(out_dir))
             sys.exit(EXIT_CODES["waiting_for_choice"])
+        except FlowRunError as exc:
+            where = ("--out", out_dir, *_store_options(checkpoint, media_store))
+            raise resumable(exc, flow, where, simulation) from None
         print_result(result, checkpoint)
 
     guard(debug, go)
@@ -136,8 +141,17 @@ def _commands(
         out_dir,
         waiting.thread_id,
         checkpoint=shown_url(checkpoint) if checkpoint else None,
-        options=simulation.flags() + (["--media-store", media_store] if media_store else []),
+        options=simulation.options() + (["--media-store", media_store] if media_store else []),
     )
+
+
+def _store_options(checkpoint: str | None, media_store: str | None) -> tuple[str, ...]:
+    """``--checkpoint``/``--media-store`` as given, for a printed command (a password in the
+    checkpoint URL shown as ``***``: kept in PGPASSWORD or ~/.pgpass, it runs as printed)."""
+    from calliope_graph.flow.run import shown_url
+
+    found = ("--checkpoint", shown_url(checkpoint)) if checkpoint else ()
+    return found + (("--media-store", media_store) if media_store else ())
 
 
 @contextlib.asynccontextmanager
@@ -225,6 +239,8 @@ async def _run(
         markup=False,
         soft_wrap=True,
     )
+    if shared.simulator is not None:
+        err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     try:
         result = await flow.ainvoke(
             inputs,

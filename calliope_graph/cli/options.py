@@ -130,31 +130,24 @@ debug_option = click.option("--debug", is_flag=True, help="Print tracebacks.")
 
 def faults_option(help: str) -> Callable[[F], F]:
     """``--faults``, parsed; ``help`` gives the command's example."""
-    return click.option(
-        "--faults", default=None, callback=_given("--faults", parse_faults), help=help
-    )
+    return click.option("--faults", default=None, callback=_kept(parse_faults), help=help)
 
 
-_GIVEN_ORDER = ("--faults", "--simulate-limits", "--limits")
+def _kept(parse: Callable[[str | None], Any]) -> Callable[[click.Context, Any, str | None], Any]:
+    """A callback that parses an option and keeps its text (``ctx.meta``), so a command the
+    CLI prints can give it again as it was written."""
 
-
-def _given(flag: str, parse: Callable[[Any], Any]) -> Callable[[Any, Any, Any], Any]:
-    """A callback parsing an option's value with ``parse``, keeping the text as given (for
-    :meth:`~calliope_graph.cli.common.Simulation.flags`: a printed command repeats it)."""
-
-    def callback(ctx: click.Context, _param: Any, value: Any) -> Any:
-        if value:
-            ctx.meta.setdefault(_GIVEN, {})[flag] = value
+    def callback(ctx: click.Context, param: Any, value: str | None) -> Any:
+        ctx.meta[f"calliope.{param.name}"] = value or None
         return parse(value)
 
     return callback
 
 
-_GIVEN = "calliope_graph.given_options"
-
-
 def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Pass the group's four values to ``command`` as one ``simulation`` argument."""
+    """Pass the group's four values, with the environment's offline switch
+    (``CALLIOPE_SIMULATE``...; a bad value is a configuration error, exit 4), to ``command``
+    as one ``simulation`` argument."""
 
     @functools.wraps(command)
     def gathered(
@@ -165,9 +158,20 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
         limits: str | None,
         **kwargs: Any,
     ) -> Any:
-        texts = click.get_current_context().meta.get(_GIVEN, {})
-        given = tuple((flag, str(texts[flag])) for flag in _GIVEN_ORDER if flag in texts)
-        simulation = Simulation(simulate, faults, simulate_limits, limits, given)
+        from calliope_graph.cli.common import guard
+        from calliope_graph.session import OfflineSwitch
+
+        meta = click.get_current_context().meta
+        switch = guard(False, OfflineSwitch.from_env)
+        simulation = Simulation(
+            simulate,
+            faults,
+            simulate_limits,
+            limits,
+            faults_text=meta.get("calliope.faults"),
+            simulate_limits_text=meta.get("calliope.simulate_limits"),
+            switch=switch if switch.simulate or switch.faults or switch.limits else None,
+        )
         return command(*args, simulation=simulation, **kwargs)
 
     return gathered
@@ -176,23 +180,31 @@ def _simulation(command: Callable[..., Any]) -> Callable[..., Any]:
 #: ``--simulate``, ``--faults``, ``--simulate-limits`` and ``--limits`` (``run``, ``batch``,
 #: ``worker``), given to the command as one :class:`Simulation` named ``simulation``.
 simulation_options = compose(
-    click.option("--simulate", is_flag=True, help="Use the offline provider simulator (no keys)."),
-    faults_option(
-        "Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
-        "(a hang without seconds= lasts the client's whole read timeout)."
+    click.option(
+        "--simulate",
+        is_flag=True,
+        help="Use the offline provider simulator (no keys); CALLIOPE_SIMULATE=1 does the same "
+        "(with CALLIOPE_FAULTS, CALLIOPE_SIMULATE_LIMITS).",
+    ),
+    click.option(
+        "--faults",
+        default=None,
+        callback=_kept(parse_faults),
+        help="Simulator faults, e.g. 'hang@openai:seconds=2;rate_limit@stability:first_n=1' "
+        "(a hang without seconds= lasts the client's whole read timeout).",
     ),
     click.option(
         "--simulate-limits",
         "simulate_limits",
         default=None,
-        callback=_given("--simulate-limits", parse_simulate_limits),
+        callback=_kept(parse_simulate_limits),
         help="Make the simulated providers limit like the real ones, e.g. "
         "'stability:rpm=60;openai:rpm=500,tpm=200000' (429s with Retry-After).",
     ),
     click.option(
         "--limits",
         default=None,
-        callback=_given("--limits", checked_limits),
+        callback=_kept(checked_limits),
         help="Per-provider rate limits, e.g. 'openai:rpm=500,tpm=200000;stability:rps=15'.",
     ),
     _simulation,

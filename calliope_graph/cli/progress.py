@@ -159,8 +159,10 @@ def _output_text(value: Any, out: Path) -> str:
 
 def print_result(result: FlowResult, checkpoint: str | None = None) -> None:
     """The outputs of a finished run, then where its trace, report and checkpoint are."""
+    simulated = "  [magenta](simulated)[/]" if result.trace.simulated else ""
     out_console.print(
         f"[bold green]done[/] in {result.trace.wall_time:.2f}s  thread {result.thread_id}"
+        f"{simulated}"
     )
     resolved = Path(result.out_dir).resolve()
     for name, value in result.outputs.items():

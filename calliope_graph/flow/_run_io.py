@@ -209,7 +209,13 @@ def run_failed(runtime: FlowRuntime, exc: BaseException, thread: str, resume: st
     trace.status, trace.ended_at, trace.error = "failed", time.time(), text
     runtime.save_final()
     return FlowRunError(
-        text, node=node, attempts=attempts, path=path, cause_class=cause, thread_id=thread
+        text,
+        node=node,
+        attempts=attempts,
+        path=path,
+        cause_class=cause,
+        thread_id=thread,
+        resume_hint=resume,
     )
 
 

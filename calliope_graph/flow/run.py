@@ -359,6 +359,7 @@ class FlowRunner:
             started_at=time.time(),
             spec=spec,
             out_dir=str(self._resolved_out()),
+            simulated=ctx.simulated,
             inputs=redact_tree(
                 jsonable(inputs or {}, root=self._resolved_out()), ctx.keys.secrets()
             ),

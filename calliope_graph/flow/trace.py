@@ -115,6 +115,9 @@ class Trace(BaseModel):
     out_dir: str | None = None
     resumed_from: str | None = None
     """On a resumed run, the thread id it continued (the same as ``thread_id``); else None."""
+    simulated: bool = False
+    """Every provider call went to the simulator (``--simulate``, ``CALLIOPE_SIMULATE=1``):
+    nothing was paid, and the media are the simulator's drawings."""
 
     @property
     def wall_time(self) -> float:

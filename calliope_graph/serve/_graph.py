@@ -54,13 +54,12 @@ from calliope_graph.serve._inputs import media_input
 from calliope_graph.serve._outputs import public
 from calliope_graph.serve._schema import check_input, input_schema, output_schema
 from calliope_graph.serve._signing import MediaSigner, default_signer
-from calliope_graph.session import Session
+from calliope_graph.session import OfflineSwitch, Session
 
 __all__ = ["ServeContext", "ServeSettings", "ServedGraph", "serve_graph", "stream_event", "visible"]
 
 #: LangGraph's config key holding the run's checkpointer (``CONFIG_KEY_CHECKPOINTER``).
 _CHECKPOINTER = "__pregel_checkpointer"
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,10 @@ class ServeSettings:
 
     - ``CALLIOPE_MEDIA_ROOT``: where every thread's media go (``<root>/<thread id>/``) and
       the only place path inputs may point into (default ``./media`` of the server).
-    - ``CALLIOPE_SIMULATE=1``: every provider call goes to the in-process simulator (and
-      runs may ask for simulated faults). Base URLs pointing at a simulator server
+    - ``CALLIOPE_SIMULATE=1``: every provider call goes to the in-process simulator (with
+      ``CALLIOPE_FAULTS`` and ``CALLIOPE_SIMULATE_LIMITS``, read as every process role reads
+      them: :class:`~calliope_graph.session.OfflineSwitch`), and runs may ask for simulated
+      faults of their own. Base URLs pointing at a simulator server
       (``OPENAI_BASE_URL=...``) work without it, like any OpenAI-compatible server.
     - ``CALLIOPE_PUBLIC_URL``: the address clients reach the server at, for media URLs
       (default: LangGraph Server's own ``LANGGRAPH_API_URL``; else URLs are relative).
@@ -108,9 +109,13 @@ class ServeSettings:
                 parse_store_url(store)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"CALLIOPE_MEDIA_STORE: {exc}") from None
+        # The offline switch, read as every process role reads it (a bad value stops the
+        # server at start, naming the variable); its simulator is the server session's.
+        simulator = OfflineSwitch.from_env(env).simulator()
         return cls(
             media_root=root,
-            simulate=env.get("CALLIOPE_SIMULATE", "").strip().lower() in _TRUE,
+            simulate=simulator is not None,
+            session=Session(simulator=simulator, simulate=simulator is not None),
             public_url=env.get("CALLIOPE_PUBLIC_URL", "").strip(),
             signer=default_signer() if environ is None else MediaSigner.from_env(env),
             owner_auth=bool(env.get("LANGGRAPH_AUTH", "").strip()),
@@ -233,11 +238,16 @@ class _Runtimes:
 
         store = await asyncio.to_thread(make_store)
         if self.settings.simulate:
-            from calliope_graph.simulate import Simulator, parse_faults
+            simulator = self.settings.session.simulator
+            if simulator is None or context.faults:  # this run's faults: a simulator of its own
+                from calliope_graph.simulate import Simulator, parse_faults
 
-            simulator = Simulator(faults=parse_faults(context.faults or ""))
+                base = list(simulator.faults) if simulator is not None else []
+                simulator = Simulator(faults=[*base, *parse_faults(context.faults or "")])
+                client = simulator.client(follow_redirects=True)
+            else:  # the server's simulator (CALLIOPE_FAULTS, CALLIOPE_SIMULATE_LIMITS)
+                client = await self.client()
             keys = simulator.keys()
-            client = simulator.client(follow_redirects=True)
         else:
             if context.faults:
                 raise ConfigurationError(
@@ -252,9 +262,14 @@ class _Runtimes:
             store=store,
             catalog=self.plan.catalog,
             limits=self.settings.session.limits_for(self.plan.catalog),
+            simulated=self.settings.simulate,
         )
         trace = Trace(
-            flow=self.flow, thread_id=thread, started_at=time.time(), out_dir=str(store.root)
+            flow=self.flow,
+            thread_id=thread,
+            started_at=time.time(),
+            out_dir=str(store.root),
+            simulated=self.settings.simulate,
         )
         return FlowRuntime(
             ctx=ctx,

@@ -289,7 +289,9 @@ td.why{max-width:420px;overflow-wrap:anywhere;font-size:12px}.cls{font-family:mo
 background:#fde2e1;border-radius:4px;padding:0 4px}img.thumb{object-fit:cover;border-radius:4px;
 display:block}.badge{border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .badge.ok{background:#dcf5e4;color:#1a7f37}.badge.failed{background:#fde2e1;color:#cf222e}
-.badge.not_started{background:#f0f0f0;color:#57606a}.filters{margin:6px 0;display:flex;gap:6px}
+.badge.not_started{background:#f0f0f0;color:#57606a}
+.badge.simulated{background:#ede7fb;color:#6639ba;font-size:14px;vertical-align:middle}
+.filters{margin:6px 0;display:flex;gap:6px}
 .filters button{border:1px solid #d0d7de;background:#f6f8fa;border-radius:6px;padding:2px 10px;
 cursor:pointer}.filters button.on{background:#0969da;color:#fff}#search{flex:1;max-width:320px}
 .chart .axis{stroke:#8c959f}.chart .tick{font-size:10px;fill:#656d76}
@@ -350,8 +352,15 @@ def render_batch_report(
     refresh = (
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if meta.get("running") else ""
     )
+    simulated = any(item.get("simulated") for item in items) or meta.get("simulated")
+    mark = (
+        ' <span class="badge simulated" title="every provider call went to the offline '
+        'simulator: nothing was paid, the media are its drawings">simulated</span>'
+        if simulated
+        else ""
+    )
     body = (
-        f"<h1>{_e(title)}</h1>"
+        f"<h1>{_e(title)}{mark}</h1>"
         f'<p class="muted">{_e(len(items))} finished item(s) · written '
         f"{_e(datetime.now().strftime('%Y-%m-%d %H:%M:%S'))}"
         f"{' · still running, this page reloads' if meta.get('running') else ''}</p>"

@@ -47,6 +47,7 @@ def _css() -> str:
             f"article.node-detail.status-{key}{{border-left-color:{style.stroke}}}"
         )
     status_css.append(
+        ".badge.simulated{background:#ede7fb;color:#6639ba;border-color:#6639ba}"
         ".badge.status-retry{background:#fff0d6;color:#b45309;border-color:#d97706}"
         ".swatch.status-retry{background:repeating-linear-gradient(45deg,#d97706 0 3px,"
         "#f6c26b 3px 6px)}"
@@ -64,6 +65,12 @@ def html(page: Page) -> str:
     description = ""
     if t.spec is not None and t.spec.description:
         description = f'<p class="description">{txt(t.spec.description)}</p>'
+    simulated = (
+        ' <span class="badge simulated" title="every provider call went to the offline '
+        'simulator: nothing was paid, the media are its drawings">simulated</span>'
+        if t.simulated
+        else ""
+    )
     live = (
         f'<p class="live">This run is still going: the page reloads every {REFRESH_SECONDS} s.</p>'
         if page.running
@@ -82,7 +89,8 @@ def html(page: Page) -> str:
 </head>
 <body class="run-{esc(t.status)}">
 <header>
-  <h1><span class="flow-name">{txt(t.flow)}</span> {badge(t.status)}</h1>{description}{live}
+  <h1><span class="flow-name">{txt(t.flow)}</span> {badge(t.status)}{simulated}</h1>\
+{description}{live}
   <nav><a href="#summary">summary</a> <a href="#drawing">flow</a>
   <a href="#timeline">timeline</a> <a href="#io">outputs</a> <a href="#nodes">nodes</a></nav>
 </header>
