@@ -18,6 +18,7 @@ from rich.console import Console
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
+    FlowRunError,
     FlowSpecError,
     MediaError,
 )
@@ -59,7 +60,8 @@ EXIT_CODES: dict[str, int] = {
 
 EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
-    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 130 interrupted."
+    "(missing key, unknown model, unusable or busy --out, a full disk), 5 bad input media, "
+    "130 interrupted."
 )
 
 err_console = Console(stderr=True, highlight=False)
@@ -70,8 +72,10 @@ def exit_code(exc: BaseException) -> int:
     """The exit code of a command that failed with ``exc``."""
     if isinstance(exc, FlowSpecError):
         return EXIT_CODES["invalid_flow"]
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError):  # a DiskFullError too
         return EXIT_CODES["configuration"]
+    if isinstance(exc, FlowRunError) and exc.cause_class == "disk_full":
+        return EXIT_CODES["configuration"]  # the disk filled during the run: exit 4
     if isinstance(exc, MediaError):
         return EXIT_CODES["media"]
     return EXIT_CODES["run_failed"]

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from calliope_graph._files import Throttled
 from calliope_graph._pricing import settle
@@ -27,7 +28,7 @@ from calliope_graph._telemetry import run_recorder
 from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
-from calliope_graph.errors import CalliopeError, error_class, error_classes
+from calliope_graph.errors import CalliopeError, DiskFullError, error_class, error_classes
 from calliope_graph.flow._names import (
     done_name,
     halt_key,
@@ -38,6 +39,7 @@ from calliope_graph.flow._names import (
     rewrites_key,
 )
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
+from calliope_graph.media._store import UNWRITTEN
 
 if TYPE_CHECKING:
     from calliope_graph.flow._journal import Journal
@@ -56,6 +58,9 @@ __all__ = [
     "request_key",
     "rewrites_key",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def _total(calls: list[ProviderCall]) -> float | None:
@@ -91,6 +96,10 @@ class _RunState:
     secrets: list[str] | None = None
     saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    view_warned: bool = False
+    disk_full: DiskFullError | None = None
+    """The journal could not keep a node's outputs for want of space: no node starts after."""
+    """A trace.json write failed and said so (one warning per run)."""
     telemetry: Any = None
     """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
     first event asks, False when telemetry is off."""
@@ -202,6 +211,8 @@ class FlowRuntime:
 
             run = run_localised
         key = self._key(name)
+        if self._run.disk_full is not None:  # the journal found the disk full: pay no more
+            self._stop_full(key, name, node, inputs, iteration)
         journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
@@ -225,11 +236,16 @@ class FlowRuntime:
             self._emit("retried", execution)
 
         stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted.
+        # Only nodes that call providers need their requests counted (and their media kept
+        # when the disk is full: media/_store.py's UNWRITTEN).
         token = call_stats.set(stats) if node.model is not None else None
+        unwritten: dict[str, bytes] = {}
+        kept = UNWRITTEN.set(unwritten) if node.model is not None else None
         settled = False
         try:
             outputs = self._scrub(node, await run())
+            if unwritten:  # paid for, not written: journaled (below), then the run stops
+                self._keep_unwritten(execution, node, stats, key, entry, outputs, unwritten)
             if entry is not None and journal is not None:
                 # Priced first so that the outputs and what they cost are one commit, before
                 # LangGraph (and anyone) sees them: a kill between two commits once kept the
@@ -238,7 +254,7 @@ class FlowRuntime:
                 execution.outputs = self._summary(outputs, self.trace.out_dir)
                 self._settle(execution, node, stats)
                 settled = True
-                journal.put(entry, key, outputs, execution.provider_calls)
+                self._journal_put(journal, entry, key, outputs, execution.provider_calls)
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
         except BaseException as exc:
@@ -247,6 +263,8 @@ class FlowRuntime:
         finally:
             if token is not None:
                 call_stats.reset(token)
+            if kept is not None:
+                UNWRITTEN.reset(kept)
         if not settled:
             self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
@@ -257,6 +275,53 @@ class FlowRuntime:
             self._settle(execution, node, stats)
         self._emit("finished", execution)
         return outputs
+
+    def _journal_put(
+        self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
+    ) -> None:
+        """Journal a paid node's outputs. On a full disk the node still returns them (its
+        checkpoint may yet keep them: a resume then pays nothing) but no node starts after
+        it — the run stops with the DiskFullError (exit 4) instead of paying for more."""
+        try:
+            journal.put(entry, key, outputs, calls)
+        except DiskFullError as exc:
+            log.warning("%s", exc)
+            self._run.disk_full = exc
+
+    def _stop_full(
+        self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
+    ) -> NoReturn:
+        """Fail ``name`` before it starts: the disk is full (the trace says so)."""
+        full = self._run.disk_full
+        assert full is not None
+        exc = DiskFullError(full.message, folder=full.folder, needed=full.needed)
+        if self.record:
+            self._failed(
+                name, node, self._start(key, name, node, inputs, iteration), CallStats(), exc
+            )
+        raise exc
+
+    def _keep_unwritten(
+        self,
+        execution: NodeExecution,
+        node: Node,
+        stats: CallStats,
+        key: str,
+        entry: str | None,
+        outputs: dict[str, Any],
+        unwritten: dict[str, bytes],
+    ) -> None:
+        """A full disk kept the node's media (paid for) from being written: journal them
+        with the outputs, so a resume after freeing space writes them and pays nothing,
+        then stop with the DiskFullError (a journal that cannot take them raises its own)."""
+        folder = Path(next(iter(unwritten))).parent
+        needed = sum(len(data) for data in unwritten.values())
+        if entry is not None and self.journal is not None:
+            self._close(execution, stats)
+            execution.outputs = self._summary(outputs, self.trace.out_dir)
+            self._settle(execution, node, stats)
+            self.journal.put(entry, key, outputs, execution.provider_calls, files=unwritten)
+        raise DiskFullError(folder=folder, needed=needed, what=f"{len(unwritten)} media file(s)")
 
     def _start(
         self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
@@ -469,8 +534,16 @@ class FlowRuntime:
         self._run.saver.request()
 
     def save(self) -> None:
-        if self.trace_path is not None:
+        """Write trace.json: a view (the journal and checkpoints hold the run), so a full
+        disk or another write failure logs one warning per run and the run goes on."""
+        if self.trace_path is None:
+            return
+        try:
             self.trace.save(self.trace_path)
+        except OSError as exc:
+            if not self._run.view_warned:
+                self._run.view_warned = True
+                log.warning("%s was not updated (%s); the run goes on.", self.trace_path, exc)
 
     def save_final(self) -> None:
         """Write the finished trace now, and drop a rewrite still scheduled: nothing writes
