@@ -101,10 +101,14 @@ class JournalDB:
 
     @classmethod
     def open(cls, path: Path) -> JournalDB | None:
-        """The journal at ``path``; None (with a warning) if it cannot be used."""
+        """The journal at ``path``; None (with a warning) if it cannot be used — but a full
+        disk raises :class:`~calliope_graph.errors.DiskFullError`: nothing is paid yet."""
         try:
             return cls(path)
         except sqlite3.Error as exc:
+            full = disk_full(exc, path.parent, what=path.name)
+            if full is not None:  # running without it would pay for what a resume re-pays
+                raise full from exc
             log.warning(
                 "The output journal %s cannot be used (%s): a run killed now may pay again "
                 "for nodes that had finished. Delete the file to start a new one.",
