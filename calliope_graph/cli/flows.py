@@ -203,7 +203,9 @@ async def _run(
         )
     except FlowRunError:
         trace_path = out_dir / "trace.json"
-        if trace_path.exists():
+        if live.live:  # the trace the runner marked failed (trace.json may not be written)
+            live.final(live.live[-1])
+        elif trace_path.exists():
             from calliope_graph.flow import Trace
 
             with contextlib.suppress(Exception):  # an unreadable trace: no report

@@ -96,10 +96,8 @@ class _RunState:
     secrets: list[str] | None = None
     saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    view_warned: bool = False
-    disk_full: DiskFullError | None = None
-    """The journal could not keep a node's outputs for want of space: no node starts after."""
-    """A trace.json write failed and said so (one warning per run)."""
+    view_warned: bool = False  # a trace.json write failed and said so (once per run)
+    disk_full: DiskFullError | None = None  # the journal found the disk full: no node starts
     telemetry: Any = None
     """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
     first event asks, False when telemetry is off."""
@@ -279,9 +277,8 @@ class FlowRuntime:
     def _journal_put(
         self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
     ) -> None:
-        """Journal a paid node's outputs. On a full disk the node still returns them (its
-        checkpoint may yet keep them: a resume then pays nothing) but no node starts after
-        it — the run stops with the DiskFullError (exit 4) instead of paying for more."""
+        """Journal a paid node's outputs; on a full disk it still returns them (a checkpoint
+        may keep them) but no node starts after it (:meth:`_stop_full`)."""
         try:
             journal.put(entry, key, outputs, calls)
         except DiskFullError as exc:
@@ -311,17 +308,18 @@ class FlowRuntime:
         outputs: dict[str, Any],
         unwritten: dict[str, bytes],
     ) -> None:
-        """A full disk kept the node's media (paid for) from being written: journal them
-        with the outputs, so a resume after freeing space writes them and pays nothing,
-        then stop with the DiskFullError (a journal that cannot take them raises its own)."""
-        folder = Path(next(iter(unwritten))).parent
-        needed = sum(len(data) for data in unwritten.values())
+        """A full disk kept the node's paid media from being written: journal them with its
+        outputs (a resume writes them, paying nothing), then fail with DiskFullError."""
         if entry is not None and self.journal is not None:
             self._close(execution, stats)
             execution.outputs = self._summary(outputs, self.trace.out_dir)
             self._settle(execution, node, stats)
             self.journal.put(entry, key, outputs, execution.provider_calls, files=unwritten)
-        raise DiskFullError(folder=folder, needed=needed, what=f"{len(unwritten)} media file(s)")
+        raise DiskFullError(
+            folder=Path(next(iter(unwritten))).parent,
+            needed=sum(len(data) for data in unwritten.values()),
+            what=f"{len(unwritten)} media file(s)",
+        )
 
     def _start(
         self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
@@ -534,8 +532,7 @@ class FlowRuntime:
         self._run.saver.request()
 
     def save(self) -> None:
-        """Write trace.json: a view (the journal and checkpoints hold the run), so a full
-        disk or another write failure logs one warning per run and the run goes on."""
+        """Write trace.json — a view: a failure (a full disk) warns once per run, no more."""
         if self.trace_path is None:
             return
         try:
