@@ -169,7 +169,10 @@ def test_full_disk_at_a_journal_commit_exits_4_and_the_resume_pays_nothing_again
         first = run(out)
     assert failed
     assert_one_clear_error(first, out)
+    assert "reserve" in first.stderr  # the journal freed its reserve and kept the outputs
+    assert not (out / "journal.sqlite-reserve").exists()
     resume_pays_nothing_again(out, first, paid, clean)
+    assert (out / "journal.sqlite-reserve").is_file()  # made again once there is room
 
 
 def test_full_disk_at_a_checkpoint_write_exits_4_and_the_resume_pays_nothing_again(

@@ -19,10 +19,13 @@ checkpoint (possible with ``async`` and ``exit`` durability) still resumes.
 
 **A full disk.** A journal commit that fails for want of space raises
 :class:`~calliope_graph.errors.DiskFullError` (the run stops, exit 4) instead of the warning
-other journal failures give: the node's answer could not be kept, and going on would only pay
-for more. Media a full disk kept from being written (``MediaStore.save_image`` inside a
-provider node) are committed here with the outputs (table ``files``), and a resumed run
-writes them back before replaying the entry — the provider is not asked again.
+other journal failures give, and no node starts after it: going on would only pay for more.
+First it frees the reserve the journal keeps beside itself (``journal.sqlite-reserve``,
+:data:`RESERVE` bytes written when it opens and there is room) and commits into that space,
+so the node's answer is usually kept all the same. Media a full disk kept from being
+written (``MediaStore.save_image`` inside a provider node) are committed here with the
+outputs (table ``files``), and a resumed run writes them back before replaying the entry —
+the provider is not asked again.
 """
 
 from __future__ import annotations
@@ -40,12 +43,15 @@ from pydantic import BaseModel
 
 from calliope_graph._files import write_atomic
 from calliope_graph._usage import ProviderCall
-from calliope_graph.errors import disk_full
+from calliope_graph.errors import DiskFullError, disk_full
 from calliope_graph.media import Audio, Image, Video
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalDB"]
 
 JOURNAL_NAME = "journal.sqlite"
+#: Bytes of disk the journal keeps beside itself (``journal.sqlite-reserve``) and frees when
+#: a commit finds the disk full, so a paid node's outputs are still kept (a few WAL pages).
+RESERVE = 256 << 10
 _INPUTS = "~inputs"
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,29 @@ class JournalDB:
         except BaseException:
             self.close()
             raise
+        self._reserve = path.with_name(path.name + "-reserve")
+        self._make_reserve()
+
+    def _make_reserve(self) -> None:
+        """Keep :data:`RESERVE` bytes of the disk for the commits a full disk would refuse
+        (a paid node's outputs): :meth:`release_reserve` frees them for one more try."""
+        with contextlib.suppress(OSError):
+            if self._reserve.stat().st_size >= RESERVE:
+                return
+        try:
+            with open(self._reserve, "wb") as fh:
+                fh.write(bytes(RESERVE))
+        except OSError:  # no room for it now: a full disk then fails as it would without
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+
+    def release_reserve(self) -> bool:
+        """Free the reserve (a commit failed for want of space); whether there was one."""
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def open(cls, path: Path) -> JournalDB | None:
@@ -265,31 +294,42 @@ class Journal:
         ``files``: media not written for want of space (path to bytes), kept with them.
         A full disk raises :class:`DiskFullError`; other failures only warn."""
         try:
-            with self.db.transaction():
-                self._insert(key, node, outputs)
-                if calls:
-                    data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
-                    self.db.execute(
-                        "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
-                        "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
-                        (self.thread_id, key, data),
-                    )
-                for path, blob in (files or {}).items():
-                    self.db.execute(
-                        "INSERT OR REPLACE INTO files (thread, key, path, data) "
-                        "VALUES (?, ?, ?, ?)",
-                        (self.thread_id, key, path, blob),
-                    )
+            self._put(key, node, outputs, calls, files)
         except Exception as exc:  # never fail a node that has been paid for, but a full disk
-            full = disk_full(
-                exc,
-                self.db.path.parent,
-                needed=_size(outputs, files),
-                what=f"the outputs of node {node!r}",
-            )
-            if full is not None:
-                raise full from exc
-            log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
+            what = f"the outputs of node {node!r}"
+            full = disk_full(exc, self.db.path.parent, needed=_size(outputs, files), what=what)
+            if full is None:
+                log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
+                return
+            if self.db.release_reserve():  # the space kept for this: commit into it
+                with contextlib.suppress(Exception):
+                    self._put(key, node, outputs, calls, files)
+                    what += " (kept in the journal's reserve)"
+                    full = DiskFullError(folder=full.folder, needed=full.needed, what=what)
+            raise full from exc
+
+    def _put(
+        self,
+        key: str,
+        node: str,
+        outputs: Mapping[str, Any],
+        calls: Sequence[ProviderCall],
+        files: Mapping[str, bytes] | None,
+    ) -> None:
+        with self.db.transaction():
+            self._insert(key, node, outputs)
+            if calls:
+                data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
+                self.db.execute(
+                    "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
+                    "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
+                    (self.thread_id, key, data),
+                )
+            for path, blob in (files or {}).items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO files (thread, key, path, data) VALUES (?, ?, ?, ?)",
+                    (self.thread_id, key, path, blob),
+                )
 
     def calls(self, key: str) -> list[ProviderCall]:
         """The requests journaled with ``key``'s outputs (none kept: an empty list)."""
