@@ -68,6 +68,19 @@ def _total(calls: list[ProviderCall]) -> float | None:
     return None if None in costs else round(sum(c or 0.0 for c in costs), 8)
 
 
+def _track(node: Node, stats: CallStats, unwritten: dict[str, bytes]) -> tuple[Any, ...]:
+    """A provider node's requests are counted and its media kept on a full disk (UNWRITTEN)."""
+    if node.model is None:
+        return ()
+    return (call_stats.set(stats), UNWRITTEN.set(unwritten))
+
+
+def _untrack(tokens: tuple[Any, ...]) -> None:
+    if tokens:
+        call_stats.reset(tokens[0])
+        UNWRITTEN.reset(tokens[1])
+
+
 # -- events and the runtime ------------------------------------------------------------------------
 EventKind = Literal["started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed"]
 
@@ -234,11 +247,8 @@ class FlowRuntime:
             self._emit("retried", execution)
 
         stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted (and their media kept
-        # when the disk is full: media/_store.py's UNWRITTEN).
-        token = call_stats.set(stats) if node.model is not None else None
         unwritten: dict[str, bytes] = {}
-        kept = UNWRITTEN.set(unwritten) if node.model is not None else None
+        tokens = _track(node, stats, unwritten)
         settled = False
         try:
             outputs = self._scrub(node, await run())
@@ -259,10 +269,7 @@ class FlowRuntime:
             self._failed(name, node, execution, stats, exc)
             raise
         finally:
-            if token is not None:
-                call_stats.reset(token)
-            if kept is not None:
-                UNWRITTEN.reset(kept)
+            _untrack(tokens)
         if not settled:
             self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
@@ -277,8 +284,7 @@ class FlowRuntime:
     def _journal_put(
         self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
     ) -> None:
-        """Journal a paid node's outputs; on a full disk it still returns them (a checkpoint
-        may keep them) but no node starts after it (:meth:`_stop_full`)."""
+        """Journal paid outputs; on a full disk no node starts after (:meth:`_stop_full`)."""
         try:
             journal.put(entry, key, outputs, calls)
         except DiskFullError as exc:
@@ -308,18 +314,14 @@ class FlowRuntime:
         outputs: dict[str, Any],
         unwritten: dict[str, bytes],
     ) -> None:
-        """A full disk kept the node's paid media from being written: journal them with its
-        outputs (a resume writes them, paying nothing), then fail with DiskFullError."""
+        """Journal paid media a full disk kept from being written, then fail the node."""
         if entry is not None and self.journal is not None:
             self._close(execution, stats)
             execution.outputs = self._summary(outputs, self.trace.out_dir)
             self._settle(execution, node, stats)
             self.journal.put(entry, key, outputs, execution.provider_calls, files=unwritten)
-        raise DiskFullError(
-            folder=Path(next(iter(unwritten))).parent,
-            needed=sum(len(data) for data in unwritten.values()),
-            what=f"{len(unwritten)} media file(s)",
-        )
+        folder, needed = Path(next(iter(unwritten))).parent, sum(map(len, unwritten.values()))
+        raise DiskFullError(folder=folder, needed=needed, what=f"{len(unwritten)} media file(s)")
 
     def _start(
         self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
