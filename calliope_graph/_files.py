@@ -17,6 +17,11 @@ per target and process), and a run taking its output directory sweeps the direct
 (:func:`sweep_stale_parts`); a file another live writer holds is never touched. Without
 ``flock`` (Windows) nothing is removed: a live writer could not be told from a dead one.
 
+**A full disk** (``ENOSPC``/``EDQUOT``) is raised as one
+:class:`~calliope_graph.errors.DiskFullError` naming the folder and the bytes being written
+(the old file is untouched, the temporary file removed); callers decide whether that fails
+the run (media, the journal) or only logs a warning (views: ``trace.json``, reports).
+
 **Permissions**: a written file gets ``0o666`` minus the process umask — exactly what
 ``open(path, "w")``, ``touch`` or a shell redirect would give (``0o644`` under the usual
 umask 022). The temporary file is created with that mode by the kernel, so nothing is
@@ -42,6 +47,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from calliope_graph.errors import disk_full
 
 try:
     import fcntl
@@ -147,14 +154,30 @@ def sweep_stale_parts(directory: str | os.PathLike[str]) -> int:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: str | os.PathLike[str], *, durable: bool = True, size: int | None = None
+) -> Iterator[BinaryIO]:
     """Open a binary file whose content replaces ``path`` atomically when the block ends.
 
     If the block raises (or the rename fails), the temporary file is removed, ``path`` keeps
-    its old content, and the exception propagates. Parent directories are created.
+    its old content, and the exception propagates — a full disk as a
+    :class:`~calliope_graph.errors.DiskFullError` (``size``: the bytes being written, its
+    estimate of the space needed). Parent directories are created.
     ``durable``: fsync the content before the rename (see the module docstring).
     """
     target = Path(path)
+    try:
+        with _atomic_writer(target, durable) as fh:
+            yield fh
+    except OSError as exc:
+        full = disk_full(exc, target.parent, needed=size, what=target.name)
+        if full is None or full is exc:
+            raise
+        raise full from exc
+
+
+@contextlib.contextmanager
+def _atomic_writer(target: Path, durable: bool) -> Iterator[BinaryIO]:
     try:
         tmp, fd = _temp_path(target)
     except FileNotFoundError:  # its folder is new: made only then (a mkdir costs a syscall)
@@ -195,7 +218,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, durable: bo
     """Write ``data`` (``str`` is encoded as UTF-8) to ``path`` atomically; return the path."""
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_writer(target, durable=durable) as fh:
+    with atomic_writer(target, durable=durable, size=len(payload)) as fh:
         fh.write(payload)
     return target
 

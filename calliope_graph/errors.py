@@ -8,6 +8,7 @@ classes: an ``on_error`` route lists the ``error_class`` names it catches (``whe
     CalliopeError                                                                             [any]
     ├── ConfigurationError    missing key, no engine for (conversion, provider)     [configuration]
     │   ├── BatchInputError         a batch input file or row that cannot be read (path, line)
+    │   ├── DiskFullError           the disk of an output folder is full (folder, needed)
     │   └── FaultSpecError          a simulator fault spec (--faults) that cannot be read
     ├── MediaError            unreadable / corrupt / oversized / unsupported media          [media]
     │   └── FetchError              a media URL that could not be downloaded
@@ -27,12 +28,18 @@ classes: an ``on_error`` route lists the ``error_class`` names it catches (``whe
                               nodes, candidates, the commands that continue it; CLI exit 6)
 
 A node's own ``timeout`` (LangGraph's) counts as ``timeout`` and ``transient`` too.
+A full disk (``DiskFullError``, or a raw ``ENOSPC``/``EDQUOT`` ``OSError`` or SQLite's
+"database or disk is full" from any library) is ``disk_full`` only: no route catches it,
+not even ``when: [any]``, and no retry policy retries it — it is the machine's failure, not
+the provider's, and falling back would pay another provider for nothing.
 Messages say what went wrong *and what to do*. No message ever contains a secret: the
 engine layer redacts every key it knows before an error is built.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from typing import Any, ClassVar
 
@@ -43,6 +50,7 @@ __all__ = [
     "ConfigurationError",
     "ContentPolicyError",
     "DailyCapError",
+    "DiskFullError",
     "EmptyOutputError",
     "FaultSpecError",
     "FetchError",
@@ -59,6 +67,7 @@ __all__ = [
     "error_class",
     "error_class_names",
     "error_classes",
+    "is_disk_full",
     "show_paths_under",
 ]
 
@@ -122,6 +131,89 @@ class BatchInputError(ConfigurationError):
         self.line = line
         #: The :class:`~calliope_graph.batch.BatchSummary` of the items run before the bad row.
         self.summary: Any = None
+
+
+class DiskFullError(ConfigurationError, OSError):
+    """The disk (or the quota) of a folder the run writes to is full.
+
+    ``folder`` is the folder, ``needed`` an estimate of the space needed in bytes (what was
+    being written; None when unknown). Everything already paid for is kept (see
+    docs/architecture.md, "A full disk"): free space, then resume. It is an ``OSError``
+    (``errno`` ENOSPC) too, so code that handled a failed write still does.
+    """
+
+    error_class = "disk_full"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        folder: str | os.PathLike[str],
+        needed: int | None = None,
+        what: str | None = None,
+    ) -> None:
+        self.folder = str(folder)
+        self.needed = needed
+        if message is None:
+            space = f"at least {_size(needed)} more" if needed else "more space"
+            message = (
+                f"The disk holding {self.folder} is full"
+                f"{f' (writing {what})' if what else ''}: it needs {space}. Free space there "
+                "(or give --out on another disk) and resume: nothing already paid for is lost."
+            )
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _size(n: int) -> str:
+    if n < 1 << 10:
+        return f"{n} bytes"
+    if n < 1 << 20:
+        return f"{n / (1 << 10):.1f} KiB"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+#: ``errno`` values of a full disk or quota.
+_DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """``exc`` (or an exception it was raised from) is a full disk: a :class:`DiskFullError`,
+    an ``OSError`` with ``ENOSPC``/``EDQUOT``, or SQLite's ``SQLITE_FULL`` ("database or disk
+    is full", matched by name so this base module does not import sqlite3)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if type(exc).__module__ == "sqlite3" and (
+            getattr(exc, "sqlite_errorcode", None) == 13  # SQLITE_FULL
+            or "database or disk is full" in str(exc)
+        ):
+            return True
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return False
+
+
+def disk_full(
+    exc: BaseException,
+    folder: str | os.PathLike[str],
+    *,
+    needed: int | None = None,
+    what: str | None = None,
+) -> DiskFullError | None:
+    """``exc`` as a :class:`DiskFullError` if it is a full disk (``exc`` itself when it is
+    one already), else None."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not is_disk_full(exc):
+        return None
+    return DiskFullError(folder=folder, needed=needed, what=what)
 
 
 class FaultSpecError(ConfigurationError, ValueError):
@@ -351,6 +443,10 @@ def _subclasses(cls: type[CalliopeError]) -> list[type[CalliopeError]]:
     return out
 
 
+#: Error classes no ``when:`` list may name and no route catches (see the module docstring).
+_UNROUTED = frozenset({"disk_full"})
+
+
 def error_class_names() -> dict[str, str]:
     """Every name a ``when:`` list may use, with what it catches (``any`` catches all).
 
@@ -359,7 +455,8 @@ def error_class_names() -> dict[str, str]:
     """
     names: dict[str, str] = {}
     for cls in _subclasses(CalliopeError):
-        if cls.__module__ != __name__:  # a subclass made elsewhere (the server's) names none
+        # A subclass made elsewhere (the server's) names none; disk_full is never routed.
+        if cls.__module__ != __name__ or cls.error_class in _UNROUTED:
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         names.setdefault(cls.error_class, f"{doc} ({cls.__name__})")
@@ -374,8 +471,12 @@ def error_classes(exc: BaseException) -> tuple[str, ...]:
     ``error_class`` and :class:`FlowRunError`'s ``cause_class`` all read it. A
     :class:`CalliopeError` belongs to its class's name and every ancestor's
     (a ``ProviderTimeoutError`` is ``timeout``, ``transient``, ``provider``); an asyncio or
-    LangGraph node timeout is ``timeout`` and ``transient``; anything else only ``any``.
+    LangGraph node timeout is ``timeout`` and ``transient``; a full disk (whatever raised
+    it) is ``disk_full`` only, so no route — not even ``any`` — catches it; anything else
+    only ``any``.
     """
+    if is_disk_full(exc):
+        return ("disk_full",)
     if isinstance(exc, CalliopeError):
         names = [
             c.__dict__["error_class"]

@@ -65,8 +65,9 @@ EXIT_CODES: dict[str, int] = {
 
 EPILOG = (
     "Exit codes: 0 ok, 1 the run failed, 2 usage, 3 invalid flow, 4 configuration "
-    "(missing key, unknown model, unusable or busy --out), 5 bad input media, 6 the run waits "
-    "for a choice (resume it with --resume THREAD --choose NODE=INDEX), 130 interrupted."
+    "(missing key, unknown model, unusable or busy --out, a full disk), 5 bad input media, "
+    "6 the run waits for a choice (resume it with --resume THREAD --choose NODE=INDEX), "
+    "130 interrupted."
 )
 
 #: What ``run``, ``batch`` and ``worker`` print first when they simulate.
@@ -83,8 +84,10 @@ def exit_code(exc: BaseException) -> int:
     """The exit code of a command that failed with ``exc``."""
     if isinstance(exc, FlowSpecError):
         return EXIT_CODES["invalid_flow"]
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError):  # a DiskFullError too
         return EXIT_CODES["configuration"]
+    if isinstance(exc, FlowRunError) and exc.cause_class == "disk_full":
+        return EXIT_CODES["configuration"]  # the disk filled during the run: exit 4
     if isinstance(exc, MediaError):
         return EXIT_CODES["media"]
     if isinstance(exc, WaitingForChoice):

@@ -196,7 +196,8 @@ class _LiveReport:
 
     def final(self, trace: Trace) -> None:
         self.throttle.cancel()
-        self.render(trace, self.path)
+        self.live[:] = [trace]
+        self._write()  # a view: a full disk or a failed render warns, never fails the run
 
 
 @_retries_shown_by_progress()
@@ -262,10 +263,13 @@ async def _run(
         raise
     except FlowRunError:
         trace_path = out_dir / "trace.json"
-        if trace_path.exists():
+        if live.live:  # the trace the runner marked failed (trace.json may not be written)
+            live.final(live.live[-1])
+        elif trace_path.exists():
             from calliope_graph.flow import Trace
 
-            live.final(Trace.load(trace_path))
+            with contextlib.suppress(Exception):  # an unreadable trace: no report
+                live.final(Trace.load(trace_path))
         else:
             live.throttle.cancel()
         err_console.print(f"trace: {trace_path}  report: {live.path}")

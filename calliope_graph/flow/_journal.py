@@ -16,6 +16,16 @@ restores exactly the types a checkpoint may. A fresh (non-resume) run on a threa
 that thread's entries; a run that completes deletes them (its checkpoint holds everything).
 A fresh run also journals its initial state, so a run killed before LangGraph saved its first
 checkpoint (possible with ``async`` and ``exit`` durability) still resumes.
+
+**A full disk.** A journal commit that fails for want of space raises
+:class:`~calliope_graph.errors.DiskFullError` (the run stops, exit 4) instead of the warning
+other journal failures give, and no node starts after it: going on would only pay for more.
+First it frees the reserve the journal keeps beside itself (``journal.sqlite-reserve``,
+:data:`RESERVE` bytes written when it opens and there is room) and commits into that space,
+so the node's answer is usually kept all the same. Media a full disk kept from being
+written (``MediaStore.save_image`` inside a provider node) are committed here with the
+outputs (table ``files``), and a resumed run writes them back before replaying the entry —
+the provider is not asked again.
 """
 
 from __future__ import annotations
@@ -31,12 +41,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from calliope_graph._files import write_atomic
 from calliope_graph._usage import ProviderCall
+from calliope_graph.errors import DiskFullError, disk_full
 from calliope_graph.media import Audio, Image, Video
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalDB"]
 
 JOURNAL_NAME = "journal.sqlite"
+#: Bytes of disk the journal keeps beside itself (``journal.sqlite-reserve``) and frees when
+#: a commit finds the disk full, so a paid node's outputs are still kept (a few WAL pages).
+RESERVE = 256 << 10
 _INPUTS = "~inputs"
 
 log = logging.getLogger(__name__)
@@ -55,11 +70,20 @@ CREATE TABLE IF NOT EXISTS paid (
     key TEXT NOT NULL,
     calls TEXT NOT NULL,
     PRIMARY KEY (thread, key)
+);
+CREATE TABLE IF NOT EXISTS files (
+    thread TEXT NOT NULL,
+    key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (thread, key, path)
 )
 """
 #: ``paid`` holds, per journaled node, the provider requests that made its outputs (JSON
 #: ProviderCall records, with their cost): a replay after a kill carries them into the
 #: resumed trace, so what was paid before the kill is still counted (batch/_local.py).
+#: ``files`` holds media a full disk kept from being written (see the module docstring).
+_TABLES = ("outputs", "paid", "files")
 
 
 class JournalDB:
@@ -80,13 +104,40 @@ class JournalDB:
         except BaseException:
             self.close()
             raise
+        self._reserve = path.with_name(path.name + "-reserve")
+        self._make_reserve()
+
+    def _make_reserve(self) -> None:
+        """Keep :data:`RESERVE` bytes of the disk for the commits a full disk would refuse
+        (a paid node's outputs): :meth:`release_reserve` frees them for one more try."""
+        with contextlib.suppress(OSError):
+            if self._reserve.stat().st_size >= RESERVE:
+                return
+        try:
+            with open(self._reserve, "wb") as fh:
+                fh.write(bytes(RESERVE))
+        except OSError:  # no room for it now: a full disk then fails as it would without
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+
+    def release_reserve(self) -> bool:
+        """Free the reserve (a commit failed for want of space); whether there was one."""
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def open(cls, path: Path) -> JournalDB | None:
-        """The journal at ``path``; None (with a warning) if it cannot be used."""
+        """The journal at ``path``; None (with a warning) if it cannot be used — but a full
+        disk raises :class:`~calliope_graph.errors.DiskFullError`: nothing is paid yet."""
         try:
             return cls(path)
         except sqlite3.Error as exc:
+            full = disk_full(exc, path.parent, what=path.name)
+            if full is not None:  # running without it would pay for what a resume re-pays
+                raise full from exc
             log.warning(
                 "The output journal %s cannot be used (%s): a run killed now may pay again "
                 "for nodes that had finished. Delete the file to start a new one.",
@@ -207,28 +258,78 @@ class Journal:
         except Exception as exc:
             log.warning("Ignoring an unreadable output journal entry: %s", exc)
             return None
-        if not isinstance(outputs, dict) or not _media_present(outputs):
+        if not isinstance(outputs, dict):
+            return None
+        self._restore_files(key)
+        if not _media_present(outputs):
             return None  # a media file was deleted since: run the node again
         return outputs
 
+    def _restore_files(self, key: str) -> None:
+        """Write the media of ``key`` that a full disk kept from being written (still full:
+        DiskFullError, and the entry stays for the next resume)."""
+        try:
+            cursor = self.db.execute(
+                "SELECT path, data FROM files WHERE thread = ? AND key = ?", (self.thread_id, key)
+            )
+            rows = [] if cursor is None else cursor.fetchall()
+        except sqlite3.Error as exc:
+            log.warning("Ignoring unreadable journaled media: %s", exc)
+            return
+        for path, data in rows:
+            if not Path(path).is_file():
+                write_atomic(path, data)
+
     def put(
-        self, key: str, node: str, outputs: Mapping[str, Any], calls: Sequence[ProviderCall] = ()
+        self,
+        key: str,
+        node: str,
+        outputs: Mapping[str, Any],
+        calls: Sequence[ProviderCall] = (),
+        files: Mapping[str, bytes] | None = None,
     ) -> None:
         """Commit ``outputs`` under ``key`` (before the node returns to LangGraph), with the
         requests that made them (and their cost) in the same transaction: a kill can keep
-        both or neither, never outputs whose cost a resumed run would then not count."""
+        both or neither, never outputs whose cost a resumed run would then not count.
+        ``files``: media not written for want of space (path to bytes), kept with them.
+        A full disk raises :class:`DiskFullError`; other failures only warn."""
         try:
-            with self.db.transaction():
-                self._insert(key, node, outputs)
-                if calls:
-                    data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
-                    self.db.execute(
-                        "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
-                        "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
-                        (self.thread_id, key, data),
-                    )
-        except Exception as exc:  # never fail a node that has been paid for
-            log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
+            self._put(key, node, outputs, calls, files)
+        except Exception as exc:  # never fail a node that has been paid for, but a full disk
+            what = f"the outputs of node {node!r}"
+            full = disk_full(exc, self.db.path.parent, needed=_size(outputs, files), what=what)
+            if full is None:
+                log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
+                return
+            if self.db.release_reserve():  # the space kept for this: commit into it
+                with contextlib.suppress(Exception):
+                    self._put(key, node, outputs, calls, files)
+                    what += " (kept in the journal's reserve)"
+                    full = DiskFullError(folder=full.folder, needed=full.needed, what=what)
+            raise full from exc
+
+    def _put(
+        self,
+        key: str,
+        node: str,
+        outputs: Mapping[str, Any],
+        calls: Sequence[ProviderCall],
+        files: Mapping[str, bytes] | None,
+    ) -> None:
+        with self.db.transaction():
+            self._insert(key, node, outputs)
+            if calls:
+                data = "[" + ",".join(c.model_dump_json() for c in calls) + "]"
+                self.db.execute(
+                    "INSERT INTO paid (thread, key, calls) VALUES (?, ?, ?) "
+                    "ON CONFLICT (thread, key) DO UPDATE SET calls = excluded.calls",
+                    (self.thread_id, key, data),
+                )
+            for path, blob in (files or {}).items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO files (thread, key, path, data) VALUES (?, ?, ?, ?)",
+                    (self.thread_id, key, path, blob),
+                )
 
     def calls(self, key: str) -> list[ProviderCall]:
         """The requests journaled with ``key``'s outputs (none kept: an empty list)."""
@@ -250,10 +351,12 @@ class Journal:
         :meth:`JournalDB.unsynced`)."""
         try:
             with self.db.unsynced():
-                self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
-                self.db.execute("DELETE FROM paid WHERE thread = ?", (self.thread_id,))
+                self._delete_thread()
                 self._insert(_INPUTS, _INPUTS, state)
         except Exception as exc:
+            full = disk_full(exc, self.db.path.parent, what="the run's inputs")
+            if full is not None:  # nothing is paid yet: stop before anything is
+                raise full from exc
             log.warning("The run's inputs were not journaled (%s).", exc)
 
     def _insert(self, key: str, node: str, outputs: Mapping[str, Any]) -> None:
@@ -274,13 +377,21 @@ class Journal:
     def forget(self) -> None:
         """Drop this thread's entries (a run that completed: its checkpoint holds all)."""
         with contextlib.suppress(sqlite3.Error), self.db.unsynced():
-            self.db.execute("DELETE FROM outputs WHERE thread = ?", (self.thread_id,))
-            self.db.execute("DELETE FROM paid WHERE thread = ?", (self.thread_id,))
+            self._delete_thread()
+
+    def _delete_thread(self) -> None:
+        for table in _TABLES:
+            self.db.execute(f"DELETE FROM {table} WHERE thread = ?", (self.thread_id,))
 
     def close(self) -> None:
         """End the run's use of the journal (closing its connection if it opened one)."""
         if self._owns_db:
             self.db.close()
+
+
+def _size(outputs: Mapping[str, Any], files: Mapping[str, bytes] | None) -> int:
+    """About the bytes a journal entry of ``outputs`` and ``files`` needs."""
+    return len(repr(outputs)) + sum(len(b) for b in (files or {}).values())
 
 
 def _media_present(value: Any) -> bool:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from langgraph.errors import GraphInterrupt
 
@@ -29,7 +30,7 @@ from calliope_graph._telemetry import run_recorder
 from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats, call_stats
-from calliope_graph.errors import CalliopeError, error_class, error_classes
+from calliope_graph.errors import CalliopeError, DiskFullError, error_class, error_classes
 from calliope_graph.flow._names import (
     HALT_KEY,
     done_name,
@@ -40,6 +41,7 @@ from calliope_graph.flow._names import (
     rewrites_key,
 )
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
+from calliope_graph.media._store import UNWRITTEN
 
 if TYPE_CHECKING:
     from calliope_graph.flow._journal import Journal
@@ -58,6 +60,9 @@ __all__ = [
     "request_key",
     "rewrites_key",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def _total(calls: list[ProviderCall]) -> float | None:
@@ -91,6 +96,19 @@ def _unvalidated(**fields: Any) -> NodeExecution:
     return execution
 
 
+def _track(node: Node, stats: CallStats, unwritten: dict[str, bytes]) -> tuple[Any, ...]:
+    """A provider node's requests are counted and its media kept on a full disk (UNWRITTEN)."""
+    if node.model is None:
+        return ()
+    return (call_stats.set(stats), UNWRITTEN.set(unwritten))
+
+
+def _untrack(tokens: tuple[Any, ...]) -> None:
+    if tokens:
+        call_stats.reset(tokens[0])
+        UNWRITTEN.reset(tokens[1])
+
+
 # -- events and the runtime ------------------------------------------------------------------------
 EventKind = Literal[
     "started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed", "waiting"
@@ -121,6 +139,8 @@ class _RunState:
     secrets: list[str] | None = None
     saver: Throttled | None = None
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    view_warned: bool = False  # a trace.json write failed and said so (once per run)
+    disk_full: DiskFullError | None = None  # the journal found the disk full: no node starts
     telemetry: Any = None
     """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
     first event asks, False when telemetry is off."""
@@ -236,6 +256,8 @@ class FlowRuntime:
 
             run = run_localised
         key = self._key(name)
+        if self._run.disk_full is not None:  # the journal found the disk full: pay no more
+            self._stop_full(key, name, node, inputs, iteration)
         journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
@@ -259,11 +281,13 @@ class FlowRuntime:
             self._emit("retried", execution)
 
         stats = CallStats(on_retry=retried)
-        # Only nodes that call providers need their requests counted.
-        token = call_stats.set(stats) if node.model is not None else None
+        unwritten: dict[str, bytes] = {}
+        tokens = _track(node, stats, unwritten)
         settled = False
         try:
             outputs = self._scrub(node, await run())
+            if unwritten:  # paid for, not written: journaled (below), then the run stops
+                self._keep_unwritten(execution, node, stats, key, entry, outputs, unwritten)
             if entry is not None and journal is not None:
                 # Priced first so that the outputs and what they cost are one commit, before
                 # LangGraph (and anyone) sees them: a kill between two commits once kept the
@@ -272,7 +296,7 @@ class FlowRuntime:
                 execution.outputs = self._summary(outputs, self.trace.out_dir)
                 self._settle(execution, node, stats)
                 settled = True
-                journal.put(entry, key, outputs, execution.provider_calls)
+                self._journal_put(journal, entry, key, outputs, execution.provider_calls)
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
         except GraphInterrupt:  # paused for a person's choice: runs again when resumed
@@ -282,8 +306,7 @@ class FlowRuntime:
             self._failed(name, node, execution, stats, exc)
             raise
         finally:
-            if token is not None:
-                call_stats.reset(token)
+            _untrack(tokens)
         if not settled:
             self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
@@ -294,6 +317,48 @@ class FlowRuntime:
             self._settle(execution, node, stats)
         self._emit("finished", execution)
         return outputs
+
+    def _journal_put(
+        self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
+    ) -> None:
+        """Journal paid outputs; on a full disk no node starts after (:meth:`_stop_full`)."""
+        try:
+            journal.put(entry, key, outputs, calls)
+        except DiskFullError as exc:
+            log.warning("%s", exc)
+            self._run.disk_full = exc
+
+    def _stop_full(
+        self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
+    ) -> NoReturn:
+        """Fail ``name`` before it starts: the disk is full (the trace says so)."""
+        full = self._run.disk_full
+        assert full is not None
+        exc = DiskFullError(full.message, folder=full.folder, needed=full.needed)
+        if self.record:
+            self._failed(
+                name, node, self._start(key, name, node, inputs, iteration), CallStats(), exc
+            )
+        raise exc
+
+    def _keep_unwritten(
+        self,
+        execution: NodeExecution,
+        node: Node,
+        stats: CallStats,
+        key: str,
+        entry: str | None,
+        outputs: dict[str, Any],
+        unwritten: dict[str, bytes],
+    ) -> None:
+        """Journal paid media a full disk kept from being written, then fail the node."""
+        if entry is not None and self.journal is not None:
+            self._close(execution, stats)
+            execution.outputs = self._summary(outputs, self.trace.out_dir)
+            self._settle(execution, node, stats)
+            self.journal.put(entry, key, outputs, execution.provider_calls, files=unwritten)
+        folder, needed = Path(next(iter(unwritten))).parent, sum(map(len, unwritten.values()))
+        raise DiskFullError(folder=folder, needed=needed, what=f"{len(unwritten)} media file(s)")
 
     def _start(
         self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
@@ -512,8 +577,15 @@ class FlowRuntime:
         self._run.saver.request()
 
     def save(self) -> None:
-        if self.trace_path is not None:
+        """Write trace.json — a view: a failure (a full disk) warns once per run, no more."""
+        if self.trace_path is None:
+            return
+        try:
             self.trace.save(self.trace_path)
+        except OSError as exc:
+            if not self._run.view_warned:
+                self._run.view_warned = True
+                log.warning("%s was not updated (%s); the run goes on.", self.trace_path, exc)
 
     def save_final(self) -> None:
         """Write the finished trace now, and drop a rewrite still scheduled: nothing writes

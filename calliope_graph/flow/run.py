@@ -33,6 +33,7 @@ from calliope_graph.errors import (
     FlowRunError,
     FlowSpecError,
     MediaError,
+    disk_full,
 )
 from calliope_graph.flow._checkpoints import (
     CHECKPOINT_URL_ENV,
@@ -587,6 +588,9 @@ class FlowRunner:
             runtime.cache_hit(name, node, outputs)
 
     def _failed(self, runtime: FlowRuntime, exc: BaseException, thread: str) -> FlowRunError:
+        # A full disk anywhere (LangGraph's checkpoint saver, a library's own write) is one
+        # error naming the folder, never a raw OSError/sqlite3 message (cause: disk_full).
+        exc = disk_full(exc, self.out_dir, what="the run's checkpoints or files") or exc
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
             f"calliope-graph run {runtime.trace.flow} --out {self.out_dir}"

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,18 @@ import httpx
 
 from calliope_graph._files import aatomic_writer, write_atomic
 from calliope_graph._transport import map_transport_errors
-from calliope_graph.errors import MediaError
+from calliope_graph.errors import DiskFullError, MediaError
 from calliope_graph.media._checks import _IMAGE_MIMES, _MIME_EXT
 from calliope_graph.media._image import _check_decodes, _open_pil
 from calliope_graph.media._values import Image, Video
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Set by the flow runtime around a provider node's work (flow/_runtime.py): a dict that
+#: collects the media a full disk kept :meth:`MediaStore.save_image` from writing — path to
+#: bytes, paid for already — so the runtime journals them with the node's outputs and a
+#: resumed run writes them instead of paying again. None (the default): the write fails.
+UNWRITTEN: ContextVar[dict[str, bytes] | None] = ContextVar("calliope_unwritten", default=None)
 
 
 class MediaStore:
@@ -122,6 +129,20 @@ class MediaStore:
         """Write ``data`` atomically: a temporary file in the same directory, then rename."""
         return write_atomic(self.path_for(name), data)
 
+    def _write_paid(self, name: str, data: bytes) -> Path:
+        """:meth:`write_bytes` of a provider's answer: on a full disk, inside a node whose
+        runtime collects them (:data:`UNWRITTEN`), the bytes are kept for the journal and
+        the path they belong at is returned (the image is probed from memory)."""
+        try:
+            return self.write_bytes(name, data)
+        except DiskFullError:
+            unwritten = UNWRITTEN.get()
+            if unwritten is None:
+                raise
+            path = self.path_for(name)
+            unwritten[str(path)] = data
+            return path
+
     def save_image(self, name: str, data: bytes) -> Image:
         """Write image bytes (fixing the extension to the real format) and probe them."""
         not_an_image = (
@@ -137,7 +158,7 @@ class MediaStore:
                 and not (ext == ".jpg" and name.endswith(".jpeg"))
             ):
                 name = str(Path(name).with_suffix(ext))
-            path = self.write_bytes(name, data)  # kept even if it proves broken below
+            path = self._write_paid(name, data)  # kept even if it proves broken below
             if mime is None:  # a format providers do not accept: Image.open says so
                 return Image.open(path)
             width, height = im.size
