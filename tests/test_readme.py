@@ -166,5 +166,8 @@ def test_a_shell_snippet_runs_as_written(
             out = words[words.index("--out") + 1]
             thread = json.loads((scratch / out / "trace.json").read_text())["thread_id"]
             words = [thread if w == "THREAD_ID" else w for w in words]
+        # A command that ends in a documented exit code says so: `# exits 6`.
+        expected = re.search(r"#\s*exits\s+(\d+)\s*$", command)
         result = CliRunner().invoke(main, words[1:], catch_exceptions=False)
-        assert result.exit_code == 0, f"{block.id}: {command}\n{result.output}"
+        code = int(expected.group(1)) if expected else 0
+        assert result.exit_code == code, f"{block.id}: {command}\n{result.output}"
