@@ -368,46 +368,8 @@ class FlowRunner:
             static=self._static,
             journal=journal,
         )
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread},
-            "metadata": {FLOW_METADATA: spec.name},
-            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
-        }
-        values: dict[str, Any] = dict(state or {})
-        paused = False
         try:
-            async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
-                if not self.record:
-                    trace_log = None
-                if trace_log is not None:  # the trace also goes next to the checkpoints
-                    runtime.on_event = trace_log.listener(on_event)
-                start: Any = state
-                if not resume and trace_log is not None:
-                    trace_log.header(trace)
-                if resume:
-                    snapshot = await self._resumable(graph, config, thread, journal)
-                    await self._carry_over(trace, trace_log)
-                    if snapshot.interrupts:  # stopped on failures no route took
-                        start = Command(resume={i.id: True for i in snapshot.interrupts})
-                    elif snapshot.created_at is None and journal is not None:
-                        start = journal.inputs()  # killed before its first checkpoint
-                async for chunk in graph.astream(
-                    start,
-                    config,
-                    context=runtime,
-                    stream_mode="updates",
-                    durability=self.durability if self.checkpointer else None,
-                ):
-                    for name, update in chunk.items():
-                        if isinstance(update, dict) and name != "__metadata__":
-                            values.update(update)
-                    if "__interrupt__" in chunk:
-                        paused = True
-                    if self.record and "__metadata__" in chunk:
-                        self._cache_hits(runtime, chunk)
-                if resume:
-                    snapshot = await graph.aget_state(config)
-                    values = {**snapshot.values, **values}
+            values, paused = await self._stream(runtime, state, thread)
         except (KeyboardInterrupt, asyncio.CancelledError):
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
@@ -435,6 +397,53 @@ class FlowRunner:
         trace.status, trace.ended_at = "ok", time.time()
         runtime.save_final()
         return FlowResult(outputs=outputs, trace=trace, thread_id=thread, out_dir=self.out_dir)
+
+    async def _stream(
+        self, runtime: FlowRuntime, state: dict[str, Any] | None, thread: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Run the graph from ``state`` (None: resume ``thread``) to its end or a pause; the
+        final values and whether it paused (on failures no route took)."""
+        resume, trace, journal, spec = state is None, runtime.trace, runtime.journal, self.plan.spec
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread},
+            "metadata": {FLOW_METADATA: spec.name},
+            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
+        }
+        values: dict[str, Any] = dict(state or {})
+        paused = False
+        async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
+            if not self.record:
+                trace_log = None
+            if trace_log is not None:  # the trace also goes next to the checkpoints
+                runtime.on_event = trace_log.listener(runtime.on_event)
+            start: Any = state
+            if not resume and trace_log is not None:
+                trace_log.header(trace)
+            if resume:
+                snapshot = await self._resumable(graph, config, thread, journal)
+                await self._carry_over(trace, trace_log)
+                if snapshot.interrupts:  # stopped on failures no route took
+                    start = Command(resume={i.id: True for i in snapshot.interrupts})
+                elif snapshot.created_at is None and journal is not None:
+                    start = journal.inputs()  # killed before its first checkpoint
+            async for chunk in graph.astream(
+                start,
+                config,
+                context=runtime,
+                stream_mode="updates",
+                durability=self.durability if self.checkpointer else None,
+            ):
+                for name, update in chunk.items():
+                    if isinstance(update, dict) and name != "__metadata__":
+                        values.update(update)
+                if "__interrupt__" in chunk:
+                    paused = True
+                if self.record and "__metadata__" in chunk:
+                    self._cache_hits(runtime, chunk)
+            if resume:
+                snapshot = await graph.aget_state(config)
+                values = {**snapshot.values, **values}
+        return values, paused
 
     async def astream(
         self,
