@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import functools
 import os
 import re
 import time
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Checkpointer, Interrupt, StateSnapshot
+from langgraph.types import Checkpointer, Command, StateSnapshot
 from typing_extensions import Unpack
 
 from calliope_graph._secrets import redact_tree
@@ -33,7 +32,6 @@ from calliope_graph.errors import (
     FlowRunError,
     FlowSpecError,
     MediaError,
-    disk_full,
 )
 from calliope_graph.flow._checkpoints import (
     CHECKPOINT_URL_ENV,
@@ -45,7 +43,6 @@ from calliope_graph.flow._checkpoints import (
     shown_url,
     with_flow_serializer,
 )
-from calliope_graph.flow._choice import check_call, resume_command, waiting_for_choice
 from calliope_graph.flow._run_io import (
     FLOW_METADATA,
     Durability,
@@ -126,7 +123,6 @@ class FlowRunner:
         #: and whether it runs a batch's item (see there).
         self._journal_db: JournalDB | None = None
         self._batch_item = False
-        self.reference: str | None = None  # the flow as loaded (Flow.runner): for commands
 
     # -- context ----------------------------------------------------------------------------
     def _context(self) -> RunContext:
@@ -179,12 +175,12 @@ class FlowRunner:
                 saver = await stack.enter_async_context(
                     open_sqlite(self.out_dir / "checkpoints.sqlite", self._serde())
                 )
-                graph = self._compiled().copy({"checkpointer": saver})  # compiled once
+                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
             elif isinstance(self.checkpointer, str | Path):
                 saver = await stack.enter_async_context(
                     checkpointer_from_url(self.checkpointer, self.plan, serde=self._serde())
                 )
-                graph = self._compiled().copy({"checkpointer": saver})
+                graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
             else:  # a saver the caller opened: compiled once for every run of this runner
                 graph = self._compiled()
                 assert isinstance(graph.checkpointer, BaseCheckpointSaver)
@@ -294,9 +290,8 @@ class FlowRunner:
         thread_id: str | None = None,
         resume: bool = False,
         on_event: OnEvent | None = None,
-        choices: Mapping[str, int] | None = None,
     ) -> FlowResult:
-        """Run the flow; a failure is a FlowRunError, a pause for a choice WaitingForChoice.
+        """Run the flow; a failure is a FlowRunError (the trace and checkpoint are kept).
 
         The output directory is checked and locked first (a bad or busy ``out_dir`` is a
         ConfigurationError before any provider call); with checkpointing, provider nodes'
@@ -306,7 +301,6 @@ class FlowRunner:
             raise ConfigurationError("Resuming needs the thread id of the run to continue.")
         if resume and not self.checkpointer:
             raise ConfigurationError("Resuming needs checkpoints: do not pass checkpointer=False.")
-        check_call(resume, choices)
         thread = thread_id or new_thread_id()
         self._check_out_dir()
         lock = None
@@ -327,7 +321,7 @@ class FlowRunner:
                     self.out_dir, serde=self._serde(), thread_id=thread, resume=resume
                 )
             try:
-                result = await self._run(inputs, thread, resume, on_event, journal, choices)
+                result = await self._run(inputs, thread, resume, on_event, journal)
                 if journal is not None:
                     journal.forget()  # completed: the checkpoint holds everything now
                 return result
@@ -342,7 +336,6 @@ class FlowRunner:
         resume: bool,
         on_event: OnEvent | None,
         journal: Journal | None,
-        choices: Mapping[str, int] | None = None,
     ) -> FlowResult:
         spec = self.plan.spec
         ctx = self._context()
@@ -360,7 +353,6 @@ class FlowRunner:
             started_at=time.time(),
             spec=spec,
             out_dir=str(self._resolved_out()),
-            simulated=ctx.simulated,
             inputs=redact_tree(
                 jsonable(inputs or {}, root=self._resolved_out()), ctx.keys.secrets()
             ),
@@ -376,47 +368,8 @@ class FlowRunner:
             static=self._static,
             journal=journal,
         )
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread},
-            "metadata": {FLOW_METADATA: spec.name},
-            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
-        }
-        values: dict[str, Any] = dict(state or {})
-        paused, pending = False, list[Interrupt]()
         try:
-            async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
-                if not self.record:
-                    trace_log = None
-                if trace_log is not None:  # the trace also goes next to the checkpoints
-                    runtime.on_event = trace_log.listener(on_event)
-                start: Any = state
-                if not resume and trace_log is not None:
-                    trace_log.header(trace)
-                if resume:
-                    snapshot = await self._resumable(graph, config, thread, journal)
-                    if snapshot.interrupts or choices:  # stopped on failures, or for a choice
-                        start = resume_command(snapshot.interrupts, choices, thread)
-                    elif snapshot.created_at is None and journal is not None:
-                        start = journal.inputs()  # killed before its first checkpoint
-                    await self._carry_over(trace, trace_log)
-                async for chunk in graph.astream(
-                    start,
-                    config,
-                    context=runtime,
-                    stream_mode="updates",
-                    durability=self.durability if self.checkpointer else None,
-                ):
-                    for name, update in chunk.items():
-                        if isinstance(update, dict) and name != "__metadata__":
-                            values.update(update)
-                    if "__interrupt__" in chunk:
-                        paused = True
-                        pending.extend(chunk["__interrupt__"])
-                    if self.record and "__metadata__" in chunk:
-                        self._cache_hits(runtime, chunk)
-                if resume:
-                    snapshot = await graph.aget_state(config)
-                    values = {**snapshot.values, **values}
+            values, paused = await self._stream(runtime, state, thread)
         except (KeyboardInterrupt, asyncio.CancelledError):
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
@@ -435,8 +388,6 @@ class FlowRunner:
             cause = runtime.halted[1]
             runtime.timed_out(runtime.halted[0], cause)
             raise self._failed(runtime, cause, thread) from cause
-        if paused and (waiting := waiting_for_choice(self, runtime, pending, thread)):
-            raise waiting  # a pause no failure made: waiting for a person's choice
         outputs: dict[str, Any] = {}
         for out_name, target in spec.outputs.items():
             value = read_ref(values, parse_ref(target))
@@ -447,18 +398,65 @@ class FlowRunner:
         runtime.save_final()
         return FlowResult(outputs=outputs, trace=trace, thread_id=thread, out_dir=self.out_dir)
 
+    async def _stream(
+        self, runtime: FlowRuntime, state: dict[str, Any] | None, thread: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Run the graph from ``state`` (None: resume ``thread``) to its end or a pause; the
+        final values and whether it paused (on failures no route took)."""
+        resume, trace, journal, spec = state is None, runtime.trace, runtime.journal, self.plan.spec
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread},
+            "metadata": {FLOW_METADATA: spec.name},
+            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
+        }
+        values: dict[str, Any] = dict(state or {})
+        paused = False
+        async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
+            if not self.record:
+                trace_log = None
+            if trace_log is not None:  # the trace also goes next to the checkpoints
+                runtime.on_event = trace_log.listener(runtime.on_event)
+            start: Any = state
+            if not resume and trace_log is not None:
+                trace_log.header(trace)
+            if resume:
+                snapshot = await self._resumable(graph, config, thread, journal)
+                await self._carry_over(trace, trace_log)
+                if snapshot.interrupts:  # stopped on failures no route took
+                    start = Command(resume={i.id: True for i in snapshot.interrupts})
+                elif snapshot.created_at is None and journal is not None:
+                    start = journal.inputs()  # killed before its first checkpoint
+            async for chunk in graph.astream(
+                start,
+                config,
+                context=runtime,
+                stream_mode="updates",
+                durability=self.durability if self.checkpointer else None,
+            ):
+                for name, update in chunk.items():
+                    if isinstance(update, dict) and name != "__metadata__":
+                        values.update(update)
+                if "__interrupt__" in chunk:
+                    paused = True
+                if self.record and "__metadata__" in chunk:
+                    self._cache_hits(runtime, chunk)
+            if resume:
+                snapshot = await graph.aget_state(config)
+                values = {**snapshot.values, **values}
+        return values, paused
+
     async def astream(
         self,
         inputs: Mapping[str, Any] | None,
         *,
         thread_id: str | None = None,
         resume: bool = False,
-        choices: Mapping[str, int] | None = None,
     ) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
         """Yield each :class:`FlowEvent` and :class:`TokenEvent` as it happens, then the
         :class:`FlowResult`."""
-        run = functools.partial(self.ainvoke, inputs, thread_id=thread_id, choices=choices)
-        async for item in stream_events(lambda emit: run(resume=resume, on_event=emit)):
+        async for item in stream_events(
+            lambda emit: self.ainvoke(inputs, thread_id=thread_id, resume=resume, on_event=emit)
+        ):
             yield item
 
     # -- resuming ---------------------------------------------------------------------------
@@ -588,9 +586,6 @@ class FlowRunner:
             runtime.cache_hit(name, node, outputs)
 
     def _failed(self, runtime: FlowRuntime, exc: BaseException, thread: str) -> FlowRunError:
-        # A full disk anywhere (LangGraph's checkpoint saver, a library's own write) is one
-        # error naming the folder, never a raw OSError/sqlite3 message (cause: disk_full).
-        exc = disk_full(exc, self.out_dir, what="the run's checkpoints or files") or exc
         resume = (
             f" Fix the cause, then resume without re-running what completed: "
             f"calliope-graph run {runtime.trace.flow} --out {self.out_dir}"
