@@ -324,6 +324,18 @@ async def image_and_text_to_video(
     """
     model = config.model.provider_model_name
     interval, bound = poll_bounds(ctx, config.parameters)  # checked before anything is paid
+    body = await _veo_body(image, text, config, last_frame, seed)
+    name = await _start_operation(ctx, model, body)
+    operation = await _finished_operation(ctx, name, model, interval, bound)
+    uri = _video_uri(operation, name, model, ctx.keys.secrets())
+    return await _download_video(ctx, uri, config, output_name)
+
+
+async def _veo_body(
+    image: Image, text: str, config: ModelConfig, last_frame: Image | None, seed: int | None
+) -> dict[str, Any]:
+    """The ``:predictLongRunning`` request: one instance (the image, the prompt, the last
+    frame) and the model parameters, a ``seed`` port overriding the ``seed`` parameter."""
     sent = await prepared(image, IMAGE_LIMITS)
     instance: dict[str, Any] = {"image": {"bytesBase64Encoded": sent.b64(), "mimeType": sent.mime}}
     if text.strip():
@@ -334,11 +346,15 @@ async def image_and_text_to_video(
     parameters = _veo_parameters(image, config)
     if seed is not None:
         parameters["seed"] = seed
-    body = with_extra_body(
+    return with_extra_body(
         {"instances": [instance], "parameters": parameters},
         config.parameters,
         config.slug,
     )
+
+
+async def _start_operation(ctx: RunContext, model: str, body: dict[str, Any]) -> str:
+    """Start the Veo operation; its name (``models/.../operations/...``)."""
 
     def created(response: httpx.Response) -> str:
         answer = parse_json(response, _NAME)
@@ -349,6 +365,14 @@ async def image_and_text_to_video(
 
     name: str = await _call(ctx, "POST", f"models/{model}:predictLongRunning", model, created, body)
     log.info("google: operation %s started (%s)", name, model)
+    return name
+
+
+async def _finished_operation(
+    ctx: RunContext, name: str, model: str, interval: float, bound: float
+) -> dict[str, Any]:
+    """Poll operation ``name`` every ``interval`` seconds until ``done`` (at most ``bound``
+    seconds); the finished operation."""
 
     def polled(response: httpx.Response) -> dict[str, Any]:
         answer = parse_json(response, _NAME)
@@ -360,7 +384,7 @@ async def image_and_text_to_video(
         operation: dict[str, Any] = await _call(ctx, "GET", name, model, polled)
         return operation if operation.get("done") else Waiting("running")
 
-    operation = await poll_job(
+    return await poll_job(
         ctx,
         check,
         provider=_NAME,
@@ -374,7 +398,12 @@ async def image_and_text_to_video(
         "poll_timeout model parameter (or PollSettings.timeout), or add a fallback edge on "
         "timeout",
     )
-    uri = _video_uri(operation, name, model, ctx.keys.secrets())
+
+
+async def _download_video(
+    ctx: RunContext, uri: str, config: ModelConfig, output_name: str
+) -> Video:
+    """Download the video at ``uri`` as ``output_name`` (with a ``.mp4`` extension)."""
     target = (
         output_name
         if output_name.lower().endswith(".mp4")

@@ -28,6 +28,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,11 @@ from calliope_graph._fetch import Fetcher
 from calliope_graph.context import RunContext
 from calliope_graph.errors import CalliopeError, ConfigurationError
 from calliope_graph.flow import Flow
+from calliope_graph.flow._plan import Plan
 from calliope_graph.flow._runtime import FlowEvent, FlowRuntime
 from calliope_graph.flow.compile import GraphIO, compile_plan, read_ref
 from calliope_graph.flow.run import checkpoint_types, prepare_inputs
-from calliope_graph.flow.spec import parse_ref
+from calliope_graph.flow.spec import PortTypeName, parse_ref
 from calliope_graph.flow.trace import Trace
 from calliope_graph.media import MediaStore
 from calliope_graph.serve._inputs import media_input
@@ -141,6 +143,9 @@ class ServeContext(BaseModel):
 
 #: A flow compiled for the server: public input/output schemas, a ServeContext context.
 ServedGraph = CompiledStateGraph[Any, ServeContext, Any, Any]
+
+#: The graph's first or last node (``GraphIO.prepare`` / ``finish``).
+_Node = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 _VISIBLE: dict[type[BaseException], type[BaseException]] = {}
@@ -303,9 +308,27 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
     plan = loaded.plan()
     settings = settings or ServeSettings.from_env()
     runtimes = _Runtimes(plan.spec.name, plan, settings)
+    prepare = _inputs_node(plan, runtimes)
+    finish = _outputs_node(plan, runtimes)
+    io = GraphIO(
+        input_schema=input_schema(plan),
+        output_schema=output_schema(plan),
+        context_schema=ServeContext,
+        prepare=prepare,
+        finish=finish,
+        value_types=tuple(sorted(checkpoint_types(plan), key=lambda t: t.__qualname__)),
+    )
+    served: ServedGraph = compile_plan(plan, runtime_factory=runtimes, io=io)  # type: ignore[assignment]
+    _check_input_at_start(served, plan)
+    return served
+
+
+def _inputs_node(plan: Plan, runtimes: _Runtimes) -> _Node:
+    """The graph's first node (``~inputs``): notes the run id, turns media inputs into files
+    of the run's media directory and the public inputs into the flow's state; a library
+    error as the client sees it (:func:`visible`)."""
     media = {name: spec.type for name, spec in plan.spec.inputs.items()}
     media = {k: v for k, v in media.items() if v in ("image", "audio", "video")}
-    outputs = [(name, parse_ref(target)) for name, target in plan.spec.outputs.items()]
 
     async def prepare(state: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -319,26 +342,45 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
             context._run_id = _run_id(get_config())
         given = {k: state[k] for k in plan.spec.inputs if state.get(k) is not None}
         if media.keys() & given.keys():
-            flow_rt = await runtimes(get_runtime().context)
-            for name, kind in media.items():
-                if name in given:
-                    given[name] = await media_input(
-                        name,
-                        kind,  # type: ignore[arg-type]
-                        given[name],
-                        store=flow_rt.ctx.store,
-                        root=settings.media_root,
-                        fetcher=runtimes.fetcher,
-                        signer=settings.signer,
-                        server_url=runtimes.base_url(),
-                    )
-                    store = flow_rt.ctx.store
-                    if store.remote:  # kept in the store too: a replica can resume the run
-                        given[name] = await store.publish(given[name])
+            await _media_inputs(given, media, runtimes)
         # The public keys are cleared: a data URL is not kept in every later checkpoint,
         # and an output of the same name (webcam_story's ``image``) starts empty.
         cleared = {k: None for k in plan.spec.inputs if k in state}
         return {**prepare_inputs(plan, given), **cleared}
+
+    return prepare
+
+
+async def _media_inputs(
+    given: dict[str, Any], media: dict[str, PortTypeName], runtimes: _Runtimes
+) -> None:
+    """Replace each media input of ``given`` (a path, URL or data URL; ``media`` maps the
+    flow's media inputs to their kinds) by a file of the run's store, published to a remote
+    store too."""
+    settings = runtimes.settings
+    flow_rt = await runtimes(get_runtime().context)
+    for name, kind in media.items():
+        if name in given:
+            given[name] = await media_input(
+                name,
+                kind,  # type: ignore[arg-type]
+                given[name],
+                store=flow_rt.ctx.store,
+                root=settings.media_root,
+                fetcher=runtimes.fetcher,
+                signer=settings.signer,
+                server_url=runtimes.base_url(),
+            )
+            store = flow_rt.ctx.store
+            if store.remote:  # kept in the store too: a replica can resume the run
+                given[name] = await store.publish(given[name])
+
+
+def _outputs_node(plan: Plan, runtimes: _Runtimes) -> _Node:
+    """The graph's last node (``~outputs``): ends the run's trace and gives the flow's
+    outputs, media as URLs."""
+    outputs = [(name, parse_ref(target)) for name, target in plan.spec.outputs.items()]
+    settings = runtimes.settings
 
     async def finish(state: dict[str, Any]) -> dict[str, Any]:
         context = get_runtime().context
@@ -351,15 +393,12 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
         root, signer = settings.media_root, settings.signer
         return {k: public(v, root, base, signer) for k, v in found.items() if v is not None}
 
-    io = GraphIO(
-        input_schema=input_schema(plan),
-        output_schema=output_schema(plan),
-        context_schema=ServeContext,
-        prepare=prepare,
-        finish=finish,
-        value_types=tuple(sorted(checkpoint_types(plan), key=lambda t: t.__qualname__)),
-    )
-    served: ServedGraph = compile_plan(plan, runtime_factory=runtimes, io=io)  # type: ignore[assignment]
+    return finish
+
+
+def _check_input_at_start(served: ServedGraph, plan: Plan) -> None:
+    """Make ``served`` refuse an input that does not fit the flow's inputs, before anything
+    runs, with a message the client sees."""
 
     def checked(value: Any) -> Any:
         try:
@@ -380,4 +419,3 @@ def serve_graph(flow: str | Flow, settings: ServeSettings | None = None) -> Serv
     served.nodes[START] = served.nodes[START].copy(
         {"bound": RunnableLambda(checked, afunc=achecked, name="~check_input")}
     )
-    return served

@@ -8,6 +8,7 @@ script can fold a lane's children away and restack the rest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from calliope_graph.flow.trace import NodeExecution
@@ -75,6 +76,34 @@ def _lane_label(key: str) -> str:
     return last
 
 
+@dataclass(frozen=True)
+class _Chart:
+    """The timeline's geometry: lane labels on the left, then time from ``t0`` to ``t0 +
+    span`` across the chart, one row per lane below a band of tick labels."""
+
+    t0: float
+    span: float
+    lanes: int
+    nested: bool
+    width: float = 1000.0
+    right: float = 34.0
+    row_h: float = 26.0
+    top: float = 30.0
+
+    @property
+    def label_w(self) -> float:
+        return 210.0 if self.nested else 170.0
+
+    @property
+    def height(self) -> float:
+        return self.top + self.row_h * self.lanes + 12
+
+    def x(self, ts: float) -> float:
+        """The x of time ``ts``."""
+        chart_w = self.width - self.label_w - self.right
+        return self.label_w + (ts - self.t0) / self.span * chart_w
+
+
 def timeline(page: Page) -> str:
     """An SVG timeline: one lane per node (nested for map items and subflows), one bar per
     attempt, the critical path marked."""
@@ -91,37 +120,37 @@ def timeline(page: Page) -> str:
         own.setdefault(lane_key(e), []).append(e)
     t0 = min([t.started_at, *(e.started_at for e in executions)])
     t1 = max(page.latest(), *(page.end_of(e) for e in executions))
-    span = max(t1 - t0, 1e-3)
     nested = len(lanes) > len([k for k in lanes if lane_parent(k) is None])
-    width, label_w, right = 1000.0, 210.0 if nested else 170.0, 34.0
-    chart_w = width - label_w - right
-    row_h, top = 26.0, 30.0
-    height = top + row_h * len(lanes) + 12
+    chart = _Chart(t0=t0, span=max(t1 - t0, 1e-3), lanes=len(lanes), nested=nested)
+    out = [_svg_start(chart), _ticks(chart), *_rows(page, chart, lanes, children, own)]
+    if page.running:
+        out.append(_now(chart, page.latest()))
+    out.append("</svg>")
+    return _section("".join(out), nested)
 
-    def x(ts: float) -> float:
-        return label_w + (ts - t0) / span * chart_w
 
-    def subtree(key: str) -> list[NodeExecution]:
-        found = list(own.get(key, []))
-        for kid in children.get(key, []):
-            found += subtree(kid)
-        return found
-
-    critical = set(page.critical[1])
-    fold = len(lanes) > FOLD_OVER
-    out = [
-        f'<svg class="timeline" viewBox="0 0 {num(width)} {num(height)}" '
-        f'data-top="{num(top)}" data-row="{num(row_h)}" '
-        f'role="img" aria-label="timeline of node executions" font-family="{esc(FONT)}">',
+def _svg_start(chart: _Chart) -> str:
+    """The SVG's opening tag (with the row geometry the report's script restacks by) and
+    the hatch pattern of retried attempts."""
+    return (
+        f'<svg class="timeline" viewBox="0 0 {num(chart.width)} {num(chart.height)}" '
+        f'data-top="{num(chart.top)}" data-row="{num(chart.row_h)}" '
+        f'role="img" aria-label="timeline of node executions" font-family="{esc(FONT)}">'
         "<defs>"
         '<pattern id="tl-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#f6c26b"/>'
-        '<rect width="3" height="6" fill="#d97706"/></pattern></defs>',
-    ]
-    step = nice_step(span / 8)
+        '<rect width="3" height="6" fill="#d97706"/></pattern></defs>'
+    )
+
+
+def _ticks(chart: _Chart) -> str:
+    """Vertical lines at round times from the start, labelled above the lanes."""
+    top, height = chart.top, chart.height
+    step = nice_step(chart.span / 8)
+    out = []
     tick = 0.0
-    while tick <= span + 1e-9:
-        tx = x(t0 + tick)
+    while tick <= chart.span + 1e-9:
+        tx = chart.x(chart.t0 + tick)
         out.append(
             f'<line class="tick" x1="{num(tx)}" y1="{num(top - 6)}" x2="{num(tx)}" '
             f'y2="{num(height - 8)}" stroke="#e4e7eb" stroke-width="1"/>'
@@ -129,61 +158,101 @@ def timeline(page: Page) -> str:
             f'text-anchor="middle" fill="#57606a">{esc(tick_label(tick, step))}</text>'
         )
         tick += step
+    return "".join(out)
+
+
+def _rows(
+    page: Page,
+    chart: _Chart,
+    lanes: list[str],
+    children: dict[str, list[str]],
+    own: dict[str, list[NodeExecution]],
+) -> list[str]:
+    """One row per lane: its label (a fold toggle on a lane with children) and its own
+    executions' bars; a group lane (a map) without executions of its own gets an envelope
+    over all it holds. Over ``FOLD_OVER`` lanes, map items start folded."""
+    critical = set(page.critical[1])
+    fold = len(lanes) > FOLD_OVER
+
+    def subtree(key: str) -> list[NodeExecution]:
+        found = list(own.get(key, []))
+        for kid in children.get(key, []):
+            found += subtree(kid)
+        return found
+
+    out = []
     for i, key in enumerate(lanes):
-        y = top + i * row_h
-        depth = len(_ancestors(key))
-        parent = lane_parent(key)
         kids = children.get(key, [])
-        node = key
-        shade = "#f6f8fa" if i % 2 == 0 else "#ffffff"
-        bold = ' font-weight="600"' if key in critical else ""
-        mark = " ◆" if key in critical else ""
-        label = _lane_label(key)
-        if kids and not key.endswith("]") and any(k.endswith("]") for k in kids):
-            label += f" ×{len(kids)}"
-        indent = 8 + 12 * depth
-        attrs = f'data-lane="{esc(key)}" data-depth="{depth}" data-node="{esc(node)}"'
-        if parent is not None:
-            attrs += f' data-parent="{esc(parent)}"'
-        folded = fold and key.endswith("]")
-        if kids:
-            attrs += f' data-folded="{"1" if folded else "0"}"'
-        out.append(
-            f'<g class="lane-row" {attrs} transform="translate(0,{num(y)})">'
-            f'<g class="lane" data-node="{esc(node)}">'
-            f'<rect x="0" y="0" width="{num(width)}" height="{num(row_h)}" fill="{shade}"/>'
-            f"<title>{txt(key)}</title>"
-        )
-        if kids:
-            out.append(
-                f'<g class="tl-toggle" role="button" tabindex="0" aria-label="fold {esc(key)}" '
-                f'transform="translate({num(indent - 6)},{num(row_h / 2 - 6)})">'
-                '<rect width="12" height="12" rx="2" fill="#ffffff" stroke="#8c959f" '
-                'stroke-width="0.8"/><text class="tl-toggle-glyph" x="6" y="10" font-size="11" '
-                f'text-anchor="middle" fill="#1f2328">{"+" if folded else "−"}</text></g>'
-            )
-        out.append(
-            f'<text class="lane-label" x="{num(indent + (10 if kids else 0))}" '
-            f'y="{num(row_h / 2 + 4)}" font-size="11.5" fill="#1f2328"{bold}>'
-            f"{txt(short(label, 26 - 2 * depth if depth < 6 else 14))}{mark}</text></g>"
-        )
+        out.append(_lane_head(chart, i, key, kids, key in critical, fold and key.endswith("]")))
         mine = own.get(key, [])
         if not mine and kids:  # a group lane (a map): one envelope over its items
             inside = subtree(key)
-            out.append(_envelope(page, key, inside, x, row_h, t0))
+            out.append(_envelope(page, key, inside, chart.x, chart.row_h, chart.t0))
         for e in mine:
-            out.append(_bars(page, e, 0, x, 0.0, row_h, t0, key))
+            out.append(_bars(page, e, 0, chart.x, 0.0, chart.row_h, chart.t0, key))
         out.append("</g>")
-    if page.running:
-        nx_ = x(page.latest())
+    return out
+
+
+def _lane_head(
+    chart: _Chart, i: int, key: str, kids: list[str], critical: bool, folded: bool
+) -> str:
+    """The start of lane ``key``'s row (the ``i``-th): its ``g.lane-row`` (left open for the
+    bars), background, label indented by depth (bold and marked ◆ on the critical path;
+    a map shows its item count) and, over ``kids``, the fold toggle."""
+    row_h = chart.row_h
+    y = chart.top + i * row_h
+    depth = len(_ancestors(key))
+    parent = lane_parent(key)
+    node = key
+    shade = "#f6f8fa" if i % 2 == 0 else "#ffffff"
+    bold = ' font-weight="600"' if critical else ""
+    mark = " ◆" if critical else ""
+    label = _lane_label(key)
+    if kids and not key.endswith("]") and any(k.endswith("]") for k in kids):
+        label += f" ×{len(kids)}"
+    indent = 8 + 12 * depth
+    attrs = f'data-lane="{esc(key)}" data-depth="{depth}" data-node="{esc(node)}"'
+    if parent is not None:
+        attrs += f' data-parent="{esc(parent)}"'
+    if kids:
+        attrs += f' data-folded="{"1" if folded else "0"}"'
+    out = [
+        f'<g class="lane-row" {attrs} transform="translate(0,{num(y)})">'
+        f'<g class="lane" data-node="{esc(node)}">'
+        f'<rect x="0" y="0" width="{num(chart.width)}" height="{num(row_h)}" fill="{shade}"/>'
+        f"<title>{txt(key)}</title>"
+    ]
+    if kids:
         out.append(
-            f'<line class="now" x1="{num(nx_)}" y1="{num(top - 4)}" x2="{num(nx_)}" '
-            f'y2="{num(height - 8)}" stroke="#3b6fd8" stroke-width="1.2" '
-            'stroke-dasharray="4 3"/>'
-            f'<text class="now-label" x="{num(nx_)}" y="{num(height - 1)}" font-size="9.5" '
-            'text-anchor="middle" fill="#3b6fd8">now</text>'
+            f'<g class="tl-toggle" role="button" tabindex="0" aria-label="fold {esc(key)}" '
+            f'transform="translate({num(indent - 6)},{num(row_h / 2 - 6)})">'
+            '<rect width="12" height="12" rx="2" fill="#ffffff" stroke="#8c959f" '
+            'stroke-width="0.8"/><text class="tl-toggle-glyph" x="6" y="10" font-size="11" '
+            f'text-anchor="middle" fill="#1f2328">{"+" if folded else "−"}</text></g>'
         )
-    out.append("</svg>")
+    out.append(
+        f'<text class="lane-label" x="{num(indent + (10 if kids else 0))}" '
+        f'y="{num(row_h / 2 + 4)}" font-size="11.5" fill="#1f2328"{bold}>'
+        f"{txt(short(label, 26 - 2 * depth if depth < 6 else 14))}{mark}</text></g>"
+    )
+    return "".join(out)
+
+
+def _now(chart: _Chart, latest: float) -> str:
+    """The dashed "now" line of a running flow."""
+    nx_ = chart.x(latest)
+    return (
+        f'<line class="now" x1="{num(nx_)}" y1="{num(chart.top - 4)}" x2="{num(nx_)}" '
+        f'y2="{num(chart.height - 8)}" stroke="#3b6fd8" stroke-width="1.2" '
+        'stroke-dasharray="4 3"/>'
+        f'<text class="now-label" x="{num(nx_)}" y="{num(chart.height - 1)}" font-size="9.5" '
+        'text-anchor="middle" fill="#3b6fd8">now</text>'
+    )
+
+
+def _section(svg: str, nested: bool) -> str:
+    """The timeline's card: how to read it, the SVG and the legend of statuses."""
     legend = "".join(
         f'<span class="key"><i class="swatch status-{s}"></i>{esc(STATUS_LABEL[s])}</span>'
         for s in ("ok", "retry", "fallback", "skipped", "failed", "cache_hit", "running")
@@ -201,7 +270,7 @@ def timeline(page: Page) -> str:
   its own bar (hatched: an attempt that failed and was retried), each re-run of a node in a
   rewrite loop is a new bar marked #2, #3… The outline spans a whole node execution.
   ◆ marks the critical path.{nesting}</p>
-  <div class="timeline-wrap">{"".join(out)}</div>
+  <div class="timeline-wrap">{svg}</div>
   <p class="legend">{legend}</p>
 </section>"""
 
