@@ -19,15 +19,20 @@ from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer
 
+from calliope_graph._secrets import redact_tree
 from calliope_graph.context import TokenEvent, token_sink
 from calliope_graph.errors import ConfigurationError, FlowRunError, MediaError, error_class
-from calliope_graph.flow._runtime import FlowEvent, FlowRuntime, OnEvent, input_key
-from calliope_graph.flow.trace import Trace
+from calliope_graph.flow._runtime import FlowEvent, FlowRuntime, OnEvent, input_key, port_key
+from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
 from calliope_graph.session import SessionOptions
 
 if TYPE_CHECKING:
+    from calliope_graph.context import RunContext
+    from calliope_graph.flow._journal import Journal
     from calliope_graph.flow.compile import CompiledFlowGraph
+    from calliope_graph.flow.run import FlowRunner
+    from calliope_graph.flow.spec import FlowSpec
     from calliope_graph.flow.validate import Plan
 
 __all__ = [
@@ -234,3 +239,61 @@ async def _threads(graph: CompiledFlowGraph) -> list[tuple[str, str | None]]:
         if thread and thread not in seen:
             seen[thread] = (item.metadata or {}).get(FLOW_METADATA)  # type: ignore[assignment]
     return list(seen.items())
+
+
+def loop_budget(spec: FlowSpec) -> int:
+    """Steps a run may take beyond one per node: three per allowed pass of each rewrite loop
+    (LangGraph's recursion limit counts steps, and a rewrite loop repeats its nodes)."""
+    total = 0
+    for node in spec.nodes.values():
+        for route in node.on_error:
+            if route.rewrite is not None and route.rewrite.max_attempts:
+                total += 3 * route.rewrite.max_attempts
+    return total
+
+
+def cache_hits(plan: Plan, runtime: FlowRuntime, chunk: dict[str, Any]) -> None:
+    """Record the nodes a chunk of updates says LangGraph's cache answered (with a cache:
+    without one, "cached" writes are a resume replaying saved work)."""
+    if not chunk.get("__metadata__", {}).get("cached"):
+        return
+    done = {e.node for e in runtime.trace.executions if e.resumed}
+    for name, update in chunk.items():
+        node = plan.nodes.get(name)
+        if node is None or not isinstance(update, dict) or name in done:
+            continue
+        prefix = port_key(plan.root(name), "")
+        outputs = {k[len(prefix) :]: v for k, v in update.items() if k.startswith(prefix)}
+        runtime.cache_hit(name, node, outputs)
+
+
+def new_runtime(
+    runner: FlowRunner,
+    ctx: RunContext,
+    inputs: Mapping[str, Any] | None,
+    thread: str,
+    on_event: OnEvent | None,
+    journal: Journal | None,
+) -> FlowRuntime:
+    """A run's trace, and the runtime its nodes record into (``runner``'s settings)."""
+    out = runner._resolved_out()
+    trace = Trace(
+        flow=runner.plan.spec.name,
+        thread_id=thread,
+        started_at=time.time(),
+        spec=runner.plan.spec,
+        out_dir=str(out),
+        simulated=ctx.simulated,
+        inputs=redact_tree(jsonable(inputs or {}, root=out), ctx.keys.secrets()),
+    )
+    return FlowRuntime(
+        ctx=ctx,
+        trace=trace,
+        on_event=on_event,
+        trace_path=runner.out_dir / "trace.json" if runner.trace_file else None,
+        live_trace=not runner._batch_item,
+        record=runner.record,
+        resumable=bool(runner.checkpointer),
+        static=runner._static,
+        journal=journal,
+    )

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from langgraph.errors import GraphInterrupt
 
@@ -29,8 +29,9 @@ from calliope_graph._secrets import redact, redact_tree
 from calliope_graph._telemetry import run_recorder
 from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
-from calliope_graph.engines._http import CallStats, call_stats
+from calliope_graph.engines._http import CallStats
 from calliope_graph.errors import CalliopeError, DiskFullError, error_class, error_classes
+from calliope_graph.flow._bookkeeping import total_cost, track, twin, untrack, unvalidated
 from calliope_graph.flow._names import (
     HALT_KEY,
     done_name,
@@ -41,7 +42,6 @@ from calliope_graph.flow._names import (
     rewrites_key,
 )
 from calliope_graph.flow.trace import NodeExecution, Trace, jsonable
-from calliope_graph.media._store import UNWRITTEN
 
 if TYPE_CHECKING:
     from calliope_graph.flow._journal import Journal
@@ -63,50 +63,6 @@ __all__ = [
 
 
 log = logging.getLogger(__name__)
-
-
-def _total(calls: list[ProviderCall]) -> float | None:
-    costs = [c.cost_usd for c in calls if c.status == "ok"]
-    return None if None in costs else round(sum(c or 0.0 for c in costs), 8)
-
-
-_T = TypeVar("_T")
-
-
-def _twin(obj: _T, **changes: Any) -> _T:
-    """A shallow copy of dataclass ``obj`` (no ``__post_init__``, no slots) with ``changes``."""
-    twin = object.__new__(type(obj))
-    twin.__dict__.update(obj.__dict__, **changes)
-    return twin
-
-
-_EXECUTION_FIELDS = frozenset(NodeExecution.model_fields)
-
-
-def _unvalidated(**fields: Any) -> NodeExecution:
-    """A NodeExecution from every one of its fields, typed as declared, without validation:
-    what pydantic's ``model_construct`` does, at a sixth of its cost and a quarter of the
-    validating constructor's (the hot path of every node's bookkeeping)."""
-    assert fields.keys() == _EXECUTION_FIELDS
-    execution = NodeExecution.__new__(NodeExecution)
-    object.__setattr__(execution, "__dict__", fields)
-    object.__setattr__(execution, "__pydantic_fields_set__", set(_EXECUTION_FIELDS))
-    object.__setattr__(execution, "__pydantic_extra__", None)
-    object.__setattr__(execution, "__pydantic_private__", None)
-    return execution
-
-
-def _track(node: Node, stats: CallStats, unwritten: dict[str, bytes]) -> tuple[Any, ...]:
-    """A provider node's requests are counted and its media kept on a full disk (UNWRITTEN)."""
-    if node.model is None:
-        return ()
-    return (call_stats.set(stats), UNWRITTEN.set(unwritten))
-
-
-def _untrack(tokens: tuple[Any, ...]) -> None:
-    if tokens:
-        call_stats.reset(tokens[0])
-        UNWRITTEN.reset(tokens[1])
 
 
 # -- events and the runtime ------------------------------------------------------------------------
@@ -198,8 +154,8 @@ class FlowRuntime:
         # of its cost: one per map item and subflow run)
         ctx = self.ctx
         if folder:
-            ctx = _twin(ctx, store=ctx.store.sub(folder))
-        return _twin(
+            ctx = twin(ctx, store=ctx.store.sub(folder))
+        return twin(
             self,
             ctx=ctx,
             scope=self.scope + prefix,
@@ -282,16 +238,14 @@ class FlowRuntime:
 
         stats = CallStats(on_retry=retried)
         unwritten: dict[str, bytes] = {}
-        tokens = _track(node, stats, unwritten)
+        tokens = track(node, stats, unwritten)
         settled = False
         try:
             outputs = self._scrub(node, await run())
             if unwritten:  # paid for, not written: journaled (below), then the run stops
                 self._keep_unwritten(execution, node, stats, key, entry, outputs, unwritten)
             if entry is not None and journal is not None:
-                # Priced first so that the outputs and what they cost are one commit, before
-                # LangGraph (and anyone) sees them: a kill between two commits once kept the
-                # outputs and lost their cost, so a resumed run reported less than it paid.
+                # Priced first: outputs and cost are one commit, before anyone sees them.
                 self._close(execution, stats)
                 execution.outputs = self._summary(outputs, self.trace.out_dir)
                 self._settle(execution, node, stats)
@@ -306,12 +260,12 @@ class FlowRuntime:
             self._failed(name, node, execution, stats, exc)
             raise
         finally:
-            _untrack(tokens)
+            untrack(tokens)
         if not settled:
             self._close(execution, stats)
         # One dict update instead of pydantic's per-attribute __setattr__ (hot path).
         execution.__dict__.update(status="ok", error_class=None, error=None)
-        if not settled or store.remote:  # (its fields are all set: _unvalidated)
+        if not settled or store.remote:  # (its fields are all set: unvalidated)
             execution.__dict__["outputs"] = self._summary(outputs, self.trace.out_dir)
         if not settled:
             self._settle(execution, node, stats)
@@ -369,7 +323,7 @@ class FlowRuntime:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
         provider, model, params = self._static(name, node)
         root = self.trace.out_dir
-        execution = _unvalidated(
+        execution = unvalidated(
             node=self.scope + name,
             kind=node.kind,
             provider=provider,
@@ -527,7 +481,7 @@ class FlowRuntime:
             self.trace.executions.append(done)
         if calls and not done.provider_calls:
             done.provider_calls = calls
-            done.cost_usd = _total(calls)
+            done.cost_usd = total_cost(calls)
             for call in calls:
                 done.calls[call.provider] = done.calls.get(call.provider, 0) + 1
         self._last[self._key(name)] = done

@@ -25,7 +25,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer, Interrupt, StateSnapshot
 from typing_extensions import Unpack
 
-from calliope_graph._secrets import redact_tree
 from calliope_graph.context import RunContext, TokenEvent
 from calliope_graph.errors import (
     CalliopeError,
@@ -53,6 +52,9 @@ from calliope_graph.flow._run_io import (
     RunnerOptions,
     RunOptions,
     _threads,
+    cache_hits,
+    loop_budget,
+    new_runtime,
     new_thread_id,
     prepare_inputs,
     run_failed,
@@ -63,11 +65,10 @@ from calliope_graph.flow._runtime import (
     FlowEvent,
     FlowRuntime,
     OnEvent,
-    port_key,
 )
 from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_ref
 from calliope_graph.flow.spec import parse_ref
-from calliope_graph.flow.trace import Trace, jsonable
+from calliope_graph.flow.trace import Trace
 from calliope_graph.media import MediaStore
 from calliope_graph.session import Session, SessionOptions, session_of
 
@@ -344,7 +345,6 @@ class FlowRunner:
         journal: Journal | None,
         choices: Mapping[str, int] | None = None,
     ) -> FlowResult:
-        spec = self.plan.spec
         ctx = self._context()
         if ctx.store.remote:  # media in object storage: keys under this run's thread, and
             from calliope_graph.object_store import for_run  # inputs read from the store
@@ -353,70 +353,12 @@ class FlowRunner:
         state = None if resume else prepare_inputs(self.plan, inputs)
         if journal is not None and state is not None:
             journal.start(state)  # a run killed before its first checkpoint can resume
-        trace_path = self.out_dir / "trace.json" if self.trace_file else None
-        trace = Trace(
-            flow=spec.name,
-            thread_id=thread,
-            started_at=time.time(),
-            spec=spec,
-            out_dir=str(self._resolved_out()),
-            simulated=ctx.simulated,
-            inputs=redact_tree(
-                jsonable(inputs or {}, root=self._resolved_out()), ctx.keys.secrets()
-            ),
-        )
-        runtime = FlowRuntime(
-            ctx=ctx,
-            trace=trace,
-            on_event=on_event,
-            trace_path=trace_path,
-            live_trace=not self._batch_item,
-            record=self.record,
-            resumable=bool(self.checkpointer),
-            static=self._static,
-            journal=journal,
-        )
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread},
-            "metadata": {FLOW_METADATA: spec.name},
-            "recursion_limit": 25 + 4 * len(spec.nodes) + self._loop_budget(),
-        }
+        runtime = new_runtime(self, ctx, inputs, thread, on_event, journal)
+        trace = runtime.trace
         values: dict[str, Any] = dict(state or {})
-        paused, pending = False, list[Interrupt]()
+        pending: list[Interrupt] = []
         try:
-            async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
-                if not self.record:
-                    trace_log = None
-                if trace_log is not None:  # the trace also goes next to the checkpoints
-                    runtime.on_event = trace_log.listener(on_event)
-                start: Any = state
-                if not resume and trace_log is not None:
-                    trace_log.header(trace)
-                if resume:
-                    snapshot = await self._resumable(graph, config, thread, journal)
-                    if snapshot.interrupts or choices:  # stopped on failures, or for a choice
-                        start = resume_command(snapshot.interrupts, choices, thread)
-                    elif snapshot.created_at is None and journal is not None:
-                        start = journal.inputs()  # killed before its first checkpoint
-                    await self._carry_over(trace, trace_log)
-                async for chunk in graph.astream(
-                    start,
-                    config,
-                    context=runtime,
-                    stream_mode="updates",
-                    durability=self.durability if self.checkpointer else None,
-                ):
-                    for name, update in chunk.items():
-                        if isinstance(update, dict) and name != "__metadata__":
-                            values.update(update)
-                    if "__interrupt__" in chunk:
-                        paused = True
-                        pending.extend(chunk["__interrupt__"])
-                    if self.record and "__metadata__" in chunk:
-                        self._cache_hits(runtime, chunk)
-                if resume:
-                    snapshot = await graph.aget_state(config)
-                    values = {**snapshot.values, **values}
+            paused = await self._drive(runtime, state, thread, choices, values, pending)
         except (KeyboardInterrupt, asyncio.CancelledError):
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
@@ -437,15 +379,68 @@ class FlowRunner:
             raise self._failed(runtime, cause, thread) from cause
         if paused and (waiting := waiting_for_choice(self, runtime, pending, thread)):
             raise waiting  # a pause no failure made: waiting for a person's choice
-        outputs: dict[str, Any] = {}
-        for out_name, target in spec.outputs.items():
-            value = read_ref(values, parse_ref(target))
-            if value is not None:
-                outputs[out_name] = value
+        outputs = {
+            name: value
+            for name, target in self.plan.spec.outputs.items()
+            if (value := read_ref(values, parse_ref(target))) is not None
+        }
         trace.outputs = runtime._summary(outputs, trace.out_dir)
         trace.status, trace.ended_at = "ok", time.time()
         runtime.save_final()
         return FlowResult(outputs=outputs, trace=trace, thread_id=thread, out_dir=self.out_dir)
+
+    async def _drive(
+        self,
+        runtime: FlowRuntime,
+        state: dict[str, Any] | None,
+        thread: str,
+        choices: Mapping[str, int] | None,
+        values: dict[str, Any],
+        pending: list[Interrupt],
+    ) -> bool:
+        """Stream the graph from ``state`` (None: resume ``thread``), gathering its state
+        updates into ``values`` and its interrupts into ``pending``; whether it paused."""
+        resume, journal, trace = state is None, runtime.journal, runtime.trace
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread},
+            "metadata": {FLOW_METADATA: self.plan.spec.name},
+            "recursion_limit": 25 + 4 * len(self.plan.spec.nodes) + loop_budget(self.plan.spec),
+        }
+        paused = False
+        async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
+            if not self.record:
+                trace_log = None
+            if trace_log is not None:  # the trace also goes next to the checkpoints
+                runtime.on_event = trace_log.listener(runtime.on_event)
+            start: Any = state
+            if not resume and trace_log is not None:
+                trace_log.header(trace)
+            if resume:
+                snapshot = await self._resumable(graph, config, thread, journal)
+                if snapshot.interrupts or choices:  # stopped on failures, or for a choice
+                    start = resume_command(snapshot.interrupts, choices, thread)
+                elif snapshot.created_at is None and journal is not None:
+                    start = journal.inputs()  # killed before its first checkpoint
+                await self._carry_over(trace, trace_log)
+            async for chunk in graph.astream(
+                start,
+                config,
+                context=runtime,
+                stream_mode="updates",
+                durability=self.durability if self.checkpointer else None,
+            ):
+                for name, update in chunk.items():
+                    if isinstance(update, dict) and name != "__metadata__":
+                        values.update(update)
+                if "__interrupt__" in chunk:
+                    paused = True
+                    pending.extend(chunk["__interrupt__"])
+                if self.record and "__metadata__" in chunk and self.cache:
+                    cache_hits(self.plan, runtime, chunk)
+            if resume:
+                snapshot = await graph.aget_state(config)
+                values.update({**snapshot.values, **values})
+        return paused
 
     async def astream(
         self,
@@ -566,26 +561,6 @@ class FlowRunner:
         if self._serde_cache is None:
             self._serde_cache = checkpoint_serializer(self.plan)
         return self._serde_cache
-
-    def _loop_budget(self) -> int:
-        total = 0
-        for node in self.plan.spec.nodes.values():
-            for route in node.on_error:
-                if route.rewrite is not None and route.rewrite.max_attempts:
-                    total += 3 * route.rewrite.max_attempts
-        return total
-
-    def _cache_hits(self, runtime: FlowRuntime, chunk: dict[str, Any]) -> None:
-        if not self.cache or not chunk.get("__metadata__", {}).get("cached"):
-            return  # without a cache, "cached" writes are a resume replaying saved work
-        done = {e.node for e in runtime.trace.executions if e.resumed}
-        for name, update in chunk.items():
-            node = self.plan.nodes.get(name)
-            if node is None or not isinstance(update, dict) or name in done:
-                continue
-            prefix = port_key(self.plan.root(name), "")
-            outputs = {k[len(prefix) :]: v for k, v in update.items() if k.startswith(prefix)}
-            runtime.cache_hit(name, node, outputs)
 
     def _failed(self, runtime: FlowRuntime, exc: BaseException, thread: str) -> FlowRunError:
         # A full disk anywhere (LangGraph's checkpoint saver, a library's own write) is one
