@@ -85,6 +85,16 @@ class NodeExecution(BaseModel):
     attempt's (set by the batch, calliope_graph/batch/_local.py)."""
 
     @property
+    def own_item(self) -> int | None:
+        """The map item when this execution is one of a mapped node's own (``scenes`` item
+        2: shown ``scenes[2]``); None inside a mapped subflow, whose qualified name already
+        says the item (``scenes[2]/image``)."""
+        item = self.item
+        if item is None or self.node.endswith("]") or f"[{item}]/" in self.node:
+            return None
+        return item
+
+    @property
     def duration(self) -> float:
         return 0.0 if self.ended_at is None else max(self.ended_at - self.started_at, 0.0)
 
