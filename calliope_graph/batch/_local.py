@@ -60,6 +60,7 @@ from calliope_graph.batch._records import (
     _outputs,
     _summary,
     _uris,
+    busy_time,
 )
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
@@ -115,6 +116,8 @@ class _Batch:
         self.manifest = Manifest(out / MANIFEST_NAME)
         self.stats = BatchStats()
         self.records: dict[str, dict[str, Any]] = {}
+        self.earlier_wall = 0.0
+        """Seconds earlier runs of this batch folder had items running (``--resume``)."""
         """Id → slim manifest record (what batch.html shows), in input order."""
         self.not_started: list[tuple[str, str]] = []
         self.item_costs: list[float] = []
@@ -182,7 +185,10 @@ class _Batch:
             "thumb",
             "attempts",
         )
-        return {k: record.get(k) for k in keep}
+        slim = {k: record.get(k) for k in keep}
+        if "thumb" not in record:  # a line of an earlier run (thumbs are not in the manifest)
+            slim["thumb"] = _first_image(record.get("outputs") or {}, str(record.get("id")))
+        return slim
 
     def remember(self, state: ManifestState) -> None:
         for item_id, record in state.latest.items():
@@ -192,6 +198,7 @@ class _Batch:
         for record in state.latest.values():
             if isinstance(record.get("cost"), int | float):
                 self.item_costs.append(float(record["cost"]))
+        self.earlier_wall = busy_time(state.latest.values())
         self.stats.spent = state.spent
 
     # -- one item ---------------------------------------------------------------------------
@@ -395,7 +402,8 @@ class _Batch:
             "not_started": len(self.not_started),
             "cost": round(s.spent, 6),
             "unpriced": s.unpriced,
-            "wall_time": round(s.elapsed, 2),
+            "wall_time": round(s.elapsed + self.earlier_wall, 2),
+            "wall_time_this_run": round(s.elapsed, 2),
             "budget": self.budget,
             "budget_message": self.budget_message,
             "rate_limited": dict(s.rate_limited),

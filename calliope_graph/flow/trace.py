@@ -253,7 +253,11 @@ def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
     if isinstance(value, ImageAnalysis):
         return {"type": "analysis", **value.to_dict()}
     if isinstance(value, BaseModel):
-        return jsonable(value.model_dump(mode="python"), root=root)
+        data = value.model_dump(mode="python")
+        for key, dumped in data.items():  # media inside (a frame's image) stay references
+            if isinstance(dumped, dict | list | tuple):
+                data[key] = getattr(value, key, dumped)
+        return jsonable(data, root=root)
     if isinstance(value, dict):
         return {str(k): jsonable(v, root=root) for k, v in value.items()}
     if isinstance(value, list | tuple):
