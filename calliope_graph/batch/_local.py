@@ -170,7 +170,8 @@ class _Batch:
 
     # -- records ----------------------------------------------------------------------------
     def slim(self, record: dict[str, Any]) -> dict[str, Any]:
-        """What the batch report needs of a manifest line (kept in memory per item)."""
+        """What the batch report needs of a manifest line (kept in memory per item: what is
+        empty or None is left out, the report reads every field with a default)."""
         keep = (
             "id",
             "status",
@@ -185,9 +186,11 @@ class _Batch:
             "thumb",
             "attempts",
         )
-        slim = {k: record.get(k) for k in keep}
+        slim = {k: record[k] for k in keep if record.get(k) not in (None, {}, [])}
         if "thumb" not in record:  # a line of an earlier run (thumbs are not in the manifest)
-            slim["thumb"] = _first_image(record.get("outputs") or {}, str(record.get("id")))
+            thumb = _first_image(record.get("outputs") or {}, str(record.get("id")))
+            if thumb is not None:
+                slim["thumb"] = thumb
         return slim
 
     def remember(self, state: ManifestState) -> None:
