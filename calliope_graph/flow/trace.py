@@ -89,10 +89,7 @@ class NodeExecution(BaseModel):
         """The map item when this execution is one of a mapped node's own (``scenes`` item
         2: shown ``scenes[2]``); None inside a mapped subflow, whose qualified name already
         says the item (``scenes[2]/image``)."""
-        item = self.item
-        if item is None or self.node.endswith("]") or f"[{item}]/" in self.node:
-            return None
-        return item
+        return own_item(self.node, self.item)
 
     @property
     def duration(self) -> float:
@@ -206,6 +203,13 @@ class Trace(BaseModel):
 
 
 _TEXT_LIMIT = 4000
+
+
+def own_item(node: str, item: int | None) -> int | None:
+    """``item`` unless the qualified ``node`` already says it (see NodeExecution.own_item)."""
+    if item is None or node.endswith("]") or f"[{item}]/" in node:
+        return None
+    return item
 
 
 def _relative(path: str | os.PathLike[str], root: str | Path | None) -> str:
