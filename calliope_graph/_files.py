@@ -81,7 +81,9 @@ STALE_AFTER = 2.0
 #: target again after it fell out costs one directory glob). A process memo, not session
 #: state: it records what this process did to files on disk (which every session of the
 #: process shares), changes no behaviour (a miss costs one glob) and is bounded.
-_CLEANED: OrderedDict[Path, None] = OrderedDict()
+#: Kept as strings: a Path holds its parsed parts too (~600 bytes for an item's trace.json
+#: against ~100), which a 4,000-item batch kept for every file it wrote.
+_CLEANED: OrderedDict[str, None] = OrderedDict()
 _CLEANED_MAX = 4096
 _CLEANED_LOCK = threading.Lock()
 
@@ -89,10 +91,11 @@ _CLEANED_LOCK = threading.Lock()
 def _temp_path(path: Path) -> tuple[Path, int]:
     """A new hidden temporary file beside ``path``, opened for writing and locked by this
     writer until the fd is closed (path, fd). Stale ones of ``path`` are removed first."""
+    key = os.fspath(path)
     with _CLEANED_LOCK:
-        first = path not in _CLEANED
-        _CLEANED[path] = None
-        _CLEANED.move_to_end(path)
+        first = key not in _CLEANED
+        _CLEANED[key] = None
+        _CLEANED.move_to_end(key)
         while len(_CLEANED) > _CLEANED_MAX:
             _CLEANED.popitem(last=False)
     if first:

@@ -60,6 +60,7 @@ from calliope_graph.batch._records import (
     _outputs,
     _summary,
     _uris,
+    busy_time,
 )
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
@@ -115,6 +116,8 @@ class _Batch:
         self.manifest = Manifest(out / MANIFEST_NAME)
         self.stats = BatchStats()
         self.records: dict[str, dict[str, Any]] = {}
+        self.earlier_wall = 0.0
+        """Seconds earlier runs of this batch folder had items running (``--resume``)."""
         """Id → slim manifest record (what batch.html shows), in input order."""
         self.not_started: list[tuple[str, str]] = []
         self.item_costs: list[float] = []
@@ -167,7 +170,8 @@ class _Batch:
 
     # -- records ----------------------------------------------------------------------------
     def slim(self, record: dict[str, Any]) -> dict[str, Any]:
-        """What the batch report needs of a manifest line (kept in memory per item)."""
+        """What the batch report needs of a manifest line (kept in memory per item: what is
+        empty or None is left out, the report reads every field with a default)."""
         keep = (
             "id",
             "status",
@@ -183,7 +187,12 @@ class _Batch:
             "attempts",
             "simulated",
         )
-        return {k: record.get(k) for k in keep}
+        slim = {k: record[k] for k in keep if record.get(k) not in (None, {}, [])}
+        if "thumb" not in record:  # a line of an earlier run (thumbs are not in the manifest)
+            thumb = _first_image(record.get("outputs") or {}, str(record.get("id")))
+            if thumb is not None:
+                slim["thumb"] = thumb
+        return slim
 
     def remember(self, state: ManifestState) -> None:
         for item_id, record in state.latest.items():
@@ -193,6 +202,7 @@ class _Batch:
         for record in state.latest.values():
             if isinstance(record.get("cost"), int | float):
                 self.item_costs.append(float(record["cost"]))
+        self.earlier_wall = busy_time(state.latest.values())
         self.stats.spent = state.spent
 
     # -- one item ---------------------------------------------------------------------------
@@ -398,7 +408,8 @@ class _Batch:
             "not_started": len(self.not_started),
             "cost": round(s.spent, 6),
             "unpriced": s.unpriced,
-            "wall_time": round(s.elapsed, 2),
+            "wall_time": round(s.elapsed + self.earlier_wall, 2),
+            "wall_time_this_run": round(s.elapsed, 2),
             "budget": self.budget,
             "budget_message": self.budget_message,
             "rate_limited": dict(s.rate_limited),

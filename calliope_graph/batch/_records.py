@@ -3,9 +3,10 @@ item's record (outputs, object-store URIs, the first image)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,15 +171,17 @@ def _iso(ts: float) -> str:
 
 
 def _outputs(values: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """Flow outputs for the manifest: media as paths relative to ``root``."""
+    """Flow outputs for the manifest: media as paths relative to ``root`` (an output that is
+    media, or a list of them, as the path; media inside an object keep their reference, with
+    the path relative too: ``frames[].image.path``)."""
 
-    def simple(value: Any) -> Any:
+    def simple(value: Any, top: bool = True) -> Any:
         if isinstance(value, dict):
-            if value.get("type") in ("image", "audio", "video") and "path" in value:
+            if top and value.get("type") in ("image", "audio", "video") and "path" in value:
                 return value["path"]
-            return {k: simple(v) for k, v in value.items()}
+            return {k: simple(v, top=False) for k, v in value.items()}
         if isinstance(value, list):
-            return [simple(v) for v in value]
+            return [simple(v, top) for v in value]
         return value
 
     return {name: simple(jsonable(value, root=root)) for name, value in values.items()}
@@ -201,6 +204,27 @@ def _uris(values: Mapping[str, Any]) -> dict[str, Any]:
 
     found = {name: find(jsonable(value)) for name, value in values.items()}
     return {k: v for k, v in found.items() if v}
+
+
+def busy_time(records: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds during which at least one of ``records`` was running (the union of their
+    ``started_at``..``ended_at``): the wall time of the runs that wrote them, without the
+    pauses between a run and its ``--resume``."""
+    spans: list[tuple[float, float]] = []
+    for record in records:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            start, end = (
+                datetime.fromisoformat(str(record[k]).replace("Z", "+00:00")).timestamp()
+                for k in ("started_at", "ended_at")
+            )
+            if end >= start:
+                spans.append((start, end))
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _first_image(outputs: Mapping[str, Any], folder: str) -> str | None:

@@ -56,7 +56,9 @@ class RunProgress:
         """``scenes[2]`` for item 2 of map ``scenes``; the trace's name otherwise."""
         e = event.execution
         node = str(event.node)
-        if e.item is not None and not node.endswith("]"):
+        from calliope_graph.flow.trace import own_item  # lazily: the CLI starts fast
+
+        if own_item(node, e.item) is not None:
             return f"{node}[{e.item}]"
         return node
 
@@ -64,7 +66,7 @@ class RunProgress:
         e = event.execution
         stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
         node = str(event.node)
-        where = f", item {e.item} of map {node}" if e.item is not None and "[" not in node else ""
+        where = f", item {e.item} of map {node}" if self.name(event) != node else ""
         who = (
             f"[bold]{escape(self.name(event))}[/] "
             f"[dim]({escape(e.kind)}{', ' + escape(e.model) if e.model else ''}{escape(where)})[/]"

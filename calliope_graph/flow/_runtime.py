@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from langgraph.errors import GraphInterrupt
 
+from langgraph.errors import GraphBubbleUp
+
 from calliope_graph._files import Throttled
 from calliope_graph._pricing import settle
 from calliope_graph._secrets import redact, redact_tree
@@ -122,6 +124,9 @@ class FlowRuntime:
     subflow node, ``"illustrate[3]/"`` inside item 3 of a mapped one."""
     item: int | None = None
     """The map item whose work this runtime records (set inside a map item)."""
+    outer_item: int | None = None
+    """The map item this scope runs inside (a subflow of a mapped node): what the trace
+    records as ``item`` when no map item of this scope is set (``item`` keys the journal)."""
     journal: Journal | None = None
     """Write-ahead journal of provider nodes' outputs (see flow/_journal.py)."""
     _run: _RunState = field(default_factory=lambda: _RunState())
@@ -160,6 +165,7 @@ class FlowRuntime:
             ctx=ctx,
             scope=self.scope + prefix,
             item=item,
+            outer_item=self._item if self.item is not None else self.outer_item,
             resumable=self.resumable if resumable is None else resumable,
         )
 
@@ -188,6 +194,11 @@ class FlowRuntime:
         return known
 
     # -- node executions --------------------------------------------------------------------
+    @property
+    def _item(self) -> int | None:
+        """The map item the trace records (this scope's, else the enclosing map's)."""
+        return self.item if self.item is not None else self.outer_item
+
     def _key(self, name: str) -> str:
         return self.scope + name + (f"#{self.item}" if self.item is not None else "")
 
@@ -330,7 +341,7 @@ class FlowRuntime:
             model=model,
             started_at=time.time(),
             iteration=iteration,
-            item=self.item,
+            item=self._item,
             inputs=self._summary(inputs, root),
             params=params,
             ended_at=None,
@@ -374,6 +385,8 @@ class FlowRuntime:
             execution.error_class = None
             execution.error = f"stopped before node {name!r} finished"
         else:
+            if isinstance(exc, GraphBubbleUp) and self.halted is not None:
+                exc = self.halted[1]  # a subflow paused on its failure: record that cause
             execution.error_class = error_class(exc)
             execution.error = self.describe(exc)
         self._emit("failed", execution)
@@ -389,7 +402,7 @@ class FlowRuntime:
         execution = self._last.get(self._key(name))
         if execution is None:  # failed before it could start (e.g. a missing input)
             execution = NodeExecution(
-                node=self.scope + name, kind="?", started_at=time.time(), item=self.item
+                node=self.scope + name, kind="?", started_at=time.time(), item=self._item
             )
             execution.ended_at = execution.started_at
             self.trace.executions.append(execution)
@@ -419,7 +432,7 @@ class FlowRuntime:
             ended_at=now,
             status="skipped",
             branch=branch,
-            item=self.item,
+            item=self._item,
         )
         self.trace.executions.append(execution)
         self._emit("skipped", execution)
@@ -452,7 +465,7 @@ class FlowRuntime:
                 e
                 for e in self.trace.executions
                 if e.node == qualified
-                and e.item == self.item
+                and e.item == self._item
                 and e.iteration == iteration
                 and e.resumed
                 and e.status == "ok"
@@ -472,7 +485,7 @@ class FlowRuntime:
                 ended_at=now,
                 status="ok",
                 iteration=iteration,
-                item=self.item,
+                item=self._item,
                 resumed=True,
                 inputs=self._summary(inputs, root),
                 outputs=self._summary(outputs, root),

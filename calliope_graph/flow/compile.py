@@ -178,6 +178,8 @@ def _node_function(
         if request is not None and via_port is not None:
             inputs[via_port] = request["value"]
         iteration = int(state.get(my_rewrites) or 0) + 1
+        if request is not None:  # a rewriter's n-th pass answers its node's n-th rewrite
+            iteration = int(state.get(rewrites_key(request["node"])) or iteration)
         work = child.work(flow_rt, name, inputs) if child is not None else None
         if candidates is not None:
             outputs = await candidates.run(flow_rt, state, inputs, iteration)

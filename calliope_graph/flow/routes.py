@@ -120,6 +120,7 @@ def check_routes(plan: Plan) -> None:
             if route.rewrite is not None:
                 _check_rewrite(plan, name, route.rewrite, where)
     _check_fallback_cycles(plan)
+    _check_routes_start(plan)
     # A stand-in that may itself continue makes its root skippable.
     for fallback in plan.stands_in:
         if fallback in plan.skippable:
@@ -204,6 +205,47 @@ def _check_fallback_cycles(plan: Plan) -> None:
                     "on_error",
                 )
             chain.append(nxt)
+
+
+def _check_routes_start(plan: Plan) -> None:
+    """Every node that runs only when routed to is reached from a node that starts on its own.
+
+    Two nodes that ``rewrite`` via each other (or a node rewriting via itself) are each
+    routed to only by the other: neither ever starts, and LangGraph would refuse the graph
+    at run time ("Graph must have an entrypoint").
+    """
+    spec = plan.spec
+    senders: dict[str, list[Edge]] = {}
+    for edge in spec.edges():
+        if edge.kind in ("fallback", "rewrite", "switch") and edge.target:
+            senders.setdefault(edge.target, []).append(edge)
+    reached = [n for n in spec.nodes if n not in senders]
+    seen = set(reached)
+    while reached:
+        source = reached.pop()
+        for target, edges in senders.items():
+            if target not in seen and any(e.source == source for e in edges):
+                seen.add(target)
+                reached.append(target)
+    stuck = [n for n in spec.nodes if n not in seen]
+    if not stuck:
+        return
+    name = stuck[0]
+    ways = "; ".join(
+        f"{e.source!r} {'rewrites via' if e.kind == 'rewrite' else 'routes to'} {e.target!r}"
+        for n in stuck
+        for e in senders[n]
+    )
+    raise spec.error(
+        f"Node {name!r} runs only when a route sends it work, but every route to it starts at "
+        f"a node that itself runs only when routed ({ways}): nothing ever starts "
+        f"{' or '.join(repr(n) for n in stuck)}. Break the cycle: rewrite through a node "
+        "with no route of its own back (e.g. a separate censor_text node), or remove one of "
+        "the routes.",
+        "nodes",
+        name,
+        "on_error",
+    )
 
 
 def check_stand_ins(plan: Plan) -> None:

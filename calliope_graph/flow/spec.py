@@ -178,7 +178,13 @@ class FlowSpec(_Model):
         """(input port, reference) for every source wired into node ``name``."""
         for port, value in self.nodes[name].inputs.items():
             for text in value if isinstance(value, list) else [value]:
-                yield port, parse_ref(text)
+                try:
+                    ref = parse_ref(text)
+                except FlowSpecError as exc:  # located: the file and line of the input
+                    raise self.error(
+                        f"Node {name!r}: input {port!r}: {exc}", "nodes", name, "inputs", port
+                    ) from None
+                yield port, ref
 
     def edges(self) -> list[Edge]:
         """Every edge: per node, the edges its constructs draw into it (a map's) and its data

@@ -89,6 +89,13 @@ class NodeExecution(BaseModel):
     attempt's (set by the batch, calliope_graph/batch/_local.py)."""
 
     @property
+    def own_item(self) -> int | None:
+        """The map item when this execution is one of a mapped node's own (``scenes`` item
+        2: shown ``scenes[2]``); None inside a mapped subflow, whose qualified name already
+        says the item (``scenes[2]/image``)."""
+        return own_item(self.node, self.item)
+
+    @property
     def duration(self) -> float:
         return 0.0 if self.ended_at is None else max(self.ended_at - self.started_at, 0.0)
 
@@ -209,6 +216,13 @@ class Trace(BaseModel):
 _TEXT_LIMIT = 4000
 
 
+def own_item(node: str, item: int | None) -> int | None:
+    """``item`` unless the qualified ``node`` already says it (see NodeExecution.own_item)."""
+    if item is None or node.endswith("]") or f"[{item}]/" in node:
+        return None
+    return item
+
+
 def _relative(path: str | os.PathLike[str], root: str | Path | None) -> str:
     """``path`` relative to ``root`` where it can be (not across Windows drives)."""
     text = os.fspath(path)
@@ -254,7 +268,11 @@ def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
     if isinstance(value, ImageAnalysis):
         return {"type": "analysis", **value.to_dict()}
     if isinstance(value, BaseModel):
-        return jsonable(value.model_dump(mode="python"), root=root)
+        data = value.model_dump(mode="python")
+        for key, dumped in data.items():  # media inside (a frame's image) stay references
+            if isinstance(dumped, dict | list | tuple):
+                data[key] = getattr(value, key, dumped)
+        return jsonable(data, root=root)
     if isinstance(value, dict):
         return {str(k): jsonable(v, root=root) for k, v in value.items()}
     if isinstance(value, list | tuple):

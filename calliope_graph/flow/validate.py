@@ -34,7 +34,10 @@ def instantiate(spec: FlowSpec, name: str) -> Node:
     node_spec = spec.nodes[name]
     if node_spec.kind == Subflow.kind:
         child = load_child(spec, name)
-        return Subflow(name=name, plan=child, **node_spec.params)
+        try:
+            return Subflow(name=name, plan=child, **node_spec.params)
+        except ConfigurationError as exc:
+            raise spec.error(str(exc), "nodes", name, "params") from None
     try:
         cls = get_node_kind(node_spec.kind)
     except ConfigurationError as exc:
@@ -43,7 +46,9 @@ def instantiate(spec: FlowSpec, name: str) -> Node:
         return cls(node_spec.model, name=name, **node_spec.params)
     except ConfigurationError as exc:
         raise spec.error(str(exc), "nodes", name, "params") from None
-    except TypeError as exc:
+    except (TypeError, AttributeError, ValueError) as exc:
+        # A parameter of the wrong shape that the node's constructor did not check (an
+        # inline schema given as a string): refused here, located, never a traceback.
         raise spec.error(
             f"Node {name!r} ({node_spec.kind}): {exc}; check its params.", "nodes", name, "params"
         ) from None
@@ -62,6 +67,14 @@ def _catalog(spec: FlowSpec) -> ModelCatalog:
         ) from None
     except Exception as exc:  # a malformed YAML catalog
         raise spec.error(f"The model catalog {str(path)!r} is invalid: {exc}", "catalog") from None
+
+
+def _located(spec: FlowSpec, who: str, *path: str) -> str:
+    """``who`` prefixed with the file and line of ``path`` (for a ConfigurationError, which
+    keeps its own exit code but, like a FlowSpecError, names where the flow says it)."""
+    line = spec.line_of(*path)
+    where = ", ".join(p for p in (spec.source, f"line {line}" if line else None) if p)
+    return f"{where}: {who}" if where else who
 
 
 def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) -> None:
@@ -83,7 +96,8 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
         config = model
     assert isinstance(config, ModelConfig)
     # A retired model is refused (ConfigurationError, exit 4); one near shutdown warns.
-    check_config(model if isinstance(model, str) else config.slug, config, where=f"node {name!r}")
+    where = _located(spec, f"node {name!r}", "nodes", name, "model")
+    check_config(model if isinstance(model, str) else config.slug, config, where=where)
     providers = supported().get(node.conversion, [])
     if config.provider not in providers:
         serving = ", ".join(p.value for p in providers)
@@ -101,7 +115,7 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
     wired = spec.nodes[name].inputs  # a consistency port needs a model that `takes` it
     entries = ((n, models.get(n)) for n in models)
     if problem := config_problem(node.conversion, config, wired=wired, models=entries):
-        raise ConfigurationError(f"node {name!r}: {problem}.")
+        raise ConfigurationError(f"{where}: {problem}.")
 
 
 def check(spec: FlowSpec) -> Plan:
@@ -165,10 +179,7 @@ def _check_wiring(plan: Plan) -> None:
                     f"{ports}.",
                     *where,
                 )
-            try:
-                refs = list(spec.refs(name))
-            except FlowSpecError as exc:
-                raise spec.error(f"Node {name!r}: {exc}", *where) from None
+            refs = list(spec.refs(name))  # a malformed one is located there
             # A list into a one-value port reads whichever of them produced (a switch's
             # branches); into a ``many`` port, all that produced.
             whichever = isinstance(value, list) and not port.many

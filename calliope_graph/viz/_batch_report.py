@@ -91,6 +91,9 @@ def _summary(records: Sequence[dict[str, Any]], not_started: int, meta: dict[str
     ]
     if meta.get("wall_time") is not None:
         cells.append(("wall time", f"{float(meta['wall_time']):.1f}s"))
+        this_run = meta.get("wall_time_this_run")
+        if this_run is not None and abs(float(this_run) - float(meta["wall_time"])) >= 0.05:
+            cells.append(("this run", f"{float(this_run):.1f}s"))  # after a --resume
     html = "".join(
         f'<div class="stat" data-stat="{_e(k)}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
         for k, v in cells

@@ -39,7 +39,7 @@ def base_name(node: str) -> str:
 def lane_key(e: NodeExecution) -> str:
     """Where an execution belongs: its qualified name, with ``[item]`` for a mapped node's
     own executions (``scenes[2]``)."""
-    return f"{e.node}[{e.item}]" if e.item is not None and not e.node.endswith("]") else e.node
+    return f"{e.node}[{e.item}]" if e.own_item is not None else e.node
 
 
 def lane_parent(key: str) -> str | None:
@@ -138,7 +138,7 @@ def node_outcomes(trace: Trace) -> dict[str, str]:
     for name, executions in trace.by_node().items():
         if any(e.status == "running" for e in executions):
             out[name] = "running"
-        elif any(e.item is not None for e in executions):
+        elif any(e.own_item is not None for e in executions):
             out[name] = aggregate(executions)
         else:
             out[name] = outcome(_last(executions))
