@@ -8,7 +8,9 @@ import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from calliope_graph.config import InferenceModelProvider
 from calliope_graph.engines import _registry
@@ -22,7 +24,7 @@ def _declared() -> set[tuple[str, str]]:
     return {(c.value, p.value) for p, row in PROVIDER_ENGINES.items() for c in row.serves}
 
 
-def _built_in(table: dict[tuple[object, object], object]) -> set[tuple[str, str]]:
+def _built_in(table: Mapping[tuple[Any, Any], object]) -> set[tuple[str, str]]:
     """The keys of ``table`` whose function an engine module defines (not a test's stand-in)."""
     return {
         (str(c), str(p))
