@@ -29,10 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import av
-from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from calliope_graph._files import _temp_path
@@ -41,14 +39,16 @@ from calliope_graph.errors import ConfigurationError, MediaError
 from calliope_graph.media import Audio, Image, Video
 from calliope_graph.media._image import _open_pil
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
-from calliope_graph.nodes._pictures import (
-    _caption_overlay,
-    _Clip,
-    _Picture,
-    _renderer,
-    _Still,
-    _to_frame,
-)
+
+if TYPE_CHECKING:
+    import av
+
+    from calliope_graph.nodes._pictures import _Picture
+
+# PyAV, Pillow and the drawing helpers (nodes/_pictures.py, which import both) are imported
+# inside the functions that decode, draw and encode: importing calliope_graph.nodes registers
+# this kind, and validating a flow loads that, without a frame being drawn
+# (docs/architecture.md, "Layers": start-up is lazy).
 
 __all__ = ["AssembleParams", "AssembleVideo"]
 
@@ -310,6 +310,8 @@ def _label(node: AssembleVideo, scene: _Scene, total: int) -> str:
 
 def _decode_audio(path: str, rate: int, layout: str) -> bytes:
     """``path`` decoded and resampled to s16 interleaved at ``rate``/``layout``."""
+    import av
+
     resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
     width = 2 * (1 if layout == "mono" else 2)
     chunks: list[bytes] = []
@@ -329,6 +331,8 @@ def _decode_audio(path: str, rate: int, layout: str) -> bytes:
 
 
 def _plan(node: AssembleVideo, scenes: list[_Scene]) -> _Plan:
+    import av
+
     p = node.params
     layout = "mono" if p.channels == 1 else "stereo"
     rate = int(p.sample_rate)
@@ -398,6 +402,8 @@ def _check_visual(node: AssembleVideo, scene: _Scene, total: int) -> _Scene:
 
 
 def _picture(node: AssembleVideo, scene: _Scene, total: int) -> _Picture:
+    from calliope_graph.nodes._pictures import _caption_overlay, _Clip, _renderer, _Still
+
     where = _label(node, scene, total)
     size = (int(node.params.width), int(node.params.height))
     caption = (
@@ -457,6 +463,8 @@ def _fades(plan: _Plan, crossfade: float) -> list[float]:
 
 
 def _encode(node: AssembleVideo, plan: _Plan, path: Path) -> None:
+    import av
+
     p = node.params
     fps = int(plan.fps)
     starts = [0.0]
@@ -515,6 +523,10 @@ def _frame_at(
     plan: _Plan, starts: list[float], halves: list[float], i: int, t: float
 ) -> av.VideoFrame:
     """The frame shown at time ``t`` during scene ``i``, blended across a boundary."""
+    from PIL import Image as PILImage
+
+    from calliope_graph.nodes._pictures import _to_frame
+
     local = t - starts[i]
     picture = plan.picture
     if halves:

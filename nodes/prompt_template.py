@@ -5,20 +5,26 @@ template (``messages: [[role, text], ...]``) outputs ``messages``. An
 :class:`~calliope_graph.media.ImageAnalysis` fed to an f-string variable is rendered as a
 readable summary; with ``template_format: mustache`` its fields are addressable
 (``{{analysis.description}}``).
+
+The template's variables are read without LangChain (``nodes/_template_vars.py``), so
+validating a flow does not load it; the LangChain template is built when the node first runs.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.prompts import PromptTemplate as LCPromptTemplate
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.media import ImageAnalysis
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
+from calliope_graph.nodes._template_vars import template_variables
+
+if TYPE_CHECKING:
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.prompts import PromptTemplate as LCPromptTemplate
 
 
 class PromptParams(BaseModel):
@@ -54,25 +60,40 @@ class PromptTemplate(Node):
 
     def __init__(self, model: Any = None, *, name: str | None = None, **params: Any) -> None:
         super().__init__(model, name=name, **params)
+        p = self.params
         try:
-            if self.params.template is not None:
-                self._prompt: LCPromptTemplate | ChatPromptTemplate = (
-                    LCPromptTemplate.from_template(
-                        self.params.template, template_format=self.params.template_format
-                    )
-                )
-            else:
-                self._prompt = ChatPromptTemplate.from_messages(
-                    self.params.messages, template_format=self.params.template_format
-                )
-        except (ValueError, KeyError) as exc:
+            self._variables = template_variables(p.template, p.messages, p.template_format)
+        except ValueError as exc:
             raise ConfigurationError(
                 f"Node {self.name!r}: invalid prompt template: {exc}"
             ) from None
+        self._built: LCPromptTemplate | ChatPromptTemplate | None = None
 
     @property
     def variables(self) -> list[str]:
-        return sorted(self._prompt.input_variables)
+        return list(self._variables)
+
+    def _prompt(self) -> LCPromptTemplate | ChatPromptTemplate:
+        """The LangChain template, built (and LangChain imported) when the node first runs."""
+        if self._built is None:
+            from langchain_core.prompts import ChatPromptTemplate
+            from langchain_core.prompts import PromptTemplate as LCPromptTemplate
+
+            p = self.params
+            try:
+                if p.template is not None:
+                    self._built = LCPromptTemplate.from_template(
+                        p.template, template_format=p.template_format
+                    )
+                else:
+                    self._built = ChatPromptTemplate.from_messages(
+                        p.messages or [], template_format=p.template_format
+                    )
+            except (ValueError, KeyError) as exc:
+                raise ConfigurationError(
+                    f"Node {self.name!r}: invalid prompt template: {exc}"
+                ) from None
+        return self._built
 
     @property
     def input_ports(self) -> tuple[Port, ...]:
@@ -103,6 +124,9 @@ class PromptTemplate(Node):
                 f"Node {self.name!r}: template variables {missing} have no value: wire them "
                 "or give defaults."
             )
-        if isinstance(self._prompt, ChatPromptTemplate):
-            return {"messages": await self._prompt.aformat_messages(**values)}
-        return {"text": await self._prompt.aformat(**values)}
+        prompt = self._prompt()
+        from langchain_core.prompts import ChatPromptTemplate  # loaded by _prompt()
+
+        if isinstance(prompt, ChatPromptTemplate):
+            return {"messages": await prompt.aformat_messages(**values)}
+        return {"text": await prompt.aformat(**values)}

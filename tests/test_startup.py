@@ -107,40 +107,7 @@ def test_import_calliope_graph_loads_only_its_root(after_import: list[str]) -> N
     }, sorted(ours)
 
 
-#: What still loads on the way to `calliope-graph validate`, and the import chain that loads
-#: it, in modules this change did not own (issue 23: the constructs split of flow/, nodes/,
-#: engines/ and media.py). Strict: the case fails once the chain is gone, so delete it here.
-VALIDATE_STILL_LOADS = {
-    "media libraries": (
-        "flow/validate.py imports engines/_registry.py, which imports context.py → media.py, "
-        "which imports PIL at module level (validate.py imports media.py directly too); "
-        "nodes/__init__.py (registering the built-in kinds, imported by flow/_subflow.py and "
-        "validate.py) imports nodes/assemble_video.py, which imports av at module level"
-    ),
-    "langgraph": (
-        "engines/_registry.py imports langchain_core.messages at module level (for a type); "
-        "nodes/prompt_template.py imports langchain_core.prompts at module level "
-        "(→ langsmith); _messages.py (which nodes/ import) imports langchain_core.messages"
-    ),
-    "provider engines": (
-        "validate.check → validate._check_model → engines._registry.supported() imports every "
-        "provider's engine module to learn which providers serve a conversion"
-    ),
-}
-
-
-@pytest.mark.parametrize(
-    "family",
-    [
-        pytest.param(
-            family,
-            marks=pytest.mark.xfail(reason=VALIDATE_STILL_LOADS[family], strict=True),
-        )
-        if family in VALIDATE_STILL_LOADS
-        else family
-        for family in sorted(HEAVY)
-    ],
-)
+@pytest.mark.parametrize("family", sorted(HEAVY))
 def test_validate_loads_nothing_heavy(after_validate: list[str], family: str) -> None:
     heavy = _heavy(after_validate, family)
     assert not heavy, f"`calliope-graph validate` loaded {family}: {heavy[:8]}"

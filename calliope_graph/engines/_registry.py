@@ -3,30 +3,43 @@
 Engine modules register their functions with :func:`register`; nodes and the functional
 API look them up with :func:`get_engine`. A miss is a :class:`ConfigurationError` that lists
 the providers that *do* serve the conversion.
+
+Which provider serves which conversion, from which engine module, is declared once as data
+(:data:`PROVIDER_ENGINES`), so validating a flow, the support matrix and ``calliope-graph
+models`` answer "who serves this conversion" without importing any engine (docs/architecture.md,
+"Layers": start-up is lazy). A provider's engine modules load when one of its engines is
+looked up, or when validation runs a check it declares. tests/test_provider_table.py imports
+every engine module and compares what they register with the table, so the two cannot drift.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
-from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
-from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
-from calliope_graph.media import Audio, Image, ImageAnalysis, Video
+
+if TYPE_CHECKING:  # the engines' signatures only: none is needed to look an engine up
+    from langchain_core.messages import BaseMessage
+
+    from calliope_graph.context import RunContext
+    from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
 __all__ = [
     "CAPABILITY_PORTS",
+    "PROVIDER_ENGINES",
     "AudioToTextEngine",
     "Conversion",
     "ImageAnalysisEngine",
     "ImageAndTextToVideoEngine",
     "MessagesToObjectEngine",
+    "ProviderEngines",
     "TextToImageEngine",
     "TextToSpeechEngine",
     "TextToTextEngine",
@@ -120,25 +133,58 @@ class TextToSpeechEngine(Protocol):
     ) -> Audio: ...
 
 
+@dataclass(frozen=True)
+class ProviderEngines:
+    """One provider's row of the provider table: the modules under ``calliope_graph.engines``
+    that register its engines, the conversions they serve, and the conversions whose model
+    configs an engine checks at validation (:func:`register_check`)."""
+
+    modules: tuple[str, ...]
+    serves: frozenset[Conversion]
+    checks: frozenset[Conversion] = frozenset()
+
+
+_P, _C = InferenceModelProvider, Conversion
+_ALL_TEXT = (_C.TEXT_TO_TEXT, _C.IMAGE_ANALYSIS, _C.MESSAGES_TO_OBJECT)
+
+#: The provider table (DESIGN.md, "One provider table"): who serves which conversion, from
+#: which engine modules. Declared here so "who serves this" costs no import; kept equal to
+#: what the modules register by tests/test_provider_table.py.
+PROVIDER_ENGINES: dict[InferenceModelProvider, ProviderEngines] = {
+    _P.OPENAI: ProviderEngines(
+        ("openai", "openai_media"),
+        frozenset(
+            (*_ALL_TEXT, _C.TEXT_TO_IMAGE, _C.AUDIO_TO_TEXT, _C.TEXT_TO_SPEECH),
+        ),
+    ),
+    _P.AZURE: ProviderEngines(("azure_vision",), frozenset((_C.IMAGE_ANALYSIS,))),
+    _P.STABILITY: ProviderEngines(("stability",), frozenset((_C.TEXT_TO_IMAGE,))),
+    _P.REPLICATE: ProviderEngines(
+        ("replicate",), frozenset((_C.TEXT_TO_IMAGE, _C.TEXT_TO_TEXT, _C.IMAGE_ANALYSIS))
+    ),
+    _P.HUGGINGFACE: ProviderEngines(
+        ("hugging_face",),
+        frozenset((_C.AUDIO_TO_TEXT, _C.IMAGE_ANALYSIS, _C.TEXT_TO_IMAGE, _C.TEXT_TO_TEXT)),
+    ),
+    _P.RUNWAY: ProviderEngines(("runway",), frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO,))),
+    _P.ANTHROPIC: ProviderEngines(("anthropic",), frozenset(_ALL_TEXT)),
+    _P.ELEVENLABS: ProviderEngines(("elevenlabs",), frozenset((_C.TEXT_TO_SPEECH,))),
+    _P.GOOGLE: ProviderEngines(("google",), frozenset(Conversion)),
+    _P.FAL: ProviderEngines(("fal",), frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO, _C.TEXT_TO_IMAGE))),
+    _P.LUMA: ProviderEngines(
+        ("luma",),
+        frozenset((_C.TEXT_TO_IMAGE, _C.IMAGE_AND_TEXT_TO_VIDEO)),
+        checks=frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO,)),
+    ),
+    _P.LANGCHAIN: ProviderEngines(("langchain",), frozenset(_ALL_TEXT)),
+}
+
 #: Modules under calliope_graph.engines that register engines when imported.
-ENGINE_MODULES = (
-    "openai",
-    "openai_media",
-    "azure_vision",
-    "stability",
-    "replicate",
-    "hugging_face",
-    "runway",
-    "anthropic",
-    "elevenlabs",
-    "google",
-    "fal",
-    "luma",
-    "langchain",
-)
+ENGINE_MODULES = tuple(m for row in PROVIDER_ENGINES.values() for m in row.modules)
 
 _ENGINES: dict[tuple[Conversion, InferenceModelProvider], Callable[..., Awaitable[Any]]] = {}
-_loaded = False
+#: The providers whose engine modules are imported.
+_loaded: set[InferenceModelProvider] = set()
 
 
 def register(conversion: Conversion, provider: InferenceModelProvider) -> Callable[[F], F]:
@@ -188,11 +234,14 @@ def config_problem(
 
     ``wired`` names the node's wired input ports: a consistency port (``CAPABILITY_PORTS``)
     wired to a model whose catalog entry does not list it in ``takes`` is refused, naming
-    the models of ``models`` (name, config; default the built-in catalog) that take it."""
-    _load()
+    the models of ``models`` (name, config; default the built-in catalog) that take it.
+    Only a check the provider table declares loads an engine module: that provider's."""
     for port in CAPABILITY_PORTS.get(conversion, ()):
         if port in wired and port not in config.model.takes:
             return _capability_problem(conversion, config, port, models)
+    row = PROVIDER_ENGINES.get(config.provider)
+    if row is not None and conversion in row.checks:
+        _load(config.provider)
     check = _CHECKS.get((conversion, config.provider))
     return check(config) if check is not None else None
 
@@ -219,13 +268,14 @@ def _capability_problem(
     )
 
 
-def _load() -> None:
-    global _loaded
-    if _loaded:
+def _load(provider: InferenceModelProvider) -> None:
+    """Import ``provider``'s engine modules (they register its engines), once."""
+    if provider in _loaded:
         return
-    _loaded = True
-    for name in ENGINE_MODULES:
+    row = PROVIDER_ENGINES.get(provider)
+    for name in row.modules if row is not None else ():
         importlib.import_module(f"calliope_graph.engines.{name}")
+    _loaded.add(provider)
 
 
 @overload
@@ -264,13 +314,14 @@ def get_engine(
 def get_engine(
     conversion: Conversion, provider: InferenceModelProvider | str
 ) -> Callable[..., Awaitable[Any]]:
-    """The engine for (conversion, provider), or a ConfigurationError naming the options."""
-    _load()
+    """The engine for (conversion, provider), or a ConfigurationError naming the options.
+    Imports the provider's engine modules (only that provider's) the first time."""
     try:
         provider = InferenceModelProvider(provider)
     except ValueError:
         known = ", ".join(p.value for p in InferenceModelProvider)
         raise ConfigurationError(f"Unknown provider {provider!r}: use one of {known}.") from None
+    _load(provider)
     engine = _ENGINES.get((conversion, provider))
     if engine is None:
         options = supported().get(conversion, [])
@@ -283,19 +334,20 @@ def get_engine(
 
 
 def supports(conversion: Conversion, provider: InferenceModelProvider | str) -> bool:
-    _load()
+    """Whether ``provider`` serves ``conversion`` (the provider table, or an engine
+    registered in this process); imports no engine."""
     try:
-        return (conversion, InferenceModelProvider(provider)) in _ENGINES
+        provider = InferenceModelProvider(provider)
     except ValueError:
         return False
+    row = PROVIDER_ENGINES.get(provider)
+    return (row is not None and conversion in row.serves) or (conversion, provider) in _ENGINES
 
 
 def supported() -> dict[Conversion, list[InferenceModelProvider]]:
-    """Every conversion with the providers that serve it (in enum order)."""
-    _load()
-    return {
-        conv: [p for p in InferenceModelProvider if (conv, p) in _ENGINES] for conv in Conversion
-    }
+    """Every conversion with the providers that serve it (in enum order): the provider
+    table's, and any engine registered in this process. Imports no engine."""
+    return {conv: [p for p in InferenceModelProvider if supports(conv, p)] for conv in Conversion}
 
 
 #: Markers around the generated support matrix in README.md.

@@ -18,15 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
-
 from calliope_graph.errors import MediaError
 from calliope_graph.media._checks import _IMAGE_MIMES, _PIXELS_ENV, _check_file, max_image_pixels
 from calliope_graph.media._probe import _head
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
     from calliope_graph.media._values import Image
+
+# Pillow is imported inside the functions that open, decode or encode images, not here:
+# loading and validating a flow reaches this module (media values, the store) without
+# touching a pixel (docs/architecture.md, "Layers": start-up is lazy).
 
 
 # -- opening and checking images ------------------------------------------------------------
@@ -124,6 +127,8 @@ def pil_open(fp: str | os.PathLike[str] | IO[bytes]) -> PILImage.Image:
     (twice its limit) still raises. Serialised: ``warnings.catch_warnings`` swaps the
     process-wide filter list, which is not safe from two threads at once.
     """
+    from PIL import Image as PILImage
+
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         return PILImage.open(fp)
@@ -143,6 +148,9 @@ def _open_pil(
     DecompressionBombError becomes a MediaError naming the size and the limit. ``unreadable``
     is the message when Pillow recognises no image in the data (default: a file's).
     """
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
     limit = max_image_pixels() if max_pixels is None else max_pixels
     fp: Path | io.BytesIO = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
@@ -313,6 +321,8 @@ def _weight(n: int, mime: str, measure: str) -> int:
 
 def _encode(im: PILImage.Image, fmt: str) -> bytes:
     """``im`` as PNG, WebP, or JPEG (transparency flattened onto white)."""
+    from PIL import Image as PILImage
+
     buf = io.BytesIO()
     if fmt == "JPEG":
         if im.mode in ("RGB", "L"):
@@ -342,6 +352,8 @@ def prepare_image(image: Image, limits: ImageLimits) -> PreparedImage:
     JPEG (then smaller) when that is still over ``max_bytes``. The input file is never
     changed. A MediaError names the file, the provider and what to do.
     """
+    from PIL import Image as PILImage
+
     path = Path(image.path)
     label = image.path
     size = _check_file(path, "Image")
