@@ -4,17 +4,33 @@ is tracked with (its requests; its media kept when the disk is full)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from calliope_graph._usage import ProviderCall
 from calliope_graph.engines._http import CallStats, call_stats
-from calliope_graph.flow.trace import NodeExecution
+from calliope_graph.flow.trace import NodeExecution, Trace
 from calliope_graph.media._store import UNWRITTEN
 
 if TYPE_CHECKING:
+    from calliope_graph.context import RunContext
     from calliope_graph.nodes import Node
 
-__all__ = ["total_cost", "track", "twin", "untrack", "unvalidated"]
+Work = Callable[[], Awaitable[dict[str, Any]]]
+"""A node's work, started when called (``node.run`` or a subflow's child graph)."""
+
+__all__ = [
+    "EventKind",
+    "FlowEvent",
+    "OnEvent",
+    "node_work",
+    "total_cost",
+    "track",
+    "twin",
+    "untrack",
+    "unvalidated",
+]
 
 
 def total_cost(calls: list[ProviderCall]) -> float | None:
@@ -59,3 +75,35 @@ def untrack(tokens: tuple[Any, ...]) -> None:
     if tokens:
         call_stats.reset(tokens[0])
         UNWRITTEN.reset(tokens[1])
+
+
+# -- events ---------------------------------------------------------------------------------------
+EventKind = Literal[
+    "started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed", "waiting"
+]
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """Something a node did, as it happened (``trace`` is the live trace)."""
+
+    kind: EventKind
+    node: str
+    execution: NodeExecution
+    trace: Trace
+
+
+OnEvent = Callable[[FlowEvent], None]
+
+
+def node_work(ctx: RunContext, node: Node, inputs: dict[str, Any]) -> Work:
+    """What running ``node`` on ``inputs`` is: ``node.run``, with media fetched first from
+    object storage when the run's store is remote (files missing on this machine)."""
+    store = ctx.store
+    if not store.remote:
+        return lambda: node.run(ctx, **inputs)
+
+    async def run_localised() -> dict[str, Any]:
+        return await node.run(ctx, **(await store.localise(inputs)))
+
+    return run_localised

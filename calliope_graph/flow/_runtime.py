@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
@@ -31,7 +31,17 @@ from calliope_graph._usage import ProviderCall
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import CallStats
 from calliope_graph.errors import CalliopeError, DiskFullError, error_class, error_classes
-from calliope_graph.flow._bookkeeping import total_cost, track, twin, untrack, unvalidated
+from calliope_graph.flow._bookkeeping import (
+    EventKind,
+    FlowEvent,
+    OnEvent,
+    node_work,
+    total_cost,
+    track,
+    twin,
+    untrack,
+    unvalidated,
+)
 from calliope_graph.flow._names import (
     HALT_KEY,
     done_name,
@@ -66,22 +76,6 @@ log = logging.getLogger(__name__)
 
 
 # -- events and the runtime ------------------------------------------------------------------------
-EventKind = Literal[
-    "started", "finished", "retried", "fallback", "skipped", "cache_hit", "failed", "waiting"
-]
-
-
-@dataclass(frozen=True)
-class FlowEvent:
-    """Something a node did, as it happened (``trace`` is the live trace)."""
-
-    kind: EventKind
-    node: str
-    execution: NodeExecution
-    trace: Trace
-
-
-OnEvent = Callable[[FlowEvent], None]
 #: Shortest time between two rewrites of trace.json during a run (seconds).
 SAVE_INTERVAL = 0.1
 
@@ -211,15 +205,7 @@ class FlowRuntime:
     ) -> dict[str, Any]:
         """Run ``node`` once, recording it in the trace (the compiled node calls this);
         ``work`` replaces ``node.run`` (a subflow node runs its child graph)."""
-        run = work if work is not None else (lambda: node.run(self.ctx, **inputs))
-        store = self.ctx.store
-        if store.remote and work is None:  # media in object storage: fetch missing files
-            ctx = self.ctx
-
-            async def run_localised() -> dict[str, Any]:
-                return await node.run(ctx, **(await store.localise(inputs)))
-
-            run = run_localised
+        run, store = work or node_work(self.ctx, node, inputs), self.ctx.store
         key = self._key(name)
         if self._run.disk_full is not None:  # the journal found the disk full: pay no more
             self._stop_full(key, name, node, inputs, iteration)
@@ -262,8 +248,11 @@ class FlowRuntime:
                 self._journal_put(journal, entry, key, outputs, execution.provider_calls)
             if store.remote:  # uploaded after the journal has them: a failure re-pays nothing
                 outputs = await store.publish(outputs)
-        except GraphInterrupt:  # paused for a person's choice: runs again when resumed
-            self._waiting(execution, stats)
+        except GraphInterrupt as exc:  # a choice (runs again when resumed), or a halt below
+            if self.halted is None:
+                self._waiting(execution, stats)
+            else:
+                self._failed(name, node, execution, stats, exc)
             raise
         except BaseException as exc:
             self._failed(name, node, execution, stats, exc)

@@ -306,6 +306,8 @@ class _Lowering:
         gather = Gather(self.plan, name)
         keys = {key for _, key, _ in gather.sources} | {key for _, key in gather.overrides}
         keys |= {HALT_KEY, rewrites_key(name), request_key(name)}
+        # a rewriter numbers its pass by the rewrite count of the node it answers
+        keys |= {rewrites_key(target) for target in self.plan.rewrites_for.get(name, [])}
         declared = self.graph.state_schema.__annotations__
         fields = {key: declared[key] for key in sorted(keys) if key in declared}
         schema: type[Any] = TypedDict(  # type: ignore[misc]
