@@ -452,9 +452,11 @@ def test_content_is_left_out_unless_asked_for(otel: Telemetry, tmp_path: Path) -
 # -- off: nothing imported -------------------------------------------------------------------------
 def test_with_telemetry_off_a_run_imports_nothing_of_opentelemetry(tmp_path: Path) -> None:
     # langsmith (under langchain-core) imports parts of the API itself when it is installed;
-    # a run with telemetry off must add nothing to that, and our layer stays unimported.
+    # a run with telemetry off must add nothing to that, and our layer stays unimported. The
+    # package loads LangGraph and LangChain only when a flow runs, so they are loaded first.
     code = f"""
 import sys
+import langchain_core.messages, langchain_core.runnables, langgraph.graph, langsmith
 from calliope_graph.flow import Flow
 from calliope_graph.simulate import Simulator
 before = {{m for m in sys.modules if m.startswith("opentelemetry")}}

@@ -26,7 +26,7 @@ from calliope_graph._usage import ProviderCall
 from calliope_graph.flow.spec import FlowSpec
 from calliope_graph.media import Audio, Image, ImageAnalysis, Video
 
-__all__ = ["NodeExecution", "NodeStatus", "Trace", "jsonable"]
+__all__ = ["NodeExecution", "NodeStatus", "Trace", "jsonable", "own_item"]
 
 NodeStatus = Literal[
     "running", "ok", "failed", "skipped", "fallback", "cache_hit", "interrupted", "waiting"
