@@ -225,17 +225,11 @@ async def test_the_served_graph_resumes_with_a_resume_command_naming_the_node(
 
 # -- issue 20's "done means", with the real constructs (skipped until they are merged) ---------
 def _choose_kind() -> type[Node]:
-    from calliope_graph.errors import ConfigurationError as Missing
     from calliope_graph.flow.spec import NodeSpec
     from calliope_graph.nodes import get_node_kind
 
-    try:
-        kind = get_node_kind("choose")
-    except Missing:
-        pytest.skip("the choose node kind is not merged yet")
-    if "candidates" not in NodeSpec.model_fields:
-        pytest.skip("candidates: N is not merged yet")
-    return kind
+    assert "candidates" in NodeSpec.model_fields
+    return get_node_kind("choose")
 
 
 def test_done_three_candidates_a_human_choice_exit_6_and_the_second_kept(
