@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["choice_commands", "continue_command"]
+__all__ = ["choice_commands", "command_line", "continue_command"]
 
 _PLAIN = re.compile(r"[\w@%+=:,./~-]+")
 
@@ -24,6 +24,15 @@ _PLAIN = re.compile(r"[\w@%+=:,./~-]+")
 def _quote(text: str) -> str:
     """``text`` as one shell word (left bare when nothing in it needs quoting)."""
     return text if _PLAIN.fullmatch(text) else shlex.quote(text)
+
+
+def command_line(command: str, flow: str, *arguments: str, options: Sequence[str] = ()) -> str:
+    """``calliope-graph COMMAND FLOW ARGUMENTS… OPTIONS…``, each word quoted for a POSIX
+    shell (left bare when nothing in it needs quoting): every command printed for a user to
+    run — by the library or the CLI — is written here. ``flow`` is as the user gave it (a
+    shipped flow's name or the flow file's path), never the name inside the file."""
+    words = ["calliope-graph", command, flow, *arguments, *options]
+    return " ".join(_quote(str(word)) for word in words)
 
 
 def continue_command(
@@ -43,14 +52,14 @@ def continue_command(
     given on the command line (``["--simulate", "--faults", "rate_limit@openai"]``);
     ``choose``: the choices to resume with, node → index.
     """
-    words = ["calliope-graph", "run", str(flow), "--out", str(out_dir)]
+    words = ["--out", str(out_dir)]
     if checkpoint:
         words += ["--checkpoint", checkpoint]
     words += [str(option) for option in options]
     words += ["--resume", thread_id]
     for node, index in (choose or {}).items():
         words += ["--choose", f"{node}={index}"]
-    return " ".join(_quote(word) for word in words)
+    return command_line("run", str(flow), *words)
 
 
 def choice_commands(

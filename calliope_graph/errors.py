@@ -396,7 +396,7 @@ class FlowRunError(CalliopeError):
         self.cause_class = cause_class
         self.thread_id = thread_id
         #: The end of the message saying how to resume (empty: none), so the CLI can put
-        #: its own command there (:func:`calliope_graph.cli.common.continue_command`).
+        #: its own command there (:func:`calliope_graph.commands.command_line`).
         self.resume_hint = resume_hint
 
 

@@ -4,7 +4,6 @@ flow, and the one function that creates what a process shares (:func:`open_share
 from __future__ import annotations
 
 import contextlib
-import shlex
 import sys
 import traceback
 import warnings
@@ -281,13 +280,14 @@ def resumable(
 def continue_command(
     command: str, flow: str, *arguments: str, simulation: Simulation | None = None
 ) -> str:
-    """The one place a command the CLI prints for the user to run next is written (resume a
-    run, run the rest of a batch, retry its failed items, make a choice): ``calliope-graph
-    COMMAND FLOW ARGUMENTS…`` with ``simulation``'s options, every word shell-quoted, so it
-    runs as printed. ``flow`` is as the user gave it — a shipped flow's name or the flow
-    file's path — never the name inside the file."""
+    """A command the CLI prints for the user to run next (resume a run, run the rest of a
+    batch, retry its failed items): ``calliope-graph COMMAND FLOW ARGUMENTS…`` with
+    ``simulation``'s options, so it runs as printed. Written by the library's one builder,
+    :func:`calliope_graph.commands.command_line`."""
+    from calliope_graph.commands import command_line
+
     options = simulation.options() if simulation is not None else []
-    return shlex.join(["calliope-graph", command, flow, *arguments, *options])
+    return command_line(command, flow, *arguments, options=options)
 
 
 @dataclass(frozen=True)
