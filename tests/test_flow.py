@@ -511,3 +511,28 @@ async def test_a_failure_counts_the_attempts_of_every_retry_of_the_node(tmp_path
         await run(flow, {"text": "a fox"}, tmp_path, sim("server_error@openai"))
     assert failed.value.attempts == 4
     assert "4 provider attempts" in str(failed.value)
+
+
+def test_running_a_flow_again_does_not_compile_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Flow.invoke`` makes a runner per call; the graph is compiled once per flow (tens of
+    milliseconds before the first node, every run, otherwise)."""
+    import calliope_graph.flow.run as run
+
+    compiled: list[str] = []
+    compile_plan = run.compile_plan
+
+    def counted(plan: Any, **options: Any) -> Any:
+        compiled.append(plan.spec.name)
+        return compile_plan(plan, **options)
+
+    monkeypatch.setattr(run, "compile_plan", counted)
+    flow = Flow.load("illustrate")
+    sim = Simulator()
+    for i, checkpointer in enumerate((True, False, True)):
+        result = flow.invoke(
+            {"text": "a fox"}, out_dir=tmp_path / str(i), simulator=sim, checkpointer=checkpointer
+        )
+        assert result.trace.status == "ok"
+    assert compiled == ["illustrate"]

@@ -3,8 +3,10 @@ and the public test-media module."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -287,3 +289,65 @@ def test_the_testing_module_builds_real_media() -> None:
     assert testing.multipart_form(request)[0] == {"prompt": "hi"}
     for name in testing.__all__:
         assert getattr(testing, name).__doc__, name
+
+
+# -- latency -------------------------------------------------------------------------------------
+async def _one_image(sim: Simulator, clock: Any, tmp_path: Path) -> None:
+    from _support import make_ctx
+
+    from calliope_graph.nodes import TextToImage
+
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / "out")
+    try:
+        await TextToImage("stability-core").run(ctx, prompt="a lighthouse")
+    finally:
+        await ctx.aclose()
+
+
+async def test_a_providers_answer_is_made_while_its_latency_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A latency is the provider's response time, its work included: a picture the fake
+    draws in 50 ms under a 500 ms latency answers at 500 ms, not 550 (a benchmark's
+    critical path is the latencies it configured)."""
+    events: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        events.append(f"latency {seconds:g}")
+        for _ in range(5):  # the latency runs: other tasks may work meanwhile
+            await asyncio.sleep(0)
+        events.append("answered")
+
+    sim = Simulator(sleep=sleep, latency={"stability": 0.5})
+    fake = sim.fake("stability")
+    handle = fake.handle
+
+    async def drawn(request: httpx.Request) -> httpx.Response:
+        events.append("drawing")
+        return await handle(request)
+
+    monkeypatch.setattr(fake, "handle", drawn)
+    await _one_image(sim, sleep, tmp_path)
+    assert events == ["latency 0.5", "drawing", "answered"]
+
+
+async def test_a_latency_fault_adds_to_the_latency_and_an_error_comes_after_it(
+    tmp_path: Path,
+) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    sim = Simulator(
+        sleep=sleep, latency={"stability": 0.5}, faults=parse_faults("latency@stability:seconds=2")
+    )
+    await _one_image(sim, sleep, tmp_path)
+    assert sorted(waits)[-2:] == [0.5, 2.0]
+    waits.clear()
+    failing = Simulator(
+        sleep=sleep, latency={"stability": 0.5}, faults=parse_faults("server_error@stability")
+    )
+    with pytest.raises(Exception):  # noqa: B017 (the error class is the engine's business)
+        await _one_image(failing, sleep, tmp_path)
+    assert 0.5 in waits

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from calliope_graph.config import ModelCatalog
 from calliope_graph.errors import FlowSpecError
@@ -52,6 +52,10 @@ class Plan:
     candidates: dict[str, int] = field(default_factory=dict)
     #: The flow's outputs as typed ports (what a subflow node offers its parent).
     output_ports: dict[str, Port] = field(default_factory=dict)
+    #: The plan compiled with no checkpointer and no cache, made once for every runner of
+    #: it (see :func:`calliope_graph.flow.run.compiled_once`): ``Flow.ainvoke`` makes a
+    #: runner per call, and compiling costs tens of milliseconds before the first node.
+    compiled: Any = field(default=None, repr=False, compare=False)
 
     def sources(self, name: str) -> set[str]:
         """The nodes ``name`` reads from: its wired sources and what it maps over; a switch

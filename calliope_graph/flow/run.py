@@ -95,6 +95,15 @@ __all__ = [
 
 
 # -- the runner ---------------------------------------------------------------------------------
+def compiled_once(plan: Plan) -> CompiledFlowGraph:
+    """``plan`` compiled with no checkpointer and no cache, once for all its runners (a run
+    with checkpoints uses a copy given its saver): the graph holds no run's state."""
+    if plan.compiled is None:
+        plan.compiled = compile_plan(plan)
+    graph: CompiledFlowGraph = plan.compiled
+    return graph
+
+
 class FlowRunner:
     """Runs one validated flow, once or many times (see :class:`RunnerOptions`)."""
 
@@ -167,11 +176,8 @@ class FlowRunner:
         """The graph for one run of ``thread``, with its checkpointer open, the thread held
         (PostgreSQL: no other process runs it meanwhile) and the run's trace log (kept next
         to the checkpoints; None when the store has no room for it)."""
-        cache = self._cache()
         if not self.checkpointer:
-            if self._graph is None:
-                self._graph = compile_plan(self.plan, cache=cache)
-            yield self._graph, None
+            yield self._compiled(), None
             return
         async with contextlib.AsyncExitStack() as stack:
             saver: BaseCheckpointSaver[Any]
@@ -209,8 +215,10 @@ class FlowRunner:
             if self.checkpointer and not isinstance(self.checkpointer, str | Path | bool):
                 saver = with_flow_serializer(self.checkpointer, self.plan)
                 self._graph = compile_plan(self.plan, checkpointer=saver, cache=cache)
-            else:
+            elif cache is not None:
                 self._graph = compile_plan(self.plan, cache=cache)
+            else:
+                self._graph = compiled_once(self.plan)
         return self._graph
 
     # -- batches: one compiled graph, one folder per item (calliope_graph.batch) ------------

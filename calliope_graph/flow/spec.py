@@ -41,7 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from calliope_graph._yaml import DocumentBoundsError, check_document
+from calliope_graph._yaml import DocumentBoundsError, SafeLoader, check_document
 from calliope_graph.config import ModelConfig
 from calliope_graph.errors import FlowSpecError
 from calliope_graph.flow._spec_core import (
@@ -232,7 +232,7 @@ class FlowSpec(_Model):
 
 
 # -- loading ---------------------------------------------------------------------------------
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(SafeLoader):  # type: ignore[misc,valid-type]
     """A SafeLoader that remembers the line of every mapping key (by dotted path)."""
 
 
@@ -289,7 +289,7 @@ def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
             root = yaml.compose(text, Loader=_LineLoader)
             if root is not None:
                 _lines(root, (), lines, label)
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=SafeLoader)  # safe: PyYAML's SafeLoader on libyaml
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)

@@ -22,7 +22,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -383,25 +383,39 @@ class Simulator:
         # comes before the latency (the time spent producing the answer).
         limiters = self._limiters_for(fake, endpoint, request)
         response = self._over_limit(fake, limiters, request) if limiters else None
-        if response is None and delay:
-            await self.sleep(delay)
         if response is None:
-            held = [lim for lim in limiters if lim.concurrency is not None]
-            for lim in held:
-                lim.in_flight += 1
-            try:
-                response = await self._inject(fake, endpoint, request)
-                if response is None:
-                    response = await fake.handle(request)
-            finally:
-                for lim in held:
-                    lim.in_flight -= 1
+            response = await self._answer(fake, endpoint, request, limiters, delay)
         if response.status_code == 429:
             self.limited[fake.name] += 1
         if limiters and fake.limit_headers is not None:
             budgets = limiters[-1].budgets(self.clock())
             response.headers.update(fake.limit_headers.render(budgets, self.wall_clock()))
         return response
+
+    async def _answer(
+        self,
+        fake: ProviderFake,
+        endpoint: str,
+        request: httpx.Request,
+        limiters: list[ProviderLimits],
+        delay: float,
+    ) -> httpx.Response:
+        """The answer ``delay`` after the request arrived, made while the latency runs, as a
+        provider works inside its response time (drawn in 50 ms under a 500 ms latency: 500
+        ms, not 550). Faults act first: an error answers after the latency, `latency` adds."""
+        held = [lim for lim in limiters if lim.concurrency is not None]
+        fault = await self._inject(fake, endpoint, request)
+        if fault is not None or not delay:
+            if delay:
+                await self.sleep(delay)
+            return fault if fault is not None else await _in_flight(held, fake.handle(request))
+        answer = asyncio.ensure_future(fake.handle(request))
+        try:
+            await self.sleep(delay)
+            return await _in_flight(held, answer)
+        finally:  # the client gave up (a timeout, a cancelled run): so does the provider
+            if not answer.done():
+                answer.cancel()
 
     # -- rate limits ------------------------------------------------------------------------
     def _limiter(self, key: str, fake: ProviderFake) -> ProviderLimits:
@@ -571,3 +585,16 @@ def _json_body(request: httpx.Request) -> dict[str, Any]:
 
 def provider_names() -> list[str]:
     return [p.value for p in InferenceModelProvider if p is not InferenceModelProvider.LANGCHAIN]
+
+
+async def _in_flight(
+    held: list[ProviderLimits], answer: Awaitable[httpx.Response]
+) -> httpx.Response:
+    """``answer``, counted in flight against the concurrency limits ``held`` meanwhile."""
+    for lim in held:
+        lim.in_flight += 1
+    try:
+        return await answer
+    finally:
+        for lim in held:
+            lim.in_flight -= 1
