@@ -240,7 +240,7 @@ version: 1
 catalog: models.yaml
 inputs:
   text: {type: text, description: what to tell, required: false, default: a fox}
-  lines: {type: any}
+  lines: {type: list, items: text}
 nodes:
   story:
     kind: text_to_text
@@ -287,7 +287,7 @@ def every_field_in_python() -> Flow:
 
     flow = Flow("every_field", "every field a flow file may set", catalog="models.yaml")
     text = flow.input("text", "text", description="what to tell", required=False, default="a fox")
-    lines = flow.input("lines", "any")
+    lines = flow.input("lines", "list", items="text")
     retry = RetrySpec(
         max_attempts=3,
         initial_interval=0.1,

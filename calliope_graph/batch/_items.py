@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calliope_graph.errors import BatchInputError
+from calliope_graph.errors import BatchInputError, ConfigurationError
 
 if TYPE_CHECKING:
-    from calliope_graph.flow.spec import FlowSpec
+    from calliope_graph.flow.spec import FlowSpec, InputSpec
 
 __all__ = [
     "MEDIA_TYPES",
@@ -161,7 +161,7 @@ def _media_inputs(spec: FlowSpec) -> list[str]:
 def _describe_inputs(spec: FlowSpec) -> str:
     return (
         ", ".join(
-            f"{name} ({declared.type}{'' if declared.required else ', optional'})"
+            f"{name} ({declared.shape}{'' if declared.required else ', optional'})"
             for name, declared in spec.inputs.items()
         )
         or "none"
@@ -193,7 +193,7 @@ def _make_item(
         if value is None or value == "":
             if declared.required:
                 raise BatchInputError(
-                    f"{where}: no value for input {name!r} ({declared.type}), which flow "
+                    f"{where}: no value for input {name!r} ({declared.shape}), which flow "
                     f"{spec.name!r} requires.",
                     path=path,
                     line=line,
@@ -207,10 +207,9 @@ def _make_item(
                     path=path,
                     line=line,
                 )
-            file = Path(value).expanduser()
-            if not file.is_absolute() and base is not None:
-                file = base / file
-            value = str(file.absolute())
+            value = _media_path(value, base)
+        elif declared.type in ("list", "object"):
+            value = _shaped(name, declared, value, where=where, base=base, path=path, line=line)
         inputs[name] = value
     if raw_id is None or raw_id == "":
         return Item(item_id(inputs, _media_inputs(spec)), inputs, where)
@@ -229,6 +228,35 @@ def _make_item(
             line=line,
         )
     return Item(text, inputs, where, explicit_id=True)
+
+
+def _media_path(value: str, base: Path | None) -> str:
+    """A media path of the inputs file, absolute (relative ones are to the file's folder)."""
+    file = Path(value).expanduser()
+    if not file.is_absolute() and base is not None:
+        file = base / file
+    return str(file.absolute())
+
+
+def _shaped(
+    name: str,
+    declared: InputSpec,
+    value: Any,
+    *,
+    where: str,
+    base: Path | None,
+    path: str | None,
+    line: int | None,
+) -> Any:
+    """A list or object input's value (a JSONL value, or a CSV cell's JSON text) checked
+    against its declaration; a list of media gets absolute paths."""
+    try:
+        value = declared.check(name, value)
+    except ConfigurationError as exc:
+        raise BatchInputError(f"{where}: {exc}", path=path, line=line) from None
+    if declared.is_list and declared.element in MEDIA_TYPES:
+        value = [_media_path(v, base) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _jsonl_items(path: Path, spec: FlowSpec) -> Iterator[Item]:

@@ -144,13 +144,16 @@ def load_flow(flow: str) -> Flow:
 
 
 def parse_inputs(values: Sequence[str]) -> dict[str, Any]:
-    """``--input NAME=VALUE`` (``@file.txt`` reads text) as the flow's inputs."""
+    """``--input NAME=VALUE`` (``@file`` reads the file's text) as the flow's inputs. Values
+    stay text here: a list or object input parses its text as JSON (``NAME='["a", "b"]'``,
+    ``NAME=@file.json``) when the run checks it against the flow's declaration."""
     inputs: dict[str, Any] = {}
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(
-                f"{item!r}: write --input NAME=VALUE (a path for media, @file.txt to read text)",
+                f"{item!r}: write --input NAME=VALUE (a path for media, @file.txt to read text, "
+                "JSON or @file.json for a list)",
                 param_hint="--input",
             )
         if value.startswith("@"):

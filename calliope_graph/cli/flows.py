@@ -41,7 +41,7 @@ from calliope_graph.errors import FlowRunError, MediaError, WaitingForChoice
 
 if TYPE_CHECKING:
     from calliope_graph.cli.common import Shared
-    from calliope_graph.flow import FlowEvent, FlowResult, Trace
+    from calliope_graph.flow import Flow, FlowEvent, FlowResult, Trace
 
 __all__ = ["REPORT_INTERVAL", "draw", "report", "run", "schema", "validate"]
 
@@ -54,9 +54,15 @@ RETRY_LOGGER = "calliope_graph.engines.retries"
 
 
 # -- run ---------------------------------------------------------------------------------------
+_INPUT_HELP = (
+    'NAME=VALUE: media as a path; a list or object as JSON (\'["a", "b"]\') or @file.json; '
+    "@file.txt reads text."
+)
+
+
 @click.command(epilog=EPILOG)
 @flow_argument
-@click.option("--input", "-i", "inputs", multiple=True, help="NAME=VALUE (media as a path).")
+@click.option("--input", "-i", "inputs", multiple=True, help=_INPUT_HELP)
 @out_dir_option("Output directory.", default="out", show_default=True)
 @simulation_options
 @click.option("--resume", default=None, metavar="THREAD_ID", help="Resume a failed or waiting run.")
@@ -200,6 +206,13 @@ class _LiveReport:
         self._write()  # a view: a full disk or a failed render warns, never fails the run
 
 
+def _checked_inputs(flow: Flow, inputs: dict[str, Any]) -> dict[str, Any]:
+    """``--input`` values as the flow declares them, checked before the run starts: a list
+    or object input's JSON text parsed (a bad one: the shape expected and how to give it)."""
+    declared = flow.spec.inputs
+    return {k: declared[k].check(k, v) if k in declared else v for k, v in inputs.items()}
+
+
 @_retries_shown_by_progress()
 async def _run(
     flow_name: str,
@@ -221,6 +234,7 @@ async def _run(
     flow = load_flow(flow_name)
     if shared.keys is not None:
         check_keys(flow, shared.keys)
+    inputs = _checked_inputs(flow, inputs)
     progress = RunProgress(
         {name: node.timeout for name, node in flow.spec.nodes.items() if node.timeout}
     )

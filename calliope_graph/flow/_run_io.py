@@ -22,6 +22,7 @@ from langgraph.types import Checkpointer
 from calliope_graph._secrets import redact_tree
 from calliope_graph.context import TokenEvent, token_sink
 from calliope_graph.errors import ConfigurationError, FlowRunError, MediaError, error_class
+from calliope_graph.flow._input_values import check_value
 from calliope_graph.flow._runtime import FlowEvent, FlowRuntime, OnEvent, input_key, port_key
 from calliope_graph.flow.trace import Trace, jsonable
 from calliope_graph.media import Audio, Image, Video
@@ -80,26 +81,35 @@ def prepare_inputs(plan: Plan, inputs: Mapping[str, Any] | None) -> dict[str, An
         if name not in given or given[name] is None:
             if declared.required:
                 raise ConfigurationError(
-                    f"Flow {spec.name!r} needs input {name!r} ({declared.type}"
+                    f"Flow {spec.name!r} needs input {name!r} ({declared.shape}"
                     f"{': ' + declared.description if declared.description else ''}): pass it "
                     f"(CLI: --input {name}=...)."
                 )
             state[input_key(name)] = declared.default
             continue
-        value = given[name]
-        media = _MEDIA.get(declared.type)
-        if media is not None and not isinstance(value, media):
-            if not isinstance(value, str | Path):
-                raise MediaError(
-                    f"Input {name!r} must be a {declared.type} file path or a "
-                    f"{media.__name__} value, not {type(value).__name__}."
-                )
-            # Absolute, so a resume from another working directory finds the same file.
-            value = media.open(Path(value).expanduser().absolute())
+        value = check_value(name, declared, given[name])
+        if declared.is_list and declared.element in _MEDIA:
+            value = [_media(name, declared.element, item) for item in value]
+        elif declared.type in _MEDIA:
+            value = _media(name, declared.type, value)
         elif declared.type == "text" and not isinstance(value, str):
             value = str(value)
         state[input_key(name)] = value
     return state
+
+
+def _media(name: str, kind: str, value: Any) -> Image | Audio | Video:
+    """A media input (or a list input's item) as a value: a path is opened and checked."""
+    media = _MEDIA[kind]
+    if isinstance(value, media):
+        return value
+    if not isinstance(value, str | Path):
+        raise MediaError(
+            f"Input {name!r} must be a {kind} file path or a "
+            f"{media.__name__} value, not {type(value).__name__}."
+        )
+    # Absolute, so a resume from another working directory finds the same file.
+    return media.open(Path(value).expanduser().absolute())
 
 
 async def stream_events(

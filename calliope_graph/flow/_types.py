@@ -67,7 +67,8 @@ def value_type(plan: Plan, ref: Ref, *, reader: str | None = None) -> ValueType 
         declared = spec.inputs.get(ref.port)
         if declared is None:
             return None
-        return _fields(ValueType(PortType(declared.type)), ref.fields, str(ref))
+        base = ValueType(PortType(declared.element), None, declared.is_list)
+        return _fields(base, ref.fields, str(ref))
     node = plan.nodes.get(ref.node)
     port = node.output_port(ref.port) if node is not None else None
     if port is None:

@@ -178,15 +178,18 @@ class Flow:
         name: str,
         type: str = "text",
         *,
+        items: str | None = None,
         required: bool = True,
         default: Any = None,
         description: str = "",
     ) -> str:
-        """Declare a flow input; returns its reference (``"inputs.<name>"``)."""
+        """Declare a flow input; returns its reference (``"inputs.<name>"``). A list input
+        names its item type: ``flow.input("prompts", "list", items="text")``."""
         if name in self._spec.inputs:
             raise FlowSpecError(f"Flow input {name!r} is declared twice.")
+        declared: dict[str, Any] = {"type": type, "items": items} if items else {"type": type}
         self._spec.inputs[name] = InputSpec.model_validate(
-            {"type": type, "required": required, "default": default, "description": description}
+            {**declared, "required": required, "default": default, "description": description}
         )
         self._changed()
         return f"{INPUTS}.{name}"

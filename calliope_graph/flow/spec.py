@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from calliope_graph._yaml import DocumentBoundsError, SafeLoader, check_document
 from calliope_graph.config import ModelConfig
@@ -68,6 +68,8 @@ __all__ = [
     "ErrorRoute",
     "FlowSpec",
     "InputSpec",
+    "InputTypeName",
+    "ItemTypeName",
     "MapSpec",
     "NodeSpec",
     "Ref",
@@ -79,15 +81,62 @@ __all__ = [
 ]
 
 PortTypeName = Literal["text", "image", "audio", "video", "analysis", "messages", "object", "any"]
+InputTypeName = Literal[
+    "text", "image", "audio", "video", "analysis", "messages", "object", "any", "list"
+]
+ItemTypeName = Literal["text", "image", "audio", "video", "object", "any"]
 
 
 class InputSpec(_Model):
-    """A flow input: its type, and a default when it may be omitted."""
+    """A flow input: its type, and a default when it may be omitted.
 
-    type: PortTypeName = "text"
+    ``type: list`` takes a list whose items are ``items`` (``{type: list, items: text}``;
+    default ``any``): a map can run over it, and the CLI and CSV cells give it as JSON."""
+
+    type: InputTypeName = "text"
+    items: ItemTypeName | None = Field(
+        default=None, description="With type: list, the type of each item (default any)."
+    )
     description: str = ""
     required: bool = True
     default: Any = None
+
+    @model_validator(mode="after")
+    def _items_only_for_lists(self) -> InputSpec:
+        if self.items is not None and self.type != "list":
+            raise ValueError(
+                f"'items' declares a list's item type, but this input is {self.type}: "
+                f"write {{type: list, items: {self.items}}}, or drop 'items'."
+            )
+        return self
+
+    @property
+    def is_list(self) -> bool:
+        """Whether the input takes a list (``type: list``)."""
+        return self.type == "list"
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` for this input (called ``name``) as a run takes it: a list or object
+        given as JSON text parsed, a list's items checked; an
+        :class:`~calliope_graph.errors.ConfigurationError` naming the shape expected (``a
+        list of text``) and how to give it when it does not fit. Other types pass as given."""
+        from calliope_graph.flow._input_values import check_value
+
+        return check_value(name, self, value)
+
+    @property
+    def shape(self) -> str:
+        """The value's shape as messages name it: ``text``, ``a list of text``, ``an object``."""
+        from calliope_graph.flow._input_values import expected_shape
+
+        return expected_shape(self)
+
+    @property
+    def element(self) -> PortTypeName:
+        """The port type of the value (of each item, for a list): what wiring checks."""
+        if self.type == "list":
+            return self.items or "any"
+        return self.type
 
 
 class RetrySpec(_Model):

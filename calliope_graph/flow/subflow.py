@@ -65,7 +65,13 @@ class Subflow(Node):
         if self.plan is None:
             return ()
         return tuple(
-            Port(name, PortType(spec.type), required=spec.required, description=spec.description)
+            Port(
+                name,
+                PortType(spec.element),
+                required=spec.required,
+                description=spec.description,
+                is_list=spec.is_list,
+            )
             for name, spec in self.plan.spec.inputs.items()
         )
 

@@ -327,7 +327,8 @@ def _inputs_node(plan: Plan, runtimes: _Runtimes) -> _Node:
     """The graph's first node (``~inputs``): notes the run id, turns media inputs into files
     of the run's media directory and the public inputs into the flow's state; a library
     error as the client sees it (:func:`visible`)."""
-    media = {name: spec.type for name, spec in plan.spec.inputs.items()}
+    # A media input, or a list of media (each item made a file the same way).
+    media = {name: spec.element for name, spec in plan.spec.inputs.items()}
     media = {k: v for k, v in media.items() if v in ("image", "audio", "video")}
 
     async def prepare(state: dict[str, Any]) -> dict[str, Any]:
@@ -359,21 +360,29 @@ async def _media_inputs(
     store too."""
     settings = runtimes.settings
     flow_rt = await runtimes(get_runtime().context)
+    store = flow_rt.ctx.store
+
+    async def one(name: str, kind: PortTypeName, value: Any) -> Any:
+        found = await media_input(
+            name,
+            kind,  # type: ignore[arg-type]
+            value,
+            store=store,
+            root=settings.media_root,
+            fetcher=runtimes.fetcher,
+            signer=settings.signer,
+            server_url=runtimes.base_url(),
+        )
+        # Kept in the store too: a replica can resume the run.
+        return await store.publish(found) if store.remote else found
+
     for name, kind in media.items():
         if name in given:
-            given[name] = await media_input(
-                name,
-                kind,  # type: ignore[arg-type]
-                given[name],
-                store=flow_rt.ctx.store,
-                root=settings.media_root,
-                fetcher=runtimes.fetcher,
-                signer=settings.signer,
-                server_url=runtimes.base_url(),
-            )
-            store = flow_rt.ctx.store
-            if store.remote:  # kept in the store too: a replica can resume the run
-                given[name] = await store.publish(given[name])
+            value = given[name]
+            if isinstance(value, list):  # a list input of media (checked a list already)
+                given[name] = [await one(f"{name}[{i}]", kind, v) for i, v in enumerate(value)]
+            else:
+                given[name] = await one(name, kind, value)
 
 
 def _outputs_node(plan: Plan, runtimes: _Runtimes) -> _Node:

@@ -15,6 +15,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph.flow.spec import InputSpec
 from calliope_graph.flow.validate import Plan
 from calliope_graph.nodes import PortType
 
@@ -27,6 +28,8 @@ __all__ = [
     "input_schema",
     "output_schema",
 ]
+
+MEDIA_TYPES = ("image", "audio", "video")
 
 #: How every media input is described in the published schema.
 MEDIA_INPUT = (
@@ -113,6 +116,20 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _list_items(name: str, flow: str, declared: InputSpec, given: list[Any]) -> None:
+    """Each item of list input ``name`` has its item type's JSON type (not converted)."""
+    accepted, expected = _JSON_TYPES[declared.element]
+    for index, item in enumerate(given):
+        if accepted is None or isinstance(item, accepted):
+            continue
+        message = (
+            f"Input {name!r} of flow {flow!r} must be {declared.shape}: its item {index} (from "
+            f"0) is {_json_type(item)}, but each item must be {expected}; inputs are not "
+            "converted: send it with the type the flow's input schema gives."
+        )
+        raise (MediaError if declared.element in MEDIA_TYPES else ConfigurationError)(message)
+
+
 def check_input(plan: Plan, value: Any) -> Any:
     """``value`` (a run's input) unchanged when its keys are the flow's inputs and each value
     has the JSON type of the published schema; else a ConfigurationError (a MediaError for a
@@ -129,7 +146,14 @@ def check_input(plan: Plan, value: Any) -> Any:
             f"{', '.join(spec.inputs) or 'none'}."
         )
     for name, given in value.items():
-        accepted, expected = _JSON_TYPES.get(spec.inputs[name].type, (None, ""))
+        declared = spec.inputs[name]
+        accepted: tuple[type, ...] | None
+        if declared.is_list:
+            accepted, expected = (list,), f"{declared.shape} (a JSON array)"
+        else:
+            accepted, expected = _JSON_TYPES.get(declared.type, (None, ""))
+        if isinstance(given, list) and declared.is_list:
+            _list_items(name, spec.name, declared, given)
         if given is None or accepted is None or isinstance(given, accepted):
             continue
         error = MediaError if spec.inputs[name].type in ("image", "audio", "video") else None
@@ -162,7 +186,10 @@ def input_schema(plan: Plan) -> type[Any]:
             description = f"{description} — {spec.type}: {MEDIA_INPUT}".lstrip(" —")
         if spec.default not in (None, ""):
             description += f" (default {spec.default!r})"
-        typed = _annotated[_INPUT_TYPES[spec.type], Field(description=description)]
+        if spec.is_list and spec.element in MEDIA_TYPES:
+            description = f"{description} — each {spec.element}: {MEDIA_INPUT}".lstrip(" —")
+        value = _list[_INPUT_TYPES[spec.element]] if spec.is_list else _INPUT_TYPES[spec.type]
+        typed = _annotated[value, Field(description=description)]
         keys[name] = _required[typed] if spec.required else _not_required[typed]
     schema: type[Any] = _typed_dict(_type_name(plan, "Input"), keys)
     schema.__doc__ = f"The inputs of flow {plan.spec.name!r}: {plan.spec.description}"
