@@ -14,11 +14,14 @@ from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
 class TextToImageParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    width: int | None = Field(default=None, gt=0, le=8192)
-    height: int | None = Field(default=None, gt=0, le=8192)
-    output_name: str | None = None
+    width: int | None = Field(default=None, gt=0, le=8192, examples=[1024])
+    """Width in pixels; a size the model cannot make is refused at validation (fixed-size
+    models) or warned about (default: the model's own size)."""
+    height: int | None = Field(default=None, gt=0, le=8192, examples=[1024])
+    """Height in pixels (see ``width``)."""
+    output_name: str | None = Field(default=None, examples=["picture.png"])
     """File name in the output directory (default: the node's name, with the real extension)."""
 
 
