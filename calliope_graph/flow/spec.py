@@ -229,7 +229,10 @@ class FlowSpec(_Model):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        schema = cls.model_json_schema()
+        """The published schema (``flow.schema.json``): each kind's params typed."""
+        from calliope_graph.flow._flow_schema import typed_params
+
+        schema = typed_params(cls.model_json_schema())
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = "calliope-graph flow"
         return schema
