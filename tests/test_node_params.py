@@ -10,13 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from calliope_graph.cli import main
+from calliope_graph.context import RunContext
 from calliope_graph.errors import FlowSpecError
 from calliope_graph.flow import Flow, load_spec
 from calliope_graph.nodes import PromptTemplate, node_kinds, param_docs
-
-
-def cli(*args: str) -> object:
-    return CliRunner().invoke(main, list(args))
 
 
 def test_nodes_kind_shows_ports_and_params_with_type_default_allowed_and_example() -> None:
@@ -84,12 +81,12 @@ def test_a_set_template_format_is_kept() -> None:
     assert node.params.template_format == "f-string" and node.variables == []
 
 
-async def test_a_mustache_template_renders_fields_without_template_format(ctx: object) -> None:
+async def test_a_mustache_template_renders_fields_without_template_format(ctx: RunContext) -> None:
     node = PromptTemplate(template="{{story.title}}: {{story.mood}}")
-    out = await node.run(ctx, story={"title": "The fox", "mood": "calm"})  # type: ignore[arg-type]
+    out = await node.run(ctx, story={"title": "The fox", "mood": "calm"})
     assert out == {"text": "The fox: calm"}
     chat = PromptTemplate(messages=[("system", "Be brief."), ("user", "About {{topic}}")])
-    messages = (await chat.run(ctx, topic="a fox"))["messages"]  # type: ignore[arg-type]
+    messages = (await chat.run(ctx, topic="a fox"))["messages"]
     assert messages[-1].content == "About a fox"
 
 
@@ -176,3 +173,56 @@ def test_a_wrong_inline_model_says_what_is_wrong_and_the_shape() -> None:
     assert "valid string" not in message
     assert "provider" in message and "provider_model_name" in message and "line 17" in message
     assert "unknown field(s) x" in message and "Value error" not in message
+
+
+# -- sizes a model cannot make ----------------------------------------------------------------
+def sized_flow(model: str, width: int, height: int) -> str:
+    return f"""
+name: sized
+inputs:
+  text: {{type: text}}
+nodes:
+  image:
+    kind: text_to_image
+    model: {model}
+    params: {{width: {width}, height: {height}}}
+    inputs: {{prompt: inputs.text}}
+outputs:
+  image: image.image
+"""
+
+
+def test_a_size_a_fixed_size_model_cannot_make_is_refused_at_validation() -> None:
+    spec = load_spec("sized.yaml", text=sized_flow("openai-gpt-image-2", 512, 512))
+    with pytest.raises(FlowSpecError) as info:
+        Flow.from_spec(spec).validate()
+    message = str(info.value)
+    assert "1024x1024, 1536x1024, 1024x1536" in message and "not 512x512" in message
+    assert "nearest: width: 1024, height: 1024" in message and "line 9" in message
+    wide = load_spec("sized.yaml", text=sized_flow("openai-gpt-image-2", 1600, 1000))
+    with pytest.raises(FlowSpecError, match="nearest: width: 1536, height: 1024"):
+        Flow.from_spec(wide).validate()
+    for ok in (
+        sized_flow("openai-gpt-image-2", 1536, 1024),
+        sized_flow("stability-core", 512, 512),
+    ):
+        Flow.from_spec(load_spec("sized.yaml", text=ok)).validate()
+
+
+async def test_an_image_of_another_size_than_asked_is_warned_about(
+    ctx: RunContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    from calliope_graph.nodes import TextToImage
+
+    caplog.set_level("WARNING", logger="calliope_graph.nodes.text_to_image")
+    made = (
+        await TextToImage("openai-gpt-image-2", width=512, height=512).run(ctx, prompt="a fox")
+    )["image"]
+    assert (made.width, made.height) == (1024, 1024)  # what the model makes, as before
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1
+    assert "asked for 512x512" in warned[0] and "made 1024x1024" in warned[0]
+    assert "only 1024x1024, 1536x1024, 1024x1536" in warned[0]
+    caplog.clear()
+    await TextToImage("openai-gpt-image-2", width=1024, height=1024).run(ctx, prompt="a fox")
+    assert not caplog.records  # the size asked: nothing to say

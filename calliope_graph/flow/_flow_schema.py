@@ -47,10 +47,11 @@ def _renamed(value: Any, renames: dict[str, str]) -> Any:
 def typed_params(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` (pydantic's schema of ``FlowSpec``) with per-kind params and the inline
     model shapes; changed in place and returned."""
-    import calliope_graph.flow.subflow  # noqa: F401  (registers the `flow` kind)
     from calliope_graph.flow._inline_model import inline_model_schema
+    from calliope_graph.flow.construct import constructs
     from calliope_graph.nodes import node_kinds, params_schema
 
+    constructs()  # loads the construct modules: the subflow's registers the `flow` kind
     defs: dict[str, Any] = schema.setdefault("$defs", {})
     node = defs["NodeSpec"]
     rules: list[dict[str, Any]] = []
