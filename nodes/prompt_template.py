@@ -65,6 +65,8 @@ class PromptParams(BaseModel):
                 else [t for _, t in self.messages or []]
             )
             self.template_format = "mustache" if detect_format(texts) == "mustache" else "f-string"
+            # Detected, not given: a flow built from this node says no more than its YAML.
+            self.__pydantic_fields_set__.discard("template_format")
         return self
 
 
