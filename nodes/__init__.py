@@ -13,6 +13,7 @@ from calliope_graph.nodes._base import (
     node_kinds,
     register_node,
 )
+from calliope_graph.nodes._params_doc import ParamDoc, param_docs, params_schema, shown
 from calliope_graph.nodes.analyze_image import AnalyzeImage
 from calliope_graph.nodes.assemble_video import AssembleVideo
 from calliope_graph.nodes.audio_to_text import AudioToText
@@ -42,6 +43,7 @@ __all__ = [
     "MessagesToObject",
     "NoParams",
     "Node",
+    "ParamDoc",
     "Passthrough",
     "Port",
     "PortType",
@@ -53,5 +55,8 @@ __all__ = [
     "TextToText",
     "get_node_kind",
     "node_kinds",
+    "param_docs",
+    "params_schema",
     "register_node",
+    "shown",
 ]

@@ -12,10 +12,11 @@ drift apart unnoticed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from string import Formatter
 
-__all__ = ["fstring_variables", "mustache_variables", "template_variables"]
+__all__ = ["detect_format", "fstring_variables", "mustache_variables", "template_variables"]
 
 #: The chat roles LangChain turns into message templates (``placeholder`` is handled apart).
 MESSAGE_ROLES = frozenset({"human", "user", "ai", "assistant", "system"})
@@ -111,6 +112,27 @@ def mustache_variables(template: str) -> set[str]:
     if sections:
         raise ValueError(f"mustache section {sections[-1]!r} is never closed ({{{{/...}}}})")
     return names
+
+
+#: A mustache tag naming a value: ``{{name}}``, ``{{a.b}}``, ``{{#list}}``, ``{{/list}}``.
+_MUSTACHE_TAG = re.compile(r"\{\{\s*[#^/&]?\s*(?:[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*|\.)\s*\}\}")
+#: An f-string field once the ``{{``/``}}`` escapes are taken out: ``{name}``.
+_FSTRING_FIELD = re.compile(r"\{[^{}]*\}")
+
+
+def detect_format(texts: Iterable[str]) -> str:
+    """The template format a prompt template's texts are written in, when none is set:
+    ``mustache`` when they hold a mustache tag (``{{name}}``, ``{{a.b}}``, ``{{#list}}``) and
+    no single-brace f-string field; else ``f-string`` (LangChain's default, where ``{{`` is an
+    escaped brace). So ``{{story.title}}`` just works, and every f-string template — with or
+    without escaped braces around JSON — keeps its meaning; ``template_format`` overrides."""
+    texts = list(texts)
+    if not any(_MUSTACHE_TAG.search(text) for text in texts):
+        return "f-string"
+    for text in texts:
+        if _FSTRING_FIELD.search(text.replace("{{", "").replace("}}", "")):
+            return "f-string"
+    return "mustache"
 
 
 def _variables(template: str, template_format: str) -> set[str]:

@@ -73,10 +73,10 @@ class AssembleParams(BaseModel):
         0.0, ge=0.0, description="shortest scene, in seconds (a shorter narration is padded)"
     )
     sample_rate: int = Field(44100, ge=8000, le=96000, description="audio sample rate")
-    channels: Literal[1, 2] = 2
+    channels: Literal[1, 2] = Field(2, description="audio channels: 1 mono, 2 stereo")
     crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better, larger)")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = (
-        "veryfast"
+        Field("veryfast", description="x264 speed (slower is smaller at the same quality)")
     )
 
     @field_validator("width", "height")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
@@ -12,9 +12,9 @@ from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
 class AudioParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    language: str | None = None
+    language: str | None = Field(default=None, examples=["en"])
     """ISO-639-1 language of the speech (``en``); None lets the model detect it."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.media import Image, Video
@@ -24,9 +24,10 @@ class Passthrough(Node):
 
 
 class ConstantParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    value: Any
+    value: Any = Field(examples=["a fox in the snow"])
+    """The value (any YAML value: text, a number, a list, a mapping)."""
 
 
 @register_node
@@ -51,9 +52,10 @@ class StoryFrame(BaseModel):
 
 
 class FrameParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     output_name: str = "frame.json"
+    """File name of the frame's JSON in the output directory."""
 
 
 @register_node

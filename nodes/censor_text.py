@@ -22,7 +22,7 @@ Text:
 
 
 class CensorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     prompt: str = CENSOR_PROMPT
     """The editor's instructions; ``{text}`` is replaced by the text to rewrite."""

@@ -47,12 +47,13 @@ __all__ = ["Choose", "ChooseParams", "candidate_summary", "resume_index"]
 
 
 class ChooseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     by: Literal["first_ok", "rule", "judge", "human"] = "first_ok"
-    rule: str | None = None
+    """How the one is chosen: the first that succeeded, a rule, a judge model, or a person."""
+    rule: str | None = Field(default=None, examples=["mood == 'calm'"])
     """``by: rule``: a JMESPath expression over each candidate (or its view)."""
-    criteria: str | None = None
+    criteria: str | None = Field(default=None, examples=["the clearest picture of the fox"])
     """``by: judge``: what the judge scores the candidates against."""
 
     @field_validator("rule")

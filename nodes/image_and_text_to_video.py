@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
@@ -13,9 +13,9 @@ from calliope_graph.nodes.text_to_image import seed_of
 
 
 class VideoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    output_name: str | None = None
+    output_name: str | None = Field(default=None, examples=["clip.mp4"])
 
 
 @register_node

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph._messages import as_messages
 from calliope_graph._schema import model_from_schema
@@ -35,6 +35,27 @@ def import_model(path: str) -> type[BaseModel]:
     return obj
 
 
+class MessagesToObjectParams(BaseModel):
+    """The params a flow gives (the constructor checks that exactly one is given)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+    response_model: str | None = Field(default=None, examples=["my_package.models:Scene"])
+    """A pydantic class as ``package.module:ClassName`` (or one of ``schema``)."""
+    inline_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        examples=[
+            {
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "mood": {"type": "string"}},
+                "required": ["title", "mood"],
+            }
+        ],
+    )
+    """An inline JSON Schema of the object (or one of ``response_model``)."""
+
+
 @register_node
 class MessagesToObject(Node, Generic[T]):
     """Chat messages → an object: a pydantic class (``response_model``) or an inline JSON
@@ -46,6 +67,7 @@ class MessagesToObject(Node, Generic[T]):
     conversion = Conversion.MESSAGES_TO_OBJECT
     needs_model = True
     default_model = "openai-gpt-6-luna"
+    Params = MessagesToObjectParams
     inputs = (Port("messages", PortType.MESSAGES, description="chat messages or a string"),)
 
     def __init__(

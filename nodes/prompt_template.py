@@ -3,8 +3,12 @@
 Input ports are the template's variables. A string template outputs ``text``; a chat
 template (``messages: [[role, text], ...]``) outputs ``messages``. An
 :class:`~calliope_graph.media.ImageAnalysis` fed to an f-string variable is rendered as a
-readable summary; with ``template_format: mustache`` its fields are addressable
+readable summary; in a mustache template its fields are addressable
 (``{{analysis.description}}``).
+
+``template_format`` is detected when not set (:func:`~._template_vars.detect_format`):
+``{{name}}`` / ``{{story.title}}`` templates are mustache, ``{name}`` ones f-strings (where
+``{{`` is an escaped brace); set it to say otherwise.
 
 The template's variables are read without LangChain (``nodes/_template_vars.py``), so
 validating a flow does not load it; the LangChain template is built when the node first runs.
@@ -14,13 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.media import ImageAnalysis
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
-from calliope_graph.nodes._template_vars import template_variables
+from calliope_graph.nodes._template_vars import detect_format, template_variables
 
 if TYPE_CHECKING:
     from langchain_core.prompts import ChatPromptTemplate
@@ -28,18 +32,41 @@ if TYPE_CHECKING:
 
 
 class PromptParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    template: str | None = None
-    messages: list[tuple[str, str]] | None = None
-    template_format: Literal["f-string", "mustache"] = "f-string"
-    defaults: dict[str, str] = {}
-    """Values for variables that are not wired (they become optional ports)."""
+    template: str | None = Field(
+        default=None,
+        description="the text, with {{name}} (mustache) or {name} (f-string) variables",
+        examples=["A picture of {{story.title}}: {{story.summary}}"],
+    )
+    messages: list[tuple[str, str]] | None = Field(
+        default=None,
+        description="a chat template instead: [role, text] pairs (outputs messages)",
+        examples=[[["system", "You tell short stories."], ["user", "A story about {{topic}}"]]],
+    )
+    template_format: Literal["f-string", "mustache"] | None = Field(
+        default=None,
+        description="how variables are written; default: detected ({{x}} mustache, {x} f-string)",
+    )
+    defaults: dict[str, str] = Field(
+        default={},
+        description="values for variables that are not wired (they become optional ports)",
+        examples=[{"style": "watercolour"}],
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> PromptParams:
         if (self.template is None) == (self.messages is None):
             raise ValueError("give exactly one of 'template' (a string) or 'messages'")
+        if self.template_format is None:
+            texts = (
+                [self.template]
+                if self.template is not None
+                else [t for _, t in self.messages or []]
+            )
+            self.template_format = "mustache" if detect_format(texts) == "mustache" else "f-string"
+            # Detected, not given: a flow built from this node says no more than its YAML.
+            self.__pydantic_fields_set__.discard("template_format")
         return self
 
 

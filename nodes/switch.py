@@ -44,10 +44,13 @@ class Case(BaseModel):
 
 
 class SwitchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    cases: list[Case] = Field(min_length=1)
-    default: str | None = None
+    cases: list[Case] = Field(
+        min_length=1, examples=[[{"when": "label == 'scary'", "goto": "soften"}]]
+    )
+    """Tried in order: the first whose ``when`` holds chooses the node its ``goto`` names."""
+    default: str | None = Field(default=None, examples=["tell"])
     """Where values no case holds for go (required: validation says so when missing)."""
 
 
@@ -138,10 +141,12 @@ def _truthy(result: Any) -> bool:
 
 
 class ClassifyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = Field(min_length=2, examples=[["happy", "scary"]])
+    """The labels the model chooses from (its ``label`` output is one of them)."""
     instructions: str = "Pick the one label that fits best."
+    """What the model is told besides the labels."""
 
 
 @register_node

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from calliope_graph.config import ModelConfig
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.engines._sizes import sizes_made
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.media import Image
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
+log = logging.getLogger("calliope_graph.nodes.text_to_image")
+
 
 class TextToImageParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    width: int | None = Field(default=None, gt=0, le=8192)
-    height: int | None = Field(default=None, gt=0, le=8192)
-    output_name: str | None = None
+    width: int | None = Field(default=None, gt=0, le=8192, examples=[1024])
+    """Width in pixels; a size the model cannot make is refused at validation (fixed-size
+    models) or warned about (default: the model's own size)."""
+    height: int | None = Field(default=None, gt=0, le=8192, examples=[1024])
+    """Height in pixels (see ``width``)."""
+    output_name: str | None = Field(default=None, examples=["picture.png"])
     """File name in the output directory (default: the node's name, with the real extension)."""
 
 
@@ -67,7 +75,28 @@ class TextToImage(Node):
             height=self.params.height,
             **extra,
         )
+        self._check_size(config, image)
         return {"image": image}
+
+    def _check_size(self, config: ModelConfig, image: Image) -> None:
+        """Warn when the image is not the size asked (the model made its own): never a
+        silent change. Validation refuses sizes a fixed-size model cannot make; this catches
+        the rest (aspect-ratio models, a node run on its own)."""
+        asked = (self.params.width, self.params.height)
+        made = (image.width, image.height)
+        if all(a is None or m is None or a == m for a, m in zip(asked, made, strict=True)):
+            return
+        want = "x".join(str(a) if a is not None else "?" for a in asked)
+        log.warning(
+            "Node %r (text_to_image): asked for %s, model %r made %sx%s — it makes %s. Set "
+            "width and height to a size it makes to get exactly that.",
+            self.name,
+            want,
+            config.slug,
+            image.width,
+            image.height,
+            sizes_made(config),
+        )
 
 
 def images_of(value: Any) -> list[Image]:

@@ -12,22 +12,26 @@ from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
 class TextToSpeechParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    voice: str | None = None
+    voice: str | None = Field(default=None, examples=["alloy"])
     """The provider's voice: an OpenAI voice name (``alloy``, ``coral``...) or an ElevenLabs
     voice id. Default: the model config's ``voice``."""
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
     """OpenAI's audio format (``pcm`` is saved as WAV). Default: the output name's extension,
     else mp3."""
-    output_format: str | None = Field(default=None, pattern=r"^[a-z0-9]+_\d+(_\d+)?$")
+    output_format: str | None = Field(
+        default=None, examples=["mp3_44100_128"], pattern=r"^[a-z0-9]+_\d+(_\d+)?$"
+    )
     """ElevenLabs' ``codec_samplerate[_bitrate]`` (``mp3_44100_128``, ``pcm_24000``,
     ``wav_44100``...). Default: the output name's extension, else ``mp3_44100_128``."""
-    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+    speed: float | None = Field(default=None, ge=0.25, le=4.0, examples=[1.0])
     """Speaking speed, 1.0 normal (OpenAI takes 0.25-4.0, ElevenLabs 0.7-1.2)."""
-    instructions: str | None = Field(default=None, max_length=4096)
+    instructions: str | None = Field(
+        default=None, max_length=4096, examples=["Warm and slow, like a bedtime story."]
+    )
     """How to speak (gpt-4o-mini-tts only): tone, pace, accent."""
-    output_name: str | None = None
+    output_name: str | None = Field(default=None, examples=["narration.mp3"])
     """File name in the output directory (default: the node's name; the extension follows
     the audio format)."""
 

@@ -13,11 +13,12 @@ from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
 class TextToTextParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     empty_is_error: bool = False
     """Raise EmptyOutputError (error class ``empty``) when the model returns only whitespace."""
     strip: bool = True
+    """Strip whitespace around the answer."""
 
 
 @register_node

@@ -58,10 +58,10 @@ PUBLIC: dict[str, list[str]] = {
     "calliope_graph.nodes": [
         "AnalyzeImage", "AssembleVideo", "AudioToText", "CensorText", "Choose", "Classify",
         "Constant", "Frame", "ImageAndTextToVideo", "MergeAnalyses", "MessagesToObject",
-        "NoParams", "Node",
+        "NoParams", "Node", "ParamDoc",
         "Passthrough", "Port", "PortType", "PromptTemplate", "StoryFrame", "Switch",
         "TextToImage", "TextToSpeech", "TextToText", "get_node_kind", "node_kinds",
-        "register_node",
+        "param_docs", "params_schema", "register_node", "shown",
     ],
     "calliope_graph.serve": [
         "AudioOutput", "ImageOutput", "MediaSigner", "ServeContext", "ServeSettings",

@@ -27,6 +27,7 @@ from calliope_graph.cli.options import debug_option
 if TYPE_CHECKING:
     from calliope_graph.config import ModelCatalog
     from calliope_graph.model_list import CheckReport
+    from calliope_graph.nodes import Node, Port
 
 __all__ = ["EXIT_MODELS_MISSING", "MODELS_EPILOG", "models", "nodes"]
 
@@ -41,13 +42,38 @@ EXIT_MODELS_MISSING = EXIT_CODES["models_missing"]
 
 
 @click.command()
-def nodes() -> None:
-    """List node kinds with their ports and the providers that serve them."""
+@click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True, help="The kind's ports and params as JSON.")
+def nodes(kind: str | None, as_json: bool) -> None:
+    """List node kinds with their ports and the providers that serve them; with KIND, one
+    kind in full: its ports and its params (type, default, allowed values, an example)."""
     from calliope_graph.engines import supported
+    from calliope_graph.flow import Flow  # noqa: F401  (registers the subflow kind, `flow`)
     from calliope_graph.nodes import node_kinds
 
+    kinds = node_kinds()
     serving = supported()
-    for kind, cls in node_kinds().items():
+    if kind is not None:
+        cls = kinds.get(kind)
+        if cls is None:
+            raise click.BadParameter(
+                f"{kind!r} is not a node kind; use one of {', '.join(kinds)}.",
+                param_hint="KIND",
+            )
+        names = [p.value for p in serving.get(cls.conversion, [])] if cls.conversion else []
+        if as_json:
+            click.echo(json.dumps(_kind_dict(cls, names), indent=2))
+        else:
+            _print_kind(cls, names)
+        return
+    if as_json:
+        every = [
+            _kind_dict(c, [p.value for p in serving.get(c.conversion, [])] if c.conversion else [])
+            for c in kinds.values()
+        ]
+        click.echo(json.dumps(every, indent=2))
+        return
+    for name, cls in kinds.items():
         ins = ", ".join(
             f"{p.name}: {p.type.value}{'[]' if p.many else ''}{'' if p.required else '?'}"
             for p in cls.inputs
@@ -59,12 +85,92 @@ def nodes() -> None:
             else ""
         )
         out_console.print(
-            f"[bold]{kind}[/]  ({ins or 'ports from params'}) → ({outs or 'from params'})",
+            f"[bold]{name}[/]  ({ins or 'ports from params'}) → ({outs or 'from params'})",
             soft_wrap=True,
         )
         out_console.print(f"    {cls.description}", markup=False, soft_wrap=True)
         if providers:
             out_console.print(f"    providers: {providers}", markup=False, soft_wrap=True)
+    out_console.print(
+        "`calliope-graph nodes KIND` shows a kind's params.", markup=False, soft_wrap=True
+    )
+
+
+def _kind_dict(cls: type[Node], providers: list[str]) -> dict[str, Any]:
+    from calliope_graph.nodes import param_docs
+
+    def ports(items: tuple[Port, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": p.name,
+                "type": p.type.value,
+                "required": p.required,
+                "many": p.many,
+                "description": p.description,
+            }
+            for p in items
+        ]
+
+    return {
+        "kind": cls.kind,
+        "description": cls.description,
+        "model": {"needed": cls.needs_model, "default": cls.default_model},
+        "providers": providers,
+        "inputs": ports(cls.inputs),
+        "outputs": ports(cls.outputs),
+        "params": [d.to_dict() for d in param_docs(cls)],
+    }
+
+
+def _print_kind(cls: type[Node], providers: list[str]) -> None:
+    """One kind in full: ports, model, params — each param with its type, bounds, default,
+    allowed values and an example line to paste under ``params:``."""
+    from calliope_graph.nodes import param_docs, shown
+
+    def say(text: str) -> None:
+        out_console.print(text, markup=False, soft_wrap=True, highlight=False)
+
+    def port_lines(items: tuple[Port, ...], empty: str) -> None:
+        for p in items:
+            kind = f"{p.type.value}{'[] (several sources)' if p.many else ''}"
+            extra = "" if p.required else " (optional)"
+            note = f" — {p.description}" if p.description else ""
+            say(f"    {p.name}: {kind}{extra}{note}")
+        if not items:
+            say(f"    {empty}")
+
+    say(f"{cls.kind} — {cls.description}")
+    if cls.needs_model:
+        default = f" (default: {cls.default_model})" if cls.default_model else ""
+        say(f"  model: a catalog name or an inline model{default}")
+    if providers:
+        say(f"  providers: {', '.join(providers)}")
+    say("  inputs:")
+    port_lines(cls.inputs, "set by its params (see below)")
+    say("  outputs:")
+    port_lines(cls.outputs, "set by its params (see below)")
+    docs = param_docs(cls)
+    if not docs:
+        say("  params: none")
+        return
+    say("  params:")
+    for d in docs:
+        facts = [d.type]
+        if d.bounds:
+            facts.append(d.bounds)
+        if d.required:
+            facts.append("required")
+        elif d.default is None:
+            facts.append("optional")
+        else:
+            default = shown(d.default)
+            facts.append(f"default {default if len(default) <= 40 else default[:37] + '...'}")
+        say(f"    {d.name}: {'; '.join(facts)}")
+        if d.allowed:
+            say(f"        allowed: {', '.join(shown(v) for v in d.allowed)}")
+        if d.description:
+            say(f"        {d.description}")
+        say(f"        e.g.  {d.name}: {shown(d.example)}")
 
 
 @click.command(epilog=MODELS_EPILOG)

@@ -24,6 +24,7 @@ from calliope_graph.engines._http import parse_json
 from calliope_graph.engines._llm import ANALYSIS_PROMPT, analysis_from_answer
 from calliope_graph.engines._params import form_fields, pick
 from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._sizes import FIXED_SIZES, size_family
 from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
 from calliope_graph.engines.openai import (
     _NAME,
@@ -61,11 +62,8 @@ IMAGE_PARAMS = _words(
 TRANSCRIPTION_PARAMS = frozenset(("temperature", "prompt"))
 
 #: Sizes each image model accepts (PROVIDERS.md §1.3); ``image_size`` picks the nearest.
-IMAGE_SIZES: dict[str, tuple[tuple[int, int], ...]] = {
-    "dall-e-2": ((256, 256), (512, 512), (1024, 1024)),
-    "dall-e-3": ((1024, 1024), (1792, 1024), (1024, 1792)),
-    "gpt-image": ((1024, 1024), (1536, 1024), (1024, 1536)),
-}
+#: The table lives in ``engines/_sizes.py``, where validation reads it without this module.
+IMAGE_SIZES = FIXED_SIZES
 #: Largest generated image downloaded from a returned URL.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 #: What a vision chat image may be: PNG, JPEG, WebP or GIF, about 20 MB (commonly cited,
@@ -96,14 +94,6 @@ EDIT_IMAGE_LIMITS = ImageLimits(
 
 
 # -- text -> image -------------------------------------------------------------------------
-def _size_family(model: str) -> str | None:
-    if model in ("dall-e-2", "dall-e-3"):
-        return model
-    if model.startswith("gpt-image"):
-        return "gpt-image"
-    return None
-
-
 def image_size(model: str, width: int | None, height: int | None) -> str | None:
     """The ``size`` to request from ``model`` for a wanted width x height.
 
@@ -116,7 +106,7 @@ def image_size(model: str, width: int | None, height: int | None) -> str | None:
         return None
     w = width or height or 1024
     h = height or width or 1024
-    family = _size_family(model)
+    family = size_family(model)
     if family is None:
         return f"{w}x{h}"
 

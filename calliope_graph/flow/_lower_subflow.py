@@ -48,6 +48,11 @@ class SubgraphRunner:
         self.plan = plan
         self.graph = compile_plan(plan, cache=cache, runtime_factory=factory)
         self.outputs = [(out, parse_ref(target)) for out, target in plan.spec.outputs.items()]
+        #: The child's optional inputs and their defaults: an unwired (or absent) one takes
+        #: its default, as when the child runs on its own (``_run_io``).
+        self.defaults = {
+            input_key(k): spec.default for k, spec in plan.spec.inputs.items() if not spec.required
+        }
 
     def work(
         self, flow_rt: FlowRuntime, name: str, inputs: dict[str, Any], *, resumable: bool = True
@@ -66,7 +71,10 @@ class SubgraphRunner:
         in_item = flow_rt.item is not None and flow_rt.resumable
 
         async def run() -> dict[str, Any]:
-            state = {input_key(k): v for k, v in inputs.items()}
+            state = {**self.defaults}
+            for key, value in ((input_key(k), v) for k, v in inputs.items()):
+                if value is not None or key not in self.defaults:
+                    state[key] = value
             final = await self.graph.ainvoke(state, context=scoped, durability=_durability(in_item))
             if "__interrupt__" in final:  # paused inside: the parent pauses with it
                 raise GraphInterrupt(final["__interrupt__"])

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from calliope_graph._yaml import DocumentBoundsError, SafeLoader, check_document
 from calliope_graph.config import ModelConfig
 from calliope_graph.errors import FlowSpecError
+from calliope_graph.flow._inline_model import inline_model
 from calliope_graph.flow._spec_core import (
     CONTINUE,
     INPUTS,
@@ -161,6 +162,7 @@ class NodeSpec(_Model):
 
     kind: str
     model: str | ModelConfig | None = None
+    """A catalog name, or inline (see :mod:`calliope_graph.flow._inline_model`)."""
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str | list[str]] = Field(default_factory=dict)
     description: str = ""
@@ -174,6 +176,8 @@ class NodeSpec(_Model):
     candidates: int | None = Field(default=None, json_schema_extra={"minimum": 1, "maximum": 8})
     """Run N times in parallel (1–8; distinct seeds where the model takes one): every output
     port becomes a list of N (see :mod:`calliope_graph.flow.candidates`)."""
+
+    _inline_model = field_validator("model", mode="before")(inline_model)
 
 
 class FlowSpec(_Model):
@@ -274,7 +278,10 @@ class FlowSpec(_Model):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        schema = cls.model_json_schema()
+        """The published schema (``flow.schema.json``): each kind's params typed."""
+        from calliope_graph.flow._flow_schema import typed_params
+
+        schema = typed_params(cls.model_json_schema())
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = "calliope-graph flow"
         return schema
@@ -368,7 +375,7 @@ def load_spec(source: str | Path, *, text: str | None = None) -> FlowSpec:
                 break
         hint = _hint(err)
         raise FlowSpecError(
-            f"{'.'.join(keep) or dotted}: {err['msg']}{hint}",
+            f"{'.'.join(keep) or dotted}: {err['msg'].removeprefix('Value error, ')}{hint}",
             where=dotted,
             line=line,
             source=label,

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.errors import ConfigurationError, FlowSpecError
@@ -34,9 +34,9 @@ loading: ContextVar[tuple[str, ...]] = ContextVar("calliope_subflows", default=(
 
 
 class SubflowParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    flow: str
+    flow: str = Field(examples=["illustrate"])
     """A shipped flow's name (``illustrate``) or a YAML/JSON path relative to this file."""
 
 

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from calliope_graph.config import ModelCatalog, ModelConfig, catalog
-from calliope_graph.engines._registry import config_problem, supported
+from calliope_graph.engines._registry import Conversion, config_problem, supported
+from calliope_graph.engines._sizes import size_problem
 from calliope_graph.errors import ConfigurationError, FlowSpecError, MediaError
 from calliope_graph.flow._plan import Plan, item_name_of
 from calliope_graph.flow._types import ValueType, typed, value_type
@@ -111,6 +112,10 @@ def _check_model(spec: FlowSpec, name: str, node: Node, models: ModelCatalog) ->
         )
     if problem := config.model.kind_problem(node.conversion.value):
         raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "model")
+    if node.conversion is Conversion.TEXT_TO_IMAGE:  # a size the model cannot make
+        size = (getattr(node.params, "width", None), getattr(node.params, "height", None))
+        if problem := size_problem(config, *size):
+            raise spec.error(f"Node {name!r} ({node.kind}): {problem}.", "nodes", name, "params")
     # What the engine needs that the config alone shows (engines._registry.register_check).
     wired = spec.nodes[name].inputs  # a consistency port needs a model that `takes` it
     entries = ((n, models.get(n)) for n in models)
