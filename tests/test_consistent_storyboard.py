@@ -26,6 +26,7 @@ from calliope_graph.errors import ConfigurationError, FlowSpecError
 from calliope_graph.flow import Flow, load_spec
 from calliope_graph.graphs import __file__ as graphs_init
 from calliope_graph.simulate import Simulator
+from calliope_graph.viz import render_report
 
 PREMISE = {"premise": "a fox who collects lost keys"}
 GRAPHS = Path(graphs_init).parent
@@ -85,6 +86,8 @@ def test_it_runs_offline_judges_the_sheets_and_draws_every_scene_from_the_chosen
     assert all(0 <= s["score"] <= 10 and s["reason"] for s in scores)
     best = max(range(3), key=lambda i: (scores[i]["score"], -i))
     assert judge.outputs["index"] == best and outputs["sheet_scores"] == scores
+    report = render_report(result.trace, result.out_dir / "report.html").read_text()
+    assert all(f'<span class="text">{s["reason"]}</span>' in report for s in scores)
     judged = [r for r in recorder.requests if r.url.host == "api.openai.com"]
     assert sum(r.content.count(b"data:image/") for r in judged) == 3
     sheet = Path(outputs["sheet"].path)
