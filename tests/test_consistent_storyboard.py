@@ -149,3 +149,14 @@ def test_the_scene_refuses_a_model_that_cannot_take_reference_images() -> None:
     message = str(info.value)
     assert "'illustration'" in message and "'fal-flux-schnell'" in message
     assert "reference_images" in message and "google-gemini-image" in message
+
+
+async def test_the_served_graph_returns_the_frames_and_the_scores(tmp_path: Path) -> None:
+    from calliope_graph.serve import ServeContext, ServeSettings, serve_graph
+
+    settings = ServeSettings(media_root=tmp_path / "media", simulate=True)
+    graph = serve_graph("consistent_storyboard", settings)
+    done = await graph.ainvoke(PREMISE, context=ServeContext())
+    assert len(done["sheet_scores"]) == 3 and "/sheet/" in done["sheet"]["url"]
+    assert done["frames"] and len(done["frames"]) == len(done["images"])
+    assert all("/scenes/" in image["url"] for image in done["images"])
