@@ -5,7 +5,10 @@
   node streaming with a 400 ms time to first token): the time from the run's start (the
   ``astream`` call) to the story node's first ``token`` event, over the simulated TTFT plus the
   upstream critical path (0.3 + 0.4 s). What is above 1 is the library: start-up of the run,
-  scheduling, checkpoints, the stream's plumbing. Target <= 1.05.
+  scheduling, checkpoints, the stream's plumbing. Target <= 1.05. ``flow.astream`` makes a
+  runner, and so compiles the graph, per call; ``runner_time_to_first_token_ratio`` is the
+  same through one ``flow.runner(...)`` kept across runs (compiled once). ``setup_s``: the
+  part before the first node starts.
 - ``choose_resume_calls``: three candidate images and a ``choose`` by a person; the run pauses,
   then resumes with ``choices={"pick": 1}``; the provider calls the simulator counted during
   the resume (no candidate regenerated, nothing paid again). Target 0.
@@ -17,6 +20,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import httpx
 
 from calliope_graph.context import TokenEvent
 from calliope_graph.errors import WaitingForChoice
-from calliope_graph.flow import Flow, FlowEvent
+from calliope_graph.flow import Flow, FlowEvent, FlowResult
 from calliope_graph.limits import Limits
 from calliope_graph.nodes import Choose, TextToImage
 from calliope_graph.session import Session
@@ -58,39 +62,65 @@ def _session(sim: Simulator) -> Session:
     return Session(simulator=sim, limits=Limits(defaults=False))
 
 
-async def _first_token(flow: Flow, photo: Path, out: Path) -> tuple[float, float]:
-    """Seconds from the astream call to the story node's first token, and to the first node's
-    start (the run's setup: output folder, checkpoints, journal); the run is finished."""
+Events = AsyncIterator[FlowEvent | TokenEvent | FlowResult]
+
+
+async def _first_token(events: Callable[[], Events]) -> tuple[float, float]:
+    """Seconds from the ``astream`` call to the story node's first token, and to the first
+    node's start (the run's setup: compilation, output folder, checkpoints, journal); the run
+    is finished."""
     first: float | None = None
     setup: float | None = None
-    async with _session(_streaming_simulator()) as session:
-        start = time.perf_counter()
-        async for item in flow.astream({"image": str(photo)}, out_dir=out, session=session):
-            now = time.perf_counter() - start
-            if setup is None and isinstance(item, FlowEvent) and item.kind == "started":
-                setup = now
-            if isinstance(item, TokenEvent) and item.node == "story" and item.kind == "token":
-                first = now if first is None else first
+    start = time.perf_counter()
+    async for item in events():
+        now = time.perf_counter() - start
+        if setup is None and isinstance(item, FlowEvent) and item.kind == "started":
+            setup = now
+        if isinstance(item, TokenEvent) and item.node == "story" and item.kind == "token":
+            first = now if first is None else first
     if first is None or setup is None:
         raise RuntimeError("the story node streamed no token: is streaming on?")
     return first, setup
+
+
+async def _by_flow(flow: Flow, inputs: dict[str, Any], out: Path) -> tuple[float, float]:
+    """One ``flow.astream`` call, as a script makes it (a runner, so a compilation, per call)."""
+    async with _session(_streaming_simulator()) as session:
+        return await _first_token(lambda: flow.astream(inputs, out_dir=out, session=session))
+
+
+def _figures(runs: list[tuple[float, float]], prefix: str = "") -> dict[str, float]:
+    first = statistics.median(r[0] for r in runs)
+    setup = statistics.median(r[1] for r in runs)
+    return {
+        f"{prefix}first_token_s": round(first, 4),
+        f"{prefix}time_to_first_token_ratio": round(first / EXPECTED_FIRST_TOKEN, 4),
+        # of the excess: the run's setup before its first node starts
+        f"{prefix}setup_s": round(setup, 4),
+    }
 
 
 async def bench_time_to_first_token(repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "webcam.png"
         photo.write_bytes(image_bytes("a cat on a red sofa by a window", 640, 480))
+        inputs = {"image": str(photo)}
         flow = Flow.load("webcam_story")
-        await _first_token(flow, photo, Path(tmp) / "warm")  # imports, compilation
-        runs = [await _first_token(flow, photo, Path(tmp) / f"r{i}") for i in range(repeats)]
-    first = statistics.median(r[0] for r in runs)
+        await _by_flow(flow, inputs, Path(tmp) / "warm")  # imports, first compilation
+        by_flow = [await _by_flow(flow, inputs, Path(tmp) / f"r{i}") for i in range(repeats)]
+        # a live installation keeps one runner: compiled once, then only each run's setup
+        async with _session(_streaming_simulator()) as session:
+            runner = flow.runner(out_dir=Path(tmp) / "runner", session=session)
+            try:
+                await _first_token(lambda: runner.astream(inputs))
+                by_runner = [await _first_token(lambda: runner.astream(inputs)) for _ in by_flow]
+            finally:
+                await runner.aclose()
     return {
         "repeats": repeats,
-        "first_token_s": round(first, 4),
         "expected_s": round(EXPECTED_FIRST_TOKEN, 4),
-        "time_to_first_token_ratio": round(first / EXPECTED_FIRST_TOKEN, 4),
-        # of the excess: the run's setup before its first node starts (checkpointer, journal)
-        "setup_s": round(statistics.median(r[1] for r in runs), 4),
+        **_figures(by_flow),
+        **_figures(by_runner, "runner_"),
     }
 
 
