@@ -14,7 +14,7 @@ MYPY   := cd / && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir
 .PHONY: FORCE help install lint fmt typecheck test test-fast browser postgres otel-backend demo bench pictures schema clean
 
 help:
-	@echo "make demo   run the webcam story offline against the simulator"
+	@echo "make demo   run the webcam story and two storyboards offline against the simulator"
 	@echo "make test   install, lint, type-check and run the test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict"
 	@echo "make bench  benchmarks -> benchmarks/results.json"

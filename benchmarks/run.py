@@ -1,6 +1,6 @@
 """Benchmarks: framework overhead, the webcam story's parallel efficiency, composition
-(benchmarks/composition.py), batches (benchmarks/batch.py) and start-up
-(benchmarks/startup.py).
+(benchmarks/composition.py), interactive stories (benchmarks/interactive.py), batches
+(benchmarks/batch.py) and start-up (benchmarks/startup.py).
 
 ``make bench`` runs this and writes ``benchmarks/results.json``. Every figure is a ratio
 against a baseline measured in the same run on the same machine, never an absolute time:
@@ -53,6 +53,7 @@ from calliope_graph.testing import image_bytes
 sys.path.insert(0, str(Path(__file__).parent))
 import batch
 import composition
+import interactive
 import startup
 
 NODES = 10
@@ -298,6 +299,7 @@ async def main(out: Path, runs: int, repeats: int) -> dict[str, Any]:
         "overhead": await bench_overhead(runs),
         "webcam_story": await bench_webcam(repeats),
         **await composition.run(max(repeats // 2, 2)),
+        **await interactive.run(repeats),
         **batch.run(),
         # last: it installs a TracerProvider, which stays for the rest of the process
         "otel": await bench_otel_overhead(runs),

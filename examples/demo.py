@@ -3,8 +3,10 @@
 webcam image → (Azure analysis ∥ LLM vision, which may time out and be skipped) → merge →
 story continuation → illustration (censor-and-retry, Stability falling back to OpenAI) →
 frame. Then a narrated storyboard: premise → Story → every scene illustrated and narrated
-in parallel → one MP4 (``out/narrated/story.mp4``). No keys and no network: every provider
-call goes to ``calliope_graph.simulate``.
+in parallel → one MP4 (``out/narrated/story.mp4``). Then a consistent storyboard: three
+character sheets of the hero, a vision model judging them, and every scene drawn with the
+chosen sheet as its reference image (``out/consistent/``). No keys and no network: every
+provider call goes to ``calliope_graph.simulate``.
 
     python examples/demo.py --out out [--faults "content_policy@stability:first_n=1"]
 """
@@ -48,6 +50,24 @@ async def main(out: Path, faults: str) -> None:
     video = narrated.outputs["video"]
     print(f"\nNarrated story {narrated.outputs['title']!r}: {video.path} ({video.duration:.1f} s)")
     print(f"report:     {out / 'narrated' / 'report.html'}")
+    await consistent_storyboard(out / "consistent", faults)
+
+
+async def consistent_storyboard(out: Path, faults: str) -> None:
+    """The hero stays the same: sheets judged, each scene drawn from the chosen one."""
+    result = await Flow.load("consistent_storyboard").ainvoke(
+        {"premise": "a fox who collects lost keys"},
+        out_dir=out,
+        simulator=Simulator(faults=parse_faults(faults)),
+    )
+    render_report(result.trace, out / "report.html")
+    outputs = result.outputs
+    scores = ", ".join(str(s["score"]) for s in outputs["sheet_scores"])
+    print(f"\nConsistent storyboard {outputs['title']!r}:")
+    print(f"sheet:      {outputs['sheet'].path} (the judge scored the three: {scores})")
+    for number, frame in enumerate(outputs["frames"], 1):
+        print(f"frame {number}:    {frame.image.path if frame.image else '(none)'}")
+    print(f"report:     {out / 'report.html'}")
 
 
 if __name__ == "__main__":

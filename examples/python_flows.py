@@ -13,6 +13,8 @@ The constructs, and where each is shown:
 - ``subflow`` (illustrate_scene, narrate_scene), ``map`` over an object's field with a named
   ``item`` (storyboard, narrated_storyboard), ``switch`` (webcam_branch, narrate_scene)
 - typed objects: an inline JSON Schema (storyboard) and a pydantic class (structured_scene)
+- ``candidates=N`` and a ``choose`` node judged by a vision model, a consistency port
+  (``reference_images``) fed from outside a map (consistent_storyboard, consistent_scene)
 
 ``tests/test_builder_parity.py`` asserts each twin equals its YAML spec (a new YAML without
 a twin here fails it).
@@ -31,6 +33,7 @@ from calliope_graph.nodes import (
     AssembleVideo,
     AudioToText,
     CensorText,
+    Choose,
     Frame,
     ImageAndTextToVideo,
     MergeAnalyses,
@@ -137,6 +140,42 @@ def illustrate_scene() -> Flow:
     return flow
 
 
+def consistent_scene() -> Flow:
+    flow = Flow(
+        "consistent_scene",
+        "Scene text + image prompt + character sheet → illustration drawn from the sheet → "
+        "story frame.",
+    )
+    text = flow.input("text", "text", description="the scene's text")
+    image_prompt = flow.input("image_prompt", "text", description="what its picture shows")
+    sheet = flow.input(
+        "sheet", "image", description="the character sheet every scene draws its characters from"
+    )
+    template = (
+        "{image_prompt}\n"
+        "Draw the characters exactly as they look on the character sheet given as reference:\n"
+        "the same face, hair, clothes and colours. Storybook style, warm light."
+    )
+    prompt = flow.add(
+        "illustration_prompt", PromptTemplate(template=template), {"image_prompt": image_prompt}
+    )
+    # reference_images: a consistency port; the model's catalog entry must take it
+    drawn = {"prompt": prompt.text, "reference_images": sheet}
+    picture = flow.add(
+        "illustration", TextToImage("google-gemini-image", output_name="scene.png"), drawn
+    )
+    flow.fallback(
+        picture, to="fallback_illustration", when=["any"], label="Gemini fails → OpenAI image edits"
+    )
+    flow.add(
+        "fallback_illustration", TextToImage("openai-gpt-image-2", output_name="scene.png"), drawn
+    )
+    frame = flow.add("frame", Frame(), {"text": text, "image": picture.image})
+    flow.output("image", picture.image)
+    flow.output("frame", frame.frame)
+    return flow
+
+
 def image_to_video_story() -> Flow:
     flow = Flow(
         "image_to_video_story",
@@ -218,13 +257,16 @@ def narrate_scene() -> Flow:
     return flow
 
 
-def _story_schema(max_scenes: int, scene: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """The inline JSON Schema of a Story: a title and its scenes."""
+def _story_schema(
+    max_scenes: int, scene: dict[str, Any], required: list[str], **more: dict[str, Any]
+) -> dict[str, Any]:
+    """The inline JSON Schema of a Story: a title, ``more`` fields (required) and its scenes."""
     return {
         "title": "Story",
         "type": "object",
         "properties": {
             "title": {"type": "string", "description": "the story's title"},
+            **more,
             "scenes": {
                 "type": "array",
                 "description": "the scenes, in order",
@@ -233,7 +275,7 @@ def _story_schema(max_scenes: int, scene: dict[str, Any], required: list[str]) -
                 "items": {"type": "object", "properties": scene, "required": required},
             },
         },
-        "required": ["title", "scenes"],
+        "required": ["title", *more, "scenes"],
     }
 
 
@@ -312,6 +354,65 @@ def narrated_storyboard() -> Flow:
     flow.output("title", story["object", "title"])
     flow.output("video", video.video)
     flow.output("narrations", scenes.narration)
+    return flow
+
+
+def consistent_storyboard() -> Flow:
+    flow = Flow(
+        "consistent_storyboard",
+        "Premise → Story (hero, scenes) → 3 character sheets, a judge keeps one → map over "
+        "scenes (drawn from the sheet) → frames.",
+    )
+    premise = flow.input("premise", "text", description="what the story is about")
+    template = (
+        "Write a short illustrated story about {premise}: a title, how its hero looks (one\n"
+        "sentence: face, hair, clothes, colours) and three to five scenes, each with its text\n"
+        "(two sentences) and a prompt for its illustration."
+    )
+    prompt = flow.add("prompt", PromptTemplate(template=template), {"premise": premise})
+    fields = {
+        "text": {"type": "string", "description": "what happens, in two sentences"},
+        "image_prompt": {"type": "string", "description": "what the scene's picture shows"},
+    }
+    hero = {"type": "string", "description": "how the hero looks, in one sentence"}
+    schema = _story_schema(8, fields, ["text", "image_prompt"], hero=hero)
+    story = flow.add("story", MessagesToObject(LUNA, schema=schema), {"messages": prompt.text})
+    template = (
+        "A character sheet of {hero}: the same figure from the front, the side and the back,\n"
+        "full length, on a plain white background. Storybook style, clean lines."
+    )
+    sheet_prompt = flow.add(
+        "sheet_prompt", PromptTemplate(template=template), {"hero": story["object", "hero"]}
+    )
+    # candidates: three sheets drawn at once (distinct seeds); the port becomes a list of 3
+    sheet = flow.add(
+        "sheet",
+        TextToImage("google-gemini-image", output_name="sheet.png"),
+        {"prompt": sheet_prompt.text},
+        candidates=3,
+    )
+    criteria = (
+        "One whole figure shown from the front, the side and the back, the same character in "
+        "every view, on a plain background, with no text and nothing cut off."
+    )
+    # a judge: a vision chat model scores each picture against the criteria; the best wins
+    pick = flow.add(
+        "pick_sheet", Choose(LUNA, by="judge", criteria=criteria), {"candidates": sheet.image}
+    )
+    scene = flow.item("scene")
+    scenes = flow.map(
+        "scenes",
+        Flow.load("consistent_scene"),
+        {"text": scene.text, "image_prompt": scene.image_prompt, "sheet": pick.item},
+        over=story["object", "scenes"],
+        item=scene,
+        max_parallel=4,
+    )
+    flow.output("title", story["object", "title"])
+    flow.output("sheet", pick.item)
+    flow.output("sheet_scores", pick.scores)
+    flow.output("frames", scenes.frame)
+    flow.output("images", scenes.image)
     return flow
 
 
@@ -522,6 +623,8 @@ def webcam_story() -> Flow:
 PYTHON_FLOWS: dict[str, Callable[[], Flow]] = {
     build.__name__: build
     for build in (
+        consistent_scene,
+        consistent_storyboard,
         continuous_story,
         illustrate,
         illustrate_scene,

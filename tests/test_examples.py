@@ -25,6 +25,9 @@ def test_demo(tmp_path: Path) -> None:
     assert "Story frame:" in out and "trace:" in out
     assert (tmp_path / "trace.json").is_file()
     assert (tmp_path / "report.html").is_file()
+    assert "Consistent storyboard" in out and "the judge scored the three" in out
+    assert (tmp_path / "consistent" / "report.html").is_file()
+    assert len(list((tmp_path / "consistent" / "scenes").glob("*/scene.png"))) >= 1
 
 
 def test_seed_functional_api(tmp_path: Path) -> None:
