@@ -214,6 +214,7 @@ async def _run(
     choices: dict[str, int] | None = None,
 ) -> FlowResult:
     """``run``: ``thread`` is (``--resume``, ``--thread-id``)."""
+    from calliope_graph.context import token_sink
     from calliope_graph.files import prepare_out_dir
     from calliope_graph.flow.run import new_thread_id, shown_url
 
@@ -242,6 +243,9 @@ async def _run(
     )
     if shared.simulator is not None:
         err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
+    # On a terminal, what nodes stream is shown as it arrives (text, previews); elsewhere
+    # nothing listens, so nothing streams and the output stays as scripts parse it.
+    listening = token_sink.set(progress.stream) if progress.live else None
     try:
         result = await flow.ainvoke(
             inputs,
@@ -278,6 +282,10 @@ async def _run(
         if live.live:
             live.throttle.flush()
         raise
+    finally:
+        progress.end_text()
+        if listening is not None:
+            token_sink.reset(listening)
     live.final(result.trace)
     return result
 
