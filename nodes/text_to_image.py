@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from calliope_graph.context import RunContext
+from calliope_graph.context import RunContext, streaming
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.media import Image
@@ -20,6 +21,11 @@ class TextToImageParams(BaseModel):
     height: int | None = Field(default=None, gt=0, le=8192)
     output_name: str | None = None
     """File name in the output directory (default: the node's name, with the real extension)."""
+    previews: int = Field(default=0, ge=0, le=3)
+    """Partial images to show while the model draws (0-3): OpenAI's GPT image models stream
+    them when someone listens (``flow.astream``, ``calliope-graph run`` on a terminal), each
+    saved as ``<name>-preview-<n>`` and reported as a ``preview`` event; other models and
+    unstreamed runs ignore it (docs/architecture.md, "Partial images")."""
 
 
 @register_node
@@ -58,15 +64,17 @@ class TextToImage(Node):
             extra["reference_images"] = references
         if inputs.get("seed") is not None:
             extra["seed"] = seed_of(inputs["seed"], self.name)
-        image = await engine(
-            ctx,
-            str(inputs["prompt"]),
-            config,
-            output_name=self.params.output_name or f"{self.output_stem()}.png",
-            width=self.params.width,
-            height=self.params.height,
-            **extra,
-        )
+        previews = self.params.previews
+        with streaming(self.name, previews=previews) if previews else contextlib.nullcontext():
+            image = await engine(
+                ctx,
+                str(inputs["prompt"]),
+                config,
+                output_name=self.params.output_name or f"{self.output_stem()}.png",
+                width=self.params.width,
+                height=self.params.height,
+                **extra,
+            )
         return {"image": image}
 
 

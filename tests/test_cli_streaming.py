@@ -141,3 +141,19 @@ def test_off_a_terminal_nothing_streams_and_the_lines_are_as_before(
     assert "│" not in shown and result.outputs["text"]
     (body,) = rec.bodies("/chat/completions")
     assert "stream" not in body  # the same request as before streaming
+
+
+def test_previews_are_shown_as_lines_with_their_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    sim = Simulator(sleep=clock, latency={"openai:ttft": 0.3, "token": 0.1})
+    shown, result = _run(tmp_path, monkeypatch, sim, PICTURE)
+    lines = _lines(shown)
+    previews = [line for line in lines if "◐ picture preview" in line]
+    assert len(previews) == 2
+    finished = next(i for i, line in enumerate(lines) if "✓ picture" in line)
+    assert all(lines.index(p) < finished for p in previews)
+    for number, line in enumerate(previews, start=1):
+        path = Path(line.split(f"preview {number}: ", 1)[1].strip())
+        assert path.is_file() and path.parent == (tmp_path / "out").resolve()
+    assert Path(result.outputs["image"].path).is_file()
