@@ -64,6 +64,7 @@ def _run(
 ) -> tuple[str, Any]:
     """Run ``flow`` as ``calliope-graph run`` does; (what the progress console showed, the
     result)."""
+    monkeypatch.delenv("FORCE_COLOR", raising=False)  # colours for a log are no terminal
     buffer = io.StringIO()
     console = Console(
         file=buffer, force_terminal=terminal, width=200, color_system=None, record=True
@@ -157,3 +158,13 @@ def test_previews_are_shown_as_lines_with_their_paths(
         path = Path(line.split(f"preview {number}: ", 1)[1].strip())
         assert path.is_file() and path.parent == (tmp_path / "out").resolve()
     assert Path(result.outputs["image"].path).is_file()
+
+
+def test_force_color_alone_is_no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI sets FORCE_COLOR where the output is a pipe: colours, but no streamed text."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    piped = Console(file=io.StringIO())
+    assert piped.is_terminal and not progress.on_terminal(piped)
+    monkeypatch.delenv("FORCE_COLOR")
+    assert progress.on_terminal(Console(file=io.StringIO(), force_terminal=True))
+    assert not progress.on_terminal(Console(file=io.StringIO()))

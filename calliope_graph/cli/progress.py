@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,22 @@ if TYPE_CHECKING:
     from calliope_graph.errors import WaitingForChoice
     from calliope_graph.flow import FlowResult
 
-__all__ = ["RunProgress", "print_result", "print_waiting", "shown_here"]
+__all__ = ["RunProgress", "on_terminal", "print_result", "print_waiting", "shown_here"]
+
+
+def on_terminal(console: Console) -> bool:
+    """Whether ``console`` writes to a terminal, as rich decides (``TTY_COMPATIBLE``, a
+    Console made with ``force_terminal``) — but not merely because ``FORCE_COLOR`` asks for
+    colours in a log: CI sets it where the output is a pipe a script may read."""
+    if not console.is_terminal:
+        return False
+    if "FORCE_COLOR" not in os.environ:
+        return True
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed file
+        return False
 
 
 class RunProgress:
@@ -45,7 +61,7 @@ class RunProgress:
         self.timeouts = dict(timeouts or {})
         self.console = console or err_console
         #: Show streamed text and previews (default: when the console is a terminal).
-        self.live = self.console.is_terminal if live is None else live
+        self.live = on_terminal(self.console) if live is None else live
         self._open: tuple[str, int] | None = None  # the (node, attempt) whose text is shown
         self._shown: dict[tuple[str, int], int] = {}  # characters shown per (node, attempt)
 
