@@ -22,13 +22,15 @@ import httpx
 from calliope_graph.config import KeysModel, ModelCatalog, catalog
 from calliope_graph.errors import error_class
 from calliope_graph.limits import Limits, default_limits
-from calliope_graph.media import MediaStore
+from calliope_graph.media import Image, MediaStore
 
 __all__ = [
     "PollSettings",
+    "PreviewEvent",
     "RetrySettings",
     "RunContext",
     "Sleep",
+    "StreamEvent",
     "StreamScope",
     "TokenEvent",
     "TokenSink",
@@ -175,19 +177,41 @@ class TokenEvent:
     reason: str | None = None
 
 
-TokenSink = Callable[[TokenEvent], None]
-#: Where token events go during a run (set by the flow runner while someone listens, e.g.
-#: ``flow.astream``); engines stream only when a node asked for it and someone listens.
+@dataclass(frozen=True)
+class PreviewEvent:
+    """A partial image of what ``node`` is drawing, as the provider streams it (OpenAI's GPT
+    image models with the node's ``previews`` param): ``media`` is the saved file (a
+    reference, never the bytes), ``index`` its place among the previews (from 0), in
+    ``attempt``. The node's output is the final image, as without previews; a ``discard``
+    :class:`TokenEvent` of the same node and attempt says its previews are void (the
+    attempt failed and is retried or falls back)."""
+
+    node: str
+    index: int
+    media: Image
+    attempt: int
+    item: int | None = None
+    kind: Literal["preview"] = "preview"
+
+
+#: What a token sink receives: text as it is written, and previews of images being drawn.
+StreamEvent = TokenEvent | PreviewEvent
+TokenSink = Callable[[StreamEvent], None]
+#: Where token (and preview) events go during a run (set by the flow runner while someone
+#: listens, e.g. ``flow.astream``, or by ``calliope-graph run`` on a terminal); engines
+#: stream only when a node asked for it and someone listens.
 token_sink: ContextVar[TokenSink | None] = ContextVar("calliope_token_sink", default=None)
 
 
 @dataclass
 class StreamScope:
-    """A node's streamed call in progress: its name, and the token event of the attempt
-    whose text the consumer holds (None once discarded, or before any text)."""
+    """A node's streamed call in progress: its name, the token event of the attempt whose
+    text the consumer holds (None once discarded, or before any text), and how many
+    partial images (``previews``) an image node asks for (0: none)."""
 
     node: str
     pending: TokenEvent | None = None
+    previews: int = 0
 
 
 #: The node whose model output may be streamed (set by the node around its engine call).
@@ -195,12 +219,13 @@ streaming_node: ContextVar[StreamScope | None] = ContextVar("calliope_streaming"
 
 
 @contextmanager
-def streaming(node: str) -> Iterator[None]:
+def streaming(node: str, *, previews: int = 0) -> Iterator[None]:
     """Within it, the engine call of ``node`` streams its text when someone listens (the
-    run's :data:`token_sink`, or LangGraph's ``stream_mode="messages"``). When the node
-    fails after text arrived (a refusal read from the whole answer, an empty answer it
+    run's :data:`token_sink`, or LangGraph's ``stream_mode="messages"``) — or, with
+    ``previews``, the partial images of an image it draws (to the token sink). When the
+    node fails after text arrived (a refusal read from the whole answer, an empty answer it
     refuses), the consumer is told to discard it here."""
-    scope = StreamScope(node)
+    scope = StreamScope(node, previews=previews)
     token = streaming_node.set(scope)
     try:
         yield

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.config import ModelConfig
-from calliope_graph.context import RunContext
+from calliope_graph.context import RunContext, streaming
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines._sizes import sizes_made
 from calliope_graph.errors import ConfigurationError
@@ -28,6 +29,11 @@ class TextToImageParams(BaseModel):
     """Height in pixels (see ``width``)."""
     output_name: str | None = Field(default=None, examples=["picture.png"])
     """File name in the output directory (default: the node's name, with the real extension)."""
+    previews: int = Field(default=0, ge=0, le=3, examples=[2])
+    """Partial images to show while the model draws (0-3): OpenAI's GPT image models stream
+    them when someone listens (``flow.astream``, ``calliope-graph run`` on a terminal), each
+    saved as ``<name>-preview-<n>`` and reported as a ``preview`` event; other models and
+    unstreamed runs ignore it (docs/architecture.md, "Partial images")."""
 
 
 @register_node
@@ -66,15 +72,17 @@ class TextToImage(Node):
             extra["reference_images"] = references
         if inputs.get("seed") is not None:
             extra["seed"] = seed_of(inputs["seed"], self.name)
-        image = await engine(
-            ctx,
-            str(inputs["prompt"]),
-            config,
-            output_name=self.params.output_name or f"{self.output_stem()}.png",
-            width=self.params.width,
-            height=self.params.height,
-            **extra,
-        )
+        previews = self.params.previews
+        with streaming(self.name, previews=previews) if previews else contextlib.nullcontext():
+            image = await engine(
+                ctx,
+                str(inputs["prompt"]),
+                config,
+                output_name=self.params.output_name or f"{self.output_stem()}.png",
+                width=self.params.width,
+                height=self.params.height,
+                **extra,
+            )
         self._check_size(config, image)
         return {"image": image}
 

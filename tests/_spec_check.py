@@ -78,15 +78,20 @@ def wire(kind: Any) -> Any:
         fields: dict[str, Any] = {}
         hints = typing.get_type_hints(kind, include_extras=True)
         if is_typeddict(kind):
-            # Required[...]/NotRequired[...] as the hints spell them, else the class's
-            # totality: __required_keys__ is wrong when the SDK's module has string
-            # annotations (``from __future__ import annotations``).
-            total = bool(getattr(kind, "__total__", True))
+            # Required[...]/NotRequired[...] as the hints spell them, else the totality of
+            # the class that declared the key (__required_keys__: a total subclass of a
+            # non-total base, as ImageGenerateParamsStreaming, keeps the base's keys
+            # optional) — __required_keys__ alone is wrong when the SDK's module has string
+            # annotations (``from __future__ import annotations``) that spell the markers.
+            declared = set(getattr(kind, "__required_keys__", hints))
             required = {
                 name
                 for name, hint in hints.items()
                 if typing.get_origin(hint) in (Required, typing.Required)
-                or (total and typing.get_origin(hint) not in (NotRequired, typing.NotRequired))
+                or (
+                    name in declared
+                    and typing.get_origin(hint) not in (NotRequired, typing.NotRequired)
+                )
             }
         else:
             required = {

@@ -69,7 +69,7 @@ P = InferenceModelProvider
 def _openai() -> Api:
     """OpenAI's API as the ``openai`` SDK types it (Stainless-generated from OpenAI's OpenAPI
     spec): the ``*Params`` TypedDicts its methods send, the models it parses answers into."""
-    from openai.types import Completion, ImagesResponse
+    from openai.types import Completion, ImageGenStreamEvent, ImagesResponse
     from openai.types.audio import SpeechCreateParams, Transcription
     from openai.types.audio.transcription_create_params import TranscriptionCreateParams
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -93,7 +93,13 @@ def _openai() -> Api:
                 stream=ChatCompletionChunk,
             ),
             op("completions.create", "/completions", Completion, body=CompletionCreateParams),
-            op("images.generate", "/images/generations", ImagesResponse, body=ImageGenerateParams),
+            op(
+                "images.generate",
+                "/images/generations",
+                ImagesResponse,
+                body=ImageGenerateParams,
+                stream=ImageGenStreamEvent,  # stream: true, partial_images (previews)
+            ),
             op(
                 "audio.transcriptions.create",
                 "/audio/transcriptions",
@@ -941,6 +947,18 @@ def _draw(ctx: RunContext, config: ModelConfig, _: Inputs) -> Awaitable[Any]:
     )
 
 
+async def _draw_previews(ctx: RunContext, config: ModelConfig, given: Inputs) -> Any:
+    """A drawing with a node's ``previews``, someone listening: streamed partial images."""
+    from calliope_graph.context import streaming, token_sink
+
+    reset = token_sink.set(lambda event: None)
+    try:
+        with streaming("picture", previews=2):
+            return await _draw(ctx, config, given)
+    finally:
+        token_sink.reset(reset)
+
+
 def _look(ctx: RunContext, config: ModelConfig, given: Inputs) -> Awaitable[Any]:
     engine = get_engine(Conversion.IMAGE_ANALYSIS, config.model.provider)
     return engine(ctx, given.image, config)
@@ -1070,6 +1088,14 @@ CASES = [
         P.OPENAI,
         "gpt-image-2",
         _draw,
+        ("openai:images.generate",),
+        {"quality": "low", "output_format": "png"},
+    ),
+    Case(
+        "openai-gpt-image-previews",
+        P.OPENAI,
+        "gpt-image-2",
+        _draw_previews,
         ("openai:images.generate",),
         {"quality": "low", "output_format": "png"},
     ),

@@ -18,7 +18,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from calliope_graph.config import InferenceModel, ModelConfig
-from calliope_graph.context import RunContext, TokenEvent, streaming, token_sink
+from calliope_graph.context import RunContext, StreamEvent, TokenEvent, streaming, token_sink
 from calliope_graph.engines import Conversion, get_engine
 from calliope_graph.engines._stream import Tokens, sse_events
 from calliope_graph.engines.langchain import register_chat_model, unregister_chat_model
@@ -144,7 +144,7 @@ async def test_stream_false_in_the_model_config_turns_it_off(
 ) -> None:
     config = ctx.catalog.get("openai-gpt-6-luna")
     config = config.model_copy(update={"model_parameters": {"stream": False}})
-    events: list[TokenEvent] = []
+    events: list[StreamEvent] = []  # what a token sink receives
     reset = token_sink.set(events.append)
     try:
         with streaming("story"):

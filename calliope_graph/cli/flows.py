@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +176,24 @@ async def _retries_shown_by_progress() -> AsyncIterator[None]:
         retry_log.removeFilter(drop)
 
 
+@contextlib.contextmanager
+def _streams_shown(progress: RunProgress) -> Iterator[None]:
+    """On a terminal, what nodes stream is shown as it arrives (text, previews): the
+    progress is the run's token sink. Elsewhere nothing listens, so nothing streams and
+    the output stays as scripts parse it."""
+    if not progress.live:
+        yield
+        return
+    from calliope_graph.context import token_sink
+
+    listening = token_sink.set(progress.stream)
+    try:
+        yield
+    finally:
+        progress.end_text()
+        token_sink.reset(listening)
+
+
 class _LiveReport:
     """``report.html`` rewritten from the trace being written, at most every
     :data:`REPORT_INTERVAL` (rendering is linear in the trace: on every event, long runs
@@ -199,6 +217,19 @@ class _LiveReport:
     def update(self, trace: Trace) -> None:
         self.live[:] = [trace]
         self.throttle.request()
+
+    def failed(self, trace_path: Path) -> None:
+        """The run failed: the report of the trace the runner marked failed (trace.json may
+        not be written), else of the one saved, else none."""
+        if self.live:
+            self.final(self.live[-1])
+        elif trace_path.exists():
+            from calliope_graph.flow import Trace
+
+            with contextlib.suppress(Exception):  # an unreadable trace: no report
+                self.final(Trace.load(trace_path))
+        else:
+            self.throttle.cancel()
 
     def final(self, trace: Trace) -> None:
         self.throttle.cancel()
@@ -257,36 +288,28 @@ async def _run(
     if shared.simulator is not None:
         err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     try:
-        result = await flow.ainvoke(
-            inputs,
-            out_dir=out_dir,
-            session=shared.session,
-            keys=shared.keys,
-            thread_id=thread_id,
-            resume=resume is not None,
-            cache=cache,
-            on_event=on_event,
-            checkpointer=checkpoint or True,
-            media_store=media_store,
-            choices=choices or None,
-        )
+        with _streams_shown(progress):
+            result = await flow.ainvoke(
+                inputs,
+                out_dir=out_dir,
+                session=shared.session,
+                keys=shared.keys,
+                thread_id=thread_id,
+                resume=resume is not None,
+                cache=cache,
+                on_event=on_event,
+                checkpointer=checkpoint or True,
+                media_store=media_store,
+                choices=choices or None,
+            )
     except WaitingForChoice:  # the report shows the candidates
         from calliope_graph.flow import Trace
 
         live.final(Trace.load(out_dir / "trace.json"))
         raise
     except FlowRunError:
-        trace_path = out_dir / "trace.json"
-        if live.live:  # the trace the runner marked failed (trace.json may not be written)
-            live.final(live.live[-1])
-        elif trace_path.exists():
-            from calliope_graph.flow import Trace
-
-            with contextlib.suppress(Exception):  # an unreadable trace: no report
-                live.final(Trace.load(trace_path))
-        else:
-            live.throttle.cancel()
-        err_console.print(f"trace: {trace_path}  report: {live.path}")
+        live.failed(out_dir / "trace.json")
+        err_console.print(f"trace: {out_dir / 'trace.json'}  report: {live.path}")
         raise
     except BaseException:  # interrupted (the runner marked the trace so) or unexpected
         if live.live:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,22 @@ if TYPE_CHECKING:
     from calliope_graph.errors import WaitingForChoice
     from calliope_graph.flow import FlowResult
 
-__all__ = ["RunProgress", "print_result", "print_waiting", "shown_here"]
+__all__ = ["RunProgress", "on_terminal", "print_result", "print_waiting", "shown_here"]
+
+
+def on_terminal(console: Console) -> bool:
+    """Whether ``console`` writes to a terminal, as rich decides (``TTY_COMPATIBLE``, a
+    Console made with ``force_terminal``) — but not merely because ``FORCE_COLOR`` asks for
+    colours in a log: CI sets it where the output is a pipe a script may read."""
+    if not console.is_terminal:
+        return False
+    if "FORCE_COLOR" not in os.environ:
+        return True
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed file
+        return False
 
 
 class RunProgress:
@@ -27,15 +43,27 @@ class RunProgress:
     item in brackets (``scenes[2]``, ``scenes[2]/illustration/image``); a mapped node's own
     lines say which item of which map. Lines go to ``console`` (default: stderr). An event
     is a :class:`~calliope_graph.flow.FlowEvent` or anything shaped like one.
+
+    On a terminal (``live``: the console is one) :meth:`stream` also shows what nodes stream
+    (``run`` makes it the run's token sink): text as it is written, after a ``node │``
+    label, a discarded attempt's text marked so, and each partial image's path.
     """
 
     def __init__(
-        self, timeouts: Mapping[str, float] | None = None, *, console: Console | None = None
+        self,
+        timeouts: Mapping[str, float] | None = None,
+        *,
+        console: Console | None = None,
+        live: bool | None = None,
     ) -> None:
         self.start = time.monotonic()
         #: Each node's ``timeout`` (seconds per attempt), by node name.
         self.timeouts = dict(timeouts or {})
         self.console = console or err_console
+        #: Show streamed text and previews (default: when the console is a terminal).
+        self.live = on_terminal(self.console) if live is None else live
+        self._open: tuple[str, int] | None = None  # the (node, attempt) whose text is shown
+        self._shown: dict[tuple[str, int], int] = {}  # characters shown per (node, attempt)
 
     def stopped(self, event: Any) -> str:
         """What ended a node the run cancelled: its own timeout, or the run being stopped.
@@ -63,6 +91,7 @@ class RunProgress:
         return node
 
     def __call__(self, event: Any) -> None:
+        self.end_text()
         e = event.execution
         stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
         node = str(event.node)
@@ -72,6 +101,51 @@ class RunProgress:
             f"[dim]({escape(e.kind)}{', ' + escape(e.model) if e.model else ''}{escape(where)})[/]"
         )
         self.console.print(f"{stamp} {self.line(event, who)}", soft_wrap=True)
+
+    # -- what nodes stream (shown on a terminal) ------------------------------------------
+    def stream(self, event: Any) -> None:
+        """Show a :class:`~calliope_graph.context.TokenEvent` or
+        :class:`~calliope_graph.context.PreviewEvent` as it arrives (nothing unless
+        ``live``): text continues its node's ``node │`` line, a discard marks that attempt's
+        text (or previews) void, a preview is a line with its file's path."""
+        if not self.live:
+            return
+        label = str(event.node) + (f"[{event.item}]" if event.item is not None else "")
+        key = (label, int(event.attempt))
+        stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
+        if event.kind == "token":
+            self._text(key, str(event.text))
+        elif event.kind == "discard":
+            self.end_text()
+            shown = self._shown.pop(key, 0)
+            what = f"its {shown} characters above" if shown else "its previews"
+            self.console.print(
+                f"{stamp} [yellow]✗[/] [bold]{escape(label)}[/] attempt {key[1]} broke off "
+                f"({escape(str(event.reason or 'failed'))}): [yellow]{what} are discarded[/]; "
+                "a retry or a fallback writes it anew",
+                soft_wrap=True,
+            )
+        elif event.kind == "preview":
+            self.end_text()
+            self.console.print(
+                f"{stamp} [cyan]◐[/] [bold]{escape(label)}[/] preview {event.index + 1}: ", end=""
+            )
+            self.console.print(str(event.media.path), markup=False, soft_wrap=True)
+
+    def _text(self, key: tuple[str, int], text: str) -> None:
+        if self._open != key:
+            self.end_text()
+            self.console.print(f"        [dim]{escape(key[0])} │[/] ", end="")  # under the names
+            self._open = key
+        shown = text.replace("\n", "\n" + " " * (len(key[0]) + 11))
+        self.console.print(shown, end="", markup=False, highlight=False, soft_wrap=True)
+        self._shown[key] = self._shown.get(key, 0) + len(text)
+
+    def end_text(self) -> None:
+        """End the line of streamed text in progress (before any other line)."""
+        if self._open is not None:
+            self.console.print()
+            self._open = None
 
     def line(self, event: Any, who: str) -> str:
         """The line for ``event`` of the node shown as ``who`` (rich markup)."""

@@ -27,9 +27,10 @@ request-response stream cannot use), and the WHATWG framing rules for those fit 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,7 +56,10 @@ __all__ = [
     "next_attempt",
     "sse_events",
     "stream_text",
+    "streamed_events",
+    "wants_previews",
     "wants_stream",
+    "where_in_run",
 ]
 
 
@@ -149,6 +153,26 @@ def wants_stream(config_parameters: Mapping[str, Any]) -> bool:
     return config is not None and _messages_handler(config) is not None
 
 
+def where_in_run(config: Mapping[str, Any], node: str) -> tuple[str, int | None]:
+    """``node`` as the run's events name it, and its map item: the flow's runtime context
+    (in LangGraph's config) names where in the run this is (a subflow's scope, a map item),
+    as its FlowEvents do."""
+    runtime = (config.get("configurable") or {}).get("__pregel_runtime")
+    context = getattr(runtime, "context", None)
+    item = getattr(context, "item", None)
+    return str(getattr(context, "scope", "") or "") + node, item if isinstance(item, int) else None
+
+
+def wants_previews(config_parameters: Mapping[str, Any]) -> int:
+    """How many partial images an image engine call should stream: the node's ``previews``
+    when someone listens (the run's token sink) and the model config does not say
+    ``stream: false``; 0 otherwise (the request is then the unstreamed one)."""
+    scope = streaming_node.get()
+    if scope is None or not scope.previews or config_parameters.get("stream") is False:
+        return 0
+    return scope.previews if token_sink.get() is not None else 0
+
+
 class Tokens:
     """The deltas of one streamed attempt, reported to whoever listens (see the module)."""
 
@@ -167,13 +191,7 @@ class Tokens:
         config = _langgraph_config()
         if config is not None:
             self._manager = _messages_handler(config) if messages else None
-            # The flow's runtime context names where in the run this is (a subflow's scope,
-            # a map item), as its FlowEvents do.
-            runtime = (config.get("configurable") or {}).get("__pregel_runtime")
-            context = getattr(runtime, "context", None)
-            self.node = str(getattr(context, "scope", "") or "") + self.node
-            item = getattr(context, "item", None)
-            self.item = item if isinstance(item, int) else None
+            self.node, self.item = where_in_run(config, self.node)
 
     async def start(self, prompt: str, model: str) -> None:
         if self._manager is None:
@@ -261,8 +279,6 @@ async def stream_text(
     ``reader()`` makes each attempt's :class:`StreamReader`; its ``finish`` runs inside the
     attempt, so a stream cut short is retried like any transient failure.
     """
-    secrets = ctx.keys.secrets()
-    limits = ctx.limits.for_call(provider, model)
     counter = [0]
 
     async def attempt() -> str:
@@ -273,28 +289,12 @@ async def stream_text(
         )
         try:
             await tokens_.start(prompt, model)
-            async with map_transport_errors(provider, what="request", secrets=secrets):
-                response = await ctx.client.send(request, stream=True)
-            try:
-                limits.observe(response.headers)
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_response(
-                        provider,
-                        response,
-                        secrets=secrets,
-                        describe=describe,
-                        hook=hook,
-                        retry_after=retry_after,
-                    )
-                if "text/event-stream" not in response.headers.get("content-type", ""):
-                    await response.aread()
-                    raise malformed_stream(provider, model, "a body that is not an event stream")
-                async with map_transport_errors(provider, what="stream", secrets=secrets):
-                    async for event in sse_events(response):
-                        await tokens_.token(read(event) or "")
-            finally:
-                await response.aclose()
+            events = streamed_events(
+                ctx, provider, model, request, describe=describe, hook=hook, retry_after=retry_after
+            )
+            async with contextlib.aclosing(events):  # the answer is closed when this ends
+                async for event in events:
+                    await tokens_.token(read(event) or "")
             text = read.finish(tokens_.text)
         except BaseException as exc:
             await tokens_.failed(exc)
@@ -303,3 +303,42 @@ async def stream_text(
         return text
 
     return await with_retries(ctx, provider, attempt, model=model, tokens=tokens)
+
+
+async def streamed_events(
+    ctx: RunContext,
+    provider: str,
+    model: str,
+    request: httpx.Request,
+    *,
+    describe: Describe | None = None,
+    hook: ErrorHook | None = None,
+    retry_after: RetryAfterHint | None = None,
+) -> AsyncGenerator[SSE, None]:
+    """Send ``request`` (within one attempt of ``with_retries``) and yield the events of its
+    streamed answer: an error status is the taxonomy's error, a body that is not an event
+    stream a malformed answer, a connection dropped mid-way a transient failure. Read it
+    inside ``contextlib.aclosing`` so the answer is closed as soon as the reading stops."""
+    secrets = ctx.keys.secrets()
+    async with map_transport_errors(provider, what="request", secrets=secrets):
+        response = await ctx.client.send(request, stream=True)
+    try:
+        ctx.limits.for_call(provider, model).observe(response.headers)
+        if response.status_code >= 400:
+            await response.aread()
+            raise error_from_response(
+                provider,
+                response,
+                secrets=secrets,
+                describe=describe,
+                hook=hook,
+                retry_after=retry_after,
+            )
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await response.aread()
+            raise malformed_stream(provider, model, "a body that is not an event stream")
+        async with map_transport_errors(provider, what="stream", secrets=secrets):
+            async for event in sse_events(response):
+                yield event
+    finally:
+        await response.aclose()

@@ -26,13 +26,18 @@ from calliope_graph.engines._params import form_fields, pick
 from calliope_graph.engines._registry import Conversion, register
 from calliope_graph.engines._sizes import FIXED_SIZES, size_family
 from calliope_graph.engines._speech import audio_bytes, pcm_to_wav, save_speech
+from calliope_graph.engines._stream import wants_previews
 from calliope_graph.engines.openai import (
     _NAME,
     PROVIDER,
+    _auth,
+    _base,
     _chat_params,
     _message_text,
     _post,
     _words,
+    content_policy_hook,
+    describe,
 )
 from calliope_graph.errors import EmptyOutputError, InvalidRequestError, TransientProviderError
 from calliope_graph.media import (
@@ -138,7 +143,8 @@ async def text_to_image(
 
     DALL-E answers are requested as ``b64_json`` unless ``response_format: url`` is set, in
     which case the image is downloaded (capped at MAX_IMAGE_BYTES). A safety refusal is a
-    ContentPolicyError.
+    ContentPolicyError. A GPT image model streams partial images when the node asks for
+    ``previews`` and someone listens (engines/_openai_image_stream.py).
     """
     model = config.model.provider_model_name
     params = pick(config.parameters, IMAGE_PARAMS)
@@ -152,13 +158,30 @@ async def text_to_image(
     size = image_size(model, width, height) or config.parameters.get("size")
     if size:
         body["size"] = size
-    if reference_images:
-        files = []
-        for index, reference in enumerate(reference_images[:16]):
-            sent = await prepared(reference, EDIT_IMAGE_LIMITS)
-            ext = sent.mime.split("/")[-1]
-            files.append(("image[]", (f"reference-{index}.{ext}", sent.data, sent.mime)))
-        form = {k: str(v) for k, v in body.items()}
+    previews = wants_previews(config.parameters) if gpt_image else 0
+    files: list[Any] = []
+    for index, reference in enumerate(reference_images[:16]):
+        sent = await prepared(reference, EDIT_IMAGE_LIMITS)
+        ext = sent.mime.split("/")[-1]
+        files.append(("image[]", (f"reference-{index}.{ext}", sent.data, sent.mime)))
+    form = {k: str(v) for k, v in body.items()} if files else None
+    if previews:  # someone listens: partial images as the model draws (a node's previews)
+        from calliope_graph.engines._openai_image_stream import stream_image
+
+        return await stream_image(
+            ctx,
+            config,
+            url=f"{_base(ctx, config)}/images/{'edits' if files else 'generations'}",
+            headers=_auth(ctx, config),
+            output_name=output_name,
+            previews=previews,
+            json_body=None if files else body,
+            form=form,
+            files=files or None,
+            describe=describe,
+            hook=content_policy_hook,
+        )
+    if files:
         answer = await _post(ctx, config, "/images/edits", data=form, files=files)
     else:
         answer = await _post(ctx, config, "/images/generations", json_body=body)

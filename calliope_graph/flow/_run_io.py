@@ -20,7 +20,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer
 
 from calliope_graph._secrets import redact_tree
-from calliope_graph.context import TokenEvent, token_sink
+from calliope_graph.context import StreamEvent, token_sink
 from calliope_graph.errors import ConfigurationError, FlowRunError, MediaError, error_class
 from calliope_graph.flow._input_values import check_value
 from calliope_graph.flow._runtime import FlowEvent, FlowRuntime, OnEvent, input_key, port_key
@@ -114,14 +114,15 @@ def _media(name: str, kind: str, value: Any) -> Image | Audio | Video:
 
 async def stream_events(
     run: Callable[[OnEvent], Coroutine[Any, Any, FlowResult]],
-) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
+) -> AsyncIterator[FlowEvent | StreamEvent | FlowResult]:
     """Run ``run(emit)`` and yield each event it emits as it happens, then its result.
 
     The text nodes write streams in too, as :class:`~calliope_graph.context.TokenEvent`s
     (``token``: a delta of ``node``'s text, before its ``finished``; ``discard``: drop what
     that attempt streamed, a retry or fallback writes anew): the run's task is made with the
-    queue as its token sink, so only this stream's consumer sees them."""
-    queue: asyncio.Queue[FlowEvent | TokenEvent | None] = asyncio.Queue()
+    queue as its token sink, so only this stream's consumer sees them. Image nodes with
+    ``previews`` stream :class:`~calliope_graph.context.PreviewEvent`s the same way."""
+    queue: asyncio.Queue[FlowEvent | StreamEvent | None] = asyncio.Queue()
     sink = token_sink.set(queue.put_nowait)  # the task made next inherits it
     try:
         task = asyncio.create_task(run(queue.put_nowait))

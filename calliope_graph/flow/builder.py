@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from langgraph.types import Checkpointer
 
     from calliope_graph.batch import BatchOptions, BatchSummary
-    from calliope_graph.context import TokenEvent
+    from calliope_graph.context import StreamEvent
     from calliope_graph.flow._runtime import FlowEvent, OnEvent
     from calliope_graph.flow.compile import CompiledFlowGraph
     from calliope_graph.flow.run import FlowResult, FlowRunner, RunnerOptions, RunOptions
@@ -500,10 +500,11 @@ class Flow:
 
     async def astream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> AsyncGenerator[FlowEvent | TokenEvent | FlowResult, None]:
+    ) -> AsyncGenerator[FlowEvent | StreamEvent | FlowResult, None]:
         """Yield a :class:`FlowEvent` per node event as it happens (and a
-        :class:`~calliope_graph.context.TokenEvent` per piece of text a node streams), then
-        the FlowResult."""
+        :class:`~calliope_graph.context.TokenEvent` per piece of text a node streams, a
+        :class:`~calliope_graph.context.PreviewEvent` per partial image), then the
+        FlowResult."""
         from calliope_graph.flow.run import stream_events
 
         extra = options.pop("on_event", None)
@@ -522,7 +523,7 @@ class Flow:
 
     def stream(
         self, inputs: Mapping[str, Any] | None, **options: Unpack[RunOptions]
-    ) -> Iterator[FlowEvent | TokenEvent | FlowResult]:
+    ) -> Iterator[FlowEvent | StreamEvent | FlowResult]:
         """:meth:`astream`, from synchronous code (events are yielded as they happen)."""
         _no_running_loop("stream", "astream")
         loop = asyncio.new_event_loop()

@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Checkpointer, Interrupt, StateSnapshot
 from typing_extensions import Unpack
 
-from calliope_graph.context import RunContext, TokenEvent
+from calliope_graph.context import PreviewEvent, RunContext, StreamEvent, TokenEvent
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
@@ -81,6 +81,7 @@ __all__ = [
     "Durability",
     "FlowResult",
     "FlowRunner",
+    "PreviewEvent",
     "RunOptions",
     "RunnerOptions",
     "TokenEvent",
@@ -457,9 +458,9 @@ class FlowRunner:
         thread_id: str | None = None,
         resume: bool = False,
         choices: Mapping[str, int] | None = None,
-    ) -> AsyncIterator[FlowEvent | TokenEvent | FlowResult]:
-        """Yield each :class:`FlowEvent` and :class:`TokenEvent` as it happens, then the
-        :class:`FlowResult`."""
+    ) -> AsyncIterator[FlowEvent | StreamEvent | FlowResult]:
+        """Yield each :class:`FlowEvent`, :class:`TokenEvent` and :class:`PreviewEvent` as it
+        happens, then the :class:`FlowResult`."""
         run = functools.partial(self.ainvoke, inputs, thread_id=thread_id, choices=choices)
         async for item in stream_events(lambda emit: run(resume=resume, on_event=emit)):
             yield item

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from calliope_graph.simulate._openai_image_stream import image_stream, stream_args
+
 if TYPE_CHECKING:
     from calliope_graph.simulate.openai import OpenAIFake
 
@@ -39,9 +41,11 @@ _FIELDS = frozenset(
         "moderation",
         "user",
         "response_format",
+        "stream",
+        "partial_images",
     )
 )
-_NUMBERS = ("n", "output_compression")
+_NUMBERS = ("n", "output_compression", "partial_images")
 #: Image tokens an input image costs in the fake's usage (a flat figure per image).
 IMAGE_TOKENS = 765
 
@@ -66,6 +70,8 @@ def images_edits(fake: OpenAIFake, request: httpx.Request) -> httpx.Response:
         else:
             text = payload.decode("utf-8", "replace")
             fields[name] = int(text) if name in _NUMBERS and text.isdigit() else text
+            if name == "stream":  # a form's boolean: "true" or "false"
+                fields[name] = {"true": True, "false": False}.get(text, text)
     model = str(fields.get("model") or "dall-e-2")
     if not model.startswith("gpt-image"):
         raise fake._reject(
@@ -91,6 +97,9 @@ def images_edits(fake: OpenAIFake, request: httpx.Request) -> httpx.Response:
             )
     # The rest is validated and drawn as a generation would be, from the same fields.
     fields.pop("input_fidelity", None)  # an edit's own field; the rest are a generation's
+    streamed = stream_args(fake, fields, gpt_image=True)
+    fields.pop("stream", None)
+    fields.pop("partial_images", None)
     generation = httpx.Request(
         "POST", request.url, headers={"content-type": "application/json"}, json=fields
     )
@@ -103,4 +112,9 @@ def images_edits(fake: OpenAIFake, request: httpx.Request) -> httpx.Response:
     usage["input_tokens"] = int(usage.get("input_tokens", 0)) + extra
     usage["total_tokens"] = int(usage.get("total_tokens", 0)) + extra
     usage.setdefault("input_tokens_details", {})["image_tokens"] = extra
+    if streamed is not None:  # image_edit.* events (simulate/_openai_image_stream.py)
+        headers = {
+            k: v for k, v in answer.headers.items() if k.lower().startswith(("x-", "openai"))
+        }
+        return image_stream(fake, request, body, streamed, kind="image_edit", headers=headers)
     return httpx.Response(200, json=body, headers=dict(answer.headers))

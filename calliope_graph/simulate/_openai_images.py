@@ -16,6 +16,7 @@ from calliope_graph.simulate._content import (
     image_bytes,
 )
 from calliope_graph.simulate._openai_audio import OpenAIAudio
+from calliope_graph.simulate._openai_image_stream import image_stream, stream_args
 from calliope_graph.simulate._openai_wire import (
     count_tokens,
     quote_list,
@@ -141,6 +142,7 @@ class OpenAIImages(OpenAIAudio):
                 code="invalid_value",
             )
 
+        streamed = stream_args(self, body, gpt_image=spec.gpt_image)
         if self.sim.blocked(self, request, prompt):
             if spec.gpt_image:
                 return self._fail(
@@ -207,6 +209,11 @@ class OpenAIImages(OpenAIAudio):
                         "total_tokens": prompt_tokens + 4160 * n,
                     },
                 }
+            )
+        if streamed is not None:  # server-sent partial images (simulate/_openai_image_stream.py)
+            headers = self._headers(seq)
+            return image_stream(
+                self, request, out, streamed, kind="image_generation", headers=headers
             )
         return self._ok(out, seq=seq)
 
