@@ -52,13 +52,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import DEFAULT_BASE_URLS, InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_image, download_video, mp4_name
 from calliope_graph.engines._fal_io import (
     IMAGE_LIMITS,
     data_uri_bytes,
@@ -75,7 +75,6 @@ from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
     ContentPolicyError,
-    MediaError,
     ProviderError,
     TransientProviderError,
 )
@@ -506,18 +505,10 @@ async def text_to_image(
         # FLUX's safety checker answers a blacked-out image: nothing worth keeping.
         raise _policy_error(request_id, "the model's safety checker flagged the image")
     url = file_url(output, "images", request_id)
-    cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
+    limit = cap(config, MAX_IMAGE_BYTES)
     if url.startswith("data:"):  # sync_mode: true answers data URIs
-        return await ctx.store.asave_image(output_name, data_uri_bytes(url, cap))
-    path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
-    try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
-    except MediaError:
-        path.unlink(missing_ok=True)
-        raise
-    if Path(image.path) != path:
-        path.unlink(missing_ok=True)  # saved again under the real format's extension
-    return image
+        return await ctx.store.asave_image(output_name, data_uri_bytes(url, limit))
+    return await download_image(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 # -- image and text to video -----------------------------------------------------------------
@@ -537,14 +528,10 @@ async def image_and_text_to_video(
     inputs[_field(config, "prompt_field", "prompt")] = text.strip()
     request_id, output = await _run(ctx, config, app, inputs)
     url = file_url(output, "video", request_id)
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    cap = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
+    limit = cap(config, MAX_VIDEO_BYTES)
     if url.startswith("data:"):
-        return await ctx.store.asave_video(name, data_uri_bytes(url, cap))
-    path = await ctx.store.download(ctx.client, url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+        return await ctx.store.asave_video(mp4_name(output_name), data_uri_bytes(url, limit))
+    return await download_video(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 # -- the model list --------------------------------------------------------------------------

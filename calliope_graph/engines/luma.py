@@ -63,6 +63,7 @@ import httpx
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_image, download_video
 from calliope_graph.engines._http import bearer, parse_json, redact, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
@@ -72,7 +73,6 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
-    MediaError,
     ProviderError,
     TransientProviderError,
 )
@@ -382,16 +382,8 @@ async def text_to_image(
         body.update(await _references(ctx, reference_images, config))
     generation_id, assets = await _generate(ctx, "image", body, config)
     url = _asset(assets, "image", generation_id)
-    cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
-    path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
-    try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
-    except MediaError:
-        path.unlink(missing_ok=True)
-        raise
-    if Path(image.path) != path:
-        path.unlink(missing_ok=True)  # saved again under the real format's extension
-    return image
+    limit = cap(config, MAX_IMAGE_BYTES)
+    return await download_image(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
@@ -430,9 +422,5 @@ async def image_and_text_to_video(
     body.update(picked)
     generation_id, assets = await _generate(ctx, "video", body, config)
     video_url = _asset(assets, "video", generation_id)
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    cap = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
-    path = await ctx.store.download(ctx.client, video_url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+    limit = cap(config, MAX_VIDEO_BYTES)
+    return await download_video(ctx, video_url, output_name, max_bytes=limit, provider=_NAME)

@@ -31,13 +31,13 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_video
 from calliope_graph.engines._http import bearer, parse_json, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
@@ -399,9 +399,5 @@ async def image_and_text_to_video(
             f"runway task {task_id} succeeded without an output URL: run the node again or add "
             "a fallback edge on 'empty'."
         )
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
-    path = await ctx.store.download(ctx.client, url, name, max_bytes=max_bytes, provider=_NAME)
-    return Video.open(path)
+    limit = cap(config, MAX_VIDEO_BYTES)
+    return await download_video(ctx, url, output_name, max_bytes=limit, provider=_NAME)
