@@ -23,6 +23,7 @@ from calliope_graph.testing import image_bytes
 
 FLUX = "fal-ai/flux/schnell"
 KLING = "fal-ai/kling-video/v2.5-turbo/standard/image-to-video"
+KONTEXT = "fal-ai/flux-pro/kontext/multi"
 
 
 @pytest.fixture
@@ -71,6 +72,22 @@ async def test_sdk_result_and_status_by_request_id(
     result = await client.result(KLING, handle.request_id)
     assert result["video"]["content_type"] == "video/mp4"
     assert result["video"]["file_size"] > 0
+
+
+async def test_sdk_edits_from_reference_images_with_kontext_multi(
+    client: fal_client.AsyncClient, sim: Simulator
+) -> None:
+    """The SDK's own data-URI encoder and queue against the Kontext multi fake (the app the
+    catalog's fal-flux-kontext uses for reference images)."""
+    sim.poll_steps = 1
+    refs = [fal_client.encode(image_bytes(t, 96, 64), "image/png") for t in ("a fox", "a hat")]
+    inputs = {"prompt": "the fox wears the hat", "image_urls": refs, "aspect_ratio": "1:1"}
+    handle = await client.submit(KONTEXT, inputs)
+    result = await handle.get(interval=0)
+    (image,) = result["images"]
+    assert image["width"] == image["height"] and result["has_nsfw_concepts"] == [False]
+    (job,) = sim.state("fal")["requests"].values()
+    assert job.inputs["image_urls"] == refs  # kept as sent
 
 
 async def test_sdk_cancels_a_queued_request(client: fal_client.AsyncClient, sim: Simulator) -> None:

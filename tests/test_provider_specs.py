@@ -985,6 +985,23 @@ def _film(ctx: RunContext, config: ModelConfig, given: Inputs) -> Awaitable[Any]
     return engine(ctx, given.image, "the kite climbs", config, output_name="kite.mp4")
 
 
+def _draw_from(ctx: RunContext, config: ModelConfig, given: Inputs) -> Awaitable[Any]:
+    """text_to_image with a reference image (the consistency port)."""
+    engine = get_engine(Conversion.TEXT_TO_IMAGE, config.model.provider)
+    return engine(
+        ctx, "the same kite at dusk", config, output_name="again.png", width=1024, height=768,
+        reference_images=[given.image],
+    )  # fmt: skip
+
+
+def _film_to(ctx: RunContext, config: ModelConfig, given: Inputs) -> Awaitable[Any]:
+    """image_and_text_to_video with a last frame (the consistency port)."""
+    engine = get_engine(Conversion.IMAGE_AND_TEXT_TO_VIDEO, config.model.provider)
+    return engine(
+        ctx, given.image, "the kite lands", config, output_name="land.mp4", last_frame=given.image
+    )
+
+
 async def _stream(ctx: RunContext, config: ModelConfig, _: Inputs) -> list[str]:
     from calliope_graph.engines import google
 
@@ -1213,6 +1230,14 @@ CASES = [
         ("runway:image_to_video.create", "runway:tasks.retrieve"),
         {"duration": 5, "ratio": "1280:720", "seed": 7},
     ),
+    Case(  # promptImage as [{uri, position: first}, {uri, position: last}]
+        "runway-veo-last-frame",
+        P.RUNWAY,
+        "veo3.1",
+        _film_to,
+        ("runway:image_to_video.create", "runway:tasks.retrieve"),
+        {"duration": 8, "seed": 7},
+    ),
     # ElevenLabs
     Case(
         "elevenlabs-tts",
@@ -1349,6 +1374,22 @@ CASES = [
         _film,
         ("luma:video.create", "luma:get"),
         {"image_base_url": "https://media.example.com/story", "duration": 5},
+    ),
+    Case(  # reference images as image_ref [{url, weight}]
+        "luma-photon-image-ref",
+        P.LUMA,
+        "photon-1",
+        _draw_from,
+        ("luma:image.create", "luma:get"),
+        {"image_base_url": "https://media.example.com/story"},
+    ),
+    Case(  # reference images as character_ref.identity0.images
+        "luma-photon-character-ref",
+        P.LUMA,
+        "photon-flash-1",
+        _draw_from,
+        ("luma:image.create", "luma:get"),
+        {"image_base_url": "https://media.example.com/story", "reference_as": "character"},
     ),
     # Hugging Face (task payloads)
     Case(

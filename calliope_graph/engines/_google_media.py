@@ -11,13 +11,13 @@ import binascii
 import math
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_video
 from calliope_graph.engines._google_base import (
     _NAME,
     API_VERSION,
@@ -404,21 +404,10 @@ async def _download_video(
     ctx: RunContext, uri: str, config: ModelConfig, output_name: str
 ) -> Video:
     """Download the video at ``uri`` as ``output_name`` (with a ``.mp4`` extension)."""
-    target = (
-        output_name
-        if output_name.lower().endswith(".mp4")
-        else str(Path(output_name).with_suffix(".mp4"))
+    limit = cap(config, MAX_VIDEO_BYTES)
+    return await download_video(
+        ctx, uri, output_name, max_bytes=limit, provider=_NAME, headers=_file_headers(ctx, uri)
     )
-    max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
-    path = await ctx.store.download(
-        ctx.client,
-        uri,
-        target,
-        max_bytes=max_bytes,
-        provider=_NAME,
-        headers=_file_headers(ctx, uri),
-    )
-    return Video.open(path)
 
 
 def _file_headers(ctx: RunContext, uri: str) -> dict[str, str] | None:

@@ -170,11 +170,15 @@ PROVIDER_ENGINES: dict[InferenceModelProvider, ProviderEngines] = {
     _P.ANTHROPIC: ProviderEngines(("anthropic",), frozenset(_ALL_TEXT)),
     _P.ELEVENLABS: ProviderEngines(("elevenlabs",), frozenset((_C.TEXT_TO_SPEECH,))),
     _P.GOOGLE: ProviderEngines(("google",), frozenset(Conversion)),
-    _P.FAL: ProviderEngines(("fal",), frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO, _C.TEXT_TO_IMAGE))),
+    _P.FAL: ProviderEngines(
+        ("fal",),
+        frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO, _C.TEXT_TO_IMAGE)),
+        checks=frozenset((_C.TEXT_TO_IMAGE,)),
+    ),
     _P.LUMA: ProviderEngines(
         ("luma",),
         frozenset((_C.TEXT_TO_IMAGE, _C.IMAGE_AND_TEXT_TO_VIDEO)),
-        checks=frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO,)),
+        checks=frozenset((_C.IMAGE_AND_TEXT_TO_VIDEO, _C.TEXT_TO_IMAGE)),
     ),
     _P.LANGCHAIN: ProviderEngines(("langchain",), frozenset(_ALL_TEXT)),
 }
@@ -197,18 +201,21 @@ def register(conversion: Conversion, provider: InferenceModelProvider) -> Callab
     return deco
 
 
+#: A check of a model config and the node's wired input ports: what is wrong, or None.
+ConfigCheck = Callable[[ModelConfig, frozenset[str]], str | None]
 #: Checks an engine makes of a model config before anything runs (a flow's validation):
 #: each returns what is wrong and how to fix it, or None.
-_CHECKS: dict[tuple[Conversion, InferenceModelProvider], Callable[[ModelConfig], str | None]] = {}
+_CHECKS: dict[tuple[Conversion, InferenceModelProvider], ConfigCheck] = {}
 
 
 def register_check(
     conversion: Conversion, provider: InferenceModelProvider
-) -> Callable[[Callable[[ModelConfig], str | None]], Callable[[ModelConfig], str | None]]:
-    """Decorator: a check of (conversion, provider) model configs that validation runs, for
-    what an engine needs that the config alone shows (Luma Ray: a public image URL)."""
+) -> Callable[[ConfigCheck], ConfigCheck]:
+    """Decorator: a check of (conversion, provider) model configs — given the node's wired
+    input ports too — that validation runs, for what an engine needs that the config alone
+    shows (Luma Ray, or Photon with reference images: a public image URL)."""
 
-    def deco(fn: Callable[[ModelConfig], str | None]) -> Callable[[ModelConfig], str | None]:
+    def deco(fn: ConfigCheck) -> ConfigCheck:
         _CHECKS[(conversion, provider)] = fn
         return fn
 
@@ -236,6 +243,7 @@ def config_problem(
     wired to a model whose catalog entry does not list it in ``takes`` is refused, naming
     the models of ``models`` (name, config; default the built-in catalog) that take it.
     Only a check the provider table declares loads an engine module: that provider's."""
+    wired = frozenset(wired)
     for port in CAPABILITY_PORTS.get(conversion, ()):
         if port in wired and port not in config.model.takes:
             return _capability_problem(conversion, config, port, models)
@@ -243,7 +251,7 @@ def config_problem(
     if row is not None and conversion in row.checks:
         _load(config.provider)
     check = _CHECKS.get((conversion, config.provider))
-    return check(config) if check is not None else None
+    return check(config, wired) if check is not None else None
 
 
 def _capability_problem(

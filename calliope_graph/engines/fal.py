@@ -28,7 +28,8 @@ Every model parameter that the engine does not read itself is passed through as 
 (``num_inference_steps``, ``guidance_scale``, ``seed``, ``duration``, ``negative_prompt``,
 ``cfg_scale``...); ``extra_body`` (a dict) is merged in last. The video's start image goes as
 a data URI in ``image_url`` (fal's models accept data URIs as file inputs:
-docs.fal.ai/documentation/model-apis/fal-cdn, "Data URIs").
+docs.fal.ai/documentation/model-apis/fal-cdn, "Data URIs"); so do reference images, in the
+field each image-to-image / edit app names (engines/_fal_io.py).
 
 Errors (docs.fal.ai/errors, docs.fal.ai/documentation/model-apis/request-errors): a body
 ``{"detail": [{"loc", "msg", "type", ...}]}`` (model errors) or ``{"detail": "...",
@@ -46,33 +47,38 @@ simulator's server) it asks ``{FAL_BASE_URL}/v1/models``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import DEFAULT_BASE_URLS, InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_image, download_video, mp4_name
+from calliope_graph.engines._fal_io import (
+    IMAGE_LIMITS,
+    data_uri_bytes,
+    file_url,
+    no_image_input,
+    reference_input,
+    reference_inputs,
+)
 from calliope_graph.engines._http import parse_json, redact, request
 from calliope_graph.engines._params import EXTRA_BODY, pick, with_extra_body
 from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
-from calliope_graph.engines._registry import Conversion, register
+from calliope_graph.engines._registry import Conversion, register, register_check
 from calliope_graph.errors import (
     CalliopeError,
     ConfigurationError,
     ContentPolicyError,
-    EmptyOutputError,
-    MediaError,
     ProviderError,
     TransientProviderError,
 )
-from calliope_graph.media import Image, ImageLimits, Video, prepared
+from calliope_graph.media import Image, Video, prepared
 
 __all__ = [
     "IMAGE_LIMITS",
@@ -80,6 +86,7 @@ __all__ = [
     "MAX_VIDEO_BYTES",
     "AppId",
     "app_id",
+    "check_image_config",
     "describe",
     "image_and_text_to_video",
     "list_models",
@@ -93,15 +100,6 @@ _NAME = PROVIDER.value
 #: Largest generated image / video downloaded.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_VIDEO_BYTES = 500 * 1024 * 1024
-#: The start image as a data URI. fal names no limit for data URIs; 10 MB is our own cap
-#: (fal's CDN is recommended for larger files), and Kling works far below 4096 pixels.
-IMAGE_LIMITS = ImageLimits(
-    _NAME,
-    formats=frozenset(("image/jpeg", "image/png", "image/webp")),
-    max_side=4096,
-    max_bytes=10 * 1024 * 1024,
-    measure="data_url",
-)
 #: fal's Platform APIs (model search), and how many models one page asks for.
 PLATFORM_URL = "https://api.fal.ai/v1"
 PAGE_SIZE = 100
@@ -118,6 +116,7 @@ _RESERVED = frozenset(
         "cancel_on_timeout",
         "prompt_field",
         "image_field",
+        "reference_field",
         EXTRA_BODY,
     )
 )
@@ -451,33 +450,23 @@ def _field(config: ModelConfig, key: str, default: str) -> str:
     return str(value) if value else default
 
 
-# -- media out -------------------------------------------------------------------------------
-def _data_uri(url: str, cap: int) -> bytes:
-    head, _, payload = url.partition(",")
-    if ";base64" not in head:
-        raise EmptyOutputError(f"fal returned a data URI that is not base64 ({head[:40]}).")
-    if len(payload) * 3 // 4 > cap:
-        raise MediaError(f"fal output is over the {cap}-byte download cap.")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise EmptyOutputError("fal returned a data URI that is not valid base64.") from None
-
-
-def _file_url(output: dict[str, Any], key: str, request_id: str) -> str:
-    value = output.get(key)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    url = value.get("url") if isinstance(value, dict) else value
-    if not isinstance(url, str) or not url:
-        raise EmptyOutputError(
-            f"fal request {request_id} completed without a {key} URL: run the node again or "
-            "add a fallback edge on 'empty'."
-        )
-    return url
-
-
 # -- text to image ---------------------------------------------------------------------------
+@register_check(Conversion.TEXT_TO_IMAGE, PROVIDER)
+def check_image_config(config: ModelConfig, wired: frozenset[str] = frozenset()) -> str | None:
+    """Validation's check: an image-to-image / edit app (engines/_fal_io.py) needs its
+    ``reference_images`` port wired — it has nothing to draw from otherwise."""
+    try:
+        endpoint = app_id(config.model.provider_model_name).endpoint
+    except ConfigurationError as exc:
+        return str(exc).rstrip(".")
+    if "reference_images" in wired or reference_input(endpoint, config.parameters) is None:
+        return None
+    return (
+        f"model {config.slug!r} ({endpoint}) edits or transforms images: wire its "
+        "reference_images port, or use a text-to-image model (e.g. fal-flux-dev)"
+    )
+
+
 @register(Conversion.TEXT_TO_IMAGE, PROVIDER)
 async def text_to_image(
     ctx: RunContext,
@@ -487,6 +476,7 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    reference_images: Sequence[Image] = (),
     seed: int | None = None,
 ) -> Image:
     """Draw ``prompt`` with a fal image app (FLUX) and save the first image as
@@ -494,12 +484,18 @@ async def text_to_image(
 
     ``width`` x ``height`` go as ``image_size: {width, height}`` (FLUX on fal takes a preset
     name or a size object); the ``image_size`` parameter overrides it. One image is asked for.
+    ``reference_images`` go to an image-to-image / edit app's image field (_fal_io.py).
     """
     if seed is not None:  # the seed port: the request's ``seed`` field
         config = config.with_parameters(seed=seed)
     app = app_id(config.model.provider_model_name)
     inputs: dict[str, Any] = {"num_images": 1}
-    if width and height:
+    if takes := reference_input(app.endpoint, config.parameters):
+        refs = await reference_inputs(takes, reference_images, config.slug, (width, height))
+        inputs.update(refs)
+    elif reference_images:
+        raise ConfigurationError(f"{config.slug!r}: {no_image_input(app.endpoint)}.")
+    elif width and height:
         inputs["image_size"] = {"width": int(width), "height": int(height)}
     inputs.update(_inputs(config))
     inputs[_field(config, "prompt_field", "prompt")] = prompt
@@ -508,19 +504,11 @@ async def text_to_image(
     if isinstance(flags, list) and flags and flags[0] is True:
         # FLUX's safety checker answers a blacked-out image: nothing worth keeping.
         raise _policy_error(request_id, "the model's safety checker flagged the image")
-    url = _file_url(output, "images", request_id)
-    cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
+    url = file_url(output, "images", request_id)
+    limit = cap(config, MAX_IMAGE_BYTES)
     if url.startswith("data:"):  # sync_mode: true answers data URIs
-        return await ctx.store.asave_image(output_name, _data_uri(url, cap))
-    path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
-    try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
-    except MediaError:
-        path.unlink(missing_ok=True)
-        raise
-    if Path(image.path) != path:
-        path.unlink(missing_ok=True)  # saved again under the real format's extension
-    return image
+        return await ctx.store.asave_image(output_name, data_uri_bytes(url, limit))
+    return await download_image(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 # -- image and text to video -----------------------------------------------------------------
@@ -539,15 +527,11 @@ async def image_and_text_to_video(
     inputs[_field(config, "image_field", "image_url")] = sent.data_url()
     inputs[_field(config, "prompt_field", "prompt")] = text.strip()
     request_id, output = await _run(ctx, config, app, inputs)
-    url = _file_url(output, "video", request_id)
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    cap = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
+    url = file_url(output, "video", request_id)
+    limit = cap(config, MAX_VIDEO_BYTES)
     if url.startswith("data:"):
-        return await ctx.store.asave_video(name, _data_uri(url, cap))
-    path = await ctx.store.download(ctx.client, url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+        return await ctx.store.asave_video(mp4_name(output_name), data_uri_bytes(url, limit))
+    return await download_video(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 # -- the model list --------------------------------------------------------------------------

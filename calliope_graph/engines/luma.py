@@ -22,6 +22,17 @@ directory (the media store's root) is served, e.g. a bucket or CDN synced from i
 the store, such as a flow input, is first copied into ``<root>/frames/``). Without it the
 node fails before anything is paid for, saying so (and ``validate`` refuses the flow).
 
+**Reference images** (Photon's ``reference_images`` port) are sent the same way, as public
+URLs under ``image_base_url``: by default as ``image_ref`` — ``[{"url", "weight"}]``, up to
+4 images, ``weight`` the ``reference_weight`` parameter (default 0.85) — or, with
+``reference_as: character``, as ``character_ref: {"identity0": {"images": [...]}}`` (lumaai
+SDK ``types/generations/image_create_params.py``: ``ImageRef``, ``CharacterRefIdentity0``;
+docs.lumalabs.ai/docs/image-generation; the 4-image bound: ComfyUI's Luma nodes,
+docs.comfy.org "Luma Image to Image"; the 0.85 default: Luma's Photon on Replicate,
+replicate.com/luma/photon/api). ``image_ref`` is the default because it guides any subject
+and style — a character sheet of a fox, a robot, a painted scene — with a weight to tune,
+while ``character_ref`` is Luma's identity feature for a person's face.
+
 Parameters: ``aspect_ratio`` (default: the allowed ratio nearest the asked size or the
 image's shape), ``format`` (``jpg``/``png``) for images; ``duration`` (``5s``/``9s``, or 5 /
 9), ``resolution`` (``540p``...``4k``), ``loop`` for videos; ``extra_body`` (a dict) is
@@ -43,6 +54,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +63,7 @@ import httpx
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_image, download_video
 from calliope_graph.engines._http import bearer, parse_json, redact, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Waiting, poll_bounds, poll_job
@@ -60,7 +73,6 @@ from calliope_graph.errors import (
     ContentPolicyError,
     EmptyOutputError,
     InvalidRequestError,
-    MediaError,
     ProviderError,
     TransientProviderError,
 )
@@ -69,7 +81,9 @@ from calliope_graph.media import Image, Video
 __all__ = [
     "ASPECT_RATIOS",
     "MAX_IMAGE_BYTES",
+    "MAX_REFERENCES",
     "MAX_VIDEO_BYTES",
+    "check_image_config",
     "check_video_config",
     "describe",
     "error_for_failure",
@@ -91,6 +105,10 @@ _WAITING = ("queued", "dreaming")
 _IMAGE_FIELDS = ("aspect_ratio", "format", "image_ref", "style_ref", "character_ref")
 _VIDEO_FIELDS = ("aspect_ratio", "duration", "resolution", "loop", "concepts")
 _POLICY = ("blacklisted", "moderation")
+#: Most reference images Photon takes in ``image_ref`` or ``character_ref.identity0``.
+MAX_REFERENCES = 4
+#: ``image_ref`` weight when ``reference_weight`` is not set (Luma's own default, 0.85).
+REFERENCE_WEIGHT = 0.85
 
 
 def nearest_ratio(width: int, height: int) -> str:
@@ -134,8 +152,8 @@ def error_for_failure(generation_id: str, reason: str) -> ProviderError:
         )
     if "input frames" in lower or "keyframe" in lower:
         return InvalidRequestError(
-            f"{text} — Luma could not download the start image: image_base_url must point at "
-            "a public https copy of the output directory.",
+            f"{text} — Luma could not download an input image (a start frame or a reference): "
+            "image_base_url must point at a public https copy of the output directory.",
             provider=_NAME,
             code="input_frames",
         )
@@ -147,14 +165,18 @@ def error_for_failure(generation_id: str, reason: str) -> ProviderError:
     )
 
 
-def _image_base_problem(config: ModelConfig, served: str = "the output directory") -> str | None:
+def _image_base_problem(
+    config: ModelConfig, served: str = "the output directory", what: str = "the start frame"
+) -> str | None:
     base = config.parameters.get("image_base_url")
     if not base:
+        other = "an image engine that takes the images themselves (openai, google, fal)"
+        if what == "the start frame":
+            other = "a video engine that takes the image itself (fal, runway)"
         return (
-            f"Luma takes the start frame only as a public https URL, not as a file or a data "
+            f"Luma takes {what} only as a public https URL, not as a file or a data "
             f"URI: set the image_base_url model parameter of {config.slug!r} to the URL where "
-            f"{served} is served (e.g. https://media.example.com/story/), or use a video "
-            "engine that takes the image itself (fal, runway)"
+            f"{served} is served (e.g. https://media.example.com/story/), or use {other}"
         )
     if not str(base).startswith("https://"):
         return (
@@ -165,9 +187,27 @@ def _image_base_problem(config: ModelConfig, served: str = "the output directory
 
 
 @register_check(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
-def check_video_config(config: ModelConfig) -> str | None:
+def check_video_config(config: ModelConfig, wired: frozenset[str] = frozenset()) -> str | None:
     """Validation's check of a Ray config: the public image URL it cannot run without."""
     return _image_base_problem(config)
+
+
+_REFERENCES = "reference images"
+
+
+@register_check(Conversion.TEXT_TO_IMAGE, PROVIDER)
+def check_image_config(config: ModelConfig, wired: frozenset[str] = frozenset()) -> str | None:
+    """Validation's check of a Photon config: with ``reference_images`` wired, the public
+    image URL they are sent by, and a ``reference_as`` Luma has a field for."""
+    if "reference_images" not in wired:
+        return None
+    mode = config.parameters.get("reference_as", "image")
+    if mode not in ("image", "character"):
+        return (
+            f"reference_as of {config.slug!r} is {mode!r}: use 'image' (Photon's image_ref) "
+            "or 'character' (character_ref)"
+        )
+    return _image_base_problem(config, what=_REFERENCES)
 
 
 async def _in_store(ctx: RunContext, image: Image) -> Image:
@@ -301,6 +341,24 @@ def _asset(assets: dict[str, Any], key: str, generation_id: str) -> str:
     return url
 
 
+async def _references(
+    ctx: RunContext, images: Sequence[Image], config: ModelConfig
+) -> dict[str, Any]:
+    """The request fields of Photon's reference images (see the module docstring)."""
+    if problem := check_image_config(config, frozenset(("reference_images",))):
+        raise ConfigurationError(f"{problem}.")  # before anything is copied or paid for
+    if len(images) > MAX_REFERENCES:
+        raise ConfigurationError(
+            f"Luma Photon takes at most {MAX_REFERENCES} reference images, not {len(images)}: "
+            f"wire fewer into the reference_images port of the node using {config.slug!r}."
+        )
+    urls = [image_url(ctx, await _in_store(ctx, image), config) for image in images]
+    if config.parameters.get("reference_as", "image") == "character":
+        return {"character_ref": {"identity0": {"images": urls}}}
+    weight = float(config.parameters.get("reference_weight", REFERENCE_WEIGHT))
+    return {"image_ref": [{"url": url, "weight": weight} for url in urls]}
+
+
 # -- engines -----------------------------------------------------------------------------------
 @register(Conversion.TEXT_TO_IMAGE, PROVIDER)
 async def text_to_image(
@@ -311,25 +369,21 @@ async def text_to_image(
     output_name: str,
     width: int | None = None,
     height: int | None = None,
+    reference_images: Sequence[Image] = (),
 ) -> Image:
     """Draw ``prompt`` with Photon and save the image as ``output_name`` (the extension
-    follows the real format). ``width`` x ``height`` choose the nearest aspect ratio."""
+    follows the real format). ``width`` x ``height`` choose the nearest aspect ratio.
+    ``reference_images`` go as ``image_ref`` (or ``character_ref``), by public URL."""
     body: dict[str, Any] = {"model": config.model.provider_model_name, "prompt": prompt}
     if width and height:
         body["aspect_ratio"] = nearest_ratio(width, height)
     body.update(pick(config.parameters, _IMAGE_FIELDS))
+    if reference_images:
+        body.update(await _references(ctx, reference_images, config))
     generation_id, assets = await _generate(ctx, "image", body, config)
     url = _asset(assets, "image", generation_id)
-    cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
-    path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
-    try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
-    except MediaError:
-        path.unlink(missing_ok=True)
-        raise
-    if Path(image.path) != path:
-        path.unlink(missing_ok=True)  # saved again under the real format's extension
-    return image
+    limit = cap(config, MAX_IMAGE_BYTES)
+    return await download_image(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 @register(Conversion.IMAGE_AND_TEXT_TO_VIDEO, PROVIDER)
@@ -368,9 +422,5 @@ async def image_and_text_to_video(
     body.update(picked)
     generation_id, assets = await _generate(ctx, "video", body, config)
     video_url = _asset(assets, "video", generation_id)
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    cap = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
-    path = await ctx.store.download(ctx.client, video_url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+    limit = cap(config, MAX_VIDEO_BYTES)
+    return await download_video(ctx, video_url, output_name, max_bytes=limit, provider=_NAME)

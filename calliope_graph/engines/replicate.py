@@ -40,13 +40,13 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_image
 from calliope_graph.engines._http import bearer, parse_json, redact, request
 from calliope_graph.engines._params import EXTRA_BODY, pick, with_extra_body
 from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
@@ -485,18 +485,10 @@ async def text_to_image(
     inputs[_field(config, "prompt_field", "prompt")] = prompt
     prediction_id, output = await _run(ctx, config, inputs)
     url = _first_url(output, prediction_id)
-    cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
+    limit = cap(config, MAX_IMAGE_BYTES)
     if url.startswith("data:"):
-        return await ctx.store.asave_image(output_name, _data_uri(url, cap))
-    path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
-    try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
-    except MediaError:
-        path.unlink(missing_ok=True)
-        raise
-    if Path(image.path) != path:
-        path.unlink(missing_ok=True)  # saved again under the real format's extension
-    return image
+        return await ctx.store.asave_image(output_name, _data_uri(url, limit))
+    return await download_image(ctx, url, output_name, max_bytes=limit, provider=_NAME)
 
 
 # -- image analysis --------------------------------------------------------------------------

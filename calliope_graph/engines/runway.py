@@ -9,10 +9,16 @@ stays valid for fetching the result later. A ``CANCELLED`` task is the engines' 
 "cancelled" error (a ProviderError with code ``cancelled``, not retried: see ``_poll``).
 
 The prompt image travels as a data URI (JPEG, PNG and WebP as they are; other formats are
-converted to PNG) and must stay under Runway's 5 MB data-URI limit. ``ratio`` defaults to
-the model's allowed ratio nearest the image's shape; ``duration``, ``seed`` and
-``public_figure_threshold`` are model parameters; ``extra_body`` (a dict) is merged into
-the request body last.
+converted to PNG) and must stay under Runway's 5 MB data-URI limit. A ``last_frame`` makes
+``promptImage`` the list ``[{"uri", "position": "first"}, {"uri", "position": "last"}]``,
+which only the models whose ``ModelSpec.last_frame`` is set take: ``veo3.1`` and
+``veo3.1_fast`` ("an array with a first frame and optionally a last frame"; ``gen4_turbo``
+and ``gen4.5`` take ``position: "first"`` only — runwayml SDK 5.24
+``src/runwayml/types/image_to_video_create_params.py``, ``Veo3_1PromptImagePromptImage``
+vs ``Gen4TurboPromptImagePromptImage``; docs.dev.runwayml.com/api, POST /v1/image_to_video).
+``ratio`` defaults to the model's allowed ratio nearest the image's shape; ``duration``,
+``seed`` and ``public_figure_threshold`` are model parameters; ``extra_body`` (a dict) is
+merged into the request body last.
 
 Failure codes map to the taxonomy: ``SAFETY.*`` and ``INPUT_PREPROCESSING.SAFETY.*`` are
 ContentPolicyError (do not retry), ``ASSET.INVALID`` is InvalidRequestError, ``INTERNAL*``
@@ -25,13 +31,13 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from calliope_graph.config import InferenceModelProvider, ModelConfig
 from calliope_graph.context import RunContext
+from calliope_graph.engines._download import cap, download_video
 from calliope_graph.engines._http import bearer, parse_json, request
 from calliope_graph.engines._params import pick, with_extra_body
 from calliope_graph.engines._poll import Cancelled, Waiting, poll_bounds, poll_job
@@ -82,6 +88,8 @@ class ModelSpec:
     ratios: tuple[str, ...]
     durations: tuple[int, ...]
     default_duration: int
+    #: Takes ``promptImage[].position: "last"`` (an end frame) as well as ``"first"``.
+    last_frame: bool = False
 
 
 _GEN4 = ("1280:720", "720:1280", "1104:832", "832:1104", "960:960", "1584:672")
@@ -93,8 +101,9 @@ RETIRED = {"gen3a_turbo": "gen4_turbo"}
 MODELS: dict[str, ModelSpec] = {
     "gen4_turbo": ModelSpec(_GEN4, tuple(range(2, 11)), 5),
     "gen4.5": ModelSpec(_GEN4, tuple(range(2, 11)), 5),
-    "veo3.1": ModelSpec(_VEO, (4, 6, 8), 8),
-    "veo3.1_fast": ModelSpec(_VEO, (4, 6, 8), 8),
+    # promptImage "first" and "last" (runwayml SDK: Veo3_1PromptImagePromptImage.position).
+    "veo3.1": ModelSpec(_VEO, (4, 6, 8), 8, last_frame=True),
+    "veo3.1_fast": ModelSpec(_VEO, (4, 6, 8), 8, last_frame=True),
 }
 
 
@@ -194,7 +203,34 @@ def _prompt_text(text: str) -> str | None:
     return cut
 
 
-async def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -> dict[str, Any]:
+def _last_frame_models() -> str:
+    return ", ".join(name for name, spec in MODELS.items() if spec.last_frame)
+
+
+async def _prompt_images(
+    image: Image, last_frame: Image | None, model: str, spec: ModelSpec | None
+) -> str | list[dict[str, str]]:
+    """``promptImage``: the first frame's data URI, or with ``last_frame`` the list of the
+    two positioned images (models that take an end frame only; an unknown model is sent
+    as configured)."""
+    if last_frame is None:
+        return await _prompt_image(image)
+    if spec is not None and not spec.last_frame:
+        raise ConfigurationError(
+            f"Runway model {model!r} takes only a first frame, not a last_frame: use one of "
+            f"{_last_frame_models()} (e.g. catalog runway-veo3.1), or leave last_frame unwired."
+        )
+    first, last = await _prompt_image(image), await _prompt_image(last_frame)
+    return [{"uri": first, "position": "first"}, {"uri": last, "position": "last"}]
+
+
+async def _body(
+    ctx: RunContext,
+    image: Image,
+    text: str,
+    config: ModelConfig,
+    last_frame: Image | None = None,
+) -> dict[str, Any]:
     model = config.model.provider_model_name
     params = config.parameters
     if model in RETIRED:
@@ -218,7 +254,7 @@ async def _body(ctx: RunContext, image: Image, text: str, config: ModelConfig) -
         )
     body: dict[str, Any] = {
         "model": model,
-        "promptImage": await _prompt_image(image),
+        "promptImage": await _prompt_images(image, last_frame, model, spec),
         "ratio": str(ratio),
     }
     duration = params.get("duration", spec.default_duration if spec else None)
@@ -331,14 +367,16 @@ async def image_and_text_to_video(
     config: ModelConfig,
     *,
     output_name: str,
+    last_frame: Image | None = None,
     seed: int | None = None,
 ) -> Video:
     """Animate ``image`` as ``text`` describes; the MP4 is saved as ``output_name``
-    (with an ``.mp4`` extension)."""
+    (with an ``.mp4`` extension). ``last_frame`` is the video's end frame (``promptImage``
+    position ``last``; Veo 3.1 models only, see the module docstring)."""
     if seed is not None:  # the task's ``seed`` (docs.dev.runwayml.com/api, image_to_video)
         config = config.with_parameters(seed=seed)
     bounds = poll_bounds(ctx, config.parameters)  # checked before a task is paid for
-    body = await _body(ctx, image, text, config)
+    body = await _body(ctx, image, text, config, last_frame)
     task_id = await _create(ctx, body)
     log.info("runway: task %s started (%s, %s)", task_id, body["model"], body["ratio"])
     task = await _wait(ctx, task_id, bounds)
@@ -361,9 +399,5 @@ async def image_and_text_to_video(
             f"runway task {task_id} succeeded without an output URL: run the node again or add "
             "a fallback edge on 'empty'."
         )
-    name = output_name
-    if not name.lower().endswith(".mp4"):
-        name = str(Path(name).with_suffix(".mp4"))
-    max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
-    path = await ctx.store.download(ctx.client, url, name, max_bytes=max_bytes, provider=_NAME)
-    return Video.open(path)
+    limit = cap(config, MAX_VIDEO_BYTES)
+    return await download_video(ctx, url, output_name, max_bytes=limit, provider=_NAME)

@@ -19,12 +19,13 @@ from calliope_graph.simulate._core import (
     ProviderFake,
 )
 
-__all__ = ["APPS", "FalInputChecks"]
+__all__ = ["APPS", "RATIOS", "FalInputChecks"]
 
 QUEUE = "https://queue.fal.run"
 CDN = "https://v3.fal.media"
 _ERRORS_DOC = "https://docs.fal.ai/errors"
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+_NO_DOWNLOAD = "Failed to download the file. Please check if the URL is accessible."
 #: FLUX's ``image_size`` presets (fal's FLUX model pages).
 _SIZES = {
     "square_hd": (1024, 1024),
@@ -69,6 +70,12 @@ class _App:
     durations: tuple[str, ...] = ()
     default_duration: str = "5"
     resolutions: tuple[str, ...] = ()
+    #: An image app's required input image field (``image_url`` or the list ``image_urls``),
+    #: None for text to image.
+    images: str | None = None
+    #: How an image app is asked for a size: ``image_size`` (FLUX), ``aspect_ratio``
+    #: (Kontext) or ``input`` (the output takes the input image's size).
+    size: str = "image_size"
 
 
 _KLING = _App("video", durations=("5", "10"))
@@ -77,10 +84,25 @@ _SEEDANCE = _App(
     durations=tuple(str(n) for n in range(2, 13)),
     resolutions=("480p", "720p", "1080p"),
 )
+#: Image-to-image and edit apps (their fal.ai API pages, cited in engines/_fal_io.py).
+_KONTEXT = _App("image", images="image_url", size="aspect_ratio")
+_KONTEXT_MULTI = _App("image", images="image_urls", size="aspect_ratio")
+#: Kontext's ``aspect_ratio`` values, as (width, height).
+RATIOS = {
+    r: (int(r.split(":")[0]), int(r.split(":")[1]))
+    for r in ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
+}
 #: The apps the fake serves, by their id (``owner/alias/path``).
 APPS: dict[str, _App] = {
     "fal-ai/flux/schnell": _App("image"),
     "fal-ai/flux/dev": _App("image", steps=(1, 50, 28)),
+    "fal-ai/flux/dev/image-to-image": _App(
+        "image", steps=(10, 50, 40), images="image_url", size="input"
+    ),
+    "fal-ai/flux-pro/kontext": _KONTEXT,
+    "fal-ai/flux-pro/kontext/max": _KONTEXT,
+    "fal-ai/flux-pro/kontext/multi": _KONTEXT_MULTI,
+    "fal-ai/flux-pro/kontext/max/multi": _KONTEXT_MULTI,
     "fal-ai/kling-video/v2.1/standard/image-to-video": _KLING,
     "fal-ai/kling-video/v2.1/pro/image-to-video": _KLING,
     "fal-ai/kling-video/v2.5-turbo/standard/image-to-video": _KLING,
@@ -147,25 +169,20 @@ class FalInputChecks(ProviderFake):
         return issues
 
     def _check_image_inputs(self, app: _App, body: dict[str, Any], issues: list[Any]) -> None:
-        size = body.get("image_size", "landscape_4_3")
-        if isinstance(size, str):
-            if size not in _SIZES:
-                names = ", ".join(f"'{s}'" for s in _SIZES)
-                issues.append(_issue(["image_size"], f"Input should be {names}", "enum", size))
-        elif isinstance(size, dict):
-            for key in ("width", "height"):
-                value = size.get(key)
-                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 14142:
-                    issues.append(
-                        _issue(
-                            ["image_size", key],
-                            "Input should be an integer from 1 to 14142",
-                            "int_type",
-                            value,
-                        )
-                    )
-        else:
-            issues.append(_issue(["image_size"], "Input should be a preset or an object", "enum"))
+        if app.images is not None:
+            self._check_input_images(app.images, body, issues)
+        if app.size == "image_size":
+            self._check_image_size(body, issues)
+        ratio = body.get("aspect_ratio")
+        if app.size == "aspect_ratio" and ratio is not None and ratio not in RATIOS:
+            names = ", ".join(f"'{r}'" for r in RATIOS)
+            issues.append(_issue(["aspect_ratio"], f"Input should be {names}", "enum", ratio))
+        strength = body.get("strength", 0.95)
+        if app.size == "input" and (
+            not isinstance(strength, int | float) or not 0.01 <= strength <= 1
+        ):
+            message = "Input should be between 0.01 and 1"
+            issues.append(_issue(["strength"], message, "less_than_equal", strength))
         low, high, _ = app.steps
         steps = body.get("num_inference_steps")
         if steps is not None and (not isinstance(steps, int) or not low <= steps <= high):
@@ -185,6 +202,45 @@ class FalInputChecks(ProviderFake):
         fmt = body.get("output_format", "jpeg")
         if fmt not in ("jpeg", "png"):
             issues.append(_issue(["output_format"], "Input should be 'jpeg' or 'png'", "enum", fmt))
+
+    @staticmethod
+    def _check_image_size(body: dict[str, Any], issues: list[Any]) -> None:
+        size = body.get("image_size", "landscape_4_3")
+        if isinstance(size, str):
+            if size not in _SIZES:
+                names = ", ".join(f"'{s}'" for s in _SIZES)
+                issues.append(_issue(["image_size"], f"Input should be {names}", "enum", size))
+        elif isinstance(size, dict):
+            for key in ("width", "height"):
+                value = size.get(key)
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 14142:
+                    issues.append(
+                        _issue(
+                            ["image_size", key],
+                            "Input should be an integer from 1 to 14142",
+                            "int_type",
+                            value,
+                        )
+                    )
+        else:
+            issues.append(_issue(["image_size"], "Input should be a preset or an object", "enum"))
+
+    def _check_input_images(self, field: str, body: dict[str, Any], issues: list[Any]) -> None:
+        """An edit app's input image(s): required, each a data URI or a URL the simulator
+        serves that decodes as an image (fal downloads it: ``file_download_error`` if not)."""
+        value = body.get(field)
+        if value is None:
+            issues.append(_issue([field], "Field required", "missing"))
+            return
+        many = field.endswith("_urls")
+        if many and (not isinstance(value, list) or not value):
+            issues.append(_issue([field], "List should have at least 1 item", "too_short", value))
+            return
+        for index, url in enumerate(value if many else [value]):
+            if self._image(url) is None:
+                loc = [field, index] if many else [field]
+                shown = url[:60] if isinstance(url, str) else url
+                issues.append(_issue(loc, _NO_DOWNLOAD, "file_download_error", shown))
 
     def _check_video_inputs(self, app: _App, body: dict[str, Any], issues: list[Any]) -> None:
         url = body.get("image_url")

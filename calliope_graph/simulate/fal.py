@@ -18,10 +18,16 @@ Requests need ``Authorization: Key <FAL_KEY>`` (else 401 ``{"detail": ...}``).
 
 Known apps (their input schemas as fal's model pages publish them, ``fal.ai/models/<id>/
 llms.txt``): FLUX ``fal-ai/flux/schnell`` and ``fal-ai/flux/dev`` (``images`` with
-``has_nsfw_concepts``), Kling ``fal-ai/kling-video/{v2.1/standard,v2.1/pro,v2.5-turbo/
-standard,v2.5-turbo/pro}/image-to-video`` and Seedance ``fal-ai/bytedance/seedance/v1/
-{lite,pro}/image-to-video`` (``video``). Any other app id is a 404; bad input is a 422 in
-fal's model-error shape ``{"detail": [{"loc", "msg", "type", "url", "input"}]}``.
+``has_nsfw_concepts``); the image-to-image and edit apps ``fal-ai/flux/dev/image-to-image``
+(``image_url``, ``strength``; the output takes the input's size) and FLUX Kontext
+``fal-ai/flux-pro/kontext[/max]`` (``image_url``) and ``fal-ai/flux-pro/kontext[/max]/multi``
+(``image_urls``), with ``aspect_ratio`` — their input images required, each a data URI or a
+URL the simulator serves that decodes (else 422 ``file_download_error``), kept as sent in the
+request's inputs, and drawn into the output's seed; Kling ``fal-ai/kling-video/{v2.1/
+standard,v2.1/pro,v2.5-turbo/standard,v2.5-turbo/pro}/image-to-video`` and Seedance
+``fal-ai/bytedance/seedance/v1/{lite,pro}/image-to-video`` (``video``). Any other app id is
+a 404; bad input is a 422 in fal's model-error shape ``{"detail": [{"loc", "msg", "type",
+"url", "input"}]}``.
 
 A request goes ``IN_QUEUE`` → ``IN_PROGRESS`` → ``COMPLETED`` over ``sim.poll_steps``
 status polls. With ``Simulator(limits={"fal": {"concurrency": N}})`` at most N requests are
@@ -75,6 +81,7 @@ from calliope_graph.simulate._fal_apps import (
     APPS,
     CDN,
     QUEUE,
+    RATIOS,
     FalInputChecks,
     _App,
     _first_type,
@@ -304,7 +311,7 @@ class FalFake(FalInputChecks):
                 # (api.fal.ai/v1/openapi.json, GET /models), null or false where unknown.
                 "metadata": {
                     "display_name": app.split("/", 1)[1],
-                    "category": "text-to-image" if APPS[app].kind == "image" else "image-to-video",
+                    "category": _category(APPS[app]),
                     "description": f"{app} (simulated)",
                     "status": "active",
                     "tags": [APPS[app].kind],
@@ -429,15 +436,37 @@ class FalFake(FalInputChecks):
         seed = job.inputs.get("seed")
         return int(seed) if isinstance(seed, int) else int(digest(job.id)[:8], 16)
 
+    def _inputs_of(self, job: _Request) -> list[bytes]:
+        """The input images of an edit / image-to-image request (validated on submit)."""
+        field = APPS[job.app].images
+        value = job.inputs.get(field) if field else None
+        urls = value if isinstance(value, list) else [value] if value else []
+        return [data for data in (self._image(url) for url in urls) if data is not None]
+
+    def _image_size(self, job: _Request, given: list[bytes]) -> tuple[int, int]:
+        """The output's size: ``image_size`` (FLUX), ``aspect_ratio`` (Kontext, 1 MP), else
+        the first input image's (image-to-image, or Kontext without a ratio)."""
+        app = APPS[job.app]
+        if app.size == "image_size":
+            size = job.inputs.get("image_size", "landscape_4_3")
+            if isinstance(size, dict):
+                return int(size["width"]), int(size["height"])
+            return _SIZES[str(size)]
+        ratio = job.inputs.get("aspect_ratio")
+        if app.size == "aspect_ratio" and ratio in RATIOS:
+            w, h = RATIOS[str(ratio)]
+            scale = (1024 * 1024 / (w * h)) ** 0.5
+            return int(w * scale) & ~15, int(h * scale) & ~15
+        with pil_open(io.BytesIO(given[0])) as im:
+            return im.size
+
     def _render_image(self, job: _Request) -> dict[str, Any]:
-        size = job.inputs.get("image_size", "landscape_4_3")
-        if isinstance(size, dict):
-            width, height = int(size["width"]), int(size["height"])
-        else:
-            width, height = _SIZES[str(size)]
+        given = self._inputs_of(job)
+        width, height = self._image_size(job, given)
         fmt = "PNG" if job.inputs.get("output_format") == "png" else "JPEG"
         mime = "image/png" if fmt == "PNG" else "image/jpeg"
-        prompt = str(job.inputs.get("prompt") or "")
+        # The input images steer the drawing: another reference, another image.
+        prompt = "|".join([str(job.inputs.get("prompt") or ""), *(digest(g)[:8] for g in given)])
         seed = self._seed(job)
         drawn = self.sim.drawn_size(width, height)
         count = int(job.inputs.get("num_images", 1))
@@ -506,6 +535,13 @@ class FalFake(FalInputChecks):
             ),
         )
         return url
+
+
+def _category(app: _App) -> str:
+    """The Platform APIs' ``category`` of an app."""
+    if app.kind == "video":
+        return "image-to-video"
+    return "image-to-image" if app.images else "text-to-image"
 
 
 FAKE = FalFake

@@ -16,11 +16,14 @@ durations (``5s``/``9s``) and resolutions, with a 400. A generation goes ``queue
 PNG) or ``assets.video`` (a real H.264 MP4) on Luma's CDN, served through
 ``sim.serve_download``.
 
-Keyframe images are downloaded by Luma itself, so only URLs count: a ``data:`` URI, a non-
-https URL, or an IP-address / localhost host fails the generation with "Failed to read user
-input frames". An https URL the simulator serves (``sim.serve_download``) is the video's
-first frame; any other https URL cannot be fetched offline, so the fake draws the frame from
-the prompt instead.
+Keyframe images — and Photon's reference images (``image_ref``, ``style_ref``,
+``character_ref.identity0.images``: at most 4 each, weights 0..1, checked with a 400) — are
+downloaded by Luma itself, so only URLs count: a ``data:`` URI, a non-https URL, or an
+IP-address / localhost host fails the generation with "Failed to read user input frames"
+(Luma documents that reason for keyframes; the fake gives it for references too). The
+generation's ``request`` keeps the references as sent. An https URL the simulator serves
+(``sim.serve_download``) is the video's first frame; any other https URL cannot be fetched
+offline, so the fake draws the frame from the prompt instead.
 
 A content_policy fault fails the generation with "Advanced prompt moderation failed"; an
 ``empty`` fault completes it without assets; ``sim.state("luma")["fail"] = "<reason>"`` fails
@@ -68,6 +71,9 @@ _RATIOS |= {"21:9": (21, 9), "9:21": (9, 21)}
 _DURATIONS = ("5s", "9s")
 _RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+#: Photon's reference bounds: images per field, and an ``image_ref`` weight's default.
+MAX_REFERENCES = 4
+REFERENCE_WEIGHT = 0.85
 
 
 @dataclass
@@ -204,7 +210,7 @@ class LumaFake(ProviderFake):
         failure = self.sim.state(self.name).pop("fail", None)
         if failure is None and self.sim.blocked(self, request, prompt):
             failure = "Advanced prompt moderation failed"
-        if failure is None and kind == "video" and not self._reachable(body):
+        if failure is None and not self._reachable(body):
             failure = "Failed to read user input frames"
         created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=seq)
         generation = _Generation(
@@ -245,7 +251,7 @@ class LumaFake(ProviderFake):
             fmt = body.get("format")
             if fmt is not None and fmt not in ("jpg", "png"):
                 return f"Invalid format {fmt!r}: use jpg or png"
-            return None
+            return _reference_problem(body)
         duration = body.get("duration")
         if duration is not None and duration not in _DURATIONS:
             return f"Invalid duration {duration!r}: use one of {', '.join(_DURATIONS)}"
@@ -276,19 +282,10 @@ class LumaFake(ProviderFake):
         return url if isinstance(url, str) else None
 
     def _reachable(self, body: dict[str, Any]) -> bool:
-        url = self._frame_url(body)
-        if url is None:
-            return True
-        parsed = httpx.URL(url) if "://" in url else None
-        if parsed is None or parsed.scheme != "https":
-            return False  # a data: URI or a plain http URL: Luma fetches https URLs only
-        host = parsed.host
-        return not (
-            host in ("localhost", "")
-            or re.fullmatch(r"[\d.]+", host) is not None
-            or ":" in host
-            or host.endswith(".local")
-        )
+        """Whether Luma could fetch every image the body names by URL (the first keyframe,
+        and Photon's reference images)."""
+        urls = [self._frame_url(body), *reference_urls(body)]
+        return all(_fetchable(url) for url in urls if url is not None)
 
     def _frame(self, body: dict[str, Any]) -> bytes | None:
         url = self._frame_url(body)
@@ -349,7 +346,9 @@ class LumaFake(ProviderFake):
                 if body.get("format") == "png"
                 else ("JPEG", "jpg", "image/jpeg")
             )
-            data = image_bytes(f"{prompt}|{generation.id}", *size, fmt)
+            # The references steer the drawing: another reference, another image.
+            refs = "|".join(reference_urls(body))
+            data = image_bytes(f"{prompt}|{generation.id}|{refs}", *size, fmt)
             url = f"{folder}/{digest(data)[:12]}_result.{ext}"
             self._serve(url, data, mime)
             return {"image": url}
@@ -376,6 +375,71 @@ class LumaFake(ProviderFake):
                 200, content=data, headers={"content-type": mime, "content-length": str(len(data))}
             ),
         )
+
+
+def _fetchable(url: str) -> bool:
+    parsed = httpx.URL(url) if "://" in url else None
+    if parsed is None or parsed.scheme != "https":
+        return False  # a data: URI or a plain http URL: Luma fetches https URLs only
+    host = parsed.host
+    return not (
+        host in ("localhost", "")
+        or re.fullmatch(r"[\d.]+", host) is not None
+        or ":" in host
+        or host.endswith(".local")
+    )
+
+
+def reference_urls(body: dict[str, Any]) -> list[str]:
+    """The URLs of a Photon body's ``image_ref``, ``style_ref`` and ``character_ref``
+    images (the shapes checked by :func:`_reference_problem`)."""
+    urls: list[str] = []
+    for key in ("image_ref", "style_ref"):
+        refs = body.get(key)
+        for ref in refs if isinstance(refs, list) else []:
+            if isinstance(ref, dict) and isinstance(ref.get("url"), str):
+                urls.append(ref["url"])
+    character = body.get("character_ref")
+    for identity in character.values() if isinstance(character, dict) else []:
+        images = identity.get("images") if isinstance(identity, dict) else None
+        urls += [u for u in images if isinstance(u, str)] if isinstance(images, list) else []
+    return urls
+
+
+def _reference_problem(body: dict[str, Any]) -> str | None:
+    """The first problem in Photon's references: ``image_ref`` / ``style_ref`` lists of
+    ``{"url", "weight"?}`` and ``character_ref: {"identity0": {"images": [...]}}`` (lumaai
+    SDK ``types/generations/image_create_params.py``), at most 4 images each (docs.comfy.org,
+    Luma's image nodes)."""
+    for key in ("image_ref", "style_ref"):
+        refs = body.get(key)
+        if refs is None:
+            continue
+        if not isinstance(refs, list) or not refs:
+            return f"{key} must be a non-empty list of {{url, weight}} objects"
+        if len(refs) > MAX_REFERENCES:
+            return f"{key} takes at most {MAX_REFERENCES} images, not {len(refs)}"
+        for index, ref in enumerate(refs):
+            if not isinstance(ref, dict) or not isinstance(ref.get("url"), str):
+                return f"{key}[{index}].url is required"
+            weight = ref.get("weight", REFERENCE_WEIGHT)
+            if not isinstance(weight, int | float) or isinstance(weight, bool):
+                return f"{key}[{index}].weight must be a number"
+            if not 0 <= weight <= 1:
+                return f"{key}[{index}].weight must be between 0 and 1"
+    character = body.get("character_ref")
+    if character is None:
+        return None
+    if not isinstance(character, dict) or set(character) - {"identity0"} or not character:
+        return "character_ref takes one identity: {identity0: {images: [...]}}"
+    images = (
+        character["identity0"].get("images") if isinstance(character["identity0"], dict) else None
+    )
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+        return "character_ref.identity0.images must be a non-empty list of image URLs"
+    if len(images) > MAX_REFERENCES:
+        return f"character_ref.identity0 takes at most {MAX_REFERENCES} images, not {len(images)}"
+    return None
 
 
 FAKE = LumaFake

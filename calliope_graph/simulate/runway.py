@@ -6,9 +6,10 @@ Served on ``api.dev.runwayml.com``: ``POST /v1/image_to_video`` creates a task a
 Requests need ``Authorization: Bearer <key>`` (else 401) and ``X-Runway-Version:
 2024-11-06`` (else 400). Bodies are validated per model (``gen4_turbo``, ``gen4.5``,
 ``veo3.1``, ``veo3.1_fast``: ratios, durations, prompt text length, the
-``promptImage`` data URI or https URL and its 5 MB limit) with Runway's 400 shape
-``{"error": "Validation of body failed", "issues": [{"code", "path", "message"}],
-"docUrl"}``.
+``promptImage`` data URI or https URL and its 5 MB limit, and its list form: one ``first``
+item, plus one ``last`` for the Veo 3.1 models only — the task keeps it as ``last_image``)
+with Runway's 400 shape ``{"error": "Validation of body failed", "issues": [{"code",
+"path", "message"}], "docUrl"}``.
 
 A task goes ``PENDING`` → ``RUNNING`` (with ``progress``) over ``sim.poll_steps`` polls,
 then ``SUCCEEDED`` with ``output: [url]`` on a CloudFront-like host served through
@@ -72,6 +73,9 @@ class _Model:
     default_duration: int | None
     needs_text: bool = False
     credits_per_second: int = 5
+    #: Takes a ``promptImage`` item at ``position: "last"`` (runwayml SDK 5.24:
+    #: ``Veo3_1PromptImagePromptImage.position`` is ``"first" | "last"``, Gen-4's ``"first"``).
+    last_frame: bool = False
 
 
 #: What each image-to-video model accepts ([RW-SDK]).
@@ -89,9 +93,11 @@ MODELS: dict[str, _Model] = {
         credits_per_second=12,
     ),
     # gen3a_turbo is gone from Runway's spec (retired 2026-07-30): the discriminator refuses it.
-    "veo3.1": _Model(("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 40),
+    "veo3.1": _Model(
+        ("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 40, True
+    ),
     "veo3.1_fast": _Model(
-        ("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 15
+        ("1280:720", "720:1280", "1080:1920", "1920:1080"), (4, 6, 8), 8, False, 15, True
     ),
 }
 
@@ -116,6 +122,8 @@ class _Task:
     queued: bool = False
     #: Reached SUCCEEDED or FAILED (it no longer holds a slot).
     done: bool = False
+    #: The end frame (``promptImage`` item at ``position: "last"``), when one was given.
+    last_image: bytes | None = None
 
 
 def _quote(values: tuple[Any, ...]) -> str:
@@ -239,7 +247,7 @@ class RunwayFake(ProviderFake):
                 ]
             )
         issues: list[dict[str, Any]] = []
-        image = self._prompt_image(body.get("promptImage"), issues)
+        image, last_image = self._prompt_images(body.get("promptImage"), model, issues)
         ratio = body.get("ratio")
         if ratio not in model.ratios:
             if ratio is None:
@@ -321,7 +329,7 @@ class RunwayFake(ProviderFake):
                 "SAFETY.INPUT.TEXT",
                 "Your prompt text did not pass content moderation.",
             )
-        elif image is not None and not self._decodes(image):
+        elif any(i is not None and not self._decodes(i) for i in (image, last_image)):
             fail = ("ASSET.INVALID", "The prompt image could not be decoded as an image.")
         created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self._seq())
         self._tasks()[task_id] = _Task(
@@ -337,6 +345,7 @@ class RunwayFake(ProviderFake):
             steps=max(int(self.sim.poll_steps), 0),
             fail=fail,
             queued=self._concurrency() is not None,
+            last_image=last_image,
         )
         self._schedule()
         # Runway's spec: the create answer carries the credits the task is expected to cost.
@@ -380,22 +389,49 @@ class RunwayFake(ProviderFake):
             "message": f"Invalid input: expected {expected}, received {received}",
         }
 
-    def _prompt_image(self, value: Any, issues: list[dict[str, Any]]) -> bytes | None:
-        """The image bytes of ``promptImage`` (string or ``[{"uri", "position"}]``)."""
-        path: list[Any] = ["promptImage"]
-        if isinstance(value, list):
-            firsts = [v for v in value if isinstance(v, dict) and v.get("position") == "first"]
-            if len(value) != 1 or not firsts:
+    def _prompt_images(
+        self, value: Any, model: _Model, issues: list[dict[str, Any]]
+    ) -> tuple[bytes | None, bytes | None]:
+        """The first and last frames' bytes of ``promptImage``: a string (the first frame)
+        or ``[{"uri", "position"}]`` — one ``first``, and one ``last`` where the model takes
+        an end frame (Veo 3.1: "an array with a first frame and optionally a last frame";
+        a last frame alone is refused, as Runway's docs say)."""
+        if not isinstance(value, list):
+            return self._prompt_image(value, ["promptImage"], issues), None
+        allowed = ("first", "last") if model.last_frame else ("first",)
+        for index, item in enumerate(value):
+            position = item.get("position") if isinstance(item, dict) else None
+            if position not in allowed:
                 issues.append(
                     {
-                        "code": "custom",
-                        "path": path,
-                        "message": "Exactly one prompt image with position 'first' is required",
+                        "code": "invalid_value",
+                        "values": list(allowed),
+                        "path": ["promptImage", index, "position"],
+                        "message": f"Invalid option: expected one of {_quote(allowed)}",
                     }
                 )
-                return None
-            value = firsts[0].get("uri")
-            path = ["promptImage", 0, "uri"]
+                return None, None
+        positions = [item["position"] for item in value]
+        if positions.count("first") != 1 or positions.count("last") > 1:
+            issues.append(
+                {
+                    "code": "custom",
+                    "path": ["promptImage"],
+                    "message": "Exactly one prompt image with position 'first' is required"
+                    + (", and at most one with position 'last'" if model.last_frame else ""),
+                }
+            )
+            return None, None
+        found: dict[str, bytes | None] = {}
+        for index, item in enumerate(value):
+            path: list[Any] = ["promptImage", index, "uri"]
+            found[item["position"]] = self._prompt_image(item.get("uri"), path, issues)
+        return found.get("first"), found.get("last")
+
+    def _prompt_image(
+        self, value: Any, path: list[Any], issues: list[dict[str, Any]]
+    ) -> bytes | None:
+        """The image bytes of one prompt image (a data URI or an https URL)."""
         if not isinstance(value, str):
             issues.append(self._type_issue(path, "string", value))
             return None
