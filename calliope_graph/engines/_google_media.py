@@ -418,7 +418,7 @@ async def _download_video(
         provider=_NAME,
         headers=_file_headers(ctx, uri),
     )
-    return Video.open(path)
+    return await ctx.store.aopen_video(path)
 
 
 def _file_headers(ctx: RunContext, uri: str) -> dict[str, str] | None:

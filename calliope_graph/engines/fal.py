@@ -514,7 +514,7 @@ async def text_to_image(
         return await ctx.store.asave_image(output_name, _data_uri(url, cap))
     path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
     try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, ctx.store.read_download(path))
     except MediaError:
         path.unlink(missing_ok=True)
         raise
@@ -547,7 +547,7 @@ async def image_and_text_to_video(
     if url.startswith("data:"):
         return await ctx.store.asave_video(name, _data_uri(url, cap))
     path = await ctx.store.download(ctx.client, url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+    return await ctx.store.aopen_video(path)
 
 
 # -- the model list --------------------------------------------------------------------------

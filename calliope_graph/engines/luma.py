@@ -323,7 +323,7 @@ async def text_to_image(
     cap = int(config.parameters.get("max_download_bytes") or MAX_IMAGE_BYTES)
     path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
     try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, ctx.store.read_download(path))
     except MediaError:
         path.unlink(missing_ok=True)
         raise
@@ -373,4 +373,4 @@ async def image_and_text_to_video(
         name = str(Path(name).with_suffix(".mp4"))
     cap = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
     path = await ctx.store.download(ctx.client, video_url, name, max_bytes=cap, provider=_NAME)
-    return Video.open(path)
+    return await ctx.store.aopen_video(path)

@@ -490,7 +490,7 @@ async def text_to_image(
         return await ctx.store.asave_image(output_name, _data_uri(url, cap))
     path = await ctx.store.download(ctx.client, url, output_name, max_bytes=cap, provider=_NAME)
     try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, ctx.store.read_download(path))
     except MediaError:
         path.unlink(missing_ok=True)
         raise

@@ -366,4 +366,4 @@ async def image_and_text_to_video(
         name = str(Path(name).with_suffix(".mp4"))
     max_bytes = int(config.parameters.get("max_download_bytes") or MAX_VIDEO_BYTES)
     path = await ctx.store.download(ctx.client, url, name, max_bytes=max_bytes, provider=_NAME)
-    return Video.open(path)
+    return await ctx.store.aopen_video(path)
