@@ -163,6 +163,8 @@ class DiskFullError(ConfigurationError, OSError):
             )
         super().__init__(message)
         self.errno = errno.ENOSPC
+        #: The :class:`~calliope_graph.batch.BatchSummary` of a batch the full disk stopped.
+        self.summary: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self.__dict__))
