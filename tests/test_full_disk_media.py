@@ -263,3 +263,21 @@ async def test_a_download_the_disk_fills_during_is_kept_whole_in_a_provider_node
     assert not path.exists() and kept == {str(path): body}  # whole, for the journal
     assert not list(tmp_path.glob(".*.part"))  # no temporary file left behind
     assert requested["https://cdn.example.com/b.bin"] == 2  # fetched again into memory
+
+
+def test_sqlites_disk_io_error_on_a_nearly_full_disk_is_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full tmpfs SQLite says "disk I/O error" when it cannot grow its WAL index: that
+    was a failed run of class ``any`` (exit 1); on a disk with little room left it is the
+    full disk (exit 4), and elsewhere still an I/O error."""
+    import sqlite3
+
+    import calliope_graph.errors as errors
+
+    io_error = sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(errors, "NEARLY_FULL", 1 << 62)  # every disk is nearly full
+    full = errors.disk_full(io_error, tmp_path / "not" / "made")
+    assert isinstance(full, DiskFullError) and str(tmp_path) in str(full)
+    monkeypatch.setattr(errors, "NEARLY_FULL", 0)  # no disk is
+    assert errors.disk_full(io_error, tmp_path) is None

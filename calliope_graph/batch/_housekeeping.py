@@ -17,7 +17,7 @@ from calliope_graph._files import write_atomic
 from calliope_graph._outdir import OutDirLock
 from calliope_graph.batch._manifest import ManifestState
 from calliope_graph.context import RunContext
-from calliope_graph.errors import ConfigurationError, DiskFullError, disk_full, is_disk_full
+from calliope_graph.errors import ConfigurationError, DiskFullError, disk_full
 from calliope_graph.flow.trace import Trace
 from calliope_graph.session import session_of
 
@@ -38,10 +38,13 @@ def stop_full(batch: _Batch, exc: BaseException, folder: Path) -> bool:
     batch starts no more items and ends with that one error (exit 4): going on would only pay
     for more. The item gets no manifest line — it is not finished, and ``--resume`` continues
     its thread, the output journal replaying what it paid for."""
-    if not is_disk_full(exc):
+    full = _first_full(exc) or disk_full(exc, folder)
+    if full is None and getattr(exc, "cause_class", None) == "disk_full":
+        full = DiskFullError(folder=folder)
+    if full is None:
         return False
     if batch.disk_full is None:
-        batch.disk_full = _first_full(exc) or disk_full(exc, folder)
+        batch.disk_full = full
     return True
 
 
