@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from calliope_graph.cli import main
 from calliope_graph.context import RunContext
 from calliope_graph.errors import DiskFullError
 from calliope_graph.flow import Trace
+from calliope_graph.flow._journal import Journal
 from calliope_graph.media import MediaStore, Video
 from calliope_graph.media._store import UNWRITTEN
 from calliope_graph.simulate import Simulator
@@ -66,6 +68,9 @@ def recording_simulators(monkeypatch: pytest.MonkeyPatch) -> list[Simulator]:
 
     def make(*args: Any, **kwargs: Any) -> Simulator:
         sim = Simulator(*args, sleep=clock, clock=lambda: clock.now, **kwargs)
+        for earlier in made:  # a provider's CDN URLs stay valid between runs, as they do
+            for url, response in earlier.state("download").items():
+                sim.serve_download(url, response)
         made.append(sim)
         return sim
 
@@ -134,6 +139,7 @@ def full_then_resumed(
     flow: str | Path,
     inputs: dict[str, str],
     hit: Callable[[Path], bool],
+    message: str = "media file",
 ) -> tuple[Path, Result]:
     """A clean run, then a run whose disk is full where ``hit`` says, then the resume:
     over the last two, the clean run's requests exactly; in the resume, none."""
@@ -145,7 +151,7 @@ def full_then_resumed(
     with disk_full_at(monkeypatch, lambda p: p.parent == out and hit(p)):
         first = run(flow, out, inputs)
     assert_one_clear_error(first, out)
-    assert "media file" in first.stderr
+    assert message in first.stderr.replace("\n", " ")
     assert sum(requests(sims).values()) > 0  # paid before the write failed
     before = requests(sims)
     thread = Trace.load(out / "trace.json").thread_id
@@ -188,6 +194,34 @@ def test_full_disk_at_the_downloaded_video_exits_4_and_the_resume_pays_nothing_a
     )
     video = Video.open(out / "clip.mp4")  # a real, probed MP4
     assert video.duration and video.duration > 0
+
+
+def test_a_video_too_large_for_the_journal_keeps_its_url_and_the_resume_fetches_it(
+    tmp_path: Path, sims: list[Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real full disk has no room for a video's MBs in the journal either (its reserve is
+    256 KiB): the provider's URL is journaled instead, and the resume downloads it again."""
+    original = Journal._put
+
+    def put(self: Journal, key: str, node: str, outputs: Any, calls: Any, files: Any, *rest: Any):
+        if files and any(len(blob) for blob in files.values()):  # no room for the bytes
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(self, key, node, outputs, calls, files, *rest)
+
+    picture = tmp_path / "kite.png"
+    picture.write_bytes(image_bytes("a red kite over a harbour", 320, 180))
+    with monkeypatch.context() as patch:
+        patch.setattr(Journal, "_put", put)
+        out, _ = full_then_resumed(
+            tmp_path,
+            sims,
+            monkeypatch,
+            "image_to_video_story",
+            {"image": str(picture), "text": "the kite climbs"},
+            lambda p: p.suffix == ".mp4",
+            message="provider's URL",
+        )
+    assert Video.open(out / "clip.mp4").duration
 
 
 def test_full_disk_at_a_downloaded_image_exits_4_and_the_resume_pays_nothing_again(
@@ -271,8 +305,6 @@ def test_sqlites_disk_io_error_on_a_nearly_full_disk_is_a_full_disk(
     """On a full tmpfs SQLite says "disk I/O error" when it cannot grow its WAL index: that
     was a failed run of class ``any`` (exit 1); on a disk with little room left it is the
     full disk (exit 4), and elsewhere still an I/O error."""
-    import sqlite3
-
     import calliope_graph.errors as errors
 
     io_error = sqlite3.OperationalError("disk I/O error")

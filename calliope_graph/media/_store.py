@@ -273,8 +273,21 @@ class MediaStore:
                 raise
             kept = bytearray()
             await source.each(kept.extend)
-            unwritten[str(path)] = bytes(kept)
+            unwritten[str(path)] = Fetched(kept, url=None if headers else url)
         return path
+
+
+class Fetched(bytes):
+    """The bytes of a download kept in memory on a full disk, with the URL they came from
+    (None when fetching needs the provider's key): the output journal keeps the URL instead
+    when it has no room for the bytes (flow/_journal.py)."""
+
+    url: str | None
+
+    def __new__(cls, data: bytes | bytearray, *, url: str | None) -> Fetched:
+        fetched = super().__new__(cls, data)
+        fetched.url = url
+        return fetched
 
 
 class _Download:
