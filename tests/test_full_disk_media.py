@@ -254,6 +254,12 @@ class _FillsUp:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.fh, name)
 
+    def __enter__(self) -> _FillsUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
 
 @pytest.fixture
 def fills_up(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -313,3 +319,28 @@ def test_sqlites_disk_io_error_on_a_nearly_full_disk_is_a_full_disk(
     assert isinstance(full, DiskFullError) and str(tmp_path) in str(full)
     monkeypatch.setattr(errors, "NEARLY_FULL", 0)  # no disk is
     assert errors.disk_full(io_error, tmp_path) is None
+
+
+def test_a_small_disk_still_gets_a_smaller_journal_reserve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on a 224 KiB tmpfs: no room for the 256 KiB reserve meant no reserve at all,
+    and a paid node's outputs (a 9 KiB picture, a story) were lost with the journal commit."""
+    from calliope_graph.flow import _journal
+
+    room = 150 << 10
+
+    def small_disk(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = open(path, mode, *args, **kwargs)  # noqa: SIM115 (handed to the journal)
+        if "w" in mode:
+            return _FillsUp(fh, room)
+        return fh
+
+    monkeypatch.setattr(_journal, "open", small_disk, raising=False)
+    db = _journal.JournalDB(tmp_path / _journal.JOURNAL_NAME)
+    try:
+        reserve = tmp_path / (_journal.JOURNAL_NAME + "-reserve")
+        assert reserve.stat().st_size == _journal.RESERVE // 2  # 128 KiB fits, 256 did not
+        assert db.release_reserve() and not reserve.exists()
+    finally:
+        db.close()

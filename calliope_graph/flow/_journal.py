@@ -58,6 +58,8 @@ JOURNAL_NAME = "journal.sqlite"
 #: Bytes of disk the journal keeps beside itself (``journal.sqlite-reserve``) and frees when
 #: a commit finds the disk full, so a paid node's outputs are still kept (a few WAL pages).
 RESERVE = 256 << 10
+#: The smallest reserve kept when there is no room for :data:`RESERVE` (a small disk).
+MIN_RESERVE = 64 << 10
 _INPUTS = "~inputs"
 
 log = logging.getLogger(__name__)
@@ -128,12 +130,16 @@ class JournalDB:
         with contextlib.suppress(OSError):
             if self._reserve.stat().st_size >= RESERVE:
                 return
-        try:
-            with open(self._reserve, "wb") as fh:
-                fh.write(bytes(RESERVE))
-        except OSError:  # no room for it now: a full disk then fails as it would without
-            with contextlib.suppress(OSError):
-                self._reserve.unlink()
+        size = RESERVE
+        while size >= MIN_RESERVE:  # a small disk: a smaller reserve still keeps text
+            try:
+                with open(self._reserve, "wb") as fh:
+                    fh.write(bytes(size))
+                return
+            except OSError:  # no room for it now: a full disk then fails as it would without
+                with contextlib.suppress(OSError):
+                    self._reserve.unlink()
+            size //= 2
 
     def release_reserve(self) -> bool:
         """Free the reserve (a commit failed for want of space); whether there was one."""
