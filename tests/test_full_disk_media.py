@@ -18,7 +18,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import pytest
@@ -242,14 +242,14 @@ def test_full_disk_at_a_downloaded_image_exits_4_and_the_resume_pays_nothing_aga
 class _FillsUp:
     """A file whose disk fills after ``room`` bytes (the write that crosses it fails)."""
 
-    def __init__(self, fh: BinaryIO, room: int) -> None:
+    def __init__(self, fh: Any, room: int) -> None:
         self.fh, self.room = fh, room
 
     def write(self, data: bytes) -> int:
         if len(data) > self.room:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.room -= len(data)
-        return self.fh.write(data)
+        return int(self.fh.write(data))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.fh, name)
