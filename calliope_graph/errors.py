@@ -163,6 +163,8 @@ class DiskFullError(ConfigurationError, OSError):
             )
         super().__init__(message)
         self.errno = errno.ENOSPC
+        #: The :class:`~calliope_graph.batch.BatchSummary` of a batch the full disk stopped.
+        self.summary: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self.__dict__))
@@ -211,9 +213,45 @@ def disk_full(
     one already), else None."""
     if isinstance(exc, DiskFullError):
         return exc
-    if not is_disk_full(exc):
+    if not is_disk_full(exc) and not (_sqlite_io_error(exc) and _nearly_full(folder)):
         return None
     return DiskFullError(folder=folder, needed=needed, what=what)
+
+
+#: Free space under which an SQLite "disk I/O error" in a folder is taken for a full disk.
+NEARLY_FULL = 8 << 20
+
+
+def _sqlite_io_error(exc: BaseException | None) -> bool:
+    """``exc`` (or one it was raised from) is SQLite's ``SQLITE_IOERR`` ("disk I/O error"):
+    what SQLite says when growing its WAL index (``-shm``) fails on a full disk, where a
+    failed page write would say ``SQLITE_FULL``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__ == "sqlite3" and (
+            (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == 10  # SQLITE_IOERR_*
+            or "disk I/O error" in str(exc)
+        ):
+            return True
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return False
+
+
+def _nearly_full(folder: str | os.PathLike[str]) -> bool:
+    """The disk holding ``folder`` (or its nearest existing parent) has under
+    :data:`NEARLY_FULL` bytes free for this user."""
+    path = os.path.abspath(folder)
+    while True:
+        try:
+            stat = os.statvfs(path)
+        except (OSError, AttributeError):  # gone: try its parent; no statvfs (Windows): no
+            parent = os.path.dirname(path)
+            if parent == path or not hasattr(os, "statvfs"):
+                return False
+            path = parent
+            continue
+        return stat.f_bavail * stat.f_frsize < NEARLY_FULL
 
 
 class FaultSpecError(ConfigurationError, ValueError):

@@ -1,7 +1,7 @@
 """A batch run's housekeeping: the folder checked before anything runs, the run context made
 when none is given, the budget remembered in the folder for later resumes, the heap kept out of
-full garbage-collector passes while it runs, and reading back what an earlier run left (a
-thread's checkpoint, an item's trace)."""
+full garbage-collector passes while it runs, reading back what an earlier run left (a
+thread's checkpoint, an item's trace), and a full disk stopping the batch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from calliope_graph._files import write_atomic
 from calliope_graph._outdir import OutDirLock
 from calliope_graph.batch._manifest import ManifestState
 from calliope_graph.context import RunContext
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import ConfigurationError, DiskFullError, disk_full
 from calliope_graph.flow.trace import Trace
 from calliope_graph.session import session_of
 
@@ -31,6 +31,32 @@ __all__ = ["SETTINGS_NAME"]
 
 async def _has_thread(saver: Any, thread: str) -> bool:
     return await saver.aget_tuple({"configurable": {"thread_id": thread}}) is not None
+
+
+def stop_full(batch: _Batch, exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (an item's failed run, or its manifest line) is a full disk; if so the
+    batch starts no more items and ends with that one error (exit 4): going on would only pay
+    for more. The item gets no manifest line — it is not finished, and ``--resume`` continues
+    its thread, the output journal replaying what it paid for."""
+    full = _first_full(exc) or disk_full(exc, folder)
+    if full is None and getattr(exc, "cause_class", None) == "disk_full":
+        full = DiskFullError(folder=folder)
+    if full is None:
+        return False
+    if batch.disk_full is None:
+        batch.disk_full = full
+    return True
+
+
+def _first_full(exc: BaseException | None) -> DiskFullError | None:
+    """The :class:`DiskFullError` ``exc`` is or was raised from (it names the folder)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _load_trace(path: Path) -> Trace | None:

@@ -39,6 +39,7 @@ from calliope_graph.batch._housekeeping import (
     _load_trace,
     _own_context,
     _remembered_budget,
+    stop_full,
 )
 from calliope_graph.batch._items import (
     BatchInputError,
@@ -64,7 +65,7 @@ from calliope_graph.batch._records import (
 )
 from calliope_graph.context import RunContext
 from calliope_graph.engines._http import redact
-from calliope_graph.errors import CalliopeError, FlowRunError, error_class
+from calliope_graph.errors import CalliopeError, DiskFullError, FlowRunError, error_class
 from calliope_graph.flow._checkpoints import open_sqlite
 from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow._runtime import FlowEvent
@@ -140,6 +141,7 @@ class _Batch:
         #: lock of ``out`` (a DBOS worker's items keep both in their own folders).
         self.journal: JournalDB | None = None
         self.local = False
+        self.disk_full: DiskFullError | None = None  # no item starts after (stop_full)
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: Any, **fields: Any) -> None:
@@ -235,6 +237,7 @@ class _Batch:
         outputs: dict[str, Any] = {}
         uris: dict[str, Any] = {}
         error: dict[str, Any] | None = None
+        stopped = False  # by a full disk: no manifest line (stop_full)
         try:
             result = await runner.ainvoke(
                 None if again else item.inputs, thread_id=thread, resume=again, on_event=on_event
@@ -244,6 +247,7 @@ class _Batch:
                 uris = _uris(result.outputs)
         except Exception as exc:  # a failed run, a refusal before it ran, or a bug: recorded
             trace, error = self._failure(exc, folder)
+            stopped = append and stop_full(self, exc, folder)
         finally:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
@@ -276,8 +280,13 @@ class _Batch:
             record["uris"] = uris
         if trace is not None and trace.simulated:  # shown on batch.html
             record["simulated"] = True
-        if append:
-            self.manifest.append(record)
+        if append and not stopped:
+            try:
+                self.manifest.append(record)
+            except DiskFullError as exc:
+                stopped = stop_full(self, exc, self.out)
+        if stopped:
+            record["status"] = "stopped"  # not finished: batch --resume runs it again
         if self.item_reports and trace is not None:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)
@@ -337,6 +346,10 @@ class _Batch:
     def finished(self, record: dict[str, Any]) -> None:
         stats = self.stats
         stats.running -= 1
+        if record["status"] == "stopped":  # a full disk: not finished (no manifest line)
+            stats.not_started += 1
+            self.not_started.append((record["id"], record["source"]))
+            return
         stats.ran += 1
         if record["status"] == "ok":
             stats.ok += 1
@@ -445,10 +458,11 @@ async def _schedule(
                 batch.stats.not_started += 1
                 continue
             await slots.acquire()
-            if batch.over_budget():
+            if batch.disk_full is not None or batch.over_budget():
                 slots.release()
                 stopped = True
-                batch.emit("budget_stop", message=batch.budget_message)
+                if batch.disk_full is None:
+                    batch.emit("budget_stop", message=batch.budget_message)
                 batch.not_started.append((item.id, item.source))
                 batch.stats.not_started += 1
                 continue
@@ -564,4 +578,7 @@ async def run_batch(
     if input_error is not None:
         input_error.summary = summary
         raise input_error
+    if batch.disk_full is not None:  # one clear error (exit 4), with what the batch did
+        batch.disk_full.summary = summary
+        raise batch.disk_full
     return summary

@@ -14,6 +14,12 @@ null when a model has no price), ``started_at``/``ended_at`` (ISO 8601, UTC), ``
 earlier attempt of the item's thread is not paid again) — plus the calls an attempt killed
 before it wrote a line had paid for (replayed from the output journal): so every paid call
 is counted once across the lines.
+
+A line is all or nothing on a full disk too: a write the disk refuses is cut back off the
+file (truncating needs no space) and raised as one
+:class:`~calliope_graph.errors.DiskFullError` naming the folder, so the file holds whole
+lines only and the item, having no line, runs again on ``--resume`` (its thread and the
+output journal keep what it paid for).
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import ConfigurationError, disk_full
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ManifestState"]
 
@@ -52,7 +58,7 @@ class Manifest:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._fh: IO[str] | None = None
+        self._fd: int | None = None
 
     def read(self) -> ManifestState:
         """Every complete line; a torn last line (a kill mid-write) is skipped."""
@@ -84,24 +90,48 @@ class Manifest:
         return state
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one line and make it durable (flush + fsync) before returning."""
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            torn = False
-            if self.path.is_file() and self.path.stat().st_size:
-                with self.path.open("rb") as fh:
-                    fh.seek(-1, os.SEEK_END)
-                    torn = fh.read(1) != b"\n"
-            self._fh = self.path.open("a", encoding="utf-8")
-            if torn:
-                self._fh.write("\n")
+        """Write one line and make it durable (flush + fsync) before returning; on a full
+        disk the file is left as it was and :class:`DiskFullError` is raised."""
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = (line + "\n").encode("utf-8")
+        torn = False
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            torn = _torn(self.path)
+        size = os.fstat(self._fd).st_size
+        if torn:  # a line cut short by a kill mid-write: the next line starts afresh
+            data = b"\n" + data
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            full = disk_full(exc, self.path.parent, needed=len(data), what=self.path.name)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)  # whole lines only (needs no space)
+            self.close()  # the next line checks the file's end again
+            if full is None or full is exc:
+                raise
+            raise full from exc
 
     def close(self) -> None:
-        if self._fh is not None:
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
+                os.close(self._fd)
+            self._fd = None
+
+
+def _torn(path: Path) -> bool:
+    """``path`` ends in a line cut short (no newline)."""
+    if not path.stat().st_size:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte of ``data`` is written (a write may take fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

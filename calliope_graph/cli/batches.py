@@ -31,7 +31,7 @@ from calliope_graph.cli.options import (
     out_dir_option,
     simulation_options,
 )
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import ConfigurationError, DiskFullError
 
 if TYPE_CHECKING:
     from calliope_graph.batch import BatchSummary
@@ -209,7 +209,7 @@ async def _run_items(request: BatchRequest) -> int:
         if shared.simulator is not None:
             err_console.print(SIMULATED_LINE, markup=False, soft_wrap=True)
     summary: BatchSummary | None = None
-    error: BatchInputError | None = None
+    error: BatchInputError | DiskFullError | None = None
     with progress:
         try:
             summary = await run_batch(
@@ -224,7 +224,7 @@ async def _run_items(request: BatchRequest) -> int:
                 on_progress=progress,
                 media_store=request.media_store,
             )
-        except BatchInputError as exc:
+        except (BatchInputError, DiskFullError) as exc:  # what ran is summed up first
             error, summary = exc, exc.summary
     if summary is not None:
         if request.as_json:

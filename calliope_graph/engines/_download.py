@@ -43,7 +43,7 @@ async def download_image(
         ctx.client, url, output_name, max_bytes=max_bytes, provider=provider
     )
     try:
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, ctx.store.read_download(path))
     except MediaError:
         path.unlink(missing_ok=True)
         raise
@@ -67,4 +67,4 @@ async def download_video(
         ctx.client, url, mp4_name(output_name), max_bytes=max_bytes, provider=provider,
         headers=headers,
     )  # fmt: skip
-    return Video.open(path)
+    return await ctx.store.aopen_video(path)

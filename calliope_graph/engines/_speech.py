@@ -6,12 +6,12 @@ that is not the audio container asked for (a truncated JSON body, an HTML error 
 proxy) is a retryable :class:`TransientProviderError` — never a file that does not play.
 :func:`save_speech` then writes the file atomically through the media store, under the
 extension of the real container (raw PCM is wrapped in a WAV header, so every file plays and
-knows its duration), and opens it with :meth:`Audio.open`, which probes the duration.
+knows its duration), and probes its duration (:meth:`MediaStore.save_audio`: on a full disk
+the paid bytes are kept for the output journal, so a resume does not pay for them again).
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import wave
 from pathlib import PurePosixPath
@@ -102,5 +102,6 @@ async def save_speech(ctx: RunContext, output_name: str, data: bytes, container:
     """Write ``data`` (a ``container`` file) as ``output_name`` with that container's
     extension, atomically, and open it (duration probed) off the event loop."""
     name = str(PurePosixPath(output_name).with_suffix(CONTAINER_EXT[container]))
-    path = await ctx.store.awrite_bytes(name, data)  # off the event loop (LangGraph Server)
-    return await asyncio.to_thread(Audio.open, path)
+    # Off the event loop (LangGraph Server); on a full disk inside the node the bytes are
+    # kept for the journal and probed from memory (MediaStore.save_audio).
+    return await ctx.store.asave_audio(name, data)

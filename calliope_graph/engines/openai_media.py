@@ -208,7 +208,7 @@ async def text_to_image(
         path = await ctx.store.download(
             ctx.client, str(item["url"]), output_name, max_bytes=MAX_IMAGE_BYTES, provider=_NAME
         )
-        image = await ctx.store.asave_image(output_name, path.read_bytes())
+        image = await ctx.store.asave_image(output_name, ctx.store.read_download(path))
         if Path(image.path) != path:
             path.unlink(missing_ok=True)  # saved again under the real format's extension
         return image

@@ -23,9 +23,12 @@ other journal failures give, and no node starts after it: going on would only pa
 First it frees the reserve the journal keeps beside itself (``journal.sqlite-reserve``,
 :data:`RESERVE` bytes written when it opens and there is room) and commits into that space,
 so the node's answer is usually kept all the same. Media a full disk kept from being
-written (``MediaStore.save_image`` inside a provider node) are committed here with the
-outputs (table ``files``), and a resumed run writes them back before replaying the entry —
-the provider is not asked again.
+written (``MediaStore.save_image``, ``save_audio``, ``save_video`` and ``download`` inside a
+provider node) are committed here with the outputs (table ``files``), and a resumed run
+writes them back before replaying the entry — the provider is not asked again. A download
+whose bytes do not fit even into the reserve (a video of many MB) keeps the URL the provider
+served it at instead (table ``fetch``, when it needed no key): the resumed run fetches it
+again (a download is not a paid call); a URL that has expired by then runs the node again.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -46,12 +49,17 @@ from calliope_graph._usage import ProviderCall
 from calliope_graph.errors import DiskFullError, disk_full
 from calliope_graph.media import Audio, Image, Video
 
+if TYPE_CHECKING:
+    from calliope_graph.context import RunContext
+
 __all__ = ["JOURNAL_NAME", "Journal", "JournalDB"]
 
 JOURNAL_NAME = "journal.sqlite"
 #: Bytes of disk the journal keeps beside itself (``journal.sqlite-reserve``) and frees when
 #: a commit finds the disk full, so a paid node's outputs are still kept (a few WAL pages).
 RESERVE = 256 << 10
+#: The smallest reserve kept when there is no room for :data:`RESERVE` (a small disk).
+MIN_RESERVE = 64 << 10
 _INPUTS = "~inputs"
 
 log = logging.getLogger(__name__)
@@ -77,13 +85,22 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (thread, key, path)
+);
+CREATE TABLE IF NOT EXISTS fetch (
+    thread TEXT NOT NULL,
+    key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    url TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (thread, key, path)
 )
 """
 #: ``paid`` holds, per journaled node, the provider requests that made its outputs (JSON
 #: ProviderCall records, with their cost): a replay after a kill carries them into the
 #: resumed trace, so what was paid before the kill is still counted (batch/_local.py).
-#: ``files`` holds media a full disk kept from being written (see the module docstring).
-_TABLES = ("outputs", "paid", "files")
+#: ``files`` holds media a full disk kept from being written (see the module docstring);
+#: ``fetch`` the provider's URL of a download whose bytes did not fit either.
+_TABLES = ("outputs", "paid", "files", "fetch")
 
 
 class JournalDB:
@@ -113,12 +130,16 @@ class JournalDB:
         with contextlib.suppress(OSError):
             if self._reserve.stat().st_size >= RESERVE:
                 return
-        try:
-            with open(self._reserve, "wb") as fh:
-                fh.write(bytes(RESERVE))
-        except OSError:  # no room for it now: a full disk then fails as it would without
-            with contextlib.suppress(OSError):
-                self._reserve.unlink()
+        size = RESERVE
+        while size >= MIN_RESERVE:  # a small disk: a smaller reserve still keeps text
+            try:
+                with open(self._reserve, "wb") as fh:
+                    fh.write(bytes(size))
+                return
+            except OSError:  # no room for it now: a full disk then fails as it would without
+                with contextlib.suppress(OSError):
+                    self._reserve.unlink()
+            size //= 2
 
     def release_reserve(self) -> bool:
         """Free the reserve (a commit failed for want of space); whether there was one."""
@@ -265,6 +286,24 @@ class Journal:
             return None  # a media file was deleted since: run the node again
         return outputs
 
+    async def aget(self, key: str, ctx: RunContext) -> dict[str, Any] | None:
+        """:meth:`get`, first fetching again the downloads journaled as their URLs (a
+        failed fetch — the URL expired — leaves the file missing: the node runs again)."""
+        if not self.replay:
+            return None
+        try:
+            cursor = self.db.execute(
+                "SELECT path, url, size FROM fetch WHERE thread = ? AND key = ?",
+                (self.thread_id, key),
+            )
+            rows = [] if cursor is None else cursor.fetchall()
+        except sqlite3.Error:
+            rows = []
+        for path, url, size in rows:
+            if not Path(path).is_file():
+                await _fetch(ctx, Path(path), url, size)
+        return self.get(key)
+
     def _restore_files(self, key: str) -> None:
         """Write the media of ``key`` that a full disk kept from being written (still full:
         DiskFullError, and the entry stays for the next resume)."""
@@ -301,12 +340,34 @@ class Journal:
             if full is None:
                 log.warning("Node %r: its outputs were not journaled (%s).", node, exc)
                 return
-            if self.db.release_reserve():  # the space kept for this: commit into it
-                with contextlib.suppress(Exception):
-                    self._put(key, node, outputs, calls, files)
-                    what += " (kept in the journal's reserve)"
-                    full = DiskFullError(folder=full.folder, needed=full.needed, what=what)
+            kept = self._put_in_reserve(key, node, outputs, calls, files)
+            if kept:
+                full = DiskFullError(folder=full.folder, needed=full.needed, what=what + kept)
             raise full from exc
+
+    def _put_in_reserve(
+        self,
+        key: str,
+        node: str,
+        outputs: Mapping[str, Any],
+        calls: Sequence[ProviderCall],
+        files: Mapping[str, bytes] | None,
+    ) -> str:
+        """Commit into the space of the freed reserve: everything, else downloads as the
+        URLs they came from (a few bytes each); what was kept, for the message ("" if none)."""
+        if not self.db.release_reserve():
+            return ""
+        with contextlib.suppress(Exception):
+            self._put(key, node, outputs, calls, files)
+            return " (kept in the journal's reserve)"
+        urls = {p: b for p, b in (files or {}).items() if getattr(b, "url", None)}
+        if not urls:
+            return ""
+        rest = {p: b for p, b in (files or {}).items() if p not in urls}
+        with contextlib.suppress(Exception):
+            self._put(key, node, outputs, calls, rest, urls)
+            return " (kept in the journal: the provider's URL of the media, fetched on resume)"
+        return ""
 
     def _put(
         self,
@@ -315,6 +376,7 @@ class Journal:
         outputs: Mapping[str, Any],
         calls: Sequence[ProviderCall],
         files: Mapping[str, bytes] | None,
+        urls: Mapping[str, bytes] | None = None,
     ) -> None:
         with self.db.transaction():
             self._insert(key, node, outputs)
@@ -329,6 +391,12 @@ class Journal:
                 self.db.execute(
                     "INSERT OR REPLACE INTO files (thread, key, path, data) VALUES (?, ?, ?, ?)",
                     (self.thread_id, key, path, blob),
+                )
+            for path, blob in (urls or {}).items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO fetch (thread, key, path, url, size) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (self.thread_id, key, path, getattr(blob, "url", ""), len(blob)),
                 )
 
     def calls(self, key: str) -> list[ProviderCall]:
@@ -387,6 +455,19 @@ class Journal:
         """End the run's use of the journal (closing its connection if it opened one)."""
         if self._owns_db:
             self.db.close()
+
+
+async def _fetch(ctx: RunContext, path: Path, url: str, size: int) -> None:
+    """Download a journaled provider URL to ``path`` (a full disk: DiskFullError)."""
+    from calliope_graph.media import MediaStore
+
+    store = MediaStore(path.parent, max_download_bytes=size)
+    try:
+        await store.download(ctx.client, url, path.name, provider="the journaled download")
+    except DiskFullError:
+        raise
+    except Exception as exc:  # expired, gone: the node runs (and is paid for) again
+        log.warning("Could not fetch %s again from its URL (%s): its node runs again.", path, exc)
 
 
 def _size(outputs: Mapping[str, Any], files: Mapping[str, bytes] | None) -> int:

@@ -212,7 +212,7 @@ class FlowRuntime:
         journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
-            saved = journal.get(entry) if entry is not None else None
+            saved = await journal.aget(entry, self.ctx) if entry is not None else None
             if saved is not None and entry is not None:
                 if store.remote:  # an upload that failed before is made now
                     saved = await store.publish(saved)

@@ -8,7 +8,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -21,14 +21,16 @@ from calliope_graph._transport import map_transport_errors
 from calliope_graph.errors import DiskFullError, MediaError
 from calliope_graph.media._checks import _IMAGE_MIMES, _MIME_EXT
 from calliope_graph.media._image import _check_decodes, _open_pil
-from calliope_graph.media._values import Image, Video
+from calliope_graph.media._values import Audio, Image, Video
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 #: Set by the flow runtime around a provider node's work (flow/_runtime.py): a dict that
-#: collects the media a full disk kept :meth:`MediaStore.save_image` from writing — path to
-#: bytes, paid for already — so the runtime journals them with the node's outputs and a
-#: resumed run writes them instead of paying again. None (the default): the write fails.
+#: collects the media a full disk kept the store from writing — images, audio, videos and
+#: downloads a provider answered with (:meth:`MediaStore.save_image`, :meth:`save_audio`,
+#: :meth:`save_video`, :meth:`download`): path to bytes, paid for already — so the runtime
+#: journals them with the node's outputs and a resumed run writes them instead of paying
+#: again. None (the default): the write fails.
 UNWRITTEN: ContextVar[dict[str, bytes] | None] = ContextVar("calliope_unwritten", default=None)
 
 
@@ -133,15 +135,18 @@ class MediaStore:
         """:meth:`write_bytes` of a provider's answer: on a full disk, inside a node whose
         runtime collects them (:data:`UNWRITTEN`), the bytes are kept for the journal and
         the path they belong at is returned (the image is probed from memory)."""
+        unwritten = UNWRITTEN.get()
         try:
-            return self.write_bytes(name, data)
+            path = self.write_bytes(name, data)
         except DiskFullError:
-            unwritten = UNWRITTEN.get()
             if unwritten is None:
                 raise
             path = self.path_for(name)
             unwritten[str(path)] = data
             return path
+        if unwritten:  # written after all (a retry): not kept twice
+            unwritten.pop(str(path), None)
+        return path
 
     def save_image(self, name: str, data: bytes) -> Image:
         """Write image bytes (fixing the extension to the real format) and probe them."""
@@ -166,7 +171,30 @@ class MediaStore:
         return Image(path=str(path), mime=mime, width=width, height=height)
 
     def save_video(self, name: str, data: bytes) -> Video:
-        return Video.open(self.write_bytes(name, data))
+        """Write a provider's video bytes and probe them (from memory if the disk is full
+        inside a provider node: see :data:`UNWRITTEN`)."""
+        return self.open_video(self._write_paid(name, data))
+
+    def save_audio(self, name: str, data: bytes) -> Audio:
+        """Write a provider's audio bytes and probe them (from memory if the disk is full
+        inside a provider node: see :data:`UNWRITTEN`)."""
+        path = self._write_paid(name, data)
+        kept = _kept(path)
+        return Audio.open(path) if kept is None else Audio.check_bytes(kept, str(path))
+
+    def open_video(self, path: Path) -> Video:
+        """The video at ``path`` that :meth:`save_video` or :meth:`download` returned: probed
+        from the file, or from the bytes a full disk kept from being written."""
+        kept = _kept(path)
+        return Video.open(path) if kept is None else Video.check_bytes(kept, str(path))
+
+    def read_download(self, path: Path) -> bytes:
+        """The bytes :meth:`download` put at ``path`` (a provider's image, saved again with
+        :meth:`save_image`): read from the file, or taken from the bytes a full disk kept
+        from being written (no longer kept under ``path``: the saved image keeps them)."""
+        unwritten = UNWRITTEN.get()
+        kept = None if unwritten is None else unwritten.pop(str(path), None)
+        return Path(path).read_bytes() if kept is None else kept
 
     # Async forms for engines and nodes: the writes run in a worker thread, so the event
     # loop never waits on the disk (LangGraph Server refuses blocking calls on its loop).
@@ -181,6 +209,14 @@ class MediaStore:
     async def asave_video(self, name: str, data: bytes) -> Video:
         """:meth:`save_video` in a worker thread."""
         return await asyncio.to_thread(self.save_video, name, data)
+
+    async def asave_audio(self, name: str, data: bytes) -> Audio:
+        """:meth:`save_audio` in a worker thread."""
+        return await asyncio.to_thread(self.save_audio, name, data)
+
+    async def aopen_video(self, path: Path) -> Video:
+        """:meth:`open_video` in a worker thread."""
+        return await asyncio.to_thread(self.open_video, path)
 
     def as_png(self, image: Image) -> Image:
         """The image as PNG (some providers refuse JPEG); PNGs are returned unchanged."""
@@ -213,9 +249,12 @@ class MediaStore:
 
         A failed connection, a timeout or a dropped stream is a TransientProviderError /
         ProviderTimeoutError of ``provider`` (so ``when: [transient]`` catches it), like an
-        HTTP error status."""
-        from calliope_graph.errors import TransientProviderError
+        HTTP error status.
 
+        On a full disk inside a provider node (:data:`UNWRITTEN`), the answer is fetched
+        again into memory (the URL was good a moment ago; a download is not a paid call) and
+        kept for the journal: the path is returned without a file, and :meth:`open_video` /
+        :meth:`read_download` read the kept bytes."""
         cap = self.max_download_bytes if max_bytes is None else max_bytes
         scheme = httpx.URL(url).scheme
         if scheme not in ("http", "https"):
@@ -224,34 +263,83 @@ class MediaStore:
                 "only http(s) URLs are fetched."
             )
         path = self.path_for(name)
-        total = 0
-        async with aatomic_writer(path) as fh:
-            with map_transport_errors(provider, what="download of its output"):
-                async with _get_stream(client, url, headers, provider) as response:
-                    if response.status_code >= 400:
-                        raise TransientProviderError(
-                            f"Downloading {provider} output failed with HTTP "
-                            f"{response.status_code}; the URL may have expired: "
-                            "run the node again.",
-                            provider=provider,
-                            status=response.status_code,
-                        )
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > cap:
-                        raise MediaError(
-                            f"{provider} output is {declared} bytes, over the {cap}-byte "
-                            "download cap: raise max_download_bytes on the MediaStore if this "
-                            "is expected."
-                        )
-                    async for chunk in response.aiter_bytes():
-                        total += len(chunk)
-                        if total > cap:
-                            raise MediaError(
-                                f"{provider} output exceeded the {cap}-byte download cap: "
-                                "raise max_download_bytes on the MediaStore if this is expected."
-                            )
-                        fh.write(chunk)
+        source = _Download(client, url, headers, provider, cap)
+        try:
+            async with aatomic_writer(path) as fh:
+                await source.each(fh.write)
+        except DiskFullError:
+            unwritten = UNWRITTEN.get()
+            if unwritten is None:
+                raise
+            kept = bytearray()
+            await source.each(kept.extend)
+            unwritten[str(path)] = Fetched(kept, url=None if headers else url)
         return path
+
+
+class Fetched(bytes):
+    """The bytes of a download kept in memory on a full disk, with the URL they came from
+    (None when fetching needs the provider's key): the output journal keeps the URL instead
+    when it has no room for the bytes (flow/_journal.py)."""
+
+    url: str | None
+
+    def __new__(cls, data: bytes | bytearray, *, url: str | None) -> Fetched:
+        fetched = super().__new__(cls, data)
+        fetched.url = url
+        return fetched
+
+
+class _Download:
+    """One provider output URL, streamed chunk by chunk under the size cap."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: Mapping[str, str] | None,
+        provider: str,
+        cap: int,
+    ) -> None:
+        self.client, self.url, self.headers = client, url, headers
+        self.provider, self.cap = provider, cap
+
+    async def each(self, sink: Callable[[bytes], object]) -> None:
+        """Hand every chunk of the body to ``sink`` (a file's write, a buffer's extend)."""
+        from calliope_graph.errors import TransientProviderError
+
+        provider, cap, total = self.provider, self.cap, 0
+        with map_transport_errors(provider, what="download of its output"):
+            async with _get_stream(self.client, self.url, self.headers, provider) as response:
+                if response.status_code >= 400:
+                    raise TransientProviderError(
+                        f"Downloading {provider} output failed with HTTP "
+                        f"{response.status_code}; the URL may have expired: "
+                        "run the node again.",
+                        provider=provider,
+                        status=response.status_code,
+                    )
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise MediaError(
+                        f"{provider} output is {declared} bytes, over the {cap}-byte "
+                        "download cap: raise max_download_bytes on the MediaStore if this "
+                        "is expected."
+                    )
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+                    if total > cap:
+                        raise MediaError(
+                            f"{provider} output exceeded the {cap}-byte download cap: "
+                            "raise max_download_bytes on the MediaStore if this is expected."
+                        )
+                    sink(chunk)
+
+
+def _kept(path: Path) -> bytes | None:
+    """The bytes a full disk kept from being written at ``path`` in this provider node."""
+    unwritten = UNWRITTEN.get()
+    return None if unwritten is None else unwritten.get(str(path))
 
 
 #: Redirects a download follows when it carries provider headers.
