@@ -185,6 +185,11 @@ async def text_to_image(
         answer = await _post(ctx, config, "/images/edits", data=form, files=files)
     else:
         answer = await _post(ctx, config, "/images/generations", json_body=body)
+    return await _saved_image(ctx, answer, model, output_name)
+
+
+async def _saved_image(ctx: RunContext, answer: Any, model: str, output_name: str) -> Image:
+    """The image of an Images API answer (``b64_json`` or a ``url`` to download), saved."""
     items = answer.get("data") if isinstance(answer, dict) else None
     item = items[0] if isinstance(items, list) and items else None
     if not isinstance(item, dict):
