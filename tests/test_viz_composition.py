@@ -447,3 +447,20 @@ def test_progress_lines_say_which_item_of_which_map(monkeypatch: pytest.MonkeyPa
     assert "→ chose foxy" in line
     line = run("skipped", node="plain", kind="switch", status="skipped", branch="switch:pick→foxy")
     assert "plain (switch) not taken (pick chose foxy)" in line
+
+
+def test_progress_lines_call_a_candidate_a_candidate_not_a_map_item() -> None:
+    from rich.console import Console
+
+    from calliope_graph.cli.progress import RunProgress
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, color_system=None)
+    progress = RunProgress(console=console, candidates={"sheet"})
+
+    class Event:
+        def __init__(self, execution: NodeExecution) -> None:
+            self.kind, self.node, self.execution = "started", execution.node, execution
+
+    progress(Event(NodeExecution(node="sheet", kind="text_to_image", started_at=1.0, item=1)))
+    assert "sheet[1] (text_to_image, candidate 1 of sheet) started" in buffer.getvalue()

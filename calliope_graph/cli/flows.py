@@ -267,7 +267,8 @@ async def _run(
         check_keys(flow, shared.keys)
     inputs = _checked_inputs(flow, inputs)
     progress = RunProgress(
-        {name: node.timeout for name, node in flow.spec.nodes.items() if node.timeout}
+        {name: node.timeout for name, node in flow.spec.nodes.items() if node.timeout},
+        candidates={name for name, node in flow.spec.nodes.items() if node.candidates},
     )
     live = _LiveReport(out_dir / "report.html")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,13 @@ class RunProgress:
         *,
         console: Console | None = None,
         live: bool | None = None,
+        candidates: Collection[str] = (),
     ) -> None:
         self.start = time.monotonic()
         #: Each node's ``timeout`` (seconds per attempt), by node name.
         self.timeouts = dict(timeouts or {})
+        #: The nodes that make ``candidates: N``: their items are candidates, not map items.
+        self.candidates = set(candidates)
         self.console = console or err_console
         #: Show streamed text and previews (default: when the console is a terminal).
         self.live = on_terminal(self.console) if live is None else live
@@ -95,7 +98,10 @@ class RunProgress:
         e = event.execution
         stamp = f"[dim]{time.monotonic() - self.start:6.2f}s[/]"
         node = str(event.node)
-        where = f", item {e.item} of map {node}" if self.name(event) != node else ""
+        where = ""
+        if self.name(event) != node:
+            made = "candidate {} of" if node in self.candidates else "item {} of map"
+            where = f", {made.format(e.item)} {node}"
         who = (
             f"[bold]{escape(self.name(event))}[/] "
             f"[dim]({escape(e.kind)}{', ' + escape(e.model) if e.model else ''}{escape(where)})[/]"
