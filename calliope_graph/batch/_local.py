@@ -254,10 +254,7 @@ class _Batch:
         ended = time.time()
         if trace is not None and again:
             _mark_unbilled(trace, self.counted_until.get(item.id))
-        fresh = [e for e in (trace.executions if trace else []) if not e.resumed or e.unbilled]
-        calls: Counter[str] = Counter()
-        for execution in fresh:
-            calls.update(execution.calls)
+        attempts, calls = _fresh_work(trace)
         cost = trace_cost(trace, self.plan) if trace is not None else 0.0
         record: dict[str, Any] = {
             "id": item.id,
@@ -267,8 +264,8 @@ class _Batch:
             "source": item.source,
             "outputs": outputs,
             "error": error,
-            "attempts": sum(e.attempts for e in fresh),
-            "calls": dict(calls),
+            "attempts": attempts,
+            "calls": calls,
             "rate_limits": dict(rate_limits),
             "cost": cost,
             "started_at": _iso(started),
@@ -582,3 +579,13 @@ async def run_batch(
         batch.disk_full.summary = summary
         raise batch.disk_full
     return summary
+
+
+def _fresh_work(trace: Trace | None) -> tuple[int, dict[str, int]]:
+    """The attempts and provider calls of what this run did: not what its resume replayed,
+    unless that was never counted (unbilled)."""
+    fresh = [e for e in (trace.executions if trace else []) if not e.resumed or e.unbilled]
+    calls: Counter[str] = Counter()
+    for execution in fresh:
+        calls.update(execution.calls)
+    return sum(e.attempts for e in fresh), dict(calls)
