@@ -273,3 +273,52 @@ outputs:
     assert trace.status == "ok" and not trace.waiting
     picked = [e for e in trace.executions if e.node == "pick" and e.status == "ok"]
     assert picked and picked[-1].outputs.get("index") in (None, 1)
+
+
+# -- inside a subflow ----------------------------------------------------------------------------
+CHILD = """
+name: pick_in_child
+inputs:
+  prompt: {type: text}
+nodes:
+  image:
+    kind: text_to_image
+    model: stability-core
+    candidates: 3
+    inputs: {prompt: inputs.prompt}
+  pick:
+    kind: choose
+    params: {by: human}
+    inputs: {candidates: image.image}
+outputs:
+  image: pick.item
+"""
+
+PARENT = """
+name: parent_of_a_choice
+inputs:
+  prompt: {type: text, required: false, default: a lighthouse}
+nodes:
+  sub:
+    kind: flow
+    params: {flow: pick_in_child.yaml}
+    inputs: {prompt: inputs.prompt}
+outputs:
+  image: sub.image
+"""
+
+
+def test_a_choice_inside_a_subflow_resumes_without_making_its_candidates_again(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pick_in_child.yaml").write_text(CHILD)
+    (tmp_path / "parent.yaml").write_text(PARENT)
+    flow, out, sim = Flow.load(tmp_path / "parent.yaml"), tmp_path / "out", Simulator()
+    waiting = _paused(flow, out, sim)
+    assert waiting.nodes == ["pick"] and len(waiting.candidates["pick"]) == 3
+    assert sim.count() == 3
+    result = flow.invoke(
+        None, out_dir=out, simulator=sim, thread_id="t1", resume=True, choices={"pick": 2}
+    )
+    assert sim.count() == 3  # the child resumed inside: no candidate made again
+    assert Path(result.outputs["image"].path).parent.name == "2"
