@@ -44,6 +44,17 @@ def _renamed(value: Any, renames: dict[str, str]) -> Any:
     return value
 
 
+def _published(module: str) -> bool:
+    """Whether a kind defined in ``module`` belongs in the schema: the library's own kinds
+    and those of packages registered through the entry point — not a kind a script or a
+    test registered in passing (the schema is the same in every process)."""
+    from importlib.metadata import entry_points
+
+    roots = ["calliope_graph"]
+    roots += [ep.value.split(":")[0] for ep in entry_points(group="calliope_graph.nodes")]
+    return any(module == root or module.startswith(root + ".") for root in roots)
+
+
 def typed_params(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` (pydantic's schema of ``FlowSpec``) with per-kind params and the inline
     model shapes; changed in place and returned."""
@@ -55,7 +66,7 @@ def typed_params(schema: dict[str, Any]) -> dict[str, Any]:
     defs: dict[str, Any] = schema.setdefault("$defs", {})
     node = defs["NodeSpec"]
     rules: list[dict[str, Any]] = []
-    kinds = node_kinds()
+    kinds = {k: c for k, c in node_kinds().items() if _published(c.__module__)}
     for kind, cls in kinds.items():
         params = params_schema(cls)
         renames = _merge_defs(defs, params.pop("$defs", {}), kind)
