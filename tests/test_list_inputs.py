@@ -317,3 +317,28 @@ def test_the_critical_path_of_a_map_of_instant_items_ends() -> None:
         NodeExecution(node="line", kind="prompt_template", started_at=100.0, ended_at=100.0),
     ]
     assert trace.critical_path() == (0.0, ["line", "line"])
+
+
+async def test_the_server_makes_each_item_of_a_list_of_images_a_file_of_the_run(
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    from calliope_graph.serve import ServeContext, ServeSettings, serve_graph
+
+    flow = Flow("album")
+    photos = flow.input("photos", "list", items="image")
+    item = flow.item("photo")
+    look = flow.map(
+        "look", "analyze_image", {"image": item}, over=photos, item=item, model="azure-vision-4.0"
+    )
+    flow.output("looks", look.analysis)
+    root = tmp_path / "media"
+    graph = serve_graph(flow, ServeSettings(media_root=root, simulate=True))
+    photo = "data:image/jpeg;base64," + base64.b64encode(WEBCAM.read_bytes()).decode()
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    out = await graph.ainvoke({"photos": [photo, photo]}, config, context=ServeContext())
+    assert len(out["looks"]) == 2
+    assert len(list((root / "t-1").rglob("inputs/*.jpg"))) == 2
+    with pytest.raises(MediaError, match=r"its item 0 \(from 0\) is a number"):
+        await graph.ainvoke({"photos": [7]}, config, context=ServeContext())
