@@ -188,9 +188,13 @@ class Flow:
         if name in self._spec.inputs:
             raise FlowSpecError(f"Flow input {name!r} is declared twice.")
         declared: dict[str, Any] = {"type": type, "items": items} if items else {"type": type}
-        self._spec.inputs[name] = InputSpec.model_validate(
-            {**declared, "required": required, "default": default, "description": description}
-        )
+        try:
+            self._spec.inputs[name] = InputSpec.model_validate(
+                {**declared, "required": required, "default": default, "description": description}
+            )
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise FlowSpecError(f"Flow input {name!r}: {problem}".replace(": : ", ": ")) from None
         self._changed()
         return f"{INPUTS}.{name}"
 

@@ -186,17 +186,21 @@ class Trace(BaseModel):
 
         current = latest(list(enumerate(done)))
         chain = [current]
+        # Each execution once: two instant ones (a map's items, within the 1 ms tolerance)
+        # would otherwise each count as the other's predecessor, for ever.
+        seen = {id(current)}
         while True:
             waited = deps.get(current.node, set()) | {current.node}
             earlier = [
                 (position, e)
                 for node in waited
                 for position, e in by_node.get(node, [])
-                if e is not current and (e.ended_at or 0.0) <= current.started_at + 1e-3
+                if id(e) not in seen and (e.ended_at or 0.0) <= current.started_at + 1e-3
             ]
             if not earlier:
                 break
             current = latest(earlier)
+            seen.add(id(current))
             chain.append(current)
         chain.reverse()
         return (sum(e.duration for e in chain), [e.node for e in chain])
