@@ -344,3 +344,29 @@ def test_a_small_disk_still_gets_a_smaller_journal_reserve(
         assert db.release_reserve() and not reserve.exists()
     finally:
         db.close()
+
+
+def test_a_disk_too_full_for_the_runs_inputs_says_to_run_again_and_pays_nothing(
+    tmp_path: Path, sims: list[Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on a 160 KiB tmpfs: the run stopped before any call (right), but told the
+    user to resume a thread that was saved nowhere ("Cannot resume thread …")."""
+    import contextlib
+
+    from calliope_graph.flow._journal import JournalDB
+
+    @contextlib.contextmanager
+    def unsynced(self: JournalDB) -> Iterator[None]:
+        raise sqlite3.OperationalError("database or disk is full")
+        yield
+
+    flow, out = speech_flow(tmp_path), tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(JournalDB, "unsynced", unsynced)
+        first = run(flow, out, {"text": "a fox"})
+    assert_one_clear_error(first, out)
+    assert "Nothing was paid for yet" in first.stderr and "run it again" in first.stderr
+    assert "resume" not in first.stderr
+    assert sum(requests(sims).values()) == 0
+    again = run(flow, out, {"text": "a fox"})
+    assert again.exit_code == 0, again.output

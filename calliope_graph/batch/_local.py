@@ -277,17 +277,20 @@ class _Batch:
             record["uris"] = uris
         if trace is not None and trace.simulated:  # shown on batch.html
             record["simulated"] = True
-        if append and not stopped:
-            try:
-                self.manifest.append(record)
-            except DiskFullError as exc:
-                stopped = stop_full(self, exc, self.out)
-        if stopped:
+        if stopped or (append and not self._append(record)):
             record["status"] = "stopped"  # not finished: batch --resume runs it again
         if self.item_reports and trace is not None:
             self.item_report(trace, folder)
         record["thumb"] = _first_image(outputs, item.id)
         return record
+
+    def _append(self, record: dict[str, Any]) -> bool:
+        """Write the item's manifest line; False if a full disk refused it (stop_full)."""
+        try:
+            self.manifest.append(record)
+        except DiskFullError as exc:
+            return not stop_full(self, exc, self.out)
+        return True
 
     def _watch(
         self, item: Item, in_flight: dict[int, str], rate_limits: Counter[str]

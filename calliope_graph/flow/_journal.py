@@ -158,7 +158,7 @@ class JournalDB:
         except sqlite3.Error as exc:
             full = disk_full(exc, path.parent, what=path.name)
             if full is not None:  # running without it would pay for what a resume re-pays
-                raise full from exc
+                raise _before_anything(full) from exc
             log.warning(
                 "The output journal %s cannot be used (%s): a run killed now may pay again "
                 "for nodes that had finished. Delete the file to start a new one.",
@@ -424,7 +424,7 @@ class Journal:
         except Exception as exc:
             full = disk_full(exc, self.db.path.parent, what="the run's inputs")
             if full is not None:  # nothing is paid yet: stop before anything is
-                raise full from exc
+                raise _before_anything(full) from exc
             log.warning("The run's inputs were not journaled (%s).", exc)
 
     def _insert(self, key: str, node: str, outputs: Mapping[str, Any]) -> None:
@@ -468,6 +468,18 @@ async def _fetch(ctx: RunContext, path: Path, url: str, size: int) -> None:
         raise
     except Exception as exc:  # expired, gone: the node runs (and is paid for) again
         log.warning("Could not fetch %s again from its URL (%s): its node runs again.", path, exc)
+
+
+def _before_anything(full: DiskFullError) -> DiskFullError:
+    """``full`` saying that nothing was paid for: the run is started again, not resumed (it
+    left nothing to resume)."""
+    message = full.message.split(" Free space there", 1)[0]
+    return DiskFullError(
+        f"{message} Nothing was paid for yet: free space there (or give --out on another "
+        "disk) and run it again.",
+        folder=full.folder,
+        needed=full.needed,
+    )
 
 
 def _size(outputs: Mapping[str, Any], files: Mapping[str, bytes] | None) -> int:
