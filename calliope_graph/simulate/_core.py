@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import httpx
 from pydantic import (
@@ -72,6 +72,8 @@ __all__ = [
     "fake_names",
     "parse_faults",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,7 @@ class Simulator:
         provider works inside its response time (drawn in 50 ms under a 500 ms latency: 500
         ms, not 550). Faults act first: an error answers after the latency, `latency` adds."""
         held = [lim for lim in limiters if lim.concurrency is not None]
-        fault = await self._inject(fake, endpoint, request)
+        fault = await _in_flight(held, self._inject(fake, endpoint, request))
         if fault is not None or not delay:
             if delay:
                 await self.sleep(delay)
@@ -587,9 +589,7 @@ def provider_names() -> list[str]:
     return [p.value for p in InferenceModelProvider if p is not InferenceModelProvider.LANGCHAIN]
 
 
-async def _in_flight(
-    held: list[ProviderLimits], answer: Awaitable[httpx.Response]
-) -> httpx.Response:
+async def _in_flight(held: list[ProviderLimits], answer: Awaitable[_T]) -> _T:
     """``answer``, counted in flight against the concurrency limits ``held`` meanwhile."""
     for lim in held:
         lim.in_flight += 1
