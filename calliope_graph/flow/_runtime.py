@@ -35,6 +35,7 @@ from calliope_graph.flow._bookkeeping import (
     EventKind,
     FlowEvent,
     OnEvent,
+    execute_plain,
     node_work,
     total_cost,
     track,
@@ -76,8 +77,6 @@ log = logging.getLogger(__name__)
 
 
 # -- events and the runtime ------------------------------------------------------------------------
-#: The requests of a node that calls no provider: none (never tracked, so never written).
-_NO_CALLS = CallStats()
 #: Shortest time between two rewrites of trace.json during a run (seconds).
 SAVE_INTERVAL = 0.1
 
@@ -210,7 +209,7 @@ class FlowRuntime:
         store = self.ctx.store
         plain = node.model is None and work is None and self._run.disk_full is None
         if plain and self.record and not store.remote:  # no provider: nothing to pay
-            return await self._execute_plain(name, node, inputs, iteration)
+            return await execute_plain(self, name, node, inputs, iteration)
         run, key = work or node_work(self.ctx, node, inputs), self._key(name)
         if self._run.disk_full is not None:  # the journal found the disk full: pay no more
             self._stop_full(key, name, node, inputs, iteration)
@@ -272,30 +271,6 @@ class FlowRuntime:
             execution.__dict__["outputs"] = self._summary(outputs, self.trace.out_dir)
         if not settled:
             self._settle(execution, node, stats)
-        self._emit("finished", execution)
-        return outputs
-
-    async def _execute_plain(
-        self, name: str, node: Node, inputs: dict[str, Any], iteration: int
-    ) -> dict[str, Any]:
-        """:meth:`execute` of a node that calls no provider (no model), recorded, its store
-        local: nothing is journaled, priced, published or scrubbed, and no request is
-        counted (its execution keeps the zeros :meth:`_start` gave it)."""
-        execution = self._start(self._key(name), name, node, inputs, iteration)
-        try:
-            outputs = await node.run(self.ctx, **inputs)
-        except GraphInterrupt as exc:  # a choice (runs again when resumed), or a halt
-            if self.halted is None:
-                self._waiting(execution, _NO_CALLS)
-            else:
-                self._failed(name, node, execution, _NO_CALLS, exc)
-            raise
-        except BaseException as exc:
-            self._failed(name, node, execution, _NO_CALLS, exc)
-            raise
-        execution.__dict__.update(  # (its fields are all set: unvalidated)
-            ended_at=time.time(), status="ok", outputs=self._summary(outputs, self.trace.out_dir)
-        )
         self._emit("finished", execution)
         return outputs
 
