@@ -31,7 +31,6 @@ bytes, no base64. Prompts and outputs only with
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -44,6 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from calliope_graph._otel_parts import messages as _messages
 from calliope_graph._usage import ProviderCall
 
 if TYPE_CHECKING:
@@ -76,8 +76,8 @@ _USAGE_ATTRIBUTES = {
     "characters": "calliope.usage.characters",
 }
 
-#: The node span whose work is running (a child execution nests under it).
-_parent: ContextVar[Span | None] = ContextVar("calliope_otel_parent", default=None)
+#: The node execution whose work is running (a child execution nests under its span).
+_parent: ContextVar[_Open | None] = ContextVar("calliope_otel_parent", default=None)
 #: The batch span items link to.
 _batch: ContextVar[Span | None] = ContextVar("calliope_otel_batch", default=None)
 
@@ -250,50 +250,6 @@ def _meters() -> dict[str, Any]:
     return found
 
 
-# -- what goes in attributes -------------------------------------------------------------------
-_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
-
-
-def _clean(text: str) -> str:
-    """Text fit for telemetry: no data URL, no run of base64."""
-    if text.startswith("data:"):
-        return "[data URL omitted]"
-    return _BASE64.sub("[base64 omitted]", text)
-
-
-def _parts(values: dict[str, Any]) -> list[dict[str, Any]]:
-    """GenAI message parts of trace summaries: text parts, media as ``uri`` parts."""
-    parts: list[dict[str, Any]] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            parts.append({"type": "text", "content": _clean(value)})
-        elif isinstance(value, dict):
-            kind = value.get("type")
-            if kind in ("image", "audio", "video") and "path" in value:
-                part = {"type": "uri", "modality": kind, "uri": str(value["path"])}
-                if value.get("mime"):
-                    part["mime_type"] = str(value["mime"])
-                parts.append(part)
-            elif kind == "bytes":
-                return
-            else:
-                for v in value.values():
-                    walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, int | float | bool):
-            parts.append({"type": "text", "content": str(value)})
-
-    walk(values)
-    return parts
-
-
-def _messages(role: str, values: dict[str, Any]) -> str:
-    return json.dumps([{"role": role, "parts": _parts(values)}], ensure_ascii=False)
-
-
 def _item(execution: NodeExecution) -> int | None:
     if execution.item is not None or "[" not in execution.node:
         return execution.item
@@ -302,6 +258,26 @@ def _item(execution: NodeExecution) -> int | None:
 
 
 # -- one run -------------------------------------------------------------------------------------
+_RUNNING: Any = object()  # RunRecorder._start's default parent: the running execution
+
+
+class _Open:
+    """A running node execution. Its span is made when it ends, with every attribute in the
+    one call (the SDK's per-call cost, paid once per node), or earlier when something needs
+    it: a child execution's parent, an engine retry's event, the run stopping mid-node."""
+
+    __slots__ = ("execution", "parent", "recorder", "span")
+
+    def __init__(self, recorder: RunRecorder, execution: NodeExecution) -> None:
+        self.recorder, self.execution, self.parent = recorder, execution, _parent.get()
+        self.span: Span | None = None
+
+    def get(self) -> Span:
+        if self.span is None:
+            self.span = self.recorder._start(self.execution, self.parent)
+        return self.span
+
+
 class RunRecorder:
     """Spans and metrics of one run, fed the runner's events (``event``, ``finish``)."""
 
@@ -311,8 +287,8 @@ class RunRecorder:
         self.meters = _meters()
         self.capture = os.environ.get(CAPTURE, "").strip().lower() == "true"
         self.trace = run_trace
-        self.spans: dict[int, Span] = {}
-        self.tokens: dict[int, Token[Span | None]] = {}
+        self.spans: dict[int, _Open] = {}
+        self.tokens: dict[int, Token[_Open | None]] = {}
         self.failed: dict[int, Span] = {}
         self.finished = False
         batch = _batch.get()
@@ -323,23 +299,19 @@ class RunRecorder:
         }
         if run_trace.resumed_from:
             attributes["calliope.resumed"] = True
+        links: tuple[Link, ...] = ()
+        ctx = None
         if batch is not None:  # each item is its own trace, linked to the batch's span
-            self.span = self.tracer.start_span(
-                f"flow {run_trace.flow}",
-                context=otel_context.Context(),
-                links=[Link(batch.get_span_context())],
-                start_time=_ns(run_trace.started_at),
-                attributes=attributes,
-            )
-        else:
-            parent = _parent.get()
-            ctx = trace.set_span_in_context(parent) if parent is not None else None
-            self.span = self.tracer.start_span(
-                f"flow {run_trace.flow}",
-                context=ctx,
-                start_time=_ns(run_trace.started_at),
-                attributes=attributes,
-            )
+            links, ctx = (Link(batch.get_span_context()),), otel_context.Context()
+        elif (parent := _parent.get()) is not None:
+            ctx = trace.set_span_in_context(parent.get())
+        self.span = self.tracer.start_span(
+            f"flow {run_trace.flow}",
+            context=ctx,
+            links=links,
+            start_time=_ns(run_trace.started_at),
+            attributes=attributes,
+        )
         self.context = trace.set_span_in_context(self.span)
         self.contexts: dict[int, Any] = {}  # node span → a context with it as the parent
 
@@ -353,33 +325,35 @@ class RunRecorder:
     def _event(self, kind: str, execution: NodeExecution) -> None:
         key = id(execution)
         if kind == "started":
-            span = self._start(execution)
-            self.spans[key] = span
-            self.tokens[key] = _parent.set(span)
+            self.spans[key] = running = _Open(self, execution)
+            self.tokens[key] = _parent.set(running)
         elif kind == "retried":
-            running = self.spans.get(key)
-            if running is not None:  # an engine retry inside the execution
-                running.add_event("retry", {"error.type": execution.error_class or "_OTHER"})
+            retrying = self.spans.get(key)
+            if retrying is not None:  # an engine retry inside the execution
+                retrying.get().add_event("retry", {"error.type": execution.error_class or "_OTHER"})
             elif key in self.failed:  # LangGraph runs the failed execution again
                 self._end(self.failed.pop(key), execution, count=False)
         elif kind in ("finished", "failed"):
-            span = self.spans.pop(key) if key in self.spans else self._start(execution)
+            opened = self.spans.pop(key) if key in self.spans else None
             self._release(key)
-            self._calls(span, execution)
             if kind == "failed":
+                span = opened.get() if opened is not None else self._start(execution)
+                self._calls(span, execution)
                 self._attributes(span, execution)
                 self.failed[key] = span  # a route may still take it: ended then, or at the end
             else:
-                self._end(span, execution)
+                span = self._ended(execution, opened)
+                self._calls(span, execution)
+                self._close(span, execution)
         elif kind in ("skipped", "fallback"):
             if key in self.failed:  # counted when it failed
                 self._end(self.failed.pop(key), execution, count=False)
             else:  # a node a switch did not take
-                span = self.spans.pop(key) if key in self.spans else self._start(execution)
+                opened = self.spans.pop(key) if key in self.spans else None
                 self._release(key)
-                self._end(span, execution)
+                self._close(self._ended(execution, opened), execution)
         elif kind == "cache_hit":
-            self._end(self._start(execution), execution)
+            self._close(self._ended(execution, None), execution)
 
     def _release(self, key: int) -> None:
         token = self.tokens.pop(key, None)
@@ -387,23 +361,44 @@ class RunRecorder:
             with contextlib.suppress(ValueError):  # set in another context: nothing to undo
                 _parent.reset(token)
 
-    def _start(self, execution: NodeExecution) -> Span:
-        parent = _parent.get()
-        context = self.context if parent is None else self._context_of(parent)
+    def _start(self, execution: NodeExecution, parent: Any = _RUNNING, ended: bool = False) -> Span:
+        """The span of ``execution`` under ``parent`` (an :class:`_Open`, None: the run's;
+        default: the running execution's); ``ended``: with its closing attributes too."""
+        parent = _parent.get() if parent is _RUNNING else parent
+        context = self.context if parent is None else self._context_of(parent.get())
         attributes: dict[str, Any] = {
             "calliope.node": execution.node,
             "calliope.node.kind": execution.kind,
-            "calliope.iteration": execution.iteration,
         }
+        if execution.iteration != 1:  # (as below: defaults left out, each costs the SDK)
+            attributes["calliope.iteration"] = execution.iteration
         item = _item(execution)
         if item is not None:
             attributes["calliope.item"] = item
-        return self.tracer.start_span(  # type: ignore[no-any-return]
+        if ended:
+            attributes.update(self._closing(execution))
+        span: Span = self.tracer.start_span(
             f"node {execution.node}",
             context=context,
             start_time=_ns(execution.started_at),
             attributes=attributes,
         )
+        if ended:
+            self._status(span, execution)
+            self._count(execution)
+        return span
+
+    def _ended(self, execution: NodeExecution, opened: _Open | None) -> Span:
+        """The span of an execution that ended, its attributes all set (made now in one
+        call unless something made it while it ran): :meth:`_close` ends it."""
+        if opened is not None and opened.span is not None:
+            self._attributes(opened.span, execution)
+            return opened.span
+        return self._start(execution, opened.parent if opened else _RUNNING, ended=True)
+
+    def _close(self, span: Span, execution: NodeExecution) -> None:
+        span.end(end_time=_ns(execution.ended_at or execution.started_at))
+        self.contexts.pop(id(span), None)
 
     def _context_of(self, span: Span) -> Any:
         found = self.contexts.get(id(span))
@@ -411,10 +406,8 @@ class RunRecorder:
             found = self.contexts[id(span)] = trace.set_span_in_context(span)
         return found
 
-    def _attributes(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
-        # One set_attributes call (the SDK locks per call); zeros and defaults left out.
-        # ``count``: the limiter wait goes on its counter (once per execution: a failed
-        # execution's span gets its attributes again when a route takes it).
+    def _closing(self, execution: NodeExecution) -> dict[str, Any]:
+        """What an execution's span says when it ends (zeros and defaults left out)."""
         attributes: dict[str, Any] = {"calliope.status": execution.status}
         if execution.cache_hit:
             attributes["calliope.cache_hit"] = True
@@ -435,18 +428,29 @@ class RunRecorder:
             attributes["calliope.cost.usd"] = execution.cost_usd
         if execution.error_class:
             attributes["error.type"] = execution.error_class
-        span.set_attributes(attributes)
+        return attributes
+
+    def _status(self, span: Span, execution: NodeExecution) -> None:
         if execution.status in ("failed", "interrupted"):
             span.set_status(Status(StatusCode.ERROR, execution.error_class or execution.status))
-        if count and execution.limit_wait and execution.provider and not execution.resumed:
+
+    def _count(self, execution: NodeExecution) -> None:
+        """The limiter wait goes on its counter (once per execution: a failed execution's
+        span gets its attributes again when a route takes it)."""
+        if execution.limit_wait and execution.provider and not execution.resumed:
             self.meters["limiter_wait"].add(
                 execution.limit_wait, {"gen_ai.provider.name": _provider(execution.provider)}
             )
 
+    def _attributes(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
+        span.set_attributes(self._closing(execution))  # one call: the SDK locks per call
+        self._status(span, execution)
+        if count:
+            self._count(execution)
+
     def _end(self, span: Span, execution: NodeExecution, *, count: bool = True) -> None:
         self._attributes(span, execution, count=count)
-        span.end(end_time=_ns(execution.ended_at or execution.started_at))
-        self.contexts.pop(id(span), None)
+        self._close(span, execution)
 
     # -- provider requests ------------------------------------------------------------------
     def _calls(self, parent: Span, execution: NodeExecution) -> None:
@@ -531,7 +535,8 @@ class RunRecorder:
             for key, span in list(self.failed.items()):
                 span.end(end_time=_ns(run_trace.ended_at))
                 self.failed.pop(key, None)
-            for key, span in list(self.spans.items()):  # stopped mid-node
+            for key, opened in list(self.spans.items()):  # stopped mid-node
+                span = opened.get()
                 span.set_status(Status(StatusCode.ERROR, "interrupted"))
                 span.end(end_time=_ns(run_trace.ended_at))
                 self.spans.pop(key, None)

@@ -4,9 +4,12 @@ is tracked with (its requests; its media kept when the disk is full)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from langgraph.errors import GraphInterrupt
 
 from calliope_graph._usage import ProviderCall
 from calliope_graph.engines._http import CallStats, call_stats
@@ -15,6 +18,7 @@ from calliope_graph.media._store import UNWRITTEN
 
 if TYPE_CHECKING:
     from calliope_graph.context import RunContext
+    from calliope_graph.flow._runtime import FlowRuntime
     from calliope_graph.nodes import Node
 
 Work = Callable[[], Awaitable[dict[str, Any]]]
@@ -24,6 +28,7 @@ __all__ = [
     "EventKind",
     "FlowEvent",
     "OnEvent",
+    "execute_plain",
     "node_work",
     "total_cost",
     "track",
@@ -107,3 +112,32 @@ def node_work(ctx: RunContext, node: Node, inputs: dict[str, Any]) -> Work:
         return await node.run(ctx, **(await store.localise(inputs)))
 
     return run_localised
+
+
+#: The requests of a node that calls no provider: none (never tracked, so never written).
+_NO_CALLS = CallStats()
+
+
+async def execute_plain(
+    rt: FlowRuntime, name: str, node: Node, inputs: dict[str, Any], iteration: int
+) -> dict[str, Any]:
+    """``rt.execute`` of a node that calls no provider (no model), recorded, its store local:
+    nothing is journaled, priced, published or scrubbed, and no request is counted (its
+    execution keeps the zeros ``_start`` gave it; ``track`` never gives such a node stats)."""
+    execution = rt._start(rt._key(name), name, node, inputs, iteration)
+    try:
+        outputs = await node.run(rt.ctx, **inputs)
+    except GraphInterrupt as exc:  # a choice (runs again when resumed), or a halt
+        if rt.halted is None:
+            rt._waiting(execution, _NO_CALLS)
+        else:
+            rt._failed(name, node, execution, _NO_CALLS, exc)
+        raise
+    except BaseException as exc:
+        rt._failed(name, node, execution, _NO_CALLS, exc)
+        raise
+    execution.__dict__.update(  # (its fields are all set: unvalidated)
+        ended_at=time.time(), status="ok", outputs=rt._summary(outputs, rt.trace.out_dir)
+    )
+    rt._emit("finished", execution)
+    return outputs

@@ -35,6 +35,7 @@ from calliope_graph.flow._bookkeeping import (
     EventKind,
     FlowEvent,
     OnEvent,
+    execute_plain,
     node_work,
     total_cost,
     track,
@@ -205,8 +206,11 @@ class FlowRuntime:
     ) -> dict[str, Any]:
         """Run ``node`` once, recording it in the trace (the compiled node calls this);
         ``work`` replaces ``node.run`` (a subflow node runs its child graph)."""
-        run, store = work or node_work(self.ctx, node, inputs), self.ctx.store
-        key = self._key(name)
+        store = self.ctx.store
+        plain = node.model is None and work is None and self._run.disk_full is None
+        if plain and self.record and not store.remote:  # no provider: nothing to pay
+            return await execute_plain(self, name, node, inputs, iteration)
+        run, key = work or node_work(self.ctx, node, inputs), self._key(name)
         if self._run.disk_full is not None:  # the journal found the disk full: pay no more
             self._stop_full(key, name, node, inputs, iteration)
         journal, entry = self.journal, None

@@ -411,10 +411,12 @@ class FlowRunner:
         updates into ``values`` and its interrupts into ``pending``; whether it paused."""
         resume, journal, trace = state is None, runtime.journal, runtime.trace
         config: RunnableConfig = {
-            "configurable": {"thread_id": thread},
-            "metadata": {FLOW_METADATA: self.plan.spec.name},
             "recursion_limit": 25 + 4 * len(self.plan.spec.nodes) + loop_budget(self.plan.spec),
         }
+        if self.checkpointer:  # what the checkpoints are keyed and labelled by; without
+            # them LangGraph would only copy both into every task's metadata (per node)
+            config["configurable"] = {"thread_id": thread}
+            config["metadata"] = {FLOW_METADATA: self.plan.spec.name}
         paused = False
         async with self._graph_for_run(thread, fresh=not resume) as (graph, trace_log):
             if not self.record:
