@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from calliope_graph.context import TokenEvent
+from calliope_graph.context import PreviewEvent, TokenEvent
 from calliope_graph.errors import WaitingForChoice
 from calliope_graph.flow import Flow, FlowEvent, FlowResult
 from calliope_graph.limits import Limits
@@ -62,7 +62,7 @@ def _session(sim: Simulator) -> Session:
     return Session(simulator=sim, limits=Limits(defaults=False))
 
 
-Events = AsyncIterator[FlowEvent | TokenEvent | FlowResult]
+Events = AsyncIterator[FlowEvent | TokenEvent | PreviewEvent | FlowResult]
 
 
 async def _first_token(events: Callable[[], Events]) -> tuple[float, float]:
