@@ -141,7 +141,6 @@ def test_the_cli_makes_one_session_per_command_and_writes_no_global(
 async def test_the_worker_runs_in_one_session_sharing_windows_through_the_database(
     tmp_path: Path, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("dbos")
     from calliope_graph.batch import _dbos
     from calliope_graph.batch._shared import SharedWindows
 
