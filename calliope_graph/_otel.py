@@ -44,6 +44,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from calliope_graph._otel_parts import messages as _messages
+from calliope_graph._otel_spans import span_maker
 from calliope_graph._usage import ProviderCall
 
 if TYPE_CHECKING:
@@ -312,29 +313,33 @@ class RunRecorder:
             start_time=_ns(run_trace.started_at),
             attributes=attributes,
         )
-        self.context = trace.set_span_in_context(self.span)
-        self.contexts: dict[int, Any] = {}  # node span → a context with it as the parent
+        self.maker = span_maker(self.tracer, self.span)  # of node and request spans
 
     # -- events ---------------------------------------------------------------------------
     def event(self, kind: str, execution: NodeExecution) -> None:
+        key = id(execution)
         try:
-            self._event(kind, execution)
+            if kind == "started":  # (the common two first, inline: each runs per node)
+                self.spans[key] = running = _Open(self, execution)
+                self.tokens[key] = _parent.set(running)
+            elif kind == "finished" and not execution.provider_calls:
+                opened = self.spans.pop(key, None)
+                self._release(key)
+                self._close(self._ended(execution, opened), execution)
+            else:
+                self._event(kind, key, execution)
         except Exception as exc:  # telemetry never fails a run
             log.debug("telemetry event %s failed: %s", kind, exc)
 
-    def _event(self, kind: str, execution: NodeExecution) -> None:
-        key = id(execution)
-        if kind == "started":
-            self.spans[key] = running = _Open(self, execution)
-            self.tokens[key] = _parent.set(running)
-        elif kind == "retried":
+    def _event(self, kind: str, key: int, execution: NodeExecution) -> None:
+        if kind == "retried":
             retrying = self.spans.get(key)
             if retrying is not None:  # an engine retry inside the execution
                 retrying.get().add_event("retry", {"error.type": execution.error_class or "_OTHER"})
             elif key in self.failed:  # LangGraph runs the failed execution again
                 self._end(self.failed.pop(key), execution, count=False)
         elif kind in ("finished", "failed"):
-            opened = self.spans.pop(key) if key in self.spans else None
+            opened = self.spans.pop(key, None)
             self._release(key)
             if kind == "failed":
                 span = opened.get() if opened is not None else self._start(execution)
@@ -349,7 +354,7 @@ class RunRecorder:
             if key in self.failed:  # counted when it failed
                 self._end(self.failed.pop(key), execution, count=False)
             else:  # a node a switch did not take
-                opened = self.spans.pop(key) if key in self.spans else None
+                opened = self.spans.pop(key, None)
                 self._release(key)
                 self._close(self._ended(execution, opened), execution)
         elif kind == "cache_hit":
@@ -358,34 +363,38 @@ class RunRecorder:
     def _release(self, key: int) -> None:
         token = self.tokens.pop(key, None)
         if token is not None:
-            with contextlib.suppress(ValueError):  # set in another context: nothing to undo
+            try:  # (not contextlib.suppress: a context manager per node costs more)
                 _parent.reset(token)
+            except ValueError:  # set in another context: nothing to undo
+                return
 
     def _start(self, execution: NodeExecution, parent: Any = _RUNNING, ended: bool = False) -> Span:
         """The span of ``execution`` under ``parent`` (an :class:`_Open`, None: the run's;
         default: the running execution's); ``ended``: with its closing attributes too."""
         parent = _parent.get() if parent is _RUNNING else parent
-        context = self.context if parent is None else self._context_of(parent.get())
+        above = self.span if parent is None else parent.get()
         attributes: dict[str, Any] = {
             "calliope.node": execution.node,
             "calliope.node.kind": execution.kind,
         }
         if execution.iteration != 1:  # (as below: defaults left out, each costs the SDK)
             attributes["calliope.iteration"] = execution.iteration
-        item = _item(execution)
+        item = execution.item if "[" not in execution.node else _item(execution)
         if item is not None:
             attributes["calliope.item"] = item
         if ended:
             attributes.update(self._closing(execution))
-        span: Span = self.tracer.start_span(
+        span = self.maker.start(
             f"node {execution.node}",
-            context=context,
-            start_time=_ns(execution.started_at),
+            above,
+            start_time=int(execution.started_at * 1e9),
             attributes=attributes,
         )
         if ended:
-            self._status(span, execution)
-            self._count(execution)
+            if execution.status in ("failed", "interrupted"):
+                self._status(span, execution)
+            if execution.limit_wait:
+                self._count(execution)
         return span
 
     def _ended(self, execution: NodeExecution, opened: _Open | None) -> Span:
@@ -397,14 +406,7 @@ class RunRecorder:
         return self._start(execution, opened.parent if opened else _RUNNING, ended=True)
 
     def _close(self, span: Span, execution: NodeExecution) -> None:
-        span.end(end_time=_ns(execution.ended_at or execution.started_at))
-        self.contexts.pop(id(span), None)
-
-    def _context_of(self, span: Span) -> Any:
-        found = self.contexts.get(id(span))
-        if found is None:
-            found = self.contexts[id(span)] = trace.set_span_in_context(span)
-        return found
+        span.end(end_time=int((execution.ended_at or execution.started_at) * 1e9))
 
     def _closing(self, execution: NodeExecution) -> dict[str, Any]:
         """What an execution's span says when it ends (zeros and defaults left out)."""
@@ -459,9 +461,9 @@ class RunRecorder:
         ok = [c for c in execution.provider_calls if c.status == "ok"]
         last = ok[-1] if ok else None
         for call in execution.provider_calls:
-            span = self.tracer.start_span(
+            span = self.maker.start(
                 f"{call.operation or 'generate_content'} {call.model or ''}".strip(),
-                context=trace.set_span_in_context(parent),
+                parent,
                 kind=SpanKind.CLIENT,
                 start_time=_ns(call.started_at),
                 attributes=self._call_attributes(call),
@@ -489,10 +491,10 @@ class RunRecorder:
             name = _USAGE_ATTRIBUTES.get(figure)
             if name is not None:
                 attributes[name] = int(value) if name.endswith("tokens") else value
-        if call.reported:
-            attributes["calliope.usage.reported"] = list(call.reported)
+        if call.reported:  # (sequences as tuples, as the SDK keeps them)
+            attributes["calliope.usage.reported"] = tuple(call.reported)
         if call.estimated:
-            attributes["calliope.usage.estimated"] = list(call.estimated)
+            attributes["calliope.usage.estimated"] = tuple(call.estimated)
         if call.cost_usd is not None:
             attributes["gen_ai.usage.cost.amount"] = call.cost_usd
             attributes["gen_ai.usage.cost.currency"] = "USD"

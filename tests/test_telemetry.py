@@ -554,3 +554,133 @@ def test_a_new_tracer_provider_never_inherits_a_freed_ones_tracer(
     holder[0].add_span_processor(SimpleSpanProcessor(exported))
     _otel._tracer().start_span("a node").end()
     assert [span.name for span in exported.get_finished_spans()] == ["a node"]
+
+
+def _shape(spans: list[ReadableSpan]) -> list[tuple[Any, ...]]:
+    """What a backend shows of a run's spans, without ids, times and the thread."""
+    by_id = {s.context.span_id: s for s in spans}
+    varying = {"calliope.thread_id", "gen_ai.conversation.id", "calliope.limiter.wait"}
+    shape = []
+    for span in spans:
+        parent = by_id.get(span.parent.span_id) if span.parent else None
+        attributes = {
+            k: tuple(v) if isinstance(v, list | tuple) else v
+            for k, v in _attributes(span).items()
+            if k not in varying
+        }
+        shape.append(
+            (
+                span.name,
+                parent.name if parent else None,
+                span.kind,
+                span.status.status_code,
+                tuple(sorted(attributes.items())),
+                tuple(e.name for e in span.events),
+                span.context.trace_flags == span.parent.trace_flags if span.parent else None,
+                span.instrumentation_scope,
+                span.resource,
+            )
+        )
+    return sorted(shape, key=repr)
+
+
+async def test_node_spans_written_directly_equal_those_the_sdk_tracer_makes(
+    otel: Telemetry, sim: Simulator, clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the SDK's tracer, node and request spans are written in one step when they end
+    (calliope_graph/_otel_spans.py): a backend sees exactly what ``start_span`` would give."""
+    from calliope_graph import _otel_spans
+
+    made: list[str] = []
+    real = _otel_spans.span_maker
+
+    def recorded(tracer: Any, run: Any) -> Any:
+        maker = real(tracer, run)
+        made.append(type(maker).__name__)
+        return maker
+
+    sim.add_fault(kind="rate_limit", provider="stability", retry_after=0.5, first_n=1)
+    monkeypatch.setattr(_otel, "span_maker", recorded)
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / "written")
+    runner = Flow.load("storyboard").runner(out_dir=tmp_path / "written", ctx=ctx)
+    await runner.ainvoke({"premise": "a fox"})
+    await ctx.aclose()
+    written = otel.finished()
+    otel.spans.clear()
+    sim.add_fault(kind="rate_limit", provider="stability", retry_after=0.5, first_n=1)
+    monkeypatch.setattr(_otel, "span_maker", lambda tracer, run: _otel_spans._Api(tracer))
+    ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / "api")
+    runner = Flow.load("storyboard").runner(out_dir=tmp_path / "api", ctx=ctx)
+    await runner.ainvoke({"premise": "a fox"})
+    await ctx.aclose()
+    through_api = otel.finished()
+    assert made and set(made) == {"_Writer"}
+    assert len(written) == len(through_api) > 10
+    assert any(e.name == "retry" for s in written for e in s.events)
+    assert _shape(written) == _shape(through_api)
+
+
+async def test_a_span_processor_sees_every_span_start_and_what_it_adds_is_exported(
+    otel: Telemetry, sim: Simulator, tmp_path: Path
+) -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Tenant(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            span.set_attribute("tenant", "studio-7")
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(Tenant())
+    runner = Flow.load("webcam_story").runner(out_dir=tmp_path, simulator=sim)
+    await runner.ainvoke({"image": str(WEBCAM)})
+    await runner.aclose()
+    spans = otel.finished()
+    assert len(spans) > 8
+    assert {_attributes(s).get("tenant") for s in spans} == {"studio-7"}
+
+
+async def test_a_sampler_of_the_applications_own_decides_each_node_span(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sampler that does not simply follow the run's decision is asked for every span
+    (the spans then go through the tracer), and one that samples nothing gets nothing."""
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+    )
+
+    class NoMerges(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any,
+                          **kwargs: Any) -> SamplingResult:  # fmt: skip
+            drop = name.startswith("node merge")
+            return SamplingResult(Decision.DROP if drop else Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "NoMerges"
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    found: dict[str, list[str]] = {}
+    for label, sampler in (("own", NoMerges()), ("none", ParentBased(ALWAYS_OFF))):
+        exported = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        _reset_globals()
+        trace.set_tracer_provider(provider)
+        try:
+            runner = Flow.load("webcam_story").runner(out_dir=tmp_path / label, simulator=sim)
+            result = await runner.ainvoke({"image": str(WEBCAM)})
+            await runner.aclose()
+            assert result.trace.status == "ok"
+            found[label] = [s.name for s in exported.get_finished_spans()]
+        finally:
+            provider.shutdown()
+            _reset_globals()
+    assert "node merge" not in found["own"]
+    assert "node story" in found["own"] and "flow webcam_story" in found["own"]
+    assert found["none"] == []
