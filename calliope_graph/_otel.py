@@ -306,14 +306,14 @@ class RunRecorder:
             links, ctx = (Link(batch.get_span_context()),), otel_context.Context()
         elif (parent := _parent.get()) is not None:
             ctx = trace.set_span_in_context(parent.get())
-        self.span = self.tracer.start_span(
+        self.maker = span_maker(self.tracer)
+        self.span = self.maker.root(
             f"flow {run_trace.flow}",
             context=ctx,
             links=links,
             start_time=_ns(run_trace.started_at),
             attributes=attributes,
         )
-        self.maker = span_maker(self.tracer, self.span)  # of node and request spans
 
     # -- events ---------------------------------------------------------------------------
     def event(self, kind: str, execution: NodeExecution) -> None:

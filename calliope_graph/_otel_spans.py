@@ -6,13 +6,14 @@ processors see it start). Its children are made one of two ways:
 - **Written when they end** (:class:`_Writer`), when the tracer is the OpenTelemetry SDK's,
   the run's span is sampled, and the sampler is the SDK's ``ParentBased`` (its default)
   sampling every child of a sampled parent (probed once per tracer through its public
-  ``should_sample``): each child's decision is then the run's. A node's span is then one finished ``ReadableSpan`` handed to the
-  tracer's span processor — the SDK's public ``Tracer.span_processor``, ``resource`` and
-  ``id_generator`` — with its processors told of its start (``on_start``) as the SDK tells
-  them. Written by hand because the SDK has no cheaper way to record a span whose whole life
-  is known at once: its ``start_span``/``end`` cost ~35–45 µs (sampling again, attribute
-  validation under a lock, a copy at the end), about a tenth of a LangGraph node, where the
-  span written here costs ~5 µs (``make bench``: ``otel_overhead_ratio``).
+  ``should_sample``): each child's decision is then the run's. A node's span is then a
+  ``ReadableSpan`` of ours (:class:`_Written`) handed to the tracer's span processor — the
+  SDK's public ``Tracer.span_processor``, ``resource`` and ``id_generator`` — at its start
+  (``on_start``) and when it ends (``on_end``), as the SDK hands its own. Written by hand
+  because the SDK has no cheaper way to record a span: its ``start_span``/``end`` cost
+  ~35–45 µs (the sampler asked again, attribute cleaning under a lock, a copy at the end),
+  about a tenth of a LangGraph node, where the span written here costs ~4 µs
+  (``make bench``: ``otel_overhead_ratio``).
 - **Through the API** (:class:`_Api`) otherwise — another SDK's tracer, a vendor's, a sampler
   of its own, a run not sampled: ``start_span`` under the parent's context, as any
   instrumentation does.
@@ -23,14 +24,16 @@ Both give the recorder the same :class:`opentelemetry.trace.Span` interface.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 __all__ = ["SpanMaker", "span_maker"]
 
@@ -38,7 +41,18 @@ _UNSET = Status(StatusCode.UNSET)
 
 
 class SpanMaker(Protocol):
-    """Starts the spans of one run's node executions and provider requests."""
+    """Starts the spans of one run: its own (``root``), its node executions' and provider
+    requests' (``start``)."""
+
+    def root(
+        self,
+        name: str,
+        *,
+        context: Context | None,
+        links: Sequence[Link],
+        start_time: int | None,
+        attributes: dict[str, Any],
+    ) -> Span: ...
 
     def start(
         self,
@@ -54,6 +68,19 @@ class SpanMaker(Protocol):
 class _Api:
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
+
+    def root(
+        self,
+        name: str,
+        *,
+        context: Context | None,
+        links: Sequence[Link],
+        start_time: int | None,
+        attributes: dict[str, Any],
+    ) -> Span:
+        return self.tracer.start_span(
+            name, context=context, links=links, start_time=start_time, attributes=attributes
+        )
 
     def start(
         self,
@@ -73,12 +100,59 @@ class _Api:
         )
 
 
-class _Writer:
-    def __init__(self, tracer: SdkTracer, run: Any) -> None:
+class _Writer(_Api):
+    def __init__(self, tracer: SdkTracer) -> None:
+        super().__init__(tracer)
+        self.sampler = tracer.sampler
         self.processor = tracer.span_processor
+        self.ids = tracer.id_generator
         self.new_id = tracer.id_generator.generate_span_id
         self.resource = tracer.resource
-        self.scope = run.instrumentation_scope  # the run's span: the tracer's scope
+        info = tracer.instrumentation_info  # what get_tracer made the tracer's scope from
+        self.scope = InstrumentationScope(info.name, info.version, info.schema_url)
+        # The SDK's tracer configuration (experimental: ``_set_tracer_configurator``) may
+        # disable a tracer; its tracer then makes no spans, and neither do we.
+        self.enabled = getattr(tracer, "_is_enabled", lambda: True)
+
+    def root(
+        self,
+        name: str,
+        *,
+        context: Context | None,
+        links: Sequence[Link],
+        start_time: int | None,
+        attributes: dict[str, Any],
+    ) -> Span:
+        """What the SDK's ``Tracer.start_span`` does for the run's span: the same sampler
+        asked the same question, the same ids and flags (opentelemetry-sdk
+        ``trace/__init__.py``, ``Tracer.start_span``)."""
+        above = trace.get_current_span(context).get_span_context()
+        if not self.enabled():
+            return trace.NonRecordingSpan(above)
+        parent = above if above.is_valid else None
+        trace_id = parent.trace_id if parent else self.ids.generate_trace_id()
+        result = self.sampler.should_sample(
+            context, trace_id, name, SpanKind.INTERNAL, attributes, links
+        )
+        sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        # W3C Trace Context level 2's random flag, where this SDK version has it
+        random_flag = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+        if parent is not None:
+            random = getattr(parent.trace_flags, "random_trace_id", False)
+        else:
+            random = getattr(self.ids, "is_trace_id_random", lambda: False)()
+        if random and random_flag:
+            flags |= random_flag
+        own = SpanContext(trace_id, self.new_id(), False, TraceFlags(flags), result.trace_state)
+        if result.decision is Decision.DROP:
+            return trace.NonRecordingSpan(own)
+        span = _Written(
+            self, name, own, parent, SpanKind.INTERNAL, start_time or time.time_ns(),
+            dict(result.attributes or {}), links=tuple(links),
+        )  # fmt: skip
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
 
     def start(
         self,
@@ -90,6 +164,10 @@ class _Writer:
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> Span:
         above = parent.get_span_context()
+        if not above.trace_flags.sampled:  # a run not sampled: its sampler decides
+            return super().start(
+                name, parent, start_time=start_time, attributes=attributes, kind=kind
+            )
         # SpanContext is a tuple (trace id, span id, remote, flags, state, valid): unpacked
         # rather than read through its properties, a call each
         trace_id, _, _, flags, state, _ = above
@@ -100,72 +178,49 @@ class _Writer:
         return span
 
 
-class _Written(Span):
-    """A span kept as plain data until it ends, then handed over as one ``ReadableSpan``.
-    It has the attributes processors read at ``on_start`` (``name``, ``context``,
-    ``attributes``, ...)."""
-
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_ended",
-        "_events",
-        "_kind",
-        "_maker",
-        "_name",
-        "_parent",
-        "_start",
-        "_status",
-    )
+class _Written(Span, ReadableSpan):
+    """A span that is its own ``ReadableSpan``, as the SDK's is (``sdk.trace.Span`` is both):
+    processors read it at ``on_start`` and receive it at ``on_end``, when it is finished."""
 
     def __init__(
         self,
         maker: _Writer,
         name: str,
         context: SpanContext,
-        parent: SpanContext,
+        parent: SpanContext | None,
         kind: SpanKind,
         start: int,
         attributes: dict[str, Any],
+        links: tuple[Link, ...] = (),
     ) -> None:
-        self._maker, self._name, self._context, self._parent = maker, name, context, parent
-        self._kind, self._start, self._attributes = kind, start, attributes
-        self._events: list[Event] = []
-        self._status = _UNSET
-        self._ended = False
-
-    # what a processor's on_start may read (the SDK span's names)
-    name = property(lambda self: self._name)
-    context = property(lambda self: self._context)
-    parent = property(lambda self: self._parent)
-    kind = property(lambda self: self._kind)
-    start_time = property(lambda self: self._start)
-    attributes = property(lambda self: self._attributes)
-    resource = property(lambda self: self._maker.resource)
-    instrumentation_scope = property(lambda self: self._maker.scope)
+        ReadableSpan.__init__(
+            self, name, context, parent, maker.resource, attributes, [], links, kind, None,
+            _UNSET, start, None, maker.scope,
+        )  # fmt: skip
+        self._processor = maker.processor
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self._context  # type: ignore[return-value]  # (set: never None here)
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self._end_time is None
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if not self._ended:
-            self._attributes.update(attributes)
+        if self._end_time is None:
+            self._attributes.update(attributes)  # type: ignore[union-attr]  # (our dict)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._ended:
-            self._attributes[key] = value
+        if self._end_time is None:
+            self._attributes[key] = value  # type: ignore[index]  # (our dict)
 
     def add_event(
         self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
     ) -> None:
-        if not self._ended:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+        if self._end_time is None:
+            self._events.append(Event(name, attributes, timestamp or time.time_ns()))  # type: ignore[attr-defined]
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
-        pass  # the recorder links run spans only (made by the tracer)
+        return  # the recorder links run spans only (made by the tracer)
 
     def update_name(self, name: str) -> None:
         self._name = name
@@ -185,43 +240,17 @@ class _Written(Span):
         self.add_event("exception", {"exception.type": type(exception).__name__}, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
+        if self._end_time is not None:
             return
-        self._ended = True
-        maker = self._maker
-        maker.processor.on_end(
-            ReadableSpan(
-                self._name,
-                self._context,
-                self._parent,
-                maker.resource,
-                self._attributes,  # (the recorder gives sequences as tuples, as the SDK)
-                tuple(self._events),
-                (),
-                self._kind,
-                None,
-                self._status,
-                self._start,
-                end_time or time.time_ns(),
-                maker.scope,
-            )
-        )
-
-
-#: Per tracer (by id, the tracer kept and compared by identity): whether its sampler samples
-#: a sampled parent's children as they are.
-_follows: dict[int, tuple[Any, bool]] = {}
+        self._end_time = end_time or time.time_ns()
+        self._processor.on_end(self)
 
 
 def _follows_parent(tracer: SdkTracer) -> bool:
     """The SDK's ``ParentBased`` (the default) as it is, whose choice for the children of a
     sampled local parent is to sample them all (its default, probed once): any other
     sampler may decide per span (by name, attributes, ...) and is asked for each."""
-    cached = _follows.get(id(tracer))
-    if cached is not None and cached[0] is tracer:
-        return cached[1]
     if type(tracer.sampler).should_sample is not ParentBased.should_sample:
-        _follows[id(tracer)] = (tracer, False)
         return False
     parent = SpanContext(1, 1, is_remote=False, trace_flags=trace.TraceFlags(1))
     try:
@@ -231,19 +260,23 @@ def _follows_parent(tracer: SdkTracer) -> bool:
         follows = result.decision is Decision.RECORD_AND_SAMPLE and not result.attributes
         follows = follows and not (result.trace_state or ())
     except Exception:
-        follows = False
-    _follows[id(tracer)] = (tracer, follows)
+        return False
     return follows
 
 
-def span_maker(tracer: trace.Tracer, run: Span) -> SpanMaker:
-    """The way to make the children of ``run``, a span ``tracer`` started."""
-    if (
-        isinstance(tracer, SdkTracer)
-        and run.is_recording()
-        and run.get_span_context().trace_flags.sampled
-        and hasattr(run, "instrumentation_scope")
-        and _follows_parent(tracer)
-    ):
-        return _Writer(tracer, run)
-    return _Api(tracer)
+#: Per tracer (by id, the tracer kept and compared by identity): its maker (a run is short).
+_makers: dict[int, tuple[Any, SpanMaker]] = {}
+
+
+def span_maker(tracer: trace.Tracer) -> SpanMaker:
+    """The way to make a run's spans with ``tracer``."""
+    cached = _makers.get(id(tracer))
+    if cached is not None and cached[0] is tracer:
+        return cached[1]
+    maker: SpanMaker
+    if isinstance(tracer, SdkTracer) and _follows_parent(tracer):
+        maker = _Writer(tracer)
+    else:
+        maker = _Api(tracer)
+    _makers[id(tracer)] = (tracer, maker)
+    return maker

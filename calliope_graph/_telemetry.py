@@ -55,7 +55,8 @@ def enabled() -> bool:
     """Whether runs are traced now (see the module docstring)."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    return _env_on() or _app_provider()
+    # the provider first: a missing variable costs os.environ two exceptions (~2 µs each)
+    return _app_provider() or _env_on()
 
 
 def _otel() -> Any:
