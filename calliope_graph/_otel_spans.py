@@ -164,13 +164,13 @@ class _Writer(_Api):
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> Span:
         above = parent.get_span_context()
-        if not above.trace_flags.sampled:  # a run not sampled: its sampler decides
-            return super().start(
-                name, parent, start_time=start_time, attributes=attributes, kind=kind
-            )
         # SpanContext is a tuple (trace id, span id, remote, flags, state, valid): unpacked
         # rather than read through its properties, a call each
         trace_id, _, _, flags, state, _ = above
+        if not flags & TraceFlags.SAMPLED:  # a run not sampled: its sampler decides
+            return super().start(
+                name, parent, start_time=start_time, attributes=attributes, kind=kind
+            )
         # flags: sampled (and random) as the run's
         context = SpanContext(trace_id, self.new_id(), False, flags, state)
         span = _Written(self, name, context, above, kind, start_time or time.time_ns(), attributes)
