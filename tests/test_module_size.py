@@ -37,7 +37,6 @@ BEING_SPLIT: tuple[str, ...] = ()
 #: Not split yet (issue 23, item 6): remove each entry when its module or function is split.
 NOT_YET_SPLIT = frozenset(
     {
-        "calliope_graph/batch/_dbos.py::follow_batch",
         "calliope_graph/batch/_dbos.py::run_worker",
     }
 )

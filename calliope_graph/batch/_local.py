@@ -219,7 +219,7 @@ class _Batch:
     ) -> dict[str, Any]:
         """Run one item; its manifest record. ``again`` (default: resuming and the thread
         exists) continues the item's thread; ``append=False`` leaves the manifest alone (a DBOS
-        worker returns the record to the database instead)."""
+        worker returns the record to the database instead; a full disk's is ``stopped``)."""
         thread = thread_id_for(item.id)
         folder = self.out / item.id
         runner = root.with_out_dir(folder, journal=self.journal, batch_item=self.local)
@@ -247,7 +247,7 @@ class _Batch:
                 uris = _uris(result.outputs)
         except Exception as exc:  # a failed run, a refusal before it ran, or a bug: recorded
             trace, error = self._failure(exc, folder)
-            stopped = append and stop_full(self, exc, folder)
+            stopped = stop_full(self, exc, folder)  # a DBOS worker's record says so too
         finally:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
