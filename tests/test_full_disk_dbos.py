@@ -75,9 +75,10 @@ def test_full_disk_in_a_dbos_batch_exits_4_and_batch_resume_pays_nothing_again(
         first_worker = procs.start("worker1", [*worker, "--concurrency", "1"], full)
         first = procs.start("follower1", follow, env)
         stdout, _ = first.communicate(timeout=180)
-        stop(first_worker)
+        assert stop(first_worker) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
         logged = (tmp_path / "follower1.log").read_text()
         assert first.returncode == 4, logged[-3000:]
+        assert "Fix the cause" not in logged  # the item's own DiskFullError, as run alone
         summary = json.loads(stdout.decode().splitlines()[-1])  # the summary, then the error
         assert "is full" in logged and str(out / "b") in logged.replace("\n", "")
         assert "Traceback" not in logged
@@ -91,7 +92,7 @@ def test_full_disk_in_a_dbos_batch_exits_4_and_batch_resume_pays_nothing_again(
         second_worker = procs.start("worker2", [*worker, "--concurrency", "1"], env)
         second = procs.start("follower2", [*follow, "--resume"], env)
         stdout, _ = second.communicate(timeout=180)
-        stop(second_worker)
+        assert stop(second_worker) == 0
         assert second.returncode == 0, (tmp_path / "follower2.log").read_text()[-3000:]
     finally:
         procs.close()
@@ -106,9 +107,9 @@ def test_full_disk_in_a_dbos_batch_exits_4_and_batch_resume_pays_nothing_again(
     assert requested(calls) == Counter({"api.openai.com": 3, "api.elevenlabs.io": 3})
 
 
-def stop(worker: subprocess.Popen[bytes]) -> None:
+def stop(worker: subprocess.Popen[bytes]) -> int:
     worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=60)
+    return worker.wait(timeout=60)
 
 
 def requested(log: Path) -> Counter[Any]:

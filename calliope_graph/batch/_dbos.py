@@ -179,14 +179,23 @@ async def _stop_batch() -> None:
     """This workflow's item found the disk full: cancel the items of its batch still waiting
     in the queue (before this one's slot frees), as a local batch starts none after it (the
     follower records them as not started; ``--resume`` runs them; see ``_follow.py``)."""
-    prefix = DBOS.workflow_id.partition("-")[0] + "-" if DBOS.workflow_id else None
-    if prefix is None:
+    workflow = DBOS.workflow_id
+    if not workflow:
         return
-    waiting = await DBOS.list_workflows_async(
+    # In a thread of the loop's own pool, outside the workflow's context (not steps): DBOS's
+    # *_async forms would make its pool the loop's default, gone after DBOS.destroy.
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, cancel_waiting, DBOS, workflow.partition("-")[0] + "-")
+
+
+def cancel_waiting(api: Any, prefix: str) -> None:
+    """Cancel the workflows of batch ``prefix`` still waiting in the queue (none has started);
+    ``api``: ``DBOS`` in a worker, a ``DBOSClient`` in the follower."""
+    waiting = api.list_workflows(
         workflow_id_prefix=prefix, status="ENQUEUED", load_input=False, load_output=False
     )
     if waiting:
-        await DBOS.cancel_workflows_async([s.workflow_id for s in waiting])
+        api.cancel_workflows([s.workflow_id for s in waiting])
 
 
 def _journal_started(path: Path, thread: str) -> bool:

@@ -41,6 +41,7 @@ from calliope_graph.batch._dbos import (
     WORKFLOW,
     _batch_id,
     _flow_ref,
+    cancel_waiting,
     db_url,
 )
 from calliope_graph.batch._housekeeping import stop_full
@@ -250,23 +251,15 @@ class _Follower:
             record = _failed_record(status, item, batch.plan.spec.name)
         if record.get("status") == _UNFINISHED and status.status != "CANCELLED":
             error = record.get("error") or {}
-            full = DiskFullError(error.get("message") or None, folder=batch.out / item.id)
-            stop_full(batch, full, batch.out / item.id)
+            folder = Path(error.get("folder") or batch.out / item.id)
+            full = DiskFullError(error.get("message"), folder=folder, needed=error.get("needed"))
+            stop_full(batch, full, folder)
         if record.get("status") != _UNFINISHED and not batch._append(record):
             record["status"] = _UNFINISHED  # the disk refused its line (stop_full)
         if batch.disk_full is not None:  # no item starts after it (the worker's cancel too)
-            await asyncio.to_thread(_cancel_waiting, self.client, self.prefix)
+            await asyncio.to_thread(cancel_waiting, self.client, self.prefix)
         record["thumb"] = _thumb(record, item.id)
         batch.finished(record)
-
-
-def _cancel_waiting(client: DBOSClient, prefix: str) -> None:
-    """Cancel the batch's workflows still waiting in the queue (none of them has started)."""
-    waiting = client.list_workflows(
-        workflow_id_prefix=prefix, status="ENQUEUED", load_input=False, load_output=False
-    )
-    if waiting:
-        client.cancel_workflows([s.workflow_id for s in waiting])
 
 
 def _thumb(record: Mapping[str, Any], folder: str) -> str | None:

@@ -247,7 +247,12 @@ class _Batch:
                 uris = _uris(result.outputs)
         except Exception as exc:  # a failed run, a refusal before it ran, or a bug: recorded
             trace, error = self._failure(exc, folder)
-            stopped = stop_full(self, exc, folder)  # a DBOS worker's record says so too
+            full = stop_full(self, exc, folder)
+            if full is not None:  # (a DBOS worker's record carries it to the follower)
+                stopped = True
+                error.update(
+                    message=self.redact(full.message), folder=full.folder, needed=full.needed
+                )
         finally:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
@@ -289,7 +294,7 @@ class _Batch:
         try:
             self.manifest.append(record)
         except DiskFullError as exc:
-            return not stop_full(self, exc, self.out)
+            return stop_full(self, exc, self.out) is None
         return True
 
     def _watch(
