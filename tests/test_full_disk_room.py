@@ -176,3 +176,43 @@ def test_two_nodes_finding_the_disk_full_at_once_both_keep_their_answers(
     assert requests(sims) == expected  # both were paid before the disk was full
     assert "kept in the journal's reserve" in first.stderr.replace("\n", " ")
     resumed(flow, out, sims, expected)
+
+
+def test_a_node_refused_for_room_whose_failure_was_not_checkpointed_resumes(
+    tmp_path: Path, sims: list[Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on a 608 KiB tmpfs: the speech node was refused (no room), then the disk
+    refused the checkpoint of its error route's answer too. LangGraph keeps a task's error
+    only as text, so the resumed route was handed a string: exit 1, "AttributeError: 'str'
+    object has no attribute '__cause__'". The node runs again instead."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    flow = speech_flow(tmp_path)
+    expected = clean(tmp_path, sims, flow)
+    out = tmp_path / "out"
+    put_writes, put = SqliteSaver.put_writes, SqliteSaver.put
+    failed: list[bool] = []
+
+    def writes(self: Any, config: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
+        if failed:  # the disk filled after the node's error was saved
+            raise sqlite3.OperationalError(FULL)
+        if any(channel == "__error__" for channel, _ in items):
+            failed.append(True)
+        return put_writes(self, config, items, *args, **kwargs)
+
+    def checkpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if failed:
+            raise sqlite3.OperationalError(FULL)
+        return put(self, *args, **kwargs)
+
+    with free_space(monkeypatch, out, 64 << 10), monkeypatch.context() as patch:
+        patch.setattr(SqliteSaver, "put_writes", writes)
+        patch.setattr(SqliteSaver, "put", checkpoint)
+        first = run(flow, out, {"text": TEXT})
+    assert failed, "the node's error was never saved"
+    assert_one_clear_error(first, out)
+    thread = first.stderr.split("thread ", 1)[1].split()[0]
+    again = run(flow, out, {}, "--resume", thread)
+    assert again.exit_code == 0, again.output
+    assert "AttributeError" not in again.output
+    assert requests(sims) == expected
