@@ -53,6 +53,7 @@ from calliope_graph.batch._local import (
 from calliope_graph.batch._options import WorkerOptions
 from calliope_graph.batch._shared import LifeLock, SharedWindows, is_postgres, sqlite_file
 from calliope_graph.context import RunContext
+from calliope_graph.errors import DiskFullError, disk_full
 from calliope_graph.flow._checkpoints import checkpointer_from_url
 from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
@@ -258,6 +259,23 @@ async def run_worker(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> N
     queue). Every ``heartbeat`` seconds the worker says it is alive and recovers the pending
     items of workers silent for ``dead_after`` seconds (see :class:`WorkerOptions`).
     """
+    try:
+        await _serve(out_dir, **options)
+    except Exception as exc:  # the database's disk: one clear error, not SQLite's (exit 4)
+        full = full_disk(exc, db_url(options.get("db"), Path(out_dir)), Path(out_dir))
+        if full is None:
+            raise
+        raise full from exc
+
+
+def full_disk(exc: BaseException, url: str, out: Path) -> DiskFullError | None:
+    """``exc`` as the :class:`DiskFullError` of the DBOS database's folder (SQLite), else of
+    the batch folder, if it is a full disk (a worker or follower meeting it outside an item)."""
+    return disk_full(exc, out if is_postgres(url) else sqlite_file(url).parent)
+
+
+async def _serve(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> None:
+    """:func:`run_worker`'s work."""
     global _WORKER
     from calliope_graph._outdir import prepare_out_dir
 

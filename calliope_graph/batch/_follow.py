@@ -43,6 +43,7 @@ from calliope_graph.batch._dbos import (
     _flow_ref,
     cancel_waiting,
     db_url,
+    full_disk,
 )
 from calliope_graph.batch._housekeeping import stop_full
 from calliope_graph.batch._items import Item, count_items, iter_items, thread_id_for
@@ -131,14 +132,20 @@ async def follow_batch(
     batch.stats.total = count_items(items)
     concurrency = options.get("concurrency")
     url = db_url(options.get("db"), out)
-    client = await asyncio.to_thread(_client, url, 4 if concurrency is None else concurrency)
-    follower = _Follower(batch, client, _batch_id(out, name) + "-")
     try:
-        await follower.enqueue(items, state, options.get("flow_ref") or _flow_ref(flow))
-        await follower.follow(options.get("poll_interval", POLL_INTERVAL))
-    finally:
-        batch.manifest.close()
-        client.destroy()
+        client = await asyncio.to_thread(_client, url, 4 if concurrency is None else concurrency)
+        follower = _Follower(batch, client, _batch_id(out, name) + "-")
+        try:
+            await follower.enqueue(items, state, options.get("flow_ref") or _flow_ref(flow))
+            await follower.follow(options.get("poll_interval", POLL_INTERVAL))
+        finally:
+            batch.manifest.close()
+            client.destroy()
+    except Exception as exc:  # the database's disk: one clear error, not SQLite's (exit 4)
+        full = full_disk(exc, url, out)
+        if full is None:
+            raise
+        raise full from exc
     summary = _summary(batch, batch.maybe_report(final=True))
     if batch.disk_full is not None:  # one clear error (exit 4), with what the batch did
         batch.disk_full.summary = summary
