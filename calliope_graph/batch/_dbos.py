@@ -186,7 +186,10 @@ async def _stop_batch() -> None:
     # In a thread of the loop's own pool, outside the workflow's context (not steps): DBOS's
     # *_async forms would make its pool the loop's default, gone after DBOS.destroy.
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, cancel_waiting, DBOS, workflow.partition("-")[0] + "-")
+    try:
+        await loop.run_in_executor(None, cancel_waiting, DBOS, workflow.partition("-")[0] + "-")
+    except Exception as exc:  # (the database's own disk full): the item's record still goes
+        log.warning("The batch's waiting items were not cancelled (%s): they may start.", exc)
 
 
 def cancel_waiting(api: Any, prefix: str) -> None:
