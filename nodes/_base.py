@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -143,6 +144,24 @@ class Node(ABC):
         if self.model is None:
             raise ConfigurationError(f"Node {self.name!r} ({self.kind}) has no model config.")
         return ctx.catalog.get(self.model)
+
+    def answer_bytes(self, ctx: RunContext, inputs: Mapping[str, Any]) -> int:
+        """About the most bytes this node's answer writes into its output folder: the run
+        checks the disk has that room before the provider is paid (``flow/_room.py``).
+        Here an image per image output (its ``width`` × ``height``, else the model config's
+        ``size``, else 1024², at 3 bytes a pixel); 0 for text, and for video, whose
+        download the output journal keeps as the provider's URL when the disk is full. A
+        kind whose answer is larger (speech) says so."""
+        images = sum(1 for port in self.output_ports if port.type is PortType.IMAGE)
+        if not images or self.model is None:
+            return 0
+        width = getattr(self.params, "width", None)
+        height = getattr(self.params, "height", None)
+        if not (width and height):
+            size = str(self.model_config_for(ctx).parameters.get("size") or "")
+            found = re.fullmatch(r"(\d+)\s*[xX\u00d7]\s*(\d+)", size.strip())
+            width, height = (int(found[1]), int(found[2])) if found else (1024, 1024)
+        return images * int(width) * int(height) * 3
 
     def output_stem(self) -> str:
         """A file-name stem for media this node writes."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from calliope_graph.context import RunContext
 from calliope_graph.engines import Conversion, get_engine
+from calliope_graph.engines._speech import speech_bytes
 from calliope_graph.nodes._base import Node, Port, PortType, register_node
 
 
@@ -46,6 +49,21 @@ class TextToSpeech(Node):
     Params = TextToSpeechParams
     inputs = (Port("text", PortType.TEXT, description="what to say"),)
     outputs = (Port("audio", PortType.AUDIO),)
+
+    def answer_bytes(self, ctx: RunContext, inputs: Mapping[str, Any]) -> int:
+        """The audio's bytes, from the text's length and the format's bitrate (checked free
+        before the provider is paid: ``flow/_room.py``)."""
+        params = self.model_config_for(ctx).parameters
+        audio_format = (
+            self.params.output_format
+            or self.params.response_format
+            or params.get("output_format")
+            or params.get("response_format")
+            or PurePosixPath(self.params.output_name or "").suffix
+            or "mp3"
+        )
+        speed = self.params.speed or params.get("speed") or 1.0
+        return speech_bytes(str(inputs.get("text", "")), str(audio_format), speed=float(speed))
 
     async def run(self, ctx: RunContext, **inputs: Any) -> dict[str, Any]:
         config = self.model_config_for(ctx)

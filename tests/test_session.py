@@ -222,10 +222,10 @@ def test_options_types_are_one_per_concern() -> None:
     # the worker and the follower take the batch's options, plus their own
     assert _all(BatchOptions) < _all(WorkerOptions)
     assert _all(BatchOptions) < _all(FollowOptions)
-    from calliope_graph.batch import _dbos
+    from calliope_graph.batch import _dbos, _follow
 
     worker = inspect.signature(_dbos.run_worker).parameters["options"]
-    follow = inspect.signature(_dbos.follow_batch).parameters["options"]
+    follow = inspect.signature(_follow.follow_batch).parameters["options"]
     assert "Unpack[WorkerOptions]" in str(worker.annotation)
     assert "Unpack[FollowOptions]" in str(follow.annotation)
 

@@ -3,13 +3,9 @@
     calliope-graph batch FLOW --inputs FILE --engine dbos --db postgresql://... --out SHARED
     calliope-graph worker --db postgresql://... --out SHARED          # on every machine
 
-**The follower** (:func:`follow_batch`, ``batch --engine dbos``) enqueues one workflow per item
-(workflow id ``<batch id>-<item id>``, so enqueueing again is a no-op) on the queue
-:data:`QUEUE` (its ``global_concurrency`` is the batch's ``--concurrency``, across every
-worker), then polls the workflows' statuses and appends each finished item's record (the
-workflow's result, stored by DBOS) to ``SHARED/batch.jsonl`` and rewrites ``batch.html``.
-Stopping and restarting it loses nothing: the items are in the database, finished ones are
-appended once (the manifest says which).
+**The follower** (:func:`~._follow.follow_batch`, ``batch --engine dbos``, in ``_follow.py``)
+enqueues one workflow per item on the queue :data:`QUEUE` and appends each finished item's
+record to ``SHARED/batch.jsonl``.
 
 **A worker** (:func:`run_worker`, ``calliope-graph worker``) launches DBOS, which dequeues
 workflows; each runs one item through the flow's :class:`~calliope_graph.flow.run.FlowRunner`
@@ -38,28 +34,26 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbos import DBOS, DBOSClient, EnqueueOptions
+from dbos import DBOS
 from dbos._serialization import WorkflowSerializationFormat
 from typing_extensions import Unpack
 
 from calliope_graph.batch._housekeeping import _has_thread
-from calliope_graph.batch._items import Item, count_items, iter_items, thread_id_for
+from calliope_graph.batch._items import Item, thread_id_for
 from calliope_graph.batch._local import (
     BatchOptions,
-    BatchSummary,
     _Batch,
     _plan_of,
 )
-from calliope_graph.batch._manifest import MANIFEST_NAME, Manifest
-from calliope_graph.batch._options import FollowOptions, WorkerOptions
+from calliope_graph.batch._options import WorkerOptions
 from calliope_graph.batch._shared import LifeLock, SharedWindows, is_postgres, sqlite_file
 from calliope_graph.context import RunContext
-from calliope_graph.errors import ConfigurationError
+from calliope_graph.errors import DiskFullError, disk_full
 from calliope_graph.flow._checkpoints import checkpointer_from_url
 from calliope_graph.flow._journal import JOURNAL_NAME, JournalDB
 from calliope_graph.flow.run import FlowRunner, checkpoint_serializer
@@ -69,7 +63,7 @@ if TYPE_CHECKING:
     from calliope_graph.flow.builder import Flow
     from calliope_graph.flow.validate import Plan
 
-__all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "follow_batch", "run_worker"]
+__all__ = ["APP", "QUEUE", "WORKFLOW", "db_url", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +162,8 @@ class _Worker:
         record = await engine.batch.run_item(
             engine.root, engine.saver, item, again=again, append=False
         )
+        if record["status"] == "stopped":  # a full disk: no item of the batch starts after
+            await _stop_batch()
         error = record.get("error") or {}
         if again and "Nothing to resume" in str(error.get("message", "")):
             record = await engine.batch.run_item(
@@ -178,6 +174,32 @@ class _Worker:
             self.on_record(record)
         clean: dict[str, Any] = json.loads(json.dumps(record, default=str))
         return clean
+
+
+async def _stop_batch() -> None:
+    """This workflow's item found the disk full: cancel the items of its batch still waiting
+    in the queue (before this one's slot frees), as a local batch starts none after it (the
+    follower records them as not started; ``--resume`` runs them; see ``_follow.py``)."""
+    workflow = DBOS.workflow_id
+    if not workflow:
+        return
+    # In a thread of the loop's own pool, outside the workflow's context (not steps): DBOS's
+    # *_async forms would make its pool the loop's default, gone after DBOS.destroy.
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, cancel_waiting, DBOS, workflow.partition("-")[0] + "-")
+    except Exception as exc:  # (the database's own disk full): the item's record still goes
+        log.warning("The batch's waiting items were not cancelled (%s): they may start.", exc)
+
+
+def cancel_waiting(api: Any, prefix: str) -> None:
+    """Cancel the workflows of batch ``prefix`` still waiting in the queue (none has started);
+    ``api``: ``DBOS`` in a worker, a ``DBOSClient`` in the follower."""
+    waiting = api.list_workflows(
+        workflow_id_prefix=prefix, status="ENQUEUED", load_input=False, load_output=False
+    )
+    if waiting:
+        api.cancel_workflows([s.workflow_id for s in waiting])
 
 
 def _journal_started(path: Path, thread: str) -> bool:
@@ -240,6 +262,23 @@ async def run_worker(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> N
     queue). Every ``heartbeat`` seconds the worker says it is alive and recovers the pending
     items of workers silent for ``dead_after`` seconds (see :class:`WorkerOptions`).
     """
+    try:
+        await _serve(out_dir, **options)
+    except Exception as exc:  # the database's disk: one clear error, not SQLite's (exit 4)
+        full = full_disk(exc, db_url(options.get("db"), Path(out_dir)), Path(out_dir))
+        if full is None:
+            raise
+        raise full from exc
+
+
+def full_disk(exc: BaseException, url: str, out: Path) -> DiskFullError | None:
+    """``exc`` as the :class:`DiskFullError` of the DBOS database's folder (SQLite), else of
+    the batch folder, if it is a full disk (a worker or follower meeting it outside an item)."""
+    return disk_full(exc, out if is_postgres(url) else sqlite_file(url).parent)
+
+
+async def _serve(out_dir: str | Path, **options: Unpack[WorkerOptions]) -> None:
+    """:func:`run_worker`'s work."""
     global _WORKER
     from calliope_graph._outdir import prepare_out_dir
 
@@ -410,153 +449,3 @@ def _shown(url: str) -> str:
         user = creds.partition(":")[0]
         return f"{scheme}://{user}:***@{host}"
     return url
-
-
-# -- the follower ----------------------------------------------------------------------------------
-def _client(url: str, concurrency: int) -> DBOSClient:
-    DBOS.migrate(url)  # the system tables, created by whoever comes first
-    client = DBOSClient(system_database_url=url, application_name=APP)
-    existing = client.retrieve_queue(QUEUE)
-    client.register_queue(
-        QUEUE,
-        global_concurrency=concurrency,
-        worker_concurrency=existing.worker_concurrency if existing is not None else None,
-        polling_interval_sec=POLL_INTERVAL,
-        on_conflict="always_update",
-        application_name=APP,
-    )
-    return client
-
-
-def _failed_record(status: Any, item: Item, flow: str) -> dict[str, Any]:
-    message = str(status.error or status.status)
-    return {
-        "id": item.id,
-        "status": "failed",
-        "thread_id": thread_id_for(item.id),
-        "flow": flow,
-        "source": item.source,
-        "outputs": {},
-        "error": {"class": "any", "node": None, "message": f"workflow {status.status}: {message}"},
-        "attempts": 0,
-        "calls": {},
-        "rate_limits": {},
-        "cost": 0.0,
-        "started_at": None,
-        "ended_at": None,
-        "seconds": None,
-        "resumed": False,
-    }
-
-
-async def follow_batch(
-    flow: Flow | Plan,
-    items: str | Path | Iterable[Mapping[str, Any] | Item],
-    out_dir: str | Path,
-    **options: Unpack[FollowOptions],
-) -> BatchSummary:
-    """Enqueue every item of ``items`` for the workers, then follow them into
-    ``out_dir/batch.jsonl`` until each has finished (see the module docstring)."""
-    plan = _plan_of(flow)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = plan.spec.name
-    manifest = Manifest(out / MANIFEST_NAME)
-    state = manifest.read()
-    other = sorted(state.flows - {name})
-    if other:
-        raise ConfigurationError(
-            f"{out} holds a batch of flow {other[0]!r}, not {name!r}: follow it with that flow, "
-            "or choose another output folder."
-        )
-    url = db_url(options.get("db"), out)
-    ref = options.get("flow_ref") or _flow_ref(flow)
-    concurrency = options.get("concurrency")
-    concurrency = 4 if concurrency is None else concurrency
-    poll_interval = options.get("poll_interval", POLL_INTERVAL)
-    batch = _Batch(
-        plan,
-        out,
-        {
-            "on_progress": options.get("on_progress"),
-            "report": options.get("report", True),
-            "report_interval": options.get("report_interval", 5.0),
-        },
-    )
-    batch.remember(state)
-    stats = batch.stats
-    stats.total = count_items(items)
-    prefix = _batch_id(out, name) + "-"
-    pending: dict[str, Item] = {}
-    client = await asyncio.to_thread(_client, url, concurrency)
-    try:
-        for item in iter_items(items, plan.spec):
-            if item.id in state.latest:
-                record = state.latest[item.id]
-                stats.skipped += 1
-                if record.get("status") == "ok":
-                    stats.ok += 1
-                else:
-                    stats.failed += 1
-                batch.records[item.id] = batch.slim(record)
-                continue
-            pending[prefix + item.id] = item
-            job = {
-                "flow": ref,
-                "id": item.id,
-                "inputs": json.loads(json.dumps(item.inputs, default=str)),
-                "source": item.source,
-            }
-            enqueue: EnqueueOptions = {
-                "queue_name": QUEUE,
-                "workflow_name": WORKFLOW,
-                "workflow_id": prefix + item.id,
-                "app_version": APP_VERSION,
-                "serialization_type": WorkflowSerializationFormat.PORTABLE,
-            }
-            await asyncio.to_thread(client.enqueue, enqueue, job)
-        stats.running = len(pending)
-        for item in pending.values():
-            batch.emit("item_started", item_id=item.id, message=item.source)
-        while pending:
-            done = await asyncio.to_thread(
-                client.list_workflows,
-                workflow_id_prefix=prefix,
-                status=TERMINAL,
-                load_input=False,
-                load_output=False,
-            )
-            new = [s.workflow_id for s in done if s.workflow_id in pending]
-            if new:
-                full = await asyncio.to_thread(
-                    client.list_workflows, workflow_ids=new, load_input=False
-                )
-                for status in full:
-                    item = pending.pop(status.workflow_id)
-                    output = status.output
-                    if status.status == "SUCCESS" and isinstance(output, dict):
-                        record = dict(output)
-                    else:
-                        record = _failed_record(status, item, name)
-                    manifest.append(record)  # "worker": the executor that finished it
-                    record["thumb"] = _thumb(record, item.id)
-                    batch.finished(record)
-            else:
-                await asyncio.sleep(poll_interval)
-    finally:
-        manifest.close()
-        client.destroy()
-    path = batch.maybe_report(final=True)
-    return _summary(batch, path)
-
-
-def _thumb(record: Mapping[str, Any], folder: str) -> str | None:
-    from calliope_graph.batch._records import _first_image
-
-    return _first_image(record.get("outputs") or {}, folder)
-
-
-def _summary(batch: _Batch, report: Path | None) -> BatchSummary:
-    from calliope_graph.batch._records import _summary as local_summary
-
-    return local_summary(batch, report, None)

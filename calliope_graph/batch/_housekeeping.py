@@ -33,19 +33,19 @@ async def _has_thread(saver: Any, thread: str) -> bool:
     return await saver.aget_tuple({"configurable": {"thread_id": thread}}) is not None
 
 
-def stop_full(batch: _Batch, exc: BaseException, folder: Path) -> bool:
-    """Whether ``exc`` (an item's failed run, or its manifest line) is a full disk; if so the
-    batch starts no more items and ends with that one error (exit 4): going on would only pay
-    for more. The item gets no manifest line — it is not finished, and ``--resume`` continues
-    its thread, the output journal replaying what it paid for."""
+def stop_full(batch: _Batch, exc: BaseException, folder: Path) -> DiskFullError | None:
+    """The full disk ``exc`` (an item's failed run, or its manifest line) is, if it is one;
+    then the batch starts no more items and ends with that one error (exit 4): going on would
+    only pay for more. The item gets no manifest line — it is not finished, and ``--resume``
+    continues its thread, the output journal replaying what it paid for."""
     full = _first_full(exc) or disk_full(exc, folder)
     if full is None and getattr(exc, "cause_class", None) == "disk_full":
         full = DiskFullError(folder=folder)
     if full is None:
-        return False
+        return None
     if batch.disk_full is None:
         batch.disk_full = full
-    return True
+    return full
 
 
 def _first_full(exc: BaseException | None) -> DiskFullError | None:

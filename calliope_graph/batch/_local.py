@@ -219,7 +219,7 @@ class _Batch:
     ) -> dict[str, Any]:
         """Run one item; its manifest record. ``again`` (default: resuming and the thread
         exists) continues the item's thread; ``append=False`` leaves the manifest alone (a DBOS
-        worker returns the record to the database instead)."""
+        worker returns the record to the database instead; a full disk's is ``stopped``)."""
         thread = thread_id_for(item.id)
         folder = self.out / item.id
         runner = root.with_out_dir(folder, journal=self.journal, batch_item=self.local)
@@ -247,7 +247,12 @@ class _Batch:
                 uris = _uris(result.outputs)
         except Exception as exc:  # a failed run, a refusal before it ran, or a bug: recorded
             trace, error = self._failure(exc, folder)
-            stopped = append and stop_full(self, exc, folder)
+            full = stop_full(self, exc, folder)
+            if full is not None:  # (a DBOS worker's record carries it to the follower)
+                stopped = True
+                error.update(
+                    message=self.redact(full.message), folder=full.folder, needed=full.needed
+                )
         finally:
             for provider in in_flight.values():  # stopped mid-node
                 self.release(provider)
@@ -289,7 +294,7 @@ class _Batch:
         try:
             self.manifest.append(record)
         except DiskFullError as exc:
-            return not stop_full(self, exc, self.out)
+            return stop_full(self, exc, self.out) is None
         return True
 
     def _watch(

@@ -79,7 +79,7 @@ class WorkerOptions(_DbosOptions, total=False):
 
 
 class FollowOptions(_DbosOptions, total=False):
-    """Options of :func:`~calliope_graph.batch._dbos.follow_batch` (``batch --engine
+    """Options of :func:`~calliope_graph.batch._follow.follow_batch` (``batch --engine
     dbos``): :class:`BatchOptions` (``concurrency``: items running at once over all
     workers, default 4) plus the follower's own."""
 

@@ -12,6 +12,7 @@ needs the dbos extra: ``pip install 'calliope-graph[dbos]'``).
 
 from calliope_graph.batch._dbos import _flow_ref as flow_ref
 from calliope_graph.batch._dbos import _shown as shown_db_url
-from calliope_graph.batch._dbos import db_url, follow_batch, run_worker
+from calliope_graph.batch._dbos import db_url, run_worker
+from calliope_graph.batch._follow import follow_batch
 
 __all__ = ["db_url", "flow_ref", "follow_batch", "run_worker", "shown_db_url"]

@@ -262,20 +262,26 @@ async def _follow(request: BatchRequest) -> int:
             markup=False,
             soft_wrap=True,
         )
+    error: DiskFullError | None = None
     with progress:
-        summary = await follow_batch(
-            flow,
-            request.inputs_path,
-            request.out,
-            db=request.db,
-            concurrency=request.concurrency,
-            on_progress=progress,
-            flow_ref=flow_ref(request.flow),
-        )
+        try:
+            summary = await follow_batch(
+                flow,
+                request.inputs_path,
+                request.out,
+                db=request.db,
+                concurrency=request.concurrency,
+                on_progress=progress,
+                flow_ref=flow_ref(request.flow),
+            )
+        except DiskFullError as exc:  # what ran is summed up first, as for a local batch
+            error, summary = exc, exc.summary
     if request.as_json:
         JsonProgress().write({"event": "summary", **summary.to_dict()})
     else:
         print_batch_summary(summary, request)
+    if error is not None:
+        raise error
     return EXIT_CODES["ok"] if summary.all_ok else EXIT_CODES["run_failed"]
 
 

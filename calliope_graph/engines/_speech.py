@@ -22,7 +22,14 @@ from calliope_graph.context import RunContext
 from calliope_graph.errors import EmptyOutputError, TransientProviderError
 from calliope_graph.media import Audio
 
-__all__ = ["CONTAINER_EXT", "audio_bytes", "container_of", "pcm_to_wav", "save_speech"]
+__all__ = [
+    "CONTAINER_EXT",
+    "audio_bytes",
+    "container_of",
+    "pcm_to_wav",
+    "save_speech",
+    "speech_bytes",
+]
 
 #: The file extension of each audio container an engine saves.
 CONTAINER_EXT: dict[str, str] = {
@@ -105,3 +112,31 @@ async def save_speech(ctx: RunContext, output_name: str, data: bytes, container:
     # Off the event loop (LangGraph Server); on a full disk inside the node the bytes are
     # kept for the journal and probed from memory (MediaStore.save_audio).
     return await ctx.store.asave_audio(name, data)
+
+
+#: Characters a slow narrator speaks a second: :func:`speech_bytes` errs long (about 14 is
+#: usual), so the room checked before a speech node is paid is rarely too little.
+SLOW_CHARS_PER_SECOND = 8.0
+#: Bytes a second of compressed speech whose bitrate the format does not name (192 kbit/s).
+_COMPRESSED = 24_000
+_UNCOMPRESSED = frozenset({"wav", "pcm", "flac", "ulaw", "alaw"})
+
+
+def speech_bytes(text: str, audio_format: str, *, speed: float = 1.0) -> int:
+    """About the most bytes speech of ``text`` takes as ``audio_format``: an ElevenLabs
+    ``codec_samplerate[_bitrate]`` (``mp3_44100_128``, ``wav_24000``), an OpenAI
+    ``response_format`` or a file extension (``wav``: 16-bit mono at 24 kHz, as OpenAI and
+    ElevenLabs answer; ``mp3``: 192 kbit/s at most), read aloud slowly."""
+    parts = audio_format.lower().lstrip(".").split("_")
+    numbers = [int(p) for p in parts[1:] if p.isdigit()]
+    rate = numbers[0] if numbers else 24_000
+    if parts[0] in _UNCOMPRESSED or parts[0] not in CODEC_NAMES:
+        per_second = 2 * rate  # 16-bit mono samples (FLAC is smaller)
+    else:
+        per_second = numbers[1] * 125 if len(numbers) > 1 else _COMPRESSED
+    seconds = len(text.strip()) / SLOW_CHARS_PER_SECOND / max(speed, 0.25)
+    return int(seconds * per_second) + 4096  # + headers
+
+
+#: Compressed codecs :func:`speech_bytes` knows by name.
+CODEC_NAMES = frozenset({"mp3", "mpeg", "opus", "ogg", "aac", "m4a", "mp4", "webm"})

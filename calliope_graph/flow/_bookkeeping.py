@@ -13,6 +13,7 @@ from langgraph.errors import GraphInterrupt
 
 from calliope_graph._usage import ProviderCall
 from calliope_graph.engines._http import CallStats, call_stats
+from calliope_graph.flow._room import with_room
 from calliope_graph.flow.trace import NodeExecution, Trace
 from calliope_graph.media._store import UNWRITTEN
 
@@ -103,15 +104,16 @@ OnEvent = Callable[[FlowEvent], None]
 
 def node_work(ctx: RunContext, node: Node, inputs: dict[str, Any]) -> Work:
     """What running ``node`` on ``inputs`` is: ``node.run``, with media fetched first from
-    object storage when the run's store is remote (files missing on this machine)."""
+    object storage when the run's store is remote (files missing on this machine), once the
+    output folder has room for its answer (``flow/_room.py``: before anything is paid)."""
     store = ctx.store
     if not store.remote:
-        return lambda: node.run(ctx, **inputs)
+        return with_room(ctx, node, inputs, lambda: node.run(ctx, **inputs))
 
     async def run_localised() -> dict[str, Any]:
         return await node.run(ctx, **(await store.localise(inputs)))
 
-    return run_localised
+    return with_room(ctx, node, inputs, run_localised)
 
 
 #: The requests of a node that calls no provider: none (never tracked, so never written).

@@ -20,9 +20,11 @@ checkpoint (possible with ``async`` and ``exit`` durability) still resumes.
 **A full disk.** A journal commit that fails for want of space raises
 :class:`~calliope_graph.errors.DiskFullError` (the run stops, exit 4) instead of the warning
 other journal failures give, and no node starts after it: going on would only pay for more.
-First it frees the reserve the journal keeps beside itself (``journal.sqlite-reserve``,
-:data:`RESERVE` bytes written when it opens and there is room) and commits into that space,
-so the node's answer is usually kept all the same. Media a full disk kept from being
+First it frees a slice (:data:`SLICE`) of the reserve the journal keeps beside itself
+(``journal.sqlite-reserve``, :data:`RESERVE` bytes written when it opens and there is room)
+and commits into that space — another slice while that was too little — so the node's
+answer is usually kept all the same, and so is the answer of a node that finds the disk full
+at the same moment (it frees the next slice). Media a full disk kept from being
 written (``MediaStore.save_image``, ``save_audio``, ``save_video`` and ``download`` inside a
 provider node) are committed here with the outputs (table ``files``), and a resumed run
 writes them back before replaying the entry — the provider is not asked again. A download
@@ -37,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,6 +63,10 @@ JOURNAL_NAME = "journal.sqlite"
 RESERVE = 256 << 10
 #: The smallest reserve kept when there is no room for :data:`RESERVE` (a small disk).
 MIN_RESERVE = 64 << 10
+#: What one commit that finds the disk full frees of the reserve before it tries again (it
+#: frees another slice if that was not room enough): two nodes that find the disk full at
+#: the same moment each get room, where one reserve freed whole went to the first.
+SLICE = 64 << 10
 _INPUTS = "~inputs"
 
 log = logging.getLogger(__name__)
@@ -126,7 +133,7 @@ class JournalDB:
 
     def _make_reserve(self) -> None:
         """Keep :data:`RESERVE` bytes of the disk for the commits a full disk would refuse
-        (a paid node's outputs): :meth:`release_reserve` frees them for one more try."""
+        (a paid node's outputs): :meth:`release_slice` frees them a slice at a time."""
         with contextlib.suppress(OSError):
             if self._reserve.stat().st_size >= RESERVE:
                 return
@@ -141,13 +148,26 @@ class JournalDB:
                     self._reserve.unlink()
             size //= 2
 
-    def release_reserve(self) -> bool:
-        """Free the reserve (a commit failed for want of space); whether there was one."""
+    def release_slice(self) -> bool:
+        """Free one :data:`SLICE` of the reserve (a commit failed for want of space: it
+        tries again in that room, and a commit failing after it frees the next slice, so
+        nodes finding the disk full together each get room); whether there was one."""
         try:
-            self._reserve.unlink()
+            size = self._reserve.stat().st_size
+            if size > SLICE:
+                os.truncate(self._reserve, size - SLICE)
+            else:
+                self._reserve.unlink()
         except OSError:
             return False
         return True
+
+    def release_reserve(self) -> bool:
+        """Free the whole reserve; whether there was one."""
+        freed = False
+        while self.release_slice():
+            freed = True
+        return freed
 
     @classmethod
     def open(cls, path: Path) -> JournalDB | None:
@@ -353,20 +373,21 @@ class Journal:
         calls: Sequence[ProviderCall],
         files: Mapping[str, bytes] | None,
     ) -> str:
-        """Commit into the space of the freed reserve: everything, else downloads as the
-        URLs they came from (a few bytes each); what was kept, for the message ("" if none)."""
-        if not self.db.release_reserve():
-            return ""
-        with contextlib.suppress(Exception):
-            self._put(key, node, outputs, calls, files)
-            return " (kept in the journal's reserve)"
+        """Commit into the space the reserve frees, one slice more at each try: everything,
+        else downloads as the URLs they came from (a few bytes each, so a video of many MB
+        takes one slice); what was kept, for the message ("" if none)."""
         urls = {p: b for p, b in (files or {}).items() if getattr(b, "url", None)}
-        if not urls:
-            return ""
         rest = {p: b for p, b in (files or {}).items() if p not in urls}
-        with contextlib.suppress(Exception):
-            self._put(key, node, outputs, calls, rest, urls)
-            return " (kept in the journal: the provider's URL of the media, fetched on resume)"
+        while self.db.release_slice():
+            with contextlib.suppress(Exception):
+                self._put(key, node, outputs, calls, files)
+                return " (kept in the journal's reserve)"
+            if urls:
+                with contextlib.suppress(Exception):
+                    self._put(key, node, outputs, calls, rest, urls)
+                    return (
+                        " (kept in the journal: the provider's URL of the media, fetched on resume)"
+                    )
         return ""
 
     def _put(

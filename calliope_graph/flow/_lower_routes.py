@@ -43,6 +43,11 @@ def handler(
         context = runtime.context
         flow_rt = context if isinstance(context, FlowRuntime) else await built(context, factory)
         exc = error.error
+        if not isinstance(exc, BaseException):
+            # A resume whose checkpoint kept the failure only as its text (LangGraph stores a
+            # task's error so, and this handler's answer was never saved: the disk filled):
+            # its class is unknown, so the node runs again (what it paid for replays).
+            return Command(goto=name)
         classes = set(error_classes(exc))
         count = int(state.get(my_rewrites) or 0)
         for route in routes:
