@@ -1,7 +1,6 @@
 """What a compiled flow carries at run time, and the names of its state.
 
-Both the compiler (:mod:`calliope_graph.flow.compile`) and the runner
-(:mod:`calliope_graph.flow.run`) import this module; neither imports the other's internals.
+The compiler (``flow.compile``) and the runner (``flow.run``) import this; neither the other.
 
 - **State keys** are named in :mod:`calliope_graph.flow._names` (every key and generated
   node name of a compiled flow); the ones the runner reads are re-exported here.
@@ -211,9 +210,11 @@ class FlowRuntime:
         if plain and self.record and not store.remote:  # no provider: nothing to pay
             return await execute_plain(self, name, node, inputs, iteration)
         run, key = work or node_work(self.ctx, node, inputs), self._key(name)
+        journal, entry = self.journal, None
+        if node.model is not None and journal is not None and journal.syncing:
+            await journal.synced()  # earlier paid outputs on the disk before paying more
         if self._run.disk_full is not None:  # the journal found the disk full: pay no more
             self._stop_full(key, name, node, inputs, iteration)
-        journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
             saved = await journal.aget(entry, self.ctx) if entry is not None else None
@@ -277,9 +278,9 @@ class FlowRuntime:
     def _journal_put(
         self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
     ) -> None:
-        """Journal paid outputs; on a full disk no node starts after (:meth:`_stop_full`)."""
+        """Journal paid outputs (flushed later); a full disk: no node starts after."""
         try:
-            journal.put(entry, key, outputs, calls)
+            journal.put(entry, key, outputs, calls, flush=False)
         except DiskFullError as exc:
             log.warning("%s", exc)
             self._run.disk_full = exc

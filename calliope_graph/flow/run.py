@@ -368,6 +368,8 @@ class FlowRunner:
         pending: list[Interrupt] = []
         try:
             paused = await self._drive(runtime, state, thread, choices, values, pending)
+            if journal is not None:
+                await journal.synced()  # no run returns before its paid outputs are on disk
         except (KeyboardInterrupt, asyncio.CancelledError):
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()
