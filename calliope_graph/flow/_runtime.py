@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 # -- events and the runtime ------------------------------------------------------------------------
 #: Shortest time between two rewrites of trace.json during a run (seconds).
 SAVE_INTERVAL = 0.1
+SAVE_DELAY = 0.01  # the least a rewrite waits: never inside a finishing node (Throttled)
 
 
 @dataclass
@@ -528,11 +529,10 @@ class FlowRuntime:
             execution.provider = stats.providers[0]
 
     def _save_soon(self) -> None:
-        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds and the
-        first time SAVE_INTERVAL after the first node finished (nodes finishing together
-        share one write; the runner writes the final trace with :meth:`save_final`)."""
+        """Rewrite trace.json as nodes finish: at most every SAVE_INTERVAL, SAVE_DELAY after a
+        node at the earliest (finishing together: one write; the last: :meth:`save_final`)."""
         if self._run.saver is None:
-            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False)
+            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False, delay=SAVE_DELAY)
         self._run.saver.request()
 
     def save(self) -> None:
