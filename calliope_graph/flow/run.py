@@ -129,7 +129,7 @@ class FlowRunner:
         self.durability: Durability = options.get("durability", "async")
         self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
-        self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
+        self._static: dict[str, tuple[str | None, str | None, dict[str, Any], dict[str, Any]]] = {}
         self._out_ready = False
         self._resolved: Path | None = None
         self._serde_cache: Any = None
