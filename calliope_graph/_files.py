@@ -235,7 +235,9 @@ class Throttled:
     last write's duration), so a writer that gets slower as its content grows — a report
     of a long run — takes a bounded share of the run instead of a quadratic one.
     Call :meth:`flush` at the end (success, failure, interrupt): it cancels any pending
-    write and writes now.
+    write and writes now. ``delay``: a requested write waits at least this long, so it never
+    runs inside the caller (a node finishing: the run's next step would wait for it) but
+    on the loop a moment later, typically while the next node waits on its provider.
     """
 
     def __init__(
@@ -245,9 +247,11 @@ class Throttled:
         *,
         cost_factor: float = 4.0,
         first_now: bool = True,
+        delay: float = 0.0,
     ) -> None:
         self._write = write
         self.interval = interval
+        self.delay = delay
         self.cost_factor = cost_factor
         # first_now=False: the first request also waits an interval (a short run then
         # writes once, at its end, instead of once per early event and again at the end).
@@ -265,6 +269,7 @@ class Throttled:
         if self._pending is not None:
             return
         wait = self._last + max(self.interval, self.cost_factor * self._cost) - time.monotonic()
+        wait = max(wait, self.delay)
         if wait <= 0:
             self._run()
             return

@@ -313,3 +313,47 @@ def test_resuming_a_thread_that_never_ran_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="Cannot resume thread 'nope': it is not in"):
         _flow().invoke(None, out_dir=tmp_path, simulator=sim, thread_id="nope", resume=True)
     assert sim.count() == 0
+
+
+def test_paid_outputs_are_on_disk_before_the_next_paid_call_and_before_the_run_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's flush (fdatasync of its WAL) runs beside the next steps, not between
+    them: but no provider call starts while an earlier paid output is unflushed, and the run
+    returns only once the last one is flushed."""
+    import httpx
+
+    from calliope_graph.flow._journal import Journal, JournalDB
+    from calliope_graph.simulate import Simulator
+
+    async def instant(seconds: float) -> None:
+        return None
+
+    log: list[str] = []
+    put, sync = Journal.put, JournalDB.sync
+
+    def logged_put(self: Journal, key: str, node: str, *args: Any, **kwargs: Any) -> None:
+        log.append(f"commit {node}")
+        put(self, key, node, *args, **kwargs)
+
+    def logged_sync(self: JournalDB) -> None:
+        sync(self)
+        log.append("flushed")
+
+    def latency(provider: str, endpoint: str, request: httpx.Request) -> float:
+        log.append("call")
+        return 0.0
+
+    monkeypatch.setattr(Journal, "put", logged_put)
+    monkeypatch.setattr(JournalDB, "sync", logged_sync)
+    sim = Simulator(sleep=instant, latency=latency)
+    result = _flow().invoke({"topic": "owls"}, out_dir=tmp_path, simulator=sim)
+    log.append("returned")
+    assert result.outputs["story"]
+    assert log.count("call") == 4 and log.count("flushed") >= 4, log
+    for i, entry in enumerate(log):
+        if entry not in ("call", "returned"):
+            continue
+        commits = [j for j in range(i) if log[j].startswith("commit ")]
+        if commits:  # the last paid output committed before this point is flushed by now
+            assert "flushed" in log[commits[-1] : i], (i, log)

@@ -3,8 +3,8 @@
 LangGraph saves a finished task's writes to the checkpointer in the background (with every
 ``durability``), so a process killed in the milliseconds after a node returns loses that
 node's outputs and a resume runs — and pays for — it again. The journal closes that window:
-when a node that calls a provider returns, its outputs are committed here (SQLite, WAL,
-``synchronous=FULL``) *before* LangGraph sees them; a resumed run looks each provider node up
+when a node that calls a provider returns, its outputs are committed here (SQLite, WAL)
+*before* LangGraph sees them; a resumed run looks each provider node up
 before running it and, on a hit whose media files still exist, returns the journaled outputs
 without calling the provider.
 
@@ -12,7 +12,17 @@ An entry's key is the thread, the node, its iteration (rewrite loops) and a hash
 node's exact inputs as the checkpoint serializer encodes them — not LangGraph's task id,
 which changes when the checkpoint the task was planned from was itself lost in the kill.
 Values are encoded with the flow's allow-listed checkpoint serializer, so the journal
-restores exactly the types a checkpoint may. A fresh (non-resume) run on a thread forgets
+restores exactly the types a checkpoint may.
+
+**Two steps to the disk.** A commit is written to the journal's WAL before the node returns:
+from then on a *killed* process keeps it (the OS has the bytes). The WAL is then flushed to
+the disk (``fdatasync``, what ``synchronous=FULL`` does inside each commit) in a worker
+thread, so the flush overlaps the steps between nodes instead of standing between them; the
+run waits for it before its next provider call starts and before it ends (and ``close``
+waits for any still pending): no call is paid for while an earlier paid output could still
+be lost to a power cut, and a run never returns with one.
+
+A fresh (non-resume) run on a thread forgets
 that thread's entries; a run that completes deletes them (its checkpoint holds everything).
 A fresh run also journals its initial state, so a run killed before LangGraph saved its first
 checkpoint (possible with ``async`` and ``exit`` durability) still resumes.
@@ -35,6 +45,7 @@ again (a download is not a paid call); a URL that has expired by then runs the n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -117,13 +128,15 @@ class JournalDB:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._wal = path.with_name(path.name + "-wal")
         self._db: sqlite3.Connection | None = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk, not only handed to the OS, before the node returns.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL: a commit is handed to the OS (a killed process keeps it); :meth:`sync`
+            # puts it on the disk — what FULL would do inside the commit, on the loop.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except BaseException:
             self.close()
@@ -203,9 +216,23 @@ class JournalDB:
         """Run one statement; None once closed."""
         return None if self._db is None else self._db.execute(sql, args)
 
+    def sync(self) -> None:
+        """Flush the WAL to the disk (``fdatasync``): every commit made so far then survives
+        a power cut, not only a killed process. Safe from a worker thread (a file of its
+        own, not the connection); the WAL is a file SQLite takes no locks on."""
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed into the database and removed: synced then
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction, committed to disk (``synchronous=FULL``) before it returns."""
+        """One transaction, committed (a killed process keeps it) before it returns; on the
+        disk once :meth:`sync` has run."""
         if self._db is None:
             yield
             return
@@ -221,26 +248,21 @@ class JournalDB:
 
     @contextlib.contextmanager
     def unsynced(self) -> Iterator[None]:
-        """One transaction committed without waiting for the disk (WAL, ``synchronous=
-        NORMAL``): it survives a killed process, not a power cut. For bookkeeping whose loss
-        only costs a repeat (forgetting entries, a run's initial inputs), never for outputs
-        that were paid for."""
+        """One transaction that :meth:`sync` is never asked for: it survives a killed
+        process, not a power cut. For bookkeeping whose loss only costs a repeat (forgetting
+        entries, a run's initial inputs), never for outputs that were paid for."""
         if self._db is None:
             yield
             return
         db = self._db
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN")
         try:
-            db.execute("BEGIN")
-            try:
-                yield
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         if self._db is not None:
@@ -261,6 +283,8 @@ class Journal:
         self.replay = replay
         self._serde = serde
         self._owns_db = False
+        #: flushes of paid outputs' commits still running (see :meth:`synced`)
+        self._syncing: list[asyncio.Future[None]] = []
 
     @classmethod
     def open(cls, out_dir: Path, *, serde: Any, thread_id: str, resume: bool) -> Journal | None:
@@ -346,14 +370,22 @@ class Journal:
         outputs: Mapping[str, Any],
         calls: Sequence[ProviderCall] = (),
         files: Mapping[str, bytes] | None = None,
+        *,
+        flush: bool = True,
     ) -> None:
         """Commit ``outputs`` under ``key`` (before the node returns to LangGraph), with the
         requests that made them (and their cost) in the same transaction: a kill can keep
         both or neither, never outputs whose cost a resumed run would then not count.
         ``files``: media not written for want of space (path to bytes), kept with them.
+        ``flush``: put the commit on the disk before returning; else in a worker thread,
+        awaited by :meth:`synced` (inside a running event loop only).
         A full disk raises :class:`DiskFullError`; other failures only warn."""
         try:
             self._put(key, node, outputs, calls, files)
+            if flush:
+                self.db.sync()
+            else:
+                self._syncing.append(asyncio.ensure_future(asyncio.to_thread(self.db.sync)))
         except Exception as exc:  # never fail a node that has been paid for, but a full disk
             what = f"the outputs of node {node!r}"
             full = disk_full(exc, self.db.path.parent, needed=_size(outputs, files), what=what)
@@ -375,16 +407,19 @@ class Journal:
     ) -> str:
         """Commit into the space the reserve frees, one slice more at each try: everything,
         else downloads as the URLs they came from (a few bytes each, so a video of many MB
-        takes one slice); what was kept, for the message ("" if none)."""
+        takes one slice); what was kept, for the message ("" if none). On the disk (synced)
+        before it returns: the run stops here."""
         urls = {p: b for p, b in (files or {}).items() if getattr(b, "url", None)}
         rest = {p: b for p, b in (files or {}).items() if p not in urls}
         while self.db.release_slice():
             with contextlib.suppress(Exception):
                 self._put(key, node, outputs, calls, files)
+                self.db.sync()
                 return " (kept in the journal's reserve)"
             if urls:
                 with contextlib.suppress(Exception):
                     self._put(key, node, outputs, calls, rest, urls)
+                    self.db.sync()
                     return (
                         " (kept in the journal: the provider's URL of the media, fetched on resume)"
                     )
@@ -472,10 +507,37 @@ class Journal:
         for table in _TABLES:
             self.db.execute(f"DELETE FROM {table} WHERE thread = ?", (self.thread_id,))
 
+    @property
+    def syncing(self) -> bool:
+        """A paid output's commit is not on the disk yet (:meth:`synced` waits for it)."""
+        return bool(self._syncing)
+
+    async def synced(self) -> None:
+        """Wait until every paid output committed so far is on the disk (before a provider
+        call is paid for, before the run ends). A failed flush warns: the outputs are
+        committed (a killed process keeps them) but a power cut could lose them."""
+        while self._syncing:
+            pending, self._syncing = self._syncing, []
+            for outcome in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    log.warning("The output journal could not be flushed to disk (%s).", outcome)
+
     def close(self) -> None:
-        """End the run's use of the journal (closing its connection if it opened one)."""
+        """End the run's use of the journal (closing its connection if it opened one); a
+        flush still pending (a run stopped mid-way) is made here, on this thread."""
+        if self._syncing:
+            for pending in self._syncing:  # (their outcome is this flush's)
+                pending.add_done_callback(_ignore)
+            self._syncing = []
+            with contextlib.suppress(OSError):
+                self.db.sync()
         if self._owns_db:
             self.db.close()
+
+
+def _ignore(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _fetch(ctx: RunContext, path: Path, url: str, size: int) -> None:

@@ -287,7 +287,7 @@ def new_runtime(
     journal: Journal | None,
 ) -> FlowRuntime:
     """A run's trace, and the runtime its nodes record into (``runner``'s settings)."""
-    out = runner._resolved_out()
+    out, secrets = runner._resolved_out(), ctx.keys.secrets()
     trace = Trace(
         flow=runner.plan.spec.name,
         thread_id=thread,
@@ -295,9 +295,9 @@ def new_runtime(
         spec=runner.plan.spec,
         out_dir=str(out),
         simulated=ctx.simulated,
-        inputs=redact_tree(jsonable(inputs or {}, root=out), ctx.keys.secrets()),
+        inputs=redact_tree(jsonable(inputs or {}, root=out), secrets),
     )
-    return FlowRuntime(
+    runtime = FlowRuntime(
         ctx=ctx,
         trace=trace,
         on_event=on_event,
@@ -308,3 +308,5 @@ def new_runtime(
         static=runner._static,
         journal=journal,
     )
+    runtime._run.secrets = secrets  # the run's, computed once (redaction of every summary)
+    return runtime

@@ -1,7 +1,6 @@
 """What a compiled flow carries at run time, and the names of its state.
 
-Both the compiler (:mod:`calliope_graph.flow.compile`) and the runner
-(:mod:`calliope_graph.flow.run`) import this module; neither imports the other's internals.
+The compiler (``flow.compile``) and the runner (``flow.run``) import this; neither the other.
 
 - **State keys** are named in :mod:`calliope_graph.flow._names` (every key and generated
   node name of a compiled flow); the ones the runner reads are re-exported here.
@@ -36,12 +35,13 @@ from calliope_graph.flow._bookkeeping import (
     FlowEvent,
     OnEvent,
     execute_plain,
+    execution_template,
     node_work,
+    started,
     total_cost,
     track,
     twin,
     untrack,
-    unvalidated,
 )
 from calliope_graph.flow._names import (
     HALT_KEY,
@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 # -- events and the runtime ------------------------------------------------------------------------
 #: Shortest time between two rewrites of trace.json during a run (seconds).
 SAVE_INTERVAL = 0.1
+SAVE_DELAY = 0.01  # the least a rewrite waits: never inside a finishing node (Throttled)
 
 
 @dataclass
@@ -93,8 +94,7 @@ class _RunState:
     view_warned: bool = False  # a trace.json write failed and said so (once per run)
     disk_full: DiskFullError | None = None  # the journal found the disk full: no node starts
     telemetry: Any = None
-    """The run's OpenTelemetry recorder (calliope_graph/_telemetry.py): None until the
-    first event asks, False when telemetry is off."""
+    """The run's OpenTelemetry recorder: None until the first event asks, False if off."""
 
 
 @dataclass
@@ -110,7 +110,9 @@ class FlowRuntime:
     record: bool = True
     resumable: bool = False
     """A checkpointer is present: an unrouted failure pauses (resumable) instead of raising."""
-    static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = field(default_factory=dict)
+    static: dict[str, tuple[str | None, str | None, dict[str, Any], dict[str, Any]]] = field(
+        default_factory=dict
+    )
     """Per node: provider, model, summarised params (they do not change between runs)."""
     scope: str = ""
     """Where in the run this runtime records: ``""`` at the top, ``"illustrate/"`` inside a
@@ -145,9 +147,8 @@ class FlowRuntime:
         resumable: bool | None = None,
         folder: str | None = None,
     ) -> FlowRuntime:
-        """A view of this runtime for a subflow or a map item: the same client, keys, trace
-        and run state, recording under ``scope + prefix``; with ``folder``, its media go to
-        that sub-directory of the output (so items and subflows never overwrite each other)."""
+        """A view of this runtime for a subflow or a map item (the same client, keys, trace,
+        run state) recording under ``scope + prefix``; ``folder``: a sub-folder for its media."""
         # Shallow copies of the two dataclasses (what dataclasses.replace makes, at a tenth
         # of its cost: one per map item and subflow run)
         ctx = self.ctx
@@ -172,18 +173,20 @@ class FlowRuntime:
             found = self._run.semaphores[key] = asyncio.Semaphore(bound)
         return found
 
-    def _static(self, name: str, node: Node) -> tuple[str | None, str | None, dict[str, Any]]:
+    def _static(
+        self, name: str, node: Node
+    ) -> tuple[str | None, str | None, dict[str, Any], dict[str, Any]]:
+        """Provider, model, params and the execution template of node ``name``."""
         known = self.static.get(name)
         if known is None:
             config = None
             with contextlib.suppress(CalliopeError):
                 config = node.model_config_for(self.ctx) if node.model is not None else None
-            known = (
-                config.provider.value if config is not None else None,
-                config.slug if config is not None else None,
-                self._summary(node.params.model_dump(mode="json"), None),
-            )
-            self.static[name] = known
+            provider = config.provider.value if config is not None else None
+            model = config.slug if config is not None else None
+            params = self._summary(node.params.model_dump(mode="json"), None)
+            template = execution_template(node.kind, provider, model, params)
+            known = self.static[name] = (provider, model, params, template)
         return known
 
     # -- node executions --------------------------------------------------------------------
@@ -192,7 +195,7 @@ class FlowRuntime:
         """The map item the trace records (this scope's, else the enclosing map's)."""
         return self.item if self.item is not None else self.outer_item
 
-    def _key(self, name: str) -> str:
+    def _key(self, name: str) -> str:  # (inlined in execute_plain)
         return self.scope + name + (f"#{self.item}" if self.item is not None else "")
 
     async def execute(
@@ -211,9 +214,11 @@ class FlowRuntime:
         if plain and self.record and not store.remote:  # no provider: nothing to pay
             return await execute_plain(self, name, node, inputs, iteration)
         run, key = work or node_work(self.ctx, node, inputs), self._key(name)
+        journal, entry = self.journal, None
+        if node.model is not None and journal is not None and journal.syncing:
+            await journal.synced()  # earlier paid outputs on the disk before paying more
         if self._run.disk_full is not None:  # the journal found the disk full: pay no more
             self._stop_full(key, name, node, inputs, iteration)
-        journal, entry = self.journal, None
         if journal is not None and node.model is not None:  # only provider calls are paid
             entry = journal.key(key, iteration, inputs)
             saved = await journal.aget(entry, self.ctx) if entry is not None else None
@@ -277,9 +282,9 @@ class FlowRuntime:
     def _journal_put(
         self, journal: Journal, entry: str, key: str, outputs: dict[str, Any], calls: Any
     ) -> None:
-        """Journal paid outputs; on a full disk no node starts after (:meth:`_stop_full`)."""
+        """Journal paid outputs (flushed later); a full disk: no node starts after."""
         try:
-            journal.put(entry, key, outputs, calls)
+            journal.put(entry, key, outputs, calls, flush=False)
         except DiskFullError as exc:
             log.warning("%s", exc)
             self._run.disk_full = exc
@@ -320,40 +325,16 @@ class FlowRuntime:
         self, key: str, name: str, node: Node, inputs: dict[str, Any], iteration: int
     ) -> NodeExecution:
         """A new execution of ``name`` in the trace, announced (``started``)."""
-        previous = self._last.get(key)
+        last = self._run.last  # (not the properties: this runs once per node execution)
+        previous = last.get(key)
         if previous is not None and previous.status == "failed" and previous.branch is None:
             self._emit("retried", previous)  # LangGraph's RetryPolicy runs it again
-        provider, model, params = self._static(name, node)
-        root = self.trace.out_dir
-        execution = unvalidated(
-            node=self.scope + name,
-            kind=node.kind,
-            provider=provider,
-            model=model,
-            started_at=time.time(),
-            iteration=iteration,
-            item=self._item,
-            inputs=self._summary(inputs, root),
-            params=params,
-            ended_at=None,
-            status="running",
-            attempts=0,
-            retries=0,
-            retry_times=[],
-            calls={},
-            error_class=None,
-            error=None,
-            branch=None,
-            cache_hit=False,
-            resumed=False,
-            outputs={},
-            provider_calls=[],
-            cost_usd=0.0,
-            unbilled=False,
-            limit_wait=0.0,
-        )
+        template = self._static(name, node)[3]
+        item = self.item if self.item is not None else self.outer_item
+        inputs_summary = self._summary(inputs, self.trace.out_dir)
+        execution = started(template, self.scope + name, iteration, item, inputs_summary)
         self.trace.executions.append(execution)
-        self._last[key] = execution
+        last[key] = execution
         self._emit("started", execution)
         return execution
 
@@ -464,7 +445,7 @@ class FlowRuntime:
             None,
         )
         if done is None:  # the earlier run was killed before trace.json recorded it
-            provider, model, params = self._static(name, node)
+            provider, model, params, _ = self._static(name, node)
             now = time.time()
             root = self.trace.out_dir
             done = NodeExecution(
@@ -527,11 +508,10 @@ class FlowRuntime:
             execution.provider = stats.providers[0]
 
     def _save_soon(self) -> None:
-        """Rewrite trace.json as nodes finish, at most every SAVE_INTERVAL seconds and the
-        first time SAVE_INTERVAL after the first node finished (nodes finishing together
-        share one write; the runner writes the final trace with :meth:`save_final`)."""
+        """Rewrite trace.json as nodes finish: at most every SAVE_INTERVAL, SAVE_DELAY after a
+        node at the earliest (finishing together: one write; the last: :meth:`save_final`)."""
         if self._run.saver is None:
-            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False)
+            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False, delay=SAVE_DELAY)
         self._run.saver.request()
 
     def save(self) -> None:
@@ -571,8 +551,9 @@ class FlowRuntime:
         return self._redact(text.rstrip(": "))
 
     def _summary(self, value: Any, root: str | None) -> Any:
-        summary = jsonable(value, root=root)
-        secrets = self._secrets()
+        summary, secrets = jsonable(value, root=root), self._run.secrets
+        if secrets is None:
+            secrets = self._secrets()
         if not secrets:
             return summary
         return redact_tree(summary, secrets)

@@ -163,6 +163,7 @@ def _node_function(
         child = SubgraphRunner(node._plan(), cache, factory)
     targets = plan.switches.get(name, [])
     candidates = Candidates(plan, name) if name in plan.candidates else None
+    state_keys = {port.name: port_key(root, port.name) for port in node.output_ports}
 
     async def run(state: dict[str, Any]) -> Any:
         # get_runtime() rather than a ``runtime`` parameter: LangGraph's per-call parameter
@@ -197,7 +198,9 @@ def _node_function(
                     **({HALT_KEY: {name: None}} if halted else {}),
                 },
             )
-        update = {port_key(root, port): value for port, value in outputs.items()}
+        update = {}  # (a loop, not a comprehension or a call per port: once per node)
+        for port, value in outputs.items():
+            update[state_keys.get(port) or port_key(root, port)] = value
         if halted:
             update[HALT_KEY] = {name: None}
         return update

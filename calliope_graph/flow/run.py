@@ -129,7 +129,7 @@ class FlowRunner:
         self.durability: Durability = options.get("durability", "async")
         self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
-        self._static: dict[str, tuple[str | None, str | None, dict[str, Any]]] = {}
+        self._static: dict[str, tuple[str | None, str | None, dict[str, Any], dict[str, Any]]] = {}
         self._out_ready = False
         self._resolved: Path | None = None
         self._serde_cache: Any = None
@@ -368,6 +368,8 @@ class FlowRunner:
         pending: list[Interrupt] = []
         try:
             paused = await self._drive(runtime, state, thread, choices, values, pending)
+            if journal is not None:
+                await journal.synced()  # no run returns before its paid outputs are on disk
         except (KeyboardInterrupt, asyncio.CancelledError):
             runtime.interrupted()
             trace.status, trace.ended_at = "failed", time.time()

@@ -248,8 +248,12 @@ def jsonable(value: Any, *, root: str | Path | None = None) -> Any:
     vtype = type(value)
     if vtype is str:  # the common cases first: this runs twice per node execution
         return value if len(value) <= _TEXT_LIMIT else value[:_TEXT_LIMIT] + "…"
-    if vtype is dict:
-        return {str(k): jsonable(v, root=root) for k, v in value.items()}
+    if vtype is dict:  # short text values taken as they are: no call per value
+        summary: dict[str, Any] = {}
+        for k, v in value.items():
+            short = type(v) is str and len(v) <= _TEXT_LIMIT
+            summary[k if type(k) is str else str(k)] = v if short else jsonable(v, root=root)
+        return summary
     if value is None or vtype is bool or vtype is int or vtype is float:
         return value
     if isinstance(value, enum.Enum):

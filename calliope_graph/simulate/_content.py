@@ -9,7 +9,9 @@ import hashlib
 import io
 import random
 import re
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from PIL import Image as PILImage
 from PIL import ImageStat
@@ -23,6 +25,7 @@ __all__ = [
     "describe_text",
     "digest",
     "image_bytes",
+    "image_probe",
     "json_for_schema",
     "last_user_text",
     "prompt_nouns",
@@ -280,6 +283,15 @@ def _brightness(luma: float) -> str:
     return "bright"
 
 
+#: :func:`describe_image`'s answers by the digest of the image's bytes: the same picture is
+#: often described more than once (a request's check, then its answer; ``webcam_story``'s
+#: two analyses of one frame), and a description decodes the whole image and walks its
+#: pixels in Python (~10 ms of a 640x480 photo, on the event loop while a latency runs).
+_DESCRIBED: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+_DESCRIBED_MAX = 32
+_T = TypeVar("_T")
+
+
 def describe_image(data: bytes) -> dict[str, Any]:
     """What the image's pixels show: dominant colours, brightness, shape — nothing invented.
 
@@ -289,6 +301,43 @@ def describe_image(data: bytes) -> dict[str, Any]:
     simulator, so ``objects`` and ``faces`` are empty; ``text`` (OCR) is "simulated" when
     the image carries the simulator's own mark (found pixel by pixel), else "".
     """
+    info = _memo(_DESCRIBED, data, _describe)
+    # a copy: a caller may change the answer (its lists) without changing the next one's
+    return {k: list(v) if isinstance(v, list) else v for k, v in info.items()}
+
+
+def _memo(table: OrderedDict[bytes, _T], data: bytes, make: Callable[[bytes], _T]) -> _T:
+    """``make(data)``, kept in ``table`` by the digest of ``data`` (the last few only)."""
+    key = hashlib.blake2b(data, digest_size=16).digest()
+    if key in table:
+        table.move_to_end(key)
+        return table[key]
+    value = table[key] = make(data)
+    if len(table) > _DESCRIBED_MAX:
+        table.popitem(last=False)
+    return value
+
+
+_PROBED: OrderedDict[bytes, tuple[str, int, int] | None] = OrderedDict()
+
+
+def image_probe(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) of an image whose pixels decode whole, else None (a fake's
+    check of what it was sent; kept by digest, as :func:`describe_image`'s answers)."""
+    return _memo(_PROBED, data, _probe)
+
+
+def _probe(data: bytes) -> tuple[str, int, int] | None:
+    try:
+        with pil_open(io.BytesIO(data)) as im:
+            fmt = im.format or ""
+            im.load()
+            return fmt, im.size[0], im.size[1]
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _describe(data: bytes) -> dict[str, Any]:
     try:
         with pil_open(io.BytesIO(data)) as im:
             rgb = im.convert("RGB")

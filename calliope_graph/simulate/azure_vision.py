@@ -26,14 +26,12 @@ otherwise judge content); the other faults map to 429 with Retry-After, 500
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
 
 import httpx
 
-from calliope_graph.media import pil_open
 from calliope_graph.simulate._azure_shapes import (
     V3_MODEL,
     V4_MODEL,
@@ -44,7 +42,7 @@ from calliope_graph.simulate._azure_shapes import (
     _ratios,
     _read_blocks,
 )
-from calliope_graph.simulate._content import describe_image, digest
+from calliope_graph.simulate._content import describe_image, digest, image_probe
 from calliope_graph.simulate._core import (
     AuthCheck,
     Credential,
@@ -254,18 +252,15 @@ class AzureVisionFake(ProviderFake):
                     "Image size is not valid.",
                 )
             raise self._bad(v4, "InvalidImageSize", "Input image is too large.")
-        try:
-            with pil_open(io.BytesIO(data)) as im:
-                fmt = im.format or ""
-                im.load()
-                width, height = im.size
-        except (OSError, SyntaxError, ValueError):
+        probe = image_probe(data)
+        if probe is None:
             raise self._bad(
                 v4,
                 "InvalidImageFormat",
                 "Input data is not a valid image.",
                 "Image format is not valid.",
-            ) from None
+            )
+        fmt, width, height = probe
         if (v4 and fmt not in _V4_FORMATS) or (not v4 and fmt not in _V3_FORMATS):
             raise self._bad(
                 v4,
