@@ -11,11 +11,13 @@ this process have claimed on the same disk. It stops with the same
 :class:`~calliope_graph.errors.DiskFullError` (exit 4) a full disk gives, before anything
 is paid: nothing is lost, and the resume after freeing space runs the node once.
 
-The check costs one ``statvfs`` for a node whose answer is media, nothing for a text node.
+The check costs one ``statvfs`` (in a worker thread: LangGraph Server refuses blocking calls
+on its event loop) for a node whose answer is media, nothing for a text node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import Counter
@@ -63,7 +65,7 @@ def with_room(ctx: RunContext, node: Node, inputs: Mapping[str, Any], work: Work
         if needed <= 0:
             return await work()
         folder = ctx.store.root
-        found = free_space(folder)
+        found = await asyncio.to_thread(free_space, folder)  # off the loop (LangGraph Server)
         if found is None:
             return await work()
         disk, free = found
