@@ -277,6 +277,28 @@ async def test_four_concurrent_setups_of_an_empty_database_all_succeed(pg_url: s
         assert total == distinct > 0  # every migration applied exactly once
 
 
+async def test_workers_creating_the_trace_table_at_the_same_moment_all_succeed(
+    pg_server: str,
+) -> None:
+    """PostgreSQL's CREATE TABLE IF NOT EXISTS races with itself ("type calliope_trace
+    already exists" failed a DBOS worker starting beside another): creators take turns."""
+    from calliope_graph.flow._postgres_trace import _create_trace_table
+
+    for _ in range(4):  # fresh databases: the race is at the first creation
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"{pg_server}/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        conns = [
+            await psycopg.AsyncConnection.connect(f"{pg_server}/{name}", autocommit=True)
+            for _ in range(12)
+        ]
+        try:
+            await asyncio.gather(*(_create_trace_table(c) for c in conns))
+        finally:
+            for c in conns:
+                await c.close()
+
+
 async def test_two_resumes_of_one_thread_exactly_one_runs(pg_url: str, tmp_path: Path) -> None:
     flow = Flow.load("webcam_story")
     with pytest.raises(FlowRunError) as info:

@@ -18,7 +18,6 @@ __all__ = ["TRACE_TABLE"]
 #: The table of finished node executions, next to the checkpoints (PostgreSQL and SQLite).
 TRACE_TABLE = "calliope_trace"
 #: Attempts at creating the trace table when other processes create it at the same moment.
-_SETUP_ATTEMPTS = 3
 
 
 def _connection_error(shown: str, exc: BaseException, secrets: list[str]) -> ConfigurationError:
@@ -103,15 +102,14 @@ async def _thread_lock(conninfo: str, thread: str, store: str) -> AsyncIterator[
 
 
 async def _create_trace_table(conn: Any) -> None:
-    from psycopg import errors
-
-    for attempt in range(_SETUP_ATTEMPTS):
-        try:
-            await conn.execute(_PG_SCHEMA)
-            return
-        except (errors.UniqueViolation, errors.DuplicateTable):  # created meanwhile
-            if attempt == _SETUP_ATTEMPTS - 1:
-                raise
+    """Create the table once, whoever else starts at the same moment: PostgreSQL's
+    ``CREATE TABLE IF NOT EXISTS`` is not safe against itself (two sessions both find no
+    table, and the second fails on the row type: "type calliope_trace already exists"), so
+    creators take turns under a transaction-scoped advisory lock, as the batch's shared
+    tables do (``batch/_shared.py``)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("calliope-trace-setup",))
+        await conn.execute(_PG_SCHEMA)
 
 
 async def _holder(conn: Any, key: int) -> str:
