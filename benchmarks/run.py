@@ -5,8 +5,9 @@
 ``make bench`` runs this and writes ``benchmarks/results.json``. Every figure is a ratio
 against a baseline measured in the same run on the same machine, never an absolute time:
 
-- ``overhead``: a 10-node pass-through flow run N times through calliope-graph, through
-  the same hand-built LangGraph ``StateGraph``, and through plain ``await`` calls.
+- ``overhead``: a 10-node pass-through flow run 2N times through calliope-graph, through
+  the same hand-built LangGraph ``StateGraph``, and through plain ``await`` calls, in turn
+  run by run (``_interleaved``); the ratio of the median runs.
 - ``otel``: the same per-node benchmark with OpenTelemetry tracing on (no-op exporter)
   against off: ``otel_overhead_ratio`` (target <= 1.10).
 - ``webcam_story``: the shipped flow against the simulator with fixed latencies (Azure
@@ -101,17 +102,27 @@ async def plain_passthrough(value: str) -> str:
     return value
 
 
-async def _time(runs: int, fn: Any) -> float:
-    """Median of 5 batches, microseconds per node."""
-    batch = max(runs // 5, 1)
-    samples = []
-    for _ in range(5):
-        gc.collect()
-        start = time.perf_counter()
-        for _ in range(batch):
+async def _interleaved(
+    runs: int, sides: dict[str, Any], before: Any = None
+) -> dict[str, tuple[float, float]]:
+    """Each side's median wall time of one run and its total CPU time, the sides run in turn
+    run by run (``before(side)`` first: what the side sets up): a burst of load on a shared
+    machine lands on a few runs of each side alike, and the median of ``runs`` runs a side
+    leaves it out. (Batches of runs a side, then the other, put whole bursts on one side:
+    per-round ratios of 0.6–2.0 around a true ~1.07 here.) Wall in microseconds per node."""
+    walls: dict[str, list[float]] = {side: [] for side in sides}
+    cpu = dict.fromkeys(sides, 0.0)
+    for i in range(runs):
+        if i % 100 == 0:
+            gc.collect()
+        for side, fn in sides.items():
+            if before is not None:
+                before(side)
+            start, started_cpu = time.perf_counter(), time.process_time()
             await fn()
-        samples.append((time.perf_counter() - start) / batch / NODES * 1e6)
-    return statistics.median(samples)
+            walls[side].append(time.perf_counter() - start)
+            cpu[side] += time.process_time() - started_cpu
+    return {side: (statistics.median(walls[side]) / NODES * 1e6, cpu[side]) for side in sides}
 
 
 async def bench_overhead(runs: int) -> dict[str, float]:
@@ -129,44 +140,30 @@ async def bench_overhead(runs: int) -> dict[str, float]:
         async def via_asyncio() -> None:
             await plain_passthrough("x")
 
-        for fn in (via_calliope, via_langgraph, via_asyncio):  # warm up
+        sides = {"calliope": via_calliope, "langgraph": via_langgraph, "asyncio": via_asyncio}
+        for fn in sides.values():  # warm up
             for _ in range(20):
                 await fn()
-        # Alternated round by round (as bench_otel_overhead does), so that the machine's
-        # drift (other processes on a shared machine) hits both sides alike; the ratio is
-        # the median of the rounds' own ratios (a burst of load skews the rounds it hits,
-        # not the figure), as map_overhead and otel report theirs.
-        rounds: dict[Any, list[float]] = {via_calliope: [], via_langgraph: [], via_asyncio: []}
-        cpu: dict[Any, float] = dict.fromkeys(rounds, 0.0)
-        count = 10
-        for _ in range(count):
-            for fn, samples in rounds.items():
-                start = time.process_time()
-                samples.append(await _time(max(runs // count, 5), fn))
-                cpu[fn] += time.process_time() - start
-        calliope, langgraph, plain = (statistics.median(s) for s in rounds.values())
-        pairs = zip(rounds[via_calliope], rounds[via_langgraph], strict=True)
-        paired = statistics.median(ours / theirs for ours, theirs in pairs)
+        found = await _interleaved(2 * runs, sides)
+    (calliope, ours_cpu), (langgraph, their_cpu) = found["calliope"], found["langgraph"]
     return {
-        "runs": runs,
+        "runs": 2 * runs,
         "nodes": NODES,
         "calliope_us_per_node": round(calliope, 2),
         "langgraph_us_per_node": round(langgraph, 2),
-        "asyncio_us_per_node": round(plain, 2),
-        "ratio_vs_langgraph": round(paired, 3),
+        "asyncio_us_per_node": round(found["asyncio"][0], 2),
+        "ratio_vs_langgraph": round(calliope / langgraph, 3),
         # CPU time of the same runs: what a shared machine's load does not distort
-        "cpu_ratio_vs_langgraph": round(cpu[via_calliope] / cpu[via_langgraph], 3),
+        "cpu_ratio_vs_langgraph": round(ours_cpu / their_cpu, 3),
     }
 
 
 async def bench_otel_overhead(runs: int) -> dict[str, float]:
     """The per-node benchmark with OpenTelemetry tracing on (the SDK with a batching
     no-op exporter, as an application that configured its own TracerProvider) against
-    off (``OTEL_SDK_DISABLED=true``: the path a run without telemetry takes), alternated
-    round by round so the machine's drift hits both alike: the ratio is what tracing every
-    node costs — the median of the rounds' ratios, each round's two halves measured back to
-    back (on a shared machine a burst of load lands on both halves of one round, not on one
-    side of the whole comparison). Its CPU time beside it, the exporter's thread included."""
+    off (``OTEL_SDK_DISABLED=true``: the path a run without telemetry takes), run by run in
+    turn (:func:`_interleaved`): the ratio is what tracing every node costs. Its CPU time
+    beside it, the exporter's thread included."""
     import os
 
     from opentelemetry import trace
@@ -188,15 +185,17 @@ async def bench_otel_overhead(runs: int) -> dict[str, float]:
             self.count += len(spans)
             return SpanExportResult.SUCCESS
 
+    def switch(side: str) -> None:
+        if side == "off":
+            os.environ["OTEL_SDK_DISABLED"] = "true"
+        else:
+            os.environ.pop("OTEL_SDK_DISABLED", None)
+
     flow = passthrough_flow()
     exporter = Counting()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    offs: list[float] = []
-    ons: list[float] = []
-    cpu = {"off": 0.0, "on": 0.0}
-    rounds = 10
     with tempfile.TemporaryDirectory() as tmp:
         runner = flow.runner(out_dir=Path(tmp), checkpointer=False, trace_file=False)
 
@@ -205,27 +204,19 @@ async def bench_otel_overhead(runs: int) -> dict[str, float]:
 
         for _ in range(20):
             await via_calliope()
-        for _ in range(rounds):
-            for side, samples in (("off", offs), ("on", ons)):
-                if side == "off":
-                    os.environ["OTEL_SDK_DISABLED"] = "true"
-                else:
-                    del os.environ["OTEL_SDK_DISABLED"]
-                start = time.process_time()
-                samples.append(await _time(max(runs // rounds, 5), via_calliope))
-                cpu[side] += time.process_time() - start
+        found = await _interleaved(2 * runs, {"off": via_calliope, "on": via_calliope}, switch)
+        switch("on")
     provider.force_flush()
     spans = exporter.count
     provider.shutdown()
-    off, on = statistics.median(offs), statistics.median(ons)
-    paired = statistics.median(b / a for a, b in zip(offs, ons, strict=True))
+    (off, off_cpu), (on, on_cpu) = found["off"], found["on"]
     return {
-        "runs": runs,
+        "runs": 2 * runs,
         "off_us_per_node": round(off, 2),
         "on_us_per_node": round(on, 2),
         "spans_exported": spans,
-        "otel_overhead_ratio": round(paired, 3),
-        "otel_cpu_ratio": round(cpu["on"] / cpu["off"], 3),
+        "otel_overhead_ratio": round(on / off, 3),
+        "otel_cpu_ratio": round(on_cpu / off_cpu, 3),
     }
 
 
