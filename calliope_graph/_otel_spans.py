@@ -14,9 +14,9 @@ processors see it start). Its children are made one of two ways:
   ~35–45 µs (the sampler asked again, attribute cleaning under a lock, a copy at the end),
   about a tenth of a LangGraph node, where the span written here costs ~4 µs
   (``make bench``: ``otel_overhead_ratio``).
-- **Through the API** (:class:`_Api`) otherwise — another SDK's tracer, a vendor's, a sampler
-  of its own, a run not sampled: ``start_span`` under the parent's context, as any
-  instrumentation does.
+- **Through the API** (:class:`SpanMaker` itself) otherwise — another SDK's tracer, a
+  vendor's, a sampler of its own, a run not sampled: ``start_span`` under the parent's
+  context, as any instrumentation does.
 
 Both give the recorder the same :class:`opentelemetry.trace.Span` interface.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -40,32 +40,10 @@ __all__ = ["SpanMaker", "span_maker"]
 _UNSET = Status(StatusCode.UNSET)
 
 
-class SpanMaker(Protocol):
+class SpanMaker:
     """Starts the spans of one run: its own (``root``), its node executions' and provider
-    requests' (``start``)."""
+    requests' (``start``) — here through the tracer's API; :class:`_Writer` writes them."""
 
-    def root(
-        self,
-        name: str,
-        *,
-        context: Context | None,
-        links: Sequence[Link],
-        start_time: int | None,
-        attributes: dict[str, Any],
-    ) -> Span: ...
-
-    def start(
-        self,
-        name: str,
-        parent: Span,
-        *,
-        start_time: int | None,
-        attributes: dict[str, Any],
-        kind: SpanKind = SpanKind.INTERNAL,
-    ) -> Span: ...
-
-
-class _Api:
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
@@ -100,7 +78,7 @@ class _Api:
         )
 
 
-class _Writer(_Api):
+class _Writer(SpanMaker):
     def __init__(self, tracer: SdkTracer) -> None:
         super().__init__(tracer)
         self.sampler = tracer.sampler
@@ -277,6 +255,6 @@ def span_maker(tracer: trace.Tracer) -> SpanMaker:
     if isinstance(tracer, SdkTracer) and _follows_parent(tracer):
         maker = _Writer(tracer)
     else:
-        maker = _Api(tracer)
+        maker = SpanMaker(tracer)
     _makers[id(tracer)] = (tracer, maker)
     return maker

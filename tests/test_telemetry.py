@@ -619,7 +619,7 @@ async def test_node_spans_written_directly_equal_those_the_sdk_tracer_makes(
     written = otel.finished()
     otel.spans.clear()
     sim.add_fault(kind="rate_limit", provider="stability", retry_after=0.5, first_n=1)
-    monkeypatch.setattr(_otel, "span_maker", lambda tracer: _otel_spans._Api(tracer))
+    monkeypatch.setattr(_otel, "span_maker", lambda tracer: _otel_spans.SpanMaker(tracer))
     ctx = make_ctx(sim.transport(), sim.keys(), clock, tmp_path / "api")
     runner = Flow.load("storyboard").runner(out_dir=tmp_path / "api", ctx=ctx)
     await runner.ainvoke({"premise": "a fox"})

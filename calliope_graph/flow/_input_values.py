@@ -23,7 +23,7 @@ from calliope_graph.media import Audio, Image, Video
 if TYPE_CHECKING:
     from calliope_graph.flow.spec import InputSpec
 
-__all__ = ["check_value", "expected_shape"]
+__all__ = ["check_value", "expected_shape", "json_kind"]
 
 _ITEMS: dict[str, tuple[str, str, str]] = {
     # item type: (its name in "a list of ...", one JSON example, what each item is)
@@ -65,7 +65,8 @@ def _fix(name: str, declared: InputSpec) -> str:
     )
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: "a list", "an object", ..."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
@@ -103,12 +104,12 @@ def check_value(name: str, declared: InputSpec, value: Any) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigurationError(
-                f"Input {name!r} must be {shape}, not {_kind(value)}. {_fix(name, declared)}"
+                f"Input {name!r} must be {shape}, not {json_kind(value)}. {_fix(name, declared)}"
             )
         return dict(value)
     if not isinstance(value, list | tuple):
         raise ConfigurationError(
-            f"Input {name!r} must be {shape}, not {_kind(value)}. {_fix(name, declared)}"
+            f"Input {name!r} must be {shape}, not {json_kind(value)}. {_fix(name, declared)}"
         )
     return [_item(name, declared, index, item) for index, item in enumerate(value)]
 
@@ -128,6 +129,6 @@ def _item(name: str, declared: InputSpec, index: int, item: Any) -> Any:
         return dict(item) if isinstance(item, Mapping) else item
     raise ConfigurationError(
         f"Input {name!r} must be {expected_shape(declared)}: its item {index} (from 0) is "
-        f"{_kind(item)}, "
+        f"{json_kind(item)}, "
         f"but each item is {_ITEMS[kind][2]}. {_fix(name, declared)}"
     )

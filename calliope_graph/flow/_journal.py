@@ -229,28 +229,19 @@ class JournalDB:
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One transaction, committed (a killed process keeps it) before it returns; on the
-        disk once :meth:`sync` has run."""
-        if self._db is None:
-            yield
-            return
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """The transaction of a paid node's outputs: committed (a killed process keeps it)
+        before it returns, on the disk once :meth:`sync` has run (its caller asks)."""
+        return self._commit()
+
+    def unsynced(self) -> contextlib.AbstractContextManager[None]:
+        """The transaction of bookkeeping whose loss only costs a repeat (forgetting entries,
+        a run's initial inputs): committed as :meth:`transaction`'s, never synced. (Two
+        names for one commit: each kind of write is patched apart in the full-disk tests.)"""
+        return self._commit()
 
     @contextlib.contextmanager
-    def unsynced(self) -> Iterator[None]:
-        """One transaction that :meth:`sync` is never asked for: it survives a killed
-        process, not a power cut. For bookkeeping whose loss only costs a repeat (forgetting
-        entries, a run's initial inputs), never for outputs that were paid for."""
+    def _commit(self) -> Iterator[None]:
         if self._db is None:
             yield
             return
@@ -471,7 +462,7 @@ class Journal:
     def start(self, state: Mapping[str, Any]) -> None:
         """A fresh run: forget the thread's entries and commit its initial state (a run
         killed before LangGraph saved its first checkpoint then resumes from these inputs,
-        its journaled nodes replaying) — one transaction, not waited on (see
+        its journaled nodes replaying) — one transaction, never synced to the disk (see
         :meth:`JournalDB.unsynced`)."""
         try:
             with self.db.unsynced():

@@ -15,6 +15,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from calliope_graph.errors import ConfigurationError, MediaError
+from calliope_graph.flow._input_values import json_kind
 from calliope_graph.flow.spec import InputSpec
 from calliope_graph.flow.validate import Plan
 from calliope_graph.nodes import PortType
@@ -102,20 +103,6 @@ _JSON_TYPES: dict[str, tuple[tuple[type, ...] | None, str]] = {
 }
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _list_items(name: str, flow: str, declared: InputSpec, given: list[Any]) -> None:
     """Each item of list input ``name`` has its item type's JSON type (not converted)."""
     accepted, expected = _JSON_TYPES[declared.element]
@@ -124,7 +111,7 @@ def _list_items(name: str, flow: str, declared: InputSpec, given: list[Any]) -> 
             continue
         message = (
             f"Input {name!r} of flow {flow!r} must be {declared.shape}: its item {index} (from "
-            f"0) is {_json_type(item)}, but each item must be {expected}; inputs are not "
+            f"0) is {json_kind(item)}, but each item must be {expected}; inputs are not "
             "converted: send it with the type the flow's input schema gives."
         )
         raise (MediaError if declared.element in MEDIA_TYPES else ConfigurationError)(message)
@@ -158,7 +145,7 @@ def check_input(plan: Plan, value: Any) -> Any:
             continue
         error = MediaError if spec.inputs[name].type in ("image", "audio", "video") else None
         message = (
-            f"Input {name!r} of flow {spec.name!r} must be {expected}, not {_json_type(given)}; "
+            f"Input {name!r} of flow {spec.name!r} must be {expected}, not {json_kind(given)}; "
             "inputs are not converted: send it with the type the flow's input schema gives."
         )
         raise (error or ConfigurationError)(message)
