@@ -74,7 +74,11 @@ class Frame(Node):
         frame = StoryFrame(
             text=str(inputs["text"]), image=inputs.get("image"), video=inputs.get("video")
         )
+        # Not fsynced (calliope_graph._files: only what was paid for waits on the disk): the
+        # frame is also in the run's checkpoint, and making it again costs nothing.
         await ctx.store.awrite_bytes(
-            self.params.output_name, json.dumps(frame.model_dump(mode="json"), indent=2).encode()
+            self.params.output_name,
+            json.dumps(frame.model_dump(mode="json"), indent=2).encode(),
+            durable=False,
         )
         return {"frame": frame}

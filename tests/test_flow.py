@@ -16,6 +16,7 @@ from calliope_graph.flow import Flow, FlowEvent, FlowResult, Trace, load_spec
 from calliope_graph.nodes import (
     AnalyzeImage,
     CensorText,
+    Frame,
     MergeAnalyses,
     Passthrough,
     PromptTemplate,
@@ -230,6 +231,79 @@ async def test_a_routed_node_nothing_reads_ends_the_run_without_a_join(
     assert result.outputs["image"].path.endswith("image.png")  # OpenAI stood in, and ended it
     assert [e.node for e in result.trace.executions if e.status == "ok"] == ["fallback_image"]
     assert sim.count("openai") == 1
+
+
+def framed(route: str) -> Flow:
+    """A story, its picture (``route``: ``fallback``, ``continue`` or ``strict``: a fallback
+    for content-policy refusals only) and a frame of both: the frame reads the story too,
+    but the story is done before the picture starts, so the frame waits on the picture."""
+    flow = Flow("framed")
+    text = flow.input("text", "text")
+    story = flow.add("story", TextToText("openai-gpt-6-luna"), {"text": text})
+    image = flow.add("image", TextToImage("stability-core"), {"prompt": story["text"]})
+    if route == "continue":
+        flow.continue_on(image)
+    else:
+        other = flow.add("other_image", TextToImage("openai-gpt-image-2"), {"prompt": text})
+        flow.fallback(image, to=other, when=["content_policy"] if route == "strict" else ["any"])
+    frame = flow.add("frame", Frame(), {"text": story["text"], "image": image["image"]})
+    flow.output("frame", frame["frame"])
+    return flow
+
+
+def test_a_routed_node_its_consumers_wait_on_alone_has_no_join() -> None:
+    """A join is a superstep on every run: the picture's paths (its success, its fallback, a
+    ``continue``) go straight to the frame. The webcam story's merge reads two analyses that
+    run side by side, so they keep their joins."""
+    for route in ("fallback", "continue", "strict"):
+        assert not [n for n in framed(route).compile().nodes if n.endswith("__done")]
+    webcam = Flow.load("webcam_story").compile().nodes
+    assert "illustration__done" not in webcam and "llm_analysis__done" in webcam
+
+
+async def test_the_frame_gets_the_fallback_picture_without_a_join(tmp_path: Path) -> None:
+    events: list[tuple[str, str]] = []
+    result = await run(
+        framed("fallback"),
+        {"text": "a lighthouse"},
+        tmp_path,
+        sim("server_error@stability:first_n=99"),
+        on_event=lambda e: events.append((e.kind, e.node)),
+    )
+    done = [(e.node, e.status) for e in result.trace.executions]
+    assert done == [
+        ("story", "ok"), ("image", "fallback"), ("other_image", "ok"), ("frame", "ok")
+    ]  # fmt: skip
+    frame = result.outputs["frame"]
+    assert frame.image is not None and Path(frame.image.path).is_file()
+    assert events.index(("started", "frame")) > events.index(("finished", "other_image"))
+
+
+async def test_the_frame_goes_on_without_a_picture_that_continued(tmp_path: Path) -> None:
+    result = await run(
+        framed("continue"), {"text": "a lighthouse"}, tmp_path, sim("auth@stability")
+    )
+    assert [(e.node, e.status) for e in result.trace.executions] == [
+        ("story", "ok"), ("image", "skipped"), ("frame", "ok")
+    ]  # fmt: skip
+    assert result.outputs["frame"].image is None and result.outputs["frame"].text
+
+
+async def test_a_joinless_node_that_stops_resumes_into_its_consumer(tmp_path: Path) -> None:
+    """No route takes the failure: the run stops at the picture (the frame does not run
+    without it), and the resumed run draws it, then frames it, paying nothing twice."""
+    flow = framed("strict")
+    with pytest.raises(FlowRunError) as info:
+        await run(flow, {"text": "a lighthouse"}, tmp_path, sim("auth@stability"))
+    assert info.value.node == "image"
+    assert not (tmp_path / "frame.json").exists()
+    up = sim()
+    result = await flow.ainvoke(
+        None, out_dir=tmp_path, simulator=up, thread_id=info.value.thread_id, resume=True
+    )
+    assert result.outputs["frame"].image is not None
+    assert up.count("openai") == 0 and up.count("stability") == 1  # the story was kept
+    assert (tmp_path / "frame.json").is_file()
 
 
 # -- running ---------------------------------------------------------------------------------------

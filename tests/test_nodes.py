@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,14 @@ async def test_helpers_and_frame(ctx: RunContext, photo: Image) -> None:
     frame = (await Frame().run(ctx, text="The end.", image=photo))["frame"]
     written = json.loads(ctx.store.path_for("frame.json").read_text())
     assert frame.text == written["text"] == "The end."
+
+
+async def test_a_frame_does_not_wait_on_the_disk(
+    ctx: RunContext, photo: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame costs nothing to make again (its text and picture are in the checkpoint):
+    written atomically, not fsynced — only what was paid for waits on the disk."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    await Frame().run(ctx, text="The end.", image=photo)
+    assert ctx.store.path_for("frame.json").is_file() and synced == []

@@ -326,3 +326,40 @@ async def test_nothing_rewrites_the_trace_after_the_run_returned(
     await flow.ainvoke({"text": "x"}, out_dir=tmp_path, simulator=Simulator())
     assert throttles and not any(t.pending for t in throttles)
     assert Trace.load(tmp_path / "trace.json").status == "ok"
+
+
+async def test_trace_rows_beside_the_checkpoints_wait_until_after_the_finishing_node() -> None:
+    """The row of a finished node is written a moment later (``DRAIN_DELAY``), not in the
+    node's own step, where LangGraph's next step would wait for the commit; rows finished
+    meanwhile share one write, and closing the log writes what is still pending at once."""
+    from calliope_graph.flow._checkpoints import TraceLog
+    from calliope_graph.flow.trace import NodeExecution
+
+    writes: list[list[int]] = []
+    written = asyncio.Event()
+
+    class Backend:
+        async def put(self, thread: str, rows: list[Any], *, clear: bool = False) -> None:
+            writes.append([n for _, n, _ in rows])
+            written.set()
+
+        async def load(self, thread: str) -> list[Any]:
+            return []
+
+        async def delete(self, thread: str) -> None:
+            return None
+
+    def done(node: str) -> NodeExecution:
+        return NodeExecution(node=node, kind="text_to_text", started_at=0.0, status="ok")
+
+    log = TraceLog(Backend(), "thread-1")
+    log.record(done("a"))
+    for _ in range(3):  # the loop turns (LangGraph's next step): nothing written yet
+        await asyncio.sleep(0)
+    assert writes == []
+    log.record(done("b"))
+    await asyncio.wait_for(written.wait(), 10)
+    assert writes == [[1, 2]]
+    log.record(done("c"))
+    await log.aclose()
+    assert writes == [[1, 2], [3]]

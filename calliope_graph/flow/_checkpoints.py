@@ -341,6 +341,10 @@ class _Backend(Protocol):
     async def delete(self, thread: str) -> None: ...
 
 
+#: How long a finished execution waits before its row is written (see TraceLog._kick).
+DRAIN_DELAY = 0.01
+
+
 class TraceLog:
     """The trace of one thread, kept next to its checkpoints as the run goes.
 
@@ -361,6 +365,7 @@ class TraceLog:
         self._next = 1
         self._pending: dict[int, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._warned = False
 
     def header(self, trace: Trace) -> None:
@@ -411,6 +416,14 @@ class TraceLog:
         return inputs, executions
 
     def _kick(self) -> None:
+        """Write what is pending ``DRAIN_DELAY`` from now: not inside the node that just
+        finished (LangGraph's next step would wait for the commit) but a moment later,
+        typically while the next node waits on its provider; rows in between share it."""
+        if self._timer is None and (self._task is None or self._task.done()):
+            self._timer = asyncio.get_running_loop().call_later(DRAIN_DELAY, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
@@ -436,6 +449,9 @@ class TraceLog:
                     )
 
     async def aclose(self) -> None:
+        if self._timer is not None:  # written now, below
+            self._timer.cancel()
+            self._timer = None
         task = self._task
         if task is not None:
             with contextlib.suppress(Exception):

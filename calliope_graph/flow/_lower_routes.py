@@ -3,18 +3,18 @@
 Every node gets an ``error_handler`` (:func:`handler`): after the node's ``RetryPolicy`` and
 ``timeout`` have had their say, it matches the failure's error classes against the node's
 ``on_error`` routes in order and returns a ``Command(goto=...)`` — to the fallback, to the
-rewriter (the attempt count in state), or to the node's join (``continue``). A failure no
+rewriter (the attempt count in state), or to the node's join (``continue``; a node without
+one: straight to where its paths go, ``paths``). A failure no
 route takes pauses the node (resumable) with a checkpointer, else raises. Routes are
 declared as ``destinations`` (:func:`destinations`) so ``compiled.get_graph()`` draws them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from langgraph.errors import NodeError
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
@@ -32,11 +32,13 @@ __all__ = ["RESUME", "destinations", "handler"]
 
 
 def handler(
-    plan: Plan, name: str, factory: RuntimeFactory, alone: frozenset[str] = frozenset()
+    plan: Plan, name: str, factory: RuntimeFactory, paths: Mapping[str, list[str]] | None = None
 ) -> Callable[..., Any]:
+    """``name``'s error handler. ``paths``: routed nodes without a join node → where their
+    paths go instead (END, or the consumers that wait on them alone)."""
     routes: list[ErrorRoute] = list(plan.spec.nodes[name].on_error)
     gather = Gather(plan, name)
-    join = END if plan.root(name) in alone else done_name(plan.root(name))
+    join = _join(plan, name, paths)
     my_rewrites = rewrites_key(name)
 
     async def handle(state: dict[str, Any], error: NodeError, runtime: Runtime[FlowRuntime]) -> Any:
@@ -99,25 +101,35 @@ def handler(
 RESUME = {"resume": "resume the thread (Command(resume=True)) to run the node again"}
 
 
+def _join(plan: Plan, name: str, paths: Mapping[str, list[str]] | None) -> str | list[str]:
+    """Where ``name``'s ``continue`` goes: its root's join node, or its root's paths."""
+    root = plan.root(name)
+    targets = (paths or {}).get(root)
+    if not targets:
+        return done_name(root)
+    return targets[0] if len(targets) == 1 else list(targets)
+
+
 def destinations(
-    plan: Plan, name: str, edges: list[Edge], alone: frozenset[str] = frozenset()
+    plan: Plan, name: str, edges: list[Edge], paths: Mapping[str, list[str]] | None = None
 ) -> dict[str, str]:
     """Where ``name`` may route with ``Command(goto=...)``, labelled as the spec's edges are
     (so ``compiled.get_graph()`` draws them like our own drawings)."""
     out: dict[str, str] = {}
-    join = END if plan.root(name) in alone else done_name(plan.root(name))
+    join = _join(plan, name, paths)
+    joins = [join] if isinstance(join, str) else join
     for edge in edges:
         if edge.source != name:
             continue
         if edge.kind in ("fallback", "rewrite") and edge.target is not None:
             out[edge.target] = edge.label
         elif edge.kind == "continue":
-            out[join] = edge.label
+            out.update(dict.fromkeys(joins, edge.label))
         elif edge.kind == "rewrite_back" and edge.target is not None:
             out[edge.target] = "retry"
         elif edge.kind == "switch" and edge.target is not None:
             out[edge.target] = edge.label
             out[done_name(edge.target)] = f"not {edge.target}"
-    if plan.has_routes(name) and join not in out and name == plan.root(name):
-        out[join] = "ok"
+    if plan.has_routes(name) and name == plan.root(name):
+        out.update({target: "ok" for target in joins if target not in out})
     return out

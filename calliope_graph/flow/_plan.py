@@ -21,7 +21,16 @@ from calliope_graph.nodes import Node, Port
 if TYPE_CHECKING:
     from calliope_graph.flow._types import ValueType
 
-__all__ = ["Plan", "ending_alone", "feeds", "item_members", "item_name", "item_name_of"]
+__all__ = [
+    "Plan",
+    "ending_alone",
+    "feeding",
+    "feeding_alone",
+    "feeds",
+    "item_members",
+    "item_name",
+    "item_name_of",
+]
 
 
 @dataclass
@@ -135,6 +144,72 @@ def item_name_of(plan: Plan, name: str) -> str | None:
 
 def feeds(edge: Edge, target: str) -> bool:
     return edge.kind in ("data", "map") and edge.target == target and edge.source != INPUTS
+
+
+def feeding(plan: Plan, edges: list[Edge], name: str) -> set[str]:
+    """The nodes ``name`` waits on: its sources by data or map edges, and a switch also
+    those of the branches it may choose (so the chosen one can start at once)."""
+    out = {e.source for e in edges if feeds(e, name) and e.source in plan.nodes}
+    for target in plan.switches.get(name, []):
+        out |= {e.source for e in edges if feeds(e, target) and e.source in plan.nodes}
+    out.discard(name)
+    return out
+
+
+def feeding_alone(plan: Plan, edges: list[Edge], elsewhere: set[str]) -> dict[str, list[str]]:
+    """Routed nodes that need no join node because their consumers wait on them alone →
+    those consumers: every path out of the node (its success, a ``continue``, a fallback)
+    goes straight to them, so the join's superstep is saved.
+
+    A consumer waits on it alone when everything else it reads comes from the node's own
+    ancestors (done before the node started: a frame reading the story and the story's
+    illustration waits for the illustration only). As for :func:`ending_alone`: the node
+    and its fallbacks run in the top graph, no switch chooses it, it is not mapped, its
+    fallbacks have no routes of their own and nobody reads them; its consumers also run in
+    the top graph (``elsewhere``: in a lane, a map item or lowered by a construct) and are
+    not switches.
+    """
+    fallbacks: dict[str, list[str]] = {}
+    for fallback in plan.stands_in:
+        fallbacks.setdefault(plan.root(fallback), []).append(fallback)
+    waits = {n: feeding(plan, edges, n) for n in plan.order if n not in plan.routed}
+    consumers: dict[str, list[str]] = {}
+    for name, sources in waits.items():
+        for source in sources:
+            consumers.setdefault(source, []).append(name)
+    out: dict[str, list[str]] = {}
+    for name in plan.order:
+        if not plan.spec.nodes[name].on_error or name != plan.root(name):
+            continue
+        group = [name, *fallbacks.get(name, [])]
+        mine = consumers.get(name, [])
+        if (
+            not mine
+            or name in plan.switched
+            or name in plan.item_types
+            or any(n in elsewhere or n in plan.rewrites_for for n in group)
+            or any(plan.spec.nodes[n].on_error or n in consumers for n in group[1:])
+        ):
+            continue
+        before = _ancestors(waits, name)
+        if all(
+            c not in elsewhere and c not in plan.switches and waits[c] - {name} <= before
+            for c in mine
+        ):
+            out[name] = mine
+    return out
+
+
+def _ancestors(waits: dict[str, set[str]], name: str) -> set[str]:
+    """Every node ``name`` waits on, directly or through the nodes it waits on."""
+    seen: set[str] = set()
+    todo = list(waits.get(name, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(waits.get(node, ()))
+    return seen
 
 
 def ending_alone(plan: Plan, edges: list[Edge], elsewhere: set[str]) -> frozenset[str]:

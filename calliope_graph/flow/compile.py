@@ -10,7 +10,8 @@
 - **Constructs** lower themselves (``flow/_lower_*.py``, registered in
   :mod:`calliope_graph.flow.construct`): error routes are ``error_handler``\\ s returning
   ``Command(goto=...)`` with a ``<node>__done`` join (:mod:`~calliope_graph.flow._lower_routes`;
-  a routed node nothing waits on gets none: :func:`~calliope_graph.flow._plan.ending_alone`),
+  a routed node nothing waits on gets none: :func:`~calliope_graph.flow._plan.ending_alone`,
+  nor one whose consumers wait on it alone: :func:`~calliope_graph.flow._plan.feeding_alone`),
   a map is a ``Send`` fan-out and a gather (:mod:`~calliope_graph.flow._lower_map`), a switch a
   ``Command`` to the chosen branch (:mod:`~calliope_graph.flow._lower_switch`), a subflow a
   subgraph in the node's task (:mod:`~calliope_graph.flow._lower_subflow`), chains beside other
@@ -61,7 +62,7 @@ from calliope_graph.flow._names import (
     request_key,
     rewrites_key,
 )
-from calliope_graph.flow._plan import Plan, ending_alone, feeds, item_members
+from calliope_graph.flow._plan import Plan, ending_alone, feeding, feeding_alone, item_members
 from calliope_graph.flow._runtime import FlowRuntime
 from calliope_graph.flow.lanes import lanes
 from calliope_graph.flow.spec import CacheSpec, Edge
@@ -238,6 +239,10 @@ class _Lowering:
     laned: dict[str, str] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
     alone: frozenset[str] = frozenset()
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    """Routed nodes without a join node → where all their paths go (END, or consumers)."""
+    direct: dict[str, str] = field(default_factory=dict)
+    """A consumer of such a node → that node (the one thing it waits on)."""
 
     def add_io(self, io: GraphIO) -> None:
         """The public face's first and last nodes (see :class:`GraphIO`)."""
@@ -259,12 +264,17 @@ class _Lowering:
                 self.laned[node] = lane.name
                 self.laned.update({m: lane.name for m in item_members(plan, node)})
         self.heads = {chain[0]: lane_name(chain[0]) for chain in chains}
+        elsewhere = self.in_items | set(self.laned)
         if self.end == END:
-            self.alone = ending_alone(plan, self.edges, self.in_items | set(self.laned))
+            self.alone = ending_alone(plan, self.edges, elsewhere)
+        lowered = {n for n in plan.order if any(lw.owns(plan, n) for lw in node_lowerings())}
+        fed = feeding_alone(plan, self.edges, elsewhere | lowered)
+        self.paths = {**{name: [END] for name in self.alone}, **fed}
+        self.direct = {c: name for name, consumers in fed.items() for c in consumers}
 
     def add_nodes(self) -> None:
         """Every node the top graph runs itself, its join, and its fallbacks' way to it."""
-        plan, graph, alone = self.plan, self.graph, self.alone
+        plan, graph, paths = self.plan, self.graph, self.paths
         elsewhere = self.in_items | set(self.laned)
         for name in plan.order:
             if name in elsewhere:
@@ -275,20 +285,20 @@ class _Lowering:
                 lowering.add(graph, plan, name, self.factory, self.cache)
                 continue
             self.add_node(name)
-            if plan.has_routes(name) and name == plan.root(name) and name not in alone:
+            if plan.has_routes(name) and name == plan.root(name) and name not in paths:
                 graph.add_node(done_name(name), join)
                 graph.add_edge(name, done_name(name))
         for fallback in plan.stands_in:
             if fallback not in plan.rewrites_for and fallback not in elsewhere:
-                root = plan.root(fallback)
-                graph.add_edge(fallback, END if root in alone else done_name(root))
+                for target in paths.get(plan.root(fallback)) or [done_name(plan.root(fallback))]:
+                    graph.add_edge(fallback, target)
 
     def add_node(self, name: str) -> None:
         # Every node has an error handler: its routes, else a failure pauses the run there
         # (resumable) instead of raising, so siblings in the same step are not cancelled.
         plan = self.plan
-        kwargs: dict[str, Any] = {"error_handler": handler(plan, name, self.factory, self.alone)}
-        routes = destinations(plan, name, self.edges, self.alone)
+        kwargs: dict[str, Any] = {"error_handler": handler(plan, name, self.factory, self.paths)}
+        routes = destinations(plan, name, self.edges, self.paths)
         if routes:
             kwargs["destinations"] = routes
         timeout = plan.spec.nodes[name].timeout
@@ -320,6 +330,8 @@ class _Lowering:
 
     def waits_on(self, name: str) -> str:
         """What a consumer of ``name`` waits on: its lane, its gather or join, or itself."""
+        if name in self.paths and name not in self.alone:
+            return name  # its consumers wait on it alone: all its paths lead to them
         return self.laned.get(name) or _link(self.plan, name)
 
     def add_data_edges(self) -> set[str]:
@@ -330,12 +342,11 @@ class _Lowering:
         for name in plan.order:
             if name in plan.routed or (name in self.laned and name not in self.heads):
                 continue
-            feeding = {e.source for e in edges if feeds(e, name) and e.source in plan.nodes}
-            for target in plan.switches.get(name, []):  # a switch waits for its branches' inputs
-                feeding |= {e.source for e in edges if feeds(e, target) and e.source in plan.nodes}
-            feeding.discard(name)
-            sources = sorted({self.waits_on(s) for s in feeding} - {self.laned.get(name)})
-            consumed |= feeding
+            reads = feeding(plan, edges, name)
+            consumed |= reads
+            if name in self.direct:  # the rest of what it reads was done before that node
+                reads = {self.direct[name]}
+            sources = sorted({self.waits_on(s) for s in reads} - {self.laned.get(name)})
             owner = self.owned.get(name)
             entry = self.heads.get(name) or (owner.entry(name) if owner is not None else name)
             if not sources:

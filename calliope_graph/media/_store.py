@@ -127,9 +127,11 @@ class MediaStore:
                 return name
             n += 1
 
-    def write_bytes(self, name: str, data: bytes) -> Path:
-        """Write ``data`` atomically: a temporary file in the same directory, then rename."""
-        return write_atomic(self.path_for(name), data)
+    def write_bytes(self, name: str, data: bytes, *, durable: bool = True) -> Path:
+        """Write ``data`` atomically: a temporary file in the same directory, then rename.
+        ``durable=False``: not fsynced, for what costs no paid work to make again (see
+        :mod:`calliope_graph._files`)."""
+        return write_atomic(self.path_for(name), data, durable=durable)
 
     def _write_paid(self, name: str, data: bytes) -> Path:
         """:meth:`write_bytes` of a provider's answer: on a full disk, inside a node whose
@@ -198,9 +200,9 @@ class MediaStore:
 
     # Async forms for engines and nodes: the writes run in a worker thread, so the event
     # loop never waits on the disk (LangGraph Server refuses blocking calls on its loop).
-    async def awrite_bytes(self, name: str, data: bytes) -> Path:
+    async def awrite_bytes(self, name: str, data: bytes, *, durable: bool = True) -> Path:
         """:meth:`write_bytes` in a worker thread."""
-        return await asyncio.to_thread(self.write_bytes, name, data)
+        return await asyncio.to_thread(self.write_bytes, name, data, durable=durable)
 
     async def asave_image(self, name: str, data: bytes) -> Image:
         """:meth:`save_image` in a worker thread."""
