@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Plan",
     "ending_alone",
-    "feeding",
     "feeding_alone",
     "feeds",
     "item_members",
@@ -146,17 +145,7 @@ def feeds(edge: Edge, target: str) -> bool:
     return edge.kind in ("data", "map") and edge.target == target and edge.source != INPUTS
 
 
-def feeding(plan: Plan, edges: list[Edge], name: str) -> set[str]:
-    """The nodes ``name`` waits on: its sources by data or map edges, and a switch also
-    those of the branches it may choose (so the chosen one can start at once)."""
-    out = {e.source for e in edges if feeds(e, name) and e.source in plan.nodes}
-    for target in plan.switches.get(name, []):
-        out |= {e.source for e in edges if feeds(e, target) and e.source in plan.nodes}
-    out.discard(name)
-    return out
-
-
-def feeding_alone(plan: Plan, edges: list[Edge], elsewhere: set[str]) -> dict[str, list[str]]:
+def feeding_alone(plan: Plan, elsewhere: set[str]) -> dict[str, list[str]]:
     """Routed nodes that need no join node because their consumers wait on them alone →
     those consumers: every path out of the node (its success, a ``continue``, a fallback)
     goes straight to them, so the join's superstep is saved.
@@ -172,7 +161,7 @@ def feeding_alone(plan: Plan, edges: list[Edge], elsewhere: set[str]) -> dict[st
     fallbacks: dict[str, list[str]] = {}
     for fallback in plan.stands_in:
         fallbacks.setdefault(plan.root(fallback), []).append(fallback)
-    waits = {n: feeding(plan, edges, n) for n in plan.order if n not in plan.routed}
+    waits = {n: plan.sources(n) - {n} for n in plan.order if n not in plan.routed}
     consumers: dict[str, list[str]] = {}
     for name, sources in waits.items():
         for source in sources:

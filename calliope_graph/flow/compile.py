@@ -62,7 +62,7 @@ from calliope_graph.flow._names import (
     request_key,
     rewrites_key,
 )
-from calliope_graph.flow._plan import Plan, ending_alone, feeding, feeding_alone, item_members
+from calliope_graph.flow._plan import Plan, ending_alone, feeding_alone, item_members
 from calliope_graph.flow._runtime import FlowRuntime
 from calliope_graph.flow.lanes import lanes
 from calliope_graph.flow.spec import CacheSpec, Edge
@@ -268,7 +268,7 @@ class _Lowering:
         if self.end == END:
             self.alone = ending_alone(plan, self.edges, elsewhere)
         lowered = {n for n in plan.order if any(lw.owns(plan, n) for lw in node_lowerings())}
-        fed = feeding_alone(plan, self.edges, elsewhere | lowered)
+        fed = feeding_alone(plan, elsewhere | lowered)
         self.paths = {**{name: [END] for name in self.alone}, **fed}
         self.direct = {c: name for name, consumers in fed.items() for c in consumers}
 
@@ -330,19 +330,19 @@ class _Lowering:
 
     def waits_on(self, name: str) -> str:
         """What a consumer of ``name`` waits on: its lane, its gather or join, or itself."""
-        if name in self.paths and name not in self.alone:
-            return name  # its consumers wait on it alone: all its paths lead to them
+        if name in self.paths:
+            return name  # no join node: all its paths lead to its consumers (or END)
         return self.laned.get(name) or _link(self.plan, name)
 
     def add_data_edges(self) -> set[str]:
         """A node waits on its sources (their join nodes when they have routes); returns the
         nodes something waits on."""
-        plan, edges = self.plan, self.edges
+        plan = self.plan
         consumed: set[str] = set()
         for name in plan.order:
             if name in plan.routed or (name in self.laned and name not in self.heads):
                 continue
-            reads = feeding(plan, edges, name)
+            reads = plan.sources(name) - {name}
             consumed |= reads
             if name in self.direct:  # the rest of what it reads was done before that node
                 reads = {self.direct[name]}
