@@ -242,3 +242,109 @@ async def test_reading_the_checkpoint_history_while_a_run_writes_does_not_hang(
             seen += 1
             await compiled.ainvoke({"n": 0}, {"configurable": {"thread_id": f"b{seen}"}})
     assert seen >= 2
+
+
+# -- checkpoint writes a moment after LangGraph hands them over ------------------------------
+def _saved_rows(path: Path) -> tuple[int, int]:
+    """(checkpoints, writes) another connection finds committed in ``path``."""
+    conn = sqlite3.connect(path)
+    try:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("checkpoints", "writes")
+        )
+    finally:
+        conn.close()
+
+
+async def _one_step(saver: Any, thread: str = "t") -> tuple[dict[str, Any], str]:
+    """What LangGraph hands a saver for one step: its checkpoint, then a task's writes."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    saved = await saver.aput(config, checkpoint, {"source": "loop", "step": 1}, {})
+    await saver.aput_writes(saved, [("story.text", "Once upon a time")], "task-1")
+    return saved, checkpoint["id"]
+
+
+async def test_a_steps_checkpoint_is_written_a_moment_later_not_before_the_next_node(
+    tmp_path: Path,
+) -> None:
+    """LangGraph hands a step's checkpoint and writes over and starts the next node; they
+    are committed together ``DRAIN_DELAY`` later (typically while that node waits on its
+    provider), not in between."""
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    path = tmp_path / "checkpoints.sqlite"
+    async with open_sqlite(path, None) as saver:
+        drained = asyncio.Event()
+        drain = saver._drain  # type: ignore[attr-defined]
+
+        def drain_and_say() -> None:
+            drain()
+            drained.set()
+
+        saver._drain = drain_and_say  # type: ignore[attr-defined]
+        await _one_step(saver)
+        for _ in range(3):  # the loop turns (LangGraph's next step): nothing written yet
+            await asyncio.sleep(0)
+        assert _saved_rows(path) == (0, 0)
+        await asyncio.wait_for(drained.wait(), 10)
+        assert _saved_rows(path) == (1, 1)
+
+
+async def test_reading_the_checkpoints_sees_the_writes_handed_over_before(
+    tmp_path: Path,
+) -> None:
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    async with open_sqlite(tmp_path / "checkpoints.sqlite", None) as saver:
+        saved, checkpoint_id = await _one_step(saver)
+        found = await saver.aget_tuple(saved)
+        assert found is not None and found.checkpoint["id"] == checkpoint_id
+        assert [write[1:] for write in found.pending_writes or []] == [
+            ("story.text", "Once upon a time")
+        ]
+        assert [t.checkpoint["id"] async for t in saver.alist(saved)] == [checkpoint_id]
+
+
+async def test_closing_the_checkpoint_store_writes_what_is_still_waiting(tmp_path: Path) -> None:
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    path = tmp_path / "checkpoints.sqlite"
+    async with open_sqlite(path, None) as saver:
+        await _one_step(saver)
+    assert _saved_rows(path) == (1, 1)
+
+
+async def test_a_checkpoint_write_that_fails_later_still_fails_the_run(tmp_path: Path) -> None:
+    """A write that fails after LangGraph went on is raised when the store closes (at the
+    latest), as a failed background save failed the run."""
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        async with open_sqlite(tmp_path / "checkpoints.sqlite", None) as saver:
+            await _one_step(saver)
+            saver.conn.execute("DROP TABLE writes")  # type: ignore[attr-defined]
+
+
+async def test_with_durability_sync_each_steps_checkpoint_is_written_before_the_next(
+    tmp_path: Path,
+) -> None:
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    path = tmp_path / "checkpoints.sqlite"
+    async with open_sqlite(path, None, defer=False) as saver:
+        await _one_step(saver)
+        assert _saved_rows(path) == (1, 1)
+    flow = Flow("one")
+    story = flow.add(
+        "story", TextToText("openai-gpt-6-luna"), {"text": flow.input("prompt", "text")}
+    )
+    flow.output("story", story["text"])
+    for durability, deferred in (("sync", False), ("async", True), ("exit", True)):
+        runner = flow.runner(out_dir=tmp_path / durability, durability=durability)
+        runner.out_dir.mkdir()
+        async with runner._graph_for_run("t", fresh=True) as (graph, _):
+            assert (graph.checkpointer.queued is not None) is deferred  # type: ignore[union-attr]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -162,7 +161,7 @@ def sqlite_path(url: str) -> Path:
 # -- opening ---------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
 async def checkpointer_from_url(
-    url: str | os.PathLike[str], plan: Plan, *, serde: Any = None
+    url: str | os.PathLike[str], plan: Plan, *, serde: Any = None, defer: bool = True
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """The checkpoint store ``url`` names, open for as long as the context lasts.
 
@@ -175,7 +174,7 @@ async def checkpointer_from_url(
     text = os.fspath(url)
     serde = serde if serde is not None else checkpoint_serializer(plan)
     if not is_postgres_url(text):
-        async with open_sqlite(sqlite_path(text), serde) as sqlite_saver:
+        async with open_sqlite(sqlite_path(text), serde, defer=defer) as sqlite_saver:
             yield sqlite_saver
         return
     try:
@@ -199,72 +198,14 @@ async def checkpointer_from_url(
         yield saver
 
 
-def _loop_sqlite_saver() -> type[Any]:
-    """:class:`SqliteSaver` with its async methods run on the event loop's thread.
-
-    LangGraph's ``AsyncSqliteSaver`` goes through aiosqlite, which hands every statement to
-    a thread of its own and the answer back (two thread switches and a loop wake-up per
-    statement): measured at 2 ms of CPU per run of a two-node graph, against 0.2 ms for the
-    statements themselves. In WAL mode with ``synchronous=NORMAL`` a commit waits for no
-    fsync, so a statement holds the loop for tens of microseconds; only another process
-    writing the same file at that moment would make it wait longer (up to the busy timeout),
-    and a batch holds its folder's lock, so none does. Made on first use: importing
-    ``langgraph.checkpoint.sqlite`` is left to the runs that use SQLite. Not a thread pool
-    or executor of its own either: nothing here waits on I/O long enough to pay for one.
-    """
-    global _LoopSqliteSaver
-    if _LoopSqliteSaver is not None:
-        return _LoopSqliteSaver
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    class LoopSqliteSaver(SqliteSaver):
-        async def aget_tuple(self, config: Any) -> Any:
-            return self.get_tuple(config)
-
-        async def alist(
-            self,
-            config: Any,
-            *,
-            filter: dict[str, Any] | None = None,
-            before: Any = None,
-            limit: int | None = None,
-        ) -> AsyncIterator[Any]:
-            # Read whole before the first yield: SqliteSaver.list holds the saver's lock
-            # while it iterates, and a run writing on this same thread meanwhile would then
-            # wait for it forever.
-            for item in list(self.list(config, filter=filter, before=before, limit=limit)):
-                yield item
-
-        async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-            return self.put(config, checkpoint, metadata, new_versions)
-
-        async def aput_writes(
-            self, config: Any, writes: Any, task_id: str, task_path: str = ""
-        ) -> None:
-            self.put_writes(config, writes, task_id, task_path)
-
-        async def adelete_thread(self, thread_id: str) -> None:
-            self.delete_thread(thread_id)
-
-        async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
-            return self.get_delta_channel_history(config=config, channels=channels)
-
-    # LangGraph asks, at every graph and subgraph invocation, whether ``aput_writes`` takes
-    # ``task_path`` (inspect.signature: as costly as the rest of starting a map item's
-    # subgraph); a signature given once answers at once.
-    method: Any = LoopSqliteSaver.aput_writes
-    method.__signature__ = inspect.signature(method)
-    _LoopSqliteSaver = LoopSqliteSaver
-    return LoopSqliteSaver
-
-
-_LoopSqliteSaver: type[Any] | None = None
-
-
 @contextlib.asynccontextmanager
-async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def open_sqlite(
+    path: Path, serde: Any, *, defer: bool = True
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """LangGraph's ``SqliteSaver`` on ``path`` with ``serde``, usable from async code
-    (:func:`_loop_sqlite_saver` says why not ``AsyncSqliteSaver``)."""
+    (:class:`~calliope_graph.flow._sqlite_saver.LoopSqliteSaver` says why not
+    ``AsyncSqliteSaver``); ``defer``: its writes a
+    moment later (not for a run whose durability is ``sync``, which waits for each step's)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -282,12 +223,14 @@ async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSav
     # disk and 20 ms on a busy one, in every run's wall before its first node, to keep an
     # empty store across a power cut — which the NORMAL commits after it do not promise
     # either. A file that exists (a resume, a runner's second run) is opened as before.
+    from calliope_graph.flow._sqlite_saver import LoopSqliteSaver, Queued
+
     new = not path.exists()
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False)
         conn.execute(f"PRAGMA synchronous={'OFF' if new else 'NORMAL'}")
-        saver = _loop_sqlite_saver()(conn, serde=serde)
+        saver = LoopSqliteSaver(conn, serde=serde)
         saver.setup()  # its tables now, so a file that is not a checkpoint store says so here
         if new:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -298,8 +241,18 @@ async def open_sqlite(path: Path, serde: Any) -> AsyncIterator[BaseCheckpointSav
             f"Cannot use the checkpoint file {str(path)!r} ({exc}): pass another "
             "--checkpoint path, or move that file away."
         ) from None
+    if defer:
+        saver.queued = Queued()
     try:
         yield saver
+    except BaseException:
+        try:  # what the run did before it stopped is kept where it can be
+            saver.flush()
+        except Exception as exc:
+            log.warning("Some checkpoints of this run were not saved (%s).", exc)
+        raise
+    else:
+        saver.flush()  # (a write that failed fails the run here)
     finally:
         conn.close()
 
@@ -480,6 +433,7 @@ async def run_guard(
     async with contextlib.AsyncExitStack() as stack:
         postgres = sys.modules.get("langgraph.checkpoint.postgres.aio")
         sqlite = sys.modules.get("langgraph.checkpoint.sqlite.aio")
+        loop_saver = sys.modules.get("calliope_graph.flow._sqlite_saver")
         if postgres is not None and isinstance(saver, postgres.AsyncPostgresSaver):
             conninfo = _conninfo(saver)
             if conninfo is None:
@@ -492,7 +446,7 @@ async def run_guard(
                 conn = await stack.enter_async_context(_thread_lock(conninfo, thread, store))
                 backend = _PostgresTrace(conn)
         elif (sqlite is not None and isinstance(saver, sqlite.AsyncSqliteSaver)) or (
-            _LoopSqliteSaver is not None and isinstance(saver, _LoopSqliteSaver)
+            loop_saver is not None and isinstance(saver, loop_saver.LoopSqliteSaver)
         ):
             backend = _SqliteTrace(saver)
             database = await sqlite_database_path(saver.conn)

@@ -10,6 +10,7 @@ Nothing here imports LangGraph.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,11 @@ class Plan:
     #: it (see :func:`calliope_graph.flow.run.compiled_once`): ``Flow.ainvoke`` makes a
     #: runner per call, and compiling costs tens of milliseconds before the first node.
     compiled: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def output_refs(self) -> dict[str, Ref]:
+        """The flow's outputs, their references parsed once (every run reads them)."""
+        return {name: parse_ref(target) for name, target in self.spec.outputs.items()}
 
     def sources(self, name: str) -> set[str]:
         """The nodes ``name`` reads from: its wired sources and what it maps over; a switch

@@ -67,7 +67,6 @@ from calliope_graph.flow._runtime import (
     OnEvent,
 )
 from calliope_graph.flow.compile import CompiledFlowGraph, compile_plan, read_ref
-from calliope_graph.flow.spec import parse_ref
 from calliope_graph.flow.trace import Trace
 from calliope_graph.media import MediaStore
 from calliope_graph.session import Session, SessionOptions, session_of
@@ -129,6 +128,7 @@ class FlowRunner:
         self.durability: Durability = options.get("durability", "async")
         self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
+        self._recursion_limit: int | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any], dict[str, Any]]] = {}
         self._out_ready = False
         self._resolved: Path | None = None
@@ -180,17 +180,20 @@ class FlowRunner:
         if not self.checkpointer:
             yield self._compiled(), None
             return
+        defer = self.durability != "sync"  # (sync: each step's saves before the next step)
         async with contextlib.AsyncExitStack() as stack:
             saver: BaseCheckpointSaver[Any]
             if self.checkpointer is True:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 saver = await stack.enter_async_context(
-                    open_sqlite(self.out_dir / "checkpoints.sqlite", self._serde())
+                    open_sqlite(self.out_dir / "checkpoints.sqlite", self._serde(), defer=defer)
                 )
                 graph = self._compiled().copy({"checkpointer": saver})  # compiled once
             elif isinstance(self.checkpointer, str | Path):
                 saver = await stack.enter_async_context(
-                    checkpointer_from_url(self.checkpointer, self.plan, serde=self._serde())
+                    checkpointer_from_url(
+                        self.checkpointer, self.plan, serde=self._serde(), defer=defer
+                    )
                 )
                 graph = self._compiled().copy({"checkpointer": saver})
             else:  # a saver the caller opened: compiled once for every run of this runner
@@ -392,8 +395,8 @@ class FlowRunner:
             raise waiting  # a pause no failure made: waiting for a person's choice
         outputs = {
             name: value
-            for name, target in self.plan.spec.outputs.items()
-            if (value := read_ref(values, parse_ref(target))) is not None
+            for name, ref in self.plan.output_refs.items()
+            if (value := read_ref(values, ref)) is not None
         }
         trace.outputs = runtime._summary(outputs, trace.out_dir)
         trace.status, trace.ended_at = "ok", time.time()
@@ -412,9 +415,10 @@ class FlowRunner:
         """Stream the graph from ``state`` (None: resume ``thread``), gathering its state
         updates into ``values`` and its interrupts into ``pending``; whether it paused."""
         resume, journal, trace = state is None, runtime.journal, runtime.trace
-        config: RunnableConfig = {
-            "recursion_limit": 25 + 4 * len(self.plan.spec.nodes) + loop_budget(self.plan.spec),
-        }
+        if self._recursion_limit is None:  # (the plan's: the same for every run)
+            spec = self.plan.spec
+            self._recursion_limit = 25 + 4 * len(spec.nodes) + loop_budget(spec)
+        config: RunnableConfig = {"recursion_limit": self._recursion_limit}
         if self.checkpointer:  # what the checkpoints are keyed and labelled by; without
             # them LangGraph would only copy both into every task's metadata (per node)
             config["configurable"] = {"thread_id": thread}
