@@ -31,8 +31,10 @@ already lose: free work, redone on resume — paid outputs are in the output jou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -61,6 +63,7 @@ class LoopSqliteSaver(SqliteSaver):
 
     #: The writes held back; None: each is written when LangGraph hands it over.
     queued: Queued | None = None
+    _one_commit = False
 
     def flush(self) -> None:
         """Write what is queued now, in order; the first failure is raised once the rest
@@ -72,15 +75,31 @@ class LoopSqliteSaver(SqliteSaver):
             queued.timer.cancel()
             queued.timer = None
         failure, queued.failure = queued.failure, None
-        while queued.writes:
-            writes, queued.writes = queued.writes, []
-            for write, args in writes:
+        if queued.writes:
+            self._one_commit = True  # the queue's writes are one transaction (cursor below)
+            try:
+                while queued.writes:
+                    writes, queued.writes = queued.writes, []
+                    for write, args in writes:
+                        try:
+                            write(self, *args)
+                        except Exception as exc:
+                            failure = failure or exc
+            finally:
+                self._one_commit = False
                 try:
-                    write(self, *args)
+                    self.conn.commit()
                 except Exception as exc:
                     failure = failure or exc
         if failure is not None:
             raise failure
+
+    @contextlib.contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        # SqliteSaver commits after each statement; a flush commits once, after them all
+        # (each commit appends the pages it changed to the WAL again).
+        with SqliteSaver.cursor(self, transaction and not self._one_commit) as cur:
+            yield cur
 
     def _later(self, write: Any, *args: Any) -> None:
         queued = self.queued
