@@ -20,7 +20,7 @@ from calliope_graph import _outdir
 from calliope_graph._outdir import OutDirLock, prepare_out_dir
 from calliope_graph.cli import EXIT_CODES, main
 from calliope_graph.errors import CalliopeError, ConfigurationError
-from calliope_graph.flow import Flow
+from calliope_graph.flow import Durability, Flow
 from calliope_graph.nodes import TextToText
 from calliope_graph.simulate import Simulator
 
@@ -249,15 +249,16 @@ def _saved_rows(path: Path) -> tuple[int, int]:
     """(checkpoints, writes) another connection finds committed in ``path``."""
     conn = sqlite3.connect(path)
     try:
-        return tuple(  # type: ignore[return-value]
+        checkpoints, writes = (
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in ("checkpoints", "writes")
         )
+        return checkpoints, writes
     finally:
         conn.close()
 
 
-async def _one_step(saver: Any, thread: str = "t") -> tuple[dict[str, Any], str]:
+async def _one_step(saver: Any, thread: str = "t") -> tuple[Any, str]:
     """What LangGraph hands a saver for one step: its checkpoint, then a task's writes."""
     from langgraph.checkpoint.base import empty_checkpoint
 
@@ -286,9 +287,7 @@ async def test_a_steps_checkpoint_is_written_a_moment_later_not_before_the_next_
             drained.set()
 
         saver._drain = drain_and_say  # type: ignore[attr-defined]
-        await _one_step(saver)
-        for _ in range(3):  # the loop turns (LangGraph's next step): nothing written yet
-            await asyncio.sleep(0)
+        await _one_step(saver)  # (handing over gives the loop no turn: no timer can fire)
         assert _saved_rows(path) == (0, 0)
         await asyncio.wait_for(drained.wait(), 10)
         assert _saved_rows(path) == (1, 1)
@@ -343,7 +342,8 @@ async def test_with_durability_sync_each_steps_checkpoint_is_written_before_the_
         "story", TextToText("openai-gpt-6-luna"), {"text": flow.input("prompt", "text")}
     )
     flow.output("story", story["text"])
-    for durability, deferred in (("sync", False), ("async", True), ("exit", True)):
+    durabilities: list[tuple[Durability, bool]] = [("sync", False), ("async", True), ("exit", True)]
+    for durability, deferred in durabilities:
         runner = flow.runner(out_dir=tmp_path / durability, durability=durability)
         runner.out_dir.mkdir()
         async with runner._graph_for_run("t", fresh=True) as (graph, _):

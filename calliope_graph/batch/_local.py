@@ -493,8 +493,9 @@ async def _open_run(
     batch.journal = JournalDB.open(out / JOURNAL_NAME)
     if batch.journal is not None:
         held.callback(batch.journal.close)
+    durability = options.get("durability", BATCH_DURABILITY)
     saver = await held.enter_async_context(
-        open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan))
+        open_sqlite(out / CHECKPOINTS_NAME, checkpoint_serializer(plan), defer=durability != "sync")
     )
     held.enter_context(_frozen_heap())
     # With OpenTelemetry on, a span for the batch that each item's trace links to.
@@ -506,7 +507,7 @@ async def _open_run(
         checkpointer=saver,
         cache=False,
         trace_file=True,
-        durability=options.get("durability", BATCH_DURABILITY),
+        durability=durability,
     )
     return root, saver
 
