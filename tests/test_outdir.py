@@ -348,3 +348,22 @@ async def test_with_durability_sync_each_steps_checkpoint_is_written_before_the_
         runner.out_dir.mkdir()
         async with runner._graph_for_run("t", fresh=True) as (graph, _):
             assert (graph.checkpointer.queued is not None) is deferred  # type: ignore[union-attr]
+
+
+async def test_a_stores_allow_listed_copy_queues_into_the_stores_own_writes(
+    tmp_path: Path,
+) -> None:
+    """A batch runs its items on the flow's allow-listed copy of the store it opened
+    (``with_allowlist``): closing the store writes what the copy handed over too."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from calliope_graph.flow._checkpoints import open_sqlite
+
+    path = tmp_path / "checkpoints.sqlite"
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[("calliope_graph.media", "Image")])
+    async with open_sqlite(path, serde) as saver:
+        copy = saver.with_allowlist({("calliope_graph.media", "Audio")})
+        assert copy is not saver
+        await _one_step(copy)
+        assert _saved_rows(path) == (0, 0)
+    assert _saved_rows(path) == (1, 1)

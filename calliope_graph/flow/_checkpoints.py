@@ -204,8 +204,8 @@ async def open_sqlite(
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """LangGraph's ``SqliteSaver`` on ``path`` with ``serde``, usable from async code
     (:class:`~calliope_graph.flow._sqlite_saver.LoopSqliteSaver` says why not
-    ``AsyncSqliteSaver``); ``defer``: its writes a
-    moment later (not for a run whose durability is ``sync``, which waits for each step's)."""
+    ``AsyncSqliteSaver``). ``defer``: its writes are made a moment later (not for a run whose
+    durability is ``sync``, which waits for each step's)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

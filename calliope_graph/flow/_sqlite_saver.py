@@ -50,12 +50,14 @@ class Queued:
     """The writes a :class:`LoopSqliteSaver` holds back (shared with its clones:
     ``with_allowlist`` copies a saver, and both must drain one queue, in order)."""
 
-    __slots__ = ("failure", "timer", "writes")
+    __slots__ = ("failure", "flushing", "timer", "writes")
 
     def __init__(self) -> None:
-        self.writes: list[tuple[Any, tuple[Any, ...]]] = []
+        #: (SqliteSaver's method, the saver that queued it — its serializer —, arguments)
+        self.writes: list[tuple[Any, LoopSqliteSaver, tuple[Any, ...]]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.failure: Exception | None = None
+        self.flushing = False  # (its writes are one transaction: see LoopSqliteSaver.cursor)
 
 
 class LoopSqliteSaver(SqliteSaver):
@@ -63,7 +65,6 @@ class LoopSqliteSaver(SqliteSaver):
 
     #: The writes held back; None: each is written when LangGraph hands it over.
     queued: Queued | None = None
-    _one_commit = False
 
     def flush(self) -> None:
         """Write what is queued now, in order; the first failure is raised once the rest
@@ -76,17 +77,17 @@ class LoopSqliteSaver(SqliteSaver):
             queued.timer = None
         failure, queued.failure = queued.failure, None
         if queued.writes:
-            self._one_commit = True  # the queue's writes are one transaction (cursor below)
+            queued.flushing = True  # the queue's writes are one transaction (cursor below)
             try:
                 while queued.writes:
                     writes, queued.writes = queued.writes, []
-                    for write, args in writes:
+                    for write, saver, args in writes:
                         try:
-                            write(self, *args)
+                            write(saver, *args)
                         except Exception as exc:
                             failure = failure or exc
             finally:
-                self._one_commit = False
+                queued.flushing = False
                 try:
                     self.conn.commit()
                 except Exception as exc:
@@ -98,13 +99,14 @@ class LoopSqliteSaver(SqliteSaver):
     def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
         # SqliteSaver commits after each statement; a flush commits once, after them all
         # (each commit appends the pages it changed to the WAL again).
-        with SqliteSaver.cursor(self, transaction and not self._one_commit) as cur:
+        flushing = self.queued is not None and self.queued.flushing
+        with SqliteSaver.cursor(self, transaction and not flushing) as cur:
             yield cur
 
     def _later(self, write: Any, *args: Any) -> None:
         queued = self.queued
         assert queued is not None
-        queued.writes.append((write, args))
+        queued.writes.append((write, self, args))
         if queued.timer is None:
             queued.timer = asyncio.get_running_loop().call_later(WRITE_DELAY, self._drain)
 
