@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, so no stale-file cl
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "AFTER_NODE_DELAY",
     "FILE_MODE",
     "Throttled",
     "aatomic_writer",
@@ -64,6 +65,12 @@ __all__ = [
     "sweep_stale_parts",
     "write_atomic",
 ]
+
+#: How long the bookkeeping a finishing node asks for waits (``trace.json``'s rewrite, the
+#: trace rows beside the checkpoints, the checkpoint store's writes): not inside the node,
+#: where LangGraph's next step would wait for it, but a moment later — typically while the
+#: next node waits on its provider; what is asked for meanwhile shares the write.
+AFTER_NODE_DELAY = 0.01
 
 #: The mode asked for when creating a file; the process umask is taken off it by the kernel.
 FILE_MODE = 0o666

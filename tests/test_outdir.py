@@ -273,7 +273,7 @@ async def test_a_steps_checkpoint_is_written_a_moment_later_not_before_the_next_
     tmp_path: Path,
 ) -> None:
     """LangGraph hands a step's checkpoint and writes over and starts the next node; they
-    are committed together ``DRAIN_DELAY`` later (typically while that node waits on its
+    are committed together ``AFTER_NODE_DELAY`` later (typically while that node waits on its
     provider), not in between."""
     from calliope_graph.flow._checkpoints import open_sqlite
 

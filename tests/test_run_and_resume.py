@@ -329,7 +329,7 @@ async def test_nothing_rewrites_the_trace_after_the_run_returned(
 
 
 async def test_trace_rows_beside_the_checkpoints_wait_until_after_the_finishing_node() -> None:
-    """The row of a finished node is written a moment later (``DRAIN_DELAY``), not in the
+    """The row of a finished node is written a moment later (``AFTER_NODE_DELAY``), not in the
     node's own step, where LangGraph's next step would wait for the commit; rows finished
     meanwhile share one write, and closing the log writes what is still pending at once."""
     from calliope_graph.flow._checkpoints import TraceLog

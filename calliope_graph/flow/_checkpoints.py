@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from calliope_graph._files import AFTER_NODE_DELAY
 from calliope_graph.errors import ConfigurationError
 from calliope_graph.flow._thread_lock import sqlite_database_path, sqlite_thread_lock
 from calliope_graph.flow.trace import NodeExecution, Trace
@@ -294,10 +295,6 @@ class _Backend(Protocol):
     async def delete(self, thread: str) -> None: ...
 
 
-#: How long a finished execution waits before its row is written (see TraceLog._kick).
-DRAIN_DELAY = 0.01
-
-
 class TraceLog:
     """The trace of one thread, kept next to its checkpoints as the run goes.
 
@@ -369,11 +366,11 @@ class TraceLog:
         return inputs, executions
 
     def _kick(self) -> None:
-        """Write what is pending ``DRAIN_DELAY`` from now: not inside the node that just
+        """Write what is pending ``AFTER_NODE_DELAY`` from now: not inside the node that just
         finished (LangGraph's next step would wait for the commit) but a moment later,
         typically while the next node waits on its provider; rows in between share it."""
         if self._timer is None and (self._task is None or self._task.done()):
-            self._timer = asyncio.get_running_loop().call_later(DRAIN_DELAY, self._start)
+            self._timer = asyncio.get_running_loop().call_later(AFTER_NODE_DELAY, self._start)
 
     def _start(self) -> None:
         self._timer = None

@@ -71,6 +71,18 @@ class Plan:
         """The flow's outputs, their references parsed once (every run reads them)."""
         return {name: parse_ref(target) for name, target in self.spec.outputs.items()}
 
+    @functools.cached_property
+    def recursion_limit(self) -> int:
+        """LangGraph's step limit for a run: one per node, with room, and three per allowed
+        pass of each rewrite loop (the limit counts steps; a rewrite loop repeats nodes)."""
+        passes = sum(
+            route.rewrite.max_attempts or 0
+            for node in self.spec.nodes.values()
+            for route in node.on_error
+            if route.rewrite is not None
+        )
+        return 25 + 4 * len(self.spec.nodes) + 3 * passes
+
     def sources(self, name: str) -> set[str]:
         """The nodes ``name`` reads from: its wired sources and what it maps over; a switch
         also waits for what its branches read (so the branch it chooses can start at once)."""

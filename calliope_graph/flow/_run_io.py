@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from calliope_graph.flow._journal import Journal
     from calliope_graph.flow.compile import CompiledFlowGraph
     from calliope_graph.flow.run import FlowRunner
-    from calliope_graph.flow.spec import FlowSpec
     from calliope_graph.flow.validate import Plan
 
 __all__ = [
@@ -250,17 +249,6 @@ async def _threads(graph: CompiledFlowGraph) -> list[tuple[str, str | None]]:
         if thread and thread not in seen:
             seen[thread] = (item.metadata or {}).get(FLOW_METADATA)  # type: ignore[assignment]
     return list(seen.items())
-
-
-def loop_budget(spec: FlowSpec) -> int:
-    """Steps a run may take beyond one per node: three per allowed pass of each rewrite loop
-    (LangGraph's recursion limit counts steps, and a rewrite loop repeats its nodes)."""
-    total = 0
-    for node in spec.nodes.values():
-        for route in node.on_error:
-            if route.rewrite is not None and route.rewrite.max_attempts:
-                total += 3 * route.rewrite.max_attempts
-    return total
 
 
 def cache_hits(plan: Plan, runtime: FlowRuntime, chunk: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
-from calliope_graph._files import Throttled
+from calliope_graph._files import AFTER_NODE_DELAY, Throttled
 from calliope_graph._pricing import settle
 from calliope_graph._secrets import redact, redact_tree
 from calliope_graph._telemetry import run_recorder
@@ -79,7 +79,6 @@ log = logging.getLogger(__name__)
 # -- events and the runtime ------------------------------------------------------------------------
 #: Shortest time between two rewrites of trace.json during a run (seconds).
 SAVE_INTERVAL = 0.1
-SAVE_DELAY = 0.01  # the least a rewrite waits: never inside a finishing node (Throttled)
 
 
 @dataclass
@@ -508,10 +507,12 @@ class FlowRuntime:
             execution.provider = stats.providers[0]
 
     def _save_soon(self) -> None:
-        """Rewrite trace.json as nodes finish: at most every SAVE_INTERVAL, SAVE_DELAY after a
+        """Rewrite trace.json as nodes finish: at most every SAVE_INTERVAL, AFTER_NODE_DELAY after a
         node at the earliest (finishing together: one write; the last: :meth:`save_final`)."""
         if self._run.saver is None:
-            self._run.saver = Throttled(self.save, SAVE_INTERVAL, first_now=False, delay=SAVE_DELAY)
+            self._run.saver = Throttled(
+                self.save, SAVE_INTERVAL, first_now=False, delay=AFTER_NODE_DELAY
+            )
         self._run.saver.request()
 
     def save(self) -> None:

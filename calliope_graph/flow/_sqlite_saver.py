@@ -19,13 +19,13 @@ either: nothing here waits on I/O long enough to pay for one.
 without waiting for them; on the loop's thread, "in the background" still meant before the
 next node started, and those statements (0.1-0.5 ms each, two or three a step) were most of
 what a step cost on the webcam story's path. So ``aput`` and ``aput_writes`` queue the call,
-and the queue is written :data:`WRITE_DELAY` later, in order — typically while the next node
-waits on its provider. A read (``get_tuple``, ``list``, ...), a delete and the store's
-closing write the queue first, so nothing reads around it. A write that fails is raised by
-the next flush (the closing one at the latest: the run fails, as a failed background save
-failed it). A kill in those milliseconds loses what LangGraph's background saves could
-already lose: free work, redone on resume — paid outputs are in the output journal
-(``flow/_journal.py``).
+and the queue is written ``AFTER_NODE_DELAY`` (``calliope_graph._files``) later, in order
+and in one transaction — typically while the next node waits on its provider. A read
+(``get_tuple``, ``list``, ...), a delete and the store's closing write the queue first, so
+nothing reads around it. A write that fails is raised by the next flush (the closing one at
+the latest: the run fails, as a failed background save failed it). A kill in those
+milliseconds loses what LangGraph's background saves could already lose: free work, redone
+on resume — paid outputs are in the output journal (``flow/_journal.py``).
 """
 
 from __future__ import annotations
@@ -39,11 +39,9 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-__all__ = ["WRITE_DELAY", "LoopSqliteSaver", "Queued"]
+from calliope_graph._files import AFTER_NODE_DELAY
 
-#: How long a handed-over write waits before it is committed (the trace rows beside the
-#: checkpoints wait as long: ``flow/_checkpoints.DRAIN_DELAY``).
-WRITE_DELAY = 0.01
+__all__ = ["LoopSqliteSaver", "Queued"]
 
 
 class Queued:
@@ -108,7 +106,7 @@ class LoopSqliteSaver(SqliteSaver):
         assert queued is not None
         queued.writes.append((write, self, args))
         if queued.timer is None:
-            queued.timer = asyncio.get_running_loop().call_later(WRITE_DELAY, self._drain)
+            queued.timer = asyncio.get_running_loop().call_later(AFTER_NODE_DELAY, self._drain)
 
     def _drain(self) -> None:
         queued = self.queued

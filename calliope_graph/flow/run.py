@@ -53,7 +53,6 @@ from calliope_graph.flow._run_io import (
     RunOptions,
     _threads,
     cache_hits,
-    loop_budget,
     new_runtime,
     new_thread_id,
     prepare_inputs,
@@ -128,7 +127,6 @@ class FlowRunner:
         self.durability: Durability = options.get("durability", "async")
         self.media_store = options.get("media_store")
         self._graph: CompiledFlowGraph | None = None
-        self._recursion_limit: int | None = None
         self._static: dict[str, tuple[str | None, str | None, dict[str, Any], dict[str, Any]]] = {}
         self._out_ready = False
         self._resolved: Path | None = None
@@ -415,10 +413,7 @@ class FlowRunner:
         """Stream the graph from ``state`` (None: resume ``thread``), gathering its state
         updates into ``values`` and its interrupts into ``pending``; whether it paused."""
         resume, journal, trace = state is None, runtime.journal, runtime.trace
-        if self._recursion_limit is None:  # (the plan's: the same for every run)
-            spec = self.plan.spec
-            self._recursion_limit = 25 + 4 * len(spec.nodes) + loop_budget(spec)
-        config: RunnableConfig = {"recursion_limit": self._recursion_limit}
+        config: RunnableConfig = {"recursion_limit": self.plan.recursion_limit}
         if self.checkpointer:  # what the checkpoints are keyed and labelled by; without
             # them LangGraph would only copy both into every task's metadata (per node)
             config["configurable"] = {"thread_id": thread}
